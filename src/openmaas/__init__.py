@@ -1,0 +1,1 @@
+"""OpenMaaS: a self-hosted model-as-a-service platform."""

@@ -1,0 +1,103 @@
+"""FastAPI dependencies, declared once: the platform, the caller, scopes, pages, idempotency."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Header, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from openmaas.bootstrap import Platform
+from openmaas.tenancy import idempotency
+from openmaas.tenancy import scopes as scope_rules
+from openmaas.tenancy.auth import Principal
+
+
+def get_platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+PlatformDep = Annotated[Platform, Depends(get_platform)]
+
+
+async def current_principal(request: Request) -> Principal:
+    authenticator = request.app.state.platform.authenticator
+    authorization = request.headers.get("authorization")
+    principal = authenticator.cached(authorization)
+    if principal is None:
+        principal = await run_in_threadpool(authenticator.authenticate, authorization)
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def scope(needed: str) -> Any:
+    """A dependency giving the caller after checking it holds `needed` (`operator` included)."""
+
+    async def checked(principal: PrincipalDep) -> Principal:
+        principal.require(needed)
+        if needed != scope_rules.OPERATOR:
+            principal.require_org()
+        return principal
+
+    return Depends(checked)
+
+
+Operator = Annotated[Principal, scope(scope_rules.OPERATOR)]
+
+
+class PageParams(BaseModel):
+    limit: int
+    after: str | None
+
+
+def page_params(
+    request: Request,
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="Items per page")] = None,
+    after: Annotated[str | None, Query(max_length=100, description="Return items after this id")] = None,
+) -> PageParams:
+    settings = request.app.state.platform.settings
+    return PageParams(limit=min(limit or settings.default_page_limit, settings.max_page_limit), after=after)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+class Creator:
+    """Runs a create under the request's `Idempotency-Key`, if any, and shapes the response."""
+
+    def __init__(
+        self,
+        request: Request,
+        principal: PrincipalDep,
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    ) -> None:
+        self.request = request
+        self.principal = principal
+        self.key = idempotency_key
+
+    def __call__(self, body: BaseModel, create: Callable[[Session], BaseModel], status: int = 201) -> Response:
+        platform: Platform = self.request.app.state.platform
+        canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        result = idempotency.run_idempotent(
+            platform.db,
+            owner=self.principal.org_id or self.principal.key_id,
+            key=self.key,
+            fingerprint_=idempotency.fingerprint(self.request.method, self.request.url.path, canonical),
+            now=platform.clock.now(),
+            ttl=timedelta(seconds=platform.settings.idempotency_ttl_s),
+            create=lambda session: (status, create(session).model_dump(mode="json")),
+        )
+        return Response(orjson.dumps(result[1]), status_code=result[0], media_type="application/json")
+
+
+CreatorDep = Annotated[Creator, Depends()]

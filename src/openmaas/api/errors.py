@@ -1,0 +1,85 @@
+"""The one mapping from any failure to `{"error": {"message", "type", "param", "code"}}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from openmaas import errors
+
+log = logging.getLogger("openmaas.api")
+
+_HTTP_ERRORS: dict[int, type[errors.OpenMaaSError]] = {
+    400: errors.InvalidRequest,
+    401: errors.AuthenticationFailed,
+    403: errors.PermissionDenied,
+    404: errors.NotFound,
+    405: errors.MethodNotAllowed,
+    409: errors.Conflict,
+    413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
+    422: errors.ValidationFailed,
+}
+
+
+def error_response(error: errors.OpenMaaSError) -> Response:
+    return Response(
+        orjson.dumps(error.to_dict()), status_code=error.status, headers=error.headers, media_type="application/json"
+    )
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(part) for part in loc[1:]] if loc and loc[0] in ("body", "query", "path", "header") else [
+        str(part) for part in loc
+    ]
+    return ".".join(parts) or None
+
+
+def validation_error(exc: RequestValidationError, content_type: str) -> errors.OpenMaaSError:
+    problems = list(exc.errors())
+    if not problems:
+        return errors.InvalidRequest("Invalid request.")
+    first = problems[0]
+    loc = tuple(first.get("loc", ()))
+    if first.get("type") == "json_invalid":
+        return errors.InvalidRequest(f"Invalid JSON body: {first.get('msg')}.", code="invalid_json")
+    if loc and loc[0] == "body" and content_type and "json" not in content_type:
+        return errors.UnsupportedMediaType("Send the body as JSON with 'Content-Type: application/json'.")
+    param = _param(loc)
+    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    if len(problems) > 1:
+        message += f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
+    code = "missing_field" if first.get("type") == "missing" else "invalid_value"
+    return errors.ValidationFailed(message, param=param, code=code)
+
+
+def install(app: FastAPI) -> None:
+    async def on_domain_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, errors.OpenMaaSError)
+        return error_response(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(validation_error(exc, request.headers.get("content-type", "")))
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        kind = _HTTP_ERRORS.get(exc.status_code, errors.InternalError)
+        if exc.status_code == 404:
+            error: errors.OpenMaaSError = kind(f"No route {request.method} {request.url.path}.", code="unknown_route")
+        elif exc.status_code == 405:
+            error = kind(f"Method {request.method} is not allowed on {request.url.path}.")
+        else:
+            error = kind(str(exc.detail))
+        error.headers.update(exc.headers or {})
+        return error_response(error)
+
+    app.add_exception_handler(errors.OpenMaaSError, on_domain_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -1,0 +1,215 @@
+"""The gateway around every request, as one pure-ASGI middleware (no BaseHTTPMiddleware: it costs
+a task and a copy per request): request ids, the body-size limit, Prometheus metrics, the audit
+log for mutating calls, and a JSON 500 for anything uncaught.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.concurrency import run_in_threadpool
+
+from openmaas import errors
+from openmaas.ids import new_id
+from openmaas.tenancy import audit
+
+log = logging.getLogger("openmaas.api")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,100}$")
+AUDIT_OFF = {"x-audit": False}  # `openapi_extra` for mutating routes that are not management calls
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "openmaas_http_requests_total",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "openmaas_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+
+
+AuditSink = Callable[[audit.AuditRecord], None]
+
+
+class GatewayMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics, audit_sink: AuditSink) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+        self.audit_sink = audit_sink
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode())
+        status = 500
+        response_started = False
+        audited = scope["method"] in _MUTATING
+        held: list[Message] = []
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), id_header]
+            if audited and _audits(scope):
+                # Hold the (small, JSON) response until its audit entry is written, so a crash never
+                # leaves a served mutation unaudited.
+                held.append(message)
+                if message["type"] == "http.response.body" and not message.get("more_body", False):
+                    await run_in_threadpool(self.audit_sink, _audit_record(scope, status, held))
+                    for part in held:
+                        await send(part)
+                    response_started = True
+                return
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            receive = await self._limit_body(scope, receive)
+            await self.app(scope, receive, send_wrapper)
+        except errors.OpenMaaSError as exc:
+            await _send_error(send, exc, id_header)
+            status = exc.status
+        except Exception:
+            log.exception("unhandled error in %s %s (request %s)", scope["method"], scope["path"], request_id)
+            if response_started:
+                raise
+            status = 500
+            await _send_error(send, errors.InternalError("Internal server error."), id_header)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", "<unmatched>")
+            self.metrics.requests.labels(scope["method"], label, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], label).observe(time.perf_counter() - started)
+
+    async def _limit_body(self, scope: Scope, receive: Receive) -> Receive:
+        """Reject bodies over the limit with 413, by `Content-Length` or by counting as they come."""
+        if scope["method"] not in _MUTATING:
+            return receive
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise errors.InvalidRequest("Invalid Content-Length header.", param="Content-Length")
+            if int(declared) > self.max_body_bytes:
+                raise _too_large(self.max_body_bytes)
+            return receive
+        # No length given (chunked): read it here, within the limit, then replay it.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return receive
+            size += len(message.get("body", b""))
+            if size > self.max_body_bytes:
+                raise _too_large(self.max_body_bytes)
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replayed() -> Message:
+            return replay.pop() if replay else await receive()
+
+        return replayed
+
+
+def _too_large(limit: int) -> errors.PayloadTooLarge:
+    return errors.PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.", param="body")
+
+
+def _audits(scope: Scope) -> bool:
+    route = scope.get("route")
+    extra = getattr(route, "openapi_extra", None) or {}
+    # Unauthenticated attempts are not audited: a flood of them must not become database writes.
+    authenticated = scope.get("state", {}).get("principal") is not None
+    return route is not None and authenticated and bool(extra.get("x-audit", True))
+
+
+def _audit_record(scope: Scope, status: int, messages: list[Message]) -> audit.AuditRecord:
+    state = scope.get("state", {})
+    principal = state.get("principal")
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    target_id, error_code = _target_and_error(body)
+    path_params = scope.get("path_params") or {}
+    if target_id is None and path_params:
+        target_id = str(list(path_params.values())[-1])
+    route = scope.get("route")
+    return audit.AuditRecord(
+        org_id=state.get("audit_org_id", getattr(principal, "org_id", None)),
+        actor_key_id=getattr(principal, "key_id", None),
+        action=getattr(route, "name", None) or "unknown",
+        method=scope["method"],
+        path=scope["path"],
+        target_id=target_id,
+        request_id=state["request_id"],
+        status_code=status,
+        error_code=error_code,
+    )
+
+
+def _target_and_error(body: bytes) -> tuple[str | None, str | None]:
+    try:
+        parsed = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(parsed, dict):
+        return None, None
+    if isinstance(parsed.get("error"), dict):
+        return None, parsed["error"].get("code")
+    target = parsed.get("id")
+    return (str(target) if target is not None else None), None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _request_id(scope: Scope) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == b"x-request-id" and _REQUEST_ID_RE.match(value):
+            return str(value.decode())
+    return new_id("req_")
+
+
+async def _send_error(send: Send, error: errors.OpenMaaSError, id_header: tuple[bytes, bytes]) -> None:
+    body = orjson.dumps(error.to_dict())
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        id_header,
+        *((k.lower().encode(), v.encode()) for k, v in error.headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

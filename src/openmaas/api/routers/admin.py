@@ -1,0 +1,103 @@
+"""Operator routes: organisations, their keys and the platform-wide audit log (`/v1/admin`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from openmaas.api.deps import CreatorDep, Operator, PageDep, PlatformDep
+from openmaas.pagination import Page
+from openmaas.tenancy import audit, schemas
+from openmaas.tenancy import service as tenancy
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+
+@router.post("/organizations", status_code=201, response_model=schemas.Organization, name="organizations.create")
+def create_organization(
+    body: schemas.OrganizationCreate, platform: PlatformDep, _: Operator, create: CreatorDep
+) -> object:
+    return create(
+        body, lambda s: tenancy.organization_public(tenancy.create_organization(s, body, platform.clock.now()))
+    )
+
+
+@router.get("/organizations", response_model=Page[schemas.Organization], name="organizations.list")
+def list_organizations(platform: PlatformDep, _: Operator, page: PageDep) -> object:
+    with platform.db.read_session() as session:
+        return tenancy.list_organizations(session, limit=page.limit, after=page.after)
+
+
+@router.get("/organizations/{org_id}", response_model=schemas.Organization, name="organizations.get")
+def get_organization(org_id: str, platform: PlatformDep, _: Operator) -> object:
+    with platform.db.read_session() as session:
+        return tenancy.organization_public(tenancy.find_organization(session, org_id))
+
+
+@router.post(
+    "/organizations/{org_id}/api_keys",
+    status_code=201,
+    response_model=schemas.ApiKeyCreated,
+    name="organizations.api_keys.create",
+)
+def create_org_key(
+    org_id: str,
+    body: schemas.ApiKeyCreate,
+    request: Request,
+    platform: PlatformDep,
+    operator: Operator,
+    create: CreatorDep,
+) -> object:
+    with platform.db.read_session() as session:
+        org = tenancy.find_organization(session, org_id)
+    request.state.audit_org_id = org.id
+    return create(
+        body,
+        lambda s: tenancy.create_api_key(
+            s,
+            platform.hasher,
+            org_id=org.id,
+            body=body,
+            creator_key_id=operator.key_id,
+            creator_scopes=operator.scopes,
+            now=platform.clock.now(),
+        ),
+    )
+
+
+@router.get(
+    "/organizations/{org_id}/api_keys", response_model=Page[schemas.ApiKey], name="organizations.api_keys.list"
+)
+def list_org_keys(org_id: str, platform: PlatformDep, _: Operator, page: PageDep) -> object:
+    with platform.db.read_session() as session:
+        org = tenancy.find_organization(session, org_id)
+        return tenancy.list_api_keys(session, org.id, limit=page.limit, after=page.after)
+
+
+@router.delete(
+    "/organizations/{org_id}/api_keys/{key_id}",
+    response_model=schemas.ApiKey,
+    name="organizations.api_keys.revoke",
+)
+def revoke_org_key(org_id: str, key_id: str, request: Request, platform: PlatformDep, _: Operator) -> object:
+    with platform.db.session() as session:
+        org = tenancy.find_organization(session, org_id)
+        request.state.audit_org_id = org.id
+        key = tenancy.api_key_public(tenancy.revoke_api_key(session, org.id, key_id, platform.clock.now()))
+    platform.authenticator.forget(key_id)
+    return key
+
+
+@router.get("/audit_log", response_model=Page[schemas.AuditEntry], name="admin.audit_log.list")
+def list_audit_log(
+    platform: PlatformDep,
+    _: Operator,
+    page: PageDep,
+    organization_id: Annotated[str | None, Query(max_length=40)] = None,
+    action: Annotated[str | None, Query(max_length=100)] = None,
+) -> object:
+    with platform.db.read_session() as session:
+        return audit.list_entries(
+            session, org_id=organization_id, all_orgs=True, action=action, limit=page.limit, after=page.after
+        )

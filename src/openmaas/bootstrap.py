@@ -1,0 +1,73 @@
+"""The composition root: builds the object graph (settings, database, clock, key hasher,
+authenticator) once per process. No module keeps globals; tests build a fresh `Platform` each.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from openmaas.clock import Clock, SystemClock
+from openmaas.config import Settings
+from openmaas.db.database import Database
+from openmaas.serving.directory import ServedModels
+from openmaas.tenancy import service as tenancy
+from openmaas.tenancy.auth import Authenticator
+from openmaas.tenancy.keys import KeyHasher, is_well_formed, load_or_create_secret
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    db: Database
+    clock: Clock
+    hasher: KeyHasher
+    authenticator: Authenticator
+    served_models: ServedModels = field(default_factory=ServedModels)
+    # Filled by `ensure_admin_key` when it generated a key on this start (printed once).
+    new_admin_key: str | None = field(default=None)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def build_platform(settings: Settings | None = None, *, clock: Clock | None = None) -> Platform:
+    settings = settings or Settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    clock = clock or SystemClock()
+    secret = bytes.fromhex(settings.secret_key) if settings.secret_key else load_or_create_secret(
+        settings.secret_key_path
+    )
+    hasher = KeyHasher(secret)
+    db = Database(settings.resolved_database_url)
+    authenticator = Authenticator(
+        db, hasher, clock, ttl=settings.auth_cache_ttl_s, max_entries=settings.auth_cache_size
+    )
+    return Platform(settings=settings, db=db, clock=clock, hasher=hasher, authenticator=authenticator)
+
+
+def ensure_admin_key(platform: Platform) -> str | None:
+    """Register `OPENMAAS_ADMIN_KEY`, or create the operator key on first start.
+
+    A generated key is written to `$OPENMAAS_HOME/admin.key` (mode 0600) and returned so the caller
+    can print it once.
+    """
+    configured = platform.settings.admin_key
+    if configured is not None and not is_well_formed(configured):
+        raise ValueError("OPENMAAS_ADMIN_KEY must look like 'om-' followed by 43 URL-safe characters")
+    with platform.db.session() as session:
+        created = tenancy.ensure_operator_key(session, platform.hasher, configured, platform.clock.now())
+    if created is not None:
+        _write_private(platform.settings.admin_key_path, created + "\n")
+    platform.new_admin_key = created
+    return created
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)

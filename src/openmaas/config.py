@@ -1,0 +1,56 @@
+"""Settings: the one place that reads `OPENMAAS_*` environment variables.
+
+Everything else takes a `Settings` (or plain values from it) as an argument.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path.home() / ".openmaas"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPENMAAS_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home)
+    database_url: str | None = None
+    storage_url: str | None = None
+    executor: str = "local"
+    ray_address: str | None = None
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Sets the operator key instead of generating one on first start.
+    admin_key: str | None = None
+    # HMAC key for API-key hashes; read from `$home/secret.key` (created on first start) when unset.
+    # In cluster mode every API server must share it.
+    secret_key: str | None = None
+
+    max_body_bytes: int = 10 * 1024 * 1024
+    auth_cache_ttl_s: float = 1.0
+    auth_cache_size: int = 10_000
+    idempotency_ttl_s: float = 24 * 3600.0
+    default_page_limit: int = 20
+    max_page_limit: int = 100
+    access_log: bool = False
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'openmaas.db'}"
+
+    @property
+    def admin_key_path(self) -> Path:
+        return self.home / "admin.key"
+
+    @property
+    def secret_key_path(self) -> Path:
+        return self.home / "secret.key"

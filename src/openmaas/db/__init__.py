@@ -1,0 +1,1 @@
+"""The relational database: engine and sessions, the declarative `Base`, and Alembic migrations."""

@@ -1,0 +1,46 @@
+"""Cursor pagination for every list: newest first, `limit`, `after` (an id), `has_more`.
+
+Ids are time-ordered (see `ids.py`), so the id alone is a stable cursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy import Select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+T = TypeVar("T")
+P = TypeVar("P", bound=BaseModel)
+
+
+class Page(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+def paginate(
+    session: Session,
+    query: Select[Any],
+    id_column: InstrumentedAttribute[str],
+    *,
+    limit: int,
+    after: str | None,
+    to_public: Callable[[Any], P],
+) -> Page[P]:
+    if after is not None:
+        query = query.where(id_column < after)
+    rows: Sequence[Any] = session.scalars(query.order_by(id_column.desc()).limit(limit + 1)).all()
+    items = [to_public(row) for row in rows[:limit]]
+    ids = [row.id for row in rows[:limit]]
+    return Page[P](
+        data=items,
+        first_id=ids[0] if ids else None,
+        last_id=ids[-1] if ids else None,
+        has_more=len(rows) > limit,
+    )

@@ -1,0 +1,1 @@
+"""Organisations, API keys (hashed, scoped, expiring), the audit log and idempotent creates."""

@@ -1,0 +1,110 @@
+"""Request and response shapes for organisations, keys and the audit log (shared with the SDK)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`30d`, `12h`, `90m`, `2w`, `45s` → a timedelta."""
+    match = _DURATION_RE.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError("expected a positive duration such as 30d, 12h, 90m, 2w or 45s")
+    return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OrganizationCreate(_Strict):
+    name: str = Field(description="Unique name: letters, digits, '.', '_' or '-', at most 64")
+    plan: str = Field(default="default", min_length=1, max_length=64)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("must start with a letter or digit and use only letters, digits, '.', '_', '-' (≤64)")
+        return value
+
+
+class Organization(BaseModel):
+    object: Literal["organization"] = "organization"
+    id: str
+    name: str
+    plan: str
+    created_at: datetime
+
+
+class ApiKeyCreate(_Strict):
+    name: str = Field(default="default", min_length=1, max_length=100)
+    scopes: list[str] | None = Field(default=None, description="Defaults to the creating key's scopes")
+    expires_at: datetime | None = None
+    expires_in: str | None = Field(default=None, description="Instead of expires_at: 30d, 12h, 2w …")
+
+    @field_validator("expires_in")
+    @classmethod
+    def _valid_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must include a time zone, e.g. 2027-01-01T00:00:00Z")
+        return value
+
+
+class ApiKey(BaseModel):
+    object: Literal["api_key"] = "api_key"
+    id: str
+    organization_id: str | None
+    name: str
+    redacted: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class ApiKeyCreated(ApiKey):
+    """Returned once, at creation: the only time the full key is shown."""
+
+    key: str
+
+
+class AuditEntry(BaseModel):
+    object: Literal["audit_entry"] = "audit_entry"
+    id: str
+    created_at: datetime
+    organization_id: str | None
+    actor_key_id: str | None
+    action: str
+    method: str
+    path: str
+    target_id: str | None
+    request_id: str
+    outcome: Literal["success", "failure"]
+    status_code: int
+    error_code: str | None = None
+
+
+class Caller(BaseModel):
+    """Who the presented key is: `GET /v1/me`."""
+
+    object: Literal["caller"] = "caller"
+    key_id: str
+    organization: Organization | None
+    scopes: list[str]

@@ -1,0 +1,77 @@
+"""Paged attention in plain PyTorch: write new keys/values into the block cache and attend over it.
+
+`AttentionMetadata` is built once per step by the model runner and shared by every layer. The batch
+is laid out decode tokens first (one per sequence), then prefill chunks. Decode tokens are attended
+together: their context is gathered from the cache into one padded batch and the query heads that
+share a KV head are folded into the query-length axis, so one SDPA call serves the whole batch
+without repeating KV heads. Each prefill chunk gets its own causal SDPA call. Device-agnostic: only
+`scaled_dot_product_attention`, so it runs on CPU and CUDA alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PrefillChunk:
+    start: int  # first row of this chunk in the flattened batch
+    length: int  # query tokens in the chunk
+    # Slots of the whole context (cached prefix + this chunk) and the query/key mask; both None when
+    # the chunk starts at position 0, where the fresh keys and a plain causal mask suffice.
+    context_slots: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+
+@dataclass
+class AttentionMetadata:
+    slot_mapping: torch.Tensor  # [num_tokens] cache slot each new token's K/V goes to
+    num_decode: int = 0
+    decode_slots: torch.Tensor | None = None  # [num_decode, max_context] (padded with slot 0)
+    decode_mask: torch.Tensor | None = None  # [num_decode, 1, 1, max_context] bool, None if no padding
+    prefills: list[PrefillChunk] = field(default_factory=list)
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float,
+) -> torch.Tensor:
+    """q: [N, heads, d]; k, v: [N, kv_heads, d]; caches: [slots, kv_heads, d]. Returns [N, heads, d]."""
+    k_cache.index_copy_(0, meta.slot_mapping, k)
+    v_cache.index_copy_(0, meta.slot_mapping, v)
+    num_heads, kv_heads, d = q.shape[1], k.shape[1], q.shape[2]
+    group = num_heads // kv_heads
+    out = torch.empty_like(q)
+    nd = meta.num_decode
+    if nd:
+        assert meta.decode_slots is not None
+        keys = k_cache[meta.decode_slots].permute(0, 2, 1, 3)  # [nd, kv_heads, ctx, d]
+        values = v_cache[meta.decode_slots].permute(0, 2, 1, 3)
+        queries = q[:nd].view(nd, kv_heads, group, d)
+        o = F.scaled_dot_product_attention(queries, keys, values, attn_mask=meta.decode_mask, scale=scale)
+        out[:nd] = o.reshape(nd, num_heads, d)
+    for chunk in meta.prefills:
+        rows = slice(chunk.start, chunk.start + chunk.length)
+        queries = q[rows].transpose(0, 1)  # [heads, T, d]
+        if chunk.context_slots is None:
+            keys, values = k[rows], v[rows]
+        else:
+            keys, values = k_cache[chunk.context_slots], v_cache[chunk.context_slots]
+        keys = keys.transpose(0, 1)
+        values = values.transpose(0, 1)
+        if group > 1:
+            keys = keys.repeat_interleave(group, dim=0)
+            values = values.repeat_interleave(group, dim=0)
+        o = F.scaled_dot_product_attention(
+            queries, keys, values, attn_mask=chunk.mask, is_causal=chunk.mask is None, scale=scale
+        )
+        out[rows] = o.transpose(0, 1)
+    return out

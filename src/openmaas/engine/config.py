@@ -1,0 +1,67 @@
+"""EngineConfig: the knobs of one LLM engine instance (KV cache size, batching limits, dtype, device).
+
+It holds plain values only; the engine derives everything else (block counts from a memory budget,
+the model's context length) when it starts. It must not import torch at module level beyond types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+@dataclass
+class EngineConfig:
+    """How one engine runs one model.
+
+    `num_blocks` sizes the paged KV cache directly; if it is None, `kv_cache_memory_bytes` is divided
+    by the bytes one block takes. `max_model_len` None means the model's `max_position_embeddings`.
+    `dtype` "auto" is fp32 on CPU and bf16 on CUDA.
+    """
+
+    model: str = ""
+    block_size: int = 16
+    num_blocks: int | None = None
+    kv_cache_memory_bytes: int = 512 * 1024 * 1024
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    device: str = "cpu"
+    enable_prefix_caching: bool = True
+    enable_chunked_prefill: bool = True
+    max_waiting_requests: int = 256
+    num_threads: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.block_size <= 0:
+            raise ValueError("block_size must be positive")
+        if self.num_blocks is not None and self.num_blocks <= 0:
+            raise ValueError("num_blocks must be positive")
+        if self.max_num_seqs <= 0 or self.max_num_batched_tokens <= 0:
+            raise ValueError("max_num_seqs and max_num_batched_tokens must be positive")
+        if self.max_waiting_requests <= 0:
+            raise ValueError("max_waiting_requests must be positive")
+        if self.dtype != "auto" and self.dtype not in _DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; use one of {sorted(_DTYPES)} or 'auto'")
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        if self.dtype == "auto":
+            return torch.float32 if self.torch_device.type == "cpu" else torch.bfloat16
+        return _DTYPES[self.dtype]

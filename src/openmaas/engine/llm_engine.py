@@ -1,0 +1,216 @@
+"""LLMEngine: the synchronous core loop — admit requests, step the model, emit typed outputs.
+
+`add_request` validates and queues; `step` schedules one batch, runs it, samples, detokenises,
+checks stop conditions and returns one `RequestOutput` per choice that advanced; `abort` drops a
+request and frees its KV blocks at once. Not thread-safe: `AsyncLLMEngine` drives it from one thread.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from openmaas.engine.block_manager import BlockManager
+from openmaas.engine.config import EngineConfig
+from openmaas.engine.detokenizer import IncrementalDetokenizer
+from openmaas.engine.model_runner import ModelRunner
+from openmaas.engine.models.config import ModelConfig
+from openmaas.engine.outputs import CompletionResult, RequestOutput, TokenLogprob
+from openmaas.engine.sampler import SampledToken, Sampler
+from openmaas.engine.sampling_params import SamplingParams
+from openmaas.engine.scheduler import Scheduler
+from openmaas.engine.sequence import FinishReason, Sequence
+from openmaas.engine.tokenizer import Tokenizer
+from openmaas.errors import InvalidRequest
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    num_running: int
+    num_waiting: int
+    num_blocks: int
+    num_free_blocks: int
+    prefix_cache_hit_blocks: int
+    num_preemptions: int
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig, tokenizer: Tokenizer | None = None) -> None:
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        self.config = config
+        self.model_config = ModelConfig.from_pretrained(config.model)
+        self.max_model_len = config.max_model_len or self.model_config.max_position_embeddings
+        if tokenizer is None and (Path(config.model) / "tokenizer.json").exists():
+            tokenizer = Tokenizer.from_pretrained(config.model)
+        self.tokenizer = tokenizer
+        self.runner = ModelRunner(config, self.model_config, self.max_model_len)
+        self.block_manager = BlockManager(
+            self.runner.num_blocks, config.block_size, config.enable_prefix_caching
+        )
+        self.scheduler = Scheduler(config, self.block_manager)
+        self.sampler = Sampler()
+        eos = set(self.model_config.eos_token_ids)
+        if tokenizer is not None and tokenizer.eos_token_id is not None:
+            eos.add(tokenizer.eos_token_id)
+        self.eos_token_ids = frozenset(eos)
+        self._requests: dict[str, list[Sequence]] = {}
+        self._detok: dict[int, IncrementalDetokenizer] = {}
+        self._num_preemptions = 0
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path, **options: Any) -> LLMEngine:
+        return cls(EngineConfig(model=str(model), **options))
+
+    # --- requests -------------------------------------------------------------------------------
+    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Queue a request (its `params.n` choices). Raises InvalidRequest naming the bad parameter."""
+        if request_id in self._requests:
+            raise InvalidRequest(f"request id {request_id!r} is already in use", param="request_id")
+        max_tokens = self.check_prompt(prompt_token_ids, params)
+        now = time.monotonic()
+        seqs = []
+        for index in range(params.n):
+            generator = None
+            if not params.greedy:
+                seed = params.seed + index if params.seed is not None else random.getrandbits(63)
+                generator = torch.Generator(device=self.config.torch_device).manual_seed(seed)
+            seq = Sequence(request_id, prompt_token_ids, params, max_tokens, index, generator, now)
+            if self.tokenizer is not None:
+                self._detok[seq.seq_id] = IncrementalDetokenizer(
+                    self.tokenizer, prompt_token_ids, params.stop, params.skip_special_tokens
+                )
+            seqs.append(seq)
+        self._requests[request_id] = seqs
+        for seq in seqs:
+            self.scheduler.add(seq)
+
+    def check_prompt(self, prompt_token_ids: list[int], params: SamplingParams) -> int:
+        """Validate a prompt against this model; return the request's effective max_tokens."""
+        n = len(prompt_token_ids)
+        if n == 0:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        vocab = self.model_config.vocab_size
+        if any(not 0 <= t < vocab for t in prompt_token_ids):
+            raise InvalidRequest(f"prompt token ids must be in [0, {vocab})", param="prompt")
+        if params.stop and self.tokenizer is None:
+            raise InvalidRequest("stop strings need a tokenizer, and this model has none", param="stop")
+        limit = self.max_model_len
+        if n >= limit or (params.max_tokens is not None and n + params.max_tokens > limit):
+            asked = n + (params.max_tokens or 1)
+            raise InvalidRequest(
+                f"This model's maximum context length is {limit} tokens. However, you requested {asked} "
+                f"tokens ({n} in the prompt, {asked - n} for the completion).",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        max_tokens = params.max_tokens if params.max_tokens is not None else limit - n
+        if self.block_manager.blocks_for(n + max_tokens) > self.block_manager.num_blocks:
+            raise InvalidRequest(
+                f"prompt plus max_tokens ({n + max_tokens} tokens) exceeds this deployment's KV cache",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+        return max_tokens
+
+    def abort(self, request_id: str) -> bool:
+        """Drop a request and free its blocks now. Returns False if it was unknown or already done."""
+        seqs = self._requests.pop(request_id, None)
+        if seqs is None:
+            return False
+        for seq in seqs:
+            if not seq.is_finished:
+                self.scheduler.finish(seq, FinishReason.ABORT)
+            self._detok.pop(seq.seq_id, None)
+        return True
+
+    @property
+    def has_unfinished_requests(self) -> bool:
+        return bool(self._requests)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.scheduler.waiting)
+
+    def stats(self) -> EngineStats:
+        bm = self.block_manager
+        return EngineStats(
+            num_running=len(self.scheduler.running),
+            num_waiting=len(self.scheduler.waiting),
+            num_blocks=bm.num_blocks,
+            num_free_blocks=bm.num_free_blocks,
+            prefix_cache_hit_blocks=bm.prefix_hits,
+            num_preemptions=self._num_preemptions,
+        )
+
+    # --- the loop -------------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        decision = self.scheduler.schedule()
+        self._num_preemptions += len(decision.preempted)
+        if not decision.scheduled:
+            return []
+        logits, sampling = self.runner.execute(decision.scheduled)
+        samples = self.sampler(logits, sampling) if sampling else []
+        for item in decision.scheduled:
+            item.seq.num_computed_tokens += item.num_tokens
+            self.block_manager.cache_full_blocks(item.seq)
+        return [self._advance(seq, sample) for seq, sample in zip(sampling, samples, strict=True)]
+
+    def _advance(self, seq: Sequence, sample: SampledToken) -> RequestOutput:
+        token = sample.token_id
+        seq.append_token(token)
+        params = seq.params
+        reason: FinishReason | None = None
+        if (token in self.eos_token_ids and not params.ignore_eos) or token in params.stop_token_ids:
+            reason = FinishReason.STOP
+        detok = self._detok.get(seq.seq_id)
+        if detok is not None and reason is None and detok.add_token(token) is not None:
+            reason = FinishReason.STOP
+        if reason is None and seq.num_output_tokens >= seq.max_tokens:
+            reason = FinishReason.LENGTH
+        if reason is not None:
+            self.scheduler.finish(seq, reason)
+            self._forget_if_done(seq.request_id)
+        logprobs = None
+        if params.logprobs:
+            assert sample.logprob is not None
+            logprobs = [TokenLogprob(token, sample.logprob, sample.top_logprobs)]
+        return RequestOutput(
+            request_id=seq.request_id,
+            index=seq.index,
+            new_token_ids=[token],
+            text_delta=detok.take_delta(reason is not None) if detok else "",
+            text=detok.text if detok else "",
+            logprobs=logprobs,
+            finish_reason=reason.value if reason is not None else None,
+            prompt_tokens=seq.num_prompt_tokens,
+            completion_tokens=seq.num_output_tokens,
+        )
+
+    def _forget_if_done(self, request_id: str) -> None:
+        seqs = self._requests.get(request_id, [])
+        if all(s.is_finished for s in seqs):
+            self._requests.pop(request_id, None)
+            for s in seqs:
+                self._detok.pop(s.seq_id, None)
+
+    # --- offline convenience --------------------------------------------------------------------
+    def generate(
+        self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]
+    ) -> list[list[CompletionResult]]:
+        """Run prompts to completion; returns, per prompt, its choices in index order."""
+        per_prompt = params if isinstance(params, list) else [params] * len(prompts)
+        results: dict[str, list[CompletionResult]] = {}
+        for i, (prompt, p) in enumerate(zip(prompts, per_prompt, strict=True)):
+            request_id = f"generate-{id(self)}-{i}"
+            self.add_request(request_id, prompt, p)
+            results[request_id] = [CompletionResult(request_id, k) for k in range(p.n)]
+        while self.has_unfinished_requests:
+            for out in self.step():
+                results[out.request_id][out.index].add(out)
+        return list(results.values())

@@ -1,0 +1,120 @@
+"""ModelRunner: owns the model and its paged KV cache, and executes one scheduled step.
+
+It turns the scheduler's decision into flat tensors (token ids, positions, cache slots, attention
+metadata), runs the model once, and returns the logits of the positions that sample. It never
+decides what to run and never samples. Device-agnostic: the same code runs on CPU and CUDA.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from openmaas.engine.attention import AttentionMetadata, PrefillChunk
+from openmaas.engine.config import EngineConfig
+from openmaas.engine.models.config import ModelConfig
+from openmaas.engine.models.llama import KVCache, LlamaForCausalLM
+from openmaas.engine.models.loader import load_model
+from openmaas.engine.scheduler import ScheduledSequence
+from openmaas.engine.sequence import Sequence
+
+
+def kv_block_bytes(model_config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+    per_token = 2 * model_config.num_key_value_heads * model_config.head_dim * dtype.itemsize
+    return per_token * model_config.num_hidden_layers * block_size
+
+
+class ModelRunner:
+    def __init__(self, config: EngineConfig, model_config: ModelConfig, max_model_len: int) -> None:
+        self.config = config
+        self.device = config.torch_device
+        self.dtype = config.torch_dtype
+        self.block_size = config.block_size
+        self.model: LlamaForCausalLM = load_model(config.model, self.dtype, self.device, max_model_len)
+        if config.num_blocks is not None:
+            self.num_blocks = config.num_blocks
+        else:
+            block_bytes = kv_block_bytes(model_config, self.block_size, self.dtype)
+            self.num_blocks = max(1, config.kv_cache_memory_bytes // block_bytes)
+        slots = self.num_blocks * self.block_size
+        shape = (slots, model_config.num_key_value_heads, model_config.head_dim)
+        # Allocated once; every step writes into and reads from these same tensors.
+        self.kv_caches: list[KVCache] = [
+            (
+                torch.zeros(shape, dtype=self.dtype, device=self.device),
+                torch.zeros(shape, dtype=self.dtype, device=self.device),
+            )
+            for _ in range(model_config.num_hidden_layers)
+        ]
+
+    @torch.inference_mode()
+    def execute(self, batch: list[ScheduledSequence]) -> tuple[torch.Tensor, list[Sequence]]:
+        """Run one step. Returns logits [k, vocab] and the k sequences that sample, row for row."""
+        # Single-token items first: they share one batched attention call.
+        batch = [s for s in batch if s.num_tokens == 1] + [s for s in batch if s.num_tokens > 1]
+        input_ids, positions, meta, sample_rows = self.prepare(batch)
+        hidden = self.model(input_ids, positions, self.kv_caches, meta)
+        logits = self.model.compute_logits(hidden[sample_rows])
+        return logits, [item.seq for item in batch if item.samples]
+
+    def prepare(
+        self, batch: list[ScheduledSequence]
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor]:
+        bs = self.block_size
+        tokens: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        sample_rows: list[int] = []
+        decode = [s for s in batch if s.num_tokens == 1]
+        prefill_specs: list[tuple[int, int, int, list[int]]] = []
+        for item in batch:
+            seq, start, n = item.seq, item.seq.num_computed_tokens, item.num_tokens
+            row = len(tokens)
+            tokens.extend(seq.token_ids[start : start + n])
+            positions.extend(range(start, start + n))
+            table = seq.block_table
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
+            if item.samples:
+                sample_rows.append(row + n - 1)
+            if n > 1:
+                prefill_specs.append((row, n, start, table))
+        dev = self.device
+        meta = AttentionMetadata(slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev))
+        if decode:
+            meta.num_decode = len(decode)
+            meta.decode_slots, meta.decode_mask = self._decode_context([s.seq for s in decode])
+        for row, n, start, table in prefill_specs:
+            chunk = PrefillChunk(start=row, length=n)
+            if start > 0:
+                ctx = start + n
+                chunk.context_slots = self._context_slots(table, ctx)
+                q_pos = torch.arange(start, ctx, device=dev)[:, None]
+                chunk.mask = torch.arange(ctx, device=dev)[None, :] <= q_pos
+            meta.prefills.append(chunk)
+        return (
+            torch.tensor(tokens, dtype=torch.long, device=dev),
+            torch.tensor(positions, dtype=torch.long, device=dev),
+            meta,
+            torch.tensor(sample_rows, dtype=torch.long, device=dev),
+        )
+
+    def _context_slots(self, table: list[int], ctx: int) -> torch.Tensor:
+        blocks = torch.tensor(table[: -(-ctx // self.block_size)], dtype=torch.long, device=self.device)
+        offsets = torch.arange(self.block_size, device=self.device)
+        return (blocks[:, None] * self.block_size + offsets).flatten()[:ctx]
+
+    def _decode_context(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        bs = self.block_size
+        lengths = [s.num_computed_tokens + 1 for s in seqs]
+        max_len = max(lengths)
+        max_blocks = -(-max_len // bs)
+        tables = [
+            s.block_table[:max_blocks] + [0] * (max_blocks - len(s.block_table[:max_blocks])) for s in seqs
+        ]
+        blocks = torch.tensor(tables, dtype=torch.long, device=self.device)
+        offsets = torch.arange(bs, device=self.device)
+        ctx_slots = (blocks[:, :, None] * bs + offsets).view(len(seqs), -1)[:, :max_len]
+        if min(lengths) == max_len:
+            return ctx_slots, None
+        lens = torch.tensor(lengths, device=self.device)
+        mask = torch.arange(max_len, device=self.device)[None, :] < lens[:, None]
+        return ctx_slots, mask[:, None, None, :]

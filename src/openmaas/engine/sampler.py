@@ -1,0 +1,79 @@
+"""Sampler: picks each sequence's next token from its logits, honouring its SamplingParams.
+
+Order: log-probabilities are taken from the raw logits (what the model believes, as vLLM reports
+them); then presence/frequency penalties over the tokens generated so far; then greedy argmax, or
+temperature, top-k, top-p and a draw from the sequence's own `torch.Generator`, so a seeded request
+gives the same tokens whatever else shares its batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from openmaas.engine.sequence import Sequence
+
+
+@dataclass
+class SampledToken:
+    token_id: int
+    logprob: float | None = None
+    top_logprobs: list[tuple[int, float]] = field(default_factory=list)
+
+
+class Sampler:
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[SampledToken]:
+        logits = logits.float()
+        logprobs = self._logprobs(logits, seqs)
+        if any(s.params.has_penalties for s in seqs):
+            logits = logits.clone()
+            for row, seq in enumerate(seqs):
+                if seq.params.has_penalties and seq.num_output_tokens:
+                    self._apply_penalties(logits[row], seq)
+        token_ids = logits.argmax(dim=-1).tolist()
+        for row, seq in enumerate(seqs):
+            if not seq.params.greedy:
+                token_ids[row] = self._draw(logits[row], seq)
+        out = [SampledToken(t) for t in token_ids]
+        for row, lp in logprobs.items():
+            seq_lp, k = lp
+            out[row].logprob = float(seq_lp[token_ids[row]])
+            if k:
+                values, ids = seq_lp.topk(k)
+                out[row].top_logprobs = list(zip(ids.tolist(), values.tolist(), strict=True))
+        return out
+
+    @staticmethod
+    def _logprobs(logits: torch.Tensor, seqs: list[Sequence]) -> dict[int, tuple[torch.Tensor, int]]:
+        rows = [i for i, s in enumerate(seqs) if s.params.logprobs]
+        if not rows:
+            return {}
+        values = torch.log_softmax(logits[rows], dim=-1)
+        return {row: (values[i], seqs[row].params.top_logprobs) for i, row in enumerate(rows)}
+
+    @staticmethod
+    def _apply_penalties(row: torch.Tensor, seq: Sequence) -> None:
+        output = torch.tensor(seq.output_token_ids, dtype=torch.long, device=row.device)
+        counts = torch.bincount(output, minlength=row.shape[0])[: row.shape[0]].to(row.dtype)
+        row -= seq.params.frequency_penalty * counts + seq.params.presence_penalty * (counts > 0).to(
+            row.dtype
+        )
+
+    @staticmethod
+    def _draw(row: torch.Tensor, seq: Sequence) -> int:
+        params = seq.params
+        scores = row / params.temperature
+        candidates: torch.Tensor | None = None
+        if params.top_k > 0 and params.top_k < scores.shape[0]:
+            scores, candidates = scores.topk(params.top_k)
+        if params.top_p < 1.0:
+            sorted_scores, order = scores.sort(descending=True)
+            probs = sorted_scores.softmax(-1)
+            # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+            drop = probs.cumsum(-1) - probs >= params.top_p
+            sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
+            scores = torch.empty_like(scores).scatter_(0, order, sorted_scores)
+        probs = scores.softmax(-1)
+        choice = int(torch.multinomial(probs, 1, generator=seq.generator).item())
+        return int(candidates[choice].item()) if candidates is not None else choice

@@ -1,0 +1,91 @@
+"""SamplingParams: how one request wants its tokens chosen and when it wants generation to stop.
+
+Validation raises `InvalidRequest` naming the offending parameter the way the OpenAI API does, so the
+HTTP layer can pass values straight through. Nothing here touches tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from openmaas.errors import InvalidRequest
+
+MAX_STOP_STRINGS = 4
+MAX_TOP_LOGPROBS = 20
+MAX_N = 128
+
+
+@dataclass
+class SamplingParams:
+    """Per-request sampling settings (OpenAI names). `max_tokens` None fills the context window.
+
+    `temperature` 0 means greedy. `top_k` 0 or -1 disables top-k. `logprobs` asks for the chosen
+    token's log-probability; `top_logprobs` (0–20) for that many alternatives at each position.
+    """
+
+    max_tokens: int | None = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    n: int = 1
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: bool = False
+    top_logprobs: int = 0
+    skip_special_tokens: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        self.stop = list(self.stop)
+        self.stop_token_ids = list(self.stop_token_ids)
+        self.validate()
+
+    def validate(self) -> None:
+        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
+            _bad("max_tokens", f"max_tokens must be a positive integer, got {self.max_tokens!r}")
+        if not 0.0 <= self.temperature <= 2.0:
+            _bad("temperature", f"temperature must be between 0 and 2, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            _bad("top_p", f"top_p must be in (0, 1], got {self.top_p}")
+        if not isinstance(self.top_k, int) or self.top_k < -1:
+            _bad("top_k", f"top_k must be -1, 0 (disabled) or a positive integer, got {self.top_k!r}")
+        if self.seed is not None and not isinstance(self.seed, int):
+            _bad("seed", f"seed must be an integer, got {self.seed!r}")
+        if len(self.stop) > MAX_STOP_STRINGS:
+            _bad("stop", f"at most {MAX_STOP_STRINGS} stop sequences are allowed, got {len(self.stop)}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            _bad("stop", "stop sequences must be non-empty strings")
+        if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
+            _bad("stop_token_ids", "stop_token_ids must be non-negative integers")
+        if not isinstance(self.n, int) or not 1 <= self.n <= MAX_N:
+            _bad("n", f"n must be an integer between 1 and {MAX_N}, got {self.n!r}")
+        if not -2.0 <= self.presence_penalty <= 2.0:
+            _bad(
+                "presence_penalty", f"presence_penalty must be between -2 and 2, got {self.presence_penalty}"
+            )
+        if not -2.0 <= self.frequency_penalty <= 2.0:
+            _bad(
+                "frequency_penalty",
+                f"frequency_penalty must be between -2 and 2, got {self.frequency_penalty}",
+            )
+        if not isinstance(self.top_logprobs, int) or not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            _bad("top_logprobs", f"top_logprobs must be an integer between 0 and {MAX_TOP_LOGPROBS}")
+        if self.top_logprobs and not self.logprobs:
+            _bad("top_logprobs", "top_logprobs requires logprobs to be true")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
+
+    @property
+    def has_penalties(self) -> bool:
+        return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+
+
+def _bad(param: str, message: str) -> None:
+    raise InvalidRequest(message, param=param, code="invalid_value")

@@ -1,0 +1,120 @@
+"""Scheduler: decides, each step, which sequences run and how many of their tokens to compute.
+
+Continuous batching in the vLLM v1 style: one token budget per step covers decode tokens (one per
+running sequence) and prefill chunks alike. Running sequences go first, oldest first; waiting ones
+are admitted while the budget, `max_num_seqs` and free blocks allow, the last one possibly with only
+a chunk of its prompt. When a running sequence needs a block and none is free, the newest running
+sequence is preempted: its blocks are freed and it goes back to the front of the queue, to be
+recomputed later (prefix caching usually makes that cheap). The scheduler only decides; it never
+runs the model or samples.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from openmaas.engine.block_manager import BlockManager
+from openmaas.engine.config import EngineConfig
+from openmaas.engine.sequence import FinishReason, Sequence, SequenceStatus
+
+
+@dataclass
+class ScheduledSequence:
+    seq: Sequence
+    num_tokens: int  # tokens to compute this step, starting at seq.num_computed_tokens
+
+    @property
+    def samples(self) -> bool:
+        """Whether this step reaches the end of the sequence, so a next token is sampled."""
+        return self.seq.num_computed_tokens + self.num_tokens == self.seq.num_tokens
+
+
+@dataclass
+class SchedulerOutput:
+    scheduled: list[ScheduledSequence] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(s.num_tokens for s in self.scheduled)
+
+
+class Scheduler:
+    def __init__(self, config: EngineConfig, block_manager: BlockManager) -> None:
+        self.config = config
+        self.block_manager = block_manager
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def add(self, seq: Sequence) -> None:
+        seq.status = SequenceStatus.WAITING
+        self.waiting.append(seq)
+
+    def schedule(self) -> SchedulerOutput:
+        out = SchedulerOutput()
+        budget = self.config.max_num_batched_tokens
+        chunked = self.config.enable_chunked_prefill
+        bm = self.block_manager
+
+        i = 0
+        while i < len(self.running) and budget > 0:
+            seq = self.running[i]
+            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            if n < seq.num_tokens - seq.num_computed_tokens and not chunked:
+                i += 1
+                continue
+            target = seq.num_computed_tokens + n
+            while not bm.can_allocate(seq, [], target):
+                victim = self.running[-1]
+                self._preempt(victim, out)
+                if victim is seq:
+                    break
+            if seq.status is not SequenceStatus.RUNNING:
+                break
+            bm.allocate(seq, [], target)
+            out.scheduled.append(ScheduledSequence(seq, n))
+            budget -= n
+            i += 1
+
+        while self.waiting and not out.preempted and budget > 0:
+            if len(self.running) >= self.config.max_num_seqs:
+                break
+            seq = self.waiting[0]
+            cached = bm.find_cached_prefix(seq)
+            remaining = seq.num_tokens - len(cached) * bm.block_size
+            n = min(remaining, budget)
+            if n < remaining and not chunked:
+                break
+            target = len(cached) * bm.block_size + n
+            if not bm.can_allocate(seq, cached, target):
+                break
+            bm.allocate(seq, cached, target)
+            self.waiting.popleft()
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            out.scheduled.append(ScheduledSequence(seq, n))
+            budget -= n
+        return out
+
+    def finish(self, seq: Sequence, reason: FinishReason) -> None:
+        """Mark `seq` finished, drop it from the queues and free its blocks at once."""
+        if seq.status is SequenceStatus.RUNNING:
+            self.running.remove(seq)
+        elif seq.status is SequenceStatus.WAITING:
+            self.waiting.remove(seq)
+        seq.status = SequenceStatus.FINISHED
+        seq.finish_reason = reason
+        self.block_manager.free(seq)
+
+    def _preempt(self, seq: Sequence, out: SchedulerOutput) -> None:
+        self.running.remove(seq)
+        self.block_manager.free(seq)
+        seq.status = SequenceStatus.WAITING
+        seq.num_preemptions += 1
+        self.waiting.appendleft(seq)
+        out.preempted.append(seq)

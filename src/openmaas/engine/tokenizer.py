@@ -1,0 +1,93 @@
+"""Tokenizer: a Hugging Face `tokenizer.json` (via `tokenizers`) plus the model's chat template.
+
+The chat template comes from `chat_template.jinja` or `tokenizer_config.json` and is rendered in a
+sandboxed jinja2 environment the way `transformers` renders it (trim_blocks, lstrip_blocks,
+`raise_exception`, `tojson`). Special-token facts (bos, eos) come from the same config files.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from tokenizers import Tokenizer as HFTokenizer
+
+from openmaas.errors import InvalidRequest
+
+
+def _token_text(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _raise_exception(message: str) -> None:
+    raise InvalidRequest(f"chat template error: {message}", param="messages")
+
+
+class Tokenizer:
+    def __init__(
+        self,
+        tokenizer: HFTokenizer,
+        chat_template: str | None = None,
+        bos_token: str | None = None,
+        eos_token: str | None = None,
+    ) -> None:
+        self._tok = tokenizer
+        self.chat_template = chat_template
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        self.eos_token_id = tokenizer.token_to_id(eos_token) if eos_token else None
+        self.vocab_size = tokenizer.get_vocab_size()
+        self._template: jinja2.Template | None = None
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> Tokenizer:
+        folder = Path(path)
+        tok = HFTokenizer.from_file(str(folder / "tokenizer.json"))
+        config_file = folder / "tokenizer_config.json"
+        config: dict[str, Any] = json.loads(config_file.read_text()) if config_file.exists() else {}
+        template = config.get("chat_template")
+        if isinstance(template, list):  # named templates: use the default one
+            template = next((t["template"] for t in template if t.get("name") == "default"), None)
+        jinja_file = folder / "chat_template.jinja"
+        if template is None and jinja_file.exists():
+            template = jinja_file.read_text()
+        return cls(tok, template, _token_text(config.get("bos_token")), _token_text(config.get("eos_token")))
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=add_special_tokens).ids)
+
+    def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str:
+        return str(self._tok.decode(token_ids, skip_special_tokens=skip_special_tokens))
+
+    def apply_chat_template(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **kwargs: Any
+    ) -> str:
+        if self.chat_template is None:
+            raise InvalidRequest("this model has no chat template; use the completions API", param="messages")
+        if self._template is None:
+            env = ImmutableSandboxedEnvironment(
+                trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+            )
+            env.filters["tojson"] = lambda v, indent=None, **_: json.dumps(
+                v, ensure_ascii=False, indent=indent
+            )
+            env.globals["raise_exception"] = _raise_exception
+            env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+            self._template = env.from_string(self.chat_template)
+        return self._template.render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token or "",
+            eos_token=self.eos_token or "",
+            **kwargs,
+        )
+
+    def encode_chat(self, messages: list[dict[str, Any]], **kwargs: Any) -> list[int]:
+        """Token ids of the rendered chat prompt (the template itself places any bos token)."""
+        return self.encode(self.apply_chat_template(messages, **kwargs), add_special_tokens=False)

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     # In cluster mode every API server must share it.
     secret_key: str | None = None
 
+    # Client side (CLI): where to reach a server, and with which key; a saved profile fills gaps.
+    url: str | None = None
+    api_key: str | None = None
+    profile: str = "default"
+    config_dir: Path = Field(default_factory=lambda: Path.home() / ".config" / "openmaas")
+
     max_body_bytes: int = 10 * 1024 * 1024
     auth_cache_ttl_s: float = 1.0
     auth_cache_size: int = 10_000
@@ -50,6 +56,10 @@ class Settings(BaseSettings):
     @property
     def admin_key_path(self) -> Path:
         return self.home / "admin.key"
+
+    @property
+    def profiles_path(self) -> Path:
+        return self.config_dir / "profiles.json"
 
     @property
     def secret_key_path(self) -> Path:

@@ -1,0 +1,24 @@
+"""The `openmaas` command: server commands, operator commands and client commands."""
+
+from __future__ import annotations
+
+import typer
+
+from openmaas.cli import account, admin, server
+
+app = typer.Typer(
+    name="openmaas",
+    help="OpenMaaS: train, optimise, deploy, serve and bill AI models for many organizations.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.command()(server.serve)
+app.add_typer(server.db_app, name="db")
+app.add_typer(admin.admin_app, name="admin")
+app.command()(account.login)
+app.command()(account.whoami)
+app.add_typer(account.keys_app, name="keys")
+app.add_typer(account.audit_app, name="audit")
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,51 @@
+"""Saved connection profiles (`openmaas login`), so later commands need no --url or --key.
+
+The file is mode 0600: it holds keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from openmaas.config import Settings
+from openmaas.sdk.client import DEFAULT_URL
+
+
+@dataclass(frozen=True)
+class Connection:
+    url: str
+    api_key: str | None
+
+
+def load_profiles(path: Path) -> dict[str, dict[str, str]]:
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return data if isinstance(data, dict) else {}
+
+
+def save_profile(path: Path, name: str, url: str, api_key: str) -> None:
+    profiles = load_profiles(path)
+    profiles[name] = {"url": url.rstrip("/"), "api_key": api_key}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(profiles, handle, indent=2)
+    os.replace(tmp, path)
+
+
+def resolve(settings: Settings, url: str | None, key: str | None, *, operator: bool = False) -> Connection:
+    """Flags first, then `OPENMAAS_URL`/`OPENMAAS_API_KEY`, then the profile.
+
+    Operator commands on the server's own machine fall back to `$OPENMAAS_HOME/admin.key`.
+    """
+    profile = load_profiles(settings.profiles_path).get(settings.profile, {})
+    resolved_url = url or settings.url or profile.get("url") or DEFAULT_URL
+    resolved_key = key or settings.api_key or profile.get("api_key")
+    if operator and key is None and settings.api_key is None and settings.admin_key_path.exists():
+        resolved_key = settings.admin_key_path.read_text().strip()
+    return Connection(resolved_url, resolved_key)

@@ -1,0 +1,96 @@
+"""Commands that run on the server's machine: `serve` and `db`."""
+
+from __future__ import annotations
+
+import typer
+
+from openmaas.cli.output import console, fail
+
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+
+
+def _platform():  # type: ignore[no-untyped-def]
+    from openmaas.bootstrap import build_platform
+
+    return build_platform()
+
+
+def serve(
+    host: str = typer.Option(None, help="Address to bind (default 127.0.0.1, or OPENMAAS_HOST)"),
+    port: int = typer.Option(None, help="Port (default 8000, or OPENMAAS_PORT)"),
+    migrate_db: bool = typer.Option(
+        None, "--migrate/--no-migrate", help="Apply pending migrations first (default: on for SQLite)"
+    ),
+) -> None:
+    """Start the API server (embedded mode: API, workers and replicas in one process)."""
+    import uvicorn
+
+    from openmaas.api.app import create_app
+    from openmaas.bootstrap import ensure_admin_key
+    from openmaas.db import migrate
+
+    platform = _platform()
+    settings = platform.settings
+    try:
+        state = migrate.check_not_too_new(platform.db)
+        if not state.is_current:
+            if migrate_db is None and platform.db.is_sqlite or migrate_db:
+                migrate.upgrade(platform.db)
+            else:
+                fail("The database schema is not current: run `openmaas db upgrade` first.")
+    except migrate.DatabaseTooNew as exc:
+        fail(str(exc))
+    new_key = ensure_admin_key(platform)
+    host = host or settings.host
+    port = port or settings.port
+    console.print(f"[bold green]OpenMaaS[/] serving on [bold]http://{host}:{port}[/]")
+    console.print(f"  home: {settings.home}   database: {_safe_url(platform.db.url)}")
+    if new_key:
+        console.print(f"  [bold]admin key (shown once):[/] {new_key}")
+        console.print(f"  also saved to {settings.admin_key_path} (mode 0600)")
+    else:
+        console.print(f"  admin key: see {settings.admin_key_path}")
+    uvicorn.run(
+        create_app(platform), host=host, port=port, access_log=settings.access_log, log_level="warning"
+    )
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without its password, fit for printing."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")) -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from openmaas.db import migrate
+
+    platform = _platform()
+    try:
+        migrate.upgrade(platform.db, revision)
+    except migrate.DatabaseTooNew as exc:
+        fail(str(exc))
+    console.print(f"Database at {', '.join(migrate.schema_state(platform.db).current) or 'base'}.")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g. -1 or base")) -> None:
+    """Revert migrations down to REVISION."""
+    from openmaas.db import migrate
+
+    platform = _platform()
+    migrate.downgrade(platform.db, revision)
+    console.print(f"Database at {', '.join(migrate.schema_state(platform.db).current) or 'base'}.")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the schema revision of the database and of this code."""
+    from openmaas.db import migrate
+
+    state = migrate.schema_state(_platform().db)
+    console.print(f"database: {', '.join(state.current) or 'base'}   code: {', '.join(state.head)}")
+    if state.unknown:
+        fail("The database is newer than this code.")

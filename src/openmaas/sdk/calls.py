@@ -1,0 +1,108 @@
+"""What each SDK method sends and what it gets back, described once for both clients.
+
+A `Call` is plain data; `Client` and `AsyncClient` only differ in how they send it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from openmaas.pagination import Page
+from openmaas.sdk.errors import error_for
+from openmaas.tenancy import schemas
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    method: str
+    path: str
+    result: Any  # the type T to parse the JSON into
+    json: dict[str, Any] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+
+    def request(self, client: httpx.Client | httpx.AsyncClient) -> httpx.Request:
+        headers = {"Idempotency-Key": self.idempotency_key} if self.idempotency_key else None
+        params = {k: v for k, v in self.params.items() if v is not None}
+        return client.build_request(self.method, self.path, json=self.json, params=params, headers=headers)
+
+    def parse(self, response: httpx.Response) -> T:
+        if response.status_code >= 400:
+            raise error_for(response)
+        adapter: TypeAdapter[T] = TypeAdapter(self.result)
+        return adapter.validate_json(response.content)
+
+
+def _page(limit: int | None, after: str | None) -> dict[str, Any]:
+    return {"limit": limit, "after": after}
+
+
+def _body(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+def me() -> Call[schemas.Caller]:
+    return Call("GET", "/v1/me", schemas.Caller)
+
+
+def create_organization(name: str, plan: str, idempotency_key: str | None) -> Call[schemas.Organization]:
+    body = _body(schemas.OrganizationCreate(name=name, plan=plan))
+    return Call("POST", "/v1/admin/organizations", schemas.Organization, body, idempotency_key=idempotency_key)
+
+
+def list_organizations(limit: int | None, after: str | None) -> Call[Page[schemas.Organization]]:
+    return Call("GET", "/v1/admin/organizations", Page[schemas.Organization], params=_page(limit, after))
+
+
+def get_organization(org: str) -> Call[schemas.Organization]:
+    return Call("GET", f"/v1/admin/organizations/{org}", schemas.Organization)
+
+
+def _key_body(
+    name: str, scopes: list[str] | None, expires_at: datetime | None, expires_in: str | None
+) -> dict[str, Any]:
+    return _body(schemas.ApiKeyCreate(name=name, scopes=scopes, expires_at=expires_at, expires_in=expires_in))
+
+
+def create_key(
+    org: str | None,
+    name: str,
+    scopes: list[str] | None,
+    expires_at: datetime | None,
+    expires_in: str | None,
+    idempotency_key: str | None,
+) -> Call[schemas.ApiKeyCreated]:
+    path = f"/v1/admin/organizations/{org}/api_keys" if org else "/v1/api_keys"
+    body = _key_body(name, scopes, expires_at, expires_in)
+    return Call("POST", path, schemas.ApiKeyCreated, body, idempotency_key=idempotency_key)
+
+
+def list_keys(org: str | None, limit: int | None, after: str | None) -> Call[Page[schemas.ApiKey]]:
+    path = f"/v1/admin/organizations/{org}/api_keys" if org else "/v1/api_keys"
+    return Call("GET", path, Page[schemas.ApiKey], params=_page(limit, after))
+
+
+def revoke_key(org: str | None, key_id: str) -> Call[schemas.ApiKey]:
+    path = f"/v1/admin/organizations/{org}/api_keys/{key_id}" if org else f"/v1/api_keys/{key_id}"
+    return Call("DELETE", path, schemas.ApiKey)
+
+
+def list_audit(
+    admin: bool, organization_id: str | None, action: str | None, limit: int | None, after: str | None
+) -> Call[Page[schemas.AuditEntry]]:
+    params = {**_page(limit, after), "action": action}
+    if admin:
+        params["organization_id"] = organization_id
+    path = "/v1/admin/audit_log" if admin else "/v1/audit_log"
+    return Call("GET", path, Page[schemas.AuditEntry], params=params)
+
+
+def list_models() -> Call[dict[str, Any]]:
+    return Call("GET", "/v1/models", dict[str, Any])

@@ -1,0 +1,112 @@
+"""SDK exceptions, raised from the server's error JSON: one class per HTTP error status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class APIConnectionError(Exception):
+    """The server could not be reached."""
+
+
+class APIError(Exception):
+    status_code: int = 0
+
+    def __init__(self, status_code: int, error: dict[str, Any], request_id: str | None, headers: httpx.Headers):
+        self.status_code = status_code
+        self.message: str = str(error.get("message") or f"HTTP {status_code}")
+        self.type: str | None = error.get("type")
+        self.param: str | None = error.get("param")
+        self.code: str | None = error.get("code")
+        self.request_id = request_id
+        self.headers = headers
+        super().__init__(self.message)
+
+    @property
+    def retry_after(self) -> float | None:
+        value = self.headers.get("retry-after")
+        return float(value) if value is not None else None
+
+    def __str__(self) -> str:
+        where = f" (param: {self.param})" if self.param else ""
+        return f"{self.status_code} {self.code or self.type}: {self.message}{where}"
+
+
+class BadRequestError(APIError):
+    pass
+
+
+class AuthenticationError(APIError):
+    pass
+
+
+class InsufficientQuotaError(APIError):
+    pass
+
+
+class PermissionDeniedError(APIError):
+    pass
+
+
+class NotFoundError(APIError):
+    pass
+
+
+class ConflictError(APIError):
+    pass
+
+
+class PayloadTooLargeError(APIError):
+    pass
+
+
+class UnsupportedMediaTypeError(APIError):
+    pass
+
+
+class UnprocessableEntityError(APIError):
+    pass
+
+
+class RateLimitError(APIError):
+    pass
+
+
+class InternalServerError(APIError):
+    pass
+
+
+class ServiceUnavailableError(APIError):
+    pass
+
+
+_BY_STATUS: dict[int, type[APIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: InsufficientQuotaError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    405: BadRequestError,
+    409: ConflictError,
+    413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+    503: ServiceUnavailableError,
+}
+
+
+def error_for(response: httpx.Response) -> APIError:
+    try:
+        payload = response.json()
+        error = payload.get("error") if isinstance(payload, dict) else None
+    except ValueError:
+        error = None
+    if not isinstance(error, dict):
+        error = {"message": response.text[:500] or response.reason_phrase}
+    kind = _BY_STATUS.get(response.status_code)
+    if kind is None:
+        kind = InternalServerError if response.status_code >= 500 else APIError
+    return kind(response.status_code, error, response.headers.get("x-request-id"), response.headers)

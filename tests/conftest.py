@@ -1,0 +1,26 @@
+"""Shared fixtures: a fresh database per test on SQLite and, when OPENMAAS_TEST_POSTGRES_URL is
+set, on PostgreSQL too; a migrated platform; and a real server on a free port."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import databases
+
+POSTGRES_URL = os.environ.get("OPENMAAS_TEST_POSTGRES_URL")
+DATABASE_KINDS = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
+
+
+@pytest.fixture(params=DATABASE_KINDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database, one per test, on each database this run covers."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'openmaas.db'}"
+        return
+    assert POSTGRES_URL is not None
+    with databases.fresh_postgres_database(POSTGRES_URL) as url:
+        yield url

@@ -1,0 +1,102 @@
+"""Every error, everywhere, has the one JSON shape and the right status."""
+
+from __future__ import annotations
+
+import http.client
+from urllib.parse import urlparse
+
+from openmaas.api.app import create_app
+from openmaas.bootstrap import Platform
+from tests.integration.conftest import Served
+from tests.support.server import running_server
+
+
+def _error(response, status: int) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    return response.json()["error"]
+
+
+def test_unknown_route_and_wrong_method(served: Served) -> None:
+    with served.client() as client:
+        assert _error(client.get("/v1/nowhere"), 404)["code"] == "unknown_route"
+        assert _error(client.delete("/healthz"), 405)["type"] == "invalid_request_error"
+
+
+def test_invalid_json_is_400(served: Served) -> None:
+    with served.admin() as admin:
+        error = _error(
+            admin.post("/v1/admin/organizations", content=b'{"name": ', headers={"content-type": "application/json"}),
+            400,
+        )
+    assert error["code"] == "invalid_json"
+
+
+def test_wrong_field_types_are_422_naming_the_field(served: Served) -> None:
+    with served.admin() as admin:
+        assert _error(admin.post("/v1/admin/organizations", json={"name": 12}), 422)["param"] == "name"
+        assert _error(admin.post("/v1/admin/organizations", json={}), 422)["code"] == "missing_field"
+        assert _error(admin.post("/v1/admin/organizations", json={"name": "../x"}), 422)["param"] == "name"
+        unknown = _error(admin.post("/v1/admin/organizations", json={"name": "ok", "colour": "red"}), 422)
+        assert unknown["param"] == "colour"
+        org = admin.post("/v1/admin/organizations", json={"name": "acme"}).json()
+        bad_expiry = admin.post(f"/v1/admin/organizations/{org['id']}/api_keys", json={"expires_in": "soon"})
+        assert _error(bad_expiry, 422)["param"] == "expires_in"
+        past = admin.post(
+            f"/v1/admin/organizations/{org['id']}/api_keys", json={"expires_at": "2001-01-01T00:00:00Z"}
+        )
+        assert _error(past, 422)["param"] == "expires_at"
+        assert _error(admin.get("/v1/admin/organizations?limit=0"), 422)["param"] == "limit"
+
+
+def test_non_json_body_is_415(served: Served) -> None:
+    with served.admin() as admin:
+        response = admin.post("/v1/admin/organizations", content=b"name=acme", headers={"content-type": "text/plain"})
+    assert _error(response, 415)["code"] == "unsupported_media_type"
+
+
+def test_body_over_the_limit_is_413_by_length_and_when_chunked(served: Served) -> None:
+    limit = served.platform.settings.max_body_bytes
+    big = b'{"name": "' + b"x" * limit + b'"}'
+    with served.admin() as admin:
+        assert _error(admin.post("/v1/admin/organizations", content=big, headers={"content-type": "application/json"}), 413)
+
+        def chunks():  # type: ignore[no-untyped-def]
+            for start in range(0, len(big), 8192):
+                yield big[start : start + 8192]
+
+        chunked = admin.post("/v1/admin/organizations", content=chunks(), headers={"content-type": "application/json"})
+        assert _error(chunked, 413)["code"] == "payload_too_large"
+        assert admin.get("/v1/admin/organizations").json()["data"] == []  # nothing half-written
+
+
+def test_duplicate_name_is_409(served: Served) -> None:
+    with served.admin() as admin:
+        assert admin.post("/v1/admin/organizations", json={"name": "acme"}).status_code == 201
+        assert _error(admin.post("/v1/admin/organizations", json={"name": "acme"}), 409)["param"] == "name"
+
+
+def test_request_id_is_echoed_or_generated(served: Served) -> None:
+    with served.client() as client:
+        assert client.get("/healthz", headers={"x-request-id": "trace-123"}).headers["x-request-id"] == "trace-123"
+        generated = client.get("/v1/nowhere").headers["x-request-id"]
+        assert generated.startswith("req_")
+        assert client.get("/healthz", headers={"x-request-id": "bad id\t!"}).headers["x-request-id"] != "bad id\t!"
+
+
+def test_uncaught_exceptions_are_500_in_the_error_shape(platform: Platform) -> None:
+    app = create_app(platform)
+
+    async def explode() -> None:
+        raise RuntimeError("secret internals")
+
+    app.add_api_route("/boom", explode)
+    with running_server(app) as url:
+        parsed = urlparse(url)
+        connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+        connection.request("GET", "/boom")
+        response = connection.getresponse()
+        body = response.read().decode()
+        assert response.status == 500
+        assert response.getheader("x-request-id")
+        assert '"type":"server_error"' in body and "secret internals" not in body

@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from openmaas.api.app import create_app
+from openmaas.bootstrap import Platform
 from tests.support import databases
+from tests.support.platforms import make_platform
+from tests.support.served import Served
+from tests.support.server import running_server
 
 POSTGRES_URL = os.environ.get("OPENMAAS_TEST_POSTGRES_URL")
 DATABASE_KINDS = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
@@ -24,3 +29,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     assert POSTGRES_URL is not None
     with databases.fresh_postgres_database(POSTGRES_URL) as url:
         yield url
+
+
+@pytest.fixture
+def platform(tmp_path: Path, database_url: str) -> Iterator[Platform]:
+    platform = make_platform(tmp_path / "home", database_url, max_body_bytes=64 * 1024)
+    yield platform
+    platform.close()
+
+
+@pytest.fixture
+def served(platform: Platform) -> Iterator[Served]:
+    assert platform.new_admin_key is not None
+    with running_server(create_app(platform)) as url:
+        yield Served(url, platform, platform.new_admin_key)

@@ -36,8 +36,10 @@ def build_platform(settings: Settings | None = None, *, clock: Clock | None = No
     settings = settings or Settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     clock = clock or SystemClock()
-    secret = bytes.fromhex(settings.secret_key) if settings.secret_key else load_or_create_secret(
-        settings.secret_key_path
+    secret = (
+        bytes.fromhex(settings.secret_key)
+        if settings.secret_key
+        else load_or_create_secret(settings.secret_key_path)
     )
     hasher = KeyHasher(secret)
     db = Database(settings.resolved_database_url)

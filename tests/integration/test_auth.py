@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import update
 
 from openmaas.tenancy.models import ApiKey
-from tests.integration.conftest import Served
+from tests.support.served import Served
 
 
 def _assert_error(response, status: int, code: str | None = None) -> dict:  # type: ignore[no-untyped-def]
@@ -57,7 +57,9 @@ def test_revocation_elsewhere_takes_effect_within_the_cache_ttl(served: Served) 
         # Another server revokes it: only the database changes, this server's cache does not hear of it.
         with served.platform.db.session() as session:
             session.execute(
-                update(ApiKey).where(ApiKey.id == tenant.key_id).values(revoked_at=served.platform.clock.now())
+                update(ApiKey)
+                .where(ApiKey.id == tenant.key_id)
+                .values(revoked_at=served.platform.clock.now())
             )
         time.sleep(served.platform.settings.auth_cache_ttl_s + 0.1)
         _assert_error(client.get("/v1/me"), 401)

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 from openmaas.api.app import create_app
 from openmaas.bootstrap import Platform
-from tests.integration.conftest import Served
+from tests.support.served import Served
 from tests.support.server import running_server
 
 
@@ -26,7 +26,9 @@ def test_unknown_route_and_wrong_method(served: Served) -> None:
 def test_invalid_json_is_400(served: Served) -> None:
     with served.admin() as admin:
         error = _error(
-            admin.post("/v1/admin/organizations", content=b'{"name": ', headers={"content-type": "application/json"}),
+            admin.post(
+                "/v1/admin/organizations", content=b'{"name": ', headers={"content-type": "application/json"}
+            ),
             400,
         )
     assert error["code"] == "invalid_json"
@@ -51,7 +53,9 @@ def test_wrong_field_types_are_422_naming_the_field(served: Served) -> None:
 
 def test_non_json_body_is_415(served: Served) -> None:
     with served.admin() as admin:
-        response = admin.post("/v1/admin/organizations", content=b"name=acme", headers={"content-type": "text/plain"})
+        response = admin.post(
+            "/v1/admin/organizations", content=b"name=acme", headers={"content-type": "text/plain"}
+        )
     assert _error(response, 415)["code"] == "unsupported_media_type"
 
 
@@ -59,13 +63,18 @@ def test_body_over_the_limit_is_413_by_length_and_when_chunked(served: Served) -
     limit = served.platform.settings.max_body_bytes
     big = b'{"name": "' + b"x" * limit + b'"}'
     with served.admin() as admin:
-        assert _error(admin.post("/v1/admin/organizations", content=big, headers={"content-type": "application/json"}), 413)
+        assert _error(
+            admin.post("/v1/admin/organizations", content=big, headers={"content-type": "application/json"}),
+            413,
+        )
 
         def chunks():  # type: ignore[no-untyped-def]
             for start in range(0, len(big), 8192):
                 yield big[start : start + 8192]
 
-        chunked = admin.post("/v1/admin/organizations", content=chunks(), headers={"content-type": "application/json"})
+        chunked = admin.post(
+            "/v1/admin/organizations", content=chunks(), headers={"content-type": "application/json"}
+        )
         assert _error(chunked, 413)["code"] == "payload_too_large"
         assert admin.get("/v1/admin/organizations").json()["data"] == []  # nothing half-written
 
@@ -78,10 +87,16 @@ def test_duplicate_name_is_409(served: Served) -> None:
 
 def test_request_id_is_echoed_or_generated(served: Served) -> None:
     with served.client() as client:
-        assert client.get("/healthz", headers={"x-request-id": "trace-123"}).headers["x-request-id"] == "trace-123"
+        assert (
+            client.get("/healthz", headers={"x-request-id": "trace-123"}).headers["x-request-id"]
+            == "trace-123"
+        )
         generated = client.get("/v1/nowhere").headers["x-request-id"]
         assert generated.startswith("req_")
-        assert client.get("/healthz", headers={"x-request-id": "bad id\t!"}).headers["x-request-id"] != "bad id\t!"
+        assert (
+            client.get("/healthz", headers={"x-request-id": "bad id\t!"}).headers["x-request-id"]
+            != "bad id\t!"
+        )
 
 
 def test_uncaught_exceptions_are_500_in_the_error_shape(platform: Platform) -> None:

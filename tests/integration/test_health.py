@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from tests.integration.conftest import Served
+from tests.support.served import Served
 
 
 def test_healthz_and_readyz(served: Served) -> None:
@@ -30,7 +30,13 @@ def test_metrics_count_requests_by_route_template_and_status(served: Served) -> 
         client.get(f"/v1/api_keys/{tenant.key_id}")
         client.get("/v1/api_keys/key_missing")
         text_body = client.get("/metrics").text
-    assert 'openmaas_http_requests_total{method="GET",route="/v1/api_keys/{key_id}",status="200"} 1.0' in text_body
-    assert 'openmaas_http_requests_total{method="GET",route="/v1/api_keys/{key_id}",status="404"} 1.0' in text_body
+    assert (
+        'openmaas_http_requests_total{method="GET",route="/v1/api_keys/{key_id}",status="200"} 1.0'
+        in text_body
+    )
+    assert (
+        'openmaas_http_requests_total{method="GET",route="/v1/api_keys/{key_id}",status="404"} 1.0'
+        in text_body
+    )
     assert "openmaas_http_request_duration_seconds_bucket" in text_body
     assert tenant.key_id not in text_body.replace("{key_id}", "")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.integration.conftest import Served
+from tests.support.served import Served
 
 
 def test_same_key_same_body_replays_the_stored_response(served: Served) -> None:
@@ -20,7 +20,9 @@ def test_same_key_same_body_replays_the_stored_response(served: Served) -> None:
 def test_same_key_different_body_is_409(served: Served) -> None:
     with served.admin() as admin:
         headers = {"Idempotency-Key": "k-1"}
-        assert admin.post("/v1/admin/organizations", json={"name": "acme"}, headers=headers).status_code == 201
+        assert (
+            admin.post("/v1/admin/organizations", json={"name": "acme"}, headers=headers).status_code == 201
+        )
         clash = admin.post("/v1/admin/organizations", json={"name": "globex"}, headers=headers)
         assert clash.status_code == 409
         assert clash.json()["error"]["code"] == "idempotency_key_reused"
@@ -56,7 +58,9 @@ def test_failed_create_does_not_burn_the_idempotency_key(served: Served) -> None
     with served.admin() as admin:
         admin.post("/v1/admin/organizations", json={"name": "taken"})
         headers = {"Idempotency-Key": "retry-me"}
-        assert admin.post("/v1/admin/organizations", json={"name": "taken"}, headers=headers).status_code == 409
+        assert (
+            admin.post("/v1/admin/organizations", json={"name": "taken"}, headers=headers).status_code == 409
+        )
         retry = admin.post("/v1/admin/organizations", json={"name": "taken"}, headers=headers)
         assert retry.status_code == 409 and retry.json()["error"]["code"] == "conflict"
 

@@ -58,7 +58,11 @@ def test_database_newer_than_the_code_is_refused(database_url: str, tmp_path: Pa
             migrate.check_not_too_new(db)
     finally:
         db.dispose()
-    env = {"OPENMAAS_HOME": str(tmp_path / "home"), "OPENMAAS_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}
+    env = {
+        "OPENMAAS_HOME": str(tmp_path / "home"),
+        "OPENMAAS_DATABASE_URL": database_url,
+        "PATH": "/usr/bin:/bin",
+    }
     result = subprocess.run(
         [sys.executable, "-m", "openmaas.cli.main", "serve", "--port", "1"],
         env=env,

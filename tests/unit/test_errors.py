@@ -11,7 +11,9 @@ from openmaas.api.errors import validation_error
 def test_every_error_has_the_openai_shape() -> None:
     error = errors.Conflict("taken", param="name")
     assert error.status == 409
-    assert error.to_dict() == {"error": {"message": "taken", "type": "conflict_error", "param": "name", "code": "conflict"}}
+    assert error.to_dict() == {
+        "error": {"message": "taken", "type": "conflict_error", "param": "name", "code": "conflict"}
+    }
 
 
 def test_retry_after_rounds_up_to_whole_seconds() -> None:
@@ -27,7 +29,13 @@ def test_rate_limit_type_names_the_limit() -> None:
 
 def test_validation_error_names_the_nested_field() -> None:
     exc = RequestValidationError(
-        [{"type": "int_parsing", "loc": ("body", "items", 2, "count"), "msg": "Input should be a valid integer"}]
+        [
+            {
+                "type": "int_parsing",
+                "loc": ("body", "items", 2, "count"),
+                "msg": "Input should be a valid integer",
+            }
+        ]
     )
     error = validation_error(exc, "application/json")
     assert error.status == 422
@@ -36,12 +44,20 @@ def test_validation_error_names_the_nested_field() -> None:
 
 
 def test_missing_field_and_bad_json_codes() -> None:
-    missing = validation_error(RequestValidationError([{"type": "missing", "loc": ("body", "name"), "msg": "Field required"}]), "application/json")
+    missing = validation_error(
+        RequestValidationError([{"type": "missing", "loc": ("body", "name"), "msg": "Field required"}]),
+        "application/json",
+    )
     assert (missing.param, missing.code) == ("name", "missing_field")
-    bad = validation_error(RequestValidationError([{"type": "json_invalid", "loc": ("body", 3), "msg": "JSON decode error"}]), "application/json")
+    bad = validation_error(
+        RequestValidationError([{"type": "json_invalid", "loc": ("body", 3), "msg": "JSON decode error"}]),
+        "application/json",
+    )
     assert (bad.status, bad.code) == (400, "invalid_json")
 
 
 def test_non_json_body_is_415() -> None:
-    exc = RequestValidationError([{"type": "model_attributes_type", "loc": ("body",), "msg": "Input should be a valid dictionary"}])
+    exc = RequestValidationError(
+        [{"type": "model_attributes_type", "loc": ("body",), "msg": "Input should be a valid dictionary"}]
+    )
     assert validation_error(exc, "application/x-www-form-urlencoded").status == 415

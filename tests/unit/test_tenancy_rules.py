@@ -68,7 +68,12 @@ def test_ids_are_prefixed_and_time_ordered() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("30d", timedelta(days=30)), ("12h", timedelta(hours=12)), ("2w", timedelta(weeks=2)), ("45s", timedelta(seconds=45))],
+    [
+        ("30d", timedelta(days=30)),
+        ("12h", timedelta(hours=12)),
+        ("2w", timedelta(weeks=2)),
+        ("45s", timedelta(seconds=45)),
+    ],
 )
 def test_durations(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected

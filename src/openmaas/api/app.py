@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -39,7 +39,7 @@ def create_app(platform: Platform) -> FastAPI:
     for module in (health, admin, tenant, models):
         app.include_router(module.router)
     app.add_middleware(
-        GatewayMiddleware,  # type: ignore[arg-type]
+        GatewayMiddleware,
         max_body_bytes=platform.settings.max_body_bytes,
         metrics=metrics,
         audit_sink=write_audit,

@@ -85,7 +85,9 @@ class Creator:
         self.principal = principal
         self.key = idempotency_key
 
-    def __call__(self, body: BaseModel, create: Callable[[Session], BaseModel], status: int = 201) -> Response:
+    def __call__(
+        self, body: BaseModel, create: Callable[[Session], BaseModel], status: int = 201
+    ) -> Response:
         platform: Platform = self.request.app.state.platform
         canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
         result = idempotency.run_idempotent(

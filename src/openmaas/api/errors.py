@@ -30,14 +30,19 @@ _HTTP_ERRORS: dict[int, type[errors.OpenMaaSError]] = {
 
 def error_response(error: errors.OpenMaaSError) -> Response:
     return Response(
-        orjson.dumps(error.to_dict()), status_code=error.status, headers=error.headers, media_type="application/json"
+        orjson.dumps(error.to_dict()),
+        status_code=error.status,
+        headers=error.headers,
+        media_type="application/json",
     )
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(part) for part in loc[1:]] if loc and loc[0] in ("body", "query", "path", "header") else [
-        str(part) for part in loc
-    ]
+    parts = (
+        [str(part) for part in loc[1:]]
+        if loc and loc[0] in ("body", "query", "path", "header")
+        else [str(part) for part in loc]
+    )
     return ".".join(parts) or None
 
 
@@ -72,7 +77,9 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         kind = _HTTP_ERRORS.get(exc.status_code, errors.InternalError)
         if exc.status_code == 404:
-            error: errors.OpenMaaSError = kind(f"No route {request.method} {request.url.path}.", code="unknown_route")
+            error: errors.OpenMaaSError = kind(
+                f"No route {request.method} {request.url.path}.", code="unknown_route"
+            )
         elif exc.status_code == 405:
             error = kind(f"Method {request.method} is not allowed on {request.url.path}.")
         else:

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from openmaas.cli.output import console, fail, run, show
 
+if TYPE_CHECKING:
+    from openmaas.sdk import Client
+
 KEY_COLUMNS = ("id", "name", "redacted", "scopes", "created_at", "expires_at", "revoked_at", "last_used_at")
-AUDIT_COLUMNS = ("created_at", "organization_id", "actor_key_id", "action", "target_id", "outcome", "status_code")
+AUDIT_COLUMNS = (
+    "created_at",
+    "organization_id",
+    "actor_key_id",
+    "action",
+    "target_id",
+    "outcome",
+    "status_code",
+)
 
 keys_app = typer.Typer(help="Your organization's API keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="Your organization's audit log.", no_args_is_help=True)
@@ -19,7 +30,7 @@ KeyOpt = typer.Option(None, "--key", help="API key (else OPENMAAS_API_KEY or the
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts")
 
 
-def client(url: str | None, key: str | None, *, operator: bool = False):  # type: ignore[no-untyped-def]
+def client(url: str | None, key: str | None, *, operator: bool = False) -> Client:
     from openmaas.cli.profiles import resolve
     from openmaas.config import Settings
     from openmaas.sdk import Client
@@ -92,7 +103,10 @@ def keys_list(url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool 
 
 @keys_app.command("revoke")
 def keys_revoke(
-    key_id: str = typer.Argument(...), url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt
+    key_id: str = typer.Argument(...),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Revoke a key: it stops working within a second."""
     api = client(url, key)

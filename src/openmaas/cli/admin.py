@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from openmaas.cli.account import AUDIT_COLUMNS, KEY_COLUMNS, JsonOpt, KeyOpt, UrlOpt, client, show_created_key
 from openmaas.cli.output import run, show
+
+if TYPE_CHECKING:
+    from openmaas.sdk import Client
 
 admin_app = typer.Typer(help="Operator commands (need the operator key).", no_args_is_help=True)
 orgs_app = typer.Typer(help="Organizations.", no_args_is_help=True)
@@ -17,7 +22,7 @@ ORG_COLUMNS = ("id", "name", "plan", "created_at")
 OrgOpt = typer.Option(..., "--org", help="Organization name or id")
 
 
-def operator(url: str | None, key: str | None):  # type: ignore[no-untyped-def]
+def operator(url: str | None, key: str | None) -> Client:
     return client(url, key, operator=True)
 
 
@@ -40,7 +45,11 @@ def orgs_list(url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool 
     from openmaas.sdk.client import iterate
 
     api = operator(url, key)
-    show(run(lambda: list(iterate(api.admin.organizations.list, limit=100))), as_json=as_json, columns=ORG_COLUMNS)
+    show(
+        run(lambda: list(iterate(api.admin.organizations.list, limit=100))),
+        as_json=as_json,
+        columns=ORG_COLUMNS,
+    )
 
 
 @orgs_app.command("show")
@@ -72,12 +81,18 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(org: str = OrgOpt, url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt) -> None:
+def keys_list(
+    org: str = OrgOpt, url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt
+) -> None:
     """List an organization's keys."""
     from openmaas.sdk.client import iterate
 
     api = operator(url, key)
-    show(run(lambda: list(iterate(api.admin.api_keys(org).list, limit=100))), as_json=as_json, columns=KEY_COLUMNS)
+    show(
+        run(lambda: list(iterate(api.admin.api_keys(org).list, limit=100))),
+        as_json=as_json,
+        columns=KEY_COLUMNS,
+    )
 
 
 @keys_app.command("revoke")

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from openmaas.cli.output import console, fail
 
+if TYPE_CHECKING:
+    from openmaas.bootstrap import Platform
+
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 
 
-def _platform():  # type: ignore[no-untyped-def]
+def _platform() -> Platform:
     from openmaas.bootstrap import build_platform
 
     return build_platform()
@@ -34,7 +39,7 @@ def serve(
     try:
         state = migrate.check_not_too_new(platform.db)
         if not state.is_current:
-            if migrate_db is None and platform.db.is_sqlite or migrate_db:
+            if (migrate_db is None and platform.db.is_sqlite) or migrate_db:
                 migrate.upgrade(platform.db)
             else:
                 fail("The database schema is not current: run `openmaas db upgrade` first.")

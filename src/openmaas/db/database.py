@@ -49,11 +49,10 @@ class Database:
         else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
         self.engine = create_engine(url, **kwargs)
+        write_engine: Engine = self.engine
         if self.is_sqlite:
             _configure_sqlite(self.engine)
             write_engine = self.engine.execution_options(**{_IMMEDIATE: True})
-        else:
-            write_engine = self.engine
         self._read = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._write = sessionmaker(bind=write_engine, expire_on_commit=False)
 

@@ -27,7 +27,9 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=base_url, headers=headers, timeout=timeout, transport=transport
+        )
         self.api_keys = AsyncApiKeys(self, org=None)
         self.audit_log = AsyncAuditLog(self, admin=False)
         self.admin = AsyncAdmin(self)

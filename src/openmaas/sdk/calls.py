@@ -54,7 +54,9 @@ def me() -> Call[schemas.Caller]:
 
 def create_organization(name: str, plan: str, idempotency_key: str | None) -> Call[schemas.Organization]:
     body = _body(schemas.OrganizationCreate(name=name, plan=plan))
-    return Call("POST", "/v1/admin/organizations", schemas.Organization, body, idempotency_key=idempotency_key)
+    return Call(
+        "POST", "/v1/admin/organizations", schemas.Organization, body, idempotency_key=idempotency_key
+    )
 
 
 def list_organizations(limit: int | None, after: str | None) -> Call[Page[schemas.Organization]]:

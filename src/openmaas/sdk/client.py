@@ -83,7 +83,9 @@ class ApiKeys:
         expires_in: str | None = None,
         idempotency_key: str | None = None,
     ) -> schemas.ApiKeyCreated:
-        return self._client.send(calls.create_key(self._org, name, scopes, expires_at, expires_in, idempotency_key))
+        return self._client.send(
+            calls.create_key(self._org, name, scopes, expires_at, expires_in, idempotency_key)
+        )
 
     def list(self, *, limit: int | None = None, after: str | None = None) -> Page[schemas.ApiKey]:
         return self._client.send(calls.list_keys(self._org, limit, after))
@@ -112,7 +114,9 @@ class Organizations:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def create(self, name: str, *, plan: str = "default", idempotency_key: str | None = None) -> schemas.Organization:
+    def create(
+        self, name: str, *, plan: str = "default", idempotency_key: str | None = None
+    ) -> schemas.Organization:
         return self._client.send(calls.create_organization(name, plan, idempotency_key))
 
     def list(self, *, limit: int | None = None, after: str | None = None) -> Page[schemas.Organization]:

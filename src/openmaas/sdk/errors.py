@@ -14,7 +14,9 @@ class APIConnectionError(Exception):
 class APIError(Exception):
     status_code: int = 0
 
-    def __init__(self, status_code: int, error: dict[str, Any], request_id: str | None, headers: httpx.Headers):
+    def __init__(
+        self, status_code: int, error: dict[str, Any], request_id: str | None, headers: httpx.Headers
+    ):
         self.status_code = status_code
         self.message: str = str(error.get("message") or f"HTTP {status_code}")
         self.type: str | None = error.get("type")

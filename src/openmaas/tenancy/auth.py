@@ -53,7 +53,9 @@ class _Entry:
 
 
 class Authenticator:
-    def __init__(self, db: Database, hasher: KeyHasher, clock: Clock, *, ttl: float, max_entries: int) -> None:
+    def __init__(
+        self, db: Database, hasher: KeyHasher, clock: Clock, *, ttl: float, max_entries: int
+    ) -> None:
         self._db = db
         self._hasher = hasher
         self._clock = clock

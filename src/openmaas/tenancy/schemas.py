@@ -33,7 +33,9 @@ class OrganizationCreate(_Strict):
     @classmethod
     def _valid_name(cls, value: str) -> str:
         if not _NAME_RE.match(value):
-            raise ValueError("must start with a letter or digit and use only letters, digits, '.', '_', '-' (≤64)")
+            raise ValueError(
+                "must start with a letter or digit and use only letters, digits, '.', '_', '-' (≤64)"
+            )
         return value
 
 

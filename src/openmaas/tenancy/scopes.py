@@ -23,8 +23,7 @@ OPERATOR = "operator"
 INFERENCE = "inference"
 
 TENANT_SCOPES = frozenset(
-    {ADMIN, INFERENCE}
-    | {f"{resource}:{action}" for resource in RESOURCES for action in ("read", "write")}
+    {ADMIN, INFERENCE} | {f"{resource}:{action}" for resource in RESOURCES for action in ("read", "write")}
 )
 
 

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 from openmaas import errors
 from openmaas.ids import new_id
 from openmaas.pagination import Page, paginate
-from openmaas.tenancy import scopes as scope_rules
 from openmaas.tenancy import schemas
+from openmaas.tenancy import scopes as scope_rules
 from openmaas.tenancy.keys import KeyHasher, generate_key, redact
 from openmaas.tenancy.models import ApiKey, Organization
 
@@ -66,7 +66,12 @@ def find_organization(session: Session, id_or_name: str) -> Organization:
 
 def list_organizations(session: Session, *, limit: int, after: str | None) -> Page[schemas.Organization]:
     return paginate(
-        session, select(Organization), Organization.id, limit=limit, after=after, to_public=organization_public
+        session,
+        select(Organization),
+        Organization.id,
+        limit=limit,
+        after=after,
+        to_public=organization_public,
     )
 
 
@@ -86,7 +91,9 @@ def create_api_key(
     unknown = [scope for scope in requested if scope not in allowed]
     if unknown or not requested:
         raise errors.ValidationFailed(
-            f"Unknown scope(s) {unknown}; choose from {sorted(allowed)}." if unknown else "scopes must not be empty.",
+            f"Unknown scope(s) {unknown}; choose from {sorted(allowed)}."
+            if unknown
+            else "scopes must not be empty.",
             param="scopes",
         )
     if scope_rules.OPERATOR not in creator_scopes and not scope_rules.within(requested, creator_scopes):

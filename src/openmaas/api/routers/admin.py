@@ -14,12 +14,15 @@ from openmaas.tenancy import service as tenancy
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
-@router.post("/organizations", status_code=201, response_model=schemas.Organization, name="organizations.create")
+@router.post(
+    "/organizations", status_code=201, response_model=schemas.Organization, name="organizations.create"
+)
 def create_organization(
     body: schemas.OrganizationCreate, platform: PlatformDep, _: Operator, create: CreatorDep
 ) -> object:
     return create(
-        body, lambda s: tenancy.organization_public(tenancy.create_organization(s, body, platform.clock.now()))
+        body,
+        lambda s: tenancy.organization_public(tenancy.create_organization(s, body, platform.clock.now())),
     )
 
 
@@ -67,7 +70,9 @@ def create_org_key(
 
 
 @router.get(
-    "/organizations/{org_id}/api_keys", response_model=Page[schemas.ApiKey], name="organizations.api_keys.list"
+    "/organizations/{org_id}/api_keys",
+    response_model=Page[schemas.ApiKey],
+    name="organizations.api_keys.list",
 )
 def list_org_keys(org_id: str, platform: PlatformDep, _: Operator, page: PageDep) -> object:
     with platform.db.read_session() as session:

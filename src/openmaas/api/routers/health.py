@@ -32,7 +32,8 @@ def _readiness(platform: Platform) -> dict[str, object]:
         ) from exc
     if not state.is_current:
         raise errors.ServiceUnavailable(
-            f"Database schema is at {list(state.current)}, expected {list(state.head)}: run `openmaas db upgrade`.",
+            f"Database schema is at {list(state.current)}, expected {list(state.head)}: "
+            "run `openmaas db upgrade`.",
             code="migrations_pending",
             retry_after=30,
         )

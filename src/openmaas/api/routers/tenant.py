@@ -29,7 +29,9 @@ def whoami(platform: PlatformDep, principal: PrincipalDep) -> object:
 
 
 @router.post("/api_keys", status_code=201, response_model=schemas.ApiKeyCreated, name="api_keys.create")
-def create_key(body: schemas.ApiKeyCreate, platform: PlatformDep, caller: KeysWrite, create: CreatorDep) -> object:
+def create_key(
+    body: schemas.ApiKeyCreate, platform: PlatformDep, caller: KeysWrite, create: CreatorDep
+) -> object:
     return create(
         body,
         lambda s: tenancy.create_api_key(
@@ -59,7 +61,9 @@ def get_key(key_id: str, platform: PlatformDep, caller: KeysRead) -> object:
 @router.delete("/api_keys/{key_id}", response_model=schemas.ApiKey, name="api_keys.revoke")
 def revoke_key(key_id: str, platform: PlatformDep, caller: KeysWrite) -> object:
     with platform.db.session() as session:
-        key = tenancy.api_key_public(tenancy.revoke_api_key(session, caller.org_id, key_id, platform.clock.now()))
+        key = tenancy.api_key_public(
+            tenancy.revoke_api_key(session, caller.org_id, key_id, platform.clock.now())
+        )
     platform.authenticator.forget(key_id)
     return key
 

@@ -1,18 +1,12 @@
-"""Integration fixtures: a migrated platform on a real database, served by a real server."""
+"""A served platform as tests see it: its URL, its operator key, and helpers to make tenants."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
-import pytest
 
-from openmaas.api.app import create_app
 from openmaas.bootstrap import Platform
-from tests.support.platforms import make_platform
-from tests.support.server import running_server
 
 
 @dataclass
@@ -43,17 +37,3 @@ class Served:
             key = admin.post(f"/v1/admin/organizations/{org.json()['id']}/api_keys", json=body)
             assert key.status_code == 201, key.text
         return Tenant(org.json()["id"], key.json()["id"], key.json()["key"])
-
-
-@pytest.fixture
-def platform(tmp_path: Path, database_url: str) -> Iterator[Platform]:
-    platform = make_platform(tmp_path / "home", database_url, max_body_bytes=64 * 1024)
-    yield platform
-    platform.close()
-
-
-@pytest.fixture
-def served(platform: Platform) -> Iterator[Served]:
-    assert platform.new_admin_key is not None
-    with running_server(create_app(platform)) as url:
-        yield Served(url, platform, platform.new_admin_key)

@@ -1,0 +1,78 @@
+"""How a training run talks to whatever runs it: the `TrainingContext` protocol.
+
+The job system implements it over the database and the artifact store; `InMemoryContext` and
+`DirectoryContext` here serve tests, benchmarks and plain library use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from openmaas.training.checkpoint import State, checkpoint_from_bytes, checkpoint_to_bytes, read_checkpoint
+from openmaas.training.checkpoint import write_checkpoint as write_checkpoint_file
+
+
+class TrainingContext(Protocol):
+    def report(self, metrics: dict[str, Any]) -> None:
+        """Record progress: one call per epoch with `epoch`, `train_loss` and `val_*` metrics."""
+        ...
+
+    def save_checkpoint(self, state: State) -> None:
+        """Persist resumable state (use `checkpoint_to_bytes` to store it as one blob)."""
+        ...
+
+    def latest_checkpoint(self) -> State | None:
+        """The last saved state, or None for a fresh run."""
+        ...
+
+    def should_stop(self) -> bool:
+        """True when the run must stop now (cancelled, paused, lease lost)."""
+        ...
+
+
+class InMemoryContext:
+    """Keeps reports and the latest checkpoint (serialised, as a real store would) in memory."""
+
+    def __init__(self, stop_when: Callable[[InMemoryContext], bool] | None = None) -> None:
+        self.reports: list[dict[str, Any]] = []
+        self.checkpoints_saved = 0
+        self._blob: bytes | None = None
+        self._stop_when = stop_when
+
+    def report(self, metrics: dict[str, Any]) -> None:
+        self.reports.append(dict(metrics))
+
+    def save_checkpoint(self, state: State) -> None:
+        self._blob = checkpoint_to_bytes(state)
+        self.checkpoints_saved += 1
+
+    def latest_checkpoint(self) -> State | None:
+        return None if self._blob is None else checkpoint_from_bytes(self._blob)
+
+    def should_stop(self) -> bool:
+        return self._stop_when is not None and self._stop_when(self)
+
+
+class DirectoryContext(InMemoryContext):
+    """Like InMemoryContext, but checkpoints are files `checkpoint-<n>.safetensors` in a folder,
+    so a second process can resume what a killed one started."""
+
+    _NAME = re.compile(r"checkpoint-(\d+)\.safetensors")
+
+    def __init__(self, folder: Path, stop_when: Callable[[InMemoryContext], bool] | None = None) -> None:
+        super().__init__(stop_when)
+        self.folder = Path(folder)
+
+    def save_checkpoint(self, state: State) -> None:
+        step = int(state.get("epoch", self.checkpoints_saved))
+        write_checkpoint_file(state, self.folder / f"checkpoint-{step:06d}.safetensors")
+        self.checkpoints_saved += 1
+
+    def latest_checkpoint(self) -> State | None:
+        if not self.folder.exists():
+            return None
+        found = sorted(p for p in self.folder.iterdir() if self._NAME.fullmatch(p.name))
+        return read_checkpoint(found[-1]) if found else None

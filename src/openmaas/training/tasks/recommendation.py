@@ -1,0 +1,152 @@
+"""Recommendation: matrix factorisation on (user, item[, rating]) interactions, evaluated by
+recall@k and NDCG@k on each user's held-out interactions against a most-popular baseline.
+
+Items a user already interacted with in training are never recommended back to them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from openmaas.datasets.loading import read_table, require_columns
+from openmaas.datasets.params import to_dict
+from openmaas.datasets.preprocessing import InteractionIndex, PreprocessingSpec, split_interactions
+from openmaas.errors import ValidationFailed
+from openmaas.training.classification import loop_settings
+from openmaas.training.config import RecommendationConfig, Task
+from openmaas.training.context import TrainingContext
+from openmaas.training.loop import LossFn, train_loop
+from openmaas.training.metrics import ranking_metrics, regression_metrics
+from openmaas.training.models import MatrixFactorization
+from openmaas.training.models.factorization import bpr_loss
+from openmaas.training.result import TrainedModel
+from openmaas.training.seeding import seed_everything
+
+
+def _seen_mask(users: torch.Tensor, items: torch.Tensor, num_users: int, num_items: int) -> torch.Tensor:
+    mask = torch.zeros(num_users, num_items, dtype=torch.bool)
+    mask[users, items] = True
+    return mask
+
+
+def _relevant(users: torch.Tensor, items: torch.Tensor, num_users: int) -> list[set[int]]:
+    sets: list[set[int]] = [set() for _ in range(num_users)]
+    for user, item in zip(users.tolist(), items.tolist(), strict=True):
+        sets[user].add(item)
+    return sets
+
+
+def top_k(scores: torch.Tensor, exclude: torch.Tensor, k: int) -> list[list[int]]:
+    """Best k items per row of `scores`, never one marked in `exclude`."""
+    masked = scores.masked_fill(exclude, float("-inf"))
+    return masked.topk(min(k, scores.shape[1]), dim=1).indices.tolist()
+
+
+def evaluate_ranking(
+    model: MatrixFactorization, exclude: torch.Tensor, relevant: list[set[int]], k: int
+) -> dict[str, float]:
+    with torch.no_grad():
+        scores = model.score_all(torch.arange(exclude.shape[0]))
+    return ranking_metrics(top_k(scores, exclude, k), relevant, k)
+
+
+def popularity_baseline(
+    train_items: torch.Tensor, exclude: torch.Tensor, relevant: list[set[int]], k: int
+) -> dict[str, float]:
+    popularity = torch.bincount(train_items, minlength=exclude.shape[1]).float()
+    scores = popularity.expand(exclude.shape[0], -1)
+    return ranking_metrics(top_k(scores, exclude, k), relevant, k)
+
+
+def _load(path: Path, config: RecommendationConfig) -> pd.DataFrame:
+    frame = read_table(path)
+    require_columns(
+        frame,
+        user_column=config.user_column,
+        item_column=config.item_column,
+        rating_column=config.rating_column,
+    )
+    columns = [config.user_column, config.item_column] + (
+        [config.rating_column] if config.rating_column else []
+    )
+    frame = frame[columns].dropna().reset_index(drop=True)
+    if len(frame) < 10:
+        raise ValidationFailed("the dataset needs at least 10 interactions", param="dataset")
+    return frame
+
+
+def _loss_fn(config: RecommendationConfig) -> LossFn:
+    def implicit(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        assert isinstance(model, MatrixFactorization)
+        return bpr_loss(model, batch[0], batch[1], config.negatives)
+
+    def explicit(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return F.mse_loss(model(batch[0], batch[1]), batch[2])
+
+    return explicit if config.feedback == "explicit" else implicit
+
+
+def train_recommendation(
+    path: Path, config: RecommendationConfig, spec: PreprocessingSpec, context: TrainingContext
+) -> TrainedModel:
+    frame = _load(path, config)
+    index = InteractionIndex.fit(frame[config.user_column].tolist(), frame[config.item_column].tolist())
+    users, items = (
+        index.encode_users(frame[config.user_column].tolist()),
+        index.encode_items(frame[config.item_column].tolist()),
+    )
+    ratings = (
+        torch.tensor(pd.to_numeric(frame[config.rating_column], errors="coerce").to_numpy(np.float32))
+        if config.rating_column
+        else torch.ones(len(users))
+    )
+    split = split_interactions(users.numpy(), spec.split)
+    n_users, n_items = len(index.users), len(index.items)
+    train_seen = _seen_mask(users[split.train], items[split.train], n_users, n_items)
+    val_relevant = _relevant(users[split.validation], items[split.validation], n_users)
+    test_exclude = train_seen | _seen_mask(users[split.validation], items[split.validation], n_users, n_items)
+    test_relevant = _relevant(users[split.test], items[split.test], n_users)
+    args = {"num_users": n_users, "num_items": n_items, "factors": config.factors}
+    seed_everything(config.seed)
+    model = MatrixFactorization(**args)
+    if config.feedback == "explicit":
+        model.global_bias.data.fill_(float(ratings[split.train].mean()))
+
+    def evaluate(trained: nn.Module) -> dict[str, float]:
+        assert isinstance(trained, MatrixFactorization)
+        return evaluate_ranking(trained, train_seen, val_relevant, config.k)
+
+    data = (users[split.train], items[split.train], ratings[split.train])
+    result = train_loop(
+        model,
+        data,
+        _loss_fn(config),
+        evaluate,
+        loop_settings(config, f"recall_at_{config.k}"),
+        context,
+    )
+    metrics: dict[str, object] = dict(evaluate_ranking(model, test_exclude, test_relevant, config.k))
+    if config.feedback == "explicit":
+        with torch.no_grad():
+            predicted = model(users[split.test], items[split.test]).numpy()
+        metrics.update(regression_metrics(ratings[split.test].numpy(), predicted))
+    baseline = popularity_baseline(items[split.train], test_exclude, test_relevant, config.k)
+    return TrainedModel(
+        task=Task.RECOMMENDATION.value,
+        architecture={"name": "matrix_factorization", "args": args},
+        model=model,
+        preprocessor=index,
+        params=to_dict(config),
+        preprocessing_spec=spec.to_dict(),
+        input_signature={"kind": "user_ids"},
+        output_signature={"kind": "top_k_items", "k": config.k},
+        metrics=metrics,
+        history=result.history,
+        baseline_metrics={"most_popular": baseline},
+    )

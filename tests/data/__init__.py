@@ -1,0 +1,1 @@
+"""Committed test fixtures and the builders of the datasets tests generate."""

@@ -129,6 +129,9 @@ class LLMEngine:
             self._detok.pop(seq.seq_id, None)
         return True
 
+    def is_active(self, request_id: str) -> bool:
+        return request_id in self._requests
+
     @property
     def has_unfinished_requests(self) -> bool:
         return bool(self._requests)

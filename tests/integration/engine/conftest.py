@@ -29,7 +29,9 @@ def hf_greedy(model_dirs: dict[str, Path]) -> Callable[[str, list[int], int], li
     """transformers' own greedy continuation of a prompt (the reference our engine must match)."""
     from transformers import AutoModelForCausalLM
 
-    models = {a: AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32).eval() for a, p in model_dirs.items()}
+    models = {
+        a: AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32).eval() for a, p in model_dirs.items()
+    }
     cache: dict[tuple[str, tuple[int, ...], int], list[int]] = {}
 
     def run(arch: str, prompt: list[int], max_new_tokens: int) -> list[int]:

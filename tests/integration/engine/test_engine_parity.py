@@ -16,7 +16,9 @@ MIXED_LENGTHS = [1, 3, 7, 12, 16, 17, 25, 31, 32, 33, 48, 64, 70, 90, 5, 40]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_single_request_matches_transformers(arch: str, model_dirs: dict[str, Path], hf_greedy: Callable) -> None:
+def test_single_request_matches_transformers(
+    arch: str, model_dirs: dict[str, Path], hf_greedy: Callable
+) -> None:
     engine = make_engine(model_dirs[arch])
     prompt = random_prompts([37], seed=3)[0]
     [[result]] = engine.generate([prompt], GREEDY)
@@ -25,7 +27,9 @@ def test_single_request_matches_transformers(arch: str, model_dirs: dict[str, Pa
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("options", [{}, {"max_num_batched_tokens": 40}, {"max_num_seqs": 5, "block_size": 4}])
+@pytest.mark.parametrize(
+    "options", [{}, {"max_num_batched_tokens": 40}, {"max_num_seqs": 5, "block_size": 4}]
+)
 def test_16_mixed_length_requests_batched_match_transformers(
     arch: str, options: dict, model_dirs: dict[str, Path], hf_greedy: Callable
 ) -> None:

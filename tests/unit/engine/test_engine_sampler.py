@@ -1,0 +1,47 @@
+"""Sampler: greedy, penalties, seeded draws and logprobs on hand-made logits."""
+
+from __future__ import annotations
+
+import torch
+
+from openmaas.engine.sampler import Sampler
+from openmaas.engine.sampling_params import SamplingParams
+from openmaas.engine.sequence import Sequence
+
+
+def _seq(params: SamplingParams, output: list[int] = (), seed: int | None = None) -> Sequence:  # type: ignore[assignment]
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    seq = Sequence("r", [1, 2], params, max_tokens=10, generator=gen)
+    for t in output:
+        seq.append_token(t)
+    return seq
+
+
+def test_greedy_takes_argmax_and_penalties_push_repeats_down() -> None:
+    logits = torch.tensor([[0.0, 3.0, 2.5, 1.0], [0.0, 3.0, 2.5, 1.0]])
+    plain = _seq(SamplingParams(temperature=0.0), output=[1, 1])
+    penalised = _seq(SamplingParams(temperature=0.0, frequency_penalty=0.5), output=[1, 1])
+    out = Sampler()(logits, [plain, penalised])
+    assert [o.token_id for o in out] == [1, 2]  # 3.0 - 2*0.5 = 2.0 < 2.5
+    presence = _seq(SamplingParams(temperature=0.0, presence_penalty=0.6), output=[1])
+    assert Sampler()(logits[:1], [presence])[0].token_id == 2
+    assert logits[0, 1] == 3.0  # the caller's logits are untouched
+
+
+def test_seeded_draws_repeat_and_top_k_limits_candidates() -> None:
+    logits = torch.zeros(1, 50)
+    params = SamplingParams(temperature=1.0, top_k=3)
+    logits[0, [4, 9, 30]] = 5.0
+    draws = [Sampler()(logits, [_seq(params, seed=s)])[0].token_id for s in range(20)]
+    assert set(draws) <= {4, 9, 30} and len(set(draws)) > 1
+    again = [Sampler()(logits, [_seq(params, seed=s)])[0].token_id for s in range(20)]
+    assert draws == again
+
+
+def test_logprobs_come_from_raw_logits() -> None:
+    logits = torch.tensor([[1.0, 2.0, 0.5, -1.0]])
+    out = Sampler()(logits, [_seq(SamplingParams(temperature=0.0, logprobs=True, top_logprobs=2))])[0]
+    expected = torch.log_softmax(logits[0], -1)
+    assert out.token_id == 1
+    assert abs(out.logprob - expected[1].item()) < 1e-6  # type: ignore[operator]
+    assert [t for t, _ in out.top_logprobs] == [1, 0]

@@ -36,7 +36,8 @@ def create_app(platform: Platform) -> FastAPI:
             audit.record(session, entry, platform.clock.now())
 
     api_errors.install(app)
-    for module in (health, admin, tenant, models):
+    # Routes match in order: the hot, per-request ones first.
+    for module in (models, tenant, admin, health):
         app.include_router(module.router)
     app.add_middleware(
         GatewayMiddleware,

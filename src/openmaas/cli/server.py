@@ -68,7 +68,7 @@ def _safe_url(url: str) -> str:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: str = typer.Argument("head")) -> None:
+def db_upgrade(revision: str = typer.Argument("heads")) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
     from openmaas.db import migrate
 

@@ -56,7 +56,8 @@ def check_not_too_new(db: Database) -> SchemaState:
     return state
 
 
-def upgrade(db: Database, revision: str = "head") -> None:
+def upgrade(db: Database, revision: str = "heads") -> None:
+    """Apply migrations up to `revision`; the default, `heads`, also covers parallel branches."""
     check_not_too_new(db)
     with db.engine.begin() as connection:
         config = _config(db)

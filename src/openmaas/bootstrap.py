@@ -11,6 +11,7 @@ from pathlib import Path
 from openmaas.clock import Clock, SystemClock
 from openmaas.config import Settings
 from openmaas.db.database import Database
+from openmaas.registry.store import ArtifactStore
 from openmaas.serving.directory import ServedModels
 from openmaas.tenancy import service as tenancy
 from openmaas.tenancy.auth import Authenticator
@@ -24,6 +25,7 @@ class Platform:
     clock: Clock
     hasher: KeyHasher
     authenticator: Authenticator
+    store: ArtifactStore
     served_models: ServedModels = field(default_factory=ServedModels)
     # Filled by `ensure_admin_key` when it generated a key on this start (printed once).
     new_admin_key: str | None = field(default=None)
@@ -46,7 +48,10 @@ def build_platform(settings: Settings | None = None, *, clock: Clock | None = No
     authenticator = Authenticator(
         db, hasher, clock, ttl=settings.auth_cache_ttl_s, max_entries=settings.auth_cache_size
     )
-    return Platform(settings=settings, db=db, clock=clock, hasher=hasher, authenticator=authenticator)
+    store = ArtifactStore(settings.artifacts_path)
+    return Platform(
+        settings=settings, db=db, clock=clock, hasher=hasher, authenticator=authenticator, store=store
+    )
 
 
 def ensure_admin_key(platform: Platform) -> str | None:

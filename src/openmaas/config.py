@@ -47,6 +47,16 @@ class Settings(BaseSettings):
     max_page_limit: int = 100
     access_log: bool = False
 
+    # Jobs: the worker's limits, its lease on a job, and the dataset upload limit.
+    worker_concurrency: int = 2
+    worker_org_concurrency: int = 2
+    worker_in_process: bool = True  # `openmaas serve` also runs a worker
+    job_lease_s: float = 30.0
+    job_heartbeat_s: float = 5.0
+    job_poll_s: float = 1.0
+    job_max_attempts: int = 3
+    max_dataset_bytes: int = 1024**3
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -64,3 +74,10 @@ class Settings(BaseSettings):
     @property
     def secret_key_path(self) -> Path:
         return self.home / "secret.key"
+
+    @property
+    def artifacts_path(self) -> Path:
+        """The local artifact store: `OPENMAAS_STORAGE_URL` when it is a folder, else under home."""
+        if self.storage_url and "://" not in self.storage_url.removeprefix("file://"):
+            return Path(self.storage_url.removeprefix("file://"))
+        return self.home / "artifacts"

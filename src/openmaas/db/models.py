@@ -1,6 +1,8 @@
 """Every table, imported in one place so `Base.metadata` is complete for migrations and tests."""
 
 from openmaas.db.base import Base
+from openmaas.jobs import models as jobs_models
+from openmaas.registry import models as registry_models
 from openmaas.tenancy import models as tenancy_models
 
-__all__ = ["Base", "tenancy_models"]
+__all__ = ["Base", "jobs_models", "registry_models", "tenancy_models"]

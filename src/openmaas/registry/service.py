@@ -1,0 +1,231 @@
+"""The model registry: models, their immutable versions (artifact, manifest, metrics, lineage),
+aliases and tags. Versions are addressed as `name`, `name:3` or `name@alias`; another
+organisation's model is a 404.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from openmaas import errors
+from openmaas.ids import new_id
+from openmaas.pagination import Page, paginate
+from openmaas.registry.models import ModelAlias, ModelVersion, RegisteredModel
+from openmaas.registry.refs import parse_ref
+from openmaas.registry.schemas import ALIAS_PATTERN, ModelPublic, ModelVersionPublic
+
+
+def get_model(session: Session, org_id: str, name: str) -> RegisteredModel:
+    model = find_model(session, org_id, name)
+    if model is None:
+        raise errors.NotFound(f"No model {name!r}.", param="model")
+    return model
+
+
+def find_model(session: Session, org_id: str, name: str) -> RegisteredModel | None:
+    return session.scalar(
+        select(RegisteredModel).where(RegisteredModel.org_id == org_id, RegisteredModel.name == name)
+    )
+
+
+def ensure_model(session: Session, org_id: str, name: str, task: str, now: datetime) -> RegisteredModel:
+    """The model `name`, created on first use; its task never changes."""
+    model = find_model(session, org_id, name)
+    if model is None:
+        model = RegisteredModel(
+            id=new_id("mdl_"), org_id=org_id, name=name, task=task, tags={}, created_at=now
+        )
+        session.add(model)
+        session.flush()
+    elif model.task != task:
+        raise errors.Conflict(f"Model {name!r} holds {model.task} models, not {task}.", param="model")
+    return model
+
+
+def register_version(
+    session: Session,
+    *,
+    version_id: str,
+    org_id: str,
+    model_name: str,
+    artifact_path: str,
+    manifest: dict[str, Any],
+    lineage: dict[str, str | None],
+    now: datetime,
+) -> tuple[RegisteredModel, ModelVersion]:
+    model = ensure_model(session, org_id, model_name, str(manifest["task"]), now)
+    latest = session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id))
+    row = ModelVersion(
+        id=version_id,
+        model_id=model.id,
+        org_id=org_id,
+        version=(latest or 0) + 1,
+        task=str(manifest["task"]),
+        artifact_path=artifact_path,
+        manifest=manifest,
+        metrics=dict(manifest.get("metrics") or {}),
+        tags={},
+        dataset_id=lineage.get("dataset_id"),
+        job_id=lineage.get("job_id"),
+        parent_version_id=lineage.get("parent_version_id"),
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return model, row
+
+
+def resolve(
+    session: Session, org_id: str, ref: str, param: str = "model"
+) -> tuple[RegisteredModel, ModelVersion]:
+    parsed = parse_ref(ref, param)
+    model = get_model(session, org_id, parsed.name)
+    query = select(ModelVersion).where(ModelVersion.model_id == model.id)
+    if parsed.alias is not None:
+        alias = session.get(ModelAlias, (model.id, parsed.alias))
+        if alias is None:
+            raise errors.NotFound(f"Model {parsed.name!r} has no alias {parsed.alias!r}.", param=param)
+        query = query.where(ModelVersion.id == alias.version_id)
+    elif parsed.version is not None:
+        query = query.where(ModelVersion.version == parsed.version)
+    version = session.scalar(query.order_by(ModelVersion.version.desc()).limit(1))
+    if version is None:
+        raise errors.NotFound(f"No model version {ref!r}.", param=param)
+    return model, version
+
+
+def aliases_of(session: Session, model_id: str) -> dict[str, str]:
+    """alias → version id."""
+    rows = session.scalars(select(ModelAlias).where(ModelAlias.model_id == model_id))
+    return {row.alias: row.version_id for row in rows}
+
+
+def version_public(
+    session: Session, model: RegisteredModel, version: ModelVersion, *, manifest: bool = False
+) -> ModelVersionPublic:
+    names = [alias for alias, vid in aliases_of(session, model.id).items() if vid == version.id]
+    return ModelVersionPublic.of(model, version, names, manifest=manifest)
+
+
+def model_public(session: Session, model: RegisteredModel) -> ModelPublic:
+    versions = dict(
+        session.execute(
+            select(ModelVersion.id, ModelVersion.version).where(ModelVersion.model_id == model.id)
+        ).tuples()
+    )
+    return ModelPublic(
+        id=model.id,
+        name=model.name,
+        task=model.task,
+        tags=model.tags,
+        latest_version=max(versions.values(), default=None),
+        aliases={alias: versions[vid] for alias, vid in aliases_of(session, model.id).items()},
+        created_at=model.created_at,
+    )
+
+
+def list_models(session: Session, org_id: str, *, limit: int, after: str | None) -> Page[ModelPublic]:
+    query = select(RegisteredModel).where(RegisteredModel.org_id == org_id)
+    return paginate(
+        session,
+        query,
+        RegisteredModel.id,
+        limit=limit,
+        after=after,
+        to_public=lambda m: model_public(session, m),
+    )
+
+
+def list_versions(
+    session: Session, org_id: str, name: str, *, limit: int, after: str | None
+) -> Page[ModelVersionPublic]:
+    model = get_model(session, org_id, name)
+    query = select(ModelVersion).where(ModelVersion.model_id == model.id)
+    return paginate(
+        session,
+        query,
+        ModelVersion.id,
+        limit=limit,
+        after=after,
+        to_public=lambda v: version_public(session, model, v),
+    )
+
+
+def set_alias(
+    session: Session, org_id: str, name: str, alias: str, version: int, now: datetime
+) -> ModelPublic:
+    if not re.fullmatch(ALIAS_PATTERN, alias):
+        raise errors.ValidationFailed(
+            "alias must start with a letter: letters, digits, '.', '_', '-'", param="alias"
+        )
+    model, target = resolve(session, org_id, f"{name}:{version}", param="version")
+    existing = session.get(ModelAlias, (model.id, alias))
+    if existing is None:
+        session.add(ModelAlias(model_id=model.id, alias=alias, version_id=target.id, updated_at=now))
+    else:
+        existing.version_id, existing.updated_at = target.id, now
+    session.flush()
+    return model_public(session, model)
+
+
+def remove_alias(session: Session, org_id: str, name: str, alias: str) -> ModelPublic:
+    model = get_model(session, org_id, name)
+    existing = session.get(ModelAlias, (model.id, alias))
+    if existing is None:
+        raise errors.NotFound(f"Model {name!r} has no alias {alias!r}.", param="alias")
+    session.delete(existing)
+    session.flush()
+    return model_public(session, model)
+
+
+def update_tags(session: Session, org_id: str, ref: str, tags: dict[str, str | None]) -> ModelVersionPublic:
+    model, version = resolve(session, org_id, ref)
+    merged = dict(version.tags)
+    for key, value in tags.items():
+        if not 1 <= len(key) <= 64 or (value is not None and len(value) > 256):
+            raise errors.ValidationFailed(
+                "tag keys are 1-64 characters, values at most 256", param=f"tags.{key}"
+            )
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    version.tags = merged
+    return version_public(session, model, version)
+
+
+def delete_version(session: Session, org_id: str, ref: str) -> tuple[ModelVersionPublic, str]:
+    """Delete a version (not while an alias points to it); returns it and its artifact path."""
+    model, version = resolve(session, org_id, ref)
+    pointing = sorted(alias for alias, vid in aliases_of(session, model.id).items() if vid == version.id)
+    if pointing:
+        raise errors.Conflict(
+            f"{model.name}:{version.version} is aliased as {', '.join(pointing)}; move the alias first.",
+            param="model",
+            code="version_aliased",
+        )
+    public = version_public(session, model, version)
+    path = version.artifact_path
+    session.delete(version)
+    session.flush()
+    return public, path
+
+
+def compare(
+    session: Session, org_id: str, refs: list[str]
+) -> tuple[list[ModelVersionPublic], dict[str, dict[str, Any]]]:
+    """The versions side by side: for each metric, its value in each version (by `name:version`)."""
+    if not 1 <= len(refs) <= 20:
+        raise errors.ValidationFailed("compare takes 1 to 20 model versions", param="refs")
+    versions = [version_public(session, *resolve(session, org_id, ref, param="refs")) for ref in refs]
+    metrics: dict[str, dict[str, Any]] = {}
+    for version in versions:
+        for metric, value in version.metrics.items():
+            if isinstance(value, int | float | str | None):
+                metrics.setdefault(metric, {})[version.ref] = value
+    return versions, metrics

@@ -1,0 +1,159 @@
+"""Validation infers the schema and reports each problem with where it is."""
+
+from __future__ import annotations
+
+import io
+import json
+import wave
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from openmaas.datasets import ColumnType, DatasetFormat, validate_dataset
+from tests.data.builders import png_bytes
+
+
+def _codes(report: object) -> list[str]:
+    return [issue.code for issue in report.issues]  # type: ignore[attr-defined]
+
+
+def _wav(rate: int, seconds: float = 0.1, width: int = 2) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(width)
+        writer.setframerate(rate)
+        writer.writeframes(b"\x00" * width * int(rate * seconds))
+    return buffer.getvalue()
+
+
+def _zip(path: Path, entries: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_csv_schema_counts_and_a_bad_number_with_its_line_and_column(tmp_path: Path) -> None:
+    rows = ["age,city,score,label"] + [f"{20 + i},{'ab'[i % 2]},{i / 3:.2f},{'yn'[i % 2]}" for i in range(30)]
+    rows[7] = "27,a,not-a-number,y"
+    path = tmp_path / "d.csv"
+    path.write_text("\n".join(rows) + "\n")
+    report = validate_dataset(path, target="label")
+    assert report.format == DatasetFormat.CSV and report.rows == 30
+    types = {column.name: column.type for column in report.schema.columns}
+    assert types == {
+        "age": ColumnType.INTEGER,
+        "city": ColumnType.CATEGORICAL,
+        "score": ColumnType.FLOAT,
+        "label": ColumnType.CATEGORICAL,
+    }
+    assert report.schema.classes == {"n": 15, "y": 15}
+    (issue,) = report.issues
+    assert (issue.code, issue.file, issue.line, issue.column) == ("non_numeric_value", "d.csv", 8, "score")
+    assert not report.ok
+
+
+def test_rows_with_the_wrong_number_of_fields_are_reported(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("a,b\n1,2\n3\n4,5\n6,7\n")
+    report = validate_dataset(path)
+    assert [(i.code, i.line) for i in report.issues] == [("wrong_field_count", 3)]
+    assert report.rows == 3
+
+
+def test_a_label_column_with_one_class_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"x": i, "label": "same"}) + "\n" for i in range(20)))
+    report = validate_dataset(path, target="label")
+    assert _codes(report) == ["single_class"]
+    assert report.issues[0].column == "label"
+
+
+def test_missing_label_column_and_invalid_json_line(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"x": 1}\n{"x": 2\n[1, 2]\n{"x": 3}\n')
+    report = validate_dataset(path, target="y")
+    assert [(i.code, i.line) for i in report.issues] == [
+        ("invalid_json", 2),
+        ("not_an_object", 3),
+        ("missing_target", None),
+    ]
+    assert report.rows == 2
+
+
+def test_parquet_schema_and_bad_value_by_row(tmp_path: Path) -> None:
+    path = tmp_path / "d.parquet"
+    values = [str(i) for i in range(40)]
+    values[12] = "oops"
+    pd.DataFrame({"n": values, "f": np.arange(40) / 7, "label": ["a", "b"] * 20}).to_parquet(path)
+    report = validate_dataset(path, target="label")
+    assert report.rows == 40 and report.schema.classes == {"a": 20, "b": 20}
+    assert [(i.code, i.line, i.column) for i in report.issues] == [("non_numeric_value", 13, "n")]
+    assert report.schema.column("f").type == ColumnType.FLOAT  # type: ignore[union-attr]
+
+
+def test_image_archive_sizes_unreadable_image_and_empty_class(tmp_path: Path) -> None:
+    png = png_bytes(np.zeros((6, 4)))
+    path = _zip(
+        tmp_path / "d.zip",
+        {
+            "cats/1.png": png,
+            "cats/2.png": png,
+            "dogs/1.png": png_bytes(np.ones((10, 10))),
+            "dogs/broken.png": b"\x89PNG\r\n\x1a\n" + b"\x00" * 30,
+            "birds/": b"",
+            "cats/fake.jpg": png,
+        },
+    )
+    report = validate_dataset(path)
+    assert report.schema.classes == {"cats": 2, "dogs": 1}
+    assert report.schema.image_sizes == {"4x6": 2, "10x10": 1}
+    assert report.schema.media_kind == "image"
+    found = {(i.code, i.file) for i in report.issues}
+    assert found == {
+        ("empty_class", "birds/"),
+        ("unreadable_image", "dogs/broken.png"),
+        ("type_mismatch", "cats/fake.jpg"),
+    }
+    assert report.rows == 3 and not report.ok
+
+
+def test_audio_archive_sample_rates_and_unreadable_audio(tmp_path: Path) -> None:
+    path = _zip(
+        tmp_path / "d.zip",
+        {
+            "yes/1.wav": _wav(8000),
+            "yes/2.wav": _wav(16000),
+            "no/1.wav": _wav(8000, width=1),
+            "no/2.wav": b"RIFF\x00\x00\x00\x00WAVEjunk",
+        },
+    )
+    report = validate_dataset(path)
+    assert report.schema.sample_rates == {8000: 2, 16000: 1}
+    assert report.schema.media_kind == "audio"
+    assert [(i.code, i.file) for i in report.issues] == [("unreadable_audio", "no/2.wav")]
+
+
+def test_archive_with_a_single_class_and_stray_files(tmp_path: Path) -> None:
+    png = png_bytes(np.zeros((4, 4)))
+    path = _zip(tmp_path / "d.zip", {"only/1.png": png, "readme.png": png})
+    assert set(_codes(validate_dataset(path))) == {"file_outside_class_folder", "single_class"}
+
+
+def test_validation_streams_a_large_file_in_bounded_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "big.csv"
+    with open(path, "w") as handle:
+        handle.write("id,value,label\n")
+        for i in range(50_000):
+            handle.write(f"{i},{i * 0.5},{'abc'[i % 3]}\n")
+    tracemalloc.start()
+    report = validate_dataset(path, target="label")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert report.rows == 50_000 and report.ok
+    assert peak < path.stat().st_size / 4

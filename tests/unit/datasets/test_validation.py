@@ -143,17 +143,22 @@ def test_archive_with_a_single_class_and_stray_files(tmp_path: Path) -> None:
     assert set(_codes(validate_dataset(path))) == {"file_outside_class_folder", "single_class"}
 
 
-def test_validation_streams_a_large_file_in_bounded_memory(tmp_path: Path) -> None:
+def _peak_memory_validating(path: Path, rows: int) -> int:
     import tracemalloc
 
-    path = tmp_path / "big.csv"
     with open(path, "w") as handle:
         handle.write("id,value,label\n")
-        for i in range(50_000):
+        for i in range(rows):
             handle.write(f"{i},{i * 0.5},{'abc'[i % 3]}\n")
     tracemalloc.start()
     report = validate_dataset(path, target="label")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert report.rows == 50_000 and report.ok
-    assert peak < path.stat().st_size / 4
+    assert report.rows == rows and report.ok
+    return peak
+
+
+def test_validation_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
+    small = _peak_memory_validating(tmp_path / "small.csv", 8_000)
+    large = _peak_memory_validating(tmp_path / "large.csv", 40_000)
+    assert large < small * 1.25

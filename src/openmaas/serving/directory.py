@@ -1,14 +1,15 @@
 """The directory of models that can be called right now, per organisation.
 
-Deployments register here when they become ready and leave when stopped; `GET /v1/models` and
-the OpenAI-style routes look names up here. A model is visible to its own organisation and, when
-published, to every organisation.
+Deployments register here (with their loaded runtime) when they become ready and leave when
+stopped; `GET /v1/models` and the OpenAI-style routes look names up here without touching the
+database. A model is visible to its own organisation and, when published, to every organisation.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,9 @@ class ServedModel:
     owner: str
     created: int
     published: bool = False
+    deployment_id: str = ""
+    version_id: str = ""
+    runtime: Any = None
 
 
 class ServedModels:
@@ -29,11 +33,19 @@ class ServedModels:
         with self._lock:
             self._models[(model.org_id, model.name)] = model
 
-    def unregister(self, org_id: str, name: str) -> None:
+    def unregister(self, org_id: str, name: str) -> ServedModel | None:
         with self._lock:
-            self._models.pop((org_id, name), None)
+            return self._models.pop((org_id, name), None)
+
+    def lookup(self, org_id: str, name: str) -> ServedModel | None:
+        """The caller's own model of that name (a dict lookup: this is on every inference call)."""
+        return self._models.get((org_id, name))
 
     def visible_to(self, org_id: str) -> list[ServedModel]:
         with self._lock:
             models = [m for m in self._models.values() if m.org_id == org_id or m.published]
         return sorted(models, key=lambda m: m.name)
+
+    def all(self) -> list[ServedModel]:
+        with self._lock:
+            return list(self._models.values())

@@ -1,0 +1,64 @@
+"""Deployments: serve a registered model version under a name (`/v1/deployments`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter
+
+from openmaas.api.deps import CreatorDep, PageDep, PlatformDep, scope
+from openmaas.pagination import Page
+from openmaas.serving import service
+from openmaas.serving.schemas import DeploymentCreate, DeploymentEventPublic, DeploymentPublic
+from openmaas.tenancy.auth import Principal
+
+router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
+
+Read = Annotated[Principal, scope("deployments:read")]
+Write = Annotated[Principal, scope("deployments:write")]
+
+
+@router.post("", status_code=201, response_model=DeploymentPublic, name="deployments.create")
+def create_deployment(
+    body: DeploymentCreate, platform: PlatformDep, caller: Write, create: CreatorDep
+) -> object:
+    org_id = caller.require_org()
+    response = create(body, lambda s: service.public(service.create(s, org_id, body, platform.clock.now())))
+    platform.replicas.load(orjson.loads(response.body)["id"])  # a replayed create finds it loaded
+    return response
+
+
+@router.get("", response_model=Page[DeploymentPublic], name="deployments.list")
+def list_deployments(platform: PlatformDep, caller: Read, page: PageDep) -> object:
+    with platform.db.read_session() as session:
+        return service.list_page(session, caller.require_org(), limit=page.limit, after=page.after)
+
+
+@router.get("/{deployment}", response_model=DeploymentPublic, name="deployments.get")
+def get_deployment(deployment: str, platform: PlatformDep, caller: Read) -> object:
+    with platform.db.read_session() as session:
+        return service.public(service.get(session, caller.require_org(), deployment))
+
+
+@router.get("/{deployment}/events", response_model=Page[DeploymentEventPublic], name="deployments.events")
+def deployment_events(deployment: str, platform: PlatformDep, caller: Read, page: PageDep) -> object:
+    with platform.db.read_session() as session:
+        return service.events(session, caller.require_org(), deployment, limit=page.limit, after=page.after)
+
+
+@router.post("/{deployment}/stop", response_model=DeploymentPublic, name="deployments.stop")
+def stop_deployment(deployment: str, platform: PlatformDep, caller: Write) -> object:
+    with platform.db.session() as session:
+        row = service.public(service.stop(session, caller.require_org(), deployment, platform.clock.now()))
+    platform.replicas.unload(caller.require_org(), row.name)
+    return row
+
+
+@router.delete("/{deployment}", response_model=DeploymentPublic, name="deployments.delete")
+def delete_deployment(deployment: str, platform: PlatformDep, caller: Write) -> object:
+    org_id = caller.require_org()
+    with platform.db.session() as session:
+        row = service.public(service.delete(session, org_id, deployment))
+    platform.replicas.unload(org_id, row.name)
+    return row

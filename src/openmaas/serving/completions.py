@@ -1,0 +1,183 @@
+"""Chat completions and completions on an LLM runtime, in OpenAI's response shapes, whole or
+streamed as server-sent events.
+
+A stream's client going away cancels the task reading it; the engine's request stream turns that
+cancellation into an abort, which frees the request's KV blocks before the next step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from openmaas.engine.outputs import CompletionResult, RequestOutput, TokenLogprob
+from openmaas.engine.sampling_params import SamplingParams
+from openmaas.serving.openai_types import ChatCompletionRequest, CompletionRequest, usage
+from openmaas.serving.runtimes.llm import LLMRuntime
+
+# Called once per request with (prompt_tokens, completion_tokens) when its work ends, streamed or
+# not, finished or dropped: the metering hook.
+UsageSink = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Generation:
+    runtime: LLMRuntime
+    model: str
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    created: int
+
+
+def chat_generation(runtime: LLMRuntime, body: ChatCompletionRequest, request_id: str) -> Generation:
+    messages = [
+        {"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in body.messages
+    ]
+    prompt = runtime.tokenizer.encode_chat(messages)
+    return Generation(
+        runtime, body.model, f"chatcmpl-{request_id}", prompt, body.to_sampling(), int(time.time())
+    )
+
+
+def text_generation(runtime: LLMRuntime, body: CompletionRequest, request_id: str) -> Generation:
+    prompt = body.prompt if isinstance(body.prompt, list) else runtime.tokenizer.encode(body.prompt)
+    return Generation(runtime, body.model, f"cmpl-{request_id}", prompt, body.to_sampling(), int(time.time()))
+
+
+async def run(gen: Generation, on_usage: UsageSink) -> list[CompletionResult]:
+    results = [CompletionResult(gen.request_id, index) for index in range(gen.params.n)]
+    try:
+        async with gen.runtime.engine.generate(gen.prompt_ids, gen.params, gen.request_id) as stream:
+            async for out in stream:
+                results[out.index].add(out)
+    finally:
+        on_usage(len(gen.prompt_ids), sum(r.completion_tokens for r in results))
+    return results
+
+
+def chat_response(gen: Generation, results: list[CompletionResult]) -> dict[str, Any]:
+    tokenizer = gen.runtime.tokenizer
+    choices = [
+        {
+            "index": r.index,
+            "message": {"role": "assistant", "content": r.text},
+            "logprobs": _chat_logprobs(tokenizer, r.logprobs) if gen.params.logprobs else None,
+            "finish_reason": r.finish_reason,
+        }
+        for r in results
+    ]
+    return {
+        "id": gen.request_id,
+        "object": "chat.completion",
+        "created": gen.created,
+        "model": gen.model,
+        "choices": choices,
+        "usage": usage(len(gen.prompt_ids), sum(r.completion_tokens for r in results)),
+    }
+
+
+def completion_response(gen: Generation, results: list[CompletionResult], echo: bool) -> dict[str, Any]:
+    tokenizer = gen.runtime.tokenizer
+    prefix = tokenizer.decode(gen.prompt_ids) if echo else ""
+    choices = [
+        {
+            "index": r.index,
+            "text": prefix + r.text,
+            "logprobs": _completion_logprobs(tokenizer, r.logprobs) if gen.params.logprobs else None,
+            "finish_reason": r.finish_reason,
+        }
+        for r in results
+    ]
+    return {
+        "id": gen.request_id,
+        "object": "text_completion",
+        "created": gen.created,
+        "model": gen.model,
+        "choices": choices,
+        "usage": usage(len(gen.prompt_ids), sum(r.completion_tokens for r in results)),
+    }
+
+
+async def stream_events(
+    gen: Generation, *, chat: bool, include_usage: bool, on_usage: UsageSink
+) -> AsyncIterator[bytes]:
+    """SSE frames: role first (chat), then deltas, a finish_reason per choice, usage, [DONE]."""
+    completion_tokens = 0
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    head = {"id": gen.request_id, "object": kind, "created": gen.created, "model": gen.model}
+    try:
+        async with gen.runtime.engine.generate(gen.prompt_ids, gen.params, gen.request_id) as stream:
+            if chat:
+                opening = [
+                    {
+                        "index": i,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                    for i in range(gen.params.n)
+                ]
+                yield _frame({**head, "choices": opening})
+            async for out in stream:
+                completion_tokens += len(out.new_token_ids)
+                if out.text_delta or out.finished:
+                    yield _frame({**head, "choices": [_chunk_choice(gen, out, chat)]})
+        if include_usage:
+            yield _frame({**head, "choices": [], "usage": usage(len(gen.prompt_ids), completion_tokens)})
+        yield b"data: [DONE]\n\n"
+    finally:
+        on_usage(len(gen.prompt_ids), completion_tokens)
+
+
+def _chunk_choice(gen: Generation, out: RequestOutput, chat: bool) -> dict[str, Any]:
+    tokenizer = gen.runtime.tokenizer
+    if chat:
+        logprobs = _chat_logprobs(tokenizer, out.logprobs) if gen.params.logprobs else None
+        delta = {"content": out.text_delta} if out.text_delta else {}
+        return {"index": out.index, "delta": delta, "logprobs": logprobs, "finish_reason": out.finish_reason}
+    logprobs = _completion_logprobs(tokenizer, out.logprobs) if gen.params.logprobs else None
+    return {
+        "index": out.index,
+        "text": out.text_delta,
+        "logprobs": logprobs,
+        "finish_reason": out.finish_reason,
+    }
+
+
+def _frame(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _token(tokenizer: Any, token_id: int) -> str:
+    return str(tokenizer.decode([token_id], skip_special_tokens=False))
+
+
+def _chat_logprobs(tokenizer: Any, logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
+    def entry(token_id: int, logprob: float) -> dict[str, Any]:
+        text = _token(tokenizer, token_id)
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    content = [
+        {**entry(lp.token_id, lp.logprob), "top_logprobs": [entry(t, p) for t, p in lp.top_logprobs]}
+        for lp in logprobs or []
+    ]
+    return {"content": content}
+
+
+def _completion_logprobs(tokenizer: Any, logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
+    tokens = [_token(tokenizer, lp.token_id) for lp in logprobs or []]
+    offsets, position = [], 0
+    for text in tokens:
+        offsets.append(position)
+        position += len(text)
+    return {
+        "tokens": tokens,
+        "token_logprobs": [lp.logprob for lp in logprobs or []],
+        "top_logprobs": [{_token(tokenizer, t): p for t, p in lp.top_logprobs} for lp in logprobs or []],
+        "text_offset": offsets,
+    }

@@ -1,0 +1,42 @@
+"""Runtimes: a loaded model ready to answer, one kind per task. A deployment's replica holds one.
+
+Every runtime has `task` and `close()`; each kind adds the calls its routes make.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from openmaas import errors
+
+TEXT_GENERATION = "text-generation"
+SENTENCE_EMBEDDING = "sentence-embedding"
+
+
+class Runtime(Protocol):
+    task: str
+
+    def close(self) -> None: ...
+
+
+def deployable_tasks() -> frozenset[str]:
+    return frozenset({TEXT_GENERATION, SENTENCE_EMBEDDING})
+
+
+def load_runtime(task: str, folder: Path, config: dict[str, Any]) -> Runtime:
+    """Build the runtime for an artifact folder. Slow (it loads weights): call it off the event loop."""
+    if task == TEXT_GENERATION:
+        from openmaas.serving.runtimes.llm import LLMRuntime
+
+        return LLMRuntime(folder, config)
+    if task == SENTENCE_EMBEDDING:
+        from openmaas.serving.runtimes.embedding import EmbeddingRuntime
+
+        return EmbeddingRuntime(folder, config)
+    raise errors.ValidationFailed(
+        f"Models of task {task!r} cannot be deployed by this server; "
+        f"deployable: {sorted(deployable_tasks())}.",
+        param="model",
+        code="task_not_deployable",
+    )

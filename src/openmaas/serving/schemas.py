@@ -1,0 +1,56 @@
+"""Request and response shapes for deployments."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+DeploymentState = Literal["pending", "loading", "ready", "failed", "stopped"]
+
+
+class DeploymentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field(description="The model to serve: `name`, `name:3` or `name@alias`")
+    name: str | None = Field(default=None, description="Deployment name (the `model` of API calls)")
+    replicas: int = Field(default=1, ge=1, le=64)
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
+    engine: dict[str, Any] = Field(default_factory=dict, description="Engine settings for LLMs")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME_RE.match(value):
+            raise ValueError("must start with a letter or digit and use only letters, digits, '.', '_', '-'")
+        return value
+
+
+class DeploymentPublic(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    object: Literal["deployment"] = "deployment"
+    id: str
+    name: str
+    model: str
+    version_id: str
+    task: str
+    state: DeploymentState
+    replicas: int
+    config: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeploymentEventPublic(BaseModel):
+    object: Literal["deployment.event"] = "deployment.event"
+    id: str
+    created_at: datetime
+    kind: str
+    message: str

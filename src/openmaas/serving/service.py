@@ -1,0 +1,148 @@
+"""Deployments: create, list, stop and delete, and the state changes replicas report."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from openmaas import errors
+from openmaas.ids import new_id
+from openmaas.pagination import Page, paginate
+from openmaas.registry import service as registry
+from openmaas.serving.models import Deployment, DeploymentEvent
+from openmaas.serving.runtimes import TEXT_GENERATION, deployable_tasks
+from openmaas.serving.runtimes.llm import ENGINE_OPTIONS
+from openmaas.serving.schemas import DeploymentCreate, DeploymentEventPublic, DeploymentPublic
+
+ACTIVE_STATES = ("pending", "loading", "ready")
+
+
+def public(row: Deployment) -> DeploymentPublic:
+    return DeploymentPublic(
+        id=row.id,
+        name=row.name,
+        model=row.model_ref,
+        version_id=row.version_id,
+        task=row.task,
+        state=row.state,  # type: ignore[arg-type]
+        replicas=row.replicas,
+        config=row.config,
+        error=row.error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def create(session: Session, org_id: str, body: DeploymentCreate, now: datetime) -> Deployment:
+    model, version = registry.resolve(session, org_id, body.model)
+    if version.task not in deployable_tasks():
+        raise errors.ValidationFailed(
+            f"{body.model!r} is a {version.task} model, which this server cannot deploy yet; "
+            f"deployable tasks: {sorted(deployable_tasks())}.",
+            param="model",
+            code="task_not_deployable",
+        )
+    unknown = sorted(set(body.engine) - ENGINE_OPTIONS)
+    if unknown or (body.engine and version.task != TEXT_GENERATION):
+        raise errors.ValidationFailed(
+            f"Unknown engine setting(s) {unknown}; allowed: {sorted(ENGINE_OPTIONS)}."
+            if unknown
+            else "Engine settings apply to text-generation models only.",
+            param="engine",
+        )
+    name = body.name or model.name
+    if session.scalar(select(Deployment.id).where(Deployment.org_id == org_id, Deployment.name == name)):
+        raise errors.Conflict(f"A deployment named {name!r} already exists.", param="name")
+    row = Deployment(
+        id=new_id("dep_"),
+        org_id=org_id,
+        name=name,
+        model_ref=body.model,
+        version_id=version.id,
+        task=version.task,
+        state="pending",
+        replicas=body.replicas,
+        config={"max_batch_size": body.max_batch_size, "max_wait_ms": body.max_wait_ms, **body.engine},
+        error=None,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise errors.Conflict(f"A deployment named {name!r} already exists.", param="name") from exc
+    add_event(session, row.id, "created", f"deploying {body.model} (version {version.version})", now)
+    return row
+
+
+def get(session: Session, org_id: str, id_or_name: str) -> Deployment:
+    row = session.scalar(
+        select(Deployment).where(
+            Deployment.org_id == org_id, or_(Deployment.id == id_or_name, Deployment.name == id_or_name)
+        )
+    )
+    if row is None:
+        raise errors.NotFound(f"No deployment {id_or_name!r}.", param="deployment")
+    return row
+
+
+def list_page(session: Session, org_id: str, *, limit: int, after: str | None) -> Page[DeploymentPublic]:
+    query = select(Deployment).where(Deployment.org_id == org_id)
+    return paginate(session, query, Deployment.id, limit=limit, after=after, to_public=public)
+
+
+def stop(session: Session, org_id: str, id_or_name: str, now: datetime) -> Deployment:
+    row = get(session, org_id, id_or_name)
+    if row.state != "stopped":
+        row.state, row.updated_at = "stopped", now
+        add_event(session, row.id, "stopped", "stopped on request", now)
+    return row
+
+
+def delete(session: Session, org_id: str, id_or_name: str) -> Deployment:
+    row = get(session, org_id, id_or_name)
+    session.delete(row)
+    return row
+
+
+def set_state(
+    session: Session, deployment_id: str, state: str, now: datetime, error: str | None = None
+) -> None:
+    row = session.get(Deployment, deployment_id)
+    if row is None or row.state == "stopped":
+        return  # deleted or stopped while loading: nothing to record
+    row.state, row.error, row.updated_at = state, error, now
+    add_event(session, deployment_id, state, error or state, now)
+
+
+def add_event(session: Session, deployment_id: str, kind: str, message: str, now: datetime) -> None:
+    session.add(
+        DeploymentEvent(
+            id=new_id("dev_"), deployment_id=deployment_id, created_at=now, kind=kind, message=message
+        )
+    )
+
+
+def events(
+    session: Session, org_id: str, id_or_name: str, *, limit: int, after: str | None
+) -> Page[DeploymentEventPublic]:
+    row = get(session, org_id, id_or_name)
+    query = select(DeploymentEvent).where(DeploymentEvent.deployment_id == row.id)
+    return paginate(
+        session,
+        query,
+        DeploymentEvent.id,
+        limit=limit,
+        after=after,
+        to_public=lambda e: DeploymentEventPublic(
+            id=e.id, created_at=e.created_at, kind=e.kind, message=e.message
+        ),
+    )
+
+
+def active(session: Session) -> list[Deployment]:
+    return list(session.scalars(select(Deployment).where(Deployment.state.in_(ACTIVE_STATES))))

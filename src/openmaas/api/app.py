@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from openmaas import __version__
 from openmaas.api import errors as api_errors
 from openmaas.api.middleware import GatewayMiddleware, Metrics
-from openmaas.api.routers import admin, health, models, tenant
+from openmaas.api.routers import admin, datasets, health, jobs, models, registry, tenant, training
 from openmaas.bootstrap import Platform
 from openmaas.tenancy import audit
 
@@ -37,12 +37,13 @@ def create_app(platform: Platform) -> FastAPI:
 
     api_errors.install(app)
     # Routes match in order: the hot, per-request ones first.
-    for module in (models, tenant, admin, health):
+    for module in (models, tenant, admin, health, datasets, jobs, training, registry):
         app.include_router(module.router)
     app.add_middleware(
         GatewayMiddleware,
         max_body_bytes=platform.settings.max_body_bytes,
         metrics=metrics,
         audit_sink=write_audit,
+        routes=app.router.routes,
     )
     return app

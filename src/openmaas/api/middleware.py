@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match
 
 from openmaas import errors
 from openmaas.ids import new_id
@@ -30,6 +31,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,100}$")
 AUDIT_OFF = {"x-audit": False}  # `openapi_extra` for mutating routes that are not management calls
+# `openapi_extra` for routes that stream their body and enforce their own size limit (uploads).
+STREAMED_BODY = {"x-streamed-body": True}
 
 
 class Metrics:
@@ -54,8 +57,17 @@ AuditSink = Callable[[audit.AuditRecord], None]
 
 
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics, audit_sink: AuditSink) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        metrics: Metrics,
+        audit_sink: AuditSink,
+        routes: list[Any] | None = None,
+    ) -> None:
         self.app = app
+        self.routes = routes or []
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.audit_sink = audit_sink
@@ -118,8 +130,10 @@ class GatewayMiddleware:
         if declared is not None:
             if not declared.isdigit():
                 raise errors.InvalidRequest("Invalid Content-Length header.", param="Content-Length")
-            if int(declared) > self.max_body_bytes:
+            if int(declared) > self.max_body_bytes and not self._streams_body(scope):
                 raise _too_large(self.max_body_bytes)
+            return receive
+        if self._streams_body(scope):
             return receive
         # No length given (chunked): read it here, within the limit, then replay it.
         chunks: list[bytes] = []
@@ -140,6 +154,15 @@ class GatewayMiddleware:
             return replay.pop() if replay else await receive()
 
         return replayed
+
+
+    def _streams_body(self, scope: Scope) -> bool:
+        """Does the request go to a route marked STREAMED_BODY? Asked only of large or chunked bodies."""
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                return bool((getattr(route, "openapi_extra", None) or {}).get("x-streamed-body"))
+        return False
 
 
 def _too_large(limit: int) -> errors.PayloadTooLarge:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
@@ -19,7 +19,9 @@ from openmaas.db.database import Database
 from openmaas.jobs import events, queue
 from openmaas.jobs.models import JobStatus
 from openmaas.registry.store import ArtifactStore
-from openmaas.training.checkpoint import State
+
+if TYPE_CHECKING:
+    from openmaas.training.checkpoint import State
 
 
 class LeaseLost(Exception):

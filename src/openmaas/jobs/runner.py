@@ -18,6 +18,7 @@ from pathlib import Path
 
 from openmaas import errors
 from openmaas.clock import SystemClock
+from openmaas.db import models as all_tables
 from openmaas.db.database import Database
 from openmaas.jobs import queue
 from openmaas.jobs.executor import RunSpec
@@ -68,6 +69,7 @@ def execute(run: JobRun) -> int:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = RunSpec.model_validate_json(sys.stdin.buffer.read())
+    assert all_tables.Base.metadata.tables  # every table mapped, so foreign keys resolve
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     parent = os.getppid()

@@ -13,14 +13,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from openmaas import errors
-from openmaas.datasets.preprocessing import PreprocessingSpec
 from openmaas.ids import new_id
 from openmaas.jobs import queue
 from openmaas.jobs.models import Job, JobStatus
 from openmaas.jobs.run import JobRun
 from openmaas.registry import datasets as dataset_service
 from openmaas.registry import service as registry
-from openmaas.registry.artifact import write_artifact
 from openmaas.registry.models import Dataset, DatasetStatus
 from openmaas.registry.schemas import TrainingJobCreate
 from openmaas.training.config import CONFIGS, config_from_params, parse_task
@@ -52,13 +50,20 @@ def _check_columns(dataset: Dataset, params: dict[str, Any], config: Any) -> Non
             )
 
 
+def _check_preprocessing(spec: dict[str, Any]) -> None:
+    # Imported here: the preprocessing package loads torch, which the API server needs only now.
+    from openmaas.datasets.preprocessing import PreprocessingSpec
+
+    PreprocessingSpec.from_dict(spec)
+
+
 def create_training_job(
     session: Session, org_id: str, body: TrainingJobCreate, *, now: datetime, default_max_attempts: int
 ) -> Job:
     task = parse_task(body.task).value
     params = _params_with_target(task, body)
     config = config_from_params(task, params)
-    PreprocessingSpec.from_dict(body.preprocessing)
+    _check_preprocessing(body.preprocessing)
     dataset = dataset_service.get_dataset(session, org_id, body.dataset)
     dataset_service.require_trainable(dataset)
     _check_columns(dataset, params, config)
@@ -93,6 +98,8 @@ def create_training_job(
 
 def run_training(run: JobRun) -> None:
     """The `train` job: train (resuming from the latest checkpoint), write, register, succeed."""
+    # torch and the trainers load only in the job's subprocess, never in the API server.
+    from openmaas.registry.artifact import write_artifact
     from openmaas.training.train import train
 
     params = run.params

@@ -1,0 +1,71 @@
+"""`/v1/datasets`: upload a dataset version (the raw file as the request body, streamed to disk
+under its own size limit), list and get versions with their validation status and problems."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from openmaas.api.deps import PageDep, PlatformDep, scope
+from openmaas.api.middleware import STREAMED_BODY
+from openmaas.pagination import Page
+from openmaas.registry import datasets as dataset_service
+from openmaas.registry.schemas import DatasetPublic
+from openmaas.registry.uploads import receive_dataset
+from openmaas.tenancy.auth import Principal
+
+router = APIRouter(prefix="/v1", tags=["datasets"])
+
+DatasetsRead = Annotated[Principal, scope("datasets:read")]
+DatasetsWrite = Annotated[Principal, scope("datasets:write")]
+_UPLOAD_DOC = {
+    **STREAMED_BODY,
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
+}
+
+
+@router.post(
+    "/datasets",
+    status_code=201,
+    response_model=DatasetPublic,
+    name="datasets.upload",
+    openapi_extra=_UPLOAD_DOC,
+    responses={200: {"model": DatasetPublic, "description": "These bytes were already uploaded"}},
+)
+async def upload_dataset(
+    request: Request,
+    platform: PlatformDep,
+    caller: DatasetsWrite,
+    name: Annotated[str, Query(min_length=1, max_length=100, description="Dataset name")],
+    filename: Annotated[str | None, Query(max_length=255, description="The file's name")] = None,
+    target: Annotated[str | None, Query(max_length=200, description="Label column to check")] = None,
+) -> object:
+    result = await receive_dataset(
+        platform, caller.require_org(), request.stream(), name=name, filename=filename, target=target
+    )
+    return JSONResponse(result.dataset.model_dump(mode="json"), status_code=201 if result.created else 200)
+
+
+@router.get("/datasets", response_model=Page[DatasetPublic], name="datasets.list")
+def list_datasets(
+    platform: PlatformDep,
+    caller: DatasetsRead,
+    page: PageDep,
+    name: Annotated[str | None, Query(max_length=100)] = None,
+) -> object:
+    with platform.db.read_session() as session:
+        return dataset_service.list_datasets(
+            session, caller.require_org(), name=name, limit=page.limit, after=page.after
+        )
+
+
+@router.get("/datasets/{ref}", response_model=DatasetPublic, name="datasets.get")
+def get_dataset(ref: str, platform: PlatformDep, caller: DatasetsRead) -> object:
+    """By id, by name (its latest version) or as `name:version`."""
+    with platform.db.read_session() as session:
+        return DatasetPublic.of(dataset_service.get_dataset(session, caller.require_org(), ref))

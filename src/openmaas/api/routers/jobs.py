@@ -1,0 +1,117 @@
+"""`/v1/jobs`: every job of the organisation (validation, training, …): list, get, cancel, and
+events — listed, or streamed as server-sent events while the job runs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from openmaas.api.deps import PageDep, PlatformDep, scope
+from openmaas.bootstrap import Platform
+from openmaas.jobs import service as jobs
+from openmaas.jobs.schemas import JobEventList, JobPublic
+from openmaas.pagination import Page
+from openmaas.tenancy.auth import Principal
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+JobsRead = Annotated[Principal, scope("jobs:read")]
+JobsWrite = Annotated[Principal, scope("jobs:write")]
+AfterQuery = Annotated[int | None, Query(ge=0, description="Only events after this event id")]
+LimitQuery = Annotated[int, Query(ge=1, le=1000)]
+StreamQuery = Annotated[bool, Query(description="Stream events as server-sent events until the job ends")]
+POLL_S = 0.5
+KEEPALIVE_S = 15.0
+
+
+@router.get("/jobs", response_model=Page[JobPublic], name="jobs.list")
+def list_jobs(
+    platform: PlatformDep,
+    caller: JobsRead,
+    page: PageDep,
+    kind: Annotated[str | None, Query(max_length=40)] = None,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+) -> object:
+    with platform.db.read_session() as session:
+        return jobs.list_jobs(
+            session, caller.require_org(), kind=kind, status=status, limit=page.limit, after=page.after
+        )
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic, name="jobs.get")
+def get_job(job_id: str, platform: PlatformDep, caller: JobsRead) -> object:
+    with platform.db.read_session() as session:
+        return JobPublic.of(jobs.get_job(session, caller.require_org(), job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobPublic, name="jobs.cancel")
+def cancel_job(job_id: str, platform: PlatformDep, caller: JobsWrite) -> object:
+    with platform.db.session() as session:
+        return JobPublic.of(jobs.cancel_job(session, caller.require_org(), job_id, platform.clock.now()))
+
+
+@router.get("/jobs/{job_id}/events", response_model=JobEventList, name="jobs.events")
+async def job_events(
+    job_id: str,
+    request: Request,
+    caller: JobsRead,
+    after: AfterQuery = None,
+    limit: LimitQuery = 100,
+    stream: StreamQuery = False,
+) -> object:
+    return await events_response(request, caller.require_org(), job_id, after, limit, stream, kind=None)
+
+
+async def events_response(
+    request: Request,
+    org_id: str,
+    job_id: str,
+    after: int | None,
+    limit: int,
+    stream: bool,
+    *,
+    kind: str | None,
+) -> object:
+    """A page of events, or (`stream`, or `Accept: text/event-stream`) an SSE stream of them."""
+    platform: Platform = request.app.state.platform
+    first = await run_in_threadpool(_read_events, platform, org_id, job_id, after, limit, kind)
+    if not (stream or "text/event-stream" in request.headers.get("accept", "")):
+        return first
+    return StreamingResponse(
+        _sse(platform, org_id, job_id, first, limit, kind),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _read_events(
+    platform: Platform, org_id: str, job_id: str, after: int | None, limit: int, kind: str | None
+) -> JobEventList:
+    with platform.db.read_session() as session:
+        return jobs.job_events(session, org_id, job_id, after=after, limit=limit, kind=kind)
+
+
+async def _sse(
+    platform: Platform, org_id: str, job_id: str, page: JobEventList, limit: int, kind: str | None
+) -> AsyncIterator[str]:
+    idle = 0.0
+    while True:
+        for event in page.data:
+            yield f"id: {event.id}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n"
+        if not page.has_more and jobs.is_finished(page.job_status):
+            yield f'event: done\ndata: {{"status": "{page.job_status}"}}\n\n'
+            return
+        if not page.data:
+            await asyncio.sleep(POLL_S)
+            idle += POLL_S
+            if idle >= KEEPALIVE_S:
+                idle = 0.0
+                yield ": keep-alive\n\n"
+        else:
+            idle = 0.0
+        page = await run_in_threadpool(_read_events, platform, org_id, job_id, page.last_id, limit, kind)

@@ -1,0 +1,118 @@
+"""`/v1/registry`: trained models and their immutable versions — list, show, compare, alias, tag,
+download and delete. Versions are addressed as `name`, `name:3` or `name@alias`.
+
+(`/v1/models` stays OpenAI's list of callable, deployed models.)
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+
+from openmaas.api.deps import PageDep, PlatformDep, scope
+from openmaas.pagination import Page
+from openmaas.registry import service as registry
+from openmaas.registry.schemas import (
+    AliasSet,
+    Comparison,
+    ModelPublic,
+    ModelVersionPublic,
+    TagsUpdate,
+)
+from openmaas.tenancy.auth import Principal
+
+router = APIRouter(prefix="/v1/registry", tags=["registry"])
+
+ModelsRead = Annotated[Principal, scope("models:read")]
+ModelsWrite = Annotated[Principal, scope("models:write")]
+
+
+@router.get("/models", response_model=Page[ModelPublic], name="registry.models.list")
+def list_models(platform: PlatformDep, caller: ModelsRead, page: PageDep) -> object:
+    with platform.db.read_session() as session:
+        return registry.list_models(session, caller.require_org(), limit=page.limit, after=page.after)
+
+
+@router.get("/models/{name}", response_model=ModelPublic, name="registry.models.get")
+def get_model(name: str, platform: PlatformDep, caller: ModelsRead) -> object:
+    with platform.db.read_session() as session:
+        return registry.model_public(session, registry.get_model(session, caller.require_org(), name))
+
+
+@router.get("/models/{name}/versions", response_model=Page[ModelVersionPublic], name="registry.versions.list")
+def list_versions(name: str, platform: PlatformDep, caller: ModelsRead, page: PageDep) -> object:
+    with platform.db.read_session() as session:
+        return registry.list_versions(session, caller.require_org(), name, limit=page.limit, after=page.after)
+
+
+@router.put("/models/{name}/aliases/{alias}", response_model=ModelPublic, name="registry.aliases.set")
+def set_alias(name: str, alias: str, body: AliasSet, platform: PlatformDep, caller: ModelsWrite) -> object:
+    with platform.db.session() as session:
+        return registry.set_alias(
+            session, caller.require_org(), name, alias, body.version, platform.clock.now()
+        )
+
+
+@router.delete("/models/{name}/aliases/{alias}", response_model=ModelPublic, name="registry.aliases.delete")
+def remove_alias(name: str, alias: str, platform: PlatformDep, caller: ModelsWrite) -> object:
+    with platform.db.session() as session:
+        return registry.remove_alias(session, caller.require_org(), name, alias)
+
+
+@router.get("/compare", response_model=Comparison, name="registry.compare")
+def compare(
+    platform: PlatformDep,
+    caller: ModelsRead,
+    refs: Annotated[list[str], Query(description="Versions to compare, e.g. churn:1&refs=churn@production")],
+) -> object:
+    with platform.db.read_session() as session:
+        versions, metrics = registry.compare(session, caller.require_org(), refs)
+    return Comparison(versions=versions, metrics=metrics)
+
+
+@router.get("/versions/{ref}", response_model=ModelVersionPublic, name="registry.versions.get")
+def get_version(ref: str, platform: PlatformDep, caller: ModelsRead) -> object:
+    """With its manifest (task, architecture, signatures, preprocessing, metrics, curves, params)."""
+    with platform.db.read_session() as session:
+        model, version = registry.resolve(session, caller.require_org(), ref)
+        return registry.version_public(session, model, version, manifest=True)
+
+
+@router.patch("/versions/{ref}", response_model=ModelVersionPublic, name="registry.versions.tag")
+def tag_version(ref: str, body: TagsUpdate, platform: PlatformDep, caller: ModelsWrite) -> object:
+    with platform.db.session() as session:
+        return registry.update_tags(session, caller.require_org(), ref, body.tags)
+
+
+@router.delete("/versions/{ref}", response_model=ModelVersionPublic, name="registry.versions.delete")
+def delete_version(ref: str, platform: PlatformDep, caller: ModelsWrite) -> object:
+    with platform.db.session() as session:
+        public, path = registry.delete_version(session, caller.require_org(), ref)
+    platform.store.remove(path)
+    return public
+
+
+@router.get(
+    "/versions/{ref}/download",
+    response_class=FileResponse,
+    name="registry.versions.download",
+    responses={200: {"content": {"application/zip": {}}, "description": "The artifact folder as a zip"}},
+)
+def download_version(ref: str, platform: PlatformDep, caller: ModelsRead) -> FileResponse:
+    with platform.db.read_session() as session:
+        model, version = registry.resolve(session, caller.require_org(), ref)
+    folder = platform.store.path(version.artifact_path)
+    scratch = Path(tempfile.mkdtemp(prefix="openmaas-download-"))
+    archive = shutil.make_archive(str(scratch / "artifact"), "zip", root_dir=folder)
+    return FileResponse(
+        archive,
+        media_type="application/zip",
+        filename=f"{model.name}-{version.version}.zip",
+        background=BackgroundTask(shutil.rmtree, scratch, ignore_errors=True),
+    )

@@ -1,0 +1,107 @@
+"""Dataset uploads: stream the request body through `openmaas.datasets.ingest` (size limit, hash,
+format and safety checks) straight into the artifact store, then register the version — or hand
+back the existing one when the same bytes were uploaded under that name before.
+
+The body is never held whole in memory: ingest runs in a worker thread and pulls each chunk from
+the event loop as it arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import anyio
+import anyio.from_thread
+from sqlalchemy.exc import IntegrityError
+
+from openmaas.bootstrap import Platform
+from openmaas.datasets import IngestedFile, ingest
+from openmaas.ids import new_id
+from openmaas.registry import datasets as dataset_service
+from openmaas.registry.models import Dataset
+from openmaas.registry.schemas import DatasetPublic
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    dataset: DatasetPublic
+    created: bool  # False: identical bytes were already this name's version
+
+
+async def receive_dataset(
+    platform: Platform,
+    org_id: str,
+    body: AsyncIterator[bytes],
+    *,
+    name: str,
+    filename: str | None,
+    target: str | None,
+) -> UploadResult:
+    dataset_service.check_name(name)
+    dataset_id = new_id("ds_")
+    relative = platform.store.dataset_dir(org_id, dataset_id)
+    folder = platform.store.path(relative)
+
+    async def next_chunk() -> bytes:
+        return await body.__anext__()
+
+    def chunks() -> Iterator[bytes]:
+        while True:
+            try:
+                chunk: bytes = anyio.from_thread.run(next_chunk)
+            except StopAsyncIteration:
+                return
+            if chunk:
+                yield chunk
+
+    def store() -> IngestedFile:
+        return ingest(chunks(), folder, filename=filename, max_bytes=platform.settings.max_dataset_bytes)
+
+    try:
+        ingested = await anyio.to_thread.run_sync(store)
+        result = await anyio.to_thread.run_sync(
+            lambda: _register(platform, org_id, dataset_id, name, filename, target, ingested, relative)
+        )
+    except BaseException:
+        platform.store.remove(relative)
+        raise
+    if not result.created:
+        platform.store.remove(relative)
+    return result
+
+
+def _register(
+    platform: Platform,
+    org_id: str,
+    dataset_id: str,
+    name: str,
+    filename: str | None,
+    target: str | None,
+    ingested: IngestedFile,
+    relative: str,
+) -> UploadResult:
+    for attempt in range(3):
+        try:
+            with platform.db.session() as session:
+                existing = dataset_service.find_same_bytes(session, org_id, name, ingested.sha256)
+                if existing is not None:
+                    return UploadResult(DatasetPublic.of(existing), created=False)
+                row: Dataset = dataset_service.register_upload(
+                    session,
+                    dataset_id=dataset_id,
+                    org_id=org_id,
+                    name=name,
+                    filename=filename,
+                    ingested=ingested,
+                    path=f"{relative}/{ingested.path.name}",
+                    target=target,
+                    now=platform.clock.now(),
+                    max_attempts=platform.settings.job_max_attempts,
+                )
+                return UploadResult(DatasetPublic.of(row), created=True)
+        except IntegrityError:
+            # A concurrent upload of the same name took this version number or these bytes.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")

@@ -1,0 +1,71 @@
+"""Helpers for tests of jobs: a platform with fast worker timings, a worker in a thread, and
+polling for a state."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from openmaas.bootstrap import Platform
+from openmaas.jobs.worker import Worker, WorkerLimits, start_in_thread
+from tests.support.platforms import make_platform
+
+T = TypeVar("T")
+FAST = {"job_poll_s": 0.1, "job_heartbeat_s": 0.5, "job_lease_s": 4.0}
+
+
+def fast_platform(home: Path, database_url: str, **overrides: Any) -> Platform:
+    return make_platform(home, database_url, **{**FAST, **overrides})
+
+
+@contextmanager
+def worker_running(platform: Platform, **limits: Any) -> Iterator[Worker]:
+    base = WorkerLimits.from_settings(platform.settings)
+    worker = Worker(
+        platform.db, platform.clock, platform.settings, limits=WorkerLimits(**{**base.__dict__, **limits})
+    )
+    thread, stop = start_in_thread(worker)
+    try:
+        yield worker
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 60.0, every: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(every)
+
+
+def job_in(client: httpx.Client, path: str, states: set[str], timeout: float = 20.0) -> dict[str, Any]:
+    """Poll `path` (a job) until its status is one of `states`; returns the job."""
+
+    def check() -> dict[str, Any] | None:
+        body: dict[str, Any] = client.get(path).json()
+        return body if body.get("status") in states else None
+
+    try:
+        return wait_for(check, timeout, every=0.2)
+    except AssertionError:
+        raise AssertionError(f"{path} never reached {states}: {client.get(path).text}") from None
+
+
+def upload(client: httpx.Client, path: Path, name: str, **params: str) -> httpx.Response:
+    with open(path, "rb") as handle:
+        return client.post(
+            "/v1/datasets",
+            params={"name": name, "filename": path.name, **params},
+            content=handle.read(),
+            headers={"Content-Type": "application/octet-stream"},
+        )

@@ -1,0 +1,62 @@
+"""The platform path of training, over HTTP on a real server with a real worker: upload,
+validation job, training job with events, model version in the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from openmaas.api.app import create_app
+from tests.data.builders import breast_cancer_csv
+from tests.integration.jobs.harness import fast_platform, job_in, upload, worker_running
+from tests.support.served import Served
+from tests.support.server import running_server
+
+
+@pytest.fixture
+def served_fast(tmp_path: Path, database_url: str) -> Iterator[Served]:
+    platform = fast_platform(tmp_path / "home", database_url)
+    assert platform.new_admin_key is not None
+    with running_server(create_app(platform)) as url:
+        yield Served(url, platform, platform.new_admin_key)
+    platform.close()
+
+
+def test_upload_validate_train_register_tabular(served_fast: Served, tmp_path: Path) -> None:
+    tenant = served_fast.tenant("acme")
+    csv = breast_cancer_csv(tmp_path / "cancer.csv")
+    with served_fast.client(tenant.key) as api, worker_running(served_fast.platform):
+        created = upload(api, csv, "cancer")
+        assert created.status_code == 201, created.text
+        dataset = created.json()
+        assert dataset["version"] == 1 and dataset["status"] == "validating"
+        job_in(api, f"/v1/jobs/{dataset['validation_job_id']}", {"succeeded"})
+        ready = api.get("/v1/datasets/cancer").json()
+        assert ready["status"] == "ready" and ready["rows"] == 569
+        again = upload(api, csv, "cancer")
+        assert again.status_code == 200 and again.json()["id"] == dataset["id"]
+
+        body = {
+            "task": "tabular-classification",
+            "dataset": "cancer",
+            "target": "label",
+            "params": {"epochs": 3, "hidden_sizes": [32]},
+        }
+        job = api.post("/v1/training_jobs", json=body)
+        assert job.status_code == 201, job.text
+        done = job_in(api, f"/v1/training_jobs/{job.json()['id']}", {"succeeded", "failed"})
+        assert done["status"] == "succeeded", done
+        assert done["result"]["ref"] == "cancer:1"
+        events = api.get(f"/v1/training_jobs/{done['id']}/events").json()["data"]
+        epochs = [e["data"]["epoch"] for e in events if e["type"] == "metrics"]
+        assert epochs == [1, 2, 3]
+        version = api.get("/v1/registry/versions/cancer:1").json()
+        assert version["lineage"] == {
+            "dataset_id": dataset["id"],
+            "job_id": done["id"],
+            "parent_version_id": None,
+        }
+        assert version["metrics"]["accuracy"] >= 0.85
+        assert version["manifest"]["task"] == "tabular-classification"

@@ -24,12 +24,18 @@ class Cli:
             "COLUMNS": "200",
         }
 
-    def __call__(self, *args: str, key: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, key: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         env = dict(self.env)
         if key:
             env["OPENMAAS_API_KEY"] = key
         result = subprocess.run(
-            [sys.executable, "-m", "openmaas.cli.main", *args], env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "openmaas.cli.main", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if check:
             assert result.returncode == 0, result.stderr + result.stdout
@@ -48,7 +54,16 @@ def test_operator_and_tenant_workflow(cli: Cli, served: Served) -> None:
     org = cli.json("admin", "orgs", "create", "acme", key=served.admin_key)
     assert isinstance(org, dict) and org["name"] == "acme" and org["id"].startswith("org_")
     key = cli.json(
-        "admin", "keys", "create", "--org", "acme", "--scope", "admin", "--expires-in", "30d", key=served.admin_key
+        "admin",
+        "keys",
+        "create",
+        "--org",
+        "acme",
+        "--scope",
+        "admin",
+        "--expires-in",
+        "30d",
+        key=served.admin_key,
     )
     assert isinstance(key, dict) and key["key"].startswith("om-") and key["expires_at"]
 
@@ -84,5 +99,7 @@ def test_errors_exit_non_zero_with_the_message(cli: Cli, served: Served) -> None
     assert bad_key.returncode != 0 and "401" in bad_key.stderr
     no_key = cli("keys", "list", check=False)
     assert no_key.returncode != 0 and "No API key" in no_key.stderr
-    bad_scope = cli("admin", "keys", "create", "--org", "acme", "--scope", "wizard", key=served.admin_key, check=False)
+    bad_scope = cli(
+        "admin", "keys", "create", "--org", "acme", "--scope", "wizard", key=served.admin_key, check=False
+    )
     assert bad_scope.returncode != 0 and "scopes" in bad_scope.stderr

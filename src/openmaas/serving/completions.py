@@ -8,7 +8,7 @@ cancellation into an abort, which frees the request's KV blocks before the next 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +18,7 @@ from openmaas.engine.outputs import CompletionResult, RequestOutput, TokenLogpro
 from openmaas.engine.sampling_params import SamplingParams
 from openmaas.serving.openai_types import ChatCompletionRequest, CompletionRequest, usage
 from openmaas.serving.runtimes.llm import LLMRuntime
-
-# Called once per request with (prompt_tokens, completion_tokens) when its work ends, streamed or
-# not, finished or dropped: the metering hook.
-UsageSink = Callable[[int, int], None]
+from openmaas.serving.usage import RequestUsage
 
 
 @dataclass(frozen=True)
@@ -49,14 +46,15 @@ def text_generation(runtime: LLMRuntime, body: CompletionRequest, request_id: st
     return Generation(runtime, body.model, f"cmpl-{request_id}", prompt, body.to_sampling(), int(time.time()))
 
 
-async def run(gen: Generation, on_usage: UsageSink) -> list[CompletionResult]:
+async def run(gen: Generation, usage_: RequestUsage) -> list[CompletionResult]:
     results = [CompletionResult(gen.request_id, index) for index in range(gen.params.n)]
     try:
         async with gen.runtime.engine.generate(gen.prompt_ids, gen.params, gen.request_id) as stream:
             async for out in stream:
                 results[out.index].add(out)
     finally:
-        on_usage(len(gen.prompt_ids), sum(r.completion_tokens for r in results))
+        usage_.record(len(gen.prompt_ids), sum(r.completion_tokens for r in results))
+    await usage_.durable()
     return results
 
 
@@ -104,7 +102,7 @@ def completion_response(gen: Generation, results: list[CompletionResult], echo: 
 
 
 async def stream_events(
-    gen: Generation, *, chat: bool, include_usage: bool, on_usage: UsageSink
+    gen: Generation, *, chat: bool, include_usage: bool, usage_: RequestUsage
 ) -> AsyncIterator[bytes]:
     """SSE frames: role first (chat), then deltas, a finish_reason per choice, usage, [DONE]."""
     completion_tokens = 0
@@ -127,11 +125,13 @@ async def stream_events(
                 completion_tokens += len(out.new_token_ids)
                 if out.text_delta or out.finished:
                     yield _frame({**head, "choices": [_chunk_choice(gen, out, chat)]})
+        usage_.record(len(gen.prompt_ids), completion_tokens)
+        await usage_.durable()
         if include_usage:
             yield _frame({**head, "choices": [], "usage": usage(len(gen.prompt_ids), completion_tokens)})
         yield b"data: [DONE]\n\n"
-    finally:
-        on_usage(len(gen.prompt_ids), completion_tokens)
+    finally:  # a dropped client: meter what was generated (a no-op when already recorded)
+        usage_.record(len(gen.prompt_ids), completion_tokens)
 
 
 def _chunk_choice(gen: Generation, out: RequestOutput, chat: bool) -> dict[str, Any]:

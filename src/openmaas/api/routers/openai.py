@@ -22,7 +22,7 @@ from openmaas.serving import completions
 from openmaas.serving.directory import ServedModel
 from openmaas.serving.openai_types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from openmaas.serving.runtimes import SENTENCE_EMBEDDING, TEXT_GENERATION
-from openmaas.serving.usage import usage_sink
+from openmaas.serving.usage import RequestUsage
 from openmaas.tenancy import scopes
 from openmaas.tenancy.auth import Principal
 
@@ -44,6 +44,10 @@ def _served(request: Request, principal: Principal, model: str, task: str, what:
     return served
 
 
+def _usage(request: Request, principal: Principal, served: ServedModel) -> RequestUsage:
+    return RequestUsage(request.app.state.platform, principal, served, request.state.request_id)
+
+
 def _json(payload: dict[str, Any]) -> Response:
     return Response(orjson.dumps(payload), media_type="application/json")
 
@@ -58,22 +62,22 @@ async def chat_completions(
 ) -> Response:
     served = _served(request, principal, body.model, TEXT_GENERATION, "chat completions")
     gen = completions.chat_generation(served.runtime, body, request.state.request_id)
-    sink = usage_sink(request, principal, served)
+    usage = _usage(request, principal, served)
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
-        return _sse(completions.stream_events(gen, chat=True, include_usage=include, on_usage=sink))
-    return _json(completions.chat_response(gen, await completions.run(gen, sink)))
+        return _sse(completions.stream_events(gen, chat=True, include_usage=include, usage_=usage))
+    return _json(completions.chat_response(gen, await completions.run(gen, usage)))
 
 
 @router.post("/completions", name="completions.create", openapi_extra=OPENAI_ROUTE)
 async def text_completions(body: CompletionRequest, request: Request, principal: PrincipalDep) -> Response:
     served = _served(request, principal, body.model, TEXT_GENERATION, "completions")
     gen = completions.text_generation(served.runtime, body, request.state.request_id)
-    sink = usage_sink(request, principal, served)
+    usage = _usage(request, principal, served)
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
-        return _sse(completions.stream_events(gen, chat=False, include_usage=include, on_usage=sink))
-    return _json(completions.completion_response(gen, await completions.run(gen, sink), body.echo))
+        return _sse(completions.stream_events(gen, chat=False, include_usage=include, usage_=usage))
+    return _json(completions.completion_response(gen, await completions.run(gen, usage), body.echo))
 
 
 @router.post("/embeddings", name="embeddings.create", openapi_extra=OPENAI_ROUTE)
@@ -90,7 +94,9 @@ async def embeddings(body: EmbeddingRequest, request: Request, principal: Princi
             f"This model gives {runtime.encoder.dimensions} dimensions only.", param="dimensions"
         )
     result = await runtime.embed(texts)
-    usage_sink(request, principal, served)(sum(result.token_counts), 0)
+    usage = _usage(request, principal, served)
+    usage.record(sum(result.token_counts), 0)
+    await usage.durable()
     vectors = result.vectors.numpy().astype(np.float32)
     data = [
         {"object": "embedding", "index": i, "embedding": _encode(vector, body.encoding_format)}

@@ -1,0 +1,81 @@
+"""`POST /v1/registry/imports?name=NAME`: a zipped Hugging Face model folder, streamed to disk,
+checked and registered as a new version of model NAME."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from openmaas import errors
+from openmaas.api.deps import PrincipalDep
+from openmaas.api.middleware import STREAMED_BODY
+from openmaas.bootstrap import Platform
+from openmaas.ids import new_id
+from openmaas.registry import hf_import
+from openmaas.registry import service as registry
+from openmaas.registry.schemas import ModelVersionPublic
+
+router = APIRouter(prefix="/v1/registry", tags=["registry"])
+
+
+@router.post(
+    "/imports",
+    status_code=201,
+    response_model=ModelVersionPublic,
+    name="registry.imports.create",
+    openapi_extra=STREAMED_BODY,
+)
+async def import_model(
+    request: Request,
+    principal: PrincipalDep,
+    name: Annotated[str, Query(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")],
+) -> ModelVersionPublic:
+    principal.require("models:write")
+    org_id = principal.require_org()
+    platform: Platform = request.app.state.platform
+    limit = platform.settings.max_import_bytes
+    platform.store.root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=platform.store.root))
+    try:
+        archive = staging / "upload.zip"
+        size = 0
+        with open(archive, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise errors.PayloadTooLarge(f"the upload is larger than {limit} bytes", param="file")
+                out.write(chunk)
+        version_id = new_id("ver_")
+        relative = platform.store.model_dir(org_id, version_id)
+        return await run_in_threadpool(_register, platform, org_id, name, archive, relative, version_id)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _register(
+    platform: Platform, org_id: str, name: str, archive: Path, relative: str, version_id: str
+) -> ModelVersionPublic:
+    folder = platform.store.path(relative)
+    hf_import.extract(archive, folder, max_bytes=platform.settings.max_import_bytes)
+    try:
+        imported = hf_import.inspect_folder(folder)
+        with platform.db.session() as session:
+            model, version = registry.register_version(
+                session,
+                version_id=version_id,
+                org_id=org_id,
+                model_name=name,
+                artifact_path=relative,
+                manifest=imported.manifest,
+                lineage={},
+                now=platform.clock.now(),
+            )
+            return registry.version_public(session, model, version)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise

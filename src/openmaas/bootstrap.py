@@ -11,6 +11,7 @@ from pathlib import Path
 from openmaas.clock import Clock, SystemClock
 from openmaas.config import Settings
 from openmaas.db.database import Database
+from openmaas.metering.wiring import Metering, build_metering
 from openmaas.registry.store import ArtifactStore
 from openmaas.serving.directory import ServedModels
 from openmaas.tenancy import service as tenancy
@@ -29,8 +30,16 @@ class Platform:
     served_models: ServedModels = field(default_factory=ServedModels)
     # Filled by `ensure_admin_key` when it generated a key on this start (printed once).
     new_admin_key: str | None = field(default=None)
+    # Metering and billing; `meter.record(UsageEvent(...))` is the hook for everything billable.
+    metering: Metering = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metering = build_metering(self.settings, self.db, self.clock)
+        self.meter = self.metering.meter
+        self.gate = self.metering.gate
 
     def close(self) -> None:
+        self.meter.close()
         self.db.dispose()
 
 

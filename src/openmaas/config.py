@@ -47,6 +47,17 @@ class Settings(BaseSettings):
     max_page_limit: int = 100
     access_log: bool = False
 
+    # Metering and billing (see metering/ and billing/).
+    currency: str = "USD"
+    metering_queue_size: int = 100_000
+    metering_max_batch: int = 2_000
+    metering_linger_s: float = 0.0
+    metering_wait_timeout_s: float = 30.0
+    billing_cache_ttl_s: float = 5.0
+    rate_limit_requests_per_minute: int | None = 3_000
+    rate_limit_tokens_per_minute: int | None = 2_000_000
+    marketplace_platform_share_bps: int = 2_000  # the platform keeps 20% of marketplace sales
+
     # Jobs: the worker's limits, its lease on a job, and the dataset upload limit.
     worker_concurrency: int = 2
     worker_org_concurrency: int = 2

@@ -10,7 +10,19 @@ from fastapi import FastAPI
 from openmaas import __version__
 from openmaas.api import errors as api_errors
 from openmaas.api.middleware import GatewayMiddleware, Metrics
-from openmaas.api.routers import admin, datasets, health, jobs, models, registry, tenant, training
+from openmaas.api.routers import (
+    admin,
+    billing,
+    datasets,
+    health,
+    jobs,
+    marketplace,
+    models,
+    registry,
+    tenant,
+    training,
+    usage,
+)
 from openmaas.bootstrap import Platform
 from openmaas.tenancy import audit
 
@@ -38,6 +50,8 @@ def create_app(platform: Platform) -> FastAPI:
     api_errors.install(app)
     # Routes match in order: the hot, per-request ones first.
     for module in (models, tenant, admin, health, datasets, jobs, training, registry):
+        app.include_router(module.router)
+    for module in (usage, billing, marketplace):
         app.include_router(module.router)
     app.add_middleware(
         GatewayMiddleware,

@@ -18,6 +18,8 @@ class Organization(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     plan: Mapped[str] = mapped_column(String(64), default="default")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # IANA zone whose calendar months are this organisation's billing periods.
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
 
 
 class ApiKey(Base):

@@ -28,6 +28,15 @@ class _Strict(BaseModel):
 class OrganizationCreate(_Strict):
     name: str = Field(description="Unique name: letters, digits, '.', '_' or '-', at most 64")
     plan: str = Field(default="default", min_length=1, max_length=64)
+    timezone: str = Field(default="UTC", max_length=64, description="IANA zone of its billing months")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from openmaas.billing.periods import zone
+
+        zone(value)
+        return value
 
     @field_validator("name")
     @classmethod
@@ -45,6 +54,7 @@ class Organization(BaseModel):
     name: str
     plan: str
     created_at: datetime
+    timezone: str = "UTC"
 
 
 class ApiKeyCreate(_Strict):

@@ -18,7 +18,9 @@ from openmaas.tenancy.models import ApiKey, Organization
 
 
 def organization_public(org: Organization) -> schemas.Organization:
-    return schemas.Organization(id=org.id, name=org.name, plan=org.plan, created_at=org.created_at)
+    return schemas.Organization(
+        id=org.id, name=org.name, plan=org.plan, created_at=org.created_at, timezone=org.timezone
+    )
 
 
 def api_key_public(key: ApiKey) -> schemas.ApiKey:
@@ -38,7 +40,9 @@ def api_key_public(key: ApiKey) -> schemas.ApiKey:
 def create_organization(session: Session, body: schemas.OrganizationCreate, now: datetime) -> Organization:
     if session.scalar(select(Organization.id).where(Organization.name == body.name)) is not None:
         raise errors.Conflict(f"An organization named {body.name!r} already exists.", param="name")
-    org = Organization(id=new_id("org_"), name=body.name, plan=body.plan, created_at=now)
+    org = Organization(
+        id=new_id("org_"), name=body.name, plan=body.plan, created_at=now, timezone=body.timezone
+    )
     session.add(org)
     try:
         session.flush()

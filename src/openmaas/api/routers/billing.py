@@ -1,0 +1,196 @@
+"""Invoices for tenants (`/v1/invoices`) and the operator's billing routes: credit top-ups,
+billing settings, key budgets, rate-limit overrides, pricebooks and month-end finalisation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from openmaas.api.deps import CreatorDep, Operator, PageDep, PlatformDep, scope
+from openmaas.billing import credits, invoices, pricebooks, schemas
+from openmaas.bootstrap import Platform
+from openmaas.pagination import Page
+from openmaas.tenancy import service as tenancy
+from openmaas.tenancy.auth import Principal
+
+router = APIRouter(prefix="/v1", tags=["billing"])
+BillingRead = Annotated[Principal, scope("billing:read")]
+
+
+def _invoice_response(invoice: schemas.Invoice, fmt: str) -> Response:
+    if fmt == "csv":
+        headers = {"Content-Disposition": f'attachment; filename="invoice-{invoice.period}.csv"'}
+        return Response(invoices.to_csv(invoice), media_type="text/csv", headers=headers)
+    return Response(invoice.model_dump_json(), media_type="application/json")
+
+
+def _statement(platform: Platform, org_id: str, period: str) -> schemas.Invoice:
+    with platform.db.read_session() as session:
+        return invoices.statement(
+            session, org_id, period, now=platform.clock.now(), currency=platform.settings.currency
+        )
+
+
+@router.get("/invoices", response_model=schemas.InvoiceList, name="invoices.list")
+def list_invoices(platform: PlatformDep, caller: BillingRead) -> object:
+    with platform.db.read_session() as session:
+        data = invoices.list_statements(
+            session, caller.require_org(), now=platform.clock.now(), currency=platform.settings.currency
+        )
+    return schemas.InvoiceList(data=data)
+
+
+@router.get("/invoices/{period}", response_model=schemas.Invoice, name="invoices.get")
+def get_invoice(
+    period: str, platform: PlatformDep, caller: BillingRead, format: Literal["json", "csv"] = "json"
+) -> Response:
+    return _invoice_response(_statement(platform, caller.require_org(), period), format)
+
+
+@router.get(
+    "/admin/organizations/{org_id}/invoices/{period}",
+    response_model=schemas.Invoice,
+    name="admin.invoices.get",
+)
+def admin_get_invoice(
+    org_id: str, period: str, platform: PlatformDep, _: Operator, format: Literal["json", "csv"] = "json"
+) -> Response:
+    with platform.db.read_session() as session:
+        org = tenancy.find_organization(session, org_id)
+    return _invoice_response(_statement(platform, org.id, period), format)
+
+
+@router.post("/admin/invoices/finalize", name="admin.invoices.finalize")
+def finalize_invoices(platform: PlatformDep, _: Operator) -> dict[str, list[str]]:
+    """Finalise every ended month not yet finalised (run after each month ends; safe to repeat)."""
+    with platform.db.session() as session:
+        ids = invoices.finalize_due(session, now=platform.clock.now(), currency=platform.settings.currency)
+    return {"finalized": ids}
+
+
+@router.post(
+    "/admin/organizations/{org_id}/credits",
+    status_code=201,
+    response_model=schemas.CreditTransaction,
+    name="admin.credits.add",
+)
+def add_credits(
+    org_id: str, body: schemas.CreditTopUp, platform: PlatformDep, operator: Operator, create: CreatorDep
+) -> object:
+    with platform.db.read_session() as session:
+        org = tenancy.find_organization(session, org_id)
+    return create(
+        body,
+        lambda s: credits.top_up(
+            s,
+            org.id,
+            body,
+            actor_key_id=operator.key_id,
+            now=platform.clock.now(),
+            currency=platform.settings.currency,
+        ),
+    )
+
+
+@router.get("/admin/organizations/{org_id}/credits", response_model=schemas.Credits, name="admin.credits.get")
+def admin_get_credits(org_id: str, platform: PlatformDep, _: Operator) -> object:
+    with platform.db.read_session() as session:
+        org = tenancy.find_organization(session, org_id)
+        return credits.credits(session, org.id, platform.settings.currency, platform.clock.now())
+
+
+@router.patch(
+    "/admin/organizations/{org_id}/billing", response_model=schemas.Credits, name="admin.billing.update"
+)
+def update_billing(org_id: str, body: schemas.BillingSettings, platform: PlatformDep, _: Operator) -> object:
+    with platform.db.session() as session:
+        org = tenancy.find_organization(session, org_id)
+        result = credits.update_settings(
+            session, org.id, body, platform.settings.currency, platform.clock.now()
+        )
+    platform.metering.budgets.forget(org.id)
+    platform.metering.prices.invalidate()
+    return result
+
+
+@router.put(
+    "/admin/organizations/{org_id}/api_keys/{key_id}/budget",
+    response_model=schemas.KeyBudget,
+    name="admin.key_budget.set",
+)
+def set_key_budget(
+    org_id: str, key_id: str, body: schemas.KeyBudgetUpdate, platform: PlatformDep, _: Operator
+) -> object:
+    with platform.db.session() as session:
+        org = tenancy.find_organization(session, org_id)
+        result = credits.set_key_budget(
+            session, org.id, key_id, body, platform.settings.currency, platform.clock.now()
+        )
+    platform.metering.budgets.forget(org.id)
+    return result
+
+
+@router.put(
+    "/admin/organizations/{org_id}/rate_limits",
+    response_model=schemas.RateLimitsPublic,
+    name="admin.rate_limits.org.set",
+)
+def set_org_limits(org_id: str, body: schemas.RateLimits, platform: PlatformDep, _: Operator) -> object:
+    return _set_limits(platform, org_id, None, body)
+
+
+@router.put(
+    "/admin/organizations/{org_id}/api_keys/{key_id}/rate_limits",
+    response_model=schemas.RateLimitsPublic,
+    name="admin.rate_limits.key.set",
+)
+def set_key_limits(
+    org_id: str, key_id: str, body: schemas.RateLimits, platform: PlatformDep, _: Operator
+) -> object:
+    return _set_limits(platform, org_id, key_id, body)
+
+
+def _set_limits(platform: Platform, org_id: str, key_id: str | None, body: schemas.RateLimits) -> object:
+    with platform.db.session() as session:
+        org = tenancy.find_organization(session, org_id)
+        result = credits.set_rate_limits(session, org.id, key_id or org.id, body)
+    platform.metering.limits.forget()
+    return result
+
+
+@router.post(
+    "/admin/pricebooks", status_code=201, response_model=schemas.Pricebook, name="admin.pricebooks.create"
+)
+def create_pricebook(
+    body: schemas.PricebookCreate, platform: PlatformDep, _: Operator, create: CreatorDep
+) -> object:
+    response = create(
+        body,
+        lambda s: pricebooks.pricebook_public(
+            pricebooks.create_pricebook(
+                s, body, default_currency=platform.settings.currency, now=platform.clock.now()
+            )
+        ),
+    )
+    platform.metering.prices.invalidate()
+    platform.metering.limits.forget()
+    return response
+
+
+@router.get("/admin/pricebooks", response_model=Page[schemas.Pricebook], name="admin.pricebooks.list")
+def list_pricebooks(
+    platform: PlatformDep,
+    _: Operator,
+    page: PageDep,
+    plan: Annotated[str | None, Query(max_length=64)] = None,
+) -> object:
+    with platform.db.read_session() as session:
+        return pricebooks.list_pricebooks(session, plan, limit=page.limit, after=page.after)
+
+
+@router.get("/admin/pricebooks/{pricebook_id}", response_model=schemas.Pricebook, name="admin.pricebooks.get")
+def get_pricebook(pricebook_id: str, platform: PlatformDep, _: Operator) -> object:
+    with platform.db.read_session() as session:
+        return pricebooks.pricebook_public(pricebooks.get_pricebook(session, pricebook_id))

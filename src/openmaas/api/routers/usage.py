@@ -1,0 +1,65 @@
+"""A tenant's usage and wallet: `GET /v1/usage`, `GET /v1/credits` and its transactions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from openmaas.api.deps import PageDep, PlatformDep, scope
+from openmaas.billing import credits, schemas
+from openmaas.metering import report
+from openmaas.pagination import Page
+from openmaas.tenancy.auth import Principal
+
+router = APIRouter(prefix="/v1", tags=["usage"])
+
+UsageRead = Annotated[Principal, scope("usage:read")]
+BillingRead = Annotated[Principal, scope("billing:read")]
+
+
+@router.get("/usage", response_model=schemas.UsageReport, name="usage.get")
+def get_usage(
+    platform: PlatformDep,
+    caller: UsageRead,
+    page: PageDep,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    model: Annotated[str | None, Query(max_length=200)] = None,
+    api_key_id: Annotated[str | None, Query(max_length=40)] = None,
+    group_by: Annotated[list[str] | None, Query(description=f"Any of {list(report.GROUPS)}")] = None,
+    granularity: Literal["bucket", "event"] = "bucket",
+) -> object:
+    org_id = caller.require_org()
+    groups = [g for item in group_by or ["unit"] for g in item.split(",") if g]
+    filters = {"start": start, "end": end, "model": model, "api_key_id": api_key_id}
+    with platform.db.read_session() as session:
+        if granularity == "event":
+            return report.events(
+                session,
+                org_id,
+                **filters,
+                currency=platform.settings.currency,
+                limit=page.limit,
+                after=page.after,
+            )
+        return report.usage(session, org_id, group_by=groups, **filters, currency=platform.settings.currency)
+
+
+@router.get("/credits", response_model=schemas.Credits, name="credits.get")
+def get_credits(platform: PlatformDep, caller: BillingRead) -> object:
+    with platform.db.read_session() as session:
+        return credits.credits(
+            session, caller.require_org(), platform.settings.currency, platform.clock.now()
+        )
+
+
+@router.get(
+    "/credits/transactions", response_model=Page[schemas.CreditTransaction], name="credits.transactions.list"
+)
+def list_transactions(platform: PlatformDep, caller: BillingRead, page: PageDep) -> object:
+    with platform.db.read_session() as session:
+        return credits.list_transactions(
+            session, caller.require_org(), platform.settings.currency, limit=page.limit, after=page.after
+        )

@@ -1,0 +1,114 @@
+"""Billing tables: accounts (wallet and caps), key budgets, credit transactions, pricebooks,
+marketplace listings and finalised invoices. Amounts are integer micro-units."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from openmaas.db.base import Base, UTCDateTime
+
+
+class BillingAccount(Base):
+    """An organisation's wallet and monthly cap, plus the running sums budgets are checked against.
+
+    `reserved_micros`: worst-case costs of requests in flight. `period_spend_micros`: list cost
+    metered in `period` (YYYY-MM in the org's time zone). `unbilled_micros`: list cost metered
+    but not yet on a finalised invoice, which a prepaid wallet must still cover.
+    """
+
+    __tablename__ = "billing_accounts"
+
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
+    balance_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    prepaid: Mapped[bool] = mapped_column(Boolean, default=False)
+    monthly_cap_micros: Mapped[int | None] = mapped_column(BigInteger)
+    reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    period: Mapped[str] = mapped_column(String(7), default="")
+    period_spend_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    unbilled_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class KeyBudget(Base):
+    """A monthly spending cap on one API key."""
+
+    __tablename__ = "key_budgets"
+
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    monthly_cap_micros: Mapped[int | None] = mapped_column(BigInteger)
+    reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    period: Mapped[str] = mapped_column(String(7), default="")
+    period_spend_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class CreditTransaction(Base):
+    """The wallet's audit trail: top-ups, invoice payments, marketplace revenue. Never updated."""
+
+    __tablename__ = "credit_transactions"
+    __table_args__ = (Index("ix_credit_transactions_org_id_id", "org_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(30))
+    amount_micros: Mapped[int] = mapped_column(BigInteger)
+    balance_after_micros: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor_key_id: Mapped[str | None] = mapped_column(String(40))
+    reference: Mapped[str | None] = mapped_column(String(60))
+    note: Mapped[str | None] = mapped_column(String(300))
+
+
+class Pricebook(Base):
+    """One version of a plan's prices. A new version applies from `effective_from`; usage keeps
+    the version that priced it (`usage_events.price_ref`)."""
+
+    __tablename__ = "pricebooks"
+    __table_args__ = (UniqueConstraint("plan", "version", name="uq_pricebooks_plan_version"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    plan: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime())
+    currency: Mapped[str] = mapped_column(String(3))
+    monthly_fee_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    components: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Listing(Base):
+    """A model reference published to the marketplace at its owner's price. A price change
+    withdraws the listing and creates a new one, so past usage keeps its price."""
+
+    __tablename__ = "marketplace_listings"
+    __table_args__ = (Index("ix_marketplace_listings_model", "model"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))
+    owner_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    currency: Mapped[str] = mapped_column(String(3))
+    components: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    platform_share_bps: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Invoice(Base):
+    """A finalised month. Drafts (the current month) are computed on request, never stored."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (UniqueConstraint("org_id", "period", name="uq_invoices_org_id_period"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    period: Mapped[str] = mapped_column(String(7))
+    currency: Mapped[str] = mapped_column(String(3))
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    total_micros: Mapped[int] = mapped_column(BigInteger)
+    finalized_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,254 @@
+"""Request and response shapes for credits, budgets, limits, pricebooks, invoices, the
+marketplace and usage (shared with the SDK). Money is a decimal string next to a `currency`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from openmaas.metering.events import RESOURCE_CLASSES, UNITS
+
+Amount = Annotated[str, Field(pattern=r"^\d{1,12}(\.\d{1,6})?$", examples=["12.50"])]
+SignedAmount = Annotated[str, Field(pattern=r"^-?\d{1,12}(\.\d{1,6})?$", examples=["-3.00"])]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreditTopUp(_Strict):
+    amount: Amount = Field(description='Amount to add, e.g. "12.50"')
+    note: str | None = Field(default=None, max_length=300)
+
+
+class CreditTransaction(BaseModel):
+    object: Literal["credit_transaction"] = "credit_transaction"
+    id: str
+    kind: str
+    amount: str
+    balance_after: str
+    currency: str
+    created_at: datetime
+    reference: str | None = None
+    note: str | None = None
+
+
+class Credits(BaseModel):
+    """`GET /v1/credits`: the wallet, what is committed against it, and the month's spend."""
+
+    object: Literal["credits"] = "credits"
+    organization_id: str
+    currency: str
+    balance: str
+    unbilled: str
+    reserved: str
+    available: str
+    prepaid: bool
+    monthly_cap: str | None
+    period: str
+    period_spend: str
+
+
+class BillingSettings(_Strict):
+    """`PATCH /v1/admin/organizations/{id}/billing`: only the fields given change."""
+
+    prepaid: bool | None = None
+    monthly_cap: Amount | None = None
+    clear_monthly_cap: bool = False
+    timezone: str | None = Field(default=None, max_length=64)
+
+
+class KeyBudgetUpdate(_Strict):
+    monthly_cap: Amount | None = Field(default=None, description="null removes the cap")
+
+
+class KeyBudget(BaseModel):
+    object: Literal["key_budget"] = "key_budget"
+    key_id: str
+    monthly_cap: str | None
+    period: str
+    period_spend: str
+    currency: str
+
+
+class RateLimits(_Strict):
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+
+
+class RateLimitsPublic(RateLimits):
+    object: Literal["rate_limits"] = "rate_limits"
+    subject_id: str
+
+
+class TierIn(_Strict):
+    up_to: int | None = Field(default=None, ge=1, description="Billable quantity where the tier ends")
+    price: Amount
+
+
+class PriceComponentIn(_Strict):
+    unit: str = Field(description=f"One of {list(UNITS)}")
+    price: Amount = Field(
+        description="Per request/row, per 1K tokens, per compute-second, per GB, per GB-month"
+    )
+    resource_class: str | None = None
+    model: str | None = Field(default=None, max_length=200, description="Only for this model (an override)")
+    included: int = Field(default=0, ge=0, description="Free quantity each month, in base units")
+    tiers: list[TierIn] = Field(default_factory=list, description="Graduated tiers; replace `price`")
+
+    @field_validator("unit")
+    @classmethod
+    def _known_unit(cls, value: str) -> str:
+        if value not in UNITS:
+            raise ValueError(f"must be one of {list(UNITS)}")
+        return value
+
+    @field_validator("resource_class")
+    @classmethod
+    def _known_class(cls, value: str | None) -> str | None:
+        if value is not None and value not in RESOURCE_CLASSES:
+            raise ValueError(f"must be one of {list(RESOURCE_CLASSES)}")
+        return value
+
+
+class PriceComponent(BaseModel):
+    unit: str
+    price: str
+    resource_class: str | None = None
+    model: str | None = None
+    included: int = 0
+    tiers: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class PricebookCreate(_Strict):
+    plan: str = Field(default="default", min_length=1, max_length=64)
+    effective_from: datetime | None = Field(default=None, description="Defaults to now")
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    monthly_fee: Amount = "0"
+    components: list[PriceComponentIn] = Field(default_factory=list)
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+
+    @field_validator("effective_from")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must include a time zone, e.g. 2027-01-01T00:00:00Z")
+        return value
+
+
+class Pricebook(BaseModel):
+    object: Literal["pricebook"] = "pricebook"
+    id: str
+    plan: str
+    version: int
+    effective_from: datetime
+    currency: str
+    monthly_fee: str
+    components: list[PriceComponent]
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    created_at: datetime
+
+
+class ListingCreate(_Strict):
+    model: str = Field(min_length=1, max_length=200, description="The model reference (name:version)")
+    description: str = Field(default="", max_length=500)
+    components: list[PriceComponentIn] = Field(min_length=1)
+
+
+class Listing(BaseModel):
+    object: Literal["listing"] = "listing"
+    id: str
+    model: str
+    owner_organization_id: str
+    description: str
+    currency: str
+    components: list[PriceComponent]
+    platform_share_percent: str
+    created_at: datetime
+    withdrawn_at: datetime | None = None
+
+
+class InvoiceLine(BaseModel):
+    kind: Literal["usage", "plan_fee"]
+    description: str
+    unit: str | None = None
+    model: str | None = None
+    resource_class: str | None = None
+    quantity: int | None = None
+    included: int | None = None
+    amount: str
+    price_ref: str | None = None
+
+
+class MarketplaceSale(BaseModel):
+    """A buyer's month of one of this organisation's listed models: gross, the platform's fee,
+    and the net credited to this organisation's wallet when the buyer's month was finalised."""
+
+    model: str
+    listing_id: str
+    buyer_invoice_id: str
+    gross: str
+    platform_fee: str
+    net: str
+
+
+class Invoice(BaseModel):
+    object: Literal["invoice"] = "invoice"
+    id: str | None
+    organization_id: str
+    period: str
+    period_start: datetime
+    period_end: datetime
+    timezone: str
+    status: Literal["draft", "finalized"]
+    currency: str
+    lines: list[InvoiceLine]
+    subtotal: str
+    credit_applied: str
+    amount_due: str
+    finalized_at: datetime | None = None
+    marketplace_sales: list[MarketplaceSale] = Field(default_factory=list)
+    marketplace_net_credited: str = "0.00"
+
+
+class InvoiceList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Invoice]
+
+
+class UsageBucket(BaseModel):
+    object: Literal["usage_bucket"] = "usage_bucket"
+    day: str | None = None
+    model: str | None = None
+    deployment: str | None = None
+    api_key_id: str | None = None
+    unit: str | None = None
+    quantity: int
+    cost: str
+    events: int
+
+
+class UsageEventPublic(BaseModel):
+    object: Literal["usage_event"] = "usage_event"
+    request_id: str
+    unit: str
+    quantity: int
+    cost: str
+    occurred_at: datetime
+    model: str | None
+    deployment: str | None
+    api_key_id: str | None
+    resource_class: str | None
+
+
+class UsageReport(BaseModel):
+    object: Literal["list"] = "list"
+    currency: str
+    granularity: Literal["bucket", "event"]
+    data: list[UsageBucket] | list[UsageEventPublic]
+    has_more: bool = False
+    last_id: str | None = None

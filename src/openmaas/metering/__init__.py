@@ -1,0 +1,6 @@
+"""Metering: the append-only usage ledger, rate limits and budget reservations.
+
+Serving and training call one function, `Platform.meter.record(UsageEvent(...))` (or, for
+requests that are rate-limited and budget-checked, `Platform.gate.admit(...)` then
+`Platform.gate.complete(...)`, which calls `record` itself).
+"""

@@ -1,0 +1,85 @@
+"""What a billable act reports: a `UsageEvent` with quantities in integer base units.
+
+Units and the quantity a price is quoted per:
+- `requests` (per request), `rows` (per row),
+- `input_tokens`, `output_tokens` (per 1K tokens),
+- `compute_ms` with a `resource_class` such as `cpu` or `gpu` (priced per compute-second),
+- `bytes_ingested` (priced per GB, 10^9 bytes),
+- `storage_gb_month_micros`: millionths of a GB-month, written by the daily storage sampler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# unit → how many base units one price quote covers
+UNIT_SCALE: dict[str, int] = {
+    "requests": 1,
+    "rows": 1,
+    "input_tokens": 1_000,
+    "output_tokens": 1_000,
+    "compute_ms": 1_000,
+    "bytes_ingested": 1_000_000_000,
+    "storage_gb_month_micros": 1_000_000,
+}
+UNITS = tuple(UNIT_SCALE)
+RESOURCE_CLASSES = ("cpu", "gpu")
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Budget reserved for one request before it ran; settled when its usage is written."""
+
+    org_id: str
+    api_key_id: str | None
+    org_micros: int
+    key_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One billable act. `event_id` is its idempotency key: the request id for inference, a
+    deterministic key such as `job_…:interval:17` for training. Writing the same id twice meters
+    once.
+
+    `model` is an opaque model reference (`name:version`) until the model registry lands; the
+    marketplace prices calls to a published reference by its owner's listing.
+    """
+
+    event_id: str
+    org_id: str
+    quantities: Mapping[str, int]
+    occurred_at: datetime
+    api_key_id: str | None = None
+    model: str | None = None
+    deployment: str | None = None
+    resource_class: str | None = None
+    hold: Hold | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.event_id or len(self.event_id) > 120:
+            raise ValueError("event_id must be 1 to 120 characters")
+        if self.occurred_at.tzinfo is None:
+            raise ValueError("occurred_at must be timezone-aware")
+        if not self.quantities:
+            raise ValueError("an event needs at least one quantity")
+        for unit, quantity in self.quantities.items():
+            if unit not in UNIT_SCALE:
+                raise ValueError(f"unknown unit {unit!r}; choose from {list(UNITS)}")
+            if not isinstance(quantity, int) or quantity < 0:
+                raise ValueError(f"quantity of {unit!r} must be a non-negative integer")
+        if "compute_ms" in self.quantities and self.resource_class not in RESOURCE_CLASSES:
+            raise ValueError(f"compute_ms needs a resource_class in {list(RESOURCE_CLASSES)}")
+
+
+@dataclass(frozen=True, slots=True)
+class PricedLine:
+    """One unit of an event with its list cost and the price sheet (pricebook or listing) used."""
+
+    unit: str
+    quantity: int
+    cost_micros: int
+    price_ref: str | None
+    seller_org_id: str | None = None

@@ -1,0 +1,135 @@
+"""The gate every metered request passes: rate limit, budget hold, then one usage event.
+
+An inference route calls, in a sync route (the hold may write to the database):
+
+    admission = platform.gate.admit(principal, request_id, model=..., worst_case={...},
+                                    headers=response.headers)
+    ...serve...
+    platform.gate.complete(admission, {"requests": 1, "input_tokens": n, "output_tokens": m}).wait()
+    # or platform.gate.abandon(admission) if nothing was served
+
+`admit` raises `RateLimited` (429, `Retry-After`) or `InsufficientQuota` (402) and writes the
+`x-ratelimit-*` headers into `headers`; `complete` writes exactly one usage event keyed by the
+request id and returns a receipt to wait on before the response completes. A stream the client
+dropped is completed with the tokens generated so far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+
+from openmaas import errors
+from openmaas.billing.periods import period_of
+from openmaas.billing.price_source import PriceSource
+from openmaas.clock import Clock
+from openmaas.metering.budgets import BudgetGuard
+from openmaas.metering.events import Hold, UsageEvent
+from openmaas.metering.ledger import Receipt, UsageLedger
+from openmaas.metering.limits import LimitBook
+from openmaas.metering.pricing_events import worst_case_micros
+from openmaas.metering.ratelimit import Limits, RateLimiter, headers_for
+
+_TOKEN_UNITS = ("input_tokens", "output_tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    org_id: str
+    api_key_id: str | None
+    request_id: str
+    model: str | None
+    deployment: str | None
+    hold: Hold
+    tokens_taken: int
+    subjects: tuple[tuple[str, Limits], ...]
+    headers: Mapping[str, str]
+
+
+class UsageGate:
+    def __init__(
+        self,
+        ledger: UsageLedger,
+        budgets: BudgetGuard,
+        limiter: RateLimiter,
+        limits: LimitBook,
+        prices: PriceSource,
+        clock: Clock,
+    ) -> None:
+        self._ledger = ledger
+        self._budgets = budgets
+        self._limiter = limiter
+        self._limits = limits
+        self._prices = prices
+        self._clock = clock
+
+    def admit(
+        self,
+        org_id: str,
+        api_key_id: str | None,
+        request_id: str,
+        *,
+        worst_case: Mapping[str, int],
+        model: str | None = None,
+        deployment: str | None = None,
+        headers: MutableMapping[str, str] | None = None,
+    ) -> Admission:
+        """Check the rate limits and hold the worst-case cost; raise 429 or 402 if either fails."""
+        subjects = self._limits.subjects(org_id, api_key_id)
+        tokens = sum(worst_case.get(unit, 0) for unit in _TOKEN_UNITS)
+        decision = self._limiter.acquire(subjects, tokens)
+        limit_headers = headers_for(decision)
+        if headers is not None:
+            headers.update(limit_headers)
+        if not decision.allowed:
+            raise errors.RateLimited(
+                f"Rate limit reached for {decision.limit_type} per minute; retry after "
+                f"{decision.retry_after_s:.2f}s.",
+                limit_type=decision.limit_type,
+                retry_after=decision.retry_after_s,
+                headers={**limit_headers, "retry-after-ms": str(int(decision.retry_after_s * 1000) + 1)},
+            )
+        now = self._clock.now()
+        probe = UsageEvent(request_id, org_id, dict(worst_case) or {"requests": 1}, now, api_key_id, model)
+        try:
+            hold = self._budgets.reserve(
+                org_id,
+                api_key_id,
+                worst_case_micros(self._prices, probe),
+                period_of(now, self._prices.profile(org_id).timezone),
+            )
+        except errors.InsufficientQuota as exc:
+            self._limiter.refund(subjects, tokens)
+            exc.headers.update(limit_headers)
+            raise
+        return Admission(
+            org_id, api_key_id, request_id, model, deployment, hold, tokens, tuple(subjects), limit_headers
+        )
+
+    def complete(
+        self, admission: Admission, actual: Mapping[str, int], *, resource_class: str | None = None
+    ) -> Receipt:
+        """Meter what was served (one event, keyed by the request id) and settle the hold."""
+        used_tokens = sum(actual.get(unit, 0) for unit in _TOKEN_UNITS)
+        self._limiter.refund(list(admission.subjects), admission.tokens_taken - used_tokens)
+        event = UsageEvent(
+            event_id=admission.request_id,
+            org_id=admission.org_id,
+            quantities=dict(actual),
+            occurred_at=self._clock.now(),
+            api_key_id=admission.api_key_id,
+            model=admission.model,
+            deployment=admission.deployment,
+            resource_class=resource_class,
+            hold=admission.hold,
+        )
+        try:
+            return self._ledger.record(event)
+        except errors.ServiceUnavailable:
+            self._budgets.release(admission.hold)
+            raise
+
+    def abandon(self, admission: Admission) -> None:
+        """Nothing was served: release the hold and the tokens; no usage is written."""
+        self._limiter.refund(list(admission.subjects), admission.tokens_taken)
+        self._budgets.release(admission.hold)

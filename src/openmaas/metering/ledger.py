@@ -1,0 +1,216 @@
+"""The usage ledger's writer: group commit of usage events, exactly once, settled with budgets.
+
+`UsageLedger.record(event)` is THE hook for everything billable (serving, training, data). It
+prices the event, queues it, and returns a `Receipt`; waiting on the receipt returns once the
+event is durable, so a request's response can complete only after its usage is written.
+
+One background thread takes every queued event (up to `max_batch`) and writes them in one
+transaction: `INSERT … ON CONFLICT (event_id, unit) DO NOTHING` on SQLite and PostgreSQL alike,
+so the database's unique key, at the write, is what makes a retried event a no-op — there is no
+"seen it" check before the write that a failed write could poison. In the same transaction each
+event's budget hold is released and the metered cost is added to its organisation's account (and
+key budget), so spend and ledger never disagree, also after a crash. A failed transaction is
+retried with backoff, never dropped; while it fails, the bounded queue fills and `record` answers
+`ServiceUnavailable` instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from openmaas import errors
+from openmaas.billing.periods import period_of
+from openmaas.billing.price_source import PriceSource
+from openmaas.clock import Clock
+from openmaas.db.database import Database
+from openmaas.metering import settlement
+from openmaas.metering.events import PricedLine, UsageEvent
+from openmaas.metering.pricing_events import price_event
+
+log = logging.getLogger("openmaas.metering")
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What the writer did with one event: `new` is False when its id was already in the ledger."""
+
+    event_id: str
+    new: bool
+    cost_micros: int
+
+
+class Receipt:
+    """A handle on one queued event. `wait()` blocks until it is durable (or raises on timeout)."""
+
+    __slots__ = ("_future", "event", "lines")
+
+    def __init__(self, event: UsageEvent, lines: Sequence[PricedLine]) -> None:
+        self.event = event
+        self.lines = tuple(lines)
+        self._future: Future[Written] = Future()
+
+    @property
+    def cost_micros(self) -> int:
+        return sum(line.cost_micros for line in self.lines)
+
+    @property
+    def future(self) -> Future[Written]:
+        return self._future
+
+    def wait(self, timeout: float | None = 30.0) -> Written:
+        try:
+            return self._future.result(timeout)
+        except TimeoutError as exc:
+            raise errors.ServiceUnavailable(
+                "Usage could not be recorded in time; the request was not completed.", retry_after=5
+            ) from exc
+
+
+@dataclass(slots=True)
+class _Pending:
+    event: UsageEvent
+    lines: tuple[PricedLine, ...]
+    receipt: Receipt
+
+
+class UsageLedger:
+    def __init__(
+        self,
+        db: Database,
+        prices: PriceSource,
+        clock: Clock,
+        *,
+        max_queue: int = 100_000,
+        max_batch: int = 2_000,
+        linger_s: float = 0.0,
+        retry_delay_s: float = 0.05,
+    ) -> None:
+        self._db = db
+        self._prices = prices
+        self._clock = clock
+        self._max_batch = max_batch
+        self._linger_s = linger_s
+        self._retry_delay_s = retry_delay_s
+        self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+
+    def record(self, event: UsageEvent) -> Receipt:
+        """Queue `event` for the ledger; wait on the returned receipt before answering the client."""
+        if self._closed:
+            raise errors.ServiceUnavailable("The usage ledger is shutting down.", retry_after=5)
+        self._ensure_started()
+        lines = price_event(self._prices, event)
+        receipt = Receipt(event, lines)
+        try:
+            self._queue.put_nowait(_Pending(event, receipt.lines, receipt))
+        except queue.Full as exc:
+            raise errors.ServiceUnavailable(
+                "The usage ledger is backed up; retry shortly.", retry_after=1
+            ) from exc
+        return receipt
+
+    def record_and_wait(self, event: UsageEvent, timeout: float | None = 30.0) -> Written:
+        return self.record(event).wait(timeout)
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop taking events, write what is queued, and stop the writer."""
+        self._closed = True
+        thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+    def _ensure_started(self) -> None:
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="usage-ledger", daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                stopping = True
+                batch: list[_Pending] = []
+            else:
+                batch = [first]
+            if self._linger_s and not stopping and len(batch) < self._max_batch:
+                time.sleep(self._linger_s)
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    continue
+                batch.append(item)
+            if batch:
+                self._write_until_done(batch)
+
+    def _write_until_done(self, batch: list[_Pending]) -> None:
+        delay = self._retry_delay_s
+        while True:
+            try:
+                written = self._write(batch)
+            except Exception:
+                log.exception("writing %d usage events failed; retrying in %.2fs", len(batch), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            for pending, outcome in zip(batch, written, strict=True):
+                pending.receipt.future.set_result(outcome)
+            return
+
+    def _write(self, batch: list[_Pending]) -> list[Written]:
+        now = self._clock.now()
+        rows = [
+            {
+                "event_id": p.event.event_id,
+                "unit": line.unit,
+                "org_id": p.event.org_id,
+                "api_key_id": p.event.api_key_id,
+                "model": p.event.model,
+                "deployment": p.event.deployment,
+                "resource_class": p.event.resource_class,
+                "quantity": line.quantity,
+                "occurred_at": p.event.occurred_at,
+                "cost_micros": line.cost_micros,
+                "price_ref": line.price_ref,
+                "seller_org_id": line.seller_org_id,
+                "recorded_at": now,
+            }
+            for p in batch
+            for line in p.lines
+        ]
+        with self._db.session() as session:
+            unclaimed = settlement.insert_new(session, self._db, rows)
+            spend = settlement.Spend()
+            written: list[Written] = []
+            for p in batch:
+                event = p.event
+                # A set, consumed as claimed: the same id twice in one batch is metered once.
+                new_lines = [line for line in p.lines if (event.event_id, line.unit) in unclaimed]
+                unclaimed.difference_update((event.event_id, line.unit) for line in new_lines)
+                cost = sum(line.cost_micros for line in new_lines)
+                written.append(Written(event.event_id, bool(new_lines), cost))
+                period = period_of(event.occurred_at, self._prices.profile(event.org_id).timezone)
+                spend.add(event, period, cost)
+            settlement.apply(session, self._db, spend)
+        return written

@@ -1,0 +1,64 @@
+"""Which rate limits apply to a caller: the organisation's (an override, else its plan's, else the
+platform default) and the key's (an override, if any). Read through a short-lived cache."""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import select
+
+from openmaas.billing.price_source import PriceSource
+from openmaas.clock import Clock
+from openmaas.db.database import Database
+from openmaas.metering.models import RateLimitOverride
+from openmaas.metering.ratelimit import Limits
+
+
+class LimitBook:
+    def __init__(
+        self, db: Database, prices: PriceSource, clock: Clock, *, default: Limits, ttl: float
+    ) -> None:
+        self._db = db
+        self._prices = prices
+        self._clock = clock
+        self._default = default
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str | None], tuple[float, list[tuple[str, Limits]]]] = {}
+
+    def forget(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def subjects(self, org_id: str, api_key_id: str | None) -> list[tuple[str, Limits]]:
+        now = self._clock.monotonic()
+        cached = self._cache.get((org_id, api_key_id))
+        if cached is not None and now - cached[0] <= self._ttl:
+            return cached[1]
+        subjects = self._load(org_id, api_key_id)
+        with self._lock:
+            self._cache[(org_id, api_key_id)] = (now, subjects)
+        return subjects
+
+    def _load(self, org_id: str, api_key_id: str | None) -> list[tuple[str, Limits]]:
+        ids = [org_id] if api_key_id is None else [org_id, api_key_id]
+        with self._db.read_session() as session:
+            overrides = {
+                row.subject_id: Limits(row.requests_per_minute, row.tokens_per_minute)
+                for row in session.scalars(
+                    select(RateLimitOverride).where(RateLimitOverride.subject_id.in_(ids))
+                )
+            }
+        org_limits = overrides.get(org_id)
+        if org_limits is None:
+            book = self._prices.plan_version(self._prices.profile(org_id).plan, self._clock.now())
+            if book is not None and (
+                book.requests_per_minute is not None or book.tokens_per_minute is not None
+            ):
+                org_limits = Limits(book.requests_per_minute, book.tokens_per_minute)
+            else:
+                org_limits = self._default
+        subjects = [(org_id, org_limits)]
+        if api_key_id is not None and api_key_id in overrides:
+            subjects.append((api_key_id, overrides[api_key_id]))
+        return subjects

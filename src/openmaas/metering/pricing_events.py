@@ -1,0 +1,29 @@
+"""Pricing one usage event at its list price, under the sheet in effect when it happened."""
+
+from __future__ import annotations
+
+from openmaas.billing.price_source import PriceSource
+from openmaas.metering.events import PricedLine, UsageEvent
+
+
+def price_event(prices: PriceSource, event: UsageEvent) -> tuple[PricedLine, ...]:
+    sheet = prices.sheet_for(event.org_id, event.model, event.occurred_at)
+    lines = []
+    for unit, quantity in event.quantities.items():
+        component = sheet.component_for(unit, event.resource_class, event.model) if sheet else None
+        cost = component.list_cost(quantity) if component is not None else 0
+        lines.append(
+            PricedLine(
+                unit=unit,
+                quantity=quantity,
+                cost_micros=cost,
+                price_ref=sheet.ref if sheet is not None else None,
+                seller_org_id=sheet.seller_org_id if sheet is not None else None,
+            )
+        )
+    return tuple(lines)
+
+
+def worst_case_micros(prices: PriceSource, event: UsageEvent) -> int:
+    """The list cost of `event` taken as an upper bound (the quantities are the maxima)."""
+    return sum(line.cost_micros for line in price_event(prices, event))

@@ -1,0 +1,130 @@
+"""`GET /v1/usage`: an organisation's ledger, summed by day, model, deployment, key or unit, or
+listed event by event. Days are calendar days in the organisation's time zone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from openmaas import errors
+from openmaas.billing import schemas
+from openmaas.billing.money import format_micros
+from openmaas.billing.periods import zone
+from openmaas.metering.models import UsageRecord
+from openmaas.tenancy import service as tenancy
+
+GROUPS = ("day", "model", "deployment", "api_key_id", "unit")
+_COLUMNS = {
+    "model": UsageRecord.model,
+    "deployment": UsageRecord.deployment,
+    "api_key_id": UsageRecord.api_key_id,
+    "unit": UsageRecord.unit,
+}
+
+
+def _filtered(
+    query: Select[Any],
+    org_id: str,
+    start: datetime | None,
+    end: datetime | None,
+    model: str | None,
+    api_key_id: str | None,
+) -> Select[Any]:
+    query = query.where(UsageRecord.org_id == org_id)
+    if start is not None:
+        query = query.where(UsageRecord.occurred_at >= start)
+    if end is not None:
+        query = query.where(UsageRecord.occurred_at < end)
+    if model is not None:
+        query = query.where(UsageRecord.model == model)
+    if api_key_id is not None:
+        query = query.where(UsageRecord.api_key_id == api_key_id)
+    return query
+
+
+def usage(
+    session: Session,
+    org_id: str,
+    *,
+    group_by: Sequence[str],
+    start: datetime | None,
+    end: datetime | None,
+    model: str | None,
+    api_key_id: str | None,
+    currency: str,
+) -> schemas.UsageReport:
+    unknown = [g for g in group_by if g not in GROUPS]
+    if unknown:
+        raise errors.ValidationFailed(
+            f"group_by: unknown {unknown}; choose from {list(GROUPS)}", param="group_by"
+        )
+    org = tenancy.get_organization(session, org_id)
+    columns = [_COLUMNS[g] for g in group_by if g != "day"]
+    if "day" in group_by:
+        columns.append(UsageRecord.occurred_at)  # summed per local day below
+    query = select(
+        *columns,
+        func.sum(UsageRecord.quantity),
+        func.sum(UsageRecord.cost_micros),
+        func.count(func.distinct(UsageRecord.event_id)),
+    ).group_by(*columns)
+    rows = session.execute(_filtered(query, org_id, start, end, model, api_key_id)).all()
+    tz = zone(org.timezone)
+    sums: dict[tuple[Any, ...], list[int]] = {}
+    for row in rows:
+        values = list(row[: len(columns)])
+        if "day" in group_by:
+            values[-1] = values[-1].astimezone(tz).date().isoformat()
+        total = sums.setdefault(tuple(values), [0, 0, 0])
+        total[0] += int(row[-3])
+        total[1] += int(row[-2])
+        total[2] += int(row[-1])
+    names = [g for g in group_by if g != "day"] + (["day"] if "day" in group_by else [])
+    buckets = [
+        schemas.UsageBucket(**dict(zip(names, key, strict=True)), quantity=q, cost=format_micros(c), events=n)
+        for key, (q, c, n) in sorted(sums.items(), key=lambda item: tuple(str(v) for v in item[0]))
+    ]
+    return schemas.UsageReport(currency=currency, granularity="bucket", data=buckets)
+
+
+def events(
+    session: Session,
+    org_id: str,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    model: str | None,
+    api_key_id: str | None,
+    currency: str,
+    limit: int,
+    after: str | None,
+) -> schemas.UsageReport:
+    """Single ledger rows, newest first; `after` is the `last_id` of the previous page."""
+    query = _filtered(select(UsageRecord), org_id, start, end, model, api_key_id)
+    if after is not None:
+        if not after.isdigit():
+            raise errors.ValidationFailed("after: not a cursor from this list", param="after")
+        query = query.where(UsageRecord.seq < int(after))
+    rows = session.scalars(query.order_by(UsageRecord.seq.desc()).limit(limit + 1)).all()
+    data = [
+        schemas.UsageEventPublic(
+            request_id=row.event_id,
+            unit=row.unit,
+            quantity=row.quantity,
+            cost=format_micros(row.cost_micros),
+            occurred_at=row.occurred_at,
+            model=row.model,
+            deployment=row.deployment,
+            api_key_id=row.api_key_id,
+            resource_class=row.resource_class,
+        )
+        for row in rows[:limit]
+    ]
+    last = str(rows[:limit][-1].seq) if rows[:limit] else None
+    return schemas.UsageReport(
+        currency=currency, granularity="event", data=data, has_more=len(rows) > limit, last_id=last
+    )

@@ -1,0 +1,41 @@
+"""Builds the metering and billing services for a `Platform` (called from `bootstrap`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from openmaas.billing.price_source import DatabasePriceSource
+from openmaas.clock import Clock
+from openmaas.config import Settings
+from openmaas.db.database import Database
+from openmaas.metering.budgets import BudgetGuard
+from openmaas.metering.gate import UsageGate
+from openmaas.metering.ledger import UsageLedger
+from openmaas.metering.limits import LimitBook
+from openmaas.metering.ratelimit import InMemoryRateLimiter, Limits
+
+
+@dataclass(frozen=True)
+class Metering:
+    prices: DatabasePriceSource
+    meter: UsageLedger
+    budgets: BudgetGuard
+    limits: LimitBook
+    gate: UsageGate
+
+
+def build_metering(settings: Settings, db: Database, clock: Clock) -> Metering:
+    prices = DatabasePriceSource(db, clock, ttl=settings.billing_cache_ttl_s)
+    meter = UsageLedger(
+        db,
+        prices,
+        clock,
+        max_queue=settings.metering_queue_size,
+        max_batch=settings.metering_max_batch,
+        linger_s=settings.metering_linger_s,
+    )
+    budgets = BudgetGuard(db, clock, ttl=settings.billing_cache_ttl_s)
+    default = Limits(settings.rate_limit_requests_per_minute, settings.rate_limit_tokens_per_minute)
+    limits = LimitBook(db, prices, clock, default=default, ttl=settings.billing_cache_ttl_s)
+    gate = UsageGate(meter, budgets, InMemoryRateLimiter(clock), limits, prices, clock)
+    return Metering(prices, meter, budgets, limits, gate)

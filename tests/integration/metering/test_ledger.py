@@ -1,0 +1,177 @@
+"""The usage ledger on each database: exactly-once writes, retries, failed writes, backpressure,
+and budgets that concurrency cannot overrun."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import event, func, select, update
+from sqlalchemy.exc import OperationalError
+
+from openmaas import errors
+from openmaas.billing.models import BillingAccount
+from openmaas.bootstrap import Platform
+from openmaas.metering.events import UsageEvent
+from openmaas.metering.ledger import UsageLedger
+from openmaas.metering.models import UsageRecord
+from tests.integration.billing.helpers import make_org, make_pricebook
+
+
+def _count(platform: Platform, org_id: str) -> tuple[int, int]:
+    with platform.db.read_session() as session:
+        events = session.scalar(
+            select(func.count(func.distinct(UsageRecord.event_id))).where(UsageRecord.org_id == org_id)
+        )
+        cost = session.scalar(
+            select(func.coalesce(func.sum(UsageRecord.cost_micros), 0)).where(UsageRecord.org_id == org_id)
+        )
+    return int(events or 0), int(cost or 0)
+
+
+def test_a_retried_event_is_metered_once(platform: Platform) -> None:
+    org = make_org(platform, "acme")
+    make_pricebook(
+        platform, [{"unit": "requests", "price": "0.01"}, {"unit": "input_tokens", "price": "0.50"}]
+    )
+    now = platform.clock.now()
+    usage = UsageEvent("req_1", org, {"requests": 1, "input_tokens": 2000}, now)
+    first = platform.meter.record_and_wait(usage)
+    again = platform.meter.record_and_wait(usage)
+    assert (first.new, first.cost_micros) == (True, 1_010_000)
+    assert (again.new, again.cost_micros) == (False, 0)
+    # the same id twice in one batch also meters once
+    receipts = [platform.meter.record(UsageEvent("req_2", org, {"requests": 1}, now)) for _ in range(5)]
+    assert sum(r.wait().new for r in receipts) == 1
+    assert _count(platform, org) == (2, 1_020_000)
+    with platform.db.read_session() as session:
+        assert session.get(BillingAccount, org).unbilled_micros == 1_020_000  # type: ignore[union-attr]
+
+
+def test_a_failed_write_is_retried_and_not_lost(platform: Platform) -> None:
+    org = make_org(platform, "acme")
+    now = platform.clock.now()
+    failures = {"left": 2}
+
+    def fail_usage_inserts(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if "INSERT INTO usage_events" in statement and failures["left"] > 0:
+            failures["left"] -= 1
+            raise OperationalError(statement, parameters, Exception("disk I/O error (injected)"))
+
+    event.listen(platform.db.engine, "before_cursor_execute", fail_usage_inserts)
+    try:
+        receipts = [
+            platform.meter.record(UsageEvent(f"req_{i}", org, {"requests": 1}, now)) for i in range(50)
+        ]
+        assert all(r.wait(timeout=20).new for r in receipts)
+    finally:
+        event.remove(platform.db.engine, "before_cursor_execute", fail_usage_inserts)
+    assert failures["left"] == 0
+    assert _count(platform, org)[0] == 50
+
+
+def test_a_full_queue_answers_503_instead_of_growing(platform: Platform) -> None:
+    org = make_org(platform, "acme")
+    now = platform.clock.now()
+    ledger = UsageLedger(platform.db, platform.metering.prices, platform.clock, max_queue=3)
+    gate = threading.Event()
+
+    def stall(*_args: object) -> None:  # holds the writer inside its first transaction
+        if threading.current_thread().name == "usage-ledger":
+            gate.wait(10)
+
+    event.listen(platform.db.engine, "before_cursor_execute", stall)
+    try:
+        ledger.record(UsageEvent("first", org, {"requests": 1}, now))
+        while ledger.backlog:  # until the writer has taken it and is stuck writing it
+            time.sleep(0.001)
+        accepted, refused = 0, 0
+        for i in range(10):
+            try:
+                ledger.record(UsageEvent(f"req_{i}", org, {"requests": 1}, now))
+                accepted += 1
+            except errors.ServiceUnavailable as exc:
+                refused += 1
+                assert exc.headers["Retry-After"] == "1"
+        assert (accepted, refused) == (3, 7)
+    finally:
+        gate.set()
+        ledger.close()
+        event.remove(platform.db.engine, "before_cursor_execute", stall)
+    assert _count(platform, org)[0] == 4
+
+
+@pytest.mark.parametrize("kind", ["prepaid", "monthly_cap"])
+def test_concurrent_requests_never_overspend(platform: Platform, kind: str) -> None:
+    """200 concurrent requests against a budget that admits exactly 37: exactly 37 are served."""
+    org = make_org(platform, "acme")
+    make_pricebook(platform, [{"unit": "requests", "price": "0.25"}])
+    admitted = 37
+    with platform.db.session() as session:
+        session.add(
+            BillingAccount(
+                org_id=org,
+                balance_micros=admitted * 250_000 + 100_000 if kind == "prepaid" else 0,
+                prepaid=kind == "prepaid",
+                monthly_cap_micros=admitted * 250_000 + 100_000 if kind != "prepaid" else None,
+                reserved_micros=0,
+                period="",
+                period_spend_micros=0,
+                unbilled_micros=0,
+            )
+        )
+    platform.metering.limits.forget()
+    start = threading.Barrier(50)
+
+    def one_request(i: int) -> str:
+        if i < 50:
+            start.wait()
+        try:
+            admission = platform.gate.admit(org, None, f"req_{i:03d}", worst_case={"requests": 1})
+        except errors.InsufficientQuota:
+            return "refused"
+        except errors.RateLimited:
+            return "limited"
+        platform.gate.complete(admission, {"requests": 1}).wait()
+        return "served"
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        outcomes = list(pool.map(one_request, range(200)))
+    assert outcomes.count("served") == admitted
+    assert outcomes.count("refused") == 200 - admitted
+    assert _count(platform, org) == (admitted, admitted * 250_000)
+    with platform.db.read_session() as session:
+        account = session.get(BillingAccount, org)
+        assert account is not None
+        assert account.reserved_micros == 0
+        assert account.period_spend_micros == account.unbilled_micros == admitted * 250_000
+
+
+def test_abandoned_requests_release_their_hold_and_write_nothing(platform: Platform) -> None:
+    org = make_org(platform, "acme")
+    make_pricebook(platform, [{"unit": "output_tokens", "price": "2.00"}])
+    with platform.db.session() as session:
+        session.add(
+            BillingAccount(
+                org_id=org,
+                balance_micros=3_000_000,
+                prepaid=True,
+                reserved_micros=0,
+                period="",
+                period_spend_micros=0,
+                unbilled_micros=0,
+            )
+        )
+    first = platform.gate.admit(org, None, "req_a", worst_case={"output_tokens": 1000})
+    with pytest.raises(errors.InsufficientQuota) as refused:
+        platform.gate.admit(org, None, "req_b", worst_case={"output_tokens": 1000})
+    assert refused.value.status == 402 and refused.value.code == "insufficient_quota"
+    platform.gate.abandon(first)
+    second = platform.gate.admit(org, None, "req_c", worst_case={"output_tokens": 1000})
+    # A dropped stream is billed for what was generated: 250 of 1000 tokens.
+    assert platform.gate.complete(second, {"output_tokens": 250}).wait().cost_micros == 500_000
+    assert _count(platform, org) == (1, 500_000)
+    with platform.db.session() as session:
+        session.execute(update(BillingAccount).where(BillingAccount.org_id == org).values(prepaid=False))

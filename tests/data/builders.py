@@ -34,11 +34,11 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def digits_zip(path: Path) -> Path:
-    """scikit-learn's 8×8 digits as grayscale PNG files in class folders `0/` … `9/`."""
+def digits_zip(path: Path, limit: int | None = None) -> Path:
+    """scikit-learn's 8×8 digits (the first `limit`) as grayscale PNGs in class folders `0/` … `9/`."""
     digits = load_digits()
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for i, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+        for i, (image, label) in enumerate(zip(digits.images[:limit], digits.target[:limit], strict=True)):
             archive.writestr(f"digits/{label}/{i:04d}.png", png_bytes(image * 255.0 / 16.0))
     return path
 

@@ -103,3 +103,29 @@ def test_errors_exit_non_zero_with_the_message(cli: Cli, served: Served) -> None
         "admin", "keys", "create", "--org", "acme", "--scope", "wizard", key=served.admin_key, check=False
     )
     assert bad_scope.returncode != 0 and "scopes" in bad_scope.stderr
+
+
+def test_import_deploy_and_manage_a_model(cli: Cli, served: Served, tmp_path: Path) -> None:
+    from openmaas.engine.testing import build_tiny_model
+
+    tenant = served.tenant("acme")
+    folder = build_tiny_model(tmp_path / "tiny", "llama", max_position_embeddings=128)
+    version = cli.json("models", "import", str(folder), "--name", "tiny", key=tenant.key)
+    assert isinstance(version, dict) and version["ref"] == "tiny:1" and version["task"] == "text-generation"
+    engine = [
+        "--engine",
+        "kv_cache_memory_bytes=4194304",
+        "--engine",
+        "max_num_seqs=4",
+        "--engine",
+        "max_model_len=128",
+    ]
+    deployed = cli.json("deploy", "tiny:1", "--name", "chat", *engine, key=tenant.key)
+    assert isinstance(deployed, dict) and deployed["state"] == "ready" and deployed["name"] == "chat"
+    listed = cli.json("deployments", "list", key=tenant.key)
+    assert isinstance(listed, list) and [d["name"] for d in listed] == ["chat"]
+    assert "ready" in cli("deployments", "events", "chat", key=tenant.key).stdout
+    stopped = cli.json("deployments", "stop", "chat", key=tenant.key)
+    assert isinstance(stopped, dict) and stopped["state"] == "stopped"
+    missing = cli("deploy", "nothing", key=tenant.key, check=False)
+    assert missing.returncode != 0 and "nothing" in missing.stderr

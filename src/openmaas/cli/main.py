@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from openmaas.cli import account, admin, server
+from openmaas.cli import account, admin, server, worker
 
 app = typer.Typer(
     name="openmaas",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.command()(server.serve)
 app.add_typer(server.db_app, name="db")
+app.command()(worker.worker)
 app.add_typer(admin.admin_app, name="admin")
 app.command()(account.login)
 app.command()(account.whoami)

@@ -55,9 +55,12 @@ def serve(
         console.print(f"  also saved to {settings.admin_key_path} (mode 0600)")
     else:
         console.print(f"  admin key: see {settings.admin_key_path}")
-    uvicorn.run(
-        create_app(platform), host=host, port=port, access_log=settings.access_log, log_level="warning"
-    )
+    from openmaas.cli.worker import embedded_worker
+
+    with embedded_worker(platform):
+        uvicorn.run(
+            create_app(platform), host=host, port=port, access_log=settings.access_log, log_level="warning"
+        )
 
 
 def _safe_url(url: str) -> str:

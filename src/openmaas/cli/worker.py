@@ -1,0 +1,73 @@
+"""`openmaas worker`: run a job worker as its own process (cluster mode, or more capacity); and
+the in-process worker `openmaas serve` starts in embedded mode."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import typer
+
+from openmaas.cli.output import console, fail
+
+if TYPE_CHECKING:
+    from openmaas.bootstrap import Platform
+    from openmaas.jobs.worker import Worker
+
+
+def _worker(platform: Platform, concurrency: int | None, org_concurrency: int | None) -> Worker:
+    from dataclasses import replace
+
+    from openmaas.jobs.worker import Worker, WorkerLimits
+
+    limits = WorkerLimits.from_settings(platform.settings)
+    limits = replace(
+        limits,
+        concurrency=concurrency or limits.concurrency,
+        org_concurrency=org_concurrency or limits.org_concurrency,
+    )
+    return Worker(platform.db, platform.clock, platform.settings, limits=limits)
+
+
+def worker(
+    concurrency: int = typer.Option(None, min=1, help="Jobs at once (default OPENMAAS_WORKER_CONCURRENCY)"),
+    org_concurrency: int = typer.Option(
+        None, min=1, help="Jobs at once per organization (default OPENMAAS_WORKER_ORG_CONCURRENCY)"
+    ),
+) -> None:
+    """Run a job worker until interrupted: it claims queued jobs and runs each in a subprocess."""
+    import logging
+
+    from openmaas.bootstrap import build_platform
+    from openmaas.db import migrate
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    platform = build_platform()
+    if not migrate.schema_state(platform.db).is_current:
+        fail("The database schema is not current: run `openmaas db upgrade` first.")
+    running = _worker(platform, concurrency, org_concurrency)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    console.print(f"[bold green]OpenMaaS worker[/] {running.id}: {running.limits.concurrency} job(s) at once")
+    running.run(stop)
+    platform.close()
+
+
+@contextmanager
+def embedded_worker(platform: Platform) -> Iterator[None]:
+    """Run a worker in a thread for as long as the block lasts (when `worker_in_process` is on)."""
+    if not platform.settings.worker_in_process:
+        yield
+        return
+    from openmaas.jobs.worker import start_in_thread
+
+    thread, stop = start_in_thread(_worker(platform, None, None))
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)

@@ -1,0 +1,143 @@
+"""Client commands for serving: import a model folder, deploy it, and manage deployments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from openmaas.cli.account import JsonOpt, KeyOpt, UrlOpt, client
+from openmaas.cli.output import console, fail, run, show
+
+DEPLOYMENT_COLUMNS = ("name", "model", "task", "state", "replicas", "error", "updated_at")
+
+deployments_app = typer.Typer(help="Deployments: served models.", no_args_is_help=True)
+models_app = typer.Typer(help="Models in the registry.", no_args_is_help=True)
+
+
+def _engine_options(pairs: list[str]) -> dict[str, object]:
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            fail(f"--engine takes key=value, got {pair!r}")
+        options[key] = int(value) if value.isdigit() else value
+    return options
+
+
+@models_app.command("import")
+def import_model(
+    folder: Path = typer.Argument(..., exists=True, file_okay=False, help="A Hugging Face model folder"),
+    name: str = typer.Option(..., "--name", help="Model name in the registry"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Upload a Hugging Face model folder (safetensors, config, tokenizer) as a new model version."""
+    api = client(url, key)
+    columns = (*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=console, transient=True, disable=as_json) as bar:
+        task = bar.add_task(f"uploading {folder.name}", total=None)
+
+        def progress(sent: int, total: int) -> None:
+            bar.update(task, completed=sent, total=total)
+
+        version = run(lambda: api.import_model(folder, name, progress=progress))
+    show(version, as_json=as_json, columns=("ref", "task", "id", "created_at"))
+
+
+def deploy(
+    model: str = typer.Argument(..., help="name, name:3 or name@alias"),
+    name: str = typer.Option(None, "--name", help="Deployment name (default: the model's name)"),
+    replicas: int = typer.Option(1, "--replicas"),
+    max_batch_size: int = typer.Option(32, "--max-batch-size"),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms"),
+    engine: list[str] = typer.Option(None, "--engine", help="LLM engine setting key=value (repeatable)"),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until the deployment is ready"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Deploy a model version; its name becomes the `model` of API calls."""
+    api = client(url, key)
+    settings = _engine_options(engine or [])
+    created = run(
+        lambda: api.deployments.create(
+            model,
+            name=name,
+            replicas=replicas,
+            max_batch_size=max_batch_size,
+            max_wait_ms=max_wait_ms,
+            engine=settings,
+        )
+    )
+    if wait:
+        with console.status(f"loading {created.name}…", spinner="dots"):
+            try:
+                created = api.deployments.wait_ready(created.name)
+            except RuntimeError as exc:
+                fail(str(exc))
+    show(created, as_json=as_json, columns=DEPLOYMENT_COLUMNS)
+
+
+@deployments_app.command("list")
+def deployments_list(url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt) -> None:
+    """List deployments."""
+    from openmaas.sdk.client import iterate
+
+    api = client(url, key)
+    show(
+        run(lambda: list(iterate(api.deployments.list, limit=100))),
+        as_json=as_json,
+        columns=DEPLOYMENT_COLUMNS,
+    )
+
+
+@deployments_app.command("show")
+def deployments_show(
+    name: str = typer.Argument(...),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show one deployment."""
+    api = client(url, key)
+    show(run(lambda: api.deployments.get(name)), as_json=as_json, columns=DEPLOYMENT_COLUMNS)
+
+
+@deployments_app.command("events")
+def deployments_events(
+    name: str = typer.Argument(...),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """A deployment's events, newest first."""
+    api = client(url, key)
+    page = run(lambda: api.deployments.events(name, limit=100))
+    show(page.data, as_json=as_json, columns=("created_at", "kind", "message"))
+
+
+@deployments_app.command("stop")
+def deployments_stop(
+    name: str = typer.Argument(...),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Stop serving (the deployment stays, stopped)."""
+    api = client(url, key)
+    show(run(lambda: api.deployments.stop(name)), as_json=as_json, columns=DEPLOYMENT_COLUMNS)
+
+
+@deployments_app.command("delete")
+def deployments_delete(
+    name: str = typer.Argument(...),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Stop and delete a deployment."""
+    api = client(url, key)
+    show(run(lambda: api.deployments.delete(name)), as_json=as_json, columns=DEPLOYMENT_COLUMNS)

@@ -1,0 +1,95 @@
+"""SDK resources for deployments, sync and async: `client.deployments.create("churn@production")`."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from openmaas.pagination import Page
+from openmaas.sdk import calls
+from openmaas.serving.schemas import DeploymentEventPublic, DeploymentPublic
+
+if TYPE_CHECKING:
+    from openmaas.sdk.async_client import AsyncClient
+    from openmaas.sdk.client import Client
+
+
+def _body(model: str, name: str | None, replicas: int, options: dict[str, Any]) -> dict[str, Any]:
+    return {"model": model, "replicas": replicas, **({"name": name} if name else {}), **options}
+
+
+class Deployments:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        model: str,
+        *,
+        name: str | None = None,
+        replicas: int = 1,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> DeploymentPublic:
+        """Deploy `model` (`name`, `name:3`, `name@alias`); options: max_batch_size, max_wait_ms, engine."""
+        body = _body(model, name, replicas, options)
+        return self._client.send(calls.create_deployment(body, idempotency_key))
+
+    def list(self, *, limit: int | None = None, after: str | None = None) -> Page[DeploymentPublic]:
+        return self._client.send(calls.list_deployments(limit, after))
+
+    def get(self, name: str) -> DeploymentPublic:
+        return self._client.send(calls.get_deployment(name))
+
+    def events(
+        self, name: str, *, limit: int | None = None, after: str | None = None
+    ) -> Page[DeploymentEventPublic]:
+        return self._client.send(calls.deployment_events(name, limit, after))
+
+    def stop(self, name: str) -> DeploymentPublic:
+        return self._client.send(calls.stop_deployment(name))
+
+    def delete(self, name: str) -> DeploymentPublic:
+        return self._client.send(calls.delete_deployment(name))
+
+    def wait_ready(self, name: str, timeout: float = 300.0, interval: float = 0.25) -> DeploymentPublic:
+        """Poll until the deployment is ready; raise RuntimeError if it fails, stops or times out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            deployment = self.get(name)
+            if deployment.state == "ready":
+                return deployment
+            if deployment.state in ("failed", "stopped") or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"deployment {name!r} is {deployment.state}: {deployment.error or 'timed out'}"
+                )
+            time.sleep(interval)
+
+
+class AsyncDeployments:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        model: str,
+        *,
+        name: str | None = None,
+        replicas: int = 1,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> DeploymentPublic:
+        body = _body(model, name, replicas, options)
+        return await self._client.send(calls.create_deployment(body, idempotency_key))
+
+    async def list(self, *, limit: int | None = None, after: str | None = None) -> Page[DeploymentPublic]:
+        return await self._client.send(calls.list_deployments(limit, after))
+
+    async def get(self, name: str) -> DeploymentPublic:
+        return await self._client.send(calls.get_deployment(name))
+
+    async def stop(self, name: str) -> DeploymentPublic:
+        return await self._client.send(calls.stop_deployment(name))
+
+    async def delete(self, name: str) -> DeploymentPublic:
+        return await self._client.send(calls.delete_deployment(name))

@@ -14,6 +14,7 @@ from openmaas.db.database import Database
 from openmaas.metering.wiring import Metering, build_metering
 from openmaas.registry.store import ArtifactStore
 from openmaas.serving.directory import ServedModels
+from openmaas.serving.replicas import ReplicaManager
 from openmaas.tenancy import service as tenancy
 from openmaas.tenancy.auth import Authenticator
 from openmaas.tenancy.keys import KeyHasher, is_well_formed, load_or_create_secret
@@ -32,13 +33,17 @@ class Platform:
     new_admin_key: str | None = field(default=None)
     # Metering and billing; `meter.record(UsageEvent(...))` is the hook for everything billable.
     metering: Metering = field(init=False)
+    # Model replicas of this process: deployments load here and publish into `served_models`.
+    replicas: ReplicaManager = field(init=False)
 
     def __post_init__(self) -> None:
         self.metering = build_metering(self.settings, self.db, self.clock)
         self.meter = self.metering.meter
         self.gate = self.metering.gate
+        self.replicas = ReplicaManager(self.db, self.store, self.served_models, self.clock)
 
     def close(self) -> None:
+        self.replicas.close()
         self.meter.close()
         self.db.dispose()
 

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     job_poll_s: float = 1.0
     job_max_attempts: int = 3
     max_dataset_bytes: int = 1024**3
+    # Hugging Face model folders uploaded for import (zip), and what they may expand to.
+    max_import_bytes: int = 20 * 1024**3
 
     @property
     def resolved_database_url(self) -> str:

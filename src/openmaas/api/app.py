@@ -14,10 +14,13 @@ from openmaas.api.routers import (
     admin,
     billing,
     datasets,
+    deployments,
     health,
+    imports,
     jobs,
     marketplace,
     models,
+    openai,
     registry,
     tenant,
     training,
@@ -30,6 +33,7 @@ from openmaas.tenancy import audit
 def create_app(platform: Platform) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        platform.replicas.start()
         yield
         platform.close()
 
@@ -49,15 +53,39 @@ def create_app(platform: Platform) -> FastAPI:
 
     api_errors.install(app)
     # Routes match in order: the hot, per-request ones first.
-    for module in (models, tenant, admin, health, datasets, jobs, training, registry):
-        app.include_router(module.router)
-    for module in (usage, billing, marketplace):
-        app.include_router(module.router)
+    routers = [
+        module.router
+        for module in (
+            openai,
+            models,
+            tenant,
+            admin,
+            health,
+            datasets,
+            jobs,
+            training,
+            imports,
+            registry,
+            deployments,
+            usage,
+            billing,
+            marketplace,
+        )
+    ]
+    for router in routers:
+        app.include_router(router)
+    # Routes that read their own (large) bodies; the gateway's body limit leaves them alone.
+    streamed = [
+        r
+        for router in routers
+        for r in router.routes
+        if (getattr(r, "openapi_extra", None) or {}).get("x-streamed-body")
+    ]
     app.add_middleware(
         GatewayMiddleware,
         max_body_bytes=platform.settings.max_body_bytes,
         metrics=metrics,
         audit_sink=write_audit,
-        routes=app.router.routes,
+        routes=streamed,
     )
     return app

@@ -71,7 +71,12 @@ def install(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return error_response(validation_error(exc, request.headers.get("content-type", "")))
+        error = validation_error(exc, request.headers.get("content-type", ""))
+        extra = getattr(request.scope.get("route"), "openapi_extra", None) or {}
+        if extra.get("x-openai-errors") and error.status == 422:
+            # OpenAI answers bad parameters with 400; its SDK raises BadRequestError for them.
+            error = errors.InvalidRequest(error.message, param=error.param, code=error.code)
+        return error_response(error)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from openmaas.cli import account, admin, server, worker
+from openmaas.cli import account, admin, server, serving, worker
 
 app = typer.Typer(
     name="openmaas",
@@ -20,6 +20,9 @@ app.command()(account.login)
 app.command()(account.whoami)
 app.add_typer(account.keys_app, name="keys")
 app.add_typer(account.audit_app, name="audit")
+app.add_typer(serving.models_app, name="models")
+app.command()(serving.deploy)
+app.add_typer(serving.deployments_app, name="deployments")
 
 if __name__ == "__main__":
     app()

@@ -2,9 +2,18 @@
 
 from openmaas.billing import models as billing_models
 from openmaas.db.base import Base
-from openmaas.metering import models as metering_models
 from openmaas.jobs import models as jobs_models
+from openmaas.metering import models as metering_models
 from openmaas.registry import models as registry_models
+from openmaas.serving import models as serving_models
 from openmaas.tenancy import models as tenancy_models
 
-__all__ = ["Base", "billing_models", "metering_models", "jobs_models", "registry_models", "tenancy_models"]
+__all__ = [
+    "Base",
+    "billing_models",
+    "jobs_models",
+    "metering_models",
+    "registry_models",
+    "serving_models",
+    "tenancy_models",
+]

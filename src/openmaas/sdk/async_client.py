@@ -11,6 +11,7 @@ from openmaas.pagination import Page
 from openmaas.sdk import calls
 from openmaas.sdk.calls import Call
 from openmaas.sdk.client import DEFAULT_URL
+from openmaas.sdk.deployments import AsyncDeployments
 from openmaas.sdk.errors import APIConnectionError
 from openmaas.tenancy import schemas
 
@@ -33,6 +34,7 @@ class AsyncClient:
         self.api_keys = AsyncApiKeys(self, org=None)
         self.audit_log = AsyncAuditLog(self, admin=False)
         self.admin = AsyncAdmin(self)
+        self.deployments = AsyncDeployments(self)
 
     async def send(self, call: Call[T]) -> T:
         try:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from openmaas.pagination import Page
 from openmaas.sdk.errors import error_for
+from openmaas.serving.schemas import DeploymentEventPublic, DeploymentPublic
 from openmaas.tenancy import schemas
 
 T = TypeVar("T")
@@ -108,3 +109,29 @@ def list_audit(
 
 def list_models() -> Call[dict[str, Any]]:
     return Call("GET", "/v1/models", dict[str, Any])
+
+
+def create_deployment(body: dict[str, Any], idempotency_key: str | None) -> Call[DeploymentPublic]:
+    return Call("POST", "/v1/deployments", DeploymentPublic, body, idempotency_key=idempotency_key)
+
+
+def list_deployments(limit: int | None, after: str | None) -> Call[Page[DeploymentPublic]]:
+    return Call("GET", "/v1/deployments", Page[DeploymentPublic], params=_page(limit, after))
+
+
+def get_deployment(name: str) -> Call[DeploymentPublic]:
+    return Call("GET", f"/v1/deployments/{name}", DeploymentPublic)
+
+
+def deployment_events(name: str, limit: int | None, after: str | None) -> Call[Page[DeploymentEventPublic]]:
+    return Call(
+        "GET", f"/v1/deployments/{name}/events", Page[DeploymentEventPublic], params=_page(limit, after)
+    )
+
+
+def stop_deployment(name: str) -> Call[DeploymentPublic]:
+    return Call("POST", f"/v1/deployments/{name}/stop", DeploymentPublic)
+
+
+def delete_deployment(name: str) -> Call[DeploymentPublic]:
+    return Call("DELETE", f"/v1/deployments/{name}", DeploymentPublic)

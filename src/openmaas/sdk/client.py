@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -11,7 +12,9 @@ import httpx
 from openmaas.pagination import Page
 from openmaas.sdk import calls
 from openmaas.sdk.calls import Call
-from openmaas.sdk.errors import APIConnectionError
+from openmaas.sdk.deployments import Deployments
+from openmaas.sdk.errors import APIConnectionError, error_for
+from openmaas.sdk.uploads import Progress, file_chunks, zipped_folder
 from openmaas.tenancy import schemas
 
 T = TypeVar("T")
@@ -32,6 +35,7 @@ class Client:
         self.api_keys = ApiKeys(self, org=None)
         self.audit_log = AuditLog(self, admin=False)
         self.admin = Admin(self)
+        self.deployments = Deployments(self)
 
     def send(self, call: Call[T]) -> T:
         try:
@@ -45,6 +49,26 @@ class Client:
 
     def models(self) -> dict[str, Any]:
         return self.send(calls.list_models())
+
+    def import_model(
+        self, folder: str | Path, name: str, *, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Upload a Hugging Face model folder (zipped on the way) as a new version of model `name`."""
+        with zipped_folder(Path(folder)) as archive:
+            try:
+                response = self._http.post(
+                    "/v1/registry/imports",
+                    params={"name": name},
+                    content=file_chunks(archive, progress),
+                    headers={"Content-Type": "application/zip"},
+                    timeout=None,
+                )
+            except httpx.TransportError as exc:
+                raise APIConnectionError(f"Cannot reach {self._http.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise error_for(response)
+        result: dict[str, Any] = response.json()
+        return result
 
     def close(self) -> None:
         self._http.close()

@@ -53,8 +53,11 @@ def paged_attention(
     nd = meta.num_decode
     if nd:
         assert meta.decode_slots is not None
-        keys = k_cache[meta.decode_slots].permute(0, 2, 1, 3)  # [nd, kv_heads, ctx, d]
-        values = v_cache[meta.decode_slots].permute(0, 2, 1, 3)
+        # index_select on flat slots: advanced indexing takes a much slower parallel path on CPU.
+        ctx = meta.decode_slots.shape[1]
+        flat = meta.decode_slots.view(-1)
+        keys = k_cache.index_select(0, flat).view(nd, ctx, kv_heads, d).permute(0, 2, 1, 3)
+        values = v_cache.index_select(0, flat).view(nd, ctx, kv_heads, d).permute(0, 2, 1, 3)
         queries = q[:nd].view(nd, kv_heads, group, d)
         o = F.scaled_dot_product_attention(queries, keys, values, attn_mask=meta.decode_mask, scale=scale)
         out[:nd] = o.reshape(nd, num_heads, d)
@@ -64,7 +67,8 @@ def paged_attention(
         if chunk.context_slots is None:
             keys, values = k[rows], v[rows]
         else:
-            keys, values = k_cache[chunk.context_slots], v_cache[chunk.context_slots]
+            keys = k_cache.index_select(0, chunk.context_slots)
+            values = v_cache.index_select(0, chunk.context_slots)
         keys = keys.transpose(0, 1)
         values = values.transpose(0, 1)
         if group > 1:

@@ -12,6 +12,7 @@ import torch
 from openmaas.engine.attention import AttentionMetadata, PrefillChunk
 from openmaas.engine.config import EngineConfig
 from openmaas.engine.models.config import ModelConfig
+from openmaas.engine.models.linear import cpu_has_fast_half, enable_fp32_batched_matmul
 from openmaas.engine.models.llama import KVCache, LlamaForCausalLM
 from openmaas.engine.models.loader import load_model
 from openmaas.engine.scheduler import ScheduledSequence
@@ -30,6 +31,9 @@ class ModelRunner:
         self.dtype = config.torch_dtype
         self.block_size = config.block_size
         self.model: LlamaForCausalLM = load_model(config.model, self.dtype, self.device, max_model_len)
+        half = self.dtype in (torch.bfloat16, torch.float16)
+        if self.device.type == "cpu" and half and not cpu_has_fast_half(self.dtype):
+            enable_fp32_batched_matmul(self.model)
         if config.num_blocks is not None:
             self.num_blocks = config.num_blocks
         else:
@@ -112,7 +116,7 @@ class ModelRunner:
         ]
         blocks = torch.tensor(tables, dtype=torch.long, device=self.device)
         offsets = torch.arange(bs, device=self.device)
-        ctx_slots = (blocks[:, :, None] * bs + offsets).view(len(seqs), -1)[:, :max_len]
+        ctx_slots = (blocks[:, :, None] * bs + offsets).view(len(seqs), -1)[:, :max_len].contiguous()
         if min(lengths) == max_len:
             return ctx_slots, None
         lens = torch.tensor(lengths, device=self.device)

@@ -1,0 +1,249 @@
+"""CPU benchmark of the OpenMaaS LLM engine beside transformers (prints a table; not a test).
+
+A random-weight model of Qwen2.5-0.5B's shape (hidden 896, 24 layers, 14 heads / 2 KV heads,
+intermediate 4864, vocab 151936, tied embeddings) is built once into --model-dir. Every request is
+128 random prompt token ids and 128 greedy new tokens (eos ignored). For each dtype it reports:
+ours at 1, 16 and 64 concurrent requests (batch-1 decode tokens/s, end-to-end output tokens/s
+with prefill included, time to first token and inter-token latency p50/p99), transformers
+`generate` at batch 1 and as one static batch of 16, and transformers `generate_batch`
+(continuous batching) at 16. It also measures memory bandwidth with a large tensor copy and states
+batch-1 decode as a fraction of the roofline bandwidth / weight bytes.
+
+    python benchmarks/llm_engine.py --dtypes float32,bfloat16 --threads 2
+
+The machine is shared: run it when it is quiet and read the numbers as ±15%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from openmaas.engine import EngineConfig, LLMEngine, SamplingParams
+
+QWEN05 = {
+    "vocab_size": 151936,
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "tie_word_embeddings": True,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-6,
+}
+
+
+@dataclass
+class Result:
+    name: str
+    dtype: str
+    concurrency: int
+    output_tokens: int = 0
+    wall_s: float = 0.0
+    decode_tps: float | None = None
+    ttft: list[float] = field(default_factory=list)
+    itl: list[float] = field(default_factory=list)
+
+    @property
+    def e2e_tps(self) -> float:
+        return self.output_tokens / self.wall_s if self.wall_s else 0.0
+
+
+def build_model(folder: Path) -> Path:
+    if (folder / "config.json").exists():
+        return folder
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(Qwen2Config(**QWEN05), dtype=torch.float32)
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def measure_bandwidth(gib: float = 1.0) -> float:
+    """GB/s of a large tensor copy, counting the read and the write."""
+    src = torch.ones(int(gib * (1 << 30)) // 4)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.numel() * 4 / best / 1e9
+
+
+def prompts_for(n: int, length: int, vocab: int, seed: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab, (length,), generator=g).tolist() for _ in range(n)]
+
+
+def run_ours(engine: LLMEngine, dtype: str, prompts: list[list[int]], new_tokens: int) -> Result:
+    params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
+    start = time.perf_counter()
+    for i, p in enumerate(prompts):
+        engine.add_request(f"bench-{start}-{i}", p, params)
+    stamps: dict[str, list[float]] = {}
+    while engine.has_unfinished_requests:
+        outputs = engine.step()
+        now = time.perf_counter()
+        for out in outputs:
+            stamps.setdefault(out.request_id, []).append(now)
+    wall = time.perf_counter() - start
+    res = Result("openmaas", dtype, len(prompts), sum(len(s) for s in stamps.values()), wall)
+    for times in stamps.values():
+        res.ttft.append(times[0] - start)
+        res.itl.extend(b - a for a, b in itertools.pairwise(times))
+    if len(prompts) == 1:
+        times = next(iter(stamps.values()))
+        res.decode_tps = (len(times) - 1) / (times[-1] - times[0])
+    return res
+
+
+def run_hf_generate(model: torch.nn.Module, dtype: str, prompts: list[list[int]], new_tokens: int) -> Result:
+    ids = torch.tensor(prompts)
+    kwargs = {"do_sample": False, "min_new_tokens": new_tokens, "pad_token_id": 0}
+    with torch.inference_mode():
+        model.generate(ids[:, :8], max_new_tokens=2, **{**kwargs, "min_new_tokens": 2})  # warm-up
+        start = time.perf_counter()
+        model.generate(ids, max_new_tokens=1, **{**kwargs, "min_new_tokens": 1})
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        out = model.generate(ids, max_new_tokens=new_tokens, **kwargs)
+        wall = time.perf_counter() - start
+    produced = (out.shape[1] - ids.shape[1]) * ids.shape[0]
+    res = Result("transformers generate", dtype, len(prompts), produced, wall, ttft=[first])
+    res.decode_tps = (new_tokens - 1) * len(prompts) / (wall - first)
+    return res
+
+
+def run_hf_continuous(
+    model_dir: Path, dtype: torch.dtype, name: str, prompts: list[list[int]], new: int
+) -> Result:
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=dtype, attn_implementation="paged|sdpa"
+    ).eval()
+    config = GenerationConfig(max_new_tokens=new, min_new_tokens=new, do_sample=False, eos_token_id=None)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        outputs = model.generate_batch(inputs=prompts, generation_config=config, progress_bar=False)
+        wall = time.perf_counter() - start
+    produced = sum(len(o.generated_tokens) for o in outputs.values())
+    return Result("transformers generate_batch", name, len(prompts), produced, wall)
+
+
+def pct(values: list[float], q: float) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    return f"{ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000:.0f}"
+
+
+def print_table(results: list[Result], bandwidth: float, weight_bytes: dict[str, int]) -> None:
+    head = f"{'engine':<28}{'dtype':<10}{'conc':>5}{'decode t/s':>11}{'e2e t/s':>9}"
+    head += f"{'TTFT p50/p99 ms':>17}{'ITL p50/p99 ms':>16}{'roofline':>10}"
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        decode = f"{r.decode_tps:.2f}" if r.decode_tps else "-"
+        roof = "-"
+        if r.decode_tps and r.concurrency == 1:
+            roof = f"{r.decode_tps / (bandwidth * 1e9 / weight_bytes[r.dtype]):.0%}"
+        ttft = f"{pct(r.ttft, 0.5)}/{pct(r.ttft, 0.99)}"
+        itl = f"{pct(r.itl, 0.5)}/{pct(r.itl, 0.99)}"
+        print(
+            f"{r.name:<28}{r.dtype:<10}{r.concurrency:>5}{decode:>11}{r.e2e_tps:>9.1f}{ttft:>17}{itl:>16}{roof:>10}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/openmaas-bench/qwen2.5-0.5b-random"))
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompt-len", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--hf", default="generate1,static16,cb16", help="transformers runs ('' for none)")
+    parser.add_argument("--hf-batched-dtypes", default="float32", help="dtypes for static16/cb16")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model_dir = build_model(args.model_dir)
+    bandwidth = measure_bandwidth()
+    n_params = 0
+    from transformers import AutoModelForCausalLM
+
+    results: list[Result] = []
+    weight_bytes: dict[str, int] = {}
+    for dtype_name in args.dtypes.split(","):
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
+        engine = LLMEngine(
+            EngineConfig(
+                model=str(model_dir),
+                dtype=dtype_name,
+                max_model_len=args.prompt_len + args.new_tokens + 16,
+                max_num_seqs=64,
+                max_num_batched_tokens=2048,
+                kv_cache_memory_bytes=1 << 30,
+                num_threads=args.threads,
+            )
+        )
+        weight_bytes[dtype_name] = sum(p.numel() * p.element_size() for p in engine.runner.model.parameters())
+        n_params = sum(p.numel() for p in engine.runner.model.parameters())
+        run_ours(engine, dtype_name, prompts_for(2, 16, 1000, seed=0), 4)  # warm-up
+        for conc in (int(c) for c in args.concurrency.split(",")):
+            res = run_ours(
+                engine, dtype_name, prompts_for(conc, args.prompt_len, 151936, seed=conc), args.new_tokens
+            )
+            results.append(res)
+            print_table([res], bandwidth, weight_bytes)
+        del engine
+        gc.collect()
+        runs = [r for r in args.hf.split(",") if r]
+        batched_ok = dtype_name in args.hf_batched_dtypes.split(",")
+        if "generate1" in runs or ("static16" in runs and batched_ok):
+            hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+            if "generate1" in runs:
+                results.append(
+                    run_hf_generate(
+                        hf, dtype_name, prompts_for(1, args.prompt_len, 151936, 1), args.new_tokens
+                    )
+                )
+                print_table(results[-1:], bandwidth, weight_bytes)
+            if "static16" in runs and batched_ok:
+                res = run_hf_generate(
+                    hf, dtype_name, prompts_for(16, args.prompt_len, 151936, 16), args.new_tokens
+                )
+                res.name, res.decode_tps = "transformers static batch", None
+                results.append(res)
+                print_table(results[-1:], bandwidth, weight_bytes)
+            del hf
+            gc.collect()
+        if "cb16" in runs and batched_ok:
+            prompts = prompts_for(16, args.prompt_len, 151936, 16)
+            results.append(run_hf_continuous(model_dir, dtype, dtype_name, prompts, args.new_tokens))
+            print_table(results[-1:], bandwidth, weight_bytes)
+    print()
+    print(f"memory bandwidth (copy, read+write): {bandwidth:.1f} GB/s; parameters {n_params / 1e6:.0f} M")
+    for name, nbytes in weight_bytes.items():
+        print(
+            f"  {name}: weights {nbytes / 1e9:.2f} GB -> batch-1 roofline "
+            f"{bandwidth * 1e9 / nbytes:.1f} tokens/s"
+        )
+    print()
+    print_table(results, bandwidth, weight_bytes)
+
+
+if __name__ == "__main__":
+    main()

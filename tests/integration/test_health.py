@@ -16,7 +16,8 @@ def test_healthz_and_readyz(served: Served) -> None:
 
 def test_readyz_is_503_when_migrations_are_pending(served: Served) -> None:
     with served.platform.db.session() as session:
-        session.execute(text("UPDATE alembic_version SET version_num = '0000_older'"))
+        session.execute(text("DELETE FROM alembic_version"))
+        session.execute(text("INSERT INTO alembic_version (version_num) VALUES ('0001')"))
     with served.client() as client:
         response = client.get("/readyz")
     assert response.status_code == 503

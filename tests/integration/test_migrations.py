@@ -53,7 +53,8 @@ def test_database_newer_than_the_code_is_refused(database_url: str, tmp_path: Pa
     try:
         migrate.upgrade(db)
         with db.session() as session:
-            session.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+            session.execute(text("DELETE FROM alembic_version"))
+            session.execute(text("INSERT INTO alembic_version (version_num) VALUES ('9999_from_the_future')"))
         with pytest.raises(migrate.DatabaseTooNew, match="newer version"):
             migrate.check_not_too_new(db)
     finally:

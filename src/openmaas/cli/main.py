@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from openmaas.cli import account, admin, server, serving, worker
+from openmaas.cli import account, admin, datasets, models, server, serving, training, worker
 
 app = typer.Typer(
     name="openmaas",
@@ -21,6 +21,10 @@ app.command()(account.whoami)
 app.add_typer(account.keys_app, name="keys")
 app.add_typer(account.audit_app, name="audit")
 app.add_typer(serving.models_app, name="models")
+models.add_commands(serving.models_app)
+app.add_typer(datasets.datasets_app, name="datasets")
+app.command()(training.train)
+app.add_typer(training.jobs_app, name="jobs")
 app.command()(serving.deploy)
 app.add_typer(serving.deployments_app, name="deployments")
 

@@ -9,6 +9,7 @@ import httpx
 
 from openmaas.pagination import Page
 from openmaas.sdk import calls
+from openmaas.sdk.async_training import AsyncDatasets, AsyncJobs, AsyncRegistry, AsyncTrainingJobs
 from openmaas.sdk.calls import Call
 from openmaas.sdk.client import DEFAULT_URL
 from openmaas.sdk.deployments import AsyncDeployments
@@ -34,6 +35,10 @@ class AsyncClient:
         self.api_keys = AsyncApiKeys(self, org=None)
         self.audit_log = AsyncAuditLog(self, admin=False)
         self.admin = AsyncAdmin(self)
+        self.datasets = AsyncDatasets(self)
+        self.jobs = AsyncJobs(self)
+        self.training_jobs = AsyncTrainingJobs(self)
+        self.registry = AsyncRegistry(self)
         self.deployments = AsyncDeployments(self)
 
     async def send(self, call: Call[T]) -> T:

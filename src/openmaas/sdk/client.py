@@ -14,6 +14,7 @@ from openmaas.sdk import calls
 from openmaas.sdk.calls import Call
 from openmaas.sdk.deployments import Deployments
 from openmaas.sdk.errors import APIConnectionError, error_for
+from openmaas.sdk.training import Datasets, Jobs, Registry, TrainingJobs
 from openmaas.sdk.uploads import Progress, file_chunks, zipped_folder
 from openmaas.tenancy import schemas
 
@@ -35,6 +36,10 @@ class Client:
         self.api_keys = ApiKeys(self, org=None)
         self.audit_log = AuditLog(self, admin=False)
         self.admin = Admin(self)
+        self.datasets = Datasets(self)
+        self.jobs = Jobs(self)
+        self.training_jobs = TrainingJobs(self)
+        self.registry = Registry(self)
         self.deployments = Deployments(self)
 
     def send(self, call: Call[T]) -> T:

@@ -1,0 +1,168 @@
+"""`openmaas models …` for the registry: list, show, compare, alias, tag, download, delete.
+
+They join the `models` command group (which also holds `models import`) via `add_commands`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from openmaas.cli.account import JsonOpt, KeyOpt, UrlOpt, client
+from openmaas.cli.output import console, emit_json, run, show, table
+from openmaas.cli.training import parse_pairs
+
+MODEL_COLUMNS = ("name", "task", "latest_version", "aliases", "created_at")
+VERSION_COLUMNS = ("ref", "task", "aliases", "tags", "created_at")
+
+
+def models_list(url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt) -> None:
+    """List the organization's models."""
+    page = run(lambda: client(url, key).registry.models(limit=100))
+    if as_json:
+        emit_json(page.data)
+        return
+    rows = [
+        {**m.model_dump(mode="json"), "aliases": [f"{a}→{v}" for a, v in m.aliases.items()]}
+        for m in page.data
+    ]
+    table(rows, MODEL_COLUMNS)
+
+
+def models_show(
+    ref: str = typer.Argument(..., help="A model name (all versions), or name:3 / name@alias (one version)"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show a model's versions, or one version with its metrics, lineage and manifest."""
+    api = client(url, key)
+    if ":" not in ref and "@" not in ref:
+        versions = run(lambda: api.registry.versions(ref, limit=100)).data
+        if as_json:
+            emit_json(versions)
+            return
+        table([{**v.model_dump(mode="json"), **_headline(v.metrics)} for v in versions], VERSION_COLUMNS)
+        return
+    version = run(lambda: api.registry.version(ref))
+    if as_json:
+        emit_json(version)
+        return
+    show(version, as_json=False, columns=VERSION_COLUMNS)
+    console.print(f"lineage: {version.lineage.model_dump()}")
+    scalars = {k: v for k, v in version.metrics.items() if isinstance(v, int | float)}
+    table([{"metric": k, "value": f"{v:.4g}"} for k, v in scalars.items()], ("metric", "value"))
+
+
+def _headline(metrics: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def models_compare(
+    refs: list[str] = typer.Argument(..., help="Versions to compare, e.g. churn:1 churn@production"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show the metrics of several versions side by side."""
+    comparison = run(lambda: client(url, key).registry.compare(refs))
+    if as_json:
+        emit_json(comparison)
+        return
+    names = [v.ref for v in comparison.versions]
+    rows = [
+        {"metric": metric, **{ref: _fmt(values.get(ref)) for ref in names}}
+        for metric, values in comparison.metrics.items()
+        if any(isinstance(value, int | float) for value in values.values())
+    ]
+    table(rows, ("metric", *names))
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else ("" if value is None else str(value))
+
+
+def models_alias(
+    name: str = typer.Argument(..., help="Model name"),
+    alias: str = typer.Argument(..., help="Alias, e.g. production"),
+    version: int = typer.Argument(None, help="Version the alias points to (omit with --remove)"),
+    remove: bool = typer.Option(False, "--remove", help="Remove the alias"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Point NAME@ALIAS at a version (or remove it)."""
+    api = client(url, key)
+    if remove:
+        model = run(lambda: api.registry.remove_alias(name, alias))
+    else:
+        if version is None:
+            raise typer.BadParameter("give the VERSION the alias points to, or --remove")
+        model = run(lambda: api.registry.set_alias(name, alias, version))
+    show(model, as_json=as_json, columns=("name", "latest_version", "aliases"))
+
+
+def models_tag(
+    ref: str = typer.Argument(..., help="Version: name:3 or name@alias"),
+    tags: list[str] = typer.Argument(..., help="key=value to set, key= to remove"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Set or remove tags on a version."""
+    pairs = {k: (None if v in ("", None) else str(v)) for k, v in parse_pairs(tags, "TAGS").items()}
+    show(run(lambda: client(url, key).registry.tag(ref, pairs)), as_json=as_json, columns=VERSION_COLUMNS)
+
+
+def models_download(
+    ref: str = typer.Argument(..., help="Version: name, name:3 or name@alias"),
+    output: Path = typer.Option(None, "--output", "-o", help="Zip file to write (default NAME-VERSION.zip)"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+) -> None:
+    """Download a version's artifact (safetensors weights + JSON manifest) as a zip."""
+    from rich.progress import BarColumn, DownloadColumn, Progress
+
+    api = client(url, key)
+    version = run(lambda: api.registry.version(ref))
+    dest = output or Path(f"{version.model}-{version.version}.zip")
+    with Progress(
+        "{task.description}", BarColumn(), DownloadColumn(), console=console, transient=True
+    ) as bar:
+        task = bar.add_task(f"Downloading {version.ref}", total=None)
+        run(
+            lambda: api.registry.download(
+                version.ref, dest, lambda done, total: bar.update(task, completed=done, total=total or None)
+            )
+        )
+    console.print(f"Saved {version.ref} to {dest}")
+
+
+def models_delete(
+    ref: str = typer.Argument(..., help="Version: name:3 (not while an alias points to it)"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Delete a model version and its artifact."""
+    deleted = run(lambda: client(url, key).registry.delete(ref))
+    if as_json:
+        emit_json(deleted)
+        return
+    console.print(f"Deleted {deleted.ref}: {json.dumps(_headline(deleted.metrics))}")
+
+
+def add_commands(app: typer.Typer) -> None:
+    """Add the registry commands to the `models` command group."""
+    for name, command in (
+        ("list", models_list),
+        ("show", models_show),
+        ("compare", models_compare),
+        ("alias", models_alias),
+        ("tag", models_tag),
+        ("download", models_download),
+        ("delete", models_delete),
+    ):
+        app.command(name)(command)

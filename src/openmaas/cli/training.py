@@ -1,0 +1,194 @@
+"""`openmaas train` (with `--follow`: a live progress bar per epoch with the loss and the
+validation metric) and `openmaas jobs` (list, show, cancel, events)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from openmaas.cli.account import JsonOpt, KeyOpt, UrlOpt, client
+from openmaas.cli.output import api_errors, console, emit_json, fail, run, show, table
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from openmaas.jobs.schemas import JobPublic
+    from openmaas.sdk import Client
+
+jobs_app = typer.Typer(help="Jobs: validation, training and other long work.", no_args_is_help=True)
+JOB_COLUMNS = ("id", "kind", "status", "attempts", "created_at", "finished_at")
+EVENT_COLUMNS = ("id", "created_at", "type", "level", "message")
+
+
+def parse_pairs(pairs: list[str], option: str) -> dict[str, Any]:
+    """`k=v` pairs into a dict; values are JSON when they parse (`20`, `[64, 32]`, `true`), else
+    strings; dotted keys nest (`split.test=0.2`)."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            fail(f"{option} takes key=value, not {pair!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        *parents, leaf = key.split(".")
+        node = result
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return result
+
+
+def train(
+    task: str = typer.Option(
+        ...,
+        "--task",
+        help="tabular-classification, tabular-regression, image-, text-, "
+        "audio-classification or recommendation",
+    ),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset name, name:version or id"),
+    target: str = typer.Option(None, "--target", help="The label column (tables)"),
+    param: list[str] = typer.Option(None, "--param", help="Hyperparameter key=value; repeat"),
+    preprocess: list[str] = typer.Option(
+        None, "--preprocess", help="Preprocessing key=value, e.g. split.test=0.2"
+    ),
+    model: str = typer.Option(None, "--model", help="Registry name (default: the dataset's name)"),
+    parent: str = typer.Option(None, "--parent", help="A model version this one derives from"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Show progress until the job ends"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Start a training job; the finished model becomes a new version in the registry."""
+    api = client(url, key)
+    job = run(
+        lambda: api.training_jobs.create(
+            task=task,
+            dataset=dataset,
+            target=target,
+            params=parse_pairs(param or [], "--param"),
+            preprocessing=parse_pairs(preprocess or [], "--preprocess"),
+            model=model,
+            parent=parent,
+        )
+    )
+    if not follow:
+        show(job, as_json=as_json, columns=JOB_COLUMNS)
+        return
+    if not as_json:
+        console.print(f"Training job {job.id} ({job.status}).")
+    final = follow_job(api, job, quiet=as_json)
+    if as_json:
+        emit_json(final)
+    report_end(final)
+
+
+def follow_job(api: Client, job: JobPublic, *, quiet: bool = False) -> JobPublic:
+    """Stream a job's events: a bar per epoch for training, log lines as they come."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    total = int(job.params.get("epochs") or 0) or None
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        "{task.fields[metrics]}",
+        console=console,
+        disable=quiet,
+    ) as bar:
+        task = bar.add_task("waiting", total=total, metrics="")
+        with api_errors():
+            _show_events(api, job, bar, task)
+    return run(lambda: api.jobs.get(job.id))
+
+
+def _show_events(api: Client, job: JobPublic, bar: Progress, task: TaskID) -> None:
+    for event in api.jobs.stream_events(job.id):
+        data = event.data or {}
+        if event.type == "metrics" and "epoch" in data:
+            shown = "  ".join(
+                f"{k} {v:.4g}"
+                for k, v in data.items()
+                if (k == "train_loss" or k.startswith("val_")) and isinstance(v, int | float)
+            )
+            bar.update(task, completed=int(data["epoch"]), description="training", metrics=shown)
+        elif event.type == "status":
+            bar.update(task, description=str(data.get("status", event.type)))
+            bar.console.print(f"[dim]{event.message}[/]")
+        elif event.level in ("warning", "error") or event.type == "log":
+            bar.console.print(f"[dim]{event.message}[/]")
+
+
+def report_end(job: JobPublic) -> None:
+    if job.status == "succeeded":
+        result = job.result or {}
+        if result.get("ref"):
+            console.print(f"[bold green]Succeeded:[/] model version [bold]{result['ref']}[/]")
+            metrics = {k: v for k, v in (result.get("metrics") or {}).items() if isinstance(v, int | float)}
+            console.print("  " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        else:
+            console.print(f"[bold green]Succeeded:[/] {json.dumps(result)}")
+        return
+    message = (job.error or {}).get("message", "")
+    fail(f"Job {job.id} {job.status}{': ' + message if message else ''}")
+
+
+@jobs_app.command("list")
+def jobs_list(
+    kind: str = typer.Option(None, "--kind", help="train, validate_dataset, …"),
+    status: str = typer.Option(None, "--status"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """List jobs, newest first."""
+    page = run(lambda: client(url, key).jobs.list(kind=kind, status=status, limit=100))
+    show(page.data, as_json=as_json, columns=JOB_COLUMNS)
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: str, url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt
+) -> None:
+    """Show a job with its parameters, result or error."""
+    job = run(lambda: client(url, key).jobs.get(job_id))
+    if as_json:
+        emit_json(job)
+        return
+    show(job, as_json=False, columns=JOB_COLUMNS)
+    console.print_json(json.dumps({"params": job.params, "result": job.result, "error": job.error}))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    job_id: str, url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt
+) -> None:
+    """Cancel a job; a running one stops within seconds."""
+    show(run(lambda: client(url, key).jobs.cancel(job_id)), as_json=as_json, columns=JOB_COLUMNS)
+
+
+@jobs_app.command("events")
+def jobs_events(
+    job_id: str,
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the job ends"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """List a job's events (status changes, metrics, checkpoints, log lines)."""
+    api = client(url, key)
+    if follow:
+        final = follow_job(api, run(lambda: api.jobs.get(job_id)), quiet=as_json)
+        if as_json:
+            emit_json(final)
+        report_end(final)
+        return
+    page = run(lambda: api.jobs.events(job_id, limit=1000))
+    if as_json:
+        emit_json(page.data)
+        return
+    table(page.data, EVENT_COLUMNS)

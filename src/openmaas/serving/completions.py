@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from openmaas.engine.async_engine import RequestStream
 from openmaas.engine.outputs import CompletionResult, RequestOutput, TokenLogprob
 from openmaas.engine.sampling_params import SamplingParams
 from openmaas.serving.openai_types import ChatCompletionRequest, CompletionRequest, usage
@@ -46,10 +47,25 @@ def text_generation(runtime: LLMRuntime, body: CompletionRequest, request_id: st
     return Generation(runtime, body.model, f"cmpl-{request_id}", prompt, body.to_sampling(), int(time.time()))
 
 
+def worst_output_tokens(gen: Generation) -> int:
+    """The most output tokens the request can produce: what its budget hold must cover."""
+    limit = gen.params.max_tokens or max(gen.runtime.max_model_len - len(gen.prompt_ids), 1)
+    return limit * gen.params.n
+
+
+def _start(gen: Generation, usage_: RequestUsage) -> RequestStream:
+    try:
+        return gen.runtime.engine.generate(gen.prompt_ids, gen.params, gen.request_id)
+    except BaseException:
+        usage_.abandon()  # refused before any work: nothing to meter
+        raise
+
+
 async def run(gen: Generation, usage_: RequestUsage) -> list[CompletionResult]:
     results = [CompletionResult(gen.request_id, index) for index in range(gen.params.n)]
+    stream = _start(gen, usage_)
     try:
-        async with gen.runtime.engine.generate(gen.prompt_ids, gen.params, gen.request_id) as stream:
+        async with stream:
             async for out in stream:
                 results[out.index].add(out)
     finally:
@@ -108,8 +124,9 @@ async def stream_events(
     completion_tokens = 0
     kind = "chat.completion.chunk" if chat else "text_completion"
     head = {"id": gen.request_id, "object": kind, "created": gen.created, "model": gen.model}
+    stream = _start(gen, usage_)
     try:
-        async with gen.runtime.engine.generate(gen.prompt_ids, gen.params, gen.request_id) as stream:
+        async with stream:
             if chat:
                 opening = [
                     {

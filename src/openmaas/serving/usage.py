@@ -1,6 +1,9 @@
-"""The metering call site for served requests: every inference route reports its usage here,
-exactly once per request (the request id is the event's key), when its work ends — streamed or
-not, finished or dropped by its client.
+"""The metering call site for served requests: every inference route passes the usage gate here.
+
+Before any work, `admit` checks the key's and organisation's rate limits and holds the request's
+worst-case cost against its budget (429 or 402 when it can't); `record` then writes exactly one
+usage event keyed by the request id with what was actually served — streamed or not, finished or
+dropped by its client — and settles the hold; `abandon` releases it when nothing was served.
 
 A response that completes waits until its usage is durable (`durable()`), so a crash never loses
 an acknowledged request's usage; a dropped stream is metered for what was generated without
@@ -11,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 
+from starlette.concurrency import run_in_threadpool
+
 from openmaas.bootstrap import Platform
-from openmaas.metering.events import UsageEvent
+from openmaas.metering.gate import Admission
 from openmaas.metering.ledger import Receipt
 from openmaas.serving.directory import ServedModel
 from openmaas.tenancy.auth import Principal
@@ -26,22 +31,41 @@ class RequestUsage:
         self._principal = principal
         self._served = served
         self._request_id = request_id
+        self._admission: Admission | None = None
         self._receipt: Receipt | None = None
+        self._done = False
 
-    def record(self, input_tokens: int, output_tokens: int) -> None:
-        """Queue the request's one usage event; later calls do nothing."""
-        if self._receipt is not None or self._principal.org_id is None:
-            return
-        event = UsageEvent(
-            event_id=self._request_id,
-            org_id=self._principal.org_id,
-            quantities={"requests": 1, "input_tokens": input_tokens, "output_tokens": output_tokens},
-            occurred_at=self._platform.clock.now(),
-            api_key_id=self._principal.key_id,
+    async def admit(self, input_tokens: int, worst_output_tokens: int) -> dict[str, str]:
+        """Rate-limit and hold the worst case; returns the `x-ratelimit-*` headers for the response."""
+        org_id = self._principal.require_org()
+        worst = {"requests": 1, "input_tokens": input_tokens, "output_tokens": worst_output_tokens}
+        headers: dict[str, str] = {}
+        self._admission = await run_in_threadpool(
+            self._platform.gate.admit,
+            org_id,
+            self._principal.key_id,
+            self._request_id,
+            worst_case=worst,
             model=self._served.version_id or None,
             deployment=self._served.deployment_id or None,
+            headers=headers,
         )
-        self._receipt = self._platform.meter.record(event)
+        return headers
+
+    def record(self, input_tokens: int, output_tokens: int) -> None:
+        """Write the request's one usage event and settle its hold; later calls do nothing."""
+        if self._done or self._admission is None:
+            return
+        self._done = True
+        actual = {"requests": 1, "input_tokens": input_tokens, "output_tokens": output_tokens}
+        self._receipt = self._platform.gate.complete(self._admission, actual)
+
+    def abandon(self) -> None:
+        """Nothing was served: release the hold, write no usage."""
+        if self._done or self._admission is None:
+            return
+        self._done = True
+        self._platform.gate.abandon(self._admission)
 
     async def durable(self) -> None:
         """Wait until the recorded event is written (group commit keeps this short)."""

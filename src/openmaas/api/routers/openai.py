@@ -48,12 +48,14 @@ def _usage(request: Request, principal: Principal, served: ServedModel) -> Reque
     return RequestUsage(request.app.state.platform, principal, served, request.state.request_id)
 
 
-def _json(payload: dict[str, Any]) -> Response:
-    return Response(orjson.dumps(payload), media_type="application/json")
+def _json(payload: dict[str, Any], headers: dict[str, str]) -> Response:
+    return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
 
 
-def _sse(events: Any) -> StreamingResponse:
-    return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+def _sse(events: Any, headers: dict[str, str]) -> StreamingResponse:
+    return StreamingResponse(
+        events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers}
+    )
 
 
 @router.post("/chat/completions", name="chat.completions.create", openapi_extra=OPENAI_ROUTE)
@@ -63,10 +65,11 @@ async def chat_completions(
     served = _served(request, principal, body.model, TEXT_GENERATION, "chat completions")
     gen = completions.chat_generation(served.runtime, body, request.state.request_id)
     usage = _usage(request, principal, served)
+    headers = await usage.admit(len(gen.prompt_ids), completions.worst_output_tokens(gen))
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
-        return _sse(completions.stream_events(gen, chat=True, include_usage=include, usage_=usage))
-    return _json(completions.chat_response(gen, await completions.run(gen, usage)))
+        return _sse(completions.stream_events(gen, chat=True, include_usage=include, usage_=usage), headers)
+    return _json(completions.chat_response(gen, await completions.run(gen, usage)), headers)
 
 
 @router.post("/completions", name="completions.create", openapi_extra=OPENAI_ROUTE)
@@ -74,10 +77,12 @@ async def text_completions(body: CompletionRequest, request: Request, principal:
     served = _served(request, principal, body.model, TEXT_GENERATION, "completions")
     gen = completions.text_generation(served.runtime, body, request.state.request_id)
     usage = _usage(request, principal, served)
+    headers = await usage.admit(len(gen.prompt_ids), completions.worst_output_tokens(gen))
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
-        return _sse(completions.stream_events(gen, chat=False, include_usage=include, usage_=usage))
-    return _json(completions.completion_response(gen, await completions.run(gen, usage), body.echo))
+        return _sse(completions.stream_events(gen, chat=False, include_usage=include, usage_=usage), headers)
+    result = await completions.run(gen, usage)
+    return _json(completions.completion_response(gen, result, body.echo), headers)
 
 
 @router.post("/embeddings", name="embeddings.create", openapi_extra=OPENAI_ROUTE)
@@ -93,8 +98,13 @@ async def embeddings(body: EmbeddingRequest, request: Request, principal: Princi
         raise errors.InvalidRequest(
             f"This model gives {runtime.encoder.dimensions} dimensions only.", param="dimensions"
         )
-    result = await runtime.embed(texts)
     usage = _usage(request, principal, served)
+    headers = await usage.admit(sum(runtime.encoder.count_tokens(texts)), 0)
+    try:
+        result = await runtime.embed(texts)
+    except BaseException:
+        usage.abandon()
+        raise
     usage.record(sum(result.token_counts), 0)
     await usage.durable()
     vectors = result.vectors.numpy().astype(np.float32)
@@ -103,14 +113,8 @@ async def embeddings(body: EmbeddingRequest, request: Request, principal: Princi
         for i, vector in enumerate(vectors)
     ]
     tokens = sum(result.token_counts)
-    return _json(
-        {
-            "object": "list",
-            "data": data,
-            "model": body.model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-    )
+    summary = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return _json({"object": "list", "data": data, "model": body.model, "usage": summary}, headers)
 
 
 def _encode(vector: np.ndarray, encoding: str) -> Any:

@@ -63,7 +63,13 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def _client(
-    host: str, port: int, request: bytes, stop_at: float, record_from: float, out: list[float], errors: list[int]
+    host: str,
+    port: int,
+    request: bytes,
+    stop_at: float,
+    record_from: float,
+    out: list[float],
+    errors: list[int],
 ) -> int:
     reader, writer = await asyncio.open_connection(host, port)
     done = 0

@@ -32,7 +32,10 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["org_id"], ["organizations.id"], name=op.f("fk_deployments_org_id_organizations"), ondelete="CASCADE"
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_deployments_org_id_organizations"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
             ["version_id"], ["model_versions.id"], name=op.f("fk_deployments_version_id_model_versions")

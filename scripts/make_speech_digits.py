@@ -20,8 +20,16 @@ import numpy as np
 from scipy.signal import resample_poly
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-VOICES = ["en-us+m1", "en-us+f2", "en-gb+m3", "en-gb+f4", "en-gb-scotland+m2", "en-029+f1",
-          "en-gb-x-rp+m4", "en-us+f3"]
+VOICES = [
+    "en-us+m1",
+    "en-us+f2",
+    "en-gb+m3",
+    "en-gb+f4",
+    "en-gb-scotland+m2",
+    "en-029+f1",
+    "en-gb-x-rp+m4",
+    "en-us+f3",
+]
 SPEEDS = [130, 175, 220]
 PITCHES = [35, 65]
 RATE = 8000
@@ -30,7 +38,8 @@ RATE = 8000
 def synthesise(word: str, voice: str, speed: int, pitch: int) -> tuple[np.ndarray, int]:
     wav = subprocess.run(
         ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", word],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     ).stdout
     with wave.open(io.BytesIO(wav)) as reader:
         rate = reader.getframerate()

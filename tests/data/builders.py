@@ -48,7 +48,24 @@ _TOPICS = {
     "cooking": "recipe oven flour sugar bake kitchen taste salt butter dinner spoon",
     "space": "rocket orbit planet star moon launch galaxy astronaut telescope comet",
 }
-_FILLER = "the a today we they really some very new old big small this that and then".split()
+_FILLER = [
+    "the",
+    "a",
+    "today",
+    "we",
+    "they",
+    "really",
+    "some",
+    "very",
+    "new",
+    "old",
+    "big",
+    "small",
+    "this",
+    "that",
+    "and",
+    "then",
+]
 
 
 def topic_texts_csv(path: Path, per_class: int = 150, seed: int = 0) -> Path:

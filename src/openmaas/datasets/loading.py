@@ -51,7 +51,9 @@ def read_labelled_files(path: Path | str, kind: str, limits: ArchiveLimits | Non
             labels.append(entry.label)
             names.append(entry.name)
     if len(set(labels)) < 2:
-        raise ValidationFailed(f"the archive needs {kind} files in at least two class folders", param="dataset")
+        raise ValidationFailed(
+            f"the archive needs {kind} files in at least two class folders", param="dataset"
+        )
     return LabelledFiles(data, labels, names)
 
 

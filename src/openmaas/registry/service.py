@@ -113,11 +113,10 @@ def version_public(
 
 
 def model_public(session: Session, model: RegisteredModel) -> ModelPublic:
-    versions = dict(
-        session.execute(
-            select(ModelVersion.id, ModelVersion.version).where(ModelVersion.model_id == model.id)
-        ).tuples()
+    rows = session.execute(
+        select(ModelVersion.id, ModelVersion.version).where(ModelVersion.model_id == model.id)
     )
+    versions: dict[str, int] = {row[0]: row[1] for row in rows}
     return ModelPublic(
         id=model.id,
         name=model.name,

@@ -10,8 +10,6 @@ gives one line per version.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -290,44 +288,3 @@ def _with_sales(session: Session, invoice: schemas.Invoice, org_id: str, period:
             )
     invoice.marketplace_sales, invoice.marketplace_net_credited = sales, format_micros(net)
     return invoice
-
-
-def to_csv(invoice: schemas.Invoice) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(
-        [
-            "period",
-            "kind",
-            "description",
-            "unit",
-            "model",
-            "resource_class",
-            "quantity",
-            "included",
-            "amount",
-            "currency",
-        ]
-    )
-    for line in invoice.lines:
-        writer.writerow(
-            [
-                invoice.period,
-                line.kind,
-                line.description,
-                line.unit or "",
-                line.model or "",
-                line.resource_class or "",
-                line.quantity if line.quantity is not None else "",
-                line.included if line.included is not None else "",
-                line.amount,
-                invoice.currency,
-            ]
-        )
-    for label, amount in (
-        ("subtotal", invoice.subtotal),
-        ("credit_applied", invoice.credit_applied),
-        ("amount_due", invoice.amount_due),
-    ):
-        writer.writerow([invoice.period, label, "", "", "", "", "", "", amount, invoice.currency])
-    return out.getvalue()

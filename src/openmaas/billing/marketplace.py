@@ -32,7 +32,7 @@ def listing_public(listing: Listing) -> schemas.Listing:
         description=listing.description,
         currency=listing.currency,
         components=components_public(parse_components(listing.components)),
-        platform_share_percent=format_micros(listing.platform_share_bps * 100),
+        platform_share_percent=format_micros(listing.platform_share_bps * 10_000),
         created_at=listing.created_at,
         withdrawn_at=listing.withdrawn_at,
     )

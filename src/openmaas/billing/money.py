@@ -32,10 +32,8 @@ def from_micros(micros: int) -> Decimal:
 
 def format_micros(micros: int, places: int = 2) -> str:
     """`12_500_000` → `"12.50"`; shows more places only when the amount has them."""
-    value = from_micros(micros)
-    exact = value.normalize()
-    shown = max(places, -exact.as_tuple().exponent if isinstance(exact.as_tuple().exponent, int) else 0)
-    return f"{value:.{shown}f}"
+    whole, _, fraction = f"{from_micros(micros):f}".partition(".")
+    return f"{whole}.{fraction.rstrip('0').ljust(places, '0')}"
 
 
 def round_to_cents(micros: int) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from openmaas.cli import account, admin, datasets, models, server, serving, training, worker
+from openmaas.cli import account, admin, billing, datasets, models, server, serving, training, worker
 
 app = typer.Typer(
     name="openmaas",
@@ -12,6 +12,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+billing.register(app, admin.admin_app)
 app.command()(server.serve)
 app.add_typer(server.db_app, name="db")
 app.command()(worker.worker)

@@ -16,6 +16,7 @@ retried with backoff, never dropped; while it fails, the bounded queue fills and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -62,6 +63,15 @@ class Receipt:
     @property
     def future(self) -> Future[Written]:
         return self._future
+
+    async def wait_async(self, timeout: float | None = 30.0) -> Written:
+        """`wait` for asyncio code: no thread is parked while the batch is written."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self._future)), timeout)
+        except TimeoutError as exc:
+            raise errors.ServiceUnavailable(
+                "Usage could not be recorded in time; the request was not completed.", retry_after=5
+            ) from exc
 
     def wait(self, timeout: float | None = 30.0) -> Written:
         try:
@@ -175,7 +185,8 @@ class UsageLedger:
                 delay = min(delay * 2, 5.0)
                 continue
             for pending, outcome in zip(batch, written, strict=True):
-                pending.receipt.future.set_result(outcome)
+                if not pending.receipt.future.done():
+                    pending.receipt.future.set_result(outcome)
             return
 
     def _write(self, batch: list[_Pending]) -> list[Written]:

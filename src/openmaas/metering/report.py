@@ -4,6 +4,7 @@ listed event by event. Days are calendar days in the organisation's time zone.""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,35 +27,33 @@ _COLUMNS = {
 }
 
 
-def _filtered(
-    query: Select[Any],
-    org_id: str,
-    start: datetime | None,
-    end: datetime | None,
-    model: str | None,
-    api_key_id: str | None,
-) -> Select[Any]:
+@dataclass(frozen=True, slots=True)
+class UsageFilter:
+    start: datetime | None = None
+    end: datetime | None = None
+    model: str | None = None
+    api_key_id: str | None = None
+
+
+def _filtered(query: Select[Any], org_id: str, where: UsageFilter) -> Select[Any]:
     query = query.where(UsageRecord.org_id == org_id)
-    if start is not None:
-        query = query.where(UsageRecord.occurred_at >= start)
-    if end is not None:
-        query = query.where(UsageRecord.occurred_at < end)
-    if model is not None:
-        query = query.where(UsageRecord.model == model)
-    if api_key_id is not None:
-        query = query.where(UsageRecord.api_key_id == api_key_id)
+    if where.start is not None:
+        query = query.where(UsageRecord.occurred_at >= where.start)
+    if where.end is not None:
+        query = query.where(UsageRecord.occurred_at < where.end)
+    if where.model is not None:
+        query = query.where(UsageRecord.model == where.model)
+    if where.api_key_id is not None:
+        query = query.where(UsageRecord.api_key_id == where.api_key_id)
     return query
 
 
 def usage(
     session: Session,
     org_id: str,
+    where: UsageFilter,
     *,
     group_by: Sequence[str],
-    start: datetime | None,
-    end: datetime | None,
-    model: str | None,
-    api_key_id: str | None,
     currency: str,
 ) -> schemas.UsageReport:
     unknown = [g for g in group_by if g not in GROUPS]
@@ -63,16 +62,16 @@ def usage(
             f"group_by: unknown {unknown}; choose from {list(GROUPS)}", param="group_by"
         )
     org = tenancy.get_organization(session, org_id)
-    columns = [_COLUMNS[g] for g in group_by if g != "day"]
+    columns: list[Any] = [_COLUMNS[g] for g in group_by if g != "day"]
     if "day" in group_by:
         columns.append(UsageRecord.occurred_at)  # summed per local day below
-    query = select(
+    query: Select[Any] = select(
         *columns,
         func.sum(UsageRecord.quantity),
         func.sum(UsageRecord.cost_micros),
         func.count(func.distinct(UsageRecord.event_id)),
     ).group_by(*columns)
-    rows = session.execute(_filtered(query, org_id, start, end, model, api_key_id)).all()
+    rows: Sequence[Any] = session.execute(_filtered(query, org_id, where)).all()
     tz = zone(org.timezone)
     sums: dict[tuple[Any, ...], list[int]] = {}
     for row in rows:
@@ -94,17 +93,14 @@ def usage(
 def events(
     session: Session,
     org_id: str,
+    where: UsageFilter,
     *,
-    start: datetime | None,
-    end: datetime | None,
-    model: str | None,
-    api_key_id: str | None,
     currency: str,
     limit: int,
     after: str | None,
 ) -> schemas.UsageReport:
     """Single ledger rows, newest first; `after` is the `last_id` of the previous page."""
-    query = _filtered(select(UsageRecord), org_id, start, end, model, api_key_id)
+    query = _filtered(select(UsageRecord), org_id, where)
     if after is not None:
         if not after.isdigit():
             raise errors.ValidationFailed("after: not a cursor from this list", param="after")

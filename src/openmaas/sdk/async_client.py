@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from openmaas.billing import schemas as billing
 from openmaas.pagination import Page
 from openmaas.sdk import calls
 from openmaas.sdk.async_training import AsyncDatasets, AsyncJobs, AsyncRegistry, AsyncTrainingJobs
@@ -35,6 +36,8 @@ class AsyncClient:
         self.api_keys = AsyncApiKeys(self, org=None)
         self.audit_log = AsyncAuditLog(self, admin=False)
         self.admin = AsyncAdmin(self)
+        self.invoices = AsyncInvoices(self)
+        self.marketplace = AsyncMarketplace(self)
         self.datasets = AsyncDatasets(self)
         self.jobs = AsyncJobs(self)
         self.training_jobs = AsyncTrainingJobs(self)
@@ -50,6 +53,30 @@ class AsyncClient:
 
     async def me(self) -> schemas.Caller:
         return await self.send(calls.me())
+
+    async def usage(
+        self,
+        *,
+        group_by: list[str] | None = None,
+        granularity: str = "bucket",
+        start: datetime | None = None,
+        end: datetime | None = None,
+        model: str | None = None,
+        api_key_id: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> billing.UsageReport:
+        return await self.send(
+            calls.get_usage(group_by, granularity, start, end, model, api_key_id, limit, after)
+        )
+
+    async def credits(self) -> billing.Credits:
+        return await self.send(calls.get_credits(None))
+
+    async def credit_transactions(
+        self, *, limit: int | None = None, after: str | None = None
+    ) -> Page[billing.CreditTransaction]:
+        return await self.send(calls.list_credit_transactions(limit, after))
 
     async def models(self) -> dict[str, Any]:
         return await self.send(calls.list_models())
@@ -125,6 +152,104 @@ class AsyncAdmin:
         self._client = client
         self.organizations = AsyncOrganizations(client)
         self.audit_log = AsyncAuditLog(client, admin=True)
+        self.billing = AsyncAdminBilling(client)
 
     def api_keys(self, org: str) -> AsyncApiKeys:
         return AsyncApiKeys(self._client, org=org)
+
+
+class AsyncInvoices:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def list(self) -> billing.InvoiceList:
+        """Every month since the organization was created, newest first (the current one a draft)."""
+        return await self._client.send(calls.list_invoices())
+
+    async def get(self, period: str) -> billing.Invoice:
+        """The invoice for `period` (`YYYY-MM`); `billing.export.to_csv(invoice)` gives its CSV."""
+        return await self._client.send(calls.get_invoice(None, period))
+
+
+class AsyncMarketplace:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def catalogue(self, *, limit: int | None = None, after: str | None = None) -> Page[billing.Listing]:
+        return await self._client.send(calls.marketplace_catalogue(limit, after))
+
+    async def listings(self, *, limit: int | None = None, after: str | None = None) -> Page[billing.Listing]:
+        """This organization's own listings, withdrawn ones included."""
+        return await self._client.send(calls.my_listings(limit, after))
+
+    async def publish(
+        self,
+        model: str,
+        components: list[dict[str, Any]],
+        *,
+        description: str = "",
+        idempotency_key: str | None = None,
+    ) -> billing.Listing:
+        body = billing.ListingCreate(
+            model=model,
+            description=description,
+            components=[billing.PriceComponentIn(**c) for c in components],
+        )
+        return await self._client.send(calls.publish_listing(body, idempotency_key))
+
+    async def withdraw(self, listing_id: str) -> billing.Listing:
+        return await self._client.send(calls.withdraw_listing(listing_id))
+
+
+class AsyncAdminBilling:
+    """Operator billing calls: credits, budgets, limits, pricebooks and month-end finalisation."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def add_credits(
+        self, org: str, amount: str, *, note: str | None = None, idempotency_key: str | None = None
+    ) -> billing.CreditTransaction:
+        return await self._client.send(calls.add_credits(org, amount, note, idempotency_key))
+
+    async def credits(self, org: str) -> billing.Credits:
+        return await self._client.send(calls.get_credits(org))
+
+    async def update(self, org: str, **settings: Any) -> billing.Credits:
+        """`prepaid=`, `monthly_cap="100.00"`, `clear_monthly_cap=True`, `timezone="Europe/Berlin"`."""
+        return await self._client.send(calls.update_billing(org, billing.BillingSettings(**settings)))
+
+    async def set_key_budget(self, org: str, key_id: str, monthly_cap: str | None) -> billing.KeyBudget:
+        return await self._client.send(calls.set_key_budget(org, key_id, monthly_cap))
+
+    async def set_rate_limits(
+        self,
+        org: str,
+        *,
+        key_id: str | None = None,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+    ) -> billing.RateLimitsPublic:
+        limits = billing.RateLimits(
+            requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
+        )
+        return await self._client.send(calls.set_rate_limits(org, key_id, limits))
+
+    async def create_pricebook(
+        self, body: billing.PricebookCreate, *, idempotency_key: str | None = None
+    ) -> billing.Pricebook:
+        return await self._client.send(calls.create_pricebook(body, idempotency_key))
+
+    async def pricebooks(
+        self, *, plan: str | None = None, limit: int | None = None, after: str | None = None
+    ) -> Page[billing.Pricebook]:
+        return await self._client.send(calls.list_pricebooks(plan, limit, after))
+
+    async def pricebook(self, pricebook_id: str) -> billing.Pricebook:
+        return await self._client.send(calls.get_pricebook(pricebook_id))
+
+    async def invoice(self, org: str, period: str) -> billing.Invoice:
+        return await self._client.send(calls.get_invoice(org, period))
+
+    async def finalize_invoices(self) -> list[str]:
+        return (await self._client.send(calls.finalize_invoices()))["finalized"]

@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel, TypeAdapter
 
+from openmaas.billing import schemas as billing
 from openmaas.pagination import Page
 from openmaas.sdk.errors import error_for
 from openmaas.serving.schemas import DeploymentEventPublic, DeploymentPublic
@@ -135,3 +136,110 @@ def stop_deployment(name: str) -> Call[DeploymentPublic]:
 
 def delete_deployment(name: str) -> Call[DeploymentPublic]:
     return Call("DELETE", f"/v1/deployments/{name}", DeploymentPublic)
+
+
+# --- usage, credits, invoices, pricebooks and the marketplace -------------------------------
+
+
+def get_usage(
+    group_by: list[str] | None,
+    granularity: str,
+    start: datetime | None,
+    end: datetime | None,
+    model: str | None,
+    api_key_id: str | None,
+    limit: int | None,
+    after: str | None,
+) -> Call[billing.UsageReport]:
+    params: dict[str, Any] = {
+        **_page(limit, after),
+        "group_by": ",".join(group_by) if group_by else None,
+        "granularity": granularity,
+        "start": start.isoformat() if start else None,
+        "end": end.isoformat() if end else None,
+        "model": model,
+        "api_key_id": api_key_id,
+    }
+    return Call("GET", "/v1/usage", billing.UsageReport, params=params)
+
+
+def get_credits(org: str | None) -> Call[billing.Credits]:
+    path = f"/v1/admin/organizations/{org}/credits" if org else "/v1/credits"
+    return Call("GET", path, billing.Credits)
+
+
+def list_credit_transactions(limit: int | None, after: str | None) -> Call[Page[billing.CreditTransaction]]:
+    return Call(
+        "GET", "/v1/credits/transactions", Page[billing.CreditTransaction], params=_page(limit, after)
+    )
+
+
+def add_credits(
+    org: str, amount: str, note: str | None, idempotency_key: str | None
+) -> Call[billing.CreditTransaction]:
+    body = _body(billing.CreditTopUp(amount=amount, note=note))
+    path = f"/v1/admin/organizations/{org}/credits"
+    return Call("POST", path, billing.CreditTransaction, body, idempotency_key=idempotency_key)
+
+
+def update_billing(org: str, settings: billing.BillingSettings) -> Call[billing.Credits]:
+    return Call("PATCH", f"/v1/admin/organizations/{org}/billing", billing.Credits, _body(settings))
+
+
+def set_key_budget(org: str, key_id: str, monthly_cap: str | None) -> Call[billing.KeyBudget]:
+    body = billing.KeyBudgetUpdate(monthly_cap=monthly_cap).model_dump(mode="json")
+    return Call("PUT", f"/v1/admin/organizations/{org}/api_keys/{key_id}/budget", billing.KeyBudget, body)
+
+
+def set_rate_limits(
+    org: str, key_id: str | None, limits: billing.RateLimits
+) -> Call[billing.RateLimitsPublic]:
+    path = f"/v1/admin/organizations/{org}" + (f"/api_keys/{key_id}" if key_id else "") + "/rate_limits"
+    return Call("PUT", path, billing.RateLimitsPublic, limits.model_dump(mode="json"))
+
+
+def create_pricebook(body: billing.PricebookCreate, idempotency_key: str | None) -> Call[billing.Pricebook]:
+    return Call(
+        "POST", "/v1/admin/pricebooks", billing.Pricebook, _body(body), idempotency_key=idempotency_key
+    )
+
+
+def list_pricebooks(plan: str | None, limit: int | None, after: str | None) -> Call[Page[billing.Pricebook]]:
+    return Call(
+        "GET", "/v1/admin/pricebooks", Page[billing.Pricebook], params={**_page(limit, after), "plan": plan}
+    )
+
+
+def get_pricebook(pricebook_id: str) -> Call[billing.Pricebook]:
+    return Call("GET", f"/v1/admin/pricebooks/{pricebook_id}", billing.Pricebook)
+
+
+def finalize_invoices() -> Call[dict[str, list[str]]]:
+    return Call("POST", "/v1/admin/invoices/finalize", dict[str, list[str]])
+
+
+def list_invoices() -> Call[billing.InvoiceList]:
+    return Call("GET", "/v1/invoices", billing.InvoiceList)
+
+
+def get_invoice(org: str | None, period: str) -> Call[billing.Invoice]:
+    path = f"/v1/admin/organizations/{org}/invoices/{period}" if org else f"/v1/invoices/{period}"
+    return Call("GET", path, billing.Invoice)
+
+
+def marketplace_catalogue(limit: int | None, after: str | None) -> Call[Page[billing.Listing]]:
+    return Call("GET", "/v1/marketplace", Page[billing.Listing], params=_page(limit, after))
+
+
+def my_listings(limit: int | None, after: str | None) -> Call[Page[billing.Listing]]:
+    return Call("GET", "/v1/marketplace/listings", Page[billing.Listing], params=_page(limit, after))
+
+
+def publish_listing(body: billing.ListingCreate, idempotency_key: str | None) -> Call[billing.Listing]:
+    return Call(
+        "POST", "/v1/marketplace/listings", billing.Listing, _body(body), idempotency_key=idempotency_key
+    )
+
+
+def withdraw_listing(listing_id: str) -> Call[billing.Listing]:
+    return Call("DELETE", f"/v1/marketplace/listings/{listing_id}", billing.Listing)

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from openmaas.billing import schemas as billing
 from openmaas.pagination import Page
 from openmaas.sdk import calls
 from openmaas.sdk.calls import Call
@@ -36,6 +37,8 @@ class Client:
         self.api_keys = ApiKeys(self, org=None)
         self.audit_log = AuditLog(self, admin=False)
         self.admin = Admin(self)
+        self.invoices = Invoices(self)
+        self.marketplace = Marketplace(self)
         self.datasets = Datasets(self)
         self.jobs = Jobs(self)
         self.training_jobs = TrainingJobs(self)
@@ -51,6 +54,29 @@ class Client:
 
     def me(self) -> schemas.Caller:
         return self.send(calls.me())
+
+    def usage(
+        self,
+        *,
+        group_by: list[str] | None = None,
+        granularity: str = "bucket",
+        start: datetime | None = None,
+        end: datetime | None = None,
+        model: str | None = None,
+        api_key_id: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> billing.UsageReport:
+        """Usage summed by `group_by` (day, model, deployment, api_key_id, unit), or single events."""
+        return self.send(calls.get_usage(group_by, granularity, start, end, model, api_key_id, limit, after))
+
+    def credits(self) -> billing.Credits:
+        return self.send(calls.get_credits(None))
+
+    def credit_transactions(
+        self, *, limit: int | None = None, after: str | None = None
+    ) -> Page[billing.CreditTransaction]:
+        return self.send(calls.list_credit_transactions(limit, after))
 
     def models(self) -> dict[str, Any]:
         return self.send(calls.list_models())
@@ -163,7 +189,105 @@ class Admin:
         self._client = client
         self.organizations = Organizations(client)
         self.audit_log = AuditLog(client, admin=True)
+        self.billing = AdminBilling(client)
 
     def api_keys(self, org: str) -> ApiKeys:
         """The keys of organisation `org` (id or name)."""
         return ApiKeys(self._client, org=org)
+
+
+class Invoices:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def list(self) -> billing.InvoiceList:
+        """Every month since the organization was created, newest first (the current one a draft)."""
+        return self._client.send(calls.list_invoices())
+
+    def get(self, period: str) -> billing.Invoice:
+        """The invoice for `period` (`YYYY-MM`); `billing.export.to_csv(invoice)` gives its CSV."""
+        return self._client.send(calls.get_invoice(None, period))
+
+
+class Marketplace:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def catalogue(self, *, limit: int | None = None, after: str | None = None) -> Page[billing.Listing]:
+        return self._client.send(calls.marketplace_catalogue(limit, after))
+
+    def listings(self, *, limit: int | None = None, after: str | None = None) -> Page[billing.Listing]:
+        """This organization's own listings, withdrawn ones included."""
+        return self._client.send(calls.my_listings(limit, after))
+
+    def publish(
+        self,
+        model: str,
+        components: list[dict[str, Any]],
+        *,
+        description: str = "",
+        idempotency_key: str | None = None,
+    ) -> billing.Listing:
+        body = billing.ListingCreate(
+            model=model,
+            description=description,
+            components=[billing.PriceComponentIn(**c) for c in components],
+        )
+        return self._client.send(calls.publish_listing(body, idempotency_key))
+
+    def withdraw(self, listing_id: str) -> billing.Listing:
+        return self._client.send(calls.withdraw_listing(listing_id))
+
+
+class AdminBilling:
+    """Operator billing calls: credits, budgets, limits, pricebooks and month-end finalisation."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def add_credits(
+        self, org: str, amount: str, *, note: str | None = None, idempotency_key: str | None = None
+    ) -> billing.CreditTransaction:
+        return self._client.send(calls.add_credits(org, amount, note, idempotency_key))
+
+    def credits(self, org: str) -> billing.Credits:
+        return self._client.send(calls.get_credits(org))
+
+    def update(self, org: str, **settings: Any) -> billing.Credits:
+        """`prepaid=`, `monthly_cap="100.00"`, `clear_monthly_cap=True`, `timezone="Europe/Berlin"`."""
+        return self._client.send(calls.update_billing(org, billing.BillingSettings(**settings)))
+
+    def set_key_budget(self, org: str, key_id: str, monthly_cap: str | None) -> billing.KeyBudget:
+        return self._client.send(calls.set_key_budget(org, key_id, monthly_cap))
+
+    def set_rate_limits(
+        self,
+        org: str,
+        *,
+        key_id: str | None = None,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+    ) -> billing.RateLimitsPublic:
+        limits = billing.RateLimits(
+            requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
+        )
+        return self._client.send(calls.set_rate_limits(org, key_id, limits))
+
+    def create_pricebook(
+        self, body: billing.PricebookCreate, *, idempotency_key: str | None = None
+    ) -> billing.Pricebook:
+        return self._client.send(calls.create_pricebook(body, idempotency_key))
+
+    def pricebooks(
+        self, *, plan: str | None = None, limit: int | None = None, after: str | None = None
+    ) -> Page[billing.Pricebook]:
+        return self._client.send(calls.list_pricebooks(plan, limit, after))
+
+    def pricebook(self, pricebook_id: str) -> billing.Pricebook:
+        return self._client.send(calls.get_pricebook(pricebook_id))
+
+    def invoice(self, org: str, period: str) -> billing.Invoice:
+        return self._client.send(calls.get_invoice(org, period))
+
+    def finalize_invoices(self) -> list[str]:
+        return self._client.send(calls.finalize_invoices())["finalized"]

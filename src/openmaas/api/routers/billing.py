@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from openmaas.api.deps import CreatorDep, Operator, PageDep, PlatformDep, scope
-from openmaas.billing import credits, invoices, pricebooks, schemas
+from openmaas.billing import credits, export, invoices, pricebooks, schemas
 from openmaas.bootstrap import Platform
 from openmaas.pagination import Page
 from openmaas.tenancy import service as tenancy
@@ -22,7 +22,7 @@ BillingRead = Annotated[Principal, scope("billing:read")]
 def _invoice_response(invoice: schemas.Invoice, fmt: str) -> Response:
     if fmt == "csv":
         headers = {"Content-Disposition": f'attachment; filename="invoice-{invoice.period}.csv"'}
-        return Response(invoices.to_csv(invoice), media_type="text/csv", headers=headers)
+        return Response(export.to_csv(invoice), media_type="text/csv", headers=headers)
     return Response(invoice.model_dump_json(), media_type="application/json")
 
 
@@ -77,10 +77,16 @@ def finalize_invoices(platform: PlatformDep, _: Operator) -> dict[str, list[str]
     name="admin.credits.add",
 )
 def add_credits(
-    org_id: str, body: schemas.CreditTopUp, platform: PlatformDep, operator: Operator, create: CreatorDep
+    org_id: str,
+    body: schemas.CreditTopUp,
+    request: Request,
+    platform: PlatformDep,
+    operator: Operator,
+    create: CreatorDep,
 ) -> object:
     with platform.db.read_session() as session:
         org = tenancy.find_organization(session, org_id)
+    request.state.audit_org_id = org.id
     return create(
         body,
         lambda s: credits.top_up(
@@ -104,9 +110,12 @@ def admin_get_credits(org_id: str, platform: PlatformDep, _: Operator) -> object
 @router.patch(
     "/admin/organizations/{org_id}/billing", response_model=schemas.Credits, name="admin.billing.update"
 )
-def update_billing(org_id: str, body: schemas.BillingSettings, platform: PlatformDep, _: Operator) -> object:
+def update_billing(
+    org_id: str, body: schemas.BillingSettings, request: Request, platform: PlatformDep, _: Operator
+) -> object:
     with platform.db.session() as session:
         org = tenancy.find_organization(session, org_id)
+        request.state.audit_org_id = org.id
         result = credits.update_settings(
             session, org.id, body, platform.settings.currency, platform.clock.now()
         )
@@ -121,10 +130,16 @@ def update_billing(org_id: str, body: schemas.BillingSettings, platform: Platfor
     name="admin.key_budget.set",
 )
 def set_key_budget(
-    org_id: str, key_id: str, body: schemas.KeyBudgetUpdate, platform: PlatformDep, _: Operator
+    org_id: str,
+    key_id: str,
+    body: schemas.KeyBudgetUpdate,
+    request: Request,
+    platform: PlatformDep,
+    _: Operator,
 ) -> object:
     with platform.db.session() as session:
         org = tenancy.find_organization(session, org_id)
+        request.state.audit_org_id = org.id
         result = credits.set_key_budget(
             session, org.id, key_id, body, platform.settings.currency, platform.clock.now()
         )

@@ -33,18 +33,14 @@ def get_usage(
 ) -> object:
     org_id = caller.require_org()
     groups = [g for item in group_by or ["unit"] for g in item.split(",") if g]
-    filters = {"start": start, "end": end, "model": model, "api_key_id": api_key_id}
+    filters = report.UsageFilter(start=start, end=end, model=model, api_key_id=api_key_id)
+    currency = platform.settings.currency
     with platform.db.read_session() as session:
         if granularity == "event":
             return report.events(
-                session,
-                org_id,
-                **filters,
-                currency=platform.settings.currency,
-                limit=page.limit,
-                after=page.after,
+                session, org_id, filters, currency=currency, limit=page.limit, after=page.after
             )
-        return report.usage(session, org_id, group_by=groups, **filters, currency=platform.settings.currency)
+        return report.usage(session, org_id, filters, group_by=groups, currency=currency)
 
 
 @router.get("/credits", response_model=schemas.Credits, name="credits.get")

@@ -1,0 +1,314 @@
+"""Usage, credits, invoices and the marketplace (`openmaas usage`, `invoices …`, `marketplace …`),
+and the operator's billing commands (`openmaas admin credits|billing|limits|pricebooks|invoices …`)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import typer
+
+from openmaas.cli.account import JsonOpt, KeyOpt, UrlOpt, client
+from openmaas.cli.output import console, fail, run, show
+
+invoices_app = typer.Typer(help="Your organization's invoices.", no_args_is_help=True)
+marketplace_app = typer.Typer(help="The model marketplace.", no_args_is_help=True)
+admin_credits_app = typer.Typer(help="Organizations' prepaid credit.", no_args_is_help=True)
+admin_billing_app = typer.Typer(
+    help="Organizations' billing settings, caps and limits.", no_args_is_help=True
+)
+admin_pricebooks_app = typer.Typer(help="Versioned plan prices.", no_args_is_help=True)
+admin_invoices_app = typer.Typer(help="Invoices of all organizations.", no_args_is_help=True)
+
+OrgOpt = typer.Option(..., "--org", help="Organization name or id")
+USAGE_COLUMNS = ("day", "model", "deployment", "api_key_id", "unit", "quantity", "cost", "events")
+EVENT_COLUMNS = ("occurred_at", "request_id", "unit", "quantity", "cost", "model", "api_key_id")
+INVOICE_COLUMNS = ("period", "status", "subtotal", "credit_applied", "amount_due", "currency")
+LINE_COLUMNS = ("kind", "description", "quantity", "included", "amount")
+CREDIT_COLUMNS = ("balance", "unbilled", "reserved", "available", "prepaid", "monthly_cap", "period_spend")
+LISTING_COLUMNS = ("id", "model", "owner_organization_id", "components", "created_at", "withdrawn_at")
+PRICEBOOK_COLUMNS = ("id", "plan", "version", "effective_from", "monthly_fee", "currency")
+
+
+def register(app: typer.Typer, admin_app: typer.Typer) -> None:
+    """Add these commands to the `openmaas` app and its `admin` group."""
+    app.command()(usage)
+    app.command()(credits)
+    app.add_typer(invoices_app, name="invoices")
+    app.add_typer(marketplace_app, name="marketplace")
+    admin_app.add_typer(admin_credits_app, name="credits")
+    admin_app.add_typer(admin_billing_app, name="billing")
+    admin_app.add_typer(admin_pricebooks_app, name="pricebooks")
+    admin_app.add_typer(admin_invoices_app, name="invoices")
+
+
+def usage(
+    group_by: list[str] = typer.Option(None, "--group-by", help="day, model, deployment, api_key_id, unit"),
+    start: datetime = typer.Option(None, "--start", help="From (ISO time, inclusive)"),
+    end: datetime = typer.Option(None, "--end", help="Until (ISO time, exclusive)"),
+    model: str = typer.Option(None, "--model"),
+    api_key_id: str = typer.Option(None, "--key-id"),
+    events: bool = typer.Option(False, "--events", help="List single events instead of sums"),
+    limit: int = typer.Option(50, "--limit", help="With --events: how many"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Your organization's usage: sums by day/model/deployment/key/unit, or single events."""
+    api = client(url, key)
+    report = run(
+        lambda: api.usage(
+            group_by=group_by or (None if events else ["day", "unit"]),
+            granularity="event" if events else "bucket",
+            start=start,
+            end=end,
+            model=model,
+            api_key_id=api_key_id,
+            limit=limit if events else None,
+        )
+    )
+    show(
+        report.data,
+        as_json=as_json,
+        columns=EVENT_COLUMNS if events else USAGE_COLUMNS,
+        title=f"Usage ({report.currency})",
+    )
+
+
+def credits(url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt) -> None:
+    """Your organization's prepaid credit and this month's spend."""
+    api = client(url, key)
+    show(run(api.credits), as_json=as_json, columns=CREDIT_COLUMNS)
+
+
+@invoices_app.command("list")
+def invoices_list(url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt) -> None:
+    """Every month's invoice, newest first (the current month is a draft)."""
+    api = client(url, key)
+    show(run(api.invoices.list).data, as_json=as_json, columns=INVOICE_COLUMNS)
+
+
+@invoices_app.command("show")
+def invoices_show(
+    period: str = typer.Argument(..., help="YYYY-MM"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """One month's invoice with its lines."""
+    api = client(url, key)
+    invoice = run(lambda: api.invoices.get(period))
+    if as_json:
+        show(invoice, as_json=True, columns=())
+        return
+    show(
+        invoice.lines,
+        as_json=False,
+        columns=LINE_COLUMNS,
+        title=f"Invoice {invoice.period} ({invoice.status}, {invoice.timezone})",
+    )
+    show(invoice, as_json=False, columns=INVOICE_COLUMNS)
+
+
+@invoices_app.command("download")
+def invoices_download(
+    period: str = typer.Argument(..., help="YYYY-MM"),
+    fmt: str = typer.Option("csv", "--format", help="csv or json"),
+    output: Path = typer.Option(None, "--output", "-o", help="File to write (default: stdout)"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+) -> None:
+    """Export one month's invoice as CSV or JSON."""
+    from openmaas.billing.export import to_csv
+
+    if fmt not in ("csv", "json"):
+        fail("--format must be csv or json")
+    api = client(url, key)
+    invoice = run(lambda: api.invoices.get(period))
+    text = to_csv(invoice) if fmt == "csv" else invoice.model_dump_json(indent=2) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        console.print(f"Wrote {output}")
+
+
+@marketplace_app.command("list")
+def marketplace_list(url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt) -> None:
+    """The catalogue: every model listed by any organization, with its prices."""
+    api = client(url, key)
+    show(run(lambda: api.marketplace.catalogue(limit=100)).data, as_json=as_json, columns=LISTING_COLUMNS)
+
+
+@marketplace_app.command("listings")
+def marketplace_listings(url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt) -> None:
+    """Your organization's own listings, withdrawn ones included."""
+    api = client(url, key)
+    show(run(lambda: api.marketplace.listings(limit=100)).data, as_json=as_json, columns=LISTING_COLUMNS)
+
+
+@marketplace_app.command("publish")
+def marketplace_publish(
+    model: str = typer.Argument(..., help="Model reference, e.g. my-model:3"),
+    price: list[str] = typer.Option(..., "--price", help="UNIT=PRICE, e.g. output_tokens=0.60; repeat"),
+    description: str = typer.Option("", "--description"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Publish a model at your price (publishing again changes the price from now on)."""
+    components = []
+    for item in price:
+        unit, sep, amount = item.partition("=")
+        if not sep:
+            fail(f"--price {item!r}: expected UNIT=PRICE")
+        components.append({"unit": unit.strip(), "price": amount.strip()})
+    api = client(url, key)
+    listing = run(lambda: api.marketplace.publish(model, components, description=description))
+    show(listing, as_json=as_json, columns=LISTING_COLUMNS)
+
+
+@marketplace_app.command("withdraw")
+def marketplace_withdraw(
+    listing_id: str = typer.Argument(...),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Take a listing off the catalogue."""
+    api = client(url, key)
+    show(run(lambda: api.marketplace.withdraw(listing_id)), as_json=as_json, columns=LISTING_COLUMNS)
+
+
+@admin_credits_app.command("add")
+def admin_credits_add(
+    amount: str = typer.Argument(..., help="e.g. 12.50"),
+    org: str = OrgOpt,
+    note: str = typer.Option(None, "--note"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Add prepaid credit to an organization (recorded with your key in its history)."""
+    api = client(url, key, operator=True)
+    entry = run(lambda: api.admin.billing.add_credits(org, amount, note=note))
+    show(entry, as_json=as_json, columns=("id", "kind", "amount", "balance_after", "currency", "created_at"))
+
+
+@admin_credits_app.command("show")
+def admin_credits_show(
+    org: str = OrgOpt, url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt
+) -> None:
+    """An organization's wallet."""
+    api = client(url, key, operator=True)
+    show(run(lambda: api.admin.billing.credits(org)), as_json=as_json, columns=CREDIT_COLUMNS)
+
+
+@admin_billing_app.command("set")
+def admin_billing_set(
+    org: str = OrgOpt,
+    prepaid: bool = typer.Option(None, "--prepaid/--postpaid", help="Require prepaid credit"),
+    monthly_cap: str = typer.Option(None, "--monthly-cap", help="Spending cap per month; 'none' removes it"),
+    timezone: str = typer.Option(None, "--timezone", help="IANA zone of its billing months"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Change an organization's billing settings."""
+    settings: dict[str, object] = {"prepaid": prepaid, "timezone": timezone}
+    if monthly_cap is not None:
+        settings.update(
+            {"clear_monthly_cap": True} if monthly_cap == "none" else {"monthly_cap": monthly_cap}
+        )
+    api = client(url, key, operator=True)
+    show(run(lambda: api.admin.billing.update(org, **settings)), as_json=as_json, columns=CREDIT_COLUMNS)
+
+
+@admin_billing_app.command("limits")
+def admin_billing_limits(
+    org: str = OrgOpt,
+    key_id: str = typer.Option(None, "--key-id", help="Limit one key instead of the organization"),
+    rpm: int = typer.Option(None, "--rpm", help="Requests per minute"),
+    tpm: int = typer.Option(None, "--tpm", help="Tokens per minute"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Override the plan's rate limits for an organization or one of its keys."""
+    api = client(url, key, operator=True)
+    result = run(
+        lambda: api.admin.billing.set_rate_limits(
+            org, key_id=key_id, requests_per_minute=rpm, tokens_per_minute=tpm
+        )
+    )
+    show(result, as_json=as_json, columns=("subject_id", "requests_per_minute", "tokens_per_minute"))
+
+
+@admin_pricebooks_app.command("create")
+def admin_pricebooks_create(
+    file: Path = typer.Argument(..., help="JSON: {plan, effective_from?, monthly_fee?, components: [...]}"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Add the next version of a plan's prices from a JSON file."""
+    from openmaas.billing.schemas import PricebookCreate
+
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        fail(f"{file}: {exc}")
+    api = client(url, key, operator=True)
+    book = run(lambda: api.admin.billing.create_pricebook(PricebookCreate.model_validate(data)))
+    show(book, as_json=as_json, columns=PRICEBOOK_COLUMNS)
+
+
+@admin_pricebooks_app.command("list")
+def admin_pricebooks_list(
+    plan: str = typer.Option(None, "--plan"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Pricebook versions, newest first."""
+    api = client(url, key, operator=True)
+    show(
+        run(lambda: api.admin.billing.pricebooks(plan=plan, limit=100)).data,
+        as_json=as_json,
+        columns=PRICEBOOK_COLUMNS,
+    )
+
+
+@admin_pricebooks_app.command("show")
+def admin_pricebooks_show(
+    pricebook_id: str = typer.Argument(...),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """One pricebook version with its components."""
+    api = client(url, key, operator=True)
+    book = run(lambda: api.admin.billing.pricebook(pricebook_id))
+    if as_json:
+        show(book, as_json=True, columns=())
+        return
+    show(book, as_json=False, columns=PRICEBOOK_COLUMNS)
+    show(
+        book.components,
+        as_json=False,
+        columns=("unit", "price", "resource_class", "model", "included", "tiers"),
+    )
+
+
+@admin_invoices_app.command("finalize")
+def admin_invoices_finalize(
+    url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt
+) -> None:
+    """Finalise every ended month not yet finalised (safe to run repeatedly, e.g. daily)."""
+    api = client(url, key, operator=True)
+    ids = run(api.admin.billing.finalize_invoices)
+    if as_json:
+        show({"finalized": ids}, as_json=True, columns=())
+    else:
+        console.print(f"Finalised {len(ids)} invoice(s).")

@@ -120,10 +120,13 @@ class Worker:
     def _heartbeat(self) -> None:
         self._last_heartbeat = self.clock.monotonic()
         for job_id, item in list(self.running.items()):
+            if item.execution.poll() is not None:
+                continue  # ended; settled on the next round
             with self.db.session() as session:
                 beat = queue.heartbeat(session, item.claim, now=self.clock.now(), lease=self.lease)
             if not beat.held:
-                log.warning("lost the lease on %s; stopping it", job_id)
+                # Finished by its subprocess a moment ago, or taken over after this lease expired.
+                log.info("%s is no longer held by this worker; stopping its process", job_id)
                 item.execution.kill()
 
     def _stop_cancelled(self) -> None:

@@ -48,7 +48,7 @@ def wait_for(check: Callable[[], T | None], timeout: float = 60.0, every: float 
         time.sleep(every)
 
 
-def job_in(client: httpx.Client, path: str, states: set[str], timeout: float = 20.0) -> dict[str, Any]:
+def job_in(client: httpx.Client, path: str, states: set[str], timeout: float = 90.0) -> dict[str, Any]:
     """Poll `path` (a job) until its status is one of `states`; returns the job."""
 
     def check() -> dict[str, Any] | None:

@@ -19,9 +19,14 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# OpenMP threads that spin while waiting stall badly when other processes share the two cores; sleeping
+# waiters keep the numbers closer to an idle machine's. Must be set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
@@ -181,6 +186,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model_dir = build_model(args.model_dir)
     bandwidth = measure_bandwidth()
+    load_before = os.getloadavg()[0]
     n_params = 0
     from transformers import AutoModelForCausalLM
 
@@ -194,7 +200,7 @@ def main() -> None:
                 dtype=dtype_name,
                 max_model_len=args.prompt_len + args.new_tokens + 16,
                 max_num_seqs=64,
-                max_num_batched_tokens=2048,
+                max_num_batched_tokens=512,
                 kv_cache_memory_bytes=1 << 30,
                 num_threads=args.threads,
             )
@@ -235,6 +241,10 @@ def main() -> None:
             results.append(run_hf_continuous(model_dir, dtype, dtype_name, prompts, args.new_tokens))
             print_table(results[-1:], bandwidth, weight_bytes)
     print()
+    print(
+        f"threads {args.threads}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+        f"1-min load average {load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end (2 cores, shared)"
+    )
     print(f"memory bandwidth (copy, read+write): {bandwidth:.1f} GB/s; parameters {n_params / 1e6:.0f} M")
     for name, nbytes in weight_bytes.items():
         print(

@@ -23,6 +23,7 @@ from openmaas.engine.config import EngineConfig
 from openmaas.engine.llm_engine import EngineStats, LLMEngine
 from openmaas.engine.outputs import RequestOutput
 from openmaas.engine.sampling_params import SamplingParams
+from openmaas.engine.tokenizer import Tokenizer
 from openmaas.errors import InternalError, InvalidRequest, ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -124,8 +125,12 @@ class AsyncLLMEngine:
         return cls(LLMEngine(config), **options)
 
     @property
-    def tokenizer(self) -> Any:
+    def tokenizer(self) -> Tokenizer | None:
         return self.engine.tokenizer
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.max_model_len
 
     def start(self) -> None:
         if self._thread is None:
@@ -133,11 +138,18 @@ class AsyncLLMEngine:
             self._thread.start()
 
     def shutdown(self) -> None:
+        """Stop the step thread; streams still open end with ServiceUnavailable."""
         self._stopping = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        with self._lock:
+            streams = list(self._active.values())
+        for stream in streams:
+            error = ServiceUnavailable("the engine is shutting down", retry_after=1)
+            with contextlib.suppress(RuntimeError):  # its event loop is already closed
+                stream._loop.call_soon_threadsafe(stream._fail, error)
 
     def generate(
         self, prompt_token_ids: list[int], params: SamplingParams, request_id: str | None = None

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     metering_linger_s: float = 0.0
     metering_wait_timeout_s: float = 30.0
     billing_cache_ttl_s: float = 5.0
+    # Predictions: the default deadline of a request (`X-Request-Timeout` or `timeout` overrides it).
+    predict_timeout_s: float = 30.0
     rate_limit_requests_per_minute: int | None = 3_000
     rate_limit_tokens_per_minute: int | None = 2_000_000
     marketplace_platform_share_bps: int = 2_000  # the platform keeps 20% of marketplace sales

@@ -21,6 +21,7 @@ from openmaas.api.routers import (
     marketplace,
     models,
     openai,
+    predict,
     registry,
     tenant,
     training,
@@ -56,6 +57,7 @@ def create_app(platform: Platform) -> FastAPI:
     routers = [
         module.router
         for module in (
+            predict,
             openai,
             models,
             tenant,

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from openmaas import errors
 from openmaas.clock import Clock
@@ -72,6 +74,46 @@ class ReplicaManager:
             )
         return errors.NotFound(f"The model {name!r} does not exist.", param="model", code="model_not_found")
 
+    def update(self, deployment_id: str, before: service.Served) -> Future[None]:
+        """Load the deployment's new version beside the old, swap it in, then drain and close the old."""
+        with self._lock:
+            future = self._loader.submit(self._swap, deployment_id, before)
+            self._pending[deployment_id] = future
+        return future
+
+    def _swap(self, deployment_id: str, before: service.Served) -> None:
+        with self._db.session() as session:
+            row = session.get(service.Deployment, deployment_id)
+            if row is None or row.state == "stopped":
+                return
+            version = session.get(ModelVersion, row.version_id)
+            org_id, name, task, config = (
+                row.org_id,
+                row.name,
+                row.task,
+                _runtime_config(session, row, version),
+            )
+            created, version_id = int(row.created_at.timestamp()), row.version_id
+            folder = self._store.path(version.artifact_path) if version is not None else None
+        try:
+            if folder is None:
+                raise FileNotFoundError("the model version was deleted")
+            runtime = load_runtime(task, folder, config)
+        except Exception as exc:
+            log.exception("deployment %s failed to load its update", deployment_id)
+            with self._db.session() as session:
+                service.revert(
+                    session, deployment_id, before, self._clock.now(), f"{type(exc).__name__}: {exc}"
+                )
+            return
+        old = self._directory.lookup(org_id, name)
+        # One dict assignment: every request from here on finds the new runtime.
+        self._directory.register(_served(org_id, name, created, deployment_id, version_id, runtime))
+        with self._db.session() as session:
+            service.set_state(session, deployment_id, "ready", self._clock.now())
+        if old is not None and old.runtime is not None and old.runtime is not runtime:
+            old.runtime.close()  # drains what it had queued before it stops
+
     def close(self) -> None:
         self._loader.shutdown(wait=True, cancel_futures=True)
         for served in self._directory.all():
@@ -87,7 +129,12 @@ class ReplicaManager:
                 return
             version = session.get(ModelVersion, row.version_id)
             service.set_state(session, deployment_id, "loading", self._clock.now())
-            org_id, name, task, config = row.org_id, row.name, row.task, dict(row.config)
+            org_id, name, task, config = (
+                row.org_id,
+                row.name,
+                row.task,
+                _runtime_config(session, row, version),
+            )
             created, version_id = int(row.created_at.timestamp()), row.version_id
             folder = self._store.path(version.artifact_path) if version is not None else None
         try:
@@ -101,20 +148,32 @@ class ReplicaManager:
                     session, deployment_id, "failed", self._clock.now(), f"{type(exc).__name__}: {exc}"
                 )
             return
-        self._directory.register(
-            ServedModel(
-                name=name,
-                org_id=org_id,
-                owner=org_id,
-                created=created,
-                deployment_id=deployment_id,
-                version_id=version_id,
-                runtime=runtime,
-            )
-        )
+        self._directory.register(_served(org_id, name, created, deployment_id, version_id, runtime))
         with self._db.session() as session:
             service.set_state(session, deployment_id, "ready", self._clock.now())
             still_wanted = session.get(service.Deployment, deployment_id)
             stopped = still_wanted is None or still_wanted.state == "stopped"
         if stopped:  # stopped or deleted while it loaded
             self.unload(org_id, name)
+
+
+def _runtime_config(
+    session: Session, row: service.Deployment, version: ModelVersion | None
+) -> dict[str, Any]:
+    """The deployment's settings plus what a runtime reports: its replica count and version."""
+    ref = service.version_ref(session, version) if version is not None else ""
+    return {**row.config, "replicas": row.replicas, "model_version": ref}
+
+
+def _served(
+    org_id: str, name: str, created: int, deployment_id: str, version_id: str, runtime: Any
+) -> ServedModel:
+    return ServedModel(
+        name=name,
+        org_id=org_id,
+        owner=org_id,
+        created=created,
+        deployment_id=deployment_id,
+        version_id=version_id,
+        runtime=runtime,
+    )

@@ -21,6 +21,7 @@ class DeploymentCreate(BaseModel):
     replicas: int = Field(default=1, ge=1, le=64)
     max_batch_size: int = Field(default=32, ge=1, le=4096)
     max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
+    max_queue: int = Field(default=1024, ge=1, le=1_000_000, description="Requests that may wait")
     engine: dict[str, Any] = Field(default_factory=dict, description="Engine settings for LLMs")
 
     @field_validator("name")
@@ -29,6 +30,18 @@ class DeploymentCreate(BaseModel):
         if value is not None and not _NAME_RE.match(value):
             raise ValueError("must start with a letter or digit and use only letters, digits, '.', '_', '-'")
         return value
+
+
+class DeploymentUpdate(BaseModel):
+    """Serve another version (swapped in without failing a request) or change batching settings."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str | None = Field(default=None, description="The version to serve now, e.g. `churn:4`")
+    replicas: int | None = Field(default=None, ge=1, le=64)
+    max_batch_size: int | None = Field(default=None, ge=1, le=4096)
+    max_wait_ms: float | None = Field(default=None, ge=0, le=10_000)
+    max_queue: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
 class DeploymentPublic(BaseModel):
@@ -54,3 +67,27 @@ class DeploymentEventPublic(BaseModel):
     created_at: datetime
     kind: str
     message: str
+
+
+class PredictRequest(BaseModel):
+    """`POST /v1/deployments/{name}/predict`: inputs in the model's signature (documents the body;
+    the route parses it with orjson and checks it against the served model's signature)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any] = Field(
+        description="Rows of named features (tabular), base64 images, texts, base64 WAV files, "
+        "or user ids (recommendation)",
+        min_length=1,
+    )
+    top_k: int | None = Field(default=None, ge=1, description="Items (recommenders) or classes to return")
+    timeout: float | None = Field(default=None, gt=0, description="Seconds before the request answers 504")
+
+
+class PredictionsPublic(BaseModel):
+    object: Literal["predictions"] = "predictions"
+    deployment: str
+    model: str = Field(description="The model version that answered, `name:version`")
+    version_id: str
+    task: str
+    predictions: list[dict[str, Any]]

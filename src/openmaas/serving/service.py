@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
@@ -12,10 +14,16 @@ from openmaas import errors
 from openmaas.ids import new_id
 from openmaas.pagination import Page, paginate
 from openmaas.registry import service as registry
+from openmaas.registry.models import ModelVersion, RegisteredModel
 from openmaas.serving.models import Deployment, DeploymentEvent
 from openmaas.serving.runtimes import TEXT_GENERATION, deployable_tasks
 from openmaas.serving.runtimes.llm import ENGINE_OPTIONS
-from openmaas.serving.schemas import DeploymentCreate, DeploymentEventPublic, DeploymentPublic
+from openmaas.serving.schemas import (
+    DeploymentCreate,
+    DeploymentEventPublic,
+    DeploymentPublic,
+    DeploymentUpdate,
+)
 
 ACTIVE_STATES = ("pending", "loading", "ready")
 
@@ -65,7 +73,12 @@ def create(session: Session, org_id: str, body: DeploymentCreate, now: datetime)
         task=version.task,
         state="pending",
         replicas=body.replicas,
-        config={"max_batch_size": body.max_batch_size, "max_wait_ms": body.max_wait_ms, **body.engine},
+        config={
+            "max_batch_size": body.max_batch_size,
+            "max_wait_ms": body.max_wait_ms,
+            "max_queue": body.max_queue,
+            **body.engine,
+        },
         error=None,
         created_at=now,
         updated_at=now,
@@ -101,6 +114,61 @@ def stop(session: Session, org_id: str, id_or_name: str, now: datetime) -> Deplo
         row.state, row.updated_at = "stopped", now
         add_event(session, row.id, "stopped", "stopped on request", now)
     return row
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a deployment served before an update, to go back to if the new version fails to load."""
+
+    model_ref: str
+    version_id: str
+    task: str
+    replicas: int
+    config: dict[str, Any]
+
+
+def update(
+    session: Session, org_id: str, id_or_name: str, body: DeploymentUpdate, now: datetime
+) -> tuple[Deployment, Served]:
+    """Point a ready (or failed) deployment at another version or settings; replicas then swap."""
+    row = get(session, org_id, id_or_name)
+    if row.state not in ("ready", "failed"):
+        raise errors.Conflict(
+            f"Deployment {row.name!r} is {row.state}; update it once it is ready.", param="deployment"
+        )
+    before = Served(row.model_ref, row.version_id, row.task, row.replicas, dict(row.config))
+    if body.model is not None:
+        _, version = registry.resolve(session, org_id, body.model)
+        if version.task not in deployable_tasks() or version.task == TEXT_GENERATION:
+            raise errors.ValidationFailed(
+                f"{body.model!r} is a {version.task} model, which cannot replace a served one in place.",
+                param="model",
+                code="task_not_deployable",
+            )
+        row.model_ref, row.version_id, row.task = body.model, version.id, version.task
+    settings = body.model_dump(exclude_none=True, exclude={"model", "replicas"})
+    row.config = {**row.config, **settings}
+    row.replicas = body.replicas or row.replicas
+    row.state, row.error, row.updated_at = "loading", None, now
+    add_event(session, row.id, "updating", f"updating to {row.model_ref}", now)
+    return row, before
+
+
+def revert(session: Session, deployment_id: str, before: Served, now: datetime, error: str) -> None:
+    """The update failed to load: the deployment keeps serving what it served before."""
+    row = session.get(Deployment, deployment_id)
+    if row is None or row.state == "stopped":
+        return
+    row.model_ref, row.version_id, row.task = before.model_ref, before.version_id, before.task
+    row.replicas, row.config = before.replicas, before.config
+    row.state, row.error, row.updated_at = "ready", None, now
+    add_event(session, deployment_id, "update_failed", error, now)
+
+
+def version_ref(session: Session, version: ModelVersion) -> str:
+    """`name:version` of a registry version (what a prediction reports as its answering model)."""
+    model = session.get(RegisteredModel, version.model_id)
+    return f"{model.name}:{version.version}" if model is not None else version.id
 
 
 def delete(session: Session, org_id: str, id_or_name: str) -> Deployment:

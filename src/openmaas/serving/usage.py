@@ -37,8 +37,13 @@ class RequestUsage:
 
     async def admit(self, input_tokens: int, worst_output_tokens: int) -> dict[str, str]:
         """Rate-limit and hold the worst case; returns the `x-ratelimit-*` headers for the response."""
+        return await self.admit_units(
+            {"requests": 1, "input_tokens": input_tokens, "output_tokens": worst_output_tokens}
+        )
+
+    async def admit_units(self, worst: dict[str, int]) -> dict[str, str]:
+        """`admit` for any units (e.g. `{"requests": 1, "rows": n}` for predictions)."""
         org_id = self._principal.require_org()
-        worst = {"requests": 1, "input_tokens": input_tokens, "output_tokens": worst_output_tokens}
         headers: dict[str, str] = {}
         self._admission = await run_in_threadpool(
             self._platform.gate.admit,
@@ -54,10 +59,13 @@ class RequestUsage:
 
     def record(self, input_tokens: int, output_tokens: int) -> None:
         """Write the request's one usage event and settle its hold; later calls do nothing."""
+        self.record_units({"requests": 1, "input_tokens": input_tokens, "output_tokens": output_tokens})
+
+    def record_units(self, actual: dict[str, int]) -> None:
+        """`record` for any units; later calls do nothing."""
         if self._done or self._admission is None:
             return
         self._done = True
-        actual = {"requests": 1, "input_tokens": input_tokens, "output_tokens": output_tokens}
         self._receipt = self._platform.gate.complete(self._admission, actual)
 
     def abandon(self) -> None:

@@ -10,7 +10,12 @@ from fastapi import APIRouter
 from openmaas.api.deps import CreatorDep, PageDep, PlatformDep, scope
 from openmaas.pagination import Page
 from openmaas.serving import service
-from openmaas.serving.schemas import DeploymentCreate, DeploymentEventPublic, DeploymentPublic
+from openmaas.serving.schemas import (
+    DeploymentCreate,
+    DeploymentEventPublic,
+    DeploymentPublic,
+    DeploymentUpdate,
+)
 from openmaas.tenancy.auth import Principal
 
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
@@ -39,6 +44,22 @@ def list_deployments(platform: PlatformDep, caller: Read, page: PageDep) -> obje
 def get_deployment(deployment: str, platform: PlatformDep, caller: Read) -> object:
     with platform.db.read_session() as session:
         return service.public(service.get(session, caller.require_org(), deployment))
+
+
+@router.patch("/{deployment}", response_model=DeploymentPublic, name="deployments.update")
+def update_deployment(
+    deployment: str, body: DeploymentUpdate, platform: PlatformDep, caller: Write
+) -> object:
+    """Serve another version or settings: the new runtime loads beside the old, then swaps in."""
+    org_id = caller.require_org()
+    with platform.db.session() as session:
+        row, before = service.update(session, org_id, deployment, body, platform.clock.now())
+        public = service.public(row)
+    if platform.served_models.lookup(org_id, public.name) is not None:
+        platform.replicas.update(public.id, before)
+    else:  # nothing is serving it (it had failed): load it afresh
+        platform.replicas.load(public.id)
+    return public
 
 
 @router.get("/{deployment}/events", response_model=Page[DeploymentEventPublic], name="deployments.events")

@@ -12,6 +12,17 @@ from openmaas import errors
 
 TEXT_GENERATION = "text-generation"
 SENTENCE_EMBEDDING = "sentence-embedding"
+# Models trained on the platform (see training.config.Task), served by PredictorRuntime.
+TRAINED_TASKS = frozenset(
+    {
+        "tabular-classification",
+        "tabular-regression",
+        "image-classification",
+        "text-classification",
+        "audio-classification",
+        "recommendation",
+    }
+)
 
 
 class Runtime(Protocol):
@@ -21,7 +32,7 @@ class Runtime(Protocol):
 
 
 def deployable_tasks() -> frozenset[str]:
-    return frozenset({TEXT_GENERATION, SENTENCE_EMBEDDING})
+    return frozenset({TEXT_GENERATION, SENTENCE_EMBEDDING, *TRAINED_TASKS})
 
 
 def load_runtime(task: str, folder: Path, config: dict[str, Any]) -> Runtime:
@@ -34,6 +45,10 @@ def load_runtime(task: str, folder: Path, config: dict[str, Any]) -> Runtime:
         from openmaas.serving.runtimes.embedding import EmbeddingRuntime
 
         return EmbeddingRuntime(folder, config)
+    if task in TRAINED_TASKS:
+        from openmaas.serving.runtimes.predictor import PredictorRuntime
+
+        return PredictorRuntime(folder, config)
     raise errors.ValidationFailed(
         f"Models of task {task!r} cannot be deployed by this server; "
         f"deployable: {sorted(deployable_tasks())}.",

@@ -1,0 +1,133 @@
+"""Checking predict inputs against a trained model's input signature, on the event loop.
+
+Each family's `InputCheck.check(inputs)` returns the rows the model takes (base64 decoded to
+bytes, ids as strings) or raises `ValidationFailed` whose `param` names the row and field
+(`inputs.3.age`). Checks are cheap, per-value type tests; anything that needs real work (decoding an
+image, tokenising) happens in the replica thread. Nothing here runs a model.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Protocol
+
+from openmaas.errors import ValidationFailed
+
+MAX_TEXT_CHARS = 100_000
+
+
+class InputCheck(Protocol):
+    def check(self, inputs: list[Any]) -> list[Any]: ...
+
+
+def _row_error(index: int, message: str, field: str | None = None) -> ValidationFailed:
+    param = f"inputs.{index}" + (f".{field}" if field is not None else "")
+    return ValidationFailed(f"{param}: {message}", param=param, code="invalid_input")
+
+
+class TabularCheck:
+    """Rows of named features: every feature present (null means missing, imputed as in
+    training), numbers for numeric features, strings or numbers for categorical ones."""
+
+    def __init__(self, features: list[dict[str, Any]]) -> None:
+        self.names = [str(f["name"]) for f in features]
+        self.numeric = [str(f["name"]) for f in features if f["type"] == "numeric"]
+        self.categorical = [str(f["name"]) for f in features if f["type"] != "numeric"]
+        self._names = frozenset(self.names)
+
+    def check(self, inputs: list[Any]) -> list[Any]:
+        for index, row in enumerate(inputs):
+            if type(row) is not dict:
+                raise _row_error(index, f"must be an object of features, not {_kind(row)}")
+            if len(row) != len(self._names) or row.keys() != self._names:
+                self._explain_keys(index, row)
+            for name in self.numeric:
+                value = row[name]
+                kind = type(value)
+                if kind is not float and kind is not int and value is not None:
+                    raise _row_error(index, f"must be a number or null, not {_kind(value)}", name)
+            for name in self.categorical:
+                value = row[name]
+                if value is not None and type(value) not in (str, int, float):
+                    raise _row_error(index, f"must be a string or null, not {_kind(value)}", name)
+        return inputs
+
+    def _explain_keys(self, index: int, row: dict[str, Any]) -> None:
+        missing = [name for name in self.names if name not in row]
+        if missing:
+            raise _row_error(index, "is required (send null for an unknown value)", missing[0])
+        unknown = sorted(set(row) - self._names)
+        raise _row_error(index, f"is not a feature of this model; features: {self.names}", unknown[0])
+
+
+class TextCheck:
+    def check(self, inputs: list[Any]) -> list[Any]:
+        for index, text in enumerate(inputs):
+            if type(text) is not str:
+                raise _row_error(index, f"must be a string, not {_kind(text)}")
+            if not text.strip():
+                raise _row_error(index, "must not be empty")
+            if len(text) > MAX_TEXT_CHARS:
+                raise _row_error(index, f"is longer than {MAX_TEXT_CHARS} characters")
+        return inputs
+
+
+class EncodedFileCheck:
+    """Base64 strings (optionally `data:…;base64,` URLs) of images or WAV files, decoded to bytes."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def check(self, inputs: list[Any]) -> list[Any]:
+        decoded: list[bytes] = []
+        for index, value in enumerate(inputs):
+            if type(value) is not str:
+                raise _row_error(index, f"must be a base64-encoded {self.what}, not {_kind(value)}")
+            text = value.partition(",")[2] if value.startswith("data:") else value
+            try:
+                data = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raise _row_error(index, f"is not valid base64 (a base64-encoded {self.what})") from None
+            if not data:
+                raise _row_error(index, f"is an empty {self.what}")
+            decoded.append(data)
+        return decoded
+
+
+class UserIdCheck:
+    def check(self, inputs: list[Any]) -> list[Any]:
+        users: list[str] = []
+        for index, user in enumerate(inputs):
+            if type(user) is not str and type(user) is not int:
+                raise _row_error(index, f"must be a user id (string or integer), not {_kind(user)}")
+            users.append(str(user))
+        return users
+
+
+def input_check(signature: dict[str, Any]) -> InputCheck:
+    kind = signature.get("kind")
+    if kind == "tabular":
+        return TabularCheck(list(signature["features"]))
+    if kind == "text":
+        return TextCheck()
+    if kind == "image":
+        return EncodedFileCheck("image")
+    if kind == "audio":
+        return EncodedFileCheck("WAV file")
+    if kind == "user_ids":
+        return UserIdCheck()
+    raise ValueError(f"unknown input signature kind {kind!r}")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)

@@ -108,7 +108,8 @@ class AsyncLLMEngine:
     ) -> None:
         self.engine = engine
         self.max_waiting_requests = max_waiting_requests or engine.config.max_waiting_requests
-        self._lock = threading.Lock()
+        # Re-entrant: a dropped stream may be collected (and abort itself) while this thread holds it.
+        self._lock = threading.RLock()
         self._active: dict[str, RequestStream] = {}
         self._num_waiting = 0
         self._incoming: deque[tuple[RequestStream, list[int], SamplingParams]] = deque()

@@ -74,7 +74,7 @@ class LLMEngine:
             raise InvalidRequest(f"request id {request_id!r} is already in use", param="request_id")
         max_tokens = self.check_prompt(prompt_token_ids, params)
         now = time.monotonic()
-        seqs = []
+        seqs: list[Sequence] = []
         for index in range(params.n):
             generator = None
             if not params.greedy:
@@ -85,6 +85,8 @@ class LLMEngine:
                 self._detok[seq.seq_id] = IncrementalDetokenizer(
                     self.tokenizer, prompt_token_ids, params.stop, params.skip_special_tokens
                 )
+            if index and self.config.enable_prefix_caching:
+                seq.prefix_leader = seqs[0]
             seqs.append(seq)
         self._requests[request_id] = seqs
         for seq in seqs:

@@ -81,10 +81,11 @@ class Scheduler:
             budget -= n
             i += 1
 
-        while self.waiting and not out.preempted and budget > 0:
-            if len(self.running) >= self.config.max_num_seqs:
+        for seq in list(self.waiting) if not out.preempted else []:
+            if budget <= 0 or len(self.running) >= self.config.max_num_seqs:
                 break
-            seq = self.waiting[0]
+            if self._leader_still_prefilling(seq):
+                continue
             cached = bm.find_cached_prefix(seq)
             remaining = seq.num_tokens - len(cached) * bm.block_size
             n = min(remaining, budget)
@@ -94,7 +95,7 @@ class Scheduler:
             if not bm.can_allocate(seq, cached, target):
                 break
             bm.allocate(seq, cached, target)
-            self.waiting.popleft()
+            self.waiting.remove(seq)
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             out.scheduled.append(ScheduledSequence(seq, n))
@@ -110,6 +111,15 @@ class Scheduler:
         seq.status = SequenceStatus.FINISHED
         seq.finish_reason = reason
         self.block_manager.free(seq)
+
+    @staticmethod
+    def _leader_still_prefilling(seq: Sequence) -> bool:
+        leader = seq.prefix_leader
+        return (
+            leader is not None
+            and leader.status is not SequenceStatus.FINISHED
+            and leader.num_computed_tokens < leader.num_prompt_tokens
+        )
 
     def _preempt(self, seq: Sequence, out: SchedulerOutput) -> None:
         self.running.remove(seq)

@@ -58,6 +58,8 @@ class Sequence:
         # Hash of each full block of token_ids, chained to the previous one (for prefix caching).
         self.block_hashes: list[int] = []
         self.num_preemptions = 0
+        # For choices 1..n-1 of a request: wait until choice 0 has cached the shared prompt's KV.
+        self.prefix_leader: Sequence | None = None
 
     def __len__(self) -> int:
         return len(self.token_ids)

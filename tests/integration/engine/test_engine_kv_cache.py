@@ -65,3 +65,16 @@ def test_preemption_with_prefix_caching_completes_correctly(
     assert engine.stats().num_preemptions > 0
     for prompt, [result] in zip(prompts, results, strict=True):
         assert result.token_ids == hf_greedy("llama", prompt, 16)
+
+
+def test_n_choices_share_the_prompt_blocks_computed_once(model_dirs: dict[str, Path]) -> None:
+    prompt = random_prompts([40], seed=12)[0]
+    params = SamplingParams(max_tokens=8, temperature=1.0, n=4, seed=3, ignore_eos=True)
+    shared = make_engine(model_dirs["llama"], block_size=8)
+    [with_sharing] = shared.generate([prompt], params)
+    # Choices 1-3 wait for choice 0 to cache the prompt, then reuse its 4 full blocks each.
+    assert shared.stats().prefix_cache_hit_blocks == 3 * 4
+    [without] = make_engine(model_dirs["llama"], block_size=8, enable_prefix_caching=False).generate(
+        [prompt], params
+    )
+    assert [c.token_ids for c in with_sharing] == [c.token_ids for c in without]

@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--mlp-epochs", type=int, default=200)
     parser.add_argument("--cnn-epochs", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:

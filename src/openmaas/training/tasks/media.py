@@ -4,6 +4,7 @@ log-mel (audio) tensors → the small ResNet. Both share everything but the prep
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from openmaas.datasets.loading import read_labelled_files
 from openmaas.datasets.params import to_dict
@@ -21,6 +22,18 @@ from openmaas.training.models import SmallResNet
 from openmaas.training.result import TrainedModel
 from openmaas.training.seeding import seed_everything
 
+MediaPreprocessor = ImagePreprocessor | AudioPreprocessor
+
+
+def _fit(kind: str, files: list[bytes], spec: PreprocessingSpec) -> tuple[MediaPreprocessor, dict[str, Any]]:
+    """Fit the preprocessor on the training files; return it with the input signature."""
+    if kind == "audio":
+        audio = AudioPreprocessor.fit(files, spec.audio)
+        return audio, {"kind": "audio", "format": "wav", "sample_rate": spec.audio.sample_rate, "channels": 1}
+    image = ImagePreprocessor.fit(files, spec.image)
+    size = {"height": spec.image.height, "width": spec.image.width, "channels": image.channels}
+    return image, {"kind": "image", **size}
+
 
 def train_media_classification(
     path: Path,
@@ -34,23 +47,7 @@ def train_media_classification(
     encoder = LabelEncoder.fit(files.labels)
     codes = encoder.encode(files.labels)
     split = split_examples(len(codes), spec.split, labels=codes.numpy())
-    train_files = [files.data[i] for i in split.train]
-    prep: ImagePreprocessor | AudioPreprocessor
-    if kind == "audio":
-        prep = AudioPreprocessor.fit(train_files, spec.audio)
-        in_channels, input_signature = (
-            1,
-            {"kind": "audio", "format": "wav", "sample_rate": spec.audio.sample_rate},
-        )
-    else:
-        prep = ImagePreprocessor.fit(train_files, spec.image)
-        in_channels = prep.channels
-        input_signature = {
-            "kind": "image",
-            "height": spec.image.height,
-            "width": spec.image.width,
-            "channels": prep.channels,
-        }
+    prep, input_signature = _fit(kind, [files.data[i] for i in split.train], spec)
     x = prep.transform(files.data)
     data = SplitTensors(
         x[split.train],
@@ -61,14 +58,14 @@ def train_media_classification(
         codes[split.test],
     )
     args = {
-        "in_channels": in_channels,
+        "in_channels": input_signature["channels"],
         "num_classes": len(encoder.classes),
         "channels": list(config.channels),
         "blocks_per_stage": config.blocks_per_stage,
         "dropout": config.dropout,
     }
     seed_everything(config.seed)
-    model = SmallResNet(**args)  # type: ignore[arg-type]
+    model = SmallResNet(**args)
     result, metrics = train_classifier(model, data, config, context)
     return TrainedModel(
         task=task.value,

@@ -6,6 +6,7 @@ Items a user already interacted with in training are never recommended back to t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from torch import nn
 
 from openmaas.datasets.loading import read_table, require_columns
 from openmaas.datasets.params import to_dict
-from openmaas.datasets.preprocessing import InteractionIndex, PreprocessingSpec, split_interactions
+from openmaas.datasets.preprocessing import InteractionIndex, PreprocessingSpec, Split, split_interactions
 from openmaas.errors import ValidationFailed
 from openmaas.training.classification import loop_settings
 from openmaas.training.config import RecommendationConfig, Task
@@ -92,61 +93,97 @@ def _loss_fn(config: RecommendationConfig) -> LossFn:
     return explicit if config.feedback == "explicit" else implicit
 
 
+@dataclass(frozen=True)
+class Interactions:
+    index: InteractionIndex
+    users: torch.Tensor
+    items: torch.Tensor
+    ratings: torch.Tensor
+
+
+@dataclass(frozen=True)
+class RankingSplit:
+    """Index arrays of each split, and what ranking on validation / test may not recommend."""
+
+    split: Split
+    train_seen: torch.Tensor
+    val_relevant: list[set[int]]
+    test_exclude: torch.Tensor
+    test_relevant: list[set[int]]
+
+
+def _encode(frame: pd.DataFrame, config: RecommendationConfig) -> Interactions:
+    users, items = frame[config.user_column].tolist(), frame[config.item_column].tolist()
+    index = InteractionIndex.fit(users, items)
+    if config.rating_column is None:
+        ratings = torch.ones(len(users))
+    else:
+        values = pd.to_numeric(frame[config.rating_column], errors="coerce")
+        if values.isna().any():
+            raise ValidationFailed(f"column {config.rating_column!r} must be numeric", param="rating_column")
+        ratings = torch.tensor(values.to_numpy(np.float32))
+    return Interactions(index, index.encode_users(users), index.encode_items(items), ratings)
+
+
+def _ranking_split(data: Interactions, spec: PreprocessingSpec) -> RankingSplit:
+    split = split_interactions(data.users.numpy(), spec.split)
+    n_users, n_items = len(data.index.users), len(data.index.items)
+    users, items = data.users, data.items
+    train_seen = _seen_mask(users[split.train], items[split.train], n_users, n_items)
+    val_seen = _seen_mask(users[split.validation], items[split.validation], n_users, n_items)
+    return RankingSplit(
+        split=split,
+        train_seen=train_seen,
+        val_relevant=_relevant(users[split.validation], items[split.validation], n_users),
+        test_exclude=train_seen | val_seen,
+        test_relevant=_relevant(users[split.test], items[split.test], n_users),
+    )
+
+
+def _test_metrics(
+    model: MatrixFactorization, data: Interactions, parts: RankingSplit, config: RecommendationConfig
+) -> dict[str, object]:
+    metrics: dict[str, object] = dict(
+        evaluate_ranking(model, parts.test_exclude, parts.test_relevant, config.k)
+    )
+    if config.feedback == "explicit":
+        test = parts.split.test
+        with torch.no_grad():
+            predicted = model(data.users[test], data.items[test]).numpy()
+        metrics.update(regression_metrics(data.ratings[test].numpy(), predicted))
+    return metrics
+
+
 def train_recommendation(
     path: Path, config: RecommendationConfig, spec: PreprocessingSpec, context: TrainingContext
 ) -> TrainedModel:
-    frame = _load(path, config)
-    index = InteractionIndex.fit(frame[config.user_column].tolist(), frame[config.item_column].tolist())
-    users, items = (
-        index.encode_users(frame[config.user_column].tolist()),
-        index.encode_items(frame[config.item_column].tolist()),
-    )
-    ratings = (
-        torch.tensor(pd.to_numeric(frame[config.rating_column], errors="coerce").to_numpy(np.float32))
-        if config.rating_column
-        else torch.ones(len(users))
-    )
-    split = split_interactions(users.numpy(), spec.split)
-    n_users, n_items = len(index.users), len(index.items)
-    train_seen = _seen_mask(users[split.train], items[split.train], n_users, n_items)
-    val_relevant = _relevant(users[split.validation], items[split.validation], n_users)
-    test_exclude = train_seen | _seen_mask(users[split.validation], items[split.validation], n_users, n_items)
-    test_relevant = _relevant(users[split.test], items[split.test], n_users)
-    args = {"num_users": n_users, "num_items": n_items, "factors": config.factors}
+    data = _encode(_load(path, config), config)
+    parts = _ranking_split(data, spec)
+    train = parts.split.train
+    args = {"num_users": len(data.index.users), "num_items": len(data.index.items), "factors": config.factors}
     seed_everything(config.seed)
     model = MatrixFactorization(**args)
     if config.feedback == "explicit":
-        model.global_bias.data.fill_(float(ratings[split.train].mean()))
+        model.global_bias.data.fill_(float(data.ratings[train].mean()))
 
     def evaluate(trained: nn.Module) -> dict[str, float]:
         assert isinstance(trained, MatrixFactorization)
-        return evaluate_ranking(trained, train_seen, val_relevant, config.k)
+        return evaluate_ranking(trained, parts.train_seen, parts.val_relevant, config.k)
 
-    data = (users[split.train], items[split.train], ratings[split.train])
-    result = train_loop(
-        model,
-        data,
-        _loss_fn(config),
-        evaluate,
-        loop_settings(config, f"recall_at_{config.k}"),
-        context,
-    )
-    metrics: dict[str, object] = dict(evaluate_ranking(model, test_exclude, test_relevant, config.k))
-    if config.feedback == "explicit":
-        with torch.no_grad():
-            predicted = model(users[split.test], items[split.test]).numpy()
-        metrics.update(regression_metrics(ratings[split.test].numpy(), predicted))
-    baseline = popularity_baseline(items[split.train], test_exclude, test_relevant, config.k)
+    tensors = (data.users[train], data.items[train], data.ratings[train])
+    settings = loop_settings(config, f"recall_at_{config.k}")
+    result = train_loop(model, tensors, _loss_fn(config), evaluate, settings, context)
+    baseline = popularity_baseline(data.items[train], parts.test_exclude, parts.test_relevant, config.k)
     return TrainedModel(
         task=Task.RECOMMENDATION.value,
         architecture={"name": "matrix_factorization", "args": args},
         model=model,
-        preprocessor=index,
+        preprocessor=data.index,
         params=to_dict(config),
         preprocessing_spec=spec.to_dict(),
         input_signature={"kind": "user_ids"},
         output_signature={"kind": "top_k_items", "k": config.k},
-        metrics=metrics,
+        metrics=_test_metrics(model, data, parts, config),
         history=result.history,
         baseline_metrics={"most_popular": baseline},
     )

@@ -1,6 +1,7 @@
 """Budget reservations: a request holds its worst-case cost before it runs.
 
-The hold is one conditional `UPDATE … SET reserved = reserved + :cost WHERE <still affordable>`:
+The hold is one conditional `UPDATE … SET reserved = reserved + :cost WHERE <still affordable>`
+(plain SQL, identical on SQLite and PostgreSQL):
 the database evaluates the condition on the row it locks (SQLite's write lock, PostgreSQL's row
 lock with its re-check), so concurrent requests can never reserve past the wallet or the cap.
 The ledger writer releases the hold in the transaction that writes the usage (see settlement.py),
@@ -15,7 +16,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from openmaas import errors
@@ -103,44 +104,45 @@ class BudgetGuard:
         return needs
 
 
+_HOLD_ORG = """
+UPDATE billing_accounts SET reserved_micros = reserved_micros + ?
+WHERE org_id = ?
+  AND (NOT prepaid OR balance_micros - unbilled_micros - reserved_micros >= ?)
+  AND (monthly_cap_micros IS NULL
+       OR (CASE WHEN period = ? THEN period_spend_micros ELSE 0 END) + reserved_micros + ?
+          <= monthly_cap_micros)
+"""
+_HOLD_KEY = """
+UPDATE key_budgets SET reserved_micros = reserved_micros + ?
+WHERE key_id = ?
+  AND (monthly_cap_micros IS NULL
+       OR (CASE WHEN period = ? THEN period_spend_micros ELSE 0 END) + reserved_micros + ?
+          <= monthly_cap_micros)
+"""
+
+
+def _sql(session: Session, sql: str) -> str:
+    return sql if session.get_bind().dialect.name == "sqlite" else sql.replace("?", "%s")
+
+
 def _hold_org(session: Session, org_id: str, amount: int, period: str) -> bool:
-    account = BillingAccount
-    spent = case((account.period == period, account.period_spend_micros), else_=0)
-    result = session.execute(
-        update(account)
-        .where(
-            account.org_id == org_id,
-            or_(
-                account.prepaid.is_(False),
-                account.balance_micros - account.unbilled_micros - account.reserved_micros >= amount,
-            ),
-            or_(
-                account.monthly_cap_micros.is_(None),
-                spent + account.reserved_micros + amount <= account.monthly_cap_micros,
-            ),
-        )
-        .values(reserved_micros=account.reserved_micros + amount)
-    )
-    if result.rowcount == 1:  # type: ignore[attr-defined]
+    connection = session.connection()
+    result = connection.exec_driver_sql(_sql(session, _HOLD_ORG), (amount, org_id, amount, period, amount))
+    if result.rowcount == 1:
         return True
     # No account row: nothing to enforce (it was deleted since the cache was filled).
-    return session.scalar(select(account.org_id).where(account.org_id == org_id)) is None
+    exists = connection.exec_driver_sql(
+        _sql(session, "SELECT 1 FROM billing_accounts WHERE org_id = ?"), (org_id,)
+    )
+    return exists.first() is None
 
 
 def _hold_key(session: Session, key_id: str, amount: int, period: str) -> bool:
-    budget = KeyBudget
-    spent = case((budget.period == period, budget.period_spend_micros), else_=0)
-    result = session.execute(
-        update(budget)
-        .where(
-            budget.key_id == key_id,
-            or_(
-                budget.monthly_cap_micros.is_(None),
-                spent + budget.reserved_micros + amount <= budget.monthly_cap_micros,
-            ),
-        )
-        .values(reserved_micros=budget.reserved_micros + amount)
-    )
-    if result.rowcount == 1:  # type: ignore[attr-defined]
+    connection = session.connection()
+    result = connection.exec_driver_sql(_sql(session, _HOLD_KEY), (amount, key_id, period, amount))
+    if result.rowcount == 1:
         return True
-    return session.scalar(select(budget.key_id).where(budget.key_id == key_id)) is None
+    exists = connection.exec_driver_sql(
+        _sql(session, "SELECT 1 FROM key_budgets WHERE key_id = ?"), (key_id,)
+    )
+    return exists.first() is None

@@ -40,6 +40,7 @@ class Admission:
     request_id: str
     model: str | None
     deployment: str | None
+    resource_class: str | None
     hold: Hold
     tokens_taken: int
     subjects: tuple[tuple[str, Limits], ...]
@@ -73,9 +74,13 @@ class UsageGate:
         model: str | None = None,
         deployment: str | None = None,
         headers: MutableMapping[str, str] | None = None,
+        rate_limited: bool = True,
+        resource_class: str | None = None,
     ) -> Admission:
-        """Check the rate limits and hold the worst-case cost; raise 429 or 402 if either fails."""
-        subjects = self._limits.subjects(org_id, api_key_id)
+        """Check the rate limits and hold the worst-case cost; raise 429 or 402 if either fails.
+
+        `rate_limited=False` for work that is not an API request (a training interval)."""
+        subjects = self._limits.subjects(org_id, api_key_id) if rate_limited else []
         tokens = sum(worst_case.get(unit, 0) for unit in _TOKEN_UNITS)
         decision = self._limiter.acquire(subjects, tokens)
         limit_headers = headers_for(decision)
@@ -90,7 +95,15 @@ class UsageGate:
                 headers={**limit_headers, "retry-after-ms": str(int(decision.retry_after_s * 1000) + 1)},
             )
         now = self._clock.now()
-        probe = UsageEvent(request_id, org_id, dict(worst_case) or {"requests": 1}, now, api_key_id, model)
+        probe = UsageEvent(
+            request_id,
+            org_id,
+            dict(worst_case) or {"requests": 1},
+            now,
+            api_key_id,
+            model,
+            resource_class=resource_class,
+        )
         try:
             hold = self._budgets.reserve(
                 org_id,
@@ -103,7 +116,16 @@ class UsageGate:
             exc.headers.update(limit_headers)
             raise
         return Admission(
-            org_id, api_key_id, request_id, model, deployment, hold, tokens, tuple(subjects), limit_headers
+            org_id,
+            api_key_id,
+            request_id,
+            model,
+            deployment,
+            resource_class,
+            hold,
+            tokens,
+            tuple(subjects),
+            limit_headers,
         )
 
     def complete(
@@ -120,7 +142,7 @@ class UsageGate:
             api_key_id=admission.api_key_id,
             model=admission.model,
             deployment=admission.deployment,
-            resource_class=resource_class,
+            resource_class=resource_class or admission.resource_class,
             hold=admission.hold,
         )
         try:

@@ -192,21 +192,21 @@ class UsageLedger:
     def _write(self, batch: list[_Pending]) -> list[Written]:
         now = self._clock.now()
         rows = [
-            {
-                "event_id": p.event.event_id,
-                "unit": line.unit,
-                "org_id": p.event.org_id,
-                "api_key_id": p.event.api_key_id,
-                "model": p.event.model,
-                "deployment": p.event.deployment,
-                "resource_class": p.event.resource_class,
-                "quantity": line.quantity,
-                "occurred_at": p.event.occurred_at,
-                "cost_micros": line.cost_micros,
-                "price_ref": line.price_ref,
-                "seller_org_id": line.seller_org_id,
-                "recorded_at": now,
-            }
+            (
+                p.event.event_id,
+                line.unit,
+                p.event.org_id,
+                p.event.api_key_id,
+                p.event.model,
+                p.event.deployment,
+                p.event.resource_class,
+                line.quantity,
+                p.event.occurred_at,
+                line.cost_micros,
+                line.price_ref,
+                line.seller_org_id,
+                now,
+            )
             for p in batch
             for line in p.lines
         ]

@@ -8,35 +8,101 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import case, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from openmaas.billing.models import BillingAccount, KeyBudget
 from openmaas.db.database import Database
 from openmaas.metering.events import UsageEvent
-from openmaas.metering.models import UsageRecord
+
+# The ledger's columns in the order `insert_new` takes each row's values.
+COLUMNS = (
+    "event_id",
+    "unit",
+    "org_id",
+    "api_key_id",
+    "model",
+    "deployment",
+    "resource_class",
+    "quantity",
+    "occurred_at",
+    "cost_micros",
+    "price_ref",
+    "seller_org_id",
+    "recorded_at",
+)
+_TIME_COLUMNS = (COLUMNS.index("occurred_at"), COLUMNS.index("recorded_at"))
 
 
-def dialect_insert(db: Database, table: Any) -> Any:
-    return sqlite_insert(table) if db.is_sqlite else pg_insert(table)
+def insert_new(session: Session, db: Database, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
+    """Insert the rows whose (event_id, unit) is not in the ledger yet; return those inserted.
 
-
-def insert_new(session: Session, db: Database, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
-    """Insert the rows whose (event_id, unit) is not in the ledger yet; return those inserted."""
+    This is the hot path of metering, so it speaks the driver's SQL directly (no per-value ORM
+    type processing); times are naive UTC, exactly as `UTCDateTime` stores them.
+    """
     if not rows:
         return set()
-    table = UsageRecord.__table__
-    statement = (
-        dialect_insert(db, table)
-        .on_conflict_do_nothing(index_elements=["event_id", "unit"])
-        .returning(table.c.event_id, table.c.unit)
-    )
-    result = session.execute(statement, rows)
-    return {(row.event_id, row.unit) for row in result}
+    connection = session.connection()
+    names = ", ".join(COLUMNS)
+    if db.is_sqlite:
+        # Write transactions on SQLite are serial (BEGIN IMMEDIATE): rows past `before` are ours.
+        before = connection.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM usage_events").scalar()
+        texts: dict[datetime, str] = {}  # a batch shares few distinct times: format each once
+        values = [_sqlite_row(row, texts) for row in rows]
+        marks = ", ".join("?" * len(COLUMNS))
+        sql = f"INSERT INTO usage_events ({names}) VALUES ({marks}) ON CONFLICT (event_id, unit) DO NOTHING"
+        result = connection.exec_driver_sql(sql, values)
+        if result.rowcount == len(rows):
+            return {(row[0], row[1]) for row in rows}
+        fresh = connection.exec_driver_sql("SELECT event_id, unit FROM usage_events WHERE seq > ?", (before,))
+        return {(event_id, unit) for event_id, unit in fresh}
+    # PostgreSQL: one constant statement over column arrays (`unnest`), so the server plans it
+    # once and the driver sends 13 arrays instead of 13 parameters per row.
+    columns = list(zip(*(_naive_row(row) for row in rows), strict=True))
+    result = connection.exec_driver_sql(_PG_INSERT, tuple(list(column) for column in columns))
+    return {(event_id, unit) for event_id, unit in result}
+
+
+_PG_TYPES = (
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "bigint",
+    "timestamp",
+    "bigint",
+    "text",
+    "text",
+    "timestamp",
+)
+_PG_INSERT = (
+    f"INSERT INTO usage_events ({', '.join(COLUMNS)}) "
+    f"SELECT * FROM unnest({', '.join(f'%s::{kind}[]' for kind in _PG_TYPES)}) "
+    "ON CONFLICT (event_id, unit) DO NOTHING RETURNING event_id, unit"
+)
+
+
+def _naive_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    values = list(row)
+    for index in _TIME_COLUMNS:
+        values[index] = values[index].astimezone(UTC).replace(tzinfo=None)
+    return tuple(values)
+
+
+def _sqlite_row(row: tuple[Any, ...], texts: dict[datetime, str]) -> tuple[Any, ...]:
+    # SQLAlchemy's SQLite DATETIME text format, so ORM reads and range queries see the same values.
+    values = list(row)
+    for index in _TIME_COLUMNS:
+        when = values[index]
+        text = texts.get(when)
+        if text is None:
+            text = texts[when] = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        values[index] = text
+    return tuple(values)
 
 
 @dataclass
@@ -58,59 +124,45 @@ class Spend:
                 self.key_held[event.hold.api_key_id] += event.hold.key_micros
 
 
-def _spend_in_period(column: Any, period_column: Any, period: str, cost: int) -> Any:
-    # Late events of an earlier month than the account's current one are not part of this month.
-    return case(
-        (period_column == period, column + cost),
-        (period_column < period, cost),
-        else_=column,
-    )
-
-
-def _latest_period(period_column: Any, period: str) -> Any:
-    return case((period_column < period, period), else_=period_column)
+# Spend of an earlier month than the row's current one (a late event) is not part of this month.
+_ACCOUNT_UPSERT = """
+INSERT INTO billing_accounts (org_id, balance_micros, prepaid, reserved_micros, period,
+                              period_spend_micros, unbilled_micros)
+VALUES (?, 0, false, 0, ?, ?, ?)
+ON CONFLICT (org_id) DO UPDATE SET
+    reserved_micros = billing_accounts.reserved_micros - ?,
+    period_spend_micros = CASE WHEN billing_accounts.period = ? THEN billing_accounts.period_spend_micros + ?
+                               WHEN billing_accounts.period < ? THEN ?
+                               ELSE billing_accounts.period_spend_micros END,
+    period = CASE WHEN billing_accounts.period < ? THEN ? ELSE billing_accounts.period END,
+    unbilled_micros = billing_accounts.unbilled_micros + ?
+"""
+_KEY_UPDATE = """
+UPDATE key_budgets SET
+    reserved_micros = reserved_micros - ?,
+    period_spend_micros = CASE WHEN period = ? THEN period_spend_micros + ?
+                               WHEN period < ? THEN ?
+                               ELSE period_spend_micros END,
+    period = CASE WHEN period < ? THEN ? ELSE period END
+WHERE key_id = ?
+"""
 
 
 def apply(session: Session, db: Database, spend: Spend) -> None:
+    """Release the batch's holds and add its cost to each account and key budget (plain SQL: this
+    runs once per organisation per batch, on the hot path)."""
+    connection = session.connection()
+    style = (lambda sql: sql) if db.is_sqlite else (lambda sql: sql.replace("?", "%s"))
     held = dict(spend.org_held)
     for (org_id, period), cost in sorted(spend.org_cost.items(), key=lambda item: item[0][1]):
         release = held.pop(org_id, 0)
-        table = BillingAccount.__table__
-        statement = (
-            dialect_insert(db, table)
-            .values(
-                org_id=org_id,
-                balance_micros=0,
-                prepaid=False,
-                reserved_micros=0,
-                period=period,
-                period_spend_micros=cost,
-                unbilled_micros=cost,
-            )
-            .on_conflict_do_update(
-                index_elements=["org_id"],
-                set_={
-                    "reserved_micros": table.c.reserved_micros - release,
-                    "period_spend_micros": _spend_in_period(
-                        table.c.period_spend_micros, table.c.period, period, cost
-                    ),
-                    "period": _latest_period(table.c.period, period),
-                    "unbilled_micros": table.c.unbilled_micros + cost,
-                },
-            )
+        connection.exec_driver_sql(
+            style(_ACCOUNT_UPSERT),
+            (org_id, period, cost, cost, release, period, cost, period, cost, period, period, cost),
         )
-        session.execute(statement)
     key_held = dict(spend.key_held)
     for (key_id, period), cost in sorted(spend.key_cost.items(), key=lambda item: item[0][1]):
         release = key_held.pop(key_id, 0)
-        session.execute(
-            update(KeyBudget)
-            .where(KeyBudget.key_id == key_id)
-            .values(
-                reserved_micros=KeyBudget.reserved_micros - release,
-                period_spend_micros=_spend_in_period(
-                    KeyBudget.period_spend_micros, KeyBudget.period, period, cost
-                ),
-                period=_latest_period(KeyBudget.period, period),
-            )
+        connection.exec_driver_sql(
+            style(_KEY_UPDATE), (release, period, cost, period, cost, period, period, key_id)
         )

@@ -1,0 +1,75 @@
+"""Usage events for the non-request billables: training and optimisation compute, data ingested,
+and data stored (sampled daily). Each builds its event id from what it measures, so a retry or a
+second sampler run the same day meters once.
+
+Training hooks in per interval: before an interval, `platform.gate.admit(..., worst_case=
+compute_quantities(seconds), rate_limited=False)` holds its cost (a 402 means: checkpoint and
+stop); after it, `platform.gate.complete(admission, compute_quantities(actual_seconds),
+resource_class=...)` meters it under the id `compute_event_id(job_id, interval)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time, timedelta
+
+from openmaas.billing.periods import days_in_period, zone
+from openmaas.metering.events import UsageEvent
+from openmaas.metering.ledger import Receipt, UsageLedger
+
+_GB = 1_000_000_000
+
+
+def compute_event_id(job_id: str, interval: int) -> str:
+    return f"{job_id}:compute:{interval}"
+
+
+def compute_quantities(seconds: float) -> dict[str, int]:
+    return {"compute_ms": max(0, round(seconds * 1000))}
+
+
+def compute_usage(
+    job_id: str,
+    interval: int,
+    org_id: str,
+    *,
+    resource_class: str,
+    seconds: float,
+    at: datetime,
+    model: str | None = None,
+) -> UsageEvent:
+    """One interval of a training or optimisation job's compute, by resource class."""
+    return UsageEvent(
+        compute_event_id(job_id, interval),
+        org_id,
+        compute_quantities(seconds),
+        at,
+        model=model,
+        resource_class=resource_class,
+    )
+
+
+def ingest_usage(
+    upload_id: str, org_id: str, nbytes: int, at: datetime, api_key_id: str | None = None
+) -> UsageEvent:
+    """Data ingested by one upload (priced per GB)."""
+    return UsageEvent(f"{upload_id}:ingest", org_id, {"bytes_ingested": nbytes}, at, api_key_id=api_key_id)
+
+
+def storage_usage(org_id: str, stored_bytes: int, day: date, timezone: str) -> UsageEvent:
+    """One day's share of a GB-month: the month's own number of days, not 30."""
+    period = f"{day.year:04d}-{day.month:02d}"
+    share = round(stored_bytes * 1_000_000 / (_GB * days_in_period(period)))
+    noon = datetime.combine(day, time(12), tzinfo=zone(timezone)).astimezone(UTC)
+    return UsageEvent(f"storage:{org_id}:{day.isoformat()}", org_id, {"storage_gb_month_micros": share}, noon)
+
+
+def sample_storage(ledger: UsageLedger, stored: Mapping[str, tuple[int, str]], day: date) -> list[Receipt]:
+    """The daily sampler: `stored` maps org id → (bytes stored, its time zone). Run once a day
+    (running it again the same day writes nothing new); wait on the receipts to know it is durable."""
+    return [ledger.record(storage_usage(org_id, nbytes, day, tz)) for org_id, (nbytes, tz) in stored.items()]
+
+
+def yesterday(now: datetime, timezone: str) -> date:
+    """The last complete local day: what a sampler running after midnight records."""
+    return (now.astimezone(zone(timezone)) - timedelta(days=1)).date()

@@ -81,7 +81,17 @@ def _launch(name: str, port: int, model: Path, home: Path) -> tuple[list[str], d
             return None
         (home / "flask_app.py").write_text(apps.FLASK)
         gunicorn = [python, "-m", "gunicorn", "--chdir", str(home), "--bind", f"127.0.0.1:{port}"]
-        options = ["-w", "2", "-k", "gthread", "--threads", "8", "--no-control-socket", "--log-level", "warning"]
+        options = [
+            "-w",
+            "2",
+            "-k",
+            "gthread",
+            "--threads",
+            "8",
+            "--no-control-socket",
+            "--log-level",
+            "warning",
+        ]
         return [*gunicorn, *options, "flask_app:app"], base
     if name == "bentoml":
         python = _python("bentoml")
@@ -170,7 +180,9 @@ def _check(name: str, port: int, request: bytes) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=3)

@@ -23,7 +23,8 @@ STD = torch.tensor([f["std"] for f in _features])
 LABELS = _manifest["labels"]
 _state = load_file(os.path.join(_dir, "model.safetensors"))
 _layers = []
-for name in sorted({k.rsplit(".", 1)[0] for k in _state if k.startswith("net.")}, key=lambda n: int(n.split(".")[1])):
+_linear = {k.rsplit(".", 1)[0] for k in _state if k.startswith("net.")}
+for name in sorted(_linear, key=lambda n: int(n.split(".")[1])):
     weight = _state[name + ".weight"]
     linear = torch.nn.Linear(weight.shape[1], weight.shape[0])
     linear.load_state_dict({"weight": weight, "bias": _state[name + ".bias"]})

@@ -59,6 +59,7 @@ class BatchStats:
     jobs: int = 0
     max_rows: int = 0
     multi_job_batches: int = 0  # batches that merged more than one request
+    split_batches: int = 0  # merged batches that failed and were re-run request by request
     rejected: int = 0  # queue full
     expired: int = 0  # past their deadline before they ran
     cancelled: int = 0  # their client went away before they ran
@@ -227,6 +228,7 @@ class Batcher:
             if len(jobs) == 1:
                 self._fail(jobs[0], exc)
                 return
+            self.stats.split_batches += 1
             for job in jobs:  # find the culprit(s): every other job still gets its answer
                 self._run(replica, [job])
             return

@@ -12,8 +12,6 @@ waiting, since nobody is left to answer.
 
 from __future__ import annotations
 
-import asyncio
-
 from starlette.concurrency import run_in_threadpool
 
 from openmaas.bootstrap import Platform
@@ -78,4 +76,4 @@ class RequestUsage:
     async def durable(self) -> None:
         """Wait until the recorded event is written (group commit keeps this short)."""
         if self._receipt is not None:
-            await asyncio.to_thread(self._receipt.wait)
+            await self._receipt.wait_async()  # no thread parked while the batch is written

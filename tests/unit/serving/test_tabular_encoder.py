@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,7 +25,7 @@ def _frame() -> pd.DataFrame:
     )
 
 
-ROWS = [
+ROWS: list[dict[str, Any]] = [
     {"age": 30.5, "plan": "pro", "visits": 3},
     {"age": None, "plan": None, "visits": 0},
     {"age": 99, "plan": "never-seen", "visits": None},

@@ -1,0 +1,209 @@
+"""The batcher over HTTP: concurrent requests merge (order and per-request errors kept), a full
+queue answers 503 with Retry-After, a deadline 504, a dropped client's work never runs, and a
+version swap under load fails no request."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import torch
+
+from openmaas import Client
+from openmaas.serving.runtimes.predictor import PredictorRuntime
+from tests.integration.serving.predict_support import artifact, b64, digit_png, register
+from tests.support.served import Served, Tenant
+
+
+class HeldModel(torch.nn.Module):
+    """Wraps a replica's model: counts the rows it sees and waits while `release` is unset."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = model
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.rows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.entered.set()
+        self.release.wait(10)
+        self.rows += len(x)
+        out: torch.Tensor = self.inner(x)
+        return out
+
+
+def _deploy(served: Served, family: str, **options: Any) -> tuple[Tenant, PredictorRuntime]:
+    tenant = served.tenant("acme")
+    ref = register(served, tenant, artifact(family), "m")
+    with Client(served.url, tenant.key) as client:
+        client.deployments.create(ref, name="api", **options)
+        client.deployments.wait_ready("api", timeout=60)
+    model = served.platform.served_models.lookup(tenant.org_id, "api")
+    assert model is not None
+    return tenant, model.runtime
+
+
+@contextmanager
+def _held(runtime: PredictorRuntime) -> Iterator[HeldModel]:
+    predictor = runtime.predictors[0]
+    original = predictor.model
+    held = HeldModel(original)
+    predictor.model = held
+    try:
+        yield held
+    finally:
+        held.release.set()
+        predictor.model = original
+
+
+def _row(age: float) -> dict[str, Any]:
+    return {"age": age, "plan": "basic" if age > 50 else "pro", "noise": 0.0}
+
+
+def _post(served: Served, key: str, body: dict[str, Any], **headers: str) -> httpx.Response:
+    with served.client(key) as http:
+        return http.post("/v1/deployments/api/predict", json=body, headers=headers)
+
+
+def test_concurrent_requests_merge_and_keep_order(served: Served) -> None:
+    tenant, runtime = _deploy(served, "tabular-classification", max_batch_size=64, max_wait_ms=50)
+    bodies = [{"inputs": [_row(20 + i), _row(80 - i)]} for i in range(16)]
+    alone = [_post(served, tenant.key, body).json()["predictions"] for body in bodies[:3]]
+    batches_before = runtime.stats.batches
+    with _held(runtime) as held, ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(_post, served, tenant.key, body) for body in bodies]
+        assert held.entered.wait(10)
+        time.sleep(0.3)  # the rest queue up behind the held batch
+        held.release.set()
+        responses = [f.result() for f in futures]
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    assert [r.json()["predictions"] for r in responses[:3]] == alone
+    for response, body in zip(responses, bodies, strict=True):
+        labels = [p["label"] for p in response.json()["predictions"]]
+        assert labels == ["no", "yes"], body
+    assert runtime.stats.max_rows > 2 and runtime.stats.multi_job_batches >= 1
+    assert runtime.stats.batches - batches_before < 16
+
+
+def test_an_undecodable_image_fails_alone_in_its_batch(served: Served) -> None:
+    tenant, runtime = _deploy(served, "image-classification", max_batch_size=64, max_wait_ms=50)
+    good = {"inputs": [b64(digit_png(4))]}
+    bad = {"inputs": [b64(digit_png(4)), b64(b"\x89PNG but broken")]}
+    with _held(runtime) as held, ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(_post, served, tenant.key, bad if i == 2 else good) for i in range(8)]
+        assert held.entered.wait(10)
+        time.sleep(0.3)
+        held.release.set()
+        responses = [f.result() for f in futures]
+    assert [r.status_code for r in responses] == [422 if i == 2 else 200 for i in range(8)]
+    assert responses[2].json()["error"]["param"] == "inputs.1"
+    assert runtime.stats.split_batches >= 1  # it failed inside a merged batch, then alone
+
+
+def test_a_full_queue_answers_503_with_retry_after(served: Served) -> None:
+    tenant, runtime = _deploy(served, "tabular-classification", max_batch_size=1, max_queue=2)
+    with _held(runtime) as held, ThreadPoolExecutor(3) as pool:
+        first = pool.submit(_post, served, tenant.key, {"inputs": [_row(30)]})
+        assert held.entered.wait(10)
+        queued = [pool.submit(_post, served, tenant.key, {"inputs": [_row(40)]}) for _ in range(2)]
+        deadline = time.monotonic() + 10
+        while runtime.batcher.queued < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        refused = _post(served, tenant.key, {"inputs": [_row(50)]})
+        held.release.set()
+        assert [f.result().status_code for f in (first, *queued)] == [200, 200, 200]
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "queue_full"
+
+
+def test_past_its_deadline_a_request_answers_504_and_its_work_is_dropped(served: Served) -> None:
+    tenant, runtime = _deploy(served, "tabular-classification", max_batch_size=1)
+    with _held(runtime) as held, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(_post, served, tenant.key, {"inputs": [_row(30)]})
+        assert held.entered.wait(10)
+        started = time.monotonic()
+        late = _post(served, tenant.key, {"inputs": [_row(40)]}, **{"X-Request-Timeout": "0.2"})
+        assert time.monotonic() - started < 3
+        by_body = _post(served, tenant.key, {"inputs": [_row(42)], "timeout": 0.2})
+        held.release.set()
+        assert first.result().status_code == 200
+        time.sleep(0.2)
+    assert late.status_code == 504 and by_body.status_code == 504
+    assert held.rows == 1  # only the first request ever reached the model
+    assert runtime.stats.expired == 2
+
+
+def test_a_client_that_disconnects_cancels_its_queued_work(served: Served) -> None:
+    tenant, runtime = _deploy(served, "tabular-classification", max_batch_size=1)
+    body = httpx.Request("POST", "/", json={"inputs": [_row(40)]}).content
+    host, port = served.url.removeprefix("http://").split(":")
+    with _held(runtime) as held, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(_post, served, tenant.key, {"inputs": [_row(30)]})
+        assert held.entered.wait(10)
+        with socket.create_connection((host, int(port))) as raw:
+            head = (
+                f"POST /v1/deployments/api/predict HTTP/1.1\r\nHost: {host}\r\n"
+                f"Authorization: Bearer {tenant.key}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            raw.sendall(head.encode() + body)
+            deadline = time.monotonic() + 10
+            while runtime.batcher.queued < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        time.sleep(0.2)  # the server sees the connection close
+        held.release.set()
+        assert first.result().status_code == 200
+        deadline = time.monotonic() + 5
+        while runtime.stats.cancelled < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert runtime.stats.cancelled == 1 and held.rows == 1
+
+
+def test_swapping_versions_under_load_fails_no_request(served: Served) -> None:
+    tenant = served.tenant("acme")
+    first = register(served, tenant, artifact("tabular-classification"), "churn")
+    second = register(served, tenant, artifact("tabular-classification", variant=1), "churn")
+    with Client(served.url, tenant.key) as client:
+        client.deployments.create(first, name="api", max_wait_ms=1)
+        client.deployments.wait_ready("api", timeout=60)
+    old = served.platform.served_models.lookup(tenant.org_id, "api")
+    assert old is not None
+    stop = threading.Event()
+
+    def load() -> list[tuple[int, str]]:
+        seen = []
+        with served.client(tenant.key) as http:
+            while not stop.is_set():
+                response = http.post("/v1/deployments/api/predict", json={"inputs": [_row(33)]})
+                seen.append((response.status_code, response.json().get("model", response.text)))
+        return seen
+
+    with ThreadPoolExecutor(6) as pool:
+        clients = [pool.submit(load) for _ in range(6)]
+        time.sleep(0.5)
+        with served.client(tenant.key) as http:
+            patched = http.patch("/v1/deployments/api", json={"model": second})
+            assert patched.status_code == 200, patched.text
+            assert patched.json()["state"] == "loading"
+        with Client(served.url, tenant.key) as client:
+            ready = client.deployments.wait_ready("api", timeout=60)
+        time.sleep(0.5)
+        stop.set()
+        seen = [answer for c in clients for answer in c.result()]
+    assert ready.model == second
+    assert {status for status, _ in seen} == {200}, [s for s in seen if s[0] != 200][:3]
+    models = [model for _, model in seen]
+    assert models[0] == first and second in models
+    with Client(served.url, tenant.key) as client:
+        kinds = [e.kind for e in client.deployments.events("api").data]
+    assert kinds[:2] == ["ready", "updating"]
+    assert old.runtime.batcher.queued == 0
+    with served.client(tenant.key) as http:
+        assert http.post("/v1/deployments/api/predict", json={"inputs": [_row(33)]}).json()["model"] == second

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     rate_limit_requests_per_minute: int | None = 3_000
     rate_limit_tokens_per_minute: int | None = 2_000_000
     marketplace_platform_share_bps: int = 2_000  # the platform keeps 20% of marketplace sales
+    # `memory`: per process (embedded); `database`: shared by every API server (cluster mode).
+    rate_limiter: str = Field(default="memory", pattern="^(memory|database)$")
 
     # Jobs: the worker's limits, its lease on a job, and the dataset upload limit.
     worker_concurrency: int = 2

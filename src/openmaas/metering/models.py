@@ -49,3 +49,18 @@ class RateLimitOverride(Base):
     org_id: Mapped[str] = mapped_column(String(40), index=True)
     requests_per_minute: Mapped[int | None] = mapped_column(Integer)
     tokens_per_minute: Mapped[int | None] = mapped_column(Integer)
+
+
+class RateLimitBucket(Base):
+    """A token bucket shared by every API server (the `database` rate limiter of cluster mode).
+
+    `level_milli` is the bucket's content in thousandths of a request or token; `updated_us` the
+    wall-clock time (µs since the epoch) it was last refilled.
+    """
+
+    __tablename__ = "rate_limit_buckets"
+
+    subject: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    level_milli: Mapped[int] = mapped_column(BigInteger)
+    updated_us: Mapped[int] = mapped_column(BigInteger)

@@ -52,7 +52,7 @@ class RateLimiter(Protocol):
         ...
 
 
-class _TokenBucket:
+class TokenBucket:
     __slots__ = ("capacity", "level", "rate", "updated")
 
     def __init__(self, capacity: int, now: float) -> None:
@@ -79,21 +79,14 @@ class _TokenBucket:
 class InMemoryRateLimiter:
     def __init__(self, clock: Clock, *, max_subjects: int = 100_000) -> None:
         self._clock = clock
-        self._buckets: dict[tuple[str, str], _TokenBucket] = {}
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self._lock = threading.Lock()
         self._max_subjects = max_subjects
 
     def acquire(self, subjects: list[tuple[str, Limits]], tokens: int) -> Decision:
         with self._lock:
             now = self._clock.monotonic()
-            pairs = self._buckets_for(subjects, now)
-            for kind, bucket in pairs:
-                wait = bucket.wait_for(1 if kind == "requests" else tokens)
-                if wait > 0:
-                    return self._decision(pairs, allowed=False, limit_type=kind, retry_after_s=wait)
-            for kind, bucket in pairs:
-                bucket.level -= min(1 if kind == "requests" else tokens, bucket.capacity)
-            return self._decision(pairs, allowed=True)
+            return take(self._buckets_for(subjects, now), tokens)
 
     def refund(self, subjects: list[tuple[str, Limits]], tokens: int) -> None:
         if not tokens:
@@ -104,7 +97,7 @@ class InMemoryRateLimiter:
                 if kind == "tokens":
                     bucket.level = min(float(bucket.capacity), bucket.level + tokens)
 
-    def _buckets_for(self, subjects: list[tuple[str, Limits]], now: float) -> list[tuple[str, _TokenBucket]]:
+    def _buckets_for(self, subjects: list[tuple[str, Limits]], now: float) -> list[tuple[str, TokenBucket]]:
         pairs = []
         for subject, limits in subjects:
             for kind, limit in (
@@ -117,7 +110,7 @@ class InMemoryRateLimiter:
                 if bucket is None:
                     if len(self._buckets) >= self._max_subjects:
                         self._evict_full(now)
-                    bucket = self._buckets[(subject, kind)] = _TokenBucket(limit, now)
+                    bucket = self._buckets[(subject, kind)] = TokenBucket(limit, now)
                 bucket.refill(now, limit)
                 pairs.append((kind, bucket))
         return pairs
@@ -129,20 +122,31 @@ class InMemoryRateLimiter:
             if bucket.level >= bucket.capacity:
                 del self._buckets[key]
 
-    @staticmethod
-    def _decision(
-        pairs: list[tuple[str, _TokenBucket]],
-        *,
-        allowed: bool,
-        limit_type: str = "requests",
-        retry_after_s: float = 0.0,
-    ) -> Decision:
-        tightest: dict[str, Bucket] = {}
-        for kind, bucket in pairs:
-            state = bucket.state()
-            if kind not in tightest or state.remaining < tightest[kind].remaining:
-                tightest[kind] = state
-        return Decision(allowed, tightest.get("requests"), tightest.get("tokens"), limit_type, retry_after_s)
+
+def take(pairs: list[tuple[str, TokenBucket]], tokens: int) -> Decision:
+    """One request and `tokens` from every bucket, or from none (then: which refused, and when)."""
+    for kind, bucket in pairs:
+        wait = bucket.wait_for(1 if kind == "requests" else tokens)
+        if wait > 0:
+            return _decision(pairs, allowed=False, limit_type=kind, retry_after_s=wait)
+    for kind, bucket in pairs:
+        bucket.level -= min(1 if kind == "requests" else tokens, bucket.capacity)
+    return _decision(pairs, allowed=True)
+
+
+def _decision(
+    pairs: list[tuple[str, TokenBucket]],
+    *,
+    allowed: bool,
+    limit_type: str = "requests",
+    retry_after_s: float = 0.0,
+) -> Decision:
+    tightest: dict[str, Bucket] = {}
+    for kind, bucket in pairs:
+        state = bucket.state()
+        if kind not in tightest or state.remaining < tightest[kind].remaining:
+            tightest[kind] = state
+    return Decision(allowed, tightest.get("requests"), tightest.get("tokens"), limit_type, retry_after_s)
 
 
 def headers_for(decision: Decision) -> dict[str, str]:

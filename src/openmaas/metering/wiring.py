@@ -12,7 +12,8 @@ from openmaas.metering.budgets import BudgetGuard
 from openmaas.metering.gate import UsageGate
 from openmaas.metering.ledger import UsageLedger
 from openmaas.metering.limits import LimitBook
-from openmaas.metering.ratelimit import InMemoryRateLimiter, Limits
+from openmaas.metering.ratelimit import InMemoryRateLimiter, Limits, RateLimiter
+from openmaas.metering.ratelimit_db import DatabaseRateLimiter
 
 
 @dataclass(frozen=True)
@@ -37,5 +38,8 @@ def build_metering(settings: Settings, db: Database, clock: Clock) -> Metering:
     budgets = BudgetGuard(db, clock, ttl=settings.billing_cache_ttl_s)
     default = Limits(settings.rate_limit_requests_per_minute, settings.rate_limit_tokens_per_minute)
     limits = LimitBook(db, prices, clock, default=default, ttl=settings.billing_cache_ttl_s)
-    gate = UsageGate(meter, budgets, InMemoryRateLimiter(clock), limits, prices, clock)
+    limiter: RateLimiter = (
+        DatabaseRateLimiter(db, clock) if settings.rate_limiter == "database" else InMemoryRateLimiter(clock)
+    )
+    gate = UsageGate(meter, budgets, limiter, limits, prices, clock)
     return Metering(prices, meter, budgets, limits, gate)

@@ -1,5 +1,5 @@
-"""Metering and billing: the usage ledger, rate-limit overrides, accounts and key budgets, credit
-transactions, pricebooks, marketplace listings, invoices; organizations.timezone.
+"""Metering and billing: the usage ledger, rate-limit overrides and shared buckets, accounts and
+key budgets, credit transactions, pricebooks, marketplace listings, invoices; organizations.timezone.
 
 Revision ID: 0002
 Revises: 0001
@@ -18,6 +18,14 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "rate_limit_buckets",
+        sa.Column("subject", sa.String(length=40), nullable=False),
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("level_milli", sa.BigInteger(), nullable=False),
+        sa.Column("updated_us", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("subject", "kind", name=op.f("pk_rate_limit_buckets")),
+    )
     op.create_table(
         "pricebooks",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -172,6 +180,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("rate_limit_buckets")
     op.drop_column("organizations", "timezone")
 
     with op.batch_alter_table("key_budgets", schema=None) as batch_op:

@@ -28,6 +28,7 @@ import os
 import shutil
 import statistics
 import sys
+import time
 from pathlib import Path
 
 from benchmarks import serving_apps as apps
@@ -174,9 +175,14 @@ def _check(name: str, port: int, request: bytes) -> None:
         writer.close()
         return head
 
-    head = asyncio.run(asyncio.wait_for(once(), 60))
-    if b" 200 " not in head.split(b"\r\n")[0]:
-        raise RuntimeError(f"{name} answered {head[:200]!r}")
+    deadline = time.monotonic() + 120
+    while True:  # Ray listens before its app is deployed: 404/503 until then
+        head = asyncio.run(asyncio.wait_for(once(), 60))
+        if b" 200 " in head.split(b"\r\n")[0]:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} answered {head[:200]!r}")
+        time.sleep(1)
 
 
 def main() -> None:

@@ -49,6 +49,7 @@ def loop_settings(config: CommonConfig, monitor: str, mode: str = "max") -> Loop
         seed=config.seed,
         patience=config.patience,
         checkpoint_every=config.checkpoint_every,
+        checkpoint_min_seconds=config.checkpoint_min_seconds,
         monitor=monitor,
         mode="max" if mode == "max" else "min",
     )

@@ -33,6 +33,7 @@ class CommonConfig:
     seed: int = 0
     patience: int = 0
     checkpoint_every: int = 1
+    checkpoint_min_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         require(1 <= self.epochs <= 10_000, "epochs", "must be between 1 and 10000")
@@ -42,6 +43,7 @@ class CommonConfig:
         require(self.seed >= 0, "seed", "must be non-negative")
         require(self.patience >= 0, "patience", "must be non-negative (0 disables early stopping)")
         require(self.checkpoint_every >= 1, "checkpoint_every", "must be at least 1")
+        require(0 <= self.checkpoint_min_seconds <= 86_400, "checkpoint_min_seconds", "must be in [0, 86400]")
 
 
 def _check_dropout(dropout: float) -> None:

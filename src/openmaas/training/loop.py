@@ -10,6 +10,7 @@ this process.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +46,7 @@ class LoopSettings:
     weight_decay: float = 0.0
     patience: int = 0  # epochs without improvement before stopping; 0 turns early stopping off
     checkpoint_every: int = 1
+    checkpoint_min_seconds: float = 0.0  # also wait this long between checkpoints (0: no wait)
     grad_clip: float | None = 5.0
 
 
@@ -87,6 +89,7 @@ def train_loop(
     )
     progress = _resume(model, optimizer, context)
     resumed_from = progress.epoch
+    last_checkpoint = time.monotonic()
     while progress.epoch < settings.epochs and not progress.stopped_early:
         epoch = progress.epoch + 1
         started = time.perf_counter()
@@ -100,8 +103,9 @@ def train_loop(
         progress.epoch = epoch
         progress.history.append(record)
         context.report(dict(record))
-        if epoch % settings.checkpoint_every == 0 or epoch == settings.epochs or progress.stopped_early:
+        if _checkpoint_due(settings, epoch, progress, last_checkpoint):
             context.save_checkpoint(_snapshot(model, optimizer, progress))
+            last_checkpoint = time.monotonic()
     if progress.best_model is not None:
         model.load_state_dict(progress.best_model)
     model.eval()
@@ -141,6 +145,13 @@ def _train_epoch(
     return total / max(seen, 1)
 
 
+def _checkpoint_due(settings: LoopSettings, epoch: int, progress: _Progress, last: float) -> bool:
+    if epoch == settings.epochs or progress.stopped_early:
+        return True
+    waited = time.monotonic() - last >= settings.checkpoint_min_seconds
+    return epoch % settings.checkpoint_every == 0 and waited
+
+
 def _update_best(
     model: nn.Module, progress: _Progress, record: dict[str, float], settings: LoopSettings
 ) -> None:
@@ -164,7 +175,8 @@ def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer, progress: _Pro
         "epoch": progress.epoch,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "history": progress.history,
+        # One JSON string, not a nested structure: packing grows with every epoch otherwise.
+        "history": json.dumps(progress.history),
         "best_score": progress.best_score,
         "best_epoch": progress.best_epoch,
         "best_model": progress.best_model,
@@ -181,7 +193,7 @@ def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, context: Trainin
     optimizer.load_state_dict(state["optimizer"])
     return _Progress(
         epoch=int(state["epoch"]),
-        history=[dict(record) for record in state["history"]],
+        history=json.loads(state["history"]),
         best_score=float(state["best_score"]),
         best_epoch=int(state["best_epoch"]),
         best_model=state["best_model"],

@@ -35,7 +35,7 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().clone().contiguous() for name, tensor in state.items()}
 
 
-def build_manifest(trained: TrainedModel) -> dict[str, Any]:
+def build_manifest(trained: TrainedModel, lineage: dict[str, Any] | None = None) -> dict[str, Any]:
     meta, _ = trained.preprocessor.state()
     return {
         "format_version": FORMAT_VERSION,
@@ -50,18 +50,24 @@ def build_manifest(trained: TrainedModel) -> dict[str, Any]:
         "history": trained.history,
         "training_params": trained.params,
         "files": {"weights": WEIGHTS, "preprocessing": PREPROCESSING},
+        "lineage": lineage or {},
     }
 
 
-def write_artifact(trained: TrainedModel, dest: Path | str) -> dict[str, Any]:
-    """Write the artifact folder `dest` (which must not exist yet); return its manifest."""
+def write_artifact(
+    trained: TrainedModel, dest: Path | str, lineage: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write the artifact folder `dest` (which must not exist yet); return its manifest.
+
+    `lineage` (dataset version, job, parent version: whatever the registry tracks) is stored as is.
+    """
     dest = Path(dest)
     if dest.exists():
         raise Conflict(f"an artifact already exists at {dest}", param="dest")
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
-        manifest = build_manifest(trained)
+        manifest = build_manifest(trained, lineage)
         save_file(_tensors(trained.model.state_dict()), str(staging / WEIGHTS))
         _, arrays = trained.preprocessor.state()
         save_file(_tensors(arrays), str(staging / PREPROCESSING))
@@ -103,4 +109,6 @@ def load_artifact(path: Path | str) -> Predictor:
         manifest["preprocessing"]["state"], load_file(str(path / PREPROCESSING))
     )
     default_k = int(manifest["output_signature"].get("k", 10))
-    return Predictor(manifest["task"], model, preprocessor, manifest.get("labels"), default_k=default_k)
+    return Predictor(
+        manifest["task"], model, preprocessor, manifest.get("labels"), default_k=default_k, manifest=manifest
+    )

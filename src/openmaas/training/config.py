@@ -6,7 +6,9 @@ ValidationFailed whose `param` names the hyperparameter.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -150,6 +152,24 @@ def parse_task(task: str) -> Task:
         raise ValidationFailed(
             f"unknown task {task!r}; expected one of {[t.value for t in Task]}", param="task"
         ) from None
+
+
+def hyperparameters(task: str) -> list[dict[str, Any]]:
+    """Each hyperparameter of `task` with its type and default (for API docs and CLI help)."""
+    cls = CONFIGS[parse_task(task)]
+    hints = typing.get_type_hints(cls)
+    return [
+        {"name": f.name, "type": _type_name(hints[f.name]), "default": _default(f.default)}
+        for f in dataclasses.fields(cls)
+    ]
+
+
+def _type_name(kind: Any) -> str:
+    return str(kind).replace("typing.", "") if typing.get_origin(kind) else kind.__name__
+
+
+def _default(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def config_from_params(task: str, params: Mapping[str, Any] | None = None) -> CommonConfig:

@@ -58,12 +58,14 @@ class Predictor:
         preprocessor: FittedPreprocessor,
         labels: Sequence[str] | None = None,
         default_k: int = 10,
+        manifest: dict[str, Any] | None = None,
     ) -> None:
         self.task = Task(task)
         self.model = model.eval()
         self.preprocessor = preprocessor
         self.labels = list(labels or [])
         self.default_k = default_k
+        self.manifest = manifest or {}
 
     def predict(self, raw_inputs: Sequence[Any], *, k: int | None = None) -> list[Prediction]:
         """Predict a batch. `k` (recommendation only) overrides the number of items returned."""

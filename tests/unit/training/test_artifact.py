@@ -28,7 +28,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
 
 
 def test_artifact_roundtrip_predicts_the_same(trained: TrainedModel, tmp_path: Path) -> None:
-    manifest = write_artifact(trained, tmp_path / "v1")
+    manifest = write_artifact(trained, tmp_path / "v1", lineage={"dataset": "ds_1", "job": "job_1"})
     assert sorted(p.name for p in (tmp_path / "v1").iterdir()) == [
         "manifest.json",
         "model.safetensors",
@@ -43,6 +43,7 @@ def test_artifact_roundtrip_predicts_the_same(trained: TrainedModel, tmp_path: P
     assert len(manifest["history"]) == 3 and manifest["training_params"]["epochs"] == 3
     rows = [{"a": 2.0, "b": "x"}, {"a": -2.0, "b": "y"}, {"b": "x"}]
     predictor = load_artifact(tmp_path / "v1")
+    assert predictor.manifest["lineage"] == {"dataset": "ds_1", "job": "job_1"}
     loaded = predictor.predict(rows)
     direct = [
         p.to_dict()

@@ -12,6 +12,7 @@ from openmaas.training.config import (
     TabularClassificationConfig,
     TextClassificationConfig,
     config_from_params,
+    hyperparameters,
 )
 
 
@@ -61,3 +62,10 @@ def test_defaults_per_family() -> None:
     assert isinstance(config_from_params("tabular-classification"), TabularClassificationConfig)
     rec = config_from_params("recommendation", {"feedback": "explicit", "rating_column": "stars"})
     assert isinstance(rec, RecommendationConfig) and rec.rating_column == "stars" and rec.k == 10
+
+
+def test_hyperparameters_list_names_types_and_defaults() -> None:
+    listed = {entry["name"]: entry for entry in hyperparameters("text-classification")}
+    assert listed["epochs"] == {"name": "epochs", "type": "int", "default": 20}
+    assert listed["architecture"]["default"] == "lstm" and "transformer" in listed["architecture"]["type"]
+    assert {entry["name"] for entry in hyperparameters("recommendation")} >= {"factors", "k", "feedback"}

@@ -1,0 +1,38 @@
+"""Training: one trainer per task family on one shared, resumable loop, and evaluation.
+
+A plain library: the job system supplies a `TrainingContext`; nothing here touches the
+database, HTTP or the job queue.
+"""
+
+from openmaas.training.config import Task, config_from_params, hyperparameters
+from openmaas.training.context import DirectoryContext, InMemoryContext, TrainingContext
+from openmaas.training.loop import LoopResult, LoopSettings, TrainingStopped, train_loop
+from openmaas.training.predictor import (
+    ClassPrediction,
+    Prediction,
+    Predictor,
+    Recommendations,
+    ValuePrediction,
+)
+from openmaas.training.result import TrainedModel
+from openmaas.training.train import train
+
+__all__ = [
+    "ClassPrediction",
+    "DirectoryContext",
+    "InMemoryContext",
+    "LoopResult",
+    "LoopSettings",
+    "Prediction",
+    "Predictor",
+    "Recommendations",
+    "Task",
+    "TrainedModel",
+    "TrainingContext",
+    "TrainingStopped",
+    "ValuePrediction",
+    "config_from_params",
+    "hyperparameters",
+    "train",
+    "train_loop",
+]

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from openmaas import errors
 from openmaas.billing.models import BillingAccount, KeyBudget
 from openmaas.clock import Clock
 from openmaas.db.database import Database
+from openmaas.metering import settlement
 from openmaas.metering.events import Hold
 
 
@@ -34,10 +35,11 @@ class _Needs:
 
 
 class BudgetGuard:
-    def __init__(self, db: Database, clock: Clock, *, ttl: float) -> None:
+    def __init__(self, db: Database, clock: Clock, *, ttl: float, hold_ttl_s: float = 3600.0) -> None:
         self._db = db
         self._clock = clock
         self._ttl = ttl
+        self._hold_ttl_s = hold_ttl_s
         self._needs: dict[tuple[str, str | None], _Needs] = {}
         self._lock = threading.Lock()
 
@@ -47,11 +49,19 @@ class BudgetGuard:
             for subject in [s for s in self._needs if s[0] == org_id]:
                 del self._needs[subject]
 
-    def reserve(self, org_id: str, api_key_id: str | None, amount_micros: int, period: str) -> Hold:
-        """Hold `amount_micros` on the org (and key) or raise `InsufficientQuota` (402)."""
+    def reserve(
+        self, org_id: str, api_key_id: str | None, amount_micros: int, period: str, hold_id: str
+    ) -> Hold:
+        """Hold `amount_micros` on the org (and key) or raise `InsufficientQuota` (402).
+
+        `hold_id` (the request id) names the hold; a second hold under an id still in flight is a
+        `Conflict`."""
         needs = self._needs_hold(org_id, api_key_id)
         if not (needs.org or needs.key) or amount_micros <= 0:
             return Hold(org_id, api_key_id, 0, 0)
+        hold = Hold(
+            org_id, api_key_id, amount_micros if needs.org else 0, amount_micros if needs.key else 0, hold_id
+        )
         with self._db.session() as session:
             if needs.org and not _hold_org(session, org_id, amount_micros, period):
                 raise errors.InsufficientQuota(
@@ -66,25 +76,44 @@ class BudgetGuard:
                 raise errors.InsufficientQuota(
                     "Insufficient quota: this API key's monthly spending cap does not cover this request."
                 )
-        return Hold(org_id, api_key_id, amount_micros if needs.org else 0, amount_micros if needs.key else 0)
+            expires_at = self._clock.now() + timedelta(seconds=self._hold_ttl_s)
+            mark = "?" if self._db.is_sqlite else "%s"
+            inserted = session.connection().exec_driver_sql(
+                "INSERT INTO budget_holds (id, org_id, api_key_id, org_micros, key_micros, expires_at) "
+                f"VALUES ({', '.join([mark] * 6)}) ON CONFLICT (id) DO NOTHING",
+                (hold_id, org_id, api_key_id, hold.org_micros, hold.key_micros, _naive(expires_at, self._db)),
+            )
+            if inserted.rowcount != 1:
+                raise errors.Conflict(
+                    f"Request {hold_id!r} is already in progress.", code="request_in_progress"
+                )
+        return hold
 
     def release(self, hold: Hold) -> None:
         """Give back a hold whose request was never served (so no usage is written for it)."""
-        if not (hold.org_micros or hold.key_micros):
+        if hold.hold_id is None:
             return
         with self._db.session() as session:
-            if hold.org_micros:
-                session.execute(
-                    update(BillingAccount)
-                    .where(BillingAccount.org_id == hold.org_id)
-                    .values(reserved_micros=BillingAccount.reserved_micros - hold.org_micros)
+            org_held, key_held = settlement.take_holds(session, self._db, [hold.hold_id])
+            settlement.release_amounts(session, self._db, org_held, key_held)
+
+    def release_expired(self) -> int:
+        """Release holds whose request outlived `hold_ttl_s` (its server crashed); how many."""
+        now = _naive(self._clock.now(), self._db)
+        with self._db.read_session() as session:
+            mark = "?" if self._db.is_sqlite else "%s"
+            ids = [
+                row[0]
+                for row in session.connection().exec_driver_sql(
+                    f"SELECT id FROM budget_holds WHERE expires_at < {mark}", (now,)
                 )
-            if hold.key_micros and hold.api_key_id is not None:
-                session.execute(
-                    update(KeyBudget)
-                    .where(KeyBudget.key_id == hold.api_key_id)
-                    .values(reserved_micros=KeyBudget.reserved_micros - hold.key_micros)
-                )
+            ]
+        if not ids:
+            return 0
+        with self._db.session() as session:
+            org_held, key_held = settlement.take_holds(session, self._db, ids)
+            settlement.release_amounts(session, self._db, org_held, key_held)
+        return len(ids)
 
     def _needs_hold(self, org_id: str, api_key_id: str | None) -> _Needs:
         now = self._clock.monotonic()
@@ -146,3 +175,9 @@ def _hold_key(session: Session, key_id: str, amount: int, period: str) -> bool:
         _sql(session, "SELECT 1 FROM key_budgets WHERE key_id = ?"), (key_id,)
     )
     return exists.first() is None
+
+
+def _naive(when: datetime, db: Database) -> object:
+    """A time as `UTCDateTime` stores it (SQLite: SQLAlchemy's text format), for plain SQL."""
+    naive = when.astimezone(UTC).replace(tzinfo=None)
+    return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if db.is_sqlite else naive

@@ -30,12 +30,17 @@ RESOURCE_CLASSES = ("cpu", "gpu")
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """Budget reserved for one request before it ran; settled when its usage is written."""
+    """Budget reserved for one request before it ran; settled when its usage is written.
+
+    `hold_id` names its row in `budget_holds` (None when nothing was held): settling deletes the
+    row, so a hold is released once, whether by its usage, by `release`, or by expiry after a crash.
+    """
 
     org_id: str
     api_key_id: str | None
     org_micros: int
     key_micros: int
+    hold_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,8 +110,9 @@ class UsageGate:
                 api_key_id,
                 worst_case_micros(self._prices, probe),
                 period_of(now, self._prices.profile(org_id).timezone),
+                request_id,
             )
-        except errors.InsufficientQuota as exc:
+        except (errors.InsufficientQuota, errors.Conflict) as exc:
             self._limiter.refund(subjects, tokens)
             exc.headers.update(limit_headers)
             raise

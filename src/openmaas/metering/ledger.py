@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -100,6 +100,8 @@ class UsageLedger:
         max_batch: int = 2_000,
         linger_s: float = 0.0,
         retry_delay_s: float = 0.05,
+        sweep: Callable[[], int] | None = None,
+        sweep_interval_s: float = 30.0,
     ) -> None:
         self._db = db
         self._prices = prices
@@ -107,6 +109,9 @@ class UsageLedger:
         self._max_batch = max_batch
         self._linger_s = linger_s
         self._retry_delay_s = retry_delay_s
+        self._sweep = sweep
+        self._sweep_interval_s = sweep_interval_s
+        self._swept_at = clock.monotonic()
         self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -154,7 +159,11 @@ class UsageLedger:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
+            self._sweep_if_due()
+            try:
+                first = self._queue.get(timeout=self._sweep_interval_s)
+            except queue.Empty:
+                continue
             if first is None:
                 stopping = True
                 batch: list[_Pending] = []
@@ -173,6 +182,19 @@ class UsageLedger:
                 batch.append(item)
             if batch:
                 self._write_until_done(batch)
+
+    def _sweep_if_due(self) -> None:
+        """Between batches: release budget holds that crashed servers left behind."""
+        if self._sweep is None or self._clock.monotonic() - self._swept_at < self._sweep_interval_s:
+            return
+        self._swept_at = self._clock.monotonic()
+        try:
+            released = self._sweep()
+        except Exception:
+            log.exception("releasing expired budget holds failed; will retry")
+            return
+        if released:
+            log.warning("released %d expired budget holds (requests whose server stopped)", released)
 
     def _write_until_done(self, batch: list[_Pending]) -> None:
         delay = self._retry_delay_s

@@ -64,3 +64,17 @@ class RateLimitBucket(Base):
     kind: Mapped[str] = mapped_column(String(10), primary_key=True)
     level_milli: Mapped[int] = mapped_column(BigInteger)
     updated_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class BudgetHold(Base):
+    """A reservation in flight. Settling its usage deletes it; one left by a crashed server is
+    released when it expires (`BudgetGuard.release_expired`)."""
+
+    __tablename__ = "budget_holds"
+
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40))
+    api_key_id: Mapped[str | None] = mapped_column(String(40))
+    org_micros: Mapped[int] = mapped_column(BigInteger)
+    key_micros: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

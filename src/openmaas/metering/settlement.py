@@ -111,17 +111,14 @@ class Spend:
 
     org_cost: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     key_cost: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
-    org_held: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    key_held: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    hold_ids: list[str] = field(default_factory=list)
 
     def add(self, event: UsageEvent, period: str, cost: int) -> None:
         self.org_cost[(event.org_id, period)] += cost
         if event.api_key_id is not None:
             self.key_cost[(event.api_key_id, period)] += cost
-        if event.hold is not None:
-            self.org_held[event.hold.org_id] += event.hold.org_micros
-            if event.hold.api_key_id is not None:
-                self.key_held[event.hold.api_key_id] += event.hold.key_micros
+        if event.hold is not None and event.hold.hold_id is not None:
+            self.hold_ids.append(event.hold.hold_id)
 
 
 # Spend of an earlier month than the row's current one (a late event) is not part of this month.
@@ -153,16 +150,57 @@ def apply(session: Session, db: Database, spend: Spend) -> None:
     runs once per organisation per batch, on the hot path)."""
     connection = session.connection()
     style = (lambda sql: sql) if db.is_sqlite else (lambda sql: sql.replace("?", "%s"))
-    held = dict(spend.org_held)
+    held, key_held = take_holds(session, db, spend.hold_ids)
     for (org_id, period), cost in sorted(spend.org_cost.items(), key=lambda item: item[0][1]):
         release = held.pop(org_id, 0)
         connection.exec_driver_sql(
             style(_ACCOUNT_UPSERT),
             (org_id, period, cost, cost, release, period, cost, period, cost, period, period, cost),
         )
-    key_held = dict(spend.key_held)
     for (key_id, period), cost in sorted(spend.key_cost.items(), key=lambda item: item[0][1]):
         release = key_held.pop(key_id, 0)
         connection.exec_driver_sql(
             style(_KEY_UPDATE), (release, period, cost, period, cost, period, period, key_id)
         )
+    # Holds of accounts this batch added nothing to (cannot happen for the org; kept exact anyway).
+    release_amounts(session, db, held, key_held)
+
+
+def take_holds(session: Session, db: Database, hold_ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Delete these holds; return what they held per org and per key. Holds already gone (settled,
+    released or expired) are not returned, so nothing is released twice."""
+    org_held: dict[str, int] = defaultdict(int)
+    key_held: dict[str, int] = defaultdict(int)
+    if not hold_ids:
+        return org_held, key_held
+    mark = "?" if db.is_sqlite else "%s"
+    rows = session.connection().exec_driver_sql(
+        f"DELETE FROM budget_holds WHERE id IN ({', '.join([mark] * len(hold_ids))}) "
+        "RETURNING org_id, api_key_id, org_micros, key_micros",
+        tuple(hold_ids),
+    )
+    for org_id, api_key_id, org_micros, key_micros in rows:
+        org_held[org_id] += org_micros
+        if api_key_id is not None:
+            key_held[api_key_id] += key_micros
+    return org_held, key_held
+
+
+def release_amounts(
+    session: Session, db: Database, org_held: dict[str, int], key_held: dict[str, int]
+) -> None:
+    mark = "?" if db.is_sqlite else "%s"
+    connection = session.connection()
+    for org_id, amount in org_held.items():
+        if amount:
+            connection.exec_driver_sql(
+                f"UPDATE billing_accounts SET reserved_micros = reserved_micros - {mark} "
+                f"WHERE org_id = {mark}",
+                (amount, org_id),
+            )
+    for key_id, amount in key_held.items():
+        if amount:
+            connection.exec_driver_sql(
+                f"UPDATE key_budgets SET reserved_micros = reserved_micros - {mark} WHERE key_id = {mark}",
+                (amount, key_id),
+            )

@@ -27,6 +27,7 @@ class Metering:
 
 def build_metering(settings: Settings, db: Database, clock: Clock) -> Metering:
     prices = DatabasePriceSource(db, clock, ttl=settings.billing_cache_ttl_s)
+    budgets = BudgetGuard(db, clock, ttl=settings.billing_cache_ttl_s)
     meter = UsageLedger(
         db,
         prices,
@@ -34,8 +35,8 @@ def build_metering(settings: Settings, db: Database, clock: Clock) -> Metering:
         max_queue=settings.metering_queue_size,
         max_batch=settings.metering_max_batch,
         linger_s=settings.metering_linger_s,
+        sweep=budgets.release_expired,
     )
-    budgets = BudgetGuard(db, clock, ttl=settings.billing_cache_ttl_s)
     default = Limits(settings.rate_limit_requests_per_minute, settings.rate_limit_tokens_per_minute)
     limits = LimitBook(db, prices, clock, default=default, ttl=settings.billing_cache_ttl_s)
     limiter: RateLimiter = (

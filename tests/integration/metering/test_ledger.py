@@ -17,6 +17,7 @@ from openmaas.bootstrap import Platform
 from openmaas.metering.events import UsageEvent
 from openmaas.metering.ledger import UsageLedger
 from openmaas.metering.models import UsageRecord
+from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_org, make_pricebook
 
 
@@ -175,3 +176,38 @@ def test_abandoned_requests_release_their_hold_and_write_nothing(platform: Platf
     assert _count(platform, org) == (1, 500_000)
     with platform.db.session() as session:
         session.execute(update(BillingAccount).where(BillingAccount.org_id == org).values(prepaid=False))
+
+
+def test_a_crashed_requests_hold_expires_and_is_released_exactly_once(clocked: Clocked) -> None:
+    platform = clocked.platform
+    org = make_org(platform, "acme")
+    make_pricebook(platform, [{"unit": "requests", "price": "0.40"}])
+    with platform.db.session() as session:
+        session.add(
+            BillingAccount(
+                org_id=org,
+                balance_micros=1_000_000,
+                prepaid=True,
+                reserved_micros=0,
+                period="",
+                period_spend_micros=0,
+                unbilled_micros=0,
+            )
+        )
+    lost = platform.gate.admit(org, None, "req_lost", worst_case={"requests": 1})  # its server dies
+    with pytest.raises(errors.Conflict):  # the same request id twice in flight holds once
+        platform.gate.admit(org, None, "req_lost", worst_case={"requests": 1})
+    served = platform.gate.admit(org, None, "req_served", worst_case={"requests": 1})
+    with pytest.raises(errors.InsufficientQuota):
+        platform.gate.admit(org, None, "req_3", worst_case={"requests": 1})
+    platform.gate.complete(served, {"requests": 1}).wait()
+    clocked.clock.advance(3601)
+    assert platform.metering.budgets.release_expired() == 1
+    assert platform.metering.budgets.release_expired() == 0
+    third = platform.gate.admit(org, None, "req_3", worst_case={"requests": 1})
+    platform.gate.complete(third, {"requests": 1}).wait()
+    platform.gate.complete(lost, {"requests": 1}).wait()  # late usage is metered, its hold not freed twice
+    with platform.db.read_session() as session:
+        account = session.get(BillingAccount, org)
+        assert account is not None
+        assert (account.reserved_micros, account.unbilled_micros) == (0, 1_200_000)

@@ -19,6 +19,17 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
+        "budget_holds",
+        sa.Column("id", sa.String(length=120), nullable=False),
+        sa.Column("org_id", sa.String(length=40), nullable=False),
+        sa.Column("api_key_id", sa.String(length=40), nullable=True),
+        sa.Column("org_micros", sa.BigInteger(), nullable=False),
+        sa.Column("key_micros", sa.BigInteger(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_budget_holds")),
+    )
+    op.create_index(op.f("ix_budget_holds_expires_at"), "budget_holds", ["expires_at"], unique=False)
+    op.create_table(
         "rate_limit_buckets",
         sa.Column("subject", sa.String(length=40), nullable=False),
         sa.Column("kind", sa.String(length=10), nullable=False),
@@ -180,6 +191,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_budget_holds_expires_at"), table_name="budget_holds")
+    op.drop_table("budget_holds")
     op.drop_table("rate_limit_buckets")
     op.drop_column("organizations", "timezone")
 

@@ -59,7 +59,7 @@ def wav_info(data: bytes) -> WavInfo:
             )
     except (wave.Error, EOFError) as exc:
         raise ValueError(str(exc)) from exc
-    if info.sample_width not in (1, 2, 4) or info.frames == 0:
+    if info.sample_width not in (1, 2, 3, 4) or info.frames == 0:
         raise ValueError(f"unsupported WAV: {info.sample_width}-byte samples, {info.frames} frames")
     return info
 
@@ -76,6 +76,12 @@ def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
         samples = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
     elif width == 2:
         samples = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+    elif width == 3:
+        triples = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        packed = triples[:, 0] | (triples[:, 1] << 8) | (triples[:, 2] << 16)
+        samples = (np.where(packed >= 1 << 23, packed - (1 << 24), packed) / float(1 << 23)).astype(
+            np.float32
+        )
     elif width == 4:
         samples = np.frombuffer(raw, dtype="<i4").astype(np.float32) / 2147483648.0
     else:

@@ -62,17 +62,25 @@ class DirectoryContext(InMemoryContext):
 
     _NAME = re.compile(r"checkpoint-(\d+)\.safetensors")
 
-    def __init__(self, folder: Path, stop_when: Callable[[InMemoryContext], bool] | None = None) -> None:
+    def __init__(
+        self, folder: Path, stop_when: Callable[[InMemoryContext], bool] | None = None, keep: int = 2
+    ) -> None:
         super().__init__(stop_when)
         self.folder = Path(folder)
+        self.keep = keep
 
     def save_checkpoint(self, state: State) -> None:
         step = int(state.get("epoch", self.checkpoints_saved))
         write_checkpoint_file(state, self.folder / f"checkpoint-{step:06d}.safetensors")
         self.checkpoints_saved += 1
+        for old in self._files()[: -self.keep]:
+            old.unlink(missing_ok=True)
+
+    def _files(self) -> list[Path]:
+        if not self.folder.exists():
+            return []
+        return sorted(p for p in self.folder.iterdir() if self._NAME.fullmatch(p.name))
 
     def latest_checkpoint(self) -> State | None:
-        if not self.folder.exists():
-            return None
-        found = sorted(p for p in self.folder.iterdir() if self._NAME.fullmatch(p.name))
+        found = self._files()
         return read_checkpoint(found[-1]) if found else None

@@ -158,3 +158,28 @@ def test_interaction_index_maps_ids_and_remembers_seen_items(tmp_path: Path) -> 
     restored = _roundtrip(index, tmp_path)
     assert isinstance(restored, InteractionIndex) and restored.seen_items(1).tolist() == [1]
     assert restored.popularity.tolist() == [1, 2]
+
+
+def test_wav_sample_widths_decode_to_the_same_signal() -> None:
+    from openmaas.datasets.media import decode_wav
+
+    t = np.arange(800) / 8000
+    signal = np.sin(2 * math.pi * 440 * t) * 0.5
+    decoded = []
+    for width, encode in (
+        (1, lambda x: (x * 127 + 128).astype(np.uint8).tobytes()),
+        (2, lambda x: (x * 32767).astype("<i2").tobytes()),
+        (3, lambda x: b"".join(int(v).to_bytes(3, "little", signed=True) for v in (x * 8388607).astype(int))),
+        (4, lambda x: (x * 2147483647).astype("<i4").tobytes()),
+    ):
+        buffer = io.BytesIO()
+        with wave.open(buffer, "wb") as writer:
+            writer.setnchannels(1)
+            writer.setsampwidth(width)
+            writer.setframerate(8000)
+            writer.writeframes(encode(signal))
+        samples, rate = decode_wav(buffer.getvalue())
+        assert rate == 8000
+        decoded.append(samples)
+    for samples in decoded:
+        assert np.allclose(samples, signal, atol=0.02)  # 8-bit steps are 1/128

@@ -44,3 +44,17 @@ def test_checkpoint_file_is_written_atomically(tmp_path: Path) -> None:
     assert torch.equal(read_checkpoint(path)["w"], torch.arange(4))
     assert [p.name for p in path.parent.iterdir()] == ["c.safetensors"]
     assert path.read_bytes()[8:9] == b"{"  # a safetensors header, not a pickle
+
+
+def test_directory_context_keeps_only_the_latest_checkpoints(tmp_path: Path) -> None:
+    from openmaas.training.context import DirectoryContext
+
+    context = DirectoryContext(tmp_path, keep=2)
+    for epoch in range(1, 6):
+        context.save_checkpoint({"epoch": epoch})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-000004.safetensors",
+        "checkpoint-000005.safetensors",
+    ]
+    latest = DirectoryContext(tmp_path).latest_checkpoint()
+    assert latest is not None and latest["epoch"] == 5

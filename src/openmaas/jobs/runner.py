@@ -1,4 +1,5 @@
-"""The entry point of a job subprocess: `python -m openmaas.jobs.runner`, its `RunSpec` on stdin.
+"""The entry point of a job process: `run_in_child`, forked by `LocalExecutor`, or
+`python -m openmaas.jobs.runner` with the `RunSpec` JSON on stdin.
 
 Exit status 0: the job was settled here (succeeded, or failed for a reason retrying cannot fix).
 `EXIT_STOPPED`: it stopped because it was asked to (SIGTERM from the worker) or lost its lease.
@@ -7,6 +8,8 @@ Anything else: the attempt failed; the worker retries it up to `max_attempts`.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -66,13 +69,11 @@ def execute(run: JobRun) -> int:
         return 1
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    spec = RunSpec.model_validate_json(sys.stdin.buffer.read())
-    assert all_tables.Base.metadata.tables  # every table mapped, so foreign keys resolve
+def run_spec(spec: RunSpec) -> int:
+    """Run one attempt described by `spec` in this process; returns the exit status."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    parent = os.getppid()
+    assert all_tables.Base.metadata.tables  # every table mapped, so foreign keys resolve
     db = Database(spec.database_url)
     try:
         with db.read_session() as session:
@@ -84,11 +85,56 @@ def main() -> int:
             clock=SystemClock(),
             claim=spec.claim,
             params=params,
-            stop_requested=lambda: stop.is_set() or os.getppid() != parent,
+            # The worker gone (killed): stop; another worker takes the job over from its checkpoint.
+            stop_requested=lambda: stop.is_set() or not _alive(spec.worker_pid),
         )
         return execute(run)
     finally:
         db.dispose()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _die_with_forkserver() -> None:
+    """Be killed when the forkserver exits, and let it exit when its worker dies.
+
+    A forked job holds the forkserver's "alive" pipe, which would keep the forkserver (and so the
+    job) running after a SIGKILL of the worker; closing it here lets the forkserver see its worker
+    go, and PR_SET_PDEATHSIG makes the kernel kill this process when the forkserver ends.
+    """
+    from multiprocessing import forkserver
+
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        os.close(forkserver._forkserver._forkserver_alive_fd)  # type: ignore[attr-defined]
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def run_in_child(spec_json: str, log_path: str) -> None:
+    """The target of a job process forked by `LocalExecutor`: log to the attempt's file, run."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    _die_with_forkserver()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    sys.exit(run_spec(RunSpec.model_validate_json(spec_json)))
+
+
+def main() -> int:
+    """`python -m openmaas.jobs.runner` with the `RunSpec` JSON on stdin (for other executors)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_spec(RunSpec.model_validate_json(sys.stdin.buffer.read()))
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         """Work until `stop` is set, then hand running jobs back to the queue."""
+        self.executor.warm()
         log.info("worker %s started", self.id)
         while not stop.is_set():
             try:
@@ -112,7 +113,10 @@ class Worker:
             if claim is None:
                 return
             spec = RunSpec(
-                claim=claim, database_url=self.db.url, artifacts_path=str(self.settings.artifacts_path)
+                claim=claim,
+                database_url=self.db.url,
+                artifacts_path=str(self.settings.artifacts_path),
+                worker_pid=os.getpid(),
             )
             self.running[claim.job_id] = _Running(claim, self.executor.start(spec))
             log.info("started %s (%s, attempt %d)", claim.job_id, claim.kind, claim.attempt)

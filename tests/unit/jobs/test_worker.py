@@ -40,6 +40,9 @@ class FakeExecutor:
     def __init__(self) -> None:
         self.started: list[FakeExecution] = []
 
+    def warm(self) -> None:
+        pass
+
     def start(self, spec: RunSpec) -> FakeExecution:
         self.started.append(FakeExecution(spec))
         return self.started[-1]

@@ -29,6 +29,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from benchmarks import serving_apps as apps
@@ -199,6 +200,7 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     model = build_model(WORK / "mlp-artifact")
     results: dict[tuple[str, int], list[LoadResult]] = {}
+    cpu: dict[tuple[str, int], list[float]] = defaultdict(list)
     for name in args.only:
         home = WORK / "homes" / name
         shutil.rmtree(home, ignore_errors=True)
@@ -209,12 +211,13 @@ def main() -> None:
             print(f"{name:9} skipped: no venv under {VENVS}", flush=True)
             continue
         command, env = launch
-        with server_process(command, port, cpu=0, env=env):
+        with server_process(command, port, cpu=0, env=env) as process:
             headers = _setup_openmaas(f"http://127.0.0.1:{port}", home, model) if name == "openmaas" else {}
             request = _request(name, port, headers)
             _check(name, port, request)
             for concurrency in args.concurrency:
                 for _ in range(args.repeats):
+                    cpu_before = _tree_cpu_seconds(process.pid)
                     result = asyncio.run(
                         run_load(
                             "127.0.0.1",
@@ -226,13 +229,45 @@ def main() -> None:
                         )
                     )
                     results.setdefault((name, concurrency), []).append(result)
-                    print(f"{name:9} c={concurrency:<3} {summary(result)}", flush=True)
-    report(results, args.concurrency, args.repeats)
+                    # CPU the server spent per request (all its processes): unlike req/s, this
+                    # does not depend on how busy the shared machine was during the run.
+                    served = result.rps * (args.seconds + args.warmup)
+                    cpu_ms = (_tree_cpu_seconds(process.pid) - cpu_before) * 1000 / max(served, 1)
+                    cpu[(name, concurrency)].append(cpu_ms)
+                    print(
+                        f"{name:9} c={concurrency:<3} {summary(result)}  cpu/req {cpu_ms:.3f} ms", flush=True
+                    )
+    report(results, cpu, args.concurrency, args.repeats)
 
 
-def report(results: dict[tuple[str, int], list[LoadResult]], concurrencies: list[int], repeats: int) -> None:
+def _tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants so far."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for process in [root, *root.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                continue
+    except psutil.NoSuchProcess:
+        pass
+    return total
+
+
+def report(
+    results: dict[tuple[str, int], list[LoadResult]],
+    cpu: dict[tuple[str, int], list[float]],
+    concurrencies: list[int],
+    repeats: int,
+) -> None:
     print(f"\nmedians of {repeats} repeat(s)")
-    print(f"{'server':10} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    print(
+        f"{'server':10} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'cpu/req ms':>10}"
+    )
     med: dict[tuple[str, int], tuple[float, float, float]] = {}
     for (name, concurrency), runs in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         rps = statistics.median(r.rps for r in runs)
@@ -240,7 +275,8 @@ def report(results: dict[tuple[str, int], list[LoadResult]], concurrencies: list
         p99 = statistics.median(r.percentile(99) for r in runs)
         med[(name, concurrency)] = (rps, p50, p99)
         errors = sum(r.errors for r in runs)
-        print(f"{name:10} {concurrency:>4} {rps:9.0f} {p50:8.2f} {p99:8.2f} {errors:>6}")
+        cpu_ms = statistics.median(cpu[(name, concurrency)])
+        print(f"{name:10} {concurrency:>4} {rps:9.0f} {p50:8.2f} {p99:8.2f} {errors:>6} {cpu_ms:10.3f}")
     peers = ("flask", "fastapi", "bentoml", "ray")
     for concurrency in concurrencies:
         ours = med.get(("openmaas", concurrency))

@@ -27,6 +27,7 @@ app.add_typer(datasets.datasets_app, name="datasets")
 app.command()(training.train)
 app.add_typer(training.jobs_app, name="jobs")
 app.command()(serving.deploy)
+app.command()(serving.predict)
 app.add_typer(serving.deployments_app, name="deployments")
 
 if __name__ == "__main__":

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from openmaas.cli.account import JsonOpt, KeyOpt, UrlOpt, client
-from openmaas.cli.output import console, fail, run, show
+from openmaas.cli.output import console, emit_json, fail, run, show
 
 DEPLOYMENT_COLUMNS = ("name", "model", "task", "state", "replicas", "error", "updated_at")
 
@@ -141,3 +142,31 @@ def deployments_delete(
     """Stop and delete a deployment."""
     api = client(url, key)
     show(run(lambda: api.deployments.delete(name)), as_json=as_json, columns=DEPLOYMENT_COLUMNS)
+
+
+def predict(
+    name: str = typer.Argument(..., help="Deployment name"),
+    input_json: str = typer.Option(
+        ..., "--input", help='JSON: one input, a list of inputs, or {"inputs": [...], "top_k": n}'
+    ),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Predict with a deployed trained model: `openmaas predict churn-api --input '{"age": 42}'`."""
+    try:
+        parsed = json.loads(input_json)
+    except json.JSONDecodeError as exc:
+        fail(f"--input is not valid JSON: {exc}")
+    if isinstance(parsed, dict) and "inputs" in parsed:
+        inputs, top_k = parsed["inputs"], parsed.get("top_k")
+    else:
+        inputs, top_k = (parsed if isinstance(parsed, list) else [parsed]), None
+    api = client(url, key)
+    result = run(lambda: api.deployments.predict(name, inputs, top_k=top_k))
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"[bold]{result.model}[/] ({result.task})")
+    for index, prediction in enumerate(result.predictions):
+        console.print(f"  {index}: {json.dumps(prediction)}", highlight=False)

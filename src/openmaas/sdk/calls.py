@@ -15,7 +15,7 @@ from pydantic import BaseModel, TypeAdapter
 from openmaas.billing import schemas as billing
 from openmaas.pagination import Page
 from openmaas.sdk.errors import error_for
-from openmaas.serving.schemas import DeploymentEventPublic, DeploymentPublic
+from openmaas.serving.schemas import DeploymentEventPublic, DeploymentPublic, PredictionsPublic
 from openmaas.tenancy import schemas
 
 T = TypeVar("T")
@@ -128,6 +128,21 @@ def deployment_events(name: str, limit: int | None, after: str | None) -> Call[P
     return Call(
         "GET", f"/v1/deployments/{name}/events", Page[DeploymentEventPublic], params=_page(limit, after)
     )
+
+
+def update_deployment(name: str, body: dict[str, Any]) -> Call[DeploymentPublic]:
+    return Call("PATCH", f"/v1/deployments/{name}", DeploymentPublic, body)
+
+
+def predict(
+    name: str, inputs: list[Any], top_k: int | None, timeout: float | None
+) -> Call[PredictionsPublic]:
+    body: dict[str, Any] = {"inputs": inputs}
+    if top_k is not None:
+        body["top_k"] = top_k
+    if timeout is not None:
+        body["timeout"] = timeout
+    return Call("POST", f"/v1/deployments/{name}/predict", PredictionsPublic, body)
 
 
 def stop_deployment(name: str) -> Call[DeploymentPublic]:

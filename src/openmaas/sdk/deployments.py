@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from openmaas.pagination import Page
 from openmaas.sdk import calls
-from openmaas.serving.schemas import DeploymentEventPublic, DeploymentPublic
+from openmaas.serving.schemas import DeploymentEventPublic, DeploymentPublic, PredictionsPublic
 
 if TYPE_CHECKING:
     from openmaas.sdk.async_client import AsyncClient
@@ -45,6 +46,17 @@ class Deployments:
         self, name: str, *, limit: int | None = None, after: str | None = None
     ) -> Page[DeploymentEventPublic]:
         return self._client.send(calls.deployment_events(name, limit, after))
+
+    def update(self, name: str, *, model: str | None = None, **options: Any) -> DeploymentPublic:
+        """Serve another version (`model="churn:4"`) or settings; the swap fails no request."""
+        body = {**({"model": model} if model else {}), **options}
+        return self._client.send(calls.update_deployment(name, body))
+
+    def predict(
+        self, name: str, inputs: Sequence[Any], *, top_k: int | None = None, timeout: float | None = None
+    ) -> PredictionsPublic:
+        """Predictions for `inputs` in the model's signature (feature rows, base64 files, texts, user ids)."""
+        return self._client.send(calls.predict(name, [*inputs], top_k, timeout))
 
     def stop(self, name: str) -> DeploymentPublic:
         return self._client.send(calls.stop_deployment(name))
@@ -87,6 +99,15 @@ class AsyncDeployments:
 
     async def get(self, name: str) -> DeploymentPublic:
         return await self._client.send(calls.get_deployment(name))
+
+    async def update(self, name: str, *, model: str | None = None, **options: Any) -> DeploymentPublic:
+        body = {**({"model": model} if model else {}), **options}
+        return await self._client.send(calls.update_deployment(name, body))
+
+    async def predict(
+        self, name: str, inputs: Sequence[Any], *, top_k: int | None = None, timeout: float | None = None
+    ) -> PredictionsPublic:
+        return await self._client.send(calls.predict(name, [*inputs], top_k, timeout))
 
     async def stop(self, name: str) -> DeploymentPublic:
         return await self._client.send(calls.stop_deployment(name))

@@ -3,12 +3,15 @@ and bad inputs get a 4xx naming the row and field."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from openmaas import Client
+from openmaas.cli.main import app
 from openmaas.registry.artifact import load_artifact
 from tests.integration.serving.predict_support import (
     FAMILIES,
@@ -88,6 +91,13 @@ def test_tabular_answers_make_sense_and_are_metered(served: Served) -> None:
         events = http.get("/v1/usage", params={"granularity": "event"}).json()["data"]
     units = {e["unit"]: e["quantity"] for e in events if e["request_id"] == response.headers["x-request-id"]}
     assert units == {"requests": 1, "rows": 3}
+    with Client(served.url, tenant.key) as client:
+        answer = client.deployments.predict("churn", ROWS[:1], top_k=2)
+    assert answer.model == "churn:1" and answer.predictions[0]["label"] == "yes"
+    env = {"OPENMAAS_URL": served.url, "OPENMAAS_API_KEY": tenant.key, "OPENMAAS_CONFIG_DIR": "/nonexistent"}
+    cli = CliRunner().invoke(app, ["predict", "churn", "--input", json.dumps(ROWS[1]), "--json"], env=env)
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.output)["predictions"][0]["label"] == "no"
 
 
 def _error(http: httpx.Client, name: str, body: Any, status: int) -> dict[str, Any]:

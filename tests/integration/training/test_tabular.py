@@ -43,10 +43,7 @@ def test_same_seed_same_metrics_other_seed_other_split(tmp_path: Path) -> None:
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in first.history]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in second.history]
     other = train("tabular-classification", path, params, {"split": {"seed": 5}})
-    assert (
-        other.metrics["confusion_matrix"] != first.metrics["confusion_matrix"]
-        or other.history != first.history
-    )
+    assert [r["val_loss"] for r in other.history] != [r["val_loss"] for r in first.history]
 
 
 def test_diabetes_regression_r2_at_least_0_4(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ A plain library: the job system supplies a `TrainingContext`; nothing here touch
 database, HTTP or the job queue.
 """
 
+from openmaas.training.checkpoint import checkpoint_from_bytes, checkpoint_to_bytes
 from openmaas.training.config import Task, config_from_params, hyperparameters
 from openmaas.training.context import DirectoryContext, InMemoryContext, TrainingContext
 from openmaas.training.loop import LoopResult, LoopSettings, TrainingStopped, train_loop
@@ -31,6 +32,8 @@ __all__ = [
     "TrainingContext",
     "TrainingStopped",
     "ValuePrediction",
+    "checkpoint_from_bytes",
+    "checkpoint_to_bytes",
     "config_from_params",
     "hyperparameters",
     "train",

@@ -25,4 +25,5 @@ class TrainedModel:
     history: list[dict[str, float]]
     labels: list[str] | None = None
     baseline_metrics: dict[str, Any] | None = None
+    resumed_from_epoch: int = 0  # epochs restored from a checkpoint rather than trained in this call
     extra: dict[str, Any] = field(default_factory=dict)

@@ -33,6 +33,7 @@ def test_interrupted_image_training_resumes_to_identical_weights(tmp_path: Path)
     resumed_context = DirectoryContext(folder)
     resumed = train("image-classification", path, PARAMS, SPEC, resumed_context)
     assert [r["epoch"] for r in resumed_context.reports] == [3.0, 4.0]  # not restarted at epoch 1
+    assert resumed.resumed_from_epoch == 2 and reference.resumed_from_epoch == 0
     reference_state, resumed_state = reference.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(reference_state[name], resumed_state[name]) for name in reference_state)
     assert resumed.metrics == reference.metrics

@@ -78,5 +78,6 @@ def train_media_classification(
         output_signature={"kind": "class_probabilities", "labels": encoder.classes},
         metrics=metrics,
         history=result.history,
+        resumed_from_epoch=result.resumed_from_epoch,
         labels=encoder.classes,
     )

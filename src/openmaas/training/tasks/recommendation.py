@@ -185,5 +185,6 @@ def train_recommendation(
         output_signature={"kind": "top_k_items", "k": config.k},
         metrics=_test_metrics(model, data, parts, config),
         history=result.history,
+        resumed_from_epoch=result.resumed_from_epoch,
         baseline_metrics={"most_popular": baseline},
     )

@@ -81,6 +81,7 @@ def train_tabular_classification(
         output_signature={"kind": "class_probabilities", "labels": encoder.classes},
         metrics=metrics,
         history=result.history,
+        resumed_from_epoch=result.resumed_from_epoch,
         labels=encoder.classes,
     )
 
@@ -133,4 +134,5 @@ def train_tabular_regression(
         output_signature={"kind": "value", "target": config.target},
         metrics=regression_metrics(y[split.test].numpy(), predicted),
         history=result.history,
+        resumed_from_epoch=result.resumed_from_epoch,
     )

@@ -17,8 +17,6 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.orm import Session
-
 from openmaas import errors
 from openmaas.billing.models import BillingAccount, KeyBudget
 from openmaas.clock import Clock
@@ -62,25 +60,20 @@ class BudgetGuard:
         hold = Hold(
             org_id, api_key_id, amount_micros if needs.org else 0, amount_micros if needs.key else 0, hold_id
         )
-        with self._db.session() as session:
-            if needs.org and not _hold_org(session, org_id, amount_micros, period):
+        with settlement.transaction(self._db) as sql:
+            if needs.org and not _hold_org(sql, org_id, amount_micros, period):
                 raise errors.InsufficientQuota(
                     "Insufficient quota: the organization's prepaid credit or monthly spending cap "
                     "does not cover this request."
                 )
-            if (
-                needs.key
-                and api_key_id is not None
-                and not _hold_key(session, api_key_id, amount_micros, period)
-            ):
+            if needs.key and api_key_id is not None and not _hold_key(sql, api_key_id, amount_micros, period):
                 raise errors.InsufficientQuota(
                     "Insufficient quota: this API key's monthly spending cap does not cover this request."
                 )
             expires_at = self._clock.now() + timedelta(seconds=self._hold_ttl_s)
-            mark = "?" if self._db.is_sqlite else "%s"
-            inserted = session.connection().exec_driver_sql(
+            inserted = sql.run(
                 "INSERT INTO budget_holds (id, org_id, api_key_id, org_micros, key_micros, expires_at) "
-                f"VALUES ({', '.join([mark] * 6)}) ON CONFLICT (id) DO NOTHING",
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 (hold_id, org_id, api_key_id, hold.org_micros, hold.key_micros, _naive(expires_at, self._db)),
             )
             if inserted.rowcount != 1:
@@ -93,26 +86,22 @@ class BudgetGuard:
         """Give back a hold whose request was never served (so no usage is written for it)."""
         if hold.hold_id is None:
             return
-        with self._db.session() as session:
-            org_held, key_held = settlement.take_holds(session, self._db, [hold.hold_id])
-            settlement.release_amounts(session, self._db, org_held, key_held)
+        with settlement.transaction(self._db) as sql:
+            settlement.release_amounts(sql, *settlement.take_holds(sql, [hold.hold_id]))
 
     def release_expired(self) -> int:
         """Release holds whose request outlived `hold_ttl_s` (its server crashed); how many."""
         now = _naive(self._clock.now(), self._db)
         with self._db.read_session() as session:
-            mark = "?" if self._db.is_sqlite else "%s"
-            ids = [
-                row[0]
-                for row in session.connection().exec_driver_sql(
-                    f"SELECT id FROM budget_holds WHERE expires_at < {mark}", (now,)
-                )
-            ]
+            found = settlement.Sql.of(session, self._db).run(
+                "SELECT id FROM budget_holds WHERE expires_at < ?", (now,)
+            )
+            ids = [row[0] for row in found.fetchall()]
         if not ids:
             return 0
         with self._db.session() as session:
-            org_held, key_held = settlement.take_holds(session, self._db, ids)
-            settlement.release_amounts(session, self._db, org_held, key_held)
+            sql = settlement.Sql.of(session, self._db)
+            settlement.release_amounts(sql, *settlement.take_holds(sql, ids))
         return len(ids)
 
     def _needs_hold(self, org_id: str, api_key_id: str | None) -> _Needs:
@@ -150,31 +139,17 @@ WHERE key_id = ?
 """
 
 
-def _sql(session: Session, sql: str) -> str:
-    return sql if session.get_bind().dialect.name == "sqlite" else sql.replace("?", "%s")
-
-
-def _hold_org(session: Session, org_id: str, amount: int, period: str) -> bool:
-    connection = session.connection()
-    result = connection.exec_driver_sql(_sql(session, _HOLD_ORG), (amount, org_id, amount, period, amount))
-    if result.rowcount == 1:
+def _hold_org(sql: settlement.Sql, org_id: str, amount: int, period: str) -> bool:
+    if sql.run(_HOLD_ORG, (amount, org_id, amount, period, amount)).rowcount == 1:
         return True
     # No account row: nothing to enforce (it was deleted since the cache was filled).
-    exists = connection.exec_driver_sql(
-        _sql(session, "SELECT 1 FROM billing_accounts WHERE org_id = ?"), (org_id,)
-    )
-    return exists.first() is None
+    return sql.run("SELECT 1 FROM billing_accounts WHERE org_id = ?", (org_id,)).fetchone() is None
 
 
-def _hold_key(session: Session, key_id: str, amount: int, period: str) -> bool:
-    connection = session.connection()
-    result = connection.exec_driver_sql(_sql(session, _HOLD_KEY), (amount, key_id, period, amount))
-    if result.rowcount == 1:
+def _hold_key(sql: settlement.Sql, key_id: str, amount: int, period: str) -> bool:
+    if sql.run(_HOLD_KEY, (amount, key_id, period, amount)).rowcount == 1:
         return True
-    exists = connection.exec_driver_sql(
-        _sql(session, "SELECT 1 FROM key_budgets WHERE key_id = ?"), (key_id,)
-    )
-    return exists.first() is None
+    return sql.run("SELECT 1 FROM key_budgets WHERE key_id = ?", (key_id,)).fetchone() is None
 
 
 def _naive(when: datetime, db: Database) -> object:

@@ -21,9 +21,11 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from openmaas import errors
 from openmaas.billing.periods import period_of
@@ -116,6 +118,7 @@ class UsageLedger:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
+        self._connection: Any = None  # the writer thread's DBAPI connection
 
     def record(self, event: UsageEvent) -> Receipt:
         """Queue `event` for the ledger; wait on the returned receipt before answering the client."""
@@ -146,6 +149,9 @@ class UsageLedger:
         if thread is not None:
             self._queue.put(None)
             thread.join(timeout)
+        if self._connection is not None and (thread is None or not thread.is_alive()):
+            self._connection.close()
+            self._connection = None
 
     def _ensure_started(self) -> None:
         if self._thread is not None:
@@ -232,8 +238,8 @@ class UsageLedger:
             for p in batch
             for line in p.lines
         ]
-        with self._db.session() as session:
-            unclaimed = settlement.insert_new(session, self._db, rows)
+        with self._transaction() as sql:
+            unclaimed = settlement.insert_new(sql, rows)
             spend = settlement.Spend()
             written: list[Written] = []
             for p in batch:
@@ -245,5 +251,18 @@ class UsageLedger:
                 written.append(Written(event.event_id, bool(new_lines), cost))
                 period = period_of(event.occurred_at, self._prices.profile(event.org_id).timezone)
                 spend.add(event, period, cost)
-            settlement.apply(session, self._db, spend)
+            settlement.apply(sql, spend)
         return written
+
+    @contextmanager
+    def _transaction(self) -> Iterator[settlement.Sql]:
+        """A write transaction on the writer's own connection, held for its lifetime (the hot path
+        skips the ORM session and the pool); a failure drops the connection and the batch retries."""
+        if self._connection is None:
+            self._connection = self._db.engine.raw_connection()
+        try:
+            with settlement.transaction(self._db, self._connection) as sql:
+                yield sql
+        except BaseException:
+            self._connection = None  # closed by `transaction`
+            raise

@@ -7,6 +7,8 @@ writing the same event, or a retry of a batch whose commit was lost, meter once.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +17,54 @@ from sqlalchemy.orm import Session
 
 from openmaas.db.database import Database
 from openmaas.metering.events import UsageEvent
+
+
+class Sql:
+    """Plain SQL on a DBAPI connection inside the caller's transaction: `?` placeholders on both
+    databases (turned into psycopg's `%s`). The ledger's hot path avoids ORM overhead this way."""
+
+    def __init__(self, dbapi_connection: Any, *, is_sqlite: bool) -> None:
+        self._connection = dbapi_connection
+        self.is_sqlite = is_sqlite
+
+    @classmethod
+    def of(cls, session: Session, db: Database) -> Sql:
+        return cls(session.connection().connection, is_sqlite=db.is_sqlite)
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        cursor = self._connection.cursor()
+        cursor.execute(sql if self.is_sqlite else sql.replace("?", "%s"), params)
+        return cursor
+
+    def run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
+        cursor = self._connection.cursor()
+        cursor.executemany(sql if self.is_sqlite else sql.replace("?", "%s"), rows)
+        return cursor
+
+
+@contextmanager
+def transaction(db: Database, connection: Any = None) -> Iterator[Sql]:
+    """A write transaction in plain SQL on `connection` (a DBAPI connection the caller holds) or on
+    one from the pool; SQLite's begins IMMEDIATE like `Database.session()`. On failure it rolls
+    back, closes the connection and re-raises."""
+    own = connection is None
+    if own:
+        connection = db.engine.raw_connection()
+    sql = Sql(connection, is_sqlite=db.is_sqlite)
+    try:
+        if db.is_sqlite:
+            sql.run("BEGIN IMMEDIATE")
+        yield sql
+        connection.commit()
+    except BaseException:
+        try:
+            connection.rollback()
+        finally:
+            connection.close()
+        raise
+    if own:
+        connection.close()
+
 
 # The ledger's columns in the order `insert_new` takes each row's values.
 COLUMNS = (
@@ -35,32 +85,31 @@ COLUMNS = (
 _TIME_COLUMNS = (COLUMNS.index("occurred_at"), COLUMNS.index("recorded_at"))
 
 
-def insert_new(session: Session, db: Database, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
+def insert_new(sql: Sql, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
     """Insert the rows whose (event_id, unit) is not in the ledger yet; return those inserted.
 
-    This is the hot path of metering, so it speaks the driver's SQL directly (no per-value ORM
-    type processing); times are naive UTC, exactly as `UTCDateTime` stores them.
+    Times are naive UTC, exactly as `UTCDateTime` stores them.
     """
     if not rows:
         return set()
-    connection = session.connection()
     names = ", ".join(COLUMNS)
-    if db.is_sqlite:
+    if sql.is_sqlite:
         # Write transactions on SQLite are serial (BEGIN IMMEDIATE): rows past `before` are ours.
-        before = connection.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM usage_events").scalar()
+        before = sql.run("SELECT coalesce(max(seq), 0) FROM usage_events").fetchone()[0]
         texts: dict[datetime, str] = {}  # a batch shares few distinct times: format each once
         values = [_sqlite_row(row, texts) for row in rows]
         marks = ", ".join("?" * len(COLUMNS))
-        sql = f"INSERT INTO usage_events ({names}) VALUES ({marks}) ON CONFLICT (event_id, unit) DO NOTHING"
-        result = connection.exec_driver_sql(sql, values)
-        if result.rowcount == len(rows):
+        statement = (
+            f"INSERT INTO usage_events ({names}) VALUES ({marks}) ON CONFLICT (event_id, unit) DO NOTHING"
+        )
+        if sql.run_many(statement, values).rowcount == len(rows):
             return {(row[0], row[1]) for row in rows}
-        fresh = connection.exec_driver_sql("SELECT event_id, unit FROM usage_events WHERE seq > ?", (before,))
+        fresh = sql.run("SELECT event_id, unit FROM usage_events WHERE seq > ?", (before,))
         return {(event_id, unit) for event_id, unit in fresh}
     # PostgreSQL: one constant statement over column arrays (`unnest`), so the server plans it
     # once and the driver sends 13 arrays instead of 13 parameters per row.
     columns = list(zip(*(_naive_row(row) for row in rows), strict=True))
-    result = connection.exec_driver_sql(_PG_INSERT, tuple(list(column) for column in columns))
+    result = sql.run(_PG_INSERT, tuple(list(column) for column in columns))
     return {(event_id, unit) for event_id, unit in result}
 
 
@@ -145,62 +194,51 @@ WHERE key_id = ?
 """
 
 
-def apply(session: Session, db: Database, spend: Spend) -> None:
-    """Release the batch's holds and add its cost to each account and key budget (plain SQL: this
-    runs once per organisation per batch, on the hot path)."""
-    connection = session.connection()
-    style = (lambda sql: sql) if db.is_sqlite else (lambda sql: sql.replace("?", "%s"))
-    held, key_held = take_holds(session, db, spend.hold_ids)
+def apply(sql: Sql, spend: Spend) -> None:
+    """Release the batch's holds and add its cost to each account and key budget."""
+    held, key_held = take_holds(sql, spend.hold_ids)
     for (org_id, period), cost in sorted(spend.org_cost.items(), key=lambda item: item[0][1]):
         release = held.pop(org_id, 0)
-        connection.exec_driver_sql(
-            style(_ACCOUNT_UPSERT),
+        sql.run(
+            _ACCOUNT_UPSERT,
             (org_id, period, cost, cost, release, period, cost, period, cost, period, period, cost),
         )
     for (key_id, period), cost in sorted(spend.key_cost.items(), key=lambda item: item[0][1]):
         release = key_held.pop(key_id, 0)
-        connection.exec_driver_sql(
-            style(_KEY_UPDATE), (release, period, cost, period, cost, period, period, key_id)
-        )
+        sql.run(_KEY_UPDATE, (release, period, cost, period, cost, period, period, key_id))
     # Holds of accounts this batch added nothing to (cannot happen for the org; kept exact anyway).
-    release_amounts(session, db, held, key_held)
+    release_amounts(sql, held, key_held)
 
 
-def take_holds(session: Session, db: Database, hold_ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+def take_holds(sql: Sql, hold_ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
     """Delete these holds; return what they held per org and per key. Holds already gone (settled,
     released or expired) are not returned, so nothing is released twice."""
     org_held: dict[str, int] = defaultdict(int)
     key_held: dict[str, int] = defaultdict(int)
     if not hold_ids:
         return org_held, key_held
-    mark = "?" if db.is_sqlite else "%s"
-    rows = session.connection().exec_driver_sql(
-        f"DELETE FROM budget_holds WHERE id IN ({', '.join([mark] * len(hold_ids))}) "
+    rows = sql.run(
+        f"DELETE FROM budget_holds WHERE id IN ({', '.join(['?'] * len(hold_ids))}) "
         "RETURNING org_id, api_key_id, org_micros, key_micros",
         tuple(hold_ids),
     )
-    for org_id, api_key_id, org_micros, key_micros in rows:
+    for org_id, api_key_id, org_micros, key_micros in rows.fetchall():
         org_held[org_id] += org_micros
         if api_key_id is not None:
             key_held[api_key_id] += key_micros
     return org_held, key_held
 
 
-def release_amounts(
-    session: Session, db: Database, org_held: dict[str, int], key_held: dict[str, int]
-) -> None:
-    mark = "?" if db.is_sqlite else "%s"
-    connection = session.connection()
+def release_amounts(sql: Sql, org_held: dict[str, int], key_held: dict[str, int]) -> None:
     for org_id, amount in org_held.items():
         if amount:
-            connection.exec_driver_sql(
-                f"UPDATE billing_accounts SET reserved_micros = reserved_micros - {mark} "
-                f"WHERE org_id = {mark}",
+            sql.run(
+                "UPDATE billing_accounts SET reserved_micros = reserved_micros - ? WHERE org_id = ?",
                 (amount, org_id),
             )
     for key_id, amount in key_held.items():
         if amount:
-            connection.exec_driver_sql(
-                f"UPDATE key_budgets SET reserved_micros = reserved_micros - {mark} WHERE key_id = {mark}",
+            sql.run(
+                "UPDATE key_budgets SET reserved_micros = reserved_micros - ? WHERE key_id = ?",
                 (amount, key_id),
             )

@@ -8,12 +8,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
 from openmaas import errors
 from openmaas.billing.models import BillingAccount
 from openmaas.bootstrap import Platform
+from openmaas.metering import settlement
 from openmaas.metering.events import UsageEvent
 from openmaas.metering.ledger import UsageLedger
 from openmaas.metering.models import UsageRecord
@@ -51,39 +52,40 @@ def test_a_retried_event_is_metered_once(platform: Platform) -> None:
         assert session.get(BillingAccount, org).unbilled_micros == 1_020_000  # type: ignore[union-attr]
 
 
-def test_a_failed_write_is_retried_and_not_lost(platform: Platform) -> None:
+def test_a_failed_write_is_retried_and_not_lost(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
     org = make_org(platform, "acme")
     now = platform.clock.now()
     failures = {"left": 2}
+    real_insert = settlement.insert_new
 
-    def fail_usage_inserts(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if "INSERT INTO usage_events" in statement and failures["left"] > 0:
+    def insert_then_fail(sql: settlement.Sql, rows: list[tuple[object, ...]]) -> set[tuple[str, str]]:
+        inserted = real_insert(sql, rows)  # the rows are written, then the transaction fails
+        if failures["left"] > 0:
             failures["left"] -= 1
-            raise OperationalError(statement, parameters, Exception("disk I/O error (injected)"))
+            raise OperationalError("COMMIT", (), Exception("disk I/O error (injected)"))
+        return inserted
 
-    event.listen(platform.db.engine, "before_cursor_execute", fail_usage_inserts)
-    try:
-        receipts = [
-            platform.meter.record(UsageEvent(f"req_{i}", org, {"requests": 1}, now)) for i in range(50)
-        ]
-        assert all(r.wait(timeout=20).new for r in receipts)
-    finally:
-        event.remove(platform.db.engine, "before_cursor_execute", fail_usage_inserts)
+    monkeypatch.setattr(settlement, "insert_new", insert_then_fail)
+    receipts = [platform.meter.record(UsageEvent(f"req_{i}", org, {"requests": 1}, now)) for i in range(50)]
+    assert all(r.wait(timeout=20).new for r in receipts)
     assert failures["left"] == 0
     assert _count(platform, org)[0] == 50
 
 
-def test_a_full_queue_answers_503_instead_of_growing(platform: Platform) -> None:
+def test_a_full_queue_answers_503_instead_of_growing(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
     org = make_org(platform, "acme")
     now = platform.clock.now()
     ledger = UsageLedger(platform.db, platform.metering.prices, platform.clock, max_queue=3)
     gate = threading.Event()
+    real_insert = settlement.insert_new
 
-    def stall(*_args: object) -> None:  # holds the writer inside its first transaction
-        if threading.current_thread().name == "usage-ledger":
-            gate.wait(10)
+    def stalled_insert(sql: settlement.Sql, rows: list[tuple[object, ...]]) -> set[tuple[str, str]]:
+        gate.wait(10)  # holds the writer inside its first transaction
+        return real_insert(sql, rows)
 
-    event.listen(platform.db.engine, "before_cursor_execute", stall)
+    monkeypatch.setattr(settlement, "insert_new", stalled_insert)
     try:
         ledger.record(UsageEvent("first", org, {"requests": 1}, now))
         while ledger.backlog:  # until the writer has taken it and is stuck writing it
@@ -100,7 +102,6 @@ def test_a_full_queue_answers_503_instead_of_growing(platform: Platform) -> None
     finally:
         gate.set()
         ledger.close()
-        event.remove(platform.db.engine, "before_cursor_execute", stall)
     assert _count(platform, org)[0] == 4
 
 

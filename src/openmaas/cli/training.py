@@ -171,6 +171,22 @@ def jobs_cancel(
     show(run(lambda: client(url, key).jobs.cancel(job_id)), as_json=as_json, columns=JOB_COLUMNS)
 
 
+@jobs_app.command("pause")
+def jobs_pause(
+    job_id: str, url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt
+) -> None:
+    """Pause a job; `resume` continues it from its last checkpoint."""
+    show(run(lambda: client(url, key).jobs.pause(job_id)), as_json=as_json, columns=JOB_COLUMNS)
+
+
+@jobs_app.command("resume")
+def jobs_resume(
+    job_id: str, url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt
+) -> None:
+    """Queue a paused job again."""
+    show(run(lambda: client(url, key).jobs.resume(job_id)), as_json=as_json, columns=JOB_COLUMNS)
+
+
 @jobs_app.command("events")
 def jobs_events(
     job_id: str,

@@ -62,6 +62,7 @@ def enqueue(
         attempts=0,
         max_attempts=max_attempts,
         cancel_requested=False,
+        pause_requested=False,
         created_at=now,
     )
     session.add(job)
@@ -124,12 +125,13 @@ def heartbeat(session: Session, claim: Claim, *, now: datetime, lease: timedelta
     return Heartbeat(held=True, cancel_requested=job.cancel_requested)
 
 
-def cancel_flags(session: Session, claims: list[Claim]) -> set[str]:
-    """The ids, among jobs these claims hold, whose cancellation was requested (a cheap read)."""
+def stop_flags(session: Session, claims: list[Claim]) -> set[str]:
+    """The ids, among jobs these claims hold, asked to cancel or pause (a cheap read)."""
     if not claims:
         return set()
     ids = [claim.job_id for claim in claims]
-    rows = session.scalars(select(Job.id).where(Job.id.in_(ids), Job.cancel_requested.is_(True)))
+    asked = Job.cancel_requested.is_(True) | Job.pause_requested.is_(True)
+    rows = session.scalars(select(Job.id).where(Job.id.in_(ids), asked))
     return set(rows)
 
 
@@ -198,6 +200,8 @@ def after_exit(
         return None
     if job.cancel_requested:
         _end(session, job, JobStatus.CANCELLED, now)
+    elif job.pause_requested:
+        _pause(session, job, now)
     elif releasing and exit_code == EXIT_STOPPED:
         _requeue(session, job, now, "The worker shut down; the job goes back to the queue.", count=False)
     else:
@@ -216,6 +220,9 @@ def sweep_expired(session: Session, *, now: datetime) -> list[str]:
     for job in expired:
         if job.cancel_requested:
             _end(session, job, JobStatus.CANCELLED, now)
+            continue
+        if job.pause_requested:
+            _pause(session, job, now)
             continue
         error = job.error or {"message": f"The worker running attempt {job.attempts} stopped responding."}
         _retry_or_fail(session, job, now, error)
@@ -254,6 +261,44 @@ def request_cancel(session: Session, job: Job, *, now: datetime) -> Job:
     job.cancel_requested = True
     _end(session, job, JobStatus.CANCELLED, now)
     return job
+
+
+def request_pause(session: Session, job: Job, *, now: datetime) -> Job:
+    """Pause a job: a queued one at once, a running one after its worker stops it (its
+    checkpoints stay, so `resume` continues where it was)."""
+    status = JobStatus(job.status)
+    if status == JobStatus.QUEUED:
+        _pause(session, job, now, count=False)
+    elif status == JobStatus.RUNNING:
+        if not job.pause_requested:
+            job.pause_requested = True
+            events.append(session, job.id, "status", "Pause requested.", now, {"status": job.status})
+    elif status != JobStatus.PAUSED:
+        raise errors.Conflict(
+            f"Job {job.id} is {status.value}; only queued or running jobs pause.",
+            param="job_id",
+            code="job_state",
+        )
+    return job
+
+
+def resume(session: Session, job: Job, *, now: datetime) -> Job:
+    if job.status != JobStatus.PAUSED.value:
+        raise errors.Conflict(f"Job {job.id} is {job.status}, not paused.", param="job_id", code="job_state")
+    job.status = JobStatus.QUEUED.value
+    events.append(session, job.id, "status", "Job resumed; queued.", now, {"status": job.status})
+    return job
+
+
+def _pause(session: Session, job: Job, now: datetime, *, count: bool = True) -> None:
+    job.status = JobStatus.PAUSED.value
+    job.pause_requested = False
+    job.lease_owner = None
+    job.lease_expires_at = None
+    if count:
+        job.attempts -= 1  # a pause is not a failed attempt
+    message = "Job paused; resuming continues from its last checkpoint."
+    events.append(session, job.id, "status", message, now, {"status": job.status})
 
 
 def set_status(session: Session, job: Job, status: JobStatus, now: datetime, message: str) -> None:

@@ -21,6 +21,7 @@ class JobPublic(BaseModel):
     attempts: int
     max_attempts: int
     cancel_requested: bool
+    pause_requested: bool
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -37,6 +38,7 @@ class JobPublic(BaseModel):
             attempts=job.attempts,
             max_attempts=job.max_attempts,
             cancel_requested=job.cancel_requested,
+            pause_requested=job.pause_requested,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,

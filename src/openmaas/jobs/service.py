@@ -40,10 +40,23 @@ def list_jobs(
 
 
 def cancel_job(session: Session, org_id: str, job_id: str, now: datetime, kind: str | None = None) -> Job:
+    return queue.request_cancel(session, _locked(session, org_id, job_id, kind), now=now)
+
+
+def pause_job(session: Session, org_id: str, job_id: str, now: datetime) -> Job:
+    return queue.request_pause(session, _locked(session, org_id, job_id), now=now)
+
+
+def resume_job(session: Session, org_id: str, job_id: str, now: datetime) -> Job:
+    return queue.resume(session, _locked(session, org_id, job_id), now=now)
+
+
+def _locked(session: Session, org_id: str, job_id: str, kind: str | None = None) -> Job:
+    """The organisation's job, locked for update (PostgreSQL) while its state changes."""
     job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
     if job is None or job.org_id != org_id or (kind is not None and job.kind != kind):
         raise errors.NotFound(f"No job {job_id!r}.", param="job_id")
-    return queue.request_cancel(session, job, now=now)
+    return job
 
 
 def job_events(

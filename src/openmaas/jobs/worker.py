@@ -89,7 +89,7 @@ class Worker:
         self.shutdown()
 
     def tick(self) -> None:
-        """One round: settle exits, heartbeat, stop cancelled jobs, sweep, claim new work."""
+        """One round: settle exits, heartbeat, sweep, stop cancelled or paused jobs, claim work."""
         self._settle_exits(releasing=False)
         if self.clock.monotonic() - self._last_heartbeat >= self.limits.heartbeat_s:
             self._heartbeat()
@@ -97,7 +97,7 @@ class Worker:
                 swept = queue.sweep_expired(session, now=self.clock.now())
             if swept:
                 log.info("re-queued jobs with expired leases: %s", swept)
-        self._stop_cancelled()
+        self._stop_requested()
         self._claim_work()
 
     def _claim_work(self) -> None:
@@ -133,9 +133,10 @@ class Worker:
                 log.info("%s is no longer held by this worker; stopping its process", job_id)
                 item.execution.kill()
 
-    def _stop_cancelled(self) -> None:
+    def _stop_requested(self) -> None:
+        """Stop (SIGTERM, then SIGKILL after a grace period) the jobs asked to cancel or pause."""
         with self.db.read_session() as session:
-            cancelled = queue.cancel_flags(session, [item.claim for item in self.running.values()])
+            cancelled = queue.stop_flags(session, [item.claim for item in self.running.values()])
         now = self.clock.monotonic()
         for job_id in cancelled:
             item = self.running[job_id]

@@ -94,6 +94,12 @@ class Jobs:
     def cancel(self, job_id: str) -> JobPublic:
         return self._client.send(calls.cancel_job(job_id))
 
+    def pause(self, job_id: str) -> JobPublic:
+        return self._client.send(calls.pause_job(job_id))
+
+    def resume(self, job_id: str) -> JobPublic:
+        return self._client.send(calls.resume_job(job_id))
+
     def events(self, job_id: str, *, after: int | None = None, limit: int | None = None) -> JobEventList:
         return self._client.send(calls.job_events(job_id, after, limit))
 

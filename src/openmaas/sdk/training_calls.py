@@ -41,6 +41,14 @@ def cancel_job(job_id: str) -> Call[JobPublic]:
     return Call("POST", f"/v1/jobs/{job_id}/cancel", JobPublic)
 
 
+def pause_job(job_id: str) -> Call[JobPublic]:
+    return Call("POST", f"/v1/jobs/{job_id}/pause", JobPublic)
+
+
+def resume_job(job_id: str) -> Call[JobPublic]:
+    return Call("POST", f"/v1/jobs/{job_id}/resume", JobPublic)
+
+
 def job_events(job_id: str, after: int | None, limit: int | None) -> Call[JobEventList]:
     return Call("GET", f"/v1/jobs/{job_id}/events", JobEventList, params={"after": after, "limit": limit})
 

@@ -136,7 +136,7 @@ def test_cancel_queued_at_once_running_through_its_worker(plat: Platform, clock:
         assert job is not None
         queue.request_cancel(session, job, now=clock.now())
         assert job.status == "running" and job.cancel_requested
-        assert queue.cancel_flags(session, [claim]) == {running}
+        assert queue.stop_flags(session, [claim]) == {running}
         status = queue.after_exit(
             session, claim, exit_code=queue.EXIT_STOPPED, now=clock.now(), releasing=False
         )
@@ -153,3 +153,30 @@ def test_a_shutdown_hands_the_job_back_without_spending_an_attempt(plat: Platfor
         queue.after_exit(session, claim, exit_code=queue.EXIT_STOPPED, now=clock.now(), releasing=True)
     job = _job(plat, job_id)
     assert job.status == "queued" and job.attempts == 0
+
+
+def test_pause_and_resume(plat: Platform, clock: FakeClock) -> None:
+    queued, running = _enqueue(plat), _enqueue(plat)
+    claim = _claim(plat)
+    assert claim is not None and claim.job_id == queued
+    with plat.db.session() as session:
+        waiting = session.get(Job, running)
+        assert waiting is not None
+        assert queue.request_pause(session, waiting, now=clock.now()).status == "paused"
+        job = session.get(Job, queued)
+        assert job is not None
+        queue.request_pause(session, job, now=clock.now())
+        assert job.status == "running" and queue.stop_flags(session, [claim]) == {queued}
+        assert queue.after_exit(
+            session, claim, exit_code=queue.EXIT_STOPPED, now=clock.now(), releasing=False
+        ) == ("paused")
+    assert _claim(plat) is None  # paused jobs are not claimed
+    with plat.db.session() as session:
+        for job_id in (queued, running):
+            job = session.get(Job, job_id)
+            assert job is not None
+            queue.resume(session, job, now=clock.now())
+        with pytest.raises(errors.Conflict):
+            queue.resume(session, job, now=clock.now())
+    again = _claim(plat)
+    assert again is not None and again.job_id == queued and again.attempt == 1  # the pause cost no attempt

@@ -55,6 +55,20 @@ def cancel_job(job_id: str, platform: PlatformDep, caller: JobsWrite) -> object:
         return JobPublic.of(jobs.cancel_job(session, caller.require_org(), job_id, platform.clock.now()))
 
 
+@router.post("/jobs/{job_id}/pause", response_model=JobPublic, name="jobs.pause")
+def pause_job(job_id: str, platform: PlatformDep, caller: JobsWrite) -> object:
+    """Pause a queued or running job; a running one stops at its next batch, keeping its checkpoints."""
+    with platform.db.session() as session:
+        return JobPublic.of(jobs.pause_job(session, caller.require_org(), job_id, platform.clock.now()))
+
+
+@router.post("/jobs/{job_id}/resume", response_model=JobPublic, name="jobs.resume")
+def resume_job(job_id: str, platform: PlatformDep, caller: JobsWrite) -> object:
+    """Queue a paused job again; it resumes from its last checkpoint."""
+    with platform.db.session() as session:
+        return JobPublic.of(jobs.resume_job(session, caller.require_org(), job_id, platform.clock.now()))
+
+
 @router.get("/jobs/{job_id}/events", response_model=JobEventList, name="jobs.events")
 async def job_events(
     job_id: str,

@@ -138,7 +138,7 @@ def run_hf_continuous(
         model_dir, dtype=dtype, attn_implementation="paged|sdpa"
     ).eval()
     config = GenerationConfig(max_new_tokens=new, min_new_tokens=new, do_sample=False, eos_token_id=None)
-    with torch.inference_mode():
+    with torch.no_grad():  # generate_batch updates its own tensors in place: not inference mode
         start = time.perf_counter()
         outputs = model.generate_batch(inputs=prompts, generation_config=config, progress_bar=False)
         wall = time.perf_counter() - start

@@ -5,8 +5,9 @@ running sequence) and prefill chunks alike. Running sequences go first, oldest f
 are admitted while the budget, `max_num_seqs` and free blocks allow, the last one possibly with only
 a chunk of its prompt. When a running sequence needs a block and none is free, the newest running
 sequence is preempted: its blocks are freed and it goes back to the front of the queue, to be
-recomputed later (prefix caching usually makes that cheap). The scheduler only decides; it never
-runs the model or samples.
+recomputed later (prefix caching usually makes that cheap). Choices 1..n-1 of a request wait until
+choice 0 has computed the shared prompt, then reuse its cached blocks. The scheduler only decides;
+it never runs the model or samples.
 """
 
 from __future__ import annotations

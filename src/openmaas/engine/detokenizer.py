@@ -45,6 +45,15 @@ class IncrementalDetokenizer:
         self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
         return self._match_stop(start)
 
+    def flush(self) -> None:
+        """At the end, add whatever is still held back waiting for more bytes (as U+FFFD if invalid)."""
+        decode = self.tokenizer.decode
+        prefix = decode(self._ids[self._prefix_offset : self._read_offset], self.skip_special_tokens)
+        full = decode(self._ids[self._prefix_offset :], self.skip_special_tokens)
+        if len(full) > len(prefix):
+            self.text += full[len(prefix) :]
+        self._prefix_offset = self._read_offset = len(self._ids)
+
     def _match_stop(self, new_from: int) -> str | None:
         best: tuple[int, str] | None = None
         for s in self.stop:

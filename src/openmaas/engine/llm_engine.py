@@ -178,6 +178,8 @@ class LLMEngine:
             reason = FinishReason.STOP
         if reason is None and seq.num_output_tokens >= seq.max_tokens:
             reason = FinishReason.LENGTH
+            if detok is not None:
+                detok.flush()
         if reason is not None:
             self.scheduler.finish(seq, reason)
             self._forget_if_done(seq.request_id)

@@ -65,6 +65,10 @@ class Tokenizer:
     def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str:
         return str(self._tok.decode(token_ids, skip_special_tokens=skip_special_tokens))
 
+    def token_text(self, token_id: int) -> str:
+        """One token's text, special tokens included (for logprobs' `token` fields)."""
+        return str(self._tok.decode([token_id], skip_special_tokens=False))
+
     def apply_chat_template(
         self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **kwargs: Any
     ) -> str:

@@ -49,3 +49,15 @@ def test_stop_string_is_held_back_then_cut(tokenizer: Tokenizer) -> None:
             break
     assert hit == "brown"
     assert sent == detok.text == "The quick "
+
+
+def test_flush_at_the_end_releases_an_incomplete_character(tokenizer: Tokenizer) -> None:
+    ids = tokenizer.encode("€")  # three UTF-8 bytes the tiny vocabulary never merged into one token
+    assert len(ids) > 1
+    detok = IncrementalDetokenizer(tokenizer, [5], stop=[])
+    for t in ids[:-1]:
+        detok.add_token(t)
+    assert detok.take_delta(finished=False) == ""
+    detok.flush()
+    assert detok.take_delta(finished=True).endswith("\ufffd")
+    assert tokenizer.token_text(2) == "<|im_end|>"

@@ -98,7 +98,7 @@ def create_training_job(
 
 def run_training(run: JobRun) -> None:
     """The `train` job: train (resuming from the latest checkpoint), write, register, succeed."""
-    # torch and the trainers load only in the job's subprocess, never in the API server.
+    # torch and the trainers load only in job processes, never in the API server.
     from openmaas.registry.artifact import write_artifact
     from openmaas.training.train import train
 
@@ -114,31 +114,43 @@ def run_training(run: JobRun) -> None:
     relative = run.store.model_dir(run.org_id, version_id)
     manifest = write_artifact(trained, run.store.path(relative))
     try:
-        with run.db.session() as session:
-            model, version = registry.register_version(
-                session,
-                version_id=version_id,
-                org_id=run.org_id,
-                model_name=str(params["model"]),
-                artifact_path=relative,
-                manifest=manifest,
-                lineage={
-                    "dataset_id": dataset.id,
-                    "job_id": run.job_id,
-                    "parent_version_id": params.get("parent_version_id"),
-                },
-                now=run.clock.now(),
-            )
-            result = {
-                "model": model.name,
-                "version": version.version,
-                "ref": f"{model.name}:{version.version}",
-                "model_version_id": version.id,
-                "metrics": version.metrics,
-                "resumed_from_epoch": context.resumed_from or 0,
-            }
-            run.succeed(session, result)
+        ref = _register_and_succeed(
+            run, version_id, relative, manifest, resumed_from=context.resumed_from or 0
+        )
     except BaseException:
-        run.store.remove(relative)
+        run.store.remove(relative)  # nothing half-written: no version, no artifact
         raise
-    run.event("log", f"Registered model version {model.name}:{version.version}.", {"ref": result["ref"]})
+    run.event("log", f"Registered model version {ref}.", {"ref": ref})
+
+
+def _register_and_succeed(
+    run: JobRun, version_id: str, relative: str, manifest: dict[str, Any], *, resumed_from: int
+) -> str:
+    """Register the version with its lineage and end the job, in one transaction."""
+    params = run.params
+    with run.db.session() as session:
+        model, version = registry.register_version(
+            session,
+            version_id=version_id,
+            org_id=run.org_id,
+            model_name=str(params["model"]),
+            artifact_path=relative,
+            manifest=manifest,
+            lineage={
+                "dataset_id": str(params["dataset_id"]),
+                "job_id": run.job_id,
+                "parent_version_id": params.get("parent_version_id"),
+            },
+            now=run.clock.now(),
+        )
+        ref = f"{model.name}:{version.version}"
+        result = {
+            "model": model.name,
+            "version": version.version,
+            "ref": ref,
+            "model_version_id": version.id,
+            "metrics": version.metrics,
+            "resumed_from_epoch": resumed_from,
+        }
+        run.succeed(session, result)
+    return ref

@@ -21,7 +21,6 @@ class UsageRecord(Base):
     __table_args__ = (
         UniqueConstraint("event_id", "unit", name="uq_usage_events_event_id_unit"),
         Index("ix_usage_events_org_id_occurred_at", "org_id", "occurred_at"),
-        Index("ix_usage_events_seller_org_id_occurred_at", "seller_org_id", "occurred_at"),
     )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

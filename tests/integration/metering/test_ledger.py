@@ -20,6 +20,7 @@ from openmaas.metering.ledger import UsageLedger
 from openmaas.metering.models import UsageRecord
 from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_org, make_pricebook
+from tests.support.served import Served
 
 
 def _count(platform: Platform, org_id: str) -> tuple[int, int]:
@@ -212,3 +213,31 @@ def test_a_crashed_requests_hold_expires_and_is_released_exactly_once(clocked: C
         account = session.get(BillingAccount, org)
         assert account is not None
         assert (account.reserved_micros, account.unbilled_micros) == (0, 1_200_000)
+
+
+def test_a_key_cap_limits_that_key_only(clocked_served: tuple[Served, Clocked]) -> None:
+    served, clocked = clocked_served
+    platform = clocked.platform
+    acme = served.tenant("acme")
+    with served.admin() as admin:
+        other = admin.post(f"/v1/admin/organizations/{acme.org_id}/api_keys", json={"name": "other"}).json()
+        capped = admin.put(
+            f"/v1/admin/organizations/{acme.org_id}/api_keys/{acme.key_id}/budget",
+            json={"monthly_cap": "1.00"},
+        )
+        assert capped.status_code == 200 and capped.json()["monthly_cap"] == "1.00"
+        unknown = admin.put(f"/v1/admin/organizations/{acme.org_id}/api_keys/key_nope/budget", json={})
+        assert unknown.status_code == 404
+    make_pricebook(platform, [{"unit": "requests", "price": "0.30"}])
+    served_by_key = {acme.key_id: 0, other["id"]: 0}
+    for i in range(8):
+        for key_id in served_by_key:
+            try:
+                admission = platform.gate.admit(
+                    acme.org_id, key_id, f"r{i}-{key_id}", worst_case={"requests": 1}
+                )
+            except errors.InsufficientQuota:
+                continue
+            platform.gate.complete(admission, {"requests": 1}).wait()
+            served_by_key[key_id] += 1
+    assert served_by_key == {acme.key_id: 3, other["id"]: 8}

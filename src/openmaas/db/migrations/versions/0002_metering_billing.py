@@ -84,9 +84,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("usage_events", schema=None) as batch_op:
         batch_op.create_index("ix_usage_events_org_id_occurred_at", ["org_id", "occurred_at"], unique=False)
-        batch_op.create_index(
-            "ix_usage_events_seller_org_id_occurred_at", ["seller_org_id", "occurred_at"], unique=False
-        )
 
     op.create_table(
         "billing_accounts",
@@ -211,7 +208,6 @@ def downgrade() -> None:
     op.drop_table("credit_transactions")
     op.drop_table("billing_accounts")
     with op.batch_alter_table("usage_events", schema=None) as batch_op:
-        batch_op.drop_index("ix_usage_events_seller_org_id_occurred_at")
         batch_op.drop_index("ix_usage_events_org_id_occurred_at")
 
     op.drop_table("usage_events")

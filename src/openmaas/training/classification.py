@@ -50,6 +50,7 @@ def loop_settings(config: CommonConfig, monitor: str, mode: str = "max") -> Loop
         patience=config.patience,
         checkpoint_every=config.checkpoint_every,
         checkpoint_min_seconds=config.checkpoint_min_seconds,
+        checkpoint_overhead=config.checkpoint_overhead,
         monitor=monitor,
         mode="max" if mode == "max" else "min",
     )

@@ -36,6 +36,7 @@ class CommonConfig:
     patience: int = 0
     checkpoint_every: int = 1
     checkpoint_min_seconds: float = 0.0
+    checkpoint_overhead: float = 0.05
 
     def __post_init__(self) -> None:
         require(1 <= self.epochs <= 10_000, "epochs", "must be between 1 and 10000")
@@ -46,6 +47,7 @@ class CommonConfig:
         require(self.patience >= 0, "patience", "must be non-negative (0 disables early stopping)")
         require(self.checkpoint_every >= 1, "checkpoint_every", "must be at least 1")
         require(0 <= self.checkpoint_min_seconds <= 86_400, "checkpoint_min_seconds", "must be in [0, 86400]")
+        require(0 <= self.checkpoint_overhead <= 1, "checkpoint_overhead", "must be in [0, 1]")
 
 
 def _check_dropout(dropout: float) -> None:

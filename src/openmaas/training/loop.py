@@ -28,11 +28,11 @@ EvaluateFn = Callable[[nn.Module], dict[str, float]]
 
 
 class TrainingStopped(Exception):
-    """The context asked the run to stop; the latest checkpoint holds `completed_epochs`."""
+    """The context asked the run to stop; a resumed run restarts after `checkpoint_epoch`."""
 
-    def __init__(self, completed_epochs: int) -> None:
-        super().__init__(f"training stopped after {completed_epochs} completed epochs")
-        self.completed_epochs = completed_epochs
+    def __init__(self, checkpoint_epoch: int) -> None:
+        super().__init__(f"training stopped; the latest checkpoint holds {checkpoint_epoch} epochs")
+        self.checkpoint_epoch = checkpoint_epoch
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,9 @@ class LoopSettings:
     patience: int = 0  # epochs without improvement before stopping; 0 turns early stopping off
     checkpoint_every: int = 1
     checkpoint_min_seconds: float = 0.0  # also wait this long between checkpoints (0: no wait)
+    # Skip a due checkpoint while saving would take more than this share of the run's time
+    # (the last save's cost against the time since it); 0 saves every due checkpoint.
+    checkpoint_overhead: float = 0.05
     grad_clip: float | None = 5.0
 
 
@@ -89,11 +92,13 @@ def train_loop(
     )
     progress = _resume(model, optimizer, context)
     resumed_from = progress.epoch
-    last_checkpoint = time.monotonic()
+    schedule = CheckpointSchedule(settings, progress.epoch)
     while progress.epoch < settings.epochs and not progress.stopped_early:
         epoch = progress.epoch + 1
         started = time.perf_counter()
-        train_loss = _train_epoch(model, optimizer, data, loss_fn, settings, epoch, context, progress.epoch)
+        train_loss = _train_epoch(
+            model, optimizer, data, loss_fn, settings, epoch, context, schedule.saved_epoch
+        )
         model.eval()
         with torch.no_grad():
             metrics = evaluate(model)
@@ -103,9 +108,8 @@ def train_loop(
         progress.epoch = epoch
         progress.history.append(record)
         context.report(dict(record))
-        if _checkpoint_due(settings, epoch, progress, last_checkpoint):
-            context.save_checkpoint(_snapshot(model, optimizer, progress))
-            last_checkpoint = time.monotonic()
+        if schedule.due(epoch, final=epoch == settings.epochs or progress.stopped_early):
+            schedule.save(context, _snapshot(model, optimizer, progress), epoch)
     if progress.best_model is not None:
         model.load_state_dict(progress.best_model)
     model.eval()
@@ -121,7 +125,7 @@ def _train_epoch(
     settings: LoopSettings,
     epoch: int,
     context: TrainingContext,
-    completed: int,
+    checkpoint_epoch: int,
 ) -> float:
     torch.manual_seed(_epoch_seed(settings.seed, epoch))
     generator = torch.Generator().manual_seed(_epoch_seed(settings.seed, epoch))
@@ -131,7 +135,7 @@ def _train_epoch(
     total, seen = 0.0, 0
     for start in range(0, size, settings.batch_size):
         if context.should_stop():
-            raise TrainingStopped(completed)
+            raise TrainingStopped(checkpoint_epoch)
         index = order[start : start + settings.batch_size]
         batch = tuple(tensor[index] for tensor in data)
         loss = loss_fn(model, batch)
@@ -145,11 +149,32 @@ def _train_epoch(
     return total / max(seen, 1)
 
 
-def _checkpoint_due(settings: LoopSettings, epoch: int, progress: _Progress, last: float) -> bool:
-    if epoch == settings.epochs or progress.stopped_early:
-        return True
-    waited = time.monotonic() - last >= settings.checkpoint_min_seconds
-    return epoch % settings.checkpoint_every == 0 and waited
+class CheckpointSchedule:
+    """Decides when to checkpoint: every `checkpoint_every` epochs, at least `checkpoint_min_seconds`
+    apart, and never so often that saving costs more than `checkpoint_overhead` of the run."""
+
+    def __init__(self, settings: LoopSettings, resumed_epoch: int) -> None:
+        self.settings = settings
+        self.saved_epoch = resumed_epoch
+        self.last_saved = time.monotonic()
+        self.last_cost = 0.0
+
+    def due(self, epoch: int, *, final: bool) -> bool:
+        if final:
+            return True
+        if epoch % self.settings.checkpoint_every:
+            return False
+        wait = self.settings.checkpoint_min_seconds
+        if self.settings.checkpoint_overhead > 0:
+            wait = max(wait, self.last_cost / self.settings.checkpoint_overhead)
+        return time.monotonic() - self.last_saved >= wait
+
+    def save(self, context: TrainingContext, state: State, epoch: int) -> None:
+        started = time.monotonic()
+        context.save_checkpoint(state)
+        self.last_saved = time.monotonic()
+        self.last_cost = self.last_saved - started
+        self.saved_epoch = epoch
 
 
 def _update_best(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -70,10 +71,10 @@ def test_resuming_after_an_interruption_gives_the_same_final_weights(tmp_path: P
         return len(context.reports) == 3 and batches["n"] > 22
 
     with pytest.raises(TrainingStopped) as info:
-        _run(DirectoryContext(folder, stop_when=stop))
-    assert info.value.completed_epochs == 3
+        _run(DirectoryContext(folder, stop_when=stop), checkpoint_overhead=0.0)
+    assert info.value.checkpoint_epoch == 3
     resumed_context = DirectoryContext(folder)  # a fresh process sees only the folder
-    resumed, result = _run(resumed_context)
+    resumed, result = _run(resumed_context, checkpoint_overhead=0.0)
     assert result.resumed_from_epoch == 3
     assert [r["epoch"] for r in resumed_context.reports] == [4.0, 5.0, 6.0]
     assert _same_weights(uninterrupted, resumed)
@@ -83,7 +84,7 @@ def test_resuming_after_an_interruption_gives_the_same_final_weights(tmp_path: P
 def test_early_stopping_restores_the_best_epoch() -> None:
     context = InMemoryContext()
     # A huge learning rate makes validation loss worse after the first epochs.
-    _model, result = _run(context, epochs=30, patience=2, learning_rate=5.0)
+    _model, result = _run(context, epochs=30, patience=2, learning_rate=5.0, checkpoint_overhead=0.0)
     assert result.stopped_early and len(result.history) < 30
     best = min(r["val_loss"] for r in result.history)
     assert result.best_score == best
@@ -97,3 +98,28 @@ def test_reports_carry_epoch_loss_and_validation_metrics() -> None:
     assert [r["epoch"] for r in context.reports] == [1.0, 2.0]
     assert {"train_loss", "val_loss", "val_accuracy", "seconds"} <= set(context.reports[0])
     assert context.checkpoints_saved == 1
+
+
+class SlowSaves(InMemoryContext):
+    def save_checkpoint(self, state: dict[str, object]) -> None:
+        time.sleep(0.05)
+        super().save_checkpoint(state)
+
+
+def test_checkpoints_are_skipped_while_saving_would_cost_over_5_percent() -> None:
+    context = SlowSaves()
+    _run(context, epochs=12)
+    assert 1 <= context.checkpoints_saved < 6  # each save (50 ms) needs ~1 s of training before the next
+    latest = context.latest_checkpoint()
+    assert latest is not None and latest["epoch"] == 12  # the final epoch is always saved
+    every_epoch = SlowSaves()
+    _run(every_epoch, epochs=3, checkpoint_overhead=0.0)
+    assert every_epoch.checkpoints_saved == 3
+
+
+def test_a_stop_reports_the_epoch_of_the_latest_checkpoint() -> None:
+    context = SlowSaves(stop_when=lambda ctx: len(ctx.reports) == 5)
+    with pytest.raises(TrainingStopped) as info:
+        _run(context, epochs=12)
+    latest = context.latest_checkpoint()
+    assert latest is not None and info.value.checkpoint_epoch == latest["epoch"] <= 5

@@ -74,7 +74,8 @@ def test_sigkilled_worker_job_resumes_from_checkpoint_elsewhere(served_fast: Ser
     with served_fast.client(tenant.key) as api:
         with worker_process(served_fast, tmp_path / "worker-a.log") as first:
             dataset = upload(api, data, "cancer").json()
-            job_in(api, f"/v1/jobs/{dataset['validation_job_id']}", {"succeeded"}, timeout=60)
+            # Generous: a fresh worker process first loads torch and the trainers into its forkserver.
+            job_in(api, f"/v1/jobs/{dataset['validation_job_id']}", {"succeeded"}, timeout=240)
             params = {"epochs": EPOCHS, "batch_size": 16, "hidden_sizes": [128]}
             body = {
                 "task": "tabular-classification",
@@ -96,7 +97,7 @@ def test_sigkilled_worker_job_resumes_from_checkpoint_elsewhere(served_fast: Ser
         assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "running"  # its lease has not expired yet
 
         with worker_process(served_fast, tmp_path / "worker-b.log"):
-            done = job_in(api, f"/v1/training_jobs/{job_id}", {"succeeded", "failed"}, timeout=120)
+            done = job_in(api, f"/v1/training_jobs/{job_id}", {"succeeded", "failed"}, timeout=240)
         assert done["status"] == "succeeded", done
         assert done["attempts"] == 2
         resumed = done["result"]["resumed_from_epoch"]

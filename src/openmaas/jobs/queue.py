@@ -4,8 +4,9 @@ Every function takes a session inside a write transaction and the current time, 
 state change. A claim is fenced by (lease owner, attempt): a worker whose lease expired and whose
 job was claimed again can no longer heartbeat or finish it.
 
-Claiming locks the chosen row with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so workers never queue
-behind each other; on SQLite the write transaction is `BEGIN IMMEDIATE`, which serialises claims.
+Claiming locks the chosen row with `FOR UPDATE SKIP LOCKED` on PostgreSQL (rows a cancel or the
+sweeper holds are skipped, not waited for) under a short advisory lock that keeps per-organisation
+limits exact; on SQLite the write transaction is `BEGIN IMMEDIATE`, which serialises claims.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from openmaas import errors
 from openmaas.ids import new_id
 from openmaas.jobs import events
 from openmaas.jobs.models import Job, JobStatus
+
+# The PostgreSQL advisory lock that serialises claims (any constant unique to this purpose).
+CLAIM_LOCK_KEY = 0x6F6D_6A6F_6273
 
 # Exit status of a job subprocess that stopped because it was asked to (cancel, shutdown).
 EXIT_STOPPED = 75
@@ -75,6 +79,10 @@ def claim_next(
     session: Session, *, owner: str, now: datetime, lease: timedelta, org_limit: int
 ) -> Claim | None:
     """Claim the oldest queued job of an organisation running fewer than `org_limit` jobs."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Per-organisation limits count running jobs, so two workers must not both take an
+        # organisation's last slot: claims (a few milliseconds each) take turns on this lock.
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK_KEY})
     busy_orgs = (
         select(Job.org_id)
         .where(Job.status == JobStatus.RUNNING.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -35,7 +36,12 @@ def create_app(platform: Platform) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         platform.replicas.start()
+        # What is loaded by now (frameworks, models) lives as long as the server: keep the cyclic GC
+        # from rescanning it in every full collection, whose pauses were the p99 of hot routes.
+        gc.collect()
+        gc.freeze()
         yield
+        gc.unfreeze()
         platform.close()
 
     app = FastAPI(

@@ -12,7 +12,7 @@ an upper bound whenever tiers get cheaper, and is what budgets are checked again
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from openmaas.billing.money import scale_micros
@@ -103,8 +103,21 @@ class PriceSheet:
     components: tuple[Component, ...]
     seller_org_id: str | None = None  # set for marketplace listings
     platform_share_bps: int = 0
+    # Looked-up components by (unit, class, model): every metered event asks, so answer from memory.
+    _memo: dict[tuple[str, str | None, str | None], Component | None] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     def component_for(self, unit: str, resource_class: str | None, model: str | None) -> Component | None:
+        key = (unit, resource_class, model)
+        if key in self._memo:
+            return self._memo[key]
+        best = self._best(unit, resource_class, model)
+        if len(self._memo) < 10_000:
+            self._memo[key] = best
+        return best
+
+    def _best(self, unit: str, resource_class: str | None, model: str | None) -> Component | None:
         best: Component | None = None
         best_score = -1
         for component in self.components:

@@ -60,3 +60,16 @@ def test_upload_validate_train_register_tabular(served_fast: Served, tmp_path: P
         }
         assert version["metrics"]["accuracy"] >= 0.85
         assert version["manifest"]["task"] == "tabular-classification"
+        assert [row["epoch"] for row in version["manifest"]["history"]] == [1, 2, 3]  # per-epoch curves
+
+        body = {**body, "params": {"epochs": 1}, "parent": "cancer:1"}
+        child = job_in(
+            api,
+            f"/v1/training_jobs/{api.post('/v1/training_jobs', json=body).json()['id']}",
+            {"succeeded", "failed"},
+        )
+        assert child["result"]["ref"] == "cancer:2", child
+        second = api.get("/v1/registry/versions/cancer:2").json()
+        assert second["lineage"]["parent_version_id"] == version["id"]
+        compared = api.get("/v1/registry/compare", params={"refs": ["cancer:1", "cancer:2"]}).json()
+        assert set(compared["metrics"]["accuracy"]) == {"cancer:1", "cancer:2"}

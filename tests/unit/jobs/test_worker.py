@@ -125,3 +125,21 @@ def test_kills_an_attempt_whose_lease_it_lost(plat: Platform) -> None:
     slow.tick()  # its heartbeat finds the job held by another attempt
     assert executor.started[0].killed
     assert _status(plat, job_id) == "running"  # still held by the rival's attempt
+
+
+def test_shutdown_hands_running_jobs_back_to_the_queue(plat: Platform) -> None:
+    executor = FakeExecutor()
+    worker = _worker(plat, executor)
+    (job_id,) = _enqueue(plat, 1)
+    worker.tick()
+    (execution,) = executor.started
+
+    def stop_and_exit() -> None:
+        execution.stopped = True
+        execution.code = queue.EXIT_STOPPED
+
+    execution.stop = stop_and_exit  # type: ignore[method-assign]
+    worker.shutdown(grace_s=5)
+    with plat.db.read_session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == "queued" and job.attempts == 0

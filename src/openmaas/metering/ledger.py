@@ -51,11 +51,12 @@ class Written:
 class Receipt:
     """A handle on one queued event. `wait()` blocks until it is durable (or raises on timeout)."""
 
-    __slots__ = ("_future", "event", "lines")
+    __slots__ = ("_future", "_timeout", "event", "lines")
 
-    def __init__(self, event: UsageEvent, lines: Sequence[PricedLine]) -> None:
+    def __init__(self, event: UsageEvent, lines: Sequence[PricedLine], timeout: float = 30.0) -> None:
         self.event = event
         self.lines = tuple(lines)
+        self._timeout = timeout  # the default wait: `OPENMAAS_METERING_WAIT_TIMEOUT_S`
         self._future: Future[Written] = Future()
 
     @property
@@ -66,18 +67,20 @@ class Receipt:
     def future(self) -> Future[Written]:
         return self._future
 
-    async def wait_async(self, timeout: float | None = 30.0) -> Written:
+    async def wait_async(self, timeout: float | None = None) -> Written:
         """`wait` for asyncio code: no thread is parked while the batch is written."""
         try:
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self._future)), timeout)
+            return await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(self._future)), timeout or self._timeout
+            )
         except TimeoutError as exc:
             raise errors.ServiceUnavailable(
                 "Usage could not be recorded in time; the request was not completed.", retry_after=5
             ) from exc
 
-    def wait(self, timeout: float | None = 30.0) -> Written:
+    def wait(self, timeout: float | None = None) -> Written:
         try:
-            return self._future.result(timeout)
+            return self._future.result(timeout or self._timeout)
         except TimeoutError as exc:
             raise errors.ServiceUnavailable(
                 "Usage could not be recorded in time; the request was not completed.", retry_after=5
@@ -104,6 +107,7 @@ class UsageLedger:
         retry_delay_s: float = 0.05,
         sweep: Callable[[], int] | None = None,
         sweep_interval_s: float = 30.0,
+        wait_timeout_s: float = 30.0,
     ) -> None:
         self._db = db
         self._prices = prices
@@ -113,6 +117,7 @@ class UsageLedger:
         self._retry_delay_s = retry_delay_s
         self._sweep = sweep
         self._sweep_interval_s = sweep_interval_s
+        self._wait_timeout_s = wait_timeout_s
         self._swept_at = clock.monotonic()
         self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
@@ -126,7 +131,7 @@ class UsageLedger:
             raise errors.ServiceUnavailable("The usage ledger is shutting down.", retry_after=5)
         self._ensure_started()
         lines = price_event(self._prices, event)
-        receipt = Receipt(event, lines)
+        receipt = Receipt(event, lines, self._wait_timeout_s)
         try:
             self._queue.put_nowait(_Pending(event, receipt.lines, receipt))
         except queue.Full as exc:
@@ -135,7 +140,7 @@ class UsageLedger:
             ) from exc
         return receipt
 
-    def record_and_wait(self, event: UsageEvent, timeout: float | None = 30.0) -> Written:
+    def record_and_wait(self, event: UsageEvent, timeout: float | None = None) -> Written:
         return self.record(event).wait(timeout)
 
     @property

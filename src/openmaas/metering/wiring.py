@@ -36,6 +36,7 @@ def build_metering(settings: Settings, db: Database, clock: Clock) -> Metering:
         max_batch=settings.metering_max_batch,
         linger_s=settings.metering_linger_s,
         sweep=budgets.release_expired,
+        wait_timeout_s=settings.metering_wait_timeout_s,
     )
     default = Limits(settings.rate_limit_requests_per_minute, settings.rate_limit_tokens_per_minute)
     limits = LimitBook(db, prices, clock, default=default, ttl=settings.billing_cache_ttl_s)

@@ -3,6 +3,7 @@ and budgets that concurrency cannot overrun."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -241,3 +242,17 @@ def test_a_key_cap_limits_that_key_only(clocked_served: tuple[Served, Clocked]) 
             platform.gate.complete(admission, {"requests": 1}).wait()
             served_by_key[key_id] += 1
     assert served_by_key == {acme.key_id: 3, other["id"]: 8}
+
+
+def test_a_receipt_can_be_awaited_without_parking_a_thread(platform: Platform) -> None:
+    org = make_org(platform, "acme")
+    now = platform.clock.now()
+
+    async def serve() -> list[bool]:
+        receipts = [
+            platform.meter.record(UsageEvent(f"req_{i}", org, {"requests": 1}, now)) for i in range(20)
+        ]
+        return [(await receipt.wait_async()).new for receipt in receipts]
+
+    assert asyncio.run(serve()) == [True] * 20
+    assert _count(platform, org)[0] == 20

@@ -3,7 +3,7 @@
 Same model, data, optimizer, batch size and epochs; the platform side adds what a job pays for:
 per-batch stop checks, per-epoch validation metrics and reports, and serialised checkpoints
 (safetensors) through an in-memory TrainingContext: with the default schedule (every epoch unless
-saving would cost over 5% of the run) and on every epoch. Data preparation is not timed.
+saving would cost over 2% of the run) and on every epoch. Data preparation is not timed.
 
 Usage: python benchmarks/training_overhead.py [--mlp-epochs 200] [--cnn-epochs 8] [--repeats 2]
 """
@@ -86,7 +86,7 @@ def plain_loop(model: nn.Module, data: SplitTensors, epochs: int) -> None:
 
 
 def platform_loop(
-    model: nn.Module, data: SplitTensors, epochs: int, checkpoint_overhead: float = 0.05
+    model: nn.Module, data: SplitTensors, epochs: int, checkpoint_overhead: float = 0.02
 ) -> None:
     config = CommonConfig(
         epochs=epochs, batch_size=BATCH, learning_rate=LR, seed=SEED, checkpoint_overhead=checkpoint_overhead

@@ -36,7 +36,7 @@ class CommonConfig:
     patience: int = 0
     checkpoint_every: int = 1
     checkpoint_min_seconds: float = 0.0
-    checkpoint_overhead: float = 0.05
+    checkpoint_overhead: float = 0.02
 
     def __post_init__(self) -> None:
         require(1 <= self.epochs <= 10_000, "epochs", "must be between 1 and 10000")

@@ -49,7 +49,7 @@ class LoopSettings:
     checkpoint_min_seconds: float = 0.0  # also wait this long between checkpoints (0: no wait)
     # Skip a due checkpoint while saving would take more than this share of the run's time
     # (the last save's cost against the time since it); 0 saves every due checkpoint.
-    checkpoint_overhead: float = 0.05
+    checkpoint_overhead: float = 0.02
     grad_clip: float | None = 5.0
 
 
@@ -109,7 +109,7 @@ def train_loop(
         progress.history.append(record)
         context.report(dict(record))
         if schedule.due(epoch, final=epoch == settings.epochs or progress.stopped_early):
-            schedule.save(context, _snapshot(model, optimizer, progress), epoch)
+            schedule.save(context, lambda: _snapshot(model, optimizer, progress), epoch)
     if progress.best_model is not None:
         model.load_state_dict(progress.best_model)
     model.eval()
@@ -169,9 +169,9 @@ class CheckpointSchedule:
             wait = max(wait, self.last_cost / self.settings.checkpoint_overhead)
         return time.monotonic() - self.last_saved >= wait
 
-    def save(self, context: TrainingContext, state: State, epoch: int) -> None:
+    def save(self, context: TrainingContext, snapshot: Callable[[], State], epoch: int) -> None:
         started = time.monotonic()
-        context.save_checkpoint(state)
+        context.save_checkpoint(snapshot())
         self.last_saved = time.monotonic()
         self.last_cost = self.last_saved - started
         self.saved_epoch = epoch

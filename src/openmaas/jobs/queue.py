@@ -11,7 +11,6 @@ limits exact; on SQLite the write transaction is `BEGIN IMMEDIATE`, which serial
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,12 +38,6 @@ class Claim(BaseModel):
     kind: str
     attempt: int
     owner: str
-
-
-@dataclass(frozen=True)
-class Heartbeat:
-    held: bool  # False: the lease was lost (expired and taken, or the job finished)
-    cancel_requested: bool
 
 
 def enqueue(
@@ -124,13 +117,10 @@ def _held(claim: Claim) -> Any:
     )
 
 
-def heartbeat(session: Session, claim: Claim, *, now: datetime, lease: timedelta) -> Heartbeat:
-    """Extend the lease; tell the worker whether it still holds the job and whether to cancel."""
-    session.execute(update(Job).where(_held(claim)).values(lease_expires_at=now + lease))
-    job = session.scalar(select(Job).where(_held(claim)))
-    if job is None:
-        return Heartbeat(held=False, cancel_requested=False)
-    return Heartbeat(held=True, cancel_requested=job.cancel_requested)
+def heartbeat(session: Session, claim: Claim, *, now: datetime, lease: timedelta) -> bool:
+    """Extend the lease; False if the claim lost the job (expired and taken over, or ended)."""
+    extended = session.execute(update(Job).where(_held(claim)).values(lease_expires_at=now + lease))
+    return bool(getattr(extended, "rowcount", 0))
 
 
 def stop_flags(session: Session, claims: list[Claim]) -> set[str]:

@@ -127,8 +127,8 @@ class Worker:
             if item.execution.poll() is not None:
                 continue  # ended; settled on the next round
             with self.db.session() as session:
-                beat = queue.heartbeat(session, item.claim, now=self.clock.now(), lease=self.lease)
-            if not beat.held:
+                held = queue.heartbeat(session, item.claim, now=self.clock.now(), lease=self.lease)
+            if not held:
                 # Finished by its subprocess a moment ago, or taken over after this lease expired.
                 log.info("%s is no longer held by this worker; stopping its process", job_id)
                 item.execution.kill()

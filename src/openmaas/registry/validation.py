@@ -17,8 +17,7 @@ from openmaas.jobs import queue
 from openmaas.jobs.models import Job, JobStatus
 from openmaas.jobs.run import JobRun, LeaseLost
 from openmaas.registry.models import Dataset, DatasetStatus
-
-TRAIN_KIND = "train"
+from openmaas.registry.training import TRAIN_KIND
 
 
 def run_validation(run: JobRun) -> None:

@@ -73,14 +73,14 @@ def test_expired_lease_is_requeued_and_the_old_claim_is_fenced(plat: Platform, c
     assert stale is not None
     clock.advance(20)
     with plat.db.session() as session:
-        assert queue.heartbeat(session, stale, now=clock.now(), lease=LEASE).held
+        assert queue.heartbeat(session, stale, now=clock.now(), lease=LEASE)
     clock.advance(40)
     with plat.db.session() as session:
         assert queue.sweep_expired(session, now=clock.now()) == [job_id]
     fresh = _claim(plat, owner="alive")
     assert fresh is not None and fresh.attempt == 2
     with plat.db.session() as session:
-        assert not queue.heartbeat(session, stale, now=clock.now(), lease=LEASE).held
+        assert not queue.heartbeat(session, stale, now=clock.now(), lease=LEASE)
         assert not queue.finish(session, stale, JobStatus.SUCCEEDED, now=clock.now())
         assert queue.finish(session, fresh, JobStatus.SUCCEEDED, now=clock.now(), result={"ok": True})
     assert _job(plat, job_id).status == "succeeded"

@@ -20,6 +20,7 @@ import argparse
 import gc
 import itertools
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,39 @@ def run_hf_continuous(
     return Result("transformers generate_batch", name, len(prompts), produced, wall)
 
 
+def interleaved_decode_ab(
+    model_dir: Path, dtype_name: str, prompt_len: int, steps: int
+) -> tuple[float, float]:
+    """Median ms per batch-1 decode step, ours and transformers' forward, taken in alternation.
+
+    On a shared machine the load drifts between the phases of a sequential run; alternating single
+    steps exposes both engines to the same load, so their ratio is the more trustworthy number.
+    """
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
+    engine = LLMEngine(
+        EngineConfig(model=str(model_dir), dtype=dtype_name, max_model_len=1024, num_blocks=64)
+    )
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+    prompt = prompts_for(1, prompt_len, 151936, seed=99)[0]
+    engine.add_request("ab", prompt, SamplingParams(max_tokens=steps + 2, temperature=0.0, ignore_eos=True))
+    engine.step()
+    ours: list[float] = []
+    theirs: list[float] = []
+    with torch.inference_mode():
+        cache = DynamicCache(config=hf.config)
+        token = hf(torch.tensor([prompt]), past_key_values=cache, logits_to_keep=1).logits[:, -1:].argmax(-1)
+        for _ in range(steps):
+            start = time.perf_counter()
+            engine.step()
+            ours.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            token = hf(token, past_key_values=cache, logits_to_keep=1).logits[:, -1:].argmax(-1)
+            theirs.append(time.perf_counter() - start)
+    return statistics.median(ours) * 1000, statistics.median(theirs) * 1000
+
+
 def pct(values: list[float], q: float) -> str:
     if not values:
         return "-"
@@ -182,6 +216,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--hf", default="generate1,static16,cb16", help="transformers runs ('' for none)")
     parser.add_argument("--hf-batched-dtypes", default="float32", help="dtypes for static16/cb16")
+    parser.add_argument("--ab-steps", type=int, default=12, help="interleaved batch-1 decode steps (0: skip)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model_dir = build_model(args.model_dir)
@@ -241,6 +276,10 @@ def main() -> None:
             results.append(run_hf_continuous(model_dir, dtype, dtype_name, prompts, args.new_tokens))
             print_table(results[-1:], bandwidth, weight_bytes)
     print()
+    ab: dict[str, tuple[float, float]] = {}
+    for dtype_name in args.dtypes.split(",") if args.ab_steps else []:
+        ab[dtype_name] = interleaved_decode_ab(model_dir, dtype_name, args.prompt_len, args.ab_steps)
+        gc.collect()
     print(
         f"threads {args.threads}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
         f"1-min load average {load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end (2 cores, shared)"
@@ -250,6 +289,12 @@ def main() -> None:
         print(
             f"  {name}: weights {nbytes / 1e9:.2f} GB -> batch-1 roofline "
             f"{bandwidth * 1e9 / nbytes:.1f} tokens/s"
+        )
+    for name, (ours_ms, hf_ms) in ab.items():
+        print(
+            f"  {name}: interleaved batch-1 decode step, median of {args.ab_steps}: ours {ours_ms:.0f} ms "
+            f"({1000 / ours_ms:.2f} tokens/s), transformers forward {hf_ms:.0f} ms "
+            f"({1000 / hf_ms:.2f} tokens/s)"
         )
     print()
     print_table(results, bandwidth, weight_bytes)

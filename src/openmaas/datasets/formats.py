@@ -73,12 +73,8 @@ def detect_format(path: Path | str) -> DatasetFormat:
     with open(path, "rb") as handle:
         head = handle.read(SNIFF_BYTES)
         size = handle.seek(0, 2)
-        tail = b""
-        if size >= 8:
-            handle.seek(size - 4)
-            tail = handle.read(4)
     # Magic bytes decide; a damaged file of a known kind is reported when it is opened.
-    if head.startswith(b"PAR1") or tail == b"PAR1":
+    if head.startswith(b"PAR1"):
         return DatasetFormat.PARQUET
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return DatasetFormat.ZIP
@@ -101,7 +97,7 @@ def _detect_text_format(head: bytes, *, truncated: bool) -> DatasetFormat:
     )
     if text is None:
         raise UnsupportedMediaType("the file is not UTF-8 text", param="file", code="unsupported_format")
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [line for line in text.removeprefix("\ufeff").splitlines() if line.strip()]
     if truncated and len(lines) > 1:
         lines = lines[:-1]  # the last line may be cut in half by the sniff window
     if lines and lines[0].lstrip().startswith("{") and _is_json_object(lines[0]):

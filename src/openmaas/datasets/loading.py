@@ -28,11 +28,11 @@ def read_table(path: Path | str) -> pd.DataFrame:
     if fmt == DatasetFormat.PARQUET:
         return pd.read_parquet(path)
     if fmt == DatasetFormat.JSONL:
-        return pd.read_json(path, lines=True)
+        return pd.read_json(path, lines=True, encoding="utf-8-sig")
     if fmt == DatasetFormat.CSV:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
             dialect = sniff_dialect(handle.read(64 * 1024))
-        return pd.read_csv(path, sep=dialect.delimiter)
+        return pd.read_csv(path, sep=dialect.delimiter, encoding="utf-8-sig")
     raise ValidationFailed("this task needs a table (CSV, JSON lines or Parquet)", param="dataset")
 
 

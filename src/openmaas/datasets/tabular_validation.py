@@ -122,7 +122,7 @@ class ColumnStats:
 
 
 def _csv_rows(path: Path, issues: IssueCollector) -> Iterator[Row]:
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         dialect = sniff_dialect(handle.read(64 * 1024))
         handle.seek(0)
         reader = csv.reader(handle, dialect)
@@ -163,7 +163,7 @@ def _check_header(header: list[str], path: Path, issues: IssueCollector) -> None
 
 def _jsonl_rows(path: Path, issues: IssueCollector) -> Iterator[Row]:
     with open(path, "rb") as raw:
-        for line_no, raw_line in enumerate(io.TextIOWrapper(raw, encoding="utf-8", errors="replace"), 1):
+        for line_no, raw_line in enumerate(io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace"), 1):
             if not raw_line.strip():
                 continue
             try:

@@ -53,3 +53,14 @@ def test_ingest_from_a_path_keeps_the_source(tmp_path: Path) -> None:
     assert stored.path.name == "data.jsonl"
     again = ingest(io.BytesIO(source.read_bytes()), tmp_path / "other")
     assert again.sha256 == stored.sha256
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path: Path) -> None:
+    from openmaas.datasets import validate_dataset
+
+    (tmp_path / "a.csv").write_bytes(b"\xef\xbb\xbfx,label\n1,a\n2,b\n")
+    (tmp_path / "b.jsonl").write_bytes(b'\xef\xbb\xbf{"x": 1, "label": "a"}\n{"x": 2, "label": "b"}\n')
+    for name in ("a.csv", "b.jsonl"):
+        assert list(read_table(tmp_path / name).columns) == ["x", "label"]
+        report = validate_dataset(tmp_path / name, target="label")
+        assert report.ok and [c.name for c in report.schema.columns] == ["x", "label"]

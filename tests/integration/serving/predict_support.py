@@ -3,6 +3,7 @@ the training library (seconds, not minutes), and a way to register one in a serv
 
 from __future__ import annotations
 
+import atexit
 import base64
 import functools
 import io
@@ -35,7 +36,9 @@ FAMILIES = (
 
 @functools.cache
 def _workdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="openmaas-predict-"))
+    path = Path(tempfile.mkdtemp(prefix="openmaas-predict-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def churn_frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:

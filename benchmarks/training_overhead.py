@@ -113,16 +113,18 @@ def timed(
 
 
 def compare(name: str, build: Callable[[], nn.Module], data: SplitTensors, epochs: int, repeats: int) -> None:
-    """Best of `repeats` interleaved runs each (damps noise from other processes on the machine)."""
+    """Best of `repeats` interleaved runs each, in rotating order (damps noise from other processes)."""
     runs: dict[str, Callable[[nn.Module, SplitTensors, int], None]] = {
         "plain": plain_loop,
         "platform (default schedule)": platform_loop,
         "platform, checkpoint every epoch": lambda m, d, e: platform_loop(m, d, e, checkpoint_overhead=0.0),
     }
     times: dict[str, list[float]] = {label: [] for label in runs}
-    for _ in range(repeats):
-        for label, run in runs.items():
-            times[label].append(timed(run, build, data, epochs))
+    labels = list(runs)
+    for repeat in range(repeats):
+        # Rotate the order so that no variant always runs first (warm caches, allocator state).
+        for label in labels[repeat % len(labels) :] + labels[: repeat % len(labels)]:
+            times[label].append(timed(runs[label], build, data, epochs))
     plain = min(times["plain"])
     print(f"{name}, {epochs} epochs: plain loop {plain:.2f} CPU-s")
     for label in list(runs)[1:]:

@@ -97,9 +97,14 @@ def test_an_undecodable_image_fails_alone_in_its_batch(served: Served) -> None:
     good = {"inputs": [b64(digit_png(4))]}
     bad = {"inputs": [b64(digit_png(4)), b64(b"\x89PNG but broken")]}
     with _held(runtime) as held, ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(_post, served, tenant.key, bad if i == 2 else good) for i in range(8)]
+        # The first request holds the model; the rest, the bad one among them, queue behind it and
+        # merge. (Submitted together, the bad one could arrive first and run alone.)
+        futures = [pool.submit(_post, served, tenant.key, good)]
         assert held.entered.wait(10)
-        time.sleep(0.3)
+        futures += [pool.submit(_post, served, tenant.key, bad if i == 2 else good) for i in range(1, 8)]
+        deadline = time.monotonic() + 10
+        while runtime.batcher.queued < 7 and time.monotonic() < deadline:
+            time.sleep(0.01)
         held.release.set()
         responses = [f.result() for f in futures]
     assert [r.status_code for r in responses] == [422 if i == 2 else 200 for i in range(8)]

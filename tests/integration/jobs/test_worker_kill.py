@@ -26,7 +26,7 @@ from tests.support.served import Served
 from tests.support.server import running_server
 
 LEASE_S = 5.0
-EPOCHS = 12
+EPOCHS = 120  # long enough that the kill always lands mid-training, even on an idle machine
 
 
 @contextmanager
@@ -76,7 +76,7 @@ def test_sigkilled_worker_job_resumes_from_checkpoint_elsewhere(served_fast: Ser
             dataset = upload(api, data, "cancer").json()
             # Generous: a fresh worker process first loads torch and the trainers into its forkserver.
             job_in(api, f"/v1/jobs/{dataset['validation_job_id']}", {"succeeded"}, timeout=240)
-            params = {"epochs": EPOCHS, "batch_size": 16, "hidden_sizes": [128]}
+            params = {"epochs": EPOCHS, "batch_size": 8, "hidden_sizes": [128]}
             body = {
                 "task": "tabular-classification",
                 "dataset": "cancer",

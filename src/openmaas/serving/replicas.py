@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -86,19 +88,9 @@ class ReplicaManager:
             row = session.get(service.Deployment, deployment_id)
             if row is None or row.state == "stopped":
                 return
-            version = session.get(ModelVersion, row.version_id)
-            org_id, name, task, config = (
-                row.org_id,
-                row.name,
-                row.task,
-                _runtime_config(session, row, version),
-            )
-            created, version_id = int(row.created_at.timestamp()), row.version_id
-            folder = self._store.path(version.artifact_path) if version is not None else None
+            target = self._target(session, row)
         try:
-            if folder is None:
-                raise FileNotFoundError("the model version was deleted")
-            runtime = load_runtime(task, folder, config)
+            runtime = target.load()
         except Exception as exc:
             log.exception("deployment %s failed to load its update", deployment_id)
             with self._db.session() as session:
@@ -106,9 +98,9 @@ class ReplicaManager:
                     session, deployment_id, before, self._clock.now(), f"{type(exc).__name__}: {exc}"
                 )
             return
-        old = self._directory.lookup(org_id, name)
+        old = self._directory.lookup(target.org_id, target.name)
         # One dict assignment: every request from here on finds the new runtime.
-        self._directory.register(_served(org_id, name, created, deployment_id, version_id, runtime))
+        self._directory.register(target.served(deployment_id, runtime))
         with self._db.session() as session:
             service.set_state(session, deployment_id, "ready", self._clock.now())
         if old is not None and old.runtime is not None and old.runtime is not runtime:
@@ -127,20 +119,10 @@ class ReplicaManager:
             loaded = self._directory.lookup(row.org_id, row.name)
             if loaded is not None and loaded.deployment_id == deployment_id:
                 return
-            version = session.get(ModelVersion, row.version_id)
             service.set_state(session, deployment_id, "loading", self._clock.now())
-            org_id, name, task, config = (
-                row.org_id,
-                row.name,
-                row.task,
-                _runtime_config(session, row, version),
-            )
-            created, version_id = int(row.created_at.timestamp()), row.version_id
-            folder = self._store.path(version.artifact_path) if version is not None else None
+            target = self._target(session, row)
         try:
-            if folder is None:
-                raise FileNotFoundError("the model version was deleted")
-            runtime = load_runtime(task, folder, config)
+            runtime = target.load()
         except Exception as exc:
             log.exception("deployment %s failed to load", deployment_id)
             with self._db.session() as session:
@@ -148,13 +130,55 @@ class ReplicaManager:
                     session, deployment_id, "failed", self._clock.now(), f"{type(exc).__name__}: {exc}"
                 )
             return
-        self._directory.register(_served(org_id, name, created, deployment_id, version_id, runtime))
+        self._directory.register(target.served(deployment_id, runtime))
         with self._db.session() as session:
             service.set_state(session, deployment_id, "ready", self._clock.now())
             still_wanted = session.get(service.Deployment, deployment_id)
             stopped = still_wanted is None or still_wanted.state == "stopped"
         if stopped:  # stopped or deleted while it loaded
-            self.unload(org_id, name)
+            self.unload(target.org_id, target.name)
+
+    def _target(self, session: Session, row: service.Deployment) -> _Target:
+        version = session.get(ModelVersion, row.version_id)
+        return _Target(
+            org_id=row.org_id,
+            name=row.name,
+            task=row.task,
+            config=_runtime_config(session, row, version),
+            created=int(row.created_at.timestamp()),
+            version_id=row.version_id,
+            folder=self._store.path(version.artifact_path) if version is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What loading one deployment's runtime needs, read in one transaction."""
+
+    org_id: str
+    name: str
+    task: str
+    config: dict[str, Any]
+    created: int
+    version_id: str
+    folder: Path | None
+
+    def load(self) -> Any:
+        """Build the runtime (slow: reads the weights)."""
+        if self.folder is None:
+            raise FileNotFoundError("the model version was deleted")
+        return load_runtime(self.task, self.folder, self.config)
+
+    def served(self, deployment_id: str, runtime: Any) -> ServedModel:
+        return ServedModel(
+            name=self.name,
+            org_id=self.org_id,
+            owner=self.org_id,
+            created=self.created,
+            deployment_id=deployment_id,
+            version_id=self.version_id,
+            runtime=runtime,
+        )
 
 
 def _runtime_config(
@@ -163,17 +187,3 @@ def _runtime_config(
     """The deployment's settings plus what a runtime reports: its replica count and version."""
     ref = service.version_ref(session, version) if version is not None else ""
     return {**row.config, "replicas": row.replicas, "model_version": ref}
-
-
-def _served(
-    org_id: str, name: str, created: int, deployment_id: str, version_id: str, runtime: Any
-) -> ServedModel:
-    return ServedModel(
-        name=name,
-        org_id=org_id,
-        owner=org_id,
-        created=created,
-        deployment_id=deployment_id,
-        version_id=version_id,
-        runtime=runtime,
-    )

@@ -17,6 +17,7 @@ import orjson
 from openmaas.engine.async_engine import RequestStream
 from openmaas.engine.outputs import CompletionResult, RequestOutput, TokenLogprob
 from openmaas.engine.sampling_params import SamplingParams
+from openmaas.engine.tokenizer import Tokenizer
 from openmaas.serving.openai_types import ChatCompletionRequest, CompletionRequest, usage
 from openmaas.serving.runtimes.llm import LLMRuntime
 from openmaas.serving.usage import RequestUsage
@@ -170,13 +171,9 @@ def _frame(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-def _token(tokenizer: Any, token_id: int) -> str:
-    return str(tokenizer.decode([token_id], skip_special_tokens=False))
-
-
-def _chat_logprobs(tokenizer: Any, logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
+def _chat_logprobs(tokenizer: Tokenizer, logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
     def entry(token_id: int, logprob: float) -> dict[str, Any]:
-        text = _token(tokenizer, token_id)
+        text = tokenizer.token_text(token_id)
         return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
 
     content = [
@@ -186,8 +183,8 @@ def _chat_logprobs(tokenizer: Any, logprobs: list[TokenLogprob] | None) -> dict[
     return {"content": content}
 
 
-def _completion_logprobs(tokenizer: Any, logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
-    tokens = [_token(tokenizer, lp.token_id) for lp in logprobs or []]
+def _completion_logprobs(tokenizer: Tokenizer, logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
+    tokens = [tokenizer.token_text(lp.token_id) for lp in logprobs or []]
     offsets, position = [], 0
     for text in tokens:
         offsets.append(position)
@@ -195,6 +192,6 @@ def _completion_logprobs(tokenizer: Any, logprobs: list[TokenLogprob] | None) ->
     return {
         "tokens": tokens,
         "token_logprobs": [lp.logprob for lp in logprobs or []],
-        "top_logprobs": [{_token(tokenizer, t): p for t, p in lp.top_logprobs} for lp in logprobs or []],
+        "top_logprobs": [{tokenizer.token_text(t): p for t, p in lp.top_logprobs} for lp in logprobs or []],
         "text_offset": offsets,
     }

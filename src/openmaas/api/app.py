@@ -6,7 +6,8 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from openmaas import __version__
 from openmaas.api import errors as api_errors
@@ -95,5 +96,10 @@ def create_app(platform: Platform) -> FastAPI:
         metrics=metrics,
         audit_sink=write_audit,
         routes=streamed,
+        fast_paths=[predict.PredictFastPath(platform, _route(predict.router, "deployments.predict"))],
     )
     return app
+
+
+def _route(router: APIRouter, name: str) -> APIRoute:
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.name == name)

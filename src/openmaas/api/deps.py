@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from openmaas.bootstrap import Platform
 from openmaas.tenancy import idempotency
 from openmaas.tenancy import scopes as scope_rules
-from openmaas.tenancy.auth import Principal
+from openmaas.tenancy.auth import Authenticator, Principal
 
 
 # Dependencies are `async def` even when they do no I/O: FastAPI runs plain `def` ones in the
@@ -29,12 +29,18 @@ async def get_platform(request: Request) -> Platform:
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 
-async def current_principal(request: Request) -> Principal:
-    authenticator = request.app.state.platform.authenticator
-    authorization = request.headers.get("authorization")
+async def authenticate(authenticator: Authenticator, authorization: str | None) -> Principal:
+    """The caller of an `Authorization` header: from the cache, else from the database off the loop."""
     principal = authenticator.cached(authorization)
     if principal is None:
         principal = await run_in_threadpool(authenticator.authenticate, authorization)
+    return principal
+
+
+async def current_principal(request: Request) -> Principal:
+    principal = await authenticate(
+        request.app.state.platform.authenticator, request.headers.get("authorization")
+    )
     request.state.principal = principal
     return principal
 

@@ -27,6 +27,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# A handler tried before the app: answers the request and returns True, or returns False untouched.
+FastPath = Callable[[Scope, Receive, Send], Awaitable[bool]]
 
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,100}$")
@@ -65,8 +67,10 @@ class GatewayMiddleware:
         metrics: Metrics,
         audit_sink: AuditSink,
         routes: list[Any] | None = None,
+        fast_paths: list[FastPath] | None = None,
     ) -> None:
         self.app = app
+        self.fast_paths = fast_paths or []
         self.routes = routes or []
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
@@ -106,6 +110,9 @@ class GatewayMiddleware:
 
         try:
             receive = await self._limit_body(scope, receive)
+            for fast_path in self.fast_paths:
+                if await fast_path(scope, receive, send_wrapper):
+                    return
             await self.app(scope, receive, send_wrapper)
         except errors.OpenMaaSError as exc:
             await _send_error(send, exc, id_header)

@@ -1,0 +1,147 @@
+"""The `optimize` job: checking a request before anything is queued, and the job that builds the
+optimised model, measures it and its parent side by side, refuses it when its test metric drops
+more than allowed (unless forced), and registers it as a new version of the parent's model.
+
+Nothing is left behind on failure: the result is built in a staging folder that becomes the
+version's artifact only when the version is registered and the job succeeds in one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from openmaas import errors
+from openmaas.ids import new_id
+from openmaas.jobs import queue
+from openmaas.jobs.models import Job
+from openmaas.jobs.run import JobRun
+from openmaas.optimize.methods import check_fits, parse_method
+from openmaas.optimize.schemas import OptimizationCreate
+from openmaas.registry import datasets as dataset_service
+from openmaas.registry import service as registry
+from openmaas.registry.models import ModelVersion
+
+OPTIMIZE_KIND = "optimize"
+STAGES = ("prepare", "measure-parent", "export", "quantize", "calibrate", "prune", "measure", "register")
+
+
+def create_optimization_job(
+    session: Session,
+    org_id: str,
+    body: OptimizationCreate,
+    *,
+    now: datetime,
+    default_max_drop: float,
+    default_max_attempts: int,
+) -> Job:
+    method = parse_method(body.method)
+    model, version = registry.resolve(session, org_id, body.model)
+    check_fits(version.task, str((version.manifest.get("architecture") or {}).get("name")), method)
+    if version.manifest.get("runtime"):
+        raise errors.ValidationFailed(
+            f"{model.name}:{version.version} is already an optimised {version.manifest['runtime']} "
+            "version; optimise the trained version it came from",
+            param="model",
+            code="not_optimizable",
+        )
+    if version.dataset_id is None:
+        raise errors.ValidationFailed(
+            f"{model.name}:{version.version} has no dataset in its lineage to measure on", param="model"
+        )
+    dataset_service.get_dataset(session, org_id, version.dataset_id)
+    params = {
+        "model": model.name,
+        "parent": f"{model.name}:{version.version}",
+        "parent_version_id": version.id,
+        "method": method.name,
+        "max_metric_drop": default_max_drop if body.max_metric_drop is None else body.max_metric_drop,
+        "force": body.force,
+    }
+    return queue.enqueue(
+        session,
+        org_id=org_id,
+        kind=OPTIMIZE_KIND,
+        params=params,
+        now=now,
+        max_attempts=body.max_attempts or default_max_attempts,
+    )
+
+
+def stage(run: JobRun, name: str, message: str) -> None:
+    """A progress event: which stage the job is in, of how many it may pass through."""
+    run.event("progress", message, {"stage": name, "step": STAGES.index(name) + 1, "total": len(STAGES)})
+
+
+def run_optimization(run: JobRun) -> None:
+    """The `optimize` job: build, measure, judge, register, succeed."""
+    # torch, onnx and onnxruntime load only in job processes, never in the API server.
+    from openmaas.optimize.build import build_optimized
+
+    params = run.params
+    with run.db.read_session() as session:
+        parent = session.get(ModelVersion, str(params["parent_version_id"]))
+        if parent is None or parent.org_id != run.org_id:
+            raise errors.NotFound(f"No model version {params['parent']!r}.", param="model")
+        dataset = dataset_service.get_dataset(session, run.org_id, str(parent.dataset_id))
+        parent_folder = run.store.path(parent.artifact_path)
+        dataset_path = run.store.path(dataset.path)
+        dataset_id = dataset.id
+    version_id = new_id("mv_")
+    relative = run.store.model_dir(run.org_id, version_id)
+    manifest = build_optimized(
+        parent_folder,
+        dataset_path,
+        run.store.path(relative),
+        method=parse_method(str(params["method"])),
+        max_drop=float(params["max_metric_drop"]),
+        force=bool(params["force"]),
+        progress=lambda name, message: stage(run, name, message),
+        parent_ref=str(params["parent"]),
+    )
+    try:
+        stage(run, "register", "Registering the optimised version.")
+        ref = _register_and_succeed(run, version_id, relative, manifest, dataset_id)
+    except BaseException:
+        run.store.remove(relative)
+        raise
+    run.event("log", f"Registered model version {ref}.", {"ref": ref})
+
+
+def _register_and_succeed(
+    run: JobRun, version_id: str, relative: str, manifest: dict[str, Any], dataset_id: str
+) -> str:
+    params = run.params
+    with run.db.session() as session:
+        model, version = registry.register_version(
+            session,
+            version_id=version_id,
+            org_id=run.org_id,
+            model_name=str(params["model"]),
+            artifact_path=relative,
+            manifest=manifest,
+            lineage={
+                "dataset_id": dataset_id,
+                "job_id": run.job_id,
+                "parent_version_id": str(params["parent_version_id"]),
+            },
+            now=run.clock.now(),
+        )
+        ref = f"{model.name}:{version.version}"
+        optimization = manifest["optimization"]
+        run.succeed(
+            session,
+            {
+                "model": model.name,
+                "version": version.version,
+                "ref": ref,
+                "model_version_id": version.id,
+                "parent": params["parent"],
+                "method": params["method"],
+                "metrics": version.metrics,
+                "comparison": {k: optimization[k] for k in ("parent", "result", "metric_change")},
+            },
+        )
+    return ref

@@ -44,6 +44,10 @@ def handler_for(kind: str) -> Handler:
         from openmaas.registry.training import run_training
 
         return run_training
+    if kind == "optimize":
+        from openmaas.optimize.job import run_optimization
+
+        return run_optimization
     raise errors.ValidationFailed(f"unknown job kind {kind!r}", param="kind")
 
 

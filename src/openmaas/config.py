@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     max_dataset_bytes: int = 1024**3
     # Hugging Face model folders uploaded for import (zip), and what they may expand to.
     max_import_bytes: int = 20 * 1024**3
+    # Optimisation jobs: the largest drop of the test metric (absolute) a result may show.
+    optimize_max_metric_drop: float = Field(default=0.01, ge=0.0, le=1.0)
 
     @property
     def resolved_database_url(self) -> str:

@@ -12,6 +12,9 @@ from openmaas import errors
 
 TEXT_GENERATION = "text-generation"
 SENTENCE_EMBEDDING = "sentence-embedding"
+# Imported ONNX files without preprocessing: raw tensors in, raw tensors out (runtimes.onnx).
+TENSOR_INFERENCE = "tensor-inference"
+ONNX_FILE = "model.onnx"
 # Models trained on the platform (see training.config.Task), served by PredictorRuntime.
 TRAINED_TASKS = frozenset(
     {
@@ -32,7 +35,7 @@ class Runtime(Protocol):
 
 
 def deployable_tasks() -> frozenset[str]:
-    return frozenset({TEXT_GENERATION, SENTENCE_EMBEDDING, *TRAINED_TASKS})
+    return frozenset({TEXT_GENERATION, SENTENCE_EMBEDDING, TENSOR_INFERENCE, *TRAINED_TASKS})
 
 
 def load_runtime(task: str, folder: Path, config: dict[str, Any]) -> Runtime:
@@ -45,6 +48,10 @@ def load_runtime(task: str, folder: Path, config: dict[str, Any]) -> Runtime:
         from openmaas.serving.runtimes.embedding import EmbeddingRuntime
 
         return EmbeddingRuntime(folder, config)
+    if task == TENSOR_INFERENCE or (task in TRAINED_TASKS and (folder / ONNX_FILE).is_file()):
+        from openmaas.serving.runtimes.onnx import load_onnx_runtime
+
+        return load_onnx_runtime(task, folder, config)
     if task in TRAINED_TASKS:
         from openmaas.serving.runtimes.predictor import PredictorRuntime
 

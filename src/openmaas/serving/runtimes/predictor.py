@@ -44,8 +44,9 @@ class PredictorRuntime:
         self.signature: dict[str, Any] = manifest["input_signature"]
         self.labels: list[str] = list(manifest.get("labels") or [])
         replicas = max(1, int(config.get("replicas", 1)))
-        torch.set_num_threads(_torch_threads(config, replicas))
-        self.predictors: list[Predictor] = [load_artifact(folder) for _ in range(replicas)]
+        threads = _torch_threads(config, replicas)
+        torch.set_num_threads(threads)
+        self.predictors: list[Predictor] = [self._load_predictor(folder, threads) for _ in range(replicas)]
         first = self.predictors[0]
         self.max_batch_size = int(config.get("max_batch_size", 32))
         self.check_inputs: InputCheck = input_check(self.signature)
@@ -63,6 +64,10 @@ class PredictorRuntime:
             max_queue=int(config.get("max_queue", 1024)),
             name=f"predict-{folder.name}",
         )
+
+    def _load_predictor(self, folder: Path, threads: int) -> Predictor:
+        """One replica's model; runtimes of other model formats (ONNX) override this."""
+        return load_artifact(folder)
 
     @property
     def stats(self) -> BatchStats:

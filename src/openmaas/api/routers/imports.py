@@ -1,12 +1,15 @@
-"""`POST /v1/registry/imports?name=NAME`: a zipped Hugging Face model folder, streamed to disk,
-checked and registered as a new version of model NAME."""
+"""`POST /v1/registry/imports?name=NAME`: a zipped Hugging Face model folder (or, with
+`format=onnx`, a raw ONNX file), streamed to disk, checked and registered as a new version of
+model NAME."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -16,7 +19,7 @@ from openmaas.api.deps import PrincipalDep
 from openmaas.api.middleware import STREAMED_BODY
 from openmaas.bootstrap import Platform
 from openmaas.ids import new_id
-from openmaas.registry import hf_import
+from openmaas.registry import hf_import, onnx_import
 from openmaas.registry import service as registry
 from openmaas.registry.schemas import ModelVersionPublic
 
@@ -34,6 +37,8 @@ async def import_model(
     request: Request,
     principal: PrincipalDep,
     name: Annotated[str, Query(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")],
+    source_format: Annotated[str, Query(alias="format", pattern="^(huggingface|onnx)$")] = "huggingface",
+    task: Annotated[str, Query(max_length=40)] = onnx_import.TENSOR_INFERENCE,
 ) -> ModelVersionPublic:
     principal.require("models:write")
     org_id = principal.require_org()
@@ -52,18 +57,38 @@ async def import_model(
                 out.write(chunk)
         version_id = new_id("ver_")
         relative = platform.store.model_dir(org_id, version_id)
-        return await run_in_threadpool(_register, platform, org_id, name, archive, relative, version_id)
+        folder = platform.store.path(relative)
+        prepare = (
+            functools.partial(onnx_import.install, archive, folder, task=task)
+            if source_format == "onnx"
+            else functools.partial(_unpack, archive, folder, limit)
+        )
+        return await run_in_threadpool(_register, platform, org_id, name, prepare, relative, version_id)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _register(
-    platform: Platform, org_id: str, name: str, archive: Path, relative: str, version_id: str
-) -> ModelVersionPublic:
-    folder = platform.store.path(relative)
-    hf_import.extract(archive, folder, max_bytes=platform.settings.max_import_bytes)
+def _unpack(archive: Path, folder: Path, max_bytes: int) -> dict[str, Any]:
+    hf_import.extract(archive, folder, max_bytes=max_bytes)
     try:
-        imported = hf_import.inspect_folder(folder)
+        return hf_import.inspect_folder(folder).manifest
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _register(
+    platform: Platform,
+    org_id: str,
+    name: str,
+    prepare: Callable[[], dict[str, Any]],
+    relative: str,
+    version_id: str,
+) -> ModelVersionPublic:
+    """Build the artifact folder (`prepare` returns its manifest), then register it."""
+    manifest = prepare()
+    folder = platform.store.path(relative)
+    try:
         with platform.db.session() as session:
             model, version = registry.register_version(
                 session,
@@ -71,7 +96,7 @@ def _register(
                 org_id=org_id,
                 model_name=name,
                 artifact_path=relative,
-                manifest=imported.manifest,
+                manifest=manifest,
                 lineage={},
                 now=platform.clock.now(),
             )

@@ -15,6 +15,7 @@ from openmaas.sdk import calls
 from openmaas.sdk.calls import Call
 from openmaas.sdk.deployments import Deployments
 from openmaas.sdk.errors import APIConnectionError, error_for
+from openmaas.sdk.optimizations import Optimizations
 from openmaas.sdk.training import Datasets, Jobs, Registry, TrainingJobs
 from openmaas.sdk.uploads import Progress, file_chunks, zipped_folder
 from openmaas.tenancy import schemas
@@ -44,6 +45,7 @@ class Client:
         self.training_jobs = TrainingJobs(self)
         self.registry = Registry(self)
         self.deployments = Deployments(self)
+        self.optimizations = Optimizations(self)
 
     def send(self, call: Call[T]) -> T:
         try:
@@ -82,24 +84,35 @@ class Client:
         return self.send(calls.list_models())
 
     def import_model(
-        self, folder: str | Path, name: str, *, progress: Progress | None = None
+        self, folder: str | Path, name: str, *, progress: Progress | None = None, task: str | None = None
     ) -> dict[str, Any]:
-        """Upload a Hugging Face model folder (zipped on the way) as a new version of model `name`."""
-        with zipped_folder(Path(folder)) as archive:
-            try:
-                response = self._http.post(
-                    "/v1/registry/imports",
-                    params={"name": name},
-                    content=file_chunks(archive, progress),
-                    headers={"Content-Type": "application/zip"},
-                    timeout=None,
-                )
-            except httpx.TransportError as exc:
-                raise APIConnectionError(f"Cannot reach {self._http.base_url}: {exc}") from exc
+        """Upload a Hugging Face model folder (zipped on the way), or a `.onnx` file, as a new
+        version of model `name`."""
+        path = Path(folder)
+        if path.is_file() and path.suffix.lower() == ".onnx":
+            params = {"name": name, "format": "onnx", **({"task": task} if task else {})}
+            response = self._upload(path, params, "application/octet-stream", progress)
+        else:
+            with zipped_folder(path) as archive:
+                response = self._upload(archive, {"name": name}, "application/zip", progress)
         if response.status_code >= 400:
             raise error_for(response)
         result: dict[str, Any] = response.json()
         return result
+
+    def _upload(
+        self, file: Path, params: dict[str, str], content_type: str, progress: Progress | None
+    ) -> httpx.Response:
+        try:
+            return self._http.post(
+                "/v1/registry/imports",
+                params=params,
+                content=file_chunks(file, progress),
+                headers={"Content-Type": content_type},
+                timeout=None,
+            )
+        except httpx.TransportError as exc:
+            raise APIConnectionError(f"Cannot reach {self._http.base_url}: {exc}") from exc
 
     def close(self) -> None:
         self._http.close()

@@ -27,6 +27,8 @@ PRELOAD = (
     "openmaas.registry.training",
     "openmaas.registry.artifact",
     "openmaas.training.train",
+    # Building an AdamW imports torch._dynamo (seconds): once in the forkserver, not in every job.
+    "torch._dynamo",
 )
 
 

@@ -9,7 +9,10 @@ the same transaction as whatever the handler registered.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
@@ -60,8 +63,21 @@ class JobRun:
     def event(
         self, type_: str, message: str, data: dict[str, Any] | None = None, level: str = "info"
     ) -> None:
+        self.write_events([PendingEvent(type_, message, data, self.clock.now(), level)])
+
+    def write_events(self, pending: list[PendingEvent]) -> None:
+        """Append events in one transaction, in order."""
         with self.db.session() as session:
-            events.append(session, self.job_id, type_, message, self.clock.now(), _finite(data), level=level)
+            for event in pending:
+                events.append(
+                    session,
+                    self.job_id,
+                    event.type,
+                    event.message,
+                    event.at,
+                    _finite(event.data),
+                    level=event.level,
+                )
 
     def succeed(self, session: Session, result: dict[str, Any]) -> None:
         """End the job `succeeded` inside the caller's transaction; raises LeaseLost if not held."""
@@ -72,13 +88,36 @@ class JobRun:
         return JobTrainingContext(self, total_epochs)
 
 
-class JobTrainingContext:
-    """The `TrainingContext` of a job: metrics become events, checkpoints go to the store."""
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    type: str
+    message: str
+    data: dict[str, Any] | None
+    at: datetime
+    level: str = "info"
 
-    def __init__(self, run: JobRun, total_epochs: int) -> None:
+
+class JobTrainingContext:
+    """The `TrainingContext` of a job: metrics become events, checkpoints go to the store.
+
+    Metrics of fast epochs are written in groups, at most `flush_s` apart (the first at once, and
+    always together with a checkpoint or at `flush()`), so that a run of thousands of short epochs
+    does not pay a database transaction per epoch."""
+
+    def __init__(self, run: JobRun, total_epochs: int, flush_s: float = 1.0) -> None:
         self._run = run
         self._total = total_epochs
+        self._flush_s = flush_s
+        self._pending: list[PendingEvent] = []
+        self._flushed_at = -math.inf
         self.resumed_from: int | None = None
+
+    def flush(self) -> None:
+        """Write the metrics not written yet."""
+        if self._pending:
+            self._run.write_events(self._pending)
+            self._pending = []
+        self._flushed_at = time.monotonic()
 
     def report(self, metrics: dict[str, Any]) -> None:
         epoch = int(metrics.get("epoch", 0))
@@ -88,12 +127,17 @@ class JobTrainingContext:
             if key not in ("epoch", "seconds") and isinstance(value, int | float)
         )
         data = {**metrics, "total_epochs": self._total}
-        self._run.event("metrics", f"epoch {epoch}/{self._total} · {shown}", data)
+        now = self._run.clock.now()
+        self._pending.append(PendingEvent("metrics", f"epoch {epoch}/{self._total} · {shown}", data, now))
+        if time.monotonic() - self._flushed_at >= self._flush_s:
+            self.flush()
 
     def save_checkpoint(self, state: State) -> None:
         step = int(state.get("epoch", 0))
         self._run.store.save_checkpoint(self._run.job_id, step, state)
-        self._run.event("checkpoint", f"Checkpoint saved after epoch {step}.", {"epoch": step})
+        message = f"Checkpoint saved after epoch {step}."
+        self._pending.append(PendingEvent("checkpoint", message, {"epoch": step}, self._run.clock.now()))
+        self.flush()
 
     def latest_checkpoint(self) -> State | None:
         state = self._run.store.latest_checkpoint(self._run.job_id)

@@ -109,7 +109,10 @@ def run_training(run: JobRun) -> None:
         path = run.store.path(dataset.path)
     context = run.training_context(int(params.get("epochs", 0)))
     run.event("log", f"Training {params['task']} on {params['dataset']}.")
-    trained = train(params["task"], path, params["params"], params["preprocessing"], context)
+    try:
+        trained = train(params["task"], path, params["params"], params["preprocessing"], context)
+    finally:
+        context.flush()
     version_id = new_id("mv_")
     relative = run.store.model_dir(run.org_id, version_id)
     manifest = write_artifact(trained, run.store.path(relative))

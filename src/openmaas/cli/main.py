@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from openmaas.cli import account, admin, billing, datasets, models, server, serving, training, worker
+from openmaas.cli import (
+    account,
+    admin,
+    billing,
+    datasets,
+    models,
+    optimize,
+    server,
+    serving,
+    training,
+    worker,
+)
 
 app = typer.Typer(
     name="openmaas",
@@ -25,6 +36,7 @@ app.add_typer(serving.models_app, name="models")
 models.add_commands(serving.models_app)
 app.add_typer(datasets.datasets_app, name="datasets")
 app.command()(training.train)
+app.command()(optimize.optimize)
 app.add_typer(training.jobs_app, name="jobs")
 app.command()(serving.deploy)
 app.command()(serving.predict)

@@ -29,13 +29,15 @@ def _engine_options(pairs: list[str]) -> dict[str, object]:
 
 @models_app.command("import")
 def import_model(
-    folder: Path = typer.Argument(..., exists=True, file_okay=False, help="A Hugging Face model folder"),
+    folder: Path = typer.Argument(..., exists=True, help="A Hugging Face model folder or a .onnx file"),
     name: str = typer.Option(..., "--name", help="Model name in the registry"),
+    onnx_task: str = typer.Option(None, "--task", help="For .onnx files: tensor-inference (the default)"),
     url: str | None = UrlOpt,
     key: str | None = KeyOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Upload a Hugging Face model folder (safetensors, config, tokenizer) as a new model version."""
+    """Upload a Hugging Face model folder (safetensors, config, tokenizer) or an ONNX file as a new
+    model version."""
     api = client(url, key)
     columns = (*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, console=console, transient=True, disable=as_json) as bar:
@@ -44,7 +46,7 @@ def import_model(
         def progress(sent: int, total: int) -> None:
             bar.update(task, completed=sent, total=total)
 
-        version = run(lambda: api.import_model(folder, name, progress=progress))
+        version = run(lambda: api.import_model(folder, name, progress=progress, task=onnx_task))
     show(version, as_json=as_json, columns=("ref", "task", "id", "created_at"))
 
 

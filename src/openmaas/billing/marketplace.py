@@ -2,16 +2,20 @@
 use of that model is priced by the listing, and the owner is credited its share when each buyer's
 month is finalised (see invoices.py).
 
-Seam: a model is an opaque reference string (`name:version`) here. When the model registry is
-wired in, `publish` must check that `org_id` owns the referenced version, and deployments of a
-listed model must carry the reference in their usage events' `model`.
+A listing names one model version of its publisher's registry, by the version's id (`mv_…`), which
+is what served requests carry in their usage events' `model`, so their usage is priced by the
+listing. Publishing resolves the publisher's reference (`name:version`, `name@alias` or the id)
+in the publisher's own organisation only: another organisation's version is a 404 like a missing
+one. A listing whose version was deleted later stays in its owner's list, marked unavailable, is
+hidden from the catalogue, and `listed_version` refuses it with a clear error.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from openmaas import errors
@@ -22,9 +26,13 @@ from openmaas.billing.pricebooks import components_from, components_public
 from openmaas.billing.pricing import parse_components
 from openmaas.ids import new_id
 from openmaas.pagination import Page, paginate
+from openmaas.registry import service as registry
+from openmaas.registry.models import ModelVersion
+
+_VERSION_ID_PREFIX = "mv_"
 
 
-def listing_public(listing: Listing) -> schemas.Listing:
+def listing_public(listing: Listing, *, available: bool = True) -> schemas.Listing:
     return schemas.Listing(
         id=listing.id,
         model=listing.model,
@@ -35,7 +43,42 @@ def listing_public(listing: Listing) -> schemas.Listing:
         platform_share_percent=format_micros(listing.platform_share_bps * 10_000),
         created_at=listing.created_at,
         withdrawn_at=listing.withdrawn_at,
+        available=available and listing.withdrawn_at is None,
     )
+
+
+def owned_version(session: Session, org_id: str, ref: str) -> ModelVersion:
+    """The version `ref` (`name:version`, `name@alias` or `mv_…`) of `org_id`'s registry, or 404."""
+    if ref.startswith(_VERSION_ID_PREFIX):
+        version = session.get(ModelVersion, ref)
+        if version is None or version.org_id != org_id:
+            raise errors.NotFound(f"No model version {ref!r}.", param="model")
+        return version
+    return registry.resolve(session, org_id, ref)[1]
+
+
+def listed_version(session: Session, listing_id: str) -> tuple[Listing, ModelVersion]:
+    """A live listing and the version it sells, for a buyer deploying or calling it.
+
+    404 for no such listing; 409 `listing_unavailable` when it was withdrawn or its owner deleted
+    the version since it was published."""
+    listing = session.get(Listing, listing_id)
+    if listing is None:
+        raise errors.NotFound(f"No listing {listing_id!r}.", param="listing_id")
+    if listing.withdrawn_at is not None:
+        raise errors.Conflict(
+            f"Listing {listing_id!r} was withdrawn by its owner.",
+            param="listing_id",
+            code="listing_unavailable",
+        )
+    version = session.get(ModelVersion, listing.model)
+    if version is None or version.org_id != listing.owner_org_id:
+        raise errors.Conflict(
+            f"Listing {listing_id!r} is unavailable: its owner deleted the model version it sold.",
+            param="listing_id",
+            code="listing_unavailable",
+        )
+    return listing, version
 
 
 def _active(session: Session, model: str) -> Listing | None:
@@ -51,18 +94,19 @@ def publish(
     currency: str,
     now: datetime,
 ) -> Listing:
-    """List `body.model` at `body.components`; re-publishing changes the price from now on."""
+    """List `org_id`'s version `body.model` at `body.components` (404 unless `org_id` owns it);
+    re-publishing changes the price from now on."""
+    version = owned_version(session, org_id, body.model)
     components = components_from(body.components)
-    if any(c.model not in (None, body.model) for c in components):
+    if any(c.model not in (None, body.model, version.id) for c in components):
         raise errors.ValidationFailed("A listing's components price only its own model.", param="components")
-    current = _active(session, body.model)
-    if current is not None and current.owner_org_id != org_id:
-        raise errors.Conflict(f"The model {body.model!r} is listed by another organization.", param="model")
-    if current is not None:
+    components = [replace(c, model=None) for c in components]
+    current = _active(session, version.id)
+    if current is not None:  # only its owner can have listed it: versions are never shared
         current.withdrawn_at = now
     listing = Listing(
         id=new_id("lst_"),
-        model=body.model,
+        model=version.id,
         owner_org_id=org_id,
         description=body.description,
         currency=currency,
@@ -87,9 +131,23 @@ def withdraw(session: Session, org_id: str, listing_id: str, now: datetime) -> L
 def catalogue(
     session: Session, *, owner_org_id: str | None, limit: int, after: str | None
 ) -> Page[schemas.Listing]:
-    """Listed models: all live ones, or (with `owner_org_id`) an owner's, withdrawn ones included."""
+    """Listed models: all live ones whose version still exists, or (with `owner_org_id`) an
+    owner's, withdrawn and unavailable ones included."""
     if owner_org_id is None:
-        query = select(Listing).where(Listing.withdrawn_at.is_(None))
-    else:
-        query = select(Listing).where(Listing.owner_org_id == owner_org_id)
-    return paginate(session, query, Listing.id, limit=limit, after=after, to_public=listing_public)
+        query = select(Listing).where(
+            Listing.withdrawn_at.is_(None),
+            exists().where(ModelVersion.id == Listing.model, ModelVersion.org_id == Listing.owner_org_id),
+        )
+        return paginate(session, query, Listing.id, limit=limit, after=after, to_public=listing_public)
+    query = select(Listing).where(Listing.owner_org_id == owner_org_id)
+    page = paginate(session, query, Listing.id, limit=limit, after=after, to_public=listing_public)
+    listed = [item.model for item in page.data]
+    present = set(
+        session.scalars(
+            select(ModelVersion.id).where(ModelVersion.id.in_(listed), ModelVersion.org_id == owner_org_id)
+        )
+    )
+    page.data = [
+        item.model_copy(update={"available": item.available and item.model in present}) for item in page.data
+    ]
+    return page

@@ -154,7 +154,12 @@ class Pricebook(BaseModel):
 
 
 class ListingCreate(_Strict):
-    model: str = Field(min_length=1, max_length=200, description="The model reference (name:version)")
+    model: str = Field(
+        min_length=1,
+        max_length=200,
+        description="One of your model versions: name:version, name@alias or its id (mv_…); "
+        "listed under its version id",
+    )
     description: str = Field(default="", max_length=500)
     components: list[PriceComponentIn] = Field(min_length=1)
 
@@ -170,6 +175,9 @@ class Listing(BaseModel):
     platform_share_percent: str
     created_at: datetime
     withdrawn_at: datetime | None = None
+    available: bool = Field(
+        default=True, description="False once withdrawn or once its owner deleted the listed version"
+    )
 
 
 class InvoiceLine(BaseModel):

@@ -7,7 +7,9 @@ from typing import Any
 
 from openmaas.billing import pricebooks, schemas
 from openmaas.bootstrap import Platform
+from openmaas.ids import new_id
 from openmaas.metering.events import UsageEvent
+from openmaas.registry import service as registry
 from openmaas.tenancy import schemas as tenancy_schemas
 from openmaas.tenancy import service as tenancy
 
@@ -35,3 +37,19 @@ def meter(
     model: str | None = None,
 ) -> None:
     platform.meter.record_and_wait(UsageEvent(event_id, org_id, quantities, at, model=model))
+
+
+def make_version(platform: Platform, org_id: str, name: str) -> str:
+    """A model version in `org_id`'s registry (its row only: billing never opens the artifact)."""
+    with platform.db.session() as session:
+        _, version = registry.register_version(
+            session,
+            version_id=new_id("mv_"),
+            org_id=org_id,
+            model_name=name,
+            artifact_path=f"models/{name}",
+            manifest={"task": "tabular-classification"},
+            lineage={},
+            now=platform.clock.now(),
+        )
+        return version.id

@@ -12,7 +12,7 @@ from fastapi import Request, Response
 from openmaas.api.deps import PrincipalDep
 from openmaas.api.routers.billing import router as billing_router
 from tests.integration.billing.conftest import Clocked
-from tests.integration.billing.helpers import meter
+from tests.integration.billing.helpers import make_version, meter
 from tests.support.served import Served
 
 
@@ -99,20 +99,21 @@ def test_marketplace_revenue_share_adds_up_to_the_cent_on_both_statements(
 ) -> None:
     served, clocked = clocked_served
     seller, buyer = served.tenant("seller"), served.tenant("buyer")
+    llama = make_version(clocked.platform, seller.org_id, "llama")
     with served.client(seller.key) as client:
         listing = client.post(
             "/v1/marketplace/listings",
-            json={"model": "seller/llama:1", "components": [{"unit": "requests", "price": "0.333333"}]},
+            json={"model": "llama:1", "components": [{"unit": "requests", "price": "0.333333"}]},
         )
         assert listing.status_code == 201, listing.text
         assert listing.json()["platform_share_percent"] == "20.00"
     with served.client(buyer.key) as client:
-        assert [item["model"] for item in client.get("/v1/marketplace").json()["data"]] == ["seller/llama:1"]
+        assert [item["model"] for item in client.get("/v1/marketplace").json()["data"]] == [llama]
         taken = client.post(
             "/v1/marketplace/listings",
-            json={"model": "seller/llama:1", "components": [{"unit": "requests", "price": "0.01"}]},
+            json={"model": llama, "components": [{"unit": "requests", "price": "0.01"}]},
         )
-        assert taken.status_code == 409
+        assert taken.status_code == 404 and taken.json()["error"]["param"] == "model"
     clocked.move_to(datetime(2026, 11, 25, tzinfo=UTC))
     for i in range(7):
         meter(
@@ -121,11 +122,9 @@ def test_marketplace_revenue_share_adds_up_to_the_cent_on_both_statements(
             buyer.org_id,
             clocked.clock.now(),
             {"requests": 1},
-            model="seller/llama:1",
+            model=llama,
         )
-    meter(
-        clocked.platform, "own", seller.org_id, clocked.clock.now(), {"requests": 1}, model="seller/llama:1"
-    )
+    meter(clocked.platform, "own", seller.org_id, clocked.clock.now(), {"requests": 1}, model=llama)
     clocked.move_to(datetime(2026, 12, 1, tzinfo=UTC))
     with served.admin() as admin:
         assert len(admin.post("/v1/admin/invoices/finalize").json()["finalized"]) == 2
@@ -135,10 +134,10 @@ def test_marketplace_revenue_share_adds_up_to_the_cent_on_both_statements(
         sold = client.get("/v1/invoices/2026-11").json()
         wallet = client.get("/v1/credits").json()
     assert [(line["model"], line["quantity"], line["amount"]) for line in bought["lines"]] == [
-        ("seller/llama:1", 7, "2.33")  # 7 × 0.333333 = 2.333331
+        (llama, 7, "2.33")  # 7 × 0.333333 = 2.333331
     ]
     assert sold["lines"] == [] or all(
-        line["model"] != "seller/llama:1" or line["amount"] == "0.00" for line in sold["lines"]
+        line["model"] != llama or line["amount"] == "0.00" for line in sold["lines"]
     )  # its own use is not a sale
     (sale,) = sold["marketplace_sales"]
     assert (sale["gross"], sale["platform_fee"], sale["net"]) == ("2.33", "0.47", "1.86")

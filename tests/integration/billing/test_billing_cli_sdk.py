@@ -14,7 +14,7 @@ from openmaas import AsyncClient, Client
 from openmaas.billing.schemas import PricebookCreate, PriceComponentIn
 from openmaas.cli.main import app
 from tests.integration.billing.conftest import Clocked
-from tests.integration.billing.helpers import meter
+from tests.integration.billing.helpers import make_version, meter
 from tests.support.served import Served
 
 
@@ -46,7 +46,8 @@ def test_sdk_and_cli_cover_credits_prices_usage_and_invoices(
     with Client(served.url, acme.key) as tenant:
         assert tenant.credits().balance == "5.00"
         assert tenant.invoices.get("2026-11").subtotal == "2.20"  # fee 1.00 + 3 × 0.40
-        listing = tenant.marketplace.publish("acme/m:1", [{"unit": "requests", "price": "0.05"}])
+        make_version(clocked.platform, acme.org_id, "m")
+        listing = tenant.marketplace.publish("m:1", [{"unit": "requests", "price": "0.05"}])
     catalogue = json.loads(_cli(served, acme.key, "marketplace", "list", "--json"))
     assert [item["id"] for item in catalogue] == [listing.id]
     target = tmp_path / "november.csv"

@@ -100,7 +100,7 @@ def publish(
     components = components_from(body.components)
     if any(c.model not in (None, body.model, version.id) for c in components):
         raise errors.ValidationFailed("A listing's components price only its own model.", param="components")
-    components = [replace(c, model=None) for c in components]
+    components = tuple(replace(c, model=None) for c in components)
     current = _active(session, version.id)
     if current is not None:  # only its owner can have listed it: versions are never shared
         current.withdrawn_at = now

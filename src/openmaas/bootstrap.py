@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openmaas.billing.scheduler import BillingScheduler
 from openmaas.clock import Clock, SystemClock
 from openmaas.config import Settings
 from openmaas.db.database import Database
@@ -35,14 +36,26 @@ class Platform:
     metering: Metering = field(init=False)
     # Model replicas of this process: deployments load here and publish into `served_models`.
     replicas: ReplicaManager = field(init=False)
+    # Month-end invoices and the daily storage sample; `start()`ed by the API server's lifespan.
+    billing_scheduler: BillingScheduler = field(init=False)
 
     def __post_init__(self) -> None:
         self.metering = build_metering(self.settings, self.db, self.clock)
         self.meter = self.metering.meter
         self.gate = self.metering.gate
         self.replicas = ReplicaManager(self.db, self.store, self.served_models, self.clock)
+        self.billing_scheduler = BillingScheduler(
+            self.db,
+            self.meter,
+            self.store,
+            self.clock,
+            currency=self.settings.currency,
+            interval_s=self.settings.billing_scheduler_interval_s,
+            finalize_grace_s=self.settings.billing_finalize_grace_s,
+        )
 
     def close(self) -> None:
+        self.billing_scheduler.close()
         self.replicas.close()
         self.meter.close()
         self.db.dispose()

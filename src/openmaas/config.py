@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     metering_linger_s: float = 0.0
     metering_wait_timeout_s: float = 30.0
     billing_cache_ttl_s: float = 5.0
+    # The billing scheduler (storage sample, month-end invoices): how often it runs (0: never) and
+    # how long after a month ends its invoices wait for usage still in flight.
+    billing_scheduler_interval_s: float = 300.0
+    billing_finalize_grace_s: float = 300.0
     # Predictions: the default deadline of a request (`X-Request-Timeout` or `timeout` overrides it).
     predict_timeout_s: float = 30.0
     rate_limit_requests_per_minute: int | None = 3_000

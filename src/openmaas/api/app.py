@@ -38,6 +38,7 @@ def create_app(platform: Platform) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         platform.replicas.start()
+        platform.billing_scheduler.start()
         # What is loaded by now (frameworks, models) lives as long as the server: keep the cyclic GC
         # from rescanning it in every full collection, whose pauses were the p99 of hot routes.
         gc.collect()

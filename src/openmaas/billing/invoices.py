@@ -78,15 +78,20 @@ def list_statements(session: Session, org_id: str, *, now: datetime, currency: s
     return [statement(session, org_id, p, now=now, currency=currency) for p in reversed(periods)]
 
 
-def finalize_due(session: Session, *, now: datetime, currency: str) -> list[str]:
-    """Finalise every organisation's ended months that are not yet finalised; return invoice ids."""
+def finalize_due(
+    session: Session, *, now: datetime, currency: str, ended_before: datetime | None = None
+) -> list[str]:
+    """Finalise every organisation's ended months that are not yet finalised; return invoice ids.
+
+    `ended_before` (default `now`): only months that ended, in each organisation's time zone,
+    before then (the scheduler leaves usage still in flight at the boundary time to land)."""
     created = []
     for org in session.scalars(select(Organization).order_by(Organization.id)):
         period = period_of(org.created_at, org.timezone)
         last = session.scalar(select(func.max(Invoice.period)).where(Invoice.org_id == org.id))
         if last is not None:
             period = next_period(last)
-        current = period_of(now, org.timezone)
+        current = period_of(ended_before or now, org.timezone)
         while period < current:
             created.append(_finalize(session, org, period, now=now, currency=currency))
             period = next_period(period)

@@ -112,3 +112,16 @@ class Invoice(Base):
     document: Mapped[dict[str, Any]] = mapped_column(JSON)
     total_micros: Mapped[int] = mapped_column(BigInteger)
     finalized_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class BillingChore(Base):
+    """The last time slot a scheduled billing chore ran in (`billing/scheduler.py`).
+
+    Advancing `slot` with a conditional UPDATE, in the transaction that does the chore, is what lets
+    only one of several servers run a slot's chore, and a crashed run's slot be run again."""
+
+    __tablename__ = "billing_chores"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    slot: Mapped[str] = mapped_column(String(32))
+    ran_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

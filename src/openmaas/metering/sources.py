@@ -56,12 +56,16 @@ def ingest_usage(
     return UsageEvent(f"{upload_id}:ingest", org_id, {"bytes_ingested": nbytes}, at, api_key_id=api_key_id)
 
 
+def storage_event_id(org_id: str, day: date) -> str:
+    return f"storage:{org_id}:{day.isoformat()}"
+
+
 def storage_usage(org_id: str, stored_bytes: int, day: date, timezone: str) -> UsageEvent:
     """One day's share of a GB-month: the month's own number of days, not 30."""
     period = f"{day.year:04d}-{day.month:02d}"
     share = round(stored_bytes * 1_000_000 / (_GB * days_in_period(period)))
     noon = datetime.combine(day, time(12), tzinfo=zone(timezone)).astimezone(UTC)
-    return UsageEvent(f"storage:{org_id}:{day.isoformat()}", org_id, {"storage_gb_month_micros": share}, noon)
+    return UsageEvent(storage_event_id(org_id, day), org_id, {"storage_gb_month_micros": share}, noon)
 
 
 def sample_storage(ledger: UsageLedger, stored: Mapping[str, tuple[int, str]], day: date) -> list[Receipt]:

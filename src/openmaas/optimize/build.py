@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from openmaas.optimize import onnx_model, pruning
-from openmaas.optimize.evaluation import TestSet, evaluate, tabular_test_set
+from openmaas.optimize.evaluation import TestSet, evaluate, test_set
 from openmaas.optimize.measure import LATENCY_BATCHES, file_sizes, judge, latency_notes, p50_ms, refuse
 from openmaas.optimize.methods import Method
 from openmaas.registry.artifact import MANIFEST, PREPROCESSING, WEIGHTS, read_manifest
@@ -64,7 +64,7 @@ def build_optimized(
     manifest = read_manifest(parent)
     progress("prepare", "Rebuilding the parent's test split.")
     source = onnx_model.load_predictor(parent)
-    test = tabular_test_set(dataset, manifest, source.preprocessor)
+    test = test_set(dataset, manifest, source.preprocessor)
     progress("measure-parent", f"Measuring the parent {parent_ref}.")
     before = measure(source.model, parent / manifest["files"]["weights"], test)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +146,7 @@ def _onnx(
         extra["quantization"] = {
             "mode": "static",
             "format": "QDQ",
-            "ops": ["MatMul", "Gemm"],
+            "ops": list(onnx_model.STATIC_OPS),
             "calibration_rows": len(test.calibration_x),
         }
     else:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from openmaas import errors
-from openmaas.datasets.loading import read_table, require_columns
+from openmaas.datasets.loading import read_labelled_files, read_table, require_columns
 from openmaas.datasets.preprocessing import (
     LabelEncoder,
     PreprocessingSpec,
@@ -36,27 +36,49 @@ class TestSet:
     calibration_x: torch.Tensor  # training rows, for static quantisation
 
 
-def tabular_test_set(dataset: Path, manifest: dict[str, Any], preprocessor: Any) -> TestSet:
-    """The test split of a tabular model's dataset, encoded as the model takes it."""
-    if not isinstance(preprocessor, TabularPreprocessor):
-        raise errors.ValidationFailed("the model has no tabular preprocessing", param="model")
+def test_set(dataset: Path, manifest: dict[str, Any], preprocessor: Any) -> TestSet:
+    """The test split (and calibration rows) of a model's dataset, encoded as the model takes it."""
     task = str(manifest["task"])
-    target = str(manifest["training_params"]["target"])
-    frame = read_table(dataset)
-    require_columns(frame, target=target)
-    frame = frame[frame[target].notna()].reset_index(drop=True)
-    features, labels = frame.drop(columns=[target]), frame[target]
     spec = PreprocessingSpec.from_dict(manifest["preprocessing"]["spec"])
-    if task == "tabular-classification":
-        y = LabelEncoder(list(manifest["labels"])).encode(labels.tolist()).numpy()
-        split = split_examples(len(y), spec.split, labels=y)
+    params = manifest["training_params"]
+    if task.startswith("tabular-"):
+        if not isinstance(preprocessor, TabularPreprocessor):
+            raise errors.ValidationFailed("the model has no tabular preprocessing", param="model")
+        frame = _labelled(read_table(dataset), str(params["target"]))
+        features, labels = frame.drop(columns=[params["target"]]), frame[params["target"]]
+        if task == "tabular-regression":
+            y = pd.to_numeric(labels, errors="coerce").to_numpy(dtype=np.float32)
+            split = split_examples(len(y), spec.split)
+        else:
+            y = LabelEncoder(list(manifest["labels"])).encode(labels.tolist()).numpy()
+            split = split_examples(len(y), spec.split, labels=y)
+        x = preprocessor.transform_frame(features)
+        return _test_set(task, x[split.test], y[split.test], x[split.train[:CALIBRATION_ROWS]])
+    if task == "text-classification":
+        frame = read_table(dataset)
+        require_columns(frame, text_column=params["text_column"], target=params["target"])
+        frame = frame[frame[params["target"]].notna()].reset_index(drop=True)
+        inputs: list[Any] = frame[params["text_column"]].fillna("").astype(str).tolist()
+        label_list = frame[params["target"]].tolist()
     else:
-        y = pd.to_numeric(labels, errors="coerce").to_numpy(dtype=np.float32)
-        split = split_examples(len(y), spec.split)
-    if not len(split.test):
+        files = read_labelled_files(dataset, "audio" if task == "audio-classification" else "image")
+        inputs, label_list = list(files.data), list(files.labels)
+    y = LabelEncoder(list(manifest["labels"])).encode(label_list).numpy()
+    split = split_examples(len(y), spec.split, labels=y)
+    test_x = preprocessor.transform([inputs[i] for i in split.test]) if len(split.test) else torch.empty(0)
+    calibration = preprocessor.transform([inputs[i] for i in split.train[:CALIBRATION_ROWS]])
+    return _test_set(task, test_x, y[split.test], calibration)
+
+
+def _labelled(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+    require_columns(frame, target=target)
+    return frame[frame[target].notna()].reset_index(drop=True)
+
+
+def _test_set(task: str, test_x: torch.Tensor, test_y: np.ndarray, calibration: torch.Tensor) -> TestSet:
+    if not len(test_y):
         raise errors.ValidationFailed("the model's dataset has no test split to measure on", param="model")
-    x = preprocessor.transform_frame(features)
-    return TestSet(task, x[split.test], y[split.test], x[split.train[:CALIBRATION_ROWS]])
+    return TestSet(task, test_x, test_y, calibration)
 
 
 def evaluate(model: nn.Module, test: TestSet) -> dict[str, Any]:

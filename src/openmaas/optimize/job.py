@@ -39,7 +39,8 @@ def create_optimization_job(
 ) -> Job:
     method = parse_method(body.method)
     model, version = registry.resolve(session, org_id, body.model)
-    check_fits(version.task, str((version.manifest.get("architecture") or {}).get("name")), method)
+    architecture = str((version.manifest.get("architecture") or {}).get("name"))
+    check_fits(version.task, architecture, method, force=body.force)
     if version.manifest.get("runtime"):
         raise errors.ValidationFailed(
             f"{model.name}:{version.version} is already an optimised {version.manifest['runtime']} "

@@ -19,7 +19,13 @@ WARMUP_CALLS = 5
 TIMED_CALLS = 30
 LATENCY_BATCHES = (1, 32)
 # The metric each task is judged by, and whether higher is better.
-PRIMARY_METRIC = {"tabular-classification": ("accuracy", True), "tabular-regression": ("r2", True)}
+PRIMARY_METRIC = {
+    "tabular-classification": ("accuracy", True),
+    "tabular-regression": ("r2", True),
+    "text-classification": ("accuracy", True),
+    "image-classification": ("accuracy", True),
+    "audio-classification": ("accuracy", True),
+}
 
 
 def p50_ms(call: Callable[[], Any], *, warmup: int = WARMUP_CALLS, timed: int = TIMED_CALLS) -> float:

@@ -25,6 +25,7 @@ ONNX_FILE = "model.onnx"
 RUNTIME = "onnxruntime"
 INPUT, OUTPUT = "input", "output"
 DEFAULT_THREADS = 1
+STATIC_OPS = ("MatMul", "Gemm", "Conv")
 
 
 def export(model: nn.Module, sample: torch.Tensor, dest: Path) -> None:
@@ -55,14 +56,15 @@ def quantize_dynamic(source: Path, dest: Path) -> None:
 def quantize_static(source: Path, dest: Path, calibration: torch.Tensor, batch: int = 32) -> None:
     """int8 weights and activations, activation ranges calibrated on `calibration` rows.
 
-    Only MatMul/Gemm are quantised: the MLP's output un-scaling (Mul/Add by per-output vectors)
-    quantised per axis breaks ONNX Runtime's QuantizeLinear (measured), and gains nothing."""
+    Only MatMul, Gemm and Conv are quantised: the MLP's output un-scaling (Mul/Add by per-output
+    vectors) quantised per axis breaks ONNX Runtime's QuantizeLinear (measured), and gains nothing."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            rows = calibration.numpy().astype(np.float32)
+            dtype = np.int64 if calibration.dtype == torch.int64 else np.float32
+            rows = calibration.numpy().astype(dtype)
             self._batches: Iterator[dict[str, np.ndarray]] = iter(
                 {INPUT: rows[i : i + batch]} for i in range(0, len(rows), batch)
             )
@@ -79,7 +81,7 @@ def quantize_static(source: Path, dest: Path, calibration: torch.Tensor, batch: 
                 str(dest),
                 Reader(),
                 quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["MatMul", "Gemm"],
+                op_types_to_quantize=list(STATIC_OPS),
             )
     finally:
         prepared.unlink(missing_ok=True)
@@ -98,10 +100,13 @@ class OrtModule(nn.Module):
     def __init__(self, path: Path, threads: int = DEFAULT_THREADS) -> None:
         super().__init__()
         self.session = session(path, threads)
-        self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        # Token ids stay integers; everything else is float32, as the export saw it.
+        self.input_dtype = np.int64 if first.type == "tensor(int64)" else np.float32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feed = {self.input_name: x.detach().numpy().astype(np.float32, copy=False)}
+        feed = {self.input_name: x.detach().numpy().astype(self.input_dtype, copy=False)}
         return torch.from_numpy(self.session.run(None, feed)[0])
 
 

@@ -89,3 +89,12 @@ def test_pruning_zeroes_the_smallest_weights_and_keeps_the_file_size(tmp_path: P
     save_file({k: v.clone() for k, v in model.state_dict().items()}, str(sparse))
     before, after = file_sizes(dense), file_sizes(sparse)
     assert after["bytes"] == before["bytes"] and after["compressed_bytes"] < before["compressed_bytes"]
+
+
+def test_methods_measured_to_hurt_an_architecture_need_force() -> None:
+    with pytest.raises(errors.ValidationFailed) as refused:
+        check_fits("image-classification", "small_resnet", parse_method("dynamic-int8"))
+    assert refused.value.code == "method_not_useful" and refused.value.param == "method"
+    check_fits("image-classification", "small_resnet", parse_method("dynamic-int8"), force=True)
+    check_fits("image-classification", "small_resnet", parse_method("static-int8"))
+    check_fits("text-classification", "lstm", parse_method("dynamic-int8"))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
@@ -11,7 +12,7 @@ from fastapi.routing import APIRoute
 
 from openmaas import __version__
 from openmaas.api import errors as api_errors
-from openmaas.api.middleware import GatewayMiddleware, Metrics
+from openmaas.api.middleware import ASGIApp, GatewayMiddleware, Metrics
 from openmaas.api.routers import (
     admin,
     billing,
@@ -47,7 +48,7 @@ def create_app(platform: Platform) -> FastAPI:
         gc.unfreeze()
         platform.close()
 
-    app = FastAPI(
+    app = _GatewayApp(
         title="OpenMaaS",
         version=__version__,
         description="Self-hosted model-as-a-service platform.",
@@ -93,7 +94,7 @@ def create_app(platform: Platform) -> FastAPI:
         for r in router.routes
         if (getattr(r, "openapi_extra", None) or {}).get("x-streamed-body")
     ]
-    app.add_middleware(
+    app.gateway = functools.partial(
         GatewayMiddleware,
         max_body_bytes=platform.settings.max_body_bytes,
         metrics=metrics,
@@ -102,6 +103,17 @@ def create_app(platform: Platform) -> FastAPI:
         fast_paths=[predict.PredictFastPath(platform, _route(predict.router, "deployments.predict"))],
     )
     return app
+
+
+class _GatewayApp(FastAPI):
+    """FastAPI with our gateway as the outermost layer, around FastAPI's own middleware (error
+    pages, telemetry, body limit): the gateway's fast paths answer before any of that runs."""
+
+    gateway: Callable[[ASGIApp], ASGIApp] | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        inner = super().build_middleware_stack()
+        return inner if self.gateway is None else self.gateway(inner)
 
 
 def _route(router: APIRouter, name: str) -> APIRoute:

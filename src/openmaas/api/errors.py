@@ -92,6 +92,12 @@ def install(app: FastAPI) -> None:
         error.headers.update(exc.headers or {})
         return error_response(error)
 
+    async def on_unexpected(_request: Request, _exc: Exception) -> Response:
+        # FastAPI's outermost error middleware answers with this, then re-raises to the gateway,
+        # which logs it once.
+        return error_response(errors.InternalError("Internal server error."))
+
+    app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(errors.OpenMaaSError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

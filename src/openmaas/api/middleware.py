@@ -119,6 +119,8 @@ class GatewayMiddleware:
             status = exc.status
         except Exception:
             log.exception("unhandled error in %s %s (request %s)", scope["method"], scope["path"], request_id)
+            if status == 500 and response_started:
+                return  # FastAPI's error middleware already answered in our error shape
             if response_started:
                 raise
             status = 500

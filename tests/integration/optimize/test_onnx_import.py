@@ -30,9 +30,7 @@ def _linear(path: Path, *, external: bool = False) -> Path:
         helper.make_graph(nodes, "linear", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)]
     )
     if external:
-        onnx.save(
-            model, str(path), save_as_external_data=True, location="w.bin", size_threshold=0
-        )
+        onnx.save(model, str(path), save_as_external_data=True, location="w.bin", size_threshold=0)
     else:
         onnx.save(model, str(path))
     return path

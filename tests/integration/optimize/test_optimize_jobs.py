@@ -11,9 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from openmaas import Client
 from openmaas.api.app import create_app
+from openmaas.cli.main import app
 from tests.integration.jobs.harness import fast_platform, job_in, upload, worker_running
 from tests.integration.serving.predict_support import churn_frame
 from tests.support.served import Served
@@ -119,9 +121,19 @@ def test_a_metric_drop_is_refused_unless_forced(served_fast: Served, tmp_path: P
         assert api.get("/v1/registry/models/churn").json()["latest_version"] == 1
         models_dir = served_fast.platform.store.root / "models"
         assert len(list(models_dir.rglob("manifest.json"))) == 1  # only the parent's artifact
-        forced = _finished(api, _optimize(api, method="prune-95", max_metric_drop=0.0, force=True))
-        assert forced["status"] == "succeeded", forced
-        manifest = api.get(f"/v1/registry/versions/{forced['result']['ref']}").json()["manifest"]
+        env = {"OPENMAAS_URL": served_fast.url, "OPENMAAS_API_KEY": tenant.key, "COLUMNS": "200"}
+        env["OPENMAAS_CONFIG_DIR"] = str(tmp_path / "config")
+        args = ["optimize", "churn:1", "--method", "prune-95", "--max-metric-drop", "0", "--follow"]
+        cli = CliRunner().invoke(app, args, env=env)
+        assert (
+            cli.exit_code == 1
+            and "metric_drop" not in cli.output
+            and "no version was registered" in cli.output
+        )
+        cli = CliRunner().invoke(app, [*args, "--force"], env=env)
+        assert cli.exit_code == 0, cli.output
+        assert "Succeeded" in cli.output and "latency p50_batch_32" in cli.output and "churn:2" in cli.output
+        manifest = api.get("/v1/registry/versions/churn:2").json()["manifest"]
         assert manifest["optimization"]["metric_change"]["forced"] is True
         assert any("force=true" in note for note in manifest["optimization"]["notes"])
 

@@ -25,10 +25,11 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from openmaas import errors
-from openmaas.billing.periods import period_of
+from openmaas.billing.periods import period_bounds, period_of
 from openmaas.billing.price_source import PriceSource
 from openmaas.clock import Clock
 from openmaas.db.database import Database
@@ -223,41 +224,46 @@ class UsageLedger:
             return
 
     def _write(self, batch: list[_Pending]) -> list[Written]:
-        now = self._clock.now()
-        rows = [
-            (
-                p.event.event_id,
-                line.unit,
-                p.event.org_id,
-                p.event.api_key_id,
-                p.event.model,
-                p.event.deployment,
-                p.event.resource_class,
-                line.quantity,
-                p.event.occurred_at,
-                line.cost_micros,
-                line.price_ref,
-                line.seller_org_id,
-                now,
-            )
-            for p in batch
-            for line in p.lines
-        ]
         with self._transaction() as sql:
-            unclaimed = settlement.insert_new(sql, rows)
+            rows = self._rows(sql, batch)
+            inserted = settlement.insert_new(sql, rows)
+            periods = _Periods(self._prices)
             spend = settlement.Spend()
-            written: list[Written] = []
-            for p in batch:
-                event = p.event
-                # A set, consumed as claimed: the same id twice in one batch is metered once.
-                new_lines = [line for line in p.lines if (event.event_id, line.unit) in unclaimed]
-                unclaimed.difference_update((event.event_id, line.unit) for line in new_lines)
-                cost = sum(line.cost_micros for line in new_lines)
-                written.append(Written(event.event_id, bool(new_lines), cost))
-                period = period_of(event.occurred_at, self._prices.profile(event.org_id).timezone)
-                spend.add(event, period, cost)
+            if inserted is None:  # the common case: every row was new
+                written = [Written(p.event.event_id, True, p.receipt.cost_micros) for p in batch]
+            else:
+                written = _claim_lines(batch, inserted)
+            for p, outcome in zip(batch, written, strict=True):
+                spend.add(p.event, periods.of(p.event.org_id, p.event.occurred_at), outcome.cost_micros)
             settlement.apply(sql, spend)
         return written
+
+    def _rows(self, sql: settlement.Sql, batch: list[_Pending]) -> list[tuple[Any, ...]]:
+        """The batch's ledger rows, times already in the database's storage format."""
+        recorded_at = sql.time(self._clock.now())
+        rows = []
+        for p in batch:
+            e = p.event
+            occurred_at = sql.time(e.occurred_at)
+            for line in p.lines:
+                rows.append(
+                    (
+                        e.event_id,
+                        line.unit,
+                        e.org_id,
+                        e.api_key_id,
+                        e.model,
+                        e.deployment,
+                        e.resource_class,
+                        line.quantity,
+                        occurred_at,
+                        line.cost_micros,
+                        line.price_ref,
+                        line.seller_org_id,
+                        recorded_at,
+                    )
+                )
+        return rows
 
     @contextmanager
     def _transaction(self) -> Iterator[settlement.Sql]:
@@ -271,3 +277,35 @@ class UsageLedger:
         except BaseException:
             self._connection = None  # closed by `transaction`
             raise
+
+
+def _claim_lines(batch: list[_Pending], inserted: set[tuple[str, str]]) -> list[Written]:
+    """Which lines of each event were new, when some were not (a retry, or an id twice in a batch)."""
+    written = []
+    for p in batch:
+        event_id = p.event.event_id
+        # A set, consumed as claimed: the same id twice in one batch is metered once.
+        new_lines = [line for line in p.lines if (event_id, line.unit) in inserted]
+        inserted.difference_update((event_id, line.unit) for line in new_lines)
+        written.append(Written(event_id, bool(new_lines), sum(line.cost_micros for line in new_lines)))
+    return written
+
+
+class _Periods:
+    """Each organisation's billing month of an instant, computed once per month and batch (the
+    zone conversion per event was a large part of a batch's Python time)."""
+
+    __slots__ = ("_months", "_prices")
+
+    def __init__(self, prices: PriceSource) -> None:
+        self._prices = prices
+        self._months: dict[str, tuple[datetime, datetime, str]] = {}
+
+    def of(self, org_id: str, at: datetime) -> str:
+        known = self._months.get(org_id)
+        if known is not None and known[0] <= at < known[1]:
+            return known[2]
+        period = period_of(at, timezone := self._prices.profile(org_id).timezone)
+        start, end = period_bounds(period, timezone)
+        self._months[org_id] = (start, end, period)
+        return period

@@ -36,6 +36,12 @@ class Sql:
         cursor.execute(sql if self.is_sqlite else sql.replace("?", "%s"), params)
         return cursor
 
+    def time(self, when: datetime) -> Any:
+        """An instant as `UTCDateTime` stores it: naive UTC (SQLite: SQLAlchemy's text format, so
+        ORM reads and range queries see the same values)."""
+        naive = when.astimezone(UTC).replace(tzinfo=None)
+        return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if self.is_sqlite else naive
+
     def run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
         cursor = self._connection.cursor()
         cursor.executemany(sql if self.is_sqlite else sql.replace("?", "%s"), rows)
@@ -82,34 +88,33 @@ COLUMNS = (
     "seller_org_id",
     "recorded_at",
 )
-_TIME_COLUMNS = (COLUMNS.index("occurred_at"), COLUMNS.index("recorded_at"))
 
 
-def insert_new(sql: Sql, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
-    """Insert the rows whose (event_id, unit) is not in the ledger yet; return those inserted.
+def insert_new(sql: Sql, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]] | None:
+    """Insert the rows whose (event_id, unit) is not in the ledger yet. Returns None when every row
+    was inserted (the common case), else the (event_id, unit) pairs that were.
 
-    Times are naive UTC, exactly as `UTCDateTime` stores them.
+    Times must already be in storage format (`Sql.time`).
     """
     if not rows:
-        return set()
+        return None
     names = ", ".join(COLUMNS)
     if sql.is_sqlite:
         # Write transactions on SQLite are serial (BEGIN IMMEDIATE): rows past `before` are ours.
         before = sql.run("SELECT coalesce(max(seq), 0) FROM usage_events").fetchone()[0]
-        texts: dict[datetime, str] = {}  # a batch shares few distinct times: format each once
-        values = [_sqlite_row(row, texts) for row in rows]
         marks = ", ".join("?" * len(COLUMNS))
         statement = (
             f"INSERT INTO usage_events ({names}) VALUES ({marks}) ON CONFLICT (event_id, unit) DO NOTHING"
         )
-        if sql.run_many(statement, values).rowcount == len(rows):
-            return {(row[0], row[1]) for row in rows}
+        if sql.run_many(statement, rows).rowcount == len(rows):
+            return None
         fresh = sql.run("SELECT event_id, unit FROM usage_events WHERE seq > ?", (before,))
         return {(event_id, unit) for event_id, unit in fresh}
     # PostgreSQL: one constant statement over column arrays (`unnest`), so the server plans it
     # once and the driver sends 13 arrays instead of 13 parameters per row.
-    columns = list(zip(*(_naive_row(row) for row in rows), strict=True))
-    result = sql.run(_PG_INSERT, tuple(list(column) for column in columns))
+    result = sql.run(_PG_INSERT, tuple(list(column) for column in zip(*rows, strict=True)))
+    if result.rowcount == len(rows):
+        return None
     return {(event_id, unit) for event_id, unit in result}
 
 
@@ -133,25 +138,6 @@ _PG_INSERT = (
     f"SELECT * FROM unnest({', '.join(f'%s::{kind}[]' for kind in _PG_TYPES)}) "
     "ON CONFLICT (event_id, unit) DO NOTHING RETURNING event_id, unit"
 )
-
-
-def _naive_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    values = list(row)
-    for index in _TIME_COLUMNS:
-        values[index] = values[index].astimezone(UTC).replace(tzinfo=None)
-    return tuple(values)
-
-
-def _sqlite_row(row: tuple[Any, ...], texts: dict[datetime, str]) -> tuple[Any, ...]:
-    # SQLAlchemy's SQLite DATETIME text format, so ORM reads and range queries see the same values.
-    values = list(row)
-    for index in _TIME_COLUMNS:
-        when = values[index]
-        text = texts.get(when)
-        if text is None:
-            text = texts[when] = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-        values[index] = text
-    return tuple(values)
 
 
 @dataclass

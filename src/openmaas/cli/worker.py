@@ -65,9 +65,12 @@ def embedded_worker(platform: Platform) -> Iterator[None]:
         return
     from openmaas.jobs.worker import start_in_thread
 
-    thread, stop = start_in_thread(_worker(platform, None, None))
+    worker = _worker(platform, None, None)
+    thread, stop = start_in_thread(worker)
     try:
         yield
     finally:
         stop.set()
-        thread.join(timeout=30)
+        # While it still imports the job forkserver's modules it holds no job: don't wait for it
+        # (the thread is a daemon; the forkserver exits with this process).
+        thread.join(timeout=0.5 if worker.warming else 30)

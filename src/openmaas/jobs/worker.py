@@ -71,6 +71,7 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{new_id('wrk_')[-8:]}"
         self.running: dict[str, _Running] = {}
         self._last_heartbeat = -1e18
+        self.warming = False  # starting the job forkserver (seconds of imports), holding no job
 
     @property
     def lease(self) -> timedelta:
@@ -78,7 +79,9 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         """Work until `stop` is set, then hand running jobs back to the queue."""
+        self.warming = True
         self.executor.warm()
+        self.warming = False
         log.info("worker %s started", self.id)
         while not stop.is_set():
             try:

@@ -17,7 +17,7 @@ from openmaas import errors
 from openmaas.ids import new_id
 from openmaas.jobs import queue
 from openmaas.jobs.models import Job
-from openmaas.jobs.run import JobRun
+from openmaas.jobs.run import JobRun, LeaseLost
 from openmaas.optimize.methods import check_fits, parse_method
 from openmaas.optimize.schemas import OptimizationCreate
 from openmaas.registry import datasets as dataset_service
@@ -72,7 +72,10 @@ def create_optimization_job(
 
 
 def stage(run: JobRun, name: str, message: str) -> None:
-    """A progress event: which stage the job is in, of how many it may pass through."""
+    """A progress event: which stage the job is in, of how many it may pass through. A job asked
+    to stop (cancelled, paused, its worker gone) stops here; the build's staging folder goes."""
+    if run.should_stop():
+        raise LeaseLost(run.job_id)
     run.event("progress", message, {"stage": name, "step": STAGES.index(name) + 1, "total": len(STAGES)})
 
 

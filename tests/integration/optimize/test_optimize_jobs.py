@@ -114,7 +114,11 @@ def test_a_metric_drop_is_refused_unless_forced(served_fast: Served, tmp_path: P
     tenant = served_fast.tenant("acme")
     with served_fast.client(tenant.key) as api, worker_running(served_fast.platform):
         _trained(api, tmp_path)
-        refused = _finished(api, _optimize(api, method="prune-95", max_metric_drop=0.0))
+        body = {"model": "churn:1", "method": "prune-95", "max_metric_drop": 0.0}
+        first = api.post("/v1/optimizations", json=body, headers={"Idempotency-Key": "opt-1"})
+        again = api.post("/v1/optimizations", json=body, headers={"Idempotency-Key": "opt-1"})
+        assert first.status_code == 201 and again.json()["id"] == first.json()["id"]
+        refused = _finished(api, first.json())
         assert refused["status"] == "failed"
         assert refused["error"]["code"] == "metric_drop", refused["error"]
         assert "no version was registered" in refused["error"]["message"]

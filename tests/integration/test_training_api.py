@@ -73,3 +73,30 @@ def test_upload_validate_train_register_tabular(served_fast: Served, tmp_path: P
         assert second["lineage"]["parent_version_id"] == version["id"]
         compared = api.get("/v1/registry/compare", params={"refs": ["cancer:1", "cancer:2"]}).json()
         assert set(compared["metrics"]["accuracy"]) == {"cancer:1", "cancer:2"}
+
+
+def test_async_sdk_follows_a_training_job_to_a_downloaded_model(served_fast: Served, tmp_path: Path) -> None:
+    import asyncio
+    import zipfile
+
+    from openmaas import AsyncClient
+
+    tenant = served_fast.tenant("acme")
+    csv = breast_cancer_csv(tmp_path / "cancer.csv")
+
+    async def scenario() -> None:
+        async with AsyncClient(served_fast.url, tenant.key) as client:
+            await client.datasets.upload(csv, name="cancer")
+            assert (await client.datasets.wait_validated("cancer", timeout=120)).status == "ready"
+            job = await client.training_jobs.create(
+                task="tabular-classification", dataset="cancer", target="label", params={"epochs": 2}
+            )
+            seen = [event.type async for event in client.training_jobs.stream_events(job.id)]
+            assert seen.count("metrics") == 2 and "checkpoint" in seen
+            done = await client.training_jobs.wait(job.id, timeout=120)
+            assert done.status == "succeeded", done.error
+            path = await client.registry.download(done.result["ref"], tmp_path / "model.zip")  # type: ignore[index]
+            assert "manifest.json" in {Path(n).name for n in zipfile.ZipFile(path).namelist()}
+
+    with worker_running(served_fast.platform):
+        asyncio.run(scenario())

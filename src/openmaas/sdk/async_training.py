@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from openmaas.jobs.schemas import JobEventList, JobPublic
+from openmaas.jobs.schemas import JobEventList, JobEventPublic, JobPublic
 from openmaas.pagination import Page
 from openmaas.registry.schemas import Comparison, DatasetPublic, ModelPublic, ModelVersionPublic
 from openmaas.sdk import training_calls as calls
 from openmaas.sdk.errors import APIConnectionError, error_for
+from openmaas.sdk.training import FINISHED
 from openmaas.sdk.uploads import CHUNK
 
 if TYPE_CHECKING:
@@ -55,6 +58,15 @@ class AsyncDatasets:
     async def get(self, ref: str) -> DatasetPublic:
         return await self._client.send(calls.get_dataset(ref))
 
+    async def wait_validated(self, ref: str, timeout: float = 600.0, interval: float = 0.5) -> DatasetPublic:
+        """Poll until validation ended (`ready` or `failed`)."""
+        deadline = time.monotonic() + timeout
+        while (dataset := await self.get(ref)).status == "validating":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"dataset {ref} still validating after {timeout}s")
+            await asyncio.sleep(interval)
+        return dataset
+
 
 class AsyncJobs:
     def __init__(self, client: AsyncClient, *, training: bool = False) -> None:
@@ -87,6 +99,36 @@ class AsyncJobs:
         self, job_id: str, *, after: int | None = None, limit: int | None = None
     ) -> JobEventList:
         return await self._client.send(calls.job_events(job_id, after, limit))
+
+    async def stream_events(self, job_id: str, *, after: int | None = None) -> AsyncIterator[JobEventPublic]:
+        """Events as they happen (server-sent events), until the job ends."""
+        params: dict[str, str | int] = {"stream": "true"}
+        if after is not None:
+            params["after"] = after
+        parser = calls.EventStreamParser()
+        try:
+            async with self._client._http.stream(
+                "GET", f"/v1/jobs/{job_id}/events", params=params, timeout=None
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise error_for(response)
+                async for line in response.aiter_lines():
+                    for event in parser.feed([line]):
+                        yield event
+                    if parser.done:
+                        return
+        except httpx.TransportError as exc:
+            raise APIConnectionError(f"Cannot reach {self._client._http.base_url}: {exc}") from exc
+
+    async def wait(self, job_id: str, timeout: float = 3600.0, interval: float = 0.5) -> JobPublic:
+        """Poll until the job ends; returns it in its final state."""
+        deadline = time.monotonic() + timeout
+        while (job := await self.get(job_id)).status not in FINISHED:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.status} after {timeout}s")
+            await asyncio.sleep(interval)
+        return job
 
 
 class AsyncTrainingJobs(AsyncJobs):
@@ -138,3 +180,18 @@ class AsyncRegistry:
 
     async def delete(self, ref: str) -> ModelVersionPublic:
         return await self._client.send(calls.delete_version(ref))
+
+    async def download(self, ref: str, dest: str | Path) -> Path:
+        """Save the version's artifact folder as a zip file at `dest`."""
+        dest = Path(dest)
+        try:
+            async with self._client._http.stream("GET", f"/v1/registry/versions/{ref}/download") as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise error_for(response)
+                with open(dest, "wb") as out:
+                    async for chunk in response.aiter_bytes():
+                        out.write(chunk)
+        except httpx.TransportError as exc:
+            raise APIConnectionError(f"Cannot reach {self._client._http.base_url}: {exc}") from exc
+        return dest

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
-from openmaas.errors import ValidationFailed
+from openmaas.errors import InvalidRequest, ValidationFailed
 from openmaas.optimize import onnx_model
 from openmaas.registry.artifact import read_manifest
 from openmaas.serving.batcher import Batcher
@@ -44,6 +44,9 @@ class OnnxPredictorRuntime(PredictorRuntime):
 
     def _load_predictor(self, folder: Path, threads: int) -> Predictor:
         return onnx_model.load_predictor(folder, min(threads, MAX_ORT_THREADS))
+
+    def explainer(self, limits: Any) -> NoReturn:
+        raise _no_explanations(self.version)
 
 
 class TensorCheck:
@@ -86,6 +89,16 @@ def _tensor(index: int, spec: dict[str, Any], value: Any) -> np.ndarray:
     return array
 
 
+def _no_explanations(version: str) -> InvalidRequest:
+    # Attributions need gradients through the model; an onnxruntime session has none.
+    return InvalidRequest(
+        f"{version or 'this model'} runs on ONNX Runtime, which has no gradients to explain it with; "
+        "explain the torch version it was optimised from.",
+        param="deployment",
+        code="explanations_unsupported",
+    )
+
+
 def _error(index: int, message: str, field: str | None = None) -> ValidationFailed:
     param = f"inputs.{index}" + (f".{field}" if field is not None else "")
     return ValidationFailed(f"{param}: {message}", param=param, code="invalid_input")
@@ -116,6 +129,12 @@ class TensorRuntime(PredictorRuntime):
             max_queue=int(config.get("max_queue", 1024)),
             name=f"onnx-{folder.name}",
         )
+
+    def explainer(self, limits: Any) -> NoReturn:
+        raise _no_explanations(self.version)
+
+    def close(self) -> None:
+        self.batcher.close()
 
     def check(self, inputs: Any, top_k: Any) -> tuple[list[Any], int | None]:
         if top_k is not None:

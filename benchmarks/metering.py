@@ -75,7 +75,7 @@ def _org(platform: Platform, name: str, cap_micros: int | None = None) -> str:
 
 
 def sustained_rate(platform: Platform, events: int, producers: int) -> tuple[float, float]:
-    org = _org(platform, "rate")
+    org = _org(platform, f"rate-{secrets.token_hex(3)}")
     now = platform.clock.now()
     per = events // producers
     start = threading.Barrier(producers + 1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 # unit → how many base units one price quote covers
 UNIT_SCALE: dict[str, int] = {
@@ -79,9 +80,10 @@ class UsageEvent:
             raise ValueError(f"compute_ms needs a resource_class in {list(RESOURCE_CLASSES)}")
 
 
-@dataclass(frozen=True, slots=True)
-class PricedLine:
-    """One unit of an event with its list cost and the price sheet (pricebook or listing) used."""
+class PricedLine(NamedTuple):
+    """One unit of an event with its list cost and the price sheet (pricebook or listing) used.
+
+    A named tuple, not a dataclass: every metered event builds one per unit, and this is cheaper."""
 
     unit: str
     quantity: int

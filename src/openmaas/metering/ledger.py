@@ -16,15 +16,12 @@ retried with backoff, never dropped; while it fails, the bounded queue fills and
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -34,65 +31,11 @@ from openmaas.billing.price_source import PriceSource
 from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.metering import settlement
-from openmaas.metering.events import PricedLine, UsageEvent
+from openmaas.metering.events import UsageEvent
 from openmaas.metering.pricing_events import price_event
+from openmaas.metering.receipts import Completions, Receipt, Written
 
 log = logging.getLogger("openmaas.metering")
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    """What the writer did with one event: `new` is False when its id was already in the ledger."""
-
-    event_id: str
-    new: bool
-    cost_micros: int
-
-
-class Receipt:
-    """A handle on one queued event. `wait()` blocks until it is durable (or raises on timeout)."""
-
-    __slots__ = ("_future", "_timeout", "event", "lines")
-
-    def __init__(self, event: UsageEvent, lines: Sequence[PricedLine], timeout: float = 30.0) -> None:
-        self.event = event
-        self.lines = tuple(lines)
-        self._timeout = timeout  # the default wait: `OPENMAAS_METERING_WAIT_TIMEOUT_S`
-        self._future: Future[Written] = Future()
-
-    @property
-    def cost_micros(self) -> int:
-        return sum(line.cost_micros for line in self.lines)
-
-    @property
-    def future(self) -> Future[Written]:
-        return self._future
-
-    async def wait_async(self, timeout: float | None = None) -> Written:
-        """`wait` for asyncio code: no thread is parked while the batch is written."""
-        try:
-            return await asyncio.wait_for(
-                asyncio.shield(asyncio.wrap_future(self._future)), timeout or self._timeout
-            )
-        except TimeoutError as exc:
-            raise errors.ServiceUnavailable(
-                "Usage could not be recorded in time; the request was not completed.", retry_after=5
-            ) from exc
-
-    def wait(self, timeout: float | None = None) -> Written:
-        try:
-            return self._future.result(timeout or self._timeout)
-        except TimeoutError as exc:
-            raise errors.ServiceUnavailable(
-                "Usage could not be recorded in time; the request was not completed.", retry_after=5
-            ) from exc
-
-
-@dataclass(slots=True)
-class _Pending:
-    event: UsageEvent
-    lines: tuple[PricedLine, ...]
-    receipt: Receipt
 
 
 class UsageLedger:
@@ -120,7 +63,12 @@ class UsageLedger:
         self._sweep_interval_s = sweep_interval_s
         self._wait_timeout_s = wait_timeout_s
         self._swept_at = clock.monotonic()
-        self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=max_queue)
+        # A deque and an Event rather than `queue.Queue`: appending is one atomic call, and the
+        # writer is woken only when it sleeps (a Queue takes a lock and notifies on every event).
+        self._pending: deque[Receipt | None] = deque()
+        self._completions = Completions()
+        self._max_queue = max_queue
+        self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
@@ -132,13 +80,12 @@ class UsageLedger:
             raise errors.ServiceUnavailable("The usage ledger is shutting down.", retry_after=5)
         self._ensure_started()
         lines = price_event(self._prices, event)
-        receipt = Receipt(event, lines, self._wait_timeout_s)
-        try:
-            self._queue.put_nowait(_Pending(event, receipt.lines, receipt))
-        except queue.Full as exc:
-            raise errors.ServiceUnavailable(
-                "The usage ledger is backed up; retry shortly.", retry_after=1
-            ) from exc
+        receipt = Receipt(event, lines, self._completions, self._wait_timeout_s)
+        if len(self._pending) >= self._max_queue:  # may pass by a few under concurrency: a soft bound
+            raise errors.ServiceUnavailable("The usage ledger is backed up; retry shortly.", retry_after=1)
+        self._pending.append(receipt)
+        if not self._wakeup.is_set():
+            self._wakeup.set()
         return receipt
 
     def record_and_wait(self, event: UsageEvent, timeout: float | None = None) -> Written:
@@ -146,14 +93,15 @@ class UsageLedger:
 
     @property
     def backlog(self) -> int:
-        return self._queue.qsize()
+        return len(self._pending)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop taking events, write what is queued, and stop the writer."""
         self._closed = True
         thread = self._thread
         if thread is not None:
-            self._queue.put(None)
+            self._pending.append(None)
+            self._wakeup.set()
             thread.join(timeout)
         if self._connection is not None and (thread is None or not thread.is_alive()):
             self._connection.close()
@@ -172,28 +120,28 @@ class UsageLedger:
         stopping = False
         while not stopping:
             self._sweep_if_due()
-            try:
-                first = self._queue.get(timeout=self._sweep_interval_s)
-            except queue.Empty:
-                continue
-            if first is None:
-                stopping = True
-                batch: list[_Pending] = []
-            else:
-                batch = [first]
-            if self._linger_s and not stopping and len(batch) < self._max_batch:
-                time.sleep(self._linger_s)
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
+            if not self._pending:
+                self._wakeup.clear()
+                if not self._pending:  # re-checked after the clear, so no wake-up is lost
+                    self._wakeup.wait(self._sweep_interval_s)
                     continue
-                batch.append(item)
+            if self._linger_s and len(self._pending) < self._max_batch:
+                time.sleep(self._linger_s)
+            batch, stopping = self._take_batch()
             if batch:
                 self._write_until_done(batch)
+
+    def _take_batch(self) -> tuple[list[Receipt], bool]:
+        """Up to `max_batch` queued events, and whether the stop sign came with them."""
+        batch: list[Receipt] = []
+        stopping = False
+        while len(batch) < self._max_batch and self._pending:
+            item = self._pending.popleft()
+            if item is None:
+                stopping = True
+            else:
+                batch.append(item)
+        return batch, stopping
 
     def _sweep_if_due(self) -> None:
         """Between batches: release budget holds that crashed servers left behind."""
@@ -208,7 +156,7 @@ class UsageLedger:
         if released:
             log.warning("released %d expired budget holds (requests whose server stopped)", released)
 
-    def _write_until_done(self, batch: list[_Pending]) -> None:
+    def _write_until_done(self, batch: list[Receipt]) -> None:
         delay = self._retry_delay_s
         while True:
             try:
@@ -218,19 +166,17 @@ class UsageLedger:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            for pending, outcome in zip(batch, written, strict=True):
-                if not pending.receipt.future.done():
-                    pending.receipt.future.set_result(outcome)
+            self._completions.resolve(batch, written)
             return
 
-    def _write(self, batch: list[_Pending]) -> list[Written]:
+    def _write(self, batch: list[Receipt]) -> list[Written]:
         with self._transaction() as sql:
             rows = self._rows(sql, batch)
             inserted = settlement.insert_new(sql, rows)
             periods = _Periods(self._prices)
             spend = settlement.Spend()
             if inserted is None:  # the common case: every row was new
-                written = [Written(p.event.event_id, True, p.receipt.cost_micros) for p in batch]
+                written = [Written(p.event.event_id, True, p.cost_micros) for p in batch]
             else:
                 written = _claim_lines(batch, inserted)
             for p, outcome in zip(batch, written, strict=True):
@@ -238,7 +184,7 @@ class UsageLedger:
             settlement.apply(sql, spend)
         return written
 
-    def _rows(self, sql: settlement.Sql, batch: list[_Pending]) -> list[tuple[Any, ...]]:
+    def _rows(self, sql: settlement.Sql, batch: list[Receipt]) -> list[tuple[Any, ...]]:
         """The batch's ledger rows, times already in the database's storage format."""
         recorded_at = sql.time(self._clock.now())
         rows = []
@@ -279,7 +225,7 @@ class UsageLedger:
             raise
 
 
-def _claim_lines(batch: list[_Pending], inserted: set[tuple[str, str]]) -> list[Written]:
+def _claim_lines(batch: list[Receipt], inserted: set[tuple[str, str]]) -> list[Written]:
     """Which lines of each event were new, when some were not (a retry, or an id twice in a batch)."""
     written = []
     for p in batch:

@@ -8,19 +8,14 @@ from openmaas.metering.events import PricedLine, UsageEvent
 
 def price_event(prices: PriceSource, event: UsageEvent) -> tuple[PricedLine, ...]:
     sheet = prices.sheet_for(event.org_id, event.model, event.occurred_at)
+    if sheet is None:
+        return tuple(PricedLine(unit, quantity, 0, None) for unit, quantity in event.quantities.items())
+    ref, seller, model, resource_class = sheet.ref, sheet.seller_org_id, event.model, event.resource_class
     lines = []
     for unit, quantity in event.quantities.items():
-        component = sheet.component_for(unit, event.resource_class, event.model) if sheet else None
+        component = sheet.component_for(unit, resource_class, model)
         cost = component.list_cost(quantity) if component is not None else 0
-        lines.append(
-            PricedLine(
-                unit=unit,
-                quantity=quantity,
-                cost_micros=cost,
-                price_ref=sheet.ref if sheet is not None else None,
-                seller_org_id=sheet.seller_org_id if sheet is not None else None,
-            )
-        )
+        lines.append(PricedLine(unit, quantity, cost, ref, seller))
     return tuple(lines)
 
 

@@ -1,0 +1,120 @@
+"""Receipts: what `UsageLedger.record` hands back, to wait on until the event is durable.
+
+All receipts of a ledger share one `Completions` (a condition variable): the writer resolves a
+whole batch under it and wakes the waiters once, instead of one `concurrent.futures.Future` per
+event (a condition, a lock and two lists each, which the garbage collector then scans over and
+over while thousands are in flight). Async waiters register their event-loop future on the receipt
+and are resolved with `call_soon_threadsafe`, so no thread is parked for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from openmaas import errors
+from openmaas.metering.events import PricedLine, UsageEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What the writer did with one event: `new` is False when its id was already in the ledger."""
+
+    event_id: str
+    new: bool
+    cost_micros: int
+
+
+class Completions:
+    """The condition every receipt of one ledger waits on; `resolve` is the writer's side."""
+
+    __slots__ = ("_condition",)
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition(threading.Lock())
+
+    def resolve(self, receipts: Sequence[Receipt], outcomes: Sequence[Written]) -> None:
+        """Mark a written batch durable and wake whoever waits on any of it."""
+        with self._condition:
+            for receipt, outcome in zip(receipts, outcomes, strict=True):
+                if receipt._outcome is None:
+                    receipt._outcome = outcome
+                    for loop, future in receipt._async_waiters or ():
+                        _call_soon(loop, future, outcome)
+            self._condition.notify_all()
+
+
+class Receipt:
+    """A handle on one queued event. `wait()` blocks until it is durable (or raises on timeout)."""
+
+    __slots__ = ("_async_waiters", "_completions", "_outcome", "_timeout", "event", "lines")
+
+    def __init__(
+        self,
+        event: UsageEvent,
+        lines: Sequence[PricedLine],
+        completions: Completions,
+        timeout: float = 30.0,
+    ) -> None:
+        self.event = event
+        self.lines = tuple(lines)
+        self._completions = completions
+        self._timeout = timeout  # the default wait: `OPENMAAS_METERING_WAIT_TIMEOUT_S`
+        self._outcome: Written | None = None
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Written]]] | None = None
+
+    @property
+    def cost_micros(self) -> int:
+        return sum(line.cost_micros for line in self.lines)
+
+    @property
+    def outcome(self) -> Written | None:
+        """What was written, once durable; None before."""
+        return self._outcome
+
+    def wait(self, timeout: float | None = None) -> Written:
+        outcome = self._outcome
+        if outcome is not None:
+            return outcome
+        condition = self._completions._condition
+        with condition:
+            if not condition.wait_for(lambda: self._outcome is not None, timeout or self._timeout):
+                raise _too_late()
+        assert self._outcome is not None
+        return self._outcome
+
+    async def wait_async(self, timeout: float | None = None) -> Written:
+        """`wait` for asyncio code: no thread is parked while the batch is written."""
+        if self._outcome is not None:
+            return self._outcome
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Written] = loop.create_future()
+        with self._completions._condition:
+            if self._outcome is not None:
+                return self._outcome
+            if self._async_waiters is None:
+                self._async_waiters = []
+            self._async_waiters.append((loop, future))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout or self._timeout)
+        except TimeoutError as exc:
+            raise _too_late() from exc
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Written], outcome: Written) -> None:
+    with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting any more
+        loop.call_soon_threadsafe(_set_result, future, outcome)
+
+
+def _set_result(future: asyncio.Future[Written], outcome: Written) -> None:
+    if not future.done():
+        future.set_result(outcome)
+
+
+def _too_late() -> errors.ServiceUnavailable:
+    return errors.ServiceUnavailable(
+        "Usage could not be recorded in time; the request was not completed.", retry_after=5
+    )

@@ -24,7 +24,15 @@ from torch import nn
 
 from openmaas.optimize import onnx_model, pruning
 from openmaas.optimize.evaluation import TestSet, evaluate, test_set
-from openmaas.optimize.measure import LATENCY_BATCHES, file_sizes, judge, latency_notes, p50_ms, refuse
+from openmaas.optimize.measure import (
+    LATENCY_BATCHES,
+    Verdict,
+    file_sizes,
+    judge,
+    latency_notes,
+    p50_ms,
+    refuse,
+)
 from openmaas.optimize.methods import Method
 from openmaas.registry.artifact import MANIFEST, PREPROCESSING, WEIGHTS, read_manifest
 
@@ -83,14 +91,6 @@ def build_optimized(
         verdict = judge(manifest["task"], before["metrics"], after["metrics"], max_drop=max_drop, force=force)
         if not verdict.accepted:
             raise refuse(verdict, max_drop)
-        notes = [*extra.pop("notes", []), *latency_notes(before["latency_ms"], after["latency_ms"])]
-        if after["size"]["bytes"] > before["size"]["bytes"]:
-            notes.append(
-                f"the result's file is {after['size']['bytes']} bytes, larger than the parent's "
-                f"{before['size']['bytes']} (format overhead outweighs any saving at this model size)"
-            )
-        if verdict.forced:
-            notes.append(f"kept with force=true although {verdict.metric} dropped by {verdict.drop:.4f}")
         optimization = {
             "method": method.name,
             "max_metric_drop": max_drop,
@@ -98,8 +98,8 @@ def build_optimized(
             "result": after,
             "metric_change": verdict.to_dict(),
             "latency_protocol": LATENCY_PROTOCOL,
-            "notes": notes,
             **extra,
+            "notes": [*extra.get("notes", []), *_notes(before, after, verdict)],
         }
         result = _manifest(manifest, files, after["metrics"], optimization, method)
         (staging / MANIFEST).write_text(json.dumps(result, indent=2, allow_nan=False))
@@ -108,6 +108,19 @@ def build_optimized(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return result
+
+
+def _notes(before: dict[str, Any], after: dict[str, Any], verdict: Verdict) -> list[str]:
+    """Where the result is worse than its parent, said plainly (measured, not assumed)."""
+    notes = latency_notes(before["latency_ms"], after["latency_ms"])
+    if after["size"]["bytes"] > before["size"]["bytes"]:
+        notes.append(
+            f"the result's file is {after['size']['bytes']} bytes, larger than the parent's "
+            f"{before['size']['bytes']} (the format's overhead outweighs any saving at this size)"
+        )
+    if verdict.forced:
+        notes.append(f"kept with force=true although {verdict.metric} dropped by {verdict.drop:.4f}")
+    return notes
 
 
 def _manifest(

@@ -7,6 +7,8 @@ kernels, which this platform does not use) benefit. The job measures and reports
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -18,14 +20,17 @@ NOTE = (
 )
 
 
-def prune(model: nn.Module, fraction: float) -> dict[str, float]:
-    """Zero the `fraction` smallest-magnitude weights of every prunable layer, in place;
-    returns the achieved sparsity (the share of zero weights over the pruned layers)."""
+def prune(model: nn.Module, fraction: float) -> dict[str, Any]:
+    """Zero the `fraction` smallest-magnitude weights of every Linear/Conv layer, in place;
+    returns the achieved sparsity (the share of zero weights over those layers) and their names
+    (LSTM, embedding and attention weights are left dense)."""
     zeros = total = 0
+    layers = []
     with torch.no_grad():
-        for module in model.modules():
+        for name, module in model.named_modules():
             if not isinstance(module, PRUNED_LAYERS):
                 continue
+            layers.append(name)
             weight = module.weight
             count = round(fraction * weight.numel())
             if count:
@@ -33,4 +38,4 @@ def prune(model: nn.Module, fraction: float) -> dict[str, float]:
                 weight.masked_fill_(weight.abs() <= threshold, 0.0)
             zeros += int((weight == 0).sum())
             total += weight.numel()
-    return {"requested": fraction, "sparsity": zeros / total if total else 0.0}
+    return {"requested": fraction, "sparsity": zeros / total if total else 0.0, "layers": layers}

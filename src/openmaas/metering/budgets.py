@@ -82,6 +82,11 @@ class BudgetGuard:
                 )
         return hold
 
+    def needs_hold(self, org_id: str, api_key_id: str | None) -> bool:
+        """Whether the organisation or key has a wallet or cap to reserve against (cached)."""
+        needs = self._needs_hold(org_id, api_key_id)
+        return needs.org or needs.key
+
     def release(self, hold: Hold) -> None:
         """Give back a hold whose request was never served (so no usage is written for it)."""
         if hold.hold_id is None:

@@ -94,24 +94,8 @@ class UsageGate:
                 retry_after=decision.retry_after_s,
                 headers={**limit_headers, "retry-after-ms": str(int(decision.retry_after_s * 1000) + 1)},
             )
-        now = self._clock.now()
-        probe = UsageEvent(
-            request_id,
-            org_id,
-            dict(worst_case) or {"requests": 1},
-            now,
-            api_key_id,
-            model,
-            resource_class=resource_class,
-        )
         try:
-            hold = self._budgets.reserve(
-                org_id,
-                api_key_id,
-                worst_case_micros(self._prices, probe),
-                period_of(now, self._prices.profile(org_id).timezone),
-                request_id,
-            )
+            hold = self._hold(org_id, api_key_id, request_id, worst_case, model, resource_class)
         except (errors.InsufficientQuota, errors.Conflict) as exc:
             self._limiter.refund(subjects, tokens)
             exc.headers.update(limit_headers)
@@ -127,6 +111,36 @@ class UsageGate:
             tokens,
             tuple(subjects),
             limit_headers,
+        )
+
+    def _hold(
+        self,
+        org_id: str,
+        api_key_id: str | None,
+        request_id: str,
+        worst_case: Mapping[str, int],
+        model: str | None,
+        resource_class: str | None,
+    ) -> Hold:
+        """Reserve the worst-case cost, priced only when there is a wallet or cap to hold it on."""
+        if not self._budgets.needs_hold(org_id, api_key_id):
+            return Hold(org_id, api_key_id, 0, 0)
+        now = self._clock.now()
+        probe = UsageEvent(
+            request_id,
+            org_id,
+            dict(worst_case) or {"requests": 1},
+            now,
+            api_key_id,
+            model,
+            resource_class=resource_class,
+        )
+        return self._budgets.reserve(
+            org_id,
+            api_key_id,
+            worst_case_micros(self._prices, probe),
+            period_of(now, self._prices.profile(org_id).timezone),
+            request_id,
         )
 
     def complete(

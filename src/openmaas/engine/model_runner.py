@@ -12,7 +12,7 @@ import torch
 from openmaas.engine.attention import AttentionMetadata, PrefillChunk
 from openmaas.engine.config import EngineConfig
 from openmaas.engine.models.config import ModelConfig
-from openmaas.engine.models.linear import cpu_has_fast_half, enable_fp32_batched_matmul
+from openmaas.engine.models.linear import cpu_has_fast_half, enable_fp32_batched_matmul, enable_row_split
 from openmaas.engine.models.llama import KVCache, LlamaForCausalLM
 from openmaas.engine.models.loader import load_model
 from openmaas.engine.scheduler import ScheduledSequence
@@ -34,6 +34,9 @@ class ModelRunner:
         half = self.dtype in (torch.bfloat16, torch.float16)
         if self.device.type == "cpu" and half and not cpu_has_fast_half(self.dtype):
             enable_fp32_batched_matmul(self.model)
+        self.row_split = None
+        if self.device.type == "cpu" and config.cpu_split_max_rows:
+            self.row_split = enable_row_split(self.model, torch.get_num_threads(), config.cpu_split_max_rows)
         if config.num_blocks is not None:
             self.num_blocks = config.num_blocks
         else:
@@ -49,6 +52,10 @@ class ModelRunner:
             )
             for _ in range(model_config.num_hidden_layers)
         ]
+
+    def close(self) -> None:
+        if self.row_split is not None:
+            self.row_split.close()
 
     @torch.inference_mode()
     def execute(self, batch: list[ScheduledSequence]) -> tuple[torch.Tensor, list[Sequence]]:

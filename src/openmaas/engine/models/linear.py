@@ -1,4 +1,11 @@
-"""Linear layer with an fp32 path for batched bf16/fp16 matmuls on CPUs without native 16-bit math.
+"""Linear layer with two CPU paths: row-split matmuls for small batches, and an fp32 path for batched
+bf16/fp16 matmuls on CPUs without native 16-bit math.
+
+Row split: PyTorch runs a matmul of a few rows (a decode step) on one core — its GEMV does not
+split across the intra-op threads — so a batch-1 step reads the weights at one core's bandwidth.
+With `RowSplit`, each small-batch matmul is cut into as many blocks of output features as there
+are threads; the caller computes the first block while a persistent pool computes the others,
+each a plain `F.linear` on a contiguous slice of the weight (the same kernel and numerics).
 
 On such CPUs (AVX2-only x86, for instance) PyTorch's bf16 GEMM runs several times slower than fp32,
 yet a bf16 decode step at batch 1 is memory-bound and gains from reading half the bytes. So batch-1
@@ -9,6 +16,7 @@ CPU cost page faults) and multiply in fp32. Numerics equal an fp32 matmul of the
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -23,14 +31,52 @@ class UpcastPlan:
     chunk_rows_budget: int  # elements one weight slice may hold
 
 
+class RowSplit:
+    """Runs matmuls of at most `max_rows` rows as `parts` blocks of output features in parallel."""
+
+    def __init__(self, parts: int, max_rows: int) -> None:
+        self.parts = parts
+        self.max_rows = max_rows
+        self._pool = ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="engine-matmul")
+
+    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        step = -(-weight.shape[0] // self.parts)
+        weights = weight.split(step)
+        biases = bias.split(step) if bias is not None else [None] * len(weights)
+        inference = torch.is_inference_mode_enabled()
+        futures = [
+            self._pool.submit(_linear_in_mode, inference, x, w, b)
+            for w, b in zip(weights[1:], biases[1:], strict=True)
+        ]
+        first = F.linear(x, weights[0], biases[0])
+        return torch.cat([first, *(f.result() for f in futures)], dim=-1)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+
+def _linear_in_mode(
+    inference: bool, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    # Inference mode is per thread: a pool thread enters the caller's.
+    if not inference:
+        return F.linear(x, weight, bias)
+    with torch.inference_mode():
+        return F.linear(x, weight, bias)
+
+
 class Linear(nn.Linear):
     upcast: UpcastPlan | None = None
+    split: RowSplit | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         plan = self.upcast
-        if plan is None or x.shape[0] < plan.min_rows:
-            return F.linear(x, self.weight, self.bias)
-        return self._upcast_forward(x, plan)
+        if plan is not None and x.shape[0] >= plan.min_rows:
+            return self._upcast_forward(x, plan)
+        split = self.split
+        if split is not None and x.shape[0] <= split.max_rows:
+            return split.linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
 
     def _upcast_forward(self, x: torch.Tensor, plan: UpcastPlan) -> torch.Tensor:
         n_out, n_in = self.weight.shape
@@ -69,3 +115,14 @@ def enable_fp32_batched_matmul(model: nn.Module, min_rows: int = 4, chunk_elemen
     plan = UpcastPlan(min_rows, torch.empty(size, dtype=torch.float32, device=device), size)
     for m in linears:
         m.upcast = plan
+
+
+def enable_row_split(model: nn.Module, parts: int, max_rows: int = 8) -> RowSplit | None:
+    """Split matmuls of up to `max_rows` rows across `parts` threads (see module docstring)."""
+    linears = [m for m in model.modules() if isinstance(m, Linear)]
+    if parts < 2 or not linears:
+        return None
+    split = RowSplit(parts, max_rows)
+    for m in linears:
+        m.split = split
+    return split

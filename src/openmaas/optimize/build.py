@@ -28,6 +28,7 @@ from openmaas.optimize.measure import (
     LATENCY_BATCHES,
     Verdict,
     file_sizes,
+    finite_json,
     judge,
     latency_notes,
     p50_ms,
@@ -101,7 +102,7 @@ def build_optimized(
             **extra,
             "notes": [*extra.get("notes", []), *_notes(before, after, verdict)],
         }
-        result = _manifest(manifest, files, after["metrics"], optimization, method)
+        result = finite_json(_manifest(manifest, files, after["metrics"], optimization, method))
         (staging / MANIFEST).write_text(json.dumps(result, indent=2, allow_nan=False))
         os.rename(staging, dest)
     except BaseException:

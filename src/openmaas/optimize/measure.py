@@ -5,6 +5,7 @@ its change, and the rule that refuses a result whose metric drops more than a th
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 import zlib
@@ -74,11 +75,33 @@ def judge(
     """Compare the primary metric of a result with its parent's; `accepted` unless it dropped
     more than `max_drop` (absolute) and the request did not force it."""
     name, higher_is_better = PRIMARY_METRIC[task]
-    before, after = float(parent[name]), float(result[name])
+    before, after = _finite(parent.get(name)), _finite(result.get(name))
+    if before is None or after is None:
+        raise errors.ValidationFailed(
+            f"{name} is undefined on this model's test split (too few rows?), so the result cannot be "
+            "judged against its parent",
+            param="model",
+            code="metric_unavailable",
+        )
     change = after - before
     drop = max(0.0, -change if higher_is_better else change)
     within = drop <= max_drop + 1e-12
     return Verdict(name, before, after, change, drop, accepted=within or force, forced=force and not within)
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def finite_json(value: Any) -> Any:
+    """`value` with NaN and infinities as null: JSON (and PostgreSQL) has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(item) for item in value]
+    return value
 
 
 def refuse(verdict: Verdict, max_drop: float) -> errors.ValidationFailed:

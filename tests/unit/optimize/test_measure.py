@@ -98,3 +98,15 @@ def test_methods_measured_to_hurt_an_architecture_need_force() -> None:
     check_fits("image-classification", "small_resnet", parse_method("dynamic-int8"), force=True)
     check_fits("image-classification", "small_resnet", parse_method("static-int8"))
     check_fits("text-classification", "lstm", parse_method("dynamic-int8"))
+
+
+def test_an_undefined_metric_cannot_be_judged_and_nan_becomes_null() -> None:
+    from openmaas.optimize.measure import finite_json
+
+    with pytest.raises(errors.ValidationFailed) as refused:
+        judge("tabular-regression", {"r2": float("nan")}, {"r2": 0.5}, max_drop=0.01, force=True)
+    assert refused.value.code == "metric_unavailable"
+    assert finite_json({"a": [1.0, float("inf")], "b": {"c": float("nan")}}) == {
+        "a": [1.0, None],
+        "b": {"c": None},
+    }

@@ -39,7 +39,8 @@ def create_optimization_job(
 ) -> Job:
     method = parse_method(body.method)
     model, version = registry.resolve(session, org_id, body.model)
-    architecture = str((version.manifest.get("architecture") or {}).get("name"))
+    described = version.manifest.get("architecture")  # imports describe it as a plain string
+    architecture = str(described.get("name") if isinstance(described, dict) else described)
     check_fits(version.task, architecture, method, force=body.force)
     if version.manifest.get("runtime"):
         raise errors.ValidationFailed(

@@ -65,6 +65,8 @@ def test_an_onnx_file_imports_deploys_and_predicts(served: Served, tmp_path: Pat
         assert wrong.status_code == 422 and wrong.json()["error"]["param"] == "inputs.0.x"
         text = http.post("/v1/deployments/lin/predict", json={"inputs": [["a", "b", "c"]]})
         assert text.status_code == 422 and text.json()["error"]["param"] == "inputs.0.x"
+        optimise = http.post("/v1/optimizations", json={"model": "linear:1", "method": "dynamic-int8"})
+        assert optimise.status_code == 422 and optimise.json()["error"]["code"] == "not_optimizable"
 
 
 def test_a_torch_exported_model_imports(served: Served, tmp_path: Path) -> None:

@@ -144,7 +144,8 @@ def _onnx(
 ) -> tuple[dict[str, str], dict[str, Any]]:
     progress("export", "Exporting to ONNX (torch.onnx.export, dynamo=True, dynamic batch axis).")
     exported = staging / ".export.onnx"
-    onnx_model.export(model, test.test_x[:2].contiguous(), exported)
+    sample = test.test_x[torch.arange(2) % len(test.test_x)].contiguous()  # batch 1 would specialise
+    onnx_model.export(model, sample, exported)
     final = staging / onnx_model.ONNX_FILE
     extra: dict[str, Any] = {"export": {"dynamo": True, "dynamic_axes": {"input": {"0": "batch"}}}}
     if method.quantize == "dynamic":

@@ -7,6 +7,7 @@ ONNX version predicts through exactly the same preprocessing and output code as 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,15 +32,20 @@ STATIC_OPS = ("MatMul", "Gemm", "Conv")
 def export(model: nn.Module, sample: torch.Tensor, dest: Path) -> None:
     """Export `model` (one float tensor in, one out) with a dynamic batch axis."""
     batch = torch.export.Dim("batch", min=1)
-    program = torch.onnx.export(
-        model.eval(),
-        (sample,),
-        dynamo=True,
-        dynamic_shapes=({0: batch},),
-        input_names=[INPUT],
-        output_names=[OUTPUT],
-        verbose=False,
-    )
+    with warnings.catch_warnings():
+        # torch.export's own deprecation chatter (pytree specs, LSTM flat weights) says nothing
+        # about the model; real export problems raise.
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        program = torch.onnx.export(
+            model.eval(),
+            (sample,),
+            dynamo=True,
+            dynamic_shapes=({0: batch},),
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            verbose=False,
+        )
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")
     program.save(str(dest))

@@ -27,9 +27,10 @@ from openmaas.billing.pricing import parse_components
 from openmaas.ids import new_id
 from openmaas.pagination import Page, paginate
 from openmaas.registry import service as registry
-from openmaas.registry.models import ModelVersion
+from openmaas.registry.models import ModelVersion, RegisteredModel
 
 _VERSION_ID_PREFIX = "mv_"
+_LISTING_ID_PREFIX = "lst_"
 
 
 def listing_public(listing: Listing, *, available: bool = True) -> schemas.Listing:
@@ -83,6 +84,19 @@ def listed_version(session: Session, listing_id: str) -> tuple[Listing, ModelVer
 
 def _active(session: Session, model: str) -> Listing | None:
     return session.scalar(select(Listing).where(Listing.model == model, Listing.withdrawn_at.is_(None)))
+
+
+def deployable_version(session: Session, org_id: str, ref: str) -> tuple[RegisteredModel, ModelVersion]:
+    """What a deployment of `ref` runs: a live listing (`lst_…`, any organisation's) or a version
+    of `org_id`'s own registry. The deploy path's one call; usage of a listed version is priced by
+    its listing because served requests carry the version id as their `model`."""
+    if not ref.startswith(_LISTING_ID_PREFIX):
+        return registry.resolve(session, org_id, ref)
+    _, version = listed_version(session, ref)
+    model = session.get(RegisteredModel, version.model_id)
+    if model is None:  # the version's model row went with it (cascade): the listing is gone too
+        raise errors.Conflict(f"Listing {ref!r} is unavailable.", param="model", code="listing_unavailable")
+    return model, version
 
 
 def publish(

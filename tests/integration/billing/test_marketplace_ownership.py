@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from openmaas import errors
-from openmaas.billing import marketplace
+from openmaas.billing import marketplace, schemas
 from openmaas.registry import service as registry
 from tests.integration.billing.conftest import Clocked
-from tests.integration.billing.helpers import make_version
+from tests.integration.billing.helpers import make_org, make_version
 from tests.support.served import Served
 
 _PRICE = [{"unit": "requests", "price": "0.02"}]
@@ -66,3 +66,28 @@ def test_a_listing_whose_version_was_deleted_is_unavailable(clocked_served: tupl
     with clocked.platform.db.read_session() as session, pytest.raises(errors.Conflict) as refused:
         marketplace.listed_version(session, listed.json()["id"])
     assert refused.value.code == "listing_unavailable" and "deleted" in str(refused.value)
+
+
+def test_a_buyer_deploys_a_live_listing_and_nothing_else_of_the_seller(clocked: Clocked) -> None:
+    platform = clocked.platform
+    seller, buyer = make_org(platform, "seller"), make_org(platform, "buyer")
+    sold = make_version(platform, seller, "sold")
+    make_version(platform, seller, "private")
+    with platform.db.session() as session:
+        body = schemas.ListingCreate.model_validate({"model": "sold:1", "components": _PRICE})
+        listing = marketplace.publish(
+            session, seller, body, platform_share_bps=2_000, currency="USD", now=platform.clock.now()
+        )
+        listing_id = listing.id
+    with platform.db.read_session() as session:
+        model, version = marketplace.deployable_version(session, buyer, listing_id)
+        assert (model.name, version.id, version.org_id) == ("sold", sold, seller)
+        for ref in ("private:1", "sold:1", sold):  # the seller's registry stays the seller's
+            with pytest.raises(errors.NotFound):
+                marketplace.deployable_version(session, buyer, ref)
+        assert marketplace.deployable_version(session, seller, "private:1")[0].name == "private"
+    with platform.db.session() as session:
+        marketplace.withdraw(session, seller, listing_id, platform.clock.now())
+    with platform.db.read_session() as session, pytest.raises(errors.Conflict) as refused:
+        marketplace.deployable_version(session, buyer, listing_id)
+    assert refused.value.code == "listing_unavailable"

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     billing_finalize_grace_s: float = 300.0
     # Predictions: the default deadline of a request (`X-Request-Timeout` or `timeout` overrides it).
     predict_timeout_s: float = 30.0
+    # Serving: loaded deployments stay within this many MB (artifact bytes × replicas; unset: no
+    # limit), unloading the least recently used idle ones; a request for an unloaded one waits up
+    # to `cold_start_wait_s` for it to load; idle `min_replicas: 0` deployments are swept this often.
+    serving_memory_budget_mb: float | None = Field(default=None, gt=0)
+    cold_start_wait_s: float = Field(default=30.0, gt=0)
+    serving_sweep_interval_s: float = Field(default=5.0, ge=0)
     rate_limit_requests_per_minute: int | None = 3_000
     rate_limit_tokens_per_minute: int | None = 2_000_000
     marketplace_platform_share_bps: int = 2_000  # the platform keeps 20% of marketplace sales

@@ -37,6 +37,9 @@ def _torch_threads(config: dict[str, Any], replicas: int) -> int:
 
 
 class PredictorRuntime:
+    # Requests awaiting an answer; the replica manager unloads only runtimes with none.
+    in_flight: int = 0
+
     def __init__(self, folder: Path, config: dict[str, Any]) -> None:
         manifest = read_manifest(folder)
         self.task: str = manifest["task"]
@@ -104,7 +107,11 @@ class PredictorRuntime:
         timeout_s: float,
         gone: Callable[[], bool] | None = None,
     ) -> list[Any]:
-        return await self.batcher.call(rows, top_k, timeout_s=timeout_s, gone=gone)
+        self.in_flight += 1  # on the event loop only: no lock
+        try:
+            return await self.batcher.call(rows, top_k, timeout_s=timeout_s, gone=gone)
+        finally:
+            self.in_flight -= 1
 
     def close(self) -> None:
         self.batcher.close()

@@ -43,7 +43,16 @@ class Platform:
         self.metering = build_metering(self.settings, self.db, self.clock)
         self.meter = self.metering.meter
         self.gate = self.metering.gate
-        self.replicas = ReplicaManager(self.db, self.store, self.served_models, self.clock)
+        budget_mb = self.settings.serving_memory_budget_mb
+        self.replicas = ReplicaManager(
+            self.db,
+            self.store,
+            self.served_models,
+            self.clock,
+            memory_budget_bytes=None if budget_mb is None else int(budget_mb * 1024 * 1024),
+            cold_start_wait_s=self.settings.cold_start_wait_s,
+            sweep_interval_s=self.settings.serving_sweep_interval_s,
+        )
         self.billing_scheduler = BillingScheduler(
             self.db,
             self.meter,

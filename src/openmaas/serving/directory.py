@@ -3,11 +3,14 @@
 Deployments register here (with their loaded runtime) when they become ready and leave when
 stopped; `GET /v1/models` and the OpenAI-style routes look names up here without touching the
 database. A model is visible to its own organisation and, when published, to every organisation.
+A deployment that splits its traffic between versions registers one entry whose `routes` hold each
+version's own entry; `pick` draws one per request.
 """
 
 from __future__ import annotations
 
 import threading
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +25,20 @@ class ServedModel:
     deployment_id: str = ""
     version_id: str = ""
     runtime: Any = None
+    # A traffic split: each version's own entry, and the running sums of their percent weights.
+    routes: tuple[ServedModel, ...] = ()
+    cumulative: tuple[int, ...] = ()
+
+    def pick(self, draw: float) -> ServedModel:
+        """The version that answers a request, for a uniform `draw` in [0, 100)."""
+        if not self.routes:
+            return self
+        return self.routes[min(bisect_right(self.cumulative, draw), len(self.routes) - 1)]
+
+    def runtimes(self) -> list[Any]:
+        """Every runtime this entry holds (one per version of a split)."""
+        models = self.routes or (self,)
+        return [m.runtime for m in models if m.runtime is not None]
 
 
 class ServedModels:

@@ -1,17 +1,24 @@
-"""Replicas in this process: load a deployment's runtime off the event loop, publish it in the
-served-model directory when ready, and unload it when stopped.
+"""Replicas in this process: load a deployment's runtimes off the event loop, publish them in the
+served-model directory when ready, and unload them when stopped, idle or evicted.
 
-In embedded mode this server owns every deployment; on start it reloads those that were active.
-A runtime that fails to load marks its deployment `failed` with the reason.
+In embedded mode this server owns every deployment; on start it reloads those that were active
+(those that scale to zero wait for their first request). A runtime that fails to load marks its
+deployment `failed` with the reason. Loaded deployments stay within the serving memory budget:
+before a load that would not fit, the least recently used idle ones are unloaded. A deployment
+unloaded for being idle (`min_replicas: 0`) or evicted stays `ready`; `acquire` loads it again on
+its next request, once however many requests wait for it. Every load, unload and sweep runs on
+the one loader thread, so they never race each other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import random
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -22,30 +29,83 @@ from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.registry.models import ModelVersion
 from openmaas.registry.store import ArtifactStore
-from openmaas.serving import service
+from openmaas.serving import memory, service
 from openmaas.serving.directory import ServedModel, ServedModels
-from openmaas.serving.runtimes import load_runtime
+from openmaas.serving.loading import Target, build_target
 
 log = logging.getLogger("openmaas.serving")
 
+Key = tuple[str, str]  # (org id, deployment name)
+
+
+class InsufficientMemory(errors.ServiceUnavailable):
+    default_code = "insufficient_memory"
+
+
+@dataclass(frozen=True)
+class _Resident:
+    """A loaded deployment as the budget and the idle sweep see it."""
+
+    deployment_id: str
+    key: Key
+    size_bytes: int
+    min_replicas: int
+    idle_timeout_s: float
+
 
 class ReplicaManager:
-    def __init__(self, db: Database, store: ArtifactStore, directory: ServedModels, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: ArtifactStore,
+        directory: ServedModels,
+        clock: Clock,
+        *,
+        memory_budget_bytes: int | None = None,
+        cold_start_wait_s: float = 30.0,
+        sweep_interval_s: float = 5.0,
+    ) -> None:
         self._db = db
         self._store = store
         self._directory = directory
         self._clock = clock
+        self._budget = memory_budget_bytes
+        self._cold_start_wait_s = cold_start_wait_s
+        self._sweep_interval_s = sweep_interval_s
         # One load at a time: loading reads whole weight files and would only contend.
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica-loader")
         self._lock = threading.Lock()
         self._pending: dict[str, Future[None]] = {}
+        self._resident: dict[str, _Resident] = {}
+        self._cold: dict[Key, str] = {}  # unloaded while idle: loads again on its next request
+        self._last_used: dict[Key, float] = {}
+        self.rng = random.Random()  # draws traffic-split routes; tests seed it
+        self._stopping = threading.Event()
+        self._sweeper: threading.Thread | None = None
 
     def start(self) -> None:
-        """Reload every deployment that was pending, loading or ready when the server stopped."""
+        """Reload the deployments that were pending, loading or ready when the server stopped,
+        and start the idle sweep."""
         with self._db.read_session() as session:
-            ids = [row.id for row in service.active(session)]
-        for deployment_id in ids:
-            self.load(deployment_id)
+            rows = [(r.id, (r.org_id, r.name), r.state, r.config) for r in service.active(session)]
+        for deployment_id, key, state, config in rows:
+            if state == "ready" and config.get("min_replicas", 1) == 0:
+                with self._lock:
+                    self._cold[key] = deployment_id
+            else:
+                self.load(deployment_id)
+        if self._sweep_interval_s > 0 and self._sweeper is None:
+            self._sweeper = threading.Thread(target=self._sweep_loop, name="replica-sweeper", daemon=True)
+            self._sweeper.start()
+
+    async def acquire(self, org_id: str, name: str) -> ServedModel:
+        """The model that answers this request: loaded (a dict lookup), or loaded now if it was
+        unloaded while idle; for a traffic split, one version drawn by weight."""
+        served = self._directory.lookup(org_id, name)
+        if served is None:
+            served = await self._cold_start(org_id, name)
+        self._last_used[(org_id, name)] = self._clock.monotonic()
+        return served.pick(self.rng.random() * 100) if served.routes else served
 
     def load(self, deployment_id: str) -> Future[None]:
         with self._lock:
@@ -53,13 +113,42 @@ class ReplicaManager:
             self._pending[deployment_id] = future
         return future
 
+    def update(self, deployment_id: str, before: service.Served) -> Future[None]:
+        """Load the deployment's new version(s) beside the old, swap them in, then drain and close
+        the old."""
+        with self._lock:
+            future = self._loader.submit(self._swap, deployment_id, before)
+            self._pending[deployment_id] = future
+        return future
+
+    def sweep(self) -> Future[None]:
+        """Unload the deployments with `min_replicas: 0` idle past their timeout (none in flight)."""
+        return self._loader.submit(self._sweep)
+
+    def is_loaded(self, org_id: str, name: str) -> bool:
+        return self._directory.lookup(org_id, name) is not None
+
     def unload(self, org_id: str, name: str) -> None:
+        key = (org_id, name)
+        with self._lock:
+            self._cold.pop(key, None)
+            for deployment_id in [d for d, r in self._resident.items() if r.key == key]:
+                del self._resident[deployment_id]
         served = self._directory.unregister(org_id, name)
-        if served is not None and served.runtime is not None:
-            served.runtime.close()
+        if served is not None:
+            _close(served.runtimes())
 
     def missing_model(self, org_id: str, name: str) -> errors.OpenMaaSError:
-        """The error for a model name not in the directory: still loading (503) or unknown (404)."""
+        """The error for a model name not in the directory: still loading (503) or unknown (404).
+        One unloaded while idle starts loading (routes that cannot wait for it answer 503)."""
+        deployment_id = self._cold.get((org_id, name))
+        if deployment_id is not None:
+            self._wake(deployment_id)
+            return errors.ServiceUnavailable(
+                f"The model {name!r} is starting after being idle; retry shortly.",
+                retry_after=2,
+                code="model_loading",
+            )
         with self._db.read_session() as session:
             row = session.scalar(
                 select(service.Deployment).where(
@@ -76,12 +165,90 @@ class ReplicaManager:
             )
         return errors.NotFound(f"The model {name!r} does not exist.", param="model", code="model_not_found")
 
-    def update(self, deployment_id: str, before: service.Served) -> Future[None]:
-        """Load the deployment's new version beside the old, swap it in, then drain and close the old."""
+    def close(self) -> None:
+        self._stopping.set()
+        if self._sweeper is not None:
+            self._sweeper.join()
+        self._loader.shutdown(wait=True, cancel_futures=True)
+        for served in self._directory.all():
+            self.unload(served.org_id, served.name)
+
+    # Cold starts: on the event loop.
+
+    async def _cold_start(self, org_id: str, name: str) -> ServedModel:
+        deployment_id = self._cold.get((org_id, name))
+        if deployment_id is None:
+            raise self.missing_model(org_id, name)
+        future = self._wake(deployment_id)
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self._cold_start_wait_s)
+        except TimeoutError:
+            raise errors.ServiceUnavailable(
+                f"The model {name!r} is starting after being idle; retry shortly.",
+                retry_after=max(1, math.ceil(self._cold_start_wait_s)),
+                code="model_loading",
+            ) from None
+        served = self._directory.lookup(org_id, name)
+        if served is None:
+            raise self.missing_model(org_id, name)
+        return served
+
+    def _wake(self, deployment_id: str) -> Future[None]:
+        """The load of an unloaded deployment: started by the first request to find it cold and
+        shared by every request that finds it so until it is loaded."""
         with self._lock:
-            future = self._loader.submit(self._swap, deployment_id, before)
-            self._pending[deployment_id] = future
+            future = self._pending.get(deployment_id)
+            if future is None or future.done():
+                future = self._loader.submit(self._load, deployment_id, True)
+                self._pending[deployment_id] = future
         return future
+
+    # The loader thread only, below.
+
+    def _load(self, deployment_id: str, cold: bool = False) -> None:
+        with self._db.session() as session:
+            row = session.get(service.Deployment, deployment_id)
+            if row is None or row.state == "stopped" or deployment_id in self._resident:
+                return
+            if not cold:
+                service.set_state(session, deployment_id, "loading", self._clock.now())
+            target = self._target(session, row)
+        started = self._clock.monotonic()
+        try:
+            self._make_room(target)
+            runtimes = target.load()
+        except Exception as exc:
+            self._load_failed(target, exc, cold)
+            if cold and isinstance(exc, InsufficientMemory):
+                raise  # the waiting requests answer 503 with it; the deployment stays ready
+            return
+        self._install(target, runtimes)
+        with self._db.session() as session:
+            now = self._clock.now()
+            if cold:
+                seconds = self._clock.monotonic() - started
+                service.add_event(
+                    session, deployment_id, "cold_start", f"loaded on demand in {seconds:.2f} s", now
+                )
+            else:
+                service.set_state(session, deployment_id, "ready", now)
+            still_wanted = session.get(service.Deployment, deployment_id)
+            stopped = still_wanted is None or still_wanted.state == "stopped"
+        if stopped:  # stopped or deleted while it loaded
+            self.unload(target.org_id, target.name)
+
+    def _load_failed(self, target: Target, exc: Exception, cold: bool) -> None:
+        reason = str(exc) if isinstance(exc, InsufficientMemory) else f"{type(exc).__name__}: {exc}"
+        with self._db.session() as session:
+            if cold and isinstance(exc, InsufficientMemory):
+                service.add_event(
+                    session, target.deployment_id, "cold_start_failed", reason, self._clock.now()
+                )
+                return
+            log.error("deployment %s failed to load: %s", target.deployment_id, reason, exc_info=exc)
+            service.set_state(session, target.deployment_id, "failed", self._clock.now(), reason)
+        with self._lock:
+            self._cold.pop(target.key, None)
 
     def _swap(self, deployment_id: str, before: service.Served) -> None:
         with self._db.session() as session:
@@ -90,100 +257,119 @@ class ReplicaManager:
                 return
             target = self._target(session, row)
         try:
-            runtime = target.load()
+            self._make_room(target)
+            runtimes = target.load()
         except Exception as exc:
-            log.exception("deployment %s failed to load its update", deployment_id)
+            log.error("deployment %s failed to load its update: %s", deployment_id, exc, exc_info=exc)
+            reason = str(exc) if isinstance(exc, InsufficientMemory) else f"{type(exc).__name__}: {exc}"
             with self._db.session() as session:
-                service.revert(
-                    session, deployment_id, before, self._clock.now(), f"{type(exc).__name__}: {exc}"
-                )
+                service.revert(session, deployment_id, before, self._clock.now(), reason)
             return
         old = self._directory.lookup(target.org_id, target.name)
-        # One dict assignment: every request from here on finds the new runtime.
-        self._directory.register(target.served(deployment_id, runtime))
+        # One dict assignment: every request from here on finds the new runtimes.
+        self._install(target, runtimes)
         with self._db.session() as session:
             service.set_state(session, deployment_id, "ready", self._clock.now())
-        if old is not None and old.runtime is not None and old.runtime is not runtime:
-            old.runtime.close()  # drains what it had queued before it stops
+        if old is not None:
+            _close([r for r in old.runtimes() if not any(r is new for new in runtimes)])
 
-    def close(self) -> None:
-        self._loader.shutdown(wait=True, cancel_futures=True)
-        for served in self._directory.all():
-            self.unload(served.org_id, served.name)
+    def _install(self, target: Target, runtimes: list[Any]) -> None:
+        resident = _Resident(
+            target.deployment_id, target.key, target.size_bytes, target.min_replicas, target.idle_timeout_s
+        )
+        with self._lock:
+            self._last_used[target.key] = self._clock.monotonic()
+            self._resident[target.deployment_id] = resident
+            self._cold.pop(target.key, None)
+        self._directory.register(target.served(runtimes))
 
-    def _load(self, deployment_id: str) -> None:
-        with self._db.session() as session:
-            row = session.get(service.Deployment, deployment_id)
-            if row is None or row.state == "stopped":
-                return
-            loaded = self._directory.lookup(row.org_id, row.name)
-            if loaded is not None and loaded.deployment_id == deployment_id:
-                return
-            service.set_state(session, deployment_id, "loading", self._clock.now())
-            target = self._target(session, row)
-        try:
-            runtime = target.load()
-        except Exception as exc:
-            log.exception("deployment %s failed to load", deployment_id)
-            with self._db.session() as session:
-                service.set_state(
-                    session, deployment_id, "failed", self._clock.now(), f"{type(exc).__name__}: {exc}"
-                )
+    def _make_room(self, target: Target) -> None:
+        """Unload least recently used idle deployments until `target` fits the budget, or raise."""
+        if self._budget is None:
             return
-        self._directory.register(target.served(deployment_id, runtime))
+        with self._lock:
+            residents = [
+                memory.Resident(
+                    r.deployment_id,
+                    r.size_bytes,
+                    self._last_used.get(r.key, 0.0),
+                    busy=r.deployment_id == target.deployment_id or self._busy(r.key),
+                )
+                for r in self._resident.values()
+            ]
+        victims = memory.choose_evictions(residents, target.size_bytes, self._budget)
+        budget_mb = self._budget / memory.MIB
+        if victims is None:
+            used_mb = sum(r.size_bytes for r in residents) / memory.MIB
+            raise InsufficientMemory(
+                f"{target.name!r} needs {target.size_bytes / memory.MIB:.2f} MB and the serving memory "
+                f"budget of {budget_mb:.2f} MB has {used_mb:.2f} MB in use by deployments that are busy "
+                "or cannot be unloaded; retry later or raise serving_memory_budget_mb.",
+                retry_after=30,
+            )
+        for victim in victims:
+            self._release(
+                victim,
+                "evicted",
+                f"unloaded to make room for {target.name!r} within the "
+                f"{budget_mb:.2f} MB serving memory budget; loads again on its next request",
+            )
+
+    def _busy(self, key: Key) -> bool:
+        """Requests in flight, or a runtime that cannot tell (LLMs, embeddings: never unloaded)."""
+        served = self._directory.lookup(*key)
+        if served is None:
+            return False
+        return any(getattr(runtime, "in_flight", 1) for runtime in served.runtimes())
+
+    def _release(self, deployment_id: str, kind: str, message: str) -> None:
+        """Unload a deployment that stays `ready`: its next request loads it again."""
+        with self._lock:
+            resident = self._resident.pop(deployment_id, None)
+            if resident is None:
+                return
+            self._cold[resident.key] = deployment_id  # before it leaves the directory
+        served = self._directory.unregister(*resident.key)
+        if served is not None:
+            _close(served.runtimes())  # drains what was already queued
         with self._db.session() as session:
-            service.set_state(session, deployment_id, "ready", self._clock.now())
-            still_wanted = session.get(service.Deployment, deployment_id)
-            stopped = still_wanted is None or still_wanted.state == "stopped"
-        if stopped:  # stopped or deleted while it loaded
-            self.unload(target.org_id, target.name)
+            service.add_event(session, deployment_id, kind, message, self._clock.now())
 
-    def _target(self, session: Session, row: service.Deployment) -> _Target:
-        version = session.get(ModelVersion, row.version_id)
-        return _Target(
-            org_id=row.org_id,
-            name=row.name,
-            task=row.task,
-            config=_runtime_config(session, row, version),
-            created=int(row.created_at.timestamp()),
-            version_id=row.version_id,
-            folder=self._store.path(version.artifact_path) if version is not None else None,
-        )
+    def _sweep(self) -> None:
+        now = self._clock.monotonic()
+        with self._lock:
+            idle = [
+                r
+                for r in self._resident.values()
+                if r.min_replicas == 0 and now - self._last_used.get(r.key, now) >= r.idle_timeout_s
+            ]
+        for resident in idle:
+            if not self._busy(resident.key):
+                message = f"no requests for {resident.idle_timeout_s:g} s; loads again on the next request"
+                self._release(resident.deployment_id, "scaled_to_zero", message)
 
+    def _sweep_loop(self) -> None:
+        while not self._stopping.wait(self._sweep_interval_s):
+            try:
+                self.sweep().result()
+            except RuntimeError:  # the loader shut down: the server is stopping
+                return
+            except Exception:
+                log.exception("the idle sweep failed")
 
-@dataclass(frozen=True)
-class _Target:
-    """What loading one deployment's runtime needs, read in one transaction."""
-
-    org_id: str
-    name: str
-    task: str
-    config: dict[str, Any]
-    created: int
-    version_id: str
-    folder: Path | None
-
-    def load(self) -> Any:
-        """Build the runtime (slow: reads the weights)."""
-        if self.folder is None:
-            raise FileNotFoundError("the model version was deleted")
-        return load_runtime(self.task, self.folder, self.config)
-
-    def served(self, deployment_id: str, runtime: Any) -> ServedModel:
-        return ServedModel(
-            name=self.name,
-            org_id=self.org_id,
-            owner=self.org_id,
-            created=self.created,
-            deployment_id=deployment_id,
-            version_id=self.version_id,
-            runtime=runtime,
-        )
+    def _target(self, session: Session, row: service.Deployment) -> Target:
+        versions = {
+            v.id: v
+            for v in session.scalars(select(ModelVersion).where(ModelVersion.id.in_(_version_ids(row))))
+        }
+        return build_target(session, row, versions, self._store)
 
 
-def _runtime_config(
-    session: Session, row: service.Deployment, version: ModelVersion | None
-) -> dict[str, Any]:
-    """The deployment's settings plus what a runtime reports: its replica count and version."""
-    ref = service.version_ref(session, version) if version is not None else ""
-    return {**row.config, "replicas": row.replicas, "model_version": ref}
+def _version_ids(row: service.Deployment) -> list[str]:
+    split = row.config.get("traffic") or []
+    return [entry["version_id"] for entry in split] or [row.version_id]
+
+
+def _close(runtimes: list[Any]) -> None:
+    for runtime in runtimes:
+        runtime.close()

@@ -12,6 +12,24 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 DeploymentState = Literal["pending", "loading", "ready", "failed", "stopped"]
 
+MAX_TRAFFIC_SPLITS = 4
+MAX_IDLE_TIMEOUT_S = 7 * 24 * 3600.0
+
+
+class TrafficSplit(BaseModel):
+    """One version's share of a deployment's requests, in percent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(description="A version of the caller's model: `churn:4` or `churn@production`")
+    weight: int = Field(ge=1, le=100, description="Percent of requests; the weights sum to 100")
+
+
+class TrafficPublic(BaseModel):
+    version: str = Field(description="`name:version`")
+    version_id: str
+    weight: int
+
 
 class DeploymentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -23,6 +41,15 @@ class DeploymentCreate(BaseModel):
     max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
     max_queue: int = Field(default=1024, ge=1, le=1_000_000, description="Requests that may wait")
     engine: dict[str, Any] = Field(default_factory=dict, description="Engine settings for LLMs")
+    min_replicas: int = Field(
+        default=1, ge=0, le=1, description="0: unload when idle and load again on the next request"
+    )
+    idle_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_IDLE_TIMEOUT_S,
+        description="Seconds without requests before a `min_replicas: 0` deployment unloads (300 if unset)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -42,6 +69,15 @@ class DeploymentUpdate(BaseModel):
     max_batch_size: int | None = Field(default=None, ge=1, le=4096)
     max_wait_ms: float | None = Field(default=None, ge=0, le=10_000)
     max_queue: int | None = Field(default=None, ge=1, le=1_000_000)
+    traffic: list[TrafficSplit] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TRAFFIC_SPLITS,
+        description="Serve several versions at once (a canary): weights in percent summing to 100; "
+        "one entry of weight 100 promotes or rolls back to that version",
+    )
+    min_replicas: int | None = Field(default=None, ge=0, le=1)
+    idle_timeout_s: float | None = Field(default=None, gt=0, le=MAX_IDLE_TIMEOUT_S)
 
 
 class DeploymentPublic(BaseModel):
@@ -56,6 +92,9 @@ class DeploymentPublic(BaseModel):
     state: DeploymentState
     replicas: int
     config: dict[str, Any]
+    traffic: list[TrafficPublic] = Field(
+        default_factory=list, description="The versions sharing the requests (empty: `model` takes all)"
+    )
     error: str | None
     created_at: datetime
     updated_at: datetime

@@ -15,6 +15,8 @@ from openmaas.ids import new_id
 from openmaas.pagination import Page, paginate
 from openmaas.registry import service as registry
 from openmaas.registry.models import ModelVersion, RegisteredModel
+from openmaas.serving import traffic
+from openmaas.serving.loading import DEFAULT_IDLE_TIMEOUT_S
 from openmaas.serving.models import Deployment, DeploymentEvent
 from openmaas.serving.runtimes import TEXT_GENERATION, deployable_tasks
 from openmaas.serving.runtimes.llm import ENGINE_OPTIONS
@@ -23,6 +25,7 @@ from openmaas.serving.schemas import (
     DeploymentEventPublic,
     DeploymentPublic,
     DeploymentUpdate,
+    TrafficPublic,
 )
 
 ACTIVE_STATES = ("pending", "loading", "ready")
@@ -38,6 +41,7 @@ def public(row: Deployment) -> DeploymentPublic:
         state=row.state,  # type: ignore[arg-type]
         replicas=row.replicas,
         config=row.config,
+        traffic=[TrafficPublic(**entry) for entry in row.config.get("traffic", ())],
         error=row.error,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -61,6 +65,7 @@ def create(session: Session, org_id: str, body: DeploymentCreate, now: datetime)
             else "Engine settings apply to text-generation models only.",
             param="engine",
         )
+    _check_scaling(version.task, body.min_replicas)
     name = body.name or model.name
     if session.scalar(select(Deployment.id).where(Deployment.org_id == org_id, Deployment.name == name)):
         raise errors.Conflict(f"A deployment named {name!r} already exists.", param="name")
@@ -77,6 +82,8 @@ def create(session: Session, org_id: str, body: DeploymentCreate, now: datetime)
             "max_batch_size": body.max_batch_size,
             "max_wait_ms": body.max_wait_ms,
             "max_queue": body.max_queue,
+            "min_replicas": body.min_replicas,
+            "idle_timeout_s": body.idle_timeout_s or DEFAULT_IDLE_TIMEOUT_S,
             **body.engine,
         },
         error=None,
@@ -137,21 +144,51 @@ def update(
             f"Deployment {row.name!r} is {row.state}; update it once it is ready.", param="deployment"
         )
     before = Served(row.model_ref, row.version_id, row.task, row.replicas, dict(row.config))
+    if body.model is not None and body.traffic is not None:
+        raise errors.ValidationFailed("Give either model or traffic, not both.", param="traffic")
+    config = {**row.config, **body.model_dump(exclude_none=True, exclude={"model", "replicas", "traffic"})}
     if body.model is not None:
-        _, version = registry.resolve(session, org_id, body.model)
-        if version.task not in deployable_tasks() or version.task == TEXT_GENERATION:
-            raise errors.ValidationFailed(
-                f"{body.model!r} is a {version.task} model, which cannot replace a served one in place.",
-                param="model",
-                code="task_not_deployable",
-            )
+        version = _replacement(session, org_id, body.model, "model")
         row.model_ref, row.version_id, row.task = body.model, version.id, version.task
-    settings = body.model_dump(exclude_none=True, exclude={"model", "replicas"})
-    row.config = {**row.config, **settings}
+        config.pop("traffic", None)
+        message = f"updating to {row.model_ref}"
+    elif body.traffic is not None:
+        split = traffic.resolve(session, org_id, body.traffic)
+        primary = max(split, key=lambda entry: entry["weight"])  # the first of the heaviest
+        version = _replacement(session, org_id, primary["version"], "traffic.0.version")
+        row.model_ref, row.version_id, row.task = primary["version"], version.id, version.task
+        config.pop("traffic", None)
+        if len(split) > 1:
+            config["traffic"] = split
+        message = f"traffic: {traffic.describe(split)}"
+    else:
+        message = f"updating to {row.model_ref}"
+    _check_scaling(row.task, int(config.get("min_replicas", 1)))
+    row.config = config
     row.replicas = body.replicas or row.replicas
     row.state, row.error, row.updated_at = "loading", None, now
-    add_event(session, row.id, "updating", f"updating to {row.model_ref}", now)
+    add_event(session, row.id, "updating", message, now)
     return row, before
+
+
+def _replacement(session: Session, org_id: str, ref: str, param: str) -> ModelVersion:
+    _, version = registry.resolve(session, org_id, ref, param=param)
+    if version.task not in deployable_tasks() or version.task == TEXT_GENERATION:
+        raise errors.ValidationFailed(
+            f"{ref!r} is a {version.task} model, which cannot replace a served one in place.",
+            param=param,
+            code="task_not_deployable",
+        )
+    return version
+
+
+def _check_scaling(task: str, min_replicas: int) -> None:
+    """Scaling to zero needs a runtime that can tell it is idle: the ones /predict serves."""
+    if min_replicas == 0 and task not in traffic.SPLITTABLE_TASKS:
+        raise errors.ValidationFailed(
+            f"min_replicas 0 (scale to zero) applies to models served by /predict, not {task} models.",
+            param="min_replicas",
+        )
 
 
 def revert(session: Session, deployment_id: str, before: Served, now: datetime, error: str) -> None:

@@ -75,7 +75,7 @@ async def predict_response(
     body = _body(raw_body)
     timeout_s = _timeout(timeout_header, body, platform.settings.predict_timeout_s)
     for attempt in (1, 2):
-        served = _served(platform, principal, deployment)
+        served = await _served(platform, principal, deployment)
         runtime: PredictorRuntime = served.runtime
         rows, top_k = runtime.check(body.get("inputs"), body.get("top_k"))
         usage = RequestUsage(platform, principal, served, request_id)
@@ -162,11 +162,10 @@ async def _read_body(receive: Receive) -> bytes | None:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _served(platform: Platform, principal: Principal, name: str) -> ServedModel:
-    org_id = principal.require_org()
-    served = platform.served_models.lookup(org_id, name)
-    if served is None:
-        raise platform.replicas.missing_model(org_id, name)
+async def _served(platform: Platform, principal: Principal, name: str) -> ServedModel:
+    """The version that answers (drawn by weight for a traffic split); a deployment unloaded
+    while idle loads first (a dict lookup when it is loaded)."""
+    served = await platform.replicas.acquire(principal.require_org(), name)
     if not isinstance(served.runtime, PredictorRuntime):
         raise errors.InvalidRequest(
             f"Deployment {name!r} serves a {served.runtime.task} model; call it through its "

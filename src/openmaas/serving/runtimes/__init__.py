@@ -52,6 +52,11 @@ def load_runtime(task: str, folder: Path, config: dict[str, Any]) -> Runtime:
         from openmaas.serving.runtimes.onnx import load_onnx_runtime
 
         return load_onnx_runtime(task, folder, config)
+    if task == "text-classification" and not (folder / "manifest.json").is_file():
+        from openmaas.serving.runtimes.text_classifier import TextClassifierRuntime, is_hf_classifier
+
+        if is_hf_classifier(folder):  # an imported Hugging Face BertForSequenceClassification
+            return TextClassifierRuntime(folder, config)
     if task in TRAINED_TASKS:
         from openmaas.serving.runtimes.predictor import PredictorRuntime
 

@@ -1,0 +1,128 @@
+"""What loading one deployment needs, read in one transaction: its versions' folders (several for
+a traffic split), settings and size, and how to build and publish its runtimes.
+
+Building runtimes is slow (it reads weights): the replica manager calls `Target.load` on its
+loader thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import accumulate
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from openmaas.registry.models import ModelVersion
+from openmaas.registry.store import ArtifactStore
+from openmaas.serving import memory, traffic
+from openmaas.serving.directory import ServedModel
+from openmaas.serving.models import Deployment
+from openmaas.serving.runtimes import load_runtime
+
+DEFAULT_IDLE_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class Route:
+    """One version a deployment serves, with its share of requests in percent."""
+
+    version_id: str
+    ref: str  # `name:version`, what a prediction reports as its answering model
+    weight: int
+    folder: Path | None
+
+
+@dataclass(frozen=True)
+class Target:
+    deployment_id: str
+    org_id: str
+    name: str
+    task: str
+    config: dict[str, Any]
+    created: int
+    routes: tuple[Route, ...]
+    min_replicas: int
+    idle_timeout_s: float
+    size_bytes: int  # what the memory budget reckons it holds once loaded
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.org_id, self.name)
+
+    def load(self) -> list[Any]:
+        """One runtime per route; if one fails, those already built are closed."""
+        runtimes: list[Any] = []
+        try:
+            for route in self.routes:
+                if route.folder is None:
+                    raise FileNotFoundError(f"the model version {route.ref} was deleted")
+                config = {**self.config, "model_version": route.ref}
+                runtimes.append(load_runtime(self.task, route.folder, config))
+        except BaseException:
+            for runtime in runtimes:
+                runtime.close()
+            raise
+        return runtimes
+
+    def served(self, runtimes: list[Any]) -> ServedModel:
+        """The directory entry: the runtime itself, or for a split one entry per version."""
+        models = tuple(
+            ServedModel(
+                name=self.name,
+                org_id=self.org_id,
+                owner=self.org_id,
+                created=self.created,
+                deployment_id=self.deployment_id,
+                version_id=route.version_id,
+                runtime=runtime,
+            )
+            for route, runtime in zip(self.routes, runtimes, strict=True)
+        )
+        if len(models) == 1:
+            return models[0]
+        first = models[0]
+        return ServedModel(
+            name=first.name,
+            org_id=first.org_id,
+            owner=first.owner,
+            created=first.created,
+            deployment_id=first.deployment_id,
+            version_id=first.version_id,
+            runtime=first.runtime,
+            routes=models,
+            cumulative=tuple(accumulate(route.weight for route in self.routes)),
+        )
+
+
+def build_target(
+    session: Session, row: Deployment, versions: dict[str, ModelVersion], store: ArtifactStore
+) -> Target:
+    """The deployment's target; `versions` are its versions by id (missing: deleted)."""
+    split = row.config.get("traffic") or [{"version_id": row.version_id, "weight": 100}]
+    routes = tuple(_route(session, entry, versions.get(entry["version_id"]), store) for entry in split)
+    replicas = max(1, row.replicas)
+    return Target(
+        deployment_id=row.id,
+        org_id=row.org_id,
+        name=row.name,
+        task=row.task,
+        config={**row.config, "replicas": row.replicas},
+        created=int(row.created_at.timestamp()),
+        routes=routes,
+        min_replicas=int(row.config.get("min_replicas", 1)),
+        idle_timeout_s=float(row.config.get("idle_timeout_s") or DEFAULT_IDLE_TIMEOUT_S),
+        size_bytes=sum(memory.artifact_bytes(route.folder) for route in routes) * replicas,
+    )
+
+
+def _route(
+    session: Session, entry: dict[str, Any], version: ModelVersion | None, store: ArtifactStore
+) -> Route:
+    if version is None:
+        return Route(
+            entry["version_id"], str(entry.get("version", entry["version_id"])), entry["weight"], None
+        )
+    ref = traffic.ref(session, version)
+    return Route(version.id, ref, int(entry["weight"]), store.path(version.artifact_path))

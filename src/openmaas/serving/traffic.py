@@ -1,0 +1,91 @@
+"""Traffic splits: one deployment serving several versions of a model by weight (canaries).
+
+`resolve` checks a requested split against the registry — every version the caller's own, of one
+task that the predict route serves, with one input signature, each listed once, weights summing
+to 100 — and returns what the deployment stores (`config["traffic"]`). Routing a request is a
+weighted draw in `ServedModel.pick`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from openmaas import errors
+from openmaas.registry import service as registry
+from openmaas.registry.models import ModelVersion, RegisteredModel
+from openmaas.serving.runtimes import TENSOR_INFERENCE, TRAINED_TASKS
+from openmaas.serving.schemas import TrafficSplit
+
+# Tasks answered by `/predict`, whose requests can be routed per call between versions.
+SPLITTABLE_TASKS = frozenset({TENSOR_INFERENCE, *TRAINED_TASKS})
+
+
+def resolve(session: Session, org_id: str, entries: Sequence[TrafficSplit]) -> list[dict[str, Any]]:
+    """The split as stored: `[{"version": "name:N", "version_id", "weight"}]`, or raise naming
+    the entry at fault (`traffic.1.version`)."""
+    resolved: list[dict[str, Any]] = []
+    first: ModelVersion | None = None
+    for index, entry in enumerate(entries):
+        param = f"traffic.{index}.version"
+        _, version = registry.resolve(session, org_id, entry.version, param=param)
+        if len(entries) > 1 and version.task not in SPLITTABLE_TASKS:
+            raise errors.ValidationFailed(
+                f"{entry.version!r} is a {version.task} model; traffic splits apply to models served "
+                "by /predict.",
+                param=param,
+                code="traffic_split_unsupported",
+            )
+        if first is None:
+            first = version
+        else:
+            _check_compatible(first, version, entry.version, param)
+        if any(r["version_id"] == version.id for r in resolved):
+            raise errors.ValidationFailed(
+                f"{entry.version!r} is listed twice.", param=param, code="duplicate_version"
+            )
+        resolved.append({"version": ref(session, version), "version_id": version.id, "weight": entry.weight})
+    total = sum(r["weight"] for r in resolved)
+    if total != 100:
+        raise errors.ValidationFailed(
+            f"The traffic weights sum to {total}; they must sum to 100.",
+            param="traffic",
+            code="invalid_traffic",
+        )
+    return resolved
+
+
+def _check_compatible(first: ModelVersion, version: ModelVersion, asked: str, param: str) -> None:
+    if version.task != first.task:
+        raise errors.ValidationFailed(
+            f"{asked!r} is a {version.task} model; every version of a split must be a {first.task} model.",
+            param=param,
+            code="incompatible_version",
+        )
+    if input_signature(version) != input_signature(first):
+        raise errors.ValidationFailed(
+            f"{asked!r} takes other inputs than the split's first version; a split's versions must "
+            "share one input signature.",
+            param=param,
+            code="incompatible_signature",
+        )
+
+
+def input_signature(version: ModelVersion) -> Any:
+    """What a version's predict requests look like (imported text classifiers take texts)."""
+    manifest = version.manifest or {}
+    if "input_signature" in manifest:
+        return manifest["input_signature"]
+    return {"kind": "text"} if manifest.get("source") == "huggingface" else None
+
+
+def ref(session: Session, version: ModelVersion) -> str:
+    """`name:version` of a registry version."""
+    model = session.get(RegisteredModel, version.model_id)
+    return f"{model.name}:{version.version}" if model is not None else version.id
+
+
+def describe(split: Sequence[dict[str, Any]]) -> str:
+    return ", ".join(f"{entry['version']} {entry['weight']}%" for entry in split)

@@ -3,6 +3,7 @@ naming the problem and leave no version and no files behind."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,10 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from typer.testing import CliRunner
 
 from openmaas import Client
+from openmaas.cli.main import app
 from openmaas.optimize.onnx_model import export
 from openmaas.sdk.errors import APIError
 from tests.support.served import Served
@@ -69,13 +72,18 @@ def test_an_onnx_file_imports_deploys_and_predicts(served: Served, tmp_path: Pat
         assert optimise.status_code == 422 and optimise.json()["error"]["code"] == "not_optimizable"
 
 
-def test_a_torch_exported_model_imports(served: Served, tmp_path: Path) -> None:
+def test_a_torch_exported_model_imports_through_the_cli(served: Served, tmp_path: Path) -> None:
     tenant = served.tenant("acme")
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     export(model, torch.randn(2, 4), tmp_path / "mlp.onnx")
+    env = {"OPENMAAS_URL": served.url, "OPENMAAS_API_KEY": tenant.key, "OPENMAAS_CONFIG_DIR": str(tmp_path)}
+    cli = CliRunner().invoke(
+        app, ["models", "import", str(tmp_path / "mlp.onnx"), "--name", "mlp", "--json"], env=env
+    )
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.output)["task"] == "tensor-inference"
     with Client(served.url, tenant.key) as client:
-        version = client.import_model(tmp_path / "mlp.onnx", "mlp")
-        outputs = (client.registry.version(version["ref"]).manifest or {})["output_signature"]["outputs"]
+        outputs = (client.registry.version("mlp:1").manifest or {})["output_signature"]["outputs"]
     assert outputs == [{"name": "output", "dtype": "tensor(float)", "shape": [None, 3], "batch": "dynamic"}]
 
 

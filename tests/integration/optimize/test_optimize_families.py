@@ -1,4 +1,4 @@
-"""Optimising the other trainable families: the text LSTM and the image CNN export to ONNX and
+"""Optimising the other trainable families: the text LSTM and the image and audio CNNs export to ONNX and
 quantise where it helps, measured on their own test splits, and an ONNX text model deploys and
 predicts like its parent. Runs the job's build step directly on tiny trained artifacts."""
 
@@ -15,7 +15,13 @@ from openmaas.optimize.methods import parse_method
 from openmaas.optimize.onnx_model import load_predictor
 from openmaas.registry.artifact import load_artifact
 from tests.integration.jobs.harness import wait_for
-from tests.integration.serving.predict_support import artifact, digit_png, register
+from tests.integration.serving.predict_support import (
+    artifact,
+    digit_png,
+    register,
+    silent_wav,
+    speech_wav,
+)
 from tests.support.served import Served
 
 TEXTS = ["rocket orbit moon launch", "recipe oven flour sugar", "team goal match"]
@@ -40,6 +46,7 @@ def _build(family: str, data: str, method: str, dest: Path) -> dict[str, Any]:
     [
         ("text-classification", "texts.csv", "dynamic-int8", TEXTS),
         ("image-classification", "digits.zip", "static-int8", [digit_png(3), digit_png(7)]),
+        ("audio-classification", "speech.zip", "static-int8", [speech_wav("two"), silent_wav()]),
     ],
 )
 def test_lstm_and_cnn_quantise_with_measured_numbers(

@@ -36,8 +36,9 @@ ARCHITECTURES = frozenset({"mlp", "lstm", "transformer", "small_resnet"})
 HARMFUL = {
     ("small_resnet", DYNAMIC_INT8): (
         "dynamic int8 runs convolutions as ConvInteger with activations quantised on the fly: "
-        "measured about 6x slower than the fp32 ONNX export of the same CNN; use static-int8 "
-        "(calibrated QDQ convolutions) or onnx-fp32, or force=true to measure it anyway"
+        "measured about 6x slower than the fp32 ONNX export of the same CNN (and slower than torch); "
+        "use onnx-fp32 (the fastest measured) or static-int8 (calibrated QDQ convolutions, smaller), "
+        "or force=true to measure it anyway"
     ),
 }
 

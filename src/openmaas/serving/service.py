@@ -172,7 +172,10 @@ def update(
 
 
 def _replacement(session: Session, org_id: str, ref: str, param: str) -> ModelVersion:
-    _, version = registry.resolve(session, org_id, ref, param=param)
+    try:
+        _, version = registry.resolve(session, org_id, ref, param=param)
+    except errors.NotFound as exc:  # an unknown model name is reported against `model`
+        raise errors.NotFound(exc.message, param=param, code=exc.code) from None
     if version.task not in deployable_tasks() or version.task == TEXT_GENERATION:
         raise errors.ValidationFailed(
             f"{ref!r} is a {version.task} model, which cannot replace a served one in place.",

@@ -30,7 +30,10 @@ def resolve(session: Session, org_id: str, entries: Sequence[TrafficSplit]) -> l
     first: ModelVersion | None = None
     for index, entry in enumerate(entries):
         param = f"traffic.{index}.version"
-        _, version = registry.resolve(session, org_id, entry.version, param=param)
+        try:
+            _, version = registry.resolve(session, org_id, entry.version, param=param)
+        except errors.NotFound as exc:  # an unknown model name is reported against `model`
+            raise errors.NotFound(exc.message, param=param, code=exc.code) from None
         if len(entries) > 1 and version.task not in SPLITTABLE_TASKS:
             raise errors.ValidationFailed(
                 f"{entry.version!r} is a {version.task} model; traffic splits apply to models served "

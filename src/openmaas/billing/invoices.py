@@ -26,7 +26,7 @@ from openmaas.billing.money import format_micros, round_to_cents, share_micros, 
 from openmaas.billing.periods import next_period, parse_period, period_bounds, period_of
 from openmaas.billing.pricing import PriceSheet, parse_components
 from openmaas.ids import new_id
-from openmaas.metering.models import UsageRecord
+from openmaas.metering.models import UsageRecord, usage_lines
 from openmaas.tenancy import service as tenancy
 from openmaas.tenancy.models import Organization
 
@@ -150,17 +150,12 @@ def _finalize(session: Session, org: Organization, period: str, *, now: datetime
 
 def _compute(session: Session, org: Organization, period: str, currency: str) -> _Computed:
     start, end = period_bounds(period, org.timezone)
+    ledger = usage_lines(
+        UsageRecord.org_id == org.id, UsageRecord.occurred_at >= start, UsageRecord.occurred_at < end
+    )
+    key = (ledger.c.price_ref, ledger.c.unit, ledger.c.resource_class, ledger.c.model)
     groups = session.execute(
-        select(
-            UsageRecord.price_ref,
-            UsageRecord.unit,
-            UsageRecord.resource_class,
-            UsageRecord.model,
-            func.sum(UsageRecord.quantity),
-            func.sum(UsageRecord.cost_micros),
-        )
-        .where(UsageRecord.org_id == org.id, UsageRecord.occurred_at >= start, UsageRecord.occurred_at < end)
-        .group_by(UsageRecord.price_ref, UsageRecord.unit, UsageRecord.resource_class, UsageRecord.model)
+        select(*key, func.sum(ledger.c.quantity), func.sum(ledger.c.cost_micros)).group_by(*key)
     ).all()
     sheets = _sheets(session, {g[0] for g in groups if g[0] is not None})
     ordered = sorted(

@@ -32,6 +32,7 @@ from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.metering import settlement
 from openmaas.metering.events import UsageEvent
+from openmaas.metering.models import UNIT_COLUMNS
 from openmaas.metering.pricing_events import price_event
 from openmaas.metering.receipts import Completions, Receipt, Written
 
@@ -185,30 +186,32 @@ class UsageLedger:
         return written
 
     def _rows(self, sql: settlement.Sql, batch: list[Receipt]) -> list[tuple[Any, ...]]:
-        """The batch's ledger rows, times already in the database's storage format."""
+        """The batch's ledger rows (one per event), times already in the database's format."""
         recorded_at = sql.time(self._clock.now())
         rows = []
         for p in batch:
             e = p.event
-            occurred_at = sql.time(e.occurred_at)
+            units = dict.fromkeys(UNIT_COLUMNS)
             for line in p.lines:
-                rows.append(
-                    (
-                        e.event_id,
-                        line.unit,
-                        e.org_id,
-                        e.api_key_id,
-                        e.model,
-                        e.deployment,
-                        e.resource_class,
-                        line.quantity,
-                        occurred_at,
-                        line.cost_micros,
-                        line.price_ref,
-                        line.seller_org_id,
-                        recorded_at,
-                    )
+                units[f"qty_{line.unit}"] = line.quantity
+                units[f"cost_{line.unit}"] = line.cost_micros
+            first = p.lines[0]
+            rows.append(
+                (
+                    e.event_id,
+                    e.org_id,
+                    e.api_key_id,
+                    e.model,
+                    e.deployment,
+                    e.resource_class,
+                    sql.time(e.occurred_at),
+                    p.cost_micros,
+                    first.price_ref,
+                    first.seller_org_id,
+                    recorded_at,
+                    *units.values(),
                 )
+            )
         return rows
 
     @contextmanager
@@ -225,15 +228,14 @@ class UsageLedger:
             raise
 
 
-def _claim_lines(batch: list[Receipt], inserted: set[tuple[str, str]]) -> list[Written]:
-    """Which lines of each event were new, when some were not (a retry, or an id twice in a batch)."""
+def _claim_lines(batch: list[Receipt], inserted: set[str]) -> list[Written]:
+    """Which events were new, when some were not (a retry, or an id twice in a batch)."""
     written = []
     for p in batch:
         event_id = p.event.event_id
-        # A set, consumed as claimed: the same id twice in one batch is metered once.
-        new_lines = [line for line in p.lines if (event_id, line.unit) in inserted]
-        inserted.difference_update((event_id, line.unit) for line in new_lines)
-        written.append(Written(event_id, bool(new_lines), sum(line.cost_micros for line in new_lines)))
+        new = event_id in inserted
+        inserted.discard(event_id)  # consumed as claimed: the same id twice in a batch meters once
+        written.append(Written(event_id, new, p.cost_micros if new else 0))
     return written
 
 

@@ -1,42 +1,118 @@
-"""The usage ledger table: append-only, one row per (event, unit), unique on that pair."""
+"""The usage ledger table: append-only, one row per event, unique on its id; and `usage_lines`,
+the same ledger one row per (event, unit), as invoices and usage reports read it.
+
+One row per event, with a quantity and a cost column per unit, is what makes the ledger cheap to
+write: an inference event is one index entry per index, not three (requests, input and output
+tokens), and the unique event id alone decides that a retried event is a no-op.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Index,
+    Integer,
+    String,
+    Subquery,
+    UniqueConstraint,
+    literal,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from openmaas.db.base import Base, UTCDateTime
+from openmaas.metering.events import UNITS
 
 
 class UsageRecord(Base):
     """Rows are inserted by the ledger writer and never updated or deleted by the platform.
 
-    `cost_micros` is the list cost when written (price × quantity under `price_ref`); invoices
-    apply included quantities and graduated tiers over the month on top of the same prices.
+    `qty_<unit>`/`cost_<unit>` are NULL for units the event did not use. A cost is the list cost
+    when written (price × quantity under `price_ref`); invoices apply included quantities and
+    graduated tiers over the month on top of the same prices. `cost_micros` is the event's total.
     """
 
     __tablename__ = "usage_events"
     __table_args__ = (
-        UniqueConstraint("event_id", "unit", name="uq_usage_events_event_id_unit"),
+        UniqueConstraint("event_id", name="uq_usage_events_event_id"),
         Index("ix_usage_events_org_id_occurred_at", "org_id", "occurred_at"),
     )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(120))
-    unit: Mapped[str] = mapped_column(String(40))
     org_id: Mapped[str] = mapped_column(String(40))
     api_key_id: Mapped[str | None] = mapped_column(String(40))
     model: Mapped[str | None] = mapped_column(String(200))
     deployment: Mapped[str | None] = mapped_column(String(200))
     resource_class: Mapped[str | None] = mapped_column(String(20))
-    quantity: Mapped[int] = mapped_column(BigInteger)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     cost_micros: Mapped[int] = mapped_column(BigInteger)
     price_ref: Mapped[str | None] = mapped_column(String(60))
     seller_org_id: Mapped[str | None] = mapped_column(String(40))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    qty_requests: Mapped[int | None] = mapped_column(BigInteger)
+    cost_requests: Mapped[int | None] = mapped_column(BigInteger)
+    qty_rows: Mapped[int | None] = mapped_column(BigInteger)
+    cost_rows: Mapped[int | None] = mapped_column(BigInteger)
+    qty_input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cost_input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    qty_output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cost_output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    qty_compute_ms: Mapped[int | None] = mapped_column(BigInteger)
+    cost_compute_ms: Mapped[int | None] = mapped_column(BigInteger)
+    qty_bytes_ingested: Mapped[int | None] = mapped_column(BigInteger)
+    cost_bytes_ingested: Mapped[int | None] = mapped_column(BigInteger)
+    qty_storage_gb_month_micros: Mapped[int | None] = mapped_column(BigInteger)
+    cost_storage_gb_month_micros: Mapped[int | None] = mapped_column(BigInteger)
+
+
+# The event columns every line repeats, and the per-unit column pairs, in the writer's order.
+EVENT_COLUMNS = (
+    "event_id",
+    "org_id",
+    "api_key_id",
+    "model",
+    "deployment",
+    "resource_class",
+    "occurred_at",
+    "cost_micros",
+    "price_ref",
+    "seller_org_id",
+    "recorded_at",
+)
+UNIT_COLUMNS = tuple(name for unit in UNITS for name in (f"qty_{unit}", f"cost_{unit}"))
+_LINE_SEQ_SCALE = 8  # > len(UNITS): a line's `seq` is its event's × 8 + the unit's index
+
+
+def usage_lines(*conditions: ColumnElement[bool]) -> Subquery:
+    """The ledger as one row per (event, unit) with `unit`, `quantity` and `cost_micros` columns,
+    like a per-unit table; `conditions` on `UsageRecord` filter every branch (so indexes apply)."""
+    branches: list[Any] = []
+    for index, unit in enumerate(UNITS):
+        quantity = getattr(UsageRecord, f"qty_{unit}")
+        branches.append(
+            select(
+                (UsageRecord.seq * _LINE_SEQ_SCALE + index).label("seq"),
+                UsageRecord.event_id,
+                literal(unit, String(40)).label("unit"),
+                UsageRecord.org_id,
+                UsageRecord.api_key_id,
+                UsageRecord.model,
+                UsageRecord.deployment,
+                UsageRecord.resource_class,
+                quantity.label("quantity"),
+                UsageRecord.occurred_at,
+                getattr(UsageRecord, f"cost_{unit}").label("cost_micros"),
+                UsageRecord.price_ref,
+                UsageRecord.seller_org_id,
+            ).where(quantity.is_not(None), *conditions)
+        )
+    return union_all(*branches).subquery("usage_lines")
 
 
 class RateLimitOverride(Base):

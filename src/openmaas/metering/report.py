@@ -8,23 +8,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, Subquery, func, select
 from sqlalchemy.orm import Session
 
 from openmaas import errors
 from openmaas.billing import schemas
 from openmaas.billing.money import format_micros
 from openmaas.billing.periods import zone
-from openmaas.metering.models import UsageRecord
+from openmaas.metering.models import UsageRecord, usage_lines
 from openmaas.tenancy import service as tenancy
 
 GROUPS = ("day", "model", "deployment", "api_key_id", "unit")
-_COLUMNS = {
-    "model": UsageRecord.model,
-    "deployment": UsageRecord.deployment,
-    "api_key_id": UsageRecord.api_key_id,
-    "unit": UsageRecord.unit,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,17 +29,18 @@ class UsageFilter:
     api_key_id: str | None = None
 
 
-def _filtered(query: Select[Any], org_id: str, where: UsageFilter) -> Select[Any]:
-    query = query.where(UsageRecord.org_id == org_id)
+def _lines(org_id: str, where: UsageFilter) -> Subquery:
+    """The organisation's ledger lines (one per event and unit) that `where` selects."""
+    conditions = [UsageRecord.org_id == org_id]
     if where.start is not None:
-        query = query.where(UsageRecord.occurred_at >= where.start)
+        conditions.append(UsageRecord.occurred_at >= where.start)
     if where.end is not None:
-        query = query.where(UsageRecord.occurred_at < where.end)
+        conditions.append(UsageRecord.occurred_at < where.end)
     if where.model is not None:
-        query = query.where(UsageRecord.model == where.model)
+        conditions.append(UsageRecord.model == where.model)
     if where.api_key_id is not None:
-        query = query.where(UsageRecord.api_key_id == where.api_key_id)
-    return query
+        conditions.append(UsageRecord.api_key_id == where.api_key_id)
+    return usage_lines(*conditions)
 
 
 def usage(
@@ -62,16 +57,17 @@ def usage(
             f"group_by: unknown {unknown}; choose from {list(GROUPS)}", param="group_by"
         )
     org = tenancy.get_organization(session, org_id)
-    columns: list[Any] = [_COLUMNS[g] for g in group_by if g != "day"]
+    lines = _lines(org_id, where)
+    columns: list[Any] = [lines.c[g] for g in group_by if g != "day"]
     if "day" in group_by:
-        columns.append(UsageRecord.occurred_at)  # summed per local day below
+        columns.append(lines.c.occurred_at)  # summed per local day below
     query: Select[Any] = select(
         *columns,
-        func.sum(UsageRecord.quantity),
-        func.sum(UsageRecord.cost_micros),
-        func.count(func.distinct(UsageRecord.event_id)),
+        func.sum(lines.c.quantity),
+        func.sum(lines.c.cost_micros),
+        func.count(func.distinct(lines.c.event_id)),
     ).group_by(*columns)
-    rows: Sequence[Any] = session.execute(_filtered(query, org_id, where)).all()
+    rows: Sequence[Any] = session.execute(query).all()
     tz = zone(org.timezone)
     sums: dict[tuple[Any, ...], list[int]] = {}
     for row in rows:
@@ -99,13 +95,14 @@ def events(
     limit: int,
     after: str | None,
 ) -> schemas.UsageReport:
-    """Single ledger rows, newest first; `after` is the `last_id` of the previous page."""
-    query = _filtered(select(UsageRecord), org_id, where)
+    """Single ledger lines (an event's units), newest first; `after` is the previous page's `last_id`."""
+    lines = _lines(org_id, where)
+    query = select(lines)
     if after is not None:
         if not after.isdigit():
             raise errors.ValidationFailed("after: not a cursor from this list", param="after")
-        query = query.where(UsageRecord.seq < int(after))
-    rows = session.scalars(query.order_by(UsageRecord.seq.desc()).limit(limit + 1)).all()
+        query = query.where(lines.c.seq < int(after))
+    rows = session.execute(query.order_by(lines.c.seq.desc()).limit(limit + 1)).all()
     data = [
         schemas.UsageEventPublic(
             request_id=row.event_id,

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from openmaas.db.database import Database
 from openmaas.metering.events import UsageEvent
+from openmaas.metering.models import EVENT_COLUMNS, UNIT_COLUMNS
 
 
 class Sql:
@@ -73,70 +74,46 @@ def transaction(db: Database, connection: Any = None) -> Iterator[Sql]:
 
 
 # The ledger's columns in the order `insert_new` takes each row's values.
-COLUMNS = (
-    "event_id",
-    "unit",
-    "org_id",
-    "api_key_id",
-    "model",
-    "deployment",
-    "resource_class",
-    "quantity",
-    "occurred_at",
-    "cost_micros",
-    "price_ref",
-    "seller_org_id",
-    "recorded_at",
-)
+COLUMNS = (*EVENT_COLUMNS, *UNIT_COLUMNS)
 
 
-def insert_new(sql: Sql, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]] | None:
-    """Insert the rows whose (event_id, unit) is not in the ledger yet. Returns None when every row
-    was inserted (the common case), else the (event_id, unit) pairs that were.
+def insert_new(sql: Sql, rows: list[tuple[Any, ...]]) -> set[str] | None:
+    """Insert the rows (one per event) whose event id is not in the ledger yet. Returns None when
+    every row was inserted (the common case), else the event ids that were.
 
     Times must already be in storage format (`Sql.time`).
     """
     if not rows:
         return None
-    names = ", ".join(COLUMNS)
     if sql.is_sqlite:
         # Write transactions on SQLite are serial (BEGIN IMMEDIATE): rows past `before` are ours.
         before = sql.run("SELECT coalesce(max(seq), 0) FROM usage_events").fetchone()[0]
-        marks = ", ".join("?" * len(COLUMNS))
-        statement = (
-            f"INSERT INTO usage_events ({names}) VALUES ({marks}) ON CONFLICT (event_id, unit) DO NOTHING"
-        )
-        if sql.run_many(statement, rows).rowcount == len(rows):
+        if sql.run_many(_SQLITE_INSERT, rows).rowcount == len(rows):
             return None
-        fresh = sql.run("SELECT event_id, unit FROM usage_events WHERE seq > ?", (before,))
-        return {(event_id, unit) for event_id, unit in fresh}
+        fresh = sql.run("SELECT event_id FROM usage_events WHERE seq > ?", (before,))
+        return {event_id for (event_id,) in fresh}
     # PostgreSQL: one constant statement over column arrays (`unnest`), so the server plans it
-    # once and the driver sends 13 arrays instead of 13 parameters per row.
+    # once and the driver sends one array per column instead of one parameter per row and column.
     result = sql.run(_PG_INSERT, tuple(list(column) for column in zip(*rows, strict=True)))
     if result.rowcount == len(rows):
         return None
-    return {(event_id, unit) for event_id, unit in result}
+    return {event_id for (event_id,) in result}
 
 
-_PG_TYPES = (
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "bigint",
-    "timestamp",
-    "bigint",
-    "text",
-    "text",
-    "timestamp",
+_SQLITE_INSERT = (
+    f"INSERT INTO usage_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+    "ON CONFLICT (event_id) DO NOTHING"
 )
+_PG_TYPES = {
+    "occurred_at": "timestamp",
+    "recorded_at": "timestamp",
+    "cost_micros": "bigint",
+    **{name: "bigint" for name in UNIT_COLUMNS},
+}
+_PG_ARRAYS = ", ".join(f"%s::{_PG_TYPES.get(name, 'text')}[]" for name in COLUMNS)
 _PG_INSERT = (
-    f"INSERT INTO usage_events ({', '.join(COLUMNS)}) "
-    f"SELECT * FROM unnest({', '.join(f'%s::{kind}[]' for kind in _PG_TYPES)}) "
-    "ON CONFLICT (event_id, unit) DO NOTHING RETURNING event_id, unit"
+    f"INSERT INTO usage_events ({', '.join(COLUMNS)}) SELECT * FROM unnest({_PG_ARRAYS}) "
+    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 )
 
 

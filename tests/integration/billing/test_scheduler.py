@@ -34,8 +34,12 @@ def _invoices(clocked: Clocked) -> list[tuple[str, str]]:
 
 def _storage(clocked: Clocked) -> list[tuple[str, str, int]]:
     with clocked.platform.db.read_session() as session:
-        rows = session.scalars(select(UsageRecord).where(UsageRecord.unit == "storage_gb_month_micros"))
-        return sorted((row.org_id, row.event_id.rsplit(":", 1)[1], row.quantity) for row in rows)
+        rows = session.scalars(
+            select(UsageRecord).where(UsageRecord.qty_storage_gb_month_micros.is_not(None))
+        )
+        return sorted(
+            (row.org_id, row.event_id.rsplit(":", 1)[1], row.qty_storage_gb_month_micros or 0) for row in rows
+        )
 
 
 def test_months_close_in_each_zone_after_their_storage_sample_and_only_once(clocked: Clocked) -> None:

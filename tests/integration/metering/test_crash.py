@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from openmaas.bootstrap import Platform
-from openmaas.metering.models import UsageRecord
+from openmaas.metering.models import UsageRecord, usage_lines
 from tests.integration.billing.helpers import make_org, make_pricebook
 
 # A stand-in for an API server: 4 threads "serve" requests, each answered (the id printed) only
@@ -72,11 +72,8 @@ def test_sigkill_under_load_loses_no_acknowledged_usage(platform: Platform, tmp_
     reader.join(10)
     assert len(acknowledged) >= 300, "the child did not get going"
     with platform.db.read_session() as session:
-        rows = session.execute(
-            select(UsageRecord.event_id, func.count())
-            .where(UsageRecord.org_id == org)
-            .group_by(UsageRecord.event_id)
-        ).all()
+        lines = usage_lines(UsageRecord.org_id == org)
+        rows = session.execute(select(lines.c.event_id, func.count()).group_by(lines.c.event_id)).all()
     units = dict(rows)
     missing = [request_id for request_id in acknowledged if request_id not in units]
     assert missing == []

@@ -27,7 +27,15 @@ EVENT_COLUMNS = ("occurred_at", "request_id", "unit", "quantity", "cost", "model
 INVOICE_COLUMNS = ("period", "status", "subtotal", "credit_applied", "amount_due", "currency")
 LINE_COLUMNS = ("kind", "description", "quantity", "included", "amount")
 CREDIT_COLUMNS = ("balance", "unbilled", "reserved", "available", "prepaid", "monthly_cap", "period_spend")
-LISTING_COLUMNS = ("id", "model", "owner_organization_id", "components", "created_at", "withdrawn_at")
+LISTING_COLUMNS = (
+    "id",
+    "model",
+    "owner_organization_id",
+    "components",
+    "available",
+    "created_at",
+    "withdrawn_at",
+)
 PRICEBOOK_COLUMNS = ("id", "plan", "version", "effective_from", "monthly_fee", "currency")
 
 
@@ -150,7 +158,7 @@ def marketplace_listings(url: str | None = UrlOpt, key: str | None = KeyOpt, as_
 
 @marketplace_app.command("publish")
 def marketplace_publish(
-    model: str = typer.Argument(..., help="Model reference, e.g. my-model:3"),
+    model: str = typer.Argument(..., help="One of your model versions: my-model:3, my-model@prod or mv_…"),
     price: list[str] = typer.Option(..., "--price", help="UNIT=PRICE, e.g. output_tokens=0.60; repeat"),
     description: str = typer.Option("", "--description"),
     url: str | None = UrlOpt,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
@@ -57,31 +58,81 @@ def deploy(
     max_batch_size: int = typer.Option(32, "--max-batch-size"),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms"),
     engine: list[str] = typer.Option(None, "--engine", help="LLM engine setting key=value (repeatable)"),
+    min_replicas: int = typer.Option(
+        1, "--min-replicas", help="0: unload when idle, load on the next request"
+    ),
+    idle_timeout: float = typer.Option(
+        None, "--idle-timeout", help="Idle seconds before unloading (default 300)"
+    ),
+    canary: int = typer.Option(
+        None,
+        "--canary",
+        min=1,
+        max=100,
+        help="Send this percent of the existing deployment --name's requests to MODEL (100 promotes it)",
+    ),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until the deployment is ready"),
     url: str | None = UrlOpt,
     key: str | None = KeyOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Deploy a model version; its name becomes the `model` of API calls."""
+    """Deploy a model version; its name becomes the `model` of API calls. With --canary, route a
+    share of an existing deployment's requests to MODEL instead."""
     api = client(url, key)
-    settings = _engine_options(engine or [])
-    created = run(
-        lambda: api.deployments.create(
-            model,
-            name=name,
-            replicas=replicas,
-            max_batch_size=max_batch_size,
-            max_wait_ms=max_wait_ms,
-            engine=settings,
+    if canary is not None:
+        if not name:
+            fail("--canary needs --name: the deployment that gets the canary")
+        created = run(lambda: api.deployments.canary(name, model, canary))
+    else:
+        scaling = {"min_replicas": min_replicas, **({"idle_timeout_s": idle_timeout} if idle_timeout else {})}
+        settings = _engine_options(engine or [])
+        created = run(
+            lambda: api.deployments.create(
+                model,
+                name=name,
+                replicas=replicas,
+                max_batch_size=max_batch_size,
+                max_wait_ms=max_wait_ms,
+                engine=settings,
+                **scaling,
+            )
         )
-    )
+    _finish(api, created, wait, as_json)
+
+
+def _finish(api: Any, deployment: Any, wait: bool, as_json: bool) -> None:
     if wait:
-        with console.status(f"loading {created.name}…", spinner="dots"):
+        with console.status(f"loading {deployment.name}…", spinner="dots"):
             try:
-                created = api.deployments.wait_ready(created.name)
+                deployment = api.deployments.wait_ready(deployment.name)
             except RuntimeError as exc:
                 fail(str(exc))
-    show(created, as_json=as_json, columns=DEPLOYMENT_COLUMNS)
+    show(deployment, as_json=as_json, columns=DEPLOYMENT_COLUMNS)
+    if deployment.traffic and not as_json:
+        console.print("traffic: " + ", ".join(f"{t.version} {t.weight}%" for t in deployment.traffic))
+
+
+@deployments_app.command("traffic")
+def deployments_traffic(
+    name: str = typer.Argument(...),
+    weights: list[str] = typer.Argument(
+        ..., help="VERSION=PERCENT pairs summing to 100, e.g. churn:3=90 churn:4=10"
+    ),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until the new split is serving"),
+    url: str | None = UrlOpt,
+    key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Split a deployment's requests between versions (a canary); one version at 100 promotes or
+    rolls back: `openmaas deployments traffic churn-api churn:3=90 churn:4=10`."""
+    split: dict[str, int] = {}
+    for pair in weights:
+        version, sep, percent = pair.rpartition("=")
+        if not sep or not version or not percent.isdigit():
+            fail(f"traffic takes VERSION=PERCENT, got {pair!r}")
+        split[version] = int(percent)
+    api = client(url, key)
+    _finish(api, run(lambda: api.deployments.traffic(name, split)), wait, as_json)
 
 
 @deployments_app.command("list")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from openmaas.pagination import Page
@@ -19,6 +19,16 @@ def _body(model: str, name: str | None, replicas: int, options: dict[str, Any]) 
     return {"model": model, "replicas": replicas, **({"name": name} if name else {}), **options}
 
 
+def _traffic(weights: Mapping[str, int]) -> dict[str, Any]:
+    return {"traffic": [{"version": version, "weight": weight} for version, weight in weights.items()]}
+
+
+def _canary(current: DeploymentPublic, model: str, percent: int) -> dict[str, int]:
+    """The split that sends `percent` of requests to `model` and the rest to what serves most now."""
+    stable = max(current.traffic, key=lambda t: t.weight).version if current.traffic else current.model
+    return {stable: 100 - percent, model: percent} if percent < 100 else {model: 100}
+
+
 class Deployments:
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -32,7 +42,8 @@ class Deployments:
         idempotency_key: str | None = None,
         **options: Any,
     ) -> DeploymentPublic:
-        """Deploy `model` (`name`, `name:3`, `name@alias`); options: max_batch_size, max_wait_ms, engine."""
+        """Deploy `model` (`name`, `name:3`, `name@alias`); options: max_batch_size, max_wait_ms,
+        max_queue, engine, min_replicas (0: scale to zero), idle_timeout_s."""
         body = _body(model, name, replicas, options)
         return self._client.send(calls.create_deployment(body, idempotency_key))
 
@@ -51,6 +62,15 @@ class Deployments:
         """Serve another version (`model="churn:4"`) or settings; the swap fails no request."""
         body = {**({"model": model} if model else {}), **options}
         return self._client.send(calls.update_deployment(name, body))
+
+    def traffic(self, name: str, weights: Mapping[str, int]) -> DeploymentPublic:
+        """Split requests between versions by percent (`{"churn:3": 90, "churn:4": 10}`);
+        one version at 100 promotes or rolls back."""
+        return self._client.send(calls.update_deployment(name, _traffic(weights)))
+
+    def canary(self, name: str, model: str, percent: int) -> DeploymentPublic:
+        """Send `percent` of the deployment's requests to `model`, the rest to its main version."""
+        return self.traffic(name, _canary(self.get(name), model, percent))
 
     def predict(
         self, name: str, inputs: Sequence[Any], *, top_k: int | None = None, timeout: float | None = None
@@ -103,6 +123,12 @@ class AsyncDeployments:
     async def update(self, name: str, *, model: str | None = None, **options: Any) -> DeploymentPublic:
         body = {**({"model": model} if model else {}), **options}
         return await self._client.send(calls.update_deployment(name, body))
+
+    async def traffic(self, name: str, weights: Mapping[str, int]) -> DeploymentPublic:
+        return await self._client.send(calls.update_deployment(name, _traffic(weights)))
+
+    async def canary(self, name: str, model: str, percent: int) -> DeploymentPublic:
+        return await self.traffic(name, _canary(await self.get(name), model, percent))
 
     async def predict(
         self, name: str, inputs: Sequence[Any], *, top_k: int | None = None, timeout: float | None = None

@@ -3,6 +3,7 @@ promote and roll back are PATCHes, and bad splits are 4xx naming the entry at fa
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -102,3 +103,30 @@ def test_bad_splits_are_refused_naming_the_entry(served: Served) -> None:
         assert both["param"] == "traffic"
         assert http.get("/v1/deployments/api").json()["traffic"] == []
         assert http.post("/v1/deployments/api/predict", json={"inputs": [ROW]}).json()["model"] == v1
+
+
+def test_the_cli_deploys_a_canary_and_sets_the_split(served: Served) -> None:
+    from typer.testing import CliRunner
+
+    from openmaas.cli.main import app
+
+    tenant = served.tenant("acme")
+    stable = register(served, tenant, artifact("tabular-classification"), "churn")
+    canary = register(served, tenant, artifact("tabular-classification", variant=1), "churn")
+    env = {"OPENMAAS_URL": served.url, "OPENMAAS_API_KEY": tenant.key, "OPENMAAS_CONFIG_DIR": "/nonexistent"}
+    runner = CliRunner()
+    created = runner.invoke(
+        app, ["deploy", stable, "--name", "api", "--min-replicas", "0", "--json"], env=env
+    )
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.output)["config"]["min_replicas"] == 0
+    split = runner.invoke(app, ["deploy", canary, "--name", "api", "--canary", "10", "--json"], env=env)
+    assert split.exit_code == 0, split.output
+    traffic = json.loads(split.output)["traffic"]
+    assert [(t["version"], t["weight"]) for t in traffic] == [(stable, 90), (canary, 10)]
+    promoted = runner.invoke(app, ["deployments", "traffic", "api", f"{canary}=100", "--json"], env=env)
+    assert promoted.exit_code == 0, promoted.output
+    assert json.loads(promoted.output)["model"] == canary
+    bad = runner.invoke(app, ["deployments", "traffic", "api", f"{canary}=60", f"{stable}=30"], env=env)
+    assert bad.exit_code != 0 and "100" in bad.output
+    assert "--canary" in runner.invoke(app, ["deploy", "--help"]).output

@@ -132,6 +132,7 @@ class ReplicaManager:
         key = (org_id, name)
         with self._lock:
             self._cold.pop(key, None)
+            self._last_used.pop(key, None)
             for deployment_id in [d for d, r in self._resident.items() if r.key == key]:
                 del self._resident[deployment_id]
         served = self._directory.unregister(org_id, name)

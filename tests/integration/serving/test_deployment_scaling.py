@@ -14,7 +14,7 @@ import pytest
 
 from openmaas import Client
 from openmaas.api.app import create_app
-from openmaas.bootstrap import Platform
+from openmaas.bootstrap import Platform, build_platform
 from openmaas.serving.memory import MIB, artifact_bytes
 from tests.integration.serving.predict_support import artifact, register
 from tests.support.clock import FakeClock
@@ -183,3 +183,24 @@ def test_scaling_options_are_validated(scaled: Served) -> None:
             created.json()["config"]["min_replicas"] == 0
             and created.json()["config"]["idle_timeout_s"] == 300
         )
+
+
+def test_after_a_restart_a_scale_to_zero_deployment_waits_for_its_first_request(
+    scaled: Served, clock: FakeClock
+) -> None:
+    tenant = scaled.tenant("acme")
+    ref = register(scaled, tenant, artifact("tabular-classification"), "churn")
+    with Client(scaled.url, tenant.key) as client:
+        client.deployments.create(ref, name="api", min_replicas=0)
+        client.deployments.wait_ready("api", timeout=60)
+    restarted = build_platform(scaled.platform.settings, clock=clock)
+    try:
+        with running_server(create_app(restarted)) as url:
+            assert not restarted.replicas.is_loaded(tenant.org_id, "api")
+            again = Served(url, restarted, scaled.admin_key)
+            assert _predict(again, tenant.key, "api").status_code == 200
+            assert restarted.replicas.is_loaded(tenant.org_id, "api")
+            with Client(url, tenant.key) as client:
+                assert _kinds(client, "api")[0] == "cold_start"
+    finally:
+        restarted.close()

@@ -15,6 +15,7 @@ metered, rate-limited, budget-checked request adds.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import statistics
 import tempfile
@@ -133,6 +134,11 @@ def added_latency(platform: Platform, requests: int, *, capped: bool) -> tuple[f
     return p50 * 1000, p99 * 1000, cpu_per_request * 1000
 
 
+def _load() -> str:
+    """The 1-minute load average: numbers from a shared machine mean little without it."""
+    return f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "n/a"
+
+
 def run(label: str, url: str, home: Path, args: argparse.Namespace) -> None:
     platform = _platform(home, url)
     try:
@@ -140,7 +146,7 @@ def run(label: str, url: str, home: Path, args: argparse.Namespace) -> None:
         print(
             f"{label:10s} ledger sustained: {rate:,.0f} events/s (3 units each, one ledger row), "
             f"{per_cpu_second:,.0f} events per CPU-second of this process; "
-            f"{args.producers} producers, {args.events:,} events"
+            f"{args.producers} producers, {args.events:,} events; load average {_load()}"
         )
         for capped in (False, True):
             p50, p99, cpu = added_latency(platform, args.requests, capped=capped)

@@ -5,13 +5,14 @@ across several servers sharing a database — all on a moved clock, without slee
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
 
 from openmaas.billing.models import Invoice
-from openmaas.billing.scheduler import CHORE, claim, slot_of
+from openmaas.billing.scheduler import CHORE, BillingScheduler, claim, slot_of
 from openmaas.metering.models import UsageRecord
 from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_org, make_pricebook, meter
@@ -130,3 +131,26 @@ def test_several_servers_run_each_slot_once(clocked: Clocked, tmp_path: Path, da
     finally:
         for other in others:
             other.close()
+
+
+def test_the_scheduler_thread_runs_the_chores_and_stops(clocked: Clocked) -> None:
+    platform = clocked.platform
+    org = make_org(platform, "acme")
+    clocked.move_to(datetime(2026, 12, 1, 0, 30, tzinfo=UTC))
+    scheduler = BillingScheduler(
+        platform.db,
+        platform.meter,
+        platform.store,
+        clocked.clock,
+        currency="USD",
+        interval_s=0.02,
+        finalize_grace_s=300,
+    )
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 10
+        while _invoices(clocked) == [] and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        scheduler.close()
+    assert _invoices(clocked) == [(org, "2026-11")]

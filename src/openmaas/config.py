@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     serving_memory_budget_mb: float | None = Field(default=None, gt=0)
     cold_start_wait_s: float = Field(default=30.0, gt=0)
     serving_sweep_interval_s: float = Field(default=5.0, ge=0)
+    # Explanations: each deployment's own small queue (full → 503), rows per request, the most
+    # integrated-gradients steps a request may ask for, and the default deadline.
+    explain_max_queue: int = 4
+    explain_max_rows: int = 16
+    explain_max_steps: int = 256
+    explain_timeout_s: float = 60.0
     rate_limit_requests_per_minute: int | None = 3_000
     rate_limit_tokens_per_minute: int | None = 2_000_000
     marketplace_platform_share_bps: int = 2_000  # the platform keeps 20% of marketplace sales

@@ -18,6 +18,7 @@ from openmaas.api.routers import (
     billing,
     datasets,
     deployments,
+    explain,
     health,
     imports,
     jobs,
@@ -68,6 +69,7 @@ def create_app(platform: Platform) -> FastAPI:
         module.router
         for module in (
             predict,
+            explain,
             openai,
             models,
             tenant,

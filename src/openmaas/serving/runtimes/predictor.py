@@ -20,6 +20,7 @@ from openmaas.datasets.preprocessing.tabular import TabularPreprocessor
 from openmaas.errors import ValidationFailed
 from openmaas.registry.artifact import load_artifact, read_manifest
 from openmaas.serving.batcher import Batcher, BatchStats
+from openmaas.serving.explain.explainer import Explainer, ExplainLimits
 from openmaas.serving.signatures import InputCheck, input_check
 from openmaas.serving.tabular_encoder import TabularEncoder
 from openmaas.training.config import Task
@@ -67,6 +68,8 @@ class PredictorRuntime:
             max_queue=int(config.get("max_queue", 1024)),
             name=f"predict-{folder.name}",
         )
+        self._name = folder.name
+        self._explainer: Explainer | None = None
 
     def _load_predictor(self, folder: Path, threads: int) -> Predictor:
         """One replica's model; runtimes of other model formats (ONNX) override this."""
@@ -113,8 +116,24 @@ class PredictorRuntime:
         finally:
             self.in_flight -= 1
 
+    def explainer(self, limits: ExplainLimits) -> Explainer:
+        """The deployment's explainer (own model copy, own small queue), made on first use;
+        raises InvalidRequest `explanations_unsupported` for models it cannot explain."""
+        if self._explainer is None:
+            self._explainer = Explainer(
+                self.predictors[0],
+                task=self.task,
+                labels=self.labels,
+                encode=lambda rows: self._encode(self.predictors[0], rows),
+                limits=limits,
+                name=self._name,
+            )
+        return self._explainer
+
     def close(self) -> None:
         self.batcher.close()
+        if self._explainer is not None:
+            self._explainer.close()
 
     # Replica threads only, below.
 

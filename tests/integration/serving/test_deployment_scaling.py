@@ -5,9 +5,12 @@ idle deployments first, or fail saying why."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +18,9 @@ import pytest
 from openmaas import Client
 from openmaas.api.app import create_app
 from openmaas.bootstrap import Platform, build_platform
+from openmaas.serving import loading
 from openmaas.serving.memory import MIB, artifact_bytes
+from openmaas.serving.runtimes import load_runtime
 from tests.integration.serving.predict_support import artifact, register
 from tests.support.clock import FakeClock
 from tests.support.platforms import make_platform
@@ -63,7 +68,9 @@ def _kinds(client: Client, name: str) -> list[str]:
     return [e.kind for e in client.deployments.events(name).data]
 
 
-def test_an_idle_deployment_scales_to_zero_and_cold_starts_once(scaled: Served, clock: FakeClock) -> None:
+def test_an_idle_deployment_scales_to_zero_and_cold_starts_once(
+    scaled: Served, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tenant = scaled.tenant("acme")
     replicas = scaled.platform.replicas
     ref = register(scaled, tenant, artifact("tabular-classification"), "churn")
@@ -83,8 +90,25 @@ def test_an_idle_deployment_scales_to_zero_and_cold_starts_once(scaled: Served, 
         assert client.deployments.get("api").state == "ready"
         assert _kinds(client, "api")[0] == "scaled_to_zero"
 
+        # Hold the load until all eight requests have been waiting on it for a while.
+        builds: list[str] = []
+        release = threading.Event()
+
+        def slow_load(task: str, folder: Path, config: dict[str, Any]) -> Any:
+            builds.append(config["model_version"])
+            assert release.wait(30)
+            return load_runtime(task, folder, config)
+
+        monkeypatch.setattr(loading, "load_runtime", slow_load)
         with ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(lambda _: _predict(scaled, tenant.key, "api"), range(8)))
+            pending = [pool.submit(_predict, scaled, tenant.key, "api") for _ in range(8)]
+            deadline = time.monotonic() + 30
+            while not builds and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.5)
+            release.set()
+            answers = [p.result() for p in pending]
+        assert builds == [ref]
         assert [a.status_code for a in answers] == [200] * 8
         assert {a.json()["model"] for a in answers} == {ref}
         kinds = _kinds(client, "api")

@@ -228,3 +228,16 @@ def test_after_a_restart_a_scale_to_zero_deployment_waits_for_its_first_request(
                 assert _kinds(client, "api")[0] == "cold_start"
     finally:
         restarted.close()
+
+
+def test_llms_cannot_scale_to_zero(scaled: Served, tmp_path: Path) -> None:
+    from openmaas.engine.testing import build_tiny_model
+
+    tenant = scaled.tenant("acme")
+    folder = build_tiny_model(tmp_path / "tiny", "qwen2", max_position_embeddings=128)
+    with Client(scaled.url, tenant.key) as client:
+        client.import_model(folder, "tiny")
+    with scaled.client(tenant.key) as http:
+        response = http.post("/v1/deployments", json={"model": "tiny", "min_replicas": 0})
+        assert response.status_code == 422 and response.json()["error"]["param"] == "min_replicas"
+        assert http.get("/v1/deployments").json()["data"] == []  # nothing half-made

@@ -15,6 +15,7 @@ from openmaas.sdk.calls import Call
 from openmaas.sdk.client import DEFAULT_URL
 from openmaas.sdk.deployments import AsyncDeployments
 from openmaas.sdk.errors import APIConnectionError
+from openmaas.sdk.optimizations import AsyncOptimizations
 from openmaas.tenancy import schemas
 
 T = TypeVar("T")
@@ -43,6 +44,7 @@ class AsyncClient:
         self.training_jobs = AsyncTrainingJobs(self)
         self.registry = AsyncRegistry(self)
         self.deployments = AsyncDeployments(self)
+        self.optimizations = AsyncOptimizations(self)
 
     async def send(self, call: Call[T]) -> T:
         try:

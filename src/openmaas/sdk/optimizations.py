@@ -11,6 +11,7 @@ from openmaas.pagination import Page
 from openmaas.sdk.calls import Call
 
 if TYPE_CHECKING:
+    from openmaas.sdk.async_client import AsyncClient
     from openmaas.sdk.client import Client
 
 PATH = "/v1/optimizations"
@@ -57,3 +58,40 @@ class Optimizations:
     def wait(self, job_id: str, timeout: float = 3600.0, interval: float = 0.5) -> JobPublic:
         """Poll the job until it ends (any kind of job; see `client.jobs.wait`)."""
         return self._client.jobs.wait(job_id, timeout=timeout, interval=interval)
+
+
+class AsyncOptimizations:
+    """`Optimizations`, awaited."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        model: str,
+        *,
+        method: str,
+        max_metric_drop: float | None = None,
+        force: bool = False,
+        idempotency_key: str | None = None,
+    ) -> JobPublic:
+        body = optimization_body(model, method, max_metric_drop, force)
+        return await self._client.send(Call("POST", PATH, JobPublic, body, idempotency_key=idempotency_key))
+
+    async def list(self, *, limit: int | None = None, after: str | None = None) -> Page[JobPublic]:
+        params = {"limit": limit, "after": after}
+        return await self._client.send(Call("GET", PATH, Page[JobPublic], params=params))
+
+    async def get(self, job_id: str) -> JobPublic:
+        return await self._client.send(Call("GET", f"{PATH}/{job_id}", JobPublic))
+
+    async def cancel(self, job_id: str) -> JobPublic:
+        return await self._client.send(Call("POST", f"{PATH}/{job_id}/cancel", JobPublic))
+
+    async def events(self, job_id: str, *, after: int | None = None) -> JobEventList:
+        return await self._client.send(
+            Call("GET", f"{PATH}/{job_id}/events", JobEventList, params={"after": after})
+        )
+
+    async def wait(self, job_id: str, timeout: float = 3600.0, interval: float = 0.5) -> JobPublic:
+        return await self._client.jobs.wait(job_id, timeout=timeout, interval=interval)

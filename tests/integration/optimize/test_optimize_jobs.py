@@ -156,3 +156,22 @@ def test_bad_requests_are_4xx_naming_the_field(served_fast: Served) -> None:
         )
         assert negative.status_code == 422
         assert stranger.get("/v1/optimizations").json()["data"] == []
+
+
+def test_async_sdk_reaches_the_same_routes(served_fast: Served) -> None:
+    import asyncio
+
+    from openmaas import AsyncClient
+    from openmaas.sdk.errors import NotFoundError, UnprocessableEntityError
+
+    tenant = served_fast.tenant("acme")
+
+    async def scenario() -> None:
+        async with AsyncClient(served_fast.url, tenant.key) as client:
+            assert (await client.optimizations.list()).data == []
+            with pytest.raises(NotFoundError):
+                await client.optimizations.create("nope:1", method="onnx-fp32")
+            with pytest.raises(UnprocessableEntityError):
+                await client.optimizations.create("nope:1", method="int3")
+
+    asyncio.run(scenario())

@@ -95,6 +95,9 @@ class DeploymentPublic(BaseModel):
     traffic: list[TrafficPublic] = Field(
         default_factory=list, description="The versions sharing the requests (empty: `model` takes all)"
     )
+    scaled_to_zero: bool = Field(
+        default=False, description="Ready but unloaded (idle or evicted): its next request loads it"
+    )
     error: str | None
     created_at: datetime
     updated_at: datetime

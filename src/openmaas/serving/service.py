@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,7 +32,11 @@ from openmaas.serving.schemas import (
 ACTIVE_STATES = ("pending", "loading", "ready")
 
 
-def public(row: Deployment) -> DeploymentPublic:
+# Whether this server holds a deployment's runtimes: `(org id, name) -> bool`.
+IsLoaded = Callable[[str, str], bool]
+
+
+def public(row: Deployment, is_loaded: IsLoaded | None = None) -> DeploymentPublic:
     return DeploymentPublic(
         id=row.id,
         name=row.name,
@@ -42,6 +47,7 @@ def public(row: Deployment) -> DeploymentPublic:
         replicas=row.replicas,
         config=row.config,
         traffic=[TrafficPublic(**entry) for entry in row.config.get("traffic", ())],
+        scaled_to_zero=row.state == "ready" and is_loaded is not None and not is_loaded(row.org_id, row.name),
         error=row.error,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -110,9 +116,13 @@ def get(session: Session, org_id: str, id_or_name: str) -> Deployment:
     return row
 
 
-def list_page(session: Session, org_id: str, *, limit: int, after: str | None) -> Page[DeploymentPublic]:
+def list_page(
+    session: Session, org_id: str, *, limit: int, after: str | None, is_loaded: IsLoaded | None = None
+) -> Page[DeploymentPublic]:
     query = select(Deployment).where(Deployment.org_id == org_id)
-    return paginate(session, query, Deployment.id, limit=limit, after=after, to_public=public)
+    return paginate(
+        session, query, Deployment.id, limit=limit, after=after, to_public=lambda row: public(row, is_loaded)
+    )
 
 
 def stop(session: Session, org_id: str, id_or_name: str, now: datetime) -> Deployment:

@@ -87,7 +87,12 @@ def test_an_idle_deployment_scales_to_zero_and_cold_starts_once(
         replicas.sweep().result()
         assert not replicas.is_loaded(tenant.org_id, "api")
         assert replicas.is_loaded(tenant.org_id, "pinned")  # min_replicas 1 stays
-        assert client.deployments.get("api").state == "ready"
+        idle = client.deployments.get("api")
+        assert idle.state == "ready" and idle.scaled_to_zero
+        assert {d.name: d.scaled_to_zero for d in client.deployments.list().data} == {
+            "api": True,
+            "pinned": False,
+        }
         assert _kinds(client, "api")[0] == "scaled_to_zero"
 
         # Hold the load until all eight requests have been waiting on it for a while.
@@ -113,6 +118,7 @@ def test_an_idle_deployment_scales_to_zero_and_cold_starts_once(
         assert {a.json()["model"] for a in answers} == {ref}
         kinds = _kinds(client, "api")
         assert kinds.count("cold_start") == 1 and kinds[0] == "cold_start"
+        assert not client.deployments.get("api").scaled_to_zero
         assert replicas.is_loaded(tenant.org_id, "api")
 
 

@@ -37,13 +37,21 @@ def create_deployment(
 @router.get("", response_model=Page[DeploymentPublic], name="deployments.list")
 def list_deployments(platform: PlatformDep, caller: Read, page: PageDep) -> object:
     with platform.db.read_session() as session:
-        return service.list_page(session, caller.require_org(), limit=page.limit, after=page.after)
+        return service.list_page(
+            session,
+            caller.require_org(),
+            limit=page.limit,
+            after=page.after,
+            is_loaded=platform.replicas.is_loaded,
+        )
 
 
 @router.get("/{deployment}", response_model=DeploymentPublic, name="deployments.get")
 def get_deployment(deployment: str, platform: PlatformDep, caller: Read) -> object:
     with platform.db.read_session() as session:
-        return service.public(service.get(session, caller.require_org(), deployment))
+        return service.public(
+            service.get(session, caller.require_org(), deployment), platform.replicas.is_loaded
+        )
 
 
 @router.patch("/{deployment}", response_model=DeploymentPublic, name="deployments.update")
@@ -55,7 +63,7 @@ def update_deployment(
     with platform.db.session() as session:
         row, before = service.update(session, org_id, deployment, body, platform.clock.now())
         public = service.public(row)
-    if platform.served_models.lookup(org_id, public.name) is not None:
+    if platform.replicas.is_loaded(org_id, public.name):
         platform.replicas.update(public.id, before)
     else:  # nothing is serving it (it had failed): load it afresh
         platform.replicas.load(public.id)

@@ -9,6 +9,7 @@ from openmaas.cli import (
     admin,
     billing,
     datasets,
+    explain,
     models,
     optimize,
     server,
@@ -40,6 +41,7 @@ app.command()(optimize.optimize)
 app.add_typer(training.jobs_app, name="jobs")
 app.command()(serving.deploy)
 app.command()(serving.predict)
+app.command()(explain.explain)
 app.add_typer(serving.deployments_app, name="deployments")
 
 if __name__ == "__main__":

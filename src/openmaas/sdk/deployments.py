@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from openmaas.pagination import Page
 from openmaas.sdk import calls
+from openmaas.serving.explain.schemas import ExplanationsPublic
 from openmaas.serving.schemas import DeploymentEventPublic, DeploymentPublic, PredictionsPublic
 
 if TYPE_CHECKING:
@@ -21,6 +22,19 @@ def _body(model: str, name: str | None, replicas: int, options: dict[str, Any]) 
 
 def _traffic(weights: Mapping[str, int]) -> dict[str, Any]:
     return {"traffic": [{"version": version, "weight": weight} for version, weight in weights.items()]}
+
+
+def _explain(
+    name: str,
+    inputs: Sequence[Any],
+    target: str | None,
+    steps: int | None,
+    baseline: Any,
+    timeout: float | None,
+) -> calls.Call[ExplanationsPublic]:
+    options = {"target": target, "steps": steps, "baseline": baseline, "timeout": timeout}
+    body = {"inputs": [*inputs], **{k: v for k, v in options.items() if v is not None}}
+    return calls.Call("POST", f"/v1/deployments/{name}/explain", ExplanationsPublic, body)
 
 
 def _canary(current: DeploymentPublic, model: str, percent: int) -> dict[str, int]:
@@ -78,6 +92,20 @@ class Deployments:
         """Predictions for `inputs` in the model's signature (feature rows, base64 files, texts, user ids)."""
         return self._client.send(calls.predict(name, [*inputs], top_k, timeout))
 
+    def explain(
+        self,
+        name: str,
+        inputs: Sequence[Any],
+        *,
+        target: str | None = None,
+        steps: int | None = None,
+        baseline: Any = None,
+        timeout: float | None = None,
+    ) -> ExplanationsPublic:
+        """Feature attributions (integrated gradients) for `inputs`, explaining `target` (a class
+        label; default: each row's predicted class) against `baseline` in `steps` steps."""
+        return self._client.send(_explain(name, inputs, target, steps, baseline, timeout))
+
     def stop(self, name: str) -> DeploymentPublic:
         return self._client.send(calls.stop_deployment(name))
 
@@ -134,6 +162,18 @@ class AsyncDeployments:
         self, name: str, inputs: Sequence[Any], *, top_k: int | None = None, timeout: float | None = None
     ) -> PredictionsPublic:
         return await self._client.send(calls.predict(name, [*inputs], top_k, timeout))
+
+    async def explain(
+        self,
+        name: str,
+        inputs: Sequence[Any],
+        *,
+        target: str | None = None,
+        steps: int | None = None,
+        baseline: Any = None,
+        timeout: float | None = None,
+    ) -> ExplanationsPublic:
+        return await self._client.send(_explain(name, inputs, target, steps, baseline, timeout))
 
     async def stop(self, name: str) -> DeploymentPublic:
         return await self._client.send(calls.stop_deployment(name))

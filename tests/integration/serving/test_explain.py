@@ -5,9 +5,11 @@ predictions keep flowing."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import io
+import json
 import shutil
 import threading
 import time
@@ -19,8 +21,10 @@ import httpx
 import pytest
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
 
-from openmaas import Client
+from openmaas import AsyncClient, Client
+from openmaas.cli.main import app
 from openmaas.registry.artifact import WEIGHTS, load_artifact, write_artifact
 from openmaas.serving.explain.attribution import feature_widths
 from openmaas.serving.explain.explainer import Explainer, ExplainLimits
@@ -284,3 +288,32 @@ def test_an_explanation_past_its_deadline_answers_504(served: Served) -> None:
         release.set()
         assert running.result(30).status_code == 200
     assert late.status_code == 504 and late.json()["error"]["code"] == "deadline_exceeded"
+
+
+def test_sdk_and_cli_explain(served: Served, tmp_path: Path) -> None:
+    tenant = served.tenant("acme")
+    _deploy(served, tenant, _blind_to_noise(tmp_path), "churn")
+    with Client(served.url, tenant.key) as client:
+        answer = client.deployments.explain("churn", ROWS[:1], target="no", steps=16)
+    assert answer.steps == 16 and answer.explanations[0].target == "no"
+    assert abs(answer.explanations[0].attributions["noise"]) < 1e-6
+
+    async def explain_async() -> Any:
+        async with AsyncClient(served.url, tenant.key) as client:
+            return await client.deployments.explain("churn", ROWS, timeout=20)
+
+    assert len(asyncio.run(explain_async()).explanations) == 2
+    env = {"OPENMAAS_URL": served.url, "OPENMAAS_API_KEY": tenant.key, "OPENMAAS_CONFIG_DIR": "/nonexistent"}
+    table = CliRunner().invoke(
+        app, ["explain", "churn", "--input", json.dumps(ROWS[0]), "--top", "2"], env=env
+    )
+    assert table.exit_code == 0, table.output
+    assert "age" in table.output and "noise" not in table.output and "convergence delta" in table.output
+    (tmp_path / "rows.json").write_text(json.dumps(ROWS))
+    raw = CliRunner().invoke(
+        app, ["explain", "churn", "--inputs-file", str(tmp_path / "rows.json"), "--json"], env=env
+    )
+    assert raw.exit_code == 0, raw.output
+    assert len(json.loads(raw.output)["explanations"]) == 2
+    neither = CliRunner().invoke(app, ["explain", "churn"], env=env)
+    assert neither.exit_code != 0 and "--input" in neither.output

@@ -193,6 +193,7 @@ def test_bad_requests_get_4xx_naming_the_field(served: Served) -> None:
     _deploy(served, tenant, artifact("tabular-regression"), "reg")
     _deploy(served, tenant, artifact("text-classification"), "txt")
     _deploy(served, tenant, artifact("recommendation"), "rec")
+    _deploy(served, tenant, artifact("image-classification"), "img")
     row = ROWS[0]
     with served.client(tenant.key) as http:
         assert _error(http, "tab", {"inputs": [{"plan": "pro", "noise": 1}]})["param"] == "inputs.0.age"
@@ -212,6 +213,11 @@ def test_bad_requests_get_4xx_naming_the_field(served: Served) -> None:
         assert _error(http, "txt", {"inputs": ["hi"], "baseline": "pad"})["param"] == "baseline"
         assert _error(http, "tab", {"inputs": [row], "timeout": 0})["param"] == "timeout"
         assert _error(http, "tab", {"inputs": [row], "colour": 1})["param"] == "colour"
+        png = b64(digit_png(1))
+        undecodable = _error(http, "img", {"inputs": [png, b64(b"GIF89a garbage")]})
+        assert undecodable["param"] == "inputs.1" and "image" in undecodable["message"]
+        assert _error(http, "img", {"inputs": ["not base64!"]})["param"] == "inputs.0"
+        assert _error(http, "img", {"inputs": [png], "baseline": -0.5})["param"] == "baseline"
         bad_json = http.post(
             "/v1/deployments/tab/explain", content=b"{nope", headers={"content-type": "application/json"}
         )

@@ -72,6 +72,9 @@ class Explainer:
             raise unsupported(
                 task, "it runs outside PyTorch (ONNX Runtime or quantized), so it has no gradients."
             )
+        embedding = getattr(predictor.model, "embedding", None)
+        if task == Task.TEXT_CLASSIFICATION and not isinstance(embedding, nn.Embedding):
+            raise unsupported(task, "its token embedding layer cannot be found.")
         self.task = task
         self.labels = list(labels)
         self.limits = limits

@@ -12,9 +12,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from openmaas import errors
+from openmaas.billing import marketplace
 from openmaas.ids import new_id
 from openmaas.pagination import Page, paginate
-from openmaas.registry import service as registry
 from openmaas.registry.models import ModelVersion, RegisteredModel
 from openmaas.serving import traffic
 from openmaas.serving.loading import DEFAULT_IDLE_TIMEOUT_S
@@ -55,7 +55,8 @@ def public(row: Deployment, is_loaded: IsLoaded | None = None) -> DeploymentPubl
 
 
 def create(session: Session, org_id: str, body: DeploymentCreate, now: datetime) -> Deployment:
-    model, version = registry.resolve(session, org_id, body.model)
+    # The caller's own version, or another organisation's through its marketplace listing (lst_…).
+    model, version = marketplace.deployable_version(session, org_id, body.model)
     if version.task not in deployable_tasks():
         raise errors.ValidationFailed(
             f"{body.model!r} is a {version.task} model, which this server cannot deploy yet; "
@@ -183,7 +184,7 @@ def update(
 
 def _replacement(session: Session, org_id: str, ref: str, param: str) -> ModelVersion:
     try:
-        _, version = registry.resolve(session, org_id, ref, param=param)
+        _, version = marketplace.deployable_version(session, org_id, ref)
     except errors.NotFound as exc:  # an unknown model name is reported against `model`
         raise errors.NotFound(exc.message, param=param, code=exc.code) from None
     if version.task not in deployable_tasks() or version.task == TEXT_GENERATION:

@@ -17,6 +17,7 @@ from fastapi.responses import Response
 
 from openmaas import errors
 from openmaas.api.deps import PrincipalDep
+from openmaas.api.inference_requests import disconnect_probe, json_body, request_timeout
 from openmaas.api.middleware import AUDIT_OFF
 from openmaas.bootstrap import Platform
 from openmaas.serving.batcher import ReplicaClosed
@@ -29,7 +30,6 @@ from openmaas.serving.usage import RequestUsage
 from openmaas.tenancy import scopes
 from openmaas.tenancy.auth import Principal
 
-MAX_TIMEOUT_S = 3600.0
 _BODY_FIELDS = frozenset({"inputs", "target", "steps", "baseline", "timeout"})
 
 router = APIRouter(prefix="/v1/deployments", tags=["predictions"])
@@ -52,10 +52,10 @@ async def explain(deployment: str, request: Request, principal: PrincipalDep) ->
         request.app.state.platform,
         principal,
         deployment,
-        _body(await request.body()),
+        json_body(await request.body(), _BODY_FIELDS),
         request.headers.get("x-request-timeout"),
         request.state.request_id,
-        _disconnect_probe(request),
+        disconnect_probe(request.receive),
     )
     return Response(orjson.dumps(payload), media_type="application/json")
 
@@ -73,9 +73,9 @@ async def explain_payload(
     principal.require(scopes.INFERENCE)
     settings = platform.settings
     limits = ExplainLimits(settings.explain_max_queue, settings.explain_max_rows, settings.explain_max_steps)
-    timeout_s = _timeout(timeout_header, body, settings.explain_timeout_s)
+    timeout_s = request_timeout(timeout_header, body, settings.explain_timeout_s)
     for attempt in (1, 2):
-        served = _served(platform, principal, deployment)
+        served = await _served(platform, principal, deployment)
         runtime: PredictorRuntime = served.runtime
         explainer = runtime.explainer(limits)
         rows = explainer.check_rows(runtime.check(body.get("inputs"), None)[0])
@@ -113,11 +113,9 @@ async def explain_payload(
     raise AssertionError("unreachable")
 
 
-def _served(platform: Platform, principal: Principal, name: str) -> ServedModel:
-    org_id = principal.require_org()
-    served = platform.served_models.lookup(org_id, name)
-    if served is None:
-        raise platform.replicas.missing_model(org_id, name)
+async def _served(platform: Platform, principal: Principal, name: str) -> ServedModel:
+    """As predict's: the version that answers (by weight for a split), loaded first if idle."""
+    served = await platform.replicas.acquire(principal.require_org(), name)
     if not isinstance(served.runtime, PredictorRuntime):
         raise errors.InvalidRequest(
             f"Explanations are not available for deployment {name!r}: it serves a "
@@ -126,42 +124,3 @@ def _served(platform: Platform, principal: Principal, name: str) -> ServedModel:
             code="explanations_unsupported",
         )
     return served
-
-
-def _body(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise errors.InvalidRequest("The body is not valid JSON.", code="invalid_json") from None
-    if type(body) is not dict:
-        raise errors.ValidationFailed('The body must be an object: {"inputs": [...]}.', param="body")
-    if "inputs" not in body:
-        raise errors.ValidationFailed("inputs is required.", param="inputs")
-    unknown = sorted(set(body) - _BODY_FIELDS)
-    if unknown:
-        raise errors.ValidationFailed(f"Unknown field {unknown[0]!r}.", param=unknown[0])
-    return body
-
-
-def _timeout(header: str | None, body: dict[str, Any], default: float) -> float:
-    value: Any = body.get("timeout", header)
-    if value is None:
-        return default
-    param = "timeout" if "timeout" in body else "X-Request-Timeout"
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if type(value) is bool or not 0 < seconds <= MAX_TIMEOUT_S:
-        raise errors.ValidationFailed(
-            f"{param} must be a number of seconds in (0, {MAX_TIMEOUT_S:g}].", param=param
-        )
-    return seconds
-
-
-def _disconnect_probe(request: Request) -> Callable[[], bool] | None:
-    """uvicorn flags a lost connection on its request cycle; other servers get no probe."""
-    cycle = getattr(request.receive, "__self__", None)
-    if cycle is None or not hasattr(cycle, "disconnected"):
-        return None
-    return lambda: bool(cycle.disconnected)

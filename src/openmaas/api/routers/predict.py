@@ -17,6 +17,7 @@ from fastapi.responses import Response
 
 from openmaas import errors
 from openmaas.api.deps import PrincipalDep, authenticate
+from openmaas.api.inference_requests import disconnect_probe, json_body, request_timeout
 from openmaas.api.middleware import AUDIT_OFF, Receive, Scope, Send
 from openmaas.bootstrap import Platform
 from openmaas.serving.batcher import ReplicaClosed
@@ -27,7 +28,6 @@ from openmaas.serving.usage import RequestUsage
 from openmaas.tenancy import scopes
 from openmaas.tenancy.auth import Principal
 
-MAX_TIMEOUT_S = 3600.0
 _BODY_FIELDS = frozenset({"inputs", "top_k", "timeout"})
 
 PREDICT_ROUTE = {
@@ -56,7 +56,7 @@ async def predict(deployment: str, request: Request, principal: PrincipalDep) ->
         await request.body(),
         request.headers.get("x-request-timeout"),
         request.state.request_id,
-        _disconnect_probe(request.receive),
+        disconnect_probe(request.receive),
     )
     return Response(content, media_type="application/json", headers=headers)
 
@@ -72,8 +72,8 @@ async def predict_response(
 ) -> tuple[bytes, dict[str, str]]:
     """The JSON body and extra headers of a prediction; raises OpenMaaSError for a 4xx/5xx."""
     principal.require(scopes.INFERENCE)
-    body = _body(raw_body)
-    timeout_s = _timeout(timeout_header, body, platform.settings.predict_timeout_s)
+    body = json_body(raw_body, _BODY_FIELDS)
+    timeout_s = request_timeout(timeout_header, body, platform.settings.predict_timeout_s)
     for attempt in (1, 2):
         served = await _served(platform, principal, deployment)
         runtime: PredictorRuntime = served.runtime
@@ -136,7 +136,7 @@ class PredictFastPath:
         if raw is None:
             return True  # the client left before sending its body: nobody to answer
         content, headers = await predict_response(
-            self._platform, principal, name, raw, timeout, state["request_id"], _disconnect_probe(receive)
+            self._platform, principal, name, raw, timeout, state["request_id"], disconnect_probe(receive)
         )
         response_headers = [
             (b"content-type", b"application/json"),
@@ -174,45 +174,3 @@ async def _served(platform: Platform, principal: Principal, name: str) -> Served
             code="wrong_model_type",
         )
     return served
-
-
-def _body(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise errors.InvalidRequest("The body is not valid JSON.", code="invalid_json") from None
-    if type(body) is not dict:
-        raise errors.ValidationFailed('The body must be an object: {"inputs": [...]}.', param="body")
-    if "inputs" not in body:
-        raise errors.ValidationFailed("inputs is required.", param="inputs")
-    if len(body) > 1 and not body.keys() <= _BODY_FIELDS:
-        unknown = sorted(set(body) - _BODY_FIELDS)[0]
-        raise errors.ValidationFailed(f"Unknown field {unknown!r}.", param=unknown)
-    return body
-
-
-def _timeout(header: str | None, body: dict[str, Any], default: float) -> float:
-    value: Any = body.get("timeout", header)
-    if value is None:
-        return default
-    param = "timeout" if "timeout" in body else "X-Request-Timeout"
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if type(value) is bool or not 0 < seconds <= MAX_TIMEOUT_S:
-        raise errors.ValidationFailed(
-            f"{param} must be a number of seconds in (0, {MAX_TIMEOUT_S:g}].", param=param
-        )
-    return seconds
-
-
-def _disconnect_probe(receive: Receive) -> Callable[[], bool] | None:
-    """A cheap check that the client went away, read by the batcher before it runs the job.
-
-    uvicorn's request cycle (our server) flags a lost connection on itself; other servers get no
-    probe, and their abandoned jobs simply run."""
-    cycle = getattr(receive, "__self__", None)
-    if cycle is None or not hasattr(cycle, "disconnected"):
-        return None
-    return lambda: bool(cycle.disconnected)

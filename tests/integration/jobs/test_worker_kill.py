@@ -76,7 +76,8 @@ def test_sigkilled_worker_job_resumes_from_checkpoint_elsewhere(served_fast: Ser
             dataset = upload(api, data, "cancer").json()
             # Generous: a fresh worker process first loads torch and the trainers into its forkserver.
             job_in(api, f"/v1/jobs/{dataset['validation_job_id']}", {"succeeded"}, timeout=240)
-            params = {"epochs": EPOCHS, "batch_size": 8, "hidden_sizes": [128]}
+            # A checkpoint every epoch: the default schedule may save only at the end of so short a run.
+            params = {"epochs": EPOCHS, "batch_size": 8, "hidden_sizes": [128], "checkpoint_overhead": 0}
             body = {
                 "task": "tabular-classification",
                 "dataset": "cancer",

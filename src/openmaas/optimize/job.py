@@ -9,7 +9,6 @@ version's artifact only when the version is registered and the job succeeds in o
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -23,6 +22,7 @@ from openmaas.optimize.schemas import OptimizationCreate
 from openmaas.registry import datasets as dataset_service
 from openmaas.registry import service as registry
 from openmaas.registry.models import ModelVersion
+from openmaas.registry.training import register_and_succeed
 
 OPTIMIZE_KIND = "optimize"
 STAGES = ("prepare", "measure-parent", "export", "quantize", "calibrate", "prune", "measure", "register")
@@ -108,45 +108,21 @@ def run_optimization(run: JobRun) -> None:
     )
     try:
         stage(run, "register", "Registering the optimised version.")
-        ref = _register_and_succeed(run, version_id, relative, manifest, dataset_id)
+        optimization = manifest["optimization"]
+        ref = register_and_succeed(
+            run,
+            version_id,
+            relative,
+            manifest,
+            dataset_id=dataset_id,
+            parent_version_id=str(run.params["parent_version_id"]),
+            result={
+                "parent": run.params["parent"],
+                "method": run.params["method"],
+                "comparison": {k: optimization[k] for k in ("parent", "result", "metric_change")},
+            },
+        )
     except BaseException:
         run.store.remove(relative)
         raise
     run.event("log", f"Registered model version {ref}.", {"ref": ref})
-
-
-def _register_and_succeed(
-    run: JobRun, version_id: str, relative: str, manifest: dict[str, Any], dataset_id: str
-) -> str:
-    params = run.params
-    with run.db.session() as session:
-        model, version = registry.register_version(
-            session,
-            version_id=version_id,
-            org_id=run.org_id,
-            model_name=str(params["model"]),
-            artifact_path=relative,
-            manifest=manifest,
-            lineage={
-                "dataset_id": dataset_id,
-                "job_id": run.job_id,
-                "parent_version_id": str(params["parent_version_id"]),
-            },
-            now=run.clock.now(),
-        )
-        ref = f"{model.name}:{version.version}"
-        optimization = manifest["optimization"]
-        run.succeed(
-            session,
-            {
-                "model": model.name,
-                "version": version.version,
-                "ref": ref,
-                "model_version_id": version.id,
-                "parent": params["parent"],
-                "method": params["method"],
-                "metrics": version.metrics,
-                "comparison": {k: optimization[k] for k in ("parent", "result", "metric_change")},
-            },
-        )
-    return ref

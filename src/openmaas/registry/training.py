@@ -117,8 +117,14 @@ def run_training(run: JobRun) -> None:
     relative = run.store.model_dir(run.org_id, version_id)
     manifest = write_artifact(trained, run.store.path(relative))
     try:
-        ref = _register_and_succeed(
-            run, version_id, relative, manifest, resumed_from=context.resumed_from or 0
+        ref = register_and_succeed(
+            run,
+            version_id,
+            relative,
+            manifest,
+            dataset_id=str(params["dataset_id"]),
+            parent_version_id=params.get("parent_version_id"),
+            result={"resumed_from_epoch": context.resumed_from or 0},
         )
     except BaseException:
         run.store.remove(relative)  # nothing half-written: no version, no artifact
@@ -126,34 +132,35 @@ def run_training(run: JobRun) -> None:
     run.event("log", f"Registered model version {ref}.", {"ref": ref})
 
 
-def _register_and_succeed(
-    run: JobRun, version_id: str, relative: str, manifest: dict[str, Any], *, resumed_from: int
+def register_and_succeed(
+    run: JobRun,
+    version_id: str,
+    relative: str,
+    manifest: dict[str, Any],
+    *,
+    dataset_id: str | None,
+    parent_version_id: str | None,
+    result: dict[str, Any],
 ) -> str:
-    """Register the version with its lineage and end the job, in one transaction."""
-    params = run.params
+    """Register the job's version with its lineage and end the job `succeeded`, in one
+    transaction; the job's result is `result` plus the version's ref, id and metrics."""
     with run.db.session() as session:
         model, version = registry.register_version(
             session,
             version_id=version_id,
             org_id=run.org_id,
-            model_name=str(params["model"]),
+            model_name=str(run.params["model"]),
             artifact_path=relative,
             manifest=manifest,
-            lineage={
-                "dataset_id": str(params["dataset_id"]),
-                "job_id": run.job_id,
-                "parent_version_id": params.get("parent_version_id"),
-            },
+            lineage={"dataset_id": dataset_id, "job_id": run.job_id, "parent_version_id": parent_version_id},
             now=run.clock.now(),
         )
         ref = f"{model.name}:{version.version}"
-        result = {
+        identity = {
             "model": model.name,
             "version": version.version,
             "ref": ref,
             "model_version_id": version.id,
-            "metrics": version.metrics,
-            "resumed_from_epoch": resumed_from,
         }
-        run.succeed(session, result)
+        run.succeed(session, {**identity, "metrics": version.metrics, **result})
     return ref

@@ -129,3 +129,45 @@ async def _sse(
         else:
             idle = 0.0
         page = await run_in_threadpool(_read_events, platform, org_id, job_id, page.last_id, limit, kind)
+
+
+def add_kind_routes(router: APIRouter, path: str, kind: str, name: str) -> None:
+    """List, get, cancel and events routes for the jobs of one `kind` under `path` (the
+    `/v1/training_jobs` and `/v1/optimizations` views of `/v1/jobs`)."""
+
+    def list_kind(platform: PlatformDep, caller: JobsRead, page: PageDep) -> object:
+        with platform.db.read_session() as session:
+            return jobs.list_jobs(
+                session, caller.require_org(), kind=kind, status=None, limit=page.limit, after=page.after
+            )
+
+    def get_kind(job_id: str, platform: PlatformDep, caller: JobsRead) -> object:
+        with platform.db.read_session() as session:
+            return JobPublic.of(jobs.get_job(session, caller.require_org(), job_id, kind))
+
+    def cancel_kind(job_id: str, platform: PlatformDep, caller: JobsWrite) -> object:
+        with platform.db.session() as session:
+            job = jobs.cancel_job(session, caller.require_org(), job_id, platform.clock.now(), kind)
+            return JobPublic.of(job)
+
+    async def kind_events(
+        job_id: str,
+        request: Request,
+        caller: JobsRead,
+        after: AfterQuery = None,
+        limit: LimitQuery = 100,
+        stream: StreamQuery = False,
+    ) -> object:
+        return await events_response(request, caller.require_org(), job_id, after, limit, stream, kind=kind)
+
+    router.add_api_route(
+        path, list_kind, methods=["GET"], response_model=Page[JobPublic], name=f"{name}.list"
+    )
+    item = f"{path}/{{job_id}}"
+    router.add_api_route(item, get_kind, methods=["GET"], response_model=JobPublic, name=f"{name}.get")
+    router.add_api_route(
+        f"{item}/cancel", cancel_kind, methods=["POST"], response_model=JobPublic, name=f"{name}.cancel"
+    )
+    router.add_api_route(
+        f"{item}/events", kind_events, methods=["GET"], response_model=JobEventList, name=f"{name}.events"
+    )

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from openmaas.api.deps import CreatorDep, PageDep, PlatformDep, scope
-from openmaas.api.routers.jobs import AfterQuery, LimitQuery, StreamQuery, events_response
-from openmaas.jobs import service as jobs
-from openmaas.jobs.schemas import JobEventList, JobPublic
+from openmaas.api.deps import CreatorDep, PlatformDep, scope
+from openmaas.api.routers.jobs import add_kind_routes
+from openmaas.jobs.schemas import JobPublic
 from openmaas.optimize import job as optimize
 from openmaas.optimize.schemas import OptimizationCreate
-from openmaas.pagination import Page
 from openmaas.tenancy.auth import Principal
 
 router = APIRouter(prefix="/v1", tags=["optimizations"])
@@ -44,35 +42,4 @@ def create_optimization(
     )
 
 
-@router.get("/optimizations", response_model=Page[JobPublic], name="optimizations.list")
-def list_optimizations(platform: PlatformDep, caller: JobsRead, page: PageDep) -> object:
-    with platform.db.read_session() as session:
-        return jobs.list_jobs(
-            session, caller.require_org(), kind=KIND, status=None, limit=page.limit, after=page.after
-        )
-
-
-@router.get("/optimizations/{job_id}", response_model=JobPublic, name="optimizations.get")
-def get_optimization(job_id: str, platform: PlatformDep, caller: JobsRead) -> object:
-    with platform.db.read_session() as session:
-        return JobPublic.of(jobs.get_job(session, caller.require_org(), job_id, KIND))
-
-
-@router.post("/optimizations/{job_id}/cancel", response_model=JobPublic, name="optimizations.cancel")
-def cancel_optimization(job_id: str, platform: PlatformDep, caller: JobsWrite) -> object:
-    with platform.db.session() as session:
-        return JobPublic.of(
-            jobs.cancel_job(session, caller.require_org(), job_id, platform.clock.now(), KIND)
-        )
-
-
-@router.get("/optimizations/{job_id}/events", response_model=JobEventList, name="optimizations.events")
-async def optimization_events(
-    job_id: str,
-    request: Request,
-    caller: JobsRead,
-    after: AfterQuery = None,
-    limit: LimitQuery = 100,
-    stream: StreamQuery = False,
-) -> object:
-    return await events_response(request, caller.require_org(), job_id, after, limit, stream, kind=KIND)
+add_kind_routes(router, "/optimizations", KIND, "optimizations")

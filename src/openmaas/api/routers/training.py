@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from openmaas.api.deps import CreatorDep, PageDep, PlatformDep, scope
-from openmaas.api.routers.jobs import AfterQuery, LimitQuery, StreamQuery, events_response
-from openmaas.jobs import service as jobs
-from openmaas.jobs.schemas import JobEventList, JobPublic
-from openmaas.pagination import Page
+from openmaas.api.deps import CreatorDep, PlatformDep, scope
+from openmaas.api.routers.jobs import add_kind_routes
+from openmaas.jobs.schemas import JobPublic
 from openmaas.registry import training
 from openmaas.registry.schemas import TrainingJobCreate
 from openmaas.tenancy.auth import Principal
@@ -43,34 +41,4 @@ def create_training_job(
     )
 
 
-@router.get("/training_jobs", response_model=Page[JobPublic], name="training_jobs.list")
-def list_training_jobs(platform: PlatformDep, caller: JobsRead, page: PageDep) -> object:
-    with platform.db.read_session() as session:
-        return jobs.list_jobs(
-            session, caller.require_org(), kind=KIND, status=None, limit=page.limit, after=page.after
-        )
-
-
-@router.get("/training_jobs/{job_id}", response_model=JobPublic, name="training_jobs.get")
-def get_training_job(job_id: str, platform: PlatformDep, caller: JobsRead) -> object:
-    with platform.db.read_session() as session:
-        return JobPublic.of(jobs.get_job(session, caller.require_org(), job_id, KIND))
-
-
-@router.post("/training_jobs/{job_id}/cancel", response_model=JobPublic, name="training_jobs.cancel")
-def cancel_training_job(job_id: str, platform: PlatformDep, caller: TrainWrite) -> object:
-    with platform.db.session() as session:
-        job = jobs.cancel_job(session, caller.require_org(), job_id, platform.clock.now(), KIND)
-        return JobPublic.of(job)
-
-
-@router.get("/training_jobs/{job_id}/events", response_model=JobEventList, name="training_jobs.events")
-async def training_job_events(
-    job_id: str,
-    request: Request,
-    caller: JobsRead,
-    after: AfterQuery = None,
-    limit: LimitQuery = 100,
-    stream: StreamQuery = False,
-) -> object:
-    return await events_response(request, caller.require_org(), job_id, after, limit, stream, kind=KIND)
+add_kind_routes(router, "/training_jobs", KIND, "training_jobs")

@@ -124,16 +124,12 @@ def timed_plain(case: str, data: Path, epochs: int) -> float:
 # --- the platform side -----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def platform_server(home: Path) -> Iterator[str]:
     """`openmaas serve` on SQLite in `home`, with its in-process worker; yields the admin key's URL."""
-    port = _free_port()
+    from benchmarks.servers import free_port
+
+    port = free_port()
     env = {**os.environ, "OPENMAAS_HOME": str(home)}
     env.pop("OPENMAAS_DATABASE_URL", None)
     log = (home / "server.log").open("wb")

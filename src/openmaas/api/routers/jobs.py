@@ -4,7 +4,7 @@ events — listed, or streamed as server-sent events while the job runs."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -69,16 +69,29 @@ def resume_job(job_id: str, platform: PlatformDep, caller: JobsWrite) -> object:
         return JobPublic.of(jobs.resume_job(session, caller.require_org(), job_id, platform.clock.now()))
 
 
-@router.get("/jobs/{job_id}/events", response_model=JobEventList, name="jobs.events")
-async def job_events(
-    job_id: str,
-    request: Request,
-    caller: JobsRead,
-    after: AfterQuery = None,
-    limit: LimitQuery = 100,
-    stream: StreamQuery = False,
-) -> object:
-    return await events_response(request, caller.require_org(), job_id, after, limit, stream, kind=None)
+def events_route(kind: str | None) -> Callable[..., Awaitable[object]]:
+    """The events route of the jobs of `kind` (None: any job): listed, or streamed with `stream`."""
+
+    async def job_events(
+        job_id: str,
+        request: Request,
+        caller: JobsRead,
+        after: AfterQuery = None,
+        limit: LimitQuery = 100,
+        stream: StreamQuery = False,
+    ) -> object:
+        return await events_response(request, caller.require_org(), job_id, after, limit, stream, kind=kind)
+
+    return job_events
+
+
+router.add_api_route(
+    "/jobs/{job_id}/events",
+    events_route(None),
+    methods=["GET"],
+    response_model=JobEventList,
+    name="jobs.events",
+)
 
 
 async def events_response(
@@ -150,16 +163,6 @@ def add_kind_routes(router: APIRouter, path: str, kind: str, name: str) -> None:
             job = jobs.cancel_job(session, caller.require_org(), job_id, platform.clock.now(), kind)
             return JobPublic.of(job)
 
-    async def kind_events(
-        job_id: str,
-        request: Request,
-        caller: JobsRead,
-        after: AfterQuery = None,
-        limit: LimitQuery = 100,
-        stream: StreamQuery = False,
-    ) -> object:
-        return await events_response(request, caller.require_org(), job_id, after, limit, stream, kind=kind)
-
     router.add_api_route(
         path, list_kind, methods=["GET"], response_model=Page[JobPublic], name=f"{name}.list"
     )
@@ -169,5 +172,9 @@ def add_kind_routes(router: APIRouter, path: str, kind: str, name: str) -> None:
         f"{item}/cancel", cancel_kind, methods=["POST"], response_model=JobPublic, name=f"{name}.cancel"
     )
     router.add_api_route(
-        f"{item}/events", kind_events, methods=["GET"], response_model=JobEventList, name=f"{name}.events"
+        f"{item}/events",
+        events_route(kind),
+        methods=["GET"],
+        response_model=JobEventList,
+        name=f"{name}.events",
     )

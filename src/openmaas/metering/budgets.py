@@ -87,6 +87,13 @@ class BudgetGuard:
         needs = self._needs_hold(org_id, api_key_id)
         return needs.org or needs.key
 
+    def cached_needs_hold(self, org_id: str, api_key_id: str | None) -> bool | None:
+        """`needs_hold` if cached and fresh, else None: never touches the database."""
+        cached = self._needs.get((org_id, api_key_id))
+        if cached is None or self._clock.monotonic() - cached.loaded_at > self._ttl:
+            return None
+        return cached.org or cached.key
+
     def release(self, hold: Hold) -> None:
         """Give back a hold whose request was never served (so no usage is written for it)."""
         if hold.hold_id is None:

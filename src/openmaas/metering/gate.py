@@ -79,8 +79,60 @@ class UsageGate:
     ) -> Admission:
         """Check the rate limits and hold the worst-case cost; raise 429 or 402 if either fails.
 
-        `rate_limited=False` for work that is not an API request (a training interval)."""
+        May read or write the database: call it from a thread. `rate_limited=False` for work that
+        is not an API request (a training interval)."""
         subjects = self._limits.subjects(org_id, api_key_id) if rate_limited else []
+        needs_hold = self._budgets.needs_hold(org_id, api_key_id)
+        return self._admit(
+            subjects,
+            needs_hold,
+            org_id,
+            api_key_id,
+            request_id,
+            worst_case,
+            model,
+            deployment,
+            headers,
+            resource_class,
+        )
+
+    def admit_nowait(
+        self,
+        org_id: str,
+        api_key_id: str | None,
+        request_id: str,
+        *,
+        worst_case: Mapping[str, int],
+        model: str | None = None,
+        deployment: str | None = None,
+        headers: MutableMapping[str, str] | None = None,
+    ) -> Admission | None:
+        """`admit` for the event loop: None (and nothing done) when it would need the database —
+        limits or budget settings not cached, a limiter in the database, a budget hold to write —
+        and the caller then runs `admit` in a thread. The common case is answered from memory."""
+        if not self._limiter.in_memory:
+            return None
+        subjects = self._limits.cached_subjects(org_id, api_key_id)
+        needs_hold = self._budgets.cached_needs_hold(org_id, api_key_id)
+        if subjects is None or needs_hold is None or needs_hold:
+            return None
+        return self._admit(
+            subjects, False, org_id, api_key_id, request_id, worst_case, model, deployment, headers, None
+        )
+
+    def _admit(
+        self,
+        subjects: list[tuple[str, Limits]],
+        needs_hold: bool,
+        org_id: str,
+        api_key_id: str | None,
+        request_id: str,
+        worst_case: Mapping[str, int],
+        model: str | None,
+        deployment: str | None,
+        headers: MutableMapping[str, str] | None,
+        resource_class: str | None,
+    ) -> Admission:
         tokens = sum(worst_case.get(unit, 0) for unit in _TOKEN_UNITS)
         decision = self._limiter.acquire(subjects, tokens)
         limit_headers = headers_for(decision)
@@ -94,12 +146,14 @@ class UsageGate:
                 retry_after=decision.retry_after_s,
                 headers={**limit_headers, "retry-after-ms": str(int(decision.retry_after_s * 1000) + 1)},
             )
-        try:
-            hold = self._hold(org_id, api_key_id, request_id, worst_case, model, resource_class)
-        except (errors.InsufficientQuota, errors.Conflict) as exc:
-            self._limiter.refund(subjects, tokens)
-            exc.headers.update(limit_headers)
-            raise
+        hold = Hold(org_id, api_key_id, 0, 0)
+        if needs_hold:
+            try:
+                hold = self._hold(org_id, api_key_id, request_id, worst_case, model, resource_class)
+            except (errors.InsufficientQuota, errors.Conflict) as exc:
+                self._limiter.refund(subjects, tokens)
+                exc.headers.update(limit_headers)
+                raise
         return Admission(
             org_id,
             api_key_id,
@@ -122,9 +176,7 @@ class UsageGate:
         model: str | None,
         resource_class: str | None,
     ) -> Hold:
-        """Reserve the worst-case cost, priced only when there is a wallet or cap to hold it on."""
-        if not self._budgets.needs_hold(org_id, api_key_id):
-            return Hold(org_id, api_key_id, 0, 0)
+        """Reserve the worst-case cost on the organisation's wallet or cap (and the key's cap)."""
         now = self._clock.now()
         probe = UsageEvent(
             request_id,

@@ -31,14 +31,22 @@ class LimitBook:
             self._cache.clear()
 
     def subjects(self, org_id: str, api_key_id: str | None) -> list[tuple[str, Limits]]:
+        """The caller's limits; may read the database (call from a thread)."""
+        cached = self.cached_subjects(org_id, api_key_id)
+        if cached is not None:
+            return cached
         now = self._clock.monotonic()
-        cached = self._cache.get((org_id, api_key_id))
-        if cached is not None and now - cached[0] <= self._ttl:
-            return cached[1]
         subjects = self._load(org_id, api_key_id)
         with self._lock:
             self._cache[(org_id, api_key_id)] = (now, subjects)
         return subjects
+
+    def cached_subjects(self, org_id: str, api_key_id: str | None) -> list[tuple[str, Limits]] | None:
+        """The caller's limits if cached and fresh, else None: never touches the database."""
+        cached = self._cache.get((org_id, api_key_id))
+        if cached is not None and self._clock.monotonic() - cached[0] <= self._ttl:
+            return cached[1]
+        return None
 
     def _load(self, org_id: str, api_key_id: str | None) -> list[tuple[str, Limits]]:
         ids = [org_id] if api_key_id is None else [org_id, api_key_id]

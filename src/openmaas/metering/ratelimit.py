@@ -43,6 +43,9 @@ class Decision:
 
 
 class RateLimiter(Protocol):
+    # True when decisions are made in this process's memory (no I/O: safe on the event loop).
+    in_memory: bool
+
     def acquire(self, subjects: list[tuple[str, Limits]], tokens: int) -> Decision:
         """Take one request and `tokens` from every subject's buckets, all or nothing."""
         ...
@@ -77,6 +80,8 @@ class TokenBucket:
 
 
 class InMemoryRateLimiter:
+    in_memory = True
+
     def __init__(self, clock: Clock, *, max_subjects: int = 100_000) -> None:
         self._clock = clock
         self._buckets: dict[tuple[str, str], TokenBucket] = {}

@@ -20,6 +20,8 @@ from openmaas.metering.ratelimit import Decision, Limits, TokenBucket, take
 
 
 class DatabaseRateLimiter:
+    in_memory = False
+
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock

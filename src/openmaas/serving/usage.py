@@ -43,16 +43,32 @@ class RequestUsage:
         """`admit` for any units (e.g. `{"requests": 1, "rows": n}` for predictions)."""
         org_id = self._principal.require_org()
         headers: dict[str, str] = {}
-        self._admission = await run_in_threadpool(
-            self._platform.gate.admit,
+        gate = self._platform.gate
+        model = self._served.version_id or None
+        deployment = self._served.deployment_id or None
+        key_id = self._principal.key_id
+        # From memory on the event loop when it can be; in a thread when it needs the database.
+        admission = gate.admit_nowait(
             org_id,
-            self._principal.key_id,
+            key_id,
             self._request_id,
             worst_case=worst,
-            model=self._served.version_id or None,
-            deployment=self._served.deployment_id or None,
+            model=model,
+            deployment=deployment,
             headers=headers,
         )
+        if admission is None:
+            admission = await run_in_threadpool(
+                gate.admit,
+                org_id,
+                key_id,
+                self._request_id,
+                worst_case=worst,
+                model=model,
+                deployment=deployment,
+                headers=headers,
+            )
+        self._admission = admission
         return headers
 
     def record(self, input_tokens: int, output_tokens: int) -> None:

@@ -256,3 +256,37 @@ def test_a_receipt_can_be_awaited_without_parking_a_thread(platform: Platform) -
 
     assert asyncio.run(serve()) == [True] * 20
     assert _count(platform, org)[0] == 20
+
+
+def test_admission_from_memory_only_when_nothing_needs_the_database(platform: Platform) -> None:
+    """`admit_nowait` (the event loop's path) answers from the caches, and declines — doing
+    nothing — whenever limits or budget settings are not cached or a budget hold must be written."""
+    free = make_org(platform, "free")
+    gate = platform.gate
+    assert gate.admit_nowait(free, None, "req_n1", worst_case={"requests": 1}) is None  # cold caches
+    gate.admit(free, None, "req_n2", worst_case={"requests": 1})  # fills them (in a thread, normally)
+    headers: dict[str, str] = {}
+    admission = gate.admit_nowait(free, None, "req_n3", worst_case={"requests": 1}, headers=headers)
+    assert admission is not None and admission.hold.hold_id is None
+    assert headers["x-ratelimit-limit-requests"]
+    gate.complete(admission, {"requests": 1}).wait()
+    assert _count(platform, free)[0] == 1
+
+    prepaid = make_org(platform, "prepaid")
+    with platform.db.session() as session:
+        session.add(
+            BillingAccount(
+                org_id=prepaid,
+                balance_micros=3_000_000,
+                prepaid=True,
+                reserved_micros=0,
+                period="",
+                period_spend_micros=0,
+                unbilled_micros=0,
+            )
+        )
+    held = gate.admit(prepaid, None, "req_p1", worst_case={"requests": 1})
+    assert gate.admit_nowait(prepaid, None, "req_p2", worst_case={"requests": 1}) is None  # a hold
+    gate.abandon(held)
+    with platform.db.session() as session:
+        session.execute(update(BillingAccount).where(BillingAccount.org_id == prepaid).values(prepaid=False))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import gc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 
 from openmaas import __version__
 from openmaas.api import errors as api_errors
-from openmaas.api.middleware import ASGIApp, GatewayMiddleware, Metrics
+from openmaas.api.middleware import ASGIApp, GatewayMiddleware, Metrics, Receive, Scope, Send
 from openmaas.api.routers import (
     admin,
     billing,
@@ -96,8 +96,8 @@ def create_app(platform: Platform) -> FastAPI:
         for r in router.routes
         if (getattr(r, "openapi_extra", None) or {}).get("x-streamed-body")
     ]
-    app.gateway = functools.partial(
-        GatewayMiddleware,
+    app.gateway = GatewayMiddleware(
+        functools.partial(FastAPI.__call__, app),
         max_body_bytes=platform.settings.max_body_bytes,
         metrics=metrics,
         audit_sink=write_audit,
@@ -108,14 +108,18 @@ def create_app(platform: Platform) -> FastAPI:
 
 
 class _GatewayApp(FastAPI):
-    """FastAPI with our gateway as the outermost layer, around FastAPI's own middleware (error
-    pages, telemetry, body limit): the gateway's fast paths answer before any of that runs."""
+    """FastAPI with our gateway in front of everything FastAPI does per request (telemetry, routing,
+    its middleware): the gateway's fast paths answer before any of that runs, and every other HTTP
+    request goes through it into FastAPI as usual."""
 
-    gateway: Callable[[ASGIApp], ASGIApp] | None = None
+    gateway: ASGIApp | None = None
 
-    def build_middleware_stack(self) -> ASGIApp:
-        inner = super().build_middleware_stack()
-        return inner if self.gateway is None else self.gateway(inner)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.gateway is not None:
+            scope["app"] = self
+            await self.gateway(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def _route(router: APIRouter, name: str) -> APIRoute:

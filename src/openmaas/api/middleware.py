@@ -53,6 +53,18 @@ class Metrics:
             registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        # The labelled series, looked up once each (`labels()` validates and locks on every call).
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one request and its latency."""
+        series = self._series.get((method, route, status))
+        if series is None:
+            series = (self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+            if len(self._series) < 10_000:  # odd methods from clients must not grow it without bound
+                self._series[(method, route, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
 
 AuditSink = Callable[[audit.AuditRecord], None]
@@ -128,8 +140,7 @@ class GatewayMiddleware:
         finally:
             route = scope.get("route")
             label = getattr(route, "path", "<unmatched>")
-            self.metrics.requests.labels(scope["method"], label, str(status)).inc()
-            self.metrics.latency.labels(scope["method"], label).observe(time.perf_counter() - started)
+            self.metrics.observe(scope["method"], label, status, time.perf_counter() - started)
 
     async def _limit_body(self, scope: Scope, receive: Receive) -> Receive:
         """Reject bodies over the limit with 413, by `Content-Length` or by counting as they come."""

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from openmaas.datasets.preprocessing.tabular import OTHER, TabularPreprocessor
+from openmaas.serving.signatures import values_of
 
 
 class TabularEncoder:
@@ -41,13 +42,13 @@ class TabularEncoder:
         self._fill = np.array(fills, dtype=np.float64)
         self._mean = np.array(means, dtype=np.float64)
         self._std = np.array(stds, dtype=np.float64)
+        self._values = values_of(self.numeric)
 
     def encode(self, rows: list[dict[str, Any]]) -> torch.Tensor:
         out = np.zeros((len(rows), self.width), dtype=np.float64)
         if self.numeric:
-            names = self.numeric
             # None becomes NaN here, and NaN the fitted fill value.
-            values = np.array([[row[name] for name in names] for row in rows], dtype=np.float64)
+            values = np.array(list(map(self._values, rows)), dtype=np.float64)
             values = np.where(np.isnan(values), self._fill, values)
             out[:, self._numeric_cols] = (values - self._mean) / self._std
         for name, column, lookup, fallback, fill in self.categorical:

@@ -152,7 +152,8 @@ class PredictorRuntime:
             outputs = predictor.model(inputs)
         if self.task == Task.TABULAR_REGRESSION:
             return [{"value": value} for value in outputs.squeeze(-1).tolist()]
-        return self._classes(torch.softmax(outputs, dim=1).tolist(), top_ks)
+        probabilities = torch.softmax(outputs, dim=1)
+        return self._classes(probabilities.tolist(), probabilities.argmax(dim=1).tolist(), top_ks)
 
     def _encode(self, predictor: Predictor, rows: list[Any]) -> torch.Tensor:
         if self._encoder is not None:
@@ -178,11 +179,12 @@ class PredictorRuntime:
                     code="undecodable_input",
                 ) from exc
 
-    def _classes(self, probabilities: list[list[float]], top_ks: list[Any]) -> list[dict[str, Any]]:
+    def _classes(
+        self, probabilities: list[list[float]], bests: list[int], top_ks: list[Any]
+    ) -> list[dict[str, Any]]:
         labels = self.labels
         results = []
-        for row, top_k in zip(probabilities, top_ks, strict=True):
-            best = max(range(len(row)), key=row.__getitem__)
+        for row, best, top_k in zip(probabilities, bests, top_ks, strict=True):
             if top_k is None:
                 shown = dict(zip(labels, row, strict=True))
             else:

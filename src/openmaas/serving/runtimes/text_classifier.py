@@ -83,7 +83,8 @@ class TextClassifierRuntime(PredictorRuntime):
         return torch.softmax(logits.float(), dim=-1)
 
     def _run_batch(self, replica: int, rows: list[Any], top_ks: list[Any]) -> Sequence[Any]:
-        return self._classes(self.probabilities(rows).tolist(), top_ks)
+        probabilities = self.probabilities(rows)
+        return self._classes(probabilities.tolist(), probabilities.argmax(dim=1).tolist(), top_ks)
 
 
 def _max_length(folder: Path, positions: int) -> int:

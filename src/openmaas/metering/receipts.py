@@ -37,14 +37,19 @@ class Completions:
         self._condition = threading.Condition(threading.Lock())
 
     def resolve(self, receipts: Sequence[Receipt], outcomes: Sequence[Written]) -> None:
-        """Mark a written batch durable and wake whoever waits on any of it."""
+        """Mark a written batch durable and wake whoever waits on any of it: threads with one
+        notify, each event loop with one callback for all of its waiters."""
+        wakeups: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Written], Written]]] = {}
         with self._condition:
             for receipt, outcome in zip(receipts, outcomes, strict=True):
                 if receipt._outcome is None:
                     receipt._outcome = outcome
                     for loop, future in receipt._async_waiters or ():
-                        _call_soon(loop, future, outcome)
+                        wakeups.setdefault(loop, []).append((future, outcome))
             self._condition.notify_all()
+        for loop, results in wakeups.items():
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting any more
+                loop.call_soon_threadsafe(_set_results, results)
 
 
 class Receipt:
@@ -98,20 +103,23 @@ class Receipt:
             if self._async_waiters is None:
                 self._async_waiters = []
             self._async_waiters.append((loop, future))
+        # A plain timer, not `asyncio.wait_for(shield(...))`, which cost more than the whole wait.
+        timer = loop.call_later(timeout or self._timeout, _expire, future)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout or self._timeout)
-        except TimeoutError as exc:
-            raise _too_late() from exc
+            return await future
+        finally:
+            timer.cancel()
 
 
-def _call_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Written], outcome: Written) -> None:
-    with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting any more
-        loop.call_soon_threadsafe(_set_result, future, outcome)
+def _set_results(results: list[tuple[asyncio.Future[Written], Written]]) -> None:
+    for future, outcome in results:
+        if not future.done():  # a waiter that gave up (timeout, cancellation) is skipped
+            future.set_result(outcome)
 
 
-def _set_result(future: asyncio.Future[Written], outcome: Written) -> None:
+def _expire(future: asyncio.Future[Written]) -> None:
     if not future.done():
-        future.set_result(outcome)
+        future.set_exception(_too_late())
 
 
 def _too_late() -> errors.ServiceUnavailable:

@@ -40,8 +40,11 @@ class Sql:
     def time(self, when: datetime) -> Any:
         """An instant as `UTCDateTime` stores it: naive UTC (SQLite: SQLAlchemy's text format, so
         ORM reads and range queries see the same values)."""
-        naive = when.astimezone(UTC).replace(tzinfo=None)
-        return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if self.is_sqlite else naive
+        utc = when if when.tzinfo is UTC else when.astimezone(UTC)
+        if self.is_sqlite:
+            # "%Y-%m-%d %H:%M:%S.%f" without its "+00:00": a quarter of strftime's cost (per event).
+            return utc.isoformat(" ", "microseconds")[:26]
+        return utc.replace(tzinfo=None)
 
     def run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
         cursor = self._connection.cursor()

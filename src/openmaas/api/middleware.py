@@ -99,15 +99,17 @@ class GatewayMiddleware:
         id_header = (b"x-request-id", request_id.encode())
         status = 500
         response_started = False
-        audited = scope["method"] in _MUTATING
+        mutating = scope["method"] in _MUTATING
+        audited = False  # decided when the response starts: by then the route and caller are known
         held: list[Message] = []
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status, response_started, audited
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), id_header]
-            if audited and _audits(scope):
+                audited = mutating and _audits(scope)
+            if audited:
                 # Hold the (small, JSON) response until its audit entry is written, so a crash never
                 # leaves a served mutation unaudited.
                 held.append(message)

@@ -55,7 +55,7 @@ class Completions:
 class Receipt:
     """A handle on one queued event. `wait()` blocks until it is durable (or raises on timeout)."""
 
-    __slots__ = ("_async_waiters", "_completions", "_outcome", "_timeout", "event", "lines")
+    __slots__ = ("_async_waiters", "_completions", "_outcome", "_timeout", "cost_micros", "event", "lines")
 
     def __init__(
         self,
@@ -66,14 +66,11 @@ class Receipt:
     ) -> None:
         self.event = event
         self.lines = tuple(lines)
+        self.cost_micros = sum(line.cost_micros for line in self.lines)  # read several times a write
         self._completions = completions
         self._timeout = timeout  # the default wait: `OPENMAAS_METERING_WAIT_TIMEOUT_S`
         self._outcome: Written | None = None
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Written]]] | None = None
-
-    @property
-    def cost_micros(self) -> int:
-        return sum(line.cost_micros for line in self.lines)
 
     @property
     def outcome(self) -> Written | None:

@@ -7,18 +7,19 @@ to the millisecond: pagination orders by id and needs no second column.
 
 from __future__ import annotations
 
-import base64
 import os
 import random
 import time
 
-# RFC 4648 base32's alphabet (A-Z, 2-7) does not sort like its values; map each symbol to the
-# symbol of the same value in an alphabet that does.
 # Our own generator, so that code seeding the global one (training does) can't repeat our ids,
 # reseeded from the OS in every forked child so that no two processes share a sequence.
 _random = random.Random()
 os.register_at_fork(after_in_child=_random.seed)
-_ORDERED = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789abcdefghjkmnpqrstvwxyz")
+# Base32 in the lower-case Crockford alphabet, which sorts like the values it encodes, ten bits
+# (two symbols) at a time: `base64.b32encode` is pure Python and cost ~13 µs an id.
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_SHIFTS = range(120, -1, -10)
 
 
 def new_id(prefix: str) -> str:
@@ -26,5 +27,7 @@ def new_id(prefix: str) -> str:
     # Not os.urandom: a system call releases the GIL, and getting it back behind a busy thread
     # (a batch running, the ledger writing) cost the hot path milliseconds. Ids are not secrets
     # (keys come from `secrets`).
-    raw = (time.time_ns() // 1_000_000).to_bytes(6, "big") + _random.getrandbits(80).to_bytes(10, "big")
-    return prefix + base64.b32encode(raw)[:26].translate(_ORDERED).decode()
+    # 128 bits (48 of milliseconds, 80 random) and 2 zero bits: 26 symbols of 5 bits.
+    value = ((time.time_ns() // 1_000_000 & (1 << 48) - 1) << 82) | (_random.getrandbits(80) << 2)
+    pairs = _PAIRS
+    return prefix + "".join([pairs[value >> shift & 1023] for shift in _SHIFTS])

@@ -61,7 +61,7 @@ class Authenticator:
         self._clock = clock
         self._ttl = ttl
         self._max_entries = max_entries
-        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._cache: OrderedDict[bytes, _Entry] = OrderedDict()  # by the key's `tag`
 
     def cached(self, authorization: str | None) -> Principal | None:
         """The principal from the cache alone (no I/O), or None if a database lookup is needed.
@@ -69,7 +69,7 @@ class Authenticator:
         Raises for requests that need no lookup to reject (missing or malformed keys, known-revoked).
         """
         key = _bearer_key(authorization)
-        entry = self._cache.get(self._hasher.digest(key))
+        entry = self._cache.get(self._hasher.tag(key))
         if entry is None or self._clock.monotonic() - entry.loaded_at > self._ttl:
             return None
         return self._check(entry.principal)
@@ -79,19 +79,20 @@ class Authenticator:
         principal = self.cached(authorization)
         if principal is not None:
             return principal
-        digest = self._hasher.digest(_bearer_key(authorization))
-        entry = _Entry(self._load(digest), self._clock.monotonic())
-        self._cache[digest] = entry
-        self._cache.move_to_end(digest)
+        key = _bearer_key(authorization)
+        entry = _Entry(self._load(self._hasher.digest(key)), self._clock.monotonic())
+        tag = self._hasher.tag(key)
+        self._cache[tag] = entry
+        self._cache.move_to_end(tag)
         while len(self._cache) > self._max_entries:
             self._cache.popitem(last=False)
         return self._check(entry.principal)
 
     def forget(self, key_id: str) -> None:
         """Evict a key (after revocation) so the next request re-reads it."""
-        for digest, entry in list(self._cache.items()):
+        for tag, entry in list(self._cache.items()):
             if entry.principal is not None and entry.principal.key_id == key_id:
-                del self._cache[digest]
+                del self._cache[tag]
 
     def _check(self, principal: Principal | None) -> Principal:
         if principal is None:

@@ -4,7 +4,8 @@ All receipts of a ledger share one `Completions` (a condition variable): the wri
 whole batch under it and wakes the waiters once, instead of one `concurrent.futures.Future` per
 event (a condition, a lock and two lists each, which the garbage collector then scans over and
 over while thousands are in flight). Async waiters register their event-loop future on the receipt
-and are resolved with `call_soon_threadsafe`, so no thread is parked for them.
+and are resolved with `call_soon_threadsafe`, so no thread is parked for them; their timeouts are
+kept by one periodic check per event loop rather than a timer per request.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from openmaas import errors
@@ -31,10 +33,18 @@ class Written:
 class Completions:
     """The condition every receipt of one ledger waits on; `resolve` is the writer's side."""
 
-    __slots__ = ("_condition",)
+    __slots__ = ("_condition", "_expiries")
 
     def __init__(self) -> None:
         self._condition = threading.Condition(threading.Lock())
+        self._expiries: dict[asyncio.AbstractEventLoop, _Expiry] = {}
+
+    def expiry(self, loop: asyncio.AbstractEventLoop) -> _Expiry:
+        """The timeout keeper of `loop` (called on that loop)."""
+        expiry = self._expiries.get(loop)
+        if expiry is None:
+            expiry = self._expiries[loop] = _Expiry(loop, lambda: self._expiries.pop(loop, None))
+        return expiry
 
     def resolve(self, receipts: Sequence[Receipt], outcomes: Sequence[Written]) -> None:
         """Mark a written batch durable and wake whoever waits on any of it: threads with one
@@ -100,12 +110,53 @@ class Receipt:
             if self._async_waiters is None:
                 self._async_waiters = []
             self._async_waiters.append((loop, future))
-        # A plain timer, not `asyncio.wait_for(shield(...))`, which cost more than the whole wait.
-        timer = loop.call_later(timeout or self._timeout, _expire, future)
+        if timeout is None or timeout == self._timeout:
+            # The usual wait: its deadline joins the loop's queue, in order (no timer of its own).
+            self._completions.expiry(loop).add(loop.time() + self._timeout, future)
+            return await future
+        timer = loop.call_later(timeout, _expire, future)
         try:
             return await future
         finally:
             timer.cancel()
+
+
+class _Expiry:
+    """Fails the waits of one event loop that pass their deadline, checked every `_CHECK_S`.
+
+    Waits with the default timeout join in deadline order, so a check pops the expired (and the
+    already answered) from the front and stops at the first still waiting in time. The queue holds
+    at most one timeout's worth of requests; the check runs only while it is not empty."""
+
+    __slots__ = ("_armed", "_loop", "_on_empty", "_queue")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_empty: Callable[[], object]) -> None:
+        self._loop = loop
+        self._on_empty = on_empty
+        self._queue: deque[tuple[float, asyncio.Future[Written]]] = deque()
+        self._armed = False
+
+    def add(self, deadline: float, future: asyncio.Future[Written]) -> None:
+        self._queue.append((deadline, future))
+        if not self._armed:
+            self._armed = True
+            self._loop.call_later(_CHECK_S, self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        queue = self._queue
+        while queue and (queue[0][1].done() or queue[0][0] <= now):
+            _, future = queue.popleft()
+            if not future.done():
+                future.set_exception(_too_late())
+        if queue:
+            self._loop.call_later(_CHECK_S, self._check)
+        else:
+            self._armed = False
+            self._on_empty()
+
+
+_CHECK_S = 0.25
 
 
 def _set_results(results: list[tuple[asyncio.Future[Written], Written]]) -> None:

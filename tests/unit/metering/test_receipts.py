@@ -59,3 +59,21 @@ def test_a_receipt_not_written_in_time_answers_503() -> None:
         receipt.wait()
     with pytest.raises(errors.ServiceUnavailable):
         asyncio.run(receipt.wait_async())
+
+
+def test_waits_time_out_by_the_loops_check_and_answered_ones_are_not_failed() -> None:
+    completions = Completions()
+    answered, stuck = _receipt(completions, timeout=0.05), _receipt(completions, timeout=0.05)
+
+    async def main() -> list[Written | BaseException]:
+        first = asyncio.ensure_future(answered.wait_async())
+        second = asyncio.ensure_future(stuck.wait_async())
+        await asyncio.sleep(0)
+        completions.resolve([answered], [Written("req_1", True, 250)])
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        assert completions._expiries == {}  # the check stops once nobody waits
+        return results
+
+    done, failed = asyncio.run(main())
+    assert done == Written("req_1", True, 250)
+    assert isinstance(failed, errors.ServiceUnavailable)

@@ -5,14 +5,17 @@ log for mutating calls, and a JSON 500 for anything uncaught.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
@@ -37,34 +40,63 @@ AUDIT_OFF = {"x-audit": False}  # `openapi_extra` for mutating routes that are n
 STREAMED_BODY = {"x-streamed-body": True}
 
 
+_LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_MAX_SERIES = 10_000  # odd methods from clients must not grow the series without bound
+
+
 class Metrics:
+    """HTTP request counts and latency histograms, by method, route and status.
+
+    Counted in plain dicts on the event loop (the gateway's only thread) and turned into Prometheus
+    families when scraped: `prometheus_client`'s own Counter and Histogram take a lock and walk
+    the buckets in Python on every request."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "openmaas_http_requests_total",
-            "HTTP requests by route and status",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "openmaas_http_request_duration_seconds",
-            "HTTP request latency by route",
-            ["method", "route"],
-            registry=self.registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-        )
-        # The labelled series, looked up once each (`labels()` validates and locks on every call).
-        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._counts: dict[tuple[str, str, int], int] = {}
+        self._latency: dict[tuple[str, str], list[float]] = {}  # bucket counts..., then the sum
+        self.registry.register(_HttpCollector(self))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one request and its latency."""
-        series = self._series.get((method, route, status))
-        if series is None:
-            series = (self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
-            if len(self._series) < 10_000:  # odd methods from clients must not grow it without bound
-                self._series[(method, route, status)] = series
-        series[0].inc()
-        series[1].observe(seconds)
+        key = (method, route, status)
+        count = self._counts.get(key)
+        if count is None and len(self._counts) >= _MAX_SERIES:
+            key = ("OTHER", "<overflow>", status)  # statuses are few: this stays bounded
+            count = self._counts.get(key)
+        self._counts[key] = (count or 0) + 1
+        histogram = self._latency.get(key[:2])
+        if histogram is None:
+            histogram = self._latency[key[:2]] = [0.0] * (len(_LATENCY_BOUNDS) + 2)
+        histogram[bisect.bisect_left(_LATENCY_BOUNDS, seconds)] += 1
+        histogram[-1] += seconds
+
+
+class _HttpCollector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "openmaas_http_requests",
+            "HTTP requests by route and status",
+            labels=["method", "route", "status"],
+        )
+        for (method, route, status), count in list(self._metrics._counts.items()):
+            requests.add_metric([method, route, str(status)], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "openmaas_http_request_duration_seconds",
+            "HTTP request latency by route",
+            labels=["method", "route"],
+        )
+        for (method, route), histogram in list(self._metrics._latency.items()):
+            cumulative, buckets = 0.0, []
+            for bound, in_bucket in zip([*map(str, _LATENCY_BOUNDS), "+Inf"], histogram[:-1], strict=True):
+                cumulative += in_bucket
+                buckets.append((bound, cumulative))
+            latency.add_metric([method, route], buckets, histogram[-1])
+        yield latency
 
 
 AuditSink = Callable[[audit.AuditRecord], None]

@@ -10,11 +10,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from openmaas import errors
 from openmaas.ids import new_id
 from openmaas.pagination import Page, paginate
+from openmaas.registry import in_use
 from openmaas.registry.models import ModelAlias, ModelVersion, RegisteredModel
 from openmaas.registry.refs import parse_ref
 from openmaas.registry.schemas import ALIAS_PATTERN, ModelPublic, ModelVersionPublic
@@ -199,20 +201,33 @@ def update_tags(session: Session, org_id: str, ref: str, tags: dict[str, str | N
 
 
 def delete_version(session: Session, org_id: str, ref: str) -> tuple[ModelVersionPublic, str]:
-    """Delete a version (not while an alias points to it); returns it and its artifact path."""
+    """Delete a version nothing uses (see `in_use`); returns it and its artifact path.
+
+    409 `version_in_use`, naming each user, while an alias, a live listing, a deployment or a
+    traffic split holds it; nothing is deleted then."""
     model, version = resolve(session, org_id, ref)
-    pointing = sorted(alias for alias, vid in aliases_of(session, model.id).items() if vid == version.id)
-    if pointing:
-        raise errors.Conflict(
-            f"{model.name}:{version.version} is aliased as {', '.join(pointing)}; move the alias first.",
-            param="model",
-            code="version_aliased",
-        )
+    users = in_use.users_of(session, version)
+    if users:
+        raise _in_use(model, version, users)
     public = version_public(session, model, version)
     path = version.artifact_path
     session.delete(version)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a deployment of it was created since the check above
+        session.rollback()
+        raise _in_use(model, version, in_use.users_of(session, version)) from exc
     return public, path
+
+
+def _in_use(model: RegisteredModel, version: ModelVersion, users: in_use.Users) -> errors.Conflict:
+    what = users.describe() or "used by something created meanwhile"
+    return errors.Conflict(
+        f"{model.name}:{version.version} is in use: {what}. Move the aliases, withdraw the listings "
+        "and delete or repoint the deployments first.",
+        param="model",
+        code="version_in_use",
+    )
 
 
 def compare(

@@ -92,6 +92,8 @@ def tag_version(ref: str, body: TagsUpdate, platform: PlatformDep, caller: Model
 
 @router.delete("/versions/{ref}", response_model=ModelVersionPublic, name="registry.versions.delete")
 def delete_version(ref: str, platform: PlatformDep, caller: ModelsWrite) -> object:
+    """409 `version_in_use` while an alias, a live marketplace listing, a deployment or a traffic
+    split uses the version; the answer names them and nothing is deleted."""
     with platform.db.session() as session:
         public, path = registry.delete_version(session, caller.require_org(), ref)
     platform.store.remove(path)

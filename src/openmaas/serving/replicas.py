@@ -104,6 +104,14 @@ class ReplicaManager:
         served = self._directory.lookup(org_id, name)
         if served is None:
             served = await self._cold_start(org_id, name)
+        return self._picked(org_id, name, served)
+
+    def acquire_loaded(self, org_id: str, name: str) -> ServedModel | None:
+        """`acquire` without the wait: None when the deployment is not loaded (call `acquire`)."""
+        served = self._directory.lookup(org_id, name)
+        return None if served is None else self._picked(org_id, name, served)
+
+    def _picked(self, org_id: str, name: str, served: ServedModel) -> ServedModel:
         self._last_used[(org_id, name)] = self._clock.monotonic()
         return served.pick(self.rng.random() * 100) if served.routes else served
 

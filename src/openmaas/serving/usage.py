@@ -40,36 +40,38 @@ class RequestUsage:
         )
 
     async def admit_units(self, worst: dict[str, int]) -> dict[str, str]:
-        """`admit` for any units (e.g. `{"requests": 1, "rows": n}` for predictions)."""
-        org_id = self._principal.require_org()
-        headers: dict[str, str] = {}
-        gate = self._platform.gate
-        model = self._served.version_id or None
-        deployment = self._served.deployment_id or None
-        key_id = self._principal.key_id
-        # From memory on the event loop when it can be; in a thread when it needs the database.
-        admission = gate.admit_nowait(
-            org_id,
-            key_id,
+        """`admit` for any units (e.g. `{"requests": 1, "rows": n}` for predictions): from memory
+        on the event loop when it can be, in a thread when it needs the database."""
+        headers = self.admit_from_memory(worst)
+        if headers is not None:
+            return headers
+        headers = {}
+        self._admission = await run_in_threadpool(
+            self._platform.gate.admit,
+            self._principal.require_org(),
+            self._principal.key_id,
             self._request_id,
             worst_case=worst,
-            model=model,
-            deployment=deployment,
+            model=self._served.version_id or None,
+            deployment=self._served.deployment_id or None,
             headers=headers,
         )
-        if admission is None:
-            admission = await run_in_threadpool(
-                gate.admit,
-                org_id,
-                key_id,
-                self._request_id,
-                worst_case=worst,
-                model=model,
-                deployment=deployment,
-                headers=headers,
-            )
-        self._admission = admission
         return headers
+
+    def admit_from_memory(self, worst: dict[str, int]) -> dict[str, str] | None:
+        """`admit_units` when it needs no I/O (the common case); None, with nothing done, when it
+        does (then await `admit_units`). Raises 429/402 like it."""
+        headers: dict[str, str] = {}
+        self._admission = self._platform.gate.admit_nowait(
+            self._principal.require_org(),
+            self._principal.key_id,
+            self._request_id,
+            worst_case=worst,
+            model=self._served.version_id or None,
+            deployment=self._served.deployment_id or None,
+            headers=headers,
+        )
+        return None if self._admission is None else headers
 
     def record(self, input_tokens: int, output_tokens: int) -> None:
         """Write the request's one usage event and settle its hold; later calls do nothing."""

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from openmaas import errors
 from openmaas.api.deps import PrincipalDep, authenticate
 from openmaas.api.inference_requests import disconnect_probe, json_body, request_timeout
-from openmaas.api.middleware import AUDIT_OFF, Receive, Scope, Send
+from openmaas.api.middleware import AUDIT_OFF, Message, Receive, Scope, Send
 from openmaas.bootstrap import Platform
 from openmaas.serving.batcher import ReplicaClosed
 from openmaas.serving.directory import ServedModel
@@ -74,12 +74,18 @@ async def predict_response(
     principal.require(scopes.INFERENCE)
     body = json_body(raw_body, _BODY_FIELDS)
     timeout_s = request_timeout(timeout_header, body, platform.settings.predict_timeout_s)
+    org_id = principal.require_org()
     for attempt in (1, 2):
-        served = await _served(platform, principal, deployment)
+        # The common case, loaded and admitted from memory, awaits nothing until the batch.
+        loaded = platform.replicas.acquire_loaded(org_id, deployment)
+        served = _predictor(loaded, deployment) if loaded else await _served(platform, principal, deployment)
         runtime: PredictorRuntime = served.runtime
         rows, top_k = runtime.check(body.get("inputs"), body.get("top_k"))
         usage = RequestUsage(platform, principal, served, request_id)
-        headers = await usage.admit_units({"requests": 1, "rows": len(rows)})
+        worst = {"requests": 1, "rows": len(rows)}
+        headers = usage.admit_from_memory(worst)
+        if headers is None:
+            headers = await usage.admit_units(worst)
         try:
             predictions = await runtime.predict(rows, top_k, timeout_s=timeout_s, gone=gone)
         except ReplicaClosed:
@@ -130,9 +136,15 @@ class PredictFastPath:
             elif key == b"x-request-timeout":
                 timeout = value.decode("latin-1")
         state = scope["state"]
-        principal = await authenticate(self._platform.authenticator, authorization)
+        principal = self._platform.authenticator.cached(authorization) or await authenticate(
+            self._platform.authenticator, authorization
+        )
         state["principal"] = principal
-        raw = await _read_body(receive)
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            raw: bytes | None = message.get("body", b"")  # the usual case: the whole body at once
+        else:
+            raw = await _read_body(receive, message)
         if raw is None:
             return True  # the client left before sending its body: nobody to answer
         content, headers = await predict_response(
@@ -151,21 +163,25 @@ class PredictFastPath:
 _PREFIX, _SUFFIX = "/v1/deployments/", "/predict"
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def _read_body(receive: Receive, message: Message) -> bytes | None:
+    """The body whose first message is `message`; None if the client left before sending it."""
     chunks: list[bytes] = []
     while True:
-        message = await receive()
         if message["type"] != "http.request":
             return None
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return b"".join(chunks)
+        message = await receive()
 
 
 async def _served(platform: Platform, principal: Principal, name: str) -> ServedModel:
     """The version that answers (drawn by weight for a traffic split); a deployment unloaded
     while idle loads first (a dict lookup when it is loaded)."""
-    served = await platform.replicas.acquire(principal.require_org(), name)
+    return _predictor(await platform.replicas.acquire(principal.require_org(), name), name)
+
+
+def _predictor(served: ServedModel, name: str) -> ServedModel:
     if not isinstance(served.runtime, PredictorRuntime):
         raise errors.InvalidRequest(
             f"Deployment {name!r} serves a {served.runtime.task} model; call it through its "

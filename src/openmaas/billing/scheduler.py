@@ -1,11 +1,12 @@
-"""The billing scheduler: the chores no request triggers, run by every API server.
+"""The billing scheduler: the chores no request triggers, run by every API server and every
+`openmaas worker` process.
 
 Each time slot (`interval_s`, on the injectable clock) it samples yesterday's storage of every
 organisation in its own time zone (one GB-month share per organisation and day) and then finalises
 every month that has ended in its organisation's time zone, `finalize_grace_s` after the end so
 usage still queued at the boundary lands first.
 
-Several servers run the scheduler; one of them does a slot's chores. The slot is claimed with one
+Several processes run the scheduler; one of them does a slot's chores. The slot is claimed with one
 conditional UPDATE of the `billing_chores` row (`… SET slot = :slot WHERE slot < :slot`), which the
 database serialises (SQLite's write lock, PostgreSQL's row lock and re-check). Both chores are
 idempotent on their own as well, so running them again does nothing more: storage events are keyed

@@ -1,5 +1,6 @@
-"""`openmaas worker`: run a job worker as its own process (cluster mode, or more capacity); and
-the in-process worker `openmaas serve` starts in embedded mode."""
+"""`openmaas worker`: run a job worker as its own process (cluster mode, or more capacity), with the
+billing scheduler beside it; and the in-process worker `openmaas serve` starts in embedded mode
+(where the API server already runs the scheduler)."""
 
 from __future__ import annotations
 
@@ -52,9 +53,15 @@ def worker(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    # The billing chores (storage sample, month-end invoices) run here as in every API server, so a
+    # cluster with no server up still bills; each slot's claim in `billing_chores` keeps the
+    # processes from doing one slot twice.
+    platform.billing_scheduler.start()
     console.print(f"[bold green]OpenMaaS worker[/] {running.id}: {running.limits.concurrency} job(s) at once")
-    running.run(stop)
-    platform.close()
+    try:
+        running.run(stop)
+    finally:
+        platform.close()
 
 
 @contextmanager

@@ -23,6 +23,7 @@ def _worker(platform: Platform, concurrency: int | None, org_concurrency: int | 
     from dataclasses import replace
 
     from openmaas.jobs.worker import Worker, WorkerLimits
+    from openmaas.optimize import staging
 
     limits = WorkerLimits.from_settings(platform.settings)
     limits = replace(
@@ -30,6 +31,9 @@ def _worker(platform: Platform, concurrency: int | None, org_concurrency: int | 
         concurrency=concurrency or limits.concurrency,
         org_concurrency=org_concurrency or limits.org_concurrency,
     )
+    # What optimisation jobs no longer running left in the store goes now (one killed with SIGKILL
+    # cleans nothing up itself).
+    staging.remove_stale(platform.db, platform.store, platform.clock.now())
     return Worker(platform.db, platform.clock, platform.settings, limits=limits)
 
 

@@ -60,13 +60,15 @@ def build_optimized(
     dataset: Path,
     dest: Path,
     *,
+    staging_root: Path,
     method: Method,
     max_drop: float,
     force: bool,
     progress: Progress,
     parent_ref: str,
 ) -> dict[str, Any]:
-    """Optimise the artifact at `parent` with `method` into `dest`; returns the new manifest.
+    """Optimise the artifact at `parent` with `method` into `dest`, building in a folder under
+    `staging_root` (on `dest`'s filesystem: it is renamed into place); returns the new manifest.
 
     Raises ValidationFailed (code `metric_drop`) and leaves nothing when the metric drops too much."""
     torch.set_num_threads(1)  # latencies are compared on one thread, as ONNX Runtime runs them here
@@ -77,7 +79,7 @@ def build_optimized(
     progress("measure-parent", f"Measuring the parent {parent_ref}.")
     before = measure(source.model, parent / manifest["files"]["weights"], test)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f"{dest.name}-", dir=staging_root))
     try:
         shutil.copyfile(parent / PREPROCESSING, staging / PREPROCESSING)
         if method.onnx:

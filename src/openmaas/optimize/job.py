@@ -4,6 +4,7 @@ more than allowed (unless forced), and registers it as a new version of the pare
 
 Nothing is left behind on failure: the result is built in a staging folder that becomes the
 version's artifact only when the version is registered and the job succeeds in one transaction.
+What an attempt killed outright leaves goes at the next attempt's start (see staging.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from openmaas.ids import new_id
 from openmaas.jobs import queue
 from openmaas.jobs.models import Job
 from openmaas.jobs.run import JobRun, LeaseLost
+from openmaas.optimize import staging
 from openmaas.optimize.methods import check_fits, parse_method
 from openmaas.optimize.schemas import OptimizationCreate
 from openmaas.registry import datasets as dataset_service
@@ -94,19 +96,23 @@ def run_optimization(run: JobRun) -> None:
         parent_folder = run.store.path(parent.artifact_path)
         dataset_path = run.store.path(dataset.path)
         dataset_id = dataset.id
+    # A killed earlier attempt (SIGKILL: no cleanup of its own) may have left its staging, and
+    # other jobs no longer running theirs.
+    staging.remove_stale(run.db, run.store, run.clock.now(), retrying=run.job_id)
     version_id = new_id("mv_")
     relative = run.store.model_dir(run.org_id, version_id)
-    manifest = build_optimized(
-        parent_folder,
-        dataset_path,
-        run.store.path(relative),
-        method=parse_method(str(params["method"])),
-        max_drop=float(params["max_metric_drop"]),
-        force=bool(params["force"]),
-        progress=lambda name, message: stage(run, name, message),
-        parent_ref=str(params["parent"]),
-    )
     try:
+        manifest = build_optimized(
+            parent_folder,
+            dataset_path,
+            run.store.path(relative),
+            staging_root=staging.attempt_dir(run.store, run.job_id, version_id),
+            method=parse_method(str(params["method"])),
+            max_drop=float(params["max_metric_drop"]),
+            force=bool(params["force"]),
+            progress=lambda name, message: stage(run, name, message),
+            parent_ref=str(params["parent"]),
+        )
         stage(run, "register", "Registering the optimised version.")
         optimization = manifest["optimization"]
         ref = register_and_succeed(
@@ -125,4 +131,6 @@ def run_optimization(run: JobRun) -> None:
     except BaseException:
         run.store.remove(relative)
         raise
+    finally:
+        staging.finish(run.store, run.job_id, version_id)
     run.event("log", f"Registered model version {ref}.", {"ref": ref})

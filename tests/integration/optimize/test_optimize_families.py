@@ -33,6 +33,7 @@ def _build(family: str, data: str, method: str, dest: Path) -> dict[str, Any]:
         parent,
         parent.parent / data,
         dest,
+        staging_root=dest.parent,
         method=parse_method(method),
         max_drop=1.0,
         force=False,

@@ -6,10 +6,11 @@ organisation's model is a 404.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -218,6 +219,37 @@ def delete_version(session: Session, org_id: str, ref: str) -> tuple[ModelVersio
         session.rollback()
         raise _in_use(model, version, in_use.users_of(session, version)) from exc
     return public, path
+
+
+def delete_model(session: Session, org_id: str, name: str) -> tuple[ModelPublic, list[str]]:
+    """Delete a model with all its versions and aliases (its own aliases do not hold it); returns
+    it and its versions' artifact paths. 409 `version_in_use` naming the version and its users
+    while a live listing, a deployment or a traffic split uses any version; nothing is deleted then."""
+    model = get_model(session, org_id, name)
+    public = model_public(session, model)
+    versions = list(
+        session.scalars(
+            select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(ModelVersion.version)
+        )
+    )
+    for version in versions:
+        users = replace(in_use.users_of(session, version), aliases=[])  # they go with the model
+        if users:
+            raise _in_use(model, version, users)
+    paths = [version.artifact_path for version in versions]
+    session.execute(delete(ModelAlias).where(ModelAlias.model_id == model.id))
+    session.execute(delete(ModelVersion).where(ModelVersion.model_id == model.id))
+    session.delete(model)
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a deployment of one was created since the check above
+        session.rollback()
+        raise errors.Conflict(
+            f"Model {name!r} is in use by a deployment made meanwhile; delete it first.",
+            param="model",
+            code="version_in_use",
+        ) from exc
+    return public, paths
 
 
 def _in_use(model: RegisteredModel, version: ModelVersion, users: in_use.Users) -> errors.Conflict:

@@ -1,6 +1,7 @@
-"""Deleting a model version that something uses is refused over HTTP — a live marketplace listing,
-a deployment serving it, a deployment's traffic split, a buyer's deployment — with a 409 naming
-the user and nothing deleted; once the listing is withdrawn or the deployment deleted, it goes."""
+"""Deleting a model version (or a whole model) that something uses is refused over HTTP — a live
+marketplace listing, a deployment serving it, a deployment's traffic split, a buyer's deployment —
+with a 409 naming the user and nothing deleted; once the listing is withdrawn or the deployment
+deleted, it goes."""
 
 from __future__ import annotations
 
@@ -92,3 +93,32 @@ def test_a_buyers_deployment_keeps_a_withdrawn_listings_version_without_being_na
         assert http.delete("/v1/deployments/secret-buyer-api").status_code == 200
     with served.client(seller.key) as http:
         _deleted(http, ref, folder)
+
+
+def test_a_model_goes_with_its_versions_and_aliases_once_no_deployment_uses_one(served: Served) -> None:
+    acme = served.tenant("acme")
+    refs = [register(served, acme, artifact("tabular-classification"), "churn") for _ in range(2)]
+    with served.client(acme.key) as http:
+        folders = [_folder(served, acme, http, ref) for ref in refs]
+        assert (
+            http.put("/v1/registry/models/churn/aliases/production", json={"version": 1}).status_code == 200
+        )
+        assert http.post("/v1/deployments", json={"model": refs[1], "name": "api"}).status_code == 201
+        refused = http.delete("/v1/registry/models/churn")
+        assert refused.status_code == 409, refused.text
+        error = refused.json()["error"]
+        assert (
+            error["code"] == "version_in_use" and refs[1] in error["message"] and "'api'" in error["message"]
+        )
+        assert "production" not in error["message"]  # the model's own aliases go with it
+        assert http.get("/v1/registry/models/churn").json()["latest_version"] == 2
+        assert all(folder.is_dir() for folder in folders)
+
+        assert http.delete("/v1/deployments/api").status_code == 200
+        deleted = http.delete("/v1/registry/models/churn")
+        assert deleted.status_code == 200, deleted.text
+        assert deleted.json()["name"] == "churn" and deleted.json()["aliases"] == {"production": 1}
+        assert http.get("/v1/registry/models/churn").status_code == 404
+        assert http.get(f"/v1/registry/versions/{refs[0]}").status_code == 404
+        assert not any(folder.exists() for folder in folders)
+        assert http.delete("/v1/registry/models/churn").status_code == 404

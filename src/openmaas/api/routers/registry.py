@@ -45,6 +45,17 @@ def get_model(name: str, platform: PlatformDep, caller: ModelsRead) -> object:
         return registry.model_public(session, registry.get_model(session, caller.require_org(), name))
 
 
+@router.delete("/models/{name}", response_model=ModelPublic, name="registry.models.delete")
+def delete_model(name: str, platform: PlatformDep, caller: ModelsWrite) -> object:
+    """The model with all its versions and aliases. 409 `version_in_use` while a live marketplace
+    listing, a deployment or a traffic split uses one of its versions; nothing is deleted then."""
+    with platform.db.session() as session:
+        public, paths = registry.delete_model(session, caller.require_org(), name)
+    for path in paths:
+        platform.store.remove(path)
+    return public
+
+
 @router.get("/models/{name}/versions", response_model=Page[ModelVersionPublic], name="registry.versions.list")
 def list_versions(name: str, platform: PlatformDep, caller: ModelsRead, page: PageDep) -> object:
     with platform.db.read_session() as session:

@@ -56,8 +56,10 @@ def test_a_listing_whose_version_was_deleted_is_unavailable(clocked_served: tupl
     with served.client(acme.key) as client:
         listed = client.post("/v1/marketplace/listings", json={"model": "gone:1", "components": _PRICE})
         assert listed.status_code == 201
-    with clocked.platform.db.session() as session:
-        registry.delete_version(session, acme.org_id, "gone:1")
+    with clocked.platform.db.session() as session, pytest.raises(errors.Conflict):
+        registry.delete_version(session, acme.org_id, "gone:1")  # refused while the listing is live
+    with clocked.platform.db.session() as session:  # as a delete racing the publish would leave it
+        session.delete(registry.resolve(session, acme.org_id, "gone:1")[1])
     with served.client(buyer.key) as client:
         assert client.get("/v1/marketplace").json()["data"] == []
     with served.client(acme.key) as client:

@@ -171,6 +171,10 @@ class UsageLedger:
             return
 
     def _write(self, batch: list[Receipt]) -> list[Written]:
+        if not self._db.is_sqlite:
+            written = self._write_in_one_statement(batch)
+            if written is not None:
+                return written
         with self._transaction() as sql:
             rows = self._rows(sql, batch)
             inserted = settlement.insert_new(sql, rows)
@@ -184,6 +188,51 @@ class UsageLedger:
                 spend.add(p.event, periods.of(p.event.org_id, p.event.occurred_at), outcome.cost_micros)
             settlement.apply(sql, spend)
         return written
+
+    def _write_in_one_statement(self, batch: list[Receipt]) -> list[Written] | None:
+        """PostgreSQL's common batch (no holds to release, distinct ids, one billing month per
+        organisation and key) as one autocommitted statement: each statement costs the driver about
+        0.1 ms, and a transaction of five was most of a request's metering latency. None: not such
+        a batch, write it in a transaction."""
+        periods = _Periods(self._prices)
+        of_org: dict[str, str] = {}
+        of_key: dict[str, str] = {}
+        event_periods = []
+        for p in batch:
+            e = p.event
+            period = periods.of(e.org_id, e.occurred_at)
+            if (e.hold is not None and e.hold.hold_id is not None) or of_org.setdefault(
+                e.org_id, period
+            ) != period:
+                return None
+            if e.api_key_id is not None and of_key.setdefault(e.api_key_id, period) != period:
+                return None
+            event_periods.append(period)
+        if len({p.event.event_id for p in batch}) != len(batch):
+            return None
+        connection = self._connect()
+        try:
+            sql = settlement.Sql(connection, is_sqlite=False)
+            inserted = settlement.insert_and_spend(sql, self._rows(sql, batch), event_periods)
+        except BaseException:
+            self._connection = None
+            connection.close()
+            raise
+        if inserted is None:
+            return [Written(p.event.event_id, True, p.cost_micros) for p in batch]
+        return _claim_lines(batch, inserted)
+
+    def _connect(self) -> Any:
+        """The writer's own connection, held for its lifetime (the hot path skips the ORM session
+        and the pool). On PostgreSQL it is taken out of the pool and set to autocommit: single
+        statements commit on their own and transactions begin explicitly."""
+        if self._connection is None:
+            connection: Any = self._db.engine.raw_connection()
+            if not self._db.is_sqlite:
+                connection.dbapi_connection.autocommit = True
+                connection.detach()  # never handed back to the pool in autocommit
+            self._connection = connection
+        return self._connection
 
     def _rows(self, sql: settlement.Sql, batch: list[Receipt]) -> list[tuple[Any, ...]]:
         """The batch's ledger rows (one per event), times already in the database's format."""
@@ -218,10 +267,9 @@ class UsageLedger:
     def _transaction(self) -> Iterator[settlement.Sql]:
         """A write transaction on the writer's own connection, held for its lifetime (the hot path
         skips the ORM session and the pool); a failure drops the connection and the batch retries."""
-        if self._connection is None:
-            self._connection = self._db.engine.raw_connection()
+        connection = self._connect()
         try:
-            with settlement.transaction(self._db, self._connection) as sql:
+            with settlement.transaction(self._db, connection) as sql:
                 yield sql
         except BaseException:
             self._connection = None  # closed by `transaction`

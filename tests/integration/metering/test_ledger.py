@@ -67,7 +67,19 @@ def test_a_failed_write_is_retried_and_not_lost(platform: Platform, monkeypatch:
             raise OperationalError("COMMIT", (), Exception("disk I/O error (injected)"))
         return inserted
 
+    real_one_statement = settlement.insert_and_spend
+
+    def fail_then_insert(
+        sql: settlement.Sql, rows: list[tuple[object, ...]], periods: list[str]
+    ) -> set[str] | None:
+        # PostgreSQL's one-statement batch is atomic on its own: a failed one wrote nothing.
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise OperationalError("INSERT", (), Exception("server closed the connection (injected)"))
+        return real_one_statement(sql, rows, periods)
+
     monkeypatch.setattr(settlement, "insert_new", insert_then_fail)
+    monkeypatch.setattr(settlement, "insert_and_spend", fail_then_insert)
     receipts = [platform.meter.record(UsageEvent(f"req_{i}", org, {"requests": 1}, now)) for i in range(50)]
     assert all(r.wait(timeout=20).new for r in receipts)
     assert failures["left"] == 0

@@ -207,17 +207,16 @@ def delete_version(session: Session, org_id: str, ref: str) -> tuple[ModelVersio
     409 `version_in_use`, naming each user, while an alias, a live listing, a deployment or a
     traffic split holds it; nothing is deleted then."""
     model, version = resolve(session, org_id, ref)
+    public = version_public(session, model, version)
     users = in_use.users_of(session, version)
     if users:
-        raise _in_use(model, version, users)
-    public = version_public(session, model, version)
+        raise _in_use(public.ref, users)
     path = version.artifact_path
     session.delete(version)
     try:
         session.flush()
-    except IntegrityError as exc:  # a deployment of it was created since the check above
-        session.rollback()
-        raise _in_use(model, version, in_use.users_of(session, version)) from exc
+    except IntegrityError as exc:  # a deployment of it was committed since the check above
+        raise _in_use(public.ref, None) from exc
     return public, path
 
 
@@ -235,28 +234,25 @@ def delete_model(session: Session, org_id: str, name: str) -> tuple[ModelPublic,
     for version in versions:
         users = replace(in_use.users_of(session, version), aliases=[])  # they go with the model
         if users:
-            raise _in_use(model, version, users)
+            raise _in_use(f"{model.name}:{version.version}", users)
     paths = [version.artifact_path for version in versions]
-    session.execute(delete(ModelAlias).where(ModelAlias.model_id == model.id))
-    session.execute(delete(ModelVersion).where(ModelVersion.model_id == model.id))
-    session.delete(model)
     try:
+        session.execute(delete(ModelAlias).where(ModelAlias.model_id == model.id))
+        session.execute(delete(ModelVersion).where(ModelVersion.model_id == model.id))
+        session.delete(model)
         session.flush()
-    except IntegrityError as exc:  # a deployment of one was created since the check above
-        session.rollback()
-        raise errors.Conflict(
-            f"Model {name!r} is in use by a deployment made meanwhile; delete it first.",
-            param="model",
-            code="version_in_use",
-        ) from exc
+    except IntegrityError as exc:  # a deployment of one was committed since the check above
+        raise _in_use(public.name, None) from exc
     return public, paths
 
 
-def _in_use(model: RegisteredModel, version: ModelVersion, users: in_use.Users) -> errors.Conflict:
-    what = users.describe() or "used by something created meanwhile"
+def _in_use(ref: str, users: in_use.Users | None) -> errors.Conflict:
+    """The 409 naming what uses `ref`; without `users`, the deployments' foreign key caught one
+    committed between the check and the delete."""
+    what = users.describe() if users else "served by a deployment made meanwhile"
     return errors.Conflict(
-        f"{model.name}:{version.version} is in use: {what}. Move the aliases, withdraw the listings "
-        "and delete or repoint the deployments first.",
+        f"{ref} is in use: {what}. Move the aliases, withdraw the listings and delete or repoint "
+        "the deployments first.",
         param="model",
         code="version_in_use",
     )

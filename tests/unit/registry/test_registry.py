@@ -92,3 +92,49 @@ def test_other_organisations_and_mismatched_tasks(plat: Platform) -> None:
         with pytest.raises(errors.ValidationFailed) as bad_alias:
             registry.set_alias(session, "org_a", "churn", "9lives", 1, plat.clock.now())
         assert bad_alias.value.param == "alias"
+
+
+def test_a_deployment_made_after_the_check_still_stops_the_delete(
+    plat: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The in-use check reads; a deployment committed between it and the delete is caught by the
+    deployments' foreign key, answered as the same 409, and nothing is deleted."""
+    from openmaas.registry import in_use
+    from openmaas.serving.models import Deployment
+
+    with plat.db.session() as session:
+        version = _register(session, plat, 0.9)
+        now = plat.clock.now()
+        session.add(
+            Deployment(
+                id=new_id("dep_"),
+                org_id="org_a",
+                name="api",
+                model_ref="churn:1",
+                version_id=version.id,
+                task=version.task,
+                state="ready",
+                replicas=1,
+                config={},
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    real = in_use.users_of
+    calls: list[str] = []
+
+    def checked_before_the_deployment(session: Session, version: Any) -> in_use.Users:
+        calls.append(version.id)
+        return in_use.Users() if len(calls) == 1 else real(session, version)
+
+    monkeypatch.setattr(in_use, "users_of", checked_before_the_deployment)
+    for delete in (
+        lambda session: registry.delete_version(session, "org_a", "churn:1"),
+        lambda session: registry.delete_model(session, "org_a", "churn"),
+    ):
+        calls.clear()
+        with plat.db.session() as session, pytest.raises(errors.Conflict) as refused:
+            delete(session)
+        assert refused.value.code == "version_in_use"
+    with plat.db.read_session() as session:
+        assert registry.resolve(session, "org_a", "churn:1")[1].id == version.id

@@ -36,7 +36,8 @@ class Platform:
     metering: Metering = field(init=False)
     # Model replicas of this process: deployments load here and publish into `served_models`.
     replicas: ReplicaManager = field(init=False)
-    # Month-end invoices and the daily storage sample; `start()`ed by the API server's lifespan.
+    # Month-end invoices and the daily storage sample; `start()`ed by the API server's lifespan
+    # and by `openmaas worker`.
     billing_scheduler: BillingScheduler = field(init=False)
 
     def __post_init__(self) -> None:

@@ -100,6 +100,8 @@ def test_upload_train_follow_and_registry_commands(cli: Cli, tmp_path: Path) -> 
     assert refused.returncode != 0 and "production" in refused.stderr
     cli("models", "alias", "cancer", "production", "--remove")
     assert cli.json("models", "delete", "cancer:1")["ref"] == "cancer:1"
+    assert cli.json("models", "delete", "cancer")["name"] == "cancer"  # the whole model
+    assert cli.json("models", "list") == []
 
     kinds = {job["kind"]: job["status"] for job in cli.json("jobs", "list")}
     assert kinds == {"validate_dataset": "succeeded", "train": "succeeded"}

@@ -6,8 +6,10 @@ A listing names one model version of its publisher's registry, by the version's 
 is what served requests carry in their usage events' `model`, so their usage is priced by the
 listing. Publishing resolves the publisher's reference (`name:version`, `name@alias` or the id)
 in the publisher's own organisation only: another organisation's version is a 404 like a missing
-one. A listing whose version was deleted later stays in its owner's list, marked unavailable, is
-hidden from the catalogue, and `listed_version` refuses it with a clear error.
+one. The registry refuses to delete a version while a live listing sells it (409
+`version_in_use`); one deleted anyway (a delete racing the publish: listings hold no foreign key
+to versions) stays in its owner's list, marked unavailable, is hidden from the catalogue, and
+`listed_version` refuses it with a clear error.
 """
 
 from __future__ import annotations

@@ -141,13 +141,24 @@ def models_download(
 
 
 def models_delete(
-    ref: str = typer.Argument(..., help="Version: name:3 (not while an alias points to it)"),
+    ref: str = typer.Argument(
+        ..., help="A version (name:3), or a model name for the model with all its versions"
+    ),
     url: str | None = UrlOpt,
     key: str | None = KeyOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Delete a model version and its artifact."""
-    deleted = run(lambda: client(url, key).registry.delete(ref))
+    """Delete a model version and its artifact, or a whole model (refused while an alias, a
+    marketplace listing, a deployment or a traffic split uses it)."""
+    api = client(url, key)
+    if ":" not in ref and "@" not in ref:
+        model = run(lambda: api.registry.delete_model(ref))
+        if as_json:
+            emit_json(model)
+            return
+        console.print(f"Deleted model {model.name} and its versions")
+        return
+    deleted = run(lambda: api.registry.delete(ref))
     if as_json:
         emit_json(deleted)
         return

@@ -61,6 +61,7 @@ def worker(
     # cluster with no server up still bills; each slot's claim in `billing_chores` keeps the
     # processes from doing one slot twice.
     platform.billing_scheduler.start()
+    platform.meter.start()  # its writer also releases the budget holds of crashed servers
     console.print(f"[bold green]OpenMaaS worker[/] {running.id}: {running.limits.concurrency} job(s) at once")
     try:
         running.run(stop)

@@ -89,6 +89,11 @@ class UsageLedger:
             self._wakeup.set()
         return receipt
 
+    def start(self) -> None:
+        """Start the writer now rather than at the first event: it also sweeps the budget holds of
+        crashed servers, which a worker should do from its start."""
+        self._ensure_started()
+
     def record_and_wait(self, event: UsageEvent, timeout: float | None = None) -> Written:
         return self.record(event).wait(timeout)
 

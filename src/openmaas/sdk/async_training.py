@@ -181,6 +181,10 @@ class AsyncRegistry:
     async def delete(self, ref: str) -> ModelVersionPublic:
         return await self._client.send(calls.delete_version(ref))
 
+    async def delete_model(self, name: str) -> ModelPublic:
+        """The model with all its versions (409 `version_in_use` while any is listed or served)."""
+        return await self._client.send(calls.delete_model(name))
+
     async def download(self, ref: str, dest: str | Path) -> Path:
         """Save the version's artifact folder as a zip file at `dest`."""
         dest = Path(dest)

@@ -187,6 +187,10 @@ class Registry:
     def delete(self, ref: str) -> ModelVersionPublic:
         return self._client.send(calls.delete_version(ref))
 
+    def delete_model(self, name: str) -> ModelPublic:
+        """The model with all its versions (409 `version_in_use` while any is listed or served)."""
+        return self._client.send(calls.delete_model(name))
+
     def download(self, ref: str, dest: str | Path, progress: Progress | None = None) -> Path:
         """Save the version's artifact folder as a zip file at `dest`."""
         dest = Path(dest)

@@ -109,6 +109,10 @@ def delete_version(ref: str) -> Call[ModelVersionPublic]:
     return Call("DELETE", f"/v1/registry/versions/{ref}", ModelVersionPublic)
 
 
+def delete_model(name: str) -> Call[ModelPublic]:
+    return Call("DELETE", f"/v1/registry/models/{name}", ModelPublic)
+
+
 class EventStreamParser:
     """Turns the lines of a `text/event-stream` into job events; `done` turns true at the end."""
 

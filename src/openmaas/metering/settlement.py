@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy.orm import Session
 
 from openmaas.db.database import Database
@@ -116,6 +117,7 @@ _PG_TYPES = {
     **{name: "bigint" for name in UNIT_COLUMNS},
 }
 _PG_ARRAYS = ", ".join(f"%s::{_PG_TYPES.get(name, 'text')}[]" for name in COLUMNS)
+_PG_RECORD = ", ".join(f"{name} {_PG_TYPES.get(name, 'text')}" for name in COLUMNS)
 _PG_INSERT = (
     f"INSERT INTO usage_events ({', '.join(COLUMNS)}) SELECT * FROM unnest({_PG_ARRAYS}) "
     "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
@@ -129,9 +131,15 @@ def insert_and_spend(sql: Sql, rows: list[tuple[Any, ...]], periods: list[str]) 
 
     Only for batches that release no holds, whose event ids are distinct, and where each
     organisation and key has one period: `apply` handles the rest (month boundaries, holds)."""
-    ids = [row[0] for row in rows]
-    columns = tuple(list(column) for column in zip(*rows, strict=True))
-    new = {event_id for (event_id,) in sql.run(_PG_INSERT_AND_SPEND, (ids, periods, *columns)).fetchall()}
+    # One JSON parameter for the whole batch: the driver adapts one string instead of a list per
+    # column (28 of them, most of the statement's client-side cost for a small batch).
+    batch = orjson.dumps(
+        [
+            {**dict(zip(COLUMNS, row, strict=True)), "period": period}
+            for row, period in zip(rows, periods, strict=True)
+        ]
+    ).decode()
+    new = {event_id for (event_id,) in sql.run(_PG_INSERT_AND_SPEND, (batch,)).fetchall()}
     return None if len(new) == len(rows) else new
 
 
@@ -139,13 +147,13 @@ def insert_and_spend(sql: Sql, rows: list[tuple[Any, ...]], periods: list[str]) 
 # retried event adds nothing; the account upsert and key update mirror `_ACCOUNT_UPSERT` and
 # `_KEY_UPDATE` with nothing to release.
 _PG_INSERT_AND_SPEND = f"""
-WITH periods(event_id, period) AS (SELECT * FROM unnest(?::text[], ?::text[])),
+WITH batch AS (SELECT * FROM json_to_recordset(?::json) AS b({_PG_RECORD}, period text)),
 ins AS (
-    INSERT INTO usage_events ({", ".join(COLUMNS)}) SELECT * FROM unnest({_PG_ARRAYS.replace("%s", "?")})
+    INSERT INTO usage_events ({", ".join(COLUMNS)}) SELECT {", ".join(COLUMNS)} FROM batch
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id, org_id, api_key_id, cost_micros
 ),
-spent AS (SELECT ins.*, periods.period FROM ins JOIN periods USING (event_id)),
+spent AS (SELECT ins.*, batch.period FROM ins JOIN batch USING (event_id)),
 orgs AS (
     INSERT INTO billing_accounts (org_id, balance_micros, prepaid, reserved_micros, period,
                                   period_spend_micros, unbilled_micros)

@@ -6,10 +6,13 @@ intermediate 4864, vocab 151936, tied embeddings) is built once into --model-dir
 ours at 1, 16 and 64 concurrent requests (batch-1 decode tokens/s, end-to-end output tokens/s
 with prefill included, time to first token and inter-token latency p50/p99), transformers
 `generate` at batch 1 and as one static batch of 16, and transformers `generate_batch`
-(continuous batching) at 16. It also measures memory bandwidth with a large tensor copy and states
-batch-1 decode as a fraction of the roofline bandwidth / weight bytes.
+(continuous batching) at 16, and llama.cpp's `llama-batched-bench` on a GGUF of the same weights (F32 /
+BF16, converted once into --gguf-dir) at 1 and 16 parallel, with our figures as ratios of llama.cpp's
+(llama.cpp is skipped with a message when benchmarks/llamacpp_setup.sh has not built it). It also
+measures memory bandwidth with a large tensor copy and states batch-1 decode as a fraction of the
+roofline bandwidth / weight bytes.
 
-    python benchmarks/llm_engine.py --dtypes float32,bfloat16 --threads 2
+    python -m benchmarks.llm_engine --dtypes float32,bfloat16 --threads 2
 
 The machine is shared: run it when it is quiet and read the numbers as ±15%.
 """
@@ -31,6 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
+from benchmarks import llamacpp
 from openmaas.engine import EngineConfig, LLMEngine, SamplingParams
 
 QWEN05 = {
@@ -180,6 +184,45 @@ def interleaved_decode_ab(
     return statistics.median(ours) * 1000, statistics.median(theirs) * 1000
 
 
+def run_llamacpp(
+    model_dir: Path,
+    gguf_dir: Path,
+    dtype_name: str,
+    threads: int,
+    prompt_len: int,
+    new: int,
+    parallel: list[int],
+) -> list[Result]:
+    """llama-batched-bench rows as results; [] with a message when llama.cpp is not built."""
+    if llamacpp.find_batched_bench() is None or llamacpp.find_source() is None:
+        print("llama.cpp: not built (run benchmarks/llamacpp_setup.sh); skipped")
+        return []
+    gguf = llamacpp.convert(model_dir, dtype_name, gguf_dir)
+    results = []
+    for row in llamacpp.batched_bench(gguf, threads, prompt_len, new, parallel):
+        res = Result("llama.cpp batched-bench", dtype_name, row.parallel, row.parallel * row.new)
+        res.wall_s = row.t_pp + row.t_tg
+        if row.parallel == 1:
+            res.decode_tps = row.s_tg
+        results.append(res)
+    return results
+
+
+def print_ratios(results: list[Result]) -> None:
+    """Ours as a fraction of llama.cpp's: batch-1 decode and end-to-end output tokens/s per concurrency."""
+    peer = {(r.dtype, r.concurrency): r for r in results if r.name.startswith("llama.cpp")}
+    for r in results:
+        p = peer.get((r.dtype, r.concurrency))
+        if r.name != "openmaas" or p is None:
+            continue
+        line = f"  ours / llama.cpp, {r.dtype}, {r.concurrency} concurrent: e2e {r.e2e_tps / p.e2e_tps:.0%}"
+        if r.decode_tps and p.decode_tps:
+            line += f", batch-1 decode {r.decode_tps / p.decode_tps:.0%} (target >= 90%)"
+        elif r.concurrency > 1:
+            line += " (target > 100%)"
+        print(line)
+
+
 def pct(values: list[float], q: float) -> str:
     if not values:
         return "-"
@@ -216,6 +259,10 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--hf", default="generate1,static16,cb16", help="transformers runs ('' for none)")
     parser.add_argument("--hf-batched-dtypes", default="float32", help="dtypes for static16/cb16")
+    parser.add_argument(
+        "--llamacpp", default="1,16", help="llama-batched-bench parallel levels ('' for none)"
+    )
+    parser.add_argument("--gguf-dir", type=Path, default=Path("/tmp/openmaas-bench/gguf"))
     parser.add_argument("--ab-steps", type=int, default=12, help="interleaved batch-1 decode steps (0: skip)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -251,6 +298,13 @@ def main() -> None:
             print_table([res], bandwidth, weight_bytes)
         del engine
         gc.collect()
+        if args.llamacpp:
+            levels = [int(c) for c in args.llamacpp.split(",")]
+            for res in run_llamacpp(
+                model_dir, args.gguf_dir, dtype_name, args.threads, args.prompt_len, args.new_tokens, levels
+            ):
+                results.append(res)
+                print_table([res], bandwidth, weight_bytes)
         runs = [r for r in args.hf.split(",") if r]
         batched_ok = dtype_name in args.hf_batched_dtypes.split(",")
         if "generate1" in runs or ("static16" in runs and batched_ok):
@@ -296,6 +350,7 @@ def main() -> None:
             f"({1000 / ours_ms:.2f} tokens/s), transformers forward {hf_ms:.0f} ms "
             f"({1000 / hf_ms:.2f} tokens/s)"
         )
+    print_ratios(results)
     print()
     print_table(results, bandwidth, weight_bytes)
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Build llama.cpp (via llama-cpp-python, from source) into .bench/venvs/llamacpp,
+# keeping its CMake build folder under .bench/llamacpp-build so that
+# `llama-batched-bench` can be built from it afterwards. Niced, 2 build jobs.
+# Usage: benchmarks/llamacpp_setup.sh   (from the repository root)
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BENCH="$ROOT/.bench"
+VENV="$BENCH/venvs/llamacpp"
+SRC="$BENCH/llamacpp-src"
+BUILD="$BENCH/llamacpp-build"
+export CMAKE_BUILD_PARALLEL_LEVEL=2
+mkdir -p "$BENCH/venvs" "$SRC"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --upgrade pip
+# The GGUF converter needs gguf (+ numpy, torch-free paths suffice for safetensors input
+# through its own reader); transformers is used by it for the tokenizer.
+"$VENV/bin/pip" install -q gguf numpy safetensors transformers tokenizers
+if ! ls "$SRC"/llama_cpp_python-*/vendor/llama.cpp >/dev/null 2>&1; then
+  "$VENV/bin/pip" download -q --no-deps --no-binary llama-cpp-python -d "$SRC" llama-cpp-python
+  (cd "$SRC" && tar xzf llama_cpp_python-*.tar.gz)
+fi
+PKG="$(ls -d "$SRC"/llama_cpp_python-*/ | head -1)"
+if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+  CMAKE_ARGS="-DLLAVA_BUILD=OFF" nice -n 19 "$VENV/bin/pip" install -v \
+    -C build-dir="$BUILD" "$PKG"
+fi
+# Tools: reconfigure the kept build folder and build only llama-batched-bench.
+nice -n 19 cmake -S "$PKG" -B "$BUILD" -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_MTMD=OFF \
+  -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=ON >/dev/null
+nice -n 19 cmake --build "$BUILD" --target llama-batched-bench -j 2
+find "$BUILD" -name llama-batched-bench -type f -perm -u+x -print

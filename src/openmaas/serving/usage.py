@@ -12,6 +12,8 @@ waiting, since nobody is left to answer.
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.concurrency import run_in_threadpool
 
 from openmaas.bootstrap import Platform
@@ -43,35 +45,30 @@ class RequestUsage:
         """`admit` for any units (e.g. `{"requests": 1, "rows": n}` for predictions): from memory
         on the event loop when it can be, in a thread when it needs the database."""
         headers = self.admit_from_memory(worst)
-        if headers is not None:
-            return headers
-        headers = {}
-        self._admission = await run_in_threadpool(
-            self._platform.gate.admit,
-            self._principal.require_org(),
-            self._principal.key_id,
-            self._request_id,
-            worst_case=worst,
-            model=self._served.version_id or None,
-            deployment=self._served.deployment_id or None,
-            headers=headers,
-        )
+        if headers is None:
+            headers = {}
+            self._admission = await run_in_threadpool(
+                self._platform.gate.admit, **self._admission_args(worst, headers)
+            )
         return headers
 
     def admit_from_memory(self, worst: dict[str, int]) -> dict[str, str] | None:
         """`admit_units` when it needs no I/O (the common case); None, with nothing done, when it
         does (then await `admit_units`). Raises 429/402 like it."""
         headers: dict[str, str] = {}
-        self._admission = self._platform.gate.admit_nowait(
-            self._principal.require_org(),
-            self._principal.key_id,
-            self._request_id,
-            worst_case=worst,
-            model=self._served.version_id or None,
-            deployment=self._served.deployment_id or None,
-            headers=headers,
-        )
+        self._admission = self._platform.gate.admit_nowait(**self._admission_args(worst, headers))
         return None if self._admission is None else headers
+
+    def _admission_args(self, worst: dict[str, int], headers: dict[str, str]) -> dict[str, Any]:
+        return {
+            "org_id": self._principal.require_org(),
+            "api_key_id": self._principal.key_id,
+            "request_id": self._request_id,
+            "worst_case": worst,
+            "model": self._served.version_id or None,
+            "deployment": self._served.deployment_id or None,
+            "headers": headers,
+        }
 
     def record(self, input_tokens: int, output_tokens: int) -> None:
         """Write the request's one usage event and settle its hold; later calls do nothing."""

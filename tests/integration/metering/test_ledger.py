@@ -35,6 +35,22 @@ def _count(platform: Platform, org_id: str) -> tuple[int, int]:
     return int(events or 0), int(cost or 0)
 
 
+def _prepaid(platform: Platform, org_id: str, balance_micros: int) -> None:
+    """A prepaid wallet holding `balance_micros`, nothing reserved or spent yet."""
+    with platform.db.session() as session:
+        session.add(
+            BillingAccount(
+                org_id=org_id,
+                balance_micros=balance_micros,
+                prepaid=True,
+                reserved_micros=0,
+                period="",
+                period_spend_micros=0,
+                unbilled_micros=0,
+            )
+        )
+
+
 def test_a_retried_event_is_metered_once(platform: Platform) -> None:
     org = make_org(platform, "acme")
     make_pricebook(
@@ -168,18 +184,7 @@ def test_concurrent_requests_never_overspend(platform: Platform, kind: str) -> N
 def test_abandoned_requests_release_their_hold_and_write_nothing(platform: Platform) -> None:
     org = make_org(platform, "acme")
     make_pricebook(platform, [{"unit": "output_tokens", "price": "2.00"}])
-    with platform.db.session() as session:
-        session.add(
-            BillingAccount(
-                org_id=org,
-                balance_micros=3_000_000,
-                prepaid=True,
-                reserved_micros=0,
-                period="",
-                period_spend_micros=0,
-                unbilled_micros=0,
-            )
-        )
+    _prepaid(platform, org, 3_000_000)
     first = platform.gate.admit(org, None, "req_a", worst_case={"output_tokens": 1000})
     with pytest.raises(errors.InsufficientQuota) as refused:
         platform.gate.admit(org, None, "req_b", worst_case={"output_tokens": 1000})
@@ -197,18 +202,7 @@ def test_a_crashed_requests_hold_expires_and_is_released_exactly_once(clocked: C
     platform = clocked.platform
     org = make_org(platform, "acme")
     make_pricebook(platform, [{"unit": "requests", "price": "0.40"}])
-    with platform.db.session() as session:
-        session.add(
-            BillingAccount(
-                org_id=org,
-                balance_micros=1_000_000,
-                prepaid=True,
-                reserved_micros=0,
-                period="",
-                period_spend_micros=0,
-                unbilled_micros=0,
-            )
-        )
+    _prepaid(platform, org, 1_000_000)
     lost = platform.gate.admit(org, None, "req_lost", worst_case={"requests": 1})  # its server dies
     with pytest.raises(errors.Conflict):  # the same request id twice in flight holds once
         platform.gate.admit(org, None, "req_lost", worst_case={"requests": 1})
@@ -285,18 +279,7 @@ def test_admission_from_memory_only_when_nothing_needs_the_database(platform: Pl
     assert _count(platform, free)[0] == 1
 
     prepaid = make_org(platform, "prepaid")
-    with platform.db.session() as session:
-        session.add(
-            BillingAccount(
-                org_id=prepaid,
-                balance_micros=3_000_000,
-                prepaid=True,
-                reserved_micros=0,
-                period="",
-                period_spend_micros=0,
-                unbilled_micros=0,
-            )
-        )
+    _prepaid(platform, prepaid, 3_000_000)
     held = gate.admit(prepaid, None, "req_p1", worst_case={"requests": 1})
     assert gate.admit_nowait(prepaid, None, "req_p2", worst_case={"requests": 1}) is None  # a hold
     gate.abandon(held)

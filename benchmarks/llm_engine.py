@@ -290,7 +290,7 @@ def main() -> None:
         weight_bytes[dtype_name] = sum(p.numel() * p.element_size() for p in engine.runner.model.parameters())
         n_params = sum(p.numel() for p in engine.runner.model.parameters())
         run_ours(engine, dtype_name, prompts_for(2, 16, 1000, seed=0), 4)  # warm-up
-        for conc in (int(c) for c in args.concurrency.split(",")):
+        for conc in (int(c) for c in args.concurrency.split(",") if c):
             res = run_ours(
                 engine, dtype_name, prompts_for(conc, args.prompt_len, 151936, seed=conc), args.new_tokens
             )

@@ -13,9 +13,9 @@ export CMAKE_BUILD_PARALLEL_LEVEL=2
 mkdir -p "$BENCH/venvs" "$SRC"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
-# The GGUF converter needs gguf (+ numpy, torch-free paths suffice for safetensors input
-# through its own reader); transformers is used by it for the tokenizer.
-"$VENV/bin/pip" install -q gguf numpy safetensors transformers tokenizers
+# Only the sdist of llama-cpp-python (its build dependencies come as wheels). The GGUF converter in it,
+# vendor/llama.cpp/convert_hf_to_gguf.py, runs in the project's .venv (torch, transformers) with the
+# vendored gguf-py on PYTHONPATH: see benchmarks/llamacpp.py.
 if ! ls "$SRC"/llama_cpp_python-*/vendor/llama.cpp >/dev/null 2>&1; then
   "$VENV/bin/pip" download -q --no-deps --no-binary llama-cpp-python -d "$SRC" llama-cpp-python
   (cd "$SRC" && tar xzf llama_cpp_python-*.tar.gz)

@@ -8,20 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from openmaas.api.app import create_app
 from tests.data.builders import breast_cancer_csv
-from tests.integration.jobs.harness import fast_platform, job_in, upload, worker_running
+from tests.integration.jobs.harness import fast_server, job_in, upload, worker_running
 from tests.support.served import Served
-from tests.support.server import running_server
 
 
 @pytest.fixture
 def served_fast(tmp_path: Path, database_url: str) -> Iterator[Served]:
-    platform = fast_platform(tmp_path / "home", database_url)
-    assert platform.new_admin_key is not None
-    with running_server(create_app(platform)) as url:
-        yield Served(url, platform, platform.new_admin_key)
-    platform.close()
+    with fast_server(tmp_path / "home", database_url) as served:
+        yield served
 
 
 def test_upload_validate_train_register_tabular(served_fast: Served, tmp_path: Path) -> None:

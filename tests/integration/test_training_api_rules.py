@@ -13,22 +13,23 @@ import httpx
 import numpy as np
 import pytest
 
-from openmaas.api.app import create_app
 from tests.data.builders import breast_cancer_csv, png_bytes, topic_texts_csv
-from tests.integration.jobs.harness import fast_platform, job_in, upload, wait_for, worker_running
+from tests.integration.jobs.harness import (
+    fast_server,
+    job_in,
+    upload,
+    wait_for,
+    worker_running,
+)
 from tests.support.served import Served
-from tests.support.server import running_server
 
 
 @pytest.fixture
 def served_fast(tmp_path: Path, database_url: str) -> Iterator[Served]:
-    platform = fast_platform(
+    with fast_server(
         tmp_path / "home", database_url, max_body_bytes=16_000, max_dataset_bytes=200_000
-    )
-    assert platform.new_admin_key is not None
-    with running_server(create_app(platform)) as url:
-        yield Served(url, platform, platform.new_admin_key)
-    platform.close()
+    ) as served:
+        yield served
 
 
 def _error(response: httpx.Response, status: int) -> dict[str, Any]:

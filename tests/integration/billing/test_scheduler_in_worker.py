@@ -4,10 +4,8 @@ them, with no chore failing on the other's work."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,6 +23,7 @@ from openmaas.metering.sources import storage_event_id, yesterday
 from tests.integration.billing.helpers import make_org
 from tests.support.clock import FakeClock
 from tests.support.platforms import make_platform
+from tests.support.workers import start_worker
 
 _GB = 1_000_000_000
 
@@ -40,21 +39,15 @@ def long_ago(tmp_path: Path, database_url: str) -> Iterator[Platform]:
 
 
 def _start_worker(platform: Platform, log: Path) -> subprocess.Popen[bytes]:
-    settings = platform.settings
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(settings.home),
-        "OPENMAAS_HOME": str(settings.home),
-        "OPENMAAS_DATABASE_URL": settings.resolved_database_url,
-        "OPENMAAS_SECRET_KEY": settings.secret_key or "",
-        "OPENMAAS_BILLING_SCHEDULER_INTERVAL_S": "0.5",
-        "OPENMAAS_BILLING_FINALIZE_GRACE_S": "0",
-        "OPENMAAS_JOB_POLL_S": "0.2",
-    }
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "openmaas.cli.main", "worker"], env=env, stdout=out, stderr=out
-        )
+    return start_worker(
+        platform.settings,
+        log,
+        {
+            "OPENMAAS_BILLING_SCHEDULER_INTERVAL_S": "0.5",
+            "OPENMAAS_BILLING_FINALIZE_GRACE_S": "0",
+            "OPENMAAS_JOB_POLL_S": "0.2",
+        },
+    )
 
 
 def test_two_workers_run_the_billing_chores_once_between_them(long_ago: Platform, tmp_path: Path) -> None:

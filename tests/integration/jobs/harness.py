@@ -11,9 +11,12 @@ from typing import Any, TypeVar
 
 import httpx
 
+from openmaas.api.app import create_app
 from openmaas.bootstrap import Platform
 from openmaas.jobs.worker import Worker, WorkerLimits, start_in_thread
 from tests.support.platforms import make_platform
+from tests.support.served import Served
+from tests.support.server import running_server
 
 T = TypeVar("T")
 FAST = {"job_poll_s": 0.1, "job_heartbeat_s": 0.5, "job_lease_s": 4.0}
@@ -21,6 +24,25 @@ FAST = {"job_poll_s": 0.1, "job_heartbeat_s": 0.5, "job_lease_s": 4.0}
 
 def fast_platform(home: Path, database_url: str, **overrides: Any) -> Platform:
     return make_platform(home, database_url, **{**FAST, **overrides})
+
+
+def fast_worker_env(lease_s: float) -> dict[str, str]:
+    """The settings of an `openmaas worker` subprocess with fast timings and the given lease."""
+    return {
+        "OPENMAAS_JOB_LEASE_S": str(lease_s),
+        "OPENMAAS_JOB_HEARTBEAT_S": "0.5",
+        "OPENMAAS_JOB_POLL_S": "0.2",
+    }
+
+
+@contextmanager
+def fast_server(home: Path, database_url: str, **overrides: Any) -> Iterator[Served]:
+    """A `fast_platform` behind a real server on a free port, closed afterwards."""
+    platform = fast_platform(home, database_url, **overrides)
+    assert platform.new_admin_key is not None
+    with running_server(create_app(platform)) as url:
+        yield Served(url, platform, platform.new_admin_key)
+    platform.close()
 
 
 @contextmanager

@@ -5,10 +5,8 @@ server start are run after a restart."""
 from __future__ import annotations
 
 import csv
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +19,18 @@ from openmaas.bootstrap import build_platform
 from openmaas.registry.artifact import load_artifact
 from openmaas.training.predictor import ClassPrediction
 from tests.data.builders import breast_cancer_csv
-from tests.integration.jobs.harness import fast_platform, job_in, upload, wait_for, worker_running
+from tests.integration.jobs.harness import (
+    fast_platform,
+    fast_server,
+    fast_worker_env,
+    job_in,
+    upload,
+    wait_for,
+    worker_running,
+)
 from tests.support.served import Served
 from tests.support.server import running_server
+from tests.support.workers import start_worker
 
 LEASE_S = 5.0
 EPOCHS = 120  # long enough that the kill always lands mid-training, even on an idle machine
@@ -31,21 +38,11 @@ EPOCHS = 120  # long enough that the kill always lands mid-training, even on an 
 
 @contextmanager
 def worker_process(served: Served, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    settings = served.platform.settings
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(settings.home),
-        "OPENMAAS_HOME": str(settings.home),
-        "OPENMAAS_DATABASE_URL": settings.resolved_database_url,
-        "OPENMAAS_SECRET_KEY": settings.secret_key or "",
-        "OPENMAAS_JOB_LEASE_S": str(LEASE_S),
-        "OPENMAAS_JOB_HEARTBEAT_S": "0.5",
-        "OPENMAAS_JOB_POLL_S": "0.2",
-    }
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "openmaas.cli.main", "worker"], env=env, stdout=out, stderr=out
-        )
+    process = start_worker(
+        served.platform.settings,
+        log,
+        fast_worker_env(LEASE_S),
+    )
     try:
         yield process
     finally:
@@ -56,11 +53,8 @@ def worker_process(served: Served, log: Path) -> Iterator[subprocess.Popen[bytes
 
 @pytest.fixture
 def served_fast(tmp_path: Path, database_url: str) -> Iterator[Served]:
-    platform = fast_platform(tmp_path / "home", database_url, job_lease_s=LEASE_S)
-    assert platform.new_admin_key is not None
-    with running_server(create_app(platform)) as url:
-        yield Served(url, platform, platform.new_admin_key)
-    platform.close()
+    with fast_server(tmp_path / "home", database_url, job_lease_s=LEASE_S) as served:
+        yield served
 
 
 def _events(api: Any, job_id: str) -> list[dict[str, Any]]:

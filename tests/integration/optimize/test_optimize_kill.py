@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,47 +18,30 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from openmaas.api.app import create_app
 from openmaas.registry.models import ModelVersion
-from tests.integration.jobs.harness import fast_platform, job_in, upload, wait_for
+from tests.integration.jobs.harness import fast_server, fast_worker_env, job_in, upload, wait_for
 from tests.integration.serving.predict_support import churn_frame
 from tests.support.served import Served
-from tests.support.server import running_server
+from tests.support.workers import start_worker
 
 LEASE_S = 3.0
 
 
 @pytest.fixture
 def served_fast(tmp_path: Path, database_url: str) -> Iterator[Served]:
-    platform = fast_platform(tmp_path / "home", database_url, job_lease_s=LEASE_S)
-    assert platform.new_admin_key is not None
-    with running_server(create_app(platform)) as url:
-        yield Served(url, platform, platform.new_admin_key)
-    platform.close()
+    with fast_server(tmp_path / "home", database_url, job_lease_s=LEASE_S) as served:
+        yield served
 
 
 @contextmanager
 def worker_process(served: Served, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`openmaas worker` in a session of its own, so that a SIGKILL reaches its job processes too."""
-    settings = served.platform.settings
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(settings.home),
-        "OPENMAAS_HOME": str(settings.home),
-        "OPENMAAS_DATABASE_URL": settings.resolved_database_url,
-        "OPENMAAS_SECRET_KEY": settings.secret_key or "",
-        "OPENMAAS_JOB_LEASE_S": str(LEASE_S),
-        "OPENMAAS_JOB_HEARTBEAT_S": "0.5",
-        "OPENMAAS_JOB_POLL_S": "0.2",
-    }
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "openmaas.cli.main", "worker"],
-            env=env,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-        )
+    process = start_worker(
+        served.platform.settings,
+        log,
+        fast_worker_env(LEASE_S),
+        own_session=True,
+    )
     try:
         yield process
     finally:

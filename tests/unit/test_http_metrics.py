@@ -26,9 +26,12 @@ def test_counts_and_cumulative_latency_buckets() -> None:
     assert bucket.format("0.0005", "2.0") in lines
     assert bucket.format("0.001", "3.0") in lines
     assert bucket.format("0.005", "4.0") in lines
-    assert bucket.format("10", "4.0") in lines
+    assert bucket.format("1.0", "4.0") in lines  # bounds written as prometheus_client writes them
+    assert bucket.format("10.0", "4.0") in lines
     assert bucket.format("+Inf", "5.0") in lines
     assert 'openmaas_http_request_duration_seconds_count{method="POST",route="/v1/x"} 5.0' in lines
+    created = {line.split("{")[0] for line in lines if "_created{" in line}
+    assert created == {"openmaas_http_requests_created", "openmaas_http_request_duration_seconds_created"}
 
 
 def test_series_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

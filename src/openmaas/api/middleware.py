@@ -16,6 +16,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
@@ -41,6 +42,7 @@ STREAMED_BODY = {"x-streamed-body": True}
 
 
 _LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_LE_LABELS = (*map(floatToGoString, _LATENCY_BOUNDS), "+Inf")  # "1.0", as prometheus_client writes them
 _MAX_SERIES = 10_000  # odd methods from clients must not grow the series without bound
 
 
@@ -55,6 +57,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         self._counts: dict[tuple[str, str, int], int] = {}
         self._latency: dict[tuple[str, str], list[float]] = {}  # bucket counts..., then the sum
+        # When each series began: the `_created` samples prometheus_client's own types expose.
+        self._created: dict[tuple[str | int, ...], float] = {}
         self.registry.register(_HttpCollector(self))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -64,10 +68,13 @@ class Metrics:
         if count is None and len(self._counts) >= _MAX_SERIES:
             key = ("OTHER", "<overflow>", status)  # statuses are few: this stays bounded
             count = self._counts.get(key)
+        if count is None:
+            self._created[key] = time.time()
         self._counts[key] = (count or 0) + 1
         histogram = self._latency.get(key[:2])
         if histogram is None:
             histogram = self._latency[key[:2]] = [0.0] * (len(_LATENCY_BOUNDS) + 2)
+            self._created[key[:2]] = time.time()
         histogram[bisect.bisect_left(_LATENCY_BOUNDS, seconds)] += 1
         histogram[-1] += seconds
 
@@ -82,8 +89,9 @@ class _HttpCollector(Collector):
             "HTTP requests by route and status",
             labels=["method", "route", "status"],
         )
+        created = self._metrics._created
         for (method, route, status), count in list(self._metrics._counts.items()):
-            requests.add_metric([method, route, str(status)], count)
+            requests.add_metric([method, route, str(status)], count, created=created[(method, route, status)])
         yield requests
         latency = HistogramMetricFamily(
             "openmaas_http_request_duration_seconds",
@@ -92,10 +100,13 @@ class _HttpCollector(Collector):
         )
         for (method, route), histogram in list(self._metrics._latency.items()):
             cumulative, buckets = 0.0, []
-            for bound, in_bucket in zip([*map(str, _LATENCY_BOUNDS), "+Inf"], histogram[:-1], strict=True):
+            for bound, in_bucket in zip(_LE_LABELS, histogram[:-1], strict=True):
                 cumulative += in_bucket
                 buckets.append((bound, cumulative))
             latency.add_metric([method, route], buckets, histogram[-1])
+            latency.add_sample(
+                f"{latency.name}_created", {"method": method, "route": route}, created[(method, route)]
+            )
         yield latency
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from openmaas import errors
@@ -36,6 +36,25 @@ def account_for(session: Session, org_id: str) -> BillingAccount:
         session.add(account)
         session.flush()
     return account
+
+
+def locked_account(session: Session, org_id: str) -> BillingAccount:
+    """The organisation's account row, created if absent and locked until the transaction ends.
+
+    Work that must happen once per organisation and month (finalising an invoice) takes this lock
+    and then re-reads what is done: a twin run on another process waits for the first to commit and
+    finds the work done, instead of colliding with it. (PostgreSQL's row lock; SQLite's write
+    transactions are serial already.)"""
+    session.execute(
+        text(
+            "INSERT INTO billing_accounts (org_id, balance_micros, prepaid, reserved_micros, period,"
+            " period_spend_micros, unbilled_micros) VALUES (:org, 0, :prepaid, 0, '', 0, 0)"
+            " ON CONFLICT (org_id) DO NOTHING"
+        ),
+        {"org": org_id, "prepaid": False},
+    )
+    query = select(BillingAccount).where(BillingAccount.org_id == org_id).with_for_update()
+    return session.scalars(query.execution_options(populate_existing=True)).one()
 
 
 def post_transaction(

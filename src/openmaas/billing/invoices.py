@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from openmaas import errors
 from openmaas.billing import schemas
-from openmaas.billing.credits import account_for, post_transaction
+from openmaas.billing.credits import account_for, locked_account, post_transaction
 from openmaas.billing.models import BillingAccount, Invoice, Listing, Pricebook
 from openmaas.billing.money import format_micros, round_to_cents, share_micros, to_micros
 from openmaas.billing.periods import next_period, parse_period, period_bounds, period_of
@@ -86,16 +86,22 @@ def finalize_due(
     `ended_before` (default `now`): only months that ended, in each organisation's time zone,
     before then (the scheduler leaves usage still in flight at the boundary time to land)."""
     created = []
-    for org in session.scalars(select(Organization).order_by(Organization.id)):
-        period = period_of(org.created_at, org.timezone)
-        last = session.scalar(select(func.max(Invoice.period)).where(Invoice.org_id == org.id))
-        if last is not None:
-            period = next_period(last)
+    for org in list(session.scalars(select(Organization).order_by(Organization.id))):
         current = period_of(ended_before or now, org.timezone)
+        if _first_unbilled(session, org) >= current:
+            continue
+        locked_account(session, org.id)  # a concurrent twin run finalises first; re-read after it
+        period = _first_unbilled(session, org)
         while period < current:
             created.append(_finalize(session, org, period, now=now, currency=currency))
             period = next_period(period)
     return created
+
+
+def _first_unbilled(session: Session, org: Organization) -> str:
+    """The first month of `org` with no finalised invoice."""
+    last = session.scalar(select(func.max(Invoice.period)).where(Invoice.org_id == org.id))
+    return period_of(org.created_at, org.timezone) if last is None else next_period(last)
 
 
 def _finalize(session: Session, org: Organization, period: str, *, now: datetime, currency: str) -> str:

@@ -3,6 +3,8 @@ mid-month, graduated tiers, included quantities, the plan fee, and finalisation 
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from openmaas.billing import credits, invoices
@@ -131,3 +133,30 @@ def test_finalising_a_month_applies_credit_and_leaves_a_draft_for_the_next(clock
         assert account is not None
         assert (account.balance_micros, account.unbilled_micros) == (0, 0)
     assert _statement(clocked, org, "2027-07").status == "draft"
+
+
+def test_a_twin_finalisation_waits_for_the_first_and_finds_the_month_done(clocked: Clocked) -> None:
+    """Two processes finalising at once (two schedulers, or the operator's route beside one): the
+    second waits for the first's lock on the account and then has nothing left to do."""
+    platform = clocked.platform
+    clocked.move_to(datetime(2027, 6, 2, tzinfo=UTC))
+    org = make_org(platform, "acme")
+    make_pricebook(platform, [{"unit": "requests", "price": "2.50"}])
+    meter(platform, "a", org, datetime(2027, 6, 20, tzinfo=UTC), {"requests": 4})
+    clocked.move_to(datetime(2027, 7, 2, tzinfo=UTC))
+    now = clocked.clock.now()
+
+    def twin() -> list[str]:
+        with platform.db.session() as session:
+            return invoices.finalize_due(session, now=now, currency="USD")
+
+    with ThreadPoolExecutor(1) as pool, platform.db.session() as session:
+        credits.locked_account(session, org)
+        waiting = pool.submit(twin)
+        time.sleep(0.5)  # the twin has read that June is open and now waits for the lock
+        assert not waiting.done()
+        first = invoices.finalize_due(session, now=now, currency="USD")
+        session.commit()
+        assert len(first) == 1
+        assert waiting.result(timeout=30) == []
+    assert _statement(clocked, org, "2027-06").id == first[0]

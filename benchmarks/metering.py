@@ -7,7 +7,8 @@ metered, rate-limited, budget-checked request adds.
    and per CPU-second of this process (all threads), the fairer figure on a shared machine.
 2. Added latency: one request at a time, `gate.admit` + `gate.complete(...).wait()` (rate limit,
    budget check, one durable usage event) against doing nothing; p50 and p99 in milliseconds, for
-   an organisation without a cap (the cached fast path) and with a monthly cap (a database hold).
+   an organisation without a cap (the cached fast path) and with a monthly cap (held against this
+   server's budget lease, which goes to the database once per slice).
 
     .venv/bin/python -m benchmarks.metering [--events 50000] [--postgres postgresql+psycopg://…]
 """
@@ -150,7 +151,7 @@ def run(label: str, url: str, home: Path, args: argparse.Namespace) -> None:
         )
         for capped in (False, True):
             p50, p99, cpu = added_latency(platform, args.requests, capped=capped)
-            kind = "monthly cap (DB hold)" if capped else "no cap (cached check)"
+            kind = "monthly cap (leased)" if capped else "no cap (cached check)"
             print(
                 f"{label:10s} added per request, {kind}: p50 {p50:.3f} ms, p99 {p99:.3f} ms "
                 f"(CPU, all threads: {cpu:.3f} ms)"

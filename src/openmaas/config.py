@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     metering_linger_s: float = 0.0
     metering_wait_timeout_s: float = 30.0
     billing_cache_ttl_s: float = 5.0
+    # A server returns its lease on a wallet or cap (see metering/budgets.py) after this long idle.
+    billing_lease_idle_s: float = Field(default=1.0, gt=0)
     # The billing scheduler (storage sample, month-end invoices): how often it runs (0: never) and
     # how long after a month ends its invoices wait for usage still in flight.
     billing_scheduler_interval_s: float = 300.0

@@ -34,8 +34,10 @@ RESOURCE_CLASSES = ("cpu", "gpu")
 class Hold:
     """Budget reserved for one request before it ran; settled when its usage is written.
 
-    `hold_id` names its row in `budget_holds` (None when nothing was held): settling deletes the
-    row, so a hold is released once, whether by its usage, by `release`, or by expiry after a crash.
+    `hold_id` names its row in `budget_holds` (None when nothing was held). With `lease`, the row
+    is this server's lease the request was admitted against: settling deducts the request's cost
+    from it. Without, the row is the request's own: settling deletes it, so a hold is released
+    once, whether by its usage, by `release`, or by expiry after a crash.
     """
 
     org_id: str
@@ -43,6 +45,7 @@ class Hold:
     org_micros: int
     key_micros: int
     hold_id: str | None = None
+    lease: bool = False
 
 
 # Not frozen: a frozen dataclass's __init__ costs ~2 µs, paid on every request; treat as immutable.

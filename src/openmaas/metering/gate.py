@@ -214,12 +214,15 @@ class UsageGate:
             hold=admission.hold,
         )
         try:
-            return self._ledger.record(event)
+            receipt = self._ledger.record(event)
         except errors.ServiceUnavailable:
-            self._budgets.release(admission.hold)
+            self._budgets.release(admission.hold, admission.request_id)
             raise
+        if admission.hold.lease:
+            self._budgets.settle(admission.hold, admission.request_id, receipt)
+        return receipt
 
     def abandon(self, admission: Admission) -> None:
         """Nothing was served: release the hold and the tokens; no usage is written."""
         self._limiter.refund(list(admission.subjects), admission.tokens_taken)
-        self._budgets.release(admission.hold)
+        self._budgets.release(admission.hold, admission.request_id)

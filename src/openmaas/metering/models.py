@@ -13,12 +13,14 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     ColumnElement,
     Index,
     Integer,
     String,
     Subquery,
     UniqueConstraint,
+    false,
     literal,
     select,
     union_all,
@@ -142,8 +144,13 @@ class RateLimitBucket(Base):
 
 
 class BudgetHold(Base):
-    """A reservation in flight. Settling its usage deletes it; one left by a crashed server is
-    released when it expires (`BudgetGuard.release_expired`)."""
+    """A reservation: one request's in flight, or a server's lease on a budget.
+
+    A request's hold is deleted when its usage settles. A lease (`org_lease` / `key_lease`: it holds
+    budget on the organisation / the key) is a slice of budget one server admits requests against
+    in memory; settling each request's usage deducts its cost from the lease and from the account's
+    `reserved_micros` alike, and the server deletes it when idle. Either, left by a crashed server,
+    is released when it expires (`BudgetGuard.release_expired`)."""
 
     __tablename__ = "budget_holds"
 
@@ -153,3 +160,5 @@ class BudgetHold(Base):
     org_micros: Mapped[int] = mapped_column(BigInteger)
     key_micros: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    org_lease: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    key_lease: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -124,19 +124,23 @@ _PG_INSERT = (
 )
 
 
-def insert_and_spend(sql: Sql, rows: list[tuple[Any, ...]], periods: list[str]) -> set[str] | None:
+def insert_and_spend(
+    sql: Sql, rows: list[tuple[Any, ...]], periods: list[str], leases: list[str | None]
+) -> set[str] | None:
     """PostgreSQL, in one statement (atomic on its own, so one round trip in autocommit): insert the
-    rows whose event id is new and add the new rows' cost to their organisation's account and key
-    budget, in each row's billing period (`periods`, one per row). Returns what `insert_new` does.
+    rows whose event id is new, add the new rows' cost to their organisation's account and key
+    budget, in each row's billing period (`periods`, one per row), and deduct it from the budget
+    lease each row was admitted against (`leases`, one per row, None for none) and from the
+    reservation. Returns what `insert_new` does.
 
-    Only for batches that release no holds, whose event ids are distinct, and where each
-    organisation and key has one period: `apply` handles the rest (month boundaries, holds)."""
+    Only for batches whose event ids are distinct, where each organisation and key has one period,
+    and with no single-request hold to release: `apply` handles the rest."""
     # One JSON parameter for the whole batch: the driver adapts one string instead of a list per
     # column (28 of them, most of the statement's client-side cost for a small batch).
     batch = orjson.dumps(
         [
-            {**dict(zip(COLUMNS, row, strict=True)), "period": period}
-            for row, period in zip(rows, periods, strict=True)
+            {**dict(zip(COLUMNS, row, strict=True)), "period": period, "lease": lease}
+            for row, period, lease in zip(rows, periods, leases, strict=True)
         ]
     ).decode()
     new = {event_id for (event_id,) in sql.run(_PG_INSERT_AND_SPEND, (batch,)).fetchall()}
@@ -144,21 +148,37 @@ def insert_and_spend(sql: Sql, rows: list[tuple[Any, ...]], periods: list[str]) 
 
 
 # Each data-modifying part runs once and sees only the rows this statement inserted (`ins`), so a
-# retried event adds nothing; the account upsert and key update mirror `_ACCOUNT_UPSERT` and
-# `_KEY_UPDATE` with nothing to release.
+# retried event adds nothing; `leased` mirrors `deduct_leases`, and the account upsert and key
+# update mirror `_ACCOUNT_UPSERT` and `_KEY_UPDATE`, releasing what `leased` deducted.
 _PG_INSERT_AND_SPEND = f"""
-WITH batch AS (SELECT * FROM json_to_recordset(?::json) AS b({_PG_RECORD}, period text)),
+WITH batch AS (SELECT * FROM json_to_recordset(?::json) AS b({_PG_RECORD}, period text, lease text)),
 ins AS (
     INSERT INTO usage_events ({", ".join(COLUMNS)}) SELECT {", ".join(COLUMNS)} FROM batch
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id, org_id, api_key_id, cost_micros
 ),
-spent AS (SELECT ins.*, batch.period FROM ins JOIN batch USING (event_id)),
+spent AS (SELECT ins.*, batch.period, batch.lease FROM ins JOIN batch USING (event_id)),
+leased AS (
+    UPDATE budget_holds SET
+        org_micros = budget_holds.org_micros - CASE WHEN budget_holds.org_lease THEN c.cost ELSE 0 END,
+        key_micros = budget_holds.key_micros - CASE WHEN budget_holds.key_lease THEN c.cost ELSE 0 END
+    FROM (SELECT lease, sum(cost_micros) AS cost FROM spent WHERE lease IS NOT NULL GROUP BY lease) AS c
+    WHERE budget_holds.id = c.lease
+    RETURNING budget_holds.org_id, budget_holds.api_key_id,
+              CASE WHEN budget_holds.org_lease THEN c.cost ELSE 0 END AS org_release,
+              CASE WHEN budget_holds.key_lease THEN c.cost ELSE 0 END AS key_release
+),
+org_released AS (SELECT org_id, sum(org_release) AS amount FROM leased GROUP BY org_id),
+key_released AS (
+    SELECT api_key_id, sum(key_release) AS amount FROM leased WHERE api_key_id IS NOT NULL GROUP BY api_key_id
+),
 orgs AS (
     INSERT INTO billing_accounts (org_id, balance_micros, prepaid, reserved_micros, period,
                                   period_spend_micros, unbilled_micros)
-    SELECT org_id, 0, false, 0, period, sum(cost_micros), sum(cost_micros) FROM spent GROUP BY org_id, period
+    SELECT s.org_id, 0, false, -coalesce(max(r.amount), 0), s.period, sum(s.cost_micros), sum(s.cost_micros)
+    FROM spent AS s LEFT JOIN org_released AS r USING (org_id) GROUP BY s.org_id, s.period
     ON CONFLICT (org_id) DO UPDATE SET
+        reserved_micros = billing_accounts.reserved_micros + EXCLUDED.reserved_micros,
         period_spend_micros = CASE
             WHEN billing_accounts.period = EXCLUDED.period
                 THEN billing_accounts.period_spend_micros + EXCLUDED.period_spend_micros
@@ -170,13 +190,15 @@ orgs AS (
 ),
 keys AS (
     UPDATE key_budgets SET
+        reserved_micros = key_budgets.reserved_micros - coalesce(s.released, 0),
         period_spend_micros = CASE
             WHEN key_budgets.period = s.period THEN key_budgets.period_spend_micros + s.cost
             WHEN key_budgets.period < s.period THEN s.cost
             ELSE key_budgets.period_spend_micros END,
         period = CASE WHEN key_budgets.period < s.period THEN s.period ELSE key_budgets.period END
-    FROM (SELECT api_key_id, period, sum(cost_micros) AS cost FROM spent
-          WHERE api_key_id IS NOT NULL GROUP BY api_key_id, period) AS s
+    FROM (SELECT sp.api_key_id, sp.period, sum(sp.cost_micros) AS cost, max(r.amount) AS released
+          FROM spent AS sp LEFT JOIN key_released AS r USING (api_key_id)
+          WHERE sp.api_key_id IS NOT NULL GROUP BY sp.api_key_id, sp.period) AS s
     WHERE key_budgets.key_id = s.api_key_id
 )
 SELECT event_id FROM ins
@@ -190,13 +212,19 @@ class Spend:
     org_cost: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     key_cost: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     hold_ids: list[str] = field(default_factory=list)
+    lease_cost: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # by lease id
 
     def add(self, event: UsageEvent, period: str, cost: int) -> None:
         self.org_cost[(event.org_id, period)] += cost
         if event.api_key_id is not None:
             self.key_cost[(event.api_key_id, period)] += cost
-        if event.hold is not None and event.hold.hold_id is not None:
-            self.hold_ids.append(event.hold.hold_id)
+        hold = event.hold
+        if hold is None or hold.hold_id is None:
+            return
+        if not hold.lease:
+            self.hold_ids.append(hold.hold_id)
+        elif cost:
+            self.lease_cost[hold.hold_id] += cost
 
 
 # Spend of an earlier month than the row's current one (a late event) is not part of this month.
@@ -224,8 +252,10 @@ WHERE key_id = ?
 
 
 def apply(sql: Sql, spend: Spend) -> None:
-    """Release the batch's holds and add its cost to each account and key budget."""
+    """Release the batch's holds, deduct its cost from its leases, and add the cost to each account
+    and key budget."""
     held, key_held = take_holds(sql, spend.hold_ids)
+    deduct_leases(sql, spend.lease_cost, held, key_held)
     for (org_id, period), cost in sorted(spend.org_cost.items(), key=lambda item: item[0][1]):
         release = held.pop(org_id, 0)
         sql.run(
@@ -256,6 +286,29 @@ def take_holds(sql: Sql, hold_ids: list[str]) -> tuple[dict[str, int], dict[str,
         if api_key_id is not None:
             key_held[api_key_id] += key_micros
     return org_held, key_held
+
+
+def deduct_leases(
+    sql: Sql, costs: dict[str, int], org_held: dict[str, int], key_held: dict[str, int]
+) -> None:
+    """Deduct each lease's metered cost from its row, and add what was deducted to the amounts to
+    release from the reservations (`org_held`, `key_held`). A lease already returned or expired
+    deducts nothing: its return released all it held."""
+    for lease_id, cost in sorted(costs.items()):
+        row = sql.run(
+            "UPDATE budget_holds SET "
+            "org_micros = org_micros - CASE WHEN org_lease THEN ? ELSE 0 END, "
+            "key_micros = key_micros - CASE WHEN key_lease THEN ? ELSE 0 END "
+            "WHERE id = ? RETURNING org_id, api_key_id, org_lease, key_lease",
+            (cost, cost, lease_id),
+        ).fetchone()
+        if row is None:
+            continue
+        org_id, api_key_id, org_lease, key_lease = row
+        if org_lease:
+            org_held[org_id] = org_held.get(org_id, 0) + cost
+        if key_lease and api_key_id is not None:
+            key_held[api_key_id] = key_held.get(api_key_id, 0) + cost
 
 
 def release_amounts(sql: Sql, org_held: dict[str, int], key_held: dict[str, int]) -> None:

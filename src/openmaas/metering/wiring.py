@@ -27,7 +27,9 @@ class Metering:
 
 def build_metering(settings: Settings, db: Database, clock: Clock) -> Metering:
     prices = DatabasePriceSource(db, clock, ttl=settings.billing_cache_ttl_s)
-    budgets = BudgetGuard(db, clock, ttl=settings.billing_cache_ttl_s)
+    budgets = BudgetGuard(
+        db, clock, ttl=settings.billing_cache_ttl_s, lease_idle_s=settings.billing_lease_idle_s
+    )
     meter = UsageLedger(
         db,
         prices,
@@ -35,7 +37,8 @@ def build_metering(settings: Settings, db: Database, clock: Clock) -> Metering:
         max_queue=settings.metering_queue_size,
         max_batch=settings.metering_max_batch,
         linger_s=settings.metering_linger_s,
-        sweep=budgets.release_expired,
+        sweep=budgets.maintain,
+        sweep_interval_s=settings.billing_lease_idle_s,
         wait_timeout_s=settings.metering_wait_timeout_s,
     )
     default = Limits(settings.rate_limit_requests_per_minute, settings.rate_limit_tokens_per_minute)

@@ -86,13 +86,13 @@ def test_a_failed_write_is_retried_and_not_lost(platform: Platform, monkeypatch:
     real_one_statement = settlement.insert_and_spend
 
     def fail_then_insert(
-        sql: settlement.Sql, rows: list[tuple[object, ...]], periods: list[str]
+        sql: settlement.Sql, rows: list[tuple[object, ...]], periods: list[str], leases: list[str | None]
     ) -> set[str] | None:
         # PostgreSQL's one-statement batch is atomic on its own: a failed one wrote nothing.
         if failures["left"] > 0:
             failures["left"] -= 1
             raise OperationalError("INSERT", (), Exception("server closed the connection (injected)"))
-        return real_one_statement(sql, rows, periods)
+        return real_one_statement(sql, rows, periods, leases)
 
     monkeypatch.setattr(settlement, "insert_new", insert_then_fail)
     monkeypatch.setattr(settlement, "insert_and_spend", fail_then_insert)
@@ -174,6 +174,7 @@ def test_concurrent_requests_never_overspend(platform: Platform, kind: str) -> N
     assert outcomes.count("served") == admitted
     assert outcomes.count("refused") == 200 - admitted
     assert _count(platform, org) == (admitted, admitted * 250_000)
+    platform.metering.budgets.return_leases()  # what this server's lease still held
     with platform.db.read_session() as session:
         account = session.get(BillingAccount, org)
         assert account is not None

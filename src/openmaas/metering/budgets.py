@@ -132,10 +132,8 @@ class BudgetGuard:
             with lease.lock:
                 if lease.dead:
                     continue
-                if hold_id in lease.in_flight:
-                    raise errors.Conflict(
-                        f"Request {hold_id!r} is already in progress.", code="request_in_progress"
-                    )
+                if hold_id in lease.in_flight:  # before extending for it
+                    return self._take(lease, hold_id, amount_micros)
                 if lease.remaining < amount_micros or self._clock.monotonic() >= lease.renew_at:
                     try:
                         self._extend(lease, amount_micros, period)
@@ -146,17 +144,38 @@ class BudgetGuard:
                         self._drop(lease)
                         self.forget(org_id)
                         return Hold(org_id, api_key_id, 0, 0)
-                lease.remaining -= amount_micros
-                lease.in_flight[hold_id] = amount_micros
-                lease.used_at = self._clock.monotonic()
-                return Hold(
-                    org_id,
-                    api_key_id,
-                    amount_micros if lease.org else 0,
-                    amount_micros if lease.key else 0,
-                    lease.id,
-                    lease=True,
-                )
+                return self._take(lease, hold_id, amount_micros)
+
+    def reserve_nowait(
+        self, org_id: str, api_key_id: str | None, amount_micros: int, hold_id: str
+    ) -> Hold | None:
+        """`reserve` from memory for the event loop: None, with nothing done, when it would wait
+        or need the database (settings not cached, no lease here, the lease too small or due for
+        renewal, or another thread busy with it). Raises `Conflict` like `reserve`."""
+        needs = self._needs.get((org_id, api_key_id))
+        if needs is None or self._clock.monotonic() - needs.loaded_at > self._ttl:
+            return None
+        if not (needs.org or needs.key) or amount_micros <= 0:
+            return Hold(org_id, api_key_id, 0, 0)
+        lease = self._leases.get((org_id, api_key_id if needs.key else None, needs.org, needs.key))
+        if lease is None or not lease.lock.acquire(blocking=False):
+            return None
+        try:
+            if lease.dead or lease.remaining < amount_micros or self._clock.monotonic() >= lease.renew_at:
+                return None
+            return self._take(lease, hold_id, amount_micros)
+        finally:
+            lease.lock.release()
+
+    def _take(self, lease: _Lease, hold_id: str, amount: int) -> Hold:
+        """Hold `amount` of the lease for request `hold_id` (its lock held, its room checked)."""
+        if hold_id in lease.in_flight:
+            raise errors.Conflict(f"Request {hold_id!r} is already in progress.", code="request_in_progress")
+        lease.remaining -= amount
+        lease.in_flight[hold_id] = amount
+        lease.used_at = self._clock.monotonic()
+        org_part, key_part = (amount if lease.org else 0), (amount if lease.key else 0)
+        return Hold(lease.org_id, lease.api_key_id, org_part, key_part, lease.id, lease=True)
 
     def settle(self, hold: Hold, request_id: str, receipt: Receipt) -> None:
         """The request's usage is queued (`receipt`): its lease keeps the actual cost, which the

@@ -84,9 +84,10 @@ class UsageGate:
         is not an API request (a training interval)."""
         subjects = self._limits.subjects(org_id, api_key_id) if rate_limited else []
         needs_hold = self._budgets.needs_hold(org_id, api_key_id)
-        return self._admit(
+        admission = self._admit(
             subjects,
             needs_hold,
+            False,
             org_id,
             api_key_id,
             request_id,
@@ -96,6 +97,8 @@ class UsageGate:
             headers,
             resource_class,
         )
+        assert admission is not None  # only a `nowait` admission declines
+        return admission
 
     def admit_nowait(
         self,
@@ -109,22 +112,35 @@ class UsageGate:
         headers: MutableMapping[str, str] | None = None,
     ) -> Admission | None:
         """`admit` for the event loop: None (and nothing done) when it would need the database —
-        limits or budget settings not cached, a limiter in the database, a budget hold to write —
-        and the caller then runs `admit` in a thread. The common case is answered from memory."""
+        limits or budget settings not cached, a limiter in the database, a budget lease to take or
+        extend — and the caller then runs `admit` in a thread. The common case, budget holds
+        against this server's lease included, is answered from memory (prices from their cache,
+        which `complete` reads on the loop as well)."""
         if not self._limiter.in_memory:
             return None
         subjects = self._limits.cached_subjects(org_id, api_key_id)
         needs_hold = self._budgets.cached_needs_hold(org_id, api_key_id)
-        if subjects is None or needs_hold is None or needs_hold:
+        if subjects is None or needs_hold is None:
             return None
         return self._admit(
-            subjects, False, org_id, api_key_id, request_id, worst_case, model, deployment, headers, None
+            subjects,
+            needs_hold,
+            True,
+            org_id,
+            api_key_id,
+            request_id,
+            worst_case,
+            model,
+            deployment,
+            headers,
+            None,
         )
 
     def _admit(
         self,
         subjects: list[tuple[str, Limits]],
         needs_hold: bool,
+        nowait: bool,
         org_id: str,
         api_key_id: str | None,
         request_id: str,
@@ -133,7 +149,7 @@ class UsageGate:
         deployment: str | None,
         headers: MutableMapping[str, str] | None,
         resource_class: str | None,
-    ) -> Admission:
+    ) -> Admission | None:
         tokens = sum(worst_case.get(unit, 0) for unit in _TOKEN_UNITS)
         decision = self._limiter.acquire(subjects, tokens)
         limit_headers = headers_for(decision)
@@ -150,11 +166,15 @@ class UsageGate:
         hold = Hold(org_id, api_key_id, 0, 0)
         if needs_hold:
             try:
-                hold = self._hold(org_id, api_key_id, request_id, worst_case, model, resource_class)
+                held = self._hold(org_id, api_key_id, request_id, worst_case, model, resource_class, nowait)
             except (errors.InsufficientQuota, errors.Conflict) as exc:
                 self._limiter.refund(subjects, tokens)
                 exc.headers.update(limit_headers)
                 raise
+            if held is None:  # `nowait`, and the hold needs the database
+                self._limiter.refund(subjects, tokens)
+                return None
+            hold = held
         return Admission(
             org_id,
             api_key_id,
@@ -176,8 +196,10 @@ class UsageGate:
         worst_case: Mapping[str, int],
         model: str | None,
         resource_class: str | None,
-    ) -> Hold:
-        """Reserve the worst-case cost on the organisation's wallet or cap (and the key's cap)."""
+        nowait: bool,
+    ) -> Hold | None:
+        """Reserve the worst-case cost on the organisation's wallet or cap (and the key's cap);
+        `nowait`: from this server's lease in memory, or None."""
         now = self._clock.now()
         probe = UsageEvent(
             request_id,
@@ -188,13 +210,11 @@ class UsageGate:
             model,
             resource_class=resource_class,
         )
-        return self._budgets.reserve(
-            org_id,
-            api_key_id,
-            worst_case_micros(self._prices, probe),
-            period_of(now, self._prices.profile(org_id).timezone),
-            request_id,
-        )
+        worst = worst_case_micros(self._prices, probe)
+        if nowait:
+            return self._budgets.reserve_nowait(org_id, api_key_id, worst, request_id)
+        period = period_of(now, self._prices.profile(org_id).timezone)
+        return self._budgets.reserve(org_id, api_key_id, worst, period, request_id)
 
     def complete(
         self, admission: Admission, actual: Mapping[str, int], *, resource_class: str | None = None

@@ -266,8 +266,9 @@ def test_a_receipt_can_be_awaited_without_parking_a_thread(platform: Platform) -
 
 
 def test_admission_from_memory_only_when_nothing_needs_the_database(platform: Platform) -> None:
-    """`admit_nowait` (the event loop's path) answers from the caches, and declines — doing
-    nothing — whenever limits or budget settings are not cached or a budget hold must be written."""
+    """`admit_nowait` (the event loop's path) answers from the caches and this server's budget
+    lease, and declines — doing nothing — whenever limits or budget settings are not cached or the
+    lease must be taken or extended in the database."""
     free = make_org(platform, "free")
     gate = platform.gate
     assert gate.admit_nowait(free, None, "req_n1", worst_case={"requests": 1}) is None  # cold caches
@@ -279,10 +280,15 @@ def test_admission_from_memory_only_when_nothing_needs_the_database(platform: Pl
     gate.complete(admission, {"requests": 1}).wait()
     assert _count(platform, free)[0] == 1
 
+    make_pricebook(platform, [{"unit": "requests", "price": "1.00"}])
     prepaid = make_org(platform, "prepaid")
     _prepaid(platform, prepaid, 3_000_000)
-    held = gate.admit(prepaid, None, "req_p1", worst_case={"requests": 1})
-    assert gate.admit_nowait(prepaid, None, "req_p2", worst_case={"requests": 1}) is None  # a hold
-    gate.abandon(held)
-    with platform.db.session() as session:
-        session.execute(update(BillingAccount).where(BillingAccount.org_id == prepaid).values(prepaid=False))
+    assert gate.admit_nowait(prepaid, None, "req_p1", worst_case={"requests": 1}) is None  # cold
+    held = gate.admit(prepaid, None, "req_p1", worst_case={"requests": 1})  # takes a lease of 1.00
+    assert held.hold.lease
+    assert gate.admit_nowait(prepaid, None, "req_p2", worst_case={"requests": 1}) is None  # used up
+    gate.abandon(held)  # back into the lease, in memory
+    from_lease = gate.admit_nowait(prepaid, None, "req_p3", worst_case={"requests": 1})
+    assert from_lease is not None and from_lease.hold.hold_id == held.hold.hold_id
+    assert gate.complete(from_lease, {"requests": 1}).wait().cost_micros == 1_000_000
+    assert _count(platform, prepaid) == (1, 1_000_000)

@@ -1,5 +1,8 @@
 """Paged attention in plain PyTorch: write new keys/values into the block cache and attend over it.
 
+Each layer's cache is one [slots, 2, kv_heads, d] tensor (a slot's keys, then its values), so a step
+writes a layer's new keys and values with one copy and reads a context's with one gather.
+
 `AttentionMetadata` is built once per step by the model runner and shared by every layer. The batch
 is laid out decode tokens first (one per sequence), then prefill chunks. Decode tokens are attended
 together: their context is gathered from the cache into one padded batch and the query heads that
@@ -36,41 +39,38 @@ class AttentionMetadata:
 
 
 def paged_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    meta: AttentionMetadata,
-    scale: float,
+    q: torch.Tensor, kv: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
 ) -> torch.Tensor:
-    """q: [N, heads, d]; k, v: [N, kv_heads, d]; caches: [slots, kv_heads, d]. Returns [N, heads, d]."""
-    k_cache.index_copy_(0, meta.slot_mapping, k)
-    v_cache.index_copy_(0, meta.slot_mapping, v)
-    num_heads, kv_heads, d = q.shape[1], k.shape[1], q.shape[2]
+    """q: [N, heads, d]; kv: [N, 2, kv_heads, d] (keys, values); kv_cache: [slots, 2, kv_heads, d].
+
+    Returns [N, heads, d]."""
+    kv_cache.index_copy_(0, meta.slot_mapping, kv)
+    n, num_heads, d = q.shape
+    kv_heads = kv.shape[2]
     group = num_heads // kv_heads
-    out = torch.empty_like(q)
     nd = meta.num_decode
+    decoded = None
     if nd:
         assert meta.decode_slots is not None
         # index_select on flat slots: advanced indexing takes a much slower parallel path on CPU.
         ctx = meta.decode_slots.shape[1]
-        flat = meta.decode_slots.view(-1)
-        keys = k_cache.index_select(0, flat).view(nd, ctx, kv_heads, d).permute(0, 2, 1, 3)
-        values = v_cache.index_select(0, flat).view(nd, ctx, kv_heads, d).permute(0, 2, 1, 3)
-        queries = q[:nd].view(nd, kv_heads, group, d)
+        context = kv_cache.index_select(0, meta.decode_slots.view(-1)).view(nd, ctx, 2, kv_heads, d)
+        keys = context[:, :, 0].transpose(1, 2)  # [nd, kv_heads, ctx, d]
+        values = context[:, :, 1].transpose(1, 2)
+        queries = q[:nd].unflatten(1, (kv_heads, group))
         o = F.scaled_dot_product_attention(queries, keys, values, attn_mask=meta.decode_mask, scale=scale)
-        out[:nd] = o.reshape(nd, num_heads, d)
+        decoded = o.reshape(nd, num_heads, d)
+        if nd == n:  # a decode-only step: no prefill rows to place beside it
+            return decoded
+    out = torch.empty_like(q)
+    if decoded is not None:
+        out[:nd] = decoded
     for chunk in meta.prefills:
         rows = slice(chunk.start, chunk.start + chunk.length)
         queries = q[rows].transpose(0, 1)  # [heads, T, d]
-        if chunk.context_slots is None:
-            keys, values = k[rows], v[rows]
-        else:
-            keys = k_cache.index_select(0, chunk.context_slots)
-            values = v_cache.index_select(0, chunk.context_slots)
-        keys = keys.transpose(0, 1)
-        values = values.transpose(0, 1)
+        context = kv[rows] if chunk.context_slots is None else kv_cache.index_select(0, chunk.context_slots)
+        keys = context[:, 0].transpose(0, 1)
+        values = context[:, 1].transpose(0, 1)
         if group > 1:
             keys = keys.repeat_interleave(group, dim=0)
             values = values.repeat_interleave(group, dim=0)

@@ -13,7 +13,7 @@ from openmaas.engine.attention import AttentionMetadata, PrefillChunk
 from openmaas.engine.config import EngineConfig
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.models.linear import cpu_has_fast_half, enable_fp32_batched_matmul, enable_row_split
-from openmaas.engine.models.llama import KVCache, LlamaForCausalLM
+from openmaas.engine.models.llama import LlamaForCausalLM
 from openmaas.engine.models.loader import load_model
 from openmaas.engine.scheduler import ScheduledSequence
 from openmaas.engine.sequence import Sequence
@@ -43,13 +43,10 @@ class ModelRunner:
             block_bytes = kv_block_bytes(model_config, self.block_size, self.dtype)
             self.num_blocks = max(1, config.kv_cache_memory_bytes // block_bytes)
         slots = self.num_blocks * self.block_size
-        shape = (slots, model_config.num_key_value_heads, model_config.head_dim)
+        shape = (slots, 2, model_config.num_key_value_heads, model_config.head_dim)
         # Allocated once; every step writes into and reads from these same tensors.
-        self.kv_caches: list[KVCache] = [
-            (
-                torch.zeros(shape, dtype=self.dtype, device=self.device),
-                torch.zeros(shape, dtype=self.dtype, device=self.device),
-            )
+        self.kv_caches = [
+            torch.zeros(shape, dtype=self.dtype, device=self.device)
             for _ in range(model_config.num_hidden_layers)
         ]
 

@@ -17,7 +17,7 @@ from openmaas.engine.attention import AttentionMetadata, paged_attention
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.models.linear import Linear
 
-KVCache = tuple[torch.Tensor, torch.Tensor]
+Rope = tuple[torch.Tensor, torch.Tensor]
 
 
 class RMSNorm(nn.Module):
@@ -55,26 +55,35 @@ def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
 
 
 class RotaryEmbedding(nn.Module):
+    """RoPE tables: `cos` and `sin_signed` ([max_positions, d], fp32 as in transformers).
+
+    transformers rotates as `x * cos + rotate_half(x) * sin` with `rotate_half(x) = [-x2, x1]`. We
+    keep the sign in the table (`[-sin, sin]`) and swap the halves with one `flip`, which gives the
+    same values bit for bit in fewer ops.
+    """
+
     def __init__(self, config: ModelConfig, max_positions: int) -> None:
         super().__init__()
         freqs = torch.arange(max_positions, dtype=torch.float32)[:, None] * rope_inv_freq(config)[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)
         self.cos: torch.Tensor
-        self.sin: torch.Tensor
-        self.register_buffer("cos", emb.cos(), persistent=False)
-        self.register_buffer("sin", emb.sin(), persistent=False)
+        self.sin_signed: torch.Tensor
+        self.register_buffer("cos", torch.cat((freqs, freqs), dim=-1).cos(), persistent=False)
+        self.register_buffer("sin_signed", torch.cat((-freqs.sin(), freqs.sin()), dim=-1), persistent=False)
 
-    def forward(self, positions: torch.Tensor, *xs: torch.Tensor) -> list[torch.Tensor]:
-        """Rotate each x ([N, heads, d]) by its token's position."""
-        cos = self.cos.index_select(0, positions).unsqueeze(1)
-        sin = self.sin.index_select(0, positions).unsqueeze(1)
-        out = []
-        for x in xs:
-            c, s = cos.to(x.dtype), sin.to(x.dtype)
-            half = x.shape[-1] // 2
-            rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-            out.append(x * c + rotated * s)
-        return out
+    def tables(self, positions: torch.Tensor, dtype: torch.dtype) -> Rope:
+        """Each token's (cos, sin_signed) as [N, 1, d] in `dtype`: gathered once per step, used by every
+        layer."""
+        cos = self.cos.index_select(0, positions).to(dtype).unsqueeze(1)
+        sin = self.sin_signed.index_select(0, positions).to(dtype).unsqueeze(1)
+        return cos, sin
+
+
+def rotate_(x: torch.Tensor, rope: Rope) -> None:
+    """Rotate x ([N, heads, d], last dim contiguous) in place by its tokens' positions."""
+    cos, sin_signed = rope
+    n, heads, d = x.shape
+    swapped = x.unflatten(-1, (2, d // 2)).flip(-2).view(n, heads, d)
+    torch.add(x * cos, swapped * sin_signed, out=x)
 
 
 class Attention(nn.Module):
@@ -84,26 +93,21 @@ class Attention(nn.Module):
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
         self.q_size = self.num_heads * self.head_dim
-        self.kv_size = self.num_kv_heads * self.head_dim
         self.scale = self.head_dim**-0.5
-        self.qkv_proj = Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=config.qkv_bias)
+        kv_size = self.num_kv_heads * self.head_dim
+        self.qkv_proj = Linear(config.hidden_size, self.q_size + 2 * kv_size, bias=config.qkv_bias)
         self.o_proj = Linear(self.q_size, config.hidden_size, bias=config.o_bias)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        positions: torch.Tensor,
-        rotary: RotaryEmbedding,
-        cache: KVCache,
-        meta: AttentionMetadata,
+        self, x: torch.Tensor, rope: Rope, kv_cache: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
-        n = x.shape[0]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.view(n, self.num_heads, self.head_dim)
-        k = k.view(n, self.num_kv_heads, self.head_dim)
-        v = v.view(n, self.num_kv_heads, self.head_dim)
-        q, k = rotary(positions, q, k)
-        o = paged_attention(q, k, v, cache[0], cache[1], meta, self.scale)
+        n, heads, kv_heads = x.shape[0], self.num_heads, self.num_kv_heads
+        # One [N, heads + 2 * kv_heads, d] tensor: q and k are rotated in it in place, and its k/v
+        # heads are exactly one cache row each ([2, kv_heads, d]), written with one copy.
+        qkv = self.qkv_proj(x).reshape(n, heads + 2 * kv_heads, self.head_dim)
+        rotate_(qkv[:, : heads + kv_heads], rope)
+        kv = qkv[:, heads:].unflatten(1, (2, kv_heads))
+        o = paged_attention(qkv[:, :heads], kv, kv_cache, meta, self.scale)
         return self.o_proj(o.reshape(n, self.q_size))
 
 
@@ -130,12 +134,11 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         h: torch.Tensor,
-        positions: torch.Tensor,
-        rotary: RotaryEmbedding,
-        cache: KVCache,
+        rope: Rope,
+        kv_cache: torch.Tensor,
         meta: AttentionMetadata,
     ) -> torch.Tensor:
-        h = h + self.self_attn(self.input_layernorm(h), positions, rotary, cache, meta)
+        h = h + self.self_attn(self.input_layernorm(h), rope, kv_cache, meta)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -155,13 +158,16 @@ class LlamaForCausalLM(nn.Module):
         self,
         input_ids: torch.Tensor,
         positions: torch.Tensor,
-        kv_caches: list[KVCache],
+        kv_caches: list[torch.Tensor],
         meta: AttentionMetadata,
     ) -> torch.Tensor:
-        """Hidden states [N, hidden] for the flattened batch of new tokens."""
+        """Hidden states [N, hidden] for the flattened batch of new tokens.
+
+        `kv_caches` holds one [slots, 2, kv_heads, d] tensor per layer (keys at 0, values at 1)."""
         h = self.embed_tokens(input_ids)
-        for layer, cache in zip(self.layers, kv_caches, strict=True):
-            h = layer(h, positions, self.rotary, cache, meta)
+        rope = self.rotary.tables(positions, h.dtype)
+        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
+            h = layer(h, rope, kv_cache, meta)
         return self.norm(h)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -34,13 +34,14 @@ from openmaas.tenancy import schemas as tenancy_schemas
 from openmaas.tenancy import service as tenancy
 
 
-def _platform(home: Path, url: str) -> Platform:
+def _platform(home: Path, url: str, rate_limiter: str) -> Platform:
     settings = Settings(
         home=home,
         database_url=url,
         secret_key=secrets.token_hex(32),
         rate_limit_requests_per_minute=10**9,
         rate_limit_tokens_per_minute=10**12,
+        rate_limiter=rate_limiter,
     )
     platform = build_platform(settings)
     migrate.upgrade(platform.db)
@@ -141,7 +142,7 @@ def _load() -> str:
 
 
 def run(label: str, url: str, home: Path, args: argparse.Namespace) -> None:
-    platform = _platform(home, url)
+    platform = _platform(home, url, args.rate_limiter)
     try:
         rate, per_cpu_second = sustained_rate(platform, args.events, args.producers)
         print(
@@ -168,6 +169,12 @@ def main() -> None:
     parser.add_argument("--producers", type=int, default=4)
     parser.add_argument("--requests", type=int, default=2_000)
     parser.add_argument("--postgres", help="A PostgreSQL URL (an empty database) to measure as well")
+    parser.add_argument(
+        "--rate-limiter",
+        choices=["memory", "database"],
+        default="memory",
+        help="memory: the embedded mode's limiter; database: cluster mode's, shared by all servers",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", Path(tmp) / "sqlite-home", args)

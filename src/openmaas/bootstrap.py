@@ -67,6 +67,7 @@ class Platform:
     def close(self) -> None:
         self.billing_scheduler.close()
         self.replicas.close()
+        self.gate.close()
         self.meter.close()
         self.db.dispose()
 

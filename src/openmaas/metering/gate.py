@@ -242,6 +242,10 @@ class UsageGate:
             self._budgets.settle(admission.hold, admission.request_id, receipt)
         return receipt
 
+    def close(self) -> None:
+        """Write the rate limiter's pending state (refunds of the shared limiter)."""
+        self._limiter.close()
+
     def abandon(self, admission: Admission) -> None:
         """Nothing was served: release the hold and the tokens; no usage is written."""
         self._limiter.refund(list(admission.subjects), admission.tokens_taken)

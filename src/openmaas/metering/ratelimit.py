@@ -56,6 +56,10 @@ class RateLimiter(Protocol):
         """Give tokens back (a request used fewer than it reserved); negative takes more."""
         ...
 
+    def close(self) -> None:
+        """Write what is still pending (the shared limiter's refunds)."""
+        ...
+
 
 class TokenBucket:
     __slots__ = ("capacity", "level", "rate", "updated")
@@ -103,6 +107,9 @@ class InMemoryRateLimiter:
             for kind, bucket in self._buckets_for(subjects, now):
                 if kind == "tokens":
                     bucket.level = min(float(bucket.capacity), bucket.level + tokens)
+
+    def close(self) -> None:
+        pass
 
     def _buckets_for(self, subjects: list[tuple[str, Limits]], now: float) -> list[tuple[str, TokenBucket]]:
         pairs = []

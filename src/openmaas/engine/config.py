@@ -42,9 +42,9 @@ class EngineConfig:
     enable_chunked_prefill: bool = True
     max_waiting_requests: int = 256
     num_threads: int | None = None
-    # On CPU, matmuls of at most this many rows (decode steps) are split across the intra-op
-    # threads by output features (PyTorch runs them on one core); 0 turns the split off.
-    cpu_split_max_rows: int = 8
+    # On CPU, run the model's matmuls through oneDNN on weights reordered once at load (much faster at
+    # decode shapes than PyTorch's own CPU matmul; see models/linear.py). False: plain F.linear.
+    cpu_onednn: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -54,8 +54,6 @@ class EngineConfig:
             raise ValueError("num_blocks must be positive")
         if self.max_num_seqs <= 0 or self.max_num_batched_tokens <= 0:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be positive")
-        if self.cpu_split_max_rows < 0:
-            raise ValueError("cpu_split_max_rows must be >= 0")
         if self.max_waiting_requests <= 0:
             raise ValueError("max_waiting_requests must be positive")
         if self.dtype != "auto" and self.dtype not in _DTYPES:

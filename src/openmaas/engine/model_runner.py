@@ -12,7 +12,12 @@ import torch
 from openmaas.engine.attention import AttentionMetadata, PrefillChunk
 from openmaas.engine.config import EngineConfig
 from openmaas.engine.models.config import ModelConfig
-from openmaas.engine.models.linear import cpu_has_fast_half, enable_fp32_batched_matmul, enable_row_split
+from openmaas.engine.models.linear import (
+    cpu_has_fast_half,
+    enable_fp32_batched_matmul,
+    enable_onednn_matmul,
+    onednn_available,
+)
 from openmaas.engine.models.llama import LlamaForCausalLM
 from openmaas.engine.models.loader import load_model
 from openmaas.engine.scheduler import ScheduledSequence
@@ -34,9 +39,8 @@ class ModelRunner:
         half = self.dtype in (torch.bfloat16, torch.float16)
         if self.device.type == "cpu" and half and not cpu_has_fast_half(self.dtype):
             enable_fp32_batched_matmul(self.model)
-        self.row_split = None
-        if self.device.type == "cpu" and config.cpu_split_max_rows:
-            self.row_split = enable_row_split(self.model, torch.get_num_threads(), config.cpu_split_max_rows)
+        elif config.cpu_onednn and onednn_available(self.device):
+            enable_onednn_matmul(self.model)
         if config.num_blocks is not None:
             self.num_blocks = config.num_blocks
         else:
@@ -51,8 +55,8 @@ class ModelRunner:
         ]
 
     def close(self) -> None:
-        if self.row_split is not None:
-            self.row_split.close()
+        """Engines call this on shutdown. The runner holds no threads or processes to stop, only
+        tensors, which go with it."""
 
     @torch.inference_mode()
     def execute(self, batch: list[ScheduledSequence]) -> tuple[torch.Tensor, list[Sequence]]:

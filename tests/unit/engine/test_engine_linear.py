@@ -1,12 +1,19 @@
-"""The fp32 path for batched bf16 matmuls gives what an fp32 matmul of the bf16 values gives."""
+"""Both CPU matmul paths of Linear give what a plain matmul gives: the fp32 path for batched bf16
+matmuls, and oneDNN on reordered weights."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from openmaas.engine.models.linear import Linear, enable_fp32_batched_matmul
+from openmaas.engine.models.linear import (
+    Linear,
+    enable_fp32_batched_matmul,
+    enable_onednn_matmul,
+    onednn_available,
+)
 
 
 @torch.inference_mode()
@@ -25,26 +32,24 @@ def test_batched_rows_use_fp32_in_slices_and_single_rows_stay_bf16() -> None:
     torch.testing.assert_close(single, F.linear(x[:1], layer.weight, layer.bias))
 
 
-def test_row_split_equals_one_matmul_and_stays_in_inference_mode() -> None:
-    from openmaas.engine.models.linear import Linear, enable_row_split
-
+@pytest.mark.skipif(not onednn_available(torch.device("cpu")), reason="PyTorch built without oneDNN")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_onednn_matmul_equals_f_linear_and_keeps_shared_weights(dtype: torch.dtype) -> None:
     torch.manual_seed(0)
-    for bias in (True, False):
-        layer = Linear(24, 37, bias=bias)  # 37 outputs: blocks of uneven size
-        split = enable_row_split(layer, parts=3, max_rows=4)
-        assert split is not None
-        try:
-            for rows in (1, 3, 4, 9):  # 9 rows: above max_rows, one plain matmul
-                x = torch.randn(rows, 24)
-                with torch.inference_mode():
-                    got = layer(x)
-                    assert got.is_inference()
-                # Same dot products; only the kernel's blocking (summation order) may differ.
-                want = torch.nn.functional.linear(x, layer.weight, layer.bias)
-                torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
-            with torch.no_grad():
-                want = torch.nn.functional.linear(x[:1], layer.weight, layer.bias)
-                torch.testing.assert_close(layer(x[:1]), want, rtol=1e-6, atol=1e-6)
-        finally:
-            split.close()
-    assert enable_row_split(Linear(4, 4), parts=1) is None
+    embed = nn.Embedding(37, 24)
+    model = nn.ModuleDict(
+        {"embed": embed, "proj": Linear(24, 37, bias=True), "head": Linear(24, 37, bias=False)}
+    )
+    model.to(dtype)
+    model["head"].weight = embed.weight  # tied, as lm_head is to the embeddings
+    proj_weight = model["proj"].weight.detach().clone()
+    enable_onednn_matmul(model)
+    assert model["proj"].weight.numel() == 0  # released: the reordered copy replaces it
+    assert model["head"].weight is embed.weight  # shared: the embedding still needs it
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    for rows in (1, 3, 16, 40):
+        x = torch.randn(rows, 24, dtype=dtype)
+        with torch.inference_mode():
+            got_proj, got_head = model["proj"](x), model["head"](x)
+        torch.testing.assert_close(got_proj, F.linear(x, proj_weight, model["proj"].bias), rtol=tol, atol=tol)
+        torch.testing.assert_close(got_head, F.linear(x, embed.weight), rtol=tol, atol=tol)

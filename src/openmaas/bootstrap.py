@@ -69,6 +69,7 @@ class Platform:
         self.replicas.close()
         self.gate.close()
         self.meter.close()
+        self.metering.budgets.close()
         self.db.dispose()
 
 

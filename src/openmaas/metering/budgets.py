@@ -17,8 +17,9 @@ usage written, so budget does not sit idle on one server for long.
 Settling a request's usage (in the ledger's transaction, see settlement.py) deducts its actual cost
 from the lease row and from `reserved_micros` together, so `reserved_micros` always equals the sum
 of the hold rows. A lease left by a crashed server expires like a request's hold; a live lease
-renews its expiry at half its time to live, and one found expired is replaced. (Holds of single
-requests, which servers wrote before leases, settle and expire as before: deleted whole.)
+renews its expiry every third of its time to live (`lease_ttl_s`), also while no request comes,
+and one found expired is replaced. (Holds of single requests, which servers wrote before leases,
+settle and expire as before: deleted whole.)
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class _Lease:
     remaining: int = 0  # held in the database, promised to no request and not yet spent
     in_flight: dict[str, int] = field(default_factory=dict)  # request id → its worst case
     stored: bool = False  # its row exists
-    renew_at: float = 0.0  # monotonic time to renew the row's expiry (and re-read the budget)
+    renew_at: float = 0.0  # monotonic time to renew the row's expiry
+    recheck: bool = False  # the budget's settings changed: re-read it before the next request
     used_at: float = 0.0
     last_receipt: Receipt | None = None  # receipts resolve in order: when it is, all are
     dead: bool = False  # returned or lost: take a new one
@@ -90,6 +92,7 @@ class BudgetGuard:
         *,
         ttl: float,
         hold_ttl_s: float = 3600.0,
+        lease_ttl_s: float = 120.0,
         lease_idle_s: float = 1.0,
         expiry_sweep_s: float = 30.0,
     ) -> None:
@@ -97,6 +100,7 @@ class BudgetGuard:
         self._clock = clock
         self._ttl = ttl
         self._hold_ttl_s = hold_ttl_s
+        self._lease_ttl_s = lease_ttl_s
         self._lease_idle_s = lease_idle_s
         self._expiry_sweep_s = expiry_sweep_s
         self._swept_at = clock.monotonic()
@@ -114,7 +118,7 @@ class BudgetGuard:
                 del self._needs[subject]
             for lease in self._by_id.values():
                 if lease.org_id == org_id:
-                    lease.renew_at = 0.0
+                    lease.recheck = True
 
     def reserve(
         self, org_id: str, api_key_id: str | None, amount_micros: int, period: str, hold_id: str
@@ -134,7 +138,7 @@ class BudgetGuard:
                     continue
                 if hold_id in lease.in_flight:  # before extending for it
                     return self._take(lease, hold_id, amount_micros)
-                if lease.remaining < amount_micros or self._clock.monotonic() >= lease.renew_at:
+                if self._short(lease, amount_micros):
                     try:
                         self._extend(lease, amount_micros, period)
                     except _LeaseGone:
@@ -161,11 +165,16 @@ class BudgetGuard:
         if lease is None or not lease.lock.acquire(blocking=False):
             return None
         try:
-            if lease.dead or lease.remaining < amount_micros or self._clock.monotonic() >= lease.renew_at:
+            if lease.dead or self._short(lease, amount_micros):
                 return None
             return self._take(lease, hold_id, amount_micros)
         finally:
             lease.lock.release()
+
+    def _short(self, lease: _Lease, amount: int) -> bool:
+        """Whether the lease must go to the database before holding `amount`: too little left, its
+        budget changed, or its expiry due for renewal."""
+        return lease.recheck or lease.remaining < amount or self._clock.monotonic() >= lease.renew_at
 
     def _take(self, lease: _Lease, hold_id: str, amount: int) -> Hold:
         """Hold `amount` of the lease for request `hold_id` (its lock held, its room checked)."""
@@ -206,9 +215,12 @@ class BudgetGuard:
             settlement.release_amounts(sql, *settlement.take_holds(sql, [hold.hold_id]))
 
     def maintain(self) -> int:
-        """The ledger writer's periodic chore: return idle leases; every `expiry_sweep_s`, release
-        expired holds and leases (left by crashed servers). Returns how many expired were released."""
+        """The ledger writer's periodic chore: return idle leases, renew the others' expiry (a
+        request may be in flight on a lease that takes no new ones); every `expiry_sweep_s`,
+        release expired holds and leases (left by crashed servers). Returns how many expired were
+        released."""
         self.return_leases(self._lease_idle_s)
+        self._renew_due()
         if self._clock.monotonic() - self._swept_at < self._expiry_sweep_s:
             return 0
         self._swept_at = self._clock.monotonic()
@@ -240,6 +252,32 @@ class BudgetGuard:
             self._unreturned = ready + self._unreturned
             raise
         return len(ready)
+
+    def close(self) -> None:
+        """Return every lease with nothing in flight (call after the ledger wrote its queue), so a
+        restart leaves no budget reserved until the leases would expire."""
+        try:
+            self.return_leases()
+        except Exception:
+            log.exception("returning budget leases failed; they are released when they expire")
+
+    def _renew_due(self) -> None:
+        now = self._clock.monotonic()
+        with self._lock:
+            due = [lease for lease in self._leases.values() if lease.stored and now >= lease.renew_at]
+        expires = _naive(self._clock.now() + timedelta(seconds=self._lease_ttl_s), self._db)
+        for lease in due:
+            with lease.lock:
+                if lease.dead:
+                    continue
+                with settlement.transaction(self._db) as sql:
+                    renewed = sql.run(
+                        "UPDATE budget_holds SET expires_at = ? WHERE id = ?", (expires, lease.id)
+                    )
+                if renewed.rowcount != 1:
+                    self._drop(lease)  # expired and released meanwhile: the next request takes a new one
+                    continue
+                lease.renew_at = now + self._lease_ttl_s / 3
 
     def release_expired(self) -> int:
         """Release holds whose request outlived `hold_ttl_s` (its server crashed); how many."""
@@ -292,7 +330,7 @@ class BudgetGuard:
     def _extend(self, lease: _Lease, amount: int, period: str) -> None:
         """Grow (or, after the budget shrank, trim) the lease so `amount` fits, and renew its expiry;
         raise `InsufficientQuota` when the budget left cannot cover it. Its lock is held."""
-        expires_at = self._clock.now() + timedelta(seconds=self._hold_ttl_s)
+        expires_at = self._clock.now() + timedelta(seconds=self._lease_ttl_s)
         with settlement.transaction(self._db) as sql:
             # Lease row first, then account and key: the order the ledger's settlement locks them
             # in, so the two never wait on each other in a circle.
@@ -315,8 +353,8 @@ class BudgetGuard:
             grant += max(need, target - (lease.remaining + grant), 0)
             self._grant(sql, lease, grant, expires_at)
         lease.remaining += grant
-        lease.stored = True
-        lease.renew_at = self._clock.monotonic() + self._hold_ttl_s / 2
+        lease.stored, lease.recheck = True, False
+        lease.renew_at = self._clock.monotonic() + self._lease_ttl_s / 3
 
     def _grant(self, sql: settlement.Sql, lease: _Lease, grant: int, expires_at: datetime) -> None:
         org_part, key_part = (grant if lease.org else 0), (grant if lease.key else 0)

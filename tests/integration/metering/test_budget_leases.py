@@ -132,3 +132,20 @@ def test_two_servers_leasing_one_budget_never_overspend_it(
         assert _reserved(platform, org) == (0, 0, admitted * price)
     finally:
         second.close()
+
+
+def test_a_lease_with_a_long_request_in_flight_is_renewed_not_expired(clocked: Clocked) -> None:
+    """A training interval or a long stream may hold a lease that takes no new requests for longer
+    than its time to live: the server renews it meanwhile, so no sweep releases it under the request."""
+    platform = clocked.platform
+    budgets = platform.metering.budgets
+    org = _capped_org(platform, 100_000_000, "0.01")
+    long_request = platform.gate.admit(org, None, "req_long", worst_case={"requests": 1})
+    for _ in range(5):  # 250 s in all, twice the lease's time to live
+        clocked.clock.advance(50)
+        budgets.maintain()
+        assert budgets.release_expired() == 0
+    platform.gate.complete(long_request, {"requests": 1}).wait()
+    assert _reserved(platform, org) == (63 * _CENT, 63 * _CENT, _CENT)
+    budgets.close()  # what a server does when it stops
+    assert _reserved(platform, org) == (0, 0, _CENT)

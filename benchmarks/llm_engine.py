@@ -8,9 +8,11 @@ with prefill included, time to first token and inter-token latency p50/p99), tra
 `generate` at batch 1 and as one static batch of 16, and transformers `generate_batch`
 (continuous batching) at 16, and llama.cpp's `llama-batched-bench` on a GGUF of the same weights (F32 /
 BF16, converted once into --gguf-dir) at 1 and 16 parallel, with our figures as ratios of llama.cpp's
-(llama.cpp is skipped with a message when benchmarks/llamacpp_setup.sh has not built it). It also
-measures memory bandwidth with a large tensor copy and states batch-1 decode as a fraction of the
-roofline bandwidth / weight bytes.
+(llama.cpp is skipped with a message when benchmarks/llamacpp_setup.sh has not built it). For every
+concurrent run of ours and of llama.cpp it splits the end-to-end time into its two phases: prefill
+(until every request has its first token; prompt tokens/s) and decode (the median step with the whole
+batch decoding), so a gap shows on which side it is. It also measures memory bandwidth with a large
+tensor copy and states batch-1 decode as a fraction of the roofline bandwidth / weight bytes.
 
     python -m benchmarks.llm_engine --dtypes float32,bfloat16 --threads 2
 
@@ -61,6 +63,9 @@ class Result:
     decode_tps: float | None = None
     ttft: list[float] = field(default_factory=list)
     itl: list[float] = field(default_factory=list)
+    prompt_tokens: int = 0
+    prefill_s: float | None = None  # until every request had its first token
+    decode_step_s: float | None = None  # median step once every request decodes
 
     @property
     def e2e_tps(self) -> float:
@@ -101,13 +106,23 @@ def run_ours(engine: LLMEngine, dtype: str, prompts: list[list[int]], new_tokens
     for i, p in enumerate(prompts):
         engine.add_request(f"bench-{start}-{i}", p, params)
     stamps: dict[str, list[float]] = {}
+    full_decode_steps: list[float] = []
+    before = start
     while engine.has_unfinished_requests:
+        all_started = len(stamps) == len(prompts)
         outputs = engine.step()
         now = time.perf_counter()
         for out in outputs:
             stamps.setdefault(out.request_id, []).append(now)
+        if all_started and len(outputs) == len(prompts):
+            full_decode_steps.append(now - before)
+        before = now
     wall = time.perf_counter() - start
     res = Result("openmaas", dtype, len(prompts), sum(len(s) for s in stamps.values()), wall)
+    res.prompt_tokens = sum(len(p) for p in prompts)
+    res.prefill_s = max(times[0] for times in stamps.values()) - start
+    if full_decode_steps:
+        res.decode_step_s = statistics.median(full_decode_steps)
     for times in stamps.values():
         res.ttft.append(times[0] - start)
         res.itl.extend(b - a for a, b in itertools.pairwise(times))
@@ -202,6 +217,8 @@ def run_llamacpp(
     for row in llamacpp.batched_bench(gguf, threads, prompt_len, new, parallel):
         res = Result("llama.cpp batched-bench", dtype_name, row.parallel, row.parallel * row.new)
         res.wall_s = row.t_pp + row.t_tg
+        res.prompt_tokens, res.prefill_s = row.parallel * row.prompt, row.t_pp
+        res.decode_step_s = row.t_tg / row.new
         if row.parallel == 1:
             res.decode_tps = row.s_tg
         results.append(res)
@@ -221,6 +238,22 @@ def print_ratios(results: list[Result]) -> None:
         elif r.concurrency > 1:
             line += " (target > 100%)"
         print(line)
+
+
+def print_phases(results: list[Result]) -> None:
+    """Prefill (prompt tokens/s) and decode (ms per step of the whole batch) of each concurrent run."""
+    rows = [r for r in results if r.concurrency > 1 and r.prefill_s]
+    if not rows:
+        return
+    head = f"{'phases':<28}{'dtype':<10}{'conc':>5}{'prefill s':>10}{'prompt t/s':>11}{'decode step ms':>15}"
+    print(f"  {head}")
+    for r in rows:
+        assert r.prefill_s is not None
+        step = f"{r.decode_step_s * 1000:.0f}" if r.decode_step_s else "-"
+        print(
+            f"  {r.name:<28}{r.dtype:<10}{r.concurrency:>5}{r.prefill_s:>10.2f}"
+            f"{r.prompt_tokens / r.prefill_s:>11.0f}{step:>15}"
+        )
 
 
 def pct(values: list[float], q: float) -> str:
@@ -351,6 +384,7 @@ def main() -> None:
             f"({1000 / hf_ms:.2f} tokens/s)"
         )
     print_ratios(results)
+    print_phases(results)
     print()
     print_table(results, bandwidth, weight_bytes)
 

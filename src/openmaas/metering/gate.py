@@ -112,12 +112,10 @@ class UsageGate:
         headers: MutableMapping[str, str] | None = None,
     ) -> Admission | None:
         """`admit` for the event loop: None (and nothing done) when it would need the database —
-        limits or budget settings not cached, a limiter in the database, a budget lease to take or
+        limits or budget settings not cached, a rate-limit slice or budget lease to take or
         extend — and the caller then runs `admit` in a thread. The common case, budget holds
         against this server's lease included, is answered from memory (prices from their cache,
         which `complete` reads on the loop as well)."""
-        if not self._limiter.in_memory:
-            return None
         subjects = self._limits.cached_subjects(org_id, api_key_id)
         needs_hold = self._budgets.cached_needs_hold(org_id, api_key_id)
         if subjects is None or needs_hold is None:
@@ -151,7 +149,13 @@ class UsageGate:
         resource_class: str | None,
     ) -> Admission | None:
         tokens = sum(worst_case.get(unit, 0) for unit in _TOKEN_UNITS)
-        decision = self._limiter.acquire(subjects, tokens)
+        if nowait:
+            maybe = self._limiter.acquire_nowait(subjects, tokens)
+            if maybe is None:  # the shared limiter must ask the database
+                return None
+            decision = maybe
+        else:
+            decision = self._limiter.acquire(subjects, tokens)
         limit_headers = headers_for(decision)
         if headers is not None:
             headers.update(limit_headers)

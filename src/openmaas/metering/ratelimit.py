@@ -5,7 +5,7 @@ second, so a client may burst up to a minute's allowance and then runs at the st
 refused request's `retry_after` is exactly when the bucket will hold enough again, so waiting that
 long succeeds (unless someone else spends it first). `InMemoryRateLimiter` serves one process (the
 embedded mode); a cluster needs a limiter whose buckets live in shared state, behind the same
-`RateLimiter` protocol.
+`RateLimiter` protocol (ratelimit_db.py).
 """
 
 from __future__ import annotations
@@ -45,11 +45,13 @@ class Decision:
 
 
 class RateLimiter(Protocol):
-    # True when decisions are made in this process's memory (no I/O: safe on the event loop).
-    in_memory: bool
-
     def acquire(self, subjects: list[tuple[str, Limits]], tokens: int) -> Decision:
         """Take one request and `tokens` from every subject's buckets, all or nothing."""
+        ...
+
+    def acquire_nowait(self, subjects: list[tuple[str, Limits]], tokens: int) -> Decision | None:
+        """`acquire` from memory (safe on the event loop); None, with nothing taken, when the
+        decision needs I/O."""
         ...
 
     def refund(self, subjects: list[tuple[str, Limits]], tokens: int) -> None:
@@ -86,8 +88,6 @@ class TokenBucket:
 
 
 class InMemoryRateLimiter:
-    in_memory = True
-
     def __init__(self, clock: Clock, *, max_subjects: int = 100_000) -> None:
         self._clock = clock
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
@@ -98,6 +98,9 @@ class InMemoryRateLimiter:
         with self._lock:
             now = self._clock.monotonic()
             return take(self._buckets_for(subjects, now), tokens)
+
+    def acquire_nowait(self, subjects: list[tuple[str, Limits]], tokens: int) -> Decision:
+        return self.acquire(subjects, tokens)
 
     def refund(self, subjects: list[tuple[str, Limits]], tokens: int) -> None:
         if not tokens:

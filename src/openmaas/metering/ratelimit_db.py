@@ -69,7 +69,13 @@ _CREATE = (
 # Giving a slice back: refill to now, add, keep within the capacity.
 _GIVE_BACK = """
 UPDATE rate_limit_buckets SET
-    level_milli = MIN_OF(? * 1000, MIN_OF(? * 1000, level_milli + (? - updated_us) * ? / 60000) + ?),
+    level_milli = MIN_OF(
+        CAST(? AS BIGINT) * 1000,
+        MIN_OF(
+            CAST(? AS BIGINT) * 1000,
+            level_milli + (CAST(? AS BIGINT) - updated_us) * CAST(? AS BIGINT) / 60000
+        ) + CAST(? AS BIGINT)
+    ),
     updated_us = ?
 WHERE subject = ? AND kind = ?
 """

@@ -70,6 +70,16 @@ def test_requests_within_a_slice_need_no_database(platform: Platform) -> None:
     limiter.close()
 
 
+def test_slices_of_huge_limits_go_back_whole(platform: Platform) -> None:
+    limiter = DatabaseRateLimiter(platform.db, FakeClock())
+    subjects = [("org_big", Limits(requests_per_minute=10**9, tokens_per_minute=10**12))]
+    assert limiter.acquire(subjects, 100).allowed
+    limiter.refund(subjects, 100)
+    limiter.close()
+    assert _level(platform, "org_big", "requests") == 10**9 - 1
+    assert _level(platform, "org_big", "tokens") == 10**12
+
+
 def test_the_setting_selects_it(tmp_path: Path, database_url: str) -> None:
     platform = make_platform(tmp_path / "home", database_url, rate_limiter="database")
     try:

@@ -31,6 +31,7 @@ from openmaas.metering.pricing_events import worst_case_micros
 from openmaas.metering.ratelimit import Limits, RateLimiter, headers_for
 
 _TOKEN_UNITS = ("input_tokens", "output_tokens")
+_NO_HOLD = Hold("", None, 0, 0)  # an admission's placeholder until `_admit` fills it in
 
 
 # Not frozen: a frozen dataclass's __init__ costs ~2 µs, paid on every request; treat as immutable.
@@ -84,19 +85,10 @@ class UsageGate:
         is not an API request (a training interval)."""
         subjects = self._limits.subjects(org_id, api_key_id) if rate_limited else []
         needs_hold = self._budgets.needs_hold(org_id, api_key_id)
-        admission = self._admit(
-            subjects,
-            needs_hold,
-            False,
-            org_id,
-            api_key_id,
-            request_id,
-            worst_case,
-            model,
-            deployment,
-            headers,
-            resource_class,
+        request = Admission(
+            org_id, api_key_id, request_id, model, deployment, resource_class, _NO_HOLD, 0, (), {}
         )
+        admission = self._admit(request, subjects, needs_hold, worst_case, headers, nowait=False)
         assert admission is not None  # only a `nowait` admission declines
         return admission
 
@@ -120,34 +112,21 @@ class UsageGate:
         needs_hold = self._budgets.cached_needs_hold(org_id, api_key_id)
         if subjects is None or needs_hold is None:
             return None
-        return self._admit(
-            subjects,
-            needs_hold,
-            True,
-            org_id,
-            api_key_id,
-            request_id,
-            worst_case,
-            model,
-            deployment,
-            headers,
-            None,
-        )
+        request = Admission(org_id, api_key_id, request_id, model, deployment, None, _NO_HOLD, 0, (), {})
+        return self._admit(request, subjects, needs_hold, worst_case, headers, nowait=True)
 
     def _admit(
         self,
+        request: Admission,
         subjects: list[tuple[str, Limits]],
         needs_hold: bool,
-        nowait: bool,
-        org_id: str,
-        api_key_id: str | None,
-        request_id: str,
         worst_case: Mapping[str, int],
-        model: str | None,
-        deployment: str | None,
         headers: MutableMapping[str, str] | None,
-        resource_class: str | None,
+        *,
+        nowait: bool,
     ) -> Admission | None:
+        """Fill in `request` (an admission with nothing taken yet) or raise; None when `nowait`
+        and the decision needs the database."""
         tokens = sum(worst_case.get(unit, 0) for unit in _TOKEN_UNITS)
         if nowait:
             maybe = self._limiter.acquire_nowait(subjects, tokens)
@@ -167,10 +146,10 @@ class UsageGate:
                 retry_after=decision.retry_after_s,
                 headers={**limit_headers, "retry-after-ms": str(int(decision.retry_after_s * 1000) + 1)},
             )
-        hold = Hold(org_id, api_key_id, 0, 0)
+        request.hold = Hold(request.org_id, request.api_key_id, 0, 0)
         if needs_hold:
             try:
-                held = self._hold(org_id, api_key_id, request_id, worst_case, model, resource_class, nowait)
+                held = self._hold(request, worst_case, nowait)
             except (errors.InsufficientQuota, errors.Conflict) as exc:
                 self._limiter.refund(subjects, tokens)
                 exc.headers.update(limit_headers)
@@ -178,41 +157,23 @@ class UsageGate:
             if held is None:  # `nowait`, and the hold needs the database
                 self._limiter.refund(subjects, tokens)
                 return None
-            hold = held
-        return Admission(
-            org_id,
-            api_key_id,
-            request_id,
-            model,
-            deployment,
-            resource_class,
-            hold,
-            tokens,
-            tuple(subjects),
-            limit_headers,
-        )
+            request.hold = held
+        request.tokens_taken, request.subjects, request.headers = tokens, tuple(subjects), limit_headers
+        return request
 
-    def _hold(
-        self,
-        org_id: str,
-        api_key_id: str | None,
-        request_id: str,
-        worst_case: Mapping[str, int],
-        model: str | None,
-        resource_class: str | None,
-        nowait: bool,
-    ) -> Hold | None:
+    def _hold(self, request: Admission, worst_case: Mapping[str, int], nowait: bool) -> Hold | None:
         """Reserve the worst-case cost on the organisation's wallet or cap (and the key's cap);
         `nowait`: from this server's lease in memory, or None."""
         now = self._clock.now()
+        org_id, api_key_id, request_id = request.org_id, request.api_key_id, request.request_id
         probe = UsageEvent(
             request_id,
             org_id,
             dict(worst_case) or {"requests": 1},
             now,
             api_key_id,
-            model,
-            resource_class=resource_class,
+            request.model,
+            resource_class=request.resource_class,
         )
         worst = worst_case_micros(self._prices, probe)
         if nowait:

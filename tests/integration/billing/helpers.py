@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from openmaas.billing import pricebooks, schemas
+from openmaas.billing.models import BillingAccount
 from openmaas.bootstrap import Platform
 from openmaas.ids import new_id
 from openmaas.metering.events import UsageEvent
@@ -18,6 +19,26 @@ def make_org(platform: Platform, name: str, *, timezone: str = "UTC", plan: str 
     with platform.db.session() as session:
         body = tenancy_schemas.OrganizationCreate(name=name, plan=plan, timezone=timezone)
         return tenancy.create_organization(session, body, platform.clock.now()).id
+
+
+def make_account(
+    platform: Platform, org_id: str, *, prepaid_micros: int | None = None, cap_micros: int | None = None
+) -> None:
+    """The organisation's billing account: a prepaid wallet holding `prepaid_micros` and/or a
+    monthly cap; nothing reserved or spent yet."""
+    with platform.db.session() as session:
+        session.add(
+            BillingAccount(
+                org_id=org_id,
+                balance_micros=prepaid_micros or 0,
+                prepaid=prepaid_micros is not None,
+                monthly_cap_micros=cap_micros,
+                reserved_micros=0,
+                period="",
+                period_spend_micros=0,
+                unbilled_micros=0,
+            )
+        )
 
 
 def make_pricebook(platform: Platform, components: list[dict[str, Any]], **fields: Any) -> str:

@@ -14,7 +14,7 @@ from openmaas.billing.models import BillingAccount
 from openmaas.bootstrap import Platform
 from openmaas.metering.models import BudgetHold, UsageRecord
 from tests.integration.billing.conftest import Clocked
-from tests.integration.billing.helpers import make_org, make_pricebook
+from tests.integration.billing.helpers import make_account, make_org, make_pricebook
 from tests.support.platforms import make_platform
 
 _CENT = 10_000
@@ -23,19 +23,7 @@ _CENT = 10_000
 def _capped_org(platform: Platform, cap_micros: int, price: str) -> str:
     org = make_org(platform, "acme")
     make_pricebook(platform, [{"unit": "requests", "price": price}])
-    with platform.db.session() as session:
-        session.add(
-            BillingAccount(
-                org_id=org,
-                balance_micros=0,
-                prepaid=False,
-                monthly_cap_micros=cap_micros,
-                reserved_micros=0,
-                period="",
-                period_spend_micros=0,
-                unbilled_micros=0,
-            )
-        )
+    make_account(platform, org, cap_micros=cap_micros)
     return org
 
 

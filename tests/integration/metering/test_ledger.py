@@ -20,7 +20,7 @@ from openmaas.metering.events import UsageEvent
 from openmaas.metering.ledger import UsageLedger
 from openmaas.metering.models import UsageRecord
 from tests.integration.billing.conftest import Clocked
-from tests.integration.billing.helpers import make_org, make_pricebook
+from tests.integration.billing.helpers import make_account, make_org, make_pricebook
 from tests.support.served import Served
 
 
@@ -36,19 +36,7 @@ def _count(platform: Platform, org_id: str) -> tuple[int, int]:
 
 
 def _prepaid(platform: Platform, org_id: str, balance_micros: int) -> None:
-    """A prepaid wallet holding `balance_micros`, nothing reserved or spent yet."""
-    with platform.db.session() as session:
-        session.add(
-            BillingAccount(
-                org_id=org_id,
-                balance_micros=balance_micros,
-                prepaid=True,
-                reserved_micros=0,
-                period="",
-                period_spend_micros=0,
-                unbilled_micros=0,
-            )
-        )
+    make_account(platform, org_id, prepaid_micros=balance_micros)
 
 
 def test_a_retried_event_is_metered_once(platform: Platform) -> None:
@@ -141,19 +129,11 @@ def test_concurrent_requests_never_overspend(platform: Platform, kind: str) -> N
     org = make_org(platform, "acme")
     make_pricebook(platform, [{"unit": "requests", "price": "0.25"}])
     admitted = 37
-    with platform.db.session() as session:
-        session.add(
-            BillingAccount(
-                org_id=org,
-                balance_micros=admitted * 250_000 + 100_000 if kind == "prepaid" else 0,
-                prepaid=kind == "prepaid",
-                monthly_cap_micros=admitted * 250_000 + 100_000 if kind != "prepaid" else None,
-                reserved_micros=0,
-                period="",
-                period_spend_micros=0,
-                unbilled_micros=0,
-            )
-        )
+    budget = admitted * 250_000 + 100_000
+    if kind == "prepaid":
+        make_account(platform, org, prepaid_micros=budget)
+    else:
+        make_account(platform, org, cap_micros=budget)
     platform.metering.limits.forget()
     start = threading.Barrier(50)
 

@@ -12,7 +12,7 @@ from openmaas.billing import invoices
 from openmaas.billing.models import BillingAccount
 from openmaas.metering import sources
 from tests.integration.billing.conftest import Clocked
-from tests.integration.billing.helpers import make_org, make_pricebook
+from tests.integration.billing.helpers import make_account, make_org, make_pricebook
 
 
 def test_storage_sampled_daily_adds_up_to_gb_months_in_a_leap_february(clocked: Clocked) -> None:
@@ -70,18 +70,7 @@ def test_a_training_job_reserves_per_interval_and_stops_when_credit_runs_out(clo
     platform = clocked.platform
     org = make_org(platform, "acme")
     make_pricebook(platform, [{"unit": "compute_ms", "price": "0.01", "resource_class": "gpu"}])
-    with platform.db.session() as session:  # 10.00 of credit: 1,000 GPU-seconds
-        session.add(
-            BillingAccount(
-                org_id=org,
-                balance_micros=10_000_000,
-                prepaid=True,
-                reserved_micros=0,
-                period="",
-                period_spend_micros=0,
-                unbilled_micros=0,
-            )
-        )
+    make_account(platform, org, prepaid_micros=10_000_000)  # 10.00 of credit: 1,000 GPU-seconds
     intervals = 0
     with pytest.raises(errors.InsufficientQuota):
         for interval in range(100):

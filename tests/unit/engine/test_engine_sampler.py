@@ -45,3 +45,27 @@ def test_logprobs_come_from_raw_logits() -> None:
     assert out.token_id == 1
     assert abs(out.logprob - expected[1].item()) < 1e-6  # type: ignore[operator]
     assert [t for t, _ in out.top_logprobs] == [1, 0]
+
+
+def test_a_mixed_batch_samples_each_row_as_it_would_alone() -> None:
+    logits = torch.randn(4, 64, generator=torch.Generator().manual_seed(3))
+    params = [
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=0.8, top_p=0.9),
+        SamplingParams(temperature=0.0, logprobs=True, top_logprobs=3),
+        SamplingParams(temperature=0.0, presence_penalty=1.5),
+    ]
+    together = Sampler()(logits, [_seq(p, output=[5, 6], seed=i) for i, p in enumerate(params)])
+    alone = [Sampler()(logits[i : i + 1], [_seq(p, output=[5, 6], seed=i)])[0] for i, p in enumerate(params)]
+    assert together == alone
+    assert together[2].logprob is not None and len(together[2].top_logprobs) == 3
+
+
+def test_greedy_over_half_precision_logits_picks_the_first_of_tied_maxima() -> None:
+    logits = torch.zeros(3, 1000)
+    logits[0, [7, 700]] = 2.0
+    logits[1, [0, 999]] = 2.0
+    logits[2, 500] = 1.0
+    seqs = [_seq(SamplingParams(temperature=0.0)) for _ in range(3)]
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        assert [o.token_id for o in Sampler()(logits.to(dtype), seqs)] == [7, 0, 500]

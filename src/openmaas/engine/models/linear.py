@@ -92,14 +92,17 @@ def onednn_available(device: torch.device) -> bool:
 def enable_onednn_matmul(model: nn.Module) -> None:
     """Run every `Linear` of `model` through oneDNN with its weight reordered once (see module docstring).
 
-    A weight that another module shares (tied embeddings) is reordered into a copy; any other weight's
-    plain tensor is released, so the model holds each matrix once. No batch-size hint: the default layout
-    measured as fast as the batch-1 or batch-16 layouts at batch 1 and faster at 16 and in prefill."""
+    A weight that another module shares (tied embeddings) is reordered into a copy; any other weight is
+    replaced by its reordered tensor (opaque oneDNN layout: only `Linear.forward` can use it), so the
+    model holds each matrix once and `parameters()` still counts each once. No batch-size hint: the
+    default layout measured as fast as the batch-1 or batch-16 layouts at batch 1 and faster at 16 and
+    in prefill."""
     linears = [m for m in model.modules() if isinstance(m, Linear)]
     others = {
         id(p) for m in model.modules() if not isinstance(m, Linear) for p in m.parameters(recurse=False)
     }
     for m in linears:
-        m.onednn_weight = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach())
+        reordered = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach())
         if id(m.weight) not in others:
-            m.weight = nn.Parameter(m.weight.new_empty(0), requires_grad=False)
+            m.weight = nn.Parameter(reordered, requires_grad=False)
+        m.onednn_weight = reordered

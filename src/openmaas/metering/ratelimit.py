@@ -145,13 +145,13 @@ def take(pairs: list[tuple[str, TokenBucket]], tokens: int) -> Decision:
     for kind, bucket in pairs:
         wait = bucket.wait_for(1 if kind == "requests" else tokens)
         if wait > 0:
-            return _decision(pairs, allowed=False, limit_type=kind, retry_after_s=wait)
+            return decision_of(pairs, allowed=False, limit_type=kind, retry_after_s=wait)
     for kind, bucket in pairs:
         bucket.level -= min(1 if kind == "requests" else tokens, bucket.capacity)
-    return _decision(pairs, allowed=True)
+    return decision_of(pairs, allowed=True)
 
 
-def _decision(
+def decision_of(
     pairs: list[tuple[str, TokenBucket]],
     *,
     allowed: bool,

@@ -31,7 +31,7 @@ from typing import Any
 
 from openmaas.clock import Clock
 from openmaas.db.database import Database
-from openmaas.metering.ratelimit import Decision, Limits, TokenBucket, take
+from openmaas.metering.ratelimit import Decision, Limits, TokenBucket, decision_of, take
 from openmaas.metering.settlement import Sql, transaction
 
 log = logging.getLogger("openmaas.metering")
@@ -213,12 +213,20 @@ class DatabaseRateLimiter:
                 else:
                     sl.seen = level
                 sl.used_at = now
-                # A refusal is judged on the bucket alone, so its Retry-After is when the bucket
-                # itself will hold the request: honest whichever server the client tries next.
-                pairs.append((kind, _bucket(sl, cap, with_slice=allowed)))
+                pairs.append((kind, sl, cap))
             if allowed and not force_verdict:
                 return None
-            decision = take(pairs, tokens)
+            # A refusal is judged on the bucket alone, so its Retry-After is when the bucket itself
+            # will hold the request: honest whichever server the client tries next. The headers
+            # count this server's slice as well.
+            judged = take([(kind, _bucket(sl, cap, with_slice=allowed)) for kind, sl, cap in pairs], tokens)
+            shown = [(kind, _bucket(sl, cap)) for kind, sl, cap in pairs]
+            if judged.allowed:
+                decision = take(shown, tokens)
+            else:
+                decision = decision_of(
+                    shown, allowed=False, limit_type=judged.limit_type, retry_after_s=judged.retry_after_s
+                )
             if decision.allowed:
                 for subject, kind, _, cost in wanted:
                     self._slices[(subject, kind)].level -= cost * 1000

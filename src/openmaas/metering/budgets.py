@@ -344,15 +344,15 @@ class BudgetGuard:
             else:
                 grant = 0
             need = amount - (lease.remaining + grant)
-            if need > headroom:
-                if grant:
-                    self._grant(sql, lease, grant, expires_at)
-                    lease.remaining += grant
-                raise errors.InsufficientQuota(refusal)
-            target = min(headroom // _LEASE_SHARE, _LEASE_REQUESTS * amount)
-            grant += max(need, target - (lease.remaining + grant), 0)
-            self._grant(sql, lease, grant, expires_at)
+            refused = need > headroom
+            if not refused:
+                target = min(headroom // _LEASE_SHARE, _LEASE_REQUESTS * amount)
+                grant += max(need, target - (lease.remaining + grant), 0)
+            if grant or not refused:  # a refusal still commits the trim (raising here would undo it)
+                self._grant(sql, lease, grant, expires_at)
         lease.remaining += grant
+        if refused:
+            raise errors.InsufficientQuota(refusal)
         lease.stored, lease.recheck = True, False
         lease.renew_at = self._clock.monotonic() + self._lease_ttl_s / 3
 

@@ -139,3 +139,15 @@ def test_a_lease_with_a_long_request_in_flight_is_renewed_not_expired(clocked: C
     assert _reserved(platform, org) == (63 * _CENT, 63 * _CENT, _CENT)
     budgets.close()  # what a server does when it stops
     assert _reserved(platform, org) == (0, 0, _CENT)
+
+
+def test_a_cap_lowered_below_the_spend_refuses_and_gives_the_whole_lease_back(platform: Platform) -> None:
+    org = _capped_org(platform, 100_000_000, "0.01")
+    assert _serve(platform, org, "req_0")
+    with platform.db.session() as session:
+        session.execute(
+            update(BillingAccount).where(BillingAccount.org_id == org).values(monthly_cap_micros=_CENT // 2)
+        )
+    platform.metering.budgets.forget(org)
+    assert not _serve(platform, org, "req_1")
+    assert _reserved(platform, org) == (0, 0, _CENT)  # the trim is kept although the request is refused

@@ -15,6 +15,7 @@ from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.models.linear import (
     cpu_has_fast_half,
     enable_fp32_batched_matmul,
+    enable_gemv,
     enable_onednn_matmul,
     onednn_available,
 )
@@ -39,8 +40,10 @@ class ModelRunner:
         half = self.dtype in (torch.bfloat16, torch.float16)
         if self.device.type == "cpu" and half and not cpu_has_fast_half(self.dtype):
             enable_fp32_batched_matmul(self.model)
-        elif config.cpu_onednn and onednn_available(self.device):
-            enable_onednn_matmul(self.model)
+        else:
+            gemv = self.device.type == "cpu" and config.cpu_gemv and enable_gemv(self.model, self.dtype)
+            if config.cpu_onednn and onednn_available(self.device):
+                enable_onednn_matmul(self.model, keep_plain=gemv)
         if config.num_blocks is not None:
             self.num_blocks = config.num_blocks
         else:

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from openmaas.engine.kernels import Gemv, load_gemv, move_to_huge_pages
+
 
 @dataclass
 class UpcastPlan:
@@ -36,8 +38,12 @@ class UpcastPlan:
 class Linear(nn.Linear):
     upcast: UpcastPlan | None = None
     onednn_weight: torch.Tensor | None = None
+    gemv: Gemv | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gemv = self.gemv
+        if gemv is not None and gemv.fits(x, self.weight):
+            return gemv(x, self.weight, self.bias)
         if self.onednn_weight is not None:
             return torch.ops.mkldnn._linear_pointwise(x, self.onednn_weight, self.bias, "none", [], "")
         plan = self.upcast
@@ -89,20 +95,34 @@ def onednn_available(device: torch.device) -> bool:
 
 
 @torch.no_grad()
-def enable_onednn_matmul(model: nn.Module) -> None:
+def enable_onednn_matmul(model: nn.Module, keep_plain: bool = False) -> None:
     """Run every `Linear` of `model` through oneDNN with its weight reordered once (see module docstring).
 
     A weight that another module shares (tied embeddings) is reordered into a copy; any other weight is
     replaced by its reordered tensor (opaque oneDNN layout: only `Linear.forward` can use it), so the
     model holds each matrix once and `parameters()` still counts each once. No batch-size hint: the
     default layout measured as fast as the batch-1 or batch-16 layouts at batch 1 and faster at 16 and
-    in prefill."""
+    in prefill. `keep_plain` keeps every plain weight as well (our decode kernel reads it)."""
     linears = [m for m in model.modules() if isinstance(m, Linear)]
     others = {
         id(p) for m in model.modules() if not isinstance(m, Linear) for p in m.parameters(recurse=False)
     }
     for m in linears:
         reordered = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach())
-        if id(m.weight) not in others:
+        if not keep_plain and id(m.weight) not in others:
             m.weight = nn.Parameter(reordered, requires_grad=False)
         m.onednn_weight = reordered
+
+
+def enable_gemv(model: nn.Module, dtype: torch.dtype) -> bool:
+    """Route 1-4 row matmuls of every `Linear` through our kernel (openmaas.engine.kernels) and move the
+    weights it reads, the tied embedding included, onto huge pages. False where the kernel is not
+    available here; call before `enable_onednn_matmul`, which must then keep the plain weights."""
+    gemv = load_gemv(dtype)
+    if gemv is None:
+        return False
+    linears = [m for m in model.modules() if isinstance(m, Linear)]
+    move_to_huge_pages(m.weight for m in linears)
+    for m in linears:
+        m.gemv = gemv
+    return True

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from openmaas.engine.kernels import CpuKernels
+
 
 @dataclass
 class PrefillChunk:
@@ -35,13 +37,20 @@ class AttentionMetadata:
     num_decode: int = 0
     decode_slots: torch.Tensor | None = None  # [num_decode, max_context] (padded with slot 0)
     decode_mask: torch.Tensor | None = None  # [num_decode, 1, 1, max_context] bool, None if no padding
+    decode_lengths: torch.Tensor | None = None  # [num_decode] int64 context length of each
     prefills: list[PrefillChunk] = field(default_factory=list)
 
 
 def paged_attention(
-    q: torch.Tensor, kv: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    kv_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float,
+    kernels: CpuKernels | None = None,
 ) -> torch.Tensor:
     """q: [N, heads, d]; kv: [N, 2, kv_heads, d] (keys, values); kv_cache: [slots, 2, kv_heads, d].
+    With `kernels` (our CPU kernels), decode tokens read their context in place instead.
 
     Returns [N, heads, d]."""
     kv_cache.index_copy_(0, meta.slot_mapping, kv)
@@ -50,7 +59,12 @@ def paged_attention(
     group = num_heads // kv_heads
     nd = meta.num_decode
     decoded = None
-    if nd:
+    if nd and kernels is not None:
+        assert meta.decode_slots is not None and meta.decode_lengths is not None
+        decoded = kernels.decode_attention(q[:nd], kv_cache, meta.decode_slots, meta.decode_lengths, scale)
+        if nd == n:
+            return decoded
+    elif nd:
         assert meta.decode_slots is not None
         # index_select on flat slots: advanced indexing takes a much slower parallel path on CPU.
         ctx = meta.decode_slots.shape[1]

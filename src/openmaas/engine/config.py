@@ -45,10 +45,11 @@ class EngineConfig:
     # On CPU, run the model's matmuls through oneDNN on weights reordered once at load (much faster at
     # decode shapes than PyTorch's own CPU matmul; see models/linear.py). False: plain F.linear.
     cpu_onednn: bool = True
-    # On x86-64 CPUs with AVX-512, matmuls of 1-4 rows (decode steps) run our own kernel on plain weights
-    # kept on huge pages (openmaas.engine.kernels, built with the system's C compiler at first use),
-    # beside the oneDNN copy for larger batches. False: oneDNN only (half the weight memory).
-    cpu_gemv: bool = True
+    # On x86-64 CPUs with AVX-512, decode steps run our own C kernels (openmaas.engine.kernels, built with
+    # the system's C compiler at first use): matmuls of 1-4 rows on plain weights kept on huge pages
+    # (beside oneDNN's copy for larger batches), RMSNorm with the residual add, RoPE, decode attention.
+    # False: PyTorch's ops and oneDNN only (and half the weight memory).
+    cpu_kernels: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -15,11 +15,10 @@ from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.models.linear import (
     cpu_has_fast_half,
     enable_fp32_batched_matmul,
-    enable_gemv,
     enable_onednn_matmul,
     onednn_available,
 )
-from openmaas.engine.models.llama import LlamaForCausalLM
+from openmaas.engine.models.llama import LlamaForCausalLM, enable_cpu_kernels
 from openmaas.engine.models.loader import load_model
 from openmaas.engine.scheduler import ScheduledSequence
 from openmaas.engine.sequence import Sequence
@@ -41,9 +40,13 @@ class ModelRunner:
         if self.device.type == "cpu" and half and not cpu_has_fast_half(self.dtype):
             enable_fp32_batched_matmul(self.model)
         else:
-            gemv = self.device.type == "cpu" and config.cpu_gemv and enable_gemv(self.model, self.dtype)
+            ours = (
+                self.device.type == "cpu"
+                and config.cpu_kernels
+                and enable_cpu_kernels(self.model, self.dtype)
+            )
             if config.cpu_onednn and onednn_available(self.device):
-                enable_onednn_matmul(self.model, keep_plain=gemv)
+                enable_onednn_matmul(self.model, keep_plain=ours)
         if config.num_blocks is not None:
             self.num_blocks = config.num_blocks
         else:
@@ -96,7 +99,9 @@ class ModelRunner:
         meta = AttentionMetadata(slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev))
         if decode:
             meta.num_decode = len(decode)
-            meta.decode_slots, meta.decode_mask = self._decode_context([s.seq for s in decode])
+            meta.decode_slots, meta.decode_mask, meta.decode_lengths = self._decode_context(
+                [s.seq for s in decode]
+            )
         for row, n, start, table in prefill_specs:
             chunk = PrefillChunk(start=row, length=n)
             if start > 0:
@@ -117,7 +122,8 @@ class ModelRunner:
         offsets = torch.arange(self.block_size, device=self.device)
         return (blocks[:, None] * self.block_size + offsets).flatten()[:ctx]
 
-    def _decode_context(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _decode_context(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Context slots [seqs, max_len], the padding mask (None without padding) and the lengths."""
         bs = self.block_size
         lengths = [s.num_computed_tokens + 1 for s in seqs]
         max_len = max(lengths)
@@ -128,8 +134,8 @@ class ModelRunner:
         blocks = torch.tensor(tables, dtype=torch.long, device=self.device)
         offsets = torch.arange(bs, device=self.device)
         ctx_slots = (blocks[:, :, None] * bs + offsets).view(len(seqs), -1)[:, :max_len].contiguous()
+        lens = torch.tensor(lengths, dtype=torch.long, device=self.device)
         if min(lengths) == max_len:
-            return ctx_slots, None
-        lens = torch.tensor(lengths, device=self.device)
+            return ctx_slots, None, lens
         mask = torch.arange(max_len, device=self.device)[None, :] < lens[:, None]
-        return ctx_slots, mask[:, None, None, :]
+        return ctx_slots, mask[:, None, None, :], lens

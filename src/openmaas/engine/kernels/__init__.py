@@ -1,14 +1,16 @@
-"""Our CPU matmul kernel for decode steps (`gemv.c`), built with the system's C compiler at first use.
+"""Our CPU kernels for decode steps (`gemv.c`, `ops.c`), built with the system's C compiler at first use.
 
 A decode step multiplies one to four activation rows by every weight matrix: it is bound by how fast
 the weights stream from memory. oneDNN's kernels reach 20-35 GB/s there on a 2-core Zen 4; ours, reading
 each thread's weight rows as one sequential stream from memory backed by 2 MiB pages, 35-70 GB/s in
-bf16 and 37-44 GB/s in fp32 (see gemv.c for how).
+bf16 and 37-44 GB/s in fp32 (see gemv.c for how). The rest of a step was ~800 small PyTorch ops;
+ops.c does RMSNorm (with the residual add), RoPE and decode attention in one call each.
 
 The library is compiled once per source, compiler and flag set into a per-user cache directory
 (`OPENMAAS_KERNEL_DIR`, else `$XDG_CACHE_HOME/openmaas/kernels`, else `~/.cache/openmaas/kernels`) and
 loaded with ctypes. Where it cannot be built (no C compiler, no OpenMP, not x86-64 Linux) or the CPU
-lacks AVX-512, `load_gemv()` returns None and the engine keeps oneDNN; the reason is logged once.
+lacks AVX-512, `load_kernels()` returns None and the engine keeps PyTorch's ops and oneDNN; the reason
+is logged once.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("gemv.c")
+SOURCES = [Path(__file__).with_name("gemv.c"), Path(__file__).with_name("ops.c")]
 FLAGS = [
+    "-ffp-contract=off",
     "-O3",
     "-mavx512f",
     "-mavx512bw",
@@ -48,7 +52,7 @@ HUGE_PAGE = 2 << 20
 MAX_ACTIVATION_BYTES = 20 << 10
 
 _lock = threading.Lock()
-_loaded: dict[str, Gemv | None] = {}
+_loaded: dict[str, CpuKernels | None] = {}
 
 
 def cpu_flags() -> set[str]:
@@ -74,12 +78,12 @@ def _compiler() -> str | None:
 
 
 def build(directory: Path | None = None) -> Path:
-    """Compile gemv.c (once per source, compiler and flags) and return the library's path. Raises
-    RuntimeError with the compiler's message when it cannot be built."""
+    """Compile gemv.c and ops.c (once per source, compiler and flags) into one library and return its
+    path. Raises RuntimeError with the compiler's message when it cannot be built."""
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC)")
-    source = SOURCE.read_bytes()
+    source = b"".join(path.read_bytes() for path in SOURCES)
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
     digest = hashlib.sha256(source + " ".join(FLAGS).encode() + version.encode()).hexdigest()[:16]
     directory = directory or cache_dir()
@@ -92,7 +96,7 @@ def build(directory: Path | None = None) -> Path:
     os.close(fd)
     try:
         done = subprocess.run(
-            [cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, check=False
+            [cc, *FLAGS, "-o", tmp, *map(str, SOURCES)], capture_output=True, text=True, check=False
         )
         if done.returncode != 0:
             raise RuntimeError(f"{cc} failed: {done.stderr.strip()[-2000:]}")
@@ -103,45 +107,122 @@ def build(directory: Path | None = None) -> Path:
     return target
 
 
-class Gemv:
-    """y = x @ W^T + b for 1-4 contiguous rows of bf16 or fp32 activations, on the intra-op threads."""
+def _bind(lib: ctypes.CDLL, name: str, *args: object, restype: object = None) -> Any:
+    fn = getattr(lib, name)
+    fn.argtypes = list(args)
+    fn.restype = restype
+    return fn
 
-    def __init__(self, lib: ctypes.CDLL, dtypes: Iterable[torch.dtype]) -> None:
-        self.max_rows = int(lib.omaas_gemv_max_rows())
-        self.functions = {}
-        for dtype in dtypes:
-            fn = getattr(lib, "omaas_gemv_bf16" if dtype == torch.bfloat16 else "omaas_gemv_f32")
-            fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int]
-            fn.restype = ctypes.c_int
-            self.functions[dtype] = fn
 
-    def fits(self, x: torch.Tensor, weight: torch.Tensor) -> bool:
+_P, _I64, _INT, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+class CpuKernels:
+    """Our C kernels for one dtype (bf16 or fp32), run on PyTorch's intra-op threads:
+
+    - `gemv`: y = x @ W^T + b for 1-4 contiguous activation rows (gemv.c);
+    - `add_rmsnorm`, `rope`, `decode_attention`: the small per-layer ops of a decode step (ops.c).
+    Callers pass tensors in the layouts each method states; `fits_gemv` says when the matmul applies."""
+
+    def __init__(self, lib: ctypes.CDLL, dtype: torch.dtype) -> None:
+        sfx = "bf16" if dtype == torch.bfloat16 else "f32"
+        self.dtype = dtype
+        self.max_rows = int(_bind(lib, "omaas_gemv_max_rows", restype=ctypes.c_int)())
+        self.attention_max_d = int(_bind(lib, "omaas_attention_max_d", restype=ctypes.c_int)())
+        self.attention_max_group = int(_bind(lib, "omaas_attention_max_group", restype=ctypes.c_int)())
+        self._gemv = _bind(lib, f"omaas_gemv_{sfx}", _P, _P, _P, _P, _I64, _I64, _I64, _INT, restype=_INT)
+        self._add_rmsnorm = _bind(lib, f"omaas_add_rmsnorm_{sfx}", _P, _P, _P, _P, _I64, _I64, _F32, _INT)
+        self._rope = _bind(lib, f"omaas_rope_{sfx}", _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT)
+        self._attention = _bind(
+            lib, f"omaas_decode_attention_{sfx}",
+            _P, _I64, _P, _P, _I64, _P, _P, _I64, _I64, _I64, _I64, _F32, _INT,
+            restype=_INT,
+        )  # fmt: skip
+
+    def fits_gemv(self, x: torch.Tensor) -> bool:
         rows = x.shape[0]
         return (
             x.dim() == 2
             and rows <= self.max_rows
             and (rows == 1 or rows * x.shape[1] * x.element_size() <= MAX_ACTIVATION_BYTES)
-            and x.dtype in self.functions
+            and x.dtype == self.dtype
             and x.is_contiguous()
         )
 
-    def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def fits_attention(self, heads: int, kv_heads: int, head_dim: int) -> bool:
+        group = heads // kv_heads
+        return (
+            group * kv_heads == heads
+            and group <= self.attention_max_group
+            and head_dim <= self.attention_max_d
+        )
+
+    def gemv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """x [m, k] contiguous, weight [n, k] contiguous, bias [n] or None -> [m, n]."""
         m, k = x.shape
         n = weight.shape[0]
         y = torch.empty((m, n), dtype=x.dtype)
-        rc = self.functions[x.dtype](
-            x.data_ptr(),
-            weight.data_ptr(),
-            None if bias is None else bias.data_ptr(),
-            y.data_ptr(),
-            m,
-            n,
-            k,
-            torch.get_num_threads(),
+        rc = self._gemv(
+            x.data_ptr(), weight.data_ptr(), _ptr(bias), y.data_ptr(), m, n, k, torch.get_num_threads()
         )
         if rc != 0:
             raise ValueError(f"gemv: bad shapes x {tuple(x.shape)}, weight {tuple(weight.shape)}")
         return y
+
+    def add_rmsnorm(
+        self, h: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float
+    ) -> torch.Tensor:
+        """h += delta in place (when given), then return RMSNorm(h) * weight. h and delta [rows, n]
+        contiguous, weight [n]."""
+        rows, n = h.shape
+        out = torch.empty_like(h)
+        self._add_rmsnorm(
+            h.data_ptr(),
+            _ptr(delta),
+            weight.data_ptr(),
+            out.data_ptr(),
+            rows,
+            n,
+            eps,
+            torch.get_num_threads(),
+        )
+        return out
+
+    def rope(
+        self, x: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor
+    ) -> None:
+        """Rotate x [tokens, heads, d] (heads contiguous, any token stride) in place; positions int64
+        [tokens]; fp32 tables [max_positions, d]."""
+        tokens, heads, d = x.shape
+        self._rope(
+            x.data_ptr(), positions.data_ptr(), cos.data_ptr(), sin_signed.data_ptr(),
+            tokens, heads, d, x.stride(0), torch.get_num_threads(),
+        )  # fmt: skip
+
+    def decode_attention(
+        self,
+        q: torch.Tensor,
+        kv_cache: torch.Tensor,
+        slots: torch.Tensor,
+        lengths: torch.Tensor,
+        scale: float,
+    ) -> torch.Tensor:
+        """One query token per sequence. q [seqs, heads, d] (heads contiguous, any token stride);
+        kv_cache [slots, 2, kv_heads, d] contiguous; slots int64 [seqs, max_ctx]; lengths int64 [seqs]."""
+        seqs, heads, d = q.shape
+        out = torch.empty((seqs, heads, d), dtype=q.dtype)
+        rc = self._attention(
+            q.data_ptr(), q.stride(0), kv_cache.data_ptr(), slots.data_ptr(), slots.shape[1],
+            lengths.data_ptr(), out.data_ptr(), seqs, heads, kv_cache.shape[2], d, scale,
+            torch.get_num_threads(),
+        )  # fmt: skip
+        if rc != 0:
+            raise ValueError(f"decode attention: unsupported heads {heads}/{kv_cache.shape[2]} or d {d}")
+        return out
 
 
 def supported_dtypes(flags: set[str]) -> list[torch.dtype]:
@@ -151,27 +232,27 @@ def supported_dtypes(flags: set[str]) -> list[torch.dtype]:
     return [torch.float32, *([torch.bfloat16] if "avx512_bf16" in flags else [])]
 
 
-def load_gemv(dtype: torch.dtype) -> Gemv | None:
-    """The kernel for `dtype` (bf16 or fp32), or None where this machine cannot build or run it."""
+def load_kernels(dtype: torch.dtype) -> CpuKernels | None:
+    """The kernels for `dtype` (bf16 or fp32), or None where this machine cannot build or run them."""
     key = str(dtype)
     with _lock:
         if key in _loaded:
             return _loaded[key]
-        gemv: Gemv | None = None
+        kernels: CpuKernels | None = None
         dtypes = supported_dtypes(cpu_flags())
         if platform.system() != "Linux" or platform.machine() != "x86_64":
-            log.info("gemv kernel: not x86-64 Linux; matmuls stay on oneDNN")
+            log.info("cpu kernels: not x86-64 Linux; the engine keeps PyTorch/oneDNN ops")
         elif dtype not in (torch.float32, torch.bfloat16):
-            log.info("gemv kernel: none for %s; matmuls stay on oneDNN", dtype)
+            log.info("cpu kernels: none for %s; the engine keeps PyTorch/oneDNN ops", dtype)
         elif dtype not in dtypes:
-            log.info("gemv kernel: this CPU lacks AVX-512 for %s; matmuls stay on oneDNN", dtype)
+            log.info("cpu kernels: this CPU lacks AVX-512 for %s; the engine keeps PyTorch/oneDNN ops", dtype)
         else:
             try:
-                gemv = Gemv(ctypes.CDLL(str(build())), [dtype])
+                kernels = CpuKernels(ctypes.CDLL(str(build())), dtype)
             except (OSError, RuntimeError) as exc:
-                log.warning("gemv kernel unavailable, matmuls stay on oneDNN: %s", exc)
-        _loaded[key] = gemv
-        return gemv
+                log.warning("cpu kernels unavailable, the engine keeps PyTorch/oneDNN ops: %s", exc)
+        _loaded[key] = kernels
+        return kernels
 
 
 def huge_page_buffer(nbytes: int) -> torch.Tensor:

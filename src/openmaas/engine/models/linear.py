@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from openmaas.engine.kernels import Gemv, load_gemv, move_to_huge_pages
+from openmaas.engine.kernels import CpuKernels
 
 
 @dataclass
@@ -38,12 +38,12 @@ class UpcastPlan:
 class Linear(nn.Linear):
     upcast: UpcastPlan | None = None
     onednn_weight: torch.Tensor | None = None
-    gemv: Gemv | None = None
+    kernels: CpuKernels | None = None  # our decode matmul, on the plain weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gemv = self.gemv
-        if gemv is not None and gemv.fits(x, self.weight):
-            return gemv(x, self.weight, self.bias)
+        kernels = self.kernels
+        if kernels is not None and kernels.fits_gemv(x):
+            return kernels.gemv(x, self.weight, self.bias)
         if self.onednn_weight is not None:
             return torch.ops.mkldnn._linear_pointwise(x, self.onednn_weight, self.bias, "none", [], "")
         plan = self.upcast
@@ -112,17 +112,3 @@ def enable_onednn_matmul(model: nn.Module, keep_plain: bool = False) -> None:
         if not keep_plain and id(m.weight) not in others:
             m.weight = nn.Parameter(reordered, requires_grad=False)
         m.onednn_weight = reordered
-
-
-def enable_gemv(model: nn.Module, dtype: torch.dtype) -> bool:
-    """Route 1-4 row matmuls of every `Linear` through our kernel (openmaas.engine.kernels) and move the
-    weights it reads, the tied embedding included, onto huge pages. False where the kernel is not
-    available here; call before `enable_onednn_matmul`, which must then keep the plain weights."""
-    gemv = load_gemv(dtype)
-    if gemv is None:
-        return False
-    linears = [m for m in model.modules() if isinstance(m, Linear)]
-    move_to_huge_pages(m.weight for m in linears)
-    for m in linears:
-        m.gemv = gemv
-    return True

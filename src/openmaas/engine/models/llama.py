@@ -8,19 +8,33 @@ The numerics follow `transformers` (fp32 RMSNorm, rotate-half RoPE) so greedy ou
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from openmaas.engine.attention import AttentionMetadata, paged_attention
+from openmaas.engine.kernels import CpuKernels, load_kernels, move_to_huge_pages
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.models.linear import Linear
 
-Rope = tuple[torch.Tensor, torch.Tensor]
+
+@dataclass
+class Rope:
+    """One step's rotary tables: `cos`/`sin_signed` per token ([N, 1, d], model dtype) for PyTorch's
+    ops, or None where our kernel rotates from the fp32 `table_cos`/`table_sin` by `positions`."""
+
+    positions: torch.Tensor
+    table_cos: torch.Tensor
+    table_sin: torch.Tensor
+    cos: torch.Tensor | None = None
+    sin_signed: torch.Tensor | None = None
 
 
 class RMSNorm(nn.Module):
+    kernels: CpuKernels | None = None
+
     def __init__(self, size: int, eps: float) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(size))
@@ -31,6 +45,15 @@ class RMSNorm(nn.Module):
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(dtype)
+
+    def add(self, h: torch.Tensor, delta: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h + delta, norm(h + delta)): the residual add fused into the norm. Our kernel adds into h in
+        place (h is the residual stream the model owns)."""
+        if self.kernels is not None:
+            return h, self.kernels.add_rmsnorm(h, delta, self.weight, self.eps)
+        if delta is not None:
+            h = h + delta
+        return h, self(h)
 
 
 def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
@@ -70,23 +93,32 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", torch.cat((freqs, freqs), dim=-1).cos(), persistent=False)
         self.register_buffer("sin_signed", torch.cat((-freqs.sin(), freqs.sin()), dim=-1), persistent=False)
 
-    def tables(self, positions: torch.Tensor, dtype: torch.dtype) -> Rope:
-        """Each token's (cos, sin_signed) as [N, 1, d] in `dtype`: gathered once per step, used by every
-        layer."""
-        cos = self.cos.index_select(0, positions).to(dtype).unsqueeze(1)
-        sin = self.sin_signed.index_select(0, positions).to(dtype).unsqueeze(1)
-        return cos, sin
+    def tables(self, positions: torch.Tensor, dtype: torch.dtype, gather: bool = True) -> Rope:
+        """The step's rotary tables; with `gather`, each token's (cos, sin_signed) as [N, 1, d] in
+        `dtype`, gathered once per step and used by every layer."""
+        rope = Rope(positions, self.cos, self.sin_signed)
+        if gather:
+            rope.cos = self.cos.index_select(0, positions).to(dtype).unsqueeze(1)
+            rope.sin_signed = self.sin_signed.index_select(0, positions).to(dtype).unsqueeze(1)
+        return rope
 
 
-def rotate_(x: torch.Tensor, rope: Rope) -> None:
+def rotate_(x: torch.Tensor, rope: Rope, kernels: CpuKernels | None = None) -> None:
     """Rotate x ([N, heads, d], last dim contiguous) in place by its tokens' positions."""
-    cos, sin_signed = rope
+    if kernels is not None:
+        kernels.rope(x, rope.positions, rope.table_cos, rope.table_sin)
+        return
+    cos, sin_signed = rope.cos, rope.sin_signed
+    assert cos is not None and sin_signed is not None
     n, heads, d = x.shape
     swapped = x.unflatten(-1, (2, d // 2)).flip(-2).view(n, heads, d)
     torch.add(x * cos, swapped * sin_signed, out=x)
 
 
 class Attention(nn.Module):
+    kernels: CpuKernels | None = None  # RoPE, and decode attention where `kernels.fits_attention`
+    decode_kernels: CpuKernels | None = None
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.num_heads = config.num_attention_heads
@@ -105,9 +137,9 @@ class Attention(nn.Module):
         # One [N, heads + 2 * kv_heads, d] tensor: q and k are rotated in it in place, and its k/v
         # heads are exactly one cache row each ([2, kv_heads, d]), written with one copy.
         qkv = self.qkv_proj(x).reshape(n, heads + 2 * kv_heads, self.head_dim)
-        rotate_(qkv[:, : heads + kv_heads], rope)
+        rotate_(qkv[:, : heads + kv_heads], rope, self.kernels)
         kv = qkv[:, heads:].unflatten(1, (2, kv_heads))
-        o = paged_attention(qkv[:, :heads], kv, kv_cache, meta, self.scale)
+        o = paged_attention(qkv[:, :heads], kv, kv_cache, meta, self.scale, self.decode_kernels)
         return self.o_proj(o.reshape(n, self.q_size))
 
 
@@ -134,12 +166,17 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         h: torch.Tensor,
+        delta: torch.Tensor | None,
         rope: Rope,
         kv_cache: torch.Tensor,
         meta: AttentionMetadata,
-    ) -> torch.Tensor:
-        h = h + self.self_attn(self.input_layernorm(h), rope, kv_cache, meta)
-        return h + self.mlp(self.post_attention_layernorm(h))
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(residual stream, this layer's MLP output): the previous layer's output `delta` is added to
+        `h` by this layer's first norm, and this layer's MLP output by the next one's (or the final
+        norm), so each residual add rides along with a norm."""
+        h, x = self.input_layernorm.add(h, delta)
+        h, x = self.post_attention_layernorm.add(h, self.self_attn(x, rope, kv_cache, meta))
+        return h, self.mlp(x)
 
 
 class LlamaForCausalLM(nn.Module):
@@ -165,10 +202,29 @@ class LlamaForCausalLM(nn.Module):
 
         `kv_caches` holds one [slots, 2, kv_heads, d] tensor per layer (keys at 0, values at 1)."""
         h = self.embed_tokens(input_ids)
-        rope = self.rotary.tables(positions, h.dtype)
+        rope = self.rotary.tables(positions, h.dtype, gather=self.norm.kernels is None)
+        delta: torch.Tensor | None = None
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            h = layer(h, rope, kv_cache, meta)
-        return self.norm(h)
+            h, delta = layer(h, delta, rope, kv_cache, meta)
+        return self.norm.add(h, delta)[1]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)
+
+
+def enable_cpu_kernels(model: LlamaForCausalLM, dtype: torch.dtype) -> bool:
+    """Run the model's decode-step work through our C kernels (openmaas.engine.kernels): 1-4 row
+    matmuls on plain weights moved onto huge pages, RMSNorm with its residual add, RoPE and decode
+    attention. False where they are not available here. Call before `enable_onednn_matmul`, which must
+    then keep the plain weights."""
+    kernels = load_kernels(dtype)
+    if kernels is None:
+        return False
+    linears = [m for m in model.modules() if isinstance(m, Linear)]
+    move_to_huge_pages(m.weight for m in linears)
+    for m in model.modules():
+        if isinstance(m, Linear | RMSNorm | Attention):
+            m.kernels = kernels
+        if isinstance(m, Attention) and kernels.fits_attention(m.num_heads, m.num_kv_heads, m.head_dim):
+            m.decode_kernels = kernels
+    return True

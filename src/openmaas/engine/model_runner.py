@@ -11,6 +11,7 @@ import torch
 
 from openmaas.engine.attention import AttentionMetadata, PrefillChunk
 from openmaas.engine.config import EngineConfig
+from openmaas.engine.kernels import CpuKernels
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.models.linear import (
     cpu_has_fast_half,
@@ -37,16 +38,15 @@ class ModelRunner:
         self.block_size = config.block_size
         self.model: LlamaForCausalLM = load_model(config.model, self.dtype, self.device, max_model_len)
         half = self.dtype in (torch.bfloat16, torch.float16)
+        # Our C kernels for decode steps (openmaas.engine.kernels), None where not in use.
+        self.kernels: CpuKernels | None = None
         if self.device.type == "cpu" and half and not cpu_has_fast_half(self.dtype):
             enable_fp32_batched_matmul(self.model)
         else:
-            ours = (
-                self.device.type == "cpu"
-                and config.cpu_kernels
-                and enable_cpu_kernels(self.model, self.dtype)
-            )
+            if self.device.type == "cpu" and config.cpu_kernels:
+                self.kernels = enable_cpu_kernels(self.model, self.dtype)
             if config.cpu_onednn and onednn_available(self.device):
-                enable_onednn_matmul(self.model, keep_plain=ours)
+                enable_onednn_matmul(self.model, keep_plain=self.kernels is not None)
         if config.num_blocks is not None:
             self.num_blocks = config.num_blocks
         else:

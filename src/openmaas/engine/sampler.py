@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from openmaas.engine.kernels import CpuKernels
 from openmaas.engine.sequence import Sequence
 
 
@@ -25,13 +26,22 @@ class SampledToken:
 
 
 class Sampler:
+    def __init__(self, kernels: CpuKernels | None = None) -> None:
+        self.kernels = kernels  # our CPU kernels' greedy pick, when the model runs them
+
+    def _greedy(self, logits: torch.Tensor) -> list[int]:
+        kernels = self.kernels
+        if kernels is not None and logits.dtype == kernels.dtype and logits.is_contiguous():
+            return kernels.argmax(logits)
+        return greedy_token_ids(logits)
+
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[SampledToken]:
         plain = [row for row, seq in enumerate(seqs) if _plain_greedy(seq)]
         if len(plain) == len(seqs):
-            return [SampledToken(t) for t in greedy_token_ids(logits)]
+            return [SampledToken(t) for t in self._greedy(logits)]
         out = [SampledToken(-1) for _ in seqs]
         if plain:
-            for row, token_id in zip(plain, greedy_token_ids(logits[plain]), strict=True):
+            for row, token_id in zip(plain, self._greedy(logits[plain]), strict=True):
                 out[row].token_id = token_id
         others = [row for row, seq in enumerate(seqs) if not _plain_greedy(seq)]
         # Indexing with a list copies: the caller's logits stay untouched by the penalties.

@@ -149,7 +149,7 @@ def test_engine_decodes_through_the_kernel_with_the_same_tokens(
     calls: dict[str, int] = {}
     originals = {
         name: getattr(kernels.CpuKernels, name)
-        for name in ("gemv", "add_rmsnorm", "rope", "decode_attention")
+        for name in ("gemv", "add_rmsnorm", "rope", "silu_mul", "argmax", "decode_attention")
     }
 
     def counting(name: str) -> object:
@@ -264,3 +264,45 @@ def test_decode_attention_reads_the_paged_cache_like_sdpa(
     ours = paged_attention(q, kv, cache.clone(), meta, scale, ops)
     tol = 2**-7 if dtype == torch.bfloat16 else 1e-5
     torch.testing.assert_close(ours, theirs, rtol=tol, atol=tol)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,n", [(1, 4864), (3, 20), (2, 5000)])
+@torch.inference_mode()
+def test_silu_gate_rounds_like_f_silu_times_up(dtype: torch.dtype, rows: int, n: int) -> None:
+    ops = kernels.load_kernels(dtype)
+    assert ops is not None
+    g = torch.Generator().manual_seed(n)
+    gate_up = (torch.randn(rows, 2 * n, generator=g) * 4).to(dtype)
+    gate, up = gate_up.split(n, dim=-1)
+    expected = torch.nn.functional.silu(gate) * up
+    out = ops.silu_mul(gate_up)
+    # Our exp is within ~2 ulp of PyTorch's: bf16 results are equal or one rounding apart.
+    tol = 2**-7 if dtype == torch.bfloat16 else 1e-6
+    torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
+    if dtype == torch.bfloat16:
+        assert (out != expected).float().mean() < 0.01
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_argmax_picks_the_first_largest_like_torch_max(dtype: torch.dtype) -> None:
+    ops = kernels.load_kernels(dtype)
+    assert ops is not None
+    g = torch.Generator().manual_seed(7)
+    for rows, n in [(1, 151936), (1, 100), (3, 20000), (5, 33)]:
+        logits = torch.randn(rows, n, generator=g).to(dtype)
+        assert ops.argmax(logits) == logits.max(dim=-1).indices.tolist()
+    # Ties go to the first index, also across the threads' halves of a long row.
+    tied = torch.zeros(1, 20000, dtype=dtype)
+    tied[0, [9000, 15000, 19999]] = 5.0
+    assert ops.argmax(tied) == [9000]
+    late = torch.full((1, 20000), -float("inf"), dtype=dtype)
+    late[0, 19990] = -1.0
+    assert ops.argmax(late) == [19990]
+    assert ops.argmax(torch.full((2, 40), -float("inf"), dtype=dtype)) == [0, 0]
+    nan = torch.randn(2, 20000, generator=g).to(dtype)
+    nan[0, 12345] = float("nan")
+    nan[1, 3] = float("nan")
+    assert ops.argmax(nan) == [12345, 3]

@@ -125,7 +125,8 @@ class CpuKernels:
     """Our C kernels for one dtype (bf16 or fp32), run on PyTorch's intra-op threads:
 
     - `gemv`: y = x @ W^T + b for 1-4 contiguous activation rows (gemv.c);
-    - `add_rmsnorm`, `rope`, `decode_attention`: the small per-layer ops of a decode step (ops.c).
+    - `add_rmsnorm`, `rope`, `silu_mul`, `decode_attention`: the small per-layer ops of a decode step,
+      and `argmax`, the greedy pick (ops.c).
     Callers pass tensors in the layouts each method states; `fits_gemv` says when the matmul applies."""
 
     def __init__(self, lib: ctypes.CDLL, dtype: torch.dtype) -> None:
@@ -137,6 +138,8 @@ class CpuKernels:
         self._gemv = _bind(lib, f"omaas_gemv_{sfx}", _P, _P, _P, _P, _I64, _I64, _I64, _INT, restype=_INT)
         self._add_rmsnorm = _bind(lib, f"omaas_add_rmsnorm_{sfx}", _P, _P, _P, _P, _I64, _I64, _F32, _INT)
         self._rope = _bind(lib, f"omaas_rope_{sfx}", _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT)
+        self._silu_mul = _bind(lib, f"omaas_silu_mul_{sfx}", _P, _P, _I64, _I64, _INT)
+        self._argmax = _bind(lib, f"omaas_argmax_{sfx}", _P, _P, _I64, _I64, _INT)
         self._attention = _bind(
             lib, f"omaas_decode_attention_{sfx}",
             _P, _I64, _P, _P, _I64, _P, _P, _I64, _I64, _I64, _I64, _F32, _INT,
@@ -202,6 +205,21 @@ class CpuKernels:
             x.data_ptr(), positions.data_ptr(), cos.data_ptr(), sin_signed.data_ptr(),
             tokens, heads, d, x.stride(0), torch.get_num_threads(),
         )  # fmt: skip
+
+    def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """F.silu(gate) * up for gate_up [rows, 2 * n] contiguous (gate first) -> [rows, n]."""
+        rows, width = gate_up.shape
+        out = torch.empty((rows, width // 2), dtype=gate_up.dtype)
+        self._silu_mul(gate_up.data_ptr(), out.data_ptr(), rows, width // 2, torch.get_num_threads())
+        return out
+
+    def argmax(self, logits: torch.Tensor) -> list[int]:
+        """The first index of each row's largest value (NaN counting as largest, as torch.max does);
+        logits [rows, n] contiguous."""
+        rows, n = logits.shape
+        out = torch.empty(rows, dtype=torch.long)
+        self._argmax(logits.data_ptr(), out.data_ptr(), rows, n, torch.get_num_threads())
+        return out.tolist()
 
     def decode_attention(
         self,

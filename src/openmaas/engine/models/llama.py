@@ -144,6 +144,8 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    kernels: CpuKernels | None = None
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.intermediate_size = config.intermediate_size
@@ -151,6 +153,8 @@ class MLP(nn.Module):
         self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernels is not None:
+            return self.down_proj(self.kernels.silu_mul(self.gate_up_proj(x)))
         gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 
@@ -212,19 +216,19 @@ class LlamaForCausalLM(nn.Module):
         return self.lm_head(hidden)
 
 
-def enable_cpu_kernels(model: LlamaForCausalLM, dtype: torch.dtype) -> bool:
+def enable_cpu_kernels(model: LlamaForCausalLM, dtype: torch.dtype) -> CpuKernels | None:
     """Run the model's decode-step work through our C kernels (openmaas.engine.kernels): 1-4 row
-    matmuls on plain weights moved onto huge pages, RMSNorm with its residual add, RoPE and decode
-    attention. False where they are not available here. Call before `enable_onednn_matmul`, which must
-    then keep the plain weights."""
+    matmuls on plain weights moved onto huge pages, RMSNorm with its residual add, RoPE, the SiLU gate
+    and decode attention. Returns them, or None where they are not available here. Call before
+    `enable_onednn_matmul`, which must then keep the plain weights."""
     kernels = load_kernels(dtype)
     if kernels is None:
-        return False
+        return None
     linears = [m for m in model.modules() if isinstance(m, Linear)]
     move_to_huge_pages(m.weight for m in linears)
     for m in model.modules():
-        if isinstance(m, Linear | RMSNorm | Attention):
+        if isinstance(m, Linear | RMSNorm | Attention | MLP):
             m.kernels = kernels
         if isinstance(m, Attention) and kernels.fits_attention(m.num_heads, m.num_kv_heads, m.head_dim):
             m.decode_kernels = kernels
-    return True
+    return kernels

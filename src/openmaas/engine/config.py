@@ -47,7 +47,8 @@ class EngineConfig:
     cpu_onednn: bool = True
     # On x86-64 CPUs with AVX-512, decode steps run our own C kernels (openmaas.engine.kernels, built with
     # the system's C compiler at first use): matmuls of 1-4 rows on plain weights kept on huge pages
-    # (beside oneDNN's copy for larger batches), RMSNorm with the residual add, RoPE, decode attention.
+    # (beside oneDNN's copy for larger batches, made while both copies fit in half the machine's memory),
+    # RMSNorm with the residual add, RoPE, the SiLU gate, decode attention and the greedy pick.
     # False: PyTorch's ops and oneDNN only (and half the weight memory).
     cpu_kernels: bool = True
     seed: int = 0

@@ -306,3 +306,26 @@ def test_argmax_picks_the_first_largest_like_torch_max(dtype: torch.dtype) -> No
     nan[0, 12345] = float("nan")
     nan[1, 3] = float("nan")
     assert ops.argmax(nan) == [12345, 3]
+
+
+@needs_kernel
+def test_no_second_weight_copy_when_memory_is_short(
+    model_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from openmaas.engine import SamplingParams, model_runner
+
+    prompts = random_prompts([4, 40], seed=5)
+    params = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
+    roomy = make_engine(model_dirs["llama"])
+    layers = [m for m in roomy.runner.model.modules() if isinstance(m, Linear)]
+    assert all(m.onednn_weight is not None for m in layers)  # this machine has room for both copies
+    expected = [r[0].token_ids for r in roomy.generate(prompts, params)]
+
+    page = 4096
+    monkeypatch.setattr(model_runner.os, "sysconf", lambda name: page if name == "SC_PAGE_SIZE" else 16)
+    with caplog.at_level(logging.WARNING, logger="openmaas.engine.model_runner"):
+        short = make_engine(model_dirs["llama"])
+    assert "skipping oneDNN's second copy" in caplog.text
+    layers = [m for m in short.runner.model.modules() if isinstance(m, Linear)]
+    assert all(m.onednn_weight is None and m.kernels is not None for m in layers)
+    assert [r[0].token_ids for r in short.generate(prompts, params)] == expected

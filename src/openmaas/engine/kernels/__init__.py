@@ -86,7 +86,12 @@ def build(directory: Path | None = None) -> Path:
     source = b"".join(path.read_bytes() for path in SOURCES)
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
     digest = hashlib.sha256(source + " ".join(FLAGS).encode() + version.encode()).hexdigest()[:16]
-    directory = directory or cache_dir()
+    if directory is None:
+        directory = cache_dir()
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError:  # a read-only home: a per-user temporary directory instead
+            directory = Path(tempfile.gettempdir()) / f"openmaas-kernels-{os.getuid()}"
     target = directory / f"gemv-{digest}.so"
     if target.exists():
         return target

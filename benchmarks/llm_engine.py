@@ -301,6 +301,12 @@ def main() -> None:
     )
     parser.add_argument("--gguf-dir", type=Path, default=Path("/tmp/openmaas-bench/gguf"))
     parser.add_argument("--ab-steps", type=int, default=12, help="interleaved batch-1 decode steps (0: skip)")
+    parser.add_argument(
+        "--max-batched-tokens",
+        type=int,
+        default=None,
+        help="our engine's token budget per step (default: its own)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model_dir = build_model(args.model_dir)
@@ -311,6 +317,7 @@ def main() -> None:
 
     results: list[Result] = []
     weight_bytes: dict[str, int] = {}
+    kernels_on = False
     for dtype_name in args.dtypes.split(","):
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
         engine = LLMEngine(
@@ -319,12 +326,13 @@ def main() -> None:
                 dtype=dtype_name,
                 max_model_len=args.prompt_len + args.new_tokens + 16,
                 max_num_seqs=64,
-                max_num_batched_tokens=512,
+                max_num_batched_tokens=args.max_batched_tokens,
                 kv_cache_memory_bytes=1 << 30,
                 num_threads=args.threads,
             )
         )
         weight_bytes[dtype_name] = sum(p.numel() * p.element_size() for p in engine.runner.model.parameters())
+        kernels_on = engine.runner.kernels is not None
         n_params = sum(p.numel() for p in engine.runner.model.parameters())
         run_ours(engine, dtype_name, prompts_for(2, 16, 1000, seed=0), 4)  # warm-up
         for conc in (int(c) for c in args.concurrency.split(",") if c):
@@ -376,6 +384,8 @@ def main() -> None:
         f"1-min load average {load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end (2 cores, shared)"
     )
     print(f"memory bandwidth (copy, read+write): {bandwidth:.1f} GB/s; parameters {n_params / 1e6:.0f} M")
+    budget = EngineConfig(max_num_batched_tokens=args.max_batched_tokens).step_token_budget
+    print(f"ours: token budget {budget} per step, our CPU kernels {'on' if kernels_on else 'off'}")
     for name, nbytes in weight_bytes.items():
         print(
             f"  {name}: weights {nbytes / 1e9:.2f} GB -> batch-1 roofline "

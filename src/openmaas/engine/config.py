@@ -34,7 +34,13 @@ class EngineConfig:
     num_blocks: int | None = None
     kv_cache_memory_bytes: int = 512 * 1024 * 1024
     max_num_seqs: int = 64
-    max_num_batched_tokens: int = 2048
+    # Tokens one step may compute (decode tokens plus prefill chunks). None: 256 on CPU, 2048 on CUDA.
+    # Every running sequence waits for its step, so a prefill chunk stalls the others' next token: on
+    # a 2-core CPU a 512-token chunk of a 0.5B model takes ~1.2 s in bf16. Measured at 16 concurrent
+    # 128-token prompts: budget 512 -> 256 cut the inter-token p99 from 975 to 509 ms and the median
+    # time to first token from 3.0 to 2.5 s for 1.5% less throughput (CPU prefill is compute-bound
+    # from ~64 tokens up, so smaller chunks cost little).
+    max_num_batched_tokens: int | None = None
     max_model_len: int | None = None
     dtype: str = "auto"
     device: str = "cpu"
@@ -58,12 +64,18 @@ class EngineConfig:
             raise ValueError("block_size must be positive")
         if self.num_blocks is not None and self.num_blocks <= 0:
             raise ValueError("num_blocks must be positive")
-        if self.max_num_seqs <= 0 or self.max_num_batched_tokens <= 0:
+        if self.max_num_seqs <= 0 or self.step_token_budget <= 0:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be positive")
         if self.max_waiting_requests <= 0:
             raise ValueError("max_waiting_requests must be positive")
         if self.dtype != "auto" and self.dtype not in _DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; use one of {sorted(_DTYPES)} or 'auto'")
+
+    @property
+    def step_token_budget(self) -> int:
+        if self.max_num_batched_tokens is not None:
+            return self.max_num_batched_tokens
+        return 256 if self.torch_device.type == "cpu" else 2048
 
     @property
     def torch_device(self) -> torch.device:

@@ -112,6 +112,16 @@ class LLMEngine:
                 code="context_length_exceeded",
             )
         max_tokens = params.max_tokens if params.max_tokens is not None else limit - n
+        budget = self.config.step_token_budget
+        if not self.config.enable_chunked_prefill and n + max_tokens > budget:
+            # Without chunked prefill a sequence is computed in one step, also when it is recomputed
+            # after a preemption: past the step budget it could never be scheduled.
+            raise InvalidRequest(
+                f"prompt plus max_tokens ({n + max_tokens} tokens) exceeds this engine's step budget "
+                f"({budget} tokens) with chunked prefill off",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
         if self.block_manager.blocks_for(n + max_tokens) > self.block_manager.num_blocks:
             raise InvalidRequest(
                 f"prompt plus max_tokens ({n + max_tokens} tokens) exceeds this deployment's KV cache",

@@ -58,7 +58,7 @@ class Scheduler:
 
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
-        budget = self.config.max_num_batched_tokens
+        budget = self.config.step_token_budget
         chunked = self.config.enable_chunked_prefill
         bm = self.block_manager
 

@@ -135,3 +135,12 @@ def test_prompt_longer_than_context_is_rejected(model_dirs: dict[str, Path]) -> 
         [list(range(3, 40))], SamplingParams(max_tokens=None, temperature=0, ignore_eos=True)
     )
     assert fill.completion_tokens == 64 - 37 and fill.finish_reason == "length"
+
+
+def test_without_chunked_prefill_a_sequence_must_fit_one_step(model_dirs: dict[str, Path]) -> None:
+    engine = make_engine(model_dirs["llama"], enable_chunked_prefill=False, max_num_batched_tokens=32)
+    with pytest.raises(InvalidRequest) as err:  # it could never be scheduled (or recomputed) in one step
+        engine.add_request("big", list(range(3, 30)), SamplingParams(max_tokens=10))
+    assert err.value.param == "max_tokens" and "step budget" in str(err.value)
+    [[done]] = engine.generate([list(range(3, 20))], SamplingParams(max_tokens=10, ignore_eos=True))
+    assert len(done.token_ids) == 10

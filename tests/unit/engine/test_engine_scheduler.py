@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from openmaas.engine.block_manager import BlockManager
 from openmaas.engine.config import EngineConfig
 from openmaas.engine.sampling_params import SamplingParams
@@ -82,3 +84,11 @@ def test_finish_frees_blocks_of_running_and_waiting_sequences() -> None:
     s.finish(a, FinishReason.ABORT)
     s.finish(b, FinishReason.ABORT)
     assert not s.has_work and s.block_manager.num_free_blocks == 64
+
+
+def test_cpu_and_cuda_default_step_budgets() -> None:
+    assert EngineConfig().step_token_budget == 256  # small chunks: a prefill stalls the others less
+    assert EngineConfig(device="cuda").step_token_budget == 2048
+    assert EngineConfig(max_num_batched_tokens=40).step_token_budget == 40
+    with pytest.raises(ValueError, match="max_num_batched_tokens"):
+        EngineConfig(max_num_batched_tokens=0)

@@ -119,9 +119,12 @@ def test_import_deploy_and_manage_a_model(cli: Cli, served: Served, tmp_path: Pa
         "max_num_seqs=4",
         "--engine",
         "max_model_len=128",
+        "--engine",
+        "cpu_kernels=false",  # a bool setting from the command line; PyTorch's ops serve this one
     ]
     deployed = cli.json("deploy", "tiny:1", "--name", "chat", *engine, key=tenant.key)
     assert isinstance(deployed, dict) and deployed["state"] == "ready" and deployed["name"] == "chat"
+    assert deployed["config"]["cpu_kernels"] is False and deployed["config"]["max_num_seqs"] == 4
     listed = cli.json("deployments", "list", key=tenant.key)
     assert isinstance(listed, list) and [d["name"] for d in listed] == ["chat"]
     assert "ready" in cli("deployments", "events", "chat", key=tenant.key).stdout

@@ -24,7 +24,10 @@ def _engine_options(pairs: list[str]) -> dict[str, object]:
         key, sep, value = pair.partition("=")
         if not sep:
             fail(f"--engine takes key=value, got {pair!r}")
-        options[key] = int(value) if value.isdigit() else value
+        lowered = value.lower()
+        options[key] = (
+            int(value) if value.isdigit() else lowered == "true" if lowered in ("true", "false") else value
+        )
     return options
 
 

@@ -20,7 +20,7 @@ from openmaas.serving import traffic
 from openmaas.serving.loading import DEFAULT_IDLE_TIMEOUT_S
 from openmaas.serving.models import Deployment, DeploymentEvent
 from openmaas.serving.runtimes import TEXT_GENERATION, deployable_tasks
-from openmaas.serving.runtimes.llm import ENGINE_OPTIONS
+from openmaas.serving.runtimes.llm import ENGINE_OPTIONS, engine_setting_error
 from openmaas.serving.schemas import (
     DeploymentCreate,
     DeploymentEventPublic,
@@ -72,6 +72,9 @@ def create(session: Session, org_id: str, body: DeploymentCreate, now: datetime)
             else "Engine settings apply to text-generation models only.",
             param="engine",
         )
+    for key, value in body.engine.items():
+        if (why := engine_setting_error(key, value)) is not None:
+            raise errors.ValidationFailed(f"{why}, got {value!r}.", param=f"engine.{key}")
     _check_scaling(version.task, body.min_replicas)
     name = body.name or model.name
     if session.scalar(select(Deployment.id).where(Deployment.org_id == org_id, Deployment.name == name)):

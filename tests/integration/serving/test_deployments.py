@@ -50,6 +50,15 @@ def test_lifecycle_events_and_directory(served: Served, tiny_folder: Path) -> No
         with pytest.raises(UnprocessableEntityError) as bad_engine:
             client.deployments.create("tiny", name="other", engine={"warp_drive": 1})
         assert bad_engine.value.param == "engine"
+        for setting, value in [
+            ("enable_prefix_caching", "false"),
+            ("max_num_seqs", True),
+            ("cpu_kernels", 1),
+        ]:
+            with pytest.raises(UnprocessableEntityError) as bad_type:
+                client.deployments.create("tiny", name="other", engine={setting: value})
+            assert bad_type.value.param == f"engine.{setting}"
+        assert [d.name for d in client.deployments.list().data] == ["bot"]  # nothing half-made
 
         stopped = client.deployments.stop("bot")
         assert stopped.state == "stopped"

@@ -10,22 +10,33 @@ from openmaas.engine.async_engine import AsyncLLMEngine
 from openmaas.engine.llm_engine import LLMEngine
 from openmaas.engine.tokenizer import Tokenizer
 
-# Deployment settings the engine takes (others are refused when the deployment is created).
-ENGINE_OPTIONS = frozenset(
-    {
-        "max_num_seqs",
-        "max_num_batched_tokens",
-        "max_model_len",
-        "kv_cache_memory_bytes",
-        "num_blocks",
-        "block_size",
-        "dtype",
-        "device",
-        "enable_prefix_caching",
-        "max_waiting_requests",
-        "num_threads",
-    }
-)
+# Deployment settings the engine takes, with their types (others are refused when the deployment is
+# created, and so is a value of another type: "false" is not a bool).
+ENGINE_SETTINGS: dict[str, type] = {
+    "max_num_seqs": int,
+    "max_num_batched_tokens": int,
+    "max_model_len": int,
+    "kv_cache_memory_bytes": int,
+    "num_blocks": int,
+    "block_size": int,
+    "dtype": str,
+    "device": str,
+    "enable_prefix_caching": bool,
+    "max_waiting_requests": int,
+    "num_threads": int,
+    "cpu_kernels": bool,
+    "cpu_onednn": bool,
+}
+ENGINE_OPTIONS = frozenset(ENGINE_SETTINGS)
+
+
+def engine_setting_error(name: str, value: object) -> str | None:
+    """Why `value` cannot be the engine setting `name`, or None if it can."""
+    expected = ENGINE_SETTINGS[name]
+    # bool is an int in Python: keep the two apart both ways.
+    if isinstance(value, expected) and (expected is bool or not isinstance(value, bool)):
+        return None
+    return f"engine setting {name!r} must be {'true or false' if expected is bool else expected.__name__}"
 
 
 class LLMRuntime:

@@ -101,6 +101,8 @@ class ModelRunner:
         batch = [s for s in batch if s.num_tokens == 1] + [s for s in batch if s.num_tokens > 1]
         input_ids, positions, meta, sample_rows = self.prepare(batch)
         hidden = self.model(input_ids, positions, self.kv_caches, meta)
+        if not len(sample_rows):  # only partial prefill chunks: nothing samples this step
+            return hidden.new_empty((0, self.model.config.vocab_size)), []
         logits = self.model.compute_logits(hidden[sample_rows])
         return logits, [item.seq for item in batch if item.samples]
 

@@ -81,6 +81,7 @@ def test_kernel_refuses_rows_it_does_not_handle() -> None:
     w = torch.zeros(8, 16, dtype=DTYPES[0])
     assert ops.fits_gemv(torch.zeros(1, 16, dtype=DTYPES[0]))
     assert not ops.fits_gemv(torch.zeros(ops.max_rows + 1, 16, dtype=DTYPES[0]))
+    assert not ops.fits_gemv(torch.zeros(0, 16, dtype=DTYPES[0]))  # a step where nothing samples
     assert not ops.fits_gemv(torch.zeros(16, 2, dtype=DTYPES[0]).t())  # not contiguous
     assert not ops.fits_gemv(torch.zeros(1, 16, dtype=torch.float16))
     with pytest.raises(ValueError, match="bad shapes"):
@@ -329,3 +330,20 @@ def test_no_second_weight_copy_when_memory_is_short(
     layers = [m for m in short.runner.model.modules() if isinstance(m, Linear)]
     assert all(m.onednn_weight is None and m.kernels is not None for m in layers)
     assert [r[0].token_ids for r in short.generate(prompts, params)] == expected
+
+
+@needs_kernel
+def test_a_prompt_longer_than_the_step_budget_alone(model_dirs: dict[str, Path]) -> None:
+    """Its first steps compute prompt chunks only, so nothing samples and the head sees no rows (this
+    crashed the kernel path before)."""
+    from openmaas.engine import SamplingParams
+
+    prompt = random_prompts([57], seed=9)
+    params = SamplingParams(max_tokens=5, temperature=0.0, ignore_eos=True)
+    outputs = [
+        make_engine(model_dirs["qwen2"], max_num_batched_tokens=16, cpu_kernels=on).generate(prompt, params)[
+            0
+        ][0]
+        for on in (True, False)
+    ]
+    assert len(outputs[0].token_ids) == 5 and outputs[0].token_ids == outputs[1].token_ids

@@ -158,7 +158,7 @@ class CpuKernels:
         rows = x.shape[0]
         return (
             x.dim() == 2
-            and rows <= self.max_rows
+            and 1 <= rows <= self.max_rows
             and (rows == 1 or rows * x.shape[1] * x.element_size() <= MAX_ACTIVATION_BYTES)
             and x.dtype == self.dtype
             and x.is_contiguous()

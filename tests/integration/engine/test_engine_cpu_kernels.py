@@ -150,7 +150,7 @@ def test_engine_decodes_through_the_kernel_with_the_same_tokens(
     calls: dict[str, int] = {}
     originals = {
         name: getattr(kernels.CpuKernels, name)
-        for name in ("gemv", "add_rmsnorm", "rope", "silu_mul", "argmax", "decode_attention")
+        for name in ("gemv", "add_rmsnorm", "rope", "silu_mul", "argmax", "decode_layer")
     }
 
     def counting(name: str) -> object:
@@ -347,3 +347,49 @@ def test_a_prompt_longer_than_the_step_budget_alone(model_dirs: dict[str, Path])
         for on in (True, False)
     ]
     assert len(outputs[0].token_ids) == 5 and outputs[0].token_ids == outputs[1].token_ids
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_one_call_decode_layer_equals_the_op_by_op_path_bit_for_bit(
+    model_dirs: dict[str, Path], arch: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """layer.c runs the same kernels in one parallel region: for 1 to 4 decoding sequences (and the
+    steps that mix prefill in, which go op by op) the logits are identical to the op-by-op path's."""
+    from openmaas.engine import SamplingParams
+    from openmaas.engine.model_runner import ModelRunner
+
+    seen: dict[str, list[torch.Tensor]] = {"fused": [], "ops": []}
+    mode = {"now": "fused"}
+    original = ModelRunner.execute
+
+    def recording(self: ModelRunner, batch: list) -> tuple[torch.Tensor, list]:  # type: ignore[type-arg]
+        logits, seqs = original(self, batch)
+        seen[mode["now"]].append(logits.clone())
+        return logits, seqs
+
+    monkeypatch.setattr(ModelRunner, "execute", recording)
+    calls = {"layer": 0}
+    layer = kernels.CpuKernels.decode_layer
+
+    def counted(self: kernels.CpuKernels, *args: object) -> torch.Tensor:
+        calls["layer"] += 1
+        return layer(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kernels.CpuKernels, "decode_layer", counted)
+    prompts = random_prompts([3, 18, 9, 30], seed=11)
+    params = SamplingParams(max_tokens=7, temperature=0.0, ignore_eos=True)
+    name = "bfloat16" if dtype == torch.bfloat16 else "float32"
+    for now in ("fused", "ops"):
+        mode["now"] = now
+        engine = make_engine(model_dirs[arch], dtype=name, max_num_seqs=4)
+        if now == "ops":
+            engine.runner.model.fused_shape = None  # the op-by-op path
+        else:
+            assert engine.runner.model.fused_shape is not None
+        engine.generate(prompts, params)
+    assert calls["layer"] > 0
+    assert len(seen["fused"]) == len(seen["ops"])
+    for fused, ops in zip(seen["fused"], seen["ops"], strict=True):
+        assert torch.equal(fused, ops)

@@ -36,7 +36,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCES = [Path(__file__).with_name("gemv.c"), Path(__file__).with_name("ops.c")]
+SOURCES = [Path(__file__).with_name(name) for name in ("gemv.c", "ops.c", "layer.c")]
+HEADERS = [Path(__file__).with_name("kernels.h")]
 FLAGS = [
     "-ffp-contract=off",
     "-O3",
@@ -86,7 +87,7 @@ def build(directory: Path | None = None) -> Path:
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC)")
-    source = b"".join(path.read_bytes() for path in SOURCES)
+    source = b"".join(path.read_bytes() for path in [*SOURCES, *HEADERS])
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
     digest = hashlib.sha256(source + " ".join(FLAGS).encode() + version.encode()).hexdigest()[:16]
     if directory is None:
@@ -129,6 +130,30 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+class LayerParams(ctypes.Structure):
+    """Pointers to one decoder layer's parameters (layer.c's `omaas_layer`); biases may be None."""
+
+    _fields_ = [
+        (name, ctypes.c_void_p)
+        for name in (
+            "input_norm", "qkv_w", "qkv_b", "o_w", "o_b", "post_norm",
+            "gate_up_w", "gate_up_b", "down_w", "down_b",
+        )
+    ]  # fmt: skip
+
+
+class LayerShape(ctypes.Structure):
+    _fields_ = [
+        ("hidden", ctypes.c_int64),
+        ("heads", ctypes.c_int64),
+        ("kv_heads", ctypes.c_int64),
+        ("head_dim", ctypes.c_int64),
+        ("intermediate", ctypes.c_int64),
+        ("eps", ctypes.c_float),
+        ("scale", ctypes.c_float),
+    ]
+
+
 class CpuKernels:
     """Our C kernels for one dtype (bf16 or fp32), run on PyTorch's intra-op threads:
 
@@ -146,6 +171,15 @@ class CpuKernels:
         self._gemv = _bind(lib, f"omaas_gemv_{sfx}", _P, _P, _P, _P, _I64, _I64, _I64, _INT, restype=_INT)
         self._add_rmsnorm = _bind(lib, f"omaas_add_rmsnorm_{sfx}", _P, _P, _P, _P, _I64, _I64, _F32, _INT)
         self._rope = _bind(lib, f"omaas_rope_{sfx}", _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT)
+        self._layer = _bind(
+            lib, f"omaas_decode_layer_{sfx}",
+            ctypes.POINTER(LayerParams), ctypes.POINTER(LayerShape), _P, _P, _P, _P, _P, _P, _P, _I64, _P, _P,
+            _P, _P, _I64, _INT,
+            restype=_INT,
+        )  # fmt: skip
+        self._layer_scratch = _bind(
+            lib, "omaas_decode_layer_scratch", ctypes.POINTER(LayerShape), _I64, restype=_I64
+        )
         self._silu_mul = _bind(lib, f"omaas_silu_mul_{sfx}", _P, _P, _I64, _I64, _INT)
         self._argmax = _bind(lib, f"omaas_argmax_{sfx}", _P, _P, _I64, _I64, _INT)
         self._attention = _bind(
@@ -154,12 +188,16 @@ class CpuKernels:
             restype=_INT,
         )  # fmt: skip
 
+    def fits_rows(self, rows: int, width: int) -> bool:
+        """Whether our matmul takes `rows` activation rows of `width` values (else oneDNN does)."""
+        return 1 <= rows <= self.max_rows and (
+            rows == 1 or rows * width * self.dtype.itemsize <= MAX_ACTIVATION_BYTES
+        )
+
     def fits_gemv(self, x: torch.Tensor) -> bool:
-        rows = x.shape[0]
         return (
             x.dim() == 2
-            and 1 <= rows <= self.max_rows
-            and (rows == 1 or rows * x.shape[1] * x.element_size() <= MAX_ACTIVATION_BYTES)
+            and self.fits_rows(x.shape[0], x.shape[1])
             and x.dtype == self.dtype
             and x.is_contiguous()
         )
@@ -213,6 +251,36 @@ class CpuKernels:
             x.data_ptr(), positions.data_ptr(), cos.data_ptr(), sin_signed.data_ptr(),
             tokens, heads, d, x.stride(0), torch.get_num_threads(),
         )  # fmt: skip
+
+    def decode_layer(
+        self,
+        params: LayerParams,
+        shape: LayerShape,
+        h: torch.Tensor,
+        delta: torch.Tensor | None,
+        kv_cache: torch.Tensor,
+        slot_mapping: torch.Tensor,
+        ctx_slots: torch.Tensor,
+        lengths: torch.Tensor,
+        positions: torch.Tensor,
+        cos: torch.Tensor,
+        sin_signed: torch.Tensor,
+    ) -> torch.Tensor:
+        """One decoder layer for 1-4 decode tokens (layer.c): h [m, hidden] gets delta added in place;
+        returns the layer's MLP output [m, hidden]. The caller checks `fits_rows` for every matmul
+        width, so each row goes where the op-by-op path sends it."""
+        m = h.shape[0]
+        out = torch.empty_like(h)
+        scratch = torch.empty(int(self._layer_scratch(ctypes.byref(shape), m)), dtype=h.dtype)
+        rc = self._layer(
+            ctypes.byref(params), ctypes.byref(shape), h.data_ptr(), _ptr(delta), out.data_ptr(),
+            scratch.data_ptr(), kv_cache.data_ptr(), slot_mapping.data_ptr(), ctx_slots.data_ptr(),
+            ctx_slots.shape[1], lengths.data_ptr(), positions.data_ptr(), cos.data_ptr(),
+            sin_signed.data_ptr(), m, torch.get_num_threads(),
+        )  # fmt: skip
+        if rc != 0:
+            raise ValueError(f"decode layer: unsupported rows {m} or heads {shape.heads}/{shape.kv_heads}")
+        return out
 
     def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
         """F.silu(gate) * up for gate_up [rows, 2 * n] contiguous (gate first) -> [rows, n]."""

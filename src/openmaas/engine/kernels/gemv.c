@@ -26,6 +26,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels.h"
+
 #define MAX_ROWS 4
 
 static inline uint16_t to_bf16(float f) {
@@ -46,7 +48,6 @@ static inline float from_bf16(uint16_t h) {
 
 /* ---- bf16: 32 values per vector ---- */
 
-typedef uint16_t bf16_t;
 #define BF16_STEP 32
 #define BF16_MASK(left) ((left) >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1ull << (left)) - 1))
 #define BF16_LOAD(p, mask) ((__m512bh)_mm512_maskz_loadu_epi16((mask), (p)))
@@ -57,7 +58,6 @@ typedef __mmask32 bf16_mask;
 
 /* ---- fp32: 16 values per vector ---- */
 
-typedef float f32_t;
 #define F32_STEP 16
 #define F32_MASK(left) ((left) >= 16 ? (__mmask16)0xffffu : (__mmask16)((1u << (left)) - 1))
 #define F32_LOAD(p, mask) _mm512_maskz_loadu_ps((mask), (p))
@@ -123,6 +123,18 @@ DEFINE_FEW(bf16, BF16)
 DEFINE_ONE(f32, F32)
 DEFINE_FEW(f32, F32)
 
+#define DEFINE_ROWS(T)                                                                                   \
+    void omaas_gemv_rows_##T(const T##_t *x, const T##_t *w, const T##_t *bias, T##_t *y, int64_t m,    \
+                             int64_t n, int64_t k, int64_t r0, int64_t r1) {                             \
+        if (m == 1)                                                                                      \
+            rows1_##T(x, w, bias, y, k, r0, r1);                                                         \
+        else                                                                                             \
+            rows_few_##T(x, w, bias, y, m, n, k, r0, r1);                                                \
+    }
+
+DEFINE_ROWS(bf16)
+DEFINE_ROWS(f32)
+
 /* x: [m, k] contiguous, w: [n, k] contiguous, bias: [n] or NULL, y: [m, n]; all bf16 (or all fp32).
  * Output rows are split over `threads` threads in contiguous ranges. Returns 0, or -1 on bad sizes. */
 #define DEFINE_ENTRY(T)                                                                                  \
@@ -133,11 +145,7 @@ DEFINE_FEW(f32, F32)
         if (threads > n) threads = (int)n;                                                               \
         _Pragma("omp parallel num_threads(threads)") {                                                   \
             const int t = omp_get_thread_num(), nt = omp_get_num_threads();                              \
-            const int64_t r0 = n * t / nt, r1 = n * (t + 1) / nt;                                        \
-            if (m == 1)                                                                                  \
-                rows1_##T(x, w, bias, y, k, r0, r1);                                                     \
-            else                                                                                         \
-                rows_few_##T(x, w, bias, y, m, n, k, r0, r1);                                            \
+            omaas_gemv_rows_##T(x, w, bias, y, m, n, k, n * t / nt, n * (t + 1) / nt);                   \
         }                                                                                                \
         return 0;                                                                                        \
     }

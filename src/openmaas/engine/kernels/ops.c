@@ -24,8 +24,7 @@
 #include <stdint.h>
 #include <string.h>
 
-typedef uint16_t bf16_t;
-typedef float f32_t;
+#include "kernels.h"
 
 static inline float bf16_to_f32(bf16_t h) {
     uint32_t u = (uint32_t)h << 16;
@@ -67,8 +66,8 @@ static inline void store16_f32(f32_t *p, __mmask16 m, __m512 v) { _mm512_mask_st
 /* ---- add + RMSNorm ---- */
 
 #define DEFINE_ADD_RMSNORM(T)                                                                               \
-    static void add_rmsnorm_row_##T(T##_t *h, const T##_t *delta, const T##_t *w, T##_t *out, int64_t n,   \
-                                    float eps) {                                                            \
+    void omaas_add_rmsnorm_row_##T(T##_t *h, const T##_t *delta, const T##_t *w, T##_t *out, int64_t n,    \
+                                   float eps) {                                                             \
         __m512 ss = _mm512_setzero_ps();                                                                    \
         for (int64_t c = 0; c < n; c += 16) {                                                               \
             const __mmask16 m = MASK16(n - c);                                                              \
@@ -92,7 +91,7 @@ static inline void store16_f32(f32_t *p, __mmask16 m, __m512 v) { _mm512_mask_st
         if (rows < 2 * threads) threads = 1;                                                                \
         _Pragma("omp parallel for num_threads(threads) schedule(static)")                                   \
         for (int64_t r = 0; r < rows; r++)                                                                  \
-            add_rmsnorm_row_##T(h + r * n, delta ? delta + r * n : 0, w, out + r * n, n, eps);              \
+            omaas_add_rmsnorm_row_##T(h + r * n, delta ? delta + r * n : 0, w, out + r * n, n, eps);        \
     }
 
 DEFINE_ADD_RMSNORM(bf16)
@@ -103,31 +102,34 @@ DEFINE_ADD_RMSNORM(f32)
  * tables [positions, d]; x[i] = x[i] * cos[i] + x[(i + d/2) % d] * sin_signed[i], tables and both
  * products rounded to T. */
 #define DEFINE_ROPE(T)                                                                                      \
-    void omaas_rope_##T(T##_t *x, const int64_t *positions, const float *cos_table, const float *sin_table, \
-                        int64_t tokens, int64_t heads, int64_t d, int64_t stride, int threads) {            \
+    void omaas_rope_token_##T(T##_t *x, int64_t pos, const float *cos_table, const float *sin_table,       \
+                              int64_t heads, int64_t d) {                                                   \
         const int64_t half = d / 2;                                                                         \
-        if (tokens < 2 * threads) threads = 1;                                                              \
-        _Pragma("omp parallel for num_threads(threads) schedule(static)")                                   \
-        for (int64_t t = 0; t < tokens; t++) {                                                              \
-            const float *cs = cos_table + positions[t] * d, *sn = sin_table + positions[t] * d;             \
-            for (int64_t hd = 0; hd < heads; hd++) {                                                        \
-                T##_t *v = x + t * stride + hd * d;                                                         \
-                for (int64_t c = 0; c < half; c += 16) {                                                    \
-                    const __mmask16 m = MASK16(half - c);                                                   \
-                    const __m512 lo = load16_##T(v + c, m), hi = load16_##T(v + half + c, m);               \
-                    const __m512 c0 = round16_##T(_mm512_maskz_loadu_ps(m, cs + c));                        \
-                    const __m512 c1 = round16_##T(_mm512_maskz_loadu_ps(m, cs + half + c));                 \
-                    const __m512 s0 = round16_##T(_mm512_maskz_loadu_ps(m, sn + c));                        \
-                    const __m512 s1 = round16_##T(_mm512_maskz_loadu_ps(m, sn + half + c));                 \
-                    const __m512 new_lo = round16_##T(_mm512_add_ps(round16_##T(_mm512_mul_ps(lo, c0)),     \
-                                                                    round16_##T(_mm512_mul_ps(hi, s0))));   \
-                    const __m512 new_hi = round16_##T(_mm512_add_ps(round16_##T(_mm512_mul_ps(hi, c1)),     \
-                                                                    round16_##T(_mm512_mul_ps(lo, s1))));   \
-                    store16_##T(v + c, m, new_lo);                                                          \
-                    store16_##T(v + half + c, m, new_hi);                                                   \
-                }                                                                                           \
+        const float *cs = cos_table + pos * d, *sn = sin_table + pos * d;                                   \
+        for (int64_t hd = 0; hd < heads; hd++) {                                                            \
+            T##_t *v = x + hd * d;                                                                          \
+            for (int64_t c = 0; c < half; c += 16) {                                                        \
+                const __mmask16 m = MASK16(half - c);                                                       \
+                const __m512 lo = load16_##T(v + c, m), hi = load16_##T(v + half + c, m);                   \
+                const __m512 c0 = round16_##T(_mm512_maskz_loadu_ps(m, cs + c));                            \
+                const __m512 c1 = round16_##T(_mm512_maskz_loadu_ps(m, cs + half + c));                     \
+                const __m512 s0 = round16_##T(_mm512_maskz_loadu_ps(m, sn + c));                            \
+                const __m512 s1 = round16_##T(_mm512_maskz_loadu_ps(m, sn + half + c));                     \
+                const __m512 new_lo = round16_##T(_mm512_add_ps(round16_##T(_mm512_mul_ps(lo, c0)),         \
+                                                                round16_##T(_mm512_mul_ps(hi, s0))));       \
+                const __m512 new_hi = round16_##T(_mm512_add_ps(round16_##T(_mm512_mul_ps(hi, c1)),         \
+                                                                round16_##T(_mm512_mul_ps(lo, s1))));       \
+                store16_##T(v + c, m, new_lo);                                                              \
+                store16_##T(v + half + c, m, new_hi);                                                       \
             }                                                                                               \
         }                                                                                                   \
+    }                                                                                                       \
+    void omaas_rope_##T(T##_t *x, const int64_t *positions, const float *cos_table, const float *sin_table, \
+                        int64_t tokens, int64_t heads, int64_t d, int64_t stride, int threads) {            \
+        if (tokens < 2 * threads) threads = 1;                                                              \
+        _Pragma("omp parallel for num_threads(threads) schedule(static)")                                   \
+        for (int64_t t = 0; t < tokens; t++)                                                                \
+            omaas_rope_token_##T(x + t * stride, positions[t], cos_table, sin_table, heads, d);            \
     }
 
 DEFINE_ROPE(bf16)
@@ -235,8 +237,8 @@ static inline void add_values8(float *acc, const float *p, const float *vf, int6
 }
 
 #define DEFINE_ATTENTION(T)                                                                                 \
-    static void attend_##T(const T##_t *q, const T##_t *cache, const int64_t *slots, int64_t length,       \
-                           T##_t *out, int64_t group, int64_t kv_heads, int64_t kvh, int64_t d, float scale) { \
+    void omaas_attend_##T(const T##_t *q, const T##_t *cache, const int64_t *slots, int64_t length,        \
+                          T##_t *out, int64_t group, int64_t kv_heads, int64_t kvh, int64_t d, float scale) {  \
         float qf[group * d], acc[group * d], mx[group], sum[group], p[group * BLOCK];                       \
         float kf[BLOCK * d], vf[BLOCK * d];                                                                 \
         for (int64_t g = 0; g < group; g++) {                                                               \
@@ -301,8 +303,8 @@ static inline void add_values8(float *acc, const float *p, const float *vf, int6
         _Pragma("omp parallel for num_threads(threads) schedule(dynamic, 1)")                               \
         for (int64_t it = 0; it < items; it++) {                                                            \
             const int64_t s = it / kv_heads, kvh = it % kv_heads;                                          \
-            attend_##T(q + s * q_stride + kvh * group * d, cache, slots + s * max_ctx, lengths[s],          \
-                       out + (s * heads + kvh * group) * d, group, kv_heads, kvh, d, scale);               \
+            omaas_attend_##T(q + s * q_stride + kvh * group * d, cache, slots + s * max_ctx, lengths[s],    \
+                             out + (s * heads + kvh * group) * d, group, kv_heads, kvh, d, scale);         \
         }                                                                                                   \
         return 0;                                                                                           \
     }
@@ -314,18 +316,24 @@ DEFINE_ATTENTION(f32)
  * gate_up: [rows, 2 * n] (gate, then up); out[r, i] = T(T(silu(gate)) * up): the SiLU in fp32 as
  * x / (1 + e^-x) and rounded to T, then the product rounded, as F.silu(gate) * up rounds. */
 #define DEFINE_SILU_MUL(T)                                                                                  \
-    void omaas_silu_mul_##T(const T##_t *gate_up, T##_t *out, int64_t rows, int64_t n, int threads) {       \
-        if (rows * n < 4096) threads = 1;                                                                   \
+    void omaas_silu_mul_chunks_##T(const T##_t *gate_up, T##_t *out, int64_t n, int64_t c0, int64_t c1) {   \
         const int64_t chunks = (n + 15) / 16;                                                               \
-        _Pragma("omp parallel for num_threads(threads) schedule(static)")                                   \
-        for (int64_t it = 0; it < rows * chunks; it++) {                                                    \
+        for (int64_t it = c0; it < c1; it++) {                                                              \
             const int64_t r = it / chunks, c = (it % chunks) * 16;                                          \
             const __mmask16 m = MASK16(n - c);                                                              \
             const __m512 g = load16_##T(gate_up + r * 2 * n + c, m);                                        \
             const __m512 u = load16_##T(gate_up + r * 2 * n + n + c, m);                                    \
-            const __m512 one = _mm512_set1_ps(1.0f);                                                        \
-            const __m512 silu = round16_##T(_mm512_div_ps(g, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), g))))); \
+            const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));                                  \
+            const __m512 silu = round16_##T(_mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), e)));      \
             store16_##T(out + r * n + c, m, _mm512_mul_ps(silu, u));                                        \
+        }                                                                                                   \
+    }                                                                                                       \
+    void omaas_silu_mul_##T(const T##_t *gate_up, T##_t *out, int64_t rows, int64_t n, int threads) {       \
+        if (rows * n < 4096) threads = 1;                                                                   \
+        const int64_t total = rows * ((n + 15) / 16);                                                       \
+        _Pragma("omp parallel num_threads(threads)") {                                                      \
+            const int t = omp_get_thread_num(), nt = omp_get_num_threads();                                 \
+            omaas_silu_mul_chunks_##T(gate_up, out, n, total * t / nt, total * (t + 1) / nt);               \
         }                                                                                                   \
     }
 

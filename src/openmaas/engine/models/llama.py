@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from openmaas.engine.attention import AttentionMetadata, paged_attention
-from openmaas.engine.kernels import CpuKernels, load_kernels, move_to_huge_pages
+from openmaas.engine.kernels import CpuKernels, LayerParams, LayerShape, load_kernels, move_to_huge_pages
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.models.linear import Linear
 
@@ -184,6 +184,10 @@ class DecoderLayer(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
+    # Set by enable_cpu_kernels: each layer's parameters for our one-call decode layer (layer.c).
+    fused_layers: list[LayerParams] | None = None
+    fused_shape: LayerShape | None = None
+
     def __init__(self, config: ModelConfig, max_positions: int | None = None) -> None:
         super().__init__()
         self.config = config
@@ -206,10 +210,34 @@ class LlamaForCausalLM(nn.Module):
 
         `kv_caches` holds one [slots, 2, kv_heads, d] tensor per layer (keys at 0, values at 1)."""
         h = self.embed_tokens(input_ids)
+        if self._fused_decode(h.shape[0], meta):
+            return self._decode_fused(h, positions, kv_caches, meta)
         rope = self.rotary.tables(positions, h.dtype, gather=self.norm.kernels is None)
         delta: torch.Tensor | None = None
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             h, delta = layer(h, delta, rope, kv_cache, meta)
+        return self.norm.add(h, delta)[1]
+
+    def _fused_decode(self, rows: int, meta: AttentionMetadata) -> bool:
+        """A decode-only step whose matmuls all take our kernel runs each layer in one call."""
+        kernels, shape = self.norm.kernels, self.fused_shape
+        if kernels is None or shape is None or meta.num_decode != rows:
+            return False
+        widths = (shape.hidden, shape.heads * shape.head_dim, shape.intermediate)
+        return all(kernels.fits_rows(rows, width) for width in widths)
+
+    def _decode_fused(
+        self, h: torch.Tensor, positions: torch.Tensor, kv_caches: list[torch.Tensor], meta: AttentionMetadata
+    ) -> torch.Tensor:
+        kernels, shape, layers = self.norm.kernels, self.fused_shape, self.fused_layers
+        assert kernels is not None and shape is not None and layers is not None
+        assert meta.decode_slots is not None and meta.decode_lengths is not None
+        delta: torch.Tensor | None = None
+        for params, kv_cache in zip(layers, kv_caches, strict=True):
+            delta = kernels.decode_layer(
+                params, shape, h, delta, kv_cache, meta.slot_mapping, meta.decode_slots,
+                meta.decode_lengths, positions, self.rotary.cos, self.rotary.sin_signed,
+            )  # fmt: skip
         return self.norm.add(h, delta)[1]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -231,4 +259,28 @@ def enable_cpu_kernels(model: LlamaForCausalLM, dtype: torch.dtype) -> CpuKernel
             m.kernels = kernels
         if isinstance(m, Attention) and kernels.fits_attention(m.num_heads, m.num_kv_heads, m.head_dim):
             m.decode_kernels = kernels
+    layers = [layer for layer in model.layers if isinstance(layer, DecoderLayer)]
+    if len(layers) == len(model.layers) and all(layer.self_attn.decode_kernels for layer in layers):
+        model.fused_layers = [_layer_params(layer) for layer in layers]
+        config = model.config
+        model.fused_shape = LayerShape(
+            config.hidden_size, config.num_attention_heads, config.num_key_value_heads, config.head_dim,
+            config.intermediate_size, config.rms_norm_eps, layers[0].self_attn.scale,
+        )  # fmt: skip
     return kernels
+
+
+def _layer_params(layer: DecoderLayer) -> LayerParams:
+    """Pointers to the layer's parameters, which stay where they are for the model's life (the plain
+    weights were moved onto huge pages once, and are never replaced)."""
+
+    def ptr(t: torch.Tensor | None) -> int | None:
+        return None if t is None else t.data_ptr()
+
+    attn, mlp = layer.self_attn, layer.mlp
+    return LayerParams(
+        ptr(layer.input_layernorm.weight), ptr(attn.qkv_proj.weight), ptr(attn.qkv_proj.bias),
+        ptr(attn.o_proj.weight), ptr(attn.o_proj.bias), ptr(layer.post_attention_layernorm.weight),
+        ptr(mlp.gate_up_proj.weight), ptr(mlp.gate_up_proj.bias), ptr(mlp.down_proj.weight),
+        ptr(mlp.down_proj.bias),
+    )  # fmt: skip

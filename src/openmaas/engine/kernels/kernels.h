@@ -1,0 +1,30 @@
+/* What gemv.c and ops.c share with layer.c: the per-thread pieces of each kernel (no threading of their
+ * own), so a decode layer can run them all inside one parallel region. bf16_t / f32_t are the element
+ * types; every function comes in both. */
+#ifndef OMAAS_KERNELS_H
+#define OMAAS_KERNELS_H
+#include <stdint.h>
+
+typedef uint16_t bf16_t;
+typedef float f32_t;
+
+#define OMAAS_DECLARE(T)                                                                                    \
+    /* y rows r0..r1 of x[m, k] . w[n, k]^T (+ bias), m <= 4 */                                            \
+    void omaas_gemv_rows_##T(const T##_t *x, const T##_t *w, const T##_t *bias, T##_t *y, int64_t m,       \
+                             int64_t n, int64_t k, int64_t r0, int64_t r1);                                \
+    /* h += delta (if given); out = rmsnorm(h) * w, one row of n */                                        \
+    void omaas_add_rmsnorm_row_##T(T##_t *h, const T##_t *delta, const T##_t *w, T##_t *out, int64_t n,    \
+                                   float eps);                                                              \
+    /* rotate one token's heads [heads, d] (contiguous) in place at position pos */                        \
+    void omaas_rope_token_##T(T##_t *x, int64_t pos, const float *cos_table, const float *sin_table,       \
+                              int64_t heads, int64_t d);                                                    \
+    /* out = silu(gate) * up for chunks [c0, c1) of 16 values across rows of gate_up [rows, 2n] */        \
+    void omaas_silu_mul_chunks_##T(const T##_t *gate_up, T##_t *out, int64_t n, int64_t c0, int64_t c1);   \
+    /* one sequence's query heads of one KV head against its paged context */                              \
+    void omaas_attend_##T(const T##_t *q, const T##_t *cache, const int64_t *slots, int64_t length,        \
+                          T##_t *out, int64_t group, int64_t kv_heads, int64_t kvh, int64_t d, float scale);
+
+OMAAS_DECLARE(bf16)
+OMAAS_DECLARE(f32)
+
+#endif

@@ -1,13 +1,14 @@
-"""Our CPU kernels for decode steps (`gemv.c`, `ops.c`), built with the system's C compiler at install
-(`python -m openmaas.engine.kernels`, run by `make install`) or at first use.
+"""Our CPU kernels for decode steps (`gemv.c`, `ops.c`, `layer.c`), built with the system's C compiler
+at install (`python -m openmaas.engine.kernels`, run by `make install`) or at first use.
 
 A decode step multiplies one to four activation rows by every weight matrix: it is bound by how fast
 the weights stream from memory. oneDNN's kernels reach 20-35 GB/s there on a 2-core Zen 4; ours, reading
 each thread's weight rows as one sequential stream from memory backed by 2 MiB pages, 35-70 GB/s in
 bf16 and 37-44 GB/s in fp32 (see gemv.c for how). The rest of a step was ~800 small PyTorch ops;
 ops.c does RMSNorm (with the residual add), RoPE, the SiLU gate, decode attention and the greedy pick
-in one call each. Batch-1 decode of a Qwen2.5-0.5B-shaped model went from 60-69% of llama.cpp's speed
-to 96-123% in bf16 and from 92% to 112-132% in fp32 (benchmarks/llm_engine.py).
+in one call each, and layer.c runs a whole decoder layer of a decode-only step in one call. Batch-1
+decode of a Qwen2.5-0.5B-shaped model went from 60-69% of llama.cpp's speed to 96-123% in bf16 and
+from 92% to 112-132% in fp32 (benchmarks/llm_engine.py).
 
 The library is compiled once per source, compiler and flag set into a per-user cache directory
 (`OPENMAAS_KERNEL_DIR`, else `$XDG_CACHE_HOME/openmaas/kernels`, else `~/.cache/openmaas/kernels`) and

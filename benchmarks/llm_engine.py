@@ -105,6 +105,28 @@ def measure_bandwidth(gib: float = 1.0) -> float:
     return 2 * src.numel() * 4 / best / 1e9
 
 
+def huge_page_share(engine: LLMEngine) -> float:
+    """The share of the first decoder layer's weights, read by our kernels, that sits on 2 MiB pages
+    (from /proc/self/smaps: AnonHugePages of the mapping that holds them)."""
+    model = engine.runner.model
+    address = model.layers[0].mlp.gate_up_proj.weight.data_ptr()
+    try:
+        text = Path("/proc/self/smaps").read_text()
+    except OSError:
+        return 0.0
+    inside, size, huge = False, 0, 0
+    for line in text.splitlines():
+        head = line.split()
+        if head and "-" in head[0] and not head[0].endswith(":"):
+            start, end = (int(part, 16) for part in head[0].split("-"))
+            inside = start <= address < end
+        elif inside and line.startswith("Size:"):
+            size = int(head[1])
+        elif inside and line.startswith("AnonHugePages:"):
+            huge = int(head[1])
+    return huge / size if size else 0.0
+
+
 def prompts_for(n: int, length: int, vocab: int, seed: int) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed)
     return [torch.randint(0, vocab, (length,), generator=g).tolist() for _ in range(n)]
@@ -402,6 +424,8 @@ def main() -> None:
         )
         weight_bytes[dtype_name] = sum(p.numel() * p.element_size() for p in engine.runner.model.parameters())
         kernels_on = engine.runner.kernels is not None
+        if kernels_on:
+            print(f"  {dtype_name}: weights on 2 MiB pages: {huge_page_share(engine):.0%}")
         n_params = sum(p.numel() for p in engine.runner.model.parameters())
         run_ours(engine, dtype_name, prompts_for(2, 16, 1000, seed=0), 4)  # warm-up
         for conc in (int(c) for c in args.concurrency.split(",") if c):
@@ -421,6 +445,9 @@ def main() -> None:
             ):
                 results.append(res)
                 print_table([res], bandwidth, weight_bytes)
+    # transformers last, for every dtype: the exit of its child process (several GB freed) slowed the
+    # next minute of whatever ran after it (our bf16 batch-1 decode 32 instead of 54-58 tokens/s).
+    for dtype_name in args.dtypes.split(","):
         runs = [r for r in args.hf.split(",") if r]
         batched = dtype_name in args.hf_batched_dtypes.split(",")
         for res in run_hf_isolated(args, model_dir, dtype_name, runs, batched):

@@ -63,13 +63,15 @@ def _worker(plat: Platform, executor: FakeExecutor, heartbeat_s: float = 0.0) ->
 
 
 def _enqueue(plat: Platform, n: int) -> list[str]:
+    """The new jobs' ids in the order workers claim them: by id. Ids follow creation only to the
+    millisecond (random bits after it), so jobs made within one millisecond may sort either way."""
     with plat.db.session() as session:
-        return [
+        return sorted(
             queue.enqueue(
                 session, org_id="org_a", kind="test", params={}, now=plat.clock.now(), max_attempts=2
             ).id
             for _ in range(n)
-        ]
+        )
 
 
 def _status(plat: Platform, job_id: str) -> str:

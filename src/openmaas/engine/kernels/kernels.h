@@ -4,9 +4,26 @@
 #ifndef OMAAS_KERNELS_H
 #define OMAAS_KERNELS_H
 #include <stdint.h>
+#include <string.h>
 
 typedef uint16_t bf16_t;
 typedef float f32_t;
+
+/* fp32 -> bf16, rounded to nearest even as PyTorch rounds (NaN stays a quiet NaN). */
+static inline bf16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (bf16_t)(u >> 16);
+}
+
+static inline float from_bf16(bf16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
 
 #define OMAAS_DECLARE(T)                                                                                    \
     /* y rows r0..r1 of x[m, k] . w[n, k]^T (+ bias), m <= 4 */                                            \

@@ -26,27 +26,12 @@
 
 #include "kernels.h"
 
-static inline float bf16_to_f32(bf16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static inline bf16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (bf16_t)(u >> 16);
-}
-
 /* Load / store 16 values as fp32 lanes, masked. */
 static inline __m512 load16_bf16(const bf16_t *p, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
 }
 static inline __m512 load16_f32(const f32_t *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-/* Round-to-nearest-even of 16 fp32 lanes to bf16 (NaN quieted), as f32_to_bf16 does per value. */
+/* Round-to-nearest-even of 16 fp32 lanes to bf16 (NaN quieted), as to_bf16 does per value. */
 static inline __m512 round16_bf16(__m512 v) {
     __m512i u = _mm512_castps_si512(v);
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
@@ -153,7 +138,7 @@ static inline __m512 exp16(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-static inline float get_bf16(const bf16_t *p) { return bf16_to_f32(*p); }
+static inline float get_bf16(const bf16_t *p) { return from_bf16(*p); }
 static inline float get_f32(const f32_t *p) { return *p; }
 
 /* ---- decode attention ----

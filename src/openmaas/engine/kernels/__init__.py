@@ -127,7 +127,8 @@ def _bind(lib: ctypes.CDLL, name: str, *args: object, restype: object = None) ->
 _P, _I64, _INT, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 
 
-def _ptr(t: torch.Tensor | None) -> int | None:
+def data_ptr_or_none(t: torch.Tensor | None) -> int | None:
+    """A tensor's address for C, or NULL (None) for an absent one (a bias, the first layer's delta)."""
     return None if t is None else t.data_ptr()
 
 
@@ -217,7 +218,14 @@ class CpuKernels:
         n = weight.shape[0]
         y = torch.empty((m, n), dtype=x.dtype)
         rc = self._gemv(
-            x.data_ptr(), weight.data_ptr(), _ptr(bias), y.data_ptr(), m, n, k, torch.get_num_threads()
+            x.data_ptr(),
+            weight.data_ptr(),
+            data_ptr_or_none(bias),
+            y.data_ptr(),
+            m,
+            n,
+            k,
+            torch.get_num_threads(),
         )
         if rc != 0:
             raise ValueError(f"gemv: bad shapes x {tuple(x.shape)}, weight {tuple(weight.shape)}")
@@ -232,7 +240,7 @@ class CpuKernels:
         out = torch.empty_like(h)
         self._add_rmsnorm(
             h.data_ptr(),
-            _ptr(delta),
+            data_ptr_or_none(delta),
             weight.data_ptr(),
             out.data_ptr(),
             rows,
@@ -266,15 +274,16 @@ class CpuKernels:
         positions: torch.Tensor,
         cos: torch.Tensor,
         sin_signed: torch.Tensor,
+        scratch: torch.Tensor,
     ) -> torch.Tensor:
         """One decoder layer for 1-4 decode tokens (layer.c): h [m, hidden] gets delta added in place;
-        returns the layer's MLP output [m, hidden]. The caller checks `fits_rows` for every matmul
-        width, so each row goes where the op-by-op path sends it."""
+        returns the layer's MLP output [m, hidden]. `scratch` is `layer_scratch(shape, m)`, shared by a
+        step's layers. The caller checks `fits_rows` for every matmul width, so each row goes where the
+        op-by-op path sends it."""
         m = h.shape[0]
         out = torch.empty_like(h)
-        scratch = torch.empty(int(self._layer_scratch(ctypes.byref(shape), m)), dtype=h.dtype)
         rc = self._layer(
-            ctypes.byref(params), ctypes.byref(shape), h.data_ptr(), _ptr(delta), out.data_ptr(),
+            ctypes.byref(params), ctypes.byref(shape), h.data_ptr(), data_ptr_or_none(delta), out.data_ptr(),
             scratch.data_ptr(), kv_cache.data_ptr(), slot_mapping.data_ptr(), ctx_slots.data_ptr(),
             ctx_slots.shape[1], lengths.data_ptr(), positions.data_ptr(), cos.data_ptr(),
             sin_signed.data_ptr(), m, torch.get_num_threads(),
@@ -282,6 +291,10 @@ class CpuKernels:
         if rc != 0:
             raise ValueError(f"decode layer: unsupported rows {m} or heads {shape.heads}/{shape.kv_heads}")
         return out
+
+    def layer_scratch(self, shape: LayerShape, rows: int) -> torch.Tensor:
+        """Working memory for `decode_layer` on `rows` tokens (layer.c sizes it)."""
+        return torch.empty(int(self._layer_scratch(ctypes.byref(shape), rows)), dtype=self.dtype)
 
     def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
         """F.silu(gate) * up for gate_up [rows, 2 * n] contiguous (gate first) -> [rows, n]."""

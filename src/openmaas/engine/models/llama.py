@@ -15,7 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from openmaas.engine.attention import AttentionMetadata, paged_attention
-from openmaas.engine.kernels import CpuKernels, LayerParams, LayerShape, load_kernels, move_to_huge_pages
+from openmaas.engine.kernels import (
+    CpuKernels,
+    LayerParams,
+    LayerShape,
+    data_ptr_or_none,
+    load_kernels,
+    move_to_huge_pages,
+)
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.models.linear import Linear
 
@@ -233,10 +240,11 @@ class LlamaForCausalLM(nn.Module):
         assert kernels is not None and shape is not None and layers is not None
         assert meta.decode_slots is not None and meta.decode_lengths is not None
         delta: torch.Tensor | None = None
+        scratch = kernels.layer_scratch(shape, h.shape[0])
         for params, kv_cache in zip(layers, kv_caches, strict=True):
             delta = kernels.decode_layer(
                 params, shape, h, delta, kv_cache, meta.slot_mapping, meta.decode_slots,
-                meta.decode_lengths, positions, self.rotary.cos, self.rotary.sin_signed,
+                meta.decode_lengths, positions, self.rotary.cos, self.rotary.sin_signed, scratch,
             )  # fmt: skip
         return self.norm.add(h, delta)[1]
 
@@ -273,10 +281,7 @@ def enable_cpu_kernels(model: LlamaForCausalLM, dtype: torch.dtype) -> CpuKernel
 def _layer_params(layer: DecoderLayer) -> LayerParams:
     """Pointers to the layer's parameters, which stay where they are for the model's life (the plain
     weights were moved onto huge pages once, and are never replaced)."""
-
-    def ptr(t: torch.Tensor | None) -> int | None:
-        return None if t is None else t.data_ptr()
-
+    ptr = data_ptr_or_none
     attn, mlp = layer.self_attn, layer.mlp
     return LayerParams(
         ptr(layer.input_layernorm.weight), ptr(attn.qkv_proj.weight), ptr(attn.qkv_proj.bias),

@@ -220,12 +220,16 @@ class DatabaseRateLimiter:
             # will hold the request: honest whichever server the client tries next. The headers
             # count this server's slice as well.
             judged = take([(kind, _bucket(sl, cap, with_slice=allowed)) for kind, sl, cap in pairs], tokens)
-            shown = [(kind, _bucket(sl, cap)) for kind, sl, cap in pairs]
-            if judged.allowed:
-                decision = take(shown, tokens)
+            if allowed:  # judged with the slice: already what the headers show
+                decision = judged
             else:
-                decision = decision_of(
-                    shown, allowed=False, limit_type=judged.limit_type, retry_after_s=judged.retry_after_s
+                shown = [(kind, _bucket(sl, cap)) for kind, sl, cap in pairs]
+                decision = (
+                    take(shown, tokens)
+                    if judged.allowed
+                    else decision_of(
+                        shown, allowed=False, limit_type=judged.limit_type, retry_after_s=judged.retry_after_s
+                    )
                 )
             if decision.allowed:
                 for subject, kind, _, cost in wanted:

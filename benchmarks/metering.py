@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from openmaas.billing import pricebooks, schemas
-from openmaas.billing.models import BillingAccount
+from openmaas.billing.tables import BillingAccount
 from openmaas.bootstrap import Platform, build_platform
 from openmaas.config import Settings
 from openmaas.db import migrate

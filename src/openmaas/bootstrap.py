@@ -13,9 +13,9 @@ from openmaas.clock import Clock, SystemClock
 from openmaas.config import Settings
 from openmaas.db.database import Database
 from openmaas.metering.wiring import Metering, build_metering
-from openmaas.registry.store import ArtifactStore
 from openmaas.serving.directory import ServedModels
 from openmaas.serving.replicas import ReplicaManager
+from openmaas.storage import ArtifactStore
 from openmaas.tenancy import service as tenancy
 from openmaas.tenancy.auth import Authenticator
 from openmaas.tenancy.keys import KeyHasher, is_well_formed, load_or_create_secret

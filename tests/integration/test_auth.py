@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import update
 
-from openmaas.tenancy.models import ApiKey
+from openmaas.tenancy.tables import ApiKey
 from tests.support.served import Served
 
 

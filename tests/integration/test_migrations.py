@@ -12,7 +12,7 @@ from sqlalchemy import inspect, text
 
 from openmaas.db import migrate
 from openmaas.db.database import Database
-from openmaas.db.models import Base
+from openmaas.tables import Base
 
 
 def _tables(db: Database) -> set[str]:

@@ -10,14 +10,14 @@ from sqlalchemy.orm import Session
 
 from openmaas import errors
 from openmaas.billing import schemas
-from openmaas.billing.models import BillingAccount, CreditTransaction, KeyBudget
 from openmaas.billing.money import format_micros, to_micros
 from openmaas.billing.periods import period_of, zone
+from openmaas.billing.tables import BillingAccount, CreditTransaction, KeyBudget
 from openmaas.ids import new_id
-from openmaas.metering.models import RateLimitOverride
+from openmaas.metering.tables import RateLimitOverride
 from openmaas.pagination import Page, paginate
 from openmaas.tenancy import service as tenancy
-from openmaas.tenancy.models import Organization
+from openmaas.tenancy.tables import Organization
 
 
 def account_for(session: Session, org_id: str) -> BillingAccount:

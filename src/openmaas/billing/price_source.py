@@ -14,11 +14,11 @@ from typing import Protocol
 
 from sqlalchemy import select
 
-from openmaas.billing.models import Listing, Pricebook
 from openmaas.billing.pricing import PriceSheet, parse_components
+from openmaas.billing.tables import Listing, Pricebook
 from openmaas.clock import Clock
 from openmaas.db.database import Database
-from openmaas.tenancy.models import Organization
+from openmaas.tenancy.tables import Organization
 
 
 @dataclass(frozen=True, slots=True)

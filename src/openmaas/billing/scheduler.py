@@ -29,15 +29,15 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from openmaas.billing import invoices
-from openmaas.billing.models import BillingChore
 from openmaas.billing.periods import zone
+from openmaas.billing.tables import BillingChore
 from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.metering.ledger import UsageLedger
-from openmaas.metering.models import UsageRecord
 from openmaas.metering.sources import storage_event_id, storage_usage, yesterday
-from openmaas.registry.store import ArtifactStore
-from openmaas.tenancy.models import Organization
+from openmaas.metering.tables import UsageRecord
+from openmaas.storage import ArtifactStore
+from openmaas.tenancy.tables import Organization
 
 log = logging.getLogger("openmaas.billing.scheduler")
 

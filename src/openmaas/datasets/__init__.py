@@ -1,5 +1,7 @@
 """Datasets: ingest uploads safely, detect formats by content, validate by streaming, and
-declare preprocessing. No database, HTTP or job code lives here.
+declare preprocessing — a library with no database, HTTP or job code — and the dataset service
+on top of it: dataset versions (`tables`, `service`), streamed uploads (`uploads`) and the
+validation job (`jobs`).
 """
 
 from openmaas.datasets.archive import ArchiveEntry, ArchiveLimits, iter_entries

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from openmaas.jobs.models import JobEvent
+from openmaas.jobs.tables import JobEvent
 
 MAX_MESSAGE = 4000
 

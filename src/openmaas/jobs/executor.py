@@ -23,8 +23,8 @@ from openmaas.jobs.queue import Claim
 # Imported once by the forkserver, so every job process starts with them loaded.
 PRELOAD = (
     "openmaas.jobs.runner",
-    "openmaas.registry.validation",
-    "openmaas.registry.training",
+    "openmaas.datasets.jobs",
+    "openmaas.training.jobs",
     "openmaas.registry.artifact",
     "openmaas.training.train",
     # Building an AdamW imports torch._dynamo (seconds): once in the forkserver, not in every job.

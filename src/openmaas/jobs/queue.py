@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from openmaas import errors
 from openmaas.ids import new_id
 from openmaas.jobs import events
-from openmaas.jobs.models import Job, JobStatus
+from openmaas.jobs.tables import Job, JobStatus
 
 # The PostgreSQL advisory lock that serialises claims (any constant unique to this purpose).
 CLAIM_LOCK_KEY = 0x6F6D_6A6F_6273

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.jobs import events, queue
-from openmaas.jobs.models import JobStatus
-from openmaas.registry.store import ArtifactStore
+from openmaas.jobs.tables import JobStatus
+from openmaas.storage import ArtifactStore
 
 if TYPE_CHECKING:
     from openmaas.training.checkpoint import State

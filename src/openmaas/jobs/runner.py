@@ -20,14 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from openmaas import errors
+from openmaas import tables as all_tables
 from openmaas.clock import SystemClock
-from openmaas.db import models as all_tables
 from openmaas.db.database import Database
 from openmaas.jobs import queue
 from openmaas.jobs.executor import RunSpec
-from openmaas.jobs.models import Job, JobStatus
 from openmaas.jobs.run import JobRun, LeaseLost
-from openmaas.registry.store import ArtifactStore
+from openmaas.jobs.tables import Job, JobStatus
+from openmaas.storage import ArtifactStore
 from openmaas.training.loop import TrainingStopped
 
 TRACEBACK_LINES = 12
@@ -37,15 +37,15 @@ Handler = Callable[[JobRun], None]
 def handler_for(kind: str) -> Handler:
     """The function that runs jobs of `kind` (imported here, so the worker stays light)."""
     if kind == "validate_dataset":
-        from openmaas.registry.validation import run_validation
+        from openmaas.datasets.jobs import run_validation
 
         return run_validation
     if kind == "train":
-        from openmaas.registry.training import run_training
+        from openmaas.training.jobs import run_training
 
         return run_training
     if kind == "optimize":
-        from openmaas.optimize.job import run_optimization
+        from openmaas.optimize.jobs import run_optimization
 
         return run_optimization
     raise errors.ValidationFailed(f"unknown job kind {kind!r}", param="kind")

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from openmaas.jobs.models import Job, JobEvent
+from openmaas.jobs.tables import Job, JobEvent
 
 
 class JobPublic(BaseModel):

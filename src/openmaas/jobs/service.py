@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from openmaas import errors
 from openmaas.jobs import events, queue
-from openmaas.jobs.models import Job, JobStatus
 from openmaas.jobs.schemas import JobEventList, JobEventPublic, JobPublic
+from openmaas.jobs.tables import Job, JobStatus
 from openmaas.pagination import Page, paginate
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from openmaas import errors
-from openmaas.billing.models import BillingAccount, KeyBudget
+from openmaas.billing.tables import BillingAccount, KeyBudget
 from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.ids import new_id

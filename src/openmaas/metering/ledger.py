@@ -32,9 +32,9 @@ from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.metering import settlement
 from openmaas.metering.events import UsageEvent
-from openmaas.metering.models import UNIT_COLUMNS
 from openmaas.metering.pricing_events import price_event
 from openmaas.metering.receipts import Completions, Receipt, Written
+from openmaas.metering.tables import UNIT_COLUMNS
 
 log = logging.getLogger("openmaas.metering")
 

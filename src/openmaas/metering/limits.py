@@ -10,8 +10,8 @@ from sqlalchemy import select
 from openmaas.billing.price_source import PriceSource
 from openmaas.clock import Clock
 from openmaas.db.database import Database
-from openmaas.metering.models import RateLimitOverride
 from openmaas.metering.ratelimit import Limits
+from openmaas.metering.tables import RateLimitOverride
 
 
 class LimitBook:

@@ -15,7 +15,7 @@ from openmaas import errors
 from openmaas.billing import schemas
 from openmaas.billing.money import format_micros
 from openmaas.billing.periods import zone
-from openmaas.metering.models import UsageRecord, usage_lines
+from openmaas.metering.tables import UsageRecord, usage_lines
 from openmaas.tenancy import service as tenancy
 
 GROUPS = ("day", "model", "deployment", "api_key_id", "unit")

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from openmaas.db.database import Database
 from openmaas.metering.events import UsageEvent
-from openmaas.metering.models import EVENT_COLUMNS, UNIT_COLUMNS
+from openmaas.metering.tables import EVENT_COLUMNS, UNIT_COLUMNS
 
 
 class Sql:

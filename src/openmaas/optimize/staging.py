@@ -26,9 +26,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from openmaas.db.database import Database
-from openmaas.jobs.models import Job, JobStatus
-from openmaas.registry.models import ModelVersion
-from openmaas.registry.store import ArtifactStore
+from openmaas.jobs.tables import Job, JobStatus
+from openmaas.registry.tables import ModelVersion
+from openmaas.storage import ArtifactStore
 
 log = logging.getLogger("openmaas.optimize.staging")
 

@@ -1,5 +1,6 @@
-"""The registry: the catalogue of versioned things a tenant owns — dataset versions and model
-versions with their artifacts, lineage, aliases and tags — and the artifact store they live in.
+"""The registry: the catalogue of models a tenant owns — models and their immutable versions
+with artifacts, lineage, aliases and tags — and how a version gets in (training registers one,
+imports bring Hugging Face folders and ONNX files).
 
 The model artifact format itself is `artifact.py`; nothing here knows about HTTP.
 """

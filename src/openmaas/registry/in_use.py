@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from openmaas.billing.models import Listing
-from openmaas.registry.models import ModelAlias, ModelVersion
-from openmaas.serving.models import Deployment
+from openmaas.billing.tables import Listing
+from openmaas.registry.tables import ModelAlias, ModelVersion
+from openmaas.serving.tables import Deployment
 
 
 @dataclass

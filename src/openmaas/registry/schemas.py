@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from openmaas.registry.models import Dataset, ModelVersion, RegisteredModel
+from openmaas.datasets.tables import Dataset
+from openmaas.registry.tables import ModelVersion, RegisteredModel
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9._-]{0,63}$"

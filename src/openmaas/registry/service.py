@@ -18,9 +18,9 @@ from openmaas import errors
 from openmaas.ids import new_id
 from openmaas.pagination import Page, paginate
 from openmaas.registry import in_use
-from openmaas.registry.models import ModelAlias, ModelVersion, RegisteredModel
 from openmaas.registry.refs import parse_ref
 from openmaas.registry.schemas import ALIAS_PATTERN, ModelPublic, ModelVersionPublic
+from openmaas.registry.tables import ModelAlias, ModelVersion, RegisteredModel
 
 
 def get_model(session: Session, org_id: str, name: str) -> RegisteredModel:

@@ -14,12 +14,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from openmaas.registry.models import ModelVersion
-from openmaas.registry.store import ArtifactStore
+from openmaas.registry.tables import ModelVersion
 from openmaas.serving import memory, traffic
 from openmaas.serving.directory import ServedModel
-from openmaas.serving.models import Deployment
 from openmaas.serving.runtimes import load_runtime
+from openmaas.serving.tables import Deployment
+from openmaas.storage import ArtifactStore
 
 DEFAULT_IDLE_TIMEOUT_S = 300.0
 

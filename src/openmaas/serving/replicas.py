@@ -27,11 +27,11 @@ from sqlalchemy.orm import Session
 from openmaas import errors
 from openmaas.clock import Clock
 from openmaas.db.database import Database
-from openmaas.registry.models import ModelVersion
-from openmaas.registry.store import ArtifactStore
+from openmaas.registry.tables import ModelVersion
 from openmaas.serving import memory, service
 from openmaas.serving.directory import ServedModel, ServedModels
 from openmaas.serving.loading import Target, build_target
+from openmaas.storage import ArtifactStore
 
 log = logging.getLogger("openmaas.serving")
 

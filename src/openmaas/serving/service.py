@@ -15,10 +15,9 @@ from openmaas import errors
 from openmaas.billing import marketplace
 from openmaas.ids import new_id
 from openmaas.pagination import Page, paginate
-from openmaas.registry.models import ModelVersion, RegisteredModel
+from openmaas.registry.tables import ModelVersion, RegisteredModel
 from openmaas.serving import traffic
 from openmaas.serving.loading import DEFAULT_IDLE_TIMEOUT_S
-from openmaas.serving.models import Deployment, DeploymentEvent
 from openmaas.serving.runtimes import TEXT_GENERATION, deployable_tasks
 from openmaas.serving.runtimes.llm import ENGINE_OPTIONS, engine_setting_error
 from openmaas.serving.schemas import (
@@ -28,6 +27,7 @@ from openmaas.serving.schemas import (
     DeploymentUpdate,
     TrafficPublic,
 )
+from openmaas.serving.tables import Deployment, DeploymentEvent
 
 ACTIVE_STATES = ("pending", "loading", "ready")
 

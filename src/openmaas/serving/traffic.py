@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from openmaas import errors
 from openmaas.registry import service as registry
-from openmaas.registry.models import ModelVersion, RegisteredModel
+from openmaas.registry.tables import ModelVersion, RegisteredModel
 from openmaas.serving.runtimes import TENSOR_INFERENCE, TRAINED_TASKS
 from openmaas.serving.schemas import TrafficSplit
 

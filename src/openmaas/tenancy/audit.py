@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from openmaas.ids import new_id
 from openmaas.pagination import Page, paginate
 from openmaas.tenancy import schemas
-from openmaas.tenancy.models import AuditEntry
+from openmaas.tenancy.tables import AuditEntry
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.tenancy import scopes as scope_rules
 from openmaas.tenancy.keys import KeyHasher, is_well_formed
-from openmaas.tenancy.models import ApiKey
+from openmaas.tenancy.tables import ApiKey
 
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from openmaas import errors
 from openmaas.db.database import Database
 from openmaas.ids import new_id
-from openmaas.tenancy.models import IdempotencyRecord
+from openmaas.tenancy.tables import IdempotencyRecord
 
 Created = tuple[int, Any]  # (status code, JSON-able body)
 

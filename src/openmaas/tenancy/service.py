@@ -14,7 +14,7 @@ from openmaas.pagination import Page, paginate
 from openmaas.tenancy import schemas
 from openmaas.tenancy import scopes as scope_rules
 from openmaas.tenancy.keys import KeyHasher, generate_key, redact
-from openmaas.tenancy.models import ApiKey, Organization
+from openmaas.tenancy.tables import ApiKey, Organization
 
 
 def organization_public(org: Organization) -> schemas.Organization:

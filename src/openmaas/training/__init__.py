@@ -1,7 +1,8 @@
 """Training: one trainer per task family on one shared, resumable loop, and evaluation.
 
 A plain library: the job system supplies a `TrainingContext`; nothing here touches the
-database, HTTP or the job queue.
+database, HTTP or the job queue — except `jobs`, training as a job of the queue: checking a
+request, and the `train` job that runs the library and registers the model version.
 """
 
 from openmaas.training.checkpoint import checkpoint_from_bytes, checkpoint_to_bytes

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from openmaas.billing import pricebooks, schemas
-from openmaas.billing.models import BillingAccount
+from openmaas.billing.tables import BillingAccount
 from openmaas.bootstrap import Platform
 from openmaas.ids import new_id
 from openmaas.metering.events import UsageEvent

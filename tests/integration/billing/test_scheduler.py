@@ -11,9 +11,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from openmaas.billing.models import Invoice
 from openmaas.billing.scheduler import CHORE, BillingScheduler, claim, slot_of
-from openmaas.metering.models import UsageRecord
+from openmaas.billing.tables import Invoice
+from openmaas.metering.tables import UsageRecord
 from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_org, make_pricebook, meter
 from tests.support.platforms import make_platform

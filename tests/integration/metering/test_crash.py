@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from openmaas.bootstrap import Platform
-from openmaas.metering.models import UsageRecord, usage_lines
+from openmaas.metering.tables import UsageRecord, usage_lines
 from tests.integration.billing.helpers import make_org, make_pricebook
 
 # A stand-in for an API server: 4 threads "serve" requests, each answered (the id printed) only

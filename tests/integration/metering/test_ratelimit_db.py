@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from openmaas.bootstrap import Platform
-from openmaas.metering.models import RateLimitBucket
 from openmaas.metering.ratelimit import Limits
 from openmaas.metering.ratelimit_db import DatabaseRateLimiter
+from openmaas.metering.tables import RateLimitBucket
 from tests.support.clock import FakeClock
 from tests.support.platforms import make_platform
 

@@ -9,7 +9,7 @@ import pytest
 
 from openmaas import errors
 from openmaas.billing import invoices
-from openmaas.billing.models import BillingAccount
+from openmaas.billing.tables import BillingAccount
 from openmaas.metering import sources
 from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_account, make_org, make_pricebook

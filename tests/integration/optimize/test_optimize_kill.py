@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from openmaas.registry.models import ModelVersion
+from openmaas.registry.tables import ModelVersion
 from tests.integration.jobs.harness import fast_server, fast_worker_env, job_in, upload, wait_for
 from tests.integration.serving.predict_support import churn_frame
 from tests.support.served import Served

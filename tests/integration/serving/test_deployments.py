@@ -91,7 +91,7 @@ def test_a_model_that_fails_to_load_marks_the_deployment_failed(served: Served, 
         version = client.import_model(tiny_folder, "tiny")
         # The artifact disappears from the store (a disk mishap): loading must fail cleanly.
         with served.platform.db.read_session() as session:
-            from openmaas.registry.models import ModelVersion
+            from openmaas.registry.tables import ModelVersion
 
             row = session.get(ModelVersion, version["id"])
             assert row is not None

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from openmaas import errors
 from openmaas.bootstrap import Platform
 from openmaas.jobs import queue
-from openmaas.jobs.models import Job, JobEvent, JobStatus
-from openmaas.tenancy.models import Organization
+from openmaas.jobs.tables import Job, JobEvent, JobStatus
+from openmaas.tenancy.tables import Organization
 from tests.support.clock import FakeClock
 from tests.support.platforms import make_platform
 

@@ -11,9 +11,9 @@ import pytest
 from openmaas.bootstrap import Platform
 from openmaas.jobs import queue
 from openmaas.jobs.executor import RunSpec
-from openmaas.jobs.models import Job, JobStatus
+from openmaas.jobs.tables import Job, JobStatus
 from openmaas.jobs.worker import Worker, WorkerLimits
-from openmaas.tenancy.models import Organization
+from openmaas.tenancy.tables import Organization
 from tests.support.clock import FakeClock
 from tests.support.platforms import make_platform
 

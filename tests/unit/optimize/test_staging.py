@@ -12,10 +12,10 @@ import pytest
 
 from openmaas.bootstrap import Platform
 from openmaas.ids import new_id
-from openmaas.jobs.models import Job, JobStatus
+from openmaas.jobs.tables import Job, JobStatus
 from openmaas.optimize import staging
 from openmaas.registry import service as registry
-from openmaas.tenancy.models import Organization
+from openmaas.tenancy.tables import Organization
 from tests.support.platforms import make_platform
 
 ORG = "org_a"

@@ -15,7 +15,7 @@ from openmaas.bootstrap import Platform
 from openmaas.ids import new_id
 from openmaas.registry import service as registry
 from openmaas.registry.refs import ModelRef, parse_dataset_ref, parse_ref
-from openmaas.tenancy.models import Organization
+from openmaas.tenancy.tables import Organization
 from tests.support.platforms import make_platform
 
 
@@ -100,7 +100,7 @@ def test_a_deployment_made_after_the_check_still_stops_the_delete(
     """The in-use check reads; a deployment committed between it and the delete is caught by the
     deployments' foreign key, answered as the same 409, and nothing is deleted."""
     from openmaas.registry import in_use
-    from openmaas.serving.models import Deployment
+    from openmaas.serving.tables import Deployment
 
     with plat.db.session() as session:
         version = _register(session, plat, 0.9)

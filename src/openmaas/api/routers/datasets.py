@@ -10,10 +10,10 @@ from fastapi.responses import JSONResponse
 
 from openmaas.api.deps import PageDep, PlatformDep, scope
 from openmaas.api.middleware import STREAMED_BODY
+from openmaas.datasets import service as dataset_service
+from openmaas.datasets.uploads import receive_dataset
 from openmaas.pagination import Page
-from openmaas.registry import datasets as dataset_service
 from openmaas.registry.schemas import DatasetPublic
-from openmaas.registry.uploads import receive_dataset
 from openmaas.tenancy.auth import Principal
 
 router = APIRouter(prefix="/v1", tags=["datasets"])

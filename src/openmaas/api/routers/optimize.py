@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from openmaas.api.deps import CreatorDep, PlatformDep, scope
 from openmaas.api.routers.jobs import add_kind_routes
 from openmaas.jobs.schemas import JobPublic
-from openmaas.optimize import job as optimize
+from openmaas.optimize import jobs as optimize
 from openmaas.optimize.schemas import OptimizationCreate
 from openmaas.tenancy.auth import Principal
 

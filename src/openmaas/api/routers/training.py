@@ -10,9 +10,9 @@ from fastapi import APIRouter
 from openmaas.api.deps import CreatorDep, PlatformDep, scope
 from openmaas.api.routers.jobs import add_kind_routes
 from openmaas.jobs.schemas import JobPublic
-from openmaas.registry import training
 from openmaas.registry.schemas import TrainingJobCreate
 from openmaas.tenancy.auth import Principal
+from openmaas.training import jobs as training
 
 router = APIRouter(prefix="/v1", tags=["training"])
 

@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 
 from openmaas import errors
 from openmaas.datasets import ValidationReport, validate_dataset
+from openmaas.datasets.tables import Dataset, DatasetStatus
 from openmaas.jobs import queue
-from openmaas.jobs.models import Job, JobStatus
 from openmaas.jobs.run import JobRun, LeaseLost
-from openmaas.registry.models import Dataset, DatasetStatus
-from openmaas.registry.training import TRAIN_KIND
+from openmaas.jobs.tables import Job, JobStatus
+from openmaas.training.jobs import TRAIN_KIND
 
 
 def run_validation(run: JobRun) -> None:

@@ -13,13 +13,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from openmaas import errors
+from openmaas.datasets import service as dataset_service
+from openmaas.datasets.tables import Dataset, DatasetStatus
 from openmaas.ids import new_id
 from openmaas.jobs import queue
-from openmaas.jobs.models import Job, JobStatus
 from openmaas.jobs.run import JobRun
-from openmaas.registry import datasets as dataset_service
+from openmaas.jobs.tables import Job, JobStatus
 from openmaas.registry import service as registry
-from openmaas.registry.models import Dataset, DatasetStatus
 from openmaas.registry.schemas import TrainingJobCreate
 from openmaas.training.config import CONFIGS, config_from_params, parse_task
 

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from openmaas import errors
 from openmaas.datasets import IngestedFile
+from openmaas.datasets.tables import Dataset, DatasetStatus
 from openmaas.jobs import queue
 from openmaas.pagination import Page, paginate
-from openmaas.registry.models import Dataset, DatasetStatus
 from openmaas.registry.refs import parse_dataset_ref
 from openmaas.registry.schemas import NAME_PATTERN, DatasetPublic
 

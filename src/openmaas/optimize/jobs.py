@@ -14,17 +14,17 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from openmaas import errors
+from openmaas.datasets import service as dataset_service
 from openmaas.ids import new_id
 from openmaas.jobs import queue
-from openmaas.jobs.models import Job
 from openmaas.jobs.run import JobRun, LeaseLost
+from openmaas.jobs.tables import Job
 from openmaas.optimize import staging
 from openmaas.optimize.methods import check_fits, parse_method
 from openmaas.optimize.schemas import OptimizationCreate
-from openmaas.registry import datasets as dataset_service
 from openmaas.registry import service as registry
-from openmaas.registry.models import ModelVersion
-from openmaas.registry.training import register_and_succeed
+from openmaas.registry.tables import ModelVersion
+from openmaas.training.jobs import register_and_succeed
 
 OPTIMIZE_KIND = "optimize"
 STAGES = ("prepare", "measure-parent", "export", "quantize", "calibrate", "prune", "measure", "register")

@@ -17,9 +17,9 @@ from sqlalchemy.exc import IntegrityError
 
 from openmaas.bootstrap import Platform
 from openmaas.datasets import IngestedFile, ingest
+from openmaas.datasets import service as dataset_service
+from openmaas.datasets.tables import Dataset
 from openmaas.ids import new_id
-from openmaas.registry import datasets as dataset_service
-from openmaas.registry.models import Dataset
 from openmaas.registry.schemas import DatasetPublic
 
 

@@ -6,22 +6,15 @@ Ids are time-ordered (see `ids.py`), so the id alone is a stable cursor.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import Select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-T = TypeVar("T")
+from openmaas.schemas.pages import Page
+
 P = TypeVar("P", bound=BaseModel)
-
-
-class Page(BaseModel, Generic[T]):
-    object: Literal["list"] = "list"
-    data: list[T]
-    first_id: str | None = None
-    last_id: str | None = None
-    has_more: bool = False
 
 
 def paginate(

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from openmaas import AsyncClient, Client
+from openmaas.schemas import tenancy as schemas
 from openmaas.sdk import AuthenticationError, ConflictError, NotFoundError, PermissionDeniedError
 from openmaas.sdk.client import iterate
-from openmaas.tenancy import schemas
 from tests.support.served import Served
 
 

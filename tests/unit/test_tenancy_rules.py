@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 
 from openmaas.ids import new_id
+from openmaas.schemas.tenancy import parse_duration
 from openmaas.tenancy import scopes
 from openmaas.tenancy.keys import KeyHasher, generate_key, is_well_formed, redact
-from openmaas.tenancy.schemas import parse_duration
 
 
 def test_admin_grants_everything_in_its_org_but_not_operator() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
-from openmaas.billing.schemas import Invoice
+from openmaas.schemas.billing import Invoice
 
 
 def to_csv(invoice: Invoice) -> str:

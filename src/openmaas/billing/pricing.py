@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openmaas.billing.money import scale_micros
-from openmaas.metering.events import UNIT_SCALE
+from openmaas.units import UNIT_SCALE
 
 
 @dataclass(frozen=True, slots=True)

@@ -261,7 +261,7 @@ def admin_pricebooks_create(
     as_json: bool = JsonOpt,
 ) -> None:
     """Add the next version of a plan's prices from a JSON file."""
-    from openmaas.billing.schemas import PricebookCreate
+    from openmaas.schemas.billing import PricebookCreate
 
     try:
         data = json.loads(file.read_text())

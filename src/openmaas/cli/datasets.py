@@ -13,7 +13,7 @@ from openmaas.cli.account import JsonOpt, KeyOpt, UrlOpt, client
 from openmaas.cli.output import console, emit_json, fail, run, show, table
 
 if TYPE_CHECKING:
-    from openmaas.registry.schemas import DatasetPublic
+    from openmaas.schemas.datasets import DatasetPublic
 
 datasets_app = typer.Typer(help="Datasets: upload, validate, list.", no_args_is_help=True)
 COLUMNS = ("id", "name", "version", "format", "size_bytes", "status", "rows", "created_at")

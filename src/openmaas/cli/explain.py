@@ -12,7 +12,7 @@ from rich.table import Table
 
 from openmaas.cli.account import JsonOpt, KeyOpt, UrlOpt, client
 from openmaas.cli.output import console, emit_json, fail, run
-from openmaas.serving.explain.schemas import Explanation
+from openmaas.schemas.explain import Explanation
 
 
 def explain(

@@ -12,7 +12,7 @@ from rich.table import Table
 from openmaas.cli.account import JsonOpt, KeyOpt, UrlOpt, client
 from openmaas.cli.output import api_errors, console, emit_json, fail, run, show
 from openmaas.cli.training import JOB_COLUMNS
-from openmaas.jobs.schemas import JobPublic
+from openmaas.schemas.jobs import JobPublic
 from openmaas.sdk.client import Client
 
 

@@ -14,7 +14,7 @@ from openmaas.cli.output import api_errors, console, emit_json, fail, run, show,
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-    from openmaas.jobs.schemas import JobPublic
+    from openmaas.schemas.jobs import JobPublic
     from openmaas.sdk import Client
 
 jobs_app = typer.Typer(help="Jobs: validation, training and other long work.", no_args_is_help=True)

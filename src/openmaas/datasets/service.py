@@ -15,11 +15,31 @@ from openmaas import errors
 from openmaas.datasets import IngestedFile
 from openmaas.datasets.tables import Dataset, DatasetStatus
 from openmaas.jobs import queue
-from openmaas.pagination import Page, paginate
+from openmaas.pagination import paginate
 from openmaas.registry.refs import parse_dataset_ref
-from openmaas.registry.schemas import NAME_PATTERN, DatasetPublic
+from openmaas.schemas.datasets import DatasetPublic
+from openmaas.schemas.pages import Page
+from openmaas.schemas.registry import NAME_PATTERN
 
 VALIDATE_KIND = "validate_dataset"
+
+
+def dataset_public(row: Dataset) -> DatasetPublic:
+    return DatasetPublic(
+        id=row.id,
+        name=row.name,
+        version=row.version,
+        filename=row.filename,
+        format=row.format,
+        sha256=row.sha256,
+        size_bytes=row.size_bytes,
+        status=row.status,
+        validation_job_id=row.validation_job_id,
+        rows=row.rows,
+        schema=row.schema_,
+        issues=row.issues or [],
+        created_at=row.created_at,
+    )
 
 
 def check_name(name: str) -> str:
@@ -103,7 +123,7 @@ def list_datasets(
     query = select(Dataset).where(Dataset.org_id == org_id)
     if name is not None:
         query = query.where(Dataset.name == name)
-    return paginate(session, query, Dataset.id, limit=limit, after=after, to_public=DatasetPublic.of)
+    return paginate(session, query, Dataset.id, limit=limit, after=after, to_public=dataset_public)
 
 
 def require_trainable(dataset: Dataset) -> None:

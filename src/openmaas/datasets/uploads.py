@@ -20,7 +20,7 @@ from openmaas.datasets import IngestedFile, ingest
 from openmaas.datasets import service as dataset_service
 from openmaas.datasets.tables import Dataset
 from openmaas.ids import new_id
-from openmaas.registry.schemas import DatasetPublic
+from openmaas.schemas.datasets import DatasetPublic
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def _register(
             with platform.db.session() as session:
                 existing = dataset_service.find_same_bytes(session, org_id, name, ingested.sha256)
                 if existing is not None:
-                    return UploadResult(DatasetPublic.of(existing), created=False)
+                    return UploadResult(dataset_service.dataset_public(existing), created=False)
                 row: Dataset = dataset_service.register_upload(
                     session,
                     dataset_id=dataset_id,
@@ -99,7 +99,7 @@ def _register(
                     now=platform.clock.now(),
                     max_attempts=platform.settings.job_max_attempts,
                 )
-                return UploadResult(DatasetPublic.of(row), created=True)
+                return UploadResult(dataset_service.dataset_public(row), created=True)
         except IntegrityError:
             # A concurrent upload of the same name took this version number or these bytes.
             if attempt == 2:

@@ -10,9 +10,26 @@ from sqlalchemy.orm import Session
 
 from openmaas import errors
 from openmaas.jobs import events, queue
-from openmaas.jobs.schemas import JobEventList, JobEventPublic, JobPublic
-from openmaas.jobs.tables import Job, JobStatus
-from openmaas.pagination import Page, paginate
+from openmaas.jobs.tables import Job, JobEvent, JobStatus
+from openmaas.pagination import paginate
+from openmaas.schemas.jobs import JobEventList, JobEventPublic, JobPublic
+from openmaas.schemas.pages import Page
+
+
+def job_public(job: Job) -> JobPublic:
+    return JobPublic.model_validate(job, from_attributes=True)
+
+
+def event_public(event: JobEvent) -> JobEventPublic:
+    return JobEventPublic(
+        id=event.seq,
+        job_id=event.job_id,
+        created_at=event.created_at,
+        type=event.type,
+        level=event.level,
+        message=event.message,
+        data=event.data,
+    )
 
 
 def get_job(session: Session, org_id: str, job_id: str, kind: str | None = None) -> Job:
@@ -36,7 +53,7 @@ def list_jobs(
         query = query.where(Job.kind == kind)
     if status is not None:
         query = query.where(Job.status == status)
-    return paginate(session, query, Job.id, limit=limit, after=after, to_public=JobPublic.of)
+    return paginate(session, query, Job.id, limit=limit, after=after, to_public=job_public)
 
 
 def cancel_job(session: Session, org_id: str, job_id: str, now: datetime, kind: str | None = None) -> Job:
@@ -64,7 +81,7 @@ def job_events(
 ) -> JobEventList:
     job = get_job(session, org_id, job_id, kind)
     rows = events.list_after(session, job_id, after=after, limit=limit + 1)
-    data = [JobEventPublic.of(row) for row in rows[:limit]]
+    data = [event_public(row) for row in rows[:limit]]
     return JobEventList(
         data=data,
         last_id=data[-1].id if data else after,

@@ -1,12 +1,5 @@
-"""What a billable act reports: a `UsageEvent` with quantities in integer base units.
-
-Units and the quantity a price is quoted per:
-- `requests` (per request), `rows` (per row),
-- `input_tokens`, `output_tokens` (per 1K tokens),
-- `compute_ms` with a `resource_class` such as `cpu` or `gpu` (priced per compute-second),
-- `bytes_ingested` (priced per GB, 10^9 bytes),
-- `storage_gb_month_micros`: millionths of a GB-month, written by the daily storage sampler.
-"""
+"""What a billable act reports: a `UsageEvent` with quantities in integer base units (the units
+are `openmaas.units`)."""
 
 from __future__ import annotations
 
@@ -15,18 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-# unit → how many base units one price quote covers
-UNIT_SCALE: dict[str, int] = {
-    "requests": 1,
-    "rows": 1,
-    "input_tokens": 1_000,
-    "output_tokens": 1_000,
-    "compute_ms": 1_000,
-    "bytes_ingested": 1_000_000_000,
-    "storage_gb_month_micros": 1_000_000,
-}
-UNITS = tuple(UNIT_SCALE)
-RESOURCE_CLASSES = ("cpu", "gpu")
+from openmaas.units import RESOURCE_CLASSES, UNIT_SCALE, UNITS
 
 
 # Not frozen: a frozen dataclass's __init__ costs ~2 µs, paid on every request; treat as immutable.

@@ -12,10 +12,10 @@ from sqlalchemy import Select, Subquery, func, select
 from sqlalchemy.orm import Session
 
 from openmaas import errors
-from openmaas.billing import schemas
 from openmaas.billing.money import format_micros
 from openmaas.billing.periods import zone
 from openmaas.metering.tables import UsageRecord, usage_lines
+from openmaas.schemas import billing as schemas
 from openmaas.tenancy import service as tenancy
 
 GROUPS = ("day", "model", "deployment", "api_key_id", "unit")

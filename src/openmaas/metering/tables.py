@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from openmaas.db.base import Base, UTCDateTime
-from openmaas.metering.events import UNITS
+from openmaas.units import UNITS
 
 
 class UsageRecord(Base):

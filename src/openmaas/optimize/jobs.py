@@ -21,9 +21,9 @@ from openmaas.jobs.run import JobRun, LeaseLost
 from openmaas.jobs.tables import Job
 from openmaas.optimize import staging
 from openmaas.optimize.methods import check_fits, parse_method
-from openmaas.optimize.schemas import OptimizationCreate
 from openmaas.registry import service as registry
 from openmaas.registry.tables import ModelVersion
+from openmaas.schemas.optimize import OptimizationCreate
 from openmaas.training.jobs import register_and_succeed
 
 OPTIMIZE_KIND = "optimize"

@@ -16,11 +16,12 @@ from sqlalchemy.orm import Session
 
 from openmaas import errors
 from openmaas.ids import new_id
-from openmaas.pagination import Page, paginate
+from openmaas.pagination import paginate
 from openmaas.registry import in_use
 from openmaas.registry.refs import parse_ref
-from openmaas.registry.schemas import ALIAS_PATTERN, ModelPublic, ModelVersionPublic
 from openmaas.registry.tables import ModelAlias, ModelVersion, RegisteredModel
+from openmaas.schemas.pages import Page
+from openmaas.schemas.registry import ALIAS_PATTERN, Lineage, ModelPublic, ModelVersionPublic
 
 
 def get_model(session: Session, org_id: str, name: str) -> RegisteredModel:
@@ -112,7 +113,23 @@ def version_public(
     session: Session, model: RegisteredModel, version: ModelVersion, *, manifest: bool = False
 ) -> ModelVersionPublic:
     names = [alias for alias, vid in aliases_of(session, model.id).items() if vid == version.id]
-    return ModelVersionPublic.of(model, version, names, manifest=manifest)
+    return ModelVersionPublic(
+        id=version.id,
+        model=model.name,
+        version=version.version,
+        ref=f"{model.name}:{version.version}",
+        task=version.task,
+        metrics=version.metrics,
+        tags=version.tags,
+        aliases=sorted(names),
+        lineage=Lineage(
+            dataset_id=version.dataset_id,
+            job_id=version.job_id,
+            parent_version_id=version.parent_version_id,
+        ),
+        created_at=version.created_at,
+        manifest=version.manifest if manifest else None,
+    )
 
 
 def model_public(session: Session, model: RegisteredModel) -> ModelPublic:

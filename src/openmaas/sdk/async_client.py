@@ -7,8 +7,9 @@ from typing import Any, TypeVar
 
 import httpx
 
-from openmaas.billing import schemas as billing
-from openmaas.pagination import Page
+from openmaas.schemas import billing
+from openmaas.schemas import tenancy as schemas
+from openmaas.schemas.pages import Page
 from openmaas.sdk import calls
 from openmaas.sdk.async_training import AsyncDatasets, AsyncJobs, AsyncRegistry, AsyncTrainingJobs
 from openmaas.sdk.calls import Call
@@ -16,7 +17,6 @@ from openmaas.sdk.client import DEFAULT_URL
 from openmaas.sdk.deployments import AsyncDeployments
 from openmaas.sdk.errors import APIConnectionError
 from openmaas.sdk.optimizations import AsyncOptimizations
-from openmaas.tenancy import schemas
 
 T = TypeVar("T")
 

@@ -12,11 +12,11 @@ from typing import Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel, TypeAdapter
 
-from openmaas.billing import schemas as billing
-from openmaas.pagination import Page
+from openmaas.schemas import billing
+from openmaas.schemas import tenancy as schemas
+from openmaas.schemas.pages import Page
+from openmaas.schemas.serving import DeploymentEventPublic, DeploymentPublic, PredictionsPublic
 from openmaas.sdk.errors import error_for
-from openmaas.serving.schemas import DeploymentEventPublic, DeploymentPublic, PredictionsPublic
-from openmaas.tenancy import schemas
 
 T = TypeVar("T")
 

@@ -9,8 +9,9 @@ from typing import Any, TypeVar
 
 import httpx
 
-from openmaas.billing import schemas as billing
-from openmaas.pagination import Page
+from openmaas.schemas import billing
+from openmaas.schemas import tenancy as schemas
+from openmaas.schemas.pages import Page
 from openmaas.sdk import calls
 from openmaas.sdk.calls import Call
 from openmaas.sdk.deployments import Deployments
@@ -18,7 +19,6 @@ from openmaas.sdk.errors import APIConnectionError, error_for
 from openmaas.sdk.optimizations import Optimizations
 from openmaas.sdk.training import Datasets, Jobs, Registry, TrainingJobs
 from openmaas.sdk.uploads import Progress, file_chunks, zipped_folder
-from openmaas.tenancy import schemas
 
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"

@@ -6,10 +6,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from openmaas.pagination import Page
+from openmaas.schemas.explain import ExplanationsPublic
+from openmaas.schemas.pages import Page
+from openmaas.schemas.serving import DeploymentEventPublic, DeploymentPublic, PredictionsPublic
 from openmaas.sdk import calls
-from openmaas.serving.explain.schemas import ExplanationsPublic
-from openmaas.serving.schemas import DeploymentEventPublic, DeploymentPublic, PredictionsPublic
 
 if TYPE_CHECKING:
     from openmaas.sdk.async_client import AsyncClient

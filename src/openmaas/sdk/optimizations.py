@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from openmaas.jobs.schemas import JobEventList, JobPublic
-from openmaas.pagination import Page
+from openmaas.schemas.jobs import JobEventList, JobPublic
+from openmaas.schemas.pages import Page
 from openmaas.sdk.calls import Call
 
 if TYPE_CHECKING:

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from openmaas.jobs.schemas import JobEventList, JobEventPublic, JobPublic
-from openmaas.pagination import Page
-from openmaas.registry.schemas import Comparison, DatasetPublic, ModelPublic, ModelVersionPublic
+from openmaas.schemas.datasets import DatasetPublic
+from openmaas.schemas.jobs import JobEventList, JobEventPublic, JobPublic
+from openmaas.schemas.pages import Page
+from openmaas.schemas.registry import Comparison, ModelPublic, ModelVersionPublic
 from openmaas.sdk import training_calls as calls
 from openmaas.sdk.errors import APIConnectionError, error_for
 from openmaas.sdk.uploads import Progress, file_chunks

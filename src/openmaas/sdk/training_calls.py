@@ -7,9 +7,10 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from openmaas.jobs.schemas import JobEventList, JobEventPublic, JobPublic
-from openmaas.pagination import Page
-from openmaas.registry.schemas import Comparison, DatasetPublic, ModelPublic, ModelVersionPublic
+from openmaas.schemas.datasets import DatasetPublic
+from openmaas.schemas.jobs import JobEventList, JobEventPublic, JobPublic
+from openmaas.schemas.pages import Page
+from openmaas.schemas.registry import Comparison, ModelPublic, ModelVersionPublic
 from openmaas.sdk.calls import Call
 
 

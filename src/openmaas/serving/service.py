@@ -14,19 +14,20 @@ from sqlalchemy.orm import Session
 from openmaas import errors
 from openmaas.billing import marketplace
 from openmaas.ids import new_id
-from openmaas.pagination import Page, paginate
+from openmaas.pagination import paginate
 from openmaas.registry.tables import ModelVersion, RegisteredModel
-from openmaas.serving import traffic
-from openmaas.serving.loading import DEFAULT_IDLE_TIMEOUT_S
-from openmaas.serving.runtimes import TEXT_GENERATION, deployable_tasks
-from openmaas.serving.runtimes.llm import ENGINE_OPTIONS, engine_setting_error
-from openmaas.serving.schemas import (
+from openmaas.schemas.pages import Page
+from openmaas.schemas.serving import (
     DeploymentCreate,
     DeploymentEventPublic,
     DeploymentPublic,
     DeploymentUpdate,
     TrafficPublic,
 )
+from openmaas.serving import traffic
+from openmaas.serving.loading import DEFAULT_IDLE_TIMEOUT_S
+from openmaas.serving.runtimes import TEXT_GENERATION, deployable_tasks
+from openmaas.serving.runtimes.llm import ENGINE_OPTIONS, engine_setting_error
 from openmaas.serving.tables import Deployment, DeploymentEvent
 
 ACTIVE_STATES = ("pending", "loading", "ready")

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from openmaas import errors
 from openmaas.registry import service as registry
 from openmaas.registry.tables import ModelVersion, RegisteredModel
+from openmaas.schemas.serving import TrafficSplit
 from openmaas.serving.runtimes import TENSOR_INFERENCE, TRAINED_TASKS
-from openmaas.serving.schemas import TrafficSplit
 
 # Tasks answered by `/predict`, whose requests can be routed per call between versions.
 SPLITTABLE_TASKS = frozenset({TENSOR_INFERENCE, *TRAINED_TASKS})

@@ -10,8 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from openmaas.ids import new_id
-from openmaas.pagination import Page, paginate
-from openmaas.tenancy import schemas
+from openmaas.pagination import paginate
+from openmaas.schemas import tenancy as schemas
+from openmaas.schemas.pages import Page
 from openmaas.tenancy.tables import AuditEntry
 
 

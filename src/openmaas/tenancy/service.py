@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 
 from openmaas import errors
 from openmaas.ids import new_id
-from openmaas.pagination import Page, paginate
-from openmaas.tenancy import schemas
+from openmaas.pagination import paginate
+from openmaas.schemas import tenancy as schemas
+from openmaas.schemas.pages import Page
 from openmaas.tenancy import scopes as scope_rules
 from openmaas.tenancy.keys import KeyHasher, generate_key, redact
 from openmaas.tenancy.tables import ApiKey, Organization

@@ -20,7 +20,7 @@ from openmaas.jobs import queue
 from openmaas.jobs.run import JobRun
 from openmaas.jobs.tables import Job, JobStatus
 from openmaas.registry import service as registry
-from openmaas.registry.schemas import TrainingJobCreate
+from openmaas.schemas.training import TrainingJobCreate
 from openmaas.training.config import CONFIGS, config_from_params, parse_task
 
 TRAIN_KIND = "train"

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from openmaas.billing import pricebooks, schemas
+from openmaas.billing import pricebooks
 from openmaas.billing.tables import BillingAccount
 from openmaas.bootstrap import Platform
 from openmaas.ids import new_id
 from openmaas.metering.events import UsageEvent
 from openmaas.registry import service as registry
-from openmaas.tenancy import schemas as tenancy_schemas
+from openmaas.schemas import billing as schemas
+from openmaas.schemas import tenancy as tenancy_schemas
 from openmaas.tenancy import service as tenancy
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from openmaas import AsyncClient, Client
-from openmaas.billing.schemas import PricebookCreate, PriceComponentIn
 from openmaas.cli.main import app
+from openmaas.schemas.billing import PricebookCreate, PriceComponentIn
 from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_version, meter
 from tests.support.served import Served

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from openmaas import errors
-from openmaas.billing import marketplace, schemas
+from openmaas.billing import marketplace
 from openmaas.registry import service as registry
+from openmaas.schemas import billing as schemas
 from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_org, make_version
 from tests.support.served import Served

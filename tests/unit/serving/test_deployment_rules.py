@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from openmaas.schemas.serving import DeploymentCreate, DeploymentUpdate
 from openmaas.serving.directory import ServedModel
 from openmaas.serving.memory import Resident, artifact_bytes, choose_evictions
-from openmaas.serving.schemas import DeploymentCreate, DeploymentUpdate
 
 
 def _r(name: str, size: int, used: float, busy: bool = False) -> Resident:

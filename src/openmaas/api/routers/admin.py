@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from openmaas.api.deps import CreatorDep, Operator, PageDep, PlatformDep
-from openmaas.pagination import Page
-from openmaas.tenancy import audit, schemas
+from openmaas.schemas import tenancy as schemas
+from openmaas.schemas.pages import Page
+from openmaas.tenancy import audit
 from openmaas.tenancy import service as tenancy
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from openmaas.api.deps import CreatorDep, Operator, PageDep, PlatformDep, scope
-from openmaas.billing import credits, export, invoices, pricebooks, schemas
+from openmaas.billing import credits, export, invoices, pricebooks
 from openmaas.bootstrap import Platform
-from openmaas.pagination import Page
+from openmaas.schemas import billing as schemas
+from openmaas.schemas.pages import Page
 from openmaas.tenancy import service as tenancy
 from openmaas.tenancy.auth import Principal
 

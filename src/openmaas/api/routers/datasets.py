@@ -12,8 +12,8 @@ from openmaas.api.deps import PageDep, PlatformDep, scope
 from openmaas.api.middleware import STREAMED_BODY
 from openmaas.datasets import service as dataset_service
 from openmaas.datasets.uploads import receive_dataset
-from openmaas.pagination import Page
-from openmaas.registry.schemas import DatasetPublic
+from openmaas.schemas.datasets import DatasetPublic
+from openmaas.schemas.pages import Page
 from openmaas.tenancy.auth import Principal
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
@@ -68,4 +68,4 @@ def list_datasets(
 def get_dataset(ref: str, platform: PlatformDep, caller: DatasetsRead) -> object:
     """By id, by name (its latest version) or as `name:version`."""
     with platform.db.read_session() as session:
-        return DatasetPublic.of(dataset_service.get_dataset(session, caller.require_org(), ref))
+        return dataset_service.dataset_public(dataset_service.get_dataset(session, caller.require_org(), ref))

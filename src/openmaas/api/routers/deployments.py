@@ -8,14 +8,14 @@ import orjson
 from fastapi import APIRouter
 
 from openmaas.api.deps import CreatorDep, PageDep, PlatformDep, scope
-from openmaas.pagination import Page
-from openmaas.serving import service
-from openmaas.serving.schemas import (
+from openmaas.schemas.pages import Page
+from openmaas.schemas.serving import (
     DeploymentCreate,
     DeploymentEventPublic,
     DeploymentPublic,
     DeploymentUpdate,
 )
+from openmaas.serving import service
 from openmaas.tenancy.auth import Principal
 
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"])

@@ -20,11 +20,11 @@ from openmaas.api.deps import PrincipalDep
 from openmaas.api.inference_requests import disconnect_probe, json_body, request_timeout
 from openmaas.api.middleware import AUDIT_OFF
 from openmaas.bootstrap import Platform
+from openmaas.schemas.explain import ExplainRequest, ExplanationsPublic
 from openmaas.serving.batcher import ReplicaClosed
 from openmaas.serving.directory import ServedModel
 from openmaas.serving.explain.explainer import ExplainLimits
 from openmaas.serving.explain.options import parse_options
-from openmaas.serving.explain.schemas import ExplainRequest, ExplanationsPublic
 from openmaas.serving.runtimes.predictor import PredictorRuntime
 from openmaas.serving.usage import RequestUsage
 from openmaas.tenancy import scopes

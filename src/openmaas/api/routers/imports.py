@@ -21,7 +21,7 @@ from openmaas.bootstrap import Platform
 from openmaas.ids import new_id
 from openmaas.registry import hf_import, onnx_import
 from openmaas.registry import service as registry
-from openmaas.registry.schemas import ModelVersionPublic
+from openmaas.schemas.registry import ModelVersionPublic
 
 router = APIRouter(prefix="/v1/registry", tags=["registry"])
 

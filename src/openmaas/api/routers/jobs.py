@@ -14,8 +14,8 @@ from starlette.concurrency import run_in_threadpool
 from openmaas.api.deps import PageDep, PlatformDep, scope
 from openmaas.bootstrap import Platform
 from openmaas.jobs import service as jobs
-from openmaas.jobs.schemas import JobEventList, JobPublic
-from openmaas.pagination import Page
+from openmaas.schemas.jobs import JobEventList, JobPublic
+from openmaas.schemas.pages import Page
 from openmaas.tenancy.auth import Principal
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -46,27 +46,27 @@ def list_jobs(
 @router.get("/jobs/{job_id}", response_model=JobPublic, name="jobs.get")
 def get_job(job_id: str, platform: PlatformDep, caller: JobsRead) -> object:
     with platform.db.read_session() as session:
-        return JobPublic.of(jobs.get_job(session, caller.require_org(), job_id))
+        return jobs.job_public(jobs.get_job(session, caller.require_org(), job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic, name="jobs.cancel")
 def cancel_job(job_id: str, platform: PlatformDep, caller: JobsWrite) -> object:
     with platform.db.session() as session:
-        return JobPublic.of(jobs.cancel_job(session, caller.require_org(), job_id, platform.clock.now()))
+        return jobs.job_public(jobs.cancel_job(session, caller.require_org(), job_id, platform.clock.now()))
 
 
 @router.post("/jobs/{job_id}/pause", response_model=JobPublic, name="jobs.pause")
 def pause_job(job_id: str, platform: PlatformDep, caller: JobsWrite) -> object:
     """Pause a queued or running job; a running one stops at its next batch, keeping its checkpoints."""
     with platform.db.session() as session:
-        return JobPublic.of(jobs.pause_job(session, caller.require_org(), job_id, platform.clock.now()))
+        return jobs.job_public(jobs.pause_job(session, caller.require_org(), job_id, platform.clock.now()))
 
 
 @router.post("/jobs/{job_id}/resume", response_model=JobPublic, name="jobs.resume")
 def resume_job(job_id: str, platform: PlatformDep, caller: JobsWrite) -> object:
     """Queue a paused job again; it resumes from its last checkpoint."""
     with platform.db.session() as session:
-        return JobPublic.of(jobs.resume_job(session, caller.require_org(), job_id, platform.clock.now()))
+        return jobs.job_public(jobs.resume_job(session, caller.require_org(), job_id, platform.clock.now()))
 
 
 def events_route(kind: str | None) -> Callable[..., Awaitable[object]]:
@@ -156,12 +156,12 @@ def add_kind_routes(router: APIRouter, path: str, kind: str, name: str) -> None:
 
     def get_kind(job_id: str, platform: PlatformDep, caller: JobsRead) -> object:
         with platform.db.read_session() as session:
-            return JobPublic.of(jobs.get_job(session, caller.require_org(), job_id, kind))
+            return jobs.job_public(jobs.get_job(session, caller.require_org(), job_id, kind))
 
     def cancel_kind(job_id: str, platform: PlatformDep, caller: JobsWrite) -> object:
         with platform.db.session() as session:
             job = jobs.cancel_job(session, caller.require_org(), job_id, platform.clock.now(), kind)
-            return JobPublic.of(job)
+            return jobs.job_public(job)
 
     router.add_api_route(
         path, list_kind, methods=["GET"], response_model=Page[JobPublic], name=f"{name}.list"

@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter
 
 from openmaas.api.deps import CreatorDep, PageDep, PlatformDep, scope
-from openmaas.billing import marketplace, schemas
-from openmaas.pagination import Page
+from openmaas.billing import marketplace
+from openmaas.schemas import billing as schemas
+from openmaas.schemas.pages import Page
 from openmaas.tenancy.auth import Principal
 
 router = APIRouter(prefix="/v1/marketplace", tags=["marketplace"])

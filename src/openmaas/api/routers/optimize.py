@@ -10,9 +10,10 @@ from fastapi import APIRouter
 
 from openmaas.api.deps import CreatorDep, PlatformDep, scope
 from openmaas.api.routers.jobs import add_kind_routes
-from openmaas.jobs.schemas import JobPublic
+from openmaas.jobs.service import job_public
 from openmaas.optimize import jobs as optimize
-from openmaas.optimize.schemas import OptimizationCreate
+from openmaas.schemas.jobs import JobPublic
+from openmaas.schemas.optimize import OptimizationCreate
 from openmaas.tenancy.auth import Principal
 
 router = APIRouter(prefix="/v1", tags=["optimizations"])
@@ -29,7 +30,7 @@ def create_optimization(
     caller.require("models:write")
     return create(
         body,
-        lambda session: JobPublic.of(
+        lambda session: job_public(
             optimize.create_optimization_job(
                 session,
                 caller.require_org(),

@@ -20,10 +20,10 @@ from openmaas.api.deps import PrincipalDep, authenticate
 from openmaas.api.inference_requests import disconnect_probe, json_body, request_timeout
 from openmaas.api.middleware import AUDIT_OFF, Message, Receive, Scope, Send
 from openmaas.bootstrap import Platform
+from openmaas.schemas.serving import PredictionsPublic, PredictRequest
 from openmaas.serving.batcher import ReplicaClosed
 from openmaas.serving.directory import ServedModel
 from openmaas.serving.runtimes.predictor import PredictorRuntime
-from openmaas.serving.schemas import PredictionsPublic, PredictRequest
 from openmaas.serving.usage import RequestUsage
 from openmaas.tenancy import scopes
 from openmaas.tenancy.auth import Principal

@@ -16,9 +16,9 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from openmaas.api.deps import PageDep, PlatformDep, scope
-from openmaas.pagination import Page
 from openmaas.registry import service as registry
-from openmaas.registry.schemas import (
+from openmaas.schemas.pages import Page
+from openmaas.schemas.registry import (
     AliasSet,
     Comparison,
     ModelPublic,

@@ -9,8 +9,9 @@ from fastapi import APIRouter
 
 from openmaas.api.deps import CreatorDep, PlatformDep, scope
 from openmaas.api.routers.jobs import add_kind_routes
-from openmaas.jobs.schemas import JobPublic
-from openmaas.registry.schemas import TrainingJobCreate
+from openmaas.jobs.service import job_public
+from openmaas.schemas.jobs import JobPublic
+from openmaas.schemas.training import TrainingJobCreate
 from openmaas.tenancy.auth import Principal
 from openmaas.training import jobs as training
 
@@ -29,7 +30,7 @@ def create_training_job(
     caller.require("models:write")
     return create(
         body,
-        lambda session: JobPublic.of(
+        lambda session: job_public(
             training.create_training_job(
                 session,
                 caller.require_org(),

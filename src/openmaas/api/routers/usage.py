@@ -8,9 +8,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from openmaas.api.deps import PageDep, PlatformDep, scope
-from openmaas.billing import credits, schemas
+from openmaas.billing import credits
 from openmaas.metering import report
-from openmaas.pagination import Page
+from openmaas.schemas import billing as schemas
+from openmaas.schemas.pages import Page
 from openmaas.tenancy.auth import Principal
 
 router = APIRouter(prefix="/v1", tags=["usage"])

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from openmaas.metering.events import RESOURCE_CLASSES, UNITS
+from openmaas.units import RESOURCE_CLASSES, UNITS
 
 Amount = Annotated[str, Field(pattern=r"^\d{1,12}(\.\d{1,6})?$", examples=["12.50"])]
 SignedAmount = Annotated[str, Field(pattern=r"^-?\d{1,12}(\.\d{1,6})?$", examples=["-3.00"])]

@@ -1,10 +1,11 @@
-"""Request and response shapes for organisations, keys and the audit log (shared with the SDK)."""
+"""Request and response shapes for organisations, keys and the audit log."""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -33,9 +34,12 @@ class OrganizationCreate(_Strict):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        from openmaas.billing.periods import zone
-
-        zone(value)
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as 'Europe/Berlin'"
+            ) from exc
         return value
 
     @field_validator("name")

@@ -1,0 +1,59 @@
+"""What the API shows of models and model versions, and what it accepts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9._-]{0,63}$"
+
+
+class Lineage(BaseModel):
+    dataset_id: str | None
+    job_id: str | None
+    parent_version_id: str | None
+
+
+class ModelVersionPublic(BaseModel):
+    id: str
+    object: Literal["model.version"] = "model.version"
+    model: str
+    version: int
+    ref: str
+    task: str
+    metrics: dict[str, Any]
+    tags: dict[str, str]
+    aliases: list[str]
+    lineage: Lineage
+    created_at: datetime
+    manifest: dict[str, Any] | None = None
+
+
+class ModelPublic(BaseModel):
+    id: str
+    object: Literal["registered_model"] = "registered_model"
+    name: str
+    task: str
+    tags: dict[str, str]
+    latest_version: int | None
+    aliases: dict[str, int]
+    created_at: datetime
+
+
+class AliasSet(BaseModel):
+    version: int = Field(ge=1)
+
+
+class TagsUpdate(BaseModel):
+    """Tags to set; a null value removes that tag."""
+
+    tags: dict[str, str | None]
+
+
+class Comparison(BaseModel):
+    object: Literal["model.comparison"] = "model.comparison"
+    versions: list[ModelVersionPublic]
+    metrics: dict[str, dict[str, Any]]  # metric → {ref → value}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -27,6 +27,23 @@ async def get_platform(request: Request) -> Platform:
 
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]
+
+
+def _write_session(request: Request) -> Iterator[Session]:
+    with request.app.state.platform.db.session() as session:
+        yield session
+
+
+def _read_session(request: Request) -> Iterator[Session]:
+    with request.app.state.platform.db.read_session() as session:
+        yield session
+
+
+# A transaction around the route function: committed when it returns, before the response is sent
+# (scope "function"), rolled back if it raises. A route that must act after the commit (load a
+# replica that reads the row) opens its own `platform.db.session()` instead.
+SessionDep = Annotated[Session, Depends(_write_session, scope="function")]
+ReadSessionDep = Annotated[Session, Depends(_read_session, scope="function")]
 
 
 async def authenticate(authenticator: Authenticator, authorization: str | None) -> Principal:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
-from openmaas.api.deps import PageDep, PlatformDep, scope
+from openmaas.api.deps import PageDep, PlatformDep, ReadSessionDep, scope
 from openmaas.registry import service as registry
 from openmaas.schemas.pages import Page
 from openmaas.schemas.registry import (
@@ -34,9 +34,8 @@ ModelsWrite = Annotated[Principal, scope("models:write")]
 
 
 @router.get("/models", response_model=Page[ModelPublic], name="registry.models.list")
-def list_models(platform: PlatformDep, caller: ModelsRead, page: PageDep) -> object:
-    with platform.db.read_session() as session:
-        return registry.list_models(session, caller.require_org(), limit=page.limit, after=page.after)
+def list_models(session: ReadSessionDep, caller: ModelsRead, page: PageDep) -> object:
+    return registry.list_models(session, caller.require_org(), limit=page.limit, after=page.after)
 
 
 @router.get("/models/{name}", response_model=ModelPublic, name="registry.models.get")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -112,8 +111,3 @@ def _check_parquet(path: Path) -> None:
         raise UnsupportedMediaType(
             f"the Parquet file is corrupt: {exc}", param="file", code="corrupt_file"
         ) from exc
-
-
-def remove_dataset_dir(path: Path | str) -> None:
-    """Delete a dataset folder written by `ingest` (used when a later step fails)."""
-    shutil.rmtree(path, ignore_errors=True)

@@ -175,10 +175,6 @@ class AsyncLLMEngine:
         return stream
 
     @property
-    def num_waiting(self) -> int:
-        return self._num_waiting
-
-    @property
     def num_active(self) -> int:
         return len(self._active)
 

@@ -148,10 +148,6 @@ class LLMEngine:
     def has_unfinished_requests(self) -> bool:
         return bool(self._requests)
 
-    @property
-    def num_waiting(self) -> int:
-        return len(self.scheduler.waiting)
-
     def stats(self) -> EngineStats:
         bm = self.block_manager
         return EngineStats(

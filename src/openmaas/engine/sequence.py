@@ -80,10 +80,6 @@ class Sequence:
     def is_finished(self) -> bool:
         return self.status is SequenceStatus.FINISHED
 
-    @property
-    def last_token_id(self) -> int:
-        return self.token_ids[-1]
-
     def append_token(self, token_id: int) -> None:
         self.token_ids.append(token_id)
 

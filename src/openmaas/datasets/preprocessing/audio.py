@@ -5,7 +5,6 @@ normalised per mel bin with statistics from the training clips.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -111,7 +110,3 @@ class AudioPreprocessor:
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, torch.Tensor]) -> AudioPreprocessor:
         return cls(parse_dataclass(AudioSpec, meta["spec"]), arrays["mean"], arrays["std"])
-
-
-def frames_for(spec: AudioSpec) -> int:
-    return math.floor(round(spec.duration_s * spec.sample_rate) / spec.hop_length) + 1

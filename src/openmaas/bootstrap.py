@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openmaas.billing.price_source import DatabasePriceSource
 from openmaas.billing.scheduler import BillingScheduler
 from openmaas.clock import Clock, SystemClock
 from openmaas.config import Settings
@@ -41,7 +42,8 @@ class Platform:
     billing_scheduler: BillingScheduler = field(init=False)
 
     def __post_init__(self) -> None:
-        self.metering = build_metering(self.settings, self.db, self.clock)
+        prices = DatabasePriceSource(self.db, self.clock, ttl=self.settings.billing_cache_ttl_s)
+        self.metering = build_metering(self.settings, self.db, self.clock, prices)
         self.meter = self.metering.meter
         self.gate = self.metering.gate
         budget_mb = self.settings.serving_memory_budget_mb

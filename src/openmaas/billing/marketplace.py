@@ -21,12 +21,12 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from openmaas import errors
-from openmaas.billing.money import format_micros
 from openmaas.billing.pricebooks import components_from, components_public
-from openmaas.billing.pricing import parse_components
 from openmaas.billing.tables import Listing
 from openmaas.ids import new_id
 from openmaas.pagination import paginate
+from openmaas.pricing.money import format_micros
+from openmaas.pricing.sheets import parse_components
 from openmaas.registry import service as registry
 from openmaas.registry.tables import ModelVersion, RegisteredModel
 from openmaas.schemas import billing as schemas

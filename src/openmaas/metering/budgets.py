@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from openmaas import errors
-from openmaas.billing.tables import BillingAccount, KeyBudget
 from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.ids import new_id
 from openmaas.metering import settlement
 from openmaas.metering.events import Hold
 from openmaas.metering.receipts import Receipt
+from openmaas.metering.tables import BillingAccount, KeyBudget
 
 log = logging.getLogger("openmaas.metering")
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
 
-from openmaas.billing.periods import days_in_period, zone
 from openmaas.metering.events import UsageEvent
 from openmaas.metering.ledger import Receipt, UsageLedger
+from openmaas.pricing.periods import days_in_period, zone
 
 _GB = 1_000_000_000
 

@@ -9,8 +9,8 @@ import pytest
 
 from openmaas import errors
 from openmaas.billing import invoices
-from openmaas.billing.tables import BillingAccount
 from openmaas.metering import sources
+from openmaas.metering.tables import BillingAccount
 from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_account, make_org, make_pricebook
 

@@ -31,10 +31,6 @@ class Principal:
     scopes: frozenset[str]
     expires_at: datetime | None
 
-    @property
-    def is_operator(self) -> bool:
-        return scope_rules.OPERATOR in self.scopes
-
     def require(self, scope: str) -> None:
         if not scope_rules.grants(self.scopes, scope):
             raise errors.PermissionDenied(f"This key lacks the {scope!r} scope.")

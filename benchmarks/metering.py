@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 
 from openmaas.billing import pricebooks
-from openmaas.billing.tables import BillingAccount
 from openmaas.bootstrap import Platform, build_platform
 from openmaas.config import Settings
 from openmaas.db import migrate
 from openmaas.metering.events import UsageEvent
+from openmaas.metering.tables import BillingAccount
 from openmaas.schemas import billing as schemas
 from openmaas.schemas import tenancy as tenancy_schemas
 from openmaas.tenancy import service as tenancy

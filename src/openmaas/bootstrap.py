@@ -8,12 +8,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openmaas.billing.marketplace import listings_holding
+from openmaas.billing.price_source import DatabasePriceSource
 from openmaas.billing.scheduler import BillingScheduler
 from openmaas.clock import Clock, SystemClock
 from openmaas.config import Settings
 from openmaas.db.database import Database
 from openmaas.metering.wiring import Metering, build_metering
+from openmaas.registry.in_use import VersionHolder
 from openmaas.serving.directory import ServedModels
+from openmaas.serving.holders import deployments_holding
 from openmaas.serving.replicas import ReplicaManager
 from openmaas.storage import ArtifactStore
 from openmaas.tenancy import service as tenancy
@@ -32,6 +36,11 @@ class Platform:
     served_models: ServedModels = field(default_factory=ServedModels)
     # Filled by `ensure_admin_key` when it generated a key on this start (printed once).
     new_admin_key: str | None = field(default=None)
+    # Who may hold a model version the registry is asked to delete (`registry.in_use`), in the
+    # order its 409 names them: live marketplace listings, then deployments and traffic splits.
+    version_holders: tuple[VersionHolder, ...] = field(
+        default=(listings_holding, deployments_holding), init=False
+    )
     # Metering and billing; `meter.record(UsageEvent(...))` is the hook for everything billable.
     metering: Metering = field(init=False)
     # Model replicas of this process: deployments load here and publish into `served_models`.
@@ -41,7 +50,8 @@ class Platform:
     billing_scheduler: BillingScheduler = field(init=False)
 
     def __post_init__(self) -> None:
-        self.metering = build_metering(self.settings, self.db, self.clock)
+        prices = DatabasePriceSource(self.db, self.clock, ttl=self.settings.billing_cache_ttl_s)
+        self.metering = build_metering(self.settings, self.db, self.clock, prices)
         self.meter = self.metering.meter
         self.gate = self.metering.gate
         budget_mb = self.settings.serving_memory_budget_mb

@@ -9,12 +9,12 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from openmaas import errors
-from openmaas.billing.money import format_micros, to_micros
-from openmaas.billing.periods import period_of, zone
-from openmaas.billing.tables import BillingAccount, CreditTransaction, KeyBudget
+from openmaas.billing.tables import CreditTransaction
 from openmaas.ids import new_id
-from openmaas.metering.tables import RateLimitOverride
+from openmaas.metering.tables import BillingAccount, KeyBudget, RateLimitOverride
 from openmaas.pagination import paginate
+from openmaas.pricing.money import format_micros, to_micros
+from openmaas.pricing.periods import period_of, zone
 from openmaas.schemas import billing as schemas
 from openmaas.schemas.pages import Page
 from openmaas.tenancy import service as tenancy

@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session
 
 from openmaas import errors
 from openmaas.billing.credits import account_for, locked_account, post_transaction
-from openmaas.billing.money import format_micros, round_to_cents, share_micros, to_micros
-from openmaas.billing.periods import next_period, parse_period, period_bounds, period_of
-from openmaas.billing.pricing import PriceSheet, parse_components
-from openmaas.billing.tables import BillingAccount, Invoice, Listing, Pricebook
+from openmaas.billing.tables import Invoice, Listing, Pricebook
 from openmaas.ids import new_id
-from openmaas.metering.tables import UsageRecord, usage_lines
+from openmaas.metering.tables import BillingAccount, UsageRecord, usage_lines
+from openmaas.pricing.money import format_micros, round_to_cents, share_micros, to_micros
+from openmaas.pricing.periods import next_period, parse_period, period_bounds, period_of
+from openmaas.pricing.sheets import PriceSheet, parse_components
 from openmaas.schemas import billing as schemas
 from openmaas.tenancy import service as tenancy
 from openmaas.tenancy.tables import Organization

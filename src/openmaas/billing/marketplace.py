@@ -7,9 +7,9 @@ is what served requests carry in their usage events' `model`, so their usage is 
 listing. Publishing resolves the publisher's reference (`name:version`, `name@alias` or the id)
 in the publisher's own organisation only: another organisation's version is a 404 like a missing
 one. The registry refuses to delete a version while a live listing sells it (409
-`version_in_use`); one deleted anyway (a delete racing the publish: listings hold no foreign key
-to versions) stays in its owner's list, marked unavailable, is hidden from the catalogue, and
-`listed_version` refuses it with a clear error.
+`version_in_use`: `listings_holding` tells it); one deleted anyway (a delete racing the publish:
+listings hold no foreign key to versions) stays in its owner's list, marked unavailable, is hidden
+from the catalogue, and `listed_version` refuses it with a clear error.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from openmaas import errors
-from openmaas.billing.money import format_micros
 from openmaas.billing.pricebooks import components_from, components_public
-from openmaas.billing.pricing import parse_components
 from openmaas.billing.tables import Listing
 from openmaas.ids import new_id
 from openmaas.pagination import paginate
+from openmaas.pricing.money import format_micros
+from openmaas.pricing.sheets import parse_components
 from openmaas.registry import service as registry
 from openmaas.registry.tables import ModelVersion, RegisteredModel
 from openmaas.schemas import billing as schemas
@@ -83,6 +83,16 @@ def listed_version(session: Session, listing_id: str) -> tuple[Listing, ModelVer
             code="listing_unavailable",
         )
     return listing, version
+
+
+def listings_holding(session: Session, version: ModelVersion) -> list[str]:
+    """The registry's "who holds this version" (`registry.in_use`), for the marketplace: its live
+    listings (withdrawn ones do not hold it)."""
+    live = session.scalars(
+        select(Listing.id).where(Listing.model == version.id, Listing.withdrawn_at.is_(None))
+    )
+    ids = sorted(live)
+    return [f"listed on the marketplace as {', '.join(ids)}"] if ids else []
 
 
 def _active(session: Session, model: str) -> Listing | None:

@@ -1,8 +1,10 @@
-"""Where the ledger finds the price of an event: a `PriceSource`.
+"""`DatabasePriceSource`: the `PriceSource` (openmaas/pricing/source.py) that metering prices
+events, finds billing months and plan rate limits through, read from billing's pricebooks and
+marketplace listings and the organisations' plans and time zones.
 
-The database-backed source caches organisations' plans and time zones, pricebook versions and
-marketplace listings for `ttl` seconds (so an API server sees another server's new prices within
-`ttl`), and is refreshed at once on this server when prices change here.
+It caches organisations' plans and time zones, pricebook versions and marketplace listings for
+`ttl` seconds (so an API server sees another server's new prices within `ttl`), and is refreshed
+at once on this server when prices change here.
 """
 
 from __future__ import annotations
@@ -10,40 +12,22 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 from sqlalchemy import select
 
-from openmaas.billing.pricing import PriceSheet, parse_components
 from openmaas.billing.tables import Listing, Pricebook
 from openmaas.clock import Clock
 from openmaas.db.database import Database
+from openmaas.pricing.sheets import PriceSheet, parse_components
+from openmaas.pricing.source import OrgProfile, PlanLimits
 from openmaas.tenancy.tables import Organization
-
-
-@dataclass(frozen=True, slots=True)
-class OrgProfile:
-    plan: str
-    timezone: str
-
-
-class PriceSource(Protocol):
-    def profile(self, org_id: str) -> OrgProfile: ...
-
-    def sheet_for(self, org_id: str, model: str | None, at: datetime) -> PriceSheet | None:
-        """The sheet pricing `org_id`'s use of `model` at `at`; None when nothing is priced."""
-        ...
-
-    def plan_version(self, plan: str, at: datetime) -> Pricebook | None: ...
-
-    def invalidate(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class _Versions:
     effective_from: datetime
-    book: Pricebook
     sheet: PriceSheet
+    limits: PlanLimits | None  # None: the version sets neither rate limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +64,9 @@ class DatabasePriceSource:
         self._profiles[org_id] = (now, profile)
         return profile
 
-    def plan_version(self, plan: str, at: datetime) -> Pricebook | None:
-        self._refresh()
-        chosen = None
-        for version in self._plans.get(plan, ()):
-            if version.effective_from <= at:
-                chosen = version.book
-        return chosen
+    def plan_limits(self, org_id: str, at: datetime) -> PlanLimits | None:
+        version = self._plan_version(org_id, at)
+        return version.limits if version is not None else None
 
     def sheet_for(self, org_id: str, model: str | None, at: datetime) -> PriceSheet | None:
         self._refresh()
@@ -95,11 +75,16 @@ class DatabasePriceSource:
                 live = listed.created_at <= at and (listed.withdrawn_at is None or at < listed.withdrawn_at)
                 if live and listed.sheet.seller_org_id != org_id:
                     return listed.sheet
-        plan = self.profile(org_id).plan
+        version = self._plan_version(org_id, at)
+        return version.sheet if version is not None else None
+
+    def _plan_version(self, org_id: str, at: datetime) -> _Versions | None:
+        """The version of the organisation's plan in effect at `at`."""
+        self._refresh()
         chosen = None
-        for version in self._plans.get(plan, ()):
+        for version in self._plans.get(self.profile(org_id).plan, ()):
             if version.effective_from <= at:
-                chosen = version.sheet
+                chosen = version
         return chosen
 
     def _refresh(self) -> None:
@@ -114,7 +99,8 @@ class DatabasePriceSource:
             with self._db.read_session() as session:
                 for book in session.scalars(select(Pricebook).order_by(Pricebook.effective_from)):
                     sheet = PriceSheet(book.id, book.currency, parse_components(book.components))
-                    plans.setdefault(book.plan, []).append(_Versions(book.effective_from, book, sheet))
+                    version = _Versions(book.effective_from, sheet, _limits(book))
+                    plans.setdefault(book.plan, []).append(version)
                 for item in session.scalars(select(Listing).order_by(Listing.created_at)):
                     sheet = PriceSheet(
                         item.id,
@@ -127,3 +113,9 @@ class DatabasePriceSource:
                         _Listed(item.created_at, item.withdrawn_at, sheet)
                     )
             self._plans, self._listings, self._loaded_at = plans, listings, now
+
+
+def _limits(book: Pricebook) -> PlanLimits | None:
+    if book.requests_per_minute is None and book.tokens_per_minute is None:
+        return None
+    return PlanLimits(book.requests_per_minute, book.tokens_per_minute)

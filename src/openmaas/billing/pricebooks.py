@@ -10,11 +10,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from openmaas import errors
-from openmaas.billing.money import format_micros, to_micros
-from openmaas.billing.pricing import Component, Tier, parse_components, validate_components
 from openmaas.billing.tables import Pricebook
 from openmaas.ids import new_id
 from openmaas.pagination import paginate
+from openmaas.pricing.money import format_micros, to_micros
+from openmaas.pricing.sheets import Component, Tier, parse_components, validate_components
 from openmaas.schemas import billing as schemas
 from openmaas.schemas.pages import Page
 

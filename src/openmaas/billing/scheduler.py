@@ -29,13 +29,13 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from openmaas.billing import invoices
-from openmaas.billing.periods import zone
 from openmaas.billing.tables import BillingChore
 from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.metering.ledger import UsageLedger
 from openmaas.metering.sources import storage_event_id, storage_usage, yesterday
 from openmaas.metering.tables import UsageRecord
+from openmaas.pricing.periods import zone
 from openmaas.storage import ArtifactStore
 from openmaas.tenancy.tables import Organization
 

@@ -1,48 +1,16 @@
-"""Billing tables: accounts (wallet and caps), key budgets, credit transactions, pricebooks,
-marketplace listings and finalised invoices. Amounts are integer micro-units."""
+"""Billing tables: credit transactions, pricebooks, marketplace listings, finalised invoices and
+the scheduler's chores. Amounts are integer micro-units. (The accounts and key budgets that budget
+reservations are checked against are metering's: `metering/tables.py`.)"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from openmaas.db.base import Base, UTCDateTime
-
-
-class BillingAccount(Base):
-    """An organisation's wallet and monthly cap, plus the running sums budgets are checked against.
-
-    `reserved_micros`: worst-case costs of requests in flight. `period_spend_micros`: list cost
-    metered in `period` (YYYY-MM in the org's time zone). `unbilled_micros`: list cost metered
-    but not yet on a finalised invoice, which a prepaid wallet must still cover.
-    """
-
-    __tablename__ = "billing_accounts"
-
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
-    balance_micros: Mapped[int] = mapped_column(BigInteger, default=0)
-    prepaid: Mapped[bool] = mapped_column(Boolean, default=False)
-    monthly_cap_micros: Mapped[int | None] = mapped_column(BigInteger)
-    reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0)
-    period: Mapped[str] = mapped_column(String(7), default="")
-    period_spend_micros: Mapped[int] = mapped_column(BigInteger, default=0)
-    unbilled_micros: Mapped[int] = mapped_column(BigInteger, default=0)
-
-
-class KeyBudget(Base):
-    """A monthly spending cap on one API key."""
-
-    __tablename__ = "key_budgets"
-
-    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
-    org_id: Mapped[str] = mapped_column(String(40), index=True)
-    monthly_cap_micros: Mapped[int | None] = mapped_column(BigInteger)
-    reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0)
-    period: Mapped[str] = mapped_column(String(7), default="")
-    period_spend_micros: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class CreditTransaction(Base):

@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from openmaas import errors
-from openmaas.billing.tables import BillingAccount, KeyBudget
 from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.ids import new_id
 from openmaas.metering import settlement
 from openmaas.metering.events import Hold
 from openmaas.metering.receipts import Receipt
+from openmaas.metering.tables import BillingAccount, KeyBudget
 
 log = logging.getLogger("openmaas.metering")
 
@@ -91,7 +91,6 @@ class BudgetGuard:
         clock: Clock,
         *,
         ttl: float,
-        hold_ttl_s: float = 3600.0,
         lease_ttl_s: float = 120.0,
         lease_idle_s: float = 1.0,
         expiry_sweep_s: float = 30.0,
@@ -99,7 +98,6 @@ class BudgetGuard:
         self._db = db
         self._clock = clock
         self._ttl = ttl
-        self._hold_ttl_s = hold_ttl_s
         self._lease_ttl_s = lease_ttl_s
         self._lease_idle_s = lease_idle_s
         self._expiry_sweep_s = expiry_sweep_s
@@ -280,7 +278,7 @@ class BudgetGuard:
                 lease.renew_at = now + self._lease_ttl_s / 3
 
     def release_expired(self) -> int:
-        """Release holds whose request outlived `hold_ttl_s` (its server crashed); how many."""
+        """Release holds and leases past their expiry (their server crashed); how many."""
         now = _naive(self._clock.now(), self._db)
         with self._db.read_session() as session:
             found = settlement.Sql.of(session, self._db).run(

@@ -20,8 +20,6 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
 from openmaas import errors
-from openmaas.billing.periods import period_of
-from openmaas.billing.price_source import PriceSource
 from openmaas.clock import Clock
 from openmaas.metering.budgets import BudgetGuard
 from openmaas.metering.events import Hold, UsageEvent
@@ -29,6 +27,8 @@ from openmaas.metering.ledger import Receipt, UsageLedger
 from openmaas.metering.limits import LimitBook
 from openmaas.metering.pricing_events import worst_case_micros
 from openmaas.metering.ratelimit import Limits, RateLimiter, headers_for
+from openmaas.pricing.periods import period_of
+from openmaas.pricing.source import PriceSource
 
 _TOKEN_UNITS = ("input_tokens", "output_tokens")
 _NO_HOLD = Hold("", None, 0, 0)  # an admission's placeholder until `_admit` fills it in

@@ -26,8 +26,6 @@ from datetime import datetime
 from typing import Any
 
 from openmaas import errors
-from openmaas.billing.periods import period_bounds, period_of
-from openmaas.billing.price_source import PriceSource
 from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.metering import settlement
@@ -35,6 +33,8 @@ from openmaas.metering.events import UsageEvent
 from openmaas.metering.pricing_events import price_event
 from openmaas.metering.receipts import Completions, Receipt, Written
 from openmaas.metering.tables import UNIT_COLUMNS
+from openmaas.pricing.periods import period_bounds, period_of
+from openmaas.pricing.source import PriceSource
 
 log = logging.getLogger("openmaas.metering")
 

@@ -7,11 +7,11 @@ import threading
 
 from sqlalchemy import select
 
-from openmaas.billing.price_source import PriceSource
 from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.metering.ratelimit import Limits
 from openmaas.metering.tables import RateLimitOverride
+from openmaas.pricing.source import PriceSource
 
 
 class LimitBook:
@@ -59,13 +59,10 @@ class LimitBook:
             }
         org_limits = overrides.get(org_id)
         if org_limits is None:
-            book = self._prices.plan_version(self._prices.profile(org_id).plan, self._clock.now())
-            if book is not None and (
-                book.requests_per_minute is not None or book.tokens_per_minute is not None
-            ):
-                org_limits = Limits(book.requests_per_minute, book.tokens_per_minute)
-            else:
-                org_limits = self._default
+            plan = self._prices.plan_limits(org_id, self._clock.now())
+            org_limits = (
+                self._default if plan is None else Limits(plan.requests_per_minute, plan.tokens_per_minute)
+            )
         subjects = [(org_id, org_limits)]
         if api_key_id is not None and api_key_id in overrides:
             subjects.append((api_key_id, overrides[api_key_id]))

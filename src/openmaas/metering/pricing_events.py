@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from openmaas.billing.price_source import PriceSource
 from openmaas.metering.events import PricedLine, UsageEvent
+from openmaas.pricing.source import PriceSource
 
 
 def price_event(prices: PriceSource, event: UsageEvent) -> tuple[PricedLine, ...]:

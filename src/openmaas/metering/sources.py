@@ -10,12 +10,10 @@ resource_class=...)` meters it under the id `compute_event_id(job_id, interval)`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
 
-from openmaas.billing.periods import days_in_period, zone
 from openmaas.metering.events import UsageEvent
-from openmaas.metering.ledger import Receipt, UsageLedger
+from openmaas.pricing.periods import days_in_period, zone
 
 _GB = 1_000_000_000
 
@@ -66,12 +64,6 @@ def storage_usage(org_id: str, stored_bytes: int, day: date, timezone: str) -> U
     share = round(stored_bytes * 1_000_000 / (_GB * days_in_period(period)))
     noon = datetime.combine(day, time(12), tzinfo=zone(timezone)).astimezone(UTC)
     return UsageEvent(storage_event_id(org_id, day), org_id, {"storage_gb_month_micros": share}, noon)
-
-
-def sample_storage(ledger: UsageLedger, stored: Mapping[str, tuple[int, str]], day: date) -> list[Receipt]:
-    """The daily sampler: `stored` maps org id → (bytes stored, its time zone). Run once a day
-    (running it again the same day writes nothing new); wait on the receipts to know it is durable."""
-    return [ledger.record(storage_usage(org_id, nbytes, day, tz)) for org_id, (nbytes, tz) in stored.items()]
 
 
 def yesterday(now: datetime, timezone: str) -> date:

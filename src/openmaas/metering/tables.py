@@ -1,5 +1,7 @@
-"""The usage ledger table: append-only, one row per event, unique on its id; and `usage_lines`,
-the same ledger one row per (event, unit), as invoices and usage reports read it.
+"""Metering's tables: the usage ledger (append-only, one row per event, unique on its id) and
+`usage_lines`, the same ledger one row per (event, unit), as invoices and usage reports read it;
+rate-limit overrides and shared buckets; budget holds, and the organisation accounts and key
+budgets they reserve against (billing moves an account's wallet; metering settles spend into it).
 
 One row per event, with a quantity and a cost column per unit, is what makes the ledger cheap to
 write: an inference event is one index entry per index, not three (requests, input and output
@@ -15,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     ColumnElement,
+    ForeignKey,
     Index,
     Integer,
     String,
@@ -162,3 +165,36 @@ class BudgetHold(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     org_lease: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     key_lease: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class BillingAccount(Base):
+    """An organisation's wallet and monthly cap, plus the running sums budgets are checked against.
+
+    `reserved_micros`: worst-case costs of requests in flight. `period_spend_micros`: list cost
+    metered in `period` (YYYY-MM in the org's time zone). `unbilled_micros`: list cost metered
+    but not yet on a finalised invoice, which a prepaid wallet must still cover.
+    """
+
+    __tablename__ = "billing_accounts"
+
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
+    balance_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    prepaid: Mapped[bool] = mapped_column(Boolean, default=False)
+    monthly_cap_micros: Mapped[int | None] = mapped_column(BigInteger)
+    reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    period: Mapped[str] = mapped_column(String(7), default="")
+    period_spend_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    unbilled_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class KeyBudget(Base):
+    """A monthly spending cap on one API key."""
+
+    __tablename__ = "key_budgets"
+
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    monthly_cap_micros: Mapped[int | None] = mapped_column(BigInteger)
+    reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    period: Mapped[str] = mapped_column(String(7), default="")
+    period_spend_micros: Mapped[int] = mapped_column(BigInteger, default=0)

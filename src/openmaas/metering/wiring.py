@@ -1,10 +1,10 @@
-"""Builds the metering and billing services for a `Platform` (called from `bootstrap`)."""
+"""Builds the metering services for a `Platform` (called from `bootstrap`, which passes in the
+price source: billing's, which metering must not import)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from openmaas.billing.price_source import DatabasePriceSource
 from openmaas.clock import Clock
 from openmaas.config import Settings
 from openmaas.db.database import Database
@@ -14,19 +14,19 @@ from openmaas.metering.ledger import UsageLedger
 from openmaas.metering.limits import LimitBook
 from openmaas.metering.ratelimit import InMemoryRateLimiter, Limits, RateLimiter
 from openmaas.metering.ratelimit_db import DatabaseRateLimiter
+from openmaas.pricing.source import PriceSource
 
 
 @dataclass(frozen=True)
 class Metering:
-    prices: DatabasePriceSource
+    prices: PriceSource
     meter: UsageLedger
     budgets: BudgetGuard
     limits: LimitBook
     gate: UsageGate
 
 
-def build_metering(settings: Settings, db: Database, clock: Clock) -> Metering:
-    prices = DatabasePriceSource(db, clock, ttl=settings.billing_cache_ttl_s)
+def build_metering(settings: Settings, db: Database, clock: Clock, prices: PriceSource) -> Metering:
     budgets = BudgetGuard(
         db, clock, ttl=settings.billing_cache_ttl_s, lease_idle_s=settings.billing_lease_idle_s
     )

@@ -6,6 +6,7 @@ organisation's model is a 404.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -218,14 +219,16 @@ def update_tags(session: Session, org_id: str, ref: str, tags: dict[str, str | N
     return version_public(session, model, version)
 
 
-def delete_version(session: Session, org_id: str, ref: str) -> tuple[ModelVersionPublic, str]:
+def delete_version(
+    session: Session, org_id: str, ref: str, holders: Sequence[in_use.VersionHolder]
+) -> tuple[ModelVersionPublic, str]:
     """Delete a version nothing uses (see `in_use`); returns it and its artifact path.
 
-    409 `version_in_use`, naming each user, while an alias, a live listing, a deployment or a
-    traffic split holds it; nothing is deleted then."""
+    409 `version_in_use`, naming each user, while an alias or one of `holders` (a live listing, a
+    deployment or a traffic split) holds it; nothing is deleted then."""
     model, version = resolve(session, org_id, ref)
     public = version_public(session, model, version)
-    users = in_use.users_of(session, version)
+    users = in_use.users_of(session, version, holders)
     if users:
         raise _in_use(public.ref, users)
     path = version.artifact_path
@@ -237,10 +240,13 @@ def delete_version(session: Session, org_id: str, ref: str) -> tuple[ModelVersio
     return public, path
 
 
-def delete_model(session: Session, org_id: str, name: str) -> tuple[ModelPublic, list[str]]:
+def delete_model(
+    session: Session, org_id: str, name: str, holders: Sequence[in_use.VersionHolder]
+) -> tuple[ModelPublic, list[str]]:
     """Delete a model with all its versions and aliases (its own aliases do not hold it); returns
     it and its versions' artifact paths. 409 `version_in_use` naming the version and its users
-    while a live listing, a deployment or a traffic split uses any version; nothing is deleted then."""
+    while one of `holders` (a live listing, a deployment or a traffic split) uses any version;
+    nothing is deleted then."""
     model = get_model(session, org_id, name)
     public = model_public(session, model)
     versions = list(
@@ -249,7 +255,7 @@ def delete_model(session: Session, org_id: str, name: str) -> tuple[ModelPublic,
         )
     )
     for version in versions:
-        users = replace(in_use.users_of(session, version), aliases=[])  # they go with the model
+        users = replace(in_use.users_of(session, version, holders), aliases=[])  # they go with the model
         if users:
             raise _in_use(f"{model.name}:{version.version}", users)
     paths = [version.artifact_path for version in versions]

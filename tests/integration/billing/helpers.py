@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from openmaas.billing import pricebooks
-from openmaas.billing.tables import BillingAccount
 from openmaas.bootstrap import Platform
 from openmaas.ids import new_id
 from openmaas.metering.events import UsageEvent
+from openmaas.metering.tables import BillingAccount
 from openmaas.registry import service as registry
 from openmaas.schemas import billing as schemas
 from openmaas.schemas import tenancy as tenancy_schemas

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from openmaas.billing import credits, invoices
-from openmaas.billing.tables import BillingAccount
+from openmaas.metering.tables import BillingAccount
 from openmaas.schemas.billing import CreditTopUp, Invoice
 from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_org, make_pricebook, meter

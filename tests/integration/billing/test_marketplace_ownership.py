@@ -58,7 +58,8 @@ def test_a_listing_whose_version_was_deleted_is_unavailable(clocked_served: tupl
         listed = client.post("/v1/marketplace/listings", json={"model": "gone:1", "components": _PRICE})
         assert listed.status_code == 201
     with clocked.platform.db.session() as session, pytest.raises(errors.Conflict):
-        registry.delete_version(session, acme.org_id, "gone:1")  # refused while the listing is live
+        # refused while the listing is live
+        registry.delete_version(session, acme.org_id, "gone:1", clocked.platform.version_holders)
     with clocked.platform.db.session() as session:  # as a delete racing the publish would leave it
         session.delete(registry.resolve(session, acme.org_id, "gone:1")[1])
     with served.client(buyer.key) as client:

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from openmaas.billing.periods import next_period, period_of
 from openmaas.billing.scheduler import CHORE
 from openmaas.billing.tables import BillingChore, Invoice
 from openmaas.bootstrap import Platform
 from openmaas.metering.sources import storage_event_id, yesterday
 from openmaas.metering.tables import UsageRecord
+from openmaas.pricing.periods import next_period, period_of
 from tests.integration.billing.helpers import make_org
 from tests.support.clock import FakeClock
 from tests.support.platforms import make_platform

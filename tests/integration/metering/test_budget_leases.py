@@ -10,9 +10,8 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 
 from openmaas import errors
-from openmaas.billing.tables import BillingAccount
 from openmaas.bootstrap import Platform
-from openmaas.metering.tables import BudgetHold, UsageRecord
+from openmaas.metering.tables import BillingAccount, BudgetHold, UsageRecord
 from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_account, make_org, make_pricebook
 from tests.support.platforms import make_platform

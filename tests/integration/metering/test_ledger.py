@@ -13,12 +13,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
 from openmaas import errors
-from openmaas.billing.tables import BillingAccount
 from openmaas.bootstrap import Platform
 from openmaas.metering import settlement
 from openmaas.metering.events import UsageEvent
 from openmaas.metering.ledger import UsageLedger
-from openmaas.metering.tables import UsageRecord
+from openmaas.metering.tables import BillingAccount, UsageRecord
 from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_account, make_org, make_pricebook
 from tests.support.served import Served

@@ -9,8 +9,8 @@ import pytest
 
 from openmaas import errors
 from openmaas.billing import invoices
-from openmaas.billing.tables import BillingAccount
 from openmaas.metering import sources
+from openmaas.metering.tables import BillingAccount
 from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_account, make_org, make_pricebook
 
@@ -29,10 +29,7 @@ def test_storage_sampled_daily_adds_up_to_gb_months_in_a_leap_february(clocked: 
     for offset in range(29):
         day = date(2028, 2, 1) + timedelta(days=offset)
         for _ in range(2):  # a sampler that runs twice a day still meters once
-            for receipt in sources.sample_storage(
-                platform.meter, {org: (30 * 10**9, "Pacific/Kiritimati")}, day
-            ):
-                receipt.wait()
+            platform.meter.record(sources.storage_usage(org, 30 * 10**9, day, "Pacific/Kiritimati")).wait()
     platform.meter.record_and_wait(
         sources.ingest_usage("file-1", org, 4 * 10**9, datetime(2028, 2, 3, tzinfo=UTC))
     )

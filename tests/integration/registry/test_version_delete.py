@@ -51,7 +51,10 @@ def test_versions_in_use_are_refused_until_their_users_are_gone(served: Served) 
         )
         assert listing.status_code == 201, listing.text
         listing_id = listing.json()["id"]
-        assert listing_id in _refused(http, listed)["message"]
+        assert _refused(http, listed)["message"] == (
+            f"{listed} is in use: listed on the marketplace as {listing_id}. Move the aliases, withdraw "
+            "the listings and delete or repoint the deployments first."
+        )
 
         client.deployments.create(deployed, name="api")
         client.deployments.wait_ready("api", timeout=60)
@@ -60,7 +63,7 @@ def test_versions_in_use_are_refused_until_their_users_are_gone(served: Served) 
         assert http.patch("/v1/deployments/api", json={"traffic": split}).status_code == 200
         client.deployments.wait_ready("api", timeout=60)
         message = _refused(http, canary)["message"]
-        assert "traffic split" in message and "'api'" in message
+        assert message.startswith(f"{canary} is in use: in the traffic split of deployment(s) 'api'. ")
 
         client.deployments.stop("api")  # a stopped deployment can be started again: still a user
         assert "'api'" in _refused(http, deployed)["message"]

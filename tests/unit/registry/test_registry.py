@@ -3,7 +3,7 @@ deletes refused while aliased, and organisations kept apart."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +71,10 @@ def test_versions_aliases_tags_compare_and_delete(plat: Platform) -> None:
             "accuracy": {"churn:2": 0.95, "churn:1": 0.9}
         }  # matrices are not side-by-side values
         with pytest.raises(errors.Conflict) as refused:
-            registry.delete_version(session, "org_a", "churn:1")
+            registry.delete_version(session, "org_a", "churn:1", plat.version_holders)
         assert "production" in refused.value.message
         registry.set_alias(session, "org_a", "churn", "production", 2, plat.clock.now())
-        deleted, path = registry.delete_version(session, "org_a", "churn:1")
+        deleted, path = registry.delete_version(session, "org_a", "churn:1", plat.version_holders)
         assert deleted.ref == "churn:1" and path == "models/x"
         model = registry.model_public(session, registry.get_model(session, "org_a", "churn"))
         assert model.latest_version == 2 and model.aliases == {"production": 2}
@@ -123,14 +123,16 @@ def test_a_deployment_made_after_the_check_still_stops_the_delete(
     real = in_use.users_of
     calls: list[str] = []
 
-    def checked_before_the_deployment(session: Session, version: Any) -> in_use.Users:
+    def checked_before_the_deployment(
+        session: Session, version: Any, holders: Sequence[in_use.VersionHolder]
+    ) -> in_use.Users:
         calls.append(version.id)
-        return in_use.Users() if len(calls) == 1 else real(session, version)
+        return in_use.Users() if len(calls) == 1 else real(session, version, holders)
 
     monkeypatch.setattr(in_use, "users_of", checked_before_the_deployment)
     for delete in (
-        lambda session: registry.delete_version(session, "org_a", "churn:1"),
-        lambda session: registry.delete_model(session, "org_a", "churn"),
+        lambda session: registry.delete_version(session, "org_a", "churn:1", plat.version_holders),
+        lambda session: registry.delete_model(session, "org_a", "churn", plat.version_holders),
     ):
         calls.clear()
         with plat.db.session() as session, pytest.raises(errors.Conflict) as refused:

@@ -49,7 +49,7 @@ def delete_model(name: str, platform: PlatformDep, caller: ModelsWrite) -> objec
     """The model with all its versions and aliases. 409 `version_in_use` while a live marketplace
     listing, a deployment or a traffic split uses one of its versions; nothing is deleted then."""
     with platform.db.session() as session:
-        public, paths = registry.delete_model(session, caller.require_org(), name)
+        public, paths = registry.delete_model(session, caller.require_org(), name, platform.version_holders)
     for path in paths:
         platform.store.remove(path)
     return public
@@ -105,7 +105,7 @@ def delete_version(ref: str, platform: PlatformDep, caller: ModelsWrite) -> obje
     """409 `version_in_use` while an alias, a live marketplace listing, a deployment or a traffic
     split uses the version; the answer names them and nothing is deleted."""
     with platform.db.session() as session:
-        public, path = registry.delete_version(session, caller.require_org(), ref)
+        public, path = registry.delete_version(session, caller.require_org(), ref, platform.version_holders)
     platform.store.remove(path)
     return public
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from openmaas.api.deps import PageDep, PlatformDep, scope
 from openmaas.billing import credits
-from openmaas.metering import report
+from openmaas.billing import usage_report as report
 from openmaas.schemas import billing as schemas
 from openmaas.schemas.pages import Page
 from openmaas.tenancy.auth import Principal

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from openmaas.billing.money import format_micros, round_to_cents, scale_micros, share_micros, to_micros
-from openmaas.billing.pricing import Component, PriceSheet, Tier, validate_components
+from openmaas.pricing.money import format_micros, round_to_cents, scale_micros, share_micros, to_micros
+from openmaas.pricing.sheets import Component, PriceSheet, Tier, validate_components
 
 
 def test_amounts_are_exact_decimals_never_floats() -> None:

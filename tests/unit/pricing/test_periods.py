@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from openmaas.billing.periods import days_in_period, next_period, period_bounds, period_of
+from openmaas.pricing.periods import days_in_period, next_period, period_bounds, period_of
 
 
 def test_february_has_28_or_29_days() -> None:

@@ -1,11 +1,11 @@
 """Conversions between `Decimal` amounts, integer micro-units and the JSON decimal strings.
 
-Rounding is always ROUND_HALF_UP and always explicit, so a sum of rounded lines is reproducible.
+Rounding is always half up and always explicit, so a sum of rounded lines is reproducible.
 """
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
 MICROS = 1_000_000
 CENT_MICROS = 10_000
@@ -53,7 +53,3 @@ def scale_micros(rate_micros: int, quantity: int, per: int) -> int:
 def share_micros(amount_micros: int, basis_points: int) -> int:
     """`basis_points`/10_000 of an amount, rounded half up to whole cents."""
     return round_to_cents(scale_micros(amount_micros, basis_points, 10_000))
-
-
-def quantize(value: Decimal) -> Decimal:
-    return value.quantize(_MICRO, rounding=ROUND_HALF_UP)

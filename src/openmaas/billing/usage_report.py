@@ -12,9 +12,9 @@ from sqlalchemy import Select, Subquery, func, select
 from sqlalchemy.orm import Session
 
 from openmaas import errors
-from openmaas.billing.money import format_micros
-from openmaas.billing.periods import zone
 from openmaas.metering.tables import UsageRecord, usage_lines
+from openmaas.pricing.money import format_micros
+from openmaas.pricing.periods import zone
 from openmaas.schemas import billing as schemas
 from openmaas.tenancy import service as tenancy
 

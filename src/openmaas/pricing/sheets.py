@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from openmaas.billing.money import scale_micros
+from openmaas.pricing.money import scale_micros
 from openmaas.units import UNIT_SCALE
 
 

@@ -43,7 +43,8 @@ def _read_session(request: Request) -> Iterator[Session]:
 
 # A transaction around the route function: committed when it returns, before the response is sent
 # (scope "function"), rolled back if it raises. A route that must act after the commit (load a
-# replica that reads the row) opens its own `platform.db.session()` instead.
+# replica that reads the row, drop a cache entry, remove files) opens its own
+# `platform.db.session()` instead, and says why.
 SessionDep = Annotated[Session, Depends(_write_session, scope="function")]
 ReadSessionDep = Annotated[Session, Depends(_read_session, scope="function")]
 

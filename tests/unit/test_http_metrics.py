@@ -8,6 +8,7 @@ from prometheus_client import generate_latest
 
 from openmaas.api import middleware
 from openmaas.api.middleware import Metrics
+from tests.support.clock import FakeClock
 
 
 def _lines(metrics: Metrics) -> set[str]:
@@ -15,7 +16,7 @@ def _lines(metrics: Metrics) -> set[str]:
 
 
 def test_counts_and_cumulative_latency_buckets() -> None:
-    metrics = Metrics()
+    metrics = Metrics(FakeClock())
     for seconds in (0.0004, 0.0005, 0.003, 20.0):
         metrics.observe("POST", "/v1/x", 200, seconds)
     metrics.observe("POST", "/v1/x", 429, 0.001)
@@ -36,7 +37,7 @@ def test_counts_and_cumulative_latency_buckets() -> None:
 
 def test_series_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(middleware, "_MAX_SERIES", 3)
-    metrics = Metrics()
+    metrics = Metrics(FakeClock())
     for method in ("A", "B", "C", "D", "E"):
         metrics.observe(method, "<unmatched>", 405, 0.001)
     lines = _lines(metrics)

@@ -56,7 +56,7 @@ def create_app(platform: Platform) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.platform = platform
-    metrics = Metrics()
+    metrics = Metrics(platform.clock)
     app.state.metrics = metrics
 
     def write_audit(entry: audit.AuditRecord) -> None:
@@ -101,6 +101,7 @@ def create_app(platform: Platform) -> FastAPI:
         max_body_bytes=platform.settings.max_body_bytes,
         metrics=metrics,
         audit_sink=write_audit,
+        clock=platform.clock,
         routes=streamed,
         fast_paths=[predict.PredictFastPath(platform, _route(predict.router, "deployments.predict"))],
     )

@@ -1,4 +1,5 @@
-"""FastAPI dependencies, declared once: the platform, the caller, scopes, pages, idempotency."""
+"""FastAPI dependencies, declared once: the platform, a transaction, the caller, scopes, the
+organisation an operator route names, pages, idempotency."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from openmaas.bootstrap import Platform
 from openmaas.tenancy import idempotency
 from openmaas.tenancy import scopes as scope_rules
+from openmaas.tenancy import service as tenancy
 from openmaas.tenancy.auth import Authenticator, Principal
 
 
@@ -41,7 +43,8 @@ def _read_session(request: Request) -> Iterator[Session]:
 
 # A transaction around the route function: committed when it returns, before the response is sent
 # (scope "function"), rolled back if it raises. A route that must act after the commit (load a
-# replica that reads the row) opens its own `platform.db.session()` instead.
+# replica that reads the row, drop a cache entry, remove files) opens its own
+# `platform.db.session()` instead, and says why.
 SessionDep = Annotated[Session, Depends(_write_session, scope="function")]
 ReadSessionDep = Annotated[Session, Depends(_read_session, scope="function")]
 
@@ -78,6 +81,27 @@ def scope(needed: str) -> Any:
 
 
 Operator = Annotated[Principal, scope(scope_rules.OPERATOR)]
+
+
+def _target_org(org_id: str, platform: PlatformDep, _: Operator) -> str:
+    # The caller is checked first, so only the operator learns which organisations exist. The read
+    # is short and its own, over before the route opens its transaction.
+    with platform.db.read_session() as session:
+        return tenancy.find_organization(session, org_id).id
+
+
+# The id of the organisation that `/v1/admin/organizations/{org_id}/…` names, by id or by name
+# (404 `not_found` when there is none).
+TargetOrg = Annotated[str, Depends(_target_org)]
+
+
+async def _audited_target_org(request: Request, org_id: TargetOrg) -> str:
+    request.state.audit_org_id = org_id
+    return org_id
+
+
+# The same, and the route's audit entry is filed under that organisation (not the operator's).
+AuditedTargetOrg = Annotated[str, Depends(_audited_target_org)]
 
 
 class PageParams(BaseModel):

@@ -1,6 +1,6 @@
 """The gateway around every request, as one pure-ASGI middleware (no BaseHTTPMiddleware: it costs
 a task and a copy per request): request ids, the body-size limit, Prometheus metrics, the audit
-log for mutating calls, and a JSON 500 for anything uncaught.
+log for mutating calls, and a JSON 500 for anything uncaught. Time comes from the platform's clock.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import bisect
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
@@ -21,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
 from openmaas import errors
+from openmaas.clock import Clock
 from openmaas.ids import new_id
 from openmaas.tenancy import audit
 
@@ -53,7 +53,8 @@ class Metrics:
     families when scraped: `prometheus_client`'s own Counter and Histogram take a lock and walk
     the buckets in Python on every request."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
         self.registry = CollectorRegistry()
         self._counts: dict[tuple[str, str, int], int] = {}
         self._latency: dict[tuple[str, str], list[float]] = {}  # bucket counts..., then the sum
@@ -69,12 +70,12 @@ class Metrics:
             key = ("OTHER", "<overflow>", status)  # statuses are few: this stays bounded
             count = self._counts.get(key)
         if count is None:
-            self._created[key] = time.time()
+            self._created[key] = self.clock.now().timestamp()
         self._counts[key] = (count or 0) + 1
         histogram = self._latency.get(key[:2])
         if histogram is None:
             histogram = self._latency[key[:2]] = [0.0] * (len(_LATENCY_BOUNDS) + 2)
-            self._created[key[:2]] = time.time()
+            self._created[key[:2]] = self.clock.now().timestamp()
         histogram[bisect.bisect_left(_LATENCY_BOUNDS, seconds)] += 1
         histogram[-1] += seconds
 
@@ -121,6 +122,7 @@ class GatewayMiddleware:
         max_body_bytes: int,
         metrics: Metrics,
         audit_sink: AuditSink,
+        clock: Clock,
         routes: list[Any] | None = None,
         fast_paths: list[FastPath] | None = None,
     ) -> None:
@@ -130,12 +132,13 @@ class GatewayMiddleware:
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.audit_sink = audit_sink
+        self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         request_id = _request_id(scope)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
@@ -185,7 +188,7 @@ class GatewayMiddleware:
         finally:
             route = scope.get("route")
             label = getattr(route, "path", "<unmatched>")
-            self.metrics.observe(scope["method"], label, status, time.perf_counter() - started)
+            self.metrics.observe(scope["method"], label, status, self.clock.monotonic() - started)
 
     async def _limit_body(self, scope: Scope, receive: Receive) -> Receive:
         """Reject bodies over the limit with 413, by `Content-Length` or by counting as they come."""

@@ -3,7 +3,9 @@ format and safety checks) straight into the artifact store, then register the ve
 back the existing one when the same bytes were uploaded under that name before.
 
 The body is never held whole in memory: ingest runs in a worker thread and pulls each chunk from
-the event loop as it arrives.
+the event loop as it arrives. Nothing half-written stays behind: the version's folder goes when
+anything fails, and when the same bytes were there already. Knows nothing of HTTP: the caller
+hands in the body as chunks.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import anyio
 import anyio.from_thread
 from sqlalchemy.exc import IntegrityError
 
-from openmaas.bootstrap import Platform
+from openmaas.clock import Clock
 from openmaas.datasets import IngestedFile, ingest
 from openmaas.datasets import service as dataset_service
 from openmaas.datasets.tables import Dataset
+from openmaas.db.database import Database
 from openmaas.ids import new_id
 from openmaas.schemas.datasets import DatasetPublic
+from openmaas.storage import ArtifactStore
 
 
 @dataclass(frozen=True)
@@ -29,79 +33,91 @@ class UploadResult:
     created: bool  # False: identical bytes were already this name's version
 
 
-async def receive_dataset(
-    platform: Platform,
-    org_id: str,
-    body: AsyncIterator[bytes],
-    *,
-    name: str,
-    filename: str | None,
-    target: str | None,
-) -> UploadResult:
-    dataset_service.check_name(name)
-    dataset_id = new_id("ds_")
-    relative = platform.store.dataset_dir(org_id, dataset_id)
-    folder = platform.store.path(relative)
+@dataclass(frozen=True)
+class DatasetUploads:
+    """Uploads into `store` and `db`, dated by `clock`: at most `max_bytes` each, validated by a
+    job with `job_max_attempts` attempts."""
 
-    async def next_chunk() -> bytes:
-        return await body.__anext__()
+    store: ArtifactStore
+    db: Database
+    clock: Clock
+    max_bytes: int
+    job_max_attempts: int
 
-    def chunks() -> Iterator[bytes]:
-        while True:
-            try:
-                chunk: bytes = anyio.from_thread.run(next_chunk)
-            except StopAsyncIteration:
-                return
-            if chunk:
-                yield chunk
+    async def receive(
+        self,
+        org_id: str,
+        body: AsyncIterator[bytes],
+        *,
+        name: str,
+        filename: str | None,
+        target: str | None,
+    ) -> UploadResult:
+        """Store `body` as the next version of dataset `name` of `org_id` and queue its validation,
+        or return the version that holds these bytes already."""
+        dataset_service.check_name(name)
+        dataset_id = new_id("ds_")
+        relative = self.store.dataset_dir(org_id, dataset_id)
+        folder = self.store.path(relative)
 
-    def store() -> IngestedFile:
-        return ingest(chunks(), folder, filename=filename, max_bytes=platform.settings.max_dataset_bytes)
+        async def next_chunk() -> bytes:
+            return await body.__anext__()
 
-    try:
-        ingested = await anyio.to_thread.run_sync(store)
-        result = await anyio.to_thread.run_sync(
-            lambda: _register(platform, org_id, dataset_id, name, filename, target, ingested, relative)
-        )
-    except BaseException:
-        platform.store.remove(relative)
-        raise
-    if not result.created:
-        platform.store.remove(relative)
-    return result
+        def chunks() -> Iterator[bytes]:
+            while True:
+                try:
+                    chunk: bytes = anyio.from_thread.run(next_chunk)
+                except StopAsyncIteration:
+                    return
+                if chunk:
+                    yield chunk
 
+        def ingest_body() -> IngestedFile:
+            return ingest(chunks(), folder, filename=filename, max_bytes=self.max_bytes)
 
-def _register(
-    platform: Platform,
-    org_id: str,
-    dataset_id: str,
-    name: str,
-    filename: str | None,
-    target: str | None,
-    ingested: IngestedFile,
-    relative: str,
-) -> UploadResult:
-    for attempt in range(3):
         try:
-            with platform.db.session() as session:
-                existing = dataset_service.find_same_bytes(session, org_id, name, ingested.sha256)
-                if existing is not None:
-                    return UploadResult(dataset_service.dataset_public(existing), created=False)
-                row: Dataset = dataset_service.register_upload(
-                    session,
-                    dataset_id=dataset_id,
-                    org_id=org_id,
-                    name=name,
-                    filename=filename,
-                    ingested=ingested,
-                    path=f"{relative}/{ingested.path.name}",
-                    target=target,
-                    now=platform.clock.now(),
-                    max_attempts=platform.settings.job_max_attempts,
-                )
-                return UploadResult(dataset_service.dataset_public(row), created=True)
-        except IntegrityError:
-            # A concurrent upload of the same name took this version number or these bytes.
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+            ingested = await anyio.to_thread.run_sync(ingest_body)
+            result = await anyio.to_thread.run_sync(
+                lambda: self._register(org_id, dataset_id, name, filename, target, ingested, relative)
+            )
+        except BaseException:
+            self.store.remove(relative)
+            raise
+        if not result.created:
+            self.store.remove(relative)
+        return result
+
+    def _register(
+        self,
+        org_id: str,
+        dataset_id: str,
+        name: str,
+        filename: str | None,
+        target: str | None,
+        ingested: IngestedFile,
+        relative: str,
+    ) -> UploadResult:
+        for attempt in range(3):
+            try:
+                with self.db.session() as session:
+                    existing = dataset_service.find_same_bytes(session, org_id, name, ingested.sha256)
+                    if existing is not None:
+                        return UploadResult(dataset_service.dataset_public(existing), created=False)
+                    row: Dataset = dataset_service.register_upload(
+                        session,
+                        dataset_id=dataset_id,
+                        org_id=org_id,
+                        name=name,
+                        filename=filename,
+                        ingested=ingested,
+                        path=f"{relative}/{ingested.path.name}",
+                        target=target,
+                        now=self.clock.now(),
+                        max_attempts=self.job_max_attempts,
+                    )
+                    return UploadResult(dataset_service.dataset_public(row), created=True)
+            except IntegrityError:
+                # A concurrent upload of the same name took this version number or these bytes.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")

@@ -4,8 +4,8 @@ The folder's `config.json` says what it is: a Llama/Qwen2/Mistral causal LM beco
 `text-generation` version, a sentence-transformers BERT folder a `sentence-embedding` version, a
 BERT sequence classifier a `text-classification` version. Weights must be safetensors: pickled
 weights (`.bin`, `.pt`, `.pkl`, …) are refused, never opened. The archive is checked entry by
-entry (no absolute paths, no `..`, no links, bounded expansion) while it is extracted into a
-staging folder that is removed on any error.
+entry (no absolute paths, no `..`, no links, bounded expansion) while it is extracted into the
+new artifact folder, which is removed on any error.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -32,15 +31,19 @@ _CHUNK = 1024 * 1024
 MAX_RATIO = 1000.0  # safetensors barely compress; a higher ratio means a zip bomb
 
 
-@dataclass(frozen=True)
-class ImportedFolder:
-    task: str
-    architecture: str
-    manifest: dict[str, Any]
-
-
 def _bad(message: str, code: str = "invalid_model_folder") -> errors.ValidationFailed:
     return errors.ValidationFailed(message, param="file", code=code)
+
+
+def install(upload: Path, dest: Path, *, max_bytes: int) -> dict[str, Any]:
+    """Extract the zipped folder `upload` into the new artifact folder `dest` and check it;
+    returns its manifest. On any error `dest` is removed and nothing is left."""
+    extract(upload, dest, max_bytes=max_bytes)
+    try:
+        return inspect_folder(dest)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
 
 
 def extract(archive_path: Path, dest: Path, *, max_bytes: int) -> None:
@@ -93,8 +96,9 @@ def _common_folder(paths: list[PurePosixPath]) -> tuple[str, ...]:
     return ()
 
 
-def inspect_folder(folder: Path) -> ImportedFolder:
-    """Check an extracted folder and say what it holds, or raise naming what is wrong."""
+def inspect_folder(folder: Path) -> dict[str, Any]:
+    """Check an extracted folder and return its manifest (what it holds), or raise naming what is
+    wrong."""
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     pickled = [name for name in files if name.lower().endswith(PICKLE_SUFFIXES)]
     if pickled:
@@ -114,7 +118,7 @@ def inspect_folder(folder: Path) -> ImportedFolder:
     task, architecture = _classify(folder, config)
     if "tokenizer.json" not in files:  # every task we import tokenises text
         raise _bad("the folder has no tokenizer.json")
-    manifest = {
+    return {
         "task": task,
         "source": "huggingface",
         "architecture": architecture,
@@ -123,7 +127,6 @@ def inspect_folder(folder: Path) -> ImportedFolder:
         "size_bytes": sum((folder / name).stat().st_size for name in files),
         "metrics": {},
     }
-    return ImportedFolder(task, architecture, manifest)
 
 
 def _classify(folder: Path, config: dict[str, Any]) -> tuple[str, str]:

@@ -5,15 +5,25 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
 
-from openmaas.api.deps import CreatorDep, Operator, PageDep, PlatformDep, scope
+from openmaas.api.deps import (
+    AuditedTargetOrg,
+    CreatorDep,
+    Operator,
+    PageDep,
+    PlatformDep,
+    ReadSessionDep,
+    SessionDep,
+    TargetOrg,
+    scope,
+)
 from openmaas.billing import credits, export, invoices, pricebooks
 from openmaas.bootstrap import Platform
 from openmaas.schemas import billing as schemas
 from openmaas.schemas.pages import Page
-from openmaas.tenancy import service as tenancy
 from openmaas.tenancy.auth import Principal
 
 router = APIRouter(prefix="/v1", tags=["billing"])
@@ -27,27 +37,29 @@ def _invoice_response(invoice: schemas.Invoice, fmt: str) -> Response:
     return Response(invoice.model_dump_json(), media_type="application/json")
 
 
-def _statement(platform: Platform, org_id: str, period: str) -> schemas.Invoice:
-    with platform.db.read_session() as session:
-        return invoices.statement(
-            session, org_id, period, now=platform.clock.now(), currency=platform.settings.currency
-        )
+def _statement(session: Session, platform: Platform, org_id: str, period: str) -> schemas.Invoice:
+    return invoices.statement(
+        session, org_id, period, now=platform.clock.now(), currency=platform.settings.currency
+    )
 
 
 @router.get("/invoices", response_model=schemas.InvoiceList, name="invoices.list")
-def list_invoices(platform: PlatformDep, caller: BillingRead) -> object:
-    with platform.db.read_session() as session:
-        data = invoices.list_statements(
-            session, caller.require_org(), now=platform.clock.now(), currency=platform.settings.currency
-        )
+def list_invoices(session: ReadSessionDep, platform: PlatformDep, caller: BillingRead) -> object:
+    data = invoices.list_statements(
+        session, caller.require_org(), now=platform.clock.now(), currency=platform.settings.currency
+    )
     return schemas.InvoiceList(data=data)
 
 
 @router.get("/invoices/{period}", response_model=schemas.Invoice, name="invoices.get")
 def get_invoice(
-    period: str, platform: PlatformDep, caller: BillingRead, format: Literal["json", "csv"] = "json"
+    period: str,
+    session: ReadSessionDep,
+    platform: PlatformDep,
+    caller: BillingRead,
+    format: Literal["json", "csv"] = "json",
 ) -> Response:
-    return _invoice_response(_statement(platform, caller.require_org(), period), format)
+    return _invoice_response(_statement(session, platform, caller.require_org(), period), format)
 
 
 @router.get(
@@ -56,18 +68,20 @@ def get_invoice(
     name="admin.invoices.get",
 )
 def admin_get_invoice(
-    org_id: str, period: str, platform: PlatformDep, _: Operator, format: Literal["json", "csv"] = "json"
+    org_id: TargetOrg,
+    period: str,
+    session: ReadSessionDep,
+    platform: PlatformDep,
+    _: Operator,
+    format: Literal["json", "csv"] = "json",
 ) -> Response:
-    with platform.db.read_session() as session:
-        org = tenancy.find_organization(session, org_id)
-    return _invoice_response(_statement(platform, org.id, period), format)
+    return _invoice_response(_statement(session, platform, org_id, period), format)
 
 
 @router.post("/admin/invoices/finalize", name="admin.invoices.finalize")
-def finalize_invoices(platform: PlatformDep, _: Operator) -> dict[str, list[str]]:
+def finalize_invoices(session: SessionDep, platform: PlatformDep, _: Operator) -> dict[str, list[str]]:
     """Finalise every ended month not yet finalised (run after each month ends; safe to repeat)."""
-    with platform.db.session() as session:
-        ids = invoices.finalize_due(session, now=platform.clock.now(), currency=platform.settings.currency)
+    ids = invoices.finalize_due(session, now=platform.clock.now(), currency=platform.settings.currency)
     return {"finalized": ids}
 
 
@@ -78,21 +92,17 @@ def finalize_invoices(platform: PlatformDep, _: Operator) -> dict[str, list[str]
     name="admin.credits.add",
 )
 def add_credits(
-    org_id: str,
+    org_id: AuditedTargetOrg,
     body: schemas.CreditTopUp,
-    request: Request,
     platform: PlatformDep,
     operator: Operator,
     create: CreatorDep,
 ) -> object:
-    with platform.db.read_session() as session:
-        org = tenancy.find_organization(session, org_id)
-    request.state.audit_org_id = org.id
     return create(
         body,
         lambda s: credits.top_up(
             s,
-            org.id,
+            org_id,
             body,
             actor_key_id=operator.key_id,
             now=platform.clock.now(),
@@ -102,25 +112,25 @@ def add_credits(
 
 
 @router.get("/admin/organizations/{org_id}/credits", response_model=schemas.Credits, name="admin.credits.get")
-def admin_get_credits(org_id: str, platform: PlatformDep, _: Operator) -> object:
-    with platform.db.read_session() as session:
-        org = tenancy.find_organization(session, org_id)
-        return credits.credits(session, org.id, platform.settings.currency, platform.clock.now())
+def admin_get_credits(
+    org_id: TargetOrg, session: ReadSessionDep, platform: PlatformDep, _: Operator
+) -> object:
+    return credits.credits(session, org_id, platform.settings.currency, platform.clock.now())
 
 
 @router.patch(
     "/admin/organizations/{org_id}/billing", response_model=schemas.Credits, name="admin.billing.update"
 )
 def update_billing(
-    org_id: str, body: schemas.BillingSettings, request: Request, platform: PlatformDep, _: Operator
+    org_id: AuditedTargetOrg, body: schemas.BillingSettings, platform: PlatformDep, _: Operator
 ) -> object:
+    # Its own transaction: the caches are dropped after the commit, or a request in between could
+    # cache the old settings again.
     with platform.db.session() as session:
-        org = tenancy.find_organization(session, org_id)
-        request.state.audit_org_id = org.id
         result = credits.update_settings(
-            session, org.id, body, platform.settings.currency, platform.clock.now()
+            session, org_id, body, platform.settings.currency, platform.clock.now()
         )
-    platform.metering.budgets.forget(org.id)
+    platform.metering.budgets.forget(org_id)
     platform.metering.prices.invalidate()
     return result
 
@@ -131,20 +141,14 @@ def update_billing(
     name="admin.key_budget.set",
 )
 def set_key_budget(
-    org_id: str,
-    key_id: str,
-    body: schemas.KeyBudgetUpdate,
-    request: Request,
-    platform: PlatformDep,
-    _: Operator,
+    org_id: AuditedTargetOrg, key_id: str, body: schemas.KeyBudgetUpdate, platform: PlatformDep, _: Operator
 ) -> object:
+    # Its own transaction: the cached budgets are dropped after the commit (see update_billing).
     with platform.db.session() as session:
-        org = tenancy.find_organization(session, org_id)
-        request.state.audit_org_id = org.id
         result = credits.set_key_budget(
-            session, org.id, key_id, body, platform.settings.currency, platform.clock.now()
+            session, org_id, key_id, body, platform.settings.currency, platform.clock.now()
         )
-    platform.metering.budgets.forget(org.id)
+    platform.metering.budgets.forget(org_id)
     return result
 
 
@@ -153,7 +157,7 @@ def set_key_budget(
     response_model=schemas.RateLimitsPublic,
     name="admin.rate_limits.org.set",
 )
-def set_org_limits(org_id: str, body: schemas.RateLimits, platform: PlatformDep, _: Operator) -> object:
+def set_org_limits(org_id: TargetOrg, body: schemas.RateLimits, platform: PlatformDep, _: Operator) -> object:
     return _set_limits(platform, org_id, None, body)
 
 
@@ -163,15 +167,15 @@ def set_org_limits(org_id: str, body: schemas.RateLimits, platform: PlatformDep,
     name="admin.rate_limits.key.set",
 )
 def set_key_limits(
-    org_id: str, key_id: str, body: schemas.RateLimits, platform: PlatformDep, _: Operator
+    org_id: TargetOrg, key_id: str, body: schemas.RateLimits, platform: PlatformDep, _: Operator
 ) -> object:
     return _set_limits(platform, org_id, key_id, body)
 
 
 def _set_limits(platform: Platform, org_id: str, key_id: str | None, body: schemas.RateLimits) -> object:
+    # Its own transaction: the cached limits are dropped after the commit (see update_billing).
     with platform.db.session() as session:
-        org = tenancy.find_organization(session, org_id)
-        result = credits.set_rate_limits(session, org.id, key_id or org.id, body)
+        result = credits.set_rate_limits(session, org_id, key_id or org_id, body)
     platform.metering.limits.forget()
     return result
 
@@ -197,16 +201,14 @@ def create_pricebook(
 
 @router.get("/admin/pricebooks", response_model=Page[schemas.Pricebook], name="admin.pricebooks.list")
 def list_pricebooks(
-    platform: PlatformDep,
+    session: ReadSessionDep,
     _: Operator,
     page: PageDep,
     plan: Annotated[str | None, Query(max_length=64)] = None,
 ) -> object:
-    with platform.db.read_session() as session:
-        return pricebooks.list_pricebooks(session, plan, limit=page.limit, after=page.after)
+    return pricebooks.list_pricebooks(session, plan, limit=page.limit, after=page.after)
 
 
 @router.get("/admin/pricebooks/{pricebook_id}", response_model=schemas.Pricebook, name="admin.pricebooks.get")
-def get_pricebook(pricebook_id: str, platform: PlatformDep, _: Operator) -> object:
-    with platform.db.read_session() as session:
-        return pricebooks.pricebook_public(pricebooks.get_pricebook(session, pricebook_id))
+def get_pricebook(pricebook_id: str, session: ReadSessionDep, _: Operator) -> object:
+    return pricebooks.pricebook_public(pricebooks.get_pricebook(session, pricebook_id))

@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from openmaas.api.deps import PageDep, PlatformDep, scope
+from openmaas.api.deps import PageDep, PlatformDep, ReadSessionDep, scope
 from openmaas.api.middleware import STREAMED_BODY
 from openmaas.datasets import service as dataset_service
-from openmaas.datasets.uploads import receive_dataset
+from openmaas.datasets.uploads import DatasetUploads
 from openmaas.schemas.datasets import DatasetPublic
 from openmaas.schemas.pages import Page
 from openmaas.tenancy.auth import Principal
@@ -45,27 +45,31 @@ async def upload_dataset(
     filename: Annotated[str | None, Query(max_length=255, description="The file's name")] = None,
     target: Annotated[str | None, Query(max_length=200, description="Label column to check")] = None,
 ) -> object:
-    result = await receive_dataset(
-        platform, caller.require_org(), request.stream(), name=name, filename=filename, target=target
+    org_id = caller.require_org()
+    uploads = DatasetUploads(
+        platform.store,
+        platform.db,
+        platform.clock,
+        max_bytes=platform.settings.max_dataset_bytes,
+        job_max_attempts=platform.settings.job_max_attempts,
     )
+    result = await uploads.receive(org_id, request.stream(), name=name, filename=filename, target=target)
     return JSONResponse(result.dataset.model_dump(mode="json"), status_code=201 if result.created else 200)
 
 
 @router.get("/datasets", response_model=Page[DatasetPublic], name="datasets.list")
 def list_datasets(
-    platform: PlatformDep,
+    session: ReadSessionDep,
     caller: DatasetsRead,
     page: PageDep,
     name: Annotated[str | None, Query(max_length=100)] = None,
 ) -> object:
-    with platform.db.read_session() as session:
-        return dataset_service.list_datasets(
-            session, caller.require_org(), name=name, limit=page.limit, after=page.after
-        )
+    return dataset_service.list_datasets(
+        session, caller.require_org(), name=name, limit=page.limit, after=page.after
+    )
 
 
 @router.get("/datasets/{ref}", response_model=DatasetPublic, name="datasets.get")
-def get_dataset(ref: str, platform: PlatformDep, caller: DatasetsRead) -> object:
+def get_dataset(ref: str, session: ReadSessionDep, caller: DatasetsRead) -> object:
     """By id, by name (its latest version) or as `name:version`."""
-    with platform.db.read_session() as session:
-        return dataset_service.dataset_public(dataset_service.get_dataset(session, caller.require_org(), ref))
+    return dataset_service.dataset_public(dataset_service.get_dataset(session, caller.require_org(), ref))

@@ -22,7 +22,7 @@ async def healthz() -> dict[str, str]:
 
 
 def _readiness(platform: Platform) -> dict[str, object]:
-    try:
+    try:  # its own session: any failure, connecting included, is the 503 below
         with platform.db.read_session() as session:
             session.execute(text("SELECT 1"))
         state = migrate.schema_state(platform.db)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from openmaas.api.deps import PageDep, PlatformDep, scope
+from openmaas.api.deps import PageDep, PlatformDep, ReadSessionDep, SessionDep, scope
 from openmaas.bootstrap import Platform
 from openmaas.jobs import service as jobs
 from openmaas.schemas.jobs import JobEventList, JobPublic
@@ -31,42 +31,37 @@ KEEPALIVE_S = 15.0
 
 @router.get("/jobs", response_model=Page[JobPublic], name="jobs.list")
 def list_jobs(
-    platform: PlatformDep,
+    session: ReadSessionDep,
     caller: JobsRead,
     page: PageDep,
     kind: Annotated[str | None, Query(max_length=40)] = None,
     status: Annotated[str | None, Query(max_length=20)] = None,
 ) -> object:
-    with platform.db.read_session() as session:
-        return jobs.list_jobs(
-            session, caller.require_org(), kind=kind, status=status, limit=page.limit, after=page.after
-        )
+    return jobs.list_jobs(
+        session, caller.require_org(), kind=kind, status=status, limit=page.limit, after=page.after
+    )
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, name="jobs.get")
-def get_job(job_id: str, platform: PlatformDep, caller: JobsRead) -> object:
-    with platform.db.read_session() as session:
-        return jobs.job_public(jobs.get_job(session, caller.require_org(), job_id))
+def get_job(job_id: str, session: ReadSessionDep, caller: JobsRead) -> object:
+    return jobs.job_public(jobs.get_job(session, caller.require_org(), job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic, name="jobs.cancel")
-def cancel_job(job_id: str, platform: PlatformDep, caller: JobsWrite) -> object:
-    with platform.db.session() as session:
-        return jobs.job_public(jobs.cancel_job(session, caller.require_org(), job_id, platform.clock.now()))
+def cancel_job(job_id: str, session: SessionDep, platform: PlatformDep, caller: JobsWrite) -> object:
+    return jobs.job_public(jobs.cancel_job(session, caller.require_org(), job_id, platform.clock.now()))
 
 
 @router.post("/jobs/{job_id}/pause", response_model=JobPublic, name="jobs.pause")
-def pause_job(job_id: str, platform: PlatformDep, caller: JobsWrite) -> object:
+def pause_job(job_id: str, session: SessionDep, platform: PlatformDep, caller: JobsWrite) -> object:
     """Pause a queued or running job; a running one stops at its next batch, keeping its checkpoints."""
-    with platform.db.session() as session:
-        return jobs.job_public(jobs.pause_job(session, caller.require_org(), job_id, platform.clock.now()))
+    return jobs.job_public(jobs.pause_job(session, caller.require_org(), job_id, platform.clock.now()))
 
 
 @router.post("/jobs/{job_id}/resume", response_model=JobPublic, name="jobs.resume")
-def resume_job(job_id: str, platform: PlatformDep, caller: JobsWrite) -> object:
+def resume_job(job_id: str, session: SessionDep, platform: PlatformDep, caller: JobsWrite) -> object:
     """Queue a paused job again; it resumes from its last checkpoint."""
-    with platform.db.session() as session:
-        return jobs.job_public(jobs.resume_job(session, caller.require_org(), job_id, platform.clock.now()))
+    return jobs.job_public(jobs.resume_job(session, caller.require_org(), job_id, platform.clock.now()))
 
 
 def events_route(kind: str | None) -> Callable[..., Awaitable[object]]:
@@ -119,6 +114,7 @@ async def events_response(
 def _read_events(
     platform: Platform, org_id: str, job_id: str, after: int | None, limit: int, kind: str | None
 ) -> JobEventList:
+    # Its own read each time: the stream polls on after the response has started.
     with platform.db.read_session() as session:
         return jobs.job_events(session, org_id, job_id, after=after, limit=limit, kind=kind)
 
@@ -148,20 +144,17 @@ def add_kind_routes(router: APIRouter, path: str, kind: str, name: str) -> None:
     """List, get, cancel and events routes for the jobs of one `kind` under `path` (the
     `/v1/training_jobs` and `/v1/optimizations` views of `/v1/jobs`)."""
 
-    def list_kind(platform: PlatformDep, caller: JobsRead, page: PageDep) -> object:
-        with platform.db.read_session() as session:
-            return jobs.list_jobs(
-                session, caller.require_org(), kind=kind, status=None, limit=page.limit, after=page.after
-            )
+    def list_kind(session: ReadSessionDep, caller: JobsRead, page: PageDep) -> object:
+        return jobs.list_jobs(
+            session, caller.require_org(), kind=kind, status=None, limit=page.limit, after=page.after
+        )
 
-    def get_kind(job_id: str, platform: PlatformDep, caller: JobsRead) -> object:
-        with platform.db.read_session() as session:
-            return jobs.job_public(jobs.get_job(session, caller.require_org(), job_id, kind))
+    def get_kind(job_id: str, session: ReadSessionDep, caller: JobsRead) -> object:
+        return jobs.job_public(jobs.get_job(session, caller.require_org(), job_id, kind))
 
-    def cancel_kind(job_id: str, platform: PlatformDep, caller: JobsWrite) -> object:
-        with platform.db.session() as session:
-            job = jobs.cancel_job(session, caller.require_org(), job_id, platform.clock.now(), kind)
-            return jobs.job_public(job)
+    def cancel_kind(job_id: str, session: SessionDep, platform: PlatformDep, caller: JobsWrite) -> object:
+        job = jobs.cancel_job(session, caller.require_org(), job_id, platform.clock.now(), kind)
+        return jobs.job_public(job)
 
     router.add_api_route(
         path, list_kind, methods=["GET"], response_model=Page[JobPublic], name=f"{name}.list"

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter
 
-from openmaas.api.deps import CreatorDep, PageDep, PlatformDep, scope
+from openmaas.api.deps import CreatorDep, PageDep, PlatformDep, ReadSessionDep, scope
 from openmaas.billing import marketplace
 from openmaas.schemas import billing as schemas
 from openmaas.schemas.pages import Page
@@ -18,9 +18,8 @@ ModelsWrite = Annotated[Principal, scope("models:write")]
 
 
 @router.get("", response_model=Page[schemas.Listing], name="marketplace.catalogue")
-def catalogue(platform: PlatformDep, _: ModelsRead, page: PageDep) -> object:
-    with platform.db.read_session() as session:
-        return marketplace.catalogue(session, owner_org_id=None, limit=page.limit, after=page.after)
+def catalogue(session: ReadSessionDep, _: ModelsRead, page: PageDep) -> object:
+    return marketplace.catalogue(session, owner_org_id=None, limit=page.limit, after=page.after)
 
 
 @router.post("/listings", status_code=201, response_model=schemas.Listing, name="marketplace.listings.create")
@@ -45,15 +44,16 @@ def publish(
 
 
 @router.get("/listings", response_model=Page[schemas.Listing], name="marketplace.listings.list")
-def my_listings(platform: PlatformDep, caller: ModelsRead, page: PageDep) -> object:
-    with platform.db.read_session() as session:
-        return marketplace.catalogue(
-            session, owner_org_id=caller.require_org(), limit=page.limit, after=page.after
-        )
+def my_listings(session: ReadSessionDep, caller: ModelsRead, page: PageDep) -> object:
+    return marketplace.catalogue(
+        session, owner_org_id=caller.require_org(), limit=page.limit, after=page.after
+    )
 
 
 @router.delete("/listings/{listing_id}", response_model=schemas.Listing, name="marketplace.listings.withdraw")
 def withdraw(listing_id: str, platform: PlatformDep, caller: ModelsWrite) -> object:
+    # Its own transaction: the cached prices are dropped after the commit, or a request in between
+    # could cache the withdrawn listing's price again.
     with platform.db.session() as session:
         listing = marketplace.listing_public(
             marketplace.withdraw(session, caller.require_org(), listing_id, platform.clock.now())

@@ -19,7 +19,6 @@ from openmaas.tenancy.auth import Principal
 router = APIRouter(prefix="/v1", tags=["optimizations"])
 
 JobsWrite = Annotated[Principal, scope("jobs:write")]
-JobsRead = Annotated[Principal, scope("jobs:read")]
 KIND = optimize.OPTIMIZE_KIND
 
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
-from openmaas.api.deps import PageDep, PlatformDep, ReadSessionDep, scope
+from openmaas.api.deps import PageDep, PlatformDep, ReadSessionDep, SessionDep, scope
 from openmaas.registry import service as registry
 from openmaas.schemas.pages import Page
 from openmaas.schemas.registry import (
@@ -39,15 +39,15 @@ def list_models(session: ReadSessionDep, caller: ModelsRead, page: PageDep) -> o
 
 
 @router.get("/models/{name}", response_model=ModelPublic, name="registry.models.get")
-def get_model(name: str, platform: PlatformDep, caller: ModelsRead) -> object:
-    with platform.db.read_session() as session:
-        return registry.model_public(session, registry.get_model(session, caller.require_org(), name))
+def get_model(name: str, session: ReadSessionDep, caller: ModelsRead) -> object:
+    return registry.model_public(session, registry.get_model(session, caller.require_org(), name))
 
 
 @router.delete("/models/{name}", response_model=ModelPublic, name="registry.models.delete")
 def delete_model(name: str, platform: PlatformDep, caller: ModelsWrite) -> object:
     """The model with all its versions and aliases. 409 `version_in_use` while a live marketplace
     listing, a deployment or a traffic split uses one of its versions; nothing is deleted then."""
+    # Its own transaction: the files go only once the rows are gone for good.
     with platform.db.session() as session:
         public, paths = registry.delete_model(session, caller.require_org(), name, platform.version_holders)
     for path in paths:
@@ -56,54 +56,49 @@ def delete_model(name: str, platform: PlatformDep, caller: ModelsWrite) -> objec
 
 
 @router.get("/models/{name}/versions", response_model=Page[ModelVersionPublic], name="registry.versions.list")
-def list_versions(name: str, platform: PlatformDep, caller: ModelsRead, page: PageDep) -> object:
-    with platform.db.read_session() as session:
-        return registry.list_versions(session, caller.require_org(), name, limit=page.limit, after=page.after)
+def list_versions(name: str, session: ReadSessionDep, caller: ModelsRead, page: PageDep) -> object:
+    return registry.list_versions(session, caller.require_org(), name, limit=page.limit, after=page.after)
 
 
 @router.put("/models/{name}/aliases/{alias}", response_model=ModelPublic, name="registry.aliases.set")
-def set_alias(name: str, alias: str, body: AliasSet, platform: PlatformDep, caller: ModelsWrite) -> object:
-    with platform.db.session() as session:
-        return registry.set_alias(
-            session, caller.require_org(), name, alias, body.version, platform.clock.now()
-        )
+def set_alias(
+    name: str, alias: str, body: AliasSet, session: SessionDep, platform: PlatformDep, caller: ModelsWrite
+) -> object:
+    return registry.set_alias(session, caller.require_org(), name, alias, body.version, platform.clock.now())
 
 
 @router.delete("/models/{name}/aliases/{alias}", response_model=ModelPublic, name="registry.aliases.delete")
-def remove_alias(name: str, alias: str, platform: PlatformDep, caller: ModelsWrite) -> object:
-    with platform.db.session() as session:
-        return registry.remove_alias(session, caller.require_org(), name, alias)
+def remove_alias(name: str, alias: str, session: SessionDep, caller: ModelsWrite) -> object:
+    return registry.remove_alias(session, caller.require_org(), name, alias)
 
 
 @router.get("/compare", response_model=Comparison, name="registry.compare")
 def compare(
-    platform: PlatformDep,
+    session: ReadSessionDep,
     caller: ModelsRead,
     refs: Annotated[list[str], Query(description="Versions to compare, e.g. churn:1&refs=churn@production")],
 ) -> object:
-    with platform.db.read_session() as session:
-        versions, metrics = registry.compare(session, caller.require_org(), refs)
+    versions, metrics = registry.compare(session, caller.require_org(), refs)
     return Comparison(versions=versions, metrics=metrics)
 
 
 @router.get("/versions/{ref}", response_model=ModelVersionPublic, name="registry.versions.get")
-def get_version(ref: str, platform: PlatformDep, caller: ModelsRead) -> object:
+def get_version(ref: str, session: ReadSessionDep, caller: ModelsRead) -> object:
     """With its manifest (task, architecture, signatures, preprocessing, metrics, curves, params)."""
-    with platform.db.read_session() as session:
-        model, version = registry.resolve(session, caller.require_org(), ref)
-        return registry.version_public(session, model, version, manifest=True)
+    model, version = registry.resolve(session, caller.require_org(), ref)
+    return registry.version_public(session, model, version, manifest=True)
 
 
 @router.patch("/versions/{ref}", response_model=ModelVersionPublic, name="registry.versions.tag")
-def tag_version(ref: str, body: TagsUpdate, platform: PlatformDep, caller: ModelsWrite) -> object:
-    with platform.db.session() as session:
-        return registry.update_tags(session, caller.require_org(), ref, body.tags)
+def tag_version(ref: str, body: TagsUpdate, session: SessionDep, caller: ModelsWrite) -> object:
+    return registry.update_tags(session, caller.require_org(), ref, body.tags)
 
 
 @router.delete("/versions/{ref}", response_model=ModelVersionPublic, name="registry.versions.delete")
 def delete_version(ref: str, platform: PlatformDep, caller: ModelsWrite) -> object:
     """409 `version_in_use` while an alias, a live marketplace listing, a deployment or a traffic
     split uses the version; the answer names them and nothing is deleted."""
+    # Its own transaction: the files go only once the row is gone for good.
     with platform.db.session() as session:
         public, path = registry.delete_version(session, caller.require_org(), ref, platform.version_holders)
     platform.store.remove(path)
@@ -117,6 +112,7 @@ def delete_version(ref: str, platform: PlatformDep, caller: ModelsWrite) -> obje
     responses={200: {"content": {"application/zip": {}}, "description": "The artifact folder as a zip"}},
 )
 def download_version(ref: str, platform: PlatformDep, caller: ModelsRead) -> FileResponse:
+    # Its own short read: zipping the folder can take long, and must not hold a connection meanwhile.
     with platform.db.read_session() as session:
         model, version = registry.resolve(session, caller.require_org(), ref)
     folder = platform.store.path(version.artifact_path)

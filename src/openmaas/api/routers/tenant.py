@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from openmaas.api.deps import CreatorDep, PageDep, PlatformDep, PrincipalDep, scope
+from openmaas.api.deps import CreatorDep, PageDep, PlatformDep, PrincipalDep, ReadSessionDep, scope
 from openmaas.schemas import tenancy as schemas
 from openmaas.schemas.pages import Page
 from openmaas.tenancy import audit
@@ -21,11 +21,10 @@ AuditRead = Annotated[Principal, scope("audit:read")]
 
 
 @router.get("/me", response_model=schemas.Caller, name="me.get")
-def whoami(platform: PlatformDep, principal: PrincipalDep) -> object:
+def whoami(session: ReadSessionDep, principal: PrincipalDep) -> object:
     org = None
     if principal.org_id is not None:
-        with platform.db.read_session() as session:
-            org = tenancy.organization_public(tenancy.get_organization(session, principal.org_id))
+        org = tenancy.organization_public(tenancy.get_organization(session, principal.org_id))
     return schemas.Caller(key_id=principal.key_id, organization=org, scopes=sorted(principal.scopes))
 
 
@@ -48,19 +47,19 @@ def create_key(
 
 
 @router.get("/api_keys", response_model=Page[schemas.ApiKey], name="api_keys.list")
-def list_keys(platform: PlatformDep, caller: KeysRead, page: PageDep) -> object:
-    with platform.db.read_session() as session:
-        return tenancy.list_api_keys(session, caller.org_id, limit=page.limit, after=page.after)
+def list_keys(session: ReadSessionDep, caller: KeysRead, page: PageDep) -> object:
+    return tenancy.list_api_keys(session, caller.org_id, limit=page.limit, after=page.after)
 
 
 @router.get("/api_keys/{key_id}", response_model=schemas.ApiKey, name="api_keys.get")
-def get_key(key_id: str, platform: PlatformDep, caller: KeysRead) -> object:
-    with platform.db.read_session() as session:
-        return tenancy.api_key_public(tenancy.get_api_key(session, caller.org_id, key_id))
+def get_key(key_id: str, session: ReadSessionDep, caller: KeysRead) -> object:
+    return tenancy.api_key_public(tenancy.get_api_key(session, caller.org_id, key_id))
 
 
 @router.delete("/api_keys/{key_id}", response_model=schemas.ApiKey, name="api_keys.revoke")
 def revoke_key(key_id: str, platform: PlatformDep, caller: KeysWrite) -> object:
+    # Its own transaction: the key leaves the auth cache after the commit, or a request between
+    # the two could cache it again, still valid.
     with platform.db.session() as session:
         key = tenancy.api_key_public(
             tenancy.revoke_api_key(session, caller.org_id, key_id, platform.clock.now())
@@ -71,12 +70,11 @@ def revoke_key(key_id: str, platform: PlatformDep, caller: KeysWrite) -> object:
 
 @router.get("/audit_log", response_model=Page[schemas.AuditEntry], name="audit_log.list")
 def list_audit_log(
-    platform: PlatformDep,
+    session: ReadSessionDep,
     caller: AuditRead,
     page: PageDep,
     action: Annotated[str | None, Query(max_length=100)] = None,
 ) -> object:
-    with platform.db.read_session() as session:
-        return audit.list_entries(
-            session, org_id=caller.org_id, all_orgs=False, action=action, limit=page.limit, after=page.after
-        )
+    return audit.list_entries(
+        session, org_id=caller.org_id, all_orgs=False, action=action, limit=page.limit, after=page.after
+    )

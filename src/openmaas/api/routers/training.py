@@ -18,7 +18,6 @@ from openmaas.training import jobs as training
 router = APIRouter(prefix="/v1", tags=["training"])
 
 TrainWrite = Annotated[Principal, scope("jobs:write")]
-JobsRead = Annotated[Principal, scope("jobs:read")]
 KIND = training.TRAIN_KIND
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from openmaas.api.deps import PageDep, PlatformDep, scope
+from openmaas.api.deps import PageDep, PlatformDep, ReadSessionDep, scope
 from openmaas.billing import credits
 from openmaas.billing import usage_report as report
 from openmaas.schemas import billing as schemas
@@ -22,6 +22,7 @@ BillingRead = Annotated[Principal, scope("billing:read")]
 
 @router.get("/usage", response_model=schemas.UsageReport, name="usage.get")
 def get_usage(
+    session: ReadSessionDep,
     platform: PlatformDep,
     caller: UsageRead,
     page: PageDep,
@@ -36,27 +37,22 @@ def get_usage(
     groups = [g for item in group_by or ["unit"] for g in item.split(",") if g]
     filters = report.UsageFilter(start=start, end=end, model=model, api_key_id=api_key_id)
     currency = platform.settings.currency
-    with platform.db.read_session() as session:
-        if granularity == "event":
-            return report.events(
-                session, org_id, filters, currency=currency, limit=page.limit, after=page.after
-            )
-        return report.usage(session, org_id, filters, group_by=groups, currency=currency)
+    if granularity == "event":
+        return report.events(session, org_id, filters, currency=currency, limit=page.limit, after=page.after)
+    return report.usage(session, org_id, filters, group_by=groups, currency=currency)
 
 
 @router.get("/credits", response_model=schemas.Credits, name="credits.get")
-def get_credits(platform: PlatformDep, caller: BillingRead) -> object:
-    with platform.db.read_session() as session:
-        return credits.credits(
-            session, caller.require_org(), platform.settings.currency, platform.clock.now()
-        )
+def get_credits(session: ReadSessionDep, platform: PlatformDep, caller: BillingRead) -> object:
+    return credits.credits(session, caller.require_org(), platform.settings.currency, platform.clock.now())
 
 
 @router.get(
     "/credits/transactions", response_model=Page[schemas.CreditTransaction], name="credits.transactions.list"
 )
-def list_transactions(platform: PlatformDep, caller: BillingRead, page: PageDep) -> object:
-    with platform.db.read_session() as session:
-        return credits.list_transactions(
-            session, caller.require_org(), platform.settings.currency, limit=page.limit, after=page.after
-        )
+def list_transactions(
+    session: ReadSessionDep, platform: PlatformDep, caller: BillingRead, page: PageDep
+) -> object:
+    return credits.list_transactions(
+        session, caller.require_org(), platform.settings.currency, limit=page.limit, after=page.after
+    )

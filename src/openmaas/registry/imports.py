@@ -1,0 +1,98 @@
+"""Model imports: an uploaded Hugging Face folder (zipped) or raw ONNX file becomes the next
+version of a model.
+
+The upload is streamed into a staging folder inside the artifact store (never held whole in
+memory, refused past the size limit), checked and installed as the version's artifact folder by
+`hf_import` or `onnx_import`, then registered. Nothing half-written stays behind: the staging
+folder always goes, and the artifact folder goes when anything after it fails. Knows nothing of
+HTTP: the caller hands in the body as chunks.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from openmaas import errors
+from openmaas.clock import Clock
+from openmaas.db.database import Database
+from openmaas.ids import new_id
+from openmaas.registry import hf_import, onnx_import
+from openmaas.registry import service as registry
+from openmaas.schemas.registry import ModelVersionPublic
+from openmaas.storage import ArtifactStore
+
+
+@dataclass(frozen=True)
+class ModelImports:
+    """Imports into `store` and `db`, dated by `clock`; an upload, or a folder it unpacks to, is
+    at most `max_bytes`."""
+
+    store: ArtifactStore
+    db: Database
+    clock: Clock
+    max_bytes: int
+
+    async def receive(
+        self, org_id: str, body: AsyncIterator[bytes], *, name: str, source_format: str, task: str
+    ) -> ModelVersionPublic:
+        """Import the upload `body` (`source_format` "huggingface" or "onnx") as the next version
+        of model `name` of `org_id`. `task` is an ONNX file's task; a folder's config says its own."""
+        self.store.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".import-", dir=self.store.root))
+        try:
+            upload = staging / "upload.zip"
+            await self._receive(body, upload)
+            version_id = new_id("ver_")
+            relative = self.store.model_dir(org_id, version_id)
+
+            def install_and_register() -> ModelVersionPublic:
+                manifest = self._install(source_format, upload, self.store.path(relative), task)
+                return self._register(org_id, name, version_id, relative, manifest)
+
+            return await anyio.to_thread.run_sync(install_and_register)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    async def _receive(self, body: AsyncIterator[bytes], path: Path) -> None:
+        size = 0
+        with open(path, "wb") as out:
+            async for chunk in body:
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise errors.PayloadTooLarge(
+                        f"the upload is larger than {self.max_bytes} bytes", param="file"
+                    )
+                out.write(chunk)
+
+    def _install(self, source_format: str, upload: Path, folder: Path, task: str) -> dict[str, Any]:
+        """Check the upload and build the artifact folder from it; returns its manifest."""
+        if source_format == "onnx":
+            return onnx_import.install(upload, folder, task=task)
+        return hf_import.install(upload, folder, max_bytes=self.max_bytes)
+
+    def _register(
+        self, org_id: str, name: str, version_id: str, relative: str, manifest: dict[str, Any]
+    ) -> ModelVersionPublic:
+        try:
+            with self.db.session() as session:
+                model, version = registry.register_version(
+                    session,
+                    version_id=version_id,
+                    org_id=org_id,
+                    model_name=name,
+                    artifact_path=relative,
+                    manifest=manifest,
+                    lineage={},
+                    now=self.clock.now(),
+                )
+                return registry.version_public(session, model, version)
+        except BaseException:
+            self.store.remove(relative)
+            raise

@@ -10,6 +10,7 @@ from torch import nn
 
 from openmaas.engine.models.linear import (
     Linear,
+    cpu_has_fast_half,
     enable_fp32_batched_matmul,
     enable_onednn_matmul,
     onednn_available,
@@ -35,6 +36,9 @@ def test_batched_rows_use_fp32_in_slices_and_single_rows_stay_bf16() -> None:
 @pytest.mark.skipif(not onednn_available(torch.device("cpu")), reason="PyTorch built without oneDNN")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_onednn_matmul_equals_f_linear_and_keeps_shared_weights(dtype: torch.dtype) -> None:
+    if dtype != torch.float32 and not cpu_has_fast_half(dtype):
+        # oneDNN refuses bf16 weights on such CPUs; the engine takes its fp32 path there instead.
+        pytest.skip("CPU without native bf16 math: the engine does not use oneDNN for bf16")
     torch.manual_seed(0)
     embed = nn.Embedding(37, 24)
     model = nn.ModuleDict(

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import typer
 
-from openmaas.cli.account import JsonOpt, KeyOpt, UrlOpt, client
+from openmaas.cli.admin import OrgOpt
+from openmaas.cli.client_options import ClientOptions, client_command
 from openmaas.cli.output import console, fail, run, show
 
 invoices_app = typer.Typer(help="Your organization's invoices.", no_args_is_help=True)
@@ -21,7 +22,6 @@ admin_billing_app = typer.Typer(
 admin_pricebooks_app = typer.Typer(help="Versioned plan prices.", no_args_is_help=True)
 admin_invoices_app = typer.Typer(help="Invoices of all organizations.", no_args_is_help=True)
 
-OrgOpt = typer.Option(..., "--org", help="Organization name or id")
 USAGE_COLUMNS = ("day", "model", "deployment", "api_key_id", "unit", "quantity", "cost", "events")
 EVENT_COLUMNS = ("occurred_at", "request_id", "unit", "quantity", "cost", "model", "api_key_id")
 INVOICE_COLUMNS = ("period", "status", "subtotal", "credit_applied", "amount_due", "currency")
@@ -51,7 +51,9 @@ def register(app: typer.Typer, admin_app: typer.Typer) -> None:
     admin_app.add_typer(admin_invoices_app, name="invoices")
 
 
+@client_command
 def usage(
+    options: ClientOptions,
     group_by: list[str] = typer.Option(None, "--group-by", help="day, model, deployment, api_key_id, unit"),
     start: datetime = typer.Option(None, "--start", help="From (ISO time, inclusive)"),
     end: datetime = typer.Option(None, "--end", help="Until (ISO time, exclusive)"),
@@ -59,12 +61,9 @@ def usage(
     api_key_id: str = typer.Option(None, "--key-id"),
     events: bool = typer.Option(False, "--events", help="List single events instead of sums"),
     limit: int = typer.Option(50, "--limit", help="With --events: how many"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Your organization's usage: sums by day/model/deployment/key/unit, or single events."""
-    api = client(url, key)
+    api = options.client()
     report = run(
         lambda: api.usage(
             group_by=group_by or (None if events else ["day", "unit"]),
@@ -76,38 +75,35 @@ def usage(
             limit=limit if events else None,
         )
     )
-    show(
+    options.show(
         report.data,
-        as_json=as_json,
         columns=EVENT_COLUMNS if events else USAGE_COLUMNS,
         title=f"Usage ({report.currency})",
     )
 
 
-def credits(url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt) -> None:
+@client_command
+def credits(options: ClientOptions) -> None:
     """Your organization's prepaid credit and this month's spend."""
-    api = client(url, key)
-    show(run(api.credits), as_json=as_json, columns=CREDIT_COLUMNS)
+    api = options.client()
+    options.show(run(api.credits), columns=CREDIT_COLUMNS)
 
 
 @invoices_app.command("list")
-def invoices_list(url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt) -> None:
+@client_command
+def invoices_list(options: ClientOptions) -> None:
     """Every month's invoice, newest first (the current month is a draft)."""
-    api = client(url, key)
-    show(run(api.invoices.list).data, as_json=as_json, columns=INVOICE_COLUMNS)
+    api = options.client()
+    options.show(run(api.invoices.list).data, columns=INVOICE_COLUMNS)
 
 
 @invoices_app.command("show")
-def invoices_show(
-    period: str = typer.Argument(..., help="YYYY-MM"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
-) -> None:
+@client_command
+def invoices_show(options: ClientOptions, period: str = typer.Argument(..., help="YYYY-MM")) -> None:
     """One month's invoice with its lines."""
-    api = client(url, key)
+    api = options.client()
     invoice = run(lambda: api.invoices.get(period))
-    if as_json:
+    if options.as_json:
         show(invoice, as_json=True, columns=())
         return
     show(
@@ -120,19 +116,19 @@ def invoices_show(
 
 
 @invoices_app.command("download")
+@client_command(json=False)
 def invoices_download(
+    options: ClientOptions,
     period: str = typer.Argument(..., help="YYYY-MM"),
     fmt: str = typer.Option("csv", "--format", help="csv or json"),
     output: Path = typer.Option(None, "--output", "-o", help="File to write (default: stdout)"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
 ) -> None:
     """Export one month's invoice as CSV or JSON."""
     from openmaas.billing.export import to_csv
 
     if fmt not in ("csv", "json"):
         fail("--format must be csv or json")
-    api = client(url, key)
+    api = options.client()
     invoice = run(lambda: api.invoices.get(period))
     text = to_csv(invoice) if fmt == "csv" else invoice.model_dump_json(indent=2) + "\n"
     if output is None:
@@ -143,27 +139,28 @@ def invoices_download(
 
 
 @marketplace_app.command("list")
-def marketplace_list(url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt) -> None:
+@client_command
+def marketplace_list(options: ClientOptions) -> None:
     """The catalogue: every model listed by any organization, with its prices."""
-    api = client(url, key)
-    show(run(lambda: api.marketplace.catalogue(limit=100)).data, as_json=as_json, columns=LISTING_COLUMNS)
+    api = options.client()
+    options.show(run(lambda: api.marketplace.catalogue(limit=100)).data, columns=LISTING_COLUMNS)
 
 
 @marketplace_app.command("listings")
-def marketplace_listings(url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt) -> None:
+@client_command
+def marketplace_listings(options: ClientOptions) -> None:
     """Your organization's own listings, withdrawn ones included."""
-    api = client(url, key)
-    show(run(lambda: api.marketplace.listings(limit=100)).data, as_json=as_json, columns=LISTING_COLUMNS)
+    api = options.client()
+    options.show(run(lambda: api.marketplace.listings(limit=100)).data, columns=LISTING_COLUMNS)
 
 
 @marketplace_app.command("publish")
+@client_command
 def marketplace_publish(
+    options: ClientOptions,
     model: str = typer.Argument(..., help="One of your model versions: my-model:3, my-model@prod or mv_…"),
     price: list[str] = typer.Option(..., "--price", help="UNIT=PRICE, e.g. output_tokens=0.60; repeat"),
     description: str = typer.Option("", "--description"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Publish a model at your price (publishing again changes the price from now on)."""
     components = []
@@ -172,56 +169,49 @@ def marketplace_publish(
         if not sep:
             fail(f"--price {item!r}: expected UNIT=PRICE")
         components.append({"unit": unit.strip(), "price": amount.strip()})
-    api = client(url, key)
+    api = options.client()
     listing = run(lambda: api.marketplace.publish(model, components, description=description))
-    show(listing, as_json=as_json, columns=LISTING_COLUMNS)
+    options.show(listing, columns=LISTING_COLUMNS)
 
 
 @marketplace_app.command("withdraw")
-def marketplace_withdraw(
-    listing_id: str = typer.Argument(...),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
-) -> None:
+@client_command
+def marketplace_withdraw(options: ClientOptions, listing_id: str = typer.Argument(...)) -> None:
     """Take a listing off the catalogue."""
-    api = client(url, key)
-    show(run(lambda: api.marketplace.withdraw(listing_id)), as_json=as_json, columns=LISTING_COLUMNS)
+    api = options.client()
+    options.show(run(lambda: api.marketplace.withdraw(listing_id)), columns=LISTING_COLUMNS)
 
 
 @admin_credits_app.command("add")
+@client_command
 def admin_credits_add(
+    options: ClientOptions,
     amount: str = typer.Argument(..., help="e.g. 12.50"),
     org: str = OrgOpt,
     note: str = typer.Option(None, "--note"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Add prepaid credit to an organization (recorded with your key in its history)."""
-    api = client(url, key, operator=True)
+    api = options.client(operator=True)
     entry = run(lambda: api.admin.billing.add_credits(org, amount, note=note))
-    show(entry, as_json=as_json, columns=("id", "kind", "amount", "balance_after", "currency", "created_at"))
+    options.show(entry, columns=("id", "kind", "amount", "balance_after", "currency", "created_at"))
 
 
 @admin_credits_app.command("show")
-def admin_credits_show(
-    org: str = OrgOpt, url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt
-) -> None:
+@client_command
+def admin_credits_show(options: ClientOptions, org: str = OrgOpt) -> None:
     """An organization's wallet."""
-    api = client(url, key, operator=True)
-    show(run(lambda: api.admin.billing.credits(org)), as_json=as_json, columns=CREDIT_COLUMNS)
+    api = options.client(operator=True)
+    options.show(run(lambda: api.admin.billing.credits(org)), columns=CREDIT_COLUMNS)
 
 
 @admin_billing_app.command("set")
+@client_command
 def admin_billing_set(
+    options: ClientOptions,
     org: str = OrgOpt,
     prepaid: bool = typer.Option(None, "--prepaid/--postpaid", help="Require prepaid credit"),
     monthly_cap: str = typer.Option(None, "--monthly-cap", help="Spending cap per month; 'none' removes it"),
     timezone: str = typer.Option(None, "--timezone", help="IANA zone of its billing months"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Change an organization's billing settings."""
     settings: dict[str, object] = {"prepaid": prepaid, "timezone": timezone}
@@ -229,36 +219,34 @@ def admin_billing_set(
         settings.update(
             {"clear_monthly_cap": True} if monthly_cap == "none" else {"monthly_cap": monthly_cap}
         )
-    api = client(url, key, operator=True)
-    show(run(lambda: api.admin.billing.update(org, **settings)), as_json=as_json, columns=CREDIT_COLUMNS)
+    api = options.client(operator=True)
+    options.show(run(lambda: api.admin.billing.update(org, **settings)), columns=CREDIT_COLUMNS)
 
 
 @admin_billing_app.command("limits")
+@client_command
 def admin_billing_limits(
+    options: ClientOptions,
     org: str = OrgOpt,
     key_id: str = typer.Option(None, "--key-id", help="Limit one key instead of the organization"),
     rpm: int = typer.Option(None, "--rpm", help="Requests per minute"),
     tpm: int = typer.Option(None, "--tpm", help="Tokens per minute"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Override the plan's rate limits for an organization or one of its keys."""
-    api = client(url, key, operator=True)
+    api = options.client(operator=True)
     result = run(
         lambda: api.admin.billing.set_rate_limits(
             org, key_id=key_id, requests_per_minute=rpm, tokens_per_minute=tpm
         )
     )
-    show(result, as_json=as_json, columns=("subject_id", "requests_per_minute", "tokens_per_minute"))
+    options.show(result, columns=("subject_id", "requests_per_minute", "tokens_per_minute"))
 
 
 @admin_pricebooks_app.command("create")
+@client_command
 def admin_pricebooks_create(
+    options: ClientOptions,
     file: Path = typer.Argument(..., help="JSON: {plan, effective_from?, monthly_fee?, components: [...]}"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Add the next version of a plan's prices from a JSON file."""
     from openmaas.schemas.billing import PricebookCreate
@@ -267,38 +255,29 @@ def admin_pricebooks_create(
         data = json.loads(file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         fail(f"{file}: {exc}")
-    api = client(url, key, operator=True)
+    api = options.client(operator=True)
     book = run(lambda: api.admin.billing.create_pricebook(PricebookCreate.model_validate(data)))
-    show(book, as_json=as_json, columns=PRICEBOOK_COLUMNS)
+    options.show(book, columns=PRICEBOOK_COLUMNS)
 
 
 @admin_pricebooks_app.command("list")
-def admin_pricebooks_list(
-    plan: str = typer.Option(None, "--plan"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
-) -> None:
+@client_command
+def admin_pricebooks_list(options: ClientOptions, plan: str = typer.Option(None, "--plan")) -> None:
     """Pricebook versions, newest first."""
-    api = client(url, key, operator=True)
-    show(
+    api = options.client(operator=True)
+    options.show(
         run(lambda: api.admin.billing.pricebooks(plan=plan, limit=100)).data,
-        as_json=as_json,
         columns=PRICEBOOK_COLUMNS,
     )
 
 
 @admin_pricebooks_app.command("show")
-def admin_pricebooks_show(
-    pricebook_id: str = typer.Argument(...),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
-) -> None:
+@client_command
+def admin_pricebooks_show(options: ClientOptions, pricebook_id: str = typer.Argument(...)) -> None:
     """One pricebook version with its components."""
-    api = client(url, key, operator=True)
+    api = options.client(operator=True)
     book = run(lambda: api.admin.billing.pricebook(pricebook_id))
-    if as_json:
+    if options.as_json:
         show(book, as_json=True, columns=())
         return
     show(book, as_json=False, columns=PRICEBOOK_COLUMNS)
@@ -310,13 +289,12 @@ def admin_pricebooks_show(
 
 
 @admin_invoices_app.command("finalize")
-def admin_invoices_finalize(
-    url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt
-) -> None:
+@client_command
+def admin_invoices_finalize(options: ClientOptions) -> None:
     """Finalise every ended month not yet finalised (safe to run repeatedly, e.g. daily)."""
-    api = client(url, key, operator=True)
+    api = options.client(operator=True)
     ids = run(api.admin.billing.finalize_invoices)
-    if as_json:
+    if options.as_json:
         show({"finalized": ids}, as_json=True, columns=())
     else:
         console.print(f"Finalised {len(ids)} invoice(s).")

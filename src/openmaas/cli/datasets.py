@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from openmaas.cli.account import JsonOpt, KeyOpt, UrlOpt, client
+from openmaas.cli.client_options import ClientOptions, client_command
 from openmaas.cli.output import console, emit_json, fail, run, show, table
 
 if TYPE_CHECKING:
@@ -35,21 +35,20 @@ def show_dataset(dataset: DatasetPublic, *, as_json: bool) -> None:
 
 
 @datasets_app.command("upload")
+@client_command
 def upload(
+    options: ClientOptions,
     file: Path = typer.Argument(
         ..., exists=True, dir_okay=False, readable=True, help="CSV, Parquet, JSONL or zip"
     ),
     name: str = typer.Option(..., "--name", help="Dataset name; each upload is a new version"),
     target: str = typer.Option(None, "--target", help="The label column, checked by validation"),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for validation to finish"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Upload FILE as a new version of dataset NAME, then show what validation found."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    api = client(url, key)
+    api = options.client()
     size = file.stat().st_size
     with Progress(
         "[progress.description]{task.description}",
@@ -58,7 +57,7 @@ def upload(
         TransferSpeedColumn(),
         console=console,
         transient=True,
-        disable=as_json,
+        disable=options.as_json,
     ) as bar:
         task = bar.add_task(f"Uploading {file.name}", total=size)
         dataset = run(
@@ -66,40 +65,36 @@ def upload(
                 file, name=name, target=target, progress=lambda sent, _total: bar.update(task, completed=sent)
             )
         )
-    if not as_json:
+    if not options.as_json:
         console.print(
             f"Uploaded {dataset.name}:{dataset.version} ({dataset.id}), sha256 {dataset.sha256[:12]}…"
         )
     if wait and dataset.status == "validating":
-        with console.status("Validating…", spinner="dots") if not as_json else nullcontext():
+        with console.status("Validating…", spinner="dots") if not options.as_json else nullcontext():
             dataset = run(lambda: api.datasets.wait_validated(dataset.id))
-    show_dataset(dataset, as_json=as_json)
+    show_dataset(dataset, as_json=options.as_json)
     if dataset.status == "failed":
         fail(f"Dataset {dataset.name}:{dataset.version} failed validation and cannot be trained on.")
 
 
 @datasets_app.command("list")
+@client_command
 def list_(
-    name: str = typer.Option(None, "--name", help="Only versions of this dataset"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
+    options: ClientOptions, name: str = typer.Option(None, "--name", help="Only versions of this dataset")
 ) -> None:
     """List dataset versions, newest first."""
-    api = client(url, key)
+    api = options.client()
     page = run(lambda: api.datasets.list(name=name, limit=100))
-    if as_json:
+    if options.as_json:
         emit_json([item.model_dump(mode="json", by_alias=True) for item in page.data])
         return
     show(page.data, as_json=False, columns=COLUMNS)
 
 
 @datasets_app.command("show")
+@client_command
 def show_(
-    ref: str = typer.Argument(..., help="Id, name (latest version) or name:version"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
+    options: ClientOptions, ref: str = typer.Argument(..., help="Id, name (latest version) or name:version")
 ) -> None:
     """Show a dataset version: schema, row count, and problems with their locations."""
-    show_dataset(run(lambda: client(url, key).datasets.get(ref)), as_json=as_json)
+    show_dataset(run(lambda: options.client().datasets.get(ref)), as_json=options.as_json)

@@ -10,12 +10,14 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from openmaas.cli.account import JsonOpt, KeyOpt, UrlOpt, client
+from openmaas.cli.client_options import ClientOptions, client_command
 from openmaas.cli.output import console, emit_json, fail, run
 from openmaas.schemas.explain import Explanation
 
 
+@client_command
 def explain(
+    options: ClientOptions,
     name: str = typer.Argument(..., help="Deployment name"),
     input_json: str | None = typer.Option(None, "--input", help="JSON: one input or a list of inputs"),
     inputs_file: Path | None = typer.Option(
@@ -24,15 +26,12 @@ def explain(
     target: str | None = typer.Option(None, "--target", help="Class label to explain (default: predicted)"),
     steps: int | None = typer.Option(None, "--steps", help="Integrated-gradients steps (default 50)"),
     top: int = typer.Option(5, "--top", min=1, help="Attributions shown per row"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Explain predictions: `openmaas explain churn-api --input '{"age": 42, "plan": "pro"}'`."""
     inputs = _inputs(input_json, inputs_file)
-    api = client(url, key)
+    api = options.client()
     result = run(lambda: api.deployments.explain(name, inputs, target=target, steps=steps))
-    if as_json:
+    if options.as_json:
         emit_json(result)
         return
     console.print(f"[bold]{result.model}[/] ({result.task}, {result.method}, {result.steps} steps)")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from openmaas.cli.account import JsonOpt, KeyOpt, UrlOpt, client
+from openmaas.cli.client_options import ClientOptions, client_command
 from openmaas.cli.output import console, emit_json, run, show, table
 from openmaas.cli.training import parse_pairs
 
@@ -18,10 +18,11 @@ MODEL_COLUMNS = ("name", "task", "latest_version", "aliases", "created_at")
 VERSION_COLUMNS = ("ref", "task", "aliases", "tags", "created_at")
 
 
-def models_list(url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt) -> None:
+@client_command
+def models_list(options: ClientOptions) -> None:
     """List the organization's models."""
-    page = run(lambda: client(url, key).registry.models(limit=100))
-    if as_json:
+    page = run(lambda: options.client().registry.models(limit=100))
+    if options.as_json:
         emit_json(page.data)
         return
     rows = [
@@ -31,23 +32,22 @@ def models_list(url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: boo
     table(rows, MODEL_COLUMNS)
 
 
+@client_command
 def models_show(
+    options: ClientOptions,
     ref: str = typer.Argument(..., help="A model name (all versions), or name:3 / name@alias (one version)"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Show a model's versions, or one version with its metrics, lineage and manifest."""
-    api = client(url, key)
+    api = options.client()
     if ":" not in ref and "@" not in ref:
         versions = run(lambda: api.registry.versions(ref, limit=100)).data
-        if as_json:
+        if options.as_json:
             emit_json(versions)
             return
         table([{**v.model_dump(mode="json"), **_headline(v.metrics)} for v in versions], VERSION_COLUMNS)
         return
     version = run(lambda: api.registry.version(ref))
-    if as_json:
+    if options.as_json:
         emit_json(version)
         return
     show(version, as_json=False, columns=VERSION_COLUMNS)
@@ -60,15 +60,14 @@ def _headline(metrics: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
 
 
+@client_command
 def models_compare(
+    options: ClientOptions,
     refs: list[str] = typer.Argument(..., help="Versions to compare, e.g. churn:1 churn@production"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Show the metrics of several versions side by side."""
-    comparison = run(lambda: client(url, key).registry.compare(refs))
-    if as_json:
+    comparison = run(lambda: options.client().registry.compare(refs))
+    if options.as_json:
         emit_json(comparison)
         return
     names = [v.ref for v in comparison.versions]
@@ -84,48 +83,46 @@ def _fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) else ("" if value is None else str(value))
 
 
+@client_command
 def models_alias(
+    options: ClientOptions,
     name: str = typer.Argument(..., help="Model name"),
     alias: str = typer.Argument(..., help="Alias, e.g. production"),
     version: int = typer.Argument(None, help="Version the alias points to (omit with --remove)"),
     remove: bool = typer.Option(False, "--remove", help="Remove the alias"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Point NAME@ALIAS at a version (or remove it)."""
-    api = client(url, key)
+    api = options.client()
     if remove:
         model = run(lambda: api.registry.remove_alias(name, alias))
     else:
         if version is None:
             raise typer.BadParameter("give the VERSION the alias points to, or --remove")
         model = run(lambda: api.registry.set_alias(name, alias, version))
-    show(model, as_json=as_json, columns=("name", "latest_version", "aliases"))
+    options.show(model, columns=("name", "latest_version", "aliases"))
 
 
+@client_command
 def models_tag(
+    options: ClientOptions,
     ref: str = typer.Argument(..., help="Version: name:3 or name@alias"),
     tags: list[str] = typer.Argument(..., help="key=value to set, key= to remove"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Set or remove tags on a version."""
     pairs = {k: (None if v in ("", None) else str(v)) for k, v in parse_pairs(tags, "TAGS").items()}
-    show(run(lambda: client(url, key).registry.tag(ref, pairs)), as_json=as_json, columns=VERSION_COLUMNS)
+    options.show(run(lambda: options.client().registry.tag(ref, pairs)), columns=VERSION_COLUMNS)
 
 
+@client_command(json=False)
 def models_download(
+    options: ClientOptions,
     ref: str = typer.Argument(..., help="Version: name, name:3 or name@alias"),
     output: Path = typer.Option(None, "--output", "-o", help="Zip file to write (default NAME-VERSION.zip)"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
 ) -> None:
     """Download a version's artifact (safetensors weights + JSON manifest) as a zip."""
     from rich.progress import BarColumn, DownloadColumn, Progress
 
-    api = client(url, key)
+    api = options.client()
     version = run(lambda: api.registry.version(ref))
     dest = output or Path(f"{version.model}-{version.version}.zip")
     with Progress(
@@ -140,26 +137,25 @@ def models_download(
     console.print(f"Saved {version.ref} to {dest}")
 
 
+@client_command
 def models_delete(
+    options: ClientOptions,
     ref: str = typer.Argument(
         ..., help="A version (name:3), or a model name for the model with all its versions"
     ),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Delete a model version and its artifact, or a whole model (refused while an alias, a
     marketplace listing, a deployment or a traffic split uses it)."""
-    api = client(url, key)
+    api = options.client()
     if ":" not in ref and "@" not in ref:
         model = run(lambda: api.registry.delete_model(ref))
-        if as_json:
+        if options.as_json:
             emit_json(model)
             return
         console.print(f"Deleted model {model.name} and its versions")
         return
     deleted = run(lambda: api.registry.delete(ref))
-    if as_json:
+    if options.as_json:
         emit_json(deleted)
         return
     console.print(f"Deleted {deleted.ref}: {json.dumps(_headline(deleted.metrics))}")

@@ -9,14 +9,16 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from openmaas.cli.account import JsonOpt, KeyOpt, UrlOpt, client
-from openmaas.cli.output import api_errors, console, emit_json, fail, run, show
+from openmaas.cli.client_options import ClientOptions, client_command
+from openmaas.cli.output import api_errors, console, emit_json, fail, run
 from openmaas.cli.training import JOB_COLUMNS
 from openmaas.schemas.jobs import JobPublic
 from openmaas.sdk.client import Client
 
 
+@client_command
 def optimize(
+    options: ClientOptions,
     model: str = typer.Argument(..., help="The version to optimise: name:3 or name@alias"),
     method: str = typer.Option(..., "--method", "-m", help="onnx-fp32, dynamic-int8, static-int8 or prune-N"),
     max_metric_drop: float = typer.Option(
@@ -24,22 +26,19 @@ def optimize(
     ),
     force: bool = typer.Option(False, "--force", help="Keep the result even if its metric drops too much"),
     follow: bool = typer.Option(False, "--follow", "-f", help="Show progress until the job ends"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Optimise a model version; the measured result becomes a new version of the same model."""
-    api = client(url, key)
+    api = options.client()
     job = run(
         lambda: api.optimizations.create(model, method=method, max_metric_drop=max_metric_drop, force=force)
     )
     if not follow:
-        show(job, as_json=as_json, columns=JOB_COLUMNS)
+        options.show(job, columns=JOB_COLUMNS)
         return
-    if not as_json:
+    if not options.as_json:
         console.print(f"Optimisation job {job.id} ({job.status}).")
-    final = follow_optimization(api, job, quiet=as_json)
-    if as_json:
+    final = follow_optimization(api, job, quiet=options.as_json)
+    if options.as_json:
         emit_json(final)
     elif final.status == "succeeded":
         console.print(f"[bold green]Succeeded:[/] model version [bold]{(final.result or {}).get('ref')}[/]")

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from openmaas.cli.account import JsonOpt, KeyOpt, UrlOpt, client
-from openmaas.cli.output import console, emit_json, fail, run, show
+from openmaas.cli.client_options import ClientOptions, client_command
+from openmaas.cli.output import console, emit_json, fail, run
+
+if TYPE_CHECKING:
+    from openmaas.schemas.serving import DeploymentPublic
+    from openmaas.sdk import Client
 
 DEPLOYMENT_COLUMNS = ("name", "model", "task", "state", "replicas", "error", "updated_at")
 
@@ -32,29 +36,30 @@ def _engine_options(pairs: list[str]) -> dict[str, object]:
 
 
 @models_app.command("import")
+@client_command
 def import_model(
+    options: ClientOptions,
     folder: Path = typer.Argument(..., exists=True, help="A Hugging Face model folder or a .onnx file"),
     name: str = typer.Option(..., "--name", help="Model name in the registry"),
     onnx_task: str = typer.Option(None, "--task", help="For .onnx files: tensor-inference (the default)"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Upload a Hugging Face model folder (safetensors, config, tokenizer) or an ONNX file as a new
     model version."""
-    api = client(url, key)
+    api = options.client()
     columns = (*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with Progress(*columns, console=console, transient=True, disable=as_json) as bar:
+    with Progress(*columns, console=console, transient=True, disable=options.as_json) as bar:
         task = bar.add_task(f"uploading {folder.name}", total=None)
 
         def progress(sent: int, total: int) -> None:
             bar.update(task, completed=sent, total=total)
 
         version = run(lambda: api.import_model(folder, name, progress=progress, task=onnx_task))
-    show(version, as_json=as_json, columns=("ref", "task", "id", "created_at"))
+    options.show(version, columns=("ref", "task", "id", "created_at"))
 
 
+@client_command
 def deploy(
+    options: ClientOptions,
     model: str = typer.Argument(..., help="name, name:3 or name@alias"),
     name: str = typer.Option(None, "--name", help="Deployment name (default: the model's name)"),
     replicas: int = typer.Option(1, "--replicas"),
@@ -75,13 +80,10 @@ def deploy(
         help="Send this percent of the existing deployment --name's requests to MODEL (100 promotes it)",
     ),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until the deployment is ready"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Deploy a model version; its name becomes the `model` of API calls. With --canary, route a
     share of an existing deployment's requests to MODEL instead."""
-    api = client(url, key)
+    api = options.client()
     if canary is not None:
         if not name:
             fail("--canary needs --name: the deployment that gets the canary")
@@ -100,31 +102,30 @@ def deploy(
                 **scaling,
             )
         )
-    _finish(api, created, wait, as_json)
+    _finish(options, api, created, wait)
 
 
-def _finish(api: Any, deployment: Any, wait: bool, as_json: bool) -> None:
+def _finish(options: ClientOptions, api: Client, deployment: DeploymentPublic, wait: bool) -> None:
     if wait:
         with console.status(f"loading {deployment.name}…", spinner="dots"):
             try:
                 deployment = api.deployments.wait_ready(deployment.name)
             except RuntimeError as exc:
                 fail(str(exc))
-    show(deployment, as_json=as_json, columns=DEPLOYMENT_COLUMNS)
-    if deployment.traffic and not as_json:
+    options.show(deployment, columns=DEPLOYMENT_COLUMNS)
+    if deployment.traffic and not options.as_json:
         console.print("traffic: " + ", ".join(f"{t.version} {t.weight}%" for t in deployment.traffic))
 
 
 @deployments_app.command("traffic")
+@client_command
 def deployments_traffic(
+    options: ClientOptions,
     name: str = typer.Argument(...),
     weights: list[str] = typer.Argument(
         ..., help="VERSION=PERCENT pairs summing to 100, e.g. churn:3=90 churn:4=10"
     ),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until the new split is serving"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Split a deployment's requests between versions (a canary); one version at 100 promotes or
     rolls back: `openmaas deployments traffic churn-api churn:3=90 churn:4=10`."""
@@ -134,80 +135,63 @@ def deployments_traffic(
         if not sep or not version or not percent.isdigit():
             fail(f"traffic takes VERSION=PERCENT, got {pair!r}")
         split[version] = int(percent)
-    api = client(url, key)
-    _finish(api, run(lambda: api.deployments.traffic(name, split)), wait, as_json)
+    api = options.client()
+    _finish(options, api, run(lambda: api.deployments.traffic(name, split)), wait)
 
 
 @deployments_app.command("list")
-def deployments_list(url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt) -> None:
+@client_command
+def deployments_list(options: ClientOptions) -> None:
     """List deployments."""
     from openmaas.sdk.client import iterate
 
-    api = client(url, key)
-    show(
+    api = options.client()
+    options.show(
         run(lambda: list(iterate(api.deployments.list, limit=100))),
-        as_json=as_json,
         columns=DEPLOYMENT_COLUMNS,
     )
 
 
 @deployments_app.command("show")
-def deployments_show(
-    name: str = typer.Argument(...),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
-) -> None:
+@client_command
+def deployments_show(options: ClientOptions, name: str = typer.Argument(...)) -> None:
     """Show one deployment."""
-    api = client(url, key)
-    show(run(lambda: api.deployments.get(name)), as_json=as_json, columns=DEPLOYMENT_COLUMNS)
+    api = options.client()
+    options.show(run(lambda: api.deployments.get(name)), columns=DEPLOYMENT_COLUMNS)
 
 
 @deployments_app.command("events")
-def deployments_events(
-    name: str = typer.Argument(...),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
-) -> None:
+@client_command
+def deployments_events(options: ClientOptions, name: str = typer.Argument(...)) -> None:
     """A deployment's events, newest first."""
-    api = client(url, key)
+    api = options.client()
     page = run(lambda: api.deployments.events(name, limit=100))
-    show(page.data, as_json=as_json, columns=("created_at", "kind", "message"))
+    options.show(page.data, columns=("created_at", "kind", "message"))
 
 
 @deployments_app.command("stop")
-def deployments_stop(
-    name: str = typer.Argument(...),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
-) -> None:
+@client_command
+def deployments_stop(options: ClientOptions, name: str = typer.Argument(...)) -> None:
     """Stop serving (the deployment stays, stopped)."""
-    api = client(url, key)
-    show(run(lambda: api.deployments.stop(name)), as_json=as_json, columns=DEPLOYMENT_COLUMNS)
+    api = options.client()
+    options.show(run(lambda: api.deployments.stop(name)), columns=DEPLOYMENT_COLUMNS)
 
 
 @deployments_app.command("delete")
-def deployments_delete(
-    name: str = typer.Argument(...),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
-) -> None:
+@client_command
+def deployments_delete(options: ClientOptions, name: str = typer.Argument(...)) -> None:
     """Stop and delete a deployment."""
-    api = client(url, key)
-    show(run(lambda: api.deployments.delete(name)), as_json=as_json, columns=DEPLOYMENT_COLUMNS)
+    api = options.client()
+    options.show(run(lambda: api.deployments.delete(name)), columns=DEPLOYMENT_COLUMNS)
 
 
+@client_command
 def predict(
+    options: ClientOptions,
     name: str = typer.Argument(..., help="Deployment name"),
     input_json: str = typer.Option(
         ..., "--input", help='JSON: one input, a list of inputs, or {"inputs": [...], "top_k": n}'
     ),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Predict with a deployed trained model: `openmaas predict churn-api --input '{"age": 42}'`."""
     try:
@@ -218,9 +202,9 @@ def predict(
         inputs, top_k = parsed["inputs"], parsed.get("top_k")
     else:
         inputs, top_k = (parsed if isinstance(parsed, list) else [parsed]), None
-    api = client(url, key)
+    api = options.client()
     result = run(lambda: api.deployments.predict(name, inputs, top_k=top_k))
-    if as_json:
+    if options.as_json:
         emit_json(result)
         return
     console.print(f"[bold]{result.model}[/] ({result.task})")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from openmaas.cli.account import JsonOpt, KeyOpt, UrlOpt, client
+from openmaas.cli.client_options import ClientOptions, client_command
 from openmaas.cli.output import api_errors, console, emit_json, fail, run, show, table
 
 if TYPE_CHECKING:
@@ -42,7 +42,9 @@ def parse_pairs(pairs: list[str], option: str) -> dict[str, Any]:
     return result
 
 
+@client_command
 def train(
+    options: ClientOptions,
     task: str = typer.Option(
         ...,
         "--task",
@@ -58,12 +60,9 @@ def train(
     model: str = typer.Option(None, "--model", help="Registry name (default: the dataset's name)"),
     parent: str = typer.Option(None, "--parent", help="A model version this one derives from"),
     follow: bool = typer.Option(False, "--follow", "-f", help="Show progress until the job ends"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """Start a training job; the finished model becomes a new version in the registry."""
-    api = client(url, key)
+    api = options.client()
     job = run(
         lambda: api.training_jobs.create(
             task=task,
@@ -76,12 +75,12 @@ def train(
         )
     )
     if not follow:
-        show(job, as_json=as_json, columns=JOB_COLUMNS)
+        options.show(job, columns=JOB_COLUMNS)
         return
-    if not as_json:
+    if not options.as_json:
         console.print(f"Training job {job.id} ({job.status}).")
-    final = follow_job(api, job, quiet=as_json)
-    if as_json:
+    final = follow_job(api, job, quiet=options.as_json)
+    if options.as_json:
         emit_json(final)
     report_end(final)
 
@@ -138,25 +137,23 @@ def report_end(job: JobPublic) -> None:
 
 
 @jobs_app.command("list")
+@client_command
 def jobs_list(
+    options: ClientOptions,
     kind: str = typer.Option(None, "--kind", help="train, validate_dataset, …"),
     status: str = typer.Option(None, "--status"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """List jobs, newest first."""
-    page = run(lambda: client(url, key).jobs.list(kind=kind, status=status, limit=100))
-    show(page.data, as_json=as_json, columns=JOB_COLUMNS)
+    page = run(lambda: options.client().jobs.list(kind=kind, status=status, limit=100))
+    options.show(page.data, columns=JOB_COLUMNS)
 
 
 @jobs_app.command("show")
-def jobs_show(
-    job_id: str, url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt
-) -> None:
+@client_command
+def jobs_show(options: ClientOptions, job_id: str) -> None:
     """Show a job with its parameters, result or error."""
-    job = run(lambda: client(url, key).jobs.get(job_id))
-    if as_json:
+    job = run(lambda: options.client().jobs.get(job_id))
+    if options.as_json:
         emit_json(job)
         return
     show(job, as_json=False, columns=JOB_COLUMNS)
@@ -164,47 +161,43 @@ def jobs_show(
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(
-    job_id: str, url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt
-) -> None:
+@client_command
+def jobs_cancel(options: ClientOptions, job_id: str) -> None:
     """Cancel a job; a running one stops within seconds."""
-    show(run(lambda: client(url, key).jobs.cancel(job_id)), as_json=as_json, columns=JOB_COLUMNS)
+    options.show(run(lambda: options.client().jobs.cancel(job_id)), columns=JOB_COLUMNS)
 
 
 @jobs_app.command("pause")
-def jobs_pause(
-    job_id: str, url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt
-) -> None:
+@client_command
+def jobs_pause(options: ClientOptions, job_id: str) -> None:
     """Pause a job; `resume` continues it from its last checkpoint."""
-    show(run(lambda: client(url, key).jobs.pause(job_id)), as_json=as_json, columns=JOB_COLUMNS)
+    options.show(run(lambda: options.client().jobs.pause(job_id)), columns=JOB_COLUMNS)
 
 
 @jobs_app.command("resume")
-def jobs_resume(
-    job_id: str, url: str | None = UrlOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt
-) -> None:
+@client_command
+def jobs_resume(options: ClientOptions, job_id: str) -> None:
     """Queue a paused job again."""
-    show(run(lambda: client(url, key).jobs.resume(job_id)), as_json=as_json, columns=JOB_COLUMNS)
+    options.show(run(lambda: options.client().jobs.resume(job_id)), columns=JOB_COLUMNS)
 
 
 @jobs_app.command("events")
+@client_command
 def jobs_events(
+    options: ClientOptions,
     job_id: str,
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the job ends"),
-    url: str | None = UrlOpt,
-    key: str | None = KeyOpt,
-    as_json: bool = JsonOpt,
 ) -> None:
     """List a job's events (status changes, metrics, checkpoints, log lines)."""
-    api = client(url, key)
+    api = options.client()
     if follow:
-        final = follow_job(api, run(lambda: api.jobs.get(job_id)), quiet=as_json)
-        if as_json:
+        final = follow_job(api, run(lambda: api.jobs.get(job_id)), quiet=options.as_json)
+        if options.as_json:
             emit_json(final)
         report_end(final)
         return
     page = run(lambda: api.jobs.events(job_id, limit=1000))
-    if as_json:
+    if options.as_json:
         emit_json(page.data)
         return
     table(page.data, EVENT_COLUMNS)

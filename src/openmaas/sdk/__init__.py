@@ -1,8 +1,8 @@
 """The Python SDK: `Client` (sync) and `AsyncClient`, over httpx, with typed results and one
-exception class per error type."""
+exception class per error type. It imports only `openmaas.schemas` and `openmaas.units` from the
+rest of the package, so a client needs none of the server's dependencies (a test keeps it so)."""
 
-from openmaas.sdk.async_client import AsyncClient
-from openmaas.sdk.client import Client
+from openmaas.sdk.client import AsyncClient, Client
 from openmaas.sdk.errors import (
     APIConnectionError,
     APIError,

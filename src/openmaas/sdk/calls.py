@@ -1,39 +1,73 @@
-"""What each SDK method sends and what it gets back, described once for both clients.
+"""What an SDK method does, as plain data: the requests it makes and how to read their answers.
 
-A `Call` is plain data; `Client` and `AsyncClient` only differ in how they send it.
+A resource method returns a `Call` (one request), a `Download`, or a `Plan`: a generator that
+yields such steps (and a `Sleep` between polls) and returns the method's result, e.g.
+
+    current = yield from Call("GET", f"/v1/deployments/{name}", DeploymentPublic)
+
+Nothing here touches the network: `senders.py` performs the steps, blocking for `Client` and
+awaited for `AsyncClient`, so each method is written once for both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Generic, TypeVar
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 import httpx
 from pydantic import BaseModel, TypeAdapter
 
-from openmaas.schemas import billing
-from openmaas.schemas import tenancy as schemas
-from openmaas.schemas.pages import Page
-from openmaas.schemas.serving import DeploymentEventPublic, DeploymentPublic, PredictionsPublic
 from openmaas.sdk.errors import error_for
+from openmaas.sdk.uploads import Progress
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file streamed as the request body; `progress(sent, total)` hears about each chunk."""
+
+    file: Path
+    content_type: str
+    progress: Progress | None = None
 
 
 @dataclass(frozen=True)
 class Call(Generic[T]):
+    """One request, and the type `T` its JSON answer is read into (an error status raises)."""
+
     method: str
     path: str
-    result: Any  # the type T to parse the JSON into
+    result: Any  # the type T, e.g. Page[JobPublic]
     json: dict[str, Any] | None = None
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # None values are left out
     idempotency_key: str | None = None
+    upload: Upload | None = None
 
-    def request(self, client: httpx.Client | httpx.AsyncClient) -> httpx.Request:
-        headers = {"Idempotency-Key": self.idempotency_key} if self.idempotency_key else None
+    def __iter__(self) -> Generator[Step, Any, T]:
+        answer: T = yield self
+        return answer
+
+    def request(self, http: httpx.Client | httpx.AsyncClient, content: Any = None) -> httpx.Request:
+        """The httpx request; `content` is the upload's body as the sender streams it."""
+        headers = {"Idempotency-Key": self.idempotency_key} if self.idempotency_key else {}
+        if self.upload is not None:
+            headers["Content-Type"] = self.upload.content_type
         params = {k: v for k, v in self.params.items() if v is not None}
-        return client.build_request(self.method, self.path, json=self.json, params=params, headers=headers)
+        # A large upload takes as long as it takes; everything else has the client's timeout.
+        timeout = None if self.upload is not None else httpx.USE_CLIENT_DEFAULT
+        return http.build_request(
+            self.method,
+            self.path,
+            json=self.json,
+            params=params,
+            headers=headers,
+            content=content,
+            timeout=timeout,
+        )
 
     def parse(self, response: httpx.Response) -> T:
         if response.status_code >= 400:
@@ -42,219 +76,36 @@ class Call(Generic[T]):
         return adapter.validate_json(response.content)
 
 
-def _page(limit: int | None, after: str | None) -> dict[str, Any]:
-    return {"limit": limit, "after": after}
+@dataclass(frozen=True)
+class Download:
+    """A GET whose body is written to `dest` (the result); `progress(received, total)`."""
+
+    path: str
+    dest: Path
+    progress: Progress | None = None
+
+    def __iter__(self) -> Generator[Step, Any, Path]:
+        saved: Path = yield self
+        return saved
 
 
-def _body(model: BaseModel) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Sleep:
+    """Wait before the next step (polling)."""
+
+    seconds: float
+
+
+Step: TypeAlias = Call[Any] | Download | Sleep
+Plan: TypeAlias = Generator[Step, Any, T]
+
+
+class Steps(Protocol[T_co]):
+    """What a resource method returns: a `Call`, a `Download` or a `Plan`, all iterable as steps."""
+
+    def __iter__(self) -> Generator[Step, Any, T_co]: ...
+
+
+def json_body(model: BaseModel) -> dict[str, Any]:
+    """A request model as JSON, its unset (None) fields left out."""
     return model.model_dump(mode="json", exclude_none=True)
-
-
-def me() -> Call[schemas.Caller]:
-    return Call("GET", "/v1/me", schemas.Caller)
-
-
-def create_organization(name: str, plan: str, idempotency_key: str | None) -> Call[schemas.Organization]:
-    body = _body(schemas.OrganizationCreate(name=name, plan=plan))
-    return Call(
-        "POST", "/v1/admin/organizations", schemas.Organization, body, idempotency_key=idempotency_key
-    )
-
-
-def list_organizations(limit: int | None, after: str | None) -> Call[Page[schemas.Organization]]:
-    return Call("GET", "/v1/admin/organizations", Page[schemas.Organization], params=_page(limit, after))
-
-
-def get_organization(org: str) -> Call[schemas.Organization]:
-    return Call("GET", f"/v1/admin/organizations/{org}", schemas.Organization)
-
-
-def _key_body(
-    name: str, scopes: list[str] | None, expires_at: datetime | None, expires_in: str | None
-) -> dict[str, Any]:
-    return _body(schemas.ApiKeyCreate(name=name, scopes=scopes, expires_at=expires_at, expires_in=expires_in))
-
-
-def create_key(
-    org: str | None,
-    name: str,
-    scopes: list[str] | None,
-    expires_at: datetime | None,
-    expires_in: str | None,
-    idempotency_key: str | None,
-) -> Call[schemas.ApiKeyCreated]:
-    path = f"/v1/admin/organizations/{org}/api_keys" if org else "/v1/api_keys"
-    body = _key_body(name, scopes, expires_at, expires_in)
-    return Call("POST", path, schemas.ApiKeyCreated, body, idempotency_key=idempotency_key)
-
-
-def list_keys(org: str | None, limit: int | None, after: str | None) -> Call[Page[schemas.ApiKey]]:
-    path = f"/v1/admin/organizations/{org}/api_keys" if org else "/v1/api_keys"
-    return Call("GET", path, Page[schemas.ApiKey], params=_page(limit, after))
-
-
-def revoke_key(org: str | None, key_id: str) -> Call[schemas.ApiKey]:
-    path = f"/v1/admin/organizations/{org}/api_keys/{key_id}" if org else f"/v1/api_keys/{key_id}"
-    return Call("DELETE", path, schemas.ApiKey)
-
-
-def list_audit(
-    admin: bool, organization_id: str | None, action: str | None, limit: int | None, after: str | None
-) -> Call[Page[schemas.AuditEntry]]:
-    params = {**_page(limit, after), "action": action}
-    if admin:
-        params["organization_id"] = organization_id
-    path = "/v1/admin/audit_log" if admin else "/v1/audit_log"
-    return Call("GET", path, Page[schemas.AuditEntry], params=params)
-
-
-def list_models() -> Call[dict[str, Any]]:
-    return Call("GET", "/v1/models", dict[str, Any])
-
-
-def create_deployment(body: dict[str, Any], idempotency_key: str | None) -> Call[DeploymentPublic]:
-    return Call("POST", "/v1/deployments", DeploymentPublic, body, idempotency_key=idempotency_key)
-
-
-def list_deployments(limit: int | None, after: str | None) -> Call[Page[DeploymentPublic]]:
-    return Call("GET", "/v1/deployments", Page[DeploymentPublic], params=_page(limit, after))
-
-
-def get_deployment(name: str) -> Call[DeploymentPublic]:
-    return Call("GET", f"/v1/deployments/{name}", DeploymentPublic)
-
-
-def deployment_events(name: str, limit: int | None, after: str | None) -> Call[Page[DeploymentEventPublic]]:
-    return Call(
-        "GET", f"/v1/deployments/{name}/events", Page[DeploymentEventPublic], params=_page(limit, after)
-    )
-
-
-def update_deployment(name: str, body: dict[str, Any]) -> Call[DeploymentPublic]:
-    return Call("PATCH", f"/v1/deployments/{name}", DeploymentPublic, body)
-
-
-def predict(
-    name: str, inputs: list[Any], top_k: int | None, timeout: float | None
-) -> Call[PredictionsPublic]:
-    body: dict[str, Any] = {"inputs": inputs}
-    if top_k is not None:
-        body["top_k"] = top_k
-    if timeout is not None:
-        body["timeout"] = timeout
-    return Call("POST", f"/v1/deployments/{name}/predict", PredictionsPublic, body)
-
-
-def stop_deployment(name: str) -> Call[DeploymentPublic]:
-    return Call("POST", f"/v1/deployments/{name}/stop", DeploymentPublic)
-
-
-def delete_deployment(name: str) -> Call[DeploymentPublic]:
-    return Call("DELETE", f"/v1/deployments/{name}", DeploymentPublic)
-
-
-# --- usage, credits, invoices, pricebooks and the marketplace -------------------------------
-
-
-def get_usage(
-    group_by: list[str] | None,
-    granularity: str,
-    start: datetime | None,
-    end: datetime | None,
-    model: str | None,
-    api_key_id: str | None,
-    limit: int | None,
-    after: str | None,
-) -> Call[billing.UsageReport]:
-    params: dict[str, Any] = {
-        **_page(limit, after),
-        "group_by": ",".join(group_by) if group_by else None,
-        "granularity": granularity,
-        "start": start.isoformat() if start else None,
-        "end": end.isoformat() if end else None,
-        "model": model,
-        "api_key_id": api_key_id,
-    }
-    return Call("GET", "/v1/usage", billing.UsageReport, params=params)
-
-
-def get_credits(org: str | None) -> Call[billing.Credits]:
-    path = f"/v1/admin/organizations/{org}/credits" if org else "/v1/credits"
-    return Call("GET", path, billing.Credits)
-
-
-def list_credit_transactions(limit: int | None, after: str | None) -> Call[Page[billing.CreditTransaction]]:
-    return Call(
-        "GET", "/v1/credits/transactions", Page[billing.CreditTransaction], params=_page(limit, after)
-    )
-
-
-def add_credits(
-    org: str, amount: str, note: str | None, idempotency_key: str | None
-) -> Call[billing.CreditTransaction]:
-    body = _body(billing.CreditTopUp(amount=amount, note=note))
-    path = f"/v1/admin/organizations/{org}/credits"
-    return Call("POST", path, billing.CreditTransaction, body, idempotency_key=idempotency_key)
-
-
-def update_billing(org: str, settings: billing.BillingSettings) -> Call[billing.Credits]:
-    return Call("PATCH", f"/v1/admin/organizations/{org}/billing", billing.Credits, _body(settings))
-
-
-def set_key_budget(org: str, key_id: str, monthly_cap: str | None) -> Call[billing.KeyBudget]:
-    body = billing.KeyBudgetUpdate(monthly_cap=monthly_cap).model_dump(mode="json")
-    return Call("PUT", f"/v1/admin/organizations/{org}/api_keys/{key_id}/budget", billing.KeyBudget, body)
-
-
-def set_rate_limits(
-    org: str, key_id: str | None, limits: billing.RateLimits
-) -> Call[billing.RateLimitsPublic]:
-    path = f"/v1/admin/organizations/{org}" + (f"/api_keys/{key_id}" if key_id else "") + "/rate_limits"
-    return Call("PUT", path, billing.RateLimitsPublic, limits.model_dump(mode="json"))
-
-
-def create_pricebook(body: billing.PricebookCreate, idempotency_key: str | None) -> Call[billing.Pricebook]:
-    return Call(
-        "POST", "/v1/admin/pricebooks", billing.Pricebook, _body(body), idempotency_key=idempotency_key
-    )
-
-
-def list_pricebooks(plan: str | None, limit: int | None, after: str | None) -> Call[Page[billing.Pricebook]]:
-    return Call(
-        "GET", "/v1/admin/pricebooks", Page[billing.Pricebook], params={**_page(limit, after), "plan": plan}
-    )
-
-
-def get_pricebook(pricebook_id: str) -> Call[billing.Pricebook]:
-    return Call("GET", f"/v1/admin/pricebooks/{pricebook_id}", billing.Pricebook)
-
-
-def finalize_invoices() -> Call[dict[str, list[str]]]:
-    return Call("POST", "/v1/admin/invoices/finalize", dict[str, list[str]])
-
-
-def list_invoices() -> Call[billing.InvoiceList]:
-    return Call("GET", "/v1/invoices", billing.InvoiceList)
-
-
-def get_invoice(org: str | None, period: str) -> Call[billing.Invoice]:
-    path = f"/v1/admin/organizations/{org}/invoices/{period}" if org else f"/v1/invoices/{period}"
-    return Call("GET", path, billing.Invoice)
-
-
-def marketplace_catalogue(limit: int | None, after: str | None) -> Call[Page[billing.Listing]]:
-    return Call("GET", "/v1/marketplace", Page[billing.Listing], params=_page(limit, after))
-
-
-def my_listings(limit: int | None, after: str | None) -> Call[Page[billing.Listing]]:
-    return Call("GET", "/v1/marketplace/listings", Page[billing.Listing], params=_page(limit, after))
-
-
-def publish_listing(body: billing.ListingCreate, idempotency_key: str | None) -> Call[billing.Listing]:
-    return Call(
-        "POST", "/v1/marketplace/listings", billing.Listing, _body(body), idempotency_key=idempotency_key
-    )
-
-
-def withdraw_listing(listing_id: str) -> Call[billing.Listing]:
-    return Call("DELETE", f"/v1/marketplace/listings/{listing_id}", billing.Listing)

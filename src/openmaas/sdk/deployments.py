@@ -1,40 +1,29 @@
-"""SDK resources for deployments, sync and async: `client.deployments.create("churn@production")`."""
+"""SDK resource for deployments: `client.deployments.create("churn@production")`, `wait_ready`,
+`predict`, `explain`, traffic splits and canaries."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from openmaas.schemas.explain import ExplanationsPublic
 from openmaas.schemas.pages import Page
 from openmaas.schemas.serving import DeploymentEventPublic, DeploymentPublic, PredictionsPublic
-from openmaas.sdk import calls
-
-if TYPE_CHECKING:
-    from openmaas.sdk.async_client import AsyncClient
-    from openmaas.sdk.client import Client
+from openmaas.sdk.calls import Call, Plan, Sleep
+from openmaas.sdk.resource import Resource, S, endpoint
 
 
-def _body(model: str, name: str | None, replicas: int, options: dict[str, Any]) -> dict[str, Any]:
-    return {"model": model, "replicas": replicas, **({"name": name} if name else {}), **options}
+def _get(name: str) -> Call[DeploymentPublic]:
+    return Call("GET", f"/v1/deployments/{name}", DeploymentPublic)
+
+
+def _update(name: str, changes: dict[str, Any]) -> Call[DeploymentPublic]:
+    return Call("PATCH", f"/v1/deployments/{name}", DeploymentPublic, changes)
 
 
 def _traffic(weights: Mapping[str, int]) -> dict[str, Any]:
     return {"traffic": [{"version": version, "weight": weight} for version, weight in weights.items()]}
-
-
-def _explain(
-    name: str,
-    inputs: Sequence[Any],
-    target: str | None,
-    steps: int | None,
-    baseline: Any,
-    timeout: float | None,
-) -> calls.Call[ExplanationsPublic]:
-    options = {"target": target, "steps": steps, "baseline": baseline, "timeout": timeout}
-    body = {"inputs": [*inputs], **{k: v for k, v in options.items() if v is not None}}
-    return calls.Call("POST", f"/v1/deployments/{name}/explain", ExplanationsPublic, body)
 
 
 def _canary(current: DeploymentPublic, model: str, percent: int) -> dict[str, int]:
@@ -43,10 +32,12 @@ def _canary(current: DeploymentPublic, model: str, percent: int) -> dict[str, in
     return {stable: 100 - percent, model: percent} if percent < 100 else {model: 100}
 
 
-class Deployments:
-    def __init__(self, client: Client) -> None:
-        self._client = client
+def _given(**options: Any) -> dict[str, Any]:
+    return {key: value for key, value in options.items() if value is not None}
 
+
+class Deployments(Resource[S]):
+    @endpoint
     def create(
         self,
         model: str,
@@ -55,43 +46,53 @@ class Deployments:
         replicas: int = 1,
         idempotency_key: str | None = None,
         **options: Any,
-    ) -> DeploymentPublic:
+    ) -> Call[DeploymentPublic]:
         """Deploy `model` (`name`, `name:3`, `name@alias`); options: max_batch_size, max_wait_ms,
         max_queue, engine, min_replicas (0: scale to zero), idle_timeout_s."""
-        body = _body(model, name, replicas, options)
-        return self._client.send(calls.create_deployment(body, idempotency_key))
+        deployment = {"model": model, "replicas": replicas, **({"name": name} if name else {}), **options}
+        return Call("POST", "/v1/deployments", DeploymentPublic, deployment, idempotency_key=idempotency_key)
 
-    def list(self, *, limit: int | None = None, after: str | None = None) -> Page[DeploymentPublic]:
-        return self._client.send(calls.list_deployments(limit, after))
+    @endpoint
+    def list(self, *, limit: int | None = None, after: str | None = None) -> Call[Page[DeploymentPublic]]:
+        return Call("GET", "/v1/deployments", Page[DeploymentPublic], params={"limit": limit, "after": after})
 
-    def get(self, name: str) -> DeploymentPublic:
-        return self._client.send(calls.get_deployment(name))
+    @endpoint
+    def get(self, name: str) -> Call[DeploymentPublic]:
+        return _get(name)
 
+    @endpoint
     def events(
         self, name: str, *, limit: int | None = None, after: str | None = None
-    ) -> Page[DeploymentEventPublic]:
-        return self._client.send(calls.deployment_events(name, limit, after))
+    ) -> Call[Page[DeploymentEventPublic]]:
+        params = {"limit": limit, "after": after}
+        return Call("GET", f"/v1/deployments/{name}/events", Page[DeploymentEventPublic], params=params)
 
-    def update(self, name: str, *, model: str | None = None, **options: Any) -> DeploymentPublic:
+    @endpoint
+    def update(self, name: str, *, model: str | None = None, **options: Any) -> Call[DeploymentPublic]:
         """Serve another version (`model="churn:4"`) or settings; the swap fails no request."""
-        body = {**({"model": model} if model else {}), **options}
-        return self._client.send(calls.update_deployment(name, body))
+        return _update(name, {**({"model": model} if model else {}), **options})
 
-    def traffic(self, name: str, weights: Mapping[str, int]) -> DeploymentPublic:
+    @endpoint
+    def traffic(self, name: str, weights: Mapping[str, int]) -> Call[DeploymentPublic]:
         """Split requests between versions by percent (`{"churn:3": 90, "churn:4": 10}`);
         one version at 100 promotes or rolls back."""
-        return self._client.send(calls.update_deployment(name, _traffic(weights)))
+        return _update(name, _traffic(weights))
 
-    def canary(self, name: str, model: str, percent: int) -> DeploymentPublic:
+    @endpoint
+    def canary(self, name: str, model: str, percent: int) -> Plan[DeploymentPublic]:
         """Send `percent` of the deployment's requests to `model`, the rest to its main version."""
-        return self.traffic(name, _canary(self.get(name), model, percent))
+        current = yield from _get(name)
+        return (yield from _update(name, _traffic(_canary(current, model, percent))))
 
+    @endpoint
     def predict(
         self, name: str, inputs: Sequence[Any], *, top_k: int | None = None, timeout: float | None = None
-    ) -> PredictionsPublic:
+    ) -> Call[PredictionsPublic]:
         """Predictions for `inputs` in the model's signature (feature rows, base64 files, texts, user ids)."""
-        return self._client.send(calls.predict(name, [*inputs], top_k, timeout))
+        request = {"inputs": [*inputs], **_given(top_k=top_k, timeout=timeout)}
+        return Call("POST", f"/v1/deployments/{name}/predict", PredictionsPublic, request)
 
+    @endpoint
     def explain(
         self,
         name: str,
@@ -101,82 +102,30 @@ class Deployments:
         steps: int | None = None,
         baseline: Any = None,
         timeout: float | None = None,
-    ) -> ExplanationsPublic:
+    ) -> Call[ExplanationsPublic]:
         """Feature attributions (integrated gradients) for `inputs`, explaining `target` (a class
         label; default: each row's predicted class) against `baseline` in `steps` steps."""
-        return self._client.send(_explain(name, inputs, target, steps, baseline, timeout))
+        options = _given(target=target, steps=steps, baseline=baseline, timeout=timeout)
+        return Call(
+            "POST", f"/v1/deployments/{name}/explain", ExplanationsPublic, {"inputs": [*inputs], **options}
+        )
 
-    def stop(self, name: str) -> DeploymentPublic:
-        return self._client.send(calls.stop_deployment(name))
+    @endpoint
+    def stop(self, name: str) -> Call[DeploymentPublic]:
+        return Call("POST", f"/v1/deployments/{name}/stop", DeploymentPublic)
 
-    def delete(self, name: str) -> DeploymentPublic:
-        return self._client.send(calls.delete_deployment(name))
+    @endpoint
+    def delete(self, name: str) -> Call[DeploymentPublic]:
+        return Call("DELETE", f"/v1/deployments/{name}", DeploymentPublic)
 
-    def wait_ready(self, name: str, timeout: float = 300.0, interval: float = 0.25) -> DeploymentPublic:
+    @endpoint
+    def wait_ready(self, name: str, timeout: float = 300.0, interval: float = 0.25) -> Plan[DeploymentPublic]:
         """Poll until the deployment is ready; raise RuntimeError if it fails, stops or times out."""
         deadline = time.monotonic() + timeout
-        while True:
-            deployment = self.get(name)
-            if deployment.state == "ready":
-                return deployment
+        while (deployment := (yield from _get(name))).state != "ready":
             if deployment.state in ("failed", "stopped") or time.monotonic() > deadline:
                 raise RuntimeError(
                     f"deployment {name!r} is {deployment.state}: {deployment.error or 'timed out'}"
                 )
-            time.sleep(interval)
-
-
-class AsyncDeployments:
-    def __init__(self, client: AsyncClient) -> None:
-        self._client = client
-
-    async def create(
-        self,
-        model: str,
-        *,
-        name: str | None = None,
-        replicas: int = 1,
-        idempotency_key: str | None = None,
-        **options: Any,
-    ) -> DeploymentPublic:
-        body = _body(model, name, replicas, options)
-        return await self._client.send(calls.create_deployment(body, idempotency_key))
-
-    async def list(self, *, limit: int | None = None, after: str | None = None) -> Page[DeploymentPublic]:
-        return await self._client.send(calls.list_deployments(limit, after))
-
-    async def get(self, name: str) -> DeploymentPublic:
-        return await self._client.send(calls.get_deployment(name))
-
-    async def update(self, name: str, *, model: str | None = None, **options: Any) -> DeploymentPublic:
-        body = {**({"model": model} if model else {}), **options}
-        return await self._client.send(calls.update_deployment(name, body))
-
-    async def traffic(self, name: str, weights: Mapping[str, int]) -> DeploymentPublic:
-        return await self._client.send(calls.update_deployment(name, _traffic(weights)))
-
-    async def canary(self, name: str, model: str, percent: int) -> DeploymentPublic:
-        return await self.traffic(name, _canary(await self.get(name), model, percent))
-
-    async def predict(
-        self, name: str, inputs: Sequence[Any], *, top_k: int | None = None, timeout: float | None = None
-    ) -> PredictionsPublic:
-        return await self._client.send(calls.predict(name, [*inputs], top_k, timeout))
-
-    async def explain(
-        self,
-        name: str,
-        inputs: Sequence[Any],
-        *,
-        target: str | None = None,
-        steps: int | None = None,
-        baseline: Any = None,
-        timeout: float | None = None,
-    ) -> ExplanationsPublic:
-        return await self._client.send(_explain(name, inputs, target, steps, baseline, timeout))
-
-    async def stop(self, name: str) -> DeploymentPublic:
-        return await self._client.send(calls.stop_deployment(name))
-
-    async def delete(self, name: str) -> DeploymentPublic:
-        return await self._client.send(calls.delete_deployment(name))
+            yield Sleep(interval)
+        return deployment

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +23,12 @@ def file_chunks(path: Path, progress: Progress | None = None) -> Iterator[bytes]
             if progress is not None:
                 progress(sent, total)
             yield chunk
+
+
+async def async_file_chunks(path: Path, progress: Progress | None = None) -> AsyncIterator[bytes]:
+    """`file_chunks` for `httpx.AsyncClient`, which wants an async body."""
+    for chunk in file_chunks(path, progress):
+        yield chunk
 
 
 @contextmanager

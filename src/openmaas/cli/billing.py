@@ -124,13 +124,11 @@ def invoices_download(
     output: Path = typer.Option(None, "--output", "-o", help="File to write (default: stdout)"),
 ) -> None:
     """Export one month's invoice as CSV or JSON."""
-    from openmaas.billing.export import to_csv
-
     if fmt not in ("csv", "json"):
         fail("--format must be csv or json")
     api = options.client()
     invoice = run(lambda: api.invoices.get(period))
-    text = to_csv(invoice) if fmt == "csv" else invoice.model_dump_json(indent=2) + "\n"
+    text = invoice.to_csv() if fmt == "csv" else invoice.model_dump_json(indent=2) + "\n"
     if output is None:
         typer.echo(text, nl=False)
     else:

@@ -3,6 +3,8 @@ marketplace and usage (shared with the SDK). Money is a decimal string next to a
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -221,6 +223,47 @@ class Invoice(BaseModel):
     finalized_at: datetime | None = None
     marketplace_sales: list[MarketplaceSale] = Field(default_factory=list)
     marketplace_net_credited: str = "0.00"
+
+    def to_csv(self) -> str:
+        """The invoice as CSV: one row per line, then subtotal, credit applied and amount due."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(
+            [
+                "period",
+                "kind",
+                "description",
+                "unit",
+                "model",
+                "resource_class",
+                "quantity",
+                "included",
+                "amount",
+                "currency",
+            ]
+        )
+        for line in self.lines:
+            writer.writerow(
+                [
+                    self.period,
+                    line.kind,
+                    line.description,
+                    line.unit or "",
+                    line.model or "",
+                    line.resource_class or "",
+                    line.quantity if line.quantity is not None else "",
+                    line.included if line.included is not None else "",
+                    line.amount,
+                    self.currency,
+                ]
+            )
+        for label, amount in (
+            ("subtotal", self.subtotal),
+            ("credit_applied", self.credit_applied),
+            ("amount_due", self.amount_due),
+        ):
+            writer.writerow([self.period, label, "", "", "", "", "", "", amount, self.currency])
+        return out.getvalue()
 
 
 class InvoiceList(BaseModel):

@@ -35,7 +35,7 @@ class Invoices(Resource[S]):
 
     @endpoint
     def get(self, period: str) -> Call[Invoice]:
-        """The invoice for `period` (`YYYY-MM`); `billing.export.to_csv(invoice)` gives its CSV."""
+        """The invoice for `period` (`YYYY-MM`); `.to_csv()` gives its CSV."""
         return Call("GET", f"/v1/invoices/{period}", Invoice)
 
 

@@ -20,7 +20,7 @@ from openmaas.api.deps import (
     TargetOrg,
     scope,
 )
-from openmaas.billing import credits, export, invoices, pricebooks
+from openmaas.billing import credits, invoices, pricebooks
 from openmaas.bootstrap import Platform
 from openmaas.schemas import billing as schemas
 from openmaas.schemas.pages import Page
@@ -33,7 +33,7 @@ BillingRead = Annotated[Principal, scope("billing:read")]
 def _invoice_response(invoice: schemas.Invoice, fmt: str) -> Response:
     if fmt == "csv":
         headers = {"Content-Disposition": f'attachment; filename="invoice-{invoice.period}.csv"'}
-        return Response(export.to_csv(invoice), media_type="text/csv", headers=headers)
+        return Response(invoice.to_csv(), media_type="text/csv", headers=headers)
     return Response(invoice.model_dump_json(), media_type="application/json")
 
 

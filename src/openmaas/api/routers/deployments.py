@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter
 
 from openmaas.api.deps import CreatorDep, PageDep, PlatformDep, scope
@@ -27,11 +26,13 @@ Write = Annotated[Principal, scope("deployments:write")]
 @router.post("", status_code=201, response_model=DeploymentPublic, name="deployments.create")
 def create_deployment(
     body: DeploymentCreate, platform: PlatformDep, caller: Write, create: CreatorDep
-) -> object:
+) -> DeploymentPublic:
     org_id = caller.require_org()
-    response = create(body, lambda s: service.public(service.create(s, org_id, body, platform.clock.now())))
-    platform.replicas.load(orjson.loads(response.body)["id"])  # a replayed create finds it loaded
-    return response
+    created = create.created(
+        body, lambda s: service.create(s, org_id, body, platform.clock.now()), DeploymentPublic
+    )
+    platform.replicas.load(created.id)  # a replayed create finds it loaded
+    return created
 
 
 @router.get("", response_model=Page[DeploymentPublic], name="deployments.list")

@@ -40,6 +40,8 @@ class _Completion:
     """What a completion, whole or streamed, checks before it is admitted: a text-generation model,
     and the prompt it tokenises (whose length, with the most it may generate, is its worst case)."""
 
+    cold_start = False  # LLMs never scale to zero
+
     def __init__(
         self, body: ChatCompletionRequest | CompletionRequest, request_id: str, created: int
     ) -> None:
@@ -50,27 +52,27 @@ class _Completion:
 
     def check(self, served: ServedModel) -> Units:
         runtime = served.runtime
-        what = "chat completions" if isinstance(self.body, ChatCompletionRequest) else "completions"
         if runtime.task != TEXT_GENERATION:
+            what = "chat completions" if isinstance(self.body, ChatCompletionRequest) else "completions"
             raise errors.InvalidRequest(
                 f"Model {self.body.model!r} does not support {what}.", param="model", code="wrong_model_type"
             )
         if isinstance(self.body, ChatCompletionRequest):
-            self.generation = chat_generation(runtime, self.body, self.request_id, self.created)
+            self.generation = _chat_generation(runtime, self.body, self.request_id, self.created)
         else:
-            self.generation = text_generation(runtime, self.body, self.request_id, self.created)
-        gen = self.generation
-        return {"requests": 1, "input_tokens": len(gen.prompt_ids), "output_tokens": worst_output_tokens(gen)}
+            self.generation = _text_generation(runtime, self.body, self.request_id, self.created)
+        worst = _worst_output_tokens(self.generation)
+        return {"requests": 1, "input_tokens": len(self.generation.prompt_ids), "output_tokens": worst}
 
 
 class Completion(_Completion):
     """A completion answered whole: its result is OpenAI's response object."""
 
     async def run(self, served: ServedModel, usage_: RequestUsage) -> dict[str, Any]:
-        results = await generate(self.generation, usage_)
+        results = await _generate(self.generation, usage_)
         if isinstance(self.body, ChatCompletionRequest):
-            return chat_response(self.generation, results)
-        return completion_response(self.generation, results, self.body.echo)
+            return _chat_response(self.generation, results)
+        return _completion_response(self.generation, results, self.body.echo)
 
     def used(self, response: dict[str, Any]) -> Units:
         tokens = response["usage"]  # what the answer reports is what is metered
@@ -87,7 +89,7 @@ class StreamedCompletion(_Completion):
 
     async def run(self, served: ServedModel, usage_: RequestUsage) -> AsyncIterator[bytes]:
         options = self.body.stream_options
-        return stream_events(
+        return _stream_events(
             self.generation,
             chat=isinstance(self.body, ChatCompletionRequest),
             include_usage=bool(options and options.include_usage),
@@ -98,7 +100,7 @@ class StreamedCompletion(_Completion):
         return None  # the frames record it
 
 
-def chat_generation(
+def _chat_generation(
     runtime: LLMRuntime, body: ChatCompletionRequest, request_id: str, created: int
 ) -> Generation:
     messages = [
@@ -108,14 +110,14 @@ def chat_generation(
     return Generation(runtime, body.model, f"chatcmpl-{request_id}", prompt, body.to_sampling(), created)
 
 
-def text_generation(
+def _text_generation(
     runtime: LLMRuntime, body: CompletionRequest, request_id: str, created: int
 ) -> Generation:
     prompt = body.prompt if isinstance(body.prompt, list) else runtime.tokenizer.encode(body.prompt)
     return Generation(runtime, body.model, f"cmpl-{request_id}", prompt, body.to_sampling(), created)
 
 
-def worst_output_tokens(gen: Generation) -> int:
+def _worst_output_tokens(gen: Generation) -> int:
     """The most output tokens the request can produce: what its budget hold must cover."""
     limit = gen.params.max_tokens or max(gen.runtime.max_model_len - len(gen.prompt_ids), 1)
     return limit * gen.params.n
@@ -129,7 +131,7 @@ def _start(gen: Generation, usage_: RequestUsage) -> RequestStream:
         raise
 
 
-async def generate(gen: Generation, usage_: RequestUsage) -> list[CompletionResult]:
+async def _generate(gen: Generation, usage_: RequestUsage) -> list[CompletionResult]:
     """Every choice to its end; a failure part-way records what was generated."""
     results = [CompletionResult(gen.request_id, index) for index in range(gen.params.n)]
     stream = _start(gen, usage_)
@@ -143,7 +145,7 @@ async def generate(gen: Generation, usage_: RequestUsage) -> list[CompletionResu
     return results
 
 
-def chat_response(gen: Generation, results: list[CompletionResult]) -> dict[str, Any]:
+def _chat_response(gen: Generation, results: list[CompletionResult]) -> dict[str, Any]:
     tokenizer = gen.runtime.tokenizer
     choices = [
         {
@@ -164,7 +166,7 @@ def chat_response(gen: Generation, results: list[CompletionResult]) -> dict[str,
     }
 
 
-def completion_response(gen: Generation, results: list[CompletionResult], echo: bool) -> dict[str, Any]:
+def _completion_response(gen: Generation, results: list[CompletionResult], echo: bool) -> dict[str, Any]:
     tokenizer = gen.runtime.tokenizer
     prefix = tokenizer.decode(gen.prompt_ids) if echo else ""
     choices = [
@@ -186,7 +188,7 @@ def completion_response(gen: Generation, results: list[CompletionResult], echo: 
     }
 
 
-async def stream_events(
+async def _stream_events(
     gen: Generation, *, chat: bool, include_usage: bool, usage_: RequestUsage
 ) -> AsyncIterator[bytes]:
     """SSE frames: role first (chat), then deltas, a finish_reason per choice, usage, [DONE]."""

@@ -51,6 +51,10 @@ class Answer(NamedTuple, Generic[T]):
 class MeteredCall(Protocol[T]):
     """One request as `Inference._metered` runs it (and, after a `ReplicaClosed`, runs it again)."""
 
+    # Whether a deployment unloaded while idle is loaded for it and waited for (the /predict
+    # family, the only one that scales to zero), or answered 503 while it loads.
+    cold_start: bool
+
     def check(self, served: ServedModel) -> Units:
         """Check the request against the model that will answer it (4xx if it can't); the most it
         may use, which the gate admits and holds."""
@@ -155,7 +159,9 @@ class Inference:
         replicas = self._replicas
         for attempt in (1, 2):
             # The common case (loaded, admitted from memory) awaits nothing until the run.
-            served = replicas.acquire_loaded(org_id, name) or await replicas.acquire(org_id, name)
+            served = replicas.acquire_loaded(org_id, name) or await replicas.acquire(
+                org_id, name, cold_start=call.cold_start
+            )
             worst = call.check(served)
             usage = RequestUsage(self._gate, caller, served, request_id)
             headers = usage.admit_from_memory(worst)
@@ -183,6 +189,7 @@ class Prediction:
     """`/predict`: rows checked against the answering model's signature, queued on its batcher."""
 
     __slots__ = ("deployment", "gone", "inputs", "rows", "timeout_s", "top_k", "units")
+    cold_start = True
 
     def __init__(self, deployment: str, inputs: Any, top_k: Any, timeout_s: float, gone: Gone) -> None:
         self.deployment = deployment
@@ -216,6 +223,8 @@ class Prediction:
 class Explanation:
     """`/explain`: rows and options checked on the event loop, attributed on the deployment's
     explanation queue, never its prediction batcher."""
+
+    cold_start = True
 
     def __init__(
         self, deployment: str, body: dict[str, Any], limits: ExplainLimits, timeout_s: float, gone: Gone
@@ -263,6 +272,8 @@ class Explanation:
 
 class Embedding:
     """`/v1/embeddings`: non-empty texts, as many as the model takes, embedded off the event loop."""
+
+    cold_start = False
 
     def __init__(self, body: EmbeddingRequest) -> None:
         self.body = body

@@ -102,11 +102,14 @@ class ReplicaManager:
             self._sweeper = threading.Thread(target=self._sweep_loop, name="replica-sweeper", daemon=True)
             self._sweeper.start()
 
-    async def acquire(self, org_id: str, name: str) -> ServedModel:
+    async def acquire(self, org_id: str, name: str, *, cold_start: bool = True) -> ServedModel:
         """The model that answers this request: loaded (a dict lookup), or loaded now if it was
-        unloaded while idle; for a traffic split, one version drawn by weight."""
+        unloaded while idle (without `cold_start`: 503 while it loads); for a traffic split, one
+        version drawn by weight."""
         served = self._directory.lookup(org_id, name)
         if served is None:
+            if not cold_start:
+                raise self.missing_model(org_id, name)
             served = await self._cold_start(org_id, name)
         return self._picked(org_id, name, served)
 

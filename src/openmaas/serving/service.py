@@ -145,12 +145,12 @@ def list_page(
     )
 
 
-def stop(session: Session, org_id: str, id_or_name: str, now: datetime) -> Deployment:
+def stop(session: Session, org_id: str, id_or_name: str, now: datetime) -> DeploymentPublic:
     row = get(session, org_id, id_or_name)
     if row.state != "stopped":
         row.state, row.updated_at = "stopped", now
         add_event(session, row.id, "stopped", "stopped on request", now)
-    return row
+    return public(row)
 
 
 @dataclass(frozen=True)
@@ -166,8 +166,9 @@ class Served:
 
 def update(
     session: Session, org_id: str, id_or_name: str, body: DeploymentUpdate, now: datetime
-) -> tuple[Deployment, Served]:
-    """Point a ready (or failed) deployment at another version or settings; replicas then swap."""
+) -> tuple[DeploymentPublic, Served]:
+    """Point a ready (or failed) deployment at another version or settings (replicas then swap);
+    what it is now, and what it served before."""
     row = get(session, org_id, id_or_name)
     if row.state not in ("ready", "failed"):
         raise errors.Conflict(
@@ -198,7 +199,7 @@ def update(
     row.replicas = body.replicas or row.replicas
     row.state, row.error, row.updated_at = "loading", None, now
     add_event(session, row.id, "updating", message, now)
-    return row, before
+    return public(row), before
 
 
 def _replacement(session: Session, org_id: str, ref: str, param: str) -> ModelVersion:
@@ -235,10 +236,10 @@ def revert(session: Session, deployment_id: str, before: Served, now: datetime, 
     add_event(session, deployment_id, "update_failed", error, now)
 
 
-def delete(session: Session, org_id: str, id_or_name: str) -> Deployment:
+def delete(session: Session, org_id: str, id_or_name: str) -> DeploymentPublic:
     row = get(session, org_id, id_or_name)
     session.delete(row)
-    return row
+    return public(row)
 
 
 def set_state(

@@ -188,17 +188,19 @@ class Inference:
 class Prediction:
     """`/predict`: rows checked against the answering model's signature, queued on its batcher."""
 
-    __slots__ = ("deployment", "gone", "inputs", "rows", "timeout_s", "top_k", "units")
+    __slots__ = ("asked_top_k", "deployment", "gone", "inputs", "rows", "timeout_s", "top_k", "units")
     cold_start = True
+    # Set by `check` (no empty placeholders made per request before it).
+    rows: list[Any]
+    top_k: int | None
+    units: Units
 
     def __init__(self, deployment: str, inputs: Any, top_k: Any, timeout_s: float, gone: Gone) -> None:
         self.deployment = deployment
         self.inputs = inputs
-        self.top_k = top_k  # as asked; once checked, as the runtime takes it
+        self.asked_top_k = top_k
         self.timeout_s = timeout_s
         self.gone = gone
-        self.rows: list[Any] = []
-        self.units: Units = {}
 
     def check(self, served: ServedModel) -> Units:
         runtime = served.runtime
@@ -209,7 +211,7 @@ class Prediction:
                 param="deployment",
                 code="wrong_model_type",
             )
-        self.rows, self.top_k = runtime.check(self.inputs, self.top_k)
+        self.rows, self.top_k = runtime.check(self.inputs, self.asked_top_k)
         self.units = {"requests": 1, "rows": len(self.rows)}
         return self.units
 
@@ -225,19 +227,20 @@ class Explanation:
     explanation queue, never its prediction batcher."""
 
     cold_start = True
+    # Set by `check`.
+    explainer: Explainer
+    rows: list[Any]
+    options: ExplainOptions
+    units: Units
 
     def __init__(
         self, deployment: str, body: dict[str, Any], limits: ExplainLimits, timeout_s: float, gone: Gone
     ) -> None:
         self.deployment = deployment
-        self.body = body
+        self.body = body  # the parsed JSON body: `inputs` and the explain options
         self.limits = limits
         self.timeout_s = timeout_s
         self.gone = gone
-        self.explainer: Explainer
-        self.rows: list[Any] = []
-        self.options = ExplainOptions()
-        self.units: Units = {}
 
     def check(self, served: ServedModel) -> Units:
         runtime = served.runtime

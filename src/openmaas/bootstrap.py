@@ -17,7 +17,9 @@ from openmaas.db.database import Database
 from openmaas.metering.wiring import Metering, build_metering
 from openmaas.registry.in_use import VersionHolder
 from openmaas.serving.directory import ServedModels
+from openmaas.serving.explain.options import ExplainLimits
 from openmaas.serving.holders import deployments_holding
+from openmaas.serving.inference import Inference
 from openmaas.serving.replicas import ReplicaManager
 from openmaas.storage import ArtifactStore
 from openmaas.tenancy import service as tenancy
@@ -45,6 +47,8 @@ class Platform:
     metering: Metering = field(init=False)
     # Model replicas of this process: deployments load here and publish into `served_models`.
     replicas: ReplicaManager = field(init=False)
+    # The inference use-cases (predict, explain, embed, complete) every inference route calls.
+    inference: Inference = field(init=False)
     # Month-end invoices and the daily storage sample; `start()`ed by the API server's lifespan
     # and by `openmaas worker`.
     billing_scheduler: BillingScheduler = field(init=False)
@@ -63,6 +67,17 @@ class Platform:
             memory_budget_bytes=None if budget_mb is None else int(budget_mb * 1024 * 1024),
             cold_start_wait_s=self.settings.cold_start_wait_s,
             sweep_interval_s=self.settings.serving_sweep_interval_s,
+        )
+        settings = self.settings
+        self.inference = Inference(
+            self.replicas,
+            self.gate,
+            self.clock,
+            predict_timeout_s=settings.predict_timeout_s,
+            explain_timeout_s=settings.explain_timeout_s,
+            explain_limits=ExplainLimits(
+                settings.explain_max_queue, settings.explain_max_rows, settings.explain_max_steps
+            ),
         )
         self.billing_scheduler = BillingScheduler(
             self.db,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import Depends, Header, Query, Request
@@ -121,6 +121,9 @@ async def page_params(
 PageDep = Annotated[PageParams, Depends(page_params)]
 
 
+Public = TypeVar("Public", bound=BaseModel)
+
+
 class Creator:
     """Runs a create under the request's `Idempotency-Key`, if any, and shapes the response."""
 
@@ -137,9 +140,20 @@ class Creator:
     def __call__(
         self, body: BaseModel, create: Callable[[Session], BaseModel], status: int = 201
     ) -> Response:
+        result = self._run(body, create, status)
+        return Response(orjson.dumps(result[1]), status_code=result[0], media_type="application/json")
+
+    def created(self, body: BaseModel, create: Callable[[Session], Public], public: type[Public]) -> Public:
+        """For a route that acts on what it created (after the commit): the created thing, or the
+        one a replay stored, as `public`; the route answers it with its own status (201)."""
+        return public.model_validate(self._run(body, create, 201)[1])
+
+    def _run(
+        self, body: BaseModel, create: Callable[[Session], BaseModel], status: int
+    ) -> idempotency.Created:
         platform: Platform = self.request.app.state.platform
         canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-        result = idempotency.run_idempotent(
+        return idempotency.run_idempotent(
             platform.db,
             owner=self.principal.org_id or self.principal.key_id,
             key=self.key,
@@ -148,7 +162,6 @@ class Creator:
             ttl=timedelta(seconds=platform.settings.idempotency_ttl_s),
             create=lambda session: (status, create(session).model_dump(mode="json")),
         )
-        return Response(orjson.dumps(result[1]), status_code=result[0], media_type="application/json")
 
 
 CreatorDep = Annotated[Creator, Depends()]

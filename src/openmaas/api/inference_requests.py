@@ -1,50 +1,11 @@
-"""What the hand-parsed inference routes (predict, explain) share: the JSON body with its allowed
-fields, the request's timeout (body field or `X-Request-Timeout` header) and the disconnect probe."""
+"""What the hand-parsed inference routes (predict, explain) take from the connection itself: a
+probe that tells whether the client went away."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-import orjson
-
-from openmaas import errors
 from openmaas.api.middleware import Receive
-
-MAX_TIMEOUT_S = 3600.0
-
-
-def json_body(raw: bytes, fields: frozenset[str]) -> dict[str, Any]:
-    """The body as a dict holding `inputs` and only `fields`; a 4xx naming the problem otherwise."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise errors.InvalidRequest("The body is not valid JSON.", code="invalid_json") from None
-    if type(body) is not dict:
-        raise errors.ValidationFailed('The body must be an object: {"inputs": [...]}.', param="body")
-    if "inputs" not in body:
-        raise errors.ValidationFailed("inputs is required.", param="inputs")
-    if len(body) > 1 and not body.keys() <= fields:
-        unknown = sorted(set(body) - fields)[0]
-        raise errors.ValidationFailed(f"Unknown field {unknown!r}.", param=unknown)
-    return body
-
-
-def request_timeout(header: str | None, body: dict[str, Any], default: float) -> float:
-    """Seconds the caller will wait: the body's `timeout`, else the header, else `default`."""
-    value: Any = body.get("timeout", header)
-    if value is None:
-        return default
-    param = "timeout" if "timeout" in body else "X-Request-Timeout"
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if type(value) is bool or not 0 < seconds <= MAX_TIMEOUT_S:
-        raise errors.ValidationFailed(
-            f"{param} must be a number of seconds in (0, {MAX_TIMEOUT_S:g}].", param=param
-        )
-    return seconds
 
 
 def disconnect_probe(receive: Receive) -> Callable[[], bool] | None:

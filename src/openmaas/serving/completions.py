@@ -1,5 +1,6 @@
 """Chat completions and completions on an LLM runtime, in OpenAI's response shapes, whole or
-streamed as server-sent events.
+streamed as server-sent events: the two metered calls `serving.inference` runs for them, and the
+shapes of their answers.
 
 A stream's client going away cancels the task reading it; the engine's request stream turns that
 cancellation into an abort, which frees the request's KV blocks before the next step.
@@ -7,20 +8,22 @@ cancellation into an abort, which frees the request's KV blocks before the next 
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from openmaas import errors
 from openmaas.engine.async_engine import RequestStream
 from openmaas.engine.outputs import CompletionResult, RequestOutput, TokenLogprob
 from openmaas.engine.sampling_params import SamplingParams
 from openmaas.engine.tokenizer import Tokenizer
+from openmaas.serving.directory import ServedModel
 from openmaas.serving.openai_types import ChatCompletionRequest, CompletionRequest, usage
+from openmaas.serving.runtimes import TEXT_GENERATION
 from openmaas.serving.runtimes.llm import LLMRuntime
-from openmaas.serving.usage import RequestUsage
+from openmaas.serving.usage import RequestUsage, Units
 
 
 @dataclass(frozen=True)
@@ -33,22 +36,88 @@ class Generation:
     created: int
 
 
-def chat_generation(runtime: LLMRuntime, body: ChatCompletionRequest, request_id: str) -> Generation:
+class _Completion:
+    """What a completion, whole or streamed, checks before it is admitted: a text-generation model,
+    and the prompt it tokenises (whose length, with the most it may generate, is its worst case)."""
+
+    cold_start = False  # LLMs never scale to zero
+
+    def __init__(
+        self, body: ChatCompletionRequest | CompletionRequest, request_id: str, created: int
+    ) -> None:
+        self.body = body
+        self.request_id = request_id
+        self.created = created  # Unix seconds, OpenAI's `created`
+        self.generation: Generation
+
+    def check(self, served: ServedModel) -> Units:
+        runtime = served.runtime
+        if runtime.task != TEXT_GENERATION:
+            what = "chat completions" if isinstance(self.body, ChatCompletionRequest) else "completions"
+            raise errors.InvalidRequest(
+                f"Model {self.body.model!r} does not support {what}.", param="model", code="wrong_model_type"
+            )
+        if isinstance(self.body, ChatCompletionRequest):
+            self.generation = _chat_generation(runtime, self.body, self.request_id, self.created)
+        else:
+            self.generation = _text_generation(runtime, self.body, self.request_id, self.created)
+        worst = _worst_output_tokens(self.generation)
+        return {"requests": 1, "input_tokens": len(self.generation.prompt_ids), "output_tokens": worst}
+
+
+class Completion(_Completion):
+    """A completion answered whole: its result is OpenAI's response object."""
+
+    async def run(self, served: ServedModel, usage_: RequestUsage) -> dict[str, Any]:
+        results = await _generate(self.generation, usage_)
+        if isinstance(self.body, ChatCompletionRequest):
+            return _chat_response(self.generation, results)
+        return _completion_response(self.generation, results, self.body.echo)
+
+    def used(self, response: dict[str, Any]) -> Units:
+        tokens = response["usage"]  # what the answer reports is what is metered
+        return {
+            "requests": 1,
+            "input_tokens": tokens["prompt_tokens"],
+            "output_tokens": tokens["completion_tokens"],
+        }
+
+
+class StreamedCompletion(_Completion):
+    """A completion streamed as server-sent events: its result is the frames, which record the
+    request's usage themselves as the stream ends (or its client leaves)."""
+
+    async def run(self, served: ServedModel, usage_: RequestUsage) -> AsyncIterator[bytes]:
+        options = self.body.stream_options
+        return _stream_events(
+            self.generation,
+            chat=isinstance(self.body, ChatCompletionRequest),
+            include_usage=bool(options and options.include_usage),
+            usage_=usage_,
+        )
+
+    def used(self, frames: AsyncIterator[bytes]) -> None:
+        return None  # the frames record it
+
+
+def _chat_generation(
+    runtime: LLMRuntime, body: ChatCompletionRequest, request_id: str, created: int
+) -> Generation:
     messages = [
         {"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in body.messages
     ]
     prompt = runtime.tokenizer.encode_chat(messages)
-    return Generation(
-        runtime, body.model, f"chatcmpl-{request_id}", prompt, body.to_sampling(), int(time.time())
-    )
+    return Generation(runtime, body.model, f"chatcmpl-{request_id}", prompt, body.to_sampling(), created)
 
 
-def text_generation(runtime: LLMRuntime, body: CompletionRequest, request_id: str) -> Generation:
+def _text_generation(
+    runtime: LLMRuntime, body: CompletionRequest, request_id: str, created: int
+) -> Generation:
     prompt = body.prompt if isinstance(body.prompt, list) else runtime.tokenizer.encode(body.prompt)
-    return Generation(runtime, body.model, f"cmpl-{request_id}", prompt, body.to_sampling(), int(time.time()))
+    return Generation(runtime, body.model, f"cmpl-{request_id}", prompt, body.to_sampling(), created)
 
 
-def worst_output_tokens(gen: Generation) -> int:
+def _worst_output_tokens(gen: Generation) -> int:
     """The most output tokens the request can produce: what its budget hold must cover."""
     limit = gen.params.max_tokens or max(gen.runtime.max_model_len - len(gen.prompt_ids), 1)
     return limit * gen.params.n
@@ -62,20 +131,21 @@ def _start(gen: Generation, usage_: RequestUsage) -> RequestStream:
         raise
 
 
-async def run(gen: Generation, usage_: RequestUsage) -> list[CompletionResult]:
+async def _generate(gen: Generation, usage_: RequestUsage) -> list[CompletionResult]:
+    """Every choice to its end; a failure part-way records what was generated."""
     results = [CompletionResult(gen.request_id, index) for index in range(gen.params.n)]
     stream = _start(gen, usage_)
     try:
         async with stream:
             async for out in stream:
                 results[out.index].add(out)
-    finally:
+    except BaseException:
         usage_.record(len(gen.prompt_ids), sum(r.completion_tokens for r in results))
-    await usage_.durable()
+        raise
     return results
 
 
-def chat_response(gen: Generation, results: list[CompletionResult]) -> dict[str, Any]:
+def _chat_response(gen: Generation, results: list[CompletionResult]) -> dict[str, Any]:
     tokenizer = gen.runtime.tokenizer
     choices = [
         {
@@ -96,7 +166,7 @@ def chat_response(gen: Generation, results: list[CompletionResult]) -> dict[str,
     }
 
 
-def completion_response(gen: Generation, results: list[CompletionResult], echo: bool) -> dict[str, Any]:
+def _completion_response(gen: Generation, results: list[CompletionResult], echo: bool) -> dict[str, Any]:
     tokenizer = gen.runtime.tokenizer
     prefix = tokenizer.decode(gen.prompt_ids) if echo else ""
     choices = [
@@ -118,7 +188,7 @@ def completion_response(gen: Generation, results: list[CompletionResult], echo: 
     }
 
 
-async def stream_events(
+async def _stream_events(
     gen: Generation, *, chat: bool, include_usage: bool, usage_: RequestUsage
 ) -> AsyncIterator[bytes]:
     """SSE frames: role first (chat), then deltas, a finish_reason per choice, usage, [DONE]."""

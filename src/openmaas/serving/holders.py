@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from openmaas.registry.tables import ModelVersion
+from openmaas.serving.deployment_config import DeploymentConfig
 from openmaas.serving.tables import Deployment
 
 
@@ -33,8 +34,8 @@ def deployments_holding(session: Session, version: ModelVersion) -> list[str]:
     for name, config in session.execute(
         select(Deployment.name, Deployment.config).where(Deployment.org_id == version.org_id)
     ):
-        entries = (config or {}).get("traffic") or ()
-        if name not in serving and any(e.get("version_id") == version.id for e in entries):
+        routes = DeploymentConfig.from_stored(config).traffic
+        if name not in serving and any(route.version_id == version.id for route in routes):
             splits.append(name)
     splits.sort()
     phrases = []

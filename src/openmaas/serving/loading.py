@@ -16,12 +16,11 @@ from sqlalchemy.orm import Session
 
 from openmaas.registry.tables import ModelVersion
 from openmaas.serving import memory, traffic
+from openmaas.serving.deployment_config import DeploymentConfig, TrafficRoute
 from openmaas.serving.directory import ServedModel
 from openmaas.serving.runtimes import load_runtime
 from openmaas.serving.tables import Deployment
 from openmaas.storage import ArtifactStore
-
-DEFAULT_IDLE_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -40,11 +39,10 @@ class Target:
     org_id: str
     name: str
     task: str
-    config: dict[str, Any]
+    config: DeploymentConfig
+    replicas: int
     created: int
     routes: tuple[Route, ...]
-    min_replicas: int
-    idle_timeout_s: float
     size_bytes: int  # what the memory budget reckons it holds once loaded
 
     @property
@@ -58,7 +56,7 @@ class Target:
             for route in self.routes:
                 if route.folder is None:
                     raise FileNotFoundError(f"the model version {route.ref} was deleted")
-                config = {**self.config, "model_version": route.ref}
+                config = self.config.for_runtime(route.ref, self.replicas)
                 runtimes.append(load_runtime(self.task, route.folder, config))
         except BaseException:
             for runtime in runtimes:
@@ -97,32 +95,35 @@ class Target:
 
 
 def build_target(
-    session: Session, row: Deployment, versions: dict[str, ModelVersion], store: ArtifactStore
+    session: Session,
+    row: Deployment,
+    config: DeploymentConfig,
+    versions: dict[str, ModelVersion],
+    store: ArtifactStore,
 ) -> Target:
-    """The deployment's target; `versions` are its versions by id (missing: deleted)."""
-    split = row.config.get("traffic") or [{"version_id": row.version_id, "weight": 100}]
-    routes = tuple(_route(session, entry, versions.get(entry["version_id"]), store) for entry in split)
-    replicas = max(1, row.replicas)
+    """The deployment's target; `config` is its parsed `config` column and `versions` its versions
+    by id (missing: deleted)."""
+    routes = tuple(
+        _route(session, entry, versions.get(entry.version_id), store)
+        for entry in config.routes(row.version_id)
+    )
     return Target(
         deployment_id=row.id,
         org_id=row.org_id,
         name=row.name,
         task=row.task,
-        config={**row.config, "replicas": row.replicas},
+        config=config,
+        replicas=row.replicas,
         created=int(row.created_at.timestamp()),
         routes=routes,
-        min_replicas=int(row.config.get("min_replicas", 1)),
-        idle_timeout_s=float(row.config.get("idle_timeout_s") or DEFAULT_IDLE_TIMEOUT_S),
-        size_bytes=sum(memory.artifact_bytes(route.folder) for route in routes) * replicas,
+        size_bytes=sum(memory.artifact_bytes(route.folder) for route in routes) * max(1, row.replicas),
     )
 
 
 def _route(
-    session: Session, entry: dict[str, Any], version: ModelVersion | None, store: ArtifactStore
+    session: Session, entry: TrafficRoute, version: ModelVersion | None, store: ArtifactStore
 ) -> Route:
     if version is None:
-        return Route(
-            entry["version_id"], str(entry.get("version", entry["version_id"])), entry["weight"], None
-        )
+        return Route(entry.version_id, entry.version or entry.version_id, entry.weight, None)
     ref = traffic.ref(session, version)
-    return Route(version.id, ref, int(entry["weight"]), store.path(version.artifact_path))
+    return Route(version.id, ref, entry.weight, store.path(version.artifact_path))

@@ -29,6 +29,7 @@ from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.registry.tables import ModelVersion
 from openmaas.serving import memory, service
+from openmaas.serving.deployment_config import DeploymentConfig
 from openmaas.serving.directory import ServedModel, ServedModels
 from openmaas.serving.loading import Target, build_target
 from openmaas.storage import ArtifactStore
@@ -87,9 +88,12 @@ class ReplicaManager:
         """Reload the deployments that were pending, loading or ready when the server stopped,
         and start the idle sweep."""
         with self._db.read_session() as session:
-            rows = [(r.id, (r.org_id, r.name), r.state, r.config) for r in service.active(session)]
+            rows = [
+                (r.id, (r.org_id, r.name), r.state, DeploymentConfig.from_stored(r.config))
+                for r in service.active(session)
+            ]
         for deployment_id, key, state, config in rows:
-            if state == "ready" and config.get("min_replicas", 1) == 0:
+            if state == "ready" and config.min_replicas == 0:
                 with self._lock:
                     self._cold[key] = deployment_id
             else:
@@ -98,11 +102,14 @@ class ReplicaManager:
             self._sweeper = threading.Thread(target=self._sweep_loop, name="replica-sweeper", daemon=True)
             self._sweeper.start()
 
-    async def acquire(self, org_id: str, name: str) -> ServedModel:
+    async def acquire(self, org_id: str, name: str, *, cold_start: bool = True) -> ServedModel:
         """The model that answers this request: loaded (a dict lookup), or loaded now if it was
-        unloaded while idle; for a traffic split, one version drawn by weight."""
+        unloaded while idle (without `cold_start`: 503 while it loads); for a traffic split, one
+        version drawn by weight."""
         served = self._directory.lookup(org_id, name)
         if served is None:
+            if not cold_start:
+                raise self.missing_model(org_id, name)
             served = await self._cold_start(org_id, name)
         return self._picked(org_id, name, served)
 
@@ -283,8 +290,9 @@ class ReplicaManager:
             _close([r for r in old.runtimes() if not any(r is new for new in runtimes)])
 
     def _install(self, target: Target, runtimes: list[Any]) -> None:
+        config = target.config
         resident = _Resident(
-            target.deployment_id, target.key, target.size_bytes, target.min_replicas, target.idle_timeout_s
+            target.deployment_id, target.key, target.size_bytes, config.min_replicas, config.idle_timeout_s
         )
         with self._lock:
             self._last_used[target.key] = self._clock.monotonic()
@@ -367,16 +375,10 @@ class ReplicaManager:
                 log.exception("the idle sweep failed")
 
     def _target(self, session: Session, row: service.Deployment) -> Target:
-        versions = {
-            v.id: v
-            for v in session.scalars(select(ModelVersion).where(ModelVersion.id.in_(_version_ids(row))))
-        }
-        return build_target(session, row, versions, self._store)
-
-
-def _version_ids(row: service.Deployment) -> list[str]:
-    split = row.config.get("traffic") or []
-    return [entry["version_id"] for entry in split] or [row.version_id]
+        config = DeploymentConfig.from_stored(row.config)
+        ids = [route.version_id for route in config.routes(row.version_id)]
+        versions = {v.id: v for v in session.scalars(select(ModelVersion).where(ModelVersion.id.in_(ids)))}
+        return build_target(session, row, config, versions, self._store)
 
 
 def _close(runtimes: list[Any]) -> None:

@@ -15,7 +15,7 @@ from openmaas import errors
 from openmaas.billing import marketplace
 from openmaas.ids import new_id
 from openmaas.pagination import paginate
-from openmaas.registry.tables import ModelVersion, RegisteredModel
+from openmaas.registry.tables import ModelVersion
 from openmaas.schemas.pages import Page
 from openmaas.schemas.serving import (
     DeploymentCreate,
@@ -25,9 +25,15 @@ from openmaas.schemas.serving import (
     TrafficPublic,
 )
 from openmaas.serving import traffic
-from openmaas.serving.loading import DEFAULT_IDLE_TIMEOUT_S
-from openmaas.serving.runtimes import TEXT_GENERATION, deployable_tasks
-from openmaas.serving.runtimes.llm import ENGINE_OPTIONS, engine_setting_error
+from openmaas.serving.deployment_config import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    ENGINE_SETTINGS,
+    DeploymentConfig,
+    EngineSettings,
+    TrafficRoute,
+    engine_setting_error,
+)
+from openmaas.serving.runtimes import PREDICT_TASKS, TEXT_GENERATION, deployable_tasks
 from openmaas.serving.tables import Deployment, DeploymentEvent
 
 ACTIVE_STATES = ("pending", "loading", "ready")
@@ -47,7 +53,10 @@ def public(row: Deployment, is_loaded: IsLoaded | None = None) -> DeploymentPubl
         state=row.state,  # type: ignore[arg-type]
         replicas=row.replicas,
         config=row.config,
-        traffic=[TrafficPublic(**entry) for entry in row.config.get("traffic", ())],
+        traffic=[
+            TrafficPublic(version=route.version, version_id=route.version_id, weight=route.weight)
+            for route in DeploymentConfig.from_stored(row.config).traffic
+        ],
         scaled_to_zero=row.state == "ready" and is_loaded is not None and not is_loaded(row.org_id, row.name),
         error=row.error,
         created_at=row.created_at,
@@ -55,7 +64,7 @@ def public(row: Deployment, is_loaded: IsLoaded | None = None) -> DeploymentPubl
     )
 
 
-def create(session: Session, org_id: str, body: DeploymentCreate, now: datetime) -> Deployment:
+def create(session: Session, org_id: str, body: DeploymentCreate, now: datetime) -> DeploymentPublic:
     # The caller's own version, or another organisation's through its marketplace listing (lst_…).
     model, version = marketplace.deployable_version(session, org_id, body.model)
     if version.task not in deployable_tasks():
@@ -65,17 +74,7 @@ def create(session: Session, org_id: str, body: DeploymentCreate, now: datetime)
             param="model",
             code="task_not_deployable",
         )
-    unknown = sorted(set(body.engine) - ENGINE_OPTIONS)
-    if unknown or (body.engine and version.task != TEXT_GENERATION):
-        raise errors.ValidationFailed(
-            f"Unknown engine setting(s) {unknown}; allowed: {sorted(ENGINE_OPTIONS)}."
-            if unknown
-            else "Engine settings apply to text-generation models only.",
-            param="engine",
-        )
-    for key, value in body.engine.items():
-        if (why := engine_setting_error(key, value)) is not None:
-            raise errors.ValidationFailed(f"{why}, got {value!r}.", param=f"engine.{key}")
+    engine = _engine_settings(version.task, body.engine)
     _check_scaling(version.task, body.min_replicas)
     name = body.name or model.name
     if session.scalar(select(Deployment.id).where(Deployment.org_id == org_id, Deployment.name == name)):
@@ -89,14 +88,14 @@ def create(session: Session, org_id: str, body: DeploymentCreate, now: datetime)
         task=version.task,
         state="pending",
         replicas=body.replicas,
-        config={
-            "max_batch_size": body.max_batch_size,
-            "max_wait_ms": body.max_wait_ms,
-            "max_queue": body.max_queue,
-            "min_replicas": body.min_replicas,
-            "idle_timeout_s": body.idle_timeout_s or DEFAULT_IDLE_TIMEOUT_S,
-            **body.engine,
-        },
+        config=DeploymentConfig(
+            max_batch_size=body.max_batch_size,
+            max_wait_ms=body.max_wait_ms,
+            max_queue=body.max_queue,
+            min_replicas=body.min_replicas,
+            idle_timeout_s=body.idle_timeout_s or DEFAULT_IDLE_TIMEOUT_S,
+            engine=engine,
+        ).to_stored(),
         error=None,
         created_at=now,
         updated_at=now,
@@ -107,7 +106,23 @@ def create(session: Session, org_id: str, body: DeploymentCreate, now: datetime)
     except IntegrityError as exc:
         raise errors.Conflict(f"A deployment named {name!r} already exists.", param="name") from exc
     add_event(session, row.id, "created", f"deploying {body.model} (version {version.version})", now)
-    return row
+    return public(row)
+
+
+def _engine_settings(task: str, given: dict[str, Any]) -> EngineSettings:
+    """A create's `engine` settings, checked: known names, values of their types, LLMs only."""
+    unknown = sorted(set(given) - set(ENGINE_SETTINGS))
+    if unknown or (given and task != TEXT_GENERATION):
+        raise errors.ValidationFailed(
+            f"Unknown engine setting(s) {unknown}; allowed: {sorted(ENGINE_SETTINGS)}."
+            if unknown
+            else "Engine settings apply to text-generation models only.",
+            param="engine",
+        )
+    for key, value in given.items():
+        if (why := engine_setting_error(key, value)) is not None:
+            raise errors.ValidationFailed(f"{why}, got {value!r}.", param=f"engine.{key}")
+    return EngineSettings(**given)
 
 
 def get(session: Session, org_id: str, id_or_name: str) -> Deployment:
@@ -130,12 +145,12 @@ def list_page(
     )
 
 
-def stop(session: Session, org_id: str, id_or_name: str, now: datetime) -> Deployment:
+def stop(session: Session, org_id: str, id_or_name: str, now: datetime) -> DeploymentPublic:
     row = get(session, org_id, id_or_name)
     if row.state != "stopped":
         row.state, row.updated_at = "stopped", now
         add_event(session, row.id, "stopped", "stopped on request", now)
-    return row
+    return public(row)
 
 
 @dataclass(frozen=True)
@@ -146,44 +161,45 @@ class Served:
     version_id: str
     task: str
     replicas: int
-    config: dict[str, Any]
+    config: DeploymentConfig
 
 
 def update(
     session: Session, org_id: str, id_or_name: str, body: DeploymentUpdate, now: datetime
-) -> tuple[Deployment, Served]:
-    """Point a ready (or failed) deployment at another version or settings; replicas then swap."""
+) -> tuple[DeploymentPublic, Served]:
+    """Point a ready (or failed) deployment at another version or settings (replicas then swap);
+    what it is now, and what it served before."""
     row = get(session, org_id, id_or_name)
     if row.state not in ("ready", "failed"):
         raise errors.Conflict(
             f"Deployment {row.name!r} is {row.state}; update it once it is ready.", param="deployment"
         )
-    before = Served(row.model_ref, row.version_id, row.task, row.replicas, dict(row.config))
+    stored = DeploymentConfig.from_stored(row.config)
+    before = Served(row.model_ref, row.version_id, row.task, row.replicas, stored)
     if body.model is not None and body.traffic is not None:
         raise errors.ValidationFailed("Give either model or traffic, not both.", param="traffic")
-    config = {**row.config, **body.model_dump(exclude_none=True, exclude={"model", "replicas", "traffic"})}
+    changes = body.model_dump(exclude_none=True, exclude={"model", "replicas", "traffic"})
+    split: tuple[TrafficRoute, ...] | None = None
     if body.model is not None:
         version = _replacement(session, org_id, body.model, "model")
         row.model_ref, row.version_id, row.task = body.model, version.id, version.task
-        config.pop("traffic", None)
+        split = ()
         message = f"updating to {row.model_ref}"
     elif body.traffic is not None:
         split = traffic.resolve(session, org_id, body.traffic)
-        primary = max(split, key=lambda entry: entry["weight"])  # the first of the heaviest
-        version = _replacement(session, org_id, primary["version"], "traffic.0.version")
-        row.model_ref, row.version_id, row.task = primary["version"], version.id, version.task
-        config.pop("traffic", None)
-        if len(split) > 1:
-            config["traffic"] = split
+        primary = max(split, key=lambda route: route.weight)  # the first of the heaviest
+        version = _replacement(session, org_id, primary.version, "traffic.0.version")
+        row.model_ref, row.version_id, row.task = primary.version, version.id, version.task
         message = f"traffic: {traffic.describe(split)}"
     else:
         message = f"updating to {row.model_ref}"
-    _check_scaling(row.task, int(config.get("min_replicas", 1)))
-    row.config = config
+    config = stored.updated(changes, split)
+    _check_scaling(row.task, config.min_replicas)
+    row.config = config.to_stored()
     row.replicas = body.replicas or row.replicas
     row.state, row.error, row.updated_at = "loading", None, now
     add_event(session, row.id, "updating", message, now)
-    return row, before
+    return public(row), before
 
 
 def _replacement(session: Session, org_id: str, ref: str, param: str) -> ModelVersion:
@@ -202,7 +218,7 @@ def _replacement(session: Session, org_id: str, ref: str, param: str) -> ModelVe
 
 def _check_scaling(task: str, min_replicas: int) -> None:
     """Scaling to zero needs a runtime that can tell it is idle: the ones /predict serves."""
-    if min_replicas == 0 and task not in traffic.SPLITTABLE_TASKS:
+    if min_replicas == 0 and task not in PREDICT_TASKS:
         raise errors.ValidationFailed(
             f"min_replicas 0 (scale to zero) applies to models served by /predict, not {task} models.",
             param="min_replicas",
@@ -215,21 +231,15 @@ def revert(session: Session, deployment_id: str, before: Served, now: datetime, 
     if row is None or row.state == "stopped":
         return
     row.model_ref, row.version_id, row.task = before.model_ref, before.version_id, before.task
-    row.replicas, row.config = before.replicas, before.config
+    row.replicas, row.config = before.replicas, before.config.to_stored()
     row.state, row.error, row.updated_at = "ready", None, now
     add_event(session, deployment_id, "update_failed", error, now)
 
 
-def version_ref(session: Session, version: ModelVersion) -> str:
-    """`name:version` of a registry version (what a prediction reports as its answering model)."""
-    model = session.get(RegisteredModel, version.model_id)
-    return f"{model.name}:{version.version}" if model is not None else version.id
-
-
-def delete(session: Session, org_id: str, id_or_name: str) -> Deployment:
+def delete(session: Session, org_id: str, id_or_name: str) -> DeploymentPublic:
     row = get(session, org_id, id_or_name)
     session.delete(row)
-    return row
+    return public(row)
 
 
 def set_state(

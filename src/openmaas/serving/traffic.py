@@ -2,8 +2,8 @@
 
 `resolve` checks a requested split against the registry — every version the caller's own, of one
 task that the predict route serves, with one input signature, each listed once, weights summing
-to 100 — and returns what the deployment stores (`config["traffic"]`). Routing a request is a
-weighted draw in `ServedModel.pick`.
+to 100 — and returns what the deployment stores (`DeploymentConfig.traffic`). Routing a request
+is a weighted draw in `ServedModel.pick`.
 """
 
 from __future__ import annotations
@@ -17,16 +17,14 @@ from openmaas import errors
 from openmaas.registry import service as registry
 from openmaas.registry.tables import ModelVersion, RegisteredModel
 from openmaas.schemas.serving import TrafficSplit
-from openmaas.serving.runtimes import TENSOR_INFERENCE, TRAINED_TASKS
-
-# Tasks answered by `/predict`, whose requests can be routed per call between versions.
-SPLITTABLE_TASKS = frozenset({TENSOR_INFERENCE, *TRAINED_TASKS})
+from openmaas.serving.deployment_config import TrafficRoute
+from openmaas.serving.runtimes import PREDICT_TASKS
 
 
-def resolve(session: Session, org_id: str, entries: Sequence[TrafficSplit]) -> list[dict[str, Any]]:
-    """The split as stored: `[{"version": "name:N", "version_id", "weight"}]`, or raise naming
-    the entry at fault (`traffic.1.version`)."""
-    resolved: list[dict[str, Any]] = []
+def resolve(session: Session, org_id: str, entries: Sequence[TrafficSplit]) -> tuple[TrafficRoute, ...]:
+    """The split as stored (`name:N`, version id, weight per entry), or raise naming the entry at
+    fault (`traffic.1.version`)."""
+    resolved: list[TrafficRoute] = []
     first: ModelVersion | None = None
     for index, entry in enumerate(entries):
         param = f"traffic.{index}.version"
@@ -34,7 +32,7 @@ def resolve(session: Session, org_id: str, entries: Sequence[TrafficSplit]) -> l
             _, version = registry.resolve(session, org_id, entry.version, param=param)
         except errors.NotFound as exc:  # an unknown model name is reported against `model`
             raise errors.NotFound(exc.message, param=param, code=exc.code) from None
-        if len(entries) > 1 and version.task not in SPLITTABLE_TASKS:
+        if len(entries) > 1 and version.task not in PREDICT_TASKS:
             raise errors.ValidationFailed(
                 f"{entry.version!r} is a {version.task} model; traffic splits apply to models served "
                 "by /predict.",
@@ -45,19 +43,21 @@ def resolve(session: Session, org_id: str, entries: Sequence[TrafficSplit]) -> l
             first = version
         else:
             _check_compatible(first, version, entry.version, param)
-        if any(r["version_id"] == version.id for r in resolved):
+        if any(route.version_id == version.id for route in resolved):
             raise errors.ValidationFailed(
                 f"{entry.version!r} is listed twice.", param=param, code="duplicate_version"
             )
-        resolved.append({"version": ref(session, version), "version_id": version.id, "weight": entry.weight})
-    total = sum(r["weight"] for r in resolved)
+        resolved.append(
+            TrafficRoute(version=ref(session, version), version_id=version.id, weight=entry.weight)
+        )
+    total = sum(route.weight for route in resolved)
     if total != 100:
         raise errors.ValidationFailed(
             f"The traffic weights sum to {total}; they must sum to 100.",
             param="traffic",
             code="invalid_traffic",
         )
-    return resolved
+    return tuple(resolved)
 
 
 def _check_compatible(first: ModelVersion, version: ModelVersion, asked: str, param: str) -> None:
@@ -90,5 +90,5 @@ def ref(session: Session, version: ModelVersion) -> str:
     return f"{model.name}:{version.version}" if model is not None else version.id
 
 
-def describe(split: Sequence[dict[str, Any]]) -> str:
-    return ", ".join(f"{entry['version']} {entry['weight']}%" for entry in split)
+def describe(split: Sequence[TrafficRoute]) -> str:
+    return ", ".join(f"{route.version} {route.weight}%" for route in split)

@@ -19,6 +19,7 @@ from openmaas import Client
 from openmaas.api.app import create_app
 from openmaas.bootstrap import Platform, build_platform
 from openmaas.serving import loading
+from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.memory import MIB, artifact_bytes
 from openmaas.serving.runtimes import load_runtime
 from tests.integration.serving.predict_support import artifact, register
@@ -99,8 +100,8 @@ def test_an_idle_deployment_scales_to_zero_and_cold_starts_once(
         builds: list[str] = []
         release = threading.Event()
 
-        def slow_load(task: str, folder: Path, config: dict[str, Any]) -> Any:
-            builds.append(config["model_version"])
+        def slow_load(task: str, folder: Path, config: RuntimeConfig) -> Any:
+            builds.append(config.model_version)
             assert release.wait(30)
             return load_runtime(task, folder, config)
 

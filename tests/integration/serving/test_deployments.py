@@ -12,6 +12,7 @@ from openmaas.api.app import create_app
 from openmaas.bootstrap import build_platform
 from openmaas.engine.testing import build_tiny_model
 from openmaas.sdk import ConflictError, NotFoundError, UnprocessableEntityError
+from tests.integration.serving.predict_support import artifact, register
 from tests.support.served import Served
 from tests.support.server import running_server
 
@@ -122,3 +123,19 @@ def test_deployments_come_back_after_a_restart(served: Served, tiny_folder: Path
             assert [m["id"] for m in client.models()["data"]] == ["tiny"]
     finally:
         restarted.close()
+
+
+def test_a_replayed_create_answers_the_same_deployment_and_loads_it_once(served: Served) -> None:
+    tenant = served.tenant("acme")
+    ref = register(served, tenant, artifact("tabular-classification"), "churn")
+    headers = {"Idempotency-Key": "deploy-churn"}
+    with served.client(tenant.key) as http:
+        first = http.post("/v1/deployments", json={"model": ref, "name": "churn"}, headers=headers)
+        again = http.post("/v1/deployments", json={"model": ref, "name": "churn"}, headers=headers)
+        assert first.status_code == again.status_code == 201
+        assert again.json() == first.json() and first.json()["state"] == "pending"
+        assert [d["id"] for d in http.get("/v1/deployments").json()["data"]] == [first.json()["id"]]
+    with Client(served.url, tenant.key) as client:
+        assert client.deployments.wait_ready("churn", timeout=60).id == first.json()["id"]
+        kinds = [e.kind for e in client.deployments.events("churn").data]
+        assert kinds == ["ready", "loading", "created"]

@@ -26,8 +26,10 @@ from typer.testing import CliRunner
 from openmaas import AsyncClient, Client
 from openmaas.cli.main import app
 from openmaas.registry.artifact import WEIGHTS, load_artifact, write_artifact
+from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.explain.attribution import feature_widths
-from openmaas.serving.explain.explainer import Explainer, ExplainLimits
+from openmaas.serving.explain.explainer import Explainer
+from openmaas.serving.explain.options import ExplainLimits
 from openmaas.serving.runtimes.predictor import PredictorRuntime
 from openmaas.training.train import train
 from tests.data.builders import topic_texts_csv
@@ -173,7 +175,7 @@ def test_images_and_audio_get_heatmaps_the_size_of_the_model_input(served: Serve
         != image["explanations"][0]["attributions"]["pixels"]
     )
     spectrogram = audio["explanations"][0]["attributions"]
-    runtime = PredictorRuntime(artifact("audio-classification"), {})
+    runtime = PredictorRuntime(artifact("audio-classification"), RuntimeConfig())
     try:
         mels, frames = runtime.predictors[0].preprocessor.transform([speech_wav("two")]).shape[2:]
     finally:

@@ -17,8 +17,8 @@ from torch import nn
 from openmaas.datasets.preprocessing.tabular import FeatureState, TabularPreprocessor
 from openmaas.errors import InvalidRequest, ValidationFailed
 from openmaas.serving.explain import attribution
-from openmaas.serving.explain.explainer import Explainer, ExplainLimits
-from openmaas.serving.explain.options import ExplainOptions, parse_options
+from openmaas.serving.explain.explainer import Explainer
+from openmaas.serving.explain.options import ExplainLimits, ExplainOptions, parse_options
 from openmaas.training.predictor import Predictor
 
 FEATURES = [

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter
 
-from openmaas.api.deps import CreatorDep, PageDep, PlatformDep, scope
+from openmaas.api.deps import CreatorDep, PageDep, PlatformDep, ReadSessionDep, scope
 from openmaas.schemas.pages import Page
 from openmaas.schemas.serving import (
     DeploymentCreate,
@@ -27,31 +26,33 @@ Write = Annotated[Principal, scope("deployments:write")]
 @router.post("", status_code=201, response_model=DeploymentPublic, name="deployments.create")
 def create_deployment(
     body: DeploymentCreate, platform: PlatformDep, caller: Write, create: CreatorDep
-) -> object:
+) -> DeploymentPublic:
     org_id = caller.require_org()
-    response = create(body, lambda s: service.public(service.create(s, org_id, body, platform.clock.now())))
-    platform.replicas.load(orjson.loads(response.body)["id"])  # a replayed create finds it loaded
-    return response
+    created = create.created(
+        body, lambda s: service.create(s, org_id, body, platform.clock.now()), DeploymentPublic
+    )
+    platform.replicas.load(created.id)  # a replayed create finds it loaded
+    return created
 
 
 @router.get("", response_model=Page[DeploymentPublic], name="deployments.list")
-def list_deployments(platform: PlatformDep, caller: Read, page: PageDep) -> object:
-    with platform.db.read_session() as session:
-        return service.list_page(
-            session,
-            caller.require_org(),
-            limit=page.limit,
-            after=page.after,
-            is_loaded=platform.replicas.is_loaded,
-        )
+def list_deployments(session: ReadSessionDep, platform: PlatformDep, caller: Read, page: PageDep) -> object:
+    return service.list_page(
+        session,
+        caller.require_org(),
+        limit=page.limit,
+        after=page.after,
+        is_loaded=platform.replicas.is_loaded,
+    )
 
 
 @router.get("/{deployment}", response_model=DeploymentPublic, name="deployments.get")
-def get_deployment(deployment: str, platform: PlatformDep, caller: Read) -> object:
-    with platform.db.read_session() as session:
-        return service.public(
-            service.get(session, caller.require_org(), deployment), platform.replicas.is_loaded
-        )
+def get_deployment(deployment: str, session: ReadSessionDep, platform: PlatformDep, caller: Read) -> object:
+    return service.public(service.get(session, caller.require_org(), deployment), platform.replicas.is_loaded)
+
+
+# Update, stop and delete keep their own transaction: the replicas act on the committed row (the
+# loader thread reads it), after the commit and before the response.
 
 
 @router.patch("/{deployment}", response_model=DeploymentPublic, name="deployments.update")
@@ -61,8 +62,7 @@ def update_deployment(
     """Serve another version or settings: the new runtime loads beside the old, then swaps in."""
     org_id = caller.require_org()
     with platform.db.session() as session:
-        row, before = service.update(session, org_id, deployment, body, platform.clock.now())
-        public = service.public(row)
+        public, before = service.update(session, org_id, deployment, body, platform.clock.now())
     if platform.replicas.is_loaded(org_id, public.name):
         platform.replicas.update(public.id, before)
     else:  # nothing is serving it (it had failed): load it afresh
@@ -71,23 +71,23 @@ def update_deployment(
 
 
 @router.get("/{deployment}/events", response_model=Page[DeploymentEventPublic], name="deployments.events")
-def deployment_events(deployment: str, platform: PlatformDep, caller: Read, page: PageDep) -> object:
-    with platform.db.read_session() as session:
-        return service.events(session, caller.require_org(), deployment, limit=page.limit, after=page.after)
+def deployment_events(deployment: str, session: ReadSessionDep, caller: Read, page: PageDep) -> object:
+    return service.events(session, caller.require_org(), deployment, limit=page.limit, after=page.after)
 
 
 @router.post("/{deployment}/stop", response_model=DeploymentPublic, name="deployments.stop")
 def stop_deployment(deployment: str, platform: PlatformDep, caller: Write) -> object:
+    org_id = caller.require_org()
     with platform.db.session() as session:
-        row = service.public(service.stop(session, caller.require_org(), deployment, platform.clock.now()))
-    platform.replicas.unload(caller.require_org(), row.name)
-    return row
+        stopped = service.stop(session, org_id, deployment, platform.clock.now())
+    platform.replicas.unload(org_id, stopped.name)
+    return stopped
 
 
 @router.delete("/{deployment}", response_model=DeploymentPublic, name="deployments.delete")
 def delete_deployment(deployment: str, platform: PlatformDep, caller: Write) -> object:
     org_id = caller.require_org()
     with platform.db.session() as session:
-        row = service.public(service.delete(session, org_id, deployment))
-    platform.replicas.unload(org_id, row.name)
-    return row
+        deleted = service.delete(session, org_id, deployment)
+    platform.replicas.unload(org_id, deleted.name)
+    return deleted

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,7 +23,7 @@ from openmaas.datasets.preprocessing.tabular import TabularPreprocessor
 from openmaas.datasets.preprocessing.text import TextPreprocessor
 from openmaas.serving.batcher import Batcher
 from openmaas.serving.explain import attribution
-from openmaas.serving.explain.options import ExplainOptions
+from openmaas.serving.explain.options import ExplainLimits, ExplainOptions
 from openmaas.training.config import Task
 from openmaas.training.predictor import Predictor
 
@@ -37,13 +36,6 @@ EXPLAINABLE = (
 )
 # Input values per integrated-gradients chunk (rows × steps × row size): bounds the memory it takes.
 CHUNK_VALUES = 1 << 22
-
-
-@dataclass(frozen=True)
-class ExplainLimits:
-    max_queue: int = 4
-    max_rows: int = 16
-    max_steps: int = 256
 
 
 def unsupported(task: str, why: str) -> errors.InvalidRequest:

@@ -1,5 +1,6 @@
 """The explain-only fields of a request (`target`, `steps`, `baseline`), checked on the event loop
-before anything is queued; every bad value raises ValidationFailed naming its field."""
+before anything is queued; every bad value raises ValidationFailed naming its field. And the
+server's limits on explanations (`ExplainLimits`, from its settings)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,15 @@ from openmaas.training.config import Task
 
 DEFAULT_STEPS = 50
 MIN_STEPS = 2
+
+
+@dataclass(frozen=True)
+class ExplainLimits:
+    """Explanations a deployment may queue, rows per request, and integrated-gradients steps."""
+
+    max_queue: int = 4
+    max_rows: int = 16
+    max_steps: int = 256
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ Every runtime has `task` and `close()`; each kind adds the calls its routes make
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from openmaas import errors
+from openmaas.serving.deployment_config import RuntimeConfig
 
 TEXT_GENERATION = "text-generation"
 SENTENCE_EMBEDDING = "sentence-embedding"
@@ -26,6 +27,9 @@ TRAINED_TASKS = frozenset(
         "recommendation",
     }
 )
+# Tasks answered by `/predict` (a PredictorRuntime): splittable between versions, explainable,
+# and able to scale to zero.
+PREDICT_TASKS = frozenset({TENSOR_INFERENCE, *TRAINED_TASKS})
 
 
 class Runtime(Protocol):
@@ -38,7 +42,7 @@ def deployable_tasks() -> frozenset[str]:
     return frozenset({TEXT_GENERATION, SENTENCE_EMBEDDING, TENSOR_INFERENCE, *TRAINED_TASKS})
 
 
-def load_runtime(task: str, folder: Path, config: dict[str, Any]) -> Runtime:
+def load_runtime(task: str, folder: Path, config: RuntimeConfig) -> Runtime:
     """Build the runtime for an artifact folder. Slow (it loads weights): call it off the event loop."""
     if task == TEXT_GENERATION:
         from openmaas.serving.runtimes.llm import LLMRuntime

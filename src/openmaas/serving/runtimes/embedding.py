@@ -6,21 +6,24 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any
 
-from starlette.concurrency import run_in_threadpool
+from anyio import to_thread
 
 from openmaas import errors
+from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.encoders.sentence import Embeddings, SentenceEncoder
+
+DEFAULT_MAX_WAITING = 64
 
 
 class EmbeddingRuntime:
     task = "sentence-embedding"
 
-    def __init__(self, folder: Path, config: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, config: RuntimeConfig) -> None:
         self.encoder = SentenceEncoder(folder)
-        self.max_waiting = int(config.get("max_waiting_requests", 64))
-        self.max_inputs = int(config.get("max_batch_size", 2048))
+        waiting = config.engine.max_waiting_requests
+        self.max_waiting = DEFAULT_MAX_WAITING if waiting is None else waiting
+        self.max_inputs = config.max_batch_size
         self._waiting = 0
         self._count_lock = threading.Lock()
         self._model_lock = asyncio.Lock()
@@ -38,7 +41,7 @@ class EmbeddingRuntime:
             self._waiting += 1
         try:
             async with self._model_lock:  # one forward pass at a time: torch already uses every core
-                return await run_in_threadpool(self.encoder.embed, texts)
+                return await to_thread.run_sync(self.encoder.embed, texts)
         finally:
             with self._count_lock:
                 self._waiting -= 1

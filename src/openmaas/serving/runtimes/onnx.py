@@ -19,6 +19,7 @@ from openmaas.errors import InvalidRequest, ValidationFailed
 from openmaas.optimize import onnx_model
 from openmaas.registry.artifact import read_manifest
 from openmaas.serving.batcher import Batcher
+from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.runtimes.predictor import PredictorRuntime
 from openmaas.training.predictor import Predictor
 
@@ -33,7 +34,7 @@ DTYPES = {
 }
 
 
-def load_onnx_runtime(task: str, folder: Path, config: dict[str, Any]) -> PredictorRuntime:
+def load_onnx_runtime(task: str, folder: Path, config: RuntimeConfig) -> PredictorRuntime:
     if read_manifest(folder)["input_signature"].get("kind") == "tensor":
         return TensorRuntime(folder, config)
     return OnnxPredictorRuntime(folder, config)
@@ -107,26 +108,26 @@ def _error(index: int, message: str, field: str | None = None) -> ValidationFail
 class TensorRuntime(PredictorRuntime):
     """An imported ONNX file without preprocessing: raw tensors in, named outputs out."""
 
-    def __init__(self, folder: Path, config: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, config: RuntimeConfig) -> None:
         manifest = read_manifest(folder)
         self.task = str(manifest["task"])
-        self.version = str(config.get("model_version") or "")
+        self.version = config.model_version
         self.signature = manifest["input_signature"]
         self.labels = []
         self.item_count = 0
-        replicas = max(1, int(config.get("replicas", 1)))
-        threads = max(1, min(MAX_ORT_THREADS, int(config.get("num_threads") or MAX_ORT_THREADS)))
+        replicas = max(1, config.replicas)
+        threads = max(1, min(MAX_ORT_THREADS, config.engine.num_threads or MAX_ORT_THREADS))
         path = folder / manifest["files"]["onnx"]
         self.sessions = [onnx_model.session(path, threads) for _ in range(replicas)]
         self.dynamic_batch = all(spec["batch"] == "dynamic" for spec in self.signature["inputs"])
-        self.max_batch_size = int(config.get("max_batch_size", 32))
+        self.max_batch_size = config.max_batch_size
         self.check_inputs = TensorCheck(list(self.signature["inputs"]))
         self.batcher = Batcher(
             self._run_batch,
             replicas=replicas,
             max_batch_size=self.max_batch_size,
-            max_wait_ms=float(config.get("max_wait_ms", 5.0)),
-            max_queue=int(config.get("max_queue", 1024)),
+            max_wait_ms=config.max_wait_ms,
+            max_queue=config.max_queue,
             name=f"onnx-{folder.name}",
         )
 

@@ -20,7 +20,9 @@ from openmaas.datasets.preprocessing.tabular import TabularPreprocessor
 from openmaas.errors import ValidationFailed
 from openmaas.registry.artifact import load_artifact, read_manifest
 from openmaas.serving.batcher import Batcher, BatchStats
-from openmaas.serving.explain.explainer import Explainer, ExplainLimits
+from openmaas.serving.deployment_config import RuntimeConfig
+from openmaas.serving.explain.explainer import Explainer
+from openmaas.serving.explain.options import ExplainLimits
 from openmaas.serving.signatures import InputCheck, input_check
 from openmaas.serving.tabular_encoder import TabularEncoder
 from openmaas.training.config import Task
@@ -29,10 +31,10 @@ from openmaas.training.predictor import Predictor
 _MEDIA = {"image": "image", "audio": "WAV audio"}
 
 
-def _torch_threads(config: dict[str, Any], replicas: int) -> int:
+def _torch_threads(config: RuntimeConfig, replicas: int) -> int:
     """Intra-op threads per model call: the cores this process may use, shared by its replicas."""
-    if config.get("num_threads"):
-        return max(1, int(config["num_threads"]))
+    if config.engine.num_threads:
+        return max(1, config.engine.num_threads)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // max(1, replicas))
 
@@ -41,18 +43,18 @@ class PredictorRuntime:
     # Requests awaiting an answer; the replica manager unloads only runtimes with none.
     in_flight: int = 0
 
-    def __init__(self, folder: Path, config: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, config: RuntimeConfig) -> None:
         manifest = read_manifest(folder)
         self.task: str = manifest["task"]
-        self.version: str = str(config.get("model_version") or "")
+        self.version: str = config.model_version
         self.signature: dict[str, Any] = manifest["input_signature"]
         self.labels: list[str] = list(manifest.get("labels") or [])
-        replicas = max(1, int(config.get("replicas", 1)))
+        replicas = max(1, config.replicas)
         threads = _torch_threads(config, replicas)
         torch.set_num_threads(threads)
         self.predictors: list[Predictor] = [self._load_predictor(folder, threads) for _ in range(replicas)]
         first = self.predictors[0]
-        self.max_batch_size = int(config.get("max_batch_size", 32))
+        self.max_batch_size = config.max_batch_size
         self.check_inputs: InputCheck = input_check(self.signature)
         self._encoder = (
             TabularEncoder(first.preprocessor)
@@ -64,8 +66,8 @@ class PredictorRuntime:
             self._run_batch,
             replicas=replicas,
             max_batch_size=self.max_batch_size,
-            max_wait_ms=float(config.get("max_wait_ms", 5.0)),
-            max_queue=int(config.get("max_queue", 1024)),
+            max_wait_ms=config.max_wait_ms,
+            max_queue=config.max_queue,
             name=f"predict-{folder.name}",
         )
         self._name = folder.name

@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 
 from openmaas.errors import InvalidRequest
 from openmaas.serving.batcher import Batcher
+from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.encoders.bert import BertEncoder, load_bert
 from openmaas.serving.runtimes.predictor import PredictorRuntime, _torch_threads
 from openmaas.serving.signatures import TextCheck
@@ -32,9 +33,9 @@ def is_hf_classifier(folder: Path) -> bool:
 
 
 class TextClassifierRuntime(PredictorRuntime):
-    def __init__(self, folder: Path, config: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, config: RuntimeConfig) -> None:
         self.task = TEXT_CLASSIFICATION
-        self.version = str(config.get("model_version") or "")
+        self.version = config.model_version
         self.signature = {"kind": "text"}
         self.model: BertEncoder = load_bert(folder)
         id2label = self.model.config.id2label or {}
@@ -45,16 +46,16 @@ class TextClassifierRuntime(PredictorRuntime):
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(_max_length(folder, self.model.config.max_position_embeddings))
         self.tokenizer.no_padding()
-        replicas = max(1, int(config.get("replicas", 1)))
+        replicas = max(1, config.replicas)
         torch.set_num_threads(_torch_threads(config, replicas))
-        self.max_batch_size = int(config.get("max_batch_size", 32))
+        self.max_batch_size = config.max_batch_size
         self.check_inputs = TextCheck()
         self.batcher = Batcher(
             self._run_batch,
             replicas=replicas,
             max_batch_size=self.max_batch_size,
-            max_wait_ms=float(config.get("max_wait_ms", 5.0)),
-            max_queue=int(config.get("max_queue", 1024)),
+            max_wait_ms=config.max_wait_ms,
+            max_queue=config.max_queue,
             name=f"text-classifier-{folder.name}",
         )
 

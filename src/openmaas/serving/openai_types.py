@@ -1,4 +1,4 @@
-"""OpenAI-shaped requests for chat completions, completions and embeddings.
+"""OpenAI-shaped requests for chat completions, completions and embeddings, and the model list.
 
 Fields and bounds follow OpenAI's API so the official `openai` SDK works unchanged; unknown fields
 are refused with an error naming them (clients learn at once that a parameter is not supported).
@@ -121,3 +121,15 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible inference routes: chat completions, completions and embeddings.
+"""The OpenAI-compatible routes: the model list, chat completions, completions and embeddings.
 
 Shapes follow OpenAI so the official SDK works unchanged. A hot path: one dependency (the
 caller), the request handed to the inference use-case (`serving.inference`), which finds the
@@ -19,7 +19,13 @@ from fastapi.responses import Response, StreamingResponse
 from openmaas.api.deps import PrincipalDep
 from openmaas.api.middleware import AUDIT_OFF
 from openmaas.serving.inference import Inference
-from openmaas.serving.openai_types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from openmaas.serving.openai_types import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ModelCard,
+    ModelList,
+)
 from openmaas.tenancy.auth import Principal
 
 OPENAI_ROUTE = {**AUDIT_OFF, "x-openai-errors": True}
@@ -51,6 +57,18 @@ async def _completion(
         return _sse(frames.result, frames.headers)
     answer = await inference.complete(principal, body, request_id)
     return _json(answer.result, answer.headers)
+
+
+@router.get("/models", response_model=ModelList, name="models.list")
+async def list_models(request: Request, principal: PrincipalDep) -> ModelList:
+    """The models this organisation can call: its ready deployments (they register in
+    `Platform.served_models`) and published ones. A hot route: one dependency only."""
+    org_id = principal.require_org()
+    cards = [
+        ModelCard(id=model.name, created=model.created, owned_by=model.owner)
+        for model in request.app.state.platform.served_models.visible_to(org_id)
+    ]
+    return ModelList(data=cards)
 
 
 @router.post("/chat/completions", name="chat.completions.create", openapi_extra=OPENAI_ROUTE)

@@ -44,8 +44,9 @@ async def import_model(
     org_id = principal.require_org()
     platform: Platform = request.app.state.platform
     limit = platform.settings.max_import_bytes
-    platform.store.root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=platform.store.root))
+    root = platform.store.path(".")  # the staging folder is renamed into the store: same filesystem
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
     try:
         archive = staging / "upload.zip"
         size = 0

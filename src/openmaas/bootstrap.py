@@ -7,24 +7,29 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from openmaas.billing.marketplace import listings_holding
 from openmaas.billing.price_source import DatabasePriceSource
 from openmaas.billing.scheduler import BillingScheduler
 from openmaas.clock import Clock, SystemClock
 from openmaas.config import Settings
+from openmaas.datasets import jobs as dataset_jobs
 from openmaas.db.database import Database
+from openmaas.jobs.handlers import JobHandler
 from openmaas.metering.wiring import Metering, build_metering
+from openmaas.optimize import jobs as optimize_jobs
 from openmaas.registry.in_use import VersionHolder
 from openmaas.serving.directory import ServedModels
 from openmaas.serving.explain.options import ExplainLimits
 from openmaas.serving.holders import deployments_holding
 from openmaas.serving.inference import Inference
 from openmaas.serving.replicas import ReplicaManager
-from openmaas.storage import ArtifactStore
+from openmaas.storage import ArtifactStore, open_store
 from openmaas.tenancy import service as tenancy
 from openmaas.tenancy.auth import Authenticator
 from openmaas.tenancy.keys import KeyHasher, is_well_formed, load_or_create_secret
+from openmaas.training import jobs as training_jobs
 
 
 @dataclass
@@ -112,10 +117,21 @@ def build_platform(settings: Settings | None = None, *, clock: Clock | None = No
     authenticator = Authenticator(
         db, hasher, clock, ttl=settings.auth_cache_ttl_s, max_entries=settings.auth_cache_size
     )
-    store = ArtifactStore(settings.artifacts_path)
+    store = open_store(settings.resolved_storage_url)
     return Platform(
         settings=settings, db=db, clock=clock, hasher=hasher, authenticator=authenticator, store=store
     )
+
+
+def job_handlers() -> dict[str, JobHandler[Any]]:
+    """Every kind of job the workers run, by kind (`openmaas.job_process` hands them to the job
+    system); a dataset's validation releases the training jobs that waited for it."""
+    handlers = (
+        dataset_jobs.validation_handler(release_waiting=training_jobs.release_waiting_jobs),
+        training_jobs.TRAIN,
+        optimize_jobs.OPTIMIZE,
+    )
+    return {handler.kind: handler for handler in handlers}
 
 
 def ensure_admin_key(platform: Platform) -> str | None:

@@ -113,8 +113,7 @@ class Settings(BaseSettings):
         return self.home / "secret.key"
 
     @property
-    def artifacts_path(self) -> Path:
-        """The local artifact store: `OPENMAAS_STORAGE_URL` when it is a folder, else under home."""
-        if self.storage_url and "://" not in self.storage_url.removeprefix("file://"):
-            return Path(self.storage_url.removeprefix("file://"))
-        return self.home / "artifacts"
+    def resolved_storage_url(self) -> str:
+        """The artifact store (see `openmaas.storage.open_store`): `OPENMAAS_STORAGE_URL`, else the
+        folder `artifacts` under home."""
+        return self.storage_url or str(self.home / "artifacts")

@@ -1,27 +1,55 @@
-"""The artifact store: a local folder (under `OPENMAAS_HOME` by default) holding dataset files,
-job checkpoints and model artifacts. The database keeps paths relative to its root, so the folder
-can move, and in cluster mode it is a shared filesystem every worker mounts.
+"""The artifact store: where dataset files, job checkpoints and logs, and model artifacts live.
+
+Services see the `ArtifactStore` protocol: paths relative to the store's root (the database keeps
+those, so the store can move) and the local `Path` of one to read or write. `LocalArtifactStore`
+is a folder: under `OPENMAAS_HOME` by default, in cluster mode a shared filesystem every worker
+mounts. `open_store` chooses the store from `OPENMAAS_STORAGE_URL`; an fsspec URL (s3://…) is
+the seam cluster mode will fill, and is refused until then, never replaced by a local folder.
+
+Nothing here knows what is stored: checkpoints belong to training, artifacts to the registry.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from openmaas.training.checkpoint import State
-
-_CHECKPOINT = re.compile(r"checkpoint-(\d+)\.safetensors")
+FILE_SCHEME = "file://"
 
 
-class ArtifactStore:
+class ArtifactStore(Protocol):
+    @property
+    def url(self) -> str:
+        """What another process passes to `open_store` to reach this same store."""
+        ...
+
+    def path(self, relative: str) -> Path:
+        """The local path of a stored relative path; refuses anything outside the store."""
+        ...
+
+    def dataset_dir(self, org_id: str, dataset_id: str) -> str: ...
+
+    def model_dir(self, org_id: str, version_id: str) -> str: ...
+
+    def job_dir(self, job_id: str) -> str: ...
+
+    def remove(self, relative: str) -> None:
+        """Remove a stored file or folder and everything under it (gone already: nothing to do)."""
+        ...
+
+
+class LocalArtifactStore:
+    """The store as a folder of the local (or a mounted, shared) filesystem."""
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
+    @property
+    def url(self) -> str:
+        return str(self.root)
+
     def path(self, relative: str) -> Path:
-        """The absolute path of a stored relative path; refuses anything outside the root."""
         resolved = (self.root / relative).resolve()
         if not resolved.is_relative_to(self.root.resolve()):
             raise ValueError(f"{relative!r} is outside the artifact store")
@@ -39,19 +67,14 @@ class ArtifactStore:
     def remove(self, relative: str) -> None:
         shutil.rmtree(self.path(relative), ignore_errors=True)
 
-    def save_checkpoint(self, job_id: str, step: int, state: State) -> Path:
-        """Write checkpoint `step` of a job atomically (safetensors with a JSON skeleton, no pickle)."""
-        from openmaas.training.checkpoint import write_checkpoint  # torch: only where checkpoints are
 
-        path = self.path(f"{self.job_dir(job_id)}/checkpoints/checkpoint-{step:06d}.safetensors")
-        write_checkpoint(state, path)
-        return path
-
-    def latest_checkpoint(self, job_id: str) -> State | None:
-        from openmaas.training.checkpoint import read_checkpoint
-
-        folder = self.path(f"{self.job_dir(job_id)}/checkpoints")
-        if not folder.is_dir():
-            return None
-        found = sorted(p for p in folder.iterdir() if _CHECKPOINT.fullmatch(p.name))
-        return read_checkpoint(found[-1]) if found else None
+def open_store(url: str) -> ArtifactStore:
+    """The store at `url`: a folder, as a path or a `file://` URL. Other URLs (fsspec's s3://…,
+    for cluster mode) are not supported yet and raise ValueError."""
+    folder = url.removeprefix(FILE_SCHEME)
+    if "://" in folder:
+        raise ValueError(
+            f"OPENMAAS_STORAGE_URL {url!r}: only a local or mounted folder (a path or a file:// URL) "
+            "is supported as the artifact store; fsspec URLs such as s3://… are not implemented yet"
+        )
+    return LocalArtifactStore(Path(folder))

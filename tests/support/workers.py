@@ -23,6 +23,8 @@ def start_worker(
         "OPENMAAS_HOME": str(settings.home),
         "OPENMAAS_DATABASE_URL": settings.resolved_database_url,
         "OPENMAAS_SECRET_KEY": settings.secret_key or "",
+        # The tree under test, when it is not the installed one (a git worktree).
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
     }
     with open(log, "ab") as out:
         return subprocess.Popen(

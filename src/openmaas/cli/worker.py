@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 def _worker(platform: Platform, concurrency: int | None, org_concurrency: int | None) -> Worker:
     from dataclasses import replace
 
+    from openmaas.job_process import local_executor
     from openmaas.jobs.worker import Worker, WorkerLimits
     from openmaas.optimize import staging
 
@@ -34,7 +35,8 @@ def _worker(platform: Platform, concurrency: int | None, org_concurrency: int | 
     # What optimisation jobs no longer running left in the store goes now (one killed with SIGKILL
     # cleans nothing up itself).
     staging.remove_stale(platform.db, platform.store, platform.clock.now())
-    return Worker(platform.db, platform.clock, platform.settings, limits=limits)
+    executor = local_executor(platform.store)
+    return Worker(platform.db, platform.clock, platform.settings, executor=executor, limits=limits)
 
 
 def worker(

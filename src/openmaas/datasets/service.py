@@ -13,15 +13,14 @@ from sqlalchemy.orm import Session
 
 from openmaas import errors
 from openmaas.datasets import IngestedFile
+from openmaas.datasets.jobs import VALIDATE_KIND, ValidationParams
+from openmaas.datasets.refs import parse_dataset_ref
 from openmaas.datasets.tables import Dataset, DatasetStatus
 from openmaas.jobs import queue
 from openmaas.pagination import paginate
-from openmaas.registry.refs import parse_dataset_ref
 from openmaas.schemas.datasets import DatasetPublic
 from openmaas.schemas.pages import Page
 from openmaas.schemas.registry import NAME_PATTERN
-
-VALIDATE_KIND = "validate_dataset"
 
 
 def dataset_public(row: Dataset) -> DatasetPublic:
@@ -78,7 +77,7 @@ def register_upload(
         session,
         org_id=org_id,
         kind=VALIDATE_KIND,
-        params={"dataset_id": dataset_id, "target": target},
+        params=ValidationParams(dataset_id=dataset_id, target=target),
         now=now,
         max_attempts=max_attempts,
     )

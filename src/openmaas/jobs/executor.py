@@ -3,33 +3,29 @@
 `LocalExecutor` runs each attempt in its own process, so a crash or an out-of-memory kill in
 training never takes the worker or the server down. The processes are forked from a
 multiprocessing *forkserver* that has imported torch and the trainers once: an attempt starts in
-milliseconds instead of re-importing several seconds of libraries. A Ray executor will implement
-the same protocol by submitting Ray jobs.
+milliseconds instead of re-importing several seconds of libraries. What a job process runs, its
+entry point, comes from the composition root (`openmaas.job_process`). A Ray executor will
+implement the same protocol by submitting `python -m openmaas.job_process` (the `RunSpec` JSON on
+stdin) as Ray jobs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import logging
 import multiprocessing
 import os
 import signal
+import sys
+from collections.abc import Callable, Sequence
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel
 
 from openmaas.jobs.queue import Claim
-
-# Imported once by the forkserver, so every job process starts with them loaded.
-PRELOAD = (
-    "openmaas.jobs.runner",
-    "openmaas.datasets.jobs",
-    "openmaas.training.jobs",
-    "openmaas.registry.artifact",
-    "openmaas.training.train",
-    # Building an AdamW imports torch._dynamo (seconds): once in the forkserver, not in every job.
-    "torch._dynamo",
-)
+from openmaas.storage import ArtifactStore
 
 
 class RunSpec(BaseModel):
@@ -37,7 +33,7 @@ class RunSpec(BaseModel):
 
     claim: Claim
     database_url: str
-    artifacts_path: str
+    storage_url: str  # the artifact store, as `openmaas.storage.open_store` takes it
     worker_pid: int  # the job stops when this process is gone (its worker was killed)
 
 
@@ -79,13 +75,20 @@ class LocalProcess:
             self._process.kill()
 
 
+# Runs one attempt in the process it is called in; returns the exit status. A module-level
+# function: LocalExecutor hands it to the forkserver by reference (pickled by name).
+JobEntry = Callable[[RunSpec], int]
+
+
 class LocalExecutor:
     """One process per attempt; its output goes to `jobs/<id>/attempt-<n>.log` in the store."""
 
-    def __init__(self, artifacts_path: Path) -> None:
-        self.artifacts_path = Path(artifacts_path)
+    def __init__(self, store: ArtifactStore, entry: JobEntry, preload: Sequence[str] = ()) -> None:
+        self._store = store
+        self._entry = entry
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(list(PRELOAD))
+        # Imported once by the forkserver, so every job process starts with them loaded.
+        self._context.set_forkserver_preload(list(dict.fromkeys([entry.__module__, *preload])))
 
     def warm(self) -> None:
         """Start the forkserver and let it import the preloads now, not while leases are held."""
@@ -94,14 +97,13 @@ class LocalExecutor:
         process.join()
 
     def start(self, spec: RunSpec) -> LocalProcess:
-        from openmaas.jobs.runner import run_in_child
-
-        log_path = self.artifacts_path / "jobs" / spec.claim.job_id / f"attempt-{spec.claim.attempt}.log"
+        claim = spec.claim
+        log_path = self._store.path(f"{self._store.job_dir(claim.job_id)}/attempt-{claim.attempt}.log")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         process = self._context.Process(
-            target=run_in_child,
-            args=(spec.model_dump_json(), str(log_path)),
-            name=f"openmaas-job-{spec.claim.job_id}",
+            target=_run_in_child,
+            args=(self._entry, spec.model_dump_json(), str(log_path)),
+            name=f"openmaas-job-{claim.job_id}",
         )
         process.start()
         return LocalProcess(process)
@@ -109,3 +111,31 @@ class LocalExecutor:
 
 def _ready() -> None:
     """The warm-up process: nothing to do once forked."""
+
+
+def _run_in_child(entry: JobEntry, spec_json: str, log_path: str) -> None:
+    """The target of a forked job process: log to the attempt's file, run the entry, exit."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    _die_with_forkserver()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    sys.exit(entry(RunSpec.model_validate_json(spec_json)))
+
+
+def _die_with_forkserver() -> None:
+    """Be killed when the forkserver exits, and let it exit when its worker dies.
+
+    A forked job holds the forkserver's "alive" pipe, which would keep the forkserver (and so the
+    job) running after a SIGKILL of the worker; closing it here lets the forkserver see its worker
+    go, and PR_SET_PDEATHSIG makes the kernel kill this process when the forkserver ends.
+    """
+    from multiprocessing import forkserver
+
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        os.close(forkserver._forkserver._forkserver_alive_fd)  # type: ignore[attr-defined]
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -45,17 +45,19 @@ def enqueue(
     *,
     org_id: str,
     kind: str,
-    params: dict[str, Any],
+    params: BaseModel,
     now: datetime,
     max_attempts: int,
     status: JobStatus = JobStatus.QUEUED,
 ) -> Job:
+    """A new job; `params` (its kind's model, validated by the caller) is stored as JSON, read back
+    into the same model in the job process."""
     job = Job(
         id=new_id("job_"),
         org_id=org_id,
         kind=kind,
         status=status.value,
-        params=params,
+        params=params.model_dump(mode="json"),
         attempts=0,
         max_attempts=max_attempts,
         cancel_requested=False,

@@ -1,20 +1,21 @@
-"""What a job handler sees while it runs in its subprocess: the job's parameters, events, the
-stop flag, checkpoints in the artifact store, and a fenced `succeed` that commits the result in
-the same transaction as whatever the handler registered.
+"""What a job handler sees while it runs in its subprocess: the job's typed parameters, events,
+the stop flag, the artifact store, and a fenced `succeed` that commits the result in the same
+transaction as whatever the handler registered.
 
-`JobTrainingContext` is the trainers' view of it: `report`, `save_checkpoint`,
-`latest_checkpoint` and `should_stop` (the `TrainingContext` protocol of `openmaas.training`).
+A handler that stops before finishing (asked to, or its lease lost) raises `JobStopped`; the
+worker then settles the job (cancelled, paused, or back to the queue). Nothing here knows any
+kind of job: their handlers come from the composition root (see `handlers.py`).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from openmaas.clock import Clock
@@ -23,15 +24,19 @@ from openmaas.jobs import events, queue
 from openmaas.jobs.tables import JobStatus
 from openmaas.storage import ArtifactStore
 
-if TYPE_CHECKING:
-    from openmaas.training.checkpoint import State
+P = TypeVar("P", bound=BaseModel)
 
 
-class LeaseLost(Exception):
+class JobStopped(Exception):
+    """The attempt stopped before finishing: it was asked to (cancel, pause, shutdown, its worker
+    gone) or lost its lease. A later attempt resumes from what it saved (its checkpoints)."""
+
+
+class LeaseLost(JobStopped):
     """The job was taken from this attempt (its lease expired, or it was cancelled)."""
 
 
-class JobRun:
+class JobRun(Generic[P]):
     def __init__(
         self,
         *,
@@ -39,7 +44,7 @@ class JobRun:
         store: ArtifactStore,
         clock: Clock,
         claim: queue.Claim,
-        params: dict[str, Any],
+        params: P,
         stop_requested: Callable[[], bool],
     ) -> None:
         self.db = db
@@ -84,9 +89,6 @@ class JobRun:
         if not queue.finish(session, self.claim, JobStatus.SUCCEEDED, now=self.clock.now(), result=result):
             raise LeaseLost(self.job_id)
 
-    def training_context(self, total_epochs: int) -> JobTrainingContext:
-        return JobTrainingContext(self, total_epochs)
-
 
 @dataclass(frozen=True, slots=True)
 class PendingEvent:
@@ -95,63 +97,6 @@ class PendingEvent:
     data: dict[str, Any] | None
     at: datetime
     level: str = "info"
-
-
-class JobTrainingContext:
-    """The `TrainingContext` of a job: metrics become events, checkpoints go to the store.
-
-    Metrics of fast epochs are written in groups, at most `flush_s` apart (the first at once, and
-    always together with a checkpoint or at `flush()`), so that a run of thousands of short epochs
-    does not pay a database transaction per epoch."""
-
-    def __init__(self, run: JobRun, total_epochs: int, flush_s: float = 1.0) -> None:
-        self._run = run
-        self._total = total_epochs
-        self._flush_s = flush_s
-        self._pending: list[PendingEvent] = []
-        self._flushed_at = -math.inf
-        self.resumed_from: int | None = None
-
-    def flush(self) -> None:
-        """Write the metrics not written yet."""
-        if self._pending:
-            self._run.write_events(self._pending)
-            self._pending = []
-        self._flushed_at = time.monotonic()
-
-    def report(self, metrics: dict[str, Any]) -> None:
-        epoch = int(metrics.get("epoch", 0))
-        shown = " · ".join(
-            f"{key} {value:.4g}"
-            for key, value in metrics.items()
-            if key not in ("epoch", "seconds") and isinstance(value, int | float)
-        )
-        data = {**metrics, "total_epochs": self._total}
-        now = self._run.clock.now()
-        self._pending.append(PendingEvent("metrics", f"epoch {epoch}/{self._total} · {shown}", data, now))
-        if time.monotonic() - self._flushed_at >= self._flush_s:
-            self.flush()
-
-    def save_checkpoint(self, state: State) -> None:
-        step = int(state.get("epoch", 0))
-        self._run.store.save_checkpoint(self._run.job_id, step, state)
-        message = f"Checkpoint saved after epoch {step}."
-        self._pending.append(PendingEvent("checkpoint", message, {"epoch": step}, self._run.clock.now()))
-        self.flush()
-
-    def latest_checkpoint(self) -> State | None:
-        state = self._run.store.latest_checkpoint(self._run.job_id)
-        if state is not None and self.resumed_from is None:
-            self.resumed_from = int(state.get("epoch", 0))
-            self._run.event(
-                "log",
-                f"Resuming from the checkpoint of epoch {self.resumed_from}.",
-                {"resumed_from_epoch": self.resumed_from},
-            )
-        return state
-
-    def should_stop(self) -> bool:
-        return self._run.should_stop()
 
 
 def _finite(data: dict[str, Any] | None) -> dict[str, Any] | None:

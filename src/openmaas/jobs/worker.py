@@ -2,7 +2,8 @@
 executor, keeps their leases alive, stops the ones whose cancellation was requested, settles the
 ones whose subprocess died, and sweeps jobs whose worker died (expired leases) back to the queue.
 
-`openmaas worker` runs one as its own process; `openmaas serve` runs one in a thread.
+`openmaas worker` runs one as its own process; `openmaas serve` runs one in a thread. Its executor
+comes from the composition root (`openmaas.job_process.local_executor`), which knows the jobs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from openmaas.config import Settings
 from openmaas.db.database import Database
 from openmaas.ids import new_id
 from openmaas.jobs import queue
-from openmaas.jobs.executor import Execution, Executor, LocalExecutor, RunSpec
+from openmaas.jobs.executor import Execution, Executor, RunSpec
 
 log = logging.getLogger("openmaas.worker")
 
@@ -60,14 +61,14 @@ class Worker:
         clock: Clock,
         settings: Settings,
         *,
-        executor: Executor | None = None,
+        executor: Executor,
         limits: WorkerLimits | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.settings = settings
         self.limits = limits or WorkerLimits.from_settings(settings)
-        self.executor = executor or LocalExecutor(settings.artifacts_path)
+        self.executor = executor
         self.id = f"{socket.gethostname()}:{os.getpid()}:{new_id('wrk_')[-8:]}"
         self.running: dict[str, _Running] = {}
         self._last_heartbeat = -1e18
@@ -118,7 +119,7 @@ class Worker:
             spec = RunSpec(
                 claim=claim,
                 database_url=self.db.url,
-                artifacts_path=str(self.settings.artifacts_path),
+                storage_url=self.settings.resolved_storage_url,
                 worker_pid=os.getpid(),
             )
             self.running[claim.job_id] = _Running(claim, self.executor.start(spec))

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from openmaas import errors
 from openmaas.datasets import service as dataset_service
 from openmaas.ids import new_id
 from openmaas.jobs import queue
-from openmaas.jobs.run import JobRun, LeaseLost
+from openmaas.jobs.handlers import JobHandler
+from openmaas.jobs.run import JobRun, JobStopped
 from openmaas.jobs.tables import Job
 from openmaas.optimize import staging
 from openmaas.optimize.methods import check_fits, parse_method
@@ -28,6 +30,17 @@ from openmaas.training.jobs import register_and_succeed
 
 OPTIMIZE_KIND = "optimize"
 STAGES = ("prepare", "measure-parent", "export", "quantize", "calibrate", "prune", "measure", "register")
+
+
+class OptimizationParams(BaseModel):
+    """An `optimize` job's parameters, checked when the job is created."""
+
+    model: str  # the parent's model: the result becomes its next version
+    parent: str  # the parent's `name:version`, for messages and the result
+    parent_version_id: str
+    method: str  # a name `methods.parse_method` accepted
+    max_metric_drop: float
+    force: bool
 
 
 def create_optimization_job(
@@ -56,14 +69,14 @@ def create_optimization_job(
             f"{model.name}:{version.version} has no dataset in its lineage to measure on", param="model"
         )
     dataset_service.get_dataset(session, org_id, version.dataset_id)
-    params = {
-        "model": model.name,
-        "parent": f"{model.name}:{version.version}",
-        "parent_version_id": version.id,
-        "method": method.name,
-        "max_metric_drop": default_max_drop if body.max_metric_drop is None else body.max_metric_drop,
-        "force": body.force,
-    }
+    params = OptimizationParams(
+        model=model.name,
+        parent=f"{model.name}:{version.version}",
+        parent_version_id=version.id,
+        method=method.name,
+        max_metric_drop=default_max_drop if body.max_metric_drop is None else body.max_metric_drop,
+        force=body.force,
+    )
     return queue.enqueue(
         session,
         org_id=org_id,
@@ -74,24 +87,24 @@ def create_optimization_job(
     )
 
 
-def stage(run: JobRun, name: str, message: str) -> None:
+def stage(run: JobRun[OptimizationParams], name: str, message: str) -> None:
     """A progress event: which stage the job is in, of how many it may pass through. A job asked
     to stop (cancelled, paused, its worker gone) stops here; the build's staging folder goes."""
     if run.should_stop():
-        raise LeaseLost(run.job_id)
+        raise JobStopped(run.job_id)
     run.event("progress", message, {"stage": name, "step": STAGES.index(name) + 1, "total": len(STAGES)})
 
 
-def run_optimization(run: JobRun) -> None:
+def run_optimization(run: JobRun[OptimizationParams]) -> None:
     """The `optimize` job: build, measure, judge, register, succeed."""
     # torch, onnx and onnxruntime load only in job processes, never in the API server.
     from openmaas.optimize.build import build_optimized
 
     params = run.params
     with run.db.read_session() as session:
-        parent = session.get(ModelVersion, str(params["parent_version_id"]))
+        parent = session.get(ModelVersion, params.parent_version_id)
         if parent is None or parent.org_id != run.org_id:
-            raise errors.NotFound(f"No model version {params['parent']!r}.", param="model")
+            raise errors.NotFound(f"No model version {params.parent!r}.", param="model")
         dataset = dataset_service.get_dataset(session, run.org_id, str(parent.dataset_id))
         parent_folder = run.store.path(parent.artifact_path)
         dataset_path = run.store.path(dataset.path)
@@ -107,11 +120,11 @@ def run_optimization(run: JobRun) -> None:
             dataset_path,
             run.store.path(relative),
             staging_root=staging.attempt_dir(run.store, run.job_id, version_id),
-            method=parse_method(str(params["method"])),
-            max_drop=float(params["max_metric_drop"]),
-            force=bool(params["force"]),
+            method=parse_method(params.method),
+            max_drop=params.max_metric_drop,
+            force=params.force,
             progress=lambda name, message: stage(run, name, message),
-            parent_ref=str(params["parent"]),
+            parent_ref=params.parent,
         )
         stage(run, "register", "Registering the optimised version.")
         optimization = manifest["optimization"]
@@ -120,11 +133,12 @@ def run_optimization(run: JobRun) -> None:
             version_id,
             relative,
             manifest,
+            model_name=params.model,
             dataset_id=dataset_id,
-            parent_version_id=str(run.params["parent_version_id"]),
+            parent_version_id=params.parent_version_id,
             result={
-                "parent": run.params["parent"],
-                "method": run.params["method"],
+                "parent": params.parent,
+                "method": params.method,
                 "comparison": {k: optimization[k] for k in ("parent", "result", "metric_change")},
             },
         )
@@ -134,3 +148,6 @@ def run_optimization(run: JobRun) -> None:
     finally:
         staging.finish(run.store, run.job_id, version_id)
     run.event("log", f"Registered model version {ref}.", {"ref": ref})
+
+
+OPTIMIZE = JobHandler(kind=OPTIMIZE_KIND, params=OptimizationParams, run=run_optimization)

@@ -34,7 +34,6 @@ log = logging.getLogger("openmaas.optimize.staging")
 
 FOLDER = "optimize-staging"
 _VERSION_ID = re.compile(r"mv_[0-9A-Za-z]+")
-_FINISHED = frozenset({JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value})
 
 
 def attempt_dir(store: ArtifactStore, job_id: str, version_id: str) -> Path:
@@ -81,7 +80,7 @@ def remove_stale(
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
-        if job is None or job.status in _FINISHED:  # no attempt will make a folder here again
+        if job is None or JobStatus(job.status).is_terminal:  # no attempt will make a folder here again
             with suppress(OSError):
                 store.path(f"{store.job_dir(job_id)}/{FOLDER}").rmdir()
         if entries:

@@ -44,12 +44,13 @@ class ModelImports:
     ) -> ModelVersionPublic:
         """Import the upload `body` (`source_format` "huggingface" or "onnx") as the next version
         of model `name` of `org_id`. `task` is an ONNX file's task; a folder's config says its own."""
-        self.store.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".import-", dir=self.store.root))
+        root = self.store.path(".")  # staged beside the artifacts: renamed into place, same filesystem
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
         try:
             upload = staging / "upload.zip"
             await self._receive(body, upload)
-            version_id = new_id("ver_")
+            version_id = new_id("mv_")
             relative = self.store.model_dir(org_id, version_id)
 
             def install_and_register() -> ModelVersionPublic:

@@ -32,22 +32,3 @@ def parse_ref(text: str, param: str = "model") -> ModelRef:
         )
     version = match["version"]
     return ModelRef(match["name"], int(version) if version else None, match["alias"])
-
-
-@dataclass(frozen=True)
-class DatasetRef:
-    name: str | None
-    version: int | None = None
-    id: str | None = None
-
-
-def parse_dataset_ref(text: str, param: str = "dataset") -> DatasetRef:
-    """`ds_…` (an id), `name` (its latest version) or `name:version`."""
-    if text.startswith("ds_"):
-        return DatasetRef(None, id=text)
-    name, _, version = text.partition(":")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name) or (version and not version.isdigit()):
-        raise errors.ValidationFailed(
-            f"{text!r} is not a dataset reference: use name, name:version or an id", param=param
-        )
-    return DatasetRef(name, int(version) if version else None)

@@ -1,8 +1,9 @@
 """Training: one trainer per task family on one shared, resumable loop, and evaluation.
 
-A plain library: the job system supplies a `TrainingContext`; nothing here touches the
-database, HTTP or the job queue — except `jobs`, training as a job of the queue: checking a
-request, and the `train` job that runs the library and registers the model version.
+A plain library: whoever runs it supplies a `TrainingContext`; nothing here touches the
+database, HTTP or the job queue — except `jobs` (training as a job of the queue: checking a
+request, and the `train` job that runs the library and registers the model version) and
+`job_context` (the `TrainingContext` of that job: its events and its checkpoint folder).
 """
 
 from openmaas.training.checkpoint import checkpoint_from_bytes, checkpoint_to_bytes

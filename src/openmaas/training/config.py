@@ -174,6 +174,6 @@ def _default(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def config_from_params(task: str, params: Mapping[str, Any] | None = None) -> CommonConfig:
-    """Validate user-given hyperparameters for `task` into its config dataclass."""
-    return parse_dataclass(CONFIGS[parse_task(task)], params)
+def config_from_params(task: Task | str, params: Mapping[str, Any] | None = None) -> CommonConfig:
+    """Validate user-given hyperparameters for `task` (parsed already, or a name) into its config."""
+    return parse_dataclass(CONFIGS[task if isinstance(task, Task) else parse_task(task)], params)

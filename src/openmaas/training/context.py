@@ -1,7 +1,8 @@
 """How a training run talks to whatever runs it: the `TrainingContext` protocol.
 
-The job system implements it over the database and the artifact store; `InMemoryContext` and
-`DirectoryContext` here serve tests, benchmarks and plain library use.
+`JobTrainingContext` (job_context.py) implements it for a `train` job, over the job's events and
+its folder in the artifact store; `InMemoryContext` and `DirectoryContext` here serve tests,
+benchmarks and plain library use.
 """
 
 from __future__ import annotations
@@ -56,31 +57,47 @@ class InMemoryContext:
         return self._stop_when is not None and self._stop_when(self)
 
 
-class DirectoryContext(InMemoryContext):
-    """Like InMemoryContext, but checkpoints are files `checkpoint-<n>.safetensors` in a folder,
-    so a second process can resume what a killed one started."""
+class CheckpointFolder:
+    """Checkpoints as files `checkpoint-<epoch>.safetensors` in one folder, each written atomically;
+    the latest is what a resumed run starts from. `keep`: how many to keep (None: all)."""
 
     _NAME = re.compile(r"checkpoint-(\d+)\.safetensors")
+
+    def __init__(self, folder: Path, keep: int | None = None) -> None:
+        self.folder = Path(folder)
+        self.keep = keep
+
+    def save(self, state: State, step: int) -> Path:
+        path = self.folder / f"checkpoint-{step:06d}.safetensors"
+        write_checkpoint_file(state, path)
+        if self.keep is not None:
+            for old in self._files()[: -self.keep]:
+                old.unlink(missing_ok=True)
+        return path
+
+    def latest(self) -> State | None:
+        found = self._files()
+        return read_checkpoint(found[-1]) if found else None
+
+    def _files(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.iterdir() if self._NAME.fullmatch(p.name))
+
+
+class DirectoryContext(InMemoryContext):
+    """Like InMemoryContext, but checkpoints are files in a `CheckpointFolder`, so a second process
+    can resume what a killed one started."""
 
     def __init__(
         self, folder: Path, stop_when: Callable[[InMemoryContext], bool] | None = None, keep: int = 2
     ) -> None:
         super().__init__(stop_when)
-        self.folder = Path(folder)
-        self.keep = keep
+        self.checkpoints = CheckpointFolder(folder, keep)
 
     def save_checkpoint(self, state: State) -> None:
-        step = int(state.get("epoch", self.checkpoints_saved))
-        write_checkpoint_file(state, self.folder / f"checkpoint-{step:06d}.safetensors")
+        self.checkpoints.save(state, int(state.get("epoch", self.checkpoints_saved)))
         self.checkpoints_saved += 1
-        for old in self._files()[: -self.keep]:
-            old.unlink(missing_ok=True)
-
-    def _files(self) -> list[Path]:
-        if not self.folder.exists():
-            return []
-        return sorted(p for p in self.folder.iterdir() if self._NAME.fullmatch(p.name))
 
     def latest_checkpoint(self) -> State | None:
-        found = self._files()
-        return read_checkpoint(found[-1]) if found else None
+        return self.checkpoints.latest()

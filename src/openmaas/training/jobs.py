@@ -2,6 +2,9 @@
 preprocessing through `openmaas.training`'s own validation, so errors name the parameter; the
 dataset; the model name), and the `train` job that trains, writes the artifact and registers the
 model version with its lineage, in the same transaction that marks the job succeeded.
+
+A job whose dataset is still being validated waits (`validating_files`) until the
+`validate_dataset` job calls `release_waiting_jobs` (handed to it by the composition root).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from openmaas import errors
@@ -17,26 +22,39 @@ from openmaas.datasets import service as dataset_service
 from openmaas.datasets.tables import Dataset, DatasetStatus
 from openmaas.ids import new_id
 from openmaas.jobs import queue
-from openmaas.jobs.run import JobRun
+from openmaas.jobs.handlers import JobHandler
+from openmaas.jobs.run import JobRun, JobStopped
 from openmaas.jobs.tables import Job, JobStatus
 from openmaas.registry import service as registry
 from openmaas.schemas.training import TrainingJobCreate
-from openmaas.training.config import CONFIGS, config_from_params, parse_task
+from openmaas.training.config import CONFIGS, CommonConfig, Task, config_from_params, parse_task
 
 TRAIN_KIND = "train"
 
 
-def _params_with_target(task: str, body: TrainingJobCreate) -> dict[str, Any]:
+class TrainingParams(BaseModel):
+    """A `train` job's parameters, checked when the job is created."""
+
+    task: Task
+    dataset_id: str
+    dataset: str  # `name:version`, for messages
+    params: dict[str, Any]  # the task's hyperparameters, as `training.config` checked them
+    preprocessing: dict[str, Any]  # a `PreprocessingSpec`, as it checked it
+    model: str  # the registry name the trained version goes to
+    parent_version_id: str | None = None
+    epochs: int
+
+
+def _params_with_target(task: Task, body: TrainingJobCreate) -> dict[str, Any]:
     params = dict(body.params)
     if body.target is not None:
-        fields = {field.name for field in dataclasses.fields(CONFIGS[parse_task(task)])}
-        if "target" not in fields:
+        if "target" not in {field.name for field in dataclasses.fields(CONFIGS[task])}:
             raise errors.ValidationFailed(f"task {task} takes no target column", param="target")
         params["target"] = body.target
     return params
 
 
-def _check_columns(dataset: Dataset, params: dict[str, Any], config: Any) -> None:
+def _check_columns(dataset: Dataset, config: CommonConfig) -> None:
     """Columns the config names must exist, when validation already knows the columns."""
     columns = {column["name"] for column in (dataset.schema_ or {}).get("columns", [])}
     if not columns:
@@ -60,13 +78,13 @@ def _check_preprocessing(spec: dict[str, Any]) -> None:
 def create_training_job(
     session: Session, org_id: str, body: TrainingJobCreate, *, now: datetime, default_max_attempts: int
 ) -> Job:
-    task = parse_task(body.task).value
+    task = parse_task(body.task)
     params = _params_with_target(task, body)
     config = config_from_params(task, params)
     _check_preprocessing(body.preprocessing)
     dataset = dataset_service.get_dataset(session, org_id, body.dataset)
     dataset_service.require_trainable(dataset)
-    _check_columns(dataset, params, config)
+    _check_columns(dataset, config)
     model_name = body.model or dataset.name
     parent_id = registry.resolve(session, org_id, body.parent, param="parent")[1].id if body.parent else None
     existing = registry.find_model(session, org_id, model_name)
@@ -74,17 +92,17 @@ def create_training_job(
         raise errors.Conflict(
             f"Model {model_name!r} holds {existing.task} models, not {task}.", param="model"
         )
+    job_params = TrainingParams(
+        task=task,
+        dataset_id=dataset.id,
+        dataset=f"{dataset.name}:{dataset.version}",
+        params=params,
+        preprocessing=body.preprocessing,
+        model=model_name,
+        parent_version_id=parent_id,
+        epochs=config.epochs,
+    )
     ready = dataset.status == DatasetStatus.READY.value
-    job_params = {
-        "task": task,
-        "dataset_id": dataset.id,
-        "dataset": f"{dataset.name}:{dataset.version}",
-        "params": params,
-        "preprocessing": body.preprocessing,
-        "model": model_name,
-        "parent_version_id": parent_id,
-        "epochs": int(config.epochs),
-    }
     return queue.enqueue(
         session,
         org_id=org_id,
@@ -96,21 +114,49 @@ def create_training_job(
     )
 
 
-def run_training(run: JobRun) -> None:
+def release_waiting_jobs(session: Session, dataset: Dataset, now: datetime) -> None:
+    """Queue the training jobs that waited for this dataset's validation, or fail them if it
+    failed; in the transaction of the `validate_dataset` job that settles the dataset."""
+    waiting = session.scalars(
+        select(Job).where(
+            Job.org_id == dataset.org_id,
+            Job.kind == TRAIN_KIND,
+            Job.status == JobStatus.VALIDATING_FILES.value,
+        )
+    ).all()
+    for job in waiting:
+        if TrainingParams.model_validate(job.params).dataset_id != dataset.id:
+            continue
+        if dataset.status == DatasetStatus.READY.value:
+            queue.set_status(session, job, JobStatus.QUEUED, now, "Dataset validated; job queued.")
+        else:
+            job.error = {
+                "message": f"Dataset {dataset.name}:{dataset.version} failed validation.",
+                "param": "dataset",
+                "code": "dataset_invalid",
+            }
+            queue.set_status(session, job, JobStatus.FAILED, now, "Dataset failed validation; job failed.")
+
+
+def run_training(run: JobRun[TrainingParams]) -> None:
     """The `train` job: train (resuming from the latest checkpoint), write, register, succeed."""
     # torch and the trainers load only in job processes, never in the API server.
     from openmaas.registry.artifact import write_artifact
+    from openmaas.training.job_context import JobTrainingContext
+    from openmaas.training.loop import TrainingStopped
     from openmaas.training.train import train
 
     params = run.params
     with run.db.read_session() as session:
-        dataset = dataset_service.get_dataset(session, run.org_id, str(params["dataset_id"]))
+        dataset = dataset_service.get_dataset(session, run.org_id, params.dataset_id)
         dataset_service.require_trainable(dataset)
         path = run.store.path(dataset.path)
-    context = run.training_context(int(params.get("epochs", 0)))
-    run.event("log", f"Training {params['task']} on {params['dataset']}.")
+    context = JobTrainingContext(run, params.epochs)
+    run.event("log", f"Training {params.task} on {params.dataset}.")
     try:
-        trained = train(params["task"], path, params["params"], params["preprocessing"], context)
+        trained = train(params.task, path, params.params, params.preprocessing, context)
+    except TrainingStopped as stopped:
+        raise JobStopped(str(stopped)) from stopped
     finally:
         context.flush()
     version_id = new_id("mv_")
@@ -122,8 +168,9 @@ def run_training(run: JobRun) -> None:
             version_id,
             relative,
             manifest,
-            dataset_id=str(params["dataset_id"]),
-            parent_version_id=params.get("parent_version_id"),
+            model_name=params.model,
+            dataset_id=params.dataset_id,
+            parent_version_id=params.parent_version_id,
             result={"resumed_from_epoch": context.resumed_from or 0},
         )
     except BaseException:
@@ -133,23 +180,24 @@ def run_training(run: JobRun) -> None:
 
 
 def register_and_succeed(
-    run: JobRun,
+    run: JobRun[Any],
     version_id: str,
     relative: str,
     manifest: dict[str, Any],
     *,
+    model_name: str,
     dataset_id: str | None,
     parent_version_id: str | None,
     result: dict[str, Any],
 ) -> str:
-    """Register the job's version with its lineage and end the job `succeeded`, in one
-    transaction; the job's result is `result` plus the version's ref, id and metrics."""
+    """Register the job's version of `model_name` with its lineage and end the job `succeeded`,
+    in one transaction; the job's result is `result` plus the version's ref, id and metrics."""
     with run.db.session() as session:
         model, version = registry.register_version(
             session,
             version_id=version_id,
             org_id=run.org_id,
-            model_name=str(run.params["model"]),
+            model_name=model_name,
             artifact_path=relative,
             manifest=manifest,
             lineage={"dataset_id": dataset_id, "job_id": run.job_id, "parent_version_id": parent_version_id},
@@ -164,3 +212,17 @@ def register_and_succeed(
         }
         run.succeed(session, {**identity, "metrics": version.metrics, **result})
     return ref
+
+
+TRAIN = JobHandler(
+    kind=TRAIN_KIND,
+    params=TrainingParams,
+    run=run_training,
+    # Building an AdamW imports torch._dynamo (seconds): once in the forkserver, not in every job.
+    preload=(
+        "openmaas.registry.artifact",
+        "openmaas.training.train",
+        "openmaas.training.job_context",
+        "torch._dynamo",
+    ),
+)

@@ -13,6 +13,7 @@ import httpx
 
 from openmaas.api.app import create_app
 from openmaas.bootstrap import Platform
+from openmaas.job_process import local_executor
 from openmaas.jobs.worker import Worker, WorkerLimits, start_in_thread
 from tests.support.platforms import make_platform
 from tests.support.served import Served
@@ -49,7 +50,11 @@ def fast_server(home: Path, database_url: str, **overrides: Any) -> Iterator[Ser
 def worker_running(platform: Platform, **limits: Any) -> Iterator[Worker]:
     base = WorkerLimits.from_settings(platform.settings)
     worker = Worker(
-        platform.db, platform.clock, platform.settings, limits=WorkerLimits(**{**base.__dict__, **limits})
+        platform.db,
+        platform.clock,
+        platform.settings,
+        executor=local_executor(platform.store),
+        limits=WorkerLimits(**{**base.__dict__, **limits}),
     )
     thread, stop = start_in_thread(worker)
     try:

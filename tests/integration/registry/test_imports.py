@@ -60,9 +60,10 @@ def test_chunks_become_the_next_version(platform: Platform, org_id: str) -> None
     first = _import(imports, org_id, _onnx_bytes())
     second = _import(imports, org_id, _onnx_bytes())
     assert (first.version, second.version) == (1, 2)
+    assert first.id.startswith("mv_")  # every model version's prefix, however it was made
     folder = platform.store.path(platform.store.model_dir(org_id, second.id))
     assert (folder / "model.onnx").read_bytes() == _onnx_bytes()
-    assert not list(platform.store.root.glob(".import-*"))  # the staging folder went
+    assert not list(platform.store.path(".").glob(".import-*"))  # the staging folder went
 
 
 def test_an_upload_over_the_limit_leaves_nothing(platform: Platform, org_id: str) -> None:

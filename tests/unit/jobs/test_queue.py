@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from openmaas import errors
@@ -17,6 +18,11 @@ from openmaas.jobs.tables import Job, JobEvent, JobStatus
 from openmaas.tenancy.tables import Organization
 from tests.support.clock import FakeClock
 from tests.support.platforms import make_platform
+
+
+class NoParams(BaseModel):
+    """The parameters of the test jobs: none."""
+
 
 LEASE = timedelta(seconds=30)
 
@@ -39,7 +45,12 @@ def plat(tmp_path: Path, database_url: str, clock: FakeClock) -> Iterator[Platfo
 def _enqueue(plat: Platform, org: str = "org_a", max_attempts: int = 2) -> str:
     with plat.db.session() as session:
         job = queue.enqueue(
-            session, org_id=org, kind="test", params={}, now=plat.clock.now(), max_attempts=max_attempts
+            session,
+            org_id=org,
+            kind="test",
+            params=NoParams(),
+            now=plat.clock.now(),
+            max_attempts=max_attempts,
         )
         return job.id
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from openmaas.bootstrap import Platform
 from openmaas.jobs import queue
@@ -16,6 +17,10 @@ from openmaas.jobs.worker import Worker, WorkerLimits
 from openmaas.tenancy.tables import Organization
 from tests.support.clock import FakeClock
 from tests.support.platforms import make_platform
+
+
+class NoParams(BaseModel):
+    """The parameters of the test jobs: none."""
 
 
 class FakeExecution:
@@ -68,7 +73,7 @@ def _enqueue(plat: Platform, n: int) -> list[str]:
     with plat.db.session() as session:
         return sorted(
             queue.enqueue(
-                session, org_id="org_a", kind="test", params={}, now=plat.clock.now(), max_attempts=2
+                session, org_id="org_a", kind="test", params=NoParams(), now=plat.clock.now(), max_attempts=2
             ).id
             for _ in range(n)
         )

@@ -14,7 +14,7 @@ from openmaas import errors
 from openmaas.bootstrap import Platform
 from openmaas.ids import new_id
 from openmaas.registry import service as registry
-from openmaas.registry.refs import ModelRef, parse_dataset_ref, parse_ref
+from openmaas.registry.refs import ModelRef, parse_ref
 from openmaas.tenancy.tables import Organization
 from tests.support.platforms import make_platform
 
@@ -27,8 +27,6 @@ def test_references() -> None:
         with pytest.raises(errors.ValidationFailed) as caught:
             parse_ref(bad)
         assert caught.value.param == "model"
-    assert parse_dataset_ref("ds_abc").id == "ds_abc"
-    assert parse_dataset_ref("cancer:2").version == 2
 
 
 @pytest.fixture

@@ -1,0 +1,34 @@
+"""The artifact store chosen from OPENMAAS_STORAGE_URL: a folder (a path or a file:// URL) is the
+local store; a URL the platform cannot serve yet is refused, never replaced by a local folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from openmaas.config import Settings
+from openmaas.storage import LocalArtifactStore, open_store
+
+
+def test_a_folder_or_a_file_url_opens_the_local_store(tmp_path: Path) -> None:
+    for url in (str(tmp_path / "store"), f"file://{tmp_path / 'store'}"):
+        store = open_store(url)
+        assert isinstance(store, LocalArtifactStore) and store.root == tmp_path / "store"
+        assert store.path(store.model_dir("org", "mv_1")) == (tmp_path / "store/models/org/mv_1").resolve()
+        assert open_store(store.url).path(".") == store.path(".")  # what a job process opens
+
+
+def test_the_default_store_is_a_folder_under_home(tmp_path: Path) -> None:
+    store = open_store(Settings(home=tmp_path).resolved_storage_url)
+    assert store.path(".") == (tmp_path / "artifacts").resolve()
+
+
+def test_paths_outside_the_store_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="outside the artifact store"):
+        open_store(str(tmp_path)).path("../elsewhere")
+
+
+def test_an_fsspec_url_is_refused_until_cluster_mode_supports_it() -> None:
+    with pytest.raises(ValueError, match=r"s3://bucket/artifacts.*not implemented"):
+        open_store("s3://bucket/artifacts")

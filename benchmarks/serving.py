@@ -51,7 +51,7 @@ def build_model(folder: Path) -> Path:
     import numpy as np
     import pandas as pd
 
-    from openmaas.registry.artifact import write_artifact
+    from openmaas.training.artifact import write_artifact
     from openmaas.training.train import train
 
     rng = np.random.default_rng(0)
@@ -131,7 +131,7 @@ def _setup_openmaas(url: str, home: Path, model: Path) -> dict[str, str]:
     from openmaas.config import Settings
     from openmaas.ids import new_id
     from openmaas.registry import service as registry
-    from openmaas.registry.artifact import read_manifest
+    from openmaas.registry.manifest import read_manifest
 
     with Client(url, ADMIN_KEY) as admin:
         org = admin.admin.organizations.create("bench")

@@ -35,7 +35,8 @@ from openmaas.optimize.measure import (
     refuse,
 )
 from openmaas.optimize.methods import Method
-from openmaas.registry.artifact import MANIFEST, PREPROCESSING, WEIGHTS, read_manifest
+from openmaas.registry.manifest import MANIFEST, read_manifest
+from openmaas.training.artifact import PREPROCESSING, WEIGHTS
 
 Progress = Callable[[str, str], None]
 LATENCY_PROTOCOL = (

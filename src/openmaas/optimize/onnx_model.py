@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from openmaas.datasets.preprocessing import preprocessor_from_state
-from openmaas.registry.artifact import PREPROCESSING, load_artifact, read_manifest
+from openmaas.registry.manifest import read_manifest
+from openmaas.training.artifact import PREPROCESSING, load_artifact
 from openmaas.training.predictor import Predictor
 
 ONNX_FILE = "model.onnx"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from openmaas import errors
-from openmaas.registry.artifact import FORMAT_VERSION, MANIFEST
+from openmaas.registry.manifest import FORMAT_VERSION, MANIFEST
 
 TENSOR_INFERENCE = "tensor-inference"
 ONNX_FILE = "model.onnx"

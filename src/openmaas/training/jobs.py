@@ -141,7 +141,7 @@ def release_waiting_jobs(session: Session, dataset: Dataset, now: datetime) -> N
 def run_training(run: JobRun[TrainingParams]) -> None:
     """The `train` job: train (resuming from the latest checkpoint), write, register, succeed."""
     # torch and the trainers load only in job processes, never in the API server.
-    from openmaas.registry.artifact import write_artifact
+    from openmaas.training.artifact import write_artifact
     from openmaas.training.job_context import JobTrainingContext
     from openmaas.training.loop import TrainingStopped
     from openmaas.training.train import train
@@ -220,7 +220,7 @@ TRAIN = JobHandler(
     run=run_training,
     # Building an AdamW imports torch._dynamo (seconds): once in the forkserver, not in every job.
     preload=(
-        "openmaas.registry.artifact",
+        "openmaas.training.artifact",
         "openmaas.training.train",
         "openmaas.training.job_context",
         "torch._dynamo",

@@ -16,7 +16,7 @@ import pytest
 
 from openmaas.api.app import create_app
 from openmaas.bootstrap import build_platform
-from openmaas.registry.artifact import load_artifact
+from openmaas.training.artifact import load_artifact
 from openmaas.training.predictor import ClassPrediction
 from tests.data.builders import breast_cancer_csv
 from tests.integration.jobs.harness import (

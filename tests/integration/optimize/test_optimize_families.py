@@ -13,7 +13,7 @@ import pytest
 from openmaas.optimize.build import build_optimized
 from openmaas.optimize.methods import parse_method
 from openmaas.optimize.onnx_model import load_predictor
-from openmaas.registry.artifact import load_artifact
+from openmaas.training.artifact import load_artifact
 from tests.integration.jobs.harness import wait_for
 from tests.integration.serving.predict_support import (
     artifact,

@@ -19,7 +19,8 @@ import pandas as pd
 
 from openmaas.ids import new_id
 from openmaas.registry import service as registry
-from openmaas.registry.artifact import read_manifest, write_artifact
+from openmaas.registry.manifest import read_manifest
+from openmaas.training.artifact import write_artifact
 from openmaas.training.train import train
 from tests.data.builders import SPEECH_DIGITS, digits_zip, interactions_csv, png_bytes, topic_texts_csv
 from tests.support.served import Served, Tenant

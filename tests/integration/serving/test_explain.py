@@ -25,12 +25,12 @@ from typer.testing import CliRunner
 
 from openmaas import AsyncClient, Client
 from openmaas.cli.main import app
-from openmaas.registry.artifact import WEIGHTS, load_artifact, write_artifact
 from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.explain.attribution import feature_widths
 from openmaas.serving.explain.explainer import Explainer
 from openmaas.serving.explain.options import ExplainLimits
 from openmaas.serving.runtimes.predictor import PredictorRuntime
+from openmaas.training.artifact import WEIGHTS, load_artifact, write_artifact
 from openmaas.training.train import train
 from tests.data.builders import topic_texts_csv
 from tests.integration.serving.predict_support import artifact, b64, digit_png, register, speech_wav

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from openmaas import Client
 from openmaas.cli.main import app
-from openmaas.registry.artifact import load_artifact
+from openmaas.training.artifact import load_artifact
 from tests.integration.serving.predict_support import (
     FAMILIES,
     artifact,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from openmaas.datasets import validate_dataset
 from openmaas.datasets.archive import iter_entries
-from openmaas.registry.artifact import load_artifact, write_artifact
+from openmaas.training.artifact import load_artifact, write_artifact
 from openmaas.training.train import train
 from tests.data.builders import digits_zip
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from openmaas.registry.artifact import load_artifact, write_artifact
+from openmaas.training.artifact import load_artifact, write_artifact
 from openmaas.training.predictor import Recommendations
 from openmaas.training.train import train
 from tests.data.builders import interactions_csv

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from openmaas.datasets import validate_dataset
-from openmaas.registry.artifact import load_artifact, write_artifact
+from openmaas.training.artifact import load_artifact, write_artifact
 from openmaas.training.predictor import ClassPrediction, ValuePrediction
 from openmaas.training.train import train
 from tests.data.builders import breast_cancer_csv, diabetes_csv

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from openmaas.errors import Conflict, ValidationFailed
-from openmaas.registry import artifact
-from openmaas.registry.artifact import load_artifact, read_manifest, write_artifact
+from openmaas.registry.manifest import read_manifest
+from openmaas.training import artifact
+from openmaas.training.artifact import load_artifact, write_artifact
 from openmaas.training.predictor import ClassPrediction, ValuePrediction
 from openmaas.training.result import TrainedModel
 from openmaas.training.train import train

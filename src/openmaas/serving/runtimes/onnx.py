@@ -17,7 +17,7 @@ import numpy as np
 
 from openmaas.errors import InvalidRequest, ValidationFailed
 from openmaas.optimize import onnx_model
-from openmaas.registry.artifact import read_manifest
+from openmaas.registry.manifest import read_manifest
 from openmaas.serving.batcher import Batcher
 from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.runtimes.predictor import PredictorRuntime

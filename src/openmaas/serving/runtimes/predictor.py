@@ -18,13 +18,14 @@ import torch
 
 from openmaas.datasets.preprocessing.tabular import TabularPreprocessor
 from openmaas.errors import ValidationFailed
-from openmaas.registry.artifact import load_artifact, read_manifest
+from openmaas.registry.manifest import read_manifest
 from openmaas.serving.batcher import Batcher, BatchStats
 from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.explain.explainer import Explainer
 from openmaas.serving.explain.options import ExplainLimits
 from openmaas.serving.signatures import InputCheck, input_check
 from openmaas.serving.tabular_encoder import TabularEncoder
+from openmaas.training.artifact import load_artifact
 from openmaas.training.config import Task
 from openmaas.training.predictor import Predictor
 

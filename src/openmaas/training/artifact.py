@@ -1,6 +1,7 @@
-"""The model artifact format: a folder holding `manifest.json` (task, architecture config,
-input/output signature, preprocessing spec and fitted state, metrics, curves, training params),
-`model.safetensors` (weights) and `preprocessing.safetensors` (fitted arrays).
+"""The artifact of a model trained here: a version folder holding `manifest.json` (task,
+architecture config, input/output signature, preprocessing spec and fitted state, metrics, curves,
+training params; see `registry.manifest`), `model.safetensors` (weights) and
+`preprocessing.safetensors` (fitted arrays).
 
 Writing is atomic (a staging folder renamed into place); reading never unpickles anything: the
 architecture is rebuilt from its JSON config and the weights are loaded with safetensors.
@@ -19,13 +20,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from openmaas.datasets.preprocessing import preprocessor_from_state
-from openmaas.errors import Conflict, ValidationFailed
+from openmaas.errors import Conflict
+from openmaas.registry.manifest import FORMAT_VERSION, MANIFEST, read_manifest
 from openmaas.training.models import build_model
 from openmaas.training.predictor import Predictor
 from openmaas.training.result import TrainedModel
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 PREPROCESSING = "preprocessing.safetensors"
 
@@ -85,18 +85,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def read_manifest(path: Path | str) -> dict[str, Any]:
-    file = Path(path) / MANIFEST
-    if not file.is_file():
-        raise ValidationFailed(f"{path} is not a model artifact (no {MANIFEST})", param="artifact")
-    manifest: dict[str, Any] = json.loads(file.read_text())
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ValidationFailed(
-            f"unsupported artifact format {manifest.get('format_version')!r}", param="artifact"
-        )
-    return manifest
 
 
 def load_artifact(path: Path | str) -> Predictor:

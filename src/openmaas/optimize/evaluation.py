@@ -22,10 +22,10 @@ from openmaas.datasets.preprocessing import (
     TabularPreprocessor,
     split_examples,
 )
+from openmaas.tasks import Task
 from openmaas.training.classification import predict_batched
 from openmaas.training.config import (
     TabularClassificationConfig,
-    Task,
     TextClassificationConfig,
     config_from_params,
     parse_task,

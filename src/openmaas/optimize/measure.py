@@ -15,17 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from openmaas import errors
+from openmaas.tasks import Task
 
 WARMUP_CALLS = 5
 TIMED_CALLS = 30
 LATENCY_BATCHES = (1, 32)
 # The metric each task is judged by, and whether higher is better.
-PRIMARY_METRIC = {
-    "tabular-classification": ("accuracy", True),
-    "tabular-regression": ("r2", True),
-    "text-classification": ("accuracy", True),
-    "image-classification": ("accuracy", True),
-    "audio-classification": ("accuracy", True),
+PRIMARY_METRIC: dict[str, tuple[str, bool]] = {
+    Task.TABULAR_CLASSIFICATION: ("accuracy", True),
+    Task.TABULAR_REGRESSION: ("r2", True),
+    Task.TEXT_CLASSIFICATION: ("accuracy", True),
+    Task.IMAGE_CLASSIFICATION: ("accuracy", True),
+    Task.AUDIO_CLASSIFICATION: ("accuracy", True),
 }
 
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from openmaas import errors
+from openmaas.tasks import TRAINED_TASKS, Task
 
 ONNX_FP32 = "onnx-fp32"
 DYNAMIC_INT8 = "dynamic-int8"
@@ -21,15 +22,7 @@ _PRUNE = re.compile(r"prune-(\d{1,2})")
 # Tasks whose test split `optimize.evaluation` can rebuild, so a result's metric is measured.
 # Recommendation is not among them: its models rank every item (not a forward pass to export)
 # and its test split is held-out interactions, not rows.
-OPTIMIZABLE_TASKS = frozenset(
-    {
-        "tabular-classification",
-        "tabular-regression",
-        "text-classification",
-        "image-classification",
-        "audio-classification",
-    }
-)
+OPTIMIZABLE_TASKS = TRAINED_TASKS - {Task.RECOMMENDATION}
 ARCHITECTURES = frozenset({"mlp", "lstm", "transformer", "small_resnet"})
 # Methods that make an architecture worse, as measured on this platform's models (CPU, one
 # thread, batch 32): refused unless the request forces them.

@@ -20,6 +20,7 @@ from safetensors import safe_open
 
 from openmaas import errors
 from openmaas.datasets.archive import check_entry_name
+from openmaas.tasks import SENTENCE_EMBEDDING, TEXT_GENERATION, Task
 
 CAUSAL_LM_ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
@@ -133,13 +134,13 @@ def _classify(folder: Path, config: dict[str, Any]) -> tuple[str, str]:
     architectures = config.get("architectures") or []
     for name in architectures:
         if name in CAUSAL_LM_ARCHITECTURES:
-            return "text-generation", name
+            return TEXT_GENERATION, name
     model_type = config.get("model_type")
     if model_type == "bert":
         if any("SequenceClassification" in name for name in architectures):
-            return "text-classification", "BertForSequenceClassification"
+            return Task.TEXT_CLASSIFICATION.value, "BertForSequenceClassification"
         if (folder / "modules.json").exists() or (folder / "1_Pooling").exists():
-            return "sentence-embedding", "BertModel"
+            return SENTENCE_EMBEDDING, "BertModel"
     raise _bad(
         f"unsupported model: architectures {architectures}, model_type {model_type!r}; supported are "
         f"{sorted(CAUSAL_LM_ARCHITECTURES)}, BERT sentence encoders and BertForSequenceClassification",

@@ -16,8 +16,8 @@ from typing import Any
 
 from openmaas import errors
 from openmaas.registry.manifest import FORMAT_VERSION, MANIFEST
+from openmaas.tasks import TENSOR_INFERENCE
 
-TENSOR_INFERENCE = "tensor-inference"
 ONNX_FILE = "model.onnx"
 # protobuf cannot parse a message of 2 GiB or more; larger models need external data (refused).
 MAX_ONNX_BYTES = 2**31 - 1

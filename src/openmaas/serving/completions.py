@@ -21,9 +21,9 @@ from openmaas.engine.sampling_params import SamplingParams
 from openmaas.engine.tokenizer import Tokenizer
 from openmaas.serving.directory import ServedModel
 from openmaas.serving.openai_types import ChatCompletionRequest, CompletionRequest, usage
-from openmaas.serving.runtimes import TEXT_GENERATION
 from openmaas.serving.runtimes.llm import LLMRuntime
 from openmaas.serving.usage import RequestUsage, Units
+from openmaas.tasks import TEXT_GENERATION
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ from openmaas.serving.explain.options import ExplainLimits, ExplainOptions, pars
 from openmaas.serving.openai_types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from openmaas.serving.replicas import ReplicaManager
 from openmaas.serving.request_body import json_body, request_timeout
-from openmaas.serving.runtimes import PREDICT_TASKS, SENTENCE_EMBEDDING
+from openmaas.serving.runtimes import PREDICT_TASKS
 from openmaas.serving.usage import RequestUsage, Units
+from openmaas.tasks import SENTENCE_EMBEDDING
 from openmaas.tenancy import scopes
 from openmaas.tenancy.auth import Principal
 

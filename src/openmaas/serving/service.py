@@ -33,8 +33,9 @@ from openmaas.serving.deployment_config import (
     TrafficRoute,
     engine_setting_error,
 )
-from openmaas.serving.runtimes import PREDICT_TASKS, TEXT_GENERATION, deployable_tasks
+from openmaas.serving.runtimes import PREDICT_TASKS, deployable_tasks
 from openmaas.serving.tables import Deployment, DeploymentEvent
+from openmaas.tasks import TEXT_GENERATION
 
 ACTIVE_STATES = ("pending", "loading", "ready")
 

@@ -7,7 +7,7 @@ request, and the `train` job that runs the library and registers the model versi
 """
 
 from openmaas.training.checkpoint import checkpoint_from_bytes, checkpoint_to_bytes
-from openmaas.training.config import Task, config_from_params, hyperparameters
+from openmaas.training.config import config_from_params, hyperparameters
 from openmaas.training.context import DirectoryContext, InMemoryContext, TrainingContext
 from openmaas.training.loop import LoopResult, LoopSettings, TrainingStopped, train_loop
 from openmaas.training.predictor import (
@@ -29,7 +29,6 @@ __all__ = [
     "Prediction",
     "Predictor",
     "Recommendations",
-    "Task",
     "TrainedModel",
     "TrainingContext",
     "TrainingStopped",

@@ -7,7 +7,6 @@ ValidationFailed whose `param` names the hyperparameter.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,15 +14,7 @@ from typing import Any, Literal
 
 from openmaas.datasets.params import parse_dataclass, require
 from openmaas.errors import ValidationFailed
-
-
-class Task(enum.StrEnum):
-    TABULAR_CLASSIFICATION = "tabular-classification"
-    TABULAR_REGRESSION = "tabular-regression"
-    IMAGE_CLASSIFICATION = "image-classification"
-    TEXT_CLASSIFICATION = "text-classification"
-    AUDIO_CLASSIFICATION = "audio-classification"
-    RECOMMENDATION = "recommendation"
+from openmaas.tasks import Task
 
 
 @dataclass(frozen=True)

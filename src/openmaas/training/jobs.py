@@ -27,7 +27,8 @@ from openmaas.jobs.run import JobRun, JobStopped
 from openmaas.jobs.tables import Job, JobStatus
 from openmaas.registry import service as registry
 from openmaas.schemas.training import TrainingJobCreate
-from openmaas.training.config import CONFIGS, CommonConfig, Task, config_from_params, parse_task
+from openmaas.tasks import Task
+from openmaas.training.config import CONFIGS, CommonConfig, config_from_params, parse_task
 
 TRAIN_KIND = "train"
 

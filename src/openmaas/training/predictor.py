@@ -14,7 +14,7 @@ from torch import nn
 from openmaas.datasets.preprocessing import InteractionIndex
 from openmaas.datasets.preprocessing.base import FittedPreprocessor
 from openmaas.errors import ValidationFailed
-from openmaas.training.config import Task
+from openmaas.tasks import Task
 from openmaas.training.models import MatrixFactorization
 
 MAX_BATCH = 4096

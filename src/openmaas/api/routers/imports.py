@@ -10,9 +10,9 @@ from fastapi import APIRouter, Query, Request
 
 from openmaas.api.deps import PlatformDep, PrincipalDep
 from openmaas.api.middleware import STREAMED_BODY
-from openmaas.registry import onnx_import
 from openmaas.registry.imports import ModelImports
 from openmaas.schemas.registry import ModelVersionPublic
+from openmaas.tasks import TENSOR_INFERENCE
 
 router = APIRouter(prefix="/v1/registry", tags=["registry"])
 
@@ -30,7 +30,7 @@ async def import_model(
     principal: PrincipalDep,
     name: Annotated[str, Query(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")],
     source_format: Annotated[str, Query(alias="format", pattern="^(huggingface|onnx)$")] = "huggingface",
-    task: Annotated[str, Query(max_length=40)] = onnx_import.TENSOR_INFERENCE,
+    task: Annotated[str, Query(max_length=40)] = TENSOR_INFERENCE,
 ) -> ModelVersionPublic:
     principal.require("models:write")
     org_id = principal.require_org()

@@ -24,7 +24,7 @@ from openmaas.datasets.preprocessing.text import TextPreprocessor
 from openmaas.serving.batcher import Batcher
 from openmaas.serving.explain import attribution
 from openmaas.serving.explain.options import ExplainLimits, ExplainOptions
-from openmaas.training.config import Task
+from openmaas.tasks import Task
 from openmaas.training.predictor import Predictor
 
 EXPLAINABLE = (

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from openmaas.errors import ValidationFailed
-from openmaas.training.config import Task
+from openmaas.tasks import Task
 
 DEFAULT_STEPS = 50
 MIN_STEPS = 2

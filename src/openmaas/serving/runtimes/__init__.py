@@ -10,23 +10,9 @@ from typing import Protocol
 
 from openmaas import errors
 from openmaas.serving.deployment_config import RuntimeConfig
+from openmaas.tasks import SENTENCE_EMBEDDING, TENSOR_INFERENCE, TEXT_GENERATION, TRAINED_TASKS, Task
 
-TEXT_GENERATION = "text-generation"
-SENTENCE_EMBEDDING = "sentence-embedding"
-# Imported ONNX files without preprocessing: raw tensors in, raw tensors out (runtimes.onnx).
-TENSOR_INFERENCE = "tensor-inference"
 ONNX_FILE = "model.onnx"
-# Models trained on the platform (see training.config.Task), served by PredictorRuntime.
-TRAINED_TASKS = frozenset(
-    {
-        "tabular-classification",
-        "tabular-regression",
-        "image-classification",
-        "text-classification",
-        "audio-classification",
-        "recommendation",
-    }
-)
 # Tasks answered by `/predict` (a PredictorRuntime): splittable between versions, explainable,
 # and able to scale to zero.
 PREDICT_TASKS = frozenset({TENSOR_INFERENCE, *TRAINED_TASKS})
@@ -56,7 +42,7 @@ def load_runtime(task: str, folder: Path, config: RuntimeConfig) -> Runtime:
         from openmaas.serving.runtimes.onnx import load_onnx_runtime
 
         return load_onnx_runtime(task, folder, config)
-    if task == "text-classification" and not (folder / "manifest.json").is_file():
+    if task == Task.TEXT_CLASSIFICATION and not (folder / "manifest.json").is_file():
         from openmaas.serving.runtimes.text_classifier import TextClassifierRuntime, is_hf_classifier
 
         if is_hf_classifier(folder):  # an imported Hugging Face BertForSequenceClassification

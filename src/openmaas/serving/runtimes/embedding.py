@@ -12,12 +12,13 @@ from anyio import to_thread
 from openmaas import errors
 from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.encoders.sentence import Embeddings, SentenceEncoder
+from openmaas.tasks import SENTENCE_EMBEDDING
 
 DEFAULT_MAX_WAITING = 64
 
 
 class EmbeddingRuntime:
-    task = "sentence-embedding"
+    task = SENTENCE_EMBEDDING
 
     def __init__(self, folder: Path, config: RuntimeConfig) -> None:
         self.encoder = SentenceEncoder(folder)

@@ -9,10 +9,11 @@ from openmaas.engine.async_engine import AsyncLLMEngine
 from openmaas.engine.llm_engine import LLMEngine
 from openmaas.engine.tokenizer import Tokenizer
 from openmaas.serving.deployment_config import RuntimeConfig
+from openmaas.tasks import TEXT_GENERATION
 
 
 class LLMRuntime:
-    task = "text-generation"
+    task = TEXT_GENERATION
 
     def __init__(self, folder: Path, config: RuntimeConfig) -> None:
         self.engine = AsyncLLMEngine(LLMEngine.from_pretrained(folder, **config.engine.options()))

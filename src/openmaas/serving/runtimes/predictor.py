@@ -25,8 +25,8 @@ from openmaas.serving.explain.explainer import Explainer
 from openmaas.serving.explain.options import ExplainLimits
 from openmaas.serving.signatures import InputCheck, input_check
 from openmaas.serving.tabular_encoder import TabularEncoder
+from openmaas.tasks import Task
 from openmaas.training.artifact import load_artifact
-from openmaas.training.config import Task
 from openmaas.training.predictor import Predictor
 
 _MEDIA = {"image": "image", "audio": "WAV audio"}

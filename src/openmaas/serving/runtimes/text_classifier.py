@@ -23,8 +23,7 @@ from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.encoders.bert import BertEncoder, load_bert
 from openmaas.serving.runtimes.predictor import PredictorRuntime, _torch_threads
 from openmaas.serving.signatures import TextCheck
-
-TEXT_CLASSIFICATION = "text-classification"
+from openmaas.tasks import Task
 
 
 def is_hf_classifier(folder: Path) -> bool:
@@ -34,7 +33,7 @@ def is_hf_classifier(folder: Path) -> bool:
 
 class TextClassifierRuntime(PredictorRuntime):
     def __init__(self, folder: Path, config: RuntimeConfig) -> None:
-        self.task = TEXT_CLASSIFICATION
+        self.task = Task.TEXT_CLASSIFICATION.value
         self.version = config.model_version
         self.signature = {"kind": "text"}
         self.model: BertEncoder = load_bert(folder)

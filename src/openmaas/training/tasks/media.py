@@ -15,8 +15,9 @@ from openmaas.datasets.preprocessing import (
     PreprocessingSpec,
     split_examples,
 )
+from openmaas.tasks import Task
 from openmaas.training.classification import SplitTensors, train_classifier
-from openmaas.training.config import AudioClassificationConfig, ImageClassificationConfig, Task
+from openmaas.training.config import AudioClassificationConfig, ImageClassificationConfig
 from openmaas.training.context import TrainingContext
 from openmaas.training.models import SmallResNet
 from openmaas.training.result import TrainedModel

@@ -19,8 +19,9 @@ from openmaas.datasets.loading import read_table, require_columns
 from openmaas.datasets.params import to_dict
 from openmaas.datasets.preprocessing import InteractionIndex, PreprocessingSpec, Split, split_interactions
 from openmaas.errors import ValidationFailed
+from openmaas.tasks import Task
 from openmaas.training.classification import loop_settings
-from openmaas.training.config import RecommendationConfig, Task
+from openmaas.training.config import RecommendationConfig
 from openmaas.training.context import TrainingContext
 from openmaas.training.loop import LossFn, train_loop
 from openmaas.training.metrics import ranking_metrics, regression_metrics

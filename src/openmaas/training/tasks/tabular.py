@@ -19,8 +19,9 @@ from openmaas.datasets.preprocessing import (
     split_examples,
 )
 from openmaas.errors import ValidationFailed
+from openmaas.tasks import Task
 from openmaas.training.classification import SplitTensors, loop_settings, predict_batched, train_classifier
-from openmaas.training.config import TabularClassificationConfig, TabularRegressionConfig, Task
+from openmaas.training.config import TabularClassificationConfig, TabularRegressionConfig
 from openmaas.training.context import TrainingContext
 from openmaas.training.loop import train_loop
 from openmaas.training.metrics import regression_metrics

@@ -12,8 +12,9 @@ from openmaas.datasets.loading import read_table, require_columns
 from openmaas.datasets.params import to_dict
 from openmaas.datasets.preprocessing import LabelEncoder, PreprocessingSpec, TextPreprocessor, split_examples
 from openmaas.errors import ValidationFailed
+from openmaas.tasks import Task
 from openmaas.training.classification import SplitTensors, train_classifier
-from openmaas.training.config import Task, TextClassificationConfig
+from openmaas.training.config import TextClassificationConfig
 from openmaas.training.context import TrainingContext
 from openmaas.training.models import LSTMClassifier, TransformerClassifier
 from openmaas.training.result import TrainedModel

@@ -15,10 +15,12 @@ from openmaas.billing.scheduler import BillingScheduler
 from openmaas.clock import Clock, SystemClock
 from openmaas.config import Settings
 from openmaas.datasets import jobs as dataset_jobs
+from openmaas.datasets.uploads import DatasetUploads
 from openmaas.db.database import Database
 from openmaas.jobs.handlers import JobHandler
 from openmaas.metering.wiring import Metering, build_metering
 from openmaas.optimize import jobs as optimize_jobs
+from openmaas.registry.imports import ModelImports
 from openmaas.registry.in_use import VersionHolder
 from openmaas.serving.directory import ServedModels
 from openmaas.serving.explain.options import ExplainLimits
@@ -54,6 +56,9 @@ class Platform:
     replicas: ReplicaManager = field(init=False)
     # The inference use-cases (predict, explain, embed, complete) every inference route calls.
     inference: Inference = field(init=False)
+    # Dataset uploads and model imports: streamed request bodies into the store and the registry.
+    dataset_uploads: DatasetUploads = field(init=False)
+    model_imports: ModelImports = field(init=False)
     # Month-end invoices and the daily storage sample; `start()`ed by the API server's lifespan
     # and by `openmaas worker`.
     billing_scheduler: BillingScheduler = field(init=False)
@@ -83,6 +88,16 @@ class Platform:
             explain_limits=ExplainLimits(
                 settings.explain_max_queue, settings.explain_max_rows, settings.explain_max_steps
             ),
+        )
+        self.dataset_uploads = DatasetUploads(
+            self.store,
+            self.db,
+            self.clock,
+            max_bytes=settings.max_dataset_bytes,
+            job_max_attempts=settings.job_max_attempts,
+        )
+        self.model_imports = ModelImports(
+            self.store, self.db, self.clock, max_bytes=settings.max_import_bytes
         )
         self.billing_scheduler = BillingScheduler(
             self.db,

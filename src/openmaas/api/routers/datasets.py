@@ -11,7 +11,6 @@ from fastapi.responses import JSONResponse
 from openmaas.api.deps import PageDep, PlatformDep, ReadSessionDep, scope
 from openmaas.api.middleware import STREAMED_BODY
 from openmaas.datasets import service as dataset_service
-from openmaas.datasets.uploads import DatasetUploads
 from openmaas.schemas.datasets import DatasetPublic
 from openmaas.schemas.pages import Page
 from openmaas.tenancy.auth import Principal
@@ -45,15 +44,9 @@ async def upload_dataset(
     filename: Annotated[str | None, Query(max_length=255, description="The file's name")] = None,
     target: Annotated[str | None, Query(max_length=200, description="Label column to check")] = None,
 ) -> object:
-    org_id = caller.require_org()
-    uploads = DatasetUploads(
-        platform.store,
-        platform.db,
-        platform.clock,
-        max_bytes=platform.settings.max_dataset_bytes,
-        job_max_attempts=platform.settings.job_max_attempts,
+    result = await platform.dataset_uploads.receive(
+        caller.require_org(), request.stream(), name=name, filename=filename, target=target
     )
-    result = await uploads.receive(org_id, request.stream(), name=name, filename=filename, target=target)
     return JSONResponse(result.dataset.model_dump(mode="json"), status_code=201 if result.created else 200)
 
 

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Query, Request
 
 from openmaas.api.deps import PlatformDep, PrincipalDep
 from openmaas.api.middleware import STREAMED_BODY
-from openmaas.registry.imports import ModelImports
 from openmaas.schemas.registry import ModelVersionPublic
 from openmaas.tasks import TENSOR_INFERENCE
 
@@ -33,10 +32,6 @@ async def import_model(
     task: Annotated[str, Query(max_length=40)] = TENSOR_INFERENCE,
 ) -> ModelVersionPublic:
     principal.require("models:write")
-    org_id = principal.require_org()
-    model_imports = ModelImports(
-        platform.store, platform.db, platform.clock, max_bytes=platform.settings.max_import_bytes
-    )
-    return await model_imports.receive(
-        org_id, request.stream(), name=name, source_format=source_format, task=task
+    return await platform.model_imports.receive(
+        principal.require_org(), request.stream(), name=name, source_format=source_format, task=task
     )

@@ -65,6 +65,7 @@ class DatabasePriceSource:
         return profile
 
     def plan_limits(self, org_id: str, at: datetime) -> PlanLimits | None:
+        self._refresh()
         version = self._plan_version(org_id, at)
         return version.limits if version is not None else None
 
@@ -79,8 +80,7 @@ class DatabasePriceSource:
         return version.sheet if version is not None else None
 
     def _plan_version(self, org_id: str, at: datetime) -> _Versions | None:
-        """The version of the organisation's plan in effect at `at`."""
-        self._refresh()
+        """The version of the organisation's plan in effect at `at` (the caller refreshed)."""
         chosen = None
         for version in self._plans.get(self.profile(org_id).plan, ()):
             if version.effective_from <= at:

@@ -32,7 +32,9 @@ from openmaas.registry.tables import ModelVersion, RegisteredModel
 from openmaas.schemas import billing as schemas
 from openmaas.schemas.pages import Page
 
-_VERSION_ID_PREFIX = "mv_"
+# A model version's id: `mv_…`; imports made `ver_…` ids before every version got `mv_` (their rows
+# keep them).
+_VERSION_ID_PREFIXES = ("mv_", "ver_")
 _LISTING_ID_PREFIX = "lst_"
 
 
@@ -53,7 +55,7 @@ def listing_public(listing: Listing, *, available: bool = True) -> schemas.Listi
 
 def owned_version(session: Session, org_id: str, ref: str) -> ModelVersion:
     """The version `ref` (`name:version`, `name@alias` or `mv_…`) of `org_id`'s registry, or 404."""
-    if ref.startswith(_VERSION_ID_PREFIX):
+    if ref.startswith(_VERSION_ID_PREFIXES):
         version = session.get(ModelVersion, ref)
         if version is None or version.org_id != org_id:
             raise errors.NotFound(f"No model version {ref!r}.", param="model")

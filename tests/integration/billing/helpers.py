@@ -61,12 +61,12 @@ def meter(
     platform.meter.record_and_wait(UsageEvent(event_id, org_id, quantities, at, model=model))
 
 
-def make_version(platform: Platform, org_id: str, name: str) -> str:
+def make_version(platform: Platform, org_id: str, name: str, prefix: str = "mv_") -> str:
     """A model version in `org_id`'s registry (its row only: billing never opens the artifact)."""
     with platform.db.session() as session:
         _, version = registry.register_version(
             session,
-            version_id=new_id("mv_"),
+            version_id=new_id(prefix),
             org_id=org_id,
             model_name=name,
             artifact_path=f"models/{name}",

@@ -50,6 +50,19 @@ def test_publishing_needs_a_version_the_publisher_owns(clocked_served: tuple[Ser
             marketplace.listed_version(session, "lst_nope")
 
 
+def test_an_imported_version_of_an_older_server_is_published_by_its_id(
+    clocked_served: tuple[Served, Clocked],
+) -> None:
+    # Imports made their versions `ver_…` ids until one prefix, `mv_`, served every version.
+    served, clocked = clocked_served
+    acme = served.tenant("acme")
+    legacy = make_version(clocked.platform, acme.org_id, "imported", prefix="ver_")
+    with served.client(acme.key) as client:
+        listed = client.post("/v1/marketplace/listings", json={"model": legacy, "components": _PRICE})
+        assert listed.status_code == 201, listed.text
+        assert listed.json()["model"] == legacy
+
+
 def test_a_listing_whose_version_was_deleted_is_unavailable(clocked_served: tuple[Served, Clocked]) -> None:
     served, clocked = clocked_served
     acme, buyer = served.tenant("acme"), served.tenant("buyer")

@@ -68,7 +68,10 @@ def test_uploads_errors_validation_and_isolation(served_fast: Served, tmp_path: 
         dataset = upload(api, cancer, "cancer").json()
         assert _error(_train(api, task="nope"), 422)["param"] == "task"
         assert _error(_train(api, params={"epochs": 0}), 422)["param"] == "epochs"
-        assert _error(_train(api, params={"nope": 1}), 422)["param"] == "nope"
+        assert _error(_train(api, params={"nope": 1}), 422)["param"] == "params.nope"
+        misspelt = _error(_train(api, params={"epoch": 5}), 422)
+        assert (misspelt["param"], misspelt["code"]) == ("params.epoch", "unknown_parameter")
+        assert "did you mean 'epochs'?" in misspelt["message"] and "hidden_sizes" in misspelt["message"]
         assert _error(_train(api, task="recommendation", target="label"), 422)["param"] == "target"
         assert _error(_train(api, dataset="missing"), 404)["param"] == "dataset"
         waiting = _train(api, target="label", params={"epochs": 2})

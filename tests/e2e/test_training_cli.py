@@ -86,6 +86,10 @@ def test_upload_train_follow_and_registry_commands(cli: Cli, tmp_path: Path) -> 
         "train", "--task", "tabular-classification", "--dataset", "cancer", "--param", "epochs=0", check=False
     )
     assert bad.returncode != 0 and "epochs" in bad.stderr
+    misspelt = cli(
+        "train", "--task", "tabular-classification", "--dataset", "cancer", "--param", "epoch=5", check=False
+    )
+    assert misspelt.returncode != 0 and "did you mean 'epochs'?" in misspelt.stderr, misspelt.stderr
 
     assert [m["name"] for m in cli.json("models", "list")] == ["cancer"]
     cli("models", "alias", "cancer", "production", "1")
@@ -105,3 +109,30 @@ def test_upload_train_follow_and_registry_commands(cli: Cli, tmp_path: Path) -> 
 
     kinds = {job["kind"]: job["status"] for job in cli.json("jobs", "list")}
     assert kinds == {"validate_dataset": "succeeded", "train": "succeeded"}
+
+
+def test_train_help_lists_each_task_parameters_with_their_defaults() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "openmaas.cli.main", "train", "--help"],
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+            "COLUMNS": "200",
+            "NO_COLOR": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())  # Rich wraps and pads the help text
+    for task, parameter in [
+        ("tabular-classification", "hidden_sizes=[64, 32]"),
+        ("tabular-regression", "target=target"),
+        ("image-classification", "channels=[16, 32]"),
+        ("text-classification", "architecture=lstm"),
+        ("audio-classification", "blocks_per_stage=1"),
+        ("recommendation", "factors=32"),
+    ]:
+        assert task in text and parameter in text, (task, parameter)
+    assert "epochs=20" in text and "rating_column=null" in text

@@ -7,6 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import typer
+from typer.core import TyperCommand
 
 from openmaas.cli.client_options import ClientOptions, client_command
 from openmaas.cli.output import api_errors, console, emit_json, fail, run, show, table
@@ -42,6 +43,45 @@ def parse_pairs(pairs: list[str], option: str) -> dict[str, Any]:
     return result
 
 
+class TrainCommand(TyperCommand):
+    """`openmaas train`, whose help ends with each task's hyperparameters and their defaults.
+
+    They are read from `openmaas.training.config` when the help is shown, not when the CLI starts:
+    importing the training package loads torch, which no other command needs.
+    """
+
+    # Typer's context and formatter are its own vendored click's, which it does not export.
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self.epilog = hyperparameters_help()
+        super().format_help(ctx, formatter)
+
+
+def hyperparameters_help() -> str:
+    """Each task's hyperparameters as `name=default` (what `--param` takes); those every task
+    shares with the same default are listed once."""
+    from openmaas.training.config import CONFIGS, hyperparameters
+
+    tasks = {
+        task.value: {entry["name"]: entry["default"] for entry in hyperparameters(task.value)}
+        for task in CONFIGS
+    }
+    first, *others = tasks.values()
+    shared = {
+        name: default
+        for name, default in first.items()
+        if all(name in params and params[name] == default for params in others)
+    }
+    lines = ["Hyperparameters (--param name=value; the defaults shown):", f"every task: {_pairs(shared)}"]
+    for task, params in tasks.items():
+        lines.append(f"{task}: {_pairs({k: v for k, v in params.items() if k not in shared})}")
+    return "\n\n".join(lines)  # Typer keeps blank-line breaks in an epilog
+
+
+def _pairs(params: dict[str, Any]) -> str:
+    # As --param reads them: JSON where it parses (numbers, lists, null), text otherwise.
+    return ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in params.items())
+
+
 @client_command
 def train(
     options: ClientOptions,
@@ -53,7 +93,9 @@ def train(
     ),
     dataset: str = typer.Option(..., "--dataset", help="Dataset name, name:version or id"),
     target: str = typer.Option(None, "--target", help="The label column (tables)"),
-    param: list[str] = typer.Option(None, "--param", help="Hyperparameter key=value; repeat"),
+    param: list[str] = typer.Option(
+        None, "--param", help="Hyperparameter key=value (each task's are listed below); repeat"
+    ),
     preprocess: list[str] = typer.Option(
         None, "--preprocess", help="Preprocessing key=value, e.g. split.test=0.2"
     ),

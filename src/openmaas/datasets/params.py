@@ -7,9 +7,10 @@ a ValidationFailed whose `param` names the offending field (dotted for nested se
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from openmaas.errors import ValidationFailed
@@ -23,16 +24,27 @@ def require(condition: bool, param: str, message: str) -> None:
         raise ValidationFailed(f"{param} {message}", param=param)
 
 
+def unknown_parameter(key: str, known: Sequence[str], *, param: str, owner: str = "") -> ValidationFailed:
+    """The error for a parameter that `known` lacks: the closest name, when one is close (a typo),
+    and every name, so that nobody has to guess."""
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "."
+    of = f" of {owner}" if owner else ""
+    return ValidationFailed(
+        f"unknown parameter {key!r}{hint} The parameters{of} are: {', '.join(known)}.",
+        param=param,
+        code="unknown_parameter",
+    )
+
+
 def parse_dataclass(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") -> T:
     """Build `cls` from `data`, checking names and types; unknown keys are errors."""
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     for key in data:
         if key not in names:
-            raise ValidationFailed(
-                f"unknown parameter {prefix + key!r}", param=prefix + key, code="unknown_parameter"
-            )
+            raise unknown_parameter(key, names, param=prefix + key, owner=prefix.rstrip("."))
     values = {key: _coerce(value, hints[key], prefix + key) for key, value in data.items()}
     try:
         return cls(**values)

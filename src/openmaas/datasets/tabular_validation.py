@@ -1,21 +1,23 @@
 """Streaming validation of tables (CSV, JSON lines, Parquet).
 
-Rows are read one at a time (Parquet: one record batch at a time) into bounded per-column
-statistics, so memory stays constant in the file size. Column types are inferred at the end;
-values that contradict a column's type are reported with their line and column.
+Rows are read a bounded chunk at a time (CSV: with the parser training uses, `csv_reader`, so that
+what validation accepts training reads; Parquet: one record batch at a time) into bounded
+per-column statistics, so memory stays constant in the file size. Column types are inferred at the
+end; values that contradict a column's type are reported with their line and column.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from openmaas.datasets.formats import DatasetFormat, sniff_dialect
+from openmaas.datasets import csv_reader
+from openmaas.datasets.formats import DatasetFormat
 from openmaas.datasets.report import (
     ColumnSchema,
     ColumnType,
@@ -30,6 +32,11 @@ DISTINCT_CAP = 1000
 BAD_VALUES_KEPT = 20
 NUMERIC_SHARE = 0.9
 MAX_CLASSES = 100
+CSV_CHUNK_ROWS = 1024
+# Problems after which nothing more of the file is read (so "no rows" would say nothing new).
+READING_STOPPED = frozenset(
+    {"unterminated_quote", "wrong_field_count", "unreadable_text", "unreadable_parquet"}
+)
 Row = tuple[int, dict[str, Any]]
 
 
@@ -121,32 +128,49 @@ class ColumnStats:
         )
 
 
+def _csv_records(path: Path, nrows: int | None = None) -> Iterator[tuple[str, ...]]:
+    """The records of a CSV as training's parser splits them (`csv_reader`), every cell as text,
+    the header first; blank lines come as records of empty cells (training skips them)."""
+    options = {"header": None, "dtype": object, "keep_default_na": False, "skip_blank_lines": False}
+    with csv_reader.read_csv(path, **options, nrows=nrows, chunksize=CSV_CHUNK_ROWS) as chunks:
+        for chunk in chunks:
+            yield from chunk.itertuples(index=False, name=None)
+
+
 def _csv_rows(path: Path, issues: IssueCollector) -> Iterator[Row]:
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        dialect = sniff_dialect(handle.read(64 * 1024))
-        handle.seek(0)
-        reader = csv.reader(handle, dialect)
-        try:
-            header = next(reader, None)
+    """Rows with their lines. pandas gives no line numbers, so they are counted here: a record
+    starts where the previous one ended, and a quoted value spans as many lines as it holds line
+    breaks. A record with no cell filled (a blank line) is no row. Reading stops at the first
+    parse error, reported at its line: training could not read past it either.
+    """
+    import pandas as pd
+
+    header: list[str] | None = None
+    seen = 0  # records handed on, the header included
+    line = 1  # where the next record starts
+
+    def rows(records: Iterator[tuple[str, ...]]) -> Iterator[Row]:
+        nonlocal header, seen, line
+        for record in records:
+            start, seen = line, seen + 1
+            line += 1 + sum(cell.count("\n") for cell in record)
             if header is None:
-                return
-            _check_header(header, path, issues)
-            for row in reader:
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    issues.add(
-                        "wrong_field_count",
-                        f"expected {len(header)} fields, found {len(row)}",
-                        file=path.name,
-                        line=reader.line_num,
-                    )
-                    continue
-                yield reader.line_num, dict(zip(header, row, strict=True))
-        except (UnicodeDecodeError, csv.Error) as exc:
-            issues.add(
-                "unreadable_text", f"cannot read the file: {exc}", file=path.name, line=reader.line_num + 1
-            )
+                header = list(record)
+                _check_header(header, path, issues)
+            elif any(record):
+                yield start, dict(zip(header, record, strict=True))
+
+    try:
+        yield from rows(_csv_records(path))
+    except pd.errors.EmptyDataError:
+        return
+    except ValueError as exc:  # pandas' ParserError, a UnicodeDecodeError
+        found = csv_reader.problem(exc)
+        if found.record is not None:
+            # pandas drops the whole chunk it failed in: read again the records before the bad
+            # one that the chunk held, so that they are checked and the lines count right.
+            yield from rows(islice(_csv_records(path, nrows=found.record), seen, None))
+        issues.add(found.code, found.message, file=path.name, line=None if found.record is None else line)
 
 
 def _check_header(header: list[str], path: Path, issues: IssueCollector) -> None:
@@ -181,10 +205,19 @@ def _parquet_rows(path: Path, issues: IssueCollector) -> Iterator[Row]:
     import pyarrow.parquet as pq
 
     row_no = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=16384):
-        for record in batch.to_pylist():
-            row_no += 1
-            yield row_no, record
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=16384):
+            for record in batch.to_pylist():
+                row_no += 1
+                yield row_no, record
+    # Damaged data: ArrowInvalid (a ValueError) or, for a corrupt page, a bare OSError.
+    except (ValueError, OSError) as exc:
+        reason = str(exc).strip().replace(str(path), path.name).splitlines()
+        issues.add(
+            "unreadable_parquet",
+            f"cannot read the Parquet file past row {row_no}: {reason[0] if reason else type(exc).__name__}",
+            file=path.name,
+        )
 
 
 def iter_rows(path: Path, fmt: DatasetFormat, issues: IssueCollector) -> Iterator[Row]:
@@ -209,7 +242,7 @@ def validate_table(path: Path, fmt: DatasetFormat, *, target: str | None = None)
     schema = DatasetSchema(columns=[column.schema() for column in stats.values()])
     for column in stats.values():
         _report_column(column, path, issues)
-    if rows == 0:
+    if rows == 0 and not any(issue.code in READING_STOPPED for issue in issues.issues):
         issues.add("no_rows", "the file has no data rows", file=path.name)
     if target is not None:
         _check_target(target, stats, schema, path, issues)

@@ -3,6 +3,10 @@
 The chat template comes from `chat_template.jinja` or `tokenizer_config.json` and is rendered in a
 sandboxed jinja2 environment the way `transformers` renders it (trim_blocks, lstrip_blocks,
 `raise_exception`, `tojson`). Special-token facts (bos, eos) come from the same config files.
+
+A prompt is encoded as `transformers`' AutoTokenizer encodes it by default: never padded, never
+truncated, whatever padding or truncation the folder's tokenizer.json stores (sentence-transformers
+folders store both). A prompt longer than the model's context is refused by the engine, not cut here.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ class Tokenizer:
         bos_token: str | None = None,
         eos_token: str | None = None,
     ) -> None:
+        # tokenizer.json may store padding (e.g. to 128) and truncation; AutoTokenizer switches both
+        # off for a plain call, and so must we, or a short prompt grows and a long one is cut.
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
         self._tok = tokenizer
         self.chat_template = chat_template
         self.bos_token = bos_token

@@ -1,7 +1,8 @@
 """One config dataclass per task family: its hyperparameters, their defaults and their checks.
 
 `config_from_params(task, params)` is what the API and CLI call; every bad value raises
-ValidationFailed whose `param` names the hyperparameter.
+ValidationFailed whose `param` names the hyperparameter (an unknown one: `params.<name>`, with the
+task's parameters and the closest name in the message). `hyperparameters(task)` lists them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from openmaas.datasets.params import parse_dataclass, require
+from openmaas.datasets.params import parse_dataclass, require, unknown_parameter
 from openmaas.errors import ValidationFailed
 from openmaas.tasks import Task
 
@@ -166,5 +167,15 @@ def _default(value: Any) -> Any:
 
 
 def config_from_params(task: Task | str, params: Mapping[str, Any] | None = None) -> CommonConfig:
-    """Validate user-given hyperparameters for `task` (parsed already, or a name) into its config."""
-    return parse_dataclass(CONFIGS[task if isinstance(task, Task) else parse_task(task)], params)
+    """Validate user-given hyperparameters for `task` (parsed already, or a name) into its config.
+
+    An unknown name is reported as the request's field (`params.<name>`), with the task's
+    parameters and the closest of them.
+    """
+    task = task if isinstance(task, Task) else parse_task(task)
+    cls = CONFIGS[task]
+    names = [field.name for field in dataclasses.fields(cls)]
+    for key in params or {}:
+        if key not in names:
+            raise unknown_parameter(key, names, param=f"params.{key}", owner=task.value)
+    return parse_dataclass(cls, params)

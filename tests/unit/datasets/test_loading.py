@@ -64,3 +64,26 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path: Path) -> No
         assert list(read_table(tmp_path / name).columns) == ["x", "label"]
         report = validate_dataset(tmp_path / name, target="label")
         assert report.ok and [c.name for c in report.schema.columns] == ["x", "label"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("quote.csv", b'x,label\n1,a\n2,"b\n3,a\n', "line 3"),
+        ("fields.csv", b"x,label\n1,a\n2,b,c\n3,a\n", "line 3"),
+        ("latin1.csv", b"x,label\n" + b"1,a\n" * 20_000 + b"2,caf\xe9\n", "UTF-8"),  # past the sniff
+        ("big.jsonl", b'{"x": 1}\n{"x": 123456789012345678901234567890}\n', "big"),
+        ("broken.parquet", b"PAR1 not really parquet", "Parquet"),
+    ],
+)
+def test_a_table_training_cannot_parse_is_an_input_error(
+    tmp_path: Path, name: str, content: bytes, says: str
+) -> None:
+    """An input error (ValidationFailed) fails a training job at once; any other exception is
+    retried, and retrying cannot fix a broken file."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValidationFailed) as info:
+        read_table(path)
+    assert info.value.param == "dataset" and info.value.code == "dataset_invalid"
+    assert says in info.value.message

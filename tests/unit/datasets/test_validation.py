@@ -10,8 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from openmaas.datasets import ColumnType, DatasetFormat, validate_dataset
+from openmaas.datasets.loading import read_table
+from openmaas.errors import ValidationFailed
 from tests.data.builders import png_bytes
 
 
@@ -58,10 +61,19 @@ def test_csv_schema_counts_and_a_bad_number_with_its_line_and_column(tmp_path: P
 
 def test_rows_with_the_wrong_number_of_fields_are_reported(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
-    path.write_text("a,b\n1,2\n3\n4,5\n6,7\n")
+    path.write_text("a,b\n1,2\n3,4,5\n4,5\n6,7\n")
     report = validate_dataset(path)
     assert [(i.code, i.line) for i in report.issues] == [("wrong_field_count", 3)]
-    assert report.rows == 3
+    assert report.rows == 1  # training's parser stops there, so validation does
+
+
+def test_a_short_row_is_read_as_training_reads_it_with_its_last_cells_missing(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,label\n1,2,x\n3\n4,5,y\n6,7,x\n")
+    report = validate_dataset(path, target="label")
+    assert report.rows == 4 == len(read_table(path))
+    assert report.schema.column("b").missing == 1  # type: ignore[union-attr]
+    assert [(i.code, i.column) for i in report.errors] == [("missing_label", "label")]
 
 
 def test_a_label_column_with_one_class_is_an_error(tmp_path: Path) -> None:
@@ -146,10 +158,13 @@ def test_archive_with_a_single_class_and_stray_files(tmp_path: Path) -> None:
 def _peak_memory_validating(path: Path, rows: int) -> int:
     import tracemalloc
 
+    # pandas' parser reads 256 KiB of text at a time, whatever the file's size: a long note makes
+    # even the small file larger than that, so the two compare what grows with the file.
+    note = "n" * 100
     with open(path, "w") as handle:
-        handle.write("id,value,label\n")
+        handle.write("id,value,label,note\n")
         for i in range(rows):
-            handle.write(f"{i},{i * 0.5},{'abc'[i % 3]}\n")
+            handle.write(f"{i},{i * 0.5},{'abc'[i % 3]},{note}\n")
     tracemalloc.start()
     report = validate_dataset(path, target="label")
     peak = tracemalloc.get_traced_memory()[1]
@@ -162,3 +177,61 @@ def test_validation_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
     small = _peak_memory_validating(tmp_path / "small.csv", 8_000)
     large = _peak_memory_validating(tmp_path / "large.csv", 40_000)
     assert large < small * 1.25
+
+
+# Validation reads a CSV with the parser training reads it with: what one refuses, so does the other.
+TRICKY_CSVS = {
+    "unterminated_quote": 'x,y,label\n1,2,a\n3,4,b\n5,"6,a\n7,8,b\n',
+    "too_many_fields": "x,y,label\n1,2,a\n3,4,b,extra\n5,6,a\n",
+    "quoted_newline": 'x,y,label\n1,"two\nlines",a\n3,4,b\n5,6,a\n',
+    "quote_inside_a_field": 'x,y,label\n1,2,a\n3,fo"ur,b\n5,6,a\n',
+    "single_quotes": "x,y,label\n1,'2',a\n3,'4,5',b\n6,7,a\n",
+    "blank_lines": "x,y,label\n1,2,a\n\n3,4,b\n\n5,6,a\n",
+}
+
+
+def test_an_unterminated_quote_is_refused_at_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text(TRICKY_CSVS["unterminated_quote"])
+    report = validate_dataset(path, target="label")
+    assert not report.ok
+    assert [(i.code, i.file, i.line) for i in report.errors] == [("unterminated_quote", "d.csv", 4)]
+    assert report.rows == 2  # the rows before it were read and checked
+
+
+@pytest.mark.parametrize("name", sorted(TRICKY_CSVS))
+def test_validation_accepts_exactly_what_training_reads(tmp_path: Path, name: str) -> None:
+    path = tmp_path / f"{name}.csv"
+    path.write_text(TRICKY_CSVS[name])
+    report = validate_dataset(path, target="label")
+    try:
+        frame = read_table(path)
+    except ValidationFailed:
+        assert not report.ok, report.issues
+    else:
+        assert report.ok, report.issues
+        assert report.rows == len(frame)
+        assert [column.name for column in report.schema.columns] == list(frame.columns)
+
+
+def test_lines_count_quoted_newlines_and_blank_lines(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    rows = "".join(f"{n},row {n}\n" for n in range(3, 20))
+    path.write_text(f'n,note\n1,"a note\nover two lines"\n\n2,plain\noops,x\n{rows}')
+    (issue,) = validate_dataset(path).issues
+    assert (issue.code, issue.line, issue.column) == ("non_numeric_value", 6, "n")
+
+
+def test_a_wrong_field_count_after_a_quoted_newline_names_its_physical_line(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text('a,b\n1,"x\ny\nz"\n\n3,4\n5,6,7\n')
+    assert [(i.code, i.line) for i in validate_dataset(path).errors] == [("wrong_field_count", 7)]
+
+
+def test_an_unreadable_parquet_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"x": np.arange(1000), "label": ["a", "b"] * 500}).to_parquet(path)
+    data = path.read_bytes()
+    path.write_bytes(data[:200] + b"\x00" * 500 + data[700:])
+    report = validate_dataset(path)
+    assert not report.ok and [i.code for i in report.errors] == ["unreadable_parquet"]

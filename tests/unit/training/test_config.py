@@ -34,7 +34,7 @@ from openmaas.training.config import (
         ),
         ("recommendation", {"feedback": "explicit"}, "rating_column"),
         ("recommendation", {"k": 0}, "k"),
-        ("recommendation", {"colour": "red"}, "colour"),
+        ("recommendation", {"colour": "red"}, "params.colour"),
     ],
 )
 def test_bad_hyperparameters_name_the_parameter(task: str, params: dict[str, Any], param: str) -> None:
@@ -69,3 +69,19 @@ def test_hyperparameters_list_names_types_and_defaults() -> None:
     assert listed["epochs"] == {"name": "epochs", "type": "int", "default": 20}
     assert listed["architecture"]["default"] == "lstm" and "transformer" in listed["architecture"]["type"]
     assert {entry["name"] for entry in hyperparameters("recommendation")} >= {"factors", "k", "feedback"}
+
+
+def test_an_unknown_parameter_lists_the_task_parameters_and_suggests_the_closest() -> None:
+    with pytest.raises(ValidationFailed) as info:
+        config_from_params("tabular-classification", {"epochs": 3, "epoch": 5})
+    error = info.value
+    assert (error.status, error.param, error.code) == (422, "params.epoch", "unknown_parameter")
+    assert "did you mean 'epochs'?" in error.message
+    names = [entry["name"] for entry in hyperparameters("tabular-classification")]
+    assert all(name in error.message for name in names)  # every parameter the task takes
+
+
+def test_an_unknown_parameter_far_from_any_suggests_none() -> None:
+    with pytest.raises(ValidationFailed) as info:
+        config_from_params("recommendation", {"colour": "red"})
+    assert "did you mean" not in info.value.message and "factors" in info.value.message

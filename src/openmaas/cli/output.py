@@ -57,6 +57,12 @@ def show(value: Any, *, as_json: bool, columns: Sequence[str], title: str | None
     table(rows, columns, title)
 
 
+CONNECTION_HINT = (
+    "Is the server running (`openmaas serve`)? Point the CLI at another one with --url, "
+    "OPENMAAS_URL or `openmaas login --url URL --key KEY`."
+)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     err_console.print(f"[bold red]Error:[/] {message}", highlight=False)
     raise typer.Exit(code)
@@ -74,7 +80,7 @@ def api_errors() -> Iterator[None]:
     except APIError as exc:
         fail(str(exc))
     except APIConnectionError as exc:
-        fail(str(exc))
+        fail(f"{exc}\n{CONNECTION_HINT}")
     except ValidationError as exc:
         problem = exc.errors()[0]
         fail(f"{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}")

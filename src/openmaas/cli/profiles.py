@@ -1,4 +1,5 @@
-"""Saved connection profiles (`openmaas login`), so later commands need no --url or --key.
+"""Saved connection profiles (`openmaas login`), so later commands need no --url or --key, and
+where a command goes without any: the server this machine's settings describe.
 
 The file is mode 0600: it holds keys.
 """
@@ -11,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openmaas.config import Settings
-from openmaas.sdk.client import DEFAULT_URL
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,22 @@ def save_profile(path: Path, name: str, url: str, api_key: str) -> None:
     os.replace(tmp, path)
 
 
+def local_server_url(settings: Settings) -> str:
+    """Where `openmaas serve` listens with these settings (`OPENMAAS_HOST`, `OPENMAAS_PORT`); a server
+    bound to every address is reached on loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    return f"http://{host}:{settings.port}"
+
+
 def resolve(settings: Settings, url: str | None, key: str | None, *, operator: bool = False) -> Connection:
-    """Flags first, then `OPENMAAS_URL`/`OPENMAAS_API_KEY`, then the profile.
+    """Flags first, then `OPENMAAS_URL`/`OPENMAAS_API_KEY`, then the profile, then the local server.
 
     Operator commands on the server's own machine fall back to `$OPENMAAS_HOME/admin.key`.
     """
     profile = load_profiles(settings.profiles_path).get(settings.profile, {})
-    resolved_url = url or settings.url or profile.get("url") or DEFAULT_URL
+    resolved_url = url or settings.url or profile.get("url") or local_server_url(settings)
     resolved_key = key or settings.api_key or profile.get("api_key")
     if operator and key is None and settings.api_key is None and settings.admin_key_path.exists():
         resolved_key = settings.admin_key_path.read_text().strip()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import typer
 
 from openmaas.cli import (
@@ -17,6 +19,7 @@ from openmaas.cli import (
     training,
     worker,
 )
+from openmaas.cli.output import user_errors
 
 app = typer.Typer(
     name="openmaas",
@@ -44,5 +47,12 @@ app.command()(serving.predict)
 app.command()(explain.explain)
 app.add_typer(serving.deployments_app, name="deployments")
 
+
+def run(args: Sequence[str] | None = None) -> None:
+    """Run the command `args` (default: the program's arguments); exits."""
+    with user_errors():
+        app(args=args, prog_name="openmaas")
+
+
 if __name__ == "__main__":
-    app()
+    run()

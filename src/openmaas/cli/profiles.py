@@ -11,6 +11,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
+from openmaas.cli.output import fail
 from openmaas.config import Settings
 
 
@@ -23,8 +26,22 @@ class Connection:
 def load_profiles(path: Path) -> dict[str, dict[str, str]]:
     if not path.exists():
         return {}
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        fail(f"{path} is not a profiles file ({exc}): fix it, or delete it and run `openmaas login` again.")
     return data if isinstance(data, dict) else {}
+
+
+def check_url(url: str, source: str) -> str:
+    """`url` if it is a server's URL; else the command ends, naming where it came from."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        parsed = httpx.URL("")
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        fail(f"{source} {url!r} is not a server URL: give one such as http://127.0.0.1:8000")
+    return url
 
 
 def save_profile(path: Path, name: str, url: str, api_key: str) -> None:
@@ -53,7 +70,14 @@ def resolve(settings: Settings, url: str | None, key: str | None, *, operator: b
     Operator commands on the server's own machine fall back to `$OPENMAAS_HOME/admin.key`.
     """
     profile = load_profiles(settings.profiles_path).get(settings.profile, {})
-    resolved_url = url or settings.url or profile.get("url") or local_server_url(settings)
+    if url:
+        resolved_url = check_url(url, "--url")
+    elif settings.url:
+        resolved_url = check_url(settings.url, "OPENMAAS_URL")
+    elif profile.get("url"):
+        resolved_url = check_url(profile["url"], f"The URL of profile {settings.profile!r}")
+    else:
+        resolved_url = local_server_url(settings)
     resolved_key = key or settings.api_key or profile.get("api_key")
     if operator and key is None and settings.api_key is None and settings.admin_key_path.exists():
         resolved_key = settings.admin_key_path.read_text().strip()

@@ -119,6 +119,11 @@ class Api(Resource[S]):
         if path.is_file() and path.suffix.lower() == ".onnx":
             params = {"name": name, "format": "onnx", "task": task}
             return (yield from _import(path, "application/octet-stream", params, progress))
+        if not path.is_dir():
+            raise ValueError(
+                f"{path} is neither a model folder nor a .onnx file: import a Hugging Face model folder "
+                "(config.json, safetensors weights, tokenizer) or an ONNX file"
+            )
         with zipped_folder(path) as archive:
             return (yield from _import(archive, "application/zip", {"name": name}, progress))
 

@@ -44,6 +44,7 @@ def serve(
     import uvicorn
 
     from openmaas.api.app import create_app
+    from openmaas.api.http_protocol import limited_http_protocol
     from openmaas.bootstrap import ensure_admin_key
     from openmaas.db import migrate
 
@@ -77,7 +78,12 @@ def serve(
     warnings.filterwarnings("ignore", "coroutine 'Server.serve' was never awaited", RuntimeWarning)
     with embedded_worker(platform):
         uvicorn.run(
-            create_app(platform), host=host, port=port, access_log=settings.access_log, log_level="warning"
+            create_app(platform),
+            host=host,
+            port=port,
+            http=limited_http_protocol(settings),
+            access_log=settings.access_log,
+            log_level="warning",
         )
 
 

@@ -27,6 +27,25 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+def _show_version(asked: bool) -> None:
+    if asked:
+        from openmaas import __version__
+
+        typer.echo(f"openmaas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    pass
+
+
 billing.register(app, admin.admin_app)
 app.command()(server.serve)
 app.add_typer(server.db_app, name="db")

@@ -53,7 +53,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = self._head_received = self._header_count = 0
 
     def on_url(self, url: bytes) -> None:
-        self._count(len(url))
+        self._head_bytes += len(url)
+        if self._head_bytes > self.max_head_bytes:
+            self._refusal = self._too_large()
+            raise _HeadTooLarge
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -63,18 +66,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 f"The request has more than {self.max_header_count} headers, the most this server takes."
             )
             raise _HeadTooLarge
-        self._count(len(name) + len(value) + 4)  # as sent: "name: value\r\n"
+        self._head_bytes += len(name) + len(value) + 4  # as sent: "name: value\r\n"
+        if self._head_bytes > self.max_head_bytes:
+            self._refusal = self._too_large()
+            raise _HeadTooLarge
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._head_open = False
         super().on_headers_complete()
-
-    def _count(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > self.max_head_bytes:
-            self._refusal = self._too_large()
-            raise _HeadTooLarge
 
     def _too_large(self) -> str:
         return f"The request line and headers exceed {self.max_head_bytes} bytes, the most this server takes."

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     config_dir: Path = Field(default_factory=lambda: Path.home() / ".config" / "openmaas")
 
     max_body_bytes: int = 10 * 1024 * 1024
+    # The request line and headers together, and the number of headers (431 past either).
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    max_header_count: int = Field(default=100, ge=10)
     auth_cache_ttl_s: float = 1.0
     auth_cache_size: int = 10_000
     idempotency_ttl_s: float = 24 * 3600.0

@@ -230,6 +230,13 @@ class GatewayMiddleware:
         return any(route.matches(scope)[0] == Match.FULL for route in self.routes)
 
 
+def declared_length(request: Any) -> int | None:
+    """A request's `Content-Length` (checked to be digits by the gateway), for the STREAMED_BODY
+    routes that refuse an upload over their own limit before reading it."""
+    declared = request.headers.get("content-length")
+    return int(declared) if declared is not None else None
+
+
 def _too_large(limit: int) -> errors.PayloadTooLarge:
     return errors.PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.", param="body")
 

@@ -30,11 +30,11 @@ def login(
     profile: str = typer.Option("default", "--profile", help="Profile name"),
 ) -> None:
     """Check a key against a server and save both as a profile."""
-    from openmaas.cli.profiles import save_profile
+    from openmaas.cli.profiles import check_url, save_profile
     from openmaas.config import Settings
     from openmaas.sdk import Client
 
-    with Client(url, key) as api:
+    with Client(check_url(url, "--url"), key) as api:
         caller = run(api.me)
     save_profile(Settings().profiles_path, profile, url, key)
     who = caller.organization.name if caller.organization else "the platform operator"

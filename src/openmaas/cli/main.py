@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import typer
 
 from openmaas.cli import (
@@ -17,6 +19,7 @@ from openmaas.cli import (
     training,
     worker,
 )
+from openmaas.cli.output import user_errors
 
 app = typer.Typer(
     name="openmaas",
@@ -24,6 +27,25 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+def _show_version(asked: bool) -> None:
+    if asked:
+        from openmaas import __version__
+
+        typer.echo(f"openmaas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    pass
+
+
 billing.register(app, admin.admin_app)
 app.command()(server.serve)
 app.add_typer(server.db_app, name="db")
@@ -44,5 +66,12 @@ app.command()(serving.predict)
 app.command()(explain.explain)
 app.add_typer(serving.deployments_app, name="deployments")
 
+
+def run(args: Sequence[str] | None = None) -> None:
+    """Run the command `args` (default: the program's arguments); exits."""
+    with user_errors():
+        app(args=args, prog_name="openmaas")
+
+
 if __name__ == "__main__":
-    app()
+    run()

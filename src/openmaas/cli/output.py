@@ -1,8 +1,10 @@
-"""How the CLI shows results: Rich tables for people, `--json` for scripts, errors on stderr."""
+"""How the CLI shows results: Rich tables for people, `--json` for scripts, errors on stderr — one
+line saying what went wrong and what to do, never a traceback for a user's mistake."""
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -10,6 +12,7 @@ from typing import Any, NoReturn
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -57,8 +60,19 @@ def show(value: Any, *, as_json: bool, columns: Sequence[str], title: str | None
     table(rows, columns, title)
 
 
+CONNECTION_HINT = (
+    "Is the server running (`openmaas serve`)? Point the CLI at another one with --url, "
+    "OPENMAAS_URL or `openmaas login --url URL --key KEY`."
+)
+
+
+def error(message: str) -> None:
+    """Print `message` (plain text, not markup) as the command's error."""
+    err_console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]Error:[/] {message}", highlight=False)
+    error(message)
     raise typer.Exit(code)
 
 
@@ -74,7 +88,7 @@ def api_errors() -> Iterator[None]:
     except APIError as exc:
         fail(str(exc))
     except APIConnectionError as exc:
-        fail(str(exc))
+        fail(f"{exc}. {CONNECTION_HINT}")
     except ValidationError as exc:
         problem = exc.errors()[0]
         fail(f"{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}")
@@ -83,3 +97,40 @@ def api_errors() -> Iterator[None]:
 def run(action: Callable[[], Any]) -> Any:
     with api_errors():
         return action()
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Around a whole command: what the machine it runs on got wrong (a setting that does not
+    parse, a database that cannot be reached, a file or folder it cannot use) ends it with one
+    line and exit status 1. Anything else is a bug, and keeps its traceback."""
+    try:
+        yield
+    except Exception as exc:
+        message = _user_error(exc)
+        if message is None:
+            raise
+        error(message)
+        sys.exit(1)
+
+
+def _user_error(exc: Exception) -> str | None:
+    from pydantic import ValidationError
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(exc, ValidationError) and exc.title == "Settings":
+        problems = (
+            f"OPENMAAS_{'_'.join(str(p) for p in e['loc']).upper()}={e['input']!r}: {e['msg']}"
+            for e in exc.errors()
+        )
+        return f"{'; '.join(problems)}. Fix the setting, or unset it for the default."
+    if isinstance(exc, OperationalError):
+        reason = (str(exc.orig).strip().splitlines() or ["unknown reason"])[0]
+        return (
+            f"Cannot use the database: {reason}. "
+            "Check OPENMAAS_DATABASE_URL and that the database server is running."
+        )
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    return None

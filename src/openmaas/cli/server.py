@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import typer
@@ -11,13 +12,25 @@ from openmaas.cli.output import console, fail
 if TYPE_CHECKING:
     from openmaas.bootstrap import Platform
 
+_NEW_KEY = """python -c 'import secrets; print("om-" + secrets.token_urlsafe(32))'"""
+
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 
 
-def _platform() -> Platform:
-    from openmaas.bootstrap import build_platform
+def open_platform() -> Platform:
+    """The platform the settings describe; a setting it cannot use ends the command, naming it."""
+    from sqlalchemy.exc import ArgumentError
 
-    return build_platform()
+    from openmaas.bootstrap import build_platform
+    from openmaas.config import Settings
+
+    settings = Settings()
+    try:
+        return build_platform(settings)
+    except ArgumentError as exc:
+        fail(f"OPENMAAS_DATABASE_URL is not a database URL ({exc}); e.g. postgresql+psycopg://user@host/db")
+    except ValueError as exc:  # the settings' own checks, e.g. an artifact store it cannot open
+        fail(str(exc))
 
 
 def serve(
@@ -31,10 +44,11 @@ def serve(
     import uvicorn
 
     from openmaas.api.app import create_app
+    from openmaas.api.http_protocol import limited_http_protocol
     from openmaas.bootstrap import ensure_admin_key
     from openmaas.db import migrate
 
-    platform = _platform()
+    platform = open_platform()
     settings = platform.settings
     try:
         state = migrate.check_not_too_new(platform.db)
@@ -45,7 +59,10 @@ def serve(
                 fail("The database schema is not current: run `openmaas db upgrade` first.")
     except migrate.DatabaseTooNew as exc:
         fail(str(exc))
-    new_key = ensure_admin_key(platform)
+    try:
+        new_key = ensure_admin_key(platform)
+    except ValueError as exc:
+        fail(f"{exc}. Unset it and the server creates one on first start, or set one made by {_NEW_KEY}")
     host = host or settings.host
     port = port or settings.port
     console.print(f"[bold green]OpenMaaS[/] serving on [bold]http://{host}:{port}[/]")
@@ -57,9 +74,16 @@ def serve(
         console.print(f"  admin key: see {settings.admin_key_path}")
     from openmaas.cli.worker import embedded_worker
 
+    # A Ctrl-C before uvicorn's event loop runs leaves its coroutine unawaited: not worth a warning.
+    warnings.filterwarnings("ignore", "coroutine 'Server.serve' was never awaited", RuntimeWarning)
     with embedded_worker(platform):
         uvicorn.run(
-            create_app(platform), host=host, port=port, access_log=settings.access_log, log_level="warning"
+            create_app(platform),
+            host=host,
+            port=port,
+            http=limited_http_protocol(settings),
+            access_log=settings.access_log,
+            log_level="warning",
         )
 
 
@@ -75,7 +99,7 @@ def db_upgrade(revision: str = typer.Argument("heads")) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
     from openmaas.db import migrate
 
-    platform = _platform()
+    platform = open_platform()
     try:
         migrate.upgrade(platform.db, revision)
     except migrate.DatabaseTooNew as exc:
@@ -88,7 +112,7 @@ def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g.
     """Revert migrations down to REVISION."""
     from openmaas.db import migrate
 
-    platform = _platform()
+    platform = open_platform()
     migrate.downgrade(platform.db, revision)
     console.print(f"Database at {', '.join(migrate.schema_state(platform.db).current) or 'base'}.")
 
@@ -98,7 +122,7 @@ def db_current() -> None:
     """Show the schema revision of the database and of this code."""
     from openmaas.db import migrate
 
-    state = migrate.schema_state(_platform().db)
+    state = migrate.schema_state(open_platform().db)
     console.print(f"database: {', '.join(state.current) or 'base'}   code: {', '.join(state.head)}")
     if state.unknown:
         fail("The database is newer than this code.")

@@ -53,7 +53,10 @@ def import_model(
         def progress(sent: int, total: int) -> None:
             bar.update(task, completed=sent, total=total)
 
-        version = run(lambda: api.import_model(folder, name, progress=progress, task=onnx_task))
+        try:
+            version = run(lambda: api.import_model(folder, name, progress=progress, task=onnx_task))
+        except ValueError as exc:  # not a folder nor an ONNX file
+            fail(str(exc))
     options.show(version, columns=("ref", "task", "id", "created_at"))
 
 

@@ -48,11 +48,11 @@ def worker(
     """Run a job worker until interrupted: it claims queued jobs and runs each in a subprocess."""
     import logging
 
-    from openmaas.bootstrap import build_platform
+    from openmaas.cli.server import open_platform
     from openmaas.db import migrate
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    platform = build_platform()
+    platform = open_platform()
     if not migrate.schema_state(platform.db).is_current:
         fail("The database schema is not current: run `openmaas db upgrade` first.")
     running = _worker(platform, concurrency, org_concurrency)
@@ -77,10 +77,20 @@ def embedded_worker(platform: Platform) -> Iterator[None]:
     if not platform.settings.worker_in_process:
         yield
         return
-    from openmaas.jobs.worker import start_in_thread
-
     worker = _worker(platform, None, None)
-    thread, stop = start_in_thread(worker)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            worker.run(stop)
+        except Exception:
+            if not stop.is_set():
+                raise
+            # Stopped (Ctrl-C) while the job forkserver still started: it goes with this process,
+            # and its warm-up with it. Nothing to report.
+
+    thread = threading.Thread(target=work, name="openmaas-worker", daemon=True)
+    thread.start()
     try:
         yield
     finally:

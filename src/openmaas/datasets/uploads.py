@@ -17,6 +17,7 @@ import anyio
 import anyio.from_thread
 from sqlalchemy.exc import IntegrityError
 
+from openmaas import errors
 from openmaas.clock import Clock
 from openmaas.datasets import IngestedFile, ingest
 from openmaas.datasets import service as dataset_service
@@ -52,10 +53,17 @@ class DatasetUploads:
         name: str,
         filename: str | None,
         target: str | None,
+        declared_bytes: int | None = None,
     ) -> UploadResult:
         """Store `body` as the next version of dataset `name` of `org_id` and queue its validation,
-        or return the version that holds these bytes already."""
+        or return the version that holds these bytes already. A body that says beforehand it is
+        `declared_bytes` long, over the limit, is refused before any of it is read."""
         dataset_service.check_name(name)
+        if declared_bytes is not None and declared_bytes > self.max_bytes:
+            raise errors.PayloadTooLarge(
+                f"The upload is {declared_bytes} bytes; a dataset may be at most {self.max_bytes} bytes.",
+                param="body",
+            )
         dataset_id = new_id("ds_")
         relative = self.store.dataset_dir(org_id, dataset_id)
         folder = self.store.path(relative)

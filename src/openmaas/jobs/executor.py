@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from typing import Protocol
 
@@ -93,7 +94,17 @@ class LocalExecutor:
     def warm(self) -> None:
         """Start the forkserver and let it import the preloads now, not while leases are held."""
         process = self._context.Process(target=_ready, name="openmaas-warmup")
-        process.start()
+        # The forkserver inherits this thread's signal mask. It ignores SIGINT once its preloads are
+        # imported, but a Ctrl-C in the terminal reaches the whole process group during those
+        # seconds of imports: blocked, it cannot kill the forkserver half-way (a traceback there and
+        # an EOFError here). Its job processes stop on SIGTERM from the worker, not on Ctrl-C.
+        # The resource tracker starts first: starting it unblocks SIGINT in the calling thread.
+        resource_tracker.ensure_running()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         process.join()
 
     def start(self, spec: RunSpec) -> LocalProcess:

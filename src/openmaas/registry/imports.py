@@ -40,10 +40,24 @@ class ModelImports:
     max_bytes: int
 
     async def receive(
-        self, org_id: str, body: AsyncIterator[bytes], *, name: str, source_format: str, task: str
+        self,
+        org_id: str,
+        body: AsyncIterator[bytes],
+        *,
+        name: str,
+        source_format: str,
+        task: str,
+        declared_bytes: int | None = None,
     ) -> ModelVersionPublic:
         """Import the upload `body` (`source_format` "huggingface" or "onnx") as the next version
-        of model `name` of `org_id`. `task` is an ONNX file's task; a folder's config says its own."""
+        of model `name` of `org_id`. `task` is an ONNX file's task; a folder's config says its own.
+        A body that says beforehand it is `declared_bytes` long, over the limit, is refused before
+        any of it is read."""
+        if declared_bytes is not None and declared_bytes > self.max_bytes:
+            raise errors.PayloadTooLarge(
+                f"The upload is {declared_bytes} bytes; an import may be at most {self.max_bytes} bytes.",
+                param="body",
+            )
         root = self.store.path(".")  # staged beside the artifacts: renamed into place, same filesystem
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from openmaas.schemas.names import Label, Text
 from openmaas.units import RESOURCE_CLASSES, UNITS
 
 Amount = Annotated[str, Field(pattern=r"^\d{1,12}(\.\d{1,6})?$", examples=["12.50"])]
@@ -22,7 +23,7 @@ class _Strict(BaseModel):
 
 class CreditTopUp(_Strict):
     amount: Amount = Field(description='Amount to add, e.g. "12.50"')
-    note: str | None = Field(default=None, max_length=300)
+    note: Text | None = Field(default=None, max_length=300)
 
 
 class CreditTransaction(BaseModel):
@@ -125,7 +126,7 @@ class PriceComponent(BaseModel):
 
 
 class PricebookCreate(_Strict):
-    plan: str = Field(default="default", min_length=1, max_length=64)
+    plan: Label = Field(default="default", min_length=1, max_length=64)
     effective_from: datetime | None = Field(default=None, description="Defaults to now")
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     monthly_fee: Amount = "0"
@@ -162,7 +163,7 @@ class ListingCreate(_Strict):
         description="One of your model versions: name:version, name@alias or its id (mv_…); "
         "listed under its version id",
     )
-    description: str = Field(default="", max_length=500)
+    description: Text = Field(default="", max_length=500)
     components: list[PriceComponentIn] = Field(min_length=1)
 
 

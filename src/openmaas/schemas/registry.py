@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+from openmaas.schemas.names import NAME_PATTERN, check_label
+
+__all__ = ["NAME_PATTERN"]
 ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9._-]{0,63}$"
 
 
@@ -51,6 +53,15 @@ class TagsUpdate(BaseModel):
     """Tags to set; a null value removes that tag."""
 
     tags: dict[str, str | None]
+
+    @field_validator("tags")
+    @classmethod
+    def _labels(cls, tags: dict[str, str | None]) -> dict[str, str | None]:
+        for key, value in tags.items():
+            check_label(key)
+            if value is not None:
+                check_label(value)
+        return tags
 
 
 class Comparison(BaseModel):

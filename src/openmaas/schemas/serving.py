@@ -54,7 +54,7 @@ class DeploymentCreate(BaseModel):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str | None) -> str | None:
-        if value is not None and not _NAME_RE.match(value):
+        if value is not None and not _NAME_RE.fullmatch(value):
             raise ValueError("must start with a letter or digit and use only letters, digits, '.', '_', '-'")
         return value
 

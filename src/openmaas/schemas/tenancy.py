@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from openmaas.schemas.names import Label
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -28,7 +30,7 @@ class _Strict(BaseModel):
 
 class OrganizationCreate(_Strict):
     name: str = Field(description="Unique name: letters, digits, '.', '_' or '-', at most 64")
-    plan: str = Field(default="default", min_length=1, max_length=64)
+    plan: Label = Field(default="default", min_length=1, max_length=64)
     timezone: str = Field(default="UTC", max_length=64, description="IANA zone of its billing months")
 
     @field_validator("timezone")
@@ -45,7 +47,7 @@ class OrganizationCreate(_Strict):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
+        if not _NAME_RE.fullmatch(value):
             raise ValueError(
                 "must start with a letter or digit and use only letters, digits, '.', '_', '-' (≤64)"
             )
@@ -62,7 +64,7 @@ class Organization(BaseModel):
 
 
 class ApiKeyCreate(_Strict):
-    name: str = Field(default="default", min_length=1, max_length=100)
+    name: Label = Field(default="default", min_length=1, max_length=100)
     scopes: list[str] | None = Field(default=None, description="Defaults to the creating key's scopes")
     expires_at: datetime | None = None
     expires_in: str | None = Field(default=None, description="Instead of expires_at: 30d, 12h, 2w …")

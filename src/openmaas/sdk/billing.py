@@ -23,7 +23,7 @@ from openmaas.schemas.billing import (
     RateLimitsPublic,
 )
 from openmaas.schemas.pages import Page
-from openmaas.sdk.calls import Call, Plan, json_body
+from openmaas.sdk.calls import Call, Plan, creating, json_body
 from openmaas.sdk.resource import Resource, S, endpoint
 
 
@@ -62,9 +62,7 @@ class Marketplace(Resource[S]):
         listing = ListingCreate(
             model=model, description=description, components=[PriceComponentIn(**c) for c in components]
         )
-        return Call(
-            "POST", "/v1/marketplace/listings", Listing, json_body(listing), idempotency_key=idempotency_key
-        )
+        return creating("/v1/marketplace/listings", Listing, json_body(listing), idempotency_key)
 
     @endpoint
     def withdraw(self, listing_id: str) -> Call[Listing]:
@@ -80,7 +78,7 @@ class AdminBilling(Resource[S]):
     ) -> Call[CreditTransaction]:
         top_up = json_body(CreditTopUp(amount=amount, note=note))
         path = f"/v1/admin/organizations/{org}/credits"
-        return Call("POST", path, CreditTransaction, top_up, idempotency_key=idempotency_key)
+        return creating(path, CreditTransaction, top_up, idempotency_key)
 
     @endpoint
     def credits(self, org: str) -> Call[Credits]:
@@ -114,9 +112,7 @@ class AdminBilling(Resource[S]):
     def create_pricebook(
         self, body: PricebookCreate, *, idempotency_key: str | None = None
     ) -> Call[Pricebook]:
-        return Call(
-            "POST", "/v1/admin/pricebooks", Pricebook, json_body(body), idempotency_key=idempotency_key
-        )
+        return creating("/v1/admin/pricebooks", Pricebook, json_body(body), idempotency_key)
 
     @endpoint
     def pricebooks(

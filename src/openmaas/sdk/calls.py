@@ -11,6 +11,7 @@ awaited for `AsyncClient`, so each method is written once for both.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,14 @@ class Call(Generic[T]):
             raise error_for(response)
         adapter: TypeAdapter[T] = TypeAdapter(self.result)
         return adapter.validate_json(response.content)
+
+
+def creating(path: str, result: Any, body: dict[str, Any], idempotency_key: str | None) -> Call[Any]:
+    """A POST that creates something, under `idempotency_key` or a key made for this call: the
+    server answers a retry with what the first attempt created, so a lost answer can be asked for
+    again without creating the thing twice (`retries.py`)."""
+    key = idempotency_key or f"openmaas-retry-{uuid.uuid4()}"
+    return Call("POST", path, result, body, idempotency_key=key)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The clients: `Client(base_url, api_key)` (blocking) and `AsyncClient` (awaited), with the same
-resources and methods: `client.admin.organizations.create("acme")`.
+resources and methods: `client.admin.organizations.create("acme")`. Each retries what it may
+(`retries.py`) up to `max_retries` times, 2 unless set.
 
 Both are an `Api` over their own sender; only opening and closing the HTTP connection differs.
 """
@@ -24,6 +25,7 @@ from openmaas.sdk.jobs import Jobs, TrainingJobs
 from openmaas.sdk.optimizations import Optimizations
 from openmaas.sdk.registry import Registry
 from openmaas.sdk.resource import Resource, S, endpoint
+from openmaas.sdk.retries import Retries
 from openmaas.sdk.senders import AsyncSender, SyncSender
 from openmaas.sdk.tenancy import ApiKeys, AuditLog, Organizations
 from openmaas.sdk.uploads import Progress, zipped_folder
@@ -119,6 +121,11 @@ class Api(Resource[S]):
         if path.is_file() and path.suffix.lower() == ".onnx":
             params = {"name": name, "format": "onnx", "task": task}
             return (yield from _import(path, "application/octet-stream", params, progress))
+        if not path.is_dir():
+            raise ValueError(
+                f"{path} is neither a model folder nor a .onnx file: import a Hugging Face model folder "
+                "(config.json, safetensors weights, tokenizer) or an ONNX file"
+            )
         with zipped_folder(path) as archive:
             return (yield from _import(archive, "application/zip", {"name": name}, progress))
 
@@ -139,11 +146,12 @@ class Client(Api[SyncSender]):
         api_key: str | None = None,
         *,
         timeout: float = 60.0,
+        max_retries: int = 2,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
-        super().__init__(SyncSender(self._http))
+        super().__init__(SyncSender(self._http, Retries(max_retries)))
 
     def close(self) -> None:
         self._http.close()
@@ -164,13 +172,14 @@ class AsyncClient(Api[AsyncSender]):
         api_key: str | None = None,
         *,
         timeout: float = 60.0,
+        max_retries: int = 2,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(
             base_url=base_url, headers=headers, timeout=timeout, transport=transport
         )
-        super().__init__(AsyncSender(self._http))
+        super().__init__(AsyncSender(self._http, Retries(max_retries)))
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -10,7 +10,7 @@ from typing import Any
 from openmaas.schemas.explain import ExplanationsPublic
 from openmaas.schemas.pages import Page
 from openmaas.schemas.serving import DeploymentEventPublic, DeploymentPublic, PredictionsPublic
-from openmaas.sdk.calls import Call, Plan, Sleep
+from openmaas.sdk.calls import Call, Plan, Sleep, creating
 from openmaas.sdk.resource import Resource, S, endpoint
 
 
@@ -50,7 +50,7 @@ class Deployments(Resource[S]):
         """Deploy `model` (`name`, `name:3`, `name@alias`); options: max_batch_size, max_wait_ms,
         max_queue, engine, min_replicas (0: scale to zero), idle_timeout_s."""
         deployment = {"model": model, "replicas": replicas, **({"name": name} if name else {}), **options}
-        return Call("POST", "/v1/deployments", DeploymentPublic, deployment, idempotency_key=idempotency_key)
+        return creating("/v1/deployments", DeploymentPublic, deployment, idempotency_key)
 
     @endpoint
     def list(self, *, limit: int | None = None, after: str | None = None) -> Call[Page[DeploymentPublic]]:

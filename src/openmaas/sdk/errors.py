@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -28,8 +30,19 @@ class APIError(Exception):
 
     @property
     def retry_after(self) -> float | None:
-        value = self.headers.get("retry-after")
-        return float(value) if value is not None else None
+        """The seconds the server asked the client to wait (`retry-after-ms`, or `Retry-After` as
+        seconds or as a date), if it asked."""
+        try:
+            if (millis := self.headers.get("retry-after-ms")) is not None:
+                return float(millis) / 1000
+            if (value := self.headers.get("retry-after")) is None:
+                return None
+            try:
+                return float(value)
+            except ValueError:
+                return parsedate_to_datetime(value).timestamp() - time.time()
+        except (ValueError, TypeError, OverflowError):
+            return None
 
     def __str__(self) -> str:
         where = f" (param: {self.param})" if self.param else ""

@@ -8,7 +8,7 @@ from typing import Any
 
 from openmaas.schemas.jobs import JobEventList, JobPublic
 from openmaas.schemas.pages import Page
-from openmaas.sdk.calls import Call, Plan, Sleep
+from openmaas.sdk.calls import Call, Plan, Sleep, creating
 from openmaas.sdk.events import EventStream
 from openmaas.sdk.resource import Resource, S, endpoint, event_stream
 
@@ -105,4 +105,4 @@ class TrainingJobs(Jobs[S]):
         job = {"task": task, "dataset": dataset, "target": target, "params": params or {}}
         job.update(preprocessing=preprocessing or {}, model=model, parent=parent)
         given = {key: value for key, value in job.items() if value is not None}
-        return Call("POST", "/v1/training_jobs", JobPublic, given, idempotency_key=idempotency_key)
+        return creating("/v1/training_jobs", JobPublic, given, idempotency_key)

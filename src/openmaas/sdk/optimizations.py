@@ -8,7 +8,7 @@ from typing import Any
 
 from openmaas.schemas.jobs import JobEventList, JobPublic
 from openmaas.schemas.pages import Page
-from openmaas.sdk.calls import Call, Plan
+from openmaas.sdk.calls import Call, Plan, creating
 from openmaas.sdk.jobs import wait_for_job
 from openmaas.sdk.resource import Resource, S, endpoint
 
@@ -30,7 +30,7 @@ class Optimizations(Resource[S]):
         job: dict[str, Any] = {"model": model, "method": method, "force": force}
         if max_metric_drop is not None:
             job["max_metric_drop"] = max_metric_drop
-        return Call("POST", PATH, JobPublic, job, idempotency_key=idempotency_key)
+        return creating(PATH, JobPublic, job, idempotency_key)
 
     @endpoint
     def list(self, *, limit: int | None = None, after: str | None = None) -> Call[Page[JobPublic]]:

@@ -2,15 +2,16 @@
 and `AsyncSender` over `httpx.AsyncClient`, awaited.
 
 These two classes are the only SDK code written twice, because reading a socket either blocks or
-is awaited: each drives a method's steps (send a call, save a download, sleep) and reads a job's
-event stream. They know nothing about any particular resource.
+is awaited: each drives a method's steps (send a call, save a download, sleep), sending a call or
+a download again when `retries.py` says it may, and reads a job's event stream. They know nothing
+about any particular resource.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import closing, contextmanager
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from openmaas.schemas.jobs import JobEventPublic
 from openmaas.sdk.calls import Call, Download, Sleep, Step, Steps
 from openmaas.sdk.errors import APIConnectionError, error_for
 from openmaas.sdk.events import EventStream, EventStreamParser
+from openmaas.sdk.retries import Retries
 from openmaas.sdk.uploads import async_file_chunks, file_chunks
 
 T = TypeVar("T")
@@ -39,8 +41,10 @@ def _content_length(response: httpx.Response) -> int:
 
 
 class SyncSender:
-    def __init__(self, http: httpx.Client) -> None:
+    def __init__(self, http: httpx.Client, retries: Retries) -> None:
         self.http = http
+        self.retries = retries
+        self.sleep: Callable[[float], Any] = time.sleep  # between polls and before a retry
 
     def perform(self, steps: Steps[T]) -> T:
         """Run a method's steps, each answer sent back into it, and return its result."""
@@ -56,10 +60,11 @@ class SyncSender:
 
     def _take(self, step: Step) -> Any:
         if isinstance(step, Sleep):
-            time.sleep(step.seconds)
+            self.sleep(step.seconds)
             return None
+        act: Callable[[Any], Any] = self._download if isinstance(step, Download) else self._send
         with reaching(self.http):
-            return self._download(step) if isinstance(step, Download) else self._send(step)
+            return self.retries.blocking(step, self.sleep)(act, step)
 
     def _send(self, call: Call[T]) -> T:
         upload = call.upload
@@ -100,8 +105,10 @@ class SyncSender:
 class AsyncSender:
     """`SyncSender`, awaited."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: httpx.AsyncClient, retries: Retries) -> None:
         self.http = http
+        self.retries = retries
+        self.sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
 
     async def perform(self, steps: Steps[T]) -> T:
         plan = iter(steps)
@@ -116,10 +123,11 @@ class AsyncSender:
 
     async def _take(self, step: Step) -> Any:
         if isinstance(step, Sleep):
-            await asyncio.sleep(step.seconds)
+            await self.sleep(step.seconds)
             return None
+        act: Callable[[Any], Awaitable[Any]] = self._download if isinstance(step, Download) else self._send
         with reaching(self.http):
-            return await (self._download(step) if isinstance(step, Download) else self._send(step))
+            return await self.retries.awaited(step, self.sleep)(act, step)
 
     async def _send(self, call: Call[T]) -> T:
         upload = call.upload

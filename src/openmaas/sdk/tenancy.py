@@ -14,7 +14,7 @@ from openmaas.schemas.tenancy import (
     Organization,
     OrganizationCreate,
 )
-from openmaas.sdk.calls import Call, json_body
+from openmaas.sdk.calls import Call, creating, json_body
 from openmaas.sdk.resource import Resource, S, endpoint
 
 
@@ -36,7 +36,7 @@ class ApiKeys(Resource[S]):
         idempotency_key: str | None = None,
     ) -> Call[ApiKeyCreated]:
         key = ApiKeyCreate(name=name, scopes=scopes, expires_at=expires_at, expires_in=expires_in)
-        return Call("POST", self._path, ApiKeyCreated, json_body(key), idempotency_key=idempotency_key)
+        return creating(self._path, ApiKeyCreated, json_body(key), idempotency_key)
 
     @endpoint
     def list(self, *, limit: int | None = None, after: str | None = None) -> Call[Page[ApiKey]]:
@@ -76,9 +76,7 @@ class Organizations(Resource[S]):
         self, name: str, *, plan: str = "default", idempotency_key: str | None = None
     ) -> Call[Organization]:
         org = OrganizationCreate(name=name, plan=plan)
-        return Call(
-            "POST", "/v1/admin/organizations", Organization, json_body(org), idempotency_key=idempotency_key
-        )
+        return creating("/v1/admin/organizations", Organization, json_body(org), idempotency_key)
 
     @endpoint
     def list(self, *, limit: int | None = None, after: str | None = None) -> Call[Page[Organization]]:

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from openmaas.api.deps import PageDep, PlatformDep, ReadSessionDep, scope
-from openmaas.api.middleware import STREAMED_BODY
+from openmaas.api.middleware import STREAMED_BODY, declared_length
 from openmaas.datasets import service as dataset_service
 from openmaas.schemas.datasets import DatasetPublic
+from openmaas.schemas.names import Label
 from openmaas.schemas.pages import Page
 from openmaas.tenancy.auth import Principal
 
@@ -41,11 +42,16 @@ async def upload_dataset(
     platform: PlatformDep,
     caller: DatasetsWrite,
     name: Annotated[str, Query(min_length=1, max_length=100, description="Dataset name")],
-    filename: Annotated[str | None, Query(max_length=255, description="The file's name")] = None,
-    target: Annotated[str | None, Query(max_length=200, description="Label column to check")] = None,
+    filename: Annotated[Label | None, Query(max_length=255, description="The file's name")] = None,
+    target: Annotated[Label | None, Query(max_length=200, description="Label column to check")] = None,
 ) -> object:
     result = await platform.dataset_uploads.receive(
-        caller.require_org(), request.stream(), name=name, filename=filename, target=target
+        caller.require_org(),
+        request.stream(),
+        name=name,
+        filename=filename,
+        target=target,
+        declared_bytes=declared_length(request),
     )
     return JSONResponse(result.dataset.model_dump(mode="json"), status_code=201 if result.created else 200)
 

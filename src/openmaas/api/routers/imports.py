@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from openmaas.api.deps import PlatformDep, PrincipalDep
-from openmaas.api.middleware import STREAMED_BODY
+from openmaas.api.middleware import STREAMED_BODY, declared_length
 from openmaas.schemas.registry import ModelVersionPublic
 from openmaas.tasks import TENSOR_INFERENCE
 
@@ -33,5 +33,10 @@ async def import_model(
 ) -> ModelVersionPublic:
     principal.require("models:write")
     return await platform.model_imports.receive(
-        principal.require_org(), request.stream(), name=name, source_format=source_format, task=task
+        principal.require_org(),
+        request.stream(),
+        name=name,
+        source_format=source_format,
+        task=task,
+        declared_bytes=declared_length(request),
     )

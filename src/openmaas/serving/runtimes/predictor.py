@@ -23,7 +23,7 @@ from openmaas.serving.batcher import Batcher, BatchStats
 from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.explain.explainer import Explainer
 from openmaas.serving.explain.options import ExplainLimits
-from openmaas.serving.signatures import InputCheck, input_check
+from openmaas.serving.signatures import InputCheck, check_finite, input_check
 from openmaas.serving.tabular_encoder import TabularEncoder
 from openmaas.tasks import Task
 from openmaas.training.artifact import load_artifact
@@ -153,6 +153,7 @@ class PredictorRuntime:
         with torch.inference_mode():
             inputs = self._encode(predictor, rows)
             outputs = predictor.model(inputs)
+        check_finite(outputs)
         if self.task == Task.TABULAR_REGRESSION:
             return [{"value": value} for value in outputs.squeeze(-1).tolist()]
         probabilities = torch.softmax(outputs, dim=1)

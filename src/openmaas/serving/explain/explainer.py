@@ -82,6 +82,7 @@ class Explainer:
             max_wait_ms=0,
             max_queue=limits.max_queue,
             name=f"explain-{name}",
+            split=False,  # one request per run, whole: its rows share its options
         )
 
     @property

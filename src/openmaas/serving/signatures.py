@@ -20,6 +20,7 @@ import torch
 from openmaas.errors import ValidationFailed
 
 MAX_TEXT_CHARS = 100_000
+MAX_NAMED = 10  # names an error lists (missing or unknown fields), then "and N more"
 
 
 class InputCheck(Protocol):
@@ -111,9 +112,13 @@ class TabularCheck:
     def _explain_keys(self, index: int, row: dict[str, Any]) -> None:
         missing = [name for name in self.names if name not in row]
         if missing:
-            raise _row_error(index, "is required (send null for an unknown value)", missing[0])
+            also = f"; {len(missing)} features are missing: {listed(missing)}" if len(missing) > 1 else ""
+            raise _row_error(index, f"is required (send null for an unknown value){also}", missing[0])
         unknown = sorted(set(row) - self._names)
-        raise _row_error(index, f"is not a feature of this model; features: {self.names}", unknown[0])
+        also = f" ({len(unknown)} fields are not: {listed(unknown)})" if len(unknown) > 1 else ""
+        raise _row_error(
+            index, f"is not a feature of this model{also}; its features: {listed(self.names)}", unknown[0]
+        )
 
 
 _NUMERIC_TYPES = frozenset({float, int, type(None)})
@@ -177,6 +182,12 @@ def input_check(signature: dict[str, Any]) -> InputCheck:
     if kind == "user_ids":
         return UserIdCheck()
     raise ValueError(f"unknown input signature kind {kind!r}")
+
+
+def listed(names: list[str], limit: int = MAX_NAMED) -> str:
+    """`names` for a message: the first `limit`, then how many more."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
 
 
 def _kind(value: Any) -> str:

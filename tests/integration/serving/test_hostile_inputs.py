@@ -149,17 +149,17 @@ def test_a_non_finite_output_is_a_clear_error_never_nulls(served: Served) -> Non
 WEIGHT = np.array([[1.0, -1.0], [0.5, 2.0], [0.0, 1.0]], dtype=np.float32)
 
 
-def _linear_onnx(path: Path) -> Path:
-    """y = x @ WEIGHT, float32, with a dynamic batch axis."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])
+def _linear_onnx(path: Path, inputs: tuple[str, ...] = ()) -> Path:
+    """y = x @ WEIGHT, float32, with a dynamic batch axis; x is one input of 3 columns, or the
+    concatenation of 3 named inputs of one column each."""
+    names = list(inputs) or ["x"]
+    width = 3 // len(names)
+    declared = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", width]) for n in names]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+    if inputs:
+        nodes.insert(0, helper.make_node("Concat", names, ["x"], axis=1))
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        "linear",
-        [x],
-        [y],
-        [numpy_helper.from_array(WEIGHT, "w")],
-    )
+    graph = helper.make_graph(nodes, "linear", declared, [y], [numpy_helper.from_array(WEIGHT, "w")])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
@@ -179,3 +179,20 @@ def test_raw_tensors_past_their_dtype_and_non_finite_outputs_are_refused(
         overflow = _post(http, "/v1/deployments/lin/predict", {"inputs": [[1, 2, 3], [3e38, 3e38, 0]]})
         assert _error(overflow) == (422, "inputs.1", "non_finite_output"), overflow.text
         assert _post(http, "/v1/deployments/lin/predict", {"inputs": [[1, 2, 3]]}).status_code == 200
+
+
+def test_a_row_missing_several_features_names_them_all(served: Served, tmp_path: Path) -> None:
+    tenant = served.tenant("acme")
+    _deploy(served, tenant, "tabular-classification", "tab")
+    with Client(served.url, tenant.key) as client:
+        client.import_model(_linear_onnx(tmp_path / "three.onnx", inputs=("a", "b", "c")), "three")
+        client.deployments.create("three:1", name="tri")
+        client.deployments.wait_ready("tri", timeout=60)
+    with served.client(tenant.key) as http:
+        for route in ("predict", "explain"):
+            refused = _post(http, f"/v1/deployments/tab/{route}", {"inputs": [ROW, {"plan": "pro"}]})
+            assert _error(refused) == (422, "inputs.1.age", "invalid_input"), refused.text
+            assert "age, noise" in refused.json()["error"]["message"]
+        tensors = _post(http, "/v1/deployments/tri/predict", {"inputs": [{"b": [1.0]}]})
+        assert _error(tensors) == (422, "inputs.0.a", "invalid_input"), tensors.text
+        assert "a, c" in tensors.json()["error"]["message"]

@@ -23,7 +23,7 @@ from openmaas.registry.manifest import read_manifest
 from openmaas.serving.batcher import Batcher
 from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.runtimes.predictor import PredictorRuntime
-from openmaas.serving.signatures import non_finite_output
+from openmaas.serving.signatures import listed, non_finite_output
 from openmaas.training.predictor import Predictor
 
 MAX_ORT_THREADS = 2  # small models gain nothing past two intra-op threads and replicas share cores
@@ -72,8 +72,10 @@ class TensorCheck:
         missing = [name for name in self.names if name not in row]
         unknown = sorted(set(row) - set(self.names))
         if missing or unknown:
-            field = missing[0] if missing else unknown[0]
-            raise _error(index, f"the model's inputs are {self.names}", field)
+            problem = f"missing {listed(missing)}" if missing else f"unknown {listed(unknown)}"
+            raise _error(
+                index, f"{problem}; the model's inputs are {listed(self.names)}", (missing or unknown)[0]
+            )
         return {str(spec["name"]): _tensor(index, spec, row[spec["name"]]) for spec in self.inputs}
 
 

@@ -196,3 +196,17 @@ def test_a_row_missing_several_features_names_them_all(served: Served, tmp_path:
         tensors = _post(http, "/v1/deployments/tri/predict", {"inputs": [{"b": [1.0]}]})
         assert _error(tensors) == (422, "inputs.0.a", "invalid_input"), tensors.text
         assert "a, c" in tensors.json()["error"]["message"]
+
+
+# A streamed completion the engine refuses (past the context) started its 200 stream first and then
+# broke the connection mid-response; it is refused before the response starts, as a whole one is.
+@pytest.mark.parametrize("max_tokens", [2**64, 300])
+def test_a_streamed_completion_past_the_context_is_refused_before_it_starts(
+    served: Served, llm: Tenant, max_tokens: int
+) -> None:
+    chat = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens}
+    with served.client(llm.key) as http:
+        for stream in (True, False):
+            refused = http.post("/v1/chat/completions", json={**chat, "stream": stream})
+            assert _error(refused) == (400, "messages", "context_length_exceeded"), refused.text
+    assert _metered(served, llm.key) == set()

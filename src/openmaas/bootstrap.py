@@ -84,6 +84,7 @@ class Platform:
             self.gate,
             self.clock,
             predict_timeout_s=settings.predict_timeout_s,
+            predict_max_rows=settings.predict_max_rows,
             explain_timeout_s=settings.explain_timeout_s,
             explain_limits=ExplainLimits(
                 settings.explain_max_queue, settings.explain_max_rows, settings.explain_max_steps

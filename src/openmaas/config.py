@@ -63,8 +63,11 @@ class Settings(BaseSettings):
     # how long after a month ends its invoices wait for usage still in flight.
     billing_scheduler_interval_s: float = 300.0
     billing_finalize_grace_s: float = 300.0
-    # Predictions: the default deadline of a request (`X-Request-Timeout` or `timeout` overrides it).
+    # Predictions: the default deadline of a request (`X-Request-Timeout` or `timeout` overrides it),
+    # and the most rows one request may hold (the batcher runs them in slices of the deployment's
+    # `max_batch_size`; the body limit applies as well).
     predict_timeout_s: float = 30.0
+    predict_max_rows: int = Field(default=100_000, ge=1)
     # Serving: loaded deployments stay within this many MB (artifact bytes × replicas; unset: no
     # limit), unloading the least recently used idle ones; a request for an unloaded one waits up
     # to `cold_start_wait_s` for it to load; idle `min_replicas: 0` deployments are swept this often.

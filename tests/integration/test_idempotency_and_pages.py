@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
+import pytest
+
+from tests.integration.serving.predict_support import artifact, register
 from tests.support.served import Served
 
 
@@ -85,3 +89,63 @@ def test_pagination_walks_every_item_once(served: Served) -> None:
     assert pages == 3
     assert len(seen) == len(set(seen)) == 25
     assert seen == sorted(seen, reverse=True)  # newest first
+
+
+# Integers past 64 bits are valid JSON; orjson, which wrote the idempotency fingerprint, refused
+# them and every create answered 500 (issue 15, item 2).
+BIG = 18446744073709551616  # 2**64
+BIG_NEGATIVE = -358365313929167241216
+
+
+def _error(response: httpx.Response) -> tuple[int, str | None, str | None]:
+    error = response.json().get("error") or {}
+    return response.status_code, error.get("param"), error.get("code")
+
+
+@pytest.mark.parametrize("idempotency_key", [None, "big-1"])
+def test_big_integers_in_free_form_fields_get_the_error_of_any_bad_value(
+    served: Served, idempotency_key: str | None
+) -> None:
+    tenant = served.tenant("acme")
+    ref = register(served, tenant, artifact("tabular-classification"), "bc")
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    training = {"task": "tabular-classification", "dataset": "ds_missing"}
+    cases = [  # (path, body, free-form field, its big value, a small value as wrong)
+        ("/v1/deployments", {"model": ref}, "engine", {"x": [BIG_NEGATIVE]}, {"x": [1]}),
+        ("/v1/training_jobs", training, "params", {"epochs": BIG}, {"epochs": 10**6}),
+        ("/v1/training_jobs", training, "preprocessing", {"x": BIG}, {"x": 1}),
+    ]
+    with served.client(tenant.key) as client:
+        for path, body, field, big, small in cases:
+            expected = _error(client.post(path, json={**body, field: small}))
+            assert expected[0] == 422, expected
+            got = client.post(path, json={**body, field: big}, headers=headers)
+            assert _error(got) == expected, got.text
+        assert client.get("/v1/deployments").json()["data"] == []
+
+
+def test_big_integers_in_free_form_fields_are_stored_and_replayed_faithfully(served: Served) -> None:
+    book = {"plan": "big", "components": [{"unit": "requests", "price": "0.01", "included": BIG}]}
+    headers = {"Idempotency-Key": "book-1"}
+    with served.admin() as admin:
+        first = admin.post("/v1/admin/pricebooks", json=book, headers=headers)
+        assert first.status_code == 201, first.text
+        assert first.json()["components"][0]["included"] == BIG
+        again = admin.post("/v1/admin/pricebooks", json=book, headers=headers)
+        assert again.status_code == 201 and again.json() == first.json()
+        other = {**book, "components": [{**book["components"][0], "included": BIG + 1}]}
+        clash = admin.post("/v1/admin/pricebooks", json=other, headers=headers)
+        assert _error(clash) == (409, "Idempotency-Key", "idempotency_key_reused")
+
+
+def test_rate_limits_past_what_is_stored_are_refused_naming_the_field(served: Served) -> None:
+    tenant = served.tenant("acme")
+    with served.admin() as admin:
+        for value in (2**31, BIG):
+            book = admin.post("/v1/admin/pricebooks", json={"plan": "fast", "requests_per_minute": value})
+            assert _error(book)[:2] == (422, "requests_per_minute"), book.text
+            limits = admin.put(
+                f"/v1/admin/organizations/{tenant.org_id}/rate_limits", json={"tokens_per_minute": value}
+            )
+            assert _error(limits)[:2] == (422, "tokens_per_minute"), limits.text
+        assert admin.get("/v1/admin/pricebooks").json()["data"] == []

@@ -3,6 +3,7 @@ organisation an operator route names, pages, idempotency."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
@@ -141,7 +142,7 @@ class Creator:
         self, body: BaseModel, create: Callable[[Session], BaseModel], status: int = 201
     ) -> Response:
         result = self._run(body, create, status)
-        return Response(orjson.dumps(result[1]), status_code=result[0], media_type="application/json")
+        return Response(_json(result[1]), status_code=result[0], media_type="application/json")
 
     def created(self, body: BaseModel, create: Callable[[Session], Public], public: type[Public]) -> Public:
         """For a route that acts on what it created (after the commit): the created thing, or the
@@ -152,7 +153,7 @@ class Creator:
         self, body: BaseModel, create: Callable[[Session], BaseModel], status: int
     ) -> idempotency.Created:
         platform: Platform = self.request.app.state.platform
-        canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        canonical = _json(body.model_dump(mode="json"), sort_keys=True)
         return idempotency.run_idempotent(
             platform.db,
             owner=self.principal.org_id or self.principal.key_id,
@@ -165,3 +166,12 @@ class Creator:
 
 
 CreatorDep = Annotated[Creator, Depends()]
+
+
+def _json(value: Any, *, sort_keys: bool = False) -> bytes:
+    """`value` as JSON. Free-form objects (engine settings, hyperparameters) may hold integers
+    past 64 bits, which JSON allows and orjson refuses; the standard library writes those."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False).encode()

@@ -13,6 +13,10 @@ from openmaas.errors import InvalidRequest
 MAX_STOP_STRINGS = 4
 MAX_TOP_LOGPROBS = 20
 MAX_N = 128
+# OpenAI's bounds for `seed`: a signed 64-bit integer. Each of the `n` choices seeds its own
+# torch.Generator with `seed + index`, which stays below 2**64, the most manual_seed takes.
+MIN_SEED = -(2**63)
+MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -54,8 +58,9 @@ class SamplingParams:
             _bad("top_p", f"top_p must be in (0, 1], got {self.top_p}")
         if not isinstance(self.top_k, int) or self.top_k < -1:
             _bad("top_k", f"top_k must be -1, 0 (disabled) or a positive integer, got {self.top_k!r}")
-        if self.seed is not None and not isinstance(self.seed, int):
-            _bad("seed", f"seed must be an integer, got {self.seed!r}")
+        seed = self.seed
+        if seed is not None and (type(seed) is not int or not MIN_SEED <= seed <= MAX_SEED):
+            _bad("seed", f"seed must be an integer from {MIN_SEED} to {MAX_SEED}, got {self.seed!r}")
         if len(self.stop) > MAX_STOP_STRINGS:
             _bad("stop", f"at most {MAX_STOP_STRINGS} stop sequences are allowed, got {len(self.stop)}")
         if any(not isinstance(s, str) or not s for s in self.stop):

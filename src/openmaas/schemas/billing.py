@@ -15,6 +15,8 @@ from openmaas.units import RESOURCE_CLASSES, UNITS
 
 Amount = Annotated[str, Field(pattern=r"^\d{1,12}(\.\d{1,6})?$", examples=["12.50"])]
 SignedAmount = Annotated[str, Field(pattern=r"^-?\d{1,12}(\.\d{1,6})?$", examples=["-3.00"])]
+# Rate limits are stored in 32-bit integer columns (PostgreSQL's INTEGER).
+MAX_PER_MINUTE = 2**31 - 1
 
 
 class _Strict(BaseModel):
@@ -77,8 +79,8 @@ class KeyBudget(BaseModel):
 
 
 class RateLimits(_Strict):
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    tokens_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_minute: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
+    tokens_per_minute: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
 
 
 class RateLimitsPublic(RateLimits):
@@ -131,8 +133,8 @@ class PricebookCreate(_Strict):
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     monthly_fee: Amount = "0"
     components: list[PriceComponentIn] = Field(default_factory=list)
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    tokens_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_minute: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
+    tokens_per_minute: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
 
     @field_validator("effective_from")
     @classmethod

@@ -10,6 +10,13 @@ queued, and requests that arrive while it computes form the next batch. Under co
 waits up to `max_wait_ms` for as many rows as its previous batch held, which keeps batches full
 instead of alternating between big and tiny ones.
 
+A request of more rows than `max_batch_size` (a `LargeJob`) takes one place in the queue like any
+other, and workers take it in slices of at most `max_batch_size` rows — filling a batch, alongside
+smaller requests — putting what is left of it back at the end of the queue, so requests behind it
+take turns with it rather than wait for all of it. It answers once every slice has, in order; a
+slice that fails fails the request, its error renumbered to the request's rows (`Renumbered`).
+A batcher made with `split=False` runs every request whole instead (the explainer's queue).
+
 A full queue answers 503 (`ServiceUnavailable` with `Retry-After`); a job past its deadline is
 dropped unrun and answers 504; a job whose client went away is dropped unrun. This module knows
 nothing of HTTP or models: `run_batch(replica, rows, options)` is given by the runtime.
@@ -24,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from openmaas import errors
 
@@ -66,6 +73,14 @@ class BatchStats:
     sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
 
 
+@runtime_checkable
+class Renumbered(Protocol):
+    """An error about rows of the batch it was raised for (their index in it); `shifted` gives
+    the same error for a slice of a larger request whose first row is the request's row `offset`."""
+
+    def shifted(self, offset: int) -> BaseException: ...
+
+
 @dataclass(eq=False, slots=True)
 class Job:
     rows: list[Any]
@@ -75,6 +90,47 @@ class Job:
     loop: asyncio.AbstractEventLoop
     gone: Callable[[], bool] | None = None
     enqueued: float = 0.0
+
+    # On the event loop only, below.
+
+    def answer(self, results: list[Any]) -> None:
+        if not self.future.done():
+            self.future.set_result(results)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+@dataclass(eq=False, slots=True)
+class LargeJob(Job):
+    """A request of more rows than a batch: queued once, run as `Slice`s."""
+
+    taken: int = 0  # rows handed out in slices (workers, under the batcher's lock)
+    answers: list[Any] = field(default_factory=list)  # one per row, filled in by its slices
+    answered: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class Slice(Job):
+    """Rows `offset`… of a `LargeJob`, run as a job of their own; shares its future."""
+
+    whole: LargeJob | None = None
+    offset: int = 0
+
+    def answer(self, results: list[Any]) -> None:
+        whole = self.whole
+        assert whole is not None
+        if whole.future.done():
+            return
+        whole.answers[self.offset : self.offset + len(results)] = results
+        whole.answered += len(results)
+        if whole.answered == len(whole.rows):
+            whole.future.set_result(whole.answers)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc.shifted(self.offset) if isinstance(exc, Renumbered) else exc)
 
 
 class Batcher:
@@ -87,9 +143,11 @@ class Batcher:
         max_wait_ms: float = 5.0,
         max_queue: int = 1024,
         name: str = "batcher",
+        split: bool = True,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max(1, max_batch_size)
+        self._split = split
         self.max_wait_s = max(0.0, max_wait_ms) / 1000
         self.max_queue = max(1, max_queue)
         self.stats = BatchStats()
@@ -115,7 +173,19 @@ class Batcher:
 
         Call from the event loop. Raises `ServiceUnavailable` at once when the queue is full."""
         loop = asyncio.get_running_loop()
-        job = Job(rows, options, deadline, loop.create_future(), loop, gone, time.monotonic())
+        if len(rows) > self.max_batch_size and self._split:
+            job: Job = LargeJob(
+                rows,
+                options,
+                deadline,
+                loop.create_future(),
+                loop,
+                gone,
+                time.monotonic(),
+                answers=[None] * len(rows),
+            )
+        else:
+            job = Job(rows, options, deadline, loop.create_future(), loop, gone, time.monotonic())
         with self._ready:
             if self._closing:
                 raise ReplicaClosed("This model replica is shutting down; retry.", retry_after=1)
@@ -173,6 +243,8 @@ class Batcher:
                     return None
                 self._ready.wait()
             jobs, rows = self._pop(self.max_batch_size, at_least_one=True)
+            if not jobs:  # it held only what is left of a large request that failed
+                return []
             # Under concurrent load, wait a little for as many rows as the last batch held.
             target = min(self.max_batch_size, self._last_rows[replica])
             until = jobs[0].enqueued + self.max_wait_s
@@ -195,11 +267,42 @@ class Batcher:
         jobs: list[Job] = []
         rows = 0
         queue = self._queue
-        while queue and (rows + len(queue[0].rows) <= room or (at_least_one and not jobs)):
-            job = queue.popleft()
-            jobs.append(job)
-            rows += len(job.rows)
+        while queue and rows < room:
+            head = queue[0]
+            if type(head) is LargeJob:
+                piece = self._slice(head, room - rows)
+                if piece is not None:
+                    jobs.append(piece)
+                    rows += len(piece.rows)
+                continue
+            if rows + len(head.rows) > room and (jobs or not at_least_one):
+                break
+            jobs.append(queue.popleft())
+            rows += len(head.rows)
         return jobs, rows
+
+    def _slice(self, whole: LargeJob, room: int) -> Slice | None:
+        """The next `room` rows (at most) of the large job at the head of the queue. The job leaves
+        the queue with its last slice, or when it already failed; else it goes to the back."""
+        queue = self._queue
+        queue.popleft()
+        if whole.future.done():  # failed or past its deadline: what is left of it is dropped
+            return None
+        start, stop = whole.taken, min(len(whole.rows), whole.taken + room)
+        whole.taken = stop
+        if stop < len(whole.rows):
+            queue.append(whole)
+        return Slice(
+            whole.rows[start:stop],
+            whole.options,
+            whole.deadline,
+            whole.future,
+            whole.loop,
+            whole.gone,
+            whole.enqueued,
+            whole=whole,
+            offset=start,
+        )
 
     def _live(self, jobs: list[Job]) -> list[Job]:
         now = time.monotonic()
@@ -265,10 +368,8 @@ def _expire(future: asyncio.Future[list[Any]]) -> None:
 
 def _resolve_all(answers: list[tuple[Job, list[Any]]]) -> None:
     for job, results in answers:
-        if not job.future.done():
-            job.future.set_result(results)
+        job.answer(results)
 
 
 def _reject(job: Job, exc: BaseException) -> None:
-    if not job.future.done():
-        job.future.set_exception(exc)
+    job.fail(exc)

@@ -61,6 +61,9 @@ class _Completion:
             self.generation = _chat_generation(runtime, self.body, self.request_id, self.created)
         else:
             self.generation = _text_generation(runtime, self.body, self.request_id, self.created)
+        # What the engine would refuse (past the context, ids outside the vocabulary) is refused
+        # now, before admission: a stream that is refused once started breaks its connection.
+        runtime.engine.engine.check_prompt(self.generation.prompt_ids, self.generation.params)
         worst = _worst_output_tokens(self.generation)
         return {"requests": 1, "input_tokens": len(self.generation.prompt_ids), "output_tokens": worst}
 

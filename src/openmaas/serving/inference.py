@@ -84,6 +84,7 @@ class Inference:
         clock: Clock,
         *,
         predict_timeout_s: float,
+        predict_max_rows: int,
         explain_timeout_s: float,
         explain_limits: ExplainLimits,
     ) -> None:
@@ -91,6 +92,7 @@ class Inference:
         self._gate = gate
         self._clock = clock
         self._predict_timeout_s = predict_timeout_s
+        self._predict_max_rows = predict_max_rows
         self._explain_timeout_s = explain_timeout_s
         self._explain_limits = explain_limits
 
@@ -109,7 +111,9 @@ class Inference:
         caller.require(scopes.INFERENCE)
         fields = json_body(body, _PREDICT_FIELDS)
         timeout_s = request_timeout(timeout, fields, self._predict_timeout_s)
-        call = Prediction(deployment, fields.get("inputs"), fields.get("top_k"), timeout_s, gone)
+        call = Prediction(
+            deployment, fields.get("inputs"), fields.get("top_k"), timeout_s, gone, self._predict_max_rows
+        )
         return self._metered(caller, deployment, request_id, call)
 
     async def explain(
@@ -187,21 +191,35 @@ class Inference:
 
 
 class Prediction:
-    """`/predict`: rows checked against the answering model's signature, queued on its batcher."""
+    """`/predict`: rows checked against the answering model's signature, queued on its batcher
+    (which runs more rows than the deployment's `max_batch_size` in slices); at most `max_rows`."""
 
-    __slots__ = ("asked_top_k", "deployment", "gone", "inputs", "rows", "timeout_s", "top_k", "units")
+    __slots__ = (
+        "asked_top_k",
+        "deployment",
+        "gone",
+        "inputs",
+        "max_rows",
+        "rows",
+        "timeout_s",
+        "top_k",
+        "units",
+    )
     cold_start = True
     # Set by `check` (no empty placeholders made per request before it).
     rows: list[Any]
     top_k: int | None
     units: Units
 
-    def __init__(self, deployment: str, inputs: Any, top_k: Any, timeout_s: float, gone: Gone) -> None:
+    def __init__(
+        self, deployment: str, inputs: Any, top_k: Any, timeout_s: float, gone: Gone, max_rows: int
+    ) -> None:
         self.deployment = deployment
         self.inputs = inputs
         self.asked_top_k = top_k
         self.timeout_s = timeout_s
         self.gone = gone
+        self.max_rows = max_rows
 
     def check(self, served: ServedModel) -> Units:
         runtime = served.runtime
@@ -212,7 +230,15 @@ class Prediction:
                 param="deployment",
                 code="wrong_model_type",
             )
-        self.rows, self.top_k = runtime.check(self.inputs, self.asked_top_k)
+        inputs = self.inputs
+        if type(inputs) is list and len(inputs) > self.max_rows:
+            raise errors.ValidationFailed(
+                f"inputs has {len(inputs)} rows; a prediction takes at most {self.max_rows} "
+                "(send the rest in further requests).",
+                param="inputs",
+                code="too_many_inputs",
+            )
+        self.rows, self.top_k = runtime.check(inputs, self.asked_top_k)
         self.units = {"requests": 1, "rows": len(self.rows)}
         return self.units
 
@@ -253,7 +279,10 @@ class Explanation:
                 code="explanations_unsupported",
             )
         self.explainer = runtime.explainer(self.limits)
-        self.rows = self.explainer.check_rows(runtime.check(self.body.get("inputs"), None)[0])
+        inputs = self.body.get("inputs")
+        if type(inputs) is list:
+            self.explainer.check_rows(inputs)  # their number, before each row is checked
+        self.rows = runtime.check(inputs, None)[0]
         self.options = parse_options(
             self.body,
             task=runtime.task,

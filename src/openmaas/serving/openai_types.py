@@ -10,7 +10,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from openmaas.engine.sampling_params import MAX_STOP_STRINGS, MAX_TOP_LOGPROBS, SamplingParams
+from openmaas.engine.sampling_params import (
+    MAX_SEED,
+    MAX_STOP_STRINGS,
+    MAX_TOP_LOGPROBS,
+    MIN_SEED,
+    SamplingParams,
+)
 
 
 class _Strict(BaseModel):
@@ -45,7 +51,7 @@ class _Sampling(_Strict):
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
     top_k: int = Field(default=0, ge=-1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=MIN_SEED, le=MAX_SEED)
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1, le=16)
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)

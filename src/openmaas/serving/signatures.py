@@ -3,7 +3,8 @@
 Each family's `InputCheck.check(inputs)` returns the rows the model takes (base64 decoded to
 bytes, ids as strings) or raises `ValidationFailed` whose `param` names the row and field
 (`inputs.3.age`). Checks are cheap, per-value type tests; anything that needs real work (decoding an
-image, tokenising) happens in the replica thread. Nothing here runs a model.
+image, tokenising) happens in the replica thread. Nothing here runs a model; `check_finite` checks
+what one answered before it is served (NaN and infinity are no answer, and JSON has neither).
 """
 
 from __future__ import annotations
@@ -14,18 +15,54 @@ import operator
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import torch
+
 from openmaas.errors import ValidationFailed
 
 MAX_TEXT_CHARS = 100_000
+MAX_NAMED = 10  # names an error lists (missing or unknown fields), then "and N more"
 
 
 class InputCheck(Protocol):
     def check(self, inputs: list[Any]) -> list[Any]: ...
 
 
-def _row_error(index: int, message: str, field: str | None = None) -> ValidationFailed:
-    param = f"inputs.{index}" + (f".{field}" if field is not None else "")
-    return ValidationFailed(f"{param}: {message}", param=param, code="invalid_input")
+class InvalidRow(ValidationFailed):
+    """A problem with one row of a request (or one of its fields): `param` is `inputs.<row>` or
+    `inputs.<row>.<field>`. A request run in slices renumbers it to its own rows (`shifted`)."""
+
+    def __init__(
+        self, index: int, detail: str, field: str | None = None, code: str = "invalid_input"
+    ) -> None:
+        self.index, self.detail, self.field = index, detail, field
+        param = f"inputs.{index}" + (f".{field}" if field is not None else "")
+        super().__init__(f"{param}: {detail}", param=param, code=code)
+
+    def shifted(self, offset: int) -> InvalidRow:
+        """The same problem, for a slice whose first row is row `offset` of the request."""
+        return InvalidRow(self.index + offset, self.detail, self.field, str(self.code))
+
+
+def non_finite_output(index: int) -> InvalidRow:
+    """The model answered row `index` with NaN or infinity, which is no answer to serve."""
+    return InvalidRow(
+        index,
+        "the model's output for this row is not a finite number; its values are too far from the "
+        "data the model was trained on for it to answer.",
+        code="non_finite_output",
+    )
+
+
+def check_finite(outputs: torch.Tensor) -> None:
+    """`non_finite_output` naming the first row (axis 0) of `outputs` that holds NaN or infinity."""
+    if bool(torch.isfinite(outputs).all()):  # one reduction in the common case
+        return
+    finite = torch.isfinite(outputs.reshape(len(outputs), -1)).all(dim=1)
+    raise non_finite_output(int((~finite).nonzero()[0]))
+
+
+def _row_error(index: int, message: str, field: str | None = None) -> InvalidRow:
+    return InvalidRow(index, message, field)
 
 
 def values_of(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
@@ -75,9 +112,13 @@ class TabularCheck:
     def _explain_keys(self, index: int, row: dict[str, Any]) -> None:
         missing = [name for name in self.names if name not in row]
         if missing:
-            raise _row_error(index, "is required (send null for an unknown value)", missing[0])
+            also = f"; {len(missing)} features are missing: {listed(missing)}" if len(missing) > 1 else ""
+            raise _row_error(index, f"is required (send null for an unknown value){also}", missing[0])
         unknown = sorted(set(row) - self._names)
-        raise _row_error(index, f"is not a feature of this model; features: {self.names}", unknown[0])
+        also = f" ({len(unknown)} fields are not: {listed(unknown)})" if len(unknown) > 1 else ""
+        raise _row_error(
+            index, f"is not a feature of this model{also}; its features: {listed(self.names)}", unknown[0]
+        )
 
 
 _NUMERIC_TYPES = frozenset({float, int, type(None)})
@@ -141,6 +182,12 @@ def input_check(signature: dict[str, Any]) -> InputCheck:
     if kind == "user_ids":
         return UserIdCheck()
     raise ValueError(f"unknown input signature kind {kind!r}")
+
+
+def listed(names: list[str], limit: int = MAX_NAMED) -> str:
+    """`names` for a message: the first `limit`, then how many more."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
 
 
 def _kind(value: Any) -> str:

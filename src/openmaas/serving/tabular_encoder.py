@@ -2,7 +2,9 @@
 
 It computes exactly what `TabularPreprocessor.transform` computes (impute, standard-scale, one-hot
 or ordinal codes) but with a few numpy operations per batch instead of a pandas frame per call,
-which costs milliseconds a request. Rows must have passed `TabularCheck` first.
+which costs milliseconds a request. Rows must have passed `TabularCheck` first. A number whose
+standardised value float32 cannot hold (1e200, or far less for a feature with a small spread) is
+refused naming its row and feature: the model would answer it with infinities and NaN.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import numpy as np
 import torch
 
 from openmaas.datasets.preprocessing.tabular import OTHER, TabularPreprocessor
-from openmaas.serving.signatures import values_of
+from openmaas.serving.signatures import InvalidRow, values_of
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class TabularEncoder:
@@ -50,7 +54,10 @@ class TabularEncoder:
             # None becomes NaN here, and NaN the fitted fill value.
             values = np.array(list(map(self._values, rows)), dtype=np.float64)
             values = np.where(np.isnan(values), self._fill, values)
-            out[:, self._numeric_cols] = (values - self._mean) / self._std
+            scaled = (values - self._mean) / self._std
+            if not (np.abs(scaled) <= FLOAT32_MAX).all():
+                raise self._unrepresentable(scaled, rows)
+            out[:, self._numeric_cols] = scaled
         for name, column, lookup, fallback, fill in self.categorical:
             for index, row in enumerate(rows):
                 value = row[name]
@@ -60,3 +67,15 @@ class TabularEncoder:
                 elif code >= 0:
                     out[index, column + code] = 1.0
         return torch.from_numpy(out.astype(np.float32))
+
+    def _unrepresentable(self, scaled: np.ndarray, rows: list[dict[str, Any]]) -> InvalidRow:
+        index, column = (int(i) for i in np.argwhere(~(np.abs(scaled) <= FLOAT32_MAX))[0])
+        name = self.numeric[column]
+        mean, std = self._mean[column], self._std[column]
+        low, high = mean - FLOAT32_MAX * std, mean + FLOAT32_MAX * std
+        return InvalidRow(
+            index,
+            f"{rows[index][name]!r} is too far from this feature's training data for the model to "
+            f"take; send a number from {low:.6g} to {high:.6g}.",
+            name,
+        )

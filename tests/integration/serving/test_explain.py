@@ -148,6 +148,8 @@ def test_text_attributions_follow_the_tokens(served: Served, tmp_path: Path, arc
         assert len(explained["attributions"]["scores"]) == len(tokens)
         assert any(abs(s) > 0 for s in explained["attributions"]["scores"])
         assert explained["target"] == explained["prediction"]["label"]
+        # A number, not null: the all-padding baseline has an output (it was NaN for transformers).
+        assert isinstance(explained["convergence_delta"], float)
     assert len(body["explanations"][2]["attributions"]["tokens"]) == preprocessor.max_length  # truncated
 
 

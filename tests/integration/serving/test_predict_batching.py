@@ -10,15 +10,20 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import torch
 
 from openmaas import Client
+from openmaas.api.app import create_app
 from openmaas.serving.runtimes.predictor import PredictorRuntime
 from tests.integration.serving.predict_support import artifact, b64, digit_png, register
+from tests.support.platforms import make_platform
 from tests.support.served import Served, Tenant
+from tests.support.server import running_server
 
 
 class HeldModel(torch.nn.Module):
@@ -212,3 +217,78 @@ def test_swapping_versions_under_load_fails_no_request(served: Served) -> None:
     assert old.runtime.batcher.queued == 0
     with served.client(tenant.key) as http:
         assert http.post("/v1/deployments/api/predict", json={"inputs": [_row(33)]}).json()["model"] == second
+
+
+# A request may hold more rows than the deployment's max_batch_size (it was refused with 422
+# too_many_inputs): the batcher runs it in slices (issue 15, item 9).
+
+
+def _usage(served: Served, key: str, request_id: str) -> dict[str, int]:
+    with served.client(key) as http:
+        events = http.get("/v1/usage", params={"granularity": "event", "limit": 100}).json()["data"]
+    return {e["unit"]: e["quantity"] for e in events if e["request_id"] == request_id}
+
+
+def test_a_request_larger_than_max_batch_size_is_answered_in_micro_batches(served: Served) -> None:
+    tenant, runtime = _deploy(served, "tabular-classification", max_batch_size=8)
+    rows = [_row(18 + i * 0.5) for i in range(130)]
+    with served.client(tenant.key) as http:
+        whole = http.post("/v1/deployments/api/predict", json={"inputs": rows})
+        assert whole.status_code == 200, whole.text
+        parts = [
+            http.post("/v1/deployments/api/predict", json={"inputs": rows[i : i + 8]}).json()["predictions"]
+            for i in range(0, len(rows), 8)
+        ]
+    got = whole.json()["predictions"]
+    assert [p["label"] for p in got] == [p["label"] for part in parts for p in part]
+    for one, expected in zip(got, (p for part in parts for p in part), strict=True):
+        assert one["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
+    assert runtime.stats.max_rows <= 8
+    assert _usage(served, tenant.key, whole.headers["x-request-id"]) == {"requests": 1, "rows": 130}
+
+
+def test_errors_in_a_large_request_name_its_own_rows(served: Served) -> None:
+    tenant, _ = _deploy(served, "tabular-classification", max_batch_size=8)
+    rows = [_row(30 + i) for i in range(60)]
+    rows[45] = {**rows[45], "age": 1e200}
+    with served.client(tenant.key) as http:
+        refused = http.post("/v1/deployments/api/predict", json={"inputs": rows})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["param"] == "inputs.45.age"
+    assert refused.json()["error"]["message"].startswith("inputs.45.age: ")
+    assert _usage(served, tenant.key, refused.headers["x-request-id"]) == {}
+
+
+def test_an_undecodable_image_in_a_later_slice_is_named_by_its_row(served: Served) -> None:
+    tenant, _ = _deploy(served, "image-classification", max_batch_size=4)
+    images = [b64(digit_png(i % 10)) for i in range(11)]
+    images[9] = b64(b"\x89PNG but broken")
+    with served.client(tenant.key) as http:
+        refused = http.post("/v1/deployments/api/predict", json={"inputs": images})
+        images[9] = b64(digit_png(9))
+        answered = http.post("/v1/deployments/api/predict", json={"inputs": images})
+    assert refused.status_code == 422 and refused.json()["error"]["param"] == "inputs.9", refused.text
+    assert answered.status_code == 200 and len(answered.json()["predictions"]) == 11
+
+
+@pytest.fixture
+def few_rows(tmp_path: Path, database_url: str) -> Iterator[Served]:
+    """A server whose predictions take at most 50 rows."""
+    platform = make_platform(tmp_path / "home", database_url, max_body_bytes=64 * 1024, predict_max_rows=50)
+    try:
+        assert platform.new_admin_key is not None
+        with running_server(create_app(platform)) as url:
+            yield Served(url, platform, platform.new_admin_key)
+    finally:
+        platform.close()
+
+
+def test_a_request_past_the_servers_row_limit_is_refused(few_rows: Served) -> None:
+    tenant, _ = _deploy(few_rows, "tabular-classification", max_batch_size=8)
+    with few_rows.client(tenant.key) as http:
+        refused = http.post("/v1/deployments/api/predict", json={"inputs": [_row(40)] * 51})
+        answered = http.post("/v1/deployments/api/predict", json={"inputs": [_row(40)] * 50})
+    error = refused.json()["error"]
+    assert refused.status_code == 422 and (error["param"], error["code"]) == ("inputs", "too_many_inputs")
+    assert "at most 50" in error["message"]
+    assert answered.status_code == 200 and len(answered.json()["predictions"]) == 50

@@ -13,6 +13,7 @@ import pytest
 
 from openmaas import errors
 from openmaas.serving.batcher import Batcher, ClientGone, ReplicaClosed
+from openmaas.serving.signatures import InvalidRow
 
 
 class FakeModel:
@@ -172,3 +173,105 @@ def test_replicas_share_the_queue_and_close_drains_it() -> None:
 
     assert asyncio.run(main()) == [[(2 * i, None)] for i in range(12)]
     assert model.replicas == {0, 1, 2}
+
+
+# Requests of more rows than a batch holds (issue 15, item 9): one queue entry, run in slices of at
+# most max_batch_size rows, answered together in order, errors naming the request's own rows.
+
+
+class RowModel(FakeModel):
+    """Like FakeModel, but a "bad" row fails with an error naming its row in the batch."""
+
+    def __call__(self, replica: int, rows: list[Any], options: list[Any]) -> Sequence[Any]:
+        if "bad" in rows:
+            self.batches.append(list(rows))
+            raise InvalidRow(rows.index("bad"), "is bad", "x")
+        return super().__call__(replica, rows, options)
+
+
+def test_a_request_larger_than_a_batch_runs_in_slices_and_answers_in_order() -> None:
+    model = FakeModel(delay=0.005)
+    batcher = Batcher(model, replicas=2, max_batch_size=5, max_wait_ms=0)
+
+    async def main() -> list[Any]:
+        return await batcher.call(list(range(23)), "o", timeout_s=5)
+
+    assert asyncio.run(main()) == [(2 * i, "o") for i in range(23)]
+    batcher.close()
+    assert sorted(len(batch) for batch in model.batches) == [3, 5, 5, 5, 5]
+    assert batcher.stats.rows == 23 and batcher.stats.max_rows == 5
+
+
+def test_a_failing_slice_fails_its_request_naming_the_requests_own_row() -> None:
+    model = RowModel()
+    batcher = Batcher(model, max_batch_size=4, max_wait_ms=0)
+    rows: list[Any] = [*range(13), "bad", *range(6)]
+
+    async def main() -> None:
+        with pytest.raises(InvalidRow) as failed:
+            await batcher.call(rows, None, timeout_s=5)
+        assert failed.value.param == "inputs.13.x" and failed.value.message == "inputs.13.x: is bad"
+        assert await batcher.call([1, 2], None, timeout_s=5) == [(2, None), (4, None)]
+
+    asyncio.run(main())
+    batcher.close()
+    assert not any(16 in batch for batch in model.batches)  # the slices after it were dropped
+
+
+def test_smaller_requests_take_turns_with_a_large_one() -> None:
+    model = FakeModel(delay=0.01)
+    model.gate.clear()
+    batcher = Batcher(model, max_batch_size=4, max_wait_ms=0)
+    finished: list[str] = []
+
+    async def timed(name: str, rows: list[Any]) -> None:
+        await batcher.call(rows, None, timeout_s=5)
+        finished.append(name)
+
+    async def main() -> None:
+        large = asyncio.ensure_future(timed("large", list(range(40))))
+        await asyncio.sleep(0.02)
+        small = asyncio.ensure_future(timed("small", ["s"]))
+        await asyncio.sleep(0.02)
+        model.gate.set()
+        await asyncio.gather(large, small)
+
+    asyncio.run(main())
+    batcher.close()
+    assert finished == ["small", "large"]
+    # It ran after at most two slices of the large request (merged with a third one, maybe).
+    assert next(i for i, batch in enumerate(model.batches) if "s" in batch) <= 2
+
+
+def test_a_large_request_takes_one_place_in_the_queue_and_keeps_its_deadline() -> None:
+    model = FakeModel()
+    model.gate.clear()
+    batcher = Batcher(model, max_batch_size=2, max_wait_ms=0, max_queue=1)
+
+    async def main() -> None:
+        blocker = asyncio.ensure_future(batcher.call(["first"], None, timeout_s=5))
+        await asyncio.sleep(0.02)
+        large = asyncio.ensure_future(batcher.call(list(range(10)), None, timeout_s=0.2))
+        await asyncio.sleep(0)
+        with pytest.raises(errors.ServiceUnavailable):
+            await batcher.call([1], None, timeout_s=5)
+        with pytest.raises(errors.DeadlineExceeded):
+            await large
+        model.gate.set()
+        await blocker
+
+    asyncio.run(main())
+    batcher.close()
+    assert model.batches == [["first"]] and batcher.stats.rejected == 1
+
+
+def test_without_splitting_each_request_runs_whole() -> None:
+    model = FakeModel()
+    batcher = Batcher(model, max_batch_size=1, max_wait_ms=0, split=False)
+
+    async def main() -> list[Any]:
+        return await batcher.call([1, 2, 3], None, timeout_s=5)
+
+    assert asyncio.run(main()) == [(2, None), (4, None), (6, None)]
+    batcher.close()
+    assert model.batches == [[1, 2, 3]]

@@ -115,6 +115,7 @@ def _inference(replicas: FakeReplicas, gate: FakeGate) -> Inference:
         gate,  # type: ignore[arg-type]
         FixedClock(),
         predict_timeout_s=30.0,
+        predict_max_rows=1000,
         explain_timeout_s=60.0,
         explain_limits=ExplainLimits(),
     )

@@ -11,6 +11,7 @@ import torch
 
 from openmaas.datasets.preprocessing.spec import TabularSpec
 from openmaas.datasets.preprocessing.tabular import TabularPreprocessor
+from openmaas.serving.signatures import InvalidRow, check_finite
 from openmaas.serving.tabular_encoder import TabularEncoder
 
 
@@ -41,3 +42,26 @@ def test_encoder_matches_the_preprocessor(encode: str, max_categories: int) -> N
     got = TabularEncoder(preprocessor).encode(ROWS)
     assert got.dtype == torch.float32 and got.shape == expected.shape
     assert torch.allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("value", [1e200, -1e308, 1e308, 3.5e38 * 20])
+def test_a_number_scaled_past_float32_is_refused_naming_row_and_feature(
+    value: float,
+) -> None:
+    encoder = TabularEncoder(TabularPreprocessor.fit(_frame(), TabularSpec()))
+    with pytest.raises(InvalidRow) as refused:
+        encoder.encode([ROWS[0], ROWS[1], {**ROWS[0], "visits": value}])
+    assert (refused.value.param, refused.value.code) == ("inputs.2.visits", "invalid_input")
+    assert "send a number from" in refused.value.message
+    assert refused.value.shifted(30).param == "inputs.32.visits"
+    edge = encoder.encode([{**ROWS[0], "visits": 3e38}])  # scaled, still within float32
+    assert bool(torch.isfinite(edge).all())
+
+
+def test_non_finite_outputs_name_their_first_row() -> None:
+    check_finite(torch.ones(4, 3))
+    outputs = torch.ones(4, 3)
+    outputs[3, 0], outputs[1, 2] = float("nan"), float("-inf")
+    with pytest.raises(InvalidRow) as refused:
+        check_finite(outputs)
+    assert (refused.value.param, refused.value.code) == ("inputs.1", "non_finite_output")

@@ -24,6 +24,7 @@ from openmaas.datasets.preprocessing.text import TextPreprocessor
 from openmaas.serving.batcher import Batcher
 from openmaas.serving.explain import attribution
 from openmaas.serving.explain.options import ExplainLimits, ExplainOptions
+from openmaas.serving.signatures import InvalidRow, check_finite
 from openmaas.tasks import Task
 from openmaas.training.predictor import Predictor
 
@@ -81,6 +82,7 @@ class Explainer:
             max_wait_ms=0,
             max_queue=limits.max_queue,
             name=f"explain-{name}",
+            split=False,  # one request per run, whole: its rows share its options
         )
 
     @property
@@ -124,6 +126,7 @@ class Explainer:
         inputs = self._encode(rows)
         with torch.no_grad():
             outputs = model(inputs)
+        check_finite(outputs)
         predictions, targets = self._predictions(outputs, options.target)
         explained, deltas = self._attribute(model, inputs, rows, targets, options)
         return [
@@ -190,10 +193,12 @@ class Explainer:
             layer = LayerIntegratedGradients(forward, model.embedding)
             baseline = torch.full_like(inputs, preprocessor.pad_id)
             found, delta = layer.attribute(inputs, baselines=baseline, **settings)
+            _check_attributions(found, delta)
             tokens = [e.tokens[: preprocessor.max_length] for e in preprocessor.tokenizer.encode_batch(rows)]
             return [{"attributions": t} for t in attribution.per_token(found, tokens)], delta.tolist()
         baseline = self._baseline(inputs, options.baseline)
         found, delta = IntegratedGradients(forward).attribute(inputs, baselines=baseline, **settings)
+        _check_attributions(found, delta)
         if isinstance(preprocessor, TabularPreprocessor):
             widths = attribution.feature_widths(preprocessor)
             return [{"attributions": s} for s in attribution.per_feature(found, widths)], delta.tolist()
@@ -212,4 +217,17 @@ class Explainer:
             preprocessor: Any = self._predictor.preprocessor
             pixel = (chosen - preprocessor.mean.view(1, -1, 1, 1)) / preprocessor.std.view(1, -1, 1, 1)
             return pixel.to(inputs.dtype).expand_as(inputs).contiguous()
-        return self._encode([chosen]).to(inputs.dtype).expand_as(inputs).contiguous()
+        try:
+            encoded = self._encode([chosen])
+        except InvalidRow as exc:  # the baseline row, not a row of `inputs`
+            param = "baseline" + (f".{exc.field}" if exc.field is not None else "")
+            raise errors.ValidationFailed(f"{param}: {exc.detail}", param=param, code=exc.code) from None
+        return encoded.to(inputs.dtype).expand_as(inputs).contiguous()
+
+
+def _check_attributions(found: torch.Tensor, delta: torch.Tensor) -> None:
+    """Attributions and convergence deltas hold no NaN or infinity: else `non_finite_output`
+    naming the first row that does (an explanation of nulls is none)."""
+    check_finite(
+        torch.cat([found.detach().reshape(len(found), -1), delta.detach().reshape(len(found), -1)], 1)
+    )

@@ -4,7 +4,9 @@ An optimised version (ONNX file + its parent's fitted preprocessing) is a `Predi
 whose replicas call an onnxruntime session instead of a torch module: the same input checks,
 preprocessing, batcher and response shape as its parent. An imported ONNX file without
 preprocessing (`tensor-inference`) takes raw numeric tensors, one per row (or named inputs), and
-answers each row's named outputs.
+answers each row's named outputs. A number its input's dtype cannot hold (1e39 for float32) is
+refused naming its row and input; a row whose outputs hold NaN or infinity is refused too, never
+answered with nulls.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from openmaas.registry.manifest import read_manifest
 from openmaas.serving.batcher import Batcher
 from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.runtimes.predictor import PredictorRuntime
+from openmaas.serving.signatures import listed, non_finite_output
 from openmaas.training.predictor import Predictor
 
 MAX_ORT_THREADS = 2  # small models gain nothing past two intra-op threads and replicas share cores
@@ -69,19 +72,26 @@ class TensorCheck:
         missing = [name for name in self.names if name not in row]
         unknown = sorted(set(row) - set(self.names))
         if missing or unknown:
-            field = missing[0] if missing else unknown[0]
-            raise _error(index, f"the model's inputs are {self.names}", field)
+            problem = f"missing {listed(missing)}" if missing else f"unknown {listed(unknown)}"
+            raise _error(
+                index, f"{problem}; the model's inputs are {listed(self.names)}", (missing or unknown)[0]
+            )
         return {str(spec["name"]): _tensor(index, spec, row[spec["name"]]) for spec in self.inputs}
 
 
 def _tensor(index: int, spec: dict[str, Any], value: Any) -> np.ndarray:
     name = str(spec["name"])
+    dtype = DTYPES[spec["dtype"]]
     try:
-        array: np.ndarray = np.asarray(value, dtype=DTYPES[spec["dtype"]])
+        with np.errstate(over="ignore"):  # a number past the float type becomes inf: refused below
+            array: np.ndarray = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError, OverflowError):
         raise _error(index, f"must be a (nested) list of numbers for {spec['dtype']}", name) from None
     if array.dtype == object:
         raise _error(index, "must be a rectangular (nested) list of numbers", name)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        largest = float(np.finfo(dtype).max)
+        raise _error(index, f"holds a number past what {spec['dtype']} holds (±{largest:.6g})", name)
     shape = spec["shape"][1:] if spec["batch"] == "dynamic" else spec["shape"]
     if array.ndim != len(shape) or any(
         isinstance(dim, int) and dim != got for dim, got in zip(shape, array.shape, strict=True)
@@ -147,16 +157,32 @@ class TensorRuntime(PredictorRuntime):
         names = [output.name for output in session.get_outputs()]
         same = all(row[k].shape == rows[0][k].shape for row in rows for k in rows[0])
         if not (self.dynamic_batch and same):
-            return [self._one(session, names, row) for row in rows]
+            return [self._one(session, names, index, row) for index, row in enumerate(rows)]
         feed = {name: np.stack([row[name] for row in rows]) for name in rows[0]}
         outputs = session.run(None, feed)
+        _check_finite(outputs)
         return [
             {"outputs": {name: out[i].tolist() for name, out in zip(names, outputs, strict=True)}}
             for i in range(len(rows))
         ]
 
-    def _one(self, session: Any, names: list[str], row: dict[str, np.ndarray]) -> dict[str, Any]:
+    def _one(self, session: Any, names: list[str], index: int, row: dict[str, np.ndarray]) -> dict[str, Any]:
         feed = {name: (value[None] if self.dynamic_batch else value) for name, value in row.items()}
         outputs = session.run(None, feed)
+        if not all(np.isfinite(out).all() for out in _floats(outputs)):
+            raise non_finite_output(index)
         shown = [out[0] if self.dynamic_batch else out for out in outputs]
         return {"outputs": {name: out.tolist() for name, out in zip(names, shown, strict=True)}}
+
+
+def _floats(outputs: list[Any]) -> list[np.ndarray]:
+    return [out for out in outputs if isinstance(out, np.ndarray) and out.dtype.kind == "f"]
+
+
+def _check_finite(outputs: list[Any]) -> None:
+    """`non_finite_output` for the first row (axis 0) whose float outputs hold NaN or infinity."""
+    floats = _floats(outputs)
+    if all(np.isfinite(out).all() for out in floats):
+        return
+    finite = np.logical_and.reduce([np.isfinite(out.reshape(len(out), -1)).all(axis=1) for out in floats])
+    raise non_finite_output(int(np.argmin(finite)))

@@ -23,7 +23,7 @@ from openmaas.serving.batcher import Batcher, BatchStats
 from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.explain.explainer import Explainer
 from openmaas.serving.explain.options import ExplainLimits
-from openmaas.serving.signatures import InputCheck, input_check
+from openmaas.serving.signatures import InputCheck, InvalidRow, check_finite, input_check
 from openmaas.serving.tabular_encoder import TabularEncoder
 from openmaas.tasks import Task
 from openmaas.training.artifact import load_artifact
@@ -83,16 +83,10 @@ class PredictorRuntime:
         return self.batcher.stats
 
     def check(self, inputs: Any, top_k: Any) -> tuple[list[Any], int | None]:
-        """Validate a request (raises ValidationFailed naming the row and field)."""
+        """Validate a request (raises ValidationFailed naming the row and field). Any number of
+        rows: the batcher runs more than `max_batch_size` in slices."""
         if type(inputs) is not list or not inputs:
             raise ValidationFailed("inputs must be a non-empty array.", param="inputs")
-        if len(inputs) > self.max_batch_size:
-            raise ValidationFailed(
-                f"inputs has {len(inputs)} rows; this deployment takes at most {self.max_batch_size} "
-                "per request (its max_batch_size).",
-                param="inputs",
-                code="too_many_inputs",
-            )
         if top_k is not None:
             top_k = self._check_top_k(top_k)
         return self.check_inputs.check(inputs), top_k
@@ -153,6 +147,7 @@ class PredictorRuntime:
         with torch.inference_mode():
             inputs = self._encode(predictor, rows)
             outputs = predictor.model(inputs)
+        check_finite(outputs)
         if self.task == Task.TABULAR_REGRESSION:
             return [{"value": value} for value in outputs.squeeze(-1).tolist()]
         probabilities = torch.softmax(outputs, dim=1)
@@ -176,10 +171,8 @@ class PredictorRuntime:
                 predictor.preprocessor.transform([row])
             except Exception as exc:
                 detail = getattr(exc, "message", None) or str(exc)
-                raise ValidationFailed(
-                    f"inputs.{index} is not a decodable {what}: {detail}",
-                    param=f"inputs.{index}",
-                    code="undecodable_input",
+                raise InvalidRow(
+                    index, f"is not a decodable {what}: {detail}", code="undecodable_input"
                 ) from exc
 
     def _classes(

@@ -22,7 +22,7 @@ from openmaas.serving.batcher import Batcher
 from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.encoders.bert import BertEncoder, load_bert
 from openmaas.serving.runtimes.predictor import PredictorRuntime, _torch_threads
-from openmaas.serving.signatures import TextCheck
+from openmaas.serving.signatures import TextCheck, check_finite
 from openmaas.tasks import Task
 
 
@@ -84,6 +84,7 @@ class TextClassifierRuntime(PredictorRuntime):
 
     def _run_batch(self, replica: int, rows: list[Any], top_ks: list[Any]) -> Sequence[Any]:
         probabilities = self.probabilities(rows)
+        check_finite(probabilities)
         return self._classes(probabilities.tolist(), probabilities.argmax(dim=1).tolist(), top_ks)
 
 

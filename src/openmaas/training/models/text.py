@@ -9,9 +9,11 @@ from torch import nn
 
 
 def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the sequence of (batch, seq, dim) states where mask (batch, seq) is true."""
-    weights = mask.unsqueeze(-1).to(states.dtype)
-    return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+    """Mean over the sequence of (batch, seq, dim) states where mask (batch, seq) is true; zeros for
+    a row that is all padding (whose attention states are NaN: multiplying by 0 would keep them)."""
+    keep = mask.unsqueeze(-1)
+    total = states.masked_fill(~keep, 0.0).sum(dim=1)
+    return total / keep.sum(dim=1).clamp_min(1).to(states.dtype)
 
 
 class LSTMClassifier(nn.Module):

@@ -1,0 +1,212 @@
+"""Hostile and extreme inputs to the inference routes: each is refused with a 4xx naming its field
+(never a 500, never non-finite numbers served as an answer), and nothing is metered for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from openmaas import Client
+from openmaas.engine.testing import build_tiny_model
+from openmaas.serving.runtimes.predictor import PredictorRuntime
+from tests.integration.serving.predict_support import artifact, register
+from tests.support.served import Served, Tenant
+
+ENGINE = {"kv_cache_memory_bytes": 4 * 1024 * 1024, "max_num_seqs": 4, "max_model_len": 256}
+
+
+def _error(response: httpx.Response) -> tuple[int, str | None, str | None]:
+    error = response.json().get("error") or {}
+    return response.status_code, error.get("param"), error.get("code")
+
+
+def _metered(served: Served, key: str) -> set[str]:
+    """The request ids that usage events were recorded for."""
+    with served.client(key) as http:
+        events = http.get("/v1/usage", params={"granularity": "event", "limit": 100}).json()["data"]
+    return {event["request_id"] for event in events}
+
+
+@pytest.fixture
+def llm(served: Served, tmp_path: Path) -> Tenant:
+    tenant = served.tenant("acme")
+    folder = build_tiny_model(tmp_path / "tiny", "llama", max_position_embeddings=256)
+    with Client(served.url, tenant.key) as client:
+        client.import_model(folder, "tiny")
+        client.deployments.create("tiny", name="chat", engine=ENGINE)
+        client.deployments.wait_ready("chat", timeout=60)
+    return tenant
+
+
+# OpenAI bounds `seed` to a signed 64-bit integer; torch.Generator.manual_seed overflowed past it.
+@pytest.mark.parametrize("seed", [2**64, 2**63, -(2**63) - 1, -358365313929167241216])
+def test_a_seed_past_64_bits_is_refused_naming_seed(served: Served, llm: Tenant, seed: int) -> None:
+    chat = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    text = {"model": "chat", "prompt": "hi", "max_tokens": 2}
+    with served.client(llm.key) as http:
+        for path, body in (("/v1/chat/completions", chat), ("/v1/completions", text)):
+            for stream in (False, True):
+                refused = http.post(path, json={**body, "seed": seed, "stream": stream})
+                assert _error(refused) == (400, "seed", "invalid_value"), refused.text
+        for seed_ok in (2**63 - 1, -(2**63)):
+            answered = http.post("/v1/chat/completions", json={**chat, "seed": seed_ok, "n": 3})
+            assert answered.status_code == 200, answered.text
+    assert len(_metered(served, llm.key)) == 2  # the two answered only
+
+
+ROW = {"age": 40.0, "plan": "pro", "noise": 0.1}
+
+
+def _deploy(served: Served, tenant: Tenant, family: str, name: str, **options: Any) -> PredictorRuntime:
+    ref = register(served, tenant, artifact(family), name)
+    with Client(served.url, tenant.key) as client:
+        client.deployments.create(ref, name=name, **options)
+        client.deployments.wait_ready(name, timeout=60)
+    model = served.platform.served_models.lookup(tenant.org_id, name)
+    assert model is not None and isinstance(model.runtime, PredictorRuntime)
+    return model.runtime
+
+
+def _post(http: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response:
+    return http.post(path, json=body)
+
+
+# A float that the fitted standard scaling turns into more than float32 holds ((x - mean) / std);
+# the rows were served with `"probabilities": {"no": null, "yes": null}` (issue 15, item 4).
+@pytest.mark.parametrize("value", [1e200, 1e308, -1e308, 3.4e39 * 40])
+def test_predict_and_explain_refuse_values_the_preprocessing_cannot_represent(
+    served: Served, value: float
+) -> None:
+    tenant = served.tenant("acme")
+    _deploy(served, tenant, "tabular-classification", "tab")
+    _deploy(served, tenant, "tabular-regression", "reg")
+    bad = {**ROW, "age": value}
+    with served.client(tenant.key) as http:
+        for name in ("tab", "reg"):
+            for route in ("predict", "explain"):
+                refused = _post(http, f"/v1/deployments/{name}/{route}", {"inputs": [ROW, bad]})
+                assert _error(refused) == (422, "inputs.1.age", "invalid_input"), refused.text
+                assert "age" in refused.json()["error"]["message"]
+        baseline = _post(http, "/v1/deployments/reg/explain", {"inputs": [ROW], "baseline": bad})
+        assert _error(baseline) == (422, "baseline.age", "invalid_input"), baseline.text
+        assert _post(http, "/v1/deployments/tab/predict", {"inputs": [ROW]}).status_code == 200
+    assert len(_metered(served, tenant.key)) == 1  # only the answered request is metered
+
+
+class NonFinite(torch.nn.Module):
+    """Wraps a tabular model: rows whose first (scaled) feature passes 100 get NaN outputs."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.inner(x)
+        return out.masked_fill((x[:, :1] > 100).expand_as(out), float("nan"))
+
+
+@contextmanager
+def _non_finite(runtime: PredictorRuntime) -> Iterator[None]:
+    originals = [predictor.model for predictor in runtime.predictors]
+    for predictor in runtime.predictors:
+        predictor.model = NonFinite(predictor.model)
+    try:
+        yield
+    finally:
+        for predictor, original in zip(runtime.predictors, originals, strict=True):
+            predictor.model = original
+
+
+def test_a_non_finite_output_is_a_clear_error_never_nulls(served: Served) -> None:
+    tenant = served.tenant("acme")
+    runtimes = {
+        name: _deploy(served, tenant, family, name)
+        for name, family in (("tab", "tabular-classification"), ("reg", "tabular-regression"))
+    }
+    far = {**ROW, "age": 1e6}  # representable, but this model answers NaN for it
+    with served.client(tenant.key) as http:
+        for name, runtime in runtimes.items():
+            with _non_finite(runtime):
+                for route in ("predict", "explain"):
+                    body = {"inputs": [ROW, ROW, far]}
+                    refused = _post(http, f"/v1/deployments/{name}/{route}", body)
+                    assert _error(refused) == (422, "inputs.2", "non_finite_output"), refused.text
+                    assert "null" not in refused.text
+                answered = _post(http, f"/v1/deployments/{name}/predict", {"inputs": [ROW]})
+                assert answered.status_code == 200, answered.text
+    assert len(_metered(served, tenant.key)) == 2
+
+
+WEIGHT = np.array([[1.0, -1.0], [0.5, 2.0], [0.0, 1.0]], dtype=np.float32)
+
+
+def _linear_onnx(path: Path, inputs: tuple[str, ...] = ()) -> Path:
+    """y = x @ WEIGHT, float32, with a dynamic batch axis; x is one input of 3 columns, or the
+    concatenation of 3 named inputs of one column each."""
+    names = list(inputs) or ["x"]
+    width = 3 // len(names)
+    declared = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", width]) for n in names]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+    if inputs:
+        nodes.insert(0, helper.make_node("Concat", names, ["x"], axis=1))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])
+    graph = helper.make_graph(nodes, "linear", declared, [y], [numpy_helper.from_array(WEIGHT, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_raw_tensors_past_their_dtype_and_non_finite_outputs_are_refused(
+    served: Served, tmp_path: Path
+) -> None:
+    tenant = served.tenant("acme")
+    with Client(served.url, tenant.key) as client:
+        client.import_model(_linear_onnx(tmp_path / "linear.onnx"), "linear")
+        client.deployments.create("linear:1", name="lin")
+        client.deployments.wait_ready("lin", timeout=60)
+    with served.client(tenant.key) as http:
+        for value in (1e39, -1e300):
+            refused = _post(http, "/v1/deployments/lin/predict", {"inputs": [[1, 2, 3], [value, 0, 0]]})
+            assert _error(refused) == (422, "inputs.1.x", "invalid_input"), refused.text
+        overflow = _post(http, "/v1/deployments/lin/predict", {"inputs": [[1, 2, 3], [3e38, 3e38, 0]]})
+        assert _error(overflow) == (422, "inputs.1", "non_finite_output"), overflow.text
+        assert _post(http, "/v1/deployments/lin/predict", {"inputs": [[1, 2, 3]]}).status_code == 200
+
+
+def test_a_row_missing_several_features_names_them_all(served: Served, tmp_path: Path) -> None:
+    tenant = served.tenant("acme")
+    _deploy(served, tenant, "tabular-classification", "tab")
+    with Client(served.url, tenant.key) as client:
+        client.import_model(_linear_onnx(tmp_path / "three.onnx", inputs=("a", "b", "c")), "three")
+        client.deployments.create("three:1", name="tri")
+        client.deployments.wait_ready("tri", timeout=60)
+    with served.client(tenant.key) as http:
+        for route in ("predict", "explain"):
+            refused = _post(http, f"/v1/deployments/tab/{route}", {"inputs": [ROW, {"plan": "pro"}]})
+            assert _error(refused) == (422, "inputs.1.age", "invalid_input"), refused.text
+            assert "age, noise" in refused.json()["error"]["message"]
+        tensors = _post(http, "/v1/deployments/tri/predict", {"inputs": [{"b": [1.0]}]})
+        assert _error(tensors) == (422, "inputs.0.a", "invalid_input"), tensors.text
+        assert "a, c" in tensors.json()["error"]["message"]
+
+
+# A streamed completion the engine refuses (past the context) started its 200 stream first and then
+# broke the connection mid-response; it is refused before the response starts, as a whole one is.
+@pytest.mark.parametrize("max_tokens", [2**64, 300])
+def test_a_streamed_completion_past_the_context_is_refused_before_it_starts(
+    served: Served, llm: Tenant, max_tokens: int
+) -> None:
+    chat = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens}
+    with served.client(llm.key) as http:
+        for stream in (True, False):
+            refused = http.post("/v1/chat/completions", json={**chat, "stream": stream})
+            assert _error(refused) == (400, "messages", "context_length_exceeded"), refused.text
+    assert _metered(served, llm.key) == set()

@@ -90,7 +90,7 @@ def test_an_upload_declaring_more_than_its_limit_is_refused_before_its_body(
     # Only the head is sent: a server that waited for the body would answer nothing.
     answer = _raw_request(served.url, _upload_head(path, tenant.key, limit + 1), timeout=15)
     status, error = _status_and_error(answer)
-    assert status == 413 and error["code"] == "payload_too_large"
+    assert status == 413 and error["code"] == "payload_too_large" and error["param"] == "file"
     assert str(limit) in str(error["message"])
     assert time.monotonic() - started < 10
     artifacts = Path(served.platform.settings.resolved_storage_url)

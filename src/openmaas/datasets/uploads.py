@@ -62,7 +62,7 @@ class DatasetUploads:
         if declared_bytes is not None and declared_bytes > self.max_bytes:
             raise errors.PayloadTooLarge(
                 f"The upload is {declared_bytes} bytes; a dataset may be at most {self.max_bytes} bytes.",
-                param="body",
+                param="file",
             )
         dataset_id = new_id("ds_")
         relative = self.store.dataset_dir(org_id, dataset_id)

@@ -56,7 +56,7 @@ class ModelImports:
         if declared_bytes is not None and declared_bytes > self.max_bytes:
             raise errors.PayloadTooLarge(
                 f"The upload is {declared_bytes} bytes; an import may be at most {self.max_bytes} bytes.",
-                param="body",
+                param="file",
             )
         root = self.store.path(".")  # staged beside the artifacts: renamed into place, same filesystem
         root.mkdir(parents=True, exist_ok=True)

@@ -30,12 +30,14 @@ def serve(
     """Start the API server (embedded mode: API, workers and replicas in one process)."""
     import uvicorn
 
+    from openmaas import logs
     from openmaas.api.app import create_app
     from openmaas.bootstrap import ensure_admin_key
     from openmaas.db import migrate
 
     platform = _platform()
     settings = platform.settings
+    logs.configure(settings.log_format, settings.log_level)
     try:
         state = migrate.check_not_too_new(platform.db)
         if not state.is_current:
@@ -58,8 +60,14 @@ def serve(
     from openmaas.cli.worker import embedded_worker
 
     with embedded_worker(platform):
+        # log_config=None: uvicorn's own records go through our handler (`logs.configure`) too.
         uvicorn.run(
-            create_app(platform), host=host, port=port, access_log=settings.access_log, log_level="warning"
+            create_app(platform),
+            host=host,
+            port=port,
+            access_log=settings.access_log,
+            log_level="warning",
+            log_config=None,
         )
 
 

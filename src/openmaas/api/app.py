@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 from openmaas import __version__
 from openmaas.api import errors as api_errors
 from openmaas.api.middleware import ASGIApp, GatewayMiddleware, Metrics, Receive, Scope, Send
+from openmaas.api.platform_metrics import PlatformCollector
 from openmaas.api.request_log import RequestLog
 from openmaas.api.routers import (
     admin,
@@ -64,6 +65,8 @@ def create_app(platform: Platform) -> FastAPI:
     app.state.metrics = metrics
     request_log = RequestLog(platform.clock) if platform.settings.request_log else None
     app.state.request_log = request_log
+    app.state.platform_metrics = PlatformCollector(platform, request_log)
+    metrics.registry.register(app.state.platform_metrics)
 
     def write_audit(entry: audit.AuditRecord) -> None:
         with platform.db.session() as session:

@@ -6,6 +6,7 @@ Everything else takes a `Settings` (or plain values from it) as an argument.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,11 @@ class Settings(BaseSettings):
     default_page_limit: int = 20
     max_page_limit: int = 100
     access_log: bool = False
+    # The server's log on stderr: one line per record, as `logfmt` (key=value) or `json`; one
+    # line per HTTP request (`request_log`), and job, deployment and billing events, from `info`.
+    log_format: Literal["logfmt", "json"] = "logfmt"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    request_log: bool = True
 
     # Metering and billing (see metering/ and billing/).
     currency: str = "USD"

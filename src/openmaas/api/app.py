@@ -13,6 +13,8 @@ from fastapi.routing import APIRoute
 from openmaas import __version__
 from openmaas.api import errors as api_errors
 from openmaas.api.middleware import ASGIApp, GatewayMiddleware, Metrics, Receive, Scope, Send
+from openmaas.api.platform_metrics import PlatformCollector
+from openmaas.api.request_log import RequestLog
 from openmaas.api.routers import (
     admin,
     billing,
@@ -40,6 +42,8 @@ def create_app(platform: Platform) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         platform.replicas.start()
         platform.billing_scheduler.start()
+        if request_log is not None:
+            request_log.start()
         # What is loaded by now (frameworks, models) lives as long as the server: keep the cyclic GC
         # from rescanning it in every full collection, whose pauses were the p99 of hot routes.
         gc.collect()
@@ -47,6 +51,8 @@ def create_app(platform: Platform) -> FastAPI:
         yield
         gc.unfreeze()
         platform.close()
+        if request_log is not None:
+            request_log.close()
 
     app = _GatewayApp(
         title="OpenMaaS",
@@ -57,6 +63,10 @@ def create_app(platform: Platform) -> FastAPI:
     app.state.platform = platform
     metrics = Metrics(platform.clock)
     app.state.metrics = metrics
+    request_log = RequestLog(platform.clock) if platform.settings.request_log else None
+    app.state.request_log = request_log
+    app.state.platform_metrics = PlatformCollector(platform, request_log)
+    metrics.registry.register(app.state.platform_metrics)
 
     def write_audit(entry: audit.AuditRecord) -> None:
         with platform.db.session() as session:
@@ -102,6 +112,7 @@ def create_app(platform: Platform) -> FastAPI:
         clock=platform.clock,
         routes=streamed,
         fast_paths=[predict.PredictFastPath(platform, _route(predict.router, "deployments.predict"))],
+        request_log=request_log,
     )
     return app
 

@@ -1,6 +1,7 @@
 """The gateway around every request, as one pure-ASGI middleware (no BaseHTTPMiddleware: it costs
-a task and a copy per request): request ids, the body-size limit, Prometheus metrics, the audit
-log for mutating calls, and a JSON 500 for anything uncaught. Time comes from the platform's clock.
+a task and a copy per request): request ids, the body-size limit, Prometheus metrics, the request
+log, the audit log for mutating calls, and a JSON 500 for anything uncaught. Time comes from the
+platform's clock.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from prometheus_client.utils import floatToGoString
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
-from openmaas import errors
+from openmaas import errors, logs
+from openmaas.api.request_log import RequestLog
 from openmaas.clock import Clock
 from openmaas.ids import new_id
 from openmaas.tenancy import audit
@@ -125,8 +127,10 @@ class GatewayMiddleware:
         clock: Clock,
         routes: list[Any] | None = None,
         fast_paths: list[FastPath] | None = None,
+        request_log: RequestLog | None = None,
     ) -> None:
         self.app = app
+        self.request_log = request_log
         self.fast_paths = fast_paths or []
         self.routes = routes or []
         self.max_body_bytes = max_body_bytes
@@ -142,6 +146,7 @@ class GatewayMiddleware:
         request_id = _request_id(scope)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        bound = logs.bind_request(state)  # metering notes what the request used, for its log line
         id_header = (b"x-request-id", request_id.encode())
         status = 500
         response_started = False
@@ -188,7 +193,12 @@ class GatewayMiddleware:
         finally:
             route = scope.get("route")
             label = getattr(route, "path", "<unmatched>")
-            self.metrics.observe(scope["method"], label, status, self.clock.monotonic() - started)
+            ended = self.clock.monotonic()
+            self.metrics.observe(scope["method"], label, status, ended - started)
+            if self.request_log is not None:
+                method = scope["method"]
+                self.request_log.add(ended, ended - started, request_id, method, label, status, state)
+            logs.unbind_request(bound)
 
     async def _limit_body(self, scope: Scope, receive: Receive) -> Receive:
         """Reject bodies over the limit with 413, by `Content-Length` or by counting as they come."""

@@ -3,12 +3,13 @@ operator's billing routes. Every change to a wallet writes a `CreditTransaction`
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
-from openmaas import errors
+from openmaas import errors, logs
 from openmaas.billing.tables import CreditTransaction
 from openmaas.ids import new_id
 from openmaas.metering.tables import BillingAccount, KeyBudget, RateLimitOverride
@@ -19,6 +20,8 @@ from openmaas.schemas import billing as schemas
 from openmaas.schemas.pages import Page
 from openmaas.tenancy import service as tenancy
 from openmaas.tenancy.tables import Organization
+
+log = logging.getLogger("openmaas.billing")
 
 
 def account_for(session: Session, org_id: str) -> BillingAccount:
@@ -90,6 +93,18 @@ def post_transaction(
     )
     session.add(entry)
     session.flush()
+    logs.event_after_commit(
+        session,
+        log,
+        "credit_transaction",
+        transaction_id=entry.id,
+        org_id=org_id,
+        kind=kind,
+        amount=format_micros(amount_micros),
+        balance_after=format_micros(entry.balance_after_micros),
+        reference=reference,
+        actor_key_id=actor_key_id,
+    )
     return entry
 
 

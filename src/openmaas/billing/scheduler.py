@@ -28,6 +28,7 @@ from pathlib import Path
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
+from openmaas import logs
 from openmaas.billing import invoices
 from openmaas.billing.tables import BillingChore
 from openmaas.clock import Clock
@@ -89,6 +90,8 @@ class BillingScheduler:
             run.finalized = invoices.finalize_due(
                 session, now=now, currency=self._currency, ended_before=now - self._grace
             )
+        for invoice_id in run.finalized:  # committed
+            logs.event(log, "invoice_finalized", invoice_id=invoice_id, slot=run.slot)
         return run
 
     def _sample_storage(self, now: datetime) -> list[str]:

@@ -43,6 +43,7 @@ def serve(
     """Start the API server (embedded mode: API, workers and replicas in one process)."""
     import uvicorn
 
+    from openmaas import logs
     from openmaas.api.app import create_app
     from openmaas.api.http_protocol import limited_http_protocol
     from openmaas.bootstrap import ensure_admin_key
@@ -50,6 +51,7 @@ def serve(
 
     platform = open_platform()
     settings = platform.settings
+    logs.configure(settings.log_format, settings.log_level)
     try:
         state = migrate.check_not_too_new(platform.db)
         if not state.is_current:
@@ -77,6 +79,7 @@ def serve(
     # A Ctrl-C before uvicorn's event loop runs leaves its coroutine unawaited: not worth a warning.
     warnings.filterwarnings("ignore", "coroutine 'Server.serve' was never awaited", RuntimeWarning)
     with embedded_worker(platform):
+        # log_config=None: uvicorn's own records go through our handler (`logs.configure`) too.
         uvicorn.run(
             create_app(platform),
             host=host,
@@ -84,6 +87,7 @@ def serve(
             http=limited_http_protocol(settings),
             access_log=settings.access_log,
             log_level="warning",
+            log_config=None,
         )
 
 

@@ -46,13 +46,12 @@ def worker(
     ),
 ) -> None:
     """Run a job worker until interrupted: it claims queued jobs and runs each in a subprocess."""
-    import logging
-
+    from openmaas import logs
     from openmaas.cli.server import open_platform
     from openmaas.db import migrate
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     platform = open_platform()
+    logs.configure(platform.settings.log_format, platform.settings.log_level)
     if not migrate.schema_state(platform.db).is_current:
         fail("The database schema is not current: run `openmaas db upgrade` first.")
     running = _worker(platform, concurrency, org_concurrency)

@@ -39,6 +39,9 @@ class BlockManager:
         self._free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
         self._cached: dict[int, int] = {}  # block hash -> block id
         self.prefix_hits = 0  # blocks reused from the cache, for metrics and tests
+        # Every lookup: full blocks looked up and found (the prefix-cache hit rate is their ratio).
+        self.prefix_queried = 0
+        self.prefix_found = 0
 
     @property
     def num_free_blocks(self) -> int:
@@ -61,6 +64,8 @@ class BlockManager:
                 break
             hits.append(block_id)
             parent = h
+        self.prefix_queried += (seq.num_tokens - 1) // self.block_size
+        self.prefix_found += len(hits)
         return hits
 
     def can_allocate(self, seq: Sequence, cached: list[int], num_tokens: int) -> bool:

@@ -27,6 +27,11 @@ from openmaas.engine.scheduler import Scheduler
 from openmaas.engine.sequence import FinishReason, Sequence
 from openmaas.engine.tokenizer import Tokenizer
 from openmaas.errors import InvalidRequest
+from openmaas.histogram import Histogram
+
+# Seconds from a request's arrival to its first token, and between a choice's successive tokens.
+TTFT_BOUNDS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 20, 40)
+ITL_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5)
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,11 @@ class EngineStats:
     num_free_blocks: int
     prefix_cache_hit_blocks: int
     num_preemptions: int
+    # Prefix-cache lookups: full prompt blocks looked up, and how many of them were found.
+    prefix_cache_queried_blocks: int = 0
+    prefix_cache_found_blocks: int = 0
+    prompt_tokens: int = 0  # of requests that produced a first token
+    generation_tokens: int = 0
 
 
 class LLMEngine:
@@ -62,6 +72,11 @@ class LLMEngine:
         self._requests: dict[str, list[Sequence]] = {}
         self._detok: dict[int, IncrementalDetokenizer] = {}
         self._num_preemptions = 0
+        self._prompt_tokens = 0
+        self._generation_tokens = 0
+        # Read by `/metrics` from another thread; written only by the step loop.
+        self.time_to_first_token = Histogram(TTFT_BOUNDS)
+        self.inter_token_latency = Histogram(ITL_BOUNDS)
 
     @classmethod
     def from_pretrained(cls, model: str | Path, **options: Any) -> LLMEngine:
@@ -157,6 +172,10 @@ class LLMEngine:
             num_free_blocks=bm.num_free_blocks,
             prefix_cache_hit_blocks=bm.prefix_hits,
             num_preemptions=self._num_preemptions,
+            prefix_cache_queried_blocks=bm.prefix_queried,
+            prefix_cache_found_blocks=bm.prefix_found,
+            prompt_tokens=self._prompt_tokens,
+            generation_tokens=self._generation_tokens,
         )
 
     # --- the loop -------------------------------------------------------------------------------
@@ -170,11 +189,13 @@ class LLMEngine:
         for item in decision.scheduled:
             item.seq.num_computed_tokens += item.num_tokens
             self.block_manager.cache_full_blocks(item.seq)
-        return [self._advance(seq, sample) for seq, sample in zip(sampling, samples, strict=True)]
+        now = time.monotonic()
+        return [self._advance(seq, sample, now) for seq, sample in zip(sampling, samples, strict=True)]
 
-    def _advance(self, seq: Sequence, sample: SampledToken) -> RequestOutput:
+    def _advance(self, seq: Sequence, sample: SampledToken, now: float) -> RequestOutput:
         token = sample.token_id
         seq.append_token(token)
+        self._count_token(seq, now)
         params = seq.params
         reason: FinishReason | None = None
         if (token in self.eos_token_ids and not params.ignore_eos) or token in params.stop_token_ids:
@@ -204,6 +225,17 @@ class LLMEngine:
             prompt_tokens=seq.num_prompt_tokens,
             completion_tokens=seq.num_output_tokens,
         )
+
+    def _count_token(self, seq: Sequence, now: float) -> None:
+        """Token counts and latencies for `/metrics` (time to first token once per request)."""
+        self._generation_tokens += 1
+        if seq.num_output_tokens == 1:
+            if seq.index == 0:
+                self._prompt_tokens += seq.num_prompt_tokens
+                self.time_to_first_token.observe(now - seq.arrival)
+        else:
+            self.inter_token_latency.observe(now - seq.last_token_at)
+        seq.last_token_at = now
 
     def _forget_if_done(self, request_id: str) -> None:
         seqs = self._requests.get(request_id, [])

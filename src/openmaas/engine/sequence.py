@@ -51,6 +51,7 @@ class Sequence:
         self.max_tokens = max_tokens
         self.generator = generator
         self.arrival = arrival
+        self.last_token_at = arrival  # when its latest output token came (for inter-token latency)
         self.status = SequenceStatus.WAITING
         self.finish_reason: FinishReason | None = None
         self.num_computed_tokens = 0

@@ -15,12 +15,14 @@ import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
+from openmaas import logs
 from openmaas.clock import Clock
 from openmaas.config import Settings
 from openmaas.db.database import Database
 from openmaas.ids import new_id
 from openmaas.jobs import queue
 from openmaas.jobs.executor import Execution, Executor, RunSpec
+from openmaas.jobs.tables import Job
 
 log = logging.getLogger("openmaas.worker")
 
@@ -160,7 +162,20 @@ class Worker:
                 status = queue.after_exit(
                     session, item.claim, exit_code=code, now=self.clock.now(), releasing=releasing
                 )
-            log.info("%s exited with %d%s", job_id, code, f" → {status}" if status else "")
+                if status is None:  # its process settled it (succeeded, or failed for good)
+                    job = session.get(Job, job_id)
+                    status = job.status if job is not None else None
+            claim = item.claim
+            logs.event(
+                log,
+                "job_exited",
+                job_id=job_id,
+                org_id=claim.org_id,
+                kind=claim.kind,
+                attempt=claim.attempt,
+                exit_code=code,
+                status=status,
+            )
 
     def shutdown(self, grace_s: float = STOP_GRACE_S) -> None:
         """Stop running subprocesses and hand their jobs back to the queue."""

@@ -28,6 +28,7 @@ from typing import Any
 from openmaas import errors
 from openmaas.clock import Clock
 from openmaas.db.database import Database
+from openmaas.histogram import Histogram
 from openmaas.metering import settlement
 from openmaas.metering.events import UsageEvent
 from openmaas.metering.pricing_events import price_event
@@ -37,6 +38,8 @@ from openmaas.pricing.periods import period_bounds, period_of
 from openmaas.pricing.source import PriceSource
 
 log = logging.getLogger("openmaas.metering")
+
+WRITE_SECONDS_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class UsageLedger:
@@ -74,6 +77,11 @@ class UsageLedger:
         self._start_lock = threading.Lock()
         self._closed = False
         self._connection: Any = None  # the writer thread's DBAPI connection
+        # For `/metrics`, written by the writer thread only: each batch's write time (retries
+        # included), the events written, and the failed tries.
+        self.write_seconds = Histogram(WRITE_SECONDS_BOUNDS)
+        self.events_written = 0
+        self.write_failures = 0
 
     def record(self, event: UsageEvent) -> Receipt:
         """Queue `event` for the ledger; wait on the returned receipt before answering the client."""
@@ -164,15 +172,19 @@ class UsageLedger:
 
     def _write_until_done(self, batch: list[Receipt]) -> None:
         delay = self._retry_delay_s
+        started = time.perf_counter()
         while True:
             try:
                 written = self._write(batch)
             except Exception:
+                self.write_failures += 1
                 log.exception("writing %d usage events failed; retrying in %.2fs", len(batch), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             self._completions.resolve(batch, written)
+            self.write_seconds.observe(time.perf_counter() - started)
+            self.events_written += len(batch)
             return
 
     def _write(self, batch: list[Receipt]) -> list[Written]:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from openmaas import errors
+from openmaas.histogram import Histogram
 
 log = logging.getLogger("openmaas.serving.batcher")
 
@@ -57,6 +58,11 @@ class ClientGone(errors.OpenMaaSError):
         super().__init__("The client closed the connection before its request ran.")
 
 
+# Buckets of the batch histograms (`/metrics`): rows per batch, and seconds.
+BATCH_ROWS_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+SECONDS_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
 @dataclass
 class BatchStats:
     """Counters a test or `/metrics` reads: how many batches ran and how many rows they held."""
@@ -71,6 +77,11 @@ class BatchStats:
     expired: int = 0  # past their deadline before they ran
     cancelled: int = 0  # their client went away before they ran
     sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
+    # For `/metrics`: rows per batch, seconds a batch ran (the model's latency), and seconds each
+    # request waited in the queue before its batch ran.
+    batch_rows: Histogram = field(default_factory=lambda: Histogram(BATCH_ROWS_BOUNDS))
+    batch_seconds: Histogram = field(default_factory=lambda: Histogram(SECONDS_BOUNDS))
+    queue_seconds: Histogram = field(default_factory=lambda: Histogram(SECONDS_BOUNDS))
 
 
 @runtime_checkable
@@ -322,6 +333,7 @@ class Batcher:
 
     def _run(self, replica: int, jobs: list[Job]) -> None:
         rows = [row for job in jobs for row in job.rows]
+        started = time.monotonic()
         try:
             options = [job.options for job in jobs for _ in job.rows]
             results = list(self._run_batch(replica, rows, options))
@@ -342,6 +354,7 @@ class Batcher:
             answers.append((job, results[start : start + len(job.rows)]))
             start += len(job.rows)
         jobs[0].loop.call_soon_threadsafe(_resolve_all, answers)
+        self._measure(jobs, len(rows), started, time.monotonic())  # after answering: off their path
 
     def _record(self, rows: int, jobs: int) -> None:
         with self._ready:
@@ -352,6 +365,13 @@ class Batcher:
             stats.max_rows = max(stats.max_rows, rows)
             stats.multi_job_batches += jobs > 1
             stats.sizes.append(rows)
+
+    def _measure(self, jobs: list[Job], rows: int, started: float, ended: float) -> None:
+        with self._ready:
+            self.stats.batch_rows.observe(rows)
+            self.stats.batch_seconds.observe(ended - started)
+            for job in jobs:
+                self.stats.queue_seconds.observe(started - job.enqueued)
 
     def _fail(self, job: Job, exc: BaseException) -> None:
         job.loop.call_soon_threadsafe(_reject, job, exc)

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from openmaas import errors
+from openmaas import errors, logs
 from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.registry.tables import ModelVersion
@@ -143,7 +143,7 @@ class ReplicaManager:
     def is_loaded(self, org_id: str, name: str) -> bool:
         return self._directory.lookup(org_id, name) is not None
 
-    def unload(self, org_id: str, name: str) -> None:
+    def unload(self, org_id: str, name: str, reason: str = "stopped") -> None:
         key = (org_id, name)
         with self._lock:
             self._cold.pop(key, None)
@@ -153,6 +153,14 @@ class ReplicaManager:
         served = self._directory.unregister(org_id, name)
         if served is not None:
             _close(served.runtimes())
+            logs.event(
+                log,
+                "deployment_unloaded",
+                deployment_id=served.deployment_id,
+                org_id=org_id,
+                deployment=name,
+                reason=reason,
+            )
 
     def missing_model(self, org_id: str, name: str) -> errors.OpenMaaSError:
         """The error for a model name not in the directory: still loading (503) or unknown (404).
@@ -187,7 +195,7 @@ class ReplicaManager:
             self._sweeper.join()
         self._loader.shutdown(wait=True, cancel_futures=True)
         for served in self._directory.all():
-            self.unload(served.org_id, served.name)
+            self.unload(served.org_id, served.name, "shutdown")
 
     # Cold starts: on the event loop.
 
@@ -250,18 +258,26 @@ class ReplicaManager:
                 service.set_state(session, deployment_id, "ready", now)
             still_wanted = session.get(service.Deployment, deployment_id)
             stopped = still_wanted is None or still_wanted.state == "stopped"
+        _loaded_event(target, "deployment_loaded", self._clock.monotonic() - started, cold=cold)
         if stopped:  # stopped or deleted while it loaded
             self.unload(target.org_id, target.name)
 
     def _load_failed(self, target: Target, exc: Exception, cold: bool) -> None:
         reason = str(exc) if isinstance(exc, InsufficientMemory) else f"{type(exc).__name__}: {exc}"
+        fields: dict[str, Any] = {
+            "deployment_id": target.deployment_id,
+            "org_id": target.org_id,
+            "deployment": target.name,
+            "reason": reason,
+        }
         with self._db.session() as session:
             if cold and isinstance(exc, InsufficientMemory):
                 service.add_event(
                     session, target.deployment_id, "cold_start_failed", reason, self._clock.now()
                 )
+                logs.event(log, "deployment_cold_start_failed", level=logging.WARNING, **fields)
                 return
-            log.error("deployment %s failed to load: %s", target.deployment_id, reason, exc_info=exc)
+            logs.event(log, "deployment_failed", level=logging.ERROR, exc_info=exc, **fields)
             service.set_state(session, target.deployment_id, "failed", self._clock.now(), reason)
         with self._lock:
             self._cold.pop(target.key, None)
@@ -276,8 +292,17 @@ class ReplicaManager:
             self._make_room(target)
             runtimes = target.load()
         except Exception as exc:
-            log.error("deployment %s failed to load its update: %s", deployment_id, exc, exc_info=exc)
             reason = str(exc) if isinstance(exc, InsufficientMemory) else f"{type(exc).__name__}: {exc}"
+            logs.event(
+                log,
+                "deployment_update_failed",
+                level=logging.ERROR,
+                exc_info=exc,
+                deployment_id=deployment_id,
+                org_id=target.org_id,
+                deployment=target.name,
+                reason=reason,
+            )
             with self._db.session() as session:
                 service.revert(session, deployment_id, before, self._clock.now(), reason)
             return
@@ -286,6 +311,7 @@ class ReplicaManager:
         self._install(target, runtimes)
         with self._db.session() as session:
             service.set_state(session, deployment_id, "ready", self._clock.now())
+        _loaded_event(target, "deployment_updated", None)
         if old is not None:
             _close([r for r in old.runtimes() if not any(r is new for new in runtimes)])
 
@@ -351,6 +377,14 @@ class ReplicaManager:
             _close(served.runtimes())  # drains what was already queued
         with self._db.session() as session:
             service.add_event(session, deployment_id, kind, message, self._clock.now())
+        logs.event(
+            log,
+            "deployment_unloaded",
+            deployment_id=deployment_id,
+            org_id=resident.key[0],
+            deployment=resident.key[1],
+            reason=kind,
+        )
 
     def _sweep(self) -> None:
         now = self._clock.monotonic()
@@ -379,6 +413,19 @@ class ReplicaManager:
         ids = [route.version_id for route in config.routes(row.version_id)]
         versions = {v.id: v for v in session.scalars(select(ModelVersion).where(ModelVersion.id.in_(ids)))}
         return build_target(session, row, config, versions, self._store)
+
+
+def _loaded_event(target: Target, name: str, seconds: float | None, cold: bool = False) -> None:
+    logs.event(
+        log,
+        name,
+        deployment_id=target.deployment_id,
+        org_id=target.org_id,
+        deployment=target.name,
+        versions=",".join(route.ref for route in target.routes),
+        seconds=None if seconds is None else round(seconds, 3),
+        cold_start=cold or None,
+    )
 
 
 def _close(runtimes: list[Any]) -> None:

@@ -17,6 +17,7 @@ from functools import partial
 
 from anyio import to_thread
 
+from openmaas import logs
 from openmaas.metering.gate import Admission, UsageGate
 from openmaas.metering.receipts import Receipt
 from openmaas.serving.directory import ServedModel
@@ -81,6 +82,7 @@ class RequestUsage:
             return
         self._done = True
         self._receipt = self._gate.complete(self._admission, actual)
+        logs.note_usage(actual)  # for the request's log line
 
     def abandon(self) -> None:
         """Nothing was served: release the hold, write no usage; after `record`, does nothing."""

@@ -48,4 +48,5 @@ async def readyz(platform: PlatformDep) -> dict[str, object]:
 @router.get("/metrics", name="metrics")
 async def metrics(request: Request) -> Response:
     registry = request.app.state.metrics.registry
+    await run_in_threadpool(request.app.state.platform_metrics.read_database)  # the job counts
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

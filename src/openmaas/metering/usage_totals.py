@@ -1,22 +1,22 @@
 """An organisation's usage summed over a time range, by unit and any of `HOURLY_DIMENSIONS`, and
 optionally by calendar day in a time zone: what usage reports and invoices read.
 
-The sums come from `usage_hours`, never from a scan of the events, except for the hours that a
-boundary cuts: a `start` or `end` inside an hour, or a local midnight inside an hour (hours are
-written in the organisation's zone, so that happens only after it changed zones). Those hours are
-read from the events, as are the hours overlapping them (two zones' hours overlap), so every event
-in the range is counted exactly once, whatever the boundaries.
+The sums come from `usage_hours`, grouped in the database (by local day too), never from a scan
+of the events, except for the hours that a boundary cuts: a `start` or `end` inside an hour, or,
+summing by day, an hour not aligned with the zone's hours (which may hold a local midnight: hours
+are written in the organisation's zone, so that happens only after it changed zones). Those hours
+are read from the events, as are the hours overlapping them (two zones' hours overlap), so every
+event in the range is counted exactly once, whatever the boundaries.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, Date, and_, case, cast, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from openmaas.metering.tables import HOURLY_DIMENSIONS, UsageHour, UsageRecord, usage_lines
@@ -46,6 +46,8 @@ def usage_totals(
     where = dict(where or {})
     if "" in where.values():  # no usage has '' as a value ('' stands for none in usage_hours)
         return {}
+    if start is not None and end is not None and start >= end:
+        return {}
     return _Reader(session, org_id, start, end, tuple(by), where, days).read()
 
 
@@ -61,111 +63,86 @@ class _Reader:
         days: ZoneInfo | None,
     ) -> None:
         self._session = session
+        self._sqlite = session.get_bind().dialect.name == "sqlite"
         self._org_id = org_id
         self._start = start
         self._end = end
         self._by = by
         self._where = where
         self._days = days
-        self._day_of_hour: dict[datetime, str] = {}
         self.totals: Totals = {}
 
     def read(self) -> Totals:
-        if self._start is not None and self._end is not None and self._start >= self._end:
-            return {}
-        from_events = self._by_day() if self._days is not None else self._in_range()
+        offsets: _Offsets | None = None
+        if self._days is not None:
+            span = self._span()
+            if span is None:
+                return {}
+            offsets = _Offsets(self._days, *span)
+        cut = self._cut_hours(offsets)
+        from_events = _closure(cut, self._hours_overlapping)
+        self._add_hours(from_events, offsets)
         for start, end in self._windows(from_events):
             self._add_events(start, end)
         return self.totals
 
-    def _in_range(self) -> set[datetime]:
-        """Sum the whole hours in range; return the hours to read from the events instead."""
-        cut = self._hours_cut_by_the_range()
-        from_events = _closure(cut, self._stored_hours_overlapping)
-        keys = [*(getattr(UsageHour, name) for name in self._by), UsageHour.unit]
-        query = select(*keys, *_SUMS).where(*self._conditions())
-        if self._start is not None:
-            query = query.where(UsageHour.hour_start >= self._start)
-        if self._end is not None:
-            query = query.where(UsageHour.hour_start <= self._end - HOUR)
-        if from_events:
-            query = query.where(UsageHour.hour_start.not_in(from_events))
-        for *values, unit, quantity, cost, events in self._session.execute(query.group_by(*keys)):
-            self._add((*(value or None for value in values), unit), quantity, cost, events)
-        return from_events
+    def _span(self) -> tuple[datetime, datetime] | None:
+        """The range, its open ends closed by the first and last stored hour."""
+        first, last = self._start, self._end
+        if first is None or last is None:
+            query = select(func.min(UsageHour.hour_start), func.max(UsageHour.hour_start))
+            low, high = self._session.execute(query.where(UsageHour.org_id == self._org_id)).one()
+            if low is None:
+                return None
+            first, last = first or low, last or high + HOUR
+        return first, last
 
-    def _by_day(self) -> set[datetime]:
-        """Sum the whole hours in range per local day; return the hours to read from the events."""
-        keys = [UsageHour.hour_start, *(getattr(UsageHour, name) for name in self._by), UsageHour.unit]
-        query = select(*keys, *_SUMS).where(*self._conditions(), *self._hours()).group_by(*keys)
-        rows = self._session.execute(query).all()
-        stored = sorted({row[0] for row in rows})
-        cut = {hour for hour in stored if not self._whole(hour)}
-        from_events = _closure(
-            cut, lambda start, end: stored[bisect_right(stored, start - HOUR) : bisect_left(stored, end)]
-        )
-        for hour, *values, unit, quantity, cost, events in rows:
-            if hour not in from_events:
-                self._add(
-                    (*(value or None for value in values), unit, self._day(hour)), quantity, cost, events
-                )
-        return from_events
-
-    def _conditions(self) -> list[ColumnElement[bool]]:
-        return [
-            UsageHour.org_id == self._org_id,
-            *(getattr(UsageHour, k) == v for k, v in self._where.items()),
+    def _cut_hours(self, offsets: _Offsets | None) -> set[datetime]:
+        """Stored hours that a boundary cuts: across `start` or `end`, and by day, not on the zone's
+        hours (a local midnight may fall inside)."""
+        cut: list[ColumnElement[bool]] = [
+            and_(UsageHour.hour_start > at - HOUR, UsageHour.hour_start < at)
+            for at in (self._start, self._end)
+            if at is not None
         ]
-
-    def _hours(self) -> list[ColumnElement[bool]]:
-        """The stored hours that overlap the range."""
-        conditions = []
-        if self._start is not None:
-            conditions.append(UsageHour.hour_start > self._start - HOUR)
-        if self._end is not None:
-            conditions.append(UsageHour.hour_start < self._end)
-        return conditions
-
-    def _hours_cut_by_the_range(self) -> set[datetime]:
-        cuts = [at for at in (self._start, self._end) if at is not None]
-        if not cuts:
+        if offsets is not None:
+            cut.append(and_(*self._in_range(), offsets.misaligned(UsageHour.hour_start, sqlite=self._sqlite)))
+        if not cut:
             return set()
-        around = or_(*(and_(UsageHour.hour_start > at - HOUR, UsageHour.hour_start < at) for at in cuts))
-        query = select(UsageHour.hour_start).distinct().where(UsageHour.org_id == self._org_id, around)
+        query = select(UsageHour.hour_start).distinct().where(UsageHour.org_id == self._org_id, or_(*cut))
         return set(self._session.scalars(query))
 
-    def _stored_hours_overlapping(self, start: datetime, end: datetime) -> Iterable[datetime]:
-        query = (
-            select(UsageHour.hour_start)
-            .distinct()
-            .where(
-                UsageHour.org_id == self._org_id,
-                UsageHour.hour_start > start - HOUR,
-                UsageHour.hour_start < end,
-            )
-        )
-        return self._session.scalars(query)
+    def _hours_overlapping(self, start: datetime, end: datetime) -> Iterable[datetime]:
+        query = select(UsageHour.hour_start).distinct()
+        query = query.where(UsageHour.org_id == self._org_id, UsageHour.hour_start > start - HOUR)
+        return self._session.scalars(query.where(UsageHour.hour_start < end))
 
-    def _whole(self, hour: datetime) -> bool:
-        """Whether the hour lies in the range and in one local day."""
-        if self._start is not None and hour < self._start:
-            return False
-        if self._end is not None and hour + HOUR > self._end:
-            return False
-        midnight = self._next_midnight(hour)
-        return not hour < midnight < hour + HOUR
+    def _in_range(self) -> list[ColumnElement[bool]]:
+        """Stored hours wholly in the range."""
+        conditions = []
+        if self._start is not None:
+            conditions.append(UsageHour.hour_start >= self._start)
+        if self._end is not None:
+            conditions.append(UsageHour.hour_start <= self._end - HOUR)
+        return conditions
 
-    def _next_midnight(self, at: datetime) -> datetime:
-        assert self._days is not None
-        tomorrow = at.astimezone(self._days).date() + timedelta(days=1)
-        return datetime.combine(tomorrow, time(), tzinfo=self._days).astimezone(UTC)
-
-    def _day(self, hour: datetime) -> str:
-        day = self._day_of_hour.get(hour)
-        if day is None:
-            assert self._days is not None
-            day = self._day_of_hour[hour] = hour.astimezone(self._days).date().isoformat()
-        return day
+    def _add_hours(self, from_events: set[datetime], offsets: _Offsets | None) -> None:
+        """Sum the stored hours wholly in range, but those read from the events."""
+        keys: list[Any] = [*(getattr(UsageHour, name) for name in self._by), UsageHour.unit]
+        grouping: list[Any] = list(keys)
+        if offsets is not None:
+            keys.append(offsets.day(UsageHour.hour_start, sqlite=self._sqlite).label("day"))
+            grouping.append("day")
+        where = (getattr(UsageHour, name) == value for name, value in self._where.items())
+        query = select(*keys, *_SUMS).where(UsageHour.org_id == self._org_id, *where, *self._in_range())
+        if from_events:
+            query = query.where(UsageHour.hour_start.not_in(from_events))
+        for row in self._session.connection().execute(query.group_by(*grouping)):
+            *values, unit = row[: len(self._by) + 1]
+            day = row[len(self._by) + 1 : -3]
+            if day and isinstance(day[0], date):
+                day = (day[0].isoformat(),)
+            self._add((*(value or None for value in values), unit, *day), *row[-3:])
 
     def _windows(self, hours: set[datetime]) -> list[tuple[datetime, datetime]]:
         """The time ranges to read from the events: `hours` merged, clipped to the range, and cut at
@@ -183,7 +160,7 @@ class _Reader:
             return windows
         days = []
         for start, end in windows:
-            while (midnight := self._next_midnight(start)) < end:
+            while (midnight := _next_midnight(start, self._days)) < end:
                 days.append((start, midnight))
                 start = midnight
             days.append((start, end))
@@ -194,14 +171,11 @@ class _Reader:
         conditions.append(UsageRecord.occurred_at < end)
         conditions.extend(getattr(UsageRecord, k) == v for k, v in self._where.items())
         lines = usage_lines(*conditions)
-        columns = [lines.c[name] for name in self._by]
-        query = select(
-            *columns, lines.c.unit, func.sum(lines.c.quantity), func.sum(lines.c.cost_micros), func.count()
-        )
-        day = (self._day(start),) if self._days is not None else ()
-        for *values, unit, quantity, cost, events in self._session.execute(
-            query.group_by(*columns, lines.c.unit)
-        ):
+        keys = [*(lines.c[name] for name in self._by), lines.c.unit]
+        sums = (func.sum(lines.c.quantity), func.sum(lines.c.cost_micros), func.count())
+        day = (start.astimezone(self._days).date().isoformat(),) if self._days is not None else ()
+        rows = self._session.execute(select(*keys, *sums).group_by(*keys))
+        for *values, unit, quantity, cost, events in rows:
             self._add((*(value or None for value in values), unit, *day), quantity, cost, events)
 
     def _add(self, key: tuple[Any, ...], quantity: int, cost: int, events: int) -> None:
@@ -215,6 +189,60 @@ class _Reader:
 
 
 _SUMS = (func.sum(UsageHour.quantity), func.sum(UsageHour.cost_micros), func.sum(UsageHour.events))
+
+
+class _Offsets:
+    """A zone's offsets from UTC over a time span, as SQL on an hour's start: its local day, and
+    whether it is not on the zone's hours. Changes (summer time) are found by the day, then to
+    the second."""
+
+    def __init__(self, zone: ZoneInfo, start: datetime, end: datetime) -> None:
+        self._zone = zone
+        self.changes: list[tuple[datetime | None, int]] = [(None, self._at(int(start.timestamp())))]
+        t, stop = int(start.timestamp()), int(end.timestamp())
+        while t < stop:
+            step = min(t + 86_400, stop)
+            if self._at(step) != self.changes[-1][1]:
+                before, after = t, step  # the offset changed in (before, after]
+                while after - before > 1:
+                    middle = (before + after) // 2
+                    if self._at(middle) == self.changes[-1][1]:
+                        before = middle
+                    else:
+                        after = middle
+                self.changes.append((datetime.fromtimestamp(after, UTC), self._at(after)))
+            t = step
+
+    def _at(self, seconds: int) -> int:
+        offset = datetime.fromtimestamp(seconds, UTC).astimezone(self._zone).utcoffset()
+        return int(offset.total_seconds()) if offset is not None else 0
+
+    def _by_offset(self, column: Any, value: Any) -> Any:
+        """`value(offset)` of the offset in effect at `column`, as SQL."""
+        if len(self.changes) == 1:
+            return literal(value(self.changes[0][1]))
+        ends = [since for since, _ in self.changes[1:]]
+        whens = [(column < end, value(offset)) for (_, offset), end in zip(self.changes, ends, strict=False)]
+        return case(*whens, else_=literal(value(self.changes[-1][1])))
+
+    def day(self, column: Any, *, sqlite: bool) -> Any:
+        if self.changes == [(None, 0)]:
+            return func.substr(column, 1, 10) if sqlite else cast(column, Date)
+        if sqlite:
+            return func.date(column, self._by_offset(column, lambda offset: f"{offset:+d} seconds"))
+        return cast(column + self._by_offset(column, lambda offset: timedelta(seconds=offset)), Date)
+
+    def misaligned(self, column: Any, *, sqlite: bool) -> ColumnElement[bool]:
+        """Whether the hour starting at `column` is not an hour of the zone (its UTC minutes and
+        seconds are not the zone's)."""
+        minutes = func.substr(column, 15, 5) if sqlite else func.to_char(column, "MI:SS")
+        expected = self._by_offset(column, lambda offset: f"{-offset % 3600 // 60:02d}:{-offset % 60:02d}")
+        return minutes != expected
+
+
+def _next_midnight(at: datetime, zone: ZoneInfo) -> datetime:
+    tomorrow = at.astimezone(zone).date() + timedelta(days=1)
+    return datetime.combine(tomorrow, time(), tzinfo=zone).astimezone(UTC)
 
 
 def _closure(

@@ -1,6 +1,7 @@
 """Invoices: a calendar month of an organisation's usage in its own time zone, priced.
 
-A month is a draft while it runs (computed on request, never stored) and is finalised once it has
+Usage is read from the ledger's hourly sums (`metering.usage_totals`), not its events. A month is
+a draft while it runs (computed on request, never stored) and is finalised once it has
 ended: the invoice is stored, prepaid credit is applied to it, its metered list cost leaves the
 account's `unbilled` sum, and the owners of marketplace models used in it are credited their net
 share. Included quantities and graduated tiers run over the month's cumulative quantity of each
@@ -22,7 +23,8 @@ from openmaas import errors
 from openmaas.billing.credits import account_for, locked_account, post_transaction
 from openmaas.billing.tables import Invoice, Listing, Pricebook
 from openmaas.ids import new_id
-from openmaas.metering.tables import BillingAccount, UsageRecord, usage_lines
+from openmaas.metering.tables import BillingAccount
+from openmaas.metering.usage_totals import usage_totals
 from openmaas.pricing.money import format_micros, round_to_cents, share_micros, to_micros
 from openmaas.pricing.periods import next_period, parse_period, period_bounds, period_of
 from openmaas.pricing.sheets import PriceSheet, parse_components
@@ -156,17 +158,13 @@ def _finalize(session: Session, org: Organization, period: str, *, now: datetime
 
 def _compute(session: Session, org: Organization, period: str, currency: str) -> _Computed:
     start, end = period_bounds(period, org.timezone)
-    ledger = usage_lines(
-        UsageRecord.org_id == org.id, UsageRecord.occurred_at >= start, UsageRecord.occurred_at < end
-    )
-    key = (ledger.c.price_ref, ledger.c.unit, ledger.c.resource_class, ledger.c.model)
-    groups = session.execute(
-        select(*key, func.sum(ledger.c.quantity), func.sum(ledger.c.cost_micros)).group_by(*key)
-    ).all()
+    totals = usage_totals(session, org.id, start=start, end=end, by=("price_ref", "resource_class", "model"))
+    groups = [
+        (ref, unit, resource_class, model, quantity, cost)
+        for (ref, resource_class, model, unit), (quantity, cost, _) in totals.items()
+    ]
     sheets = _sheets(session, {g[0] for g in groups if g[0] is not None})
-    ordered = sorted(
-        groups, key=lambda g: (sheets[g[0]].starts if g[0] in sheets else start, g[3] or "", g[1])
-    )
+    ordered = sorted(groups, key=lambda g: (sheets[g[0]].starts if g[0] in sheets else start, *_names(g[:4])))
     used: dict[tuple[Any, ...], int] = defaultdict(int)
     lines: list[schemas.InvoiceLine] = []
     sales: list[dict[str, Any]] = []
@@ -229,6 +227,12 @@ def _compute(session: Session, org: Organization, period: str, currency: str) ->
         amount_due=format_micros(subtotal),
     )
     return _Computed(invoice, list_cost, sales)
+
+
+def _names(group: tuple[str | None, ...]) -> tuple[str, ...]:
+    """A group's (price sheet, unit, resource class, model), model first, as sortable text."""
+    ref, unit, resource_class, model = group
+    return model or "", unit or "", resource_class or "", ref or ""
 
 
 def _plan_fee(session: Session, plan: str, start: datetime, end: datetime) -> schemas.InvoiceLine | None:

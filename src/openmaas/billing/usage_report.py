@@ -1,22 +1,37 @@
-"""`GET /v1/usage`: an organisation's ledger, summed by day, model, deployment, key or unit, or
-listed event by event. Days are calendar days in the organisation's time zone."""
+"""`GET /v1/usage`: an organisation's usage summed by unit and by day, model, deployment or key,
+or listed event by event. Days are calendar days in the organisation's time zone.
+
+Sums are read from the ledger's hourly sums (`metering.usage_totals`), never from a scan of the
+events, and are always per unit: a request and a row are not one quantity. Single events are read
+from the ledger a page at a time, newest first, along its (organisation, time) index.
+
+A model is shown by name: `name:version` for the organisation's own versions; for another
+organisation's model used through the marketplace, the listing (`lst_…`), which is all its
+listing shows of it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, Subquery, func, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from openmaas import errors
-from openmaas.metering.tables import UsageRecord, usage_lines
+from openmaas.billing.tables import Listing
+from openmaas.metering.tables import UsageRecord
+from openmaas.metering.usage_totals import usage_totals
 from openmaas.pricing.money import format_micros
 from openmaas.pricing.periods import zone
+from openmaas.registry import service as registry
+from openmaas.registry.tables import ModelVersion, RegisteredModel
 from openmaas.schemas import billing as schemas
 from openmaas.tenancy import service as tenancy
+from openmaas.units import UNITS
 
 GROUPS = ("day", "model", "deployment", "api_key_id", "unit")
 
@@ -29,20 +44,6 @@ class UsageFilter:
     api_key_id: str | None = None
 
 
-def _lines(org_id: str, where: UsageFilter) -> Subquery:
-    """The organisation's ledger lines (one per event and unit) that `where` selects."""
-    conditions = [UsageRecord.org_id == org_id]
-    if where.start is not None:
-        conditions.append(UsageRecord.occurred_at >= where.start)
-    if where.end is not None:
-        conditions.append(UsageRecord.occurred_at < where.end)
-    if where.model is not None:
-        conditions.append(UsageRecord.model == where.model)
-    if where.api_key_id is not None:
-        conditions.append(UsageRecord.api_key_id == where.api_key_id)
-    return usage_lines(*conditions)
-
-
 def usage(
     session: Session,
     org_id: str,
@@ -51,39 +52,48 @@ def usage(
     group_by: Sequence[str],
     currency: str,
 ) -> schemas.UsageReport:
+    """Usage summed per unit and per the `group_by` columns; sorted by day, the columns, unit."""
     unknown = [g for g in group_by if g not in GROUPS]
     if unknown:
         raise errors.ValidationFailed(
             f"group_by: unknown {unknown}; choose from {list(GROUPS)}", param="group_by"
         )
     org = tenancy.get_organization(session, org_id)
-    lines = _lines(org_id, where)
-    columns: list[Any] = [lines.c[g] for g in group_by if g != "day"]
-    if "day" in group_by:
-        columns.append(lines.c.occurred_at)  # summed per local day below
-    query: Select[Any] = select(
-        *columns,
-        func.sum(lines.c.quantity),
-        func.sum(lines.c.cost_micros),
-        func.count(func.distinct(lines.c.event_id)),
-    ).group_by(*columns)
-    rows: Sequence[Any] = session.execute(query).all()
-    tz = zone(org.timezone)
+    where = _resolved(session, org_id, where)
+    columns = list(dict.fromkeys(g for g in group_by if g not in ("day", "unit")))
+    by_day = "day" in group_by
+    totals = usage_totals(
+        session,
+        org_id,
+        start=where.start,
+        end=where.end,
+        by=(*columns, "price_ref"),  # only to tell whether a price applied; summed over below
+        where=_dimensions(where),
+        days=zone(org.timezone) if by_day else None,
+    )
     sums: dict[tuple[Any, ...], list[int]] = {}
-    for row in rows:
-        values = list(row[: len(columns)])
-        if "day" in group_by:
-            values[-1] = values[-1].astimezone(tz).date().isoformat()
-        total = sums.setdefault(tuple(values), [0, 0, 0])
-        total[0] += int(row[-3])
-        total[1] += int(row[-2])
-        total[2] += int(row[-1])
-    names = [g for g in group_by if g != "day"] + (["day"] if "day" in group_by else [])
+    unpriced = False
+    n = len(columns)
+    for key, (quantity, cost, events) in totals.items():  # (*columns, price_ref, unit[, day])
+        unpriced = unpriced or key[n] is None
+        total = sums.setdefault((*key[n + 2 :], *key[:n], key[n + 1]), [0, 0, 0])
+        total[0] += quantity
+        total[1] += cost
+        total[2] += events
+    labels = ["day"] * by_day + columns + ["unit"]
+    rows = [(dict(zip(labels, key, strict=True)), total) for key, total in sorted(sums.items(), key=_order)]
+    names = _model_names(session, org_id, (fields.get("model") for fields, _ in rows))
     buckets = [
-        schemas.UsageBucket(**dict(zip(names, key, strict=True)), quantity=q, cost=format_micros(c), events=n)
-        for key, (q, c, n) in sorted(sums.items(), key=lambda item: tuple(str(v) for v in item[0]))
+        schemas.UsageBucket(
+            **fields,
+            model_name=names.get(fields.get("model") or ""),
+            quantity=quantity,
+            cost=format_micros(cost),
+            events=events,
+        )
+        for fields, (quantity, cost, events) in rows
     ]
-    return schemas.UsageReport(currency=currency, granularity="bucket", data=buckets)
+    return schemas.UsageReport(currency=currency, granularity="bucket", data=buckets, unpriced=unpriced)
 
 
 def events(
@@ -95,29 +105,143 @@ def events(
     limit: int,
     after: str | None,
 ) -> schemas.UsageReport:
-    """Single ledger lines (an event's units), newest first; `after` is the previous page's `last_id`."""
-    lines = _lines(org_id, where)
-    query = select(lines)
-    if after is not None:
-        if not after.isdigit():
-            raise errors.ValidationFailed("after: not a cursor from this list", param="after")
-        query = query.where(lines.c.seq < int(after))
-    rows = session.execute(query.order_by(lines.c.seq.desc()).limit(limit + 1)).all()
-    data = [
-        schemas.UsageEventPublic(
-            request_id=row.event_id,
-            unit=row.unit,
-            quantity=row.quantity,
-            cost=format_micros(row.cost_micros),
-            occurred_at=row.occurred_at,
-            model=row.model,
-            deployment=row.deployment,
-            api_key_id=row.api_key_id,
-            resource_class=row.resource_class,
+    """Single ledger lines (an event's units), newest first; `after` is the previous page's
+    `last_id`. Reads `limit` + 2 events along the (organisation, time) index: each has a line at
+    least, and the first may be the previous page's last, partly shown."""
+    where = _resolved(session, org_id, where)
+    conditions = [UsageRecord.org_id == org_id]
+    if where.start is not None:
+        conditions.append(UsageRecord.occurred_at >= where.start)
+    if where.end is not None:
+        conditions.append(UsageRecord.occurred_at < where.end)
+    if where.model is not None:
+        conditions.append(UsageRecord.model == where.model)
+    if where.api_key_id is not None:
+        conditions.append(UsageRecord.api_key_id == where.api_key_id)
+    cursor = _Cursor.parse(after) if after is not None else None
+    if cursor is not None:
+        conditions.append(UsageRecord.occurred_at <= cursor.occurred_at)
+        conditions.append(
+            or_(
+                UsageRecord.occurred_at < cursor.occurred_at,
+                and_(UsageRecord.occurred_at == cursor.occurred_at, UsageRecord.seq <= cursor.seq),
+            )
         )
-        for row in rows[:limit]
-    ]
-    last = str(rows[:limit][-1].seq) if rows[:limit] else None
-    return schemas.UsageReport(
-        currency=currency, granularity="event", data=data, has_more=len(rows) > limit, last_id=last
+    query = (
+        select(UsageRecord)
+        .where(*conditions)
+        .order_by(UsageRecord.occurred_at.desc(), UsageRecord.seq.desc())
+        .limit(limit + 2)
     )
+    records = session.scalars(query).all()
+    names = _model_names(session, org_id, (r.model for r in records))
+    lines: list[tuple[_Cursor, schemas.UsageEventPublic]] = []
+    for record in records:
+        for index in reversed(range(len(UNITS))):
+            unit = UNITS[index]
+            quantity = getattr(record, f"qty_{unit}")
+            here = _Cursor(record.occurred_at, record.seq, index)
+            if quantity is None or (cursor is not None and not here.after(cursor)):
+                continue
+            line = schemas.UsageEventPublic(
+                request_id=record.event_id,
+                unit=unit,
+                quantity=quantity,
+                cost=format_micros(getattr(record, f"cost_{unit}") or 0),
+                occurred_at=record.occurred_at,
+                model=record.model,
+                model_name=names.get(record.model or ""),
+                deployment=record.deployment,
+                api_key_id=record.api_key_id,
+                resource_class=record.resource_class,
+            )
+            lines.append((here, line))
+    page = lines[:limit]
+    return schemas.UsageReport(
+        currency=currency,
+        granularity="event",
+        data=[line for _, line in page],
+        has_more=len(lines) > limit,
+        last_id=str(page[-1][0]) if page else None,
+    )
+
+
+def _order(item: tuple[tuple[Any, ...], list[int]]) -> list[str]:
+    return [str(value) for value in item[0]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Cursor:
+    """Where a page of lines ended: an event (its time and ledger sequence) and a unit's index
+    (an event's lines come in descending unit index)."""
+
+    occurred_at: datetime
+    seq: int
+    unit_index: int
+
+    _FORMAT = re.compile(r"^(\d{1,19})\.(\d{1,19})\.(\d)$")
+
+    @classmethod
+    def parse(cls, text: str) -> _Cursor:
+        match = cls._FORMAT.match(text)
+        if match is None or int(match.group(3)) >= len(UNITS):
+            raise errors.ValidationFailed("after: not a cursor from this list", param="after")
+        try:
+            at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(match.group(1)))
+        except OverflowError:
+            raise errors.ValidationFailed("after: not a cursor from this list", param="after") from None
+        return cls(at, int(match.group(2)), int(match.group(3)))
+
+    def after(self, other: _Cursor) -> bool:
+        """Whether this line comes after `other` in the list (newest first)."""
+        mine = (self.occurred_at, self.seq, self.unit_index)
+        return mine < (other.occurred_at, other.seq, other.unit_index)
+
+    def __str__(self) -> str:
+        micros = (self.occurred_at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+        return f"{micros}.{self.seq}.{self.unit_index}"
+
+
+def _resolved(session: Session, org_id: str, where: UsageFilter) -> UsageFilter:
+    """`model` given as one of the organisation's own versions (`name:version`, `name@alias`)
+    filters by that version's id, which usage carries; any other value is taken as it is."""
+    ref = where.model
+    if ref is None or not (":" in ref or "@" in ref):
+        return where
+    try:
+        _, version = registry.resolve(session, org_id, ref)
+    except (errors.NotFound, errors.ValidationFailed):
+        return where
+    return replace(where, model=version.id)
+
+
+def _dimensions(where: UsageFilter) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in (("model", where.model), ("api_key_id", where.api_key_id))
+        if value is not None
+    }
+
+
+def _model_names(session: Session, org_id: str, models: Iterable[str | None]) -> dict[str, str]:
+    """Display names of the models usage names (version ids): `name:version` for `org_id`'s own
+    versions, the listing for another organisation's listed version; none for the rest (a deleted
+    version, a reference that is not a version id)."""
+    wanted = {model for model in models if model}
+    if not wanted:
+        return {}
+    own = session.execute(
+        select(ModelVersion.id, RegisteredModel.name, ModelVersion.version)
+        .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
+        .where(ModelVersion.id.in_(wanted), ModelVersion.org_id == org_id)
+    )
+    names = {version_id: f"{name}:{version}" for version_id, name, version in own}
+    others = wanted - set(names)
+    if others:
+        listed = session.execute(
+            select(Listing.model, Listing.id)
+            .where(Listing.model.in_(others), Listing.owner_org_id != org_id)
+            .order_by(Listing.created_at)
+        )
+        names.update({model: listing_id for model, listing_id in listed})  # the latest of each
+    return names

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import typer
@@ -22,7 +23,7 @@ admin_billing_app = typer.Typer(
 admin_pricebooks_app = typer.Typer(help="Versioned plan prices.", no_args_is_help=True)
 admin_invoices_app = typer.Typer(help="Invoices of all organizations.", no_args_is_help=True)
 
-USAGE_COLUMNS = ("day", "model", "deployment", "api_key_id", "unit", "quantity", "cost", "events")
+USAGE_COLUMNS = ("day", "model", "deployment", "api_key_id")  # then unit, quantity, cost, events
 EVENT_COLUMNS = ("occurred_at", "request_id", "unit", "quantity", "cost", "model", "api_key_id")
 INVOICE_COLUMNS = ("period", "status", "subtotal", "credit_applied", "amount_due", "currency")
 LINE_COLUMNS = ("kind", "description", "quantity", "included", "amount")
@@ -54,19 +55,22 @@ def register(app: typer.Typer, admin_app: typer.Typer) -> None:
 @client_command
 def usage(
     options: ClientOptions,
-    group_by: list[str] = typer.Option(None, "--group-by", help="day, model, deployment, api_key_id, unit"),
+    group_by: list[str] = typer.Option(
+        None, "--group-by", help="day, model, deployment, api_key_id (each unit is always its own row)"
+    ),
     start: datetime = typer.Option(None, "--start", help="From (ISO time, inclusive)"),
     end: datetime = typer.Option(None, "--end", help="Until (ISO time, exclusive)"),
-    model: str = typer.Option(None, "--model"),
+    model: str = typer.Option(None, "--model", help="name:version, name@alias or a version id"),
     api_key_id: str = typer.Option(None, "--key-id"),
     events: bool = typer.Option(False, "--events", help="List single events instead of sums"),
     limit: int = typer.Option(50, "--limit", help="With --events: how many"),
 ) -> None:
-    """Your organization's usage: sums by day/model/deployment/key/unit, or single events."""
+    """Your organization's usage: sums per unit by day/model/deployment/key, or single events."""
     api = options.client()
+    groups = group_by or (None if events else ["day"])
     report = run(
         lambda: api.usage(
-            group_by=group_by or (None if events else ["day", "unit"]),
+            group_by=groups,
             granularity="event" if events else "bucket",
             start=start,
             end=end,
@@ -75,11 +79,24 @@ def usage(
             limit=limit if events else None,
         )
     )
-    options.show(
-        report.data,
-        columns=EVENT_COLUMNS if events else USAGE_COLUMNS,
-        title=f"Usage ({report.currency})",
-    )
+    if options.as_json:
+        options.show(report.data, columns=())
+        return
+    if events:
+        columns: tuple[str, ...] = EVENT_COLUMNS
+    else:
+        grouped = {g for item in groups or () for g in item.split(",")}
+        columns = (*(c for c in USAGE_COLUMNS if c in grouped), "unit", "quantity", "cost", "events")
+    # A model by name (name:version, or the marketplace listing), not its version id.
+    rows = [{**item.model_dump(mode="json"), "model": item.model_name or item.model} for item in report.data]
+    options.show(rows, columns=columns, title=f"Usage ({report.currency})")
+    if report.unpriced and all(Decimal(item.cost) == 0 for item in report.data):
+        console.print(
+            "No price applied to this usage, so it cost nothing. An operator sets prices with "
+            "`openmaas admin pricebooks create prices.json`; usage keeps the price in effect when it "
+            "happened.",
+            highlight=False,
+        )
 
 
 @client_command

@@ -5,11 +5,12 @@ prices the event, queues it, and returns a `Receipt`; waiting on the receipt ret
 event is durable, so a request's response can complete only after its usage is written.
 
 One background thread takes every queued event (up to `max_batch`) and writes them in one
-transaction: `INSERT … ON CONFLICT (event_id, unit) DO NOTHING` on SQLite and PostgreSQL alike,
+transaction: `INSERT … ON CONFLICT (event_id) DO NOTHING` on SQLite and PostgreSQL alike,
 so the database's unique key, at the write, is what makes a retried event a no-op — there is no
 "seen it" check before the write that a failed write could poison. In the same transaction each
-event's budget hold is released and the metered cost is added to its organisation's account (and
-key budget), so spend and ledger never disagree, also after a crash. A failed transaction is
+event's budget hold is released, the metered cost is added to its organisation's account (and
+key budget), and the inserted events are added to the hourly sums that reports and invoices read
+(`metering/hourly.py`), so spend, sums and ledger never disagree, also after a crash. A failed transaction is
 retried with backoff, never dropped; while it fails, the bounded queue fills and `record` answers
 `ServiceUnavailable` instead of growing memory.
 """
@@ -31,6 +32,7 @@ from openmaas.db.database import Database
 from openmaas.histogram import Histogram
 from openmaas.metering import settlement
 from openmaas.metering.events import UsageEvent
+from openmaas.metering.hourly import HourBuckets, HourlySums
 from openmaas.metering.pricing_events import price_event
 from openmaas.metering.receipts import Completions, Receipt, Written
 from openmaas.metering.tables import UNIT_COLUMNS
@@ -196,14 +198,24 @@ class UsageLedger:
             rows = self._rows(sql, batch)
             inserted = settlement.insert_new(sql, rows)
             periods = _Periods(self._prices)
+            hours = HourBuckets(self._timezone_of, sql.time)
             spend = settlement.Spend()
+            hourly = HourlySums()
             if inserted is None:  # the common case: every row was new
                 written = [Written(p.event.event_id, True, p.cost_micros) for p in batch]
             else:
                 written = _claim_lines(batch, inserted)
             for p, outcome in zip(batch, written, strict=True):
-                spend.add(p.event, periods.of(p.event.org_id, p.event.occurred_at), outcome.cost_micros)
+                e = p.event
+                spend.add(e, periods.of(e.org_id, e.occurred_at), outcome.cost_micros)
+                if outcome.new:  # keyed as `HOURLY_DIMENSIONS`
+                    hour = hours.of(e.org_id, e.occurred_at)
+                    ref = p.lines[0].price_ref
+                    hourly.add(
+                        (e.org_id, hour, e.model, e.api_key_id, e.deployment, e.resource_class, ref), p.lines
+                    )
             settlement.apply(sql, spend)
+            hourly.write(sql)
         return written
 
     def _write_in_one_statement(self, batch: list[Receipt]) -> list[Written] | None:
@@ -212,9 +224,11 @@ class UsageLedger:
         each statement costs the driver about 0.1 ms, and a transaction of five was most of a
         request's metering latency. None: not such a batch, write it in a transaction."""
         periods = _Periods(self._prices)
+        hours = HourBuckets(self._timezone_of, settlement.Sql.pg_time)
         of_org: dict[str, str] = {}
         of_key: dict[str, str] = {}
         event_periods = []
+        event_hours = []
         leases: list[str | None] = []
         for p in batch:
             e = p.event
@@ -230,13 +244,16 @@ class UsageLedger:
             if e.api_key_id is not None and of_key.setdefault(e.api_key_id, period) != period:
                 return None
             event_periods.append(period)
+            event_hours.append(hours.of(e.org_id, e.occurred_at))
             leases.append(lease)
         if len({p.event.event_id for p in batch}) != len(batch):
             return None
         connection = self._connect()
         try:
             sql = settlement.Sql(connection, is_sqlite=False)
-            inserted = settlement.insert_and_spend(sql, self._rows(sql, batch), event_periods, leases)
+            inserted = settlement.insert_and_spend(
+                sql, self._rows(sql, batch), event_periods, leases, event_hours
+            )
         except BaseException:
             self._connection = None
             connection.close()
@@ -244,6 +261,9 @@ class UsageLedger:
         if inserted is None:
             return [Written(p.event.event_id, True, p.cost_micros) for p in batch]
         return _claim_lines(batch, inserted)
+
+    def _timezone_of(self, org_id: str) -> str:
+        return self._prices.profile(org_id).timezone
 
     def _connect(self) -> Any:
         """The writer's own connection, held for its lifetime (the hot path skips the ORM session

@@ -1,6 +1,7 @@
-"""The SQL of a ledger batch: insert-if-new, then settle holds and add spend, in one transaction.
+"""The SQL of a ledger batch: insert-if-new, then settle holds, add spend and add the inserted rows
+to the hourly sums, in one transaction (on PostgreSQL's common batch, in one statement).
 
-Both statements are conditional on the database's state at the write, so two API servers
+Every statement is conditional on the database's state at the write, so two API servers
 writing the same event, or a retry of a batch whose commit was lost, meter once.
 """
 
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from openmaas.db.database import Database
 from openmaas.metering.events import UsageEvent
+from openmaas.metering.hourly import pg_upsert_from
 from openmaas.metering.tables import EVENT_COLUMNS, UNIT_COLUMNS
 
 
@@ -41,11 +43,16 @@ class Sql:
     def time(self, when: datetime) -> Any:
         """An instant as `UTCDateTime` stores it: naive UTC (SQLite: SQLAlchemy's text format, so
         ORM reads and range queries see the same values)."""
-        utc = when if when.tzinfo is UTC else when.astimezone(UTC)
         if self.is_sqlite:
+            utc = when if when.tzinfo is UTC else when.astimezone(UTC)
             # "%Y-%m-%d %H:%M:%S.%f" without its "+00:00": a quarter of strftime's cost (per event).
             return utc.isoformat(" ", "microseconds")[:26]
-        return utc.replace(tzinfo=None)
+        return self.pg_time(when)
+
+    @staticmethod
+    def pg_time(when: datetime) -> datetime:
+        """`time` on PostgreSQL."""
+        return (when if when.tzinfo is UTC else when.astimezone(UTC)).replace(tzinfo=None)
 
     def run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
         cursor = self._connection.cursor()
@@ -125,13 +132,18 @@ _PG_INSERT = (
 
 
 def insert_and_spend(
-    sql: Sql, rows: list[tuple[Any, ...]], periods: list[str], leases: list[str | None]
+    sql: Sql,
+    rows: list[tuple[Any, ...]],
+    periods: list[str],
+    leases: list[str | None],
+    hours: list[Any],
 ) -> set[str] | None:
     """PostgreSQL, in one statement (atomic on its own, so one round trip in autocommit): insert the
     rows whose event id is new, add the new rows' cost to their organisation's account and key
-    budget, in each row's billing period (`periods`, one per row), and deduct it from the budget
+    budget, in each row's billing period (`periods`, one per row), deduct it from the budget
     lease each row was admitted against (`leases`, one per row, None for none) and from the
-    reservation. Returns what `insert_new` does.
+    reservation, and add the new rows to the hourly sums, each in its hour (`hours`, one per row).
+    Returns what `insert_new` does.
 
     Only for batches whose event ids are distinct, where each organisation and key has one period,
     and with no single-request hold to release: `apply` handles the rest."""
@@ -139,8 +151,8 @@ def insert_and_spend(
     # column (28 of them, most of the statement's client-side cost for a small batch).
     batch = orjson.dumps(
         [
-            {**dict(zip(COLUMNS, row, strict=True)), "period": period, "lease": lease}
-            for row, period, lease in zip(rows, periods, leases, strict=True)
+            {**dict(zip(COLUMNS, row, strict=True)), "period": period, "lease": lease, "hour": hour}
+            for row, period, lease, hour in zip(rows, periods, leases, hours, strict=True)
         ]
     ).decode()
     new = {event_id for (event_id,) in sql.run(_PG_INSERT_AND_SPEND, (batch,)).fetchall()}
@@ -148,10 +160,13 @@ def insert_and_spend(
 
 
 # Each data-modifying part runs once and sees only the rows this statement inserted (`ins`), so a
-# retried event adds nothing; `leased` mirrors `deduct_leases`, and the account upsert and key
-# update mirror `_ACCOUNT_UPSERT` and `_KEY_UPDATE`, releasing what `leased` deducted.
+# retried event adds nothing; `leased` mirrors `deduct_leases`, the account upsert and key update
+# mirror `_ACCOUNT_UPSERT` and `_KEY_UPDATE`, releasing what `leased` deducted, and `hourly` is
+# `HourlySums.write`'s upsert.
 _PG_INSERT_AND_SPEND = f"""
-WITH batch AS (SELECT * FROM json_to_recordset(?::json) AS b({_PG_RECORD}, period text, lease text)),
+WITH batch AS (
+    SELECT * FROM json_to_recordset(?::json) AS b({_PG_RECORD}, period text, lease text, hour timestamp)
+),
 ins AS (
     INSERT INTO usage_events ({", ".join(COLUMNS)}) SELECT {", ".join(COLUMNS)} FROM batch
     ON CONFLICT (event_id) DO NOTHING
@@ -200,6 +215,8 @@ keys AS (
           FROM spent AS sp LEFT JOIN key_released AS r USING (api_key_id)
           WHERE sp.api_key_id IS NOT NULL GROUP BY sp.api_key_id, sp.period) AS s
     WHERE key_budgets.key_id = s.api_key_id
+),
+hourly AS ({pg_upsert_from("ins", "batch")}
 )
 SELECT event_id FROM ins
 """

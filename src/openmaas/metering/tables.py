@@ -1,7 +1,8 @@
-"""Metering's tables: the usage ledger (append-only, one row per event, unique on its id) and
-`usage_lines`, the same ledger one row per (event, unit), as invoices and usage reports read it;
-rate-limit overrides and shared buckets; budget holds, and the organisation accounts and key
-budgets they reserve against (billing moves an account's wallet; metering settles spend into it).
+"""Metering's tables: the usage ledger (append-only, one row per event, unique on its id),
+`usage_lines`, the same ledger one row per (event, unit), and `usage_hours`, its hourly sums that
+reports and invoices read (written with the events: see `metering/hourly.py`); rate-limit
+overrides and shared buckets; budget holds, and the organisation accounts and key budgets they
+reserve against (billing moves an account's wallet; metering settles spend into it).
 
 One row per event, with a quantity and a cost column per unit, is what makes the ledger cheap to
 write: an inference event is one index entry per index, not three (requests, input and output
@@ -20,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     String,
     Subquery,
     UniqueConstraint,
@@ -118,6 +120,42 @@ def usage_lines(*conditions: ColumnElement[bool]) -> Subquery:
             ).where(quantity.is_not(None), *conditions)
         )
     return union_all(*branches).subquery("usage_lines")
+
+
+# The columns an hour of usage is summed by, besides the organisation, the hour and the unit.
+HOURLY_DIMENSIONS = ("model", "api_key_id", "deployment", "resource_class", "price_ref")
+
+
+class UsageHour(Base):
+    """An hour of an organisation's usage of one unit, per key, model, deployment, resource class
+    and price sheet (pricebook or listing, whose owner is the seller): what reports and invoices
+    read instead of the events. The ledger writer adds to it in the statement or transaction that
+    inserts the events, from the rows that write inserted, so it never drifts from the ledger and a
+    retried event adds nothing.
+
+    `hour_start` begins an hour of the organisation's local time when written: a UTC hour in most
+    zones, half past or a quarter to in zones such as India's or Nepal's, so that its days and
+    months are whole hours. `events`: how many events used the unit. The dimensions hold '' for
+    none (a NULL would make every row unique).
+    """
+
+    __tablename__ = "usage_hours"
+    __table_args__ = (
+        PrimaryKeyConstraint("org_id", "hour_start", "unit", *HOURLY_DIMENSIONS, name="pk_usage_hours"),
+        {"sqlite_with_rowid": False},  # rows live in the key's order: an org's hours are one range
+    )
+
+    org_id: Mapped[str] = mapped_column(String(40))
+    hour_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    unit: Mapped[str] = mapped_column(String(40))
+    model: Mapped[str] = mapped_column(String(200))
+    api_key_id: Mapped[str] = mapped_column(String(40))
+    deployment: Mapped[str] = mapped_column(String(200))
+    resource_class: Mapped[str] = mapped_column(String(20))
+    price_ref: Mapped[str] = mapped_column(String(60))
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    cost_micros: Mapped[int] = mapped_column(BigInteger)
+    events: Mapped[int] = mapped_column(BigInteger)
 
 
 class RateLimitOverride(Base):

@@ -274,13 +274,24 @@ class InvoiceList(BaseModel):
     data: list[Invoice]
 
 
+_MODEL_NAME = Field(
+    default=None,
+    description="The model by name: `name:version` for your own versions, the listing (`lst_…`) for a "
+    "marketplace model; null when unknown (a deleted version)",
+)
+
+
 class UsageBucket(BaseModel):
+    """Usage of one unit summed over the report's other columns (quantities of different units
+    are never added: a request and a token are not one quantity)."""
+
     object: Literal["usage_bucket"] = "usage_bucket"
     day: str | None = None
     model: str | None = None
+    model_name: str | None = _MODEL_NAME
     deployment: str | None = None
     api_key_id: str | None = None
-    unit: str | None = None
+    unit: str = Field(description=f"One of {list(UNITS)}")
     quantity: int
     cost: str
     events: int
@@ -294,6 +305,7 @@ class UsageEventPublic(BaseModel):
     cost: str
     occurred_at: datetime
     model: str | None
+    model_name: str | None = _MODEL_NAME
     deployment: str | None
     api_key_id: str | None
     resource_class: str | None
@@ -306,3 +318,8 @@ class UsageReport(BaseModel):
     data: list[UsageBucket] | list[UsageEventPublic]
     has_more: bool = False
     last_id: str | None = None
+    unpriced: bool = Field(
+        default=False,
+        description="Some of this usage was metered while no pricebook or listing priced it, so it "
+        "cost nothing: an operator sets prices with `POST /v1/admin/pricebooks`",
+    )

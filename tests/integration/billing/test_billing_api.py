@@ -72,7 +72,10 @@ def test_usage_report_groups_filters_and_lists_events(clocked_served: tuple[Serv
             ("m:2", "requests", 1, "0.01"),
         ]
         by_day = client.get("/v1/usage", params={"group_by": "day", "model": "m:2"}).json()["data"]
-        assert [(b["day"], b["events"], b["cost"]) for b in by_day] == [("2026-11-22", 1, "0.51")]
+        assert [(b["day"], b["unit"], b["events"], b["cost"]) for b in by_day] == [
+            ("2026-11-22", "output_tokens", 1, "0.50"),  # units apart: never one quantity
+            ("2026-11-22", "requests", 1, "0.01"),
+        ]
         events = client.get("/v1/usage", params={"granularity": "event", "limit": 3}).json()
         assert [(e["request_id"], e["unit"]) for e in events["data"]] == [
             ("r2", "output_tokens"),

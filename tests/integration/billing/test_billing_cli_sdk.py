@@ -60,3 +60,29 @@ def test_sdk_and_cli_cover_credits_prices_usage_and_invoices(
             return (await tenant.credits()).period, len(events.data)
 
     assert asyncio.run(tenant_async()) == ("2026-11", 1)
+
+
+def test_usage_command_shows_names_units_apart_and_says_when_nothing_was_priced(
+    clocked_served: tuple[Served, Clocked],
+) -> None:
+    served, clocked = clocked_served
+    acme = served.tenant("acme")
+    version = make_version(clocked.platform, acme.org_id, "cancer")
+    clocked.move_to(datetime(2026, 11, 24, tzinfo=UTC))
+    meter(
+        clocked.platform, "r1", acme.org_id, clocked.clock.now(), {"requests": 2, "rows": 260}, model=version
+    )
+    table = _cli(served, acme.key, "usage", "--group-by", "model")
+    assert "cancer:1" in table and version not in table
+    rows = [line for line in table.splitlines() if "cancer:1" in line]
+    assert len(rows) == 2 and any("requests" in r and " 2 " in r for r in rows)  # not 262 in one row
+    assert any("rows" in r and " 260 " in r for r in rows)
+    assert "openmaas admin pricebooks create" in table  # every cost is 0: no price applied
+    assert version not in _cli(served, acme.key, "usage", "--events")
+    with Client(served.url, served.admin_key) as operator:
+        operator.admin.billing.create_pricebook(
+            PricebookCreate(components=[PriceComponentIn(unit="requests", price="0.40")])
+        )
+    meter(clocked.platform, "r2", acme.org_id, clocked.clock.now(), {"requests": 1}, model=version)
+    priced = _cli(served, acme.key, "usage", "--start", "2026-11-24T00:00:00+00:00")
+    assert "0.40" in priced and "pricebooks create" not in priced

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from openmaas.bootstrap import Platform
 from openmaas.metering.tables import UsageRecord, usage_lines
 from tests.integration.billing.helpers import make_org, make_pricebook
+from tests.integration.metering.hourly_check import assert_hours_match_ledger
 
 # A stand-in for an API server: 4 threads "serve" requests, each answered (the id printed) only
 # after its usage event is durable, exactly as the metered routes wait on their receipt.
@@ -80,3 +81,6 @@ def test_sigkill_under_load_loses_no_acknowledged_usage(platform: Platform, tmp_
     assert set(units.values()) == {3}  # each event whole: all three units, none twice
     # Events written but not yet answered when the kill came are few: at most one batch in flight.
     assert len(units) - len(acknowledged) <= 4
+    # The hourly sums were written with the events: none lost, none twice.
+    hours = assert_hours_match_ledger(platform, org)
+    assert sum(quantity for (unit, *_), (quantity, _, _) in hours.items() if unit == "requests") == len(units)

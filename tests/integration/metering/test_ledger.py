@@ -20,6 +20,7 @@ from openmaas.metering.ledger import UsageLedger
 from openmaas.metering.tables import BillingAccount, UsageRecord
 from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_account, make_org, make_pricebook
+from tests.integration.metering.hourly_check import assert_hours_match_ledger
 from tests.support.served import Served
 
 
@@ -53,6 +54,7 @@ def test_a_retried_event_is_metered_once(platform: Platform) -> None:
     receipts = [platform.meter.record(UsageEvent("req_2", org, {"requests": 1}, now)) for _ in range(5)]
     assert sum(r.wait().new for r in receipts) == 1
     assert _count(platform, org) == (2, 1_020_000)
+    assert sum(cost for _, cost, _ in assert_hours_match_ledger(platform, org).values()) == 1_020_000
     with platform.db.read_session() as session:
         assert session.get(BillingAccount, org).unbilled_micros == 1_020_000  # type: ignore[union-attr]
 
@@ -73,13 +75,17 @@ def test_a_failed_write_is_retried_and_not_lost(platform: Platform, monkeypatch:
     real_one_statement = settlement.insert_and_spend
 
     def fail_then_insert(
-        sql: settlement.Sql, rows: list[tuple[object, ...]], periods: list[str], leases: list[str | None]
+        sql: settlement.Sql,
+        rows: list[tuple[object, ...]],
+        periods: list[str],
+        leases: list[str | None],
+        hours: list[object],
     ) -> set[str] | None:
         # PostgreSQL's one-statement batch is atomic on its own: a failed one wrote nothing.
         if failures["left"] > 0:
             failures["left"] -= 1
             raise OperationalError("INSERT", (), Exception("server closed the connection (injected)"))
-        return real_one_statement(sql, rows, periods, leases)
+        return real_one_statement(sql, rows, periods, leases, hours)
 
     monkeypatch.setattr(settlement, "insert_new", insert_then_fail)
     monkeypatch.setattr(settlement, "insert_and_spend", fail_then_insert)
@@ -87,6 +93,7 @@ def test_a_failed_write_is_retried_and_not_lost(platform: Platform, monkeypatch:
     assert all(r.wait(timeout=20).new for r in receipts)
     assert failures["left"] == 0
     assert _count(platform, org)[0] == 50
+    assert assert_hours_match_ledger(platform, org)[("requests", "", "", "", "", "")] == (50, 0, 50)
 
 
 def test_a_full_queue_answers_503_instead_of_growing(

@@ -30,7 +30,10 @@ def get_usage(
     end: datetime | None = None,
     model: Annotated[str | None, Query(max_length=200)] = None,
     api_key_id: Annotated[str | None, Query(max_length=40)] = None,
-    group_by: Annotated[list[str] | None, Query(description=f"Any of {list(report.GROUPS)}")] = None,
+    group_by: Annotated[
+        list[str] | None,
+        Query(description=f"Any of {list(report.GROUPS)}; usage is always summed per unit as well"),
+    ] = None,
     granularity: Literal["bucket", "event"] = "bucket",
 ) -> object:
     org_id = caller.require_org()

@@ -176,6 +176,9 @@ def configure(format: LogFormat = "logfmt", level: str = "info") -> None:
     handler.setFormatter(_FORMATTERS[format]())
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Alembic narrates every migration step at info ("Context impl SQLiteImpl." …): noise to an
+    # operator; its warnings and errors still come through.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
 
 
 # --- the request being served -------------------------------------------------------------------

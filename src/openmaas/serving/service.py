@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,8 +11,9 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
-from openmaas import errors
+from openmaas import errors, logs
 from openmaas.billing import marketplace
 from openmaas.ids import new_id
 from openmaas.pagination import paginate
@@ -36,6 +38,8 @@ from openmaas.serving.deployment_config import (
 from openmaas.serving.runtimes import PREDICT_TASKS, deployable_tasks
 from openmaas.serving.tables import Deployment, DeploymentEvent
 from openmaas.tasks import TEXT_GENERATION
+
+log = logging.getLogger("openmaas.serving")
 
 ACTIVE_STATES = ("pending", "loading", "ready")
 
@@ -254,10 +258,22 @@ def set_state(
 
 
 def add_event(session: Session, deployment_id: str, kind: str, message: str, now: datetime) -> None:
+    """Record a deployment event; the server log tells it once it commits (failures as errors)."""
     session.add(
         DeploymentEvent(
             id=new_id("dev_"), deployment_id=deployment_id, created_at=now, kind=kind, message=message
         )
+    )
+    row = session.identity_map.get(identity_key(Deployment, deployment_id))  # loaded: no query
+    logs.event_after_commit(
+        session,
+        log,
+        "deployment_event",
+        level=logging.ERROR if kind == "failed" else logging.INFO,
+        deployment_id=deployment_id,
+        org_id=getattr(row, "org_id", None),
+        kind=kind,
+        message=message,
     )
 
 

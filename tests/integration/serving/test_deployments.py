@@ -3,6 +3,7 @@ isolation, load failures, and reloading after a restart."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from openmaas import Client
 from openmaas.api.app import create_app
 from openmaas.bootstrap import build_platform
 from openmaas.engine.testing import build_tiny_model
+from openmaas.logs import Event
 from openmaas.sdk import ConflictError, NotFoundError, UnprocessableEntityError
 from tests.integration.serving.predict_support import artifact, register
 from tests.support.served import Served
@@ -86,7 +88,10 @@ def test_other_organisations_cannot_see_or_call_a_deployment(served: Served, tin
     assert _chat(served, acme.key, "tiny") == 200
 
 
-def test_a_model_that_fails_to_load_marks_the_deployment_failed(served: Served, tiny_folder: Path) -> None:
+def test_a_model_that_fails_to_load_marks_the_deployment_failed(
+    served: Served, tiny_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="openmaas.serving")
     tenant = served.tenant("acme")
     with Client(served.url, tenant.key) as client:
         version = client.import_model(tiny_folder, "tiny")
@@ -107,6 +112,14 @@ def test_a_model_that_fails_to_load_marks_the_deployment_failed(served: Served, 
         response = http.post("/v1/completions", json={"model": "tiny", "prompt": "x"})
     assert response.status_code == 503 and response.json()["error"]["code"] == "model_failed"
     assert response.headers["retry-after"]
+    # The server log told each state change as it happened, the failure as an error.
+    told = [
+        (r.levelname, r.msg.fields["kind"], r.msg.fields["org_id"], r.msg.fields["deployment_id"])
+        for r in caplog.records
+        if isinstance(r.msg, Event) and r.msg.name == "deployment_event"
+    ]
+    assert [kind for _, kind, _, _ in told][-1] == "failed" and "loading" in [kind for _, kind, _, _ in told]
+    assert told[-1][0] == "ERROR" and {(org, dep) for _, _, org, dep in told} == {(tenant.org_id, failed.id)}
 
 
 def test_deployments_come_back_after_a_restart(served: Served, tiny_folder: Path) -> None:

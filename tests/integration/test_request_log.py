@@ -6,6 +6,7 @@ the deployment, job and billing events as they happen."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets
@@ -26,7 +27,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper, save
 
 from openmaas import Client
+from openmaas.api.app import create_app
 from openmaas.engine.testing import build_tiny_model
+from openmaas.logs import Event
+from tests.support.platforms import make_platform
+from tests.support.server import running_server
 
 ENGINE = {"kv_cache_memory_bytes": 4 * 1024 * 1024, "max_num_seqs": 4, "max_model_len": 128}
 PROMPT = "a-prompt-that-must-never-be-logged"
@@ -266,3 +271,20 @@ def test_logfmt_lines_parse_and_name_the_request(tmp_path: Path) -> None:
     assert requests["t-models"]["status"] == "200" and requests["t-models"]["route"] == "/v1/models"
     assert float(requests["t-models"]["duration_ms"]) > 0
     assert requests["t-bogus"]["status"] == "401" and "org_id" not in requests["t-bogus"]
+
+
+@pytest.mark.parametrize("request_log", [True, False])
+def test_the_request_log_can_be_turned_off(
+    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture, request_log: bool
+) -> None:
+    """`OPENMAAS_REQUEST_LOG=false`: no line per request (events are still logged)."""
+    caplog.set_level(logging.INFO, logger="openmaas.requests")
+    platform = make_platform(tmp_path / "home", database_url, request_log=request_log)
+    try:
+        app = create_app(platform)
+        with running_server(app) as url:
+            assert httpx.get(f"{url}/healthz").status_code == 200
+        lines = [r for r in caplog.records if isinstance(r.msg, Event) and r.msg.name == "request"]
+        assert [r.msg.fields["route"] for r in lines] == (["/healthz"] if request_log else [])
+    finally:
+        platform.close()

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -41,18 +42,27 @@ def server_process(
     command = list(argv)
     if cpu is not None and cpu < (os.cpu_count() or 1):
         command = ["taskset", "-c", str(cpu), *command]
-    process = subprocess.Popen(
-        command, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        wait_for_port(port)
-        yield process
-    finally:
-        process.terminate()
+    # The server's log goes to a file that nothing has to drain: a pipe nobody reads fills after
+    # 64 KB and then blocks a server that logs every request.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            command, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=log
+        )
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            try:
+                wait_for_port(port)
+            except RuntimeError as error:
+                log.seek(0)
+                raise RuntimeError(
+                    f"{error}; its log:\n{log.read()[-3000:].decode(errors='replace')}"
+                ) from None
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 PYTHON = sys.executable

@@ -45,6 +45,13 @@ def test_json_nested_100000_levels_is_400_at_once(served: Served, api: httpx.Cli
             assert error_of(refused) == (400, "invalid_json", None), refused.text
 
 
+@pytest.mark.parametrize("path", JSON_ROUTES)
+def test_a_body_that_is_not_utf8_is_invalid_json(served: Served, api: httpx.Client, path: str) -> None:
+    with nothing_left(served.platform):
+        refused = _post(api, path, b'{"name": "\xff\xfe"}')
+    assert error_of(refused) == (400, "invalid_json", None), refused.text
+
+
 def _nested(levels: int) -> Any:
     value: Any = 1
     for _ in range(levels):

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from openmaas.schemas.free_form import FreeForm
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 DeploymentState = Literal["pending", "loading", "ready", "failed", "stopped"]
@@ -40,7 +42,7 @@ class DeploymentCreate(BaseModel):
     max_batch_size: int = Field(default=32, ge=1, le=4096)
     max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
     max_queue: int = Field(default=1024, ge=1, le=1_000_000, description="Requests that may wait")
-    engine: dict[str, Any] = Field(default_factory=dict, description="Engine settings for LLMs")
+    engine: FreeForm = Field(default_factory=dict, description="Engine settings for LLMs")
     min_replicas: int = Field(
         default=1, ge=0, le=1, description="0: unload when idle and load again on the next request"
     )

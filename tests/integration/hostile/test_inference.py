@@ -60,6 +60,28 @@ def test_a_seed_past_64_bits_is_refused_naming_seed(served: Served, llm: Tenant,
     assert len(_metered(served, llm.key)) == 2  # the two answered only
 
 
+# Engine settings were checked for their type only: 2**64 KV-cache bytes, a negative context or
+# 100,000 threads were accepted and handed to the engine.
+OUT_OF_RANGE = {
+    "max_num_seqs": 2**64,
+    "kv_cache_memory_bytes": 2**64,
+    "max_model_len": -5,
+    "max_num_batched_tokens": 0,
+    "num_blocks": -(2**70),
+    "block_size": 0,
+    "max_waiting_requests": 2**63,
+    "num_threads": 100_000,
+}
+
+
+def test_engine_settings_out_of_range_are_refused_naming_them(served: Served, llm: Tenant) -> None:
+    with served.client(llm.key) as http, nothing_left(served.platform):
+        for setting, value in OUT_OF_RANGE.items():
+            body = {"model": "tiny", "name": "other", "engine": {setting: value}}
+            refused = http.post("/v1/deployments", json=body)
+            assert error_of(refused) == (422, "invalid_value", f"engine.{setting}"), refused.text
+
+
 ROW = {"age": 40.0, "plan": "pro", "noise": 0.1}
 
 

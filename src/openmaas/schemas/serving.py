@@ -23,7 +23,9 @@ class TrafficSplit(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: str = Field(description="A version of the caller's model: `churn:4` or `churn@production`")
+    version: str = Field(
+        max_length=200, description="A version of the caller's model: `churn:4` or `churn@production`"
+    )
     weight: int = Field(ge=1, le=100, description="Percent of requests; the weights sum to 100")
 
 
@@ -36,7 +38,7 @@ class TrafficPublic(BaseModel):
 class DeploymentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str = Field(description="The model to serve: `name`, `name:3` or `name@alias`")
+    model: str = Field(max_length=200, description="The model to serve: `name`, `name:3` or `name@alias`")
     name: str | None = Field(default=None, description="Deployment name (the `model` of API calls)")
     replicas: int = Field(default=1, ge=1, le=64)
     max_batch_size: int = Field(default=32, ge=1, le=4096)
@@ -66,7 +68,9 @@ class DeploymentUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str | None = Field(default=None, description="The version to serve now, e.g. `churn:4`")
+    model: str | None = Field(
+        default=None, max_length=200, description="The version to serve now, e.g. `churn:4`"
+    )
     replicas: int | None = Field(default=None, ge=1, le=64)
     max_batch_size: int | None = Field(default=None, ge=1, le=4096)
     max_wait_ms: float | None = Field(default=None, ge=0, le=10_000)

@@ -110,10 +110,11 @@ def test_nan_and_infinity_are_refused_naming_the_field(
     cases = [
         ("/v1/api_keys", '{"name": %s}', (422, "invalid_value", "name")),
         ("/v1/deployments", '{"model": "m", "max_wait_ms": %s}', (422, "invalid_value", "max_wait_ms")),
+        ("/v1/deployments", '{"model": "m", "idle_timeout_s": %s}', (422, "invalid_value", "idle_timeout_s")),
         (
-            "/v1/deployments",
-            '{"model": "m", "engine": {"max_num_seqs": %s}}',
-            (422, "invalid_value", "engine"),
+            "/v1/training_jobs",
+            '{"task": "tabular-classification", "dataset": "d", "preprocessing": {"split": {"test": %s}}}',
+            (422, "invalid_value", "preprocessing.split.test"),
         ),
         (
             "/v1/training_jobs",

@@ -264,6 +264,21 @@ def _nul_refused(scope: Scope, routes: list[Any]) -> errors.ValidationFailed:
     return errors.ValidationFailed(f"{param} must not contain NUL characters.", param=param)
 
 
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def refuse_forms(request: Any) -> None:
+    """Refuse an upload sent as a form (`curl -F file=@data.csv`), for the STREAMED_BODY routes whose
+    body is the file itself: stored as it came, it would be the form's boundaries around the file."""
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith(_FORM_TYPES):
+        raise errors.UnsupportedMediaType(
+            "Send the file itself as the body (Content-Type: application/octet-stream), not a form: "
+            "curl --data-binary @FILE, or the SDK and CLI.",
+            param="file",
+        )
+
+
 def declared_length(request: Any) -> int | None:
     """A request's `Content-Length` (checked to be digits by the gateway), for the STREAMED_BODY
     routes that refuse an upload over their own limit before reading it."""

@@ -1,5 +1,6 @@
 """Free-form JSON objects in requests (a deployment's engine settings, a training job's
-hyperparameters and preprocessing): how deep they may nest.
+hyperparameters and preprocessing) and in uploads (an imported model's config.json): how deep they
+may nest.
 
 They are stored as JSON and served back, and pydantic writes at most 255 levels: a deeper object
 passed validation and then failed to be written (a 500). Real settings nest two or three levels.

@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from openmaas import errors, logs
@@ -187,6 +188,9 @@ class GatewayMiddleware:
         except errors.OpenMaaSError as exc:
             await _send_error(send, exc, id_header)
             status = exc.status
+        except ClientDisconnect:
+            # The client went away before its body ended: no one to answer, and nothing of ours failed.
+            status = 499
         except Exception:
             log.exception("unhandled error in %s %s (request %s)", scope["method"], scope["path"], request_id)
             if status == 500 and response_started:

@@ -3,7 +3,6 @@ set, on PostgreSQL too; a migrated platform; and a real server on a free port.""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,12 +11,10 @@ import pytest
 from openmaas.api.app import create_app
 from openmaas.bootstrap import Platform
 from tests.support import databases
+from tests.support.databases import DATABASE_KINDS, POSTGRES_URL
 from tests.support.platforms import make_platform
 from tests.support.served import Served
 from tests.support.server import running_server
-
-POSTGRES_URL = os.environ.get("OPENMAAS_TEST_POSTGRES_URL")
-DATABASE_KINDS = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
 
 
 @pytest.fixture(params=DATABASE_KINDS)

@@ -4,6 +4,7 @@ formats users upload, and small synthetic sets (topic texts, low-rank interactio
 from __future__ import annotations
 
 import io
+import stat
 import zipfile
 from pathlib import Path
 
@@ -99,3 +100,22 @@ def interactions_csv(
         rows += [{"user": f"u{user}", "item": f"i{item}", "rating": 1.0} for item in chosen]
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
+
+
+def zip_bytes(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """A zip archive holding `entries` (name → bytes), names written as given (`../x`, `/etc/x`)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def symlink_zip(name: str, target: str) -> bytes:
+    """A zip whose one entry `name` is a symbolic link to `target`."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        info = zipfile.ZipInfo(name)
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(info, target)
+    return buffer.getvalue()

@@ -13,7 +13,6 @@ import httpx
 import numpy as np
 import pytest
 
-from openmaas.datasets.tables import Dataset
 from tests.data.builders import breast_cancer_csv, png_bytes, topic_texts_csv
 from tests.integration.jobs.harness import (
     fast_server,
@@ -100,40 +99,6 @@ def test_uploads_errors_validation_and_isolation(served_fast: Served, tmp_path: 
         refused = _error(_train(api, dataset="broken", target="label"), 409)
         assert refused["param"] == "dataset" and refused["code"] == "dataset_invalid"
         assert _error(_train(api, target="no_such_column"), 422)["param"] == "target"
-
-
-def test_a_csv_training_cannot_parse_is_refused_at_validation_and_fails_a_job_at_once(
-    served_fast: Served, tmp_path: Path
-) -> None:
-    acme = served_fast.tenant("acme")
-    rows = "".join(f"{i},{i % 3},{'ab'[i % 2]}\n" for i in range(40))
-    good, unterminated = tmp_path / "tiny.csv", tmp_path / "quote.csv"
-    good.write_text("x,y,label\n" + rows)
-    unterminated.write_text('x,y,label\n1,2,a\n3,4,b\n5,"6,a\n' + rows)
-    with served_fast.client(acme.key) as api, worker_running(served_fast.platform):
-        refused = upload(api, unterminated, "quote").json()
-        tiny = upload(api, good, "tiny").json()
-        job_in(api, f"/v1/jobs/{refused['validation_job_id']}", {"failed"})
-        job_in(api, f"/v1/jobs/{tiny['validation_job_id']}", {"succeeded"})
-        shown = api.get("/v1/datasets/quote").json()
-        assert shown["status"] == "failed"
-        first = shown["issues"][0]
-        assert (first["code"], first["file"], first["line"]) == ("unterminated_quote", "data.csv", 4)
-
-        # A file that was validated, yet training cannot parse (an older release validated it,
-        # or the store changed under it): retrying cannot mend it, so the first attempt fails it.
-        with served_fast.platform.db.read_session() as session:
-            dataset = session.get(Dataset, tiny["id"])
-            assert dataset is not None
-            stored = served_fast.platform.store.path(dataset.path)
-        stored.write_bytes(unterminated.read_bytes())
-        created = _train(api, dataset="tiny", target="label", max_attempts=3)
-        assert created.status_code == 201, created.text
-        trained = job_in(api, f"/v1/training_jobs/{created.json()['id']}", {"succeeded", "failed"})
-    assert trained["status"] == "failed" and trained["attempts"] == 1, trained
-    error = trained["error"]
-    assert (error["code"], error["param"]) == ("dataset_invalid", "dataset")
-    assert "never closed" in error["message"] and "line 4" in error["message"]
 
 
 def _sse(api: httpx.Client, path: str) -> list[tuple[str, dict[str, Any]]]:

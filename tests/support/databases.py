@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+POSTGRES_URL = os.environ.get("OPENMAAS_TEST_POSTGRES_URL")
+# The databases a run covers: SQLite always, PostgreSQL when OPENMAAS_TEST_POSTGRES_URL is set.
+DATABASE_KINDS = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
 
 
 @contextmanager

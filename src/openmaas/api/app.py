@@ -97,13 +97,9 @@ def create_app(platform: Platform) -> FastAPI:
     ]
     for router in routers:
         app.include_router(router)
+    every_route = [route for router in routers for route in router.routes]
     # Routes that read their own (large) bodies; the gateway's body limit leaves them alone.
-    streamed = [
-        r
-        for router in routers
-        for r in router.routes
-        if (getattr(r, "openapi_extra", None) or {}).get("x-streamed-body")
-    ]
+    streamed = [r for r in every_route if (getattr(r, "openapi_extra", None) or {}).get("x-streamed-body")]
     app.gateway = GatewayMiddleware(
         functools.partial(FastAPI.__call__, app),
         max_body_bytes=platform.settings.max_body_bytes,
@@ -111,6 +107,7 @@ def create_app(platform: Platform) -> FastAPI:
         audit_sink=write_audit,
         clock=platform.clock,
         routes=streamed,
+        all_routes=every_route,
         fast_paths=[predict.PredictFastPath(platform, _route(predict.router, "deployments.predict"))],
         request_log=request_log,
     )

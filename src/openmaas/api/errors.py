@@ -64,6 +64,12 @@ def validation_error(exc: RequestValidationError, content_type: str) -> errors.O
     return errors.ValidationFailed(message, param=param, code=code)
 
 
+def _unreadable(cause: BaseException) -> str:
+    if isinstance(cause, RecursionError):
+        return "it nests too deeply"
+    return str(cause)
+
+
 def install(app: FastAPI) -> None:
     async def on_domain_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, errors.OpenMaaSError)
@@ -87,6 +93,10 @@ def install(app: FastAPI) -> None:
             )
         elif exc.status_code == 405:
             error = kind(f"Method {request.method} is not allowed on {request.url.path}.")
+        elif exc.status_code == 400 and isinstance(exc.__cause__, (RecursionError, ValueError)):
+            # FastAPI's answer to a body json.loads failed on for another reason than its syntax.
+            message = f"Invalid JSON body: {_unreadable(exc.__cause__)}."
+            error = errors.InvalidRequest(message, code="invalid_json")
         else:
             error = kind(str(exc.detail))
         error.headers.update(exc.headers or {})

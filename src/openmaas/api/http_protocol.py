@@ -12,6 +12,8 @@ bodies, see `middleware.py`).
 
 from __future__ import annotations
 
+import sys
+
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -80,18 +82,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         return f"The request line and headers exceed {self.max_head_bytes} bytes, the most this server takes."
 
     def send_400_response(self, msg: str) -> None:
-        # uvicorn answers any parser error, ours included, through here.
+        # uvicorn answers any parser error, ours included, through here, while it handles the error.
         if self._refusal is not None:
             self._refuse(self._refusal)
-        else:
-            super().send_400_response(msg)
+            return
+        reason = str(sys.exc_info()[1] or msg).rstrip(".")
+        message = f"The request is not valid HTTP/1.1: {reason}."
+        error = errors.InvalidRequest(message, param=_part_named(reason), code="malformed_request")
+        self._answer(b"400 Bad Request", error)
 
     def _refuse(self, message: str) -> None:
+        error = errors.InvalidRequest(message, param="headers", code="request_headers_too_large")
+        self._answer(b"431 Request Header Fields Too Large", error)
+
+    def _answer(self, status: bytes, error: errors.OpenMaaSError) -> None:
         if self.transport.is_closing():
             return
-        error = errors.InvalidRequest(message, param="headers", code="request_headers_too_large")
         body = orjson.dumps(error.to_dict())
-        head = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
+        head = [b"HTTP/1.1 " + status + b"\r\n"]
         head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
         head += [
             b"content-type: application/json\r\n",
@@ -100,6 +108,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         ]
         self.transport.write(b"".join(head) + body)
         self.transport.close()
+
+
+def _part_named(reason: str) -> str | None:
+    """The part of the request a parser error is about (llhttp's reasons: "Invalid header value
+    char", "Duplicate Content-Length", "Invalid char in url path", …)."""
+    lowered = reason.lower()
+    if "content-length" in lowered:
+        return "Content-Length"
+    for word, part in (("header", "headers"), ("url", "path"), ("method", "method")):
+        if word in lowered:
+            return part
+    return None
 
 
 def limited_http_protocol(settings: Settings) -> type[LimitedHttpToolsProtocol]:

@@ -1,7 +1,7 @@
 """The gateway around every request, as one pure-ASGI middleware (no BaseHTTPMiddleware: it costs
-a task and a copy per request): request ids, the body-size limit, Prometheus metrics, the request
-log, the audit log for mutating calls, and a JSON 500 for anything uncaught. Time comes from the
-platform's clock.
+a task and a copy per request): request ids, the body-size limit, NUL refused in paths and queries,
+Prometheus metrics, the request log, the audit log for mutating calls, and a JSON 500 for anything
+uncaught. Time comes from the platform's clock.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import logging
 import re
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from openmaas import errors, logs
@@ -128,8 +130,10 @@ class GatewayMiddleware:
         routes: list[Any] | None = None,
         fast_paths: list[FastPath] | None = None,
         request_log: RequestLog | None = None,
+        all_routes: list[Any] | None = None,
     ) -> None:
         self.app = app
+        self.all_routes = all_routes or []  # to name the path parameter a refused request misused
         self.request_log = request_log
         self.fast_paths = fast_paths or []
         self.routes = routes or []
@@ -174,6 +178,8 @@ class GatewayMiddleware:
             await send(message)
 
         try:
+            if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+                raise _nul_refused(scope, self.all_routes)
             receive = await self._limit_body(scope, receive)
             for fast_path in self.fast_paths:
                 if await fast_path(scope, receive, send_wrapper):
@@ -182,6 +188,9 @@ class GatewayMiddleware:
         except errors.OpenMaaSError as exc:
             await _send_error(send, exc, id_header)
             status = exc.status
+        except ClientDisconnect:
+            # The client went away before its body ended: no one to answer, and nothing of ours failed.
+            status = 499
         except Exception:
             log.exception("unhandled error in %s %s (request %s)", scope["method"], scope["path"], request_id)
             if status == 500 and response_started:
@@ -238,6 +247,40 @@ class GatewayMiddleware:
 
         Asked only of large or chunked bodies."""
         return any(route.matches(scope)[0] == Match.FULL for route in self.routes)
+
+
+def _nul_refused(scope: Scope, routes: list[Any]) -> errors.ValidationFailed:
+    """The answer to a path or query holding NUL, naming the parameter that holds it.
+
+    No name or id holds NUL, and PostgreSQL refuses it in text: a lookup failed there with a 500
+    (and found nothing on SQLite). Refused before any route runs; the name is looked up only here."""
+    if "\x00" in scope["path"]:
+        param = "path"
+        for route in routes:
+            match, child = route.matches(scope)
+            if match != Match.NONE:
+                named = [k for k, v in child.get("path_params", {}).items() if "\x00" in str(v)]
+                param = named[0] if named else param
+                break
+    else:
+        pairs = urllib.parse.parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        param = next((k if "\x00" not in k else "query" for k, v in pairs if "\x00" in k + v), "query")
+    return errors.ValidationFailed(f"{param} must not contain NUL characters.", param=param)
+
+
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def refuse_forms(request: Any) -> None:
+    """Refuse an upload sent as a form (`curl -F file=@data.csv`), for the STREAMED_BODY routes whose
+    body is the file itself: stored as it came, it would be the form's boundaries around the file."""
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith(_FORM_TYPES):
+        raise errors.UnsupportedMediaType(
+            "Send the file itself as the body (Content-Type: application/octet-stream), not a form: "
+            "curl --data-binary @FILE, or the SDK and CLI.",
+            param="file",
+        )
 
 
 def declared_length(request: Any) -> int | None:

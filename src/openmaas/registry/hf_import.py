@@ -11,6 +11,7 @@ new artifact folder, which is removed on any error.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -20,6 +21,7 @@ from safetensors import safe_open
 
 from openmaas import errors
 from openmaas.datasets.archive import check_entry_name
+from openmaas.schemas import free_form
 from openmaas.tasks import SENTENCE_EMBEDDING, TEXT_GENERATION, Task
 
 CAUSAL_LM_ARCHITECTURES = {
@@ -30,6 +32,9 @@ CAUSAL_LM_ARCHITECTURES = {
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 _CHUNK = 1024 * 1024
 MAX_RATIO = 1000.0  # safetensors barely compress; a higher ratio means a zip bomb
+# config.json goes whole into the version's manifest; real ones are a few KB (a label map of
+# thousands of classes, a few hundred).
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 def _bad(message: str, code: str = "invalid_model_folder") -> errors.ValidationFailed:
@@ -149,13 +154,33 @@ def _classify(folder: Path, config: dict[str, Any]) -> tuple[str, str]:
 
 
 def _read_json(folder: Path, name: str) -> dict[str, Any]:
+    """A JSON object file of the folder, as it will be stored in the manifest and served back:
+    bounded in size and depth, numbers finite (NaN and Infinity are not JSON; PostgreSQL refuses
+    them)."""
     path = folder / name
     if not path.exists():
         raise _bad(f"the folder has no {name}")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise _bad(f"{name} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_bytes(), parse_constant=_not_json, parse_float=_finite)
+    except RecursionError as exc:
+        raise _bad(f"{name} is not valid JSON: it nests too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, and ours
         raise _bad(f"{name} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise _bad(f"{name} must hold a JSON object")
+    if free_form.depth(data) > free_form.MAX_DEPTH:
+        raise _bad(f"{name} must not nest deeper than {free_form.MAX_DEPTH} levels")
     return data
+
+
+def _not_json(literal: str) -> Any:
+    raise ValueError(f"{literal} is not a JSON number")
+
+
+def _finite(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise ValueError(f"{literal} is too large for a number")
+    return number

@@ -2,9 +2,9 @@
 
 A resource name (an organisation, deployment, dataset or model) appears in URLs and in references
 such as `churn:3`: letters, digits, '.', '_' and '-', starting with a letter or digit. A label (an
-API key's name, a plan, a tag, a file name, a column) is free text on one line, and a text (a
-description, a note) may break lines; neither holds other control characters, which terminals and
-logs misshow and PostgreSQL refuses (NUL).
+API key's name, a plan, a tag, a column) is free text on one line, and a text (a description, a
+note) may break lines; neither holds other control characters, which terminals and logs misshow and
+PostgreSQL refuses (NUL). A file name is a label without folders (no '/' or '\\').
 """
 
 from __future__ import annotations
@@ -31,5 +31,14 @@ def check_text(value: str) -> str:
     return value
 
 
+def check_file_name(value: str) -> str:
+    check_label(value)
+    if "/" in value or "\\" in value or value in (".", ".."):
+        raise ValueError("must be a file's name, without folders")
+    return value
+
+
 Label = Annotated[str, AfterValidator(check_label)]
+# A file's own name, as a browser or `curl -T` sends it: a label with no folders in it.
+FileName = Annotated[str, AfterValidator(check_file_name)]
 Text = Annotated[str, AfterValidator(check_text)]

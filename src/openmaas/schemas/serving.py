@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from openmaas.schemas.free_form import FreeForm
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 DeploymentState = Literal["pending", "loading", "ready", "failed", "stopped"]
@@ -21,7 +23,9 @@ class TrafficSplit(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: str = Field(description="A version of the caller's model: `churn:4` or `churn@production`")
+    version: str = Field(
+        max_length=200, description="A version of the caller's model: `churn:4` or `churn@production`"
+    )
     weight: int = Field(ge=1, le=100, description="Percent of requests; the weights sum to 100")
 
 
@@ -34,13 +38,13 @@ class TrafficPublic(BaseModel):
 class DeploymentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str = Field(description="The model to serve: `name`, `name:3` or `name@alias`")
+    model: str = Field(max_length=200, description="The model to serve: `name`, `name:3` or `name@alias`")
     name: str | None = Field(default=None, description="Deployment name (the `model` of API calls)")
     replicas: int = Field(default=1, ge=1, le=64)
     max_batch_size: int = Field(default=32, ge=1, le=4096)
     max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
     max_queue: int = Field(default=1024, ge=1, le=1_000_000, description="Requests that may wait")
-    engine: dict[str, Any] = Field(default_factory=dict, description="Engine settings for LLMs")
+    engine: FreeForm = Field(default_factory=dict, description="Engine settings for LLMs")
     min_replicas: int = Field(
         default=1, ge=0, le=1, description="0: unload when idle and load again on the next request"
     )
@@ -64,7 +68,9 @@ class DeploymentUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str | None = Field(default=None, description="The version to serve now, e.g. `churn:4`")
+    model: str | None = Field(
+        default=None, max_length=200, description="The version to serve now, e.g. `churn:4`"
+    )
     replicas: int | None = Field(default=None, ge=1, le=64)
     max_batch_size: int | None = Field(default=None, ge=1, le=4096)
     max_wait_ms: float | None = Field(default=None, ge=0, le=10_000)

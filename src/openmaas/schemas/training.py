@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, Field
 
+from openmaas.schemas.free_form import FreeForm
 from openmaas.schemas.registry import NAME_PATTERN
 
 
@@ -13,8 +12,8 @@ class TrainingJobCreate(BaseModel):
     task: str = Field(description="tabular-classification, tabular-regression, image-classification, …")
     dataset: str = Field(min_length=1, max_length=140, description="Dataset name, name:version or id")
     target: str | None = Field(None, max_length=200, description="The label column, for tables")
-    params: dict[str, Any] = Field(default_factory=dict, description="Hyperparameters of the task")
-    preprocessing: dict[str, Any] = Field(default_factory=dict)
+    params: FreeForm = Field(default_factory=dict, description="Hyperparameters of the task")
+    preprocessing: FreeForm = Field(default_factory=dict)
     model: str | None = Field(
         None, pattern=NAME_PATTERN, description="Registry name (default: the dataset's)"
     )

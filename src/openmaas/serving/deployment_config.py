@@ -52,13 +52,31 @@ ENGINE_SETTINGS: dict[str, type] = {
 }
 
 
+# The range of each whole-number engine setting a create may give: past it the engine would try to
+# allocate without bound, start a thread per request or fail at load. Checked where a deployment is
+# created, not when a stored row is read, so rows stored before these bounds still load.
+ENGINE_RANGES: dict[str, tuple[int, int]] = {
+    "max_num_seqs": (1, 4096),
+    "max_num_batched_tokens": (1, 1 << 20),
+    "max_model_len": (1, 1 << 20),
+    "kv_cache_memory_bytes": (1, 1 << 40),
+    "num_blocks": (1, 1 << 24),
+    "block_size": (1, 1024),
+    "max_waiting_requests": (1, 1 << 20),
+    "num_threads": (1, 256),
+}
+
+
 def engine_setting_error(name: str, value: object) -> str | None:
     """Why `value` cannot be the engine setting `name`, or None if it can."""
     expected = ENGINE_SETTINGS[name]
     # bool is an int in Python: keep the two apart both ways.
-    if isinstance(value, expected) and (expected is bool or not isinstance(value, bool)):
-        return None
-    return f"engine setting {name!r} must be {'true or false' if expected is bool else expected.__name__}"
+    if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+        return f"engine setting {name!r} must be {'true or false' if expected is bool else expected.__name__}"
+    low, high = ENGINE_RANGES.get(name, (None, None))
+    if isinstance(value, int) and low is not None and high is not None and not low <= value <= high:
+        return f"engine setting {name!r} must be from {low} to {high}"
+    return None
 
 
 class TrafficRoute(BaseModel):

@@ -17,6 +17,11 @@ from openmaas.engine.sampling_params import (
     MIN_SEED,
     SamplingParams,
 )
+from openmaas.schemas.names import Label
+
+# A deployment's name (100), or a fine-tuned adapter's `ft:<base>:<org>:<suffix>:<job>`. Names hold
+# no control characters (PostgreSQL refuses NUL: a lookup failed there with a 500).
+MAX_MODEL_LENGTH = 256
 
 
 class _Strict(BaseModel):
@@ -46,7 +51,7 @@ class ChatMessage(_Strict):
 
 
 class _Sampling(_Strict):
-    model: str = Field(min_length=1)
+    model: Label = Field(min_length=1, max_length=MAX_MODEL_LENGTH)
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
@@ -111,7 +116,7 @@ class CompletionRequest(_Sampling):
 
 
 class EmbeddingRequest(_Strict):
-    model: str = Field(min_length=1)
+    model: Label = Field(min_length=1, max_length=MAX_MODEL_LENGTH)
     input: str | list[str] = Field(description="A text or a list of texts")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)

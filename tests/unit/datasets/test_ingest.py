@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import stat
 import zipfile
 from pathlib import Path
 
@@ -14,37 +13,20 @@ import pytest
 from openmaas.datasets import ArchiveLimits, DatasetFormat, ingest
 from openmaas.datasets.archive import iter_entries
 from openmaas.errors import OpenMaaSError, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from tests.data.builders import png_bytes
+from tests.data.builders import png_bytes, symlink_zip, zip_bytes
 
 PNG = png_bytes(np.full((8, 8), 128.0))
 
 
-def _zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
-def _symlink_zip() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        info = zipfile.ZipInfo("cats/link.png")
-        info.external_attr = (stat.S_IFLNK | 0o777) << 16
-        archive.writestr(info, "/etc/passwd")
-    return buffer.getvalue()
-
-
 def _corrupt_zip() -> bytes:
-    data = bytearray(_zip({"a/1.png": png_bytes(np.zeros((8, 8))) * 50, "b/1.png": b"x" * 5000}))
+    data = bytearray(zip_bytes({"a/1.png": png_bytes(np.zeros((8, 8))) * 50, "b/1.png": b"x" * 5000}))
     data[60:200] = b"\x00" * 140  # inside the first entry's compressed bytes
     return bytes(data)
 
 
 def _lying_size_zip() -> bytes:
     """Headers claim a 100-byte file whose stream inflates to 5 MB (a bomb hiding its size)."""
-    data = bytearray(_zip({"a/big.png": b"\x00" * 5_000_000, "b/x.png": PNG}))
+    data = bytearray(zip_bytes({"a/big.png": b"\x00" * 5_000_000, "b/x.png": PNG}))
     for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
         start = data.find(signature)
         data[start + offset : start + offset + 4] = (100).to_bytes(4, "little")
@@ -57,29 +39,29 @@ def _incompressible(size: int, seed: int) -> bytes:
 
 Invalid, Unsupported = ValidationFailed, UnsupportedMediaType
 BAD_UPLOADS: list[tuple[str, bytes, str, type[OpenMaaSError], str]] = [
-    ("traversal", _zip({"../evil/1.png": PNG, "a/1.png": PNG}), "d.zip", Invalid, "unsafe_path"),
-    ("absolute", _zip({"/etc/cron.d/x.png": PNG}), "d.zip", Invalid, "unsafe_path"),
-    ("symlink", _symlink_zip(), "d.zip", Invalid, "symlink_in_archive"),
+    ("traversal", zip_bytes({"../evil/1.png": PNG, "a/1.png": PNG}), "d.zip", Invalid, "unsafe_path"),
+    ("absolute", zip_bytes({"/etc/cron.d/x.png": PNG}), "d.zip", Invalid, "unsafe_path"),
+    ("symlink", symlink_zip("cats/link.png", "/etc/passwd"), "d.zip", Invalid, "symlink_in_archive"),
     (
         "ratio_bomb",
-        _zip({"a/big.png": b"\x00" * 20_000_000, "b/1.png": PNG}),
+        zip_bytes({"a/big.png": b"\x00" * 20_000_000, "b/1.png": PNG}),
         "d.zip",
         Invalid,
         "zip_bomb",
     ),
     (
         "size_bomb",
-        _zip({f"a/{i}.png": _incompressible(3_000_000, i) for i in range(4)}, zipfile.ZIP_STORED),
+        zip_bytes({f"a/{i}.png": _incompressible(3_000_000, i) for i in range(4)}, zipfile.ZIP_STORED),
         "d.zip",
         PayloadTooLarge,
         "zip_bomb",
     ),
     ("lying_header", _lying_size_zip(), "d.zip", Invalid, "corrupt_archive"),
     ("corrupt", _corrupt_zip(), "d.zip", Invalid, "corrupt_archive"),
-    ("truncated", _zip({"a/1.png": PNG, "b/1.png": PNG})[:-30], "d.zip", Invalid, "corrupt_archive"),
+    ("truncated", zip_bytes({"a/1.png": PNG, "b/1.png": PNG})[:-30], "d.zip", Invalid, "corrupt_archive"),
     (
         "zip_named_csv",
-        _zip({"a/1.png": PNG, "b/1.png": PNG}),
+        zip_bytes({"a/1.png": PNG, "b/1.png": PNG}),
         "data.csv",
         Unsupported,
         "type_mismatch",
@@ -125,6 +107,6 @@ def test_good_upload_is_hashed_and_named_by_its_format(tmp_path: Path) -> None:
 
 def test_archive_entries_are_read_with_their_class(tmp_path: Path) -> None:
     path = tmp_path / "a.zip"
-    path.write_bytes(_zip({"root/cats/1.png": PNG, "root/dogs/2.png": PNG, "__MACOSX/._x": b"junk"}))
+    path.write_bytes(zip_bytes({"root/cats/1.png": PNG, "root/dogs/2.png": PNG, "__MACOSX/._x": b"junk"}))
     entries = list(iter_entries(path))
     assert [(e.label, e.data == PNG) for e in entries] == [("cats", True), ("dogs", True)]

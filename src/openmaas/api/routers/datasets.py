@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from openmaas.api.deps import PageDep, PlatformDep, ReadSessionDep, scope
-from openmaas.api.middleware import STREAMED_BODY, declared_length
+from openmaas.api.middleware import STREAMED_BODY, declared_length, refuse_forms
 from openmaas.datasets import service as dataset_service
 from openmaas.schemas.datasets import DatasetPublic
-from openmaas.schemas.names import Label
+from openmaas.schemas.names import FileName, Label
 from openmaas.schemas.pages import Page
 from openmaas.tenancy.auth import Principal
 
@@ -42,9 +42,10 @@ async def upload_dataset(
     platform: PlatformDep,
     caller: DatasetsWrite,
     name: Annotated[str, Query(min_length=1, max_length=100, description="Dataset name")],
-    filename: Annotated[Label | None, Query(max_length=255, description="The file's name")] = None,
+    filename: Annotated[FileName | None, Query(max_length=255, description="The file's name")] = None,
     target: Annotated[Label | None, Query(max_length=200, description="Label column to check")] = None,
 ) -> object:
+    refuse_forms(request)
     result = await platform.dataset_uploads.receive(
         caller.require_org(),
         request.stream(),

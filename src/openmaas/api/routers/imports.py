@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from openmaas.api.deps import PlatformDep, PrincipalDep
-from openmaas.api.middleware import STREAMED_BODY, declared_length
+from openmaas.api.middleware import STREAMED_BODY, declared_length, refuse_forms
 from openmaas.schemas.registry import ModelVersionPublic
 from openmaas.tasks import TENSOR_INFERENCE
 
@@ -32,6 +32,7 @@ async def import_model(
     task: Annotated[str, Query(max_length=40)] = TENSOR_INFERENCE,
 ) -> ModelVersionPublic:
     principal.require("models:write")
+    refuse_forms(request)
     return await platform.model_imports.receive(
         principal.require_org(),
         request.stream(),

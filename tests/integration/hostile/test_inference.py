@@ -18,15 +18,12 @@ from onnx import TensorProto, helper, numpy_helper
 from openmaas import Client
 from openmaas.engine.testing import build_tiny_model
 from openmaas.serving.runtimes.predictor import PredictorRuntime
+from tests.integration.hostile.wire import error_of
 from tests.integration.serving.predict_support import artifact, register
+from tests.support.leftovers import nothing_left
 from tests.support.served import Served, Tenant
 
 ENGINE = {"kv_cache_memory_bytes": 4 * 1024 * 1024, "max_num_seqs": 4, "max_model_len": 256}
-
-
-def _error(response: httpx.Response) -> tuple[int, str | None, str | None]:
-    error = response.json().get("error") or {}
-    return response.status_code, error.get("param"), error.get("code")
 
 
 def _metered(served: Served, key: str) -> set[str]:
@@ -37,8 +34,7 @@ def _metered(served: Served, key: str) -> set[str]:
 
 
 @pytest.fixture
-def llm(served: Served, tmp_path: Path) -> Tenant:
-    tenant = served.tenant("acme")
+def llm(served: Served, tenant: Tenant, tmp_path: Path) -> Tenant:
     folder = build_tiny_model(tmp_path / "tiny", "llama", max_position_embeddings=256)
     with Client(served.url, tenant.key) as client:
         client.import_model(folder, "tiny")
@@ -53,14 +49,37 @@ def test_a_seed_past_64_bits_is_refused_naming_seed(served: Served, llm: Tenant,
     chat = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     text = {"model": "chat", "prompt": "hi", "max_tokens": 2}
     with served.client(llm.key) as http:
-        for path, body in (("/v1/chat/completions", chat), ("/v1/completions", text)):
-            for stream in (False, True):
-                refused = http.post(path, json={**body, "seed": seed, "stream": stream})
-                assert _error(refused) == (400, "seed", "invalid_value"), refused.text
+        with nothing_left(served.platform):
+            for path, body in (("/v1/chat/completions", chat), ("/v1/completions", text)):
+                for stream in (False, True):
+                    refused = http.post(path, json={**body, "seed": seed, "stream": stream})
+                    assert error_of(refused) == (400, "invalid_value", "seed"), refused.text
         for seed_ok in (2**63 - 1, -(2**63)):
             answered = http.post("/v1/chat/completions", json={**chat, "seed": seed_ok, "n": 3})
             assert answered.status_code == 200, answered.text
     assert len(_metered(served, llm.key)) == 2  # the two answered only
+
+
+# Engine settings were checked for their type only: 2**64 KV-cache bytes, a negative context or
+# 100,000 threads were accepted and handed to the engine.
+OUT_OF_RANGE = {
+    "max_num_seqs": 2**64,
+    "kv_cache_memory_bytes": 2**64,
+    "max_model_len": -5,
+    "max_num_batched_tokens": 0,
+    "num_blocks": -(2**70),
+    "block_size": 0,
+    "max_waiting_requests": 2**63,
+    "num_threads": 100_000,
+}
+
+
+def test_engine_settings_out_of_range_are_refused_naming_them(served: Served, llm: Tenant) -> None:
+    with served.client(llm.key) as http, nothing_left(served.platform):
+        for setting, value in OUT_OF_RANGE.items():
+            body = {"model": "tiny", "name": "other", "engine": {setting: value}}
+            refused = http.post("/v1/deployments", json=body)
+            assert error_of(refused) == (422, "invalid_value", f"engine.{setting}"), refused.text
 
 
 ROW = {"age": 40.0, "plan": "pro", "noise": 0.1}
@@ -84,20 +103,20 @@ def _post(http: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response
 # the rows were served with `"probabilities": {"no": null, "yes": null}` (issue 15, item 4).
 @pytest.mark.parametrize("value", [1e200, 1e308, -1e308, 3.4e39 * 40])
 def test_predict_and_explain_refuse_values_the_preprocessing_cannot_represent(
-    served: Served, value: float
+    served: Served, tenant: Tenant, value: float
 ) -> None:
-    tenant = served.tenant("acme")
     _deploy(served, tenant, "tabular-classification", "tab")
     _deploy(served, tenant, "tabular-regression", "reg")
     bad = {**ROW, "age": value}
     with served.client(tenant.key) as http:
-        for name in ("tab", "reg"):
-            for route in ("predict", "explain"):
-                refused = _post(http, f"/v1/deployments/{name}/{route}", {"inputs": [ROW, bad]})
-                assert _error(refused) == (422, "inputs.1.age", "invalid_input"), refused.text
-                assert "age" in refused.json()["error"]["message"]
-        baseline = _post(http, "/v1/deployments/reg/explain", {"inputs": [ROW], "baseline": bad})
-        assert _error(baseline) == (422, "baseline.age", "invalid_input"), baseline.text
+        with nothing_left(served.platform):
+            for name in ("tab", "reg"):
+                for route in ("predict", "explain"):
+                    refused = _post(http, f"/v1/deployments/{name}/{route}", {"inputs": [ROW, bad]})
+                    assert error_of(refused) == (422, "invalid_input", "inputs.1.age"), refused.text
+                    assert "age" in refused.json()["error"]["message"]
+            baseline = _post(http, "/v1/deployments/reg/explain", {"inputs": [ROW], "baseline": bad})
+            assert error_of(baseline) == (422, "invalid_input", "baseline.age"), baseline.text
         assert _post(http, "/v1/deployments/tab/predict", {"inputs": [ROW]}).status_code == 200
     assert len(_metered(served, tenant.key)) == 1  # only the answered request is metered
 
@@ -126,8 +145,7 @@ def _non_finite(runtime: PredictorRuntime) -> Iterator[None]:
             predictor.model = original
 
 
-def test_a_non_finite_output_is_a_clear_error_never_nulls(served: Served) -> None:
-    tenant = served.tenant("acme")
+def test_a_non_finite_output_is_a_clear_error_never_nulls(served: Served, tenant: Tenant) -> None:
     runtimes = {
         name: _deploy(served, tenant, family, name)
         for name, family in (("tab", "tabular-classification"), ("reg", "tabular-regression"))
@@ -136,11 +154,12 @@ def test_a_non_finite_output_is_a_clear_error_never_nulls(served: Served) -> Non
     with served.client(tenant.key) as http:
         for name, runtime in runtimes.items():
             with _non_finite(runtime):
-                for route in ("predict", "explain"):
-                    body = {"inputs": [ROW, ROW, far]}
-                    refused = _post(http, f"/v1/deployments/{name}/{route}", body)
-                    assert _error(refused) == (422, "inputs.2", "non_finite_output"), refused.text
-                    assert "null" not in refused.text
+                with nothing_left(served.platform):
+                    for route in ("predict", "explain"):
+                        body = {"inputs": [ROW, ROW, far]}
+                        refused = _post(http, f"/v1/deployments/{name}/{route}", body)
+                        assert error_of(refused) == (422, "non_finite_output", "inputs.2"), refused.text
+                        assert "null" not in refused.text
                 answered = _post(http, f"/v1/deployments/{name}/predict", {"inputs": [ROW]})
                 assert answered.status_code == 200, answered.text
     assert len(_metered(served, tenant.key)) == 2
@@ -165,36 +184,40 @@ def _linear_onnx(path: Path, inputs: tuple[str, ...] = ()) -> Path:
 
 
 def test_raw_tensors_past_their_dtype_and_non_finite_outputs_are_refused(
-    served: Served, tmp_path: Path
+    served: Served, tenant: Tenant, tmp_path: Path
 ) -> None:
-    tenant = served.tenant("acme")
     with Client(served.url, tenant.key) as client:
         client.import_model(_linear_onnx(tmp_path / "linear.onnx"), "linear")
         client.deployments.create("linear:1", name="lin")
         client.deployments.wait_ready("lin", timeout=60)
     with served.client(tenant.key) as http:
-        for value in (1e39, -1e300):
-            refused = _post(http, "/v1/deployments/lin/predict", {"inputs": [[1, 2, 3], [value, 0, 0]]})
-            assert _error(refused) == (422, "inputs.1.x", "invalid_input"), refused.text
-        overflow = _post(http, "/v1/deployments/lin/predict", {"inputs": [[1, 2, 3], [3e38, 3e38, 0]]})
-        assert _error(overflow) == (422, "inputs.1", "non_finite_output"), overflow.text
+        with nothing_left(served.platform):
+            for value in (1e39, -1e300):
+                refused = _post(http, "/v1/deployments/lin/predict", {"inputs": [[1, 2, 3], [value, 0, 0]]})
+                assert error_of(refused) == (422, "invalid_input", "inputs.1.x"), refused.text
+            overflow = _post(http, "/v1/deployments/lin/predict", {"inputs": [[1, 2, 3], [3e38, 3e38, 0]]})
+            assert error_of(overflow) == (422, "non_finite_output", "inputs.1"), overflow.text
         assert _post(http, "/v1/deployments/lin/predict", {"inputs": [[1, 2, 3]]}).status_code == 200
 
 
-def test_a_row_missing_several_features_names_them_all(served: Served, tmp_path: Path) -> None:
-    tenant = served.tenant("acme")
+def test_a_row_missing_several_features_names_them_all(
+    served: Served, tenant: Tenant, tmp_path: Path
+) -> None:
     _deploy(served, tenant, "tabular-classification", "tab")
     with Client(served.url, tenant.key) as client:
         client.import_model(_linear_onnx(tmp_path / "three.onnx", inputs=("a", "b", "c")), "three")
         client.deployments.create("three:1", name="tri")
         client.deployments.wait_ready("tri", timeout=60)
-    with served.client(tenant.key) as http:
+    with served.client(tenant.key) as http, nothing_left(served.platform):
         for route in ("predict", "explain"):
             refused = _post(http, f"/v1/deployments/tab/{route}", {"inputs": [ROW, {"plan": "pro"}]})
-            assert _error(refused) == (422, "inputs.1.age", "invalid_input"), refused.text
+            assert error_of(refused) == (422, "invalid_input", "inputs.1.age"), refused.text
             assert "age, noise" in refused.json()["error"]["message"]
+        for wrong in ("x", {"age": 1}, [[ROW]], None):
+            refused = _post(http, "/v1/deployments/tab/predict", {"inputs": wrong})
+            assert refused.status_code == 422 and refused.json()["error"]["param"].startswith("inputs")
         tensors = _post(http, "/v1/deployments/tri/predict", {"inputs": [{"b": [1.0]}]})
-        assert _error(tensors) == (422, "inputs.0.a", "invalid_input"), tensors.text
+        assert error_of(tensors) == (422, "invalid_input", "inputs.0.a"), tensors.text
         assert "a, c" in tensors.json()["error"]["message"]
 
 
@@ -205,8 +228,8 @@ def test_a_streamed_completion_past_the_context_is_refused_before_it_starts(
     served: Served, llm: Tenant, max_tokens: int
 ) -> None:
     chat = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens}
-    with served.client(llm.key) as http:
+    with served.client(llm.key) as http, nothing_left(served.platform):
         for stream in (True, False):
             refused = http.post("/v1/chat/completions", json={**chat, "stream": stream})
-            assert _error(refused) == (400, "messages", "context_length_exceeded"), refused.text
+            assert error_of(refused) == (400, "context_length_exceeded", "messages"), refused.text
     assert _metered(served, llm.key) == set()

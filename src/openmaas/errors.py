@@ -142,6 +142,14 @@ class ServiceUnavailable(_RetryLater):
     default_code = "overloaded"
 
 
+class InsufficientStorage(OpenMaaSError):
+    """507: the artifact store has no space left for an upload; nothing of it was kept."""
+
+    status = 507
+    type = "server_error"
+    default_code = "insufficient_storage"
+
+
 class DeadlineExceeded(OpenMaaSError):
     status = 504
     type = "server_error"

@@ -11,9 +11,14 @@ Nothing here knows what is stored: checkpoints belong to training, artifacts to 
 
 from __future__ import annotations
 
+import errno
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
+
+from openmaas import errors
 
 FILE_SCHEME = "file://"
 
@@ -66,6 +71,25 @@ class LocalArtifactStore:
 
     def remove(self, relative: str) -> None:
         shutil.rmtree(self.path(relative), ignore_errors=True)
+
+
+_OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextmanager
+def space_for(what: str, param: str) -> Iterator[None]:
+    """Turn a full disk (or quota) while writing `what` into the store into a 507 naming `param`;
+    the caller removes what it wrote, as after any other failure."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _OUT_OF_SPACE:
+            raise
+        raise errors.InsufficientStorage(
+            f"The artifact store has no space left for {what}; nothing of it was kept. "
+            "Free space in the store (or ask the operator to), then retry.",
+            param=param,
+        ) from exc
 
 
 def open_store(url: str) -> ArtifactStore:

@@ -1,4 +1,5 @@
-"""`openmaas worker` as a real subprocess on a test platform's home and database."""
+"""OpenMaaS commands (`openmaas worker`, `openmaas serve`) as real subprocesses on a test
+platform's home and database."""
 
 from __future__ import annotations
 
@@ -10,13 +11,9 @@ from pathlib import Path
 from openmaas.config import Settings
 
 
-def start_worker(
-    settings: Settings, log: Path, env: dict[str, str], *, own_session: bool = False
-) -> subprocess.Popen[bytes]:
-    """Start a worker whose output goes to `log` (appended); `env` adds `OPENMAAS_*` settings.
-
-    `own_session`: in a process group of its own, so that a SIGKILL to the group reaches its job
-    processes too."""
+def process_env(settings: Settings, env: dict[str, str]) -> dict[str, str]:
+    """The environment of a subprocess on `settings`' home, database and secret; `env` adds
+    `OPENMAAS_*` settings."""
     base = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(settings.home),
@@ -26,11 +23,28 @@ def start_worker(
         # The tree under test, when it is not the installed one (a git worktree).
         **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
     }
+    return {**base, **env}
+
+
+def start_command(
+    command: str, settings: Settings, log: Path, env: dict[str, str], *, own_session: bool = False
+) -> subprocess.Popen[bytes]:
+    """`openmaas <command>` whose output goes to `log` (appended).
+
+    `own_session`: in a process group of its own, so that a SIGKILL to the group reaches its job
+    processes too."""
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "openmaas.cli.main", "worker"],
-            env={**base, **env},
+            [sys.executable, "-m", "openmaas.cli.main", command],
+            env=process_env(settings, env),
             stdout=out,
             stderr=out,
             start_new_session=own_session,
         )
+
+
+def start_worker(
+    settings: Settings, log: Path, env: dict[str, str], *, own_session: bool = False
+) -> subprocess.Popen[bytes]:
+    """An `openmaas worker` (see `start_command`)."""
+    return start_command("worker", settings, log, env, own_session=own_session)

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import exc as sa
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -26,6 +27,27 @@ _HTTP_ERRORS: dict[int, type[errors.OpenMaaSError]] = {
     415: errors.UnsupportedMediaType,
     422: errors.ValidationFailed,
 }
+
+
+# What SQLAlchemy raises when the database cannot be reached or used right now: refused or dropped
+# connections, a server shutting down, a pool with no connection free in time, SQLite's "database
+# is locked" or "disk I/O error". A retry later may well succeed: 503, never 500.
+_DATABASE_DOWN = (sa.OperationalError, sa.InterfaceError, sa.TimeoutError, sa.DisconnectionError)
+DATABASE_RETRY_AFTER_S = 2.0
+
+
+def database_unavailable(exc: BaseException) -> errors.ServiceUnavailable | None:
+    """The 503 for an error that says the database is unreachable; None for any other."""
+    if not isinstance(exc, _DATABASE_DOWN) and not (
+        isinstance(exc, sa.DBAPIError) and exc.connection_invalidated
+    ):
+        return None
+    log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
+    return errors.ServiceUnavailable(
+        "The database is unavailable; retry shortly.",
+        code="database_unavailable",
+        retry_after=DATABASE_RETRY_AFTER_S,
+    )
 
 
 def error_response(error: errors.OpenMaaSError) -> Response:
@@ -102,12 +124,19 @@ def install(app: FastAPI) -> None:
         error.headers.update(exc.headers or {})
         return error_response(error)
 
+    async def on_database_down(_request: Request, exc: Exception) -> Response:
+        unavailable = database_unavailable(exc)
+        assert unavailable is not None  # installed for `_DATABASE_DOWN` only
+        return error_response(unavailable)
+
     async def on_unexpected(_request: Request, _exc: Exception) -> Response:
         # FastAPI's outermost error middleware answers with this, then re-raises to the gateway,
         # which logs it once.
         return error_response(errors.InternalError("Internal server error."))
 
     app.add_exception_handler(Exception, on_unexpected)
+    for kind in _DATABASE_DOWN:
+        app.add_exception_handler(kind, on_database_down)
     app.add_exception_handler(errors.OpenMaaSError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -23,6 +23,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from openmaas import errors, logs
+from openmaas.api.errors import database_unavailable
 from openmaas.api.request_log import RequestLog
 from openmaas.clock import Clock
 from openmaas.ids import new_id
@@ -169,7 +170,7 @@ class GatewayMiddleware:
                 # leaves a served mutation unaudited.
                 held.append(message)
                 if message["type"] == "http.response.body" and not message.get("more_body", False):
-                    await run_in_threadpool(self.audit_sink, _audit_record(scope, status, held))
+                    await self._audit(_audit_record(scope, status, held))
                     for part in held:
                         await send(part)
                     response_started = True
@@ -185,13 +186,21 @@ class GatewayMiddleware:
                 if await fast_path(scope, receive, send_wrapper):
                     return
             await self.app(scope, receive, send_wrapper)
+        except _Unaudited as exc:  # the held response goes unsent: the client retries
+            await _send_error(send, exc.error, id_header)
+            status = exc.error.status
         except errors.OpenMaaSError as exc:
             await _send_error(send, exc, id_header)
             status = exc.status
         except ClientDisconnect:
             # The client went away before its body ended: no one to answer, and nothing of ours failed.
             status = 499
-        except Exception:
+        except Exception as exc:
+            unavailable = None if response_started else database_unavailable(exc)
+            if unavailable is not None:  # raised on a fast path, or by the audit write
+                await _send_error(send, unavailable, id_header)
+                status = unavailable.status
+                return
             log.exception("unhandled error in %s %s (request %s)", scope["method"], scope["path"], request_id)
             if status == 500 and response_started:
                 return  # FastAPI's error middleware already answered in our error shape
@@ -208,6 +217,15 @@ class GatewayMiddleware:
                 method = scope["method"]
                 self.request_log.add(ended, ended - started, request_id, method, label, status, state)
             logs.unbind_request(bound)
+
+    async def _audit(self, entry: audit.AuditRecord) -> None:
+        try:
+            await run_in_threadpool(self.audit_sink, entry)
+        except Exception as exc:
+            unavailable = database_unavailable(exc)
+            if unavailable is None:
+                raise
+            raise _Unaudited(unavailable) from exc
 
     async def _limit_body(self, scope: Scope, receive: Receive) -> Receive:
         """Reject bodies over the limit with 413, by `Content-Length` or by counting as they come."""
@@ -281,6 +299,16 @@ def refuse_forms(request: Any) -> None:
             "curl --data-binary @FILE, or the SDK and CLI.",
             param="file",
         )
+
+
+class _Unaudited(Exception):
+    """A mutating call's audit entry could not be written (the database is unreachable): it is
+    answered with `error` instead of its held response. Not a domain error, so that FastAPI, whose
+    response has begun, lets it through to the gateway."""
+
+    def __init__(self, error: errors.OpenMaaSError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def declared_length(request: Any) -> int | None:

@@ -25,7 +25,7 @@ from openmaas.datasets.tables import Dataset
 from openmaas.db.database import Database
 from openmaas.ids import new_id
 from openmaas.schemas.datasets import DatasetPublic
-from openmaas.storage import ArtifactStore
+from openmaas.storage import ArtifactStore, space_for
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,8 @@ class DatasetUploads:
                     yield chunk
 
         def ingest_body() -> IngestedFile:
-            return ingest(chunks(), folder, filename=filename, max_bytes=self.max_bytes)
+            with space_for("this upload", param="file"):
+                return ingest(chunks(), folder, filename=filename, max_bytes=self.max_bytes)
 
         try:
             ingested = await anyio.to_thread.run_sync(ingest_body)

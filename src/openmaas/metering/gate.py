@@ -8,10 +8,11 @@ An inference route calls, in a sync route (the hold may write to the database):
     platform.gate.complete(admission, {"requests": 1, "input_tokens": n, "output_tokens": m}).wait()
     # or platform.gate.abandon(admission) if nothing was served
 
-`admit` raises `RateLimited` (429, `Retry-After`) or `InsufficientQuota` (402) and writes the
-`x-ratelimit-*` headers into `headers`; `complete` writes exactly one usage event keyed by the
-request id and returns a receipt to wait on before the response completes. A stream the client
-dropped is completed with the tokens generated so far.
+`admit` raises `RateLimited` (429, `Retry-After`) or `InsufficientQuota` (402) — or
+`ServiceUnavailable` (503) while the ledger cannot write — and writes the `x-ratelimit-*` headers
+into `headers`; `complete` writes exactly one usage event keyed by the request id and returns a
+receipt to wait on before the response completes. A stream the client dropped is completed with
+the tokens generated so far.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class UsageGate:
 
         May read or write the database: call it from a thread. `rate_limited=False` for work that
         is not an API request (a training interval)."""
+        if rate_limited and self._ledger.unavailable:
+            raise _ledger_unavailable()
         subjects = self._limits.subjects(org_id, api_key_id) if rate_limited else []
         needs_hold = self._budgets.needs_hold(org_id, api_key_id)
         request = Admission(
@@ -108,6 +111,8 @@ class UsageGate:
         extend — and the caller then runs `admit` in a thread. The common case, budget holds
         against this server's lease included, is answered from memory (prices from their cache,
         which `complete` reads on the loop as well)."""
+        if self._ledger.unavailable:
+            raise _ledger_unavailable()
         subjects = self._limits.cached_subjects(org_id, api_key_id)
         needs_hold = self._budgets.cached_needs_hold(org_id, api_key_id)
         if subjects is None or needs_hold is None:
@@ -215,3 +220,13 @@ class UsageGate:
         """Nothing was served: release the hold and the tokens; no usage is written."""
         self._limiter.refund(list(admission.subjects), admission.tokens_taken)
         self._budgets.release(admission.hold, admission.request_id)
+
+
+def _ledger_unavailable() -> errors.ServiceUnavailable:
+    # A request is answered only once its usage is durable: while the ledger cannot write, serving
+    # it would only hold its answer until the metering wait runs out.
+    return errors.ServiceUnavailable(
+        "Usage cannot be recorded right now (the database is unavailable); retry shortly.",
+        code="metering_unavailable",
+        retry_after=2,
+    )

@@ -13,6 +13,12 @@ key budget), and the inserted events are added to the hourly sums that reports a
 (`metering/hourly.py`), so spend, sums and ledger never disagree, also after a crash. A failed transaction is
 retried with backoff, never dropped; while it fails, the bounded queue fills and `record` answers
 `ServiceUnavailable` instead of growing memory.
+
+While writes fail (the database is down) the ledger says so (`unavailable`): the usage gate then
+refuses new requests with 503 at once, rather than serving them and holding their answers until
+the metering wait runs out. The retry backoff stays short (at most `max_retry_delay_s`), so that
+the first write after the database returns comes within a second and closes the gate again. A
+request whose wait runs out withdraws its event (see `receipts`): it is refused, not billed.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class UsageLedger:
         max_batch: int = 2_000,
         linger_s: float = 0.0,
         retry_delay_s: float = 0.05,
+        max_retry_delay_s: float = 1.0,
         sweep: Callable[[], int] | None = None,
         sweep_interval_s: float = 30.0,
         wait_timeout_s: float = 30.0,
@@ -65,6 +72,7 @@ class UsageLedger:
         self._max_batch = max_batch
         self._linger_s = linger_s
         self._retry_delay_s = retry_delay_s
+        self._max_retry_delay_s = max_retry_delay_s
         self._sweep = sweep
         self._sweep_interval_s = sweep_interval_s
         self._wait_timeout_s = wait_timeout_s
@@ -84,6 +92,8 @@ class UsageLedger:
         self.write_seconds = Histogram(WRITE_SECONDS_BOUNDS)
         self.events_written = 0
         self.write_failures = 0
+        # Set by the writer when a write fails, cleared when one succeeds.
+        self.unavailable = False
 
     def record(self, event: UsageEvent) -> Receipt:
         """Queue `event` for the ledger; wait on the returned receipt before answering the client."""
@@ -175,19 +185,34 @@ class UsageLedger:
     def _write_until_done(self, batch: list[Receipt]) -> None:
         delay = self._retry_delay_s
         started = time.perf_counter()
+        completions = self._completions
+        withdrawn: list[Receipt] = []  # by requests that gave up waiting: never written
+        written: list[Written] = []
         while True:
+            batch, dropped = completions.begin_attempt(batch)
+            withdrawn += dropped
+            if not batch and not self.unavailable:
+                break
             try:
-                written = self._write(batch)
+                # Every event withdrawn while the database was down: the gate stays closed (no new
+                # events come) until the database answers again.
+                written = self._write(batch) if batch else self._probe()
             except Exception:
+                completions.end_attempt()
+                self.unavailable = True
                 self.write_failures += 1
                 log.exception("writing %d usage events failed; retrying in %.2fs", len(batch), delay)
                 time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, self._max_retry_delay_s)
                 continue
-            self._completions.resolve(batch, written)
+            self.unavailable = False
             self.write_seconds.observe(time.perf_counter() - started)
             self.events_written += len(batch)
-            return
+            break
+        if withdrawn:
+            batch = batch + withdrawn
+            written = written + [Written(r.event.event_id, False, 0) for r in withdrawn]
+        completions.resolve(batch, written)
 
     def _write(self, batch: list[Receipt]) -> list[Written]:
         if not self._db.is_sqlite:
@@ -261,6 +286,20 @@ class UsageLedger:
         if inserted is None:
             return [Written(p.event.event_id, True, p.cost_micros) for p in batch]
         return _claim_lines(batch, inserted)
+
+    def _probe(self) -> list[Written]:
+        """Ask the database for nothing, on the writer's connection: does it answer again?"""
+        connection = self._connect()
+        try:
+            cursor = connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.fetchall()
+            cursor.close()
+        except BaseException:
+            self._connection = None
+            connection.close()
+            raise
+        return []
 
     def _timezone_of(self, org_id: str) -> str:
         return self._prices.profile(org_id).timezone

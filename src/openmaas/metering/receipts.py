@@ -6,6 +6,12 @@ event (a condition, a lock and two lists each, which the garbage collector then 
 over while thousands are in flight). Async waiters register their event-loop future on the receipt
 and are resolved with `call_soon_threadsafe`, so no thread is parked for them; their timeouts are
 kept by one periodic check per event loop rather than a timer per request.
+
+A request that has not answered yet waits with `withdraw=True`: when its wait times out (the
+database is down), its event is withdrawn — the writer drops it, it is never written — so the
+request is refused with 503 and not billed. An event can be withdrawn only while no write is under
+way (`begin_attempt` … `end_attempt`/`resolve`): one that may be committing this instant is waited
+for a little longer instead, so that what the client is told and what is billed always agree.
 """
 
 from __future__ import annotations
@@ -33,11 +39,13 @@ class Written:
 class Completions:
     """The condition every receipt of one ledger waits on; `resolve` is the writer's side."""
 
-    __slots__ = ("_condition", "_expiries")
+    __slots__ = ("_attempting", "_condition", "_expiries", "_withdrawn")
 
     def __init__(self) -> None:
         self._condition = threading.Condition(threading.Lock())
         self._expiries: dict[asyncio.AbstractEventLoop, _Expiry] = {}
+        self._attempting = False  # the writer is writing a batch: nothing may be withdrawn
+        self._withdrawn = 0  # receipts withdrawn that the writer has not dropped yet
 
     def expiry(self, loop: asyncio.AbstractEventLoop) -> _Expiry:
         """The timeout keeper of `loop` (called on that loop)."""
@@ -46,11 +54,41 @@ class Completions:
             expiry = self._expiries[loop] = _Expiry(loop, lambda: self._expiries.pop(loop, None))
         return expiry
 
+    def begin_attempt(self, batch: list[Receipt]) -> tuple[list[Receipt], list[Receipt]]:
+        """The writer is about to write `batch`: from now until `end_attempt` or `resolve` none of
+        it can be withdrawn. Returns the receipts to write and those withdrawn before (to resolve
+        with the batch, as not written)."""
+        with self._condition:
+            self._attempting = True
+            if not self._withdrawn:  # the common case: nothing to look for
+                return batch, []
+            live = [receipt for receipt in batch if not receipt._withdrawn]
+            dropped = [receipt for receipt in batch if receipt._withdrawn]
+            self._withdrawn -= len(dropped)
+            return live, dropped
+
+    def end_attempt(self) -> None:
+        """The write failed: its receipts may be withdrawn again until the next attempt."""
+        with self._condition:
+            self._attempting = False
+
+    def try_withdraw(self, receipt: Receipt) -> bool:
+        """Withdraw the event of `receipt` unless it is written or may be being written; True when
+        it was (it will never be written)."""
+        with self._condition:
+            if receipt._outcome is not None or self._attempting:
+                return False
+            if not receipt._withdrawn:
+                receipt._withdrawn = True
+                self._withdrawn += 1
+            return True
+
     def resolve(self, receipts: Sequence[Receipt], outcomes: Sequence[Written]) -> None:
         """Mark a written batch durable and wake whoever waits on any of it: threads with one
         notify, each event loop with one callback for all of its waiters."""
         wakeups: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Written], Written]]] = {}
         with self._condition:
+            self._attempting = False
             for receipt, outcome in zip(receipts, outcomes, strict=True):
                 if receipt._outcome is None:
                     receipt._outcome = outcome
@@ -65,7 +103,16 @@ class Completions:
 class Receipt:
     """A handle on one queued event. `wait()` blocks until it is durable (or raises on timeout)."""
 
-    __slots__ = ("_async_waiters", "_completions", "_outcome", "_timeout", "cost_micros", "event", "lines")
+    __slots__ = (
+        "_async_waiters",
+        "_completions",
+        "_outcome",
+        "_timeout",
+        "_withdrawn",
+        "cost_micros",
+        "event",
+        "lines",
+    )
 
     def __init__(
         self,
@@ -81,6 +128,7 @@ class Receipt:
         self._timeout = timeout  # the default wait: `OPENMAAS_METERING_WAIT_TIMEOUT_S`
         self._outcome: Written | None = None
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Written]]] | None = None
+        self._withdrawn = False
 
     @property
     def outcome(self) -> Written | None:
@@ -98,8 +146,12 @@ class Receipt:
         assert self._outcome is not None
         return self._outcome
 
-    async def wait_async(self, timeout: float | None = None) -> Written:
-        """`wait` for asyncio code: no thread is parked while the batch is written."""
+    async def wait_async(self, timeout: float | None = None, *, withdraw: bool = False) -> Written:
+        """`wait` for asyncio code: no thread is parked while the batch is written.
+
+        `withdraw`: at the timeout, withdraw the event too, so that it is never written (for a
+        request not answered yet, which is then refused); without it the event is still written
+        later (usage that was served)."""
         if self._outcome is not None:
             return self._outcome
         loop = asyncio.get_running_loop()
@@ -110,11 +162,12 @@ class Receipt:
             if self._async_waiters is None:
                 self._async_waiters = []
             self._async_waiters.append((loop, future))
+        withdrawing = self if withdraw else None
         if timeout is None or timeout == self._timeout:
             # The usual wait: its deadline joins the loop's queue, in order (no timer of its own).
-            self._completions.expiry(loop).add(loop.time() + self._timeout, future)
+            self._completions.expiry(loop).add(loop.time() + self._timeout, future, withdrawing)
             return await future
-        timer = loop.call_later(timeout, _expire, future)
+        timer = loop.call_later(timeout, _expire, future, withdrawing)
         try:
             return await future
         finally:
@@ -133,11 +186,12 @@ class _Expiry:
     def __init__(self, loop: asyncio.AbstractEventLoop, on_empty: Callable[[], object]) -> None:
         self._loop = loop
         self._on_empty = on_empty
-        self._queue: deque[tuple[float, asyncio.Future[Written]]] = deque()
+        # (deadline, future, the receipt to withdraw at the deadline or None)
+        self._queue: deque[tuple[float, asyncio.Future[Written], Receipt | None]] = deque()
         self._armed = False
 
-    def add(self, deadline: float, future: asyncio.Future[Written]) -> None:
-        self._queue.append((deadline, future))
+    def add(self, deadline: float, future: asyncio.Future[Written], withdraw: Receipt | None) -> None:
+        self._queue.append((deadline, future, withdraw))
         if not self._armed:
             self._armed = True
             self._loop.call_later(_CHECK_S, self._check)
@@ -145,10 +199,17 @@ class _Expiry:
     def _check(self) -> None:
         now = self._loop.time()
         queue = self._queue
+        busy = []  # expired, but their event may be being written: asked again at the next check
         while queue and (queue[0][1].done() or queue[0][0] <= now):
-            _, future = queue.popleft()
-            if not future.done():
-                future.set_exception(_too_late())
+            entry = queue.popleft()
+            future, receipt = entry[1], entry[2]
+            if future.done():
+                continue
+            if receipt is None or receipt._completions.try_withdraw(receipt):
+                future.set_exception(_too_late(withdrawn=receipt is not None))
+            else:
+                busy.append(entry)
+        queue.extendleft(reversed(busy))
         if queue:
             self._loop.call_later(_CHECK_S, self._check)
         else:
@@ -165,12 +226,22 @@ def _set_results(results: list[tuple[asyncio.Future[Written], Written]]) -> None
             future.set_result(outcome)
 
 
-def _expire(future: asyncio.Future[Written]) -> None:
-    if not future.done():
-        future.set_exception(_too_late())
+def _expire(future: asyncio.Future[Written], withdraw: Receipt | None) -> None:
+    if future.done():
+        return
+    if withdraw is None or withdraw._completions.try_withdraw(withdraw):
+        future.set_exception(_too_late(withdrawn=withdraw is not None))
+    else:  # may be being written this instant: ask again shortly
+        future.get_loop().call_later(_CHECK_S, _expire, future, withdraw)
 
 
-def _too_late() -> errors.ServiceUnavailable:
+def _too_late(*, withdrawn: bool = False) -> errors.ServiceUnavailable:
+    if withdrawn:
+        return errors.ServiceUnavailable(
+            "Usage could not be recorded in time; the request was not completed and is not billed.",
+            code="metering_unavailable",
+            retry_after=5,
+        )
     return errors.ServiceUnavailable(
         "Usage could not be recorded in time; the request was not completed.", retry_after=5
     )

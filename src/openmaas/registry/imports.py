@@ -26,7 +26,7 @@ from openmaas.ids import new_id
 from openmaas.registry import hf_import, onnx_import
 from openmaas.registry import service as registry
 from openmaas.schemas.registry import ModelVersionPublic
-from openmaas.storage import ArtifactStore
+from openmaas.storage import ArtifactStore, space_for
 
 
 @dataclass(frozen=True)
@@ -60,15 +60,18 @@ class ModelImports:
             )
         root = self.store.path(".")  # staged beside the artifacts: renamed into place, same filesystem
         root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
+        with space_for("this upload", param="file"):
+            staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
         try:
             upload = staging / "upload.zip"
-            await self._receive(body, upload)
+            with space_for("this upload", param="file"):
+                await self._receive(body, upload)
             version_id = new_id("mv_")
             relative = self.store.model_dir(org_id, version_id)
 
             def install_and_register() -> ModelVersionPublic:
-                manifest = self._install(source_format, upload, self.store.path(relative), task)
+                with space_for("this model", param="file"):
+                    manifest = self._install(source_format, upload, self.store.path(relative), task)
                 return self._register(org_id, name, version_id, relative, manifest)
 
             return await anyio.to_thread.run_sync(install_and_register)

@@ -185,7 +185,7 @@ class Inference:
             used = call.used(result)
             if used is not None:
                 usage.record_units(used)
-                await usage.durable()
+                await usage.durable(withdraw=True)  # the answer has not begun: refused unbilled
             return Answer(served, result, headers)
         raise AssertionError("unreachable")
 

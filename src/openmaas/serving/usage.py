@@ -91,7 +91,11 @@ class RequestUsage:
         self._done = True
         self._gate.abandon(self._admission)
 
-    async def durable(self) -> None:
-        """Wait until the recorded event is written (group commit keeps this short)."""
+    async def durable(self, *, withdraw: bool = False) -> None:
+        """Wait until the recorded event is written (group commit keeps this short).
+
+        `withdraw`, for a response not begun yet: if the wait runs out (503), the event is
+        withdrawn, never written, so the refused request is not billed."""
         if self._receipt is not None:
-            await self._receipt.wait_async()  # no thread parked while the batch is written
+            # No thread parked while the batch is written.
+            await self._receipt.wait_async(withdraw=withdraw)

@@ -1,5 +1,8 @@
-"""A process killed with SIGKILL while metering under load loses no acknowledged usage: after the
-kill the ledger holds exactly one event for every request whose answer was given, none twice."""
+"""A metering process killed with SIGKILL at the ledger's full rate loses no acknowledged usage:
+after the kill the ledger holds exactly one event for every request whose answer was given, none
+twice. The process stands in for a server (four threads recording straight into the ledger, far
+faster than HTTP serves), so that several group-commit batches are in flight when the kill lands;
+`test_server_kill` kills a real server."""
 
 from __future__ import annotations
 

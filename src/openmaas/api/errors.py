@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Route
 
 from openmaas import errors
 
@@ -64,7 +65,19 @@ def validation_error(exc: RequestValidationError, content_type: str) -> errors.O
     return errors.ValidationFailed(message, param=param, code=code)
 
 
-def install(app: FastAPI) -> None:
+def _allowed_methods(routes: list[BaseRoute], request: Request) -> str:
+    """Every method some route serves at this path. FastAPI keeps one route per method, and
+    Starlette's 405 names only the methods of the first route whose path matched."""
+    methods: set[str] = set()
+    for route in routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
+def install(app: FastAPI, routes: list[BaseRoute]) -> None:
+    """Answer every failure in our error shape; `routes` are the app's own (for `Allow` on a 405)."""
+
     async def on_domain_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, errors.OpenMaaSError)
         return error_response(exc)
@@ -87,9 +100,10 @@ def install(app: FastAPI) -> None:
             )
         elif exc.status_code == 405:
             error = kind(f"Method {request.method} is not allowed on {request.url.path}.")
+            error.headers["Allow"] = _allowed_methods(routes, request)
         else:
             error = kind(str(exc.detail))
-        error.headers.update(exc.headers or {})
+        error.headers.update({k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"})
         return error_response(error)
 
     async def on_unexpected(_request: Request, _exc: Exception) -> Response:

@@ -13,7 +13,7 @@ from openmaas.api.middleware import STREAMED_BODY, declared_length
 from openmaas.api.responses import KEYED, errors
 from openmaas.datasets import service as dataset_service
 from openmaas.schemas.datasets import DatasetPublic
-from openmaas.schemas.names import Label
+from openmaas.schemas.names import DatasetRefText, Label
 from openmaas.schemas.pages import Page
 from openmaas.tenancy.auth import Principal
 
@@ -38,7 +38,7 @@ _UPLOAD_DOC = {
     openapi_extra=_UPLOAD_DOC,
     responses={
         200: {"model": DatasetPublic, "description": "These bytes were already uploaded"},
-        **errors(400, 409, 413, 422),
+        **errors(400, 409, 413, 415, 422),
     },
 )
 async def upload_dataset(
@@ -73,6 +73,6 @@ def list_datasets(
 
 
 @router.get("/datasets/{ref}", response_model=DatasetPublic, name="datasets.get", responses=errors(404, 422))
-def get_dataset(ref: str, session: ReadSessionDep, caller: DatasetsRead) -> object:
+def get_dataset(ref: DatasetRefText, session: ReadSessionDep, caller: DatasetsRead) -> object:
     """By id, by name (its latest version) or as `name:version`."""
     return dataset_service.dataset_public(dataset_service.get_dataset(session, caller.require_org(), ref))

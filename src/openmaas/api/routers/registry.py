@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from openmaas.api.deps import PageDep, PlatformDep, ReadSessionDep, SessionDep, scope
 from openmaas.api.responses import JSON_BODY, KEYED, errors
 from openmaas.registry import service as registry
+from openmaas.schemas.names import ALIAS_PATTERN, ModelRefText
 from openmaas.schemas.pages import Page
 from openmaas.schemas.registry import (
     AliasSet,
@@ -80,7 +82,12 @@ def list_versions(name: str, session: ReadSessionDep, caller: ModelsRead, page: 
     responses=errors(*JSON_BODY, 404),
 )
 def set_alias(
-    name: str, alias: str, body: AliasSet, session: SessionDep, platform: PlatformDep, caller: ModelsWrite
+    name: str,
+    alias: Annotated[str, PathParam(json_schema_extra={"pattern": ALIAS_PATTERN})],
+    body: AliasSet,
+    session: SessionDep,
+    platform: PlatformDep,
+    caller: ModelsWrite,
 ) -> object:
     return registry.set_alias(session, caller.require_org(), name, alias, body.version, platform.clock.now())
 
@@ -99,7 +106,9 @@ def remove_alias(name: str, alias: str, session: SessionDep, caller: ModelsWrite
 def compare(
     session: ReadSessionDep,
     caller: ModelsRead,
-    refs: Annotated[list[str], Query(description="Versions to compare, e.g. churn:1&refs=churn@production")],
+    refs: Annotated[
+        list[ModelRefText], Query(description="Versions to compare, e.g. churn:1&refs=churn@production")
+    ],
 ) -> object:
     versions, metrics = registry.compare(session, caller.require_org(), refs)
     return Comparison(versions=versions, metrics=metrics)
@@ -111,7 +120,7 @@ def compare(
     name="registry.versions.get",
     responses=errors(404, 422),
 )
-def get_version(ref: str, session: ReadSessionDep, caller: ModelsRead) -> object:
+def get_version(ref: ModelRefText, session: ReadSessionDep, caller: ModelsRead) -> object:
     """With its manifest (task, architecture, signatures, preprocessing, metrics, curves, params)."""
     model, version = registry.resolve(session, caller.require_org(), ref)
     return registry.version_public(session, model, version, manifest=True)
@@ -123,7 +132,7 @@ def get_version(ref: str, session: ReadSessionDep, caller: ModelsRead) -> object
     name="registry.versions.tag",
     responses=errors(*JSON_BODY, 404),
 )
-def tag_version(ref: str, body: TagsUpdate, session: SessionDep, caller: ModelsWrite) -> object:
+def tag_version(ref: ModelRefText, body: TagsUpdate, session: SessionDep, caller: ModelsWrite) -> object:
     return registry.update_tags(session, caller.require_org(), ref, body.tags)
 
 
@@ -133,7 +142,7 @@ def tag_version(ref: str, body: TagsUpdate, session: SessionDep, caller: ModelsW
     name="registry.versions.delete",
     responses=errors(404, 409, 422),
 )
-def delete_version(ref: str, platform: PlatformDep, caller: ModelsWrite) -> object:
+def delete_version(ref: ModelRefText, platform: PlatformDep, caller: ModelsWrite) -> object:
     """409 `version_in_use` while an alias, a live marketplace listing, a deployment or a traffic
     split uses the version; the answer names them and nothing is deleted."""
     # Its own transaction: the files go only once the row is gone for good.
@@ -152,7 +161,7 @@ def delete_version(ref: str, platform: PlatformDep, caller: ModelsWrite) -> obje
         **errors(404, 422),
     },
 )
-def download_version(ref: str, platform: PlatformDep, caller: ModelsRead) -> FileResponse:
+def download_version(ref: ModelRefText, platform: PlatformDep, caller: ModelsRead) -> FileResponse:
     # Its own short read: zipping the folder can take long, and must not hold a connection meanwhile.
     with platform.db.read_session() as session:
         model, version = registry.resolve(session, caller.require_org(), ref)

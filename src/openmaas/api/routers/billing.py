@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
@@ -25,10 +25,13 @@ from openmaas.billing import credits, invoices, pricebooks
 from openmaas.bootstrap import Platform
 from openmaas.schemas import billing as schemas
 from openmaas.schemas.pages import Page
+from openmaas.schemas.times import PERIOD_PATTERN
 from openmaas.tenancy.auth import Principal
 
 router = APIRouter(prefix="/v1", tags=["billing"], responses=KEYED)
 BillingRead = Annotated[Principal, scope("billing:read")]
+# Checked by `invoices.statement` (422 naming `period`); the document states the same pattern.
+Period = Annotated[str, Path(description="A month, YYYY-MM", json_schema_extra={"pattern": PERIOD_PATTERN})]
 
 
 def _invoice_response(invoice: schemas.Invoice, fmt: str) -> Response:
@@ -54,7 +57,7 @@ def list_invoices(session: ReadSessionDep, platform: PlatformDep, caller: Billin
 
 @router.get("/invoices/{period}", response_model=schemas.Invoice, name="invoices.get", responses=errors(422))
 def get_invoice(
-    period: str,
+    period: Period,
     session: ReadSessionDep,
     platform: PlatformDep,
     caller: BillingRead,
@@ -71,7 +74,7 @@ def get_invoice(
 )
 def admin_get_invoice(
     org_id: TargetOrg,
-    period: str,
+    period: Period,
     session: ReadSessionDep,
     platform: PlatformDep,
     _: Operator,

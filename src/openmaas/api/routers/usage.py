@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -13,6 +12,7 @@ from openmaas.billing import credits
 from openmaas.billing import usage_report as report
 from openmaas.schemas import billing as schemas
 from openmaas.schemas.pages import Page
+from openmaas.schemas.times import Instant
 from openmaas.tenancy.auth import Principal
 
 router = APIRouter(prefix="/v1", tags=["usage"], responses=KEYED)
@@ -27,8 +27,8 @@ def get_usage(
     platform: PlatformDep,
     caller: UsageRead,
     page: PageDep,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: Instant | None = None,
+    end: Instant | None = None,
     model: Annotated[str | None, Query(max_length=200)] = None,
     api_key_id: Annotated[str | None, Query(max_length=40)] = None,
     group_by: Annotated[

@@ -140,3 +140,24 @@ def test_last_used_at_is_recorded(served: Served) -> None:
         client.get("/v1/me")
         key = client.get(f"/v1/api_keys/{tenant.key_id}").json()
     assert key["last_used_at"] is not None
+
+
+def test_key_lifetimes_past_what_a_date_holds_are_422(served: Served) -> None:
+    """`expires_in: "99999999999d"` overflowed into a 500, `expires_at` took a number of seconds
+    (found by schemathesis)."""
+    tenant = served.tenant("acme")
+    with served.client(tenant.key) as client:
+        for body, param in [
+            ({"expires_in": "99999999999d"}, "expires_in"),
+            ({"expires_in": " 30d"}, "expires_in"),
+            ({"expires_at": 1900000000}, "expires_at"),
+            ({"expires_at": "1900000000"}, "expires_at"),
+            ({"expires_at": "2090-01-01"}, "expires_at"),  # no time zone
+        ]:
+            error = _assert_error(client.post("/v1/api_keys", json={"name": "k", **body}), 422)
+            assert error["param"] == param, body
+        far = client.post("/v1/api_keys", json={"name": "k", "expires_in": "99999w"})
+        assert far.status_code == 201, far.text
+        latest = client.post("/v1/api_keys", json={"name": "k", "expires_at": "9999-12-31T23:59:59-05:00"})
+        assert latest.status_code == 201, latest.text
+        assert latest.json()["expires_at"].startswith("9000-01-01T00:00:00")  # the latest instant kept

@@ -23,6 +23,16 @@ def test_unknown_route_and_wrong_method(served: Served) -> None:
         assert _error(client.delete("/healthz"), 405)["type"] == "invalid_request_error"
 
 
+def test_wrong_method_lists_every_method_of_the_path_in_allow(served: Served) -> None:
+    """FastAPI keeps one route per method: the 405 named only the first one's (found by schemathesis)."""
+    with served.admin() as admin:
+        keys = admin.request("OPTIONS", "/v1/api_keys")
+        assert _error(keys, 405)["code"] == "method_not_allowed"
+        assert keys.headers["allow"] == "GET, POST"
+        version = admin.put("/v1/registry/versions/churn:1")
+        assert _error(version, 405) and version.headers["allow"] == "DELETE, GET, PATCH"
+
+
 def test_invalid_json_is_400(served: Served) -> None:
     with served.admin() as admin:
         error = _error(
@@ -115,3 +125,31 @@ def test_uncaught_exceptions_are_500_in_the_error_shape(platform: Platform) -> N
         assert response.status == 500
         assert response.getheader("x-request-id")
         assert '"type":"server_error"' in body and "secret internals" not in body
+
+
+def test_the_openapi_document_declares_the_errors_in_our_shape(served: Served) -> None:
+    """Routes documented only FastAPI's `{"detail": [...]}` 422 and no other error, nor the bearer key
+    they take (found by schemathesis: every 401, 403, 404, 409 answer was undocumented)."""
+    with served.client() as client:
+        document = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    assert document["components"]["securitySchemes"]["apiKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key, `om-…`",
+    }
+    assert document["security"] == [{"apiKey": []}]
+    error_body = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            keyless = operation.get("security") == []
+            assert keyless == (path in ("/healthz", "/readyz", "/metrics")), (method, path)
+            names_a_thing = "{" in path and path != "/v1/invoices/{period}"  # any month has a statement
+            for status in ([] if keyless else ["401", "503"]) + (["404"] if names_a_thing else []):
+                assert status in responses, (method, path, status)
+            for status, response in responses.items():
+                if status.startswith(("4", "5")):
+                    assert response["content"]["application/json"]["schema"] == error_body, (method, path)
+    predict = document["paths"]["/v1/deployments/{deployment}/predict"]["post"]["responses"]
+    assert predict["429"]["headers"]["Retry-After"]["required"] is True

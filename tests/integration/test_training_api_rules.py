@@ -151,3 +151,16 @@ def test_text_family_streams_events_and_cancel_stops_a_running_job(
         assert stopped["status"] == "cancelled"
         assert _error(api.post(f"/v1/jobs/{long['id']}/cancel"), 409)["code"] == "job_finished"
         assert api.get("/v1/registry/models/cancer").status_code == 404  # a cancelled run registers nothing
+
+
+def test_dataset_references_past_a_version_number_are_422_not_500(served: Served) -> None:
+    """`GET /v1/datasets/x:²` (a digit to str.isdigit, not to int) and a version past 64 bits
+    answered 500 (found by schemathesis)."""
+    tenant = served.tenant("acme")
+    with served.client(tenant.key) as client:
+        for ref in ["x:²", "x:99999999999999999999999", "x:1234567890", "x:٣", "x:"]:
+            response = client.get(f"/v1/datasets/{ref}")
+            assert response.status_code == 422, (ref, response.text)
+            assert response.json()["error"]["param"] == "dataset"
+        assert client.get("/v1/datasets/x:123456789").status_code == 404
+        assert client.get("/v1/datasets/ds_0000").status_code == 404

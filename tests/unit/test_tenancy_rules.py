@@ -83,3 +83,11 @@ def test_durations(text: str, expected: timedelta) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_the_documented_scopes_are_the_ones_granted() -> None:
+    """The OpenAPI document lists `schemas.tenancy.TENANT_SCOPES` (the SDK imports no server code)."""
+    from openmaas.schemas.tenancy import TENANT_SCOPES
+    from openmaas.tenancy import scopes
+
+    assert sorted(TENANT_SCOPES) == sorted(scopes.TENANT_SCOPES)

@@ -6,6 +6,7 @@ import functools
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
@@ -72,7 +73,6 @@ def create_app(platform: Platform) -> FastAPI:
         with platform.db.session() as session:
             audit.record(session, entry, platform.clock.now())
 
-    api_errors.install(app)
     # Routes match in order: the hot, per-request ones first.
     routers = [
         module.router
@@ -98,6 +98,7 @@ def create_app(platform: Platform) -> FastAPI:
     for router in routers:
         app.include_router(router)
     every_route = [route for router in routers for route in router.routes]
+    api_errors.install(app, every_route)
     # Routes that read their own (large) bodies; the gateway's body limit leaves them alone.
     streamed = [r for r in every_route if (getattr(r, "openapi_extra", None) or {}).get("x-streamed-body")]
     app.gateway = GatewayMiddleware(
@@ -120,6 +121,18 @@ class _GatewayApp(FastAPI):
     request goes through it into FastAPI as usual."""
 
     gateway: ASGIApp | None = None
+
+    def openapi(self) -> dict[str, Any]:
+        """The document, saying that every operation takes an API key as a bearer token unless it
+        says otherwise (`security: []`: the health routes). Declared here rather than as a FastAPI
+        security dependency, which would run on every request of the hot routes."""
+        document = super().openapi()  # made once (FastAPI keeps it), then this adds to it once
+        if "security" not in document:
+            document.setdefault("components", {})["securitySchemes"] = {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "An API key, `om-…`"}
+            }
+            document["security"] = [{"apiKey": []}]
+        return document
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.gateway is not None:

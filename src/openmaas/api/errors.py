@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import exc as sa
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Route
 
 from openmaas import errors
 
@@ -92,7 +93,19 @@ def _unreadable(cause: BaseException) -> str:
     return str(cause)
 
 
-def install(app: FastAPI) -> None:
+def _allowed_methods(routes: list[BaseRoute], request: Request) -> str:
+    """Every method some route serves at this path. FastAPI keeps one route per method, and
+    Starlette's 405 names only the methods of the first route whose path matched."""
+    methods: set[str] = set()
+    for route in routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
+def install(app: FastAPI, routes: list[BaseRoute]) -> None:
+    """Answer every failure in our error shape; `routes` are the app's own (for `Allow` on a 405)."""
+
     async def on_domain_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, errors.OpenMaaSError)
         return error_response(exc)
@@ -115,13 +128,14 @@ def install(app: FastAPI) -> None:
             )
         elif exc.status_code == 405:
             error = kind(f"Method {request.method} is not allowed on {request.url.path}.")
+            error.headers["Allow"] = _allowed_methods(routes, request)
         elif exc.status_code == 400 and isinstance(exc.__cause__, (RecursionError, ValueError)):
             # FastAPI's answer to a body json.loads failed on for another reason than its syntax.
             message = f"Invalid JSON body: {_unreadable(exc.__cause__)}."
             error = errors.InvalidRequest(message, code="invalid_json")
         else:
             error = kind(str(exc.detail))
-        error.headers.update(exc.headers or {})
+        error.headers.update({k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"})
         return error_response(error)
 
     async def on_database_down(_request: Request, exc: Exception) -> Response:

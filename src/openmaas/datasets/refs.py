@@ -6,8 +6,9 @@ import re
 from dataclasses import dataclass
 
 from openmaas import errors
+from openmaas.schemas.names import DATASET_REF_PATTERN
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_REF = re.compile(DATASET_REF_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -20,9 +21,10 @@ class DatasetRef:
 def parse_dataset_ref(text: str, param: str = "dataset") -> DatasetRef:
     if text.startswith("ds_"):
         return DatasetRef(None, id=text)
-    name, _, version = text.partition(":")
-    if not _NAME.fullmatch(name) or (version and not version.isdigit()):
+    match = _REF.fullmatch(text)
+    if match is None:
         raise errors.ValidationFailed(
             f"{text!r} is not a dataset reference: use name, name:version or an id", param=param
         )
+    name, version = match.groups()
     return DatasetRef(name, int(version) if version else None)

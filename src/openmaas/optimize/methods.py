@@ -18,7 +18,7 @@ ONNX_FP32 = "onnx-fp32"
 DYNAMIC_INT8 = "dynamic-int8"
 STATIC_INT8 = "static-int8"
 METHODS = (ONNX_FP32, DYNAMIC_INT8, STATIC_INT8, "prune-N (1-95)")
-_PRUNE = re.compile(r"prune-(\d{1,2})")
+_PRUNE = re.compile(r"prune-([0-9]{1,2})")
 # Tasks whose test split `optimize.evaluation` can rebuild, so a result's metric is measured.
 # Recommendation is not among them: its models rank every item (not a forward pass to export)
 # and its test split is held-out interactions, not rows.

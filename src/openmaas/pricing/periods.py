@@ -6,7 +6,9 @@ import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-_PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+from openmaas.schemas.times import PERIOD_PATTERN
+
+_PERIOD_RE = re.compile(PERIOD_PATTERN)
 
 
 def zone(name: str) -> ZoneInfo:

@@ -6,10 +6,9 @@ import re
 from dataclasses import dataclass
 
 from openmaas import errors
+from openmaas.schemas.names import MODEL_REF_PATTERN
 
-_REF = re.compile(
-    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,99}?)(?::(?P<version>\d+)|@(?P<alias>[A-Za-z][\w.-]*))?$"
-)
+_REF = re.compile(MODEL_REF_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -30,5 +29,5 @@ def parse_ref(text: str, param: str = "model") -> ModelRef:
         raise errors.ValidationFailed(
             f"{text!r} is not a model reference: use name, name:version or name@alias", param=param
         )
-    version = match["version"]
-    return ModelRef(match["name"], int(version) if version else None, match["alias"])
+    name, version, alias = match.groups()
+    return ModelRef(name, int(version) if version else None, alias)

@@ -183,7 +183,8 @@ def set_alias(
         raise errors.ValidationFailed(
             "alias must start with a letter: letters, digits, '.', '_', '-'", param="alias"
         )
-    model, target = resolve(session, org_id, f"{name}:{version}", param="version")
+    model = get_model(session, org_id, name)
+    _, target = resolve(session, org_id, f"{model.name}:{version}", param="version")
     existing = session.get(ModelAlias, (model.id, alias))
     if existing is None:
         session.add(ModelAlias(model_id=model.id, alias=alias, version_id=target.id, updated_at=now))

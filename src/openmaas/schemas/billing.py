@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from openmaas.schemas.names import Label, Text
+from openmaas.schemas.names import Label, ModelRefText, Text
+from openmaas.schemas.times import Instant
 from openmaas.units import RESOURCE_CLASSES, UNITS
 
 Amount = Annotated[str, Field(pattern=r"^\d{1,12}(\.\d{1,6})?$", examples=["12.50"])]
@@ -94,11 +95,11 @@ class TierIn(_Strict):
 
 
 class PriceComponentIn(_Strict):
-    unit: str = Field(description=f"One of {list(UNITS)}")
+    unit: str = Field(description=f"One of {list(UNITS)}", json_schema_extra={"enum": list(UNITS)})
     price: Amount = Field(
         description="Per request/row, per 1K tokens, per compute-second, per GB, per GB-month"
     )
-    resource_class: str | None = None
+    resource_class: str | None = Field(default=None, json_schema_extra={"enum": [*RESOURCE_CLASSES, None]})
     model: str | None = Field(default=None, max_length=200, description="Only for this model (an override)")
     included: int = Field(default=0, ge=0, description="Free quantity each month, in base units")
     tiers: list[TierIn] = Field(default_factory=list, description="Graduated tiers; replace `price`")
@@ -129,19 +130,12 @@ class PriceComponent(BaseModel):
 
 class PricebookCreate(_Strict):
     plan: Label = Field(default="default", min_length=1, max_length=64)
-    effective_from: datetime | None = Field(default=None, description="Defaults to now")
+    effective_from: Instant | None = Field(default=None, description="Defaults to now")
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     monthly_fee: Amount = "0"
     components: list[PriceComponentIn] = Field(default_factory=list)
     requests_per_minute: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
     tokens_per_minute: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
-
-    @field_validator("effective_from")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("must include a time zone, e.g. 2027-01-01T00:00:00Z")
-        return value
 
 
 class Pricebook(BaseModel):
@@ -159,7 +153,7 @@ class Pricebook(BaseModel):
 
 
 class ListingCreate(_Strict):
-    model: str = Field(
+    model: ModelRefText = Field(
         min_length=1,
         max_length=200,
         description="One of your model versions: name:version, name@alias or its id (mv_…); "

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from openmaas.schemas.serving import MAX_TIMEOUT_S
+
 
 class ExplainRequest(BaseModel):
     inputs: list[Any] = Field(
@@ -20,7 +22,9 @@ class ExplainRequest(BaseModel):
         default=None,
         description="Tabular: a row of raw features; images: a pixel intensity in [0, 1] (default 0, black)",
     )
-    timeout: float | None = Field(default=None, gt=0, description="Seconds before the request answers 504")
+    timeout: float | None = Field(
+        default=None, gt=0, le=MAX_TIMEOUT_S, description="Seconds before the request answers 504"
+    )
 
 
 class Explanation(BaseModel):

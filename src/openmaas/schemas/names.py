@@ -12,9 +12,21 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9._-]{0,63}$"
+# Version numbers: at most 9 digits, so they fit every database's integer column.
+MAX_VERSION = 999_999_999
+_NAME, _VERSION, _ALIAS = NAME_PATTERN[1:-1], "[0-9]{1,9}", ALIAS_PATTERN[1:-1]
+# A model version: `name` (its latest), `name:3`, `name@alias`, or its id (`mv_…`, a name too).
+MODEL_REF_PATTERN = rf"^({_NAME})(?::({_VERSION})|@({_ALIAS}))?$"  # groups: name, version, alias
+# A dataset version: `name` (its latest), `name:3`, or its id (`ds_…`, a name too).
+DATASET_REF_PATTERN = rf"^({_NAME})(?::({_VERSION}))?$"  # groups: name, version
+# What the OpenAPI document says of a label (below): no control characters.
+LABEL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+# ... and of a file name: a label without '/' or '\\', and not '.' or '..'.
+FILE_NAME_PATTERN = r"^(?!\.\.?$)[^\x00-\x1f\x7f-\x9f/\\]*$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_BUT_LINE_BREAKS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
@@ -38,7 +50,13 @@ def check_file_name(value: str) -> str:
     return value
 
 
-Label = Annotated[str, AfterValidator(check_label)]
+Label = Annotated[str, AfterValidator(check_label), Field(json_schema_extra={"pattern": LABEL_PATTERN})]
 # A file's own name, as a browser or `curl -T` sends it: a label with no folders in it.
-FileName = Annotated[str, AfterValidator(check_file_name)]
+FileName = Annotated[
+    str, AfterValidator(check_file_name), Field(json_schema_extra={"pattern": FILE_NAME_PATTERN})
+]
 Text = Annotated[str, AfterValidator(check_text)]
+# References, as the OpenAPI document states them; the services parse them (registry/refs.py,
+# datasets/refs.py) with these same patterns and name the field a bad one is in.
+ModelRefText = Annotated[str, Field(json_schema_extra={"pattern": MODEL_REF_PATTERN})]
+DatasetRefText = Annotated[str, Field(json_schema_extra={"pattern": DATASET_REF_PATTERN})]

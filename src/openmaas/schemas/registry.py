@@ -7,10 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from openmaas.schemas.names import NAME_PATTERN, check_label
+from openmaas.schemas.names import ALIAS_PATTERN, LABEL_PATTERN, MAX_VERSION, NAME_PATTERN, check_label
 
-__all__ = ["NAME_PATTERN"]
-ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9._-]{0,63}$"
+__all__ = ["ALIAS_PATTERN", "NAME_PATTERN"]
 
 
 class Lineage(BaseModel):
@@ -46,13 +45,20 @@ class ModelPublic(BaseModel):
 
 
 class AliasSet(BaseModel):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION)
 
 
 class TagsUpdate(BaseModel):
     """Tags to set; a null value removes that tag."""
 
-    tags: dict[str, str | None]
+    tags: dict[str, str | None] = Field(
+        json_schema_extra={
+            "propertyNames": {"pattern": LABEL_PATTERN},
+            "additionalProperties": {
+                "anyOf": [{"type": "string", "pattern": LABEL_PATTERN}, {"type": "null"}]
+            },
+        }
+    )
 
     @field_validator("tags")
     @classmethod

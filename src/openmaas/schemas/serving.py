@@ -9,13 +9,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from openmaas.schemas.free_form import FreeForm
+from openmaas.schemas.names import NAME_PATTERN, ModelRefText
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_NAME_RE = re.compile(NAME_PATTERN)
 
 DeploymentState = Literal["pending", "loading", "ready", "failed", "stopped"]
 
 MAX_TRAFFIC_SPLITS = 4
 MAX_IDLE_TIMEOUT_S = 7 * 24 * 3600.0
+MAX_TIMEOUT_S = 3600.0  # the longest a predict or explain request may wait (`timeout`)
 
 
 class TrafficSplit(BaseModel):
@@ -23,7 +25,7 @@ class TrafficSplit(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: str = Field(
+    version: ModelRefText = Field(
         max_length=200, description="A version of the caller's model: `churn:4` or `churn@production`"
     )
     weight: int = Field(ge=1, le=100, description="Percent of requests; the weights sum to 100")
@@ -38,8 +40,14 @@ class TrafficPublic(BaseModel):
 class DeploymentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str = Field(max_length=200, description="The model to serve: `name`, `name:3` or `name@alias`")
-    name: str | None = Field(default=None, description="Deployment name (the `model` of API calls)")
+    model: ModelRefText = Field(
+        max_length=200, description="The model to serve: `name`, `name:3` or `name@alias`"
+    )
+    name: str | None = Field(
+        default=None,
+        description="Deployment name (the `model` of API calls)",
+        json_schema_extra={"pattern": NAME_PATTERN},
+    )
     replicas: int = Field(default=1, ge=1, le=64)
     max_batch_size: int = Field(default=32, ge=1, le=4096)
     max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
@@ -68,7 +76,7 @@ class DeploymentUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str | None = Field(
+    model: ModelRefText | None = Field(
         default=None, max_length=200, description="The version to serve now, e.g. `churn:4`"
     )
     replicas: int | None = Field(default=None, ge=1, le=64)
@@ -129,7 +137,9 @@ class PredictRequest(BaseModel):
         min_length=1,
     )
     top_k: int | None = Field(default=None, ge=1, description="Items (recommenders) or classes to return")
-    timeout: float | None = Field(default=None, gt=0, description="Seconds before the request answers 504")
+    timeout: float | None = Field(
+        default=None, gt=0, le=MAX_TIMEOUT_S, description="Seconds before the request answers 504"
+    )
 
 
 class PredictionsPublic(BaseModel):

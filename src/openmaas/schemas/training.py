@@ -5,17 +5,34 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from openmaas.schemas.free_form import FreeForm
-from openmaas.schemas.registry import NAME_PATTERN
+from openmaas.schemas.names import NAME_PATTERN, DatasetRefText, ModelRefText
+
+# The task families the platform trains (`openmaas.tasks.Task`, which the SDK does not import).
+TRAINED_TASKS = (
+    "tabular-classification",
+    "tabular-regression",
+    "image-classification",
+    "text-classification",
+    "audio-classification",
+    "recommendation",
+)
 
 
 class TrainingJobCreate(BaseModel):
-    task: str = Field(description="tabular-classification, tabular-regression, image-classification, …")
-    dataset: str = Field(min_length=1, max_length=140, description="Dataset name, name:version or id")
+    task: str = Field(
+        description="tabular-classification, tabular-regression, image-classification, …",
+        json_schema_extra={"enum": list(TRAINED_TASKS)},
+    )
+    dataset: DatasetRefText = Field(
+        min_length=1, max_length=140, description="Dataset name, name:version or id"
+    )
     target: str | None = Field(None, max_length=200, description="The label column, for tables")
     params: FreeForm = Field(default_factory=dict, description="Hyperparameters of the task")
     preprocessing: FreeForm = Field(default_factory=dict)
     model: str | None = Field(
         None, pattern=NAME_PATTERN, description="Registry name (default: the dataset's)"
     )
-    parent: str | None = Field(None, max_length=140, description="A model version this one derives from")
+    parent: ModelRefText | None = Field(
+        None, max_length=140, description="A model version this one derives from"
+    )
     max_attempts: int | None = Field(None, ge=1, le=10)

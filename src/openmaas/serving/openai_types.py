@@ -6,9 +6,9 @@ are refused with an error naming them (clients learn at once that a parameter is
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from openmaas.engine.sampling_params import (
     MAX_SEED,
@@ -22,6 +22,8 @@ from openmaas.schemas.names import Label
 # A deployment's name (100), or a fine-tuned adapter's `ft:<base>:<org>:<suffix>:<job>`. Names hold
 # no control characters (PostgreSQL refuses NUL: a lookup failed there with a 500).
 MAX_MODEL_LENGTH = 256
+
+StopSequence = Annotated[str, Field(min_length=1)]
 
 
 class _Strict(BaseModel):
@@ -57,23 +59,13 @@ class _Sampling(_Strict):
     top_p: float = Field(default=1.0, gt=0, le=1)
     top_k: int = Field(default=0, ge=-1)
     seed: int | None = Field(default=None, ge=MIN_SEED, le=MAX_SEED)
-    stop: str | list[str] | None = None
+    stop: StopSequence | Annotated[list[StopSequence], Field(max_length=MAX_STOP_STRINGS)] | None = None
     n: int = Field(default=1, ge=1, le=16)
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
     user: str | None = Field(default=None, max_length=256)
     stream: bool = False
     stream_options: StreamOptions | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
-        stops = [value] if isinstance(value, str) else value or []
-        if len(stops) > MAX_STOP_STRINGS:
-            raise ValueError(f"at most {MAX_STOP_STRINGS} stop sequences are allowed")
-        if any(not s for s in stops):
-            raise ValueError("stop sequences must be non-empty")
-        return value
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

@@ -9,8 +9,7 @@ from typing import Any
 import orjson
 
 from openmaas import errors
-
-MAX_TIMEOUT_S = 3600.0
+from openmaas.schemas.serving import MAX_TIMEOUT_S
 
 
 def json_body(raw: bytes, fields: frozenset[str]) -> dict[str, Any]:
@@ -36,10 +35,11 @@ def request_timeout(header: str | None, body: dict[str, Any], default: float) ->
         return default
     param = "timeout" if "timeout" in body else "X-Request-Timeout"
     try:
-        seconds = float(value)
+        # The header is text; the body's field is a JSON number, as the document says.
+        seconds = float(value) if param == "X-Request-Timeout" or type(value) in (int, float) else -1.0
     except (TypeError, ValueError):
         seconds = -1.0
-    if type(value) is bool or not 0 < seconds <= MAX_TIMEOUT_S:
+    if not 0 < seconds <= MAX_TIMEOUT_S:
         raise errors.ValidationFailed(
             f"{param} must be a number of seconds in (0, {MAX_TIMEOUT_S:g}].", param=param
         )

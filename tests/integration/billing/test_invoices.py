@@ -12,6 +12,7 @@ from openmaas.metering.tables import BillingAccount
 from openmaas.schemas.billing import CreditTopUp, Invoice
 from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_org, make_pricebook, meter
+from tests.support.served import Served
 
 
 def _statement(clocked: Clocked, org: str, period: str) -> Invoice:
@@ -160,3 +161,16 @@ def test_a_twin_finalisation_waits_for_the_first_and_finds_the_month_done(clocke
         assert len(first) == 1
         assert waiting.result(timeout=30) == []
     assert _statement(clocked, org, "2027-06").id == first[0]
+
+
+def test_months_past_the_calendar_are_422_not_500(served: Served) -> None:
+    """`GET /v1/invoices/9999-12` (and 0000-01) overflowed the calendar into a 500 (found by
+    schemathesis)."""
+    tenant = served.tenant("acme")
+    with served.client(tenant.key) as client:
+        for period in ["9999-12", "0000-01", "0999-12", "2026-13", "٢٠٢٦-01"]:
+            response = client.get(f"/v1/invoices/{period}")
+            assert response.status_code == 422, (period, response.text)
+            assert response.json()["error"]["param"] == "period"
+        assert client.get("/v1/invoices/8999-12").status_code == 200
+        assert client.get("/v1/invoices/1000-01").status_code == 200

@@ -199,3 +199,21 @@ def test_event_pages_follow_on_and_refuse_a_foreign_cursor(clocked_served: tuple
             refused = client.get("/v1/usage", params={"granularity": "event", "after": bad})
             assert refused.status_code == 422 and refused.json()["error"]["param"] == "after"
     assert seen == [(f"r{i}", unit) for i in reversed(range(5)) for unit in ("input_tokens", "requests")]
+
+
+def test_report_bounds_are_date_times_with_a_zone(served: Served) -> None:
+    """A bound without a time zone (or a bare date) answered 500, a number of seconds was taken
+    as a date (found by schemathesis); the extremes of the calendar are fine."""
+    tenant = served.tenant("acme")
+    with served.client(tenant.key) as client:
+        for query in ["start=2020-01-01", "end=2020-01-01T00:00:00", "start=0.5", "end=1700000000"]:
+            response = client.get(f"/v1/usage?{query}")
+            assert response.status_code == 422, (query, response.text)
+            assert response.json()["error"]["param"] == query.split("=")[0]
+        for query in [
+            "start=0001-01-01T00:00:00%2B05:00&end=9999-12-31T23:59:59-05:00",
+            "start=0001-01-01T00:00:00Z&group_by=day&granularity=bucket",
+            "end=9999-12-31T23:59:59Z&granularity=event",
+        ]:
+            response = client.get(f"/v1/usage?{query}")
+            assert response.status_code == 200, (query, response.text)

@@ -97,3 +97,18 @@ def test_fast_path_answers_with_the_gateways_errors_headers_and_metrics(
         and 'status="200"' in line
     ]
     assert counted == [2.0]
+
+
+def test_a_timeout_in_the_body_is_a_number(served: Served) -> None:
+    """`"timeout": "5"` was taken while the document says a number (found by schemathesis); the
+    `X-Request-Timeout` header stays text."""
+    tenant = served.tenant("acme")
+    with served.client(tenant.key) as http:
+        for route in ("predict", "explain"):
+            response = http.post(f"/v1/deployments/none/{route}", json={"inputs": [{}], "timeout": "5"})
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["param"] == "timeout"
+            headed = http.post(
+                f"/v1/deployments/none/{route}", json={"inputs": [{}]}, headers={"X-Request-Timeout": "5"}
+            )
+            assert headed.status_code == 404, headed.text

@@ -15,16 +15,21 @@ from openmaas.api.deps import (
     ReadSessionDep,
     TargetOrg,
 )
+from openmaas.api.responses import JSON_BODY, KEYED, errors
 from openmaas.schemas import tenancy as schemas
 from openmaas.schemas.pages import Page
 from openmaas.tenancy import audit
 from openmaas.tenancy import service as tenancy
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=KEYED)
 
 
 @router.post(
-    "/organizations", status_code=201, response_model=schemas.Organization, name="organizations.create"
+    "/organizations",
+    status_code=201,
+    response_model=schemas.Organization,
+    name="organizations.create",
+    responses=errors(*JSON_BODY, 409),
 )
 def create_organization(
     body: schemas.OrganizationCreate, platform: PlatformDep, _: Operator, create: CreatorDep
@@ -35,12 +40,22 @@ def create_organization(
     )
 
 
-@router.get("/organizations", response_model=Page[schemas.Organization], name="organizations.list")
+@router.get(
+    "/organizations",
+    response_model=Page[schemas.Organization],
+    name="organizations.list",
+    responses=errors(422),
+)
 def list_organizations(session: ReadSessionDep, _: Operator, page: PageDep) -> object:
     return tenancy.list_organizations(session, limit=page.limit, after=page.after)
 
 
-@router.get("/organizations/{org_id}", response_model=schemas.Organization, name="organizations.get")
+@router.get(
+    "/organizations/{org_id}",
+    response_model=schemas.Organization,
+    name="organizations.get",
+    responses=errors(404, 422),
+)
 def get_organization(org_id: str, session: ReadSessionDep, _: Operator) -> object:
     return tenancy.organization_public(tenancy.find_organization(session, org_id))
 
@@ -50,6 +65,7 @@ def get_organization(org_id: str, session: ReadSessionDep, _: Operator) -> objec
     status_code=201,
     response_model=schemas.ApiKeyCreated,
     name="organizations.api_keys.create",
+    responses=errors(404, *JSON_BODY, 409),
 )
 def create_org_key(
     org_id: AuditedTargetOrg,
@@ -76,6 +92,7 @@ def create_org_key(
     "/organizations/{org_id}/api_keys",
     response_model=Page[schemas.ApiKey],
     name="organizations.api_keys.list",
+    responses=errors(404, 422),
 )
 def list_org_keys(org_id: TargetOrg, session: ReadSessionDep, _: Operator, page: PageDep) -> object:
     return tenancy.list_api_keys(session, org_id, limit=page.limit, after=page.after)
@@ -85,6 +102,7 @@ def list_org_keys(org_id: TargetOrg, session: ReadSessionDep, _: Operator, page:
     "/organizations/{org_id}/api_keys/{key_id}",
     response_model=schemas.ApiKey,
     name="organizations.api_keys.revoke",
+    responses=errors(404, 422),
 )
 def revoke_org_key(org_id: AuditedTargetOrg, key_id: str, platform: PlatformDep, _: Operator) -> object:
     # Its own transaction: the key leaves the auth cache after the commit, or a request between
@@ -95,7 +113,9 @@ def revoke_org_key(org_id: AuditedTargetOrg, key_id: str, platform: PlatformDep,
     return key
 
 
-@router.get("/audit_log", response_model=Page[schemas.AuditEntry], name="admin.audit_log.list")
+@router.get(
+    "/audit_log", response_model=Page[schemas.AuditEntry], name="admin.audit_log.list", responses=errors(422)
+)
 def list_audit_log(
     session: ReadSessionDep,
     _: Operator,

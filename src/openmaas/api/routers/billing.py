@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
@@ -20,14 +20,18 @@ from openmaas.api.deps import (
     TargetOrg,
     scope,
 )
+from openmaas.api.responses import JSON_BODY, KEYED, errors
 from openmaas.billing import credits, invoices, pricebooks
 from openmaas.bootstrap import Platform
 from openmaas.schemas import billing as schemas
 from openmaas.schemas.pages import Page
+from openmaas.schemas.times import PERIOD_PATTERN
 from openmaas.tenancy.auth import Principal
 
-router = APIRouter(prefix="/v1", tags=["billing"])
+router = APIRouter(prefix="/v1", tags=["billing"], responses=KEYED)
 BillingRead = Annotated[Principal, scope("billing:read")]
+# Checked by `invoices.statement` (422 naming `period`); the document states the same pattern.
+Period = Annotated[str, Path(description="A month, YYYY-MM", json_schema_extra={"pattern": PERIOD_PATTERN})]
 
 
 def _invoice_response(invoice: schemas.Invoice, fmt: str) -> Response:
@@ -51,9 +55,9 @@ def list_invoices(session: ReadSessionDep, platform: PlatformDep, caller: Billin
     return schemas.InvoiceList(data=data)
 
 
-@router.get("/invoices/{period}", response_model=schemas.Invoice, name="invoices.get")
+@router.get("/invoices/{period}", response_model=schemas.Invoice, name="invoices.get", responses=errors(422))
 def get_invoice(
-    period: str,
+    period: Period,
     session: ReadSessionDep,
     platform: PlatformDep,
     caller: BillingRead,
@@ -66,10 +70,11 @@ def get_invoice(
     "/admin/organizations/{org_id}/invoices/{period}",
     response_model=schemas.Invoice,
     name="admin.invoices.get",
+    responses=errors(404, 422),
 )
 def admin_get_invoice(
     org_id: TargetOrg,
-    period: str,
+    period: Period,
     session: ReadSessionDep,
     platform: PlatformDep,
     _: Operator,
@@ -90,6 +95,7 @@ def finalize_invoices(session: SessionDep, platform: PlatformDep, _: Operator) -
     status_code=201,
     response_model=schemas.CreditTransaction,
     name="admin.credits.add",
+    responses=errors(404, *JSON_BODY, 409),
 )
 def add_credits(
     org_id: AuditedTargetOrg,
@@ -111,7 +117,12 @@ def add_credits(
     )
 
 
-@router.get("/admin/organizations/{org_id}/credits", response_model=schemas.Credits, name="admin.credits.get")
+@router.get(
+    "/admin/organizations/{org_id}/credits",
+    response_model=schemas.Credits,
+    name="admin.credits.get",
+    responses=errors(404, 422),
+)
 def admin_get_credits(
     org_id: TargetOrg, session: ReadSessionDep, platform: PlatformDep, _: Operator
 ) -> object:
@@ -119,7 +130,10 @@ def admin_get_credits(
 
 
 @router.patch(
-    "/admin/organizations/{org_id}/billing", response_model=schemas.Credits, name="admin.billing.update"
+    "/admin/organizations/{org_id}/billing",
+    response_model=schemas.Credits,
+    name="admin.billing.update",
+    responses=errors(404, *JSON_BODY),
 )
 def update_billing(
     org_id: AuditedTargetOrg, body: schemas.BillingSettings, platform: PlatformDep, _: Operator
@@ -139,6 +153,7 @@ def update_billing(
     "/admin/organizations/{org_id}/api_keys/{key_id}/budget",
     response_model=schemas.KeyBudget,
     name="admin.key_budget.set",
+    responses=errors(404, *JSON_BODY),
 )
 def set_key_budget(
     org_id: AuditedTargetOrg, key_id: str, body: schemas.KeyBudgetUpdate, platform: PlatformDep, _: Operator
@@ -156,6 +171,7 @@ def set_key_budget(
     "/admin/organizations/{org_id}/rate_limits",
     response_model=schemas.RateLimitsPublic,
     name="admin.rate_limits.org.set",
+    responses=errors(404, *JSON_BODY),
 )
 def set_org_limits(org_id: TargetOrg, body: schemas.RateLimits, platform: PlatformDep, _: Operator) -> object:
     return _set_limits(platform, org_id, None, body)
@@ -165,6 +181,7 @@ def set_org_limits(org_id: TargetOrg, body: schemas.RateLimits, platform: Platfo
     "/admin/organizations/{org_id}/api_keys/{key_id}/rate_limits",
     response_model=schemas.RateLimitsPublic,
     name="admin.rate_limits.key.set",
+    responses=errors(404, *JSON_BODY),
 )
 def set_key_limits(
     org_id: TargetOrg, key_id: str, body: schemas.RateLimits, platform: PlatformDep, _: Operator
@@ -181,7 +198,11 @@ def _set_limits(platform: Platform, org_id: str, key_id: str | None, body: schem
 
 
 @router.post(
-    "/admin/pricebooks", status_code=201, response_model=schemas.Pricebook, name="admin.pricebooks.create"
+    "/admin/pricebooks",
+    status_code=201,
+    response_model=schemas.Pricebook,
+    name="admin.pricebooks.create",
+    responses=errors(*JSON_BODY, 409),
 )
 def create_pricebook(
     body: schemas.PricebookCreate, platform: PlatformDep, _: Operator, create: CreatorDep
@@ -199,7 +220,12 @@ def create_pricebook(
     return response
 
 
-@router.get("/admin/pricebooks", response_model=Page[schemas.Pricebook], name="admin.pricebooks.list")
+@router.get(
+    "/admin/pricebooks",
+    response_model=Page[schemas.Pricebook],
+    name="admin.pricebooks.list",
+    responses=errors(422),
+)
 def list_pricebooks(
     session: ReadSessionDep,
     _: Operator,
@@ -209,6 +235,11 @@ def list_pricebooks(
     return pricebooks.list_pricebooks(session, plan, limit=page.limit, after=page.after)
 
 
-@router.get("/admin/pricebooks/{pricebook_id}", response_model=schemas.Pricebook, name="admin.pricebooks.get")
+@router.get(
+    "/admin/pricebooks/{pricebook_id}",
+    response_model=schemas.Pricebook,
+    name="admin.pricebooks.get",
+    responses=errors(404, 422),
+)
 def get_pricebook(pricebook_id: str, session: ReadSessionDep, _: Operator) -> object:
     return pricebooks.pricebook_public(pricebooks.get_pricebook(session, pricebook_id))

@@ -10,13 +10,14 @@ from fastapi.responses import JSONResponse
 
 from openmaas.api.deps import PageDep, PlatformDep, ReadSessionDep, scope
 from openmaas.api.middleware import STREAMED_BODY, declared_length, refuse_forms
+from openmaas.api.responses import KEYED, errors
 from openmaas.datasets import service as dataset_service
 from openmaas.schemas.datasets import DatasetPublic
-from openmaas.schemas.names import FileName, Label
+from openmaas.schemas.names import DatasetRefText, FileName, Label
 from openmaas.schemas.pages import Page
 from openmaas.tenancy.auth import Principal
 
-router = APIRouter(prefix="/v1", tags=["datasets"])
+router = APIRouter(prefix="/v1", tags=["datasets"], responses=KEYED)
 
 DatasetsRead = Annotated[Principal, scope("datasets:read")]
 DatasetsWrite = Annotated[Principal, scope("datasets:write")]
@@ -35,7 +36,10 @@ _UPLOAD_DOC = {
     response_model=DatasetPublic,
     name="datasets.upload",
     openapi_extra=_UPLOAD_DOC,
-    responses={200: {"model": DatasetPublic, "description": "These bytes were already uploaded"}},
+    responses={
+        200: {"model": DatasetPublic, "description": "These bytes were already uploaded"},
+        **errors(400, 409, 413, 415, 422),
+    },
 )
 async def upload_dataset(
     request: Request,
@@ -57,7 +61,7 @@ async def upload_dataset(
     return JSONResponse(result.dataset.model_dump(mode="json"), status_code=201 if result.created else 200)
 
 
-@router.get("/datasets", response_model=Page[DatasetPublic], name="datasets.list")
+@router.get("/datasets", response_model=Page[DatasetPublic], name="datasets.list", responses=errors(422))
 def list_datasets(
     session: ReadSessionDep,
     caller: DatasetsRead,
@@ -69,7 +73,7 @@ def list_datasets(
     )
 
 
-@router.get("/datasets/{ref}", response_model=DatasetPublic, name="datasets.get")
-def get_dataset(ref: str, session: ReadSessionDep, caller: DatasetsRead) -> object:
+@router.get("/datasets/{ref}", response_model=DatasetPublic, name="datasets.get", responses=errors(404, 422))
+def get_dataset(ref: DatasetRefText, session: ReadSessionDep, caller: DatasetsRead) -> object:
     """By id, by name (its latest version) or as `name:version`."""
     return dataset_service.dataset_public(dataset_service.get_dataset(session, caller.require_org(), ref))

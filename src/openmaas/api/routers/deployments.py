@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter
 
 from openmaas.api.deps import CreatorDep, PageDep, PlatformDep, ReadSessionDep, scope
+from openmaas.api.responses import JSON_BODY, KEYED, errors
 from openmaas.schemas.pages import Page
 from openmaas.schemas.serving import (
     DeploymentCreate,
@@ -17,13 +18,19 @@ from openmaas.schemas.serving import (
 from openmaas.serving import service
 from openmaas.tenancy.auth import Principal
 
-router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
+router = APIRouter(prefix="/v1/deployments", tags=["deployments"], responses=KEYED)
 
 Read = Annotated[Principal, scope("deployments:read")]
 Write = Annotated[Principal, scope("deployments:write")]
 
 
-@router.post("", status_code=201, response_model=DeploymentPublic, name="deployments.create")
+@router.post(
+    "",
+    status_code=201,
+    response_model=DeploymentPublic,
+    name="deployments.create",
+    responses=errors(*JSON_BODY, 404, 409),
+)
 def create_deployment(
     body: DeploymentCreate, platform: PlatformDep, caller: Write, create: CreatorDep
 ) -> DeploymentPublic:
@@ -35,7 +42,7 @@ def create_deployment(
     return created
 
 
-@router.get("", response_model=Page[DeploymentPublic], name="deployments.list")
+@router.get("", response_model=Page[DeploymentPublic], name="deployments.list", responses=errors(422))
 def list_deployments(session: ReadSessionDep, platform: PlatformDep, caller: Read, page: PageDep) -> object:
     return service.list_page(
         session,
@@ -46,7 +53,9 @@ def list_deployments(session: ReadSessionDep, platform: PlatformDep, caller: Rea
     )
 
 
-@router.get("/{deployment}", response_model=DeploymentPublic, name="deployments.get")
+@router.get(
+    "/{deployment}", response_model=DeploymentPublic, name="deployments.get", responses=errors(404, 422)
+)
 def get_deployment(deployment: str, session: ReadSessionDep, platform: PlatformDep, caller: Read) -> object:
     return service.public(service.get(session, caller.require_org(), deployment), platform.replicas.is_loaded)
 
@@ -55,7 +64,12 @@ def get_deployment(deployment: str, session: ReadSessionDep, platform: PlatformD
 # loader thread reads it), after the commit and before the response.
 
 
-@router.patch("/{deployment}", response_model=DeploymentPublic, name="deployments.update")
+@router.patch(
+    "/{deployment}",
+    response_model=DeploymentPublic,
+    name="deployments.update",
+    responses=errors(*JSON_BODY, 404, 409),
+)
 def update_deployment(
     deployment: str, body: DeploymentUpdate, platform: PlatformDep, caller: Write
 ) -> object:
@@ -70,12 +84,22 @@ def update_deployment(
     return public
 
 
-@router.get("/{deployment}/events", response_model=Page[DeploymentEventPublic], name="deployments.events")
+@router.get(
+    "/{deployment}/events",
+    response_model=Page[DeploymentEventPublic],
+    name="deployments.events",
+    responses=errors(404, 422),
+)
 def deployment_events(deployment: str, session: ReadSessionDep, caller: Read, page: PageDep) -> object:
     return service.events(session, caller.require_org(), deployment, limit=page.limit, after=page.after)
 
 
-@router.post("/{deployment}/stop", response_model=DeploymentPublic, name="deployments.stop")
+@router.post(
+    "/{deployment}/stop",
+    response_model=DeploymentPublic,
+    name="deployments.stop",
+    responses=errors(404, 409, 422),
+)
 def stop_deployment(deployment: str, platform: PlatformDep, caller: Write) -> object:
     org_id = caller.require_org()
     with platform.db.session() as session:
@@ -84,7 +108,12 @@ def stop_deployment(deployment: str, platform: PlatformDep, caller: Write) -> ob
     return stopped
 
 
-@router.delete("/{deployment}", response_model=DeploymentPublic, name="deployments.delete")
+@router.delete(
+    "/{deployment}",
+    response_model=DeploymentPublic,
+    name="deployments.delete",
+    responses=errors(404, 409, 422),
+)
 def delete_deployment(deployment: str, platform: PlatformDep, caller: Write) -> object:
     org_id = caller.require_org()
     with platform.db.session() as session:

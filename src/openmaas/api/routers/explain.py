@@ -15,15 +15,17 @@ from fastapi.responses import Response
 from openmaas.api.deps import PrincipalDep
 from openmaas.api.inference_requests import disconnect_probe
 from openmaas.api.middleware import AUDIT_OFF
+from openmaas.api.responses import INFERENCE, KEYED, errors
 from openmaas.bootstrap import Platform
 from openmaas.schemas.explain import ExplainRequest, ExplanationsPublic
 
-router = APIRouter(prefix="/v1/deployments", tags=["predictions"])
+router = APIRouter(prefix="/v1/deployments", tags=["predictions"], responses=KEYED)
 
 
 @router.post(
     "/{deployment}/explain",
     name="deployments.explain",
+    responses=errors(*INFERENCE),
     response_model=ExplanationsPublic,
     openapi_extra={
         **AUDIT_OFF,

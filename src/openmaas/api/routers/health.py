@@ -10,13 +10,15 @@ from starlette.concurrency import run_in_threadpool
 
 from openmaas import errors
 from openmaas.api.deps import PlatformDep
+from openmaas.api.responses import errors as error_responses
 from openmaas.bootstrap import Platform
 from openmaas.db import migrate
 
 router = APIRouter(tags=["health"])
+KEYLESS: dict[str, object] = {"security": []}  # `openapi_extra`: these take no API key
 
 
-@router.get("/healthz", name="healthz")
+@router.get("/healthz", name="healthz", openapi_extra=KEYLESS)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -40,12 +42,18 @@ def _readiness(platform: Platform) -> dict[str, object]:
     return {"status": "ready", "schema_revision": ",".join(state.current)}
 
 
-@router.get("/readyz", name="readyz")
+@router.get("/readyz", name="readyz", openapi_extra=KEYLESS, responses=error_responses(503))
 async def readyz(platform: PlatformDep) -> dict[str, object]:
     return await run_in_threadpool(_readiness, platform)
 
 
-@router.get("/metrics", name="metrics")
+@router.get(
+    "/metrics",
+    name="metrics",
+    openapi_extra=KEYLESS,
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
     registry = request.app.state.metrics.registry
     await run_in_threadpool(request.app.state.platform_metrics.read_database)  # the job counts

@@ -10,10 +10,11 @@ from fastapi import APIRouter, Query, Request
 
 from openmaas.api.deps import PlatformDep, PrincipalDep
 from openmaas.api.middleware import STREAMED_BODY, declared_length, refuse_forms
+from openmaas.api.responses import KEYED, errors
 from openmaas.schemas.registry import ModelVersionPublic
 from openmaas.tasks import TENSOR_INFERENCE
 
-router = APIRouter(prefix="/v1/registry", tags=["registry"])
+router = APIRouter(prefix="/v1/registry", tags=["registry"], responses=KEYED)
 
 
 @router.post(
@@ -21,6 +22,7 @@ router = APIRouter(prefix="/v1/registry", tags=["registry"])
     status_code=201,
     response_model=ModelVersionPublic,
     name="registry.imports.create",
+    responses=errors(400, 409, 413, 422),
     openapi_extra=STREAMED_BODY,
 )
 async def import_model(

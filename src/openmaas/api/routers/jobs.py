@@ -12,13 +12,14 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from openmaas.api.deps import PageDep, PlatformDep, ReadSessionDep, SessionDep, scope
+from openmaas.api.responses import KEYED, errors
 from openmaas.bootstrap import Platform
 from openmaas.jobs import service as jobs
 from openmaas.schemas.jobs import JobEventList, JobPublic
 from openmaas.schemas.pages import Page
 from openmaas.tenancy.auth import Principal
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], responses=KEYED)
 
 JobsRead = Annotated[Principal, scope("jobs:read")]
 JobsWrite = Annotated[Principal, scope("jobs:write")]
@@ -29,7 +30,7 @@ POLL_S = 0.5
 KEEPALIVE_S = 15.0
 
 
-@router.get("/jobs", response_model=Page[JobPublic], name="jobs.list")
+@router.get("/jobs", response_model=Page[JobPublic], name="jobs.list", responses=errors(422))
 def list_jobs(
     session: ReadSessionDep,
     caller: JobsRead,
@@ -42,23 +43,29 @@ def list_jobs(
     )
 
 
-@router.get("/jobs/{job_id}", response_model=JobPublic, name="jobs.get")
+@router.get("/jobs/{job_id}", response_model=JobPublic, name="jobs.get", responses=errors(404, 422))
 def get_job(job_id: str, session: ReadSessionDep, caller: JobsRead) -> object:
     return jobs.job_public(jobs.get_job(session, caller.require_org(), job_id))
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobPublic, name="jobs.cancel")
+@router.post(
+    "/jobs/{job_id}/cancel", response_model=JobPublic, name="jobs.cancel", responses=errors(404, 409, 422)
+)
 def cancel_job(job_id: str, session: SessionDep, platform: PlatformDep, caller: JobsWrite) -> object:
     return jobs.job_public(jobs.cancel_job(session, caller.require_org(), job_id, platform.clock.now()))
 
 
-@router.post("/jobs/{job_id}/pause", response_model=JobPublic, name="jobs.pause")
+@router.post(
+    "/jobs/{job_id}/pause", response_model=JobPublic, name="jobs.pause", responses=errors(404, 409, 422)
+)
 def pause_job(job_id: str, session: SessionDep, platform: PlatformDep, caller: JobsWrite) -> object:
     """Pause a queued or running job; a running one stops at its next batch, keeping its checkpoints."""
     return jobs.job_public(jobs.pause_job(session, caller.require_org(), job_id, platform.clock.now()))
 
 
-@router.post("/jobs/{job_id}/resume", response_model=JobPublic, name="jobs.resume")
+@router.post(
+    "/jobs/{job_id}/resume", response_model=JobPublic, name="jobs.resume", responses=errors(404, 409, 422)
+)
 def resume_job(job_id: str, session: SessionDep, platform: PlatformDep, caller: JobsWrite) -> object:
     """Queue a paused job again; it resumes from its last checkpoint."""
     return jobs.job_public(jobs.resume_job(session, caller.require_org(), job_id, platform.clock.now()))
@@ -86,6 +93,7 @@ router.add_api_route(
     methods=["GET"],
     response_model=JobEventList,
     name="jobs.events",
+    responses=errors(404, 422),
 )
 
 
@@ -157,12 +165,29 @@ def add_kind_routes(router: APIRouter, path: str, kind: str, name: str) -> None:
         return jobs.job_public(job)
 
     router.add_api_route(
-        path, list_kind, methods=["GET"], response_model=Page[JobPublic], name=f"{name}.list"
+        path,
+        list_kind,
+        methods=["GET"],
+        response_model=Page[JobPublic],
+        name=f"{name}.list",
+        responses=errors(422),
     )
     item = f"{path}/{{job_id}}"
-    router.add_api_route(item, get_kind, methods=["GET"], response_model=JobPublic, name=f"{name}.get")
     router.add_api_route(
-        f"{item}/cancel", cancel_kind, methods=["POST"], response_model=JobPublic, name=f"{name}.cancel"
+        item,
+        get_kind,
+        methods=["GET"],
+        response_model=JobPublic,
+        name=f"{name}.get",
+        responses=errors(404, 422),
+    )
+    router.add_api_route(
+        f"{item}/cancel",
+        cancel_kind,
+        methods=["POST"],
+        response_model=JobPublic,
+        name=f"{name}.cancel",
+        responses=errors(404, 409, 422),
     )
     router.add_api_route(
         f"{item}/events",
@@ -170,4 +195,5 @@ def add_kind_routes(router: APIRouter, path: str, kind: str, name: str) -> None:
         methods=["GET"],
         response_model=JobEventList,
         name=f"{name}.events",
+        responses=errors(404, 422),
     )

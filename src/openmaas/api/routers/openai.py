@@ -18,6 +18,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from openmaas.api.deps import PrincipalDep
 from openmaas.api.middleware import AUDIT_OFF
+from openmaas.api.responses import INFERENCE, KEYED, errors
 from openmaas.serving.inference import Inference
 from openmaas.serving.openai_types import (
     ChatCompletionRequest,
@@ -30,7 +31,7 @@ from openmaas.tenancy.auth import Principal
 
 OPENAI_ROUTE = {**AUDIT_OFF, "x-openai-errors": True}
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=KEYED)
 
 
 def _inference(request: Request) -> Inference:
@@ -71,19 +72,28 @@ async def list_models(request: Request, principal: PrincipalDep) -> ModelList:
     return ModelList(data=cards)
 
 
-@router.post("/chat/completions", name="chat.completions.create", openapi_extra=OPENAI_ROUTE)
+@router.post(
+    "/chat/completions",
+    name="chat.completions.create",
+    responses=errors(*INFERENCE),
+    openapi_extra=OPENAI_ROUTE,
+)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, principal: PrincipalDep
 ) -> Response:
     return await _completion(request, principal, body)
 
 
-@router.post("/completions", name="completions.create", openapi_extra=OPENAI_ROUTE)
+@router.post(
+    "/completions", name="completions.create", responses=errors(*INFERENCE), openapi_extra=OPENAI_ROUTE
+)
 async def text_completions(body: CompletionRequest, request: Request, principal: PrincipalDep) -> Response:
     return await _completion(request, principal, body)
 
 
-@router.post("/embeddings", name="embeddings.create", openapi_extra=OPENAI_ROUTE)
+@router.post(
+    "/embeddings", name="embeddings.create", responses=errors(*INFERENCE), openapi_extra=OPENAI_ROUTE
+)
 async def embeddings(body: EmbeddingRequest, request: Request, principal: PrincipalDep) -> Response:
     answer = await _inference(request).embed(principal, body, request.state.request_id)
     result = answer.result

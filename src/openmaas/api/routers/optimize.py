@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter
 
 from openmaas.api.deps import CreatorDep, PlatformDep, scope
+from openmaas.api.responses import JSON_BODY, KEYED, errors
 from openmaas.api.routers.jobs import add_kind_routes
 from openmaas.jobs.service import job_public
 from openmaas.optimize import jobs as optimize
@@ -16,13 +17,19 @@ from openmaas.schemas.jobs import JobPublic
 from openmaas.schemas.optimize import OptimizationCreate
 from openmaas.tenancy.auth import Principal
 
-router = APIRouter(prefix="/v1", tags=["optimizations"])
+router = APIRouter(prefix="/v1", tags=["optimizations"], responses=KEYED)
 
 JobsWrite = Annotated[Principal, scope("jobs:write")]
 KIND = optimize.OPTIMIZE_KIND
 
 
-@router.post("/optimizations", status_code=201, response_model=JobPublic, name="optimizations.create")
+@router.post(
+    "/optimizations",
+    status_code=201,
+    response_model=JobPublic,
+    name="optimizations.create",
+    responses=errors(*JSON_BODY, 404, 409),
+)
 def create_optimization(
     body: OptimizationCreate, platform: PlatformDep, caller: JobsWrite, create: CreatorDep
 ) -> object:

@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from openmaas.api.deps import PrincipalDep, authenticate
 from openmaas.api.inference_requests import disconnect_probe
 from openmaas.api.middleware import AUDIT_OFF, Message, Receive, Scope, Send
+from openmaas.api.responses import INFERENCE, KEYED, errors
 from openmaas.bootstrap import Platform
 from openmaas.schemas.serving import PredictionsPublic, PredictRequest
 from openmaas.serving.inference import Answer
@@ -29,12 +30,13 @@ PREDICT_ROUTE = {
     },
 }
 
-router = APIRouter(prefix="/v1/deployments", tags=["predictions"])
+router = APIRouter(prefix="/v1/deployments", tags=["predictions"], responses=KEYED)
 
 
 @router.post(
     "/{deployment}/predict",
     name="deployments.predict",
+    responses=errors(*INFERENCE),
     response_model=PredictionsPublic,
     openapi_extra=PREDICT_ROUTE,
 )

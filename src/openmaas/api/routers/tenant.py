@@ -7,13 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from openmaas.api.deps import CreatorDep, PageDep, PlatformDep, PrincipalDep, ReadSessionDep, scope
+from openmaas.api.responses import JSON_BODY, KEYED, errors
 from openmaas.schemas import tenancy as schemas
 from openmaas.schemas.pages import Page
 from openmaas.tenancy import audit
 from openmaas.tenancy import service as tenancy
 from openmaas.tenancy.auth import Principal
 
-router = APIRouter(prefix="/v1", tags=["account"])
+router = APIRouter(prefix="/v1", tags=["account"], responses=KEYED)
 
 KeysRead = Annotated[Principal, scope("api_keys:read")]
 KeysWrite = Annotated[Principal, scope("api_keys:write")]
@@ -28,7 +29,13 @@ def whoami(session: ReadSessionDep, principal: PrincipalDep) -> object:
     return schemas.Caller(key_id=principal.key_id, organization=org, scopes=sorted(principal.scopes))
 
 
-@router.post("/api_keys", status_code=201, response_model=schemas.ApiKeyCreated, name="api_keys.create")
+@router.post(
+    "/api_keys",
+    status_code=201,
+    response_model=schemas.ApiKeyCreated,
+    name="api_keys.create",
+    responses=errors(*JSON_BODY, 409),
+)
 def create_key(
     body: schemas.ApiKeyCreate, platform: PlatformDep, caller: KeysWrite, create: CreatorDep
 ) -> object:
@@ -46,17 +53,21 @@ def create_key(
     )
 
 
-@router.get("/api_keys", response_model=Page[schemas.ApiKey], name="api_keys.list")
+@router.get("/api_keys", response_model=Page[schemas.ApiKey], name="api_keys.list", responses=errors(422))
 def list_keys(session: ReadSessionDep, caller: KeysRead, page: PageDep) -> object:
     return tenancy.list_api_keys(session, caller.org_id, limit=page.limit, after=page.after)
 
 
-@router.get("/api_keys/{key_id}", response_model=schemas.ApiKey, name="api_keys.get")
+@router.get(
+    "/api_keys/{key_id}", response_model=schemas.ApiKey, name="api_keys.get", responses=errors(404, 422)
+)
 def get_key(key_id: str, session: ReadSessionDep, caller: KeysRead) -> object:
     return tenancy.api_key_public(tenancy.get_api_key(session, caller.org_id, key_id))
 
 
-@router.delete("/api_keys/{key_id}", response_model=schemas.ApiKey, name="api_keys.revoke")
+@router.delete(
+    "/api_keys/{key_id}", response_model=schemas.ApiKey, name="api_keys.revoke", responses=errors(404, 422)
+)
 def revoke_key(key_id: str, platform: PlatformDep, caller: KeysWrite) -> object:
     # Its own transaction: the key leaves the auth cache after the commit, or a request between
     # the two could cache it again, still valid.
@@ -68,7 +79,9 @@ def revoke_key(key_id: str, platform: PlatformDep, caller: KeysWrite) -> object:
     return key
 
 
-@router.get("/audit_log", response_model=Page[schemas.AuditEntry], name="audit_log.list")
+@router.get(
+    "/audit_log", response_model=Page[schemas.AuditEntry], name="audit_log.list", responses=errors(422)
+)
 def list_audit_log(
     session: ReadSessionDep,
     caller: AuditRead,

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter
 
 from openmaas.api.deps import CreatorDep, PlatformDep, scope
+from openmaas.api.responses import JSON_BODY, KEYED, errors
 from openmaas.api.routers.jobs import add_kind_routes
 from openmaas.jobs.service import job_public
 from openmaas.schemas.jobs import JobPublic
@@ -15,13 +16,19 @@ from openmaas.schemas.training import TrainingJobCreate
 from openmaas.tenancy.auth import Principal
 from openmaas.training import jobs as training
 
-router = APIRouter(prefix="/v1", tags=["training"])
+router = APIRouter(prefix="/v1", tags=["training"], responses=KEYED)
 
 TrainWrite = Annotated[Principal, scope("jobs:write")]
 KIND = training.TRAIN_KIND
 
 
-@router.post("/training_jobs", status_code=201, response_model=JobPublic, name="training_jobs.create")
+@router.post(
+    "/training_jobs",
+    status_code=201,
+    response_model=JobPublic,
+    name="training_jobs.create",
+    responses=errors(*JSON_BODY, 404, 409),
+)
 def create_training_job(
     body: TrainingJobCreate, platform: PlatformDep, caller: TrainWrite, create: CreatorDep
 ) -> object:

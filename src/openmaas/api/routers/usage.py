@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
 from openmaas.api.deps import PageDep, PlatformDep, ReadSessionDep, scope
+from openmaas.api.responses import KEYED, errors
 from openmaas.billing import credits
 from openmaas.billing import usage_report as report
 from openmaas.schemas import billing as schemas
 from openmaas.schemas.pages import Page
+from openmaas.schemas.times import Instant
 from openmaas.tenancy.auth import Principal
 
-router = APIRouter(prefix="/v1", tags=["usage"])
+router = APIRouter(prefix="/v1", tags=["usage"], responses=KEYED)
 
 UsageRead = Annotated[Principal, scope("usage:read")]
 BillingRead = Annotated[Principal, scope("billing:read")]
 
 
-@router.get("/usage", response_model=schemas.UsageReport, name="usage.get")
+@router.get("/usage", response_model=schemas.UsageReport, name="usage.get", responses=errors(422))
 def get_usage(
     session: ReadSessionDep,
     platform: PlatformDep,
     caller: UsageRead,
     page: PageDep,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: Instant | None = None,
+    end: Instant | None = None,
     model: Annotated[str | None, Query(max_length=200)] = None,
     api_key_id: Annotated[str | None, Query(max_length=40)] = None,
     group_by: Annotated[
@@ -51,7 +52,10 @@ def get_credits(session: ReadSessionDep, platform: PlatformDep, caller: BillingR
 
 
 @router.get(
-    "/credits/transactions", response_model=Page[schemas.CreditTransaction], name="credits.transactions.list"
+    "/credits/transactions",
+    response_model=Page[schemas.CreditTransaction],
+    name="credits.transactions.list",
+    responses=errors(422),
 )
 def list_transactions(
     session: ReadSessionDep, platform: PlatformDep, caller: BillingRead, page: PageDep

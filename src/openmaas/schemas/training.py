@@ -5,13 +5,14 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from openmaas.schemas.free_form import FreeForm
+from openmaas.schemas.names import Label
 from openmaas.schemas.registry import NAME_PATTERN
 
 
 class TrainingJobCreate(BaseModel):
     task: str = Field(description="tabular-classification, tabular-regression, image-classification, …")
     dataset: str = Field(min_length=1, max_length=140, description="Dataset name, name:version or id")
-    target: str | None = Field(None, max_length=200, description="The label column, for tables")
+    target: Label | None = Field(None, max_length=200, description="The label column, for tables")
     params: FreeForm = Field(default_factory=dict, description="Hyperparameters of the task")
     preprocessing: FreeForm = Field(default_factory=dict)
     model: str | None = Field(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
+from openmaas.billing.tables import CreditTransaction, Listing, Pricebook
 from openmaas.bootstrap import Platform
 from openmaas.datasets.tables import Dataset
 from openmaas.jobs.tables import Job
@@ -35,6 +36,9 @@ COUNTED = (
     UsageRecord,
     Organization,
     ApiKey,
+    Pricebook,
+    Listing,
+    CreditTransaction,
 )
 _NOT_COUNTED = re.compile(r"(\.db|\.db-wal|\.db-shm|\.db-journal|\.log)$|(^|/)logs(/|$)")
 _STORE_FOLDERS = re.compile(r"^artifacts(/[^/]+){0,2}$")

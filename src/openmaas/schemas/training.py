@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from openmaas.schemas.free_form import FreeForm
-from openmaas.schemas.names import NAME_PATTERN, DatasetRefText, ModelRefText
+from openmaas.schemas.names import NAME_PATTERN, DatasetRefText, Label, ModelRefText
 
 # The task families the platform trains (`openmaas.tasks.Task`, which the SDK does not import).
 TRAINED_TASKS = (
@@ -26,7 +26,7 @@ class TrainingJobCreate(BaseModel):
     dataset: DatasetRefText = Field(
         min_length=1, max_length=140, description="Dataset name, name:version or id"
     )
-    target: str | None = Field(None, max_length=200, description="The label column, for tables")
+    target: Label | None = Field(None, max_length=200, description="The label column, for tables")
     params: FreeForm = Field(default_factory=dict, description="Hyperparameters of the task")
     preprocessing: FreeForm = Field(default_factory=dict)
     model: str | None = Field(

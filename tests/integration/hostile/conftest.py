@@ -1,7 +1,7 @@
 """The hostile-input suite's server: one platform per database kind for the whole package, with
 small limits, served over the HTTP protocol `openmaas serve` runs. Each case makes its own tenant
 and checks with `nothing_left` (tests/support/leftovers.py) that a refused request left no file
-and no row."""
+and no row; after every module, the server's own count of 5xx answers is what it was before."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 
 from openmaas.api.app import create_app
 from openmaas.api.http_protocol import limited_http_protocol
+from tests.integration.hostile.wire import server_errors
 from tests.integration.jobs.harness import FAST
 from tests.support import databases
 from tests.support.databases import DATABASE_KINDS, POSTGRES_URL
@@ -54,6 +55,15 @@ def _database(kind: str, folder: Path) -> AbstractContextManager[str]:
         assert POSTGRES_URL is not None
         return databases.fresh_postgres_database(POSTGRES_URL)
     return contextlib.nullcontext(f"sqlite:///{folder / 'openmaas.db'}")  # beside home, not in it
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_server_errors(served: Served) -> Iterator[None]:
+    """Whatever a module's cases send, the server never answers with a failure of its own (5xx).
+    Checked per module: /metrics costs a few database reads."""
+    before = server_errors(served.url)
+    yield
+    assert server_errors(served.url) == before, "the server answered 5xx (see its log)"
 
 
 @pytest.fixture

@@ -157,22 +157,10 @@ def test_a_body_shorter_than_its_content_length_leaves_nothing_when_the_client_l
         "Content-Type": "application/json" if path == "/v1/api_keys" else "application/octet-stream",
         "Content-Length": str(len(body) + 1000),
     }
-    failures = _server_errors(served)
     with nothing_left(served.platform, settle_s=5), connect(served.url) as sock:
         sock.sendall(request_head("POST", path, headers) + body)
         sock.shutdown(socket.SHUT_WR)
         assert read_answer(sock, 1.0) == b""  # no answer to a request that never ended
     with served.client(tenant.key) as client:
         assert client.get("/v1/datasets").json()["data"] == []
-    assert _server_errors(served) == failures  # a client leaving is not the server failing
-
-
-def _server_errors(served: Served) -> float:
-    """How many requests the server answered (or counted) as its own failure (5xx)."""
-    with served.client() as client:
-        text = client.get("/metrics").text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("openmaas_http_requests_total{") and 'status="5' in line
-    )
+    # A client leaving is not the server failing: the package's check of 5xx answers covers that.

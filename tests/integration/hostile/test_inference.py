@@ -1,5 +1,6 @@
-"""Hostile and extreme inputs to the inference routes: each is refused with a 4xx naming its field
-(never a 500, never non-finite numbers served as an answer), and nothing is metered for it."""
+"""Hostile and extreme inputs to the inference routes and the LLM deployments they run on: each is
+refused with a 4xx naming its field (never a 500, never non-finite numbers served as an answer),
+nothing is metered for it and nothing is left behind."""
 
 from __future__ import annotations
 

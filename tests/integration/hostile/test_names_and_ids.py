@@ -45,6 +45,10 @@ def test_names_with_control_characters_are_refused_naming_the_field(
         )
         keys = f"/v1/admin/organizations/{tenant.org_id}/api_keys"
         assert _error(admin.post(keys, json={"name": name}))["param"] == "name"
+        for field in ("model", "resource_class"):
+            component = {"unit": "requests", "price": "1", field: name}
+            pricebook = admin.post("/v1/admin/pricebooks", json={"plan": "p", "components": [component]})
+            assert _error(pricebook)["param"] == f"components.0.{field}"
         assert _error(client.post("/v1/api_keys", json={"name": name}))["param"] == "name"
         assert [k["name"] for k in client.get("/v1/api_keys").json()["data"]] == ["test"]
         deployment = client.post("/v1/deployments", json={"model": "m", "name": name})
@@ -64,6 +68,10 @@ def test_names_with_control_characters_are_refused_naming_the_field(
             "/v1/training_jobs", json={"task": "tabular-classification", "dataset": "d", "model": name}
         )
         assert _error(training)["param"] == "model"
+        training = client.post(
+            "/v1/training_jobs", json={"task": "tabular-classification", "dataset": "d", "target": name}
+        )
+        assert _error(training)["param"] == "target"
         for tags in ({name: "v"}, {"k": name}):
             assert _error(client.patch("/v1/registry/versions/m:1", json={"tags": tags}))["param"] == "tags"
 

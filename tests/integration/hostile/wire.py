@@ -72,3 +72,13 @@ def request_head(method: str, path: str, headers: dict[str, str] | list[tuple[st
     pairs = headers.items() if isinstance(headers, dict) else headers
     lines = "".join(f"{name}: {value}\r\n" for name, value in pairs)
     return f"{method} {path} HTTP/1.1\r\nHost: test\r\n{lines}\r\n".encode("latin-1")
+
+
+def server_errors(url: str) -> float:
+    """How many requests the server at `url` answered, or counted, as its own failure (5xx)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("openmaas_http_requests_total{") and 'status="5' in line
+    )

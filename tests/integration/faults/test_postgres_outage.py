@@ -52,10 +52,10 @@ class Probe:
 
 
 class Prober:
-    """Asks `/healthz`, `/readyz` and a route that reads the database (`GET /v1/datasets`) every
-    `every_s`, as a load balancer and a dashboard would."""
+    """Asks `/healthz`, `/readyz`, `/metrics` and a route that reads the database
+    (`GET /v1/datasets`) every `every_s`, as a load balancer, Prometheus and a dashboard would."""
 
-    PATHS = ("/healthz", "/readyz", "/v1/datasets")
+    PATHS = ("/healthz", "/readyz", "/metrics", "/v1/datasets")
 
     def __init__(self, url: str, key: str, every_s: float = 0.25) -> None:
         self.url, self.key, self.every_s = url, key, every_s
@@ -126,10 +126,12 @@ def test_postgres_down_for_10s_under_load_answers_503_and_recovers_losing_nothin
                 Prober(server.url, tenant.key) as prober,
             ):
                 time.sleep(LOAD_S)  # load before the fault (its duration, not a wait for anything)
+                stopping_at = time.monotonic()
+                postgres.stop()  # returns once it is down
                 down_at = time.monotonic()
-                postgres.stop()
-                time.sleep(OUTAGE_S)  # the fault itself
-                postgres.start()
+                time.sleep(OUTAGE_S - (down_at - stopping_at))  # the fault itself
+                starting_at = time.monotonic()
+                postgres.start()  # returns once it accepts connections
                 up_at = time.monotonic()
                 deadline = up_at + RECOVERY_BOUND_S * 3
                 while not (_first_ok(load.since(up_at), up_at) and prober.first_ok_after("/readyz", up_at)):
@@ -142,8 +144,8 @@ def test_postgres_down_for_10s_under_load_answers_503_and_recovers_losing_nothin
             platform.close()
 
     outcomes = load.outcomes
-    during = [o for o in outcomes if down_at <= o.sent_at < up_at]
-    probes_during = [p for p in prober.probes if down_at + 0.5 <= p.sent_at < up_at]
+    during = [o for o in outcomes if stopping_at <= o.sent_at < up_at]
+    probes_during = [p for p in prober.probes if down_at <= p.sent_at < starting_at]
     recovered = {
         "predict": _first_ok(outcomes, up_at),
         **{path: prober.first_ok_after(path, up_at) for path in ("/readyz", "/v1/datasets")},
@@ -152,8 +154,9 @@ def test_postgres_down_for_10s_under_load_answers_503_and_recovers_losing_nothin
     figures(
         **{
             "predictions before the outage (200)": sum(
-                1 for o in outcomes if o.sent_at < down_at and o.status == 200
+                1 for o in outcomes if o.sent_at < stopping_at and o.status == 200
             ),
+            "outage (s)": round(up_at - stopping_at, 1),
             "sent during the outage": len(during),
             "during: answered 200 (in flight as it stopped)": sum(1 for o in during if o.status == 200),
             "during: answered 503": sum(1 for o in during if o.status == 503),
@@ -182,6 +185,7 @@ def test_postgres_down_for_10s_under_load_answers_503_and_recovers_losing_nothin
     assert max(a.seconds for a in answers) <= ANSWER_BOUND_S
     assert set(totals.errors) <= {"422 invalid_input", "503 database_unavailable", "503 metering_unavailable"}
     assert {p.status for p in probes_during if p.path == "/healthz"} == {200}
+    assert {p.status for p in probes_during if p.path == "/metrics"} == {200}  # an operator sees in
     assert {p.status for p in probes_during if p.path == "/readyz"} == {503}
     assert {(p.status, p.code) for p in probes_during if p.path == "/v1/datasets"} == {
         (503, "database_unavailable")

@@ -2,8 +2,9 @@
 takes the job over, resumes it from the last checkpoint the killed one saved (the job's events say
 so, and no epoch before it is trained again) and succeeds; the killed attempt registered nothing.
 
-Two `openmaas worker` processes run from the start, as in a cluster: whichever claims the training
-job is killed, and the other, already warm, takes it over."""
+Two `openmaas worker` processes run, as in a cluster: whichever holds the training job is killed, and
+the other takes it over. The second starts as the job does (the first is warm by then and claims it),
+so that it warms up while the job trains rather than beside the first's warm-up."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +82,15 @@ def test_sigkilled_worker_job_resumes_from_checkpoint_elsewhere(
     data = breast_cancer_csv(tmp_path / "cancer.csv")
     started = time.monotonic()
     with (
+        ExitStack() as stack,
         served_fast.client(tenant.key) as api,
         worker_process(served_fast, tmp_path / "worker-a.log") as a,
-        worker_process(served_fast, tmp_path / "worker-b.log") as b,
     ):
         dataset = upload(api, data, "cancer").json()
         # Generous: a fresh worker process first loads torch and the trainers into its forkserver.
         job_in(api, f"/v1/jobs/{dataset['validation_job_id']}", {"succeeded"}, timeout=240)
         validated = time.monotonic()
+        b = stack.enter_context(worker_process(served_fast, tmp_path / "worker-b.log"))
         job_id = api.post("/v1/training_jobs", json=TRAINING).json()["id"]
 
         def checkpointed() -> bool:

@@ -11,11 +11,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from openmaas.schemas.names import Label, ModelRefText, Text
-from openmaas.schemas.times import Instant
+from openmaas.schemas.times import Instant, TimeZone
 from openmaas.units import RESOURCE_CLASSES, UNITS
 
-Amount = Annotated[str, Field(pattern=r"^\d{1,12}(\.\d{1,6})?$", examples=["12.50"])]
-SignedAmount = Annotated[str, Field(pattern=r"^-?\d{1,12}(\.\d{1,6})?$", examples=["-3.00"])]
+# ASCII digits only (a regex's \d also takes other scripts' digits, which the document does not).
+Amount = Annotated[str, Field(pattern=r"^[0-9]{1,12}(\.[0-9]{1,6})?$", examples=["12.50"])]
+SignedAmount = Annotated[str, Field(pattern=r"^-?[0-9]{1,12}(\.[0-9]{1,6})?$", examples=["-3.00"])]
+# What the document says of a top-up (the service refuses zero, naming `amount`).
+_POSITIVE_AMOUNT = r"^(?!0*(\.0*)?$)[0-9]{1,12}(\.[0-9]{1,6})?$"
 # Rate limits are stored in 32-bit integer columns (PostgreSQL's INTEGER).
 MAX_PER_MINUTE = 2**31 - 1
 
@@ -25,7 +28,9 @@ class _Strict(BaseModel):
 
 
 class CreditTopUp(_Strict):
-    amount: Amount = Field(description='Amount to add, e.g. "12.50"')
+    amount: Amount = Field(
+        description='Amount to add, e.g. "12.50"', json_schema_extra={"pattern": _POSITIVE_AMOUNT}
+    )
     note: Text | None = Field(default=None, max_length=300)
 
 
@@ -63,7 +68,7 @@ class BillingSettings(_Strict):
     prepaid: bool | None = None
     monthly_cap: Amount | None = None
     clear_monthly_cap: bool = False
-    timezone: str | None = Field(default=None, max_length=64)
+    timezone: TimeZone | None = Field(default=None, max_length=64)
 
 
 class KeyBudgetUpdate(_Strict):

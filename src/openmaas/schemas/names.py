@@ -23,10 +23,12 @@ _NAME, _VERSION, _ALIAS = NAME_PATTERN[1:-1], "[0-9]{1,9}", ALIAS_PATTERN[1:-1]
 MODEL_REF_PATTERN = rf"^({_NAME})(?::({_VERSION})|@({_ALIAS}))?$"  # groups: name, version, alias
 # A dataset version: `name` (its latest), `name:3`, or its id (`ds_…`, a name too).
 DATASET_REF_PATTERN = rf"^({_NAME})(?::({_VERSION}))?$"  # groups: name, version
-# What the OpenAPI document says of a label (below): no control characters.
+# What the OpenAPI document says of a label and a text (below): no control characters (but line
+# breaks and tabs in a text).
 LABEL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 # ... and of a file name: a label without '/' or '\\', and not '.' or '..'.
 FILE_NAME_PATTERN = r"^(?!\.\.?$)[^\x00-\x1f\x7f-\x9f/\\]*$"
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_BUT_LINE_BREAKS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
@@ -55,7 +57,7 @@ Label = Annotated[str, AfterValidator(check_label), Field(json_schema_extra={"pa
 FileName = Annotated[
     str, AfterValidator(check_file_name), Field(json_schema_extra={"pattern": FILE_NAME_PATTERN})
 ]
-Text = Annotated[str, AfterValidator(check_text)]
+Text = Annotated[str, AfterValidator(check_text), Field(json_schema_extra={"pattern": TEXT_PATTERN})]
 # References, as the OpenAPI document states them; the services parse them (registry/refs.py,
 # datasets/refs.py) with these same patterns and name the field a bad one is in.
 ModelRefText = Annotated[str, Field(json_schema_extra={"pattern": MODEL_REF_PATTERN})]

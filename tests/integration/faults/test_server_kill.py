@@ -102,7 +102,7 @@ def test_sigkilled_server_bills_every_answered_prediction_once(
     )
     assert at_kill.served >= 50
     assert at_kill.lost == [] and at_kill.duplicated == [] and at_kill.billed_refused == []
-    assert set(at_kill.errors) == {"422 invalid_input"}  # only the bad rows were refused
+    assert set(at_kill.errors) <= {"422 invalid_input"}  # only bad rows were refused
     # Written but not answered when the kill came: at most the requests in flight, one per client.
     assert at_kill.billed_unanswered <= 4
     assert after_restart.status_code == 200, after_restart.text

@@ -26,9 +26,11 @@ CALLER = Principal("key_1", "org_1", frozenset({"inference"}), None)
 class FakeReceipt:
     def __init__(self) -> None:
         self.waited = False
+        self.withdraw = False
 
-    async def wait_async(self) -> None:
+    async def wait_async(self, *, withdraw: bool = False) -> None:
         self.waited = True
+        self.withdraw = withdraw
 
 
 @dataclass
@@ -136,6 +138,7 @@ def test_a_prediction_is_admitted_run_recorded_and_durable_before_it_answers() -
         ("complete", {"requests": 1, "rows": 2}),
     ]
     assert gate.receipts[0].waited
+    assert gate.receipts[0].withdraw  # not answered yet: a wait that runs out is refused, unbilled
 
 
 def test_an_admission_that_needs_the_database_is_made_in_a_thread() -> None:

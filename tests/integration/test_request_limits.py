@@ -261,3 +261,26 @@ def test_names_with_control_characters_are_refused_naming_the_field(served: Serv
         assert _error(training)["param"] == "model"
         for tags in ({name: "v"}, {"k": name}):
             assert _error(client.patch("/v1/registry/versions/m:1", json={"tags": tags}))["param"] == "tags"
+
+
+def test_nul_in_the_path_or_query_is_422_naming_it(served: Served) -> None:
+    """`GET /v1/jobs?kind=K%00` answered 500 on PostgreSQL, whose text refuses NUL (found by
+    schemathesis); a price component's model and a training target could carry one too."""
+    tenant = served.tenant("acme")
+    with served.client(tenant.key) as client:
+        for url, param in [
+            ("/v1/jobs?status=queued&kind=K%00", "kind"),
+            ("/v1/audit_log?action=%00", "action"),
+            ("/v1/jobs/job_%00", "path"),
+            ("/v1/usage?api_key_id=key_%00x", "api_key_id"),
+        ]:
+            response = client.get(url)
+            assert response.status_code == 422, (url, response.text)
+            assert response.json()["error"]["param"] == param, url
+        training = {"task": "tabular-classification", "dataset": "d", "target": "label\u0000"}
+        refused = client.post("/v1/training_jobs", json=training)
+        assert refused.status_code == 422 and refused.json()["error"]["param"] == "target", refused.text
+    with served.admin() as admin:
+        component = {"unit": "requests", "price": "1", "model": "m\u0000"}
+        priced = admin.post("/v1/admin/pricebooks", json={"components": [component]})
+        assert priced.status_code == 422 and priced.json()["error"]["param"] == "components.0.model"

@@ -108,7 +108,7 @@ class PriceComponentIn(_Strict):
         description="Per request/row, per 1K tokens, per compute-second, per GB, per GB-month"
     )
     resource_class: str | None = Field(default=None, json_schema_extra={"enum": [*RESOURCE_CLASSES, None]})
-    model: str | None = Field(default=None, max_length=200, description="Only for this model (an override)")
+    model: Label | None = Field(default=None, max_length=200, description="Only for this model (an override)")
     included: Integer = Field(default=0, ge=0, description="Free quantity each month, in base units")
     tiers: list[TierIn] = Field(default_factory=list, description="Graduated tiers; replace `price`")
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from openmaas.schemas.json_types import JSON_INTEGER
-from openmaas.schemas.names import NAME_PATTERN, DatasetRefText, ModelRefText
+from openmaas.schemas.names import NAME_PATTERN, DatasetRefText, Label, ModelRefText
 
 # The task families the platform trains (`openmaas.tasks.Task`, which the SDK does not import).
 TRAINED_TASKS = (
@@ -28,7 +28,7 @@ class TrainingJobCreate(BaseModel):
     dataset: DatasetRefText = Field(
         min_length=1, max_length=140, description="Dataset name, name:version or id"
     )
-    target: str | None = Field(None, max_length=200, description="The label column, for tables")
+    target: Label | None = Field(None, max_length=200, description="The label column, for tables")
     params: dict[str, Any] = Field(default_factory=dict, description="Hyperparameters of the task")
     preprocessing: dict[str, Any] = Field(default_factory=dict)
     model: str | None = Field(

@@ -177,3 +177,30 @@ def test_the_openapi_document_states_what_the_routes_refuse(served: Served) -> N
     assert field("TagsUpdate", "tags")["propertyNames"]["pattern"]
     period = document["paths"]["/v1/invoices/{period}"]["get"]["parameters"][0]
     assert period["schema"]["pattern"] == "^([1-8][0-9]{3})-(0[1-9]|1[0-2])$"
+
+
+def test_numbers_and_booleans_in_bodies_are_json_numbers_and_booleans(served: Served) -> None:
+    """Pydantic's lax mode took `"5"` and `true` for numbers and `0` or `"yes"` for booleans, which
+    the document refuses (found by schemathesis); an integer may still come as `2.0`."""
+    tenant = served.tenant("acme")
+    with served.client(tenant.key) as client:
+        for body, param in [
+            ({"model": "m", "max_wait_ms": "5"}, "max_wait_ms"),
+            ({"model": "m", "replicas": True}, "replicas"),
+            ({"model": "m", "replicas": "2"}, "replicas"),
+        ]:
+            response = client.post("/v1/deployments", json=body)
+            assert response.status_code == 422 and response.json()["error"]["param"] == param, body
+        forced = client.post(
+            "/v1/optimizations", json={"model": "m:1", "method": "onnx-fp32", "force": "yes"}
+        )
+        assert forced.status_code == 422 and forced.json()["error"]["param"] == "force"
+        chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": "1"}
+        refused = client.post("/v1/chat/completions", json=chat)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "temperature"
+        whole = client.post("/v1/deployments", json={"model": "m", "replicas": 2.0})
+        assert whole.status_code == 404 and whole.json()["error"]["param"] == "model"  # past validation
+    with served.admin() as admin:
+        org = tenant.org_id
+        prepaid = admin.patch(f"/v1/admin/organizations/{org}/billing", json={"prepaid": 0})
+        assert prepaid.status_code == 422 and prepaid.json()["error"]["param"] == "prepaid"

@@ -9,9 +9,10 @@ phase then chains operations (create, then read, update, delete what was created
 schemathesis infers from the document, with the checks that need state: a deleted thing is gone
 (`use_after_free`), a created one can be read at once (`ensure_resource_availability`).
 
-The tenant owns a trained model (`churn:1`, alias `prod`), a ready deployment of it (`churn`) and
-a dataset (`fuzz`); the document handed to schemathesis names them as examples of the path
-parameters, so the examples phase calls the routes that act on real things, not only their 404s.
+The tenant owns a trained model (`churn:1`, alias `prod`), a ready deployment of it (`churn`), a
+tiny LLM deployed as `bot`, and a dataset (`fuzz`); the document handed to schemathesis names them
+as examples of the path parameters and of the OpenAI routes' `model`, so the examples phase calls
+the routes that act on real things, not only their 404s.
 
 The budget keeps the suite within a few minutes on two cores: one server for every operation,
 few examples per operation (the examples and coverage phases add their boundary and negative
@@ -25,9 +26,12 @@ fixture-based loader does not run under pytest 9.2 (it sets `Node._nodeid`, whic
 
 from __future__ import annotations
 
+import atexit
 import copy
+import functools
 import os
 import secrets
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -44,6 +48,7 @@ from openmaas import Client
 from openmaas.api.app import create_app
 from openmaas.bootstrap import build_platform
 from openmaas.config import Settings
+from openmaas.engine.testing import build_tiny_model
 from tests.conftest import POSTGRES_URL
 from tests.integration.serving.predict_support import artifact, register
 from tests.support import databases
@@ -56,7 +61,7 @@ FUZZ_EXAMPLES = int(os.environ.get("OPENMAAS_FUZZ_EXAMPLES", "6"))
 POSTGRES_FUZZ_EXAMPLES = max(1, FUZZ_EXAMPLES // 2)
 STATEFUL_SCENARIOS = 2 * FUZZ_EXAMPLES
 SEED = int(os.environ.get("OPENMAAS_FUZZ_SEED", "20150"))
-HYPOTHESIS = settings(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+HYPOTHESIS = settings(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 
 # Where validity is more than a JSON schema can state, a request valid per the document may still
 # be refused with a 4xx naming the field, so positive_data_acceptance is off for these alone:
@@ -64,17 +69,24 @@ NOT_STATED_BY_THE_DOCUMENT = {
     # what an upload holds (a table to read, a zip of a model folder) is checked by reading it
     "POST /v1/datasets",
     "POST /v1/registry/imports",
-    # rows are checked against the deployed model's own signature (features, types, sizes)
+    # a prompt must fit the model's context and vocabulary, which the document cannot know
+    "POST /v1/chat/completions",
+    "POST /v1/completions",
+    # the `after` of `granularity=event` is a cursor of that list (`micros.seq.unit`), not any id
+    "GET /v1/usage",
     # hyperparameters and preprocessing are checked against the task's own (`training/config.py`)
     "POST /v1/training_jobs",
+    # traffic weights must sum to 100, and `model` and `traffic` exclude each other
+    "PATCH /v1/deployments/{deployment}",
     # an instant must lie ahead of now (a key's expiry, a pricebook's start: metered usage keeps
     # its prices), which a schema cannot say
     "POST /v1/api_keys",
     "POST /v1/admin/organizations/{org_id}/api_keys",
     "POST /v1/admin/pricebooks",
-    "POST /v1/deployments/{deployment}/predict",
-    "POST /v1/deployments/{deployment}/explain",
 }
+# Rows are checked against the deployed model's own signature (features, types, sizes), and a
+# caller's own `timeout` that passes answers 504 `deadline_exceeded` by design, not as a fault.
+WITH_A_DEADLINE = {"POST /v1/deployments/{deployment}/predict", "POST /v1/deployments/{deployment}/explain"}
 
 # Things the tenant owns, named as examples of the path parameters that address them.
 EXAMPLES = {
@@ -82,6 +94,18 @@ EXAMPLES = {
     "ref": "churn:1",
     "name": "churn",
     "alias": "prod",
+}
+
+
+_ROW = {"age": 42.0, "plan": "pro", "noise": 0.1}
+_CHAT = {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+_TEXT = {"model": "bot", "prompt": "the quick brown", "max_tokens": 4}
+# Bodies that reach what the tenant owns, for the examples phase (which sends each as it is).
+BODY_EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
+    ("/v1/deployments/{deployment}/predict", "post"): {"row": {"inputs": [_ROW]}},
+    ("/v1/deployments/{deployment}/explain", "post"): {"row": {"inputs": [_ROW], "steps": 4}},
+    ("/v1/chat/completions", "post"): {"whole": _CHAT, "streamed": {**_CHAT, "stream": True}},
+    ("/v1/completions", "post"): {"whole": _TEXT, "streamed": {**_TEXT, "stream": True, "logprobs": 2}},
 }
 
 
@@ -108,6 +132,9 @@ def _document() -> dict[str, Any]:
                     example = "fuzz"
                 if example is not None and "org_id" not in path:
                     parameter["example"] = example
+    for (path, method), examples in BODY_EXAMPLES.items():
+        content = document["paths"][path][method]["requestBody"]["content"]["application/json"]
+        content["examples"] = {name: {"value": value} for name, value in examples.items()}
     return document
 
 
@@ -119,33 +146,42 @@ def _config() -> schemathesis.Config:
             "request-timeout": 30,
             "operations": [
                 {
+                    "include-name": sorted(WITH_A_DEADLINE),
+                    "checks": {
+                        "positive_data_acceptance": {"enabled": False},
+                        "not_a_server_error": {"expected-statuses": ["2XX", "3XX", "4XX", 504]},
+                    },
+                },
+                {
                     "include-name": sorted(NOT_STATED_BY_THE_DOCUMENT),
                     "checks": {"positive_data_acceptance": {"enabled": False}},
-                }
+                },
             ],
         }
     )
 
 
 class _BearerKey:
-    """An `Authorization: Bearer` key for schemathesis to send: it leaves it out, or sends a wrong one,
-    in the cases that test how a missing or bad key is refused. Each test sets `key` first."""
+    """The `Authorization: Bearer` key of a role, which schemathesis leaves out, or replaces by a
+    wrong one, in the cases that test how a missing or bad key is refused. Some cases are drawn
+    when the tests are collected, before any server runs: they carry a stand-in, `<role>`, which
+    `Fuzzed.send` swaps for the key of the server under test."""
 
-    key = ""
+    role = ""
 
     def get(self, _case: Any, _context: Any) -> str:
-        return self.key
+        return f"<{self.role}>"
 
     def set(self, case: Any, key: str, _context: Any) -> None:
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {key}"}
 
 
 class _TenantKey(_BearerKey):
-    pass
+    role = "tenant"
 
 
 class _OperatorKey(_BearerKey):
-    pass
+    role = "operator"
 
 
 def _schema(key: type[_BearerKey]) -> Any:
@@ -161,27 +197,41 @@ AS_OPERATOR = _schema(_OperatorKey)
 
 @dataclass
 class Fuzzed:
-    """The server under fuzzing, its keys, and what it answered: status codes by role, and the
+    """The server under fuzzing, and what it answered: status codes by role, and the
     operations each role got a 2xx from."""
 
     url: str
-    tenant_key: str
-    operator_key: str
+    keys: dict[str, str]
     answers: dict[str, Counter[int]] = field(
         default_factory=lambda: {"tenant": Counter(), "operator": Counter()}
     )
     succeeded: dict[str, set[str]] = field(default_factory=lambda: {"tenant": set(), "operator": set()})
 
     def call(self, case: Any, role: str) -> None:
-        _TenantKey.key, _OperatorKey.key = self.tenant_key, self.operator_key
+        self.send_as(case, role)
         response = case.call(base_url=self.url)
         self.answered(role, case, response.status_code)
         case.validate_response(response)
+
+    def send_as(self, case: Any, role: str) -> None:
+        """Put the role's key where the case holds its stand-in."""
+        if case.headers and case.headers.get("Authorization") == f"Bearer <{role}>":
+            case.headers["Authorization"] = f"Bearer {self.keys[role]}"
 
     def answered(self, role: str, case: Any, status: int) -> None:
         self.answers[role][status] += 1
         if 200 <= status < 300:
             self.succeeded[role].add(f"{case.method} {case.path}")
+
+
+LLM_ENGINE = {"kv_cache_memory_bytes": 4 * 1024 * 1024, "max_num_seqs": 4, "max_model_len": 64}
+
+
+@functools.cache
+def _tiny_llm() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="openmaas-fuzz-llm-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return build_tiny_model(folder / "tiny", "qwen2", max_position_embeddings=64)
 
 
 @contextmanager
@@ -195,12 +245,15 @@ def _served(home: Path, database_url: str) -> Iterator[Fuzzed]:
             ref = register(served, tenant, artifact("tabular-classification"), "churn")
             with Client(url, tenant.key) as client:
                 client.deployments.create(ref, name="churn", max_batch_size=8)
+                client.import_model(_tiny_llm(), "tiny")
+                client.deployments.create("tiny:1", name="bot", engine=LLM_ENGINE)
                 client.deployments.wait_ready("churn", timeout=60)
+                client.deployments.wait_ready("bot", timeout=60)
             with served.client(tenant.key) as http:
                 assert http.put("/v1/registry/models/churn/aliases/prod", json={"version": 1}).is_success
                 upload = http.post("/v1/datasets?name=fuzz", content=b"age,plan,label\n30,pro,yes\n")
                 assert upload.is_success, upload.text
-            yield Fuzzed(url, tenant.key, served.admin_key)
+            yield Fuzzed(url, {"tenant": tenant.key, "operator": served.admin_key})
     finally:
         platform.close()
 
@@ -236,8 +289,10 @@ def _stateful(schema: Any, fuzzed: Fuzzed, role: str, scenarios: int) -> None:
     )
 
     class Workflow(scoped.as_state_machine()):  # type: ignore[misc]
+        def before_call(self, case: Any) -> None:
+            fuzzed.send_as(case, role)
+
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
-            _TenantKey.key, _OperatorKey.key = fuzzed.tenant_key, fuzzed.operator_key
             return {"base_url": fuzzed.url}
 
         def after_call(self, response: Any, case: Any) -> None:
@@ -265,6 +320,13 @@ def test_the_keys_were_taken(on_sqlite: Fuzzed) -> None:
     tenant = on_sqlite.succeeded["tenant"] - anyone
     operator = on_sqlite.succeeded["operator"] - anyone
     assert len(tenant) >= 20 and not any("/v1/admin/" in label for label in tenant), (len(tenant), tenant)
+    owned = {
+        "POST /v1/chat/completions",
+        "POST /v1/completions",
+        "POST /v1/deployments/{deployment}/predict",
+        "POST /v1/deployments/{deployment}/explain",
+    }
+    assert owned <= tenant, owned - tenant  # the seeded deployments answered
     assert len(operator) >= 8 and all("/v1/admin/" in label for label in operator), (len(operator), operator)
 
 

@@ -132,7 +132,11 @@ class Creator:
         self,
         request: Request,
         principal: PrincipalDep,
-        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+        idempotency_key: Annotated[
+            str | None,
+            # `idempotency.run_idempotent` checks the length (400 naming the header).
+            Header(alias="Idempotency-Key", json_schema_extra={"minLength": 1, "maxLength": 255}),
+        ] = None,
     ) -> None:
         self.request = request
         self.principal = principal

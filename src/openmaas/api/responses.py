@@ -26,6 +26,7 @@ _MEANINGS = {
     429: "Too many requests or tokens; retry after `Retry-After` seconds",
     503: "Overloaded, or a dependency (the database, a model replica) is unavailable; retry after "
     "`Retry-After` seconds",
+    507: "The server's artifact storage is full: nothing of the upload was kept",
     504: "The request's deadline (`X-Request-Timeout`) passed before it was served",
 }
 _RETRY_AFTER = {
@@ -49,8 +50,9 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 # Every route that takes an API key: none or a bad one (401), the wrong scope or kind of key (403),
-# and the database behind the key lookup being unreachable (503).
-KEYED = errors(401, 403, 503)
+# a NUL anywhere in the URL (422, from the gateway), and the database behind the key lookup being
+# unreachable (503).
+KEYED = errors(401, 403, 422, 503)
 # A JSON body: unreadable (400), over the limit (413), not JSON (415), a bad field (422).
 JSON_BODY = (400, 413, 415, 422)
 # An inference call: besides a bad body, no such deployment or model (404), a request id already in

@@ -17,6 +17,9 @@ import torch
 from openmaas.engine.kernels import CpuKernels
 from openmaas.engine.sequence import Sequence
 
+# Below this a temperature is greedy in all but name; dividing by a float32 that small overflows.
+_MIN_TEMPERATURE = 1e-6
+
 
 @dataclass
 class SampledToken:
@@ -88,7 +91,9 @@ class Sampler:
     @staticmethod
     def _draw(row: torch.Tensor, seq: Sequence) -> int:
         params = seq.params
-        scores = row / params.temperature
+        # The temperature kept above float32's underflow: a tinier one divided by zero and drew
+        # from NaN probabilities, which stopped the engine (softmax takes large finite scores).
+        scores = row / max(params.temperature, _MIN_TEMPERATURE)
         candidates: torch.Tensor | None = None
         if params.top_k > 0 and params.top_k < scores.shape[0]:
             scores, candidates = scores.topk(params.top_k)
@@ -97,6 +102,7 @@ class Sampler:
             probs = sorted_scores.softmax(-1)
             # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
             drop = probs.cumsum(-1) - probs >= params.top_p
+            drop[0] = False  # also when top_p is 0 as a float32 (5e-324 is)
             sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
             scores = torch.empty_like(scores).scatter_(0, order, sorted_scores)
         probs = scores.softmax(-1)

@@ -22,7 +22,14 @@ from openmaas.registry import in_use
 from openmaas.registry.refs import parse_ref
 from openmaas.registry.tables import ModelAlias, ModelVersion, RegisteredModel
 from openmaas.schemas.pages import Page
-from openmaas.schemas.registry import ALIAS_PATTERN, Lineage, ModelPublic, ModelVersionPublic
+from openmaas.schemas.registry import (
+    ALIAS_PATTERN,
+    MAX_TAG_KEY,
+    MAX_TAG_VALUE,
+    Lineage,
+    ModelPublic,
+    ModelVersionPublic,
+)
 
 
 def get_model(session: Session, org_id: str, name: str) -> RegisteredModel:
@@ -208,9 +215,10 @@ def update_tags(session: Session, org_id: str, ref: str, tags: dict[str, str | N
     model, version = resolve(session, org_id, ref)
     merged = dict(version.tags)
     for key, value in tags.items():
-        if not 1 <= len(key) <= 64 or (value is not None and len(value) > 256):
+        if not 1 <= len(key) <= MAX_TAG_KEY or (value is not None and len(value) > MAX_TAG_VALUE):
             raise errors.ValidationFailed(
-                "tag keys are 1-64 characters, values at most 256", param=f"tags.{key}"
+                f"tag keys are 1-{MAX_TAG_KEY} characters, values at most {MAX_TAG_VALUE}",
+                param=f"tags.{key}",
             )
         if value is None:
             merged.pop(key, None)

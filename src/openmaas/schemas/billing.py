@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from openmaas.schemas.json_types import JSON_INTEGER, Boolean, Integer
 from openmaas.schemas.names import Label, ModelRefText, Text
 from openmaas.schemas.times import Instant, TimeZone
 from openmaas.units import RESOURCE_CLASSES, UNITS
@@ -65,9 +66,9 @@ class Credits(BaseModel):
 class BillingSettings(_Strict):
     """`PATCH /v1/admin/organizations/{id}/billing`: only the fields given change."""
 
-    prepaid: bool | None = None
+    prepaid: Boolean | None = None
     monthly_cap: Amount | None = None
-    clear_monthly_cap: bool = False
+    clear_monthly_cap: Boolean = False
     timezone: TimeZone | None = Field(default=None, max_length=64)
 
 
@@ -85,8 +86,8 @@ class KeyBudget(BaseModel):
 
 
 class RateLimits(_Strict):
-    requests_per_minute: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
-    tokens_per_minute: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
+    requests_per_minute: Annotated[int, Field(ge=1, le=MAX_PER_MINUTE), JSON_INTEGER] | None = None
+    tokens_per_minute: Annotated[int, Field(ge=1, le=MAX_PER_MINUTE), JSON_INTEGER] | None = None
 
 
 class RateLimitsPublic(RateLimits):
@@ -95,7 +96,9 @@ class RateLimitsPublic(RateLimits):
 
 
 class TierIn(_Strict):
-    up_to: int | None = Field(default=None, ge=1, description="Billable quantity where the tier ends")
+    up_to: Annotated[int, Field(ge=1), JSON_INTEGER] | None = Field(
+        default=None, description="Billable quantity where the tier ends"
+    )
     price: Amount
 
 
@@ -106,7 +109,7 @@ class PriceComponentIn(_Strict):
     )
     resource_class: str | None = Field(default=None, json_schema_extra={"enum": [*RESOURCE_CLASSES, None]})
     model: Label | None = Field(default=None, max_length=200, description="Only for this model (an override)")
-    included: int = Field(default=0, ge=0, description="Free quantity each month, in base units")
+    included: Integer = Field(default=0, ge=0, description="Free quantity each month, in base units")
     tiers: list[TierIn] = Field(default_factory=list, description="Graduated tiers; replace `price`")
 
     @field_validator("unit")
@@ -139,8 +142,8 @@ class PricebookCreate(_Strict):
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     monthly_fee: Amount = "0"
     components: list[PriceComponentIn] = Field(default_factory=list)
-    requests_per_minute: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
-    tokens_per_minute: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
+    requests_per_minute: Annotated[int, Field(ge=1, le=MAX_PER_MINUTE), JSON_INTEGER] | None = None
+    tokens_per_minute: Annotated[int, Field(ge=1, le=MAX_PER_MINUTE), JSON_INTEGER] | None = None
 
 
 class Pricebook(BaseModel):

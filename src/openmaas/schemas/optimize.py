@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
+from openmaas.schemas.json_types import JSON_INTEGER, Boolean, Number
 from openmaas.schemas.names import ModelRefText
 
 # The methods `optimize/methods.py` parses, as the OpenAPI document states them.
@@ -22,8 +25,8 @@ class OptimizationCreate(BaseModel):
         description="onnx-fp32, dynamic-int8, static-int8 or prune-N (N percent, 1 to 95)",
         json_schema_extra={"pattern": METHOD_PATTERN},
     )
-    max_metric_drop: float | None = Field(
+    max_metric_drop: Number | None = Field(
         None, ge=0.0, le=1.0, description="Largest allowed drop of the test metric (default: the server's)"
     )
-    force: bool = Field(False, description="Keep the result even if its metric drops more than allowed")
-    max_attempts: int | None = Field(None, ge=1, le=10)
+    force: Boolean = Field(False, description="Keep the result even if its metric drops more than allowed")
+    max_attempts: Annotated[int, Field(ge=1, le=10), JSON_INTEGER] | None = None

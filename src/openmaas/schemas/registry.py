@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from openmaas.schemas.json_types import Integer
 from openmaas.schemas.names import ALIAS_PATTERN, LABEL_PATTERN, MAX_VERSION, NAME_PATTERN, check_label
 
 __all__ = ["ALIAS_PATTERN", "NAME_PATTERN"]
@@ -45,7 +46,10 @@ class ModelPublic(BaseModel):
 
 
 class AliasSet(BaseModel):
-    version: int = Field(ge=1, le=MAX_VERSION)
+    version: Integer = Field(ge=1, le=MAX_VERSION)
+
+
+MAX_TAG_KEY, MAX_TAG_VALUE = 64, 256  # characters; `registry.update_tags` checks them
 
 
 class TagsUpdate(BaseModel):
@@ -53,9 +57,12 @@ class TagsUpdate(BaseModel):
 
     tags: dict[str, str | None] = Field(
         json_schema_extra={
-            "propertyNames": {"pattern": LABEL_PATTERN},
+            "propertyNames": {"pattern": LABEL_PATTERN, "minLength": 1, "maxLength": MAX_TAG_KEY},
             "additionalProperties": {
-                "anyOf": [{"type": "string", "pattern": LABEL_PATTERN}, {"type": "null"}]
+                "anyOf": [
+                    {"type": "string", "pattern": LABEL_PATTERN, "maxLength": MAX_TAG_VALUE},
+                    {"type": "null"},
+                ]
             },
         }
     )

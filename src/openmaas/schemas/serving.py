@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from openmaas.schemas.free_form import FreeForm
+from openmaas.schemas.json_types import JSON_INTEGER, Integer, Number
 from openmaas.schemas.names import NAME_PATTERN, ModelRefText
 
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -28,7 +29,7 @@ class TrafficSplit(BaseModel):
     version: ModelRefText = Field(
         max_length=200, description="A version of the caller's model: `churn:4` or `churn@production`"
     )
-    weight: int = Field(ge=1, le=100, description="Percent of requests; the weights sum to 100")
+    weight: Integer = Field(ge=1, le=100, description="Percent of requests; the weights sum to 100")
 
 
 class TrafficPublic(BaseModel):
@@ -48,15 +49,15 @@ class DeploymentCreate(BaseModel):
         description="Deployment name (the `model` of API calls)",
         json_schema_extra={"pattern": NAME_PATTERN},
     )
-    replicas: int = Field(default=1, ge=1, le=64)
-    max_batch_size: int = Field(default=32, ge=1, le=4096)
-    max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
-    max_queue: int = Field(default=1024, ge=1, le=1_000_000, description="Requests that may wait")
+    replicas: Integer = Field(default=1, ge=1, le=64)
+    max_batch_size: Integer = Field(default=32, ge=1, le=4096)
+    max_wait_ms: Number = Field(default=5.0, ge=0, le=10_000)
+    max_queue: Integer = Field(default=1024, ge=1, le=1_000_000, description="Requests that may wait")
     engine: FreeForm = Field(default_factory=dict, description="Engine settings for LLMs")
-    min_replicas: int = Field(
+    min_replicas: Integer = Field(
         default=1, ge=0, le=1, description="0: unload when idle and load again on the next request"
     )
-    idle_timeout_s: float | None = Field(
+    idle_timeout_s: Number | None = Field(
         default=None,
         gt=0,
         le=MAX_IDLE_TIMEOUT_S,
@@ -79,10 +80,10 @@ class DeploymentUpdate(BaseModel):
     model: ModelRefText | None = Field(
         default=None, max_length=200, description="The version to serve now, e.g. `churn:4`"
     )
-    replicas: int | None = Field(default=None, ge=1, le=64)
-    max_batch_size: int | None = Field(default=None, ge=1, le=4096)
-    max_wait_ms: float | None = Field(default=None, ge=0, le=10_000)
-    max_queue: int | None = Field(default=None, ge=1, le=1_000_000)
+    replicas: Annotated[int, Field(ge=1, le=64), JSON_INTEGER] | None = None
+    max_batch_size: Annotated[int, Field(ge=1, le=4096), JSON_INTEGER] | None = None
+    max_wait_ms: Number | None = Field(default=None, ge=0, le=10_000)
+    max_queue: Annotated[int, Field(ge=1, le=1_000_000), JSON_INTEGER] | None = None
     traffic: list[TrafficSplit] | None = Field(
         default=None,
         min_length=1,
@@ -90,8 +91,8 @@ class DeploymentUpdate(BaseModel):
         description="Serve several versions at once (a canary): weights in percent summing to 100; "
         "one entry of weight 100 promotes or rolls back to that version",
     )
-    min_replicas: int | None = Field(default=None, ge=0, le=1)
-    idle_timeout_s: float | None = Field(default=None, gt=0, le=MAX_IDLE_TIMEOUT_S)
+    min_replicas: Annotated[int, Field(ge=0, le=1), JSON_INTEGER] | None = None
+    idle_timeout_s: Number | None = Field(default=None, gt=0, le=MAX_IDLE_TIMEOUT_S)
 
 
 class DeploymentPublic(BaseModel):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field
 
 from openmaas.schemas.free_form import FreeForm
+from openmaas.schemas.json_types import JSON_INTEGER
 from openmaas.schemas.names import NAME_PATTERN, DatasetRefText, Label, ModelRefText
 
 # The task families the platform trains (`openmaas.tasks.Task`, which the SDK does not import).
@@ -35,4 +38,4 @@ class TrainingJobCreate(BaseModel):
     parent: ModelRefText | None = Field(
         None, max_length=140, description="A model version this one derives from"
     )
-    max_attempts: int | None = Field(None, ge=1, le=10)
+    max_attempts: Annotated[int, Field(ge=1, le=10), JSON_INTEGER] | None = None

@@ -17,6 +17,7 @@ from openmaas.engine.sampling_params import (
     MIN_SEED,
     SamplingParams,
 )
+from openmaas.schemas.json_types import JSON_INTEGER, Boolean, Integer, Number
 from openmaas.schemas.names import Label
 
 # A deployment's name (100), or a fine-tuned adapter's `ft:<base>:<org>:<suffix>:<job>`. Names hold
@@ -26,12 +27,17 @@ MAX_MODEL_LENGTH = 256
 StopSequence = Annotated[str, Field(min_length=1)]
 
 
+def _seed_bounds(schema: dict[str, Any]) -> None:
+    del schema["maximum"]
+    schema["exclusiveMaximum"] = MAX_SEED + 1
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 class StreamOptions(_Strict):
-    include_usage: bool = False
+    include_usage: Boolean = False
 
 
 class ContentPart(_Strict):
@@ -54,17 +60,26 @@ class ChatMessage(_Strict):
 
 class _Sampling(_Strict):
     model: Label = Field(min_length=1, max_length=MAX_MODEL_LENGTH)
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0, le=2)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: int = Field(default=0, ge=-1)
-    seed: int | None = Field(default=None, ge=MIN_SEED, le=MAX_SEED)
+    max_tokens: Annotated[int, Field(ge=1), JSON_INTEGER] | None = None
+    temperature: Number = Field(default=1.0, ge=0, le=2)
+    top_p: Number = Field(default=1.0, gt=0, le=1)
+    top_k: Integer = Field(default=0, ge=-1)
+    # Documented as -2**63 <= seed < 2**63: both bounds are exact as the 64-bit floats that JSON
+    # Schema validators compare with, where 2**63 - 1 is not (it rounds up to 2**63).
+    seed: (
+        Annotated[
+            int,
+            Field(ge=MIN_SEED, le=MAX_SEED, json_schema_extra=_seed_bounds),
+            JSON_INTEGER,
+        ]
+        | None
+    ) = None
     stop: StopSequence | Annotated[list[StopSequence], Field(max_length=MAX_STOP_STRINGS)] | None = None
-    n: int = Field(default=1, ge=1, le=16)
-    presence_penalty: float = Field(default=0.0, ge=-2, le=2)
-    frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
+    n: Integer = Field(default=1, ge=1, le=16)
+    presence_penalty: Number = Field(default=0.0, ge=-2, le=2)
+    frequency_penalty: Number = Field(default=0.0, ge=-2, le=2)
     user: str | None = Field(default=None, max_length=256)
-    stream: bool = False
+    stream: Boolean = False
     stream_options: StreamOptions | None = None
 
     def stops(self) -> list[str]:
@@ -87,10 +102,21 @@ class _Sampling(_Strict):
 
 
 class ChatCompletionRequest(_Sampling):
+    # What `SamplingParams` checks, stated in the OpenAPI document: top_logprobs needs logprobs.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {
+                "properties": {"top_logprobs": {"type": "integer", "minimum": 1}},
+                "required": ["top_logprobs"],
+            },
+            "then": {"properties": {"logprobs": {"const": True}}, "required": ["logprobs"]},
+        }
+    )
+
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    max_completion_tokens: Annotated[int, Field(ge=1), JSON_INTEGER] | None = None
+    logprobs: Boolean = False
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS), JSON_INTEGER] | None = None
 
     def to_sampling(self) -> SamplingParams:
         max_tokens = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -98,10 +124,10 @@ class ChatCompletionRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[int] = Field(description="Text, or token ids")
-    max_tokens: int | None = Field(default=16, ge=1)
-    logprobs: int | None = Field(default=None, ge=0, le=5)
-    echo: bool = False
+    prompt: str | list[Annotated[int, JSON_INTEGER]] = Field(description="Text, or token ids")
+    max_tokens: Annotated[int, Field(ge=1), JSON_INTEGER] | None = 16
+    logprobs: Annotated[int, Field(ge=0, le=5), JSON_INTEGER] | None = None
+    echo: Boolean = False
 
     def to_sampling(self) -> SamplingParams:
         return self.sampling(self.max_tokens, self.logprobs is not None, self.logprobs or 0)
@@ -111,7 +137,7 @@ class EmbeddingRequest(_Strict):
     model: Label = Field(min_length=1, max_length=MAX_MODEL_LENGTH)
     input: str | list[str] = Field(description="A text or a list of texts")
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: Annotated[int, Field(ge=1), JSON_INTEGER] | None = None
     user: str | None = Field(default=None, max_length=256)
 
     def texts(self) -> list[str]:
@@ -136,3 +162,84 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# The answers' shapes, for the OpenAPI document (serving/completions.py and the embeddings route
+# write them with orjson, in these shapes).
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: dict[str, Any] | None
+    finish_reason: str | None = Field(description="`stop`, `length`, …")
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class TextChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: dict[str, Any] | None
+    finish_reason: str | None
+
+
+class TextCompletion(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[TextChoice]
+    usage: Usage
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str = Field(description="Floats, or base64 of little-endian float32s")
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+
+
+# `stream: true`: server-sent events (the schema is one event's), each a `data:` line holding a
+# chunk as JSON, then `data: [DONE]`.
+EVENT_STREAM = {
+    "text/event-stream": {
+        "schema": {
+            "type": "object",
+            "required": ["data"],
+            "properties": {
+                "data": {"type": "string", "description": "A chunk as JSON, or `[DONE]` last"},
+                "event": {"type": "string"},
+            },
+        }
+    }
+}

@@ -69,3 +69,16 @@ def test_greedy_over_half_precision_logits_picks_the_first_of_tied_maxima() -> N
     seqs = [_seq(SamplingParams(temperature=0.0)) for _ in range(3)]
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         assert [o.token_id for o in Sampler()(logits.to(dtype), seqs)] == [7, 0, 500]
+
+
+def test_the_smallest_top_p_and_temperature_still_draw_a_token() -> None:
+    """`top_p: 5e-324` (0 as a float32) dropped every token, and a temperature that small divided
+    by zero: the draw saw NaN probabilities and the engine stopped for every caller (found by
+    schemathesis). Both keep the most likely token."""
+    logits = torch.tensor([[0.0, 3.0, 2.5, 1.0]])
+    for params in (
+        SamplingParams(temperature=1.0, top_p=5e-324),
+        SamplingParams(temperature=5e-324),
+        SamplingParams(temperature=1e-30, top_p=1e-30, top_k=2),
+    ):
+        assert Sampler()(logits, [_seq(params, seed=0)])[0].token_id == 1, params

@@ -30,6 +30,8 @@ from openmaas.tenancy.auth import Principal
 
 router = APIRouter(prefix="/v1", tags=["billing"], responses=KEYED)
 BillingRead = Annotated[Principal, scope("billing:read")]
+# `format=csv`: the statement as a spreadsheet, one line per charge.
+_CSV = {"content": {"text/csv": {"schema": {"type": "string"}}}}
 # Checked by `invoices.statement` (422 naming `period`); the document states the same pattern.
 Period = Annotated[str, Path(description="A month, YYYY-MM", json_schema_extra={"pattern": PERIOD_PATTERN})]
 
@@ -55,7 +57,12 @@ def list_invoices(session: ReadSessionDep, platform: PlatformDep, caller: Billin
     return schemas.InvoiceList(data=data)
 
 
-@router.get("/invoices/{period}", response_model=schemas.Invoice, name="invoices.get", responses=errors(422))
+@router.get(
+    "/invoices/{period}",
+    response_model=schemas.Invoice,
+    name="invoices.get",
+    responses={200: _CSV, **errors(422)},
+)
 def get_invoice(
     period: Period,
     session: ReadSessionDep,
@@ -70,7 +77,7 @@ def get_invoice(
     "/admin/organizations/{org_id}/invoices/{period}",
     response_model=schemas.Invoice,
     name="admin.invoices.get",
-    responses=errors(404, 422),
+    responses={200: _CSV, **errors(404, 422)},
 )
 def admin_get_invoice(
     org_id: TargetOrg,

@@ -38,7 +38,7 @@ _UPLOAD_DOC = {
     openapi_extra=_UPLOAD_DOC,
     responses={
         200: {"model": DatasetPublic, "description": "These bytes were already uploaded"},
-        **errors(400, 409, 413, 415, 422),
+        **errors(400, 409, 413, 415, 422, 507),
     },
 )
 async def upload_dataset(

@@ -22,7 +22,7 @@ router = APIRouter(prefix="/v1/registry", tags=["registry"], responses=KEYED)
     status_code=201,
     response_model=ModelVersionPublic,
     name="registry.imports.create",
-    responses=errors(400, 409, 413, 422),
+    responses=errors(400, 409, 413, 415, 422, 507),
     openapi_extra=STREAMED_BODY,
 )
 async def import_model(

@@ -21,11 +21,15 @@ from openmaas.api.middleware import AUDIT_OFF
 from openmaas.api.responses import INFERENCE, KEYED, errors
 from openmaas.serving.inference import Inference
 from openmaas.serving.openai_types import (
+    EVENT_STREAM,
+    ChatCompletion,
     ChatCompletionRequest,
     CompletionRequest,
+    EmbeddingList,
     EmbeddingRequest,
     ModelCard,
     ModelList,
+    TextCompletion,
 )
 from openmaas.tenancy.auth import Principal
 
@@ -75,7 +79,7 @@ async def list_models(request: Request, principal: PrincipalDep) -> ModelList:
 @router.post(
     "/chat/completions",
     name="chat.completions.create",
-    responses=errors(*INFERENCE),
+    responses={200: {"model": ChatCompletion, "content": EVENT_STREAM}, **errors(*INFERENCE)},
     openapi_extra=OPENAI_ROUTE,
 )
 async def chat_completions(
@@ -85,14 +89,20 @@ async def chat_completions(
 
 
 @router.post(
-    "/completions", name="completions.create", responses=errors(*INFERENCE), openapi_extra=OPENAI_ROUTE
+    "/completions",
+    name="completions.create",
+    responses={200: {"model": TextCompletion, "content": EVENT_STREAM}, **errors(*INFERENCE)},
+    openapi_extra=OPENAI_ROUTE,
 )
 async def text_completions(body: CompletionRequest, request: Request, principal: PrincipalDep) -> Response:
     return await _completion(request, principal, body)
 
 
 @router.post(
-    "/embeddings", name="embeddings.create", responses=errors(*INFERENCE), openapi_extra=OPENAI_ROUTE
+    "/embeddings",
+    name="embeddings.create",
+    responses={200: {"model": EmbeddingList}, **errors(*INFERENCE)},
+    openapi_extra=OPENAI_ROUTE,
 )
 async def embeddings(body: EmbeddingRequest, request: Request, principal: PrincipalDep) -> Response:
     answer = await _inference(request).embed(principal, body, request.state.request_id)

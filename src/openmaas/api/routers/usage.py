@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
+from pydantic import Field
 
 from openmaas.api.deps import PageDep, PlatformDep, ReadSessionDep, scope
 from openmaas.api.responses import KEYED, errors
@@ -19,6 +20,8 @@ router = APIRouter(prefix="/v1", tags=["usage"], responses=KEYED)
 
 UsageRead = Annotated[Principal, scope("usage:read")]
 BillingRead = Annotated[Principal, scope("billing:read")]
+_GROUP = "|".join(report.GROUPS)
+_GROUPS_PATTERN = rf"^({_GROUP})?(,({_GROUP})?)*$"  # `report.usage` checks them, naming `group_by`
 
 
 @router.get("/usage", response_model=schemas.UsageReport, name="usage.get", responses=errors(422))
@@ -32,8 +35,11 @@ def get_usage(
     model: Annotated[str | None, Query(max_length=200)] = None,
     api_key_id: Annotated[str | None, Query(max_length=40)] = None,
     group_by: Annotated[
-        list[str] | None,
-        Query(description=f"Any of {list(report.GROUPS)}; usage is always summed per unit as well"),
+        list[Annotated[str, Field(json_schema_extra={"pattern": _GROUPS_PATTERN})]] | None,
+        Query(
+            description=f"Any of {list(report.GROUPS)}, comma-separated or repeated; "
+            "usage is always summed per unit as well"
+        ),
     ] = None,
     granularity: Literal["bucket", "event"] = "bucket",
 ) -> object:

@@ -177,6 +177,8 @@ def test_the_openapi_document_states_what_the_routes_refuse(served: Served) -> N
     assert field("TagsUpdate", "tags")["propertyNames"]["pattern"]
     period = document["paths"]["/v1/invoices/{period}"]["get"]["parameters"][0]
     assert period["schema"]["pattern"] == "^([1-8][0-9]{3})-(0[1-9]|1[0-2])$"
+    kind = document["paths"]["/v1/jobs"]["get"]["parameters"][0]  # the gateway refuses NUL in URLs
+    assert kind["name"] == "kind" and kind["schema"]["anyOf"][0]["pattern"] == "^[^\\x00]*$"
 
 
 def test_numbers_and_booleans_in_bodies_are_json_numbers_and_booleans(served: Served) -> None:

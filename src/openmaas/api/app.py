@@ -124,14 +124,20 @@ class _GatewayApp(FastAPI):
 
     def openapi(self) -> dict[str, Any]:
         """The document, saying that every operation takes an API key as a bearer token unless it
-        says otherwise (`security: []`: the health routes). Declared here rather than as a FastAPI
-        security dependency, which would run on every request of the hot routes."""
+        says otherwise (`security: []`: the health routes), declared here rather than as a FastAPI
+        security dependency, which would run on every request of the hot routes; and that no path
+        or query parameter holds a NUL, which the gateway refuses for all."""
         document = super().openapi()  # made once (FastAPI keeps it), then this adds to it once
         if "security" not in document:
             document.setdefault("components", {})["securitySchemes"] = {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "An API key, `om-…`"}
             }
             document["security"] = [{"apiKey": []}]
+            for operations in document["paths"].values():
+                for operation in operations.values():
+                    for parameter in operation.get("parameters", []):
+                        if parameter["in"] in ("path", "query"):
+                            _without_nul(parameter["schema"])
         return document
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -140,6 +146,16 @@ class _GatewayApp(FastAPI):
             await self.gateway(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
+
+
+def _without_nul(schema: dict[str, Any]) -> None:
+    """A string parameter's schema, where it says nothing narrower, refuses NUL."""
+    if schema.get("type") == "string" and not schema.keys() & {"pattern", "enum", "format", "const"}:
+        schema["pattern"] = "^[^\\x00]*$"
+    for branch in schema.get("anyOf", []):
+        _without_nul(branch)
+    if isinstance(schema.get("items"), dict):
+        _without_nul(schema["items"])
 
 
 def _route(router: APIRouter, name: str) -> APIRoute:

@@ -135,6 +135,37 @@ def test_days_of_a_half_hour_zone_also_after_a_zone_change(clocked_served: tuple
         assert _rows(since, "quantity", "events") == [(24, 2)]
 
 
+def test_days_of_summer_time_changes_and_days_apart(clocked_served: tuple[Served, Clocked]) -> None:
+    served, clocked = clocked_served
+    platform = clocked.platform
+    acme = served.tenant("acme")
+    _set_zone(platform, acme.org_id, "Europe/Berlin")  # 29 March 2026 has 23 hours; 25 October 25
+    for name, at, requests in (
+        ("sat", datetime(2026, 3, 28, 22, 30), 1),  # 23:30 CET, Saturday
+        ("sun", datetime(2026, 3, 28, 23, 10), 2),  # 00:10 CET, Sunday
+        ("sun-late", datetime(2026, 3, 29, 21, 59), 4),  # 23:59 CEST
+        ("tue", datetime(2026, 3, 30, 22, 1), 8),  # 00:01 CEST, Tuesday
+        ("apart", datetime(2026, 4, 5, 10), 16),
+        ("oct", datetime(2026, 10, 25, 23, 59), 32),  # 00:59 CET, Monday: Sunday had 25 hours
+        ("oct-sun", datetime(2026, 10, 25, 0, 30), 64),  # 02:30 CEST, before the change
+        ("oct-sun-again", datetime(2026, 10, 25, 1, 30), 128),  # 02:30 CET, after it
+    ):
+        meter(platform, name, acme.org_id, at.replace(tzinfo=UTC), {"requests": requests})
+    with served.client(acme.key) as client, _statements(platform) as seen:
+        by_day = client.get("/v1/usage", params={"group_by": "day"}).json()
+        total = client.get("/v1/usage", params={"group_by": "", "start": "2026-03-29T00:00:00+01:00"}).json()
+    assert _rows(by_day, "day", "quantity", "events") == [
+        ("2026-03-28", 1, 1),
+        ("2026-03-29", 6, 2),
+        ("2026-03-31", 8, 1),
+        ("2026-04-05", 16, 1),
+        ("2026-10-25", 192, 2),
+        ("2026-10-26", 32, 1),
+    ]
+    assert _rows(total, "quantity", "events") == [(254, 7)]
+    assert not [statement for statement in seen if "usage_events" in statement]
+
+
 def _set_zone(platform: Platform, org_id: str, timezone: str) -> None:
     with platform.db.session() as session:
         org = session.get(Organization, org_id)

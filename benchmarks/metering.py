@@ -15,10 +15,11 @@ metered, rate-limited, budget-checked request adds.
    report grouped by day and model (`GET /v1/usage`'s service call) and the month's invoice are
    timed, best and median of 5. `--scan` also times one sum of the month straight from the events,
    what every report did before the hourly sums. This part starts from an empty database (on
-   PostgreSQL it drops the tables the other parts made).
+   PostgreSQL it drops the tables the other parts made). `--keep FOLDER` keeps the loaded month
+   (SQLite: FOLDER/report.db) and reuses it on the next run.
 
     .venv/bin/python -m benchmarks.metering [--events 50000] [--report-events 10000000]
-        [--postgres postgresql+psycopg://…] [--only rate|report] [--scan]
+        [--postgres postgresql+psycopg://…] [--only rate|report] [--scan] [--keep FOLDER]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from openmaas.billing import invoices, pricebooks, usage_report
 from openmaas.bootstrap import Platform, build_platform
@@ -203,27 +205,46 @@ def _load_month(db: Database, events: int) -> None:
             connection.execute(text("ANALYZE usage_events"))
 
 
+def _holds_month(db: Database, events: int) -> bool:
+    """Whether `db` is at the newest migration and holds the month of `events` (`--keep`)."""
+    try:
+        with db.engine.connect() as connection:
+            held = connection.execute(text("SELECT count(*) FROM usage_events WHERE org_id = 'org_busy'"))
+            hours = connection.execute(text("SELECT count(*) FROM usage_hours")).scalar()
+            return held.scalar() == events and bool(hours) and migrate.schema_state(db).is_current
+    except DBAPIError:
+        return False
+
+
+def _load_and_migrate(label: str, db: Database, events: int) -> None:
+    migrate.downgrade(db, "base")
+    migrate.upgrade(db, "0009")
+    began = time.perf_counter()
+    _load_month(db, events)
+    loaded = time.perf_counter() - began
+    began = time.perf_counter()
+    migrate.upgrade(db)
+    migrated = time.perf_counter() - began
+    with db.engine.connect() as connection:
+        hours = connection.execute(text("SELECT count(*) FROM usage_hours")).scalar()
+        if not db.is_sqlite:
+            connection.execute(text("ANALYZE usage_hours"))
+            connection.commit()
+    print(
+        f"{label:10s} {events:,} events of one organisation in a month: loaded in "
+        f"{loaded:.0f} s; migration 0010 summed them into {hours:,} hourly rows in {migrated:.1f} s"
+    )
+
+
 def report_at_scale(label: str, url: str, home: Path, args: argparse.Namespace) -> None:
     db = Database(url)
     try:
-        migrate.downgrade(db, "base")
-        migrate.upgrade(db, "0009")
-        began = time.perf_counter()
-        _load_month(db, args.report_events)
-        loaded = time.perf_counter() - began
-        began = time.perf_counter()
-        migrate.upgrade(db)
-        migrated = time.perf_counter() - began
-        with db.engine.connect() as connection:
-            hours = connection.execute(text("SELECT count(*) FROM usage_hours")).scalar()
-            if not db.is_sqlite:
-                connection.execute(text("ANALYZE usage_hours"))
+        if args.keep and _holds_month(db, args.report_events):
+            print(f"{label:10s} {args.report_events:,} events of one organisation in a month: kept")
+        else:
+            _load_and_migrate(label, db, args.report_events)
     finally:
         db.dispose()
-    print(
-        f"{label:10s} {args.report_events:,} events of one organisation in a month: loaded in "
-        f"{loaded:.0f} s; migration 0010 summed them into {hours:,} hourly rows in {migrated:.1f} s"
-    )
     platform = build_platform(Settings(home=home, database_url=url, secret_key=secrets.token_hex(32)))
     try:
         where = usage_report.UsageFilter(start=_MONTH[0], end=_MONTH[1])
@@ -274,6 +295,8 @@ def run(label: str, url: str, home: Path, args: argparse.Namespace) -> None:
     if args.only != "report":
         measure_ledger(label, url, home, args)
     if args.only != "rate" and args.report_events:
+        if args.keep and url.startswith("sqlite"):
+            url = f"sqlite:///{Path(args.keep).resolve() / 'report.db'}"
         report_at_scale(label, url, home.with_name(home.name + "-report"), args)
 
 
@@ -310,6 +333,12 @@ def main() -> None:
         "--only", choices=["rate", "report"], help="Run only the ledger part or the report part"
     )
     parser.add_argument("--scan", action="store_true", help="Also time a sum straight from the events")
+    parser.add_argument(
+        "--keep",
+        metavar="FOLDER",
+        help="Keep the report's loaded month (SQLite: FOLDER/report.db; PostgreSQL: its database) "
+        "and reuse it when it is already there: the load takes minutes",
+    )
     parser.add_argument(
         "--rate-limiter",
         choices=["memory", "database"],

@@ -6,6 +6,7 @@ the model's context length) when it starts. It must not import torch at module l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +27,7 @@ class EngineConfig:
 
     `num_blocks` sizes the paged KV cache directly; if it is None, `kv_cache_memory_bytes` is divided
     by the bytes one block takes. `max_model_len` None means the model's `max_position_embeddings`.
-    `dtype` "auto" is fp32 on CPU and bf16 on CUDA.
+    `dtype` "auto" follows the checkpoint's where the device computes it natively (`choose_dtype`).
     """
 
     model: str = ""
@@ -81,8 +82,34 @@ class EngineConfig:
     def torch_device(self) -> torch.device:
         return torch.device(self.device)
 
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        if self.dtype == "auto":
-            return torch.float32 if self.torch_device.type == "cpu" else torch.bfloat16
-        return _DTYPES[self.dtype]
+    def choose_dtype(self, checkpoint: str | None, *, cpu_computes: Callable[[torch.dtype], bool]) -> Choice:
+        """The dtype to run in, and why. "auto" takes the checkpoint's (`torch_dtype` in its
+        config.json) where the device computes it natively: on CUDA bf16 where the GPU has it, and
+        fp16; on a CPU, bf16 or fp16 only where `cpu_computes` it (AVX512-BF16/FP16 or AMX: measured
+        2x fp32's decode speed there); elsewhere fp32, which a CPU without them runs faster than
+        half precision (emulated). A checkpoint in fp32, or naming none, runs in fp32."""
+        if self.dtype != "auto":
+            return Choice(_DTYPES[self.dtype], f"dtype {self.dtype} was asked for")
+        saved = _DTYPES.get(checkpoint or "")
+        if saved is None or saved == torch.float32:
+            named = f"is {checkpoint}" if checkpoint else "names no dtype"
+            return Choice(torch.float32, f"auto: the checkpoint {named}")
+        if self.torch_device.type == "cuda":
+            if saved == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+                return Choice(torch.float16, "auto: the checkpoint is bfloat16, which this GPU lacks")
+            return Choice(saved, f"auto: the checkpoint is {checkpoint}")
+        if self.torch_device.type == "cpu" and cpu_computes(saved):
+            return Choice(saved, f"auto: the checkpoint is {checkpoint}, which this CPU computes natively")
+        return Choice(
+            torch.float32,
+            f"auto: the checkpoint is {checkpoint}, but this {self.torch_device.type.upper()} has no "
+            f"native {checkpoint} arithmetic (AVX512-BF16/FP16 or AMX), where float32 runs faster",
+        )
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A dtype the engine runs in, and the reason, which the engine logs at start."""
+
+    dtype: torch.dtype
+    reason: str

@@ -40,7 +40,10 @@ class ModelRunner:
     def __init__(self, config: EngineConfig, model_config: ModelConfig, max_model_len: int) -> None:
         self.config = config
         self.device = config.torch_device
-        self.dtype = config.torch_dtype
+        choice = config.choose_dtype(model_config.checkpoint_dtype, cpu_computes=cpu_has_fast_half)
+        self.dtype = choice.dtype
+        self.dtype_reason = choice.reason
+        log.info("engine for %s runs in %s (%s)", config.model, str(self.dtype)[6:], choice.reason)
         self.block_size = config.block_size
         self.model: LlamaForCausalLM = load_model(config.model, self.dtype, self.device, max_model_len)
         half = self.dtype in (torch.bfloat16, torch.float16)

@@ -34,6 +34,8 @@ class ModelConfig:
     rope_scaling: dict[str, Any] = field(default_factory=dict)
     eos_token_ids: list[int] = field(default_factory=list)
     bos_token_id: int | None = None
+    # The dtype the checkpoint was saved in (`torch_dtype`, `dtype` since transformers 5), if named.
+    checkpoint_dtype: str | None = None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModelConfig:
@@ -67,6 +69,7 @@ class ModelConfig:
             rope_scaling=rope,
             eos_token_ids=[eos] if isinstance(eos, int) else list(eos or []),
             bos_token_id=raw.get("bos_token_id"),
+            checkpoint_dtype=raw.get("dtype") or raw.get("torch_dtype"),
         )
 
     @classmethod

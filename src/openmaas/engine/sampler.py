@@ -136,6 +136,12 @@ class Sampler:
             subset = logits[rows]
             self._masks.apply(subset, matchers)
             logits[rows] = subset
+        for row in rows:
+            seq = seqs[row]
+            # min_tokens held end-of-sequence back, but the grammar allows nothing else: let it end
+            # (a row of -inf has no distribution to draw from).
+            if seq.num_output_tokens < seq.params.min_tokens and bool(logits[row].max().isinf()):
+                logits[row, self.eos_token_ids] = 0.0
 
     @staticmethod
     def _draw(row: torch.Tensor, seq: Sequence) -> int:

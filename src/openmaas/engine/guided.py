@@ -123,15 +123,18 @@ class GrammarCompiler:
             if start is not None:
                 self._cache.move_to_end(spec)
                 return start
-            grammar = spec.to_llguidance()
-            start = llguidance.LLMatcher(self._ll_tokenizer(), grammar, log_level=0)
-            if start.is_error():
-                raise InvalidRequest(f"{PARAM}: {_first_line(start.get_error())}", param=PARAM)
+            tokenizer = self._ll_tokenizer()
+        # Compiled outside the lock: the step thread fetching a cached spec never waits for a big
+        # schema the API thread is compiling (two threads may compile one spec at once; both agree).
+        start = llguidance.LLMatcher(tokenizer, spec.to_llguidance(), log_level=0)
+        if start.is_error():
+            raise InvalidRequest(f"{PARAM}: {_first_line(start.get_error())}", param=PARAM)
+        with self._lock:
             self.compiled += 1
             self._cache[spec] = start
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-            return start
+        return start
 
     def matcher(self, spec: GrammarSpec) -> GrammarMatcher:
         start = self.compile(spec)

@@ -154,6 +154,11 @@ def main() -> None:
     spec = GrammarSpec.for_schema(order_schema())
     n = args.max_tokens
 
+    # Warm up every shape first (oneDNN makes its primitives per shape, and decode's grow each step).
+    for batch in (1, 16):
+        warm = [SamplingParams(max_tokens=n, seed=i, ignore_eos=True) for i in range(batch)]
+        decode_rate(engine, warm, prompt)
+        decode_rate(engine, [SamplingParams(max_tokens=n, seed=i, grammar=spec) for i in range(batch)], prompt)
     rows: list[tuple[str, float, float, int]] = []
     for label, temperature in (("sampled, T=1", 1.0), ("greedy", 0.0)):
         for batch in (1, 16):

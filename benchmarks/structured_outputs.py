@@ -158,7 +158,8 @@ def main() -> None:
     for batch in (1, 16):
         warm = [SamplingParams(max_tokens=n, seed=i, ignore_eos=True) for i in range(batch)]
         decode_rate(engine, warm, prompt)
-        decode_rate(engine, [SamplingParams(max_tokens=n, seed=i, grammar=spec) for i in range(batch)], prompt)
+        guided_warm = [SamplingParams(max_tokens=n, seed=i, grammar=spec) for i in range(batch)]
+        decode_rate(engine, guided_warm, prompt)
     rows: list[tuple[str, float, float, int]] = []
     for label, temperature in (("sampled, T=1", 1.0), ("greedy", 0.0)):
         for batch in (1, 16):

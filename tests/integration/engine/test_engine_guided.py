@@ -58,9 +58,12 @@ def test_sampled_output_always_parses_and_validates(engines: dict[str, LLMEngine
 def test_greedy_and_n_choices_are_constrained_each(engines: dict[str, LLMEngine]) -> None:
     engine = engines["qwen2"]
     spec = GrammarSpec.for_schema(SCHEMA)
-    (choices,) = engine.generate([[9, 10]], SamplingParams(max_tokens=200, n=3, seed=1, grammar=spec))
-    greedy = engine.generate([[9, 10]], SamplingParams(max_tokens=200, temperature=0.0, grammar=spec))
-    for choice in [*choices, greedy[0][0]]:
+    params = [
+        SamplingParams(max_tokens=200, n=3, seed=1, grammar=spec),
+        SamplingParams(max_tokens=200, temperature=0.0, grammar=spec),
+    ]
+    choices, greedy = engine.generate([[9, 10], [9, 10]], params)  # in one batch
+    for choice in [*choices, *greedy]:
         assert choice.finish_reason == "stop"
         jsonschema_rs.validate(SCHEMA, json.loads(choice.text))
 

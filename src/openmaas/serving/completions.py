@@ -153,7 +153,7 @@ async def _generate(gen: Generation, usage_: RequestUsage) -> list[CompletionRes
 
 def _chat_response(gen: Generation, results: list[CompletionResult]) -> dict[str, Any]:
     tokenizer = gen.runtime.tokenizer
-    choices = [
+    choices: list[dict[str, Any]] = [
         {
             "index": r.index,
             "message": {"role": "assistant", "content": r.text},
@@ -216,10 +216,12 @@ async def _stream_events(
     try:
         async with stream:
             if chat:
+                # With tools the answer may be calls only, whose content is null (not "").
+                first = None if calls is not None else ""
                 opening = [
                     {
                         "index": i,
-                        "delta": {"role": "assistant", "content": ""},
+                        "delta": {"role": "assistant", "content": first},
                         "logprobs": None,
                         "finish_reason": None,
                     }
@@ -283,6 +285,7 @@ class _CallStreams:
             assert parser is not None
             self.parsers.append(parser)
         self.calls = [0] * gen.params.n
+        self.spoke = [False] * gen.params.n  # some content was streamed
         self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(gen.params.n)]
 
     def chunks(self, out: RequestOutput) -> list[dict[str, Any]]:
@@ -306,8 +309,14 @@ class _CallStreams:
             deltas.append({"tool_calls": [head]})
             deltas.append({"tool_calls": [{"index": index, "function": {"arguments": event.arguments}}]})
         if out.finished and not deltas:
-            deltas.append({})
-        choices = [{"index": out.index, "delta": d, "logprobs": None, "finish_reason": None} for d in deltas]
+            # An empty answer with no calls has content "", as when whole.
+            said = self.calls[out.index] or self.spoke[out.index]
+            deltas.append({} if said else {"content": ""})
+        if any("content" in d for d in deltas):
+            self.spoke[out.index] = True
+        choices: list[dict[str, Any]] = [
+            {"index": out.index, "delta": d, "logprobs": None, "finish_reason": None} for d in deltas
+        ]
         if choices and self.gen.params.logprobs:
             choices[0]["logprobs"] = _chat_logprobs(self.gen.runtime.tokenizer, self.logprobs[out.index])
             self.logprobs[out.index] = []

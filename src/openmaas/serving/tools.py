@@ -31,6 +31,7 @@ from functools import lru_cache
 from typing import Any, Literal, Protocol
 
 import jsonschema_rs
+import llguidance
 
 from openmaas import errors
 from openmaas.serving.openai_types import ChatCompletionRequest, ChatMessage, NamedToolChoice
@@ -68,6 +69,7 @@ class ToolUse:
     tools: list[dict[str, Any]]
     parse: ToolFormat | None
     allowed: frozenset[str]  # the functions a call may name
+    names: tuple[str, ...]  # the same, in the order of the request's tools
     parallel: bool
     forced: bool  # `required` or a named function: the answer must be a call
     schemas: dict[str, dict[str, Any]]  # each function's arguments schema
@@ -99,12 +101,13 @@ def tool_use(body: ChatCompletionRequest, chat_template: str | None) -> ToolUse 
                 f"tool_choice names {choice.function.name!r}, which is not among the tools.",
                 "tool_choice.function.name",
             )
-        allowed = frozenset([choice.function.name])
+        ordered: tuple[str, ...] = (choice.function.name,)
     else:
-        allowed = frozenset(names)
+        ordered = tuple(names)
+    allowed = frozenset(ordered)
     tools = [tool.model_dump(exclude_unset=True) for tool in body.tools]
     if choice == "none":
-        return ToolUse(tools, None, allowed, False, False, schemas)
+        return ToolUse(tools, None, allowed, ordered, False, False, schemas)
     fmt = tool_format(chat_template)
     if fmt is None:
         raise errors.InvalidRequest(
@@ -115,7 +118,17 @@ def tool_use(body: ChatCompletionRequest, chat_template: str | None) -> ToolUse 
         )
     forced = choice == "required" or isinstance(choice, NamedToolChoice)
     parallel = body.parallel_tool_calls is not False
-    return ToolUse(tools, fmt, allowed, parallel, forced, schemas)
+    use = ToolUse(tools, fmt, allowed, ordered, parallel, forced, schemas)
+    if forced:  # each schema the grammar embeds must compile: refused now, naming the tool
+        key = "arguments" if fmt == "hermes" else "parameters"
+        for name in ordered:
+            grammar = f"start: %json {_call_schema(name, key, schemas[name])}\n"
+            problem = llguidance.LLMatcher.validate_grammar(llguidance.LLMatcher.grammar_from_lark(grammar))
+            if problem:
+                detail = " ".join(line.strip() for line in problem.strip().splitlines())[:300]
+                message = f"Not supported for a forced call: {detail}"
+                raise _invalid(message, f"tools.{names[name]}.function.parameters")
+    return use
 
 
 def _check_schema(schema: dict[str, Any], param: str) -> None:
@@ -183,6 +196,49 @@ def _history_call(call: Any, i: int, j: int) -> dict[str, Any]:
         "type": "function",
         "function": {"name": call.function.name, "arguments": arguments},
     }
+
+
+def call_grammar(use: ToolUse) -> str:
+    """For `required` or a named function: a Lark grammar (llguidance's dialect, each function's
+    call a `%json` schema) of one call — or several, with parallel calls — in the model's native
+    format, so the answer is always a valid call of an allowed function whose arguments validate.
+    JSON is written as the templates write it (`", "` and `": "`, no other whitespace), which also
+    keeps a model from padding forever."""
+    assert use.parse is not None
+    key = "arguments" if use.parse == "hermes" else "parameters"
+    rules = [
+        f"fn_{i}: %json {_call_schema(name, key, use.schemas[name])}" for i, name in enumerate(use.names)
+    ]
+    one = " | ".join(f"fn_{i}" for i in range(len(use.names)))
+    if use.parse == "hermes":
+        call = f'call: "{_lark(HERMES_OPEN)}\\n" ({one}) "\\n{_lark(HERMES_CLOSE)}"'
+        start = 'start: call ("\\n" call)*' if use.parallel else "start: call"
+    else:
+        call = f"call: {one}"
+        start = 'start: call ("; " call)*' if use.parallel else "start: call"
+    return "\n".join([start, call, *rules]) + "\n"
+
+
+_JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+def _call_schema(name: str, key: str, parameters: dict[str, Any]) -> str:
+    arguments = {k: v for k, v in parameters.items() if k not in ("$schema", "$defs", "definitions")}
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"name": {"const": name}, key: arguments},
+        "required": ["name", key],
+        "additionalProperties": False,
+        "x-guidance": _JSON_STYLE,
+    }
+    for defs in ("$defs", "definitions"):  # `#/$defs/…` references resolve from the root
+        if defs in parameters:
+            schema[defs] = parameters[defs]
+    return json.dumps(schema, ensure_ascii=False)
+
+
+def _lark(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _invalid(message: str, param: str) -> errors.InvalidRequest:

@@ -8,18 +8,23 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from openmaas.engine.outputs import CompletionResult, RequestOutput
+from openmaas.engine.sampling_params import SamplingParams
 from openmaas.engine.testing import CHATML_TEMPLATE, build_tokenizer
 from openmaas.engine.tokenizer import Tokenizer
 from openmaas.errors import InvalidRequest
+from openmaas.serving.completions import Generation, _CallStreams, _chat_response
 from openmaas.serving.openai_types import ChatCompletionRequest
 from openmaas.serving.tools import (
     Call,
     HermesCalls,
     Llama3JsonCalls,
+    ToolUse,
     parse,
     template_messages,
     tool_format,
@@ -213,7 +218,8 @@ LLAMA_CASES = [
         [Call("get_weather", '{"city": "Paris"}')],
     ),
     (
-        '<|python_tag|>{"name": "add", "parameters": {"a": 1, "b": 2}}; {"name": "add", "parameters": {"a": 3, "b": 4}}',
+        '<|python_tag|>{"name": "add", "parameters": {"a": 1, "b": 2}}; '
+        '{"name": "add", "parameters": {"a": 3, "b": 4}}',
         "",
         [Call("add", '{"a": 1, "b": 2}'), Call("add", '{"a": 3, "b": 4}')],
     ),
@@ -338,3 +344,79 @@ def test_arguments_in_history_reach_the_template_as_objects() -> None:
     assert call["function"]["arguments"] == {"city": "Paris", "unit": "celsius"}
     assert messages[2]["content"] is None and messages[3]["tool_call_id"] == "call_1"
     assert json.dumps(messages[4]) == json.dumps({"role": "assistant", "content": "21 °C."})
+
+
+# ---------------------------------------------------------------------------------------------
+# Streamed answers, as the openai SDK reassembles them
+
+
+def _generation(use: ToolUse, n: int = 1) -> Generation:
+    runtime: Any = SimpleNamespace(tokenizer=None)
+    params = SamplingParams(max_tokens=64, n=n)
+    return Generation(runtime, "m", "chatcmpl-1", [1, 2, 3], params, 0, use)
+
+
+def _outputs(text: str, rng: random.Random, finish: str, index: int = 0) -> list[RequestOutput]:
+    parts = _chunks(text, rng) or [""]
+    outs, so_far = [], ""
+    for k, part in enumerate(parts):
+        so_far += part
+        last = k == len(parts) - 1
+        reason: Any = finish if last else None
+        outs.append(RequestOutput("r", index, [7], part, so_far, None, reason, 3, k + 1))
+    return outs
+
+
+@pytest.mark.parametrize("template", [QWEN25, LLAMA31])
+def test_streamed_calls_reassembled_by_the_sdk_equal_the_whole_answer(template: str) -> None:
+    from openai.lib.streaming.chat import ChatCompletionStreamState
+    from openai.types.chat import ChatCompletionChunk
+
+    use = tool_use(_request(tools=TOOLS), template)
+    assert use is not None
+    texts = [case[0] for case in QWEN_CASES] if template == QWEN25 else [case[0] for case in LLAMA_CASES]
+    rng = random.Random(7)
+    for text in [*texts, ""]:
+        gen = _generation(use)
+        whole = _chat_response(gen, [_result(text, "stop")])
+        state = ChatCompletionStreamState(input_tools=TOOLS)  # type: ignore[arg-type]
+        head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        opening = {"index": 0, "delta": {"role": "assistant", "content": None}, "finish_reason": None}
+        state.handle_chunk(ChatCompletionChunk.model_validate({**head, "choices": [opening]}))
+        streams = _CallStreams(gen)
+        for out in _outputs(text, rng, "stop"):
+            for choice in streams.chunks(out):
+                if "tool_calls" in choice["delta"]:  # OpenAI's exact shape
+                    (delta,) = choice["delta"]["tool_calls"]
+                    assert set(delta) in ({"index", "id", "type", "function"}, {"index", "function"})
+                    assert delta["function"]["arguments"] == "" or "id" not in delta
+                state.handle_chunk(ChatCompletionChunk.model_validate({**head, "choices": [choice]}))
+        final = state.get_final_completion().choices[0]
+        expected = whole["choices"][0]
+        assert final.finish_reason == expected["finish_reason"]
+        assert final.message.content == expected["message"]["content"]
+        calls = [(c.function.name, c.function.arguments) for c in final.message.tool_calls or []]
+        want = [
+            (c["function"]["name"], c["function"]["arguments"])
+            for c in expected["message"].get("tool_calls", [])
+        ]
+        assert calls == want
+        assert all(c.id.startswith("call_") for c in final.message.tool_calls or [])
+        if want:
+            assert final.finish_reason == "tool_calls"
+            json.loads(calls[0][1])
+
+
+def _result(text: str, finish: Any) -> CompletionResult:
+    return CompletionResult("r", 0, [7] * 3, text, None, finish, 3)
+
+
+def test_a_call_cut_off_by_max_tokens_is_content_and_says_length() -> None:
+    use = tool_use(_request(tools=TOOLS), QWEN25)
+    assert use is not None
+    text = QWEN_CASES[0][0] + '\n<tool_call>\n{"name": "add", "argu'
+    answer = _chat_response(_generation(use), [_result(text, "length")])["choices"][0]
+    assert answer["finish_reason"] == "length"
+    assert [c["function"]["name"] for c in answer["message"]["tool_calls"]] == ["get_weather"]
+    # (the whitespace after a call separates it from what follows: dropped)
+    assert answer["message"]["content"] == 'Let me check.<tool_call>\n{"name": "add", "argu'

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
 
 from openmaas.engine.sampling_params import (
     MAX_SEED,
@@ -73,7 +81,18 @@ class NamedToolChoice(_Strict):
     function: NamedFunction
 
 
-ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+def _tool_choice(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # One error at `tool_choice` itself, not one per member of the union (`tool_choice.literal[…]`).
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError(
+            "tool_choice",
+            '"none", "auto", "required" or {"type": "function", "function": {"name": …}}',
+        ) from None
+
+
+ToolChoice = Annotated[Literal["none", "auto", "required"] | NamedToolChoice, WrapValidator(_tool_choice)]
 
 
 class FunctionCall(_Strict):

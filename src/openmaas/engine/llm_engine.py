@@ -18,6 +18,8 @@ import torch
 from openmaas.engine.block_manager import BlockManager
 from openmaas.engine.config import EngineConfig
 from openmaas.engine.detokenizer import IncrementalDetokenizer
+from openmaas.engine.guided import PARAM as GRAMMAR_PARAM
+from openmaas.engine.guided import GrammarCompiler
 from openmaas.engine.model_runner import ModelRunner
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.outputs import CompletionResult, RequestOutput, TokenLogprob
@@ -64,11 +66,17 @@ class LLMEngine:
             self.runner.num_blocks, config.block_size, config.enable_prefix_caching
         )
         self.scheduler = Scheduler(config, self.block_manager)
-        self.sampler = Sampler(self.runner.kernels)
         eos = set(self.model_config.eos_token_ids)
         if tokenizer is not None and tokenizer.eos_token_id is not None:
             eos.add(tokenizer.eos_token_id)
         self.eos_token_ids = frozenset(eos)
+        # Grammars (structured output) compile against the tokenizer, once per spec, on first use.
+        self.grammars: GrammarCompiler | None = None
+        if tokenizer is not None:
+            vocab = max(self.model_config.vocab_size, tokenizer.vocab_size)
+            self.grammars = GrammarCompiler(tokenizer.to_json(), vocab, sorted(self.eos_token_ids))
+        grammar_vocab = self.grammars.vocab_size if self.grammars is not None else None
+        self.sampler = Sampler(self.runner.kernels, self.eos_token_ids, grammar_vocab)
         self._requests: dict[str, list[Sequence]] = {}
         self._detok: dict[int, IncrementalDetokenizer] = {}
         self._num_preemptions = 0
@@ -100,6 +108,8 @@ class LLMEngine:
                 self._detok[seq.seq_id] = IncrementalDetokenizer(
                     self.tokenizer, prompt_token_ids, params.stop, params.skip_special_tokens
                 )
+            if params.grammar is not None and self.grammars is not None:
+                seq.matcher = self.grammars.matcher(params.grammar)
             if index and self.config.enable_prefix_caching:
                 seq.prefix_leader = seqs[0]
             seqs.append(seq)
@@ -117,6 +127,16 @@ class LLMEngine:
             raise InvalidRequest(f"prompt token ids must be in [0, {vocab})", param="prompt")
         if params.stop and self.tokenizer is None:
             raise InvalidRequest("stop strings need a tokenizer, and this model has none", param="stop")
+        if params.logit_bias and max(params.logit_bias) >= vocab:
+            raise InvalidRequest(
+                f"logit_bias token id {max(params.logit_bias)} is outside the vocabulary [0, {vocab})",
+                param="logit_bias",
+            )
+        if params.grammar is not None:
+            if self.grammars is None:
+                message = "structured output needs a tokenizer, and this model has none"
+                raise InvalidRequest(message, param=GRAMMAR_PARAM)
+            self.grammars.compile(params.grammar)  # refused now if it does not compile; cached
         limit = self.max_model_len
         if n >= limit or (params.max_tokens is not None and n + params.max_tokens > limit):
             asked = n + (params.max_tokens or 1)
@@ -202,6 +222,9 @@ class LLMEngine:
             reason = FinishReason.STOP
         detok = self._detok.get(seq.seq_id)
         if detok is not None and reason is None and detok.add_token(token) is not None:
+            reason = FinishReason.STOP
+        # The grammar is complete (nothing but end of sequence may follow): the output is whole.
+        if seq.matcher is not None and (not seq.matcher.accept(token) or seq.matcher.done) and reason is None:
             reason = FinishReason.STOP
         if reason is None and seq.num_output_tokens >= seq.max_tokens:
             reason = FinishReason.LENGTH

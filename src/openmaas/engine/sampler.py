@@ -4,8 +4,11 @@ Rows of plain greedy sequences (no penalties, no logprobs: the common case) take
 logits in their own dtype, with no float copy: a copy of 64 x 151936 logits costs more than the
 reduction. The other rows go through the full path on an fp32 copy of just those rows: log-probabilities
 from the raw logits (what the model believes, as vLLM reports them); then presence/frequency penalties
-over the tokens generated so far; then greedy argmax, or temperature, top-k, top-p and a draw from the
-sequence's own `torch.Generator`, so a seeded request gives the same tokens whatever else shares its batch.
+over the tokens generated so far, and the other logits processors a request asked for (logit_bias,
+min_tokens, repetition_penalty); then the grammar masks of constrained rows, all computed together and
+applied in one operation (engine/guided.py); then greedy argmax, or temperature, top-k, top-p, min-p
+and a draw from the sequence's own `torch.Generator`, so a seeded request gives the same tokens whatever
+else shares its batch.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from openmaas.engine.guided import GrammarMatcher, TokenMasks
 from openmaas.engine.kernels import CpuKernels
 from openmaas.engine.sequence import Sequence
 
@@ -29,8 +33,16 @@ class SampledToken:
 
 
 class Sampler:
-    def __init__(self, kernels: CpuKernels | None = None) -> None:
+    def __init__(
+        self,
+        kernels: CpuKernels | None = None,
+        eos_token_ids: frozenset[int] = frozenset(),
+        grammar_vocab_size: int | None = None,
+    ) -> None:
         self.kernels = kernels  # our CPU kernels' greedy pick, when the model runs them
+        self.eos_token_ids = sorted(eos_token_ids)  # what min_tokens holds back
+        self.grammar_vocab_size = grammar_vocab_size  # the grammar engine's mask width
+        self._masks: TokenMasks | None = None  # made by the first constrained row
 
     def _greedy(self, logits: torch.Tensor) -> list[int]:
         kernels = self.kernels
@@ -56,9 +68,16 @@ class Sampler:
     def _sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[SampledToken]:
         """The full path, on an fp32 copy of these rows' logits (penalties are applied in place)."""
         logprobs = self._logprobs(logits, seqs)
+        constrained: list[int] = []
         for row, seq in enumerate(seqs):
             if seq.params.has_penalties and seq.num_output_tokens:
                 self._apply_penalties(logits[row], seq)
+            if seq.params.has_processors:
+                self._apply_processors(logits[row], seq)
+            if seq.matcher is not None:
+                constrained.append(row)
+        if constrained:
+            self._apply_grammars(logits, constrained, seqs)
         token_ids = greedy_token_ids(logits)
         for row, seq in enumerate(seqs):
             if not seq.params.greedy:
@@ -88,6 +107,42 @@ class Sampler:
             row.dtype
         )
 
+    def _apply_processors(self, row: torch.Tensor, seq: Sequence) -> None:
+        params = seq.params
+        vocab = row.shape[0]
+        if params.logit_bias:
+            ids = torch.tensor(list(params.logit_bias), dtype=torch.long, device=row.device)
+            bias = torch.tensor(list(params.logit_bias.values()), dtype=row.dtype, device=row.device)
+            row.index_add_(0, ids, bias)
+        if params.repetition_penalty != 1.0:
+            # vLLM's semantics (CTRL's): every token seen in the prompt or the output, once.
+            seen = torch.tensor(seq.token_ids, dtype=torch.long, device=row.device).unique()
+            values = row[seen]
+            p = params.repetition_penalty
+            row[seen] = torch.where(values > 0, values / p, values * p)
+        if seq.num_output_tokens < params.min_tokens:
+            held = [] if params.ignore_eos else list(self.eos_token_ids)
+            held += [t for t in params.stop_token_ids if t < vocab]
+            if held:
+                row[torch.tensor(held, dtype=torch.long, device=row.device)] = float("-inf")
+
+    def _apply_grammars(self, logits: torch.Tensor, rows: list[int], seqs: list[Sequence]) -> None:
+        if self._masks is None:
+            self._masks = TokenMasks(self.grammar_vocab_size or logits.shape[1])
+        matchers: list[GrammarMatcher] = [seqs[row].matcher for row in rows]  # type: ignore[misc]
+        if len(rows) == logits.shape[0]:
+            self._masks.apply(logits, matchers)
+        else:
+            subset = logits[rows]
+            self._masks.apply(subset, matchers)
+            logits[rows] = subset
+        for row in rows:
+            seq = seqs[row]
+            # min_tokens held end-of-sequence back, but the grammar allows nothing else: let it end
+            # (a row of -inf has no distribution to draw from).
+            if seq.num_output_tokens < seq.params.min_tokens and bool(logits[row].max().isinf()):
+                logits[row, self.eos_token_ids] = 0.0
+
     @staticmethod
     def _draw(row: torch.Tensor, seq: Sequence) -> int:
         params = seq.params
@@ -106,6 +161,8 @@ class Sampler:
             sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
             scores = torch.empty_like(scores).scatter_(0, order, sorted_scores)
         probs = scores.softmax(-1)
+        if params.min_p > 0.0:
+            probs = probs.masked_fill(probs < params.min_p * probs.max(), 0.0)
         choice = int(torch.multinomial(probs, 1, generator=seq.generator).item())
         return int(candidates[choice].item()) if candidates is not None else choice
 
@@ -121,4 +178,4 @@ def greedy_token_ids(logits: torch.Tensor) -> list[int]:
 
 def _plain_greedy(seq: Sequence) -> bool:
     params = seq.params
-    return params.greedy and not params.logprobs and not params.has_penalties
+    return params.greedy and not params.logprobs and not params.has_penalties and not params.has_processors

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from openmaas.engine.guided import GrammarSpec
 from openmaas.errors import InvalidRequest
 
 MAX_STOP_STRINGS = 4
@@ -17,6 +18,9 @@ MAX_N = 128
 # torch.Generator with `seed + index`, which stays below 2**64, the most manual_seed takes.
 MIN_SEED = -(2**63)
 MAX_SEED = 2**63 - 1
+LOGIT_BIAS_LIMIT = 100.0
+MAX_LOGIT_BIAS_ENTRIES = 300
+MAX_REPETITION_PENALTY = 10.0
 
 
 @dataclass
@@ -25,6 +29,12 @@ class SamplingParams:
 
     `temperature` 0 means greedy. `top_k` 0 or -1 disables top-k. `logprobs` asks for the chosen
     token's log-probability; `top_logprobs` (0–20) for that many alternatives at each position.
+
+    Logits processors, as vLLM names them: `logit_bias` (token id → -100..100, added to the logits),
+    `min_p` (drop tokens less likely than min_p x the likeliest, after temperature),
+    `repetition_penalty` (divide positive, multiply negative logits of tokens in the prompt or the
+    output; 1 is off), `min_tokens` (end-of-sequence and `stop_token_ids` masked until that many
+    tokens are out), and `grammar` (the output must match it; see engine/guided.py).
     """
 
     max_tokens: int | None = 16
@@ -41,6 +51,11 @@ class SamplingParams:
     logprobs: bool = False
     top_logprobs: int = 0
     skip_special_tokens: bool = True
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    min_tokens: int = 0
+    grammar: GrammarSpec | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -82,6 +97,30 @@ class SamplingParams:
             _bad("top_logprobs", f"top_logprobs must be an integer between 0 and {MAX_TOP_LOGPROBS}")
         if self.top_logprobs and not self.logprobs:
             _bad("top_logprobs", "top_logprobs requires logprobs to be true")
+        self._validate_processors()
+
+    def _validate_processors(self) -> None:
+        if not isinstance(self.logit_bias, dict) or len(self.logit_bias) > MAX_LOGIT_BIAS_ENTRIES:
+            _bad("logit_bias", f"logit_bias must map at most {MAX_LOGIT_BIAS_ENTRIES} token ids to biases")
+        for token_id, bias in self.logit_bias.items():
+            if type(token_id) is not int or token_id < 0:
+                _bad("logit_bias", f"logit_bias keys must be token ids, got {token_id!r}")
+            if not isinstance(bias, int | float) or not -LOGIT_BIAS_LIMIT <= bias <= LOGIT_BIAS_LIMIT:
+                _bad("logit_bias", f"logit_bias values must be in [-100, 100], got {bias!r}")
+        if not isinstance(self.min_p, int | float) or not 0.0 <= self.min_p <= 1.0:
+            _bad("min_p", f"min_p must be between 0 and 1, got {self.min_p!r}")
+        penalty = self.repetition_penalty
+        if not isinstance(penalty, int | float) or not 0.0 < penalty <= MAX_REPETITION_PENALTY:
+            _bad(
+                "repetition_penalty",
+                f"repetition_penalty must be in (0, {MAX_REPETITION_PENALTY:g}], got {penalty!r}",
+            )
+        if type(self.min_tokens) is not int or self.min_tokens < 0:
+            _bad("min_tokens", f"min_tokens must be a non-negative integer, got {self.min_tokens!r}")
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            _bad("min_tokens", f"min_tokens ({self.min_tokens}) exceeds max_tokens ({self.max_tokens})")
+        if self.grammar is not None and not isinstance(self.grammar, GrammarSpec):
+            _bad("response_format", "grammar must be a GrammarSpec")
 
     @property
     def greedy(self) -> bool:
@@ -90,6 +129,17 @@ class SamplingParams:
     @property
     def has_penalties(self) -> bool:
         return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+
+    @property
+    def has_processors(self) -> bool:
+        """Anything beyond temperature/top-k/top-p that touches the logits (not the plain path)."""
+        return bool(
+            self.grammar is not None
+            or self.logit_bias
+            or self.min_p
+            or self.repetition_penalty != 1.0
+            or self.min_tokens
+        )
 
 
 def _bad(param: str, message: str) -> None:

@@ -11,6 +11,7 @@ import itertools
 
 import torch
 
+from openmaas.engine.guided import GrammarMatcher
 from openmaas.engine.sampling_params import SamplingParams
 
 
@@ -61,6 +62,8 @@ class Sequence:
         self.num_preemptions = 0
         # For choices 1..n-1 of a request: wait until choice 0 has cached the shared prompt's KV.
         self.prefix_leader: Sequence | None = None
+        # Where this choice stands in its request's grammar (structured output), if it has one.
+        self.matcher: GrammarMatcher | None = None
 
     def __len__(self) -> int:
         return len(self.token_ids)

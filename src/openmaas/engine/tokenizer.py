@@ -81,6 +81,10 @@ class Tokenizer:
             template = jinja_file.read_text()
         return cls(tok, template, _token_text(config.get("bos_token")), _token_text(config.get("eos_token")))
 
+    def to_json(self) -> str:
+        """The tokenizer.json text (padding and truncation off), for the grammar engine."""
+        return str(self._tok.to_str())
+
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=add_special_tokens).ids)
 

@@ -18,13 +18,16 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from openmaas.engine.guided import GrammarSpec
 from openmaas.engine.sampling_params import (
+    MAX_REPETITION_PENALTY,
     MAX_SEED,
     MAX_STOP_STRINGS,
     MAX_TOP_LOGPROBS,
     MIN_SEED,
     SamplingParams,
 )
+from openmaas.errors import InvalidRequest
 from openmaas.schemas.json_types import JSON_INTEGER, Boolean, Integer, Number
 from openmaas.schemas.names import Label
 
@@ -122,6 +125,52 @@ class ChatMessage(_Strict):
         return "".join(part.text for part in self.content)
 
 
+# Structured outputs (`response_format`), in OpenAI's shapes. The engine enforces the schema with a
+# grammar whatever `strict` says: the output always parses (or ends with finish_reason "length").
+class ResponseFormatText(_Strict):
+    type: Literal["text"]
+
+
+class ResponseFormatJsonObject(_Strict):
+    type: Literal["json_object"]
+
+
+class JsonSchemaFormat(_Strict):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$", description="a-z, A-Z, 0-9, _ and -; at most 64")
+    description: str | None = None
+    # `schema` shadows a BaseModel attribute: kept under another name, read and written as `schema`.
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: Boolean | None = None
+
+
+class ResponseFormatJsonSchema(_Strict):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormat = Annotated[
+    ResponseFormatText | ResponseFormatJsonObject | ResponseFormatJsonSchema, Field(discriminator="type")
+]
+
+
+def grammar_for(response_format: ResponseFormat | None) -> GrammarSpec | None:
+    if response_format is None or isinstance(response_format, ResponseFormatText):
+        return None
+    if isinstance(response_format, ResponseFormatJsonObject):
+        return GrammarSpec("json_object")
+    return GrammarSpec.for_schema(response_format.json_schema.json_schema or {})
+
+
+def token_biases(logit_bias: dict[str, float] | None) -> dict[int, float]:
+    """OpenAI's `logit_bias` (token ids as JSON object keys) as SamplingParams takes it."""
+    biases: dict[int, float] = {}
+    for key, bias in (logit_bias or {}).items():
+        if not key.isascii() or not key.isdigit() or len(key) > 10:
+            raise InvalidRequest(f"logit_bias keys must be token ids, got {key[:20]!r}", param="logit_bias")
+        biases[int(key)] = bias
+    return biases
+
+
 class _Sampling(_Strict):
     model: Label = Field(min_length=1, max_length=MAX_MODEL_LENGTH)
     max_tokens: Annotated[int, Field(ge=1), JSON_INTEGER] | None = None
@@ -145,11 +194,21 @@ class _Sampling(_Strict):
     user: str | None = Field(default=None, max_length=256)
     stream: Boolean = False
     stream_options: StreamOptions | None = None
+    logit_bias: dict[str, Number] | None = Field(
+        default=None, description="Token id (as a string) to a bias from -100 to 100 added to its logit"
+    )
+    # vLLM's extensions.
+    min_p: Number = Field(default=0.0, ge=0, le=1)
+    repetition_penalty: Number = Field(default=1.0, gt=0, le=MAX_REPETITION_PENALTY)
+    min_tokens: Integer = Field(default=0, ge=0)
+    ignore_eos: Boolean = False
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
-    def sampling(self, max_tokens: int | None, logprobs: bool, top_logprobs: int) -> SamplingParams:
+    def sampling(
+        self, max_tokens: int | None, logprobs: bool, top_logprobs: int, grammar: GrammarSpec | None = None
+    ) -> SamplingParams:
         return SamplingParams(
             max_tokens=max_tokens,
             temperature=self.temperature,
@@ -162,6 +221,12 @@ class _Sampling(_Strict):
             frequency_penalty=self.frequency_penalty,
             logprobs=logprobs,
             top_logprobs=top_logprobs,
+            logit_bias=token_biases(self.logit_bias),
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            min_tokens=self.min_tokens,
+            ignore_eos=self.ignore_eos,
+            grammar=grammar,
         )
 
 
@@ -186,10 +251,12 @@ class ChatCompletionRequest(_Sampling):
     max_completion_tokens: Annotated[int, Field(ge=1), JSON_INTEGER] | None = None
     logprobs: Boolean = False
     top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS), JSON_INTEGER] | None = None
+    response_format: ResponseFormat | None = None
 
     def to_sampling(self) -> SamplingParams:
         max_tokens = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-        return self.sampling(max_tokens, self.logprobs, self.top_logprobs or 0)
+        grammar = grammar_for(self.response_format)
+        return self.sampling(max_tokens, self.logprobs, self.top_logprobs or 0, grammar)
 
 
 class CompletionRequest(_Sampling):

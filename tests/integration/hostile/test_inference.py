@@ -234,3 +234,78 @@ def test_a_streamed_completion_past_the_context_is_refused_before_it_starts(
             refused = http.post("/v1/chat/completions", json={**chat, "stream": stream})
             assert error_of(refused) == (400, "context_length_exceeded", "messages"), refused.text
     assert _metered(served, llm.key) == set()
+
+
+_SCHEMA_FORMAT = {"type": "json_schema", "json_schema": {"name": "out", "schema": {"type": "object"}}}
+# Each refused with 400 naming the parameter, and (in the message) the schema keyword at fault.
+BAD_GENERATION_PARAMETERS: list[tuple[dict[str, Any], str, str]] = [
+    ({"response_format": {"type": "xml"}}, "response_format", ""),
+    ({"response_format": {"type": "json_schema"}}, "response_format.json_schema.json_schema", ""),
+    (
+        {"response_format": {**_SCHEMA_FORMAT, "json_schema": {"name": "bad name!", "schema": {}}}},
+        "response_format.json_schema.json_schema.name",
+        "",
+    ),
+    (
+        {"response_format": {**_SCHEMA_FORMAT, "json_schema": {"name": "x" * 65, "schema": {}}}},
+        "response_format.json_schema.json_schema.name",
+        "",
+    ),
+    (
+        {"response_format": {**_SCHEMA_FORMAT, "json_schema": {"name": "o", "schema": {"type": "objekt"}}}},
+        "response_format",
+        "objekt",
+    ),
+    (
+        {
+            "response_format": {
+                **_SCHEMA_FORMAT,
+                "json_schema": {"name": "o", "schema": {"type": "object", "propertyNames": {"pattern": "a"}}},
+            }
+        },
+        "response_format",
+        "propertyNames",
+    ),
+    (
+        {
+            "response_format": {
+                **_SCHEMA_FORMAT,
+                "json_schema": {"name": "o", "schema": {"type": "string", "minLength": 5, "maxLength": 1}},
+            }
+        },
+        "response_format",
+        "minLength",
+    ),
+    ({"logit_bias": {"5": 101}}, "logit_bias", ""),
+    ({"logit_bias": {"5": -100.5}}, "logit_bias", ""),
+    ({"logit_bias": {"999999": 1}}, "logit_bias", ""),
+    ({"logit_bias": {"abc": 1}}, "logit_bias", ""),
+    ({"logit_bias": {"-3": 1}}, "logit_bias", ""),
+    ({"min_p": 1.5}, "min_p", ""),
+    ({"min_p": -0.1}, "min_p", ""),
+    ({"repetition_penalty": 0}, "repetition_penalty", ""),
+    ({"min_tokens": -1}, "min_tokens", ""),
+    ({"min_tokens": 5, "max_tokens": 2}, "min_tokens", ""),
+    ({"ignore_eos": "yes"}, "ignore_eos", ""),
+]
+
+
+def test_bad_structured_output_and_sampling_parameters_are_refused_naming_them(
+    served: Served, llm: Tenant
+) -> None:
+    chat = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    with served.client(llm.key) as http, nothing_left(served.platform):
+        for extra, param, word in BAD_GENERATION_PARAMETERS:
+            for stream in (False, True):
+                refused = http.post("/v1/chat/completions", json={**chat, **extra, "stream": stream})
+                assert error_of(refused)[0::2] == (400, param), (extra, refused.text)
+                assert word in refused.json()["error"]["message"], refused.text
+        # The sampling parameters apply to completions too; response_format is for chat only.
+        text = {"model": "chat", "prompt": "hi", "max_tokens": 4}
+        assert error_of(http.post("/v1/completions", json={**text, "min_p": 2}))[0::2] == (400, "min_p")
+        text_format = {**text, "response_format": {"type": "text"}}
+        assert error_of(http.post("/v1/completions", json=text_format))[0::2] == (400, "response_format")
+    with served.client(llm.key) as http:
+        plain = {**chat, "response_format": {"type": "text"}, "logit_bias": {}}
+        assert http.post("/v1/chat/completions", json=plain).status_code == 200
+    assert len(_metered(served, llm.key)) == 1  # the one answered only

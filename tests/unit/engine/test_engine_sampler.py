@@ -82,3 +82,52 @@ def test_the_smallest_top_p_and_temperature_still_draw_a_token() -> None:
         SamplingParams(temperature=1e-30, top_p=1e-30, top_k=2),
     ):
         assert Sampler()(logits, [_seq(params, seed=0)])[0].token_id == 1, params
+
+
+def test_logit_bias_is_added_to_the_logits() -> None:
+    logits = torch.tensor([[0.0, 3.0, 2.5, 1.0]])
+    params = SamplingParams(temperature=0.0, logit_bias={3: 2.5, 1: -100})
+    assert Sampler()(logits, [_seq(params)])[0].token_id == 3  # 1.0 + 2.5 beats 2.5; 1 is banned
+    assert logits[0, 3] == 1.0  # on a copy
+
+
+def test_min_p_drops_tokens_far_below_the_likeliest() -> None:
+    logits = torch.tensor([[5.0, 4.9, 0.0, 0.0] + [0.0] * 60])
+    params = SamplingParams(temperature=1.0, min_p=0.5)
+    draws = {Sampler()(logits, [_seq(params, seed=s)])[0].token_id for s in range(40)}
+    assert draws == {0, 1}
+    plain = SamplingParams(temperature=1.0)
+    loose = {Sampler()(logits, [_seq(plain, seed=s)])[0].token_id for s in range(40)}
+    assert loose - {0, 1}
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_seen_logits() -> None:
+    sampler = Sampler()
+    # Prompt [1, 2]; output [3]. Seen: 1, 2, 3.
+    row = torch.tensor([1.0, 4.0, -1.0, 3.0, 2.5])
+    sampler._apply_processors(row, _seq(SamplingParams(repetition_penalty=2.0), output=[3]))
+    assert row.tolist() == [1.0, 2.0, -2.0, 1.5, 2.5]
+    logits = torch.tensor([[0.0, 4.0, 0.0, 3.0, 2.1]])
+    greedy = SamplingParams(temperature=0.0, repetition_penalty=2.0)
+    assert sampler(logits, [_seq(greedy, output=[3])])[0].token_id == 4  # 3.0 / 2 < 2.1
+
+
+def test_min_tokens_holds_back_eos_and_stop_token_ids_until_reached() -> None:
+    logits = torch.tensor([[0.0, 1.0, 9.0, 8.0, 0.5]])  # 2 is eos, 3 a stop token id
+    sampler = Sampler(eos_token_ids=frozenset({2}))
+    params = SamplingParams(temperature=0.0, min_tokens=2, stop_token_ids=[3])
+    assert sampler(logits, [_seq(params, output=[4])])[0].token_id == 1
+    assert sampler(logits, [_seq(params, output=[4, 4])])[0].token_id == 2
+    ignoring = SamplingParams(temperature=0.0, min_tokens=2, ignore_eos=True)
+    assert sampler(logits, [_seq(ignoring, output=[4])])[0].token_id == 2  # ignore_eos: eos is not held
+
+
+def test_processors_leave_plain_rows_on_the_fast_path() -> None:
+    assert not SamplingParams(temperature=0.0).has_processors
+    for params in (
+        SamplingParams(logit_bias={1: 1.0}),
+        SamplingParams(min_p=0.1),
+        SamplingParams(repetition_penalty=1.1),
+        SamplingParams(min_tokens=1),
+    ):
+        assert params.has_processors

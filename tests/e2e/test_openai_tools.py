@@ -6,10 +6,12 @@ validate against the function's schema — whole, or streamed and reassembled by
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import openai
 import pytest
 
@@ -52,6 +54,7 @@ BOOK = {
                     "type": "object",
                     "properties": {"adults": {"enum": [1, 2, 3]}},
                     "required": ["adults"],
+                    "additionalProperties": False,  # (else a random model may write keys forever)
                 },
                 "tags": {"type": "array", "items": {"enum": ["quiet", "window"]}, "maxItems": 2},
                 "vegan": {"type": "boolean"},
@@ -177,3 +180,88 @@ def test_bad_tool_requests_are_400_naming_the_parameter(
     client: openai.OpenAI, fields: dict[str, Any], param: str
 ) -> None:
     assert _bad(client, **fields)["param"] == param
+
+
+def _check_call(call: Any, allowed: set[str]) -> dict[str, Any]:
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name in allowed
+    arguments: dict[str, Any] = json.loads(call.function.arguments)
+    jsonschema_rs.validator_for(SCHEMAS[call.function.name]).validate(arguments)  # raises if not
+    return arguments
+
+
+NAMED = {"type": "function", "function": {"name": "book_table"}}
+
+
+@pytest.mark.parametrize("model", ["qwen", "llama"])
+@pytest.mark.parametrize("choice", ["required", NAMED], ids=["required", "named"])
+def test_forced_calls_are_always_valid_calls_from_random_weights(
+    client: openai.OpenAI, model: str, choice: Any
+) -> None:
+    allowed = {"book_table"} if choice is NAMED else set(SCHEMAS)
+    for seed in range(4):
+        reply = client.chat.completions.create(
+            model=model,
+            messages=ASK,
+            tools=TOOLS,  # type: ignore[arg-type]
+            tool_choice=choice,
+            parallel_tool_calls=False,
+            seed=seed,
+            temperature=1.0,
+            max_tokens=300,
+        )
+        answer = reply.choices[0]
+        assert answer.finish_reason == "tool_calls", answer
+        assert answer.message.content is None
+        (call,) = answer.message.tool_calls or []
+        _check_call(call, allowed)
+
+
+@pytest.mark.parametrize("model", ["qwen", "llama"])
+@pytest.mark.parametrize("parallel", [False, True], ids=["one", "parallel"])
+def test_forced_calls_streamed_and_reassembled_by_the_sdk_equal_the_whole_answer(
+    client: openai.OpenAI, model: str, parallel: bool
+) -> None:
+    for seed in (11, 12):
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": ASK,
+            "tools": TOOLS,
+            "tool_choice": "required",
+            "parallel_tool_calls": parallel,
+            "seed": seed,
+            "temperature": 1.0,
+            "max_tokens": 160,
+        }
+        whole = client.chat.completions.create(**kwargs).choices[0]
+        with client.chat.completions.stream(**kwargs) as stream:
+            done = [(e.name, e.arguments) for e in stream if e.type == "tool_calls.function.arguments.done"]
+            # (A random model may chain parallel calls up to max_tokens; the SDK parses only
+            # answers that did not end with "length", so read its snapshot then.)
+            snapshot = stream.current_completion_snapshot.choices[0]
+            streamed = (
+                stream.get_final_completion().choices[0] if whole.finish_reason != "length" else snapshot
+            )
+        assert streamed.finish_reason == whole.finish_reason
+        assert streamed.message.content == whole.message.content
+        calls = [(c.function.name, c.function.arguments) for c in whole.message.tool_calls or []]
+        assert [(c.function.name, c.function.arguments) for c in streamed.message.tool_calls or []] == calls
+        assert done == calls and calls  # a forced answer holds a complete call, even when cut short
+        assert parallel or whole.finish_reason == "tool_calls"
+        for call in whole.message.tool_calls or []:
+            _check_call(call, set(SCHEMAS))
+
+
+def test_the_answer_goes_back_into_the_history_as_the_sdk_returns_it(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="qwen", messages=ASK, tools=TOOLS, tool_choice="required", parallel_tool_calls=False, seed=3
+    )
+    message = reply.choices[0].message
+    (call,) = message.tool_calls or []
+    history: list[Any] = [*ASK, message, {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+    follow = client.chat.completions.create(model="qwen", messages=history, tools=TOOLS, max_tokens=4)
+    assert follow.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    # Llama 3.1's template takes one call per assistant message, and says so: a 400 naming messages.
+    two = [*CALLED[:1], {**CALLED[1], "tool_calls": CALLED[1]["tool_calls"] * 2}]  # type: ignore[operator]
+    two[1]["tool_calls"] = [{**c, "id": f"call_{i}"} for i, c in enumerate(two[1]["tool_calls"])]
+    assert _bad(client, model="llama", messages=two, tools=TOOLS)["param"] == "messages"

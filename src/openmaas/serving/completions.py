@@ -16,6 +16,7 @@ import orjson
 
 from openmaas import errors
 from openmaas.engine.async_engine import RequestStream
+from openmaas.engine.guided import GrammarSpec
 from openmaas.engine.outputs import CompletionResult, RequestOutput, TokenLogprob
 from openmaas.engine.sampling_params import SamplingParams
 from openmaas.engine.tokenizer import Tokenizer
@@ -23,7 +24,16 @@ from openmaas.ids import new_id
 from openmaas.serving.directory import ServedModel
 from openmaas.serving.openai_types import ChatCompletionRequest, CompletionRequest, usage
 from openmaas.serving.runtimes.llm import LLMRuntime
-from openmaas.serving.tools import Call, CallStream, ToolUse, call_stream, parse, template_messages, tool_use
+from openmaas.serving.tools import (
+    Call,
+    CallStream,
+    ToolUse,
+    call_grammar,
+    call_stream,
+    parse,
+    template_messages,
+    tool_use,
+)
 from openmaas.serving.usage import RequestUsage, Units
 from openmaas.tasks import TEXT_GENERATION
 
@@ -66,7 +76,13 @@ class _Completion:
             self.generation = _text_generation(runtime, self.body, self.request_id, self.created)
         # What the engine would refuse (past the context, ids outside the vocabulary) is refused
         # now, before admission: a stream that is refused once started breaks its connection.
-        runtime.engine.engine.check_prompt(self.generation.prompt_ids, self.generation.params)
+        try:
+            runtime.engine.engine.check_prompt(self.generation.prompt_ids, self.generation.params)
+        except errors.InvalidRequest as refused:
+            tools = self.generation.tools
+            if tools is None or not tools.forced or refused.param != "response_format":
+                raise
+            raise errors.InvalidRequest(refused.message, param="tools", code=refused.code) from None
         worst = _worst_output_tokens(self.generation)
         return {"requests": 1, "input_tokens": len(self.generation.prompt_ids), "output_tokens": worst}
 
@@ -113,6 +129,8 @@ def _chat_generation(
     messages = template_messages(body.messages)
     prompt = runtime.tokenizer.encode_chat(messages, tools=tools.tools if tools else None)
     params = body.to_sampling()
+    if tools is not None and tools.forced:  # the answer must be a call: decoding keeps it one
+        params.grammar = GrammarSpec("lark", call_grammar(tools))
     return Generation(runtime, body.model, f"chatcmpl-{request_id}", prompt, params, created, tools)
 
 

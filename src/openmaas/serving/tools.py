@@ -8,8 +8,9 @@ that knows what the model was taught:
   `<tool_call>\\n{"name": …, "arguments": {…}}\\n</tool_call>` blocks, as many as the model writes,
   and the text outside them is the message's content;
 - a template with Llama 3's headers that asks for `"parameters"` (Llama 3.1, 3.2, 3.3) →
-  `llama3_json`: the whole answer is a call `{"name": …, "parameters": {…}}`, optionally after
-  `<|python_tag|>`, or several separated by `;`; any other answer is content;
+  `llama3_json`: an answer that begins with a call `{"name": …, "parameters": {…}}` (optionally
+  after `<|python_tag|>`; several are separated by `;`) is calls, anything after them content;
+  any other answer is content;
 - any other template: no format, and a request that lets the model call (`auto`, `required`, a
   named function) is refused with 400 `tools`.
 
@@ -380,9 +381,10 @@ class HermesCalls:
 
 
 class Llama3JsonCalls:
-    """Llama 3's JSON calls: the answer is calls only (`{"name", "parameters"}` objects, `;`
-    between them, optionally after `<|python_tag|>`), or it is content. An answer that begins
-    like a call (`{` or the tag) is held to its end, where it is parsed whole."""
+    """Llama 3's JSON calls: an answer that begins with calls (`{"name", "parameters"}` objects,
+    `;` between them, optionally after `<|python_tag|>`) is those calls, then any rest as content;
+    otherwise it is content. An answer that begins like a call (`{` or the tag) is held to its
+    end, where it is parsed whole."""
 
     def __init__(self, allowed: frozenset[str], parallel: bool) -> None:
         self.allowed = allowed
@@ -410,12 +412,17 @@ class Llama3JsonCalls:
         held, self._held = self._held, ""
         if not held:
             return []
-        calls = self._calls(held) if self._mode == "call" else None
-        if calls is None:
+        if self._mode != "call":
             return [held]
-        return list(calls if self.parallel else calls[:1])
+        calls, rest = self._calls(held)
+        if not calls:
+            return [held]
+        events: list[Event] = list(calls if self.parallel else calls[:1])
+        return [*events, rest] if rest else events
 
-    def _calls(self, text: str) -> list[Call] | None:
+    def _calls(self, text: str) -> tuple[list[Call], str]:
+        """The calls the answer begins with, and what follows them (an answer cut short by
+        max_tokens keeps its complete calls; the rest is content)."""
         body = text.strip()
         if body.startswith(PYTHON_TAG):
             body = body[len(PYTHON_TAG) :].lstrip()
@@ -424,18 +431,16 @@ class Llama3JsonCalls:
         at = 0
         while True:
             try:
-                value, at = decoder.raw_decode(body, at)
+                value, end = decoder.raw_decode(body, at)
             except ValueError:
-                return None
+                return calls, body[at:]
             call = _call(value, self.allowed, "parameters") or _call(value, self.allowed, "arguments")
             if call is None:
-                return None
+                return calls, body[at:]
             calls.append(call)
-            rest = body[at:].lstrip()
-            if not rest:
-                return calls
+            rest = body[end:].lstrip()
             if not rest.startswith(";"):
-                return None
+                return calls, rest
             at = len(body) - len(rest) + 1
             while at < len(body) and body[at].isspace():
                 at += 1

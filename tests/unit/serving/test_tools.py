@@ -224,6 +224,11 @@ LLAMA_CASES = [
         [Call("add", '{"a": 1, "b": 2}'), Call("add", '{"a": 3, "b": 4}')],
     ),
     ('{"answer": 42}', '{"answer": 42}', []),  # JSON that is not a call
+    (  # cut off by max_tokens after a complete call: the call, and the rest as content
+        '{"name": "add", "parameters": {"a": 1}}; {"name": "ad',
+        '{"name": "ad',
+        [Call("add", '{"a": 1}')],
+    ),
     ('{"name": "add", "parameters": {"a": 1', '{"name": "add", "parameters": {"a": 1', []),
     ('It is {"name": "add"}', 'It is {"name": "add"}', []),  # a call must be the whole answer
     ("<|pyth", "<|pyth", []),

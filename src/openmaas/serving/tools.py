@@ -132,7 +132,27 @@ def tool_use(body: ChatCompletionRequest, chat_template: str | None) -> ToolUse 
     return use
 
 
+MAX_SCHEMA_DEPTH = 64
+
+
+def _depth(value: Any) -> int:
+    deepest, level = 0, [value]
+    while level:
+        deepest += 1
+        if deepest > MAX_SCHEMA_DEPTH:
+            break
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node if isinstance(node, list) else ())
+        ]
+    return deepest
+
+
 def _check_schema(schema: dict[str, Any], param: str) -> None:
+    # Rendering (tojson) and the grammar recurse through the schema: bounded here, a 400 not a 500.
+    if _depth(schema) > MAX_SCHEMA_DEPTH:
+        raise _invalid(f"The parameters schema nests deeper than {MAX_SCHEMA_DEPTH} levels.", param)
     declared = schema.get("$schema")
     if declared is not None and not (isinstance(declared, str) and _KNOWN_DRAFTS.match(declared)):
         raise _invalid("$schema must name a JSON Schema draft (draft-04 to 2020-12).", param)
@@ -186,11 +206,12 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
 def _history_call(call: Any, i: int, j: int) -> dict[str, Any]:
     try:
         arguments = json.loads(call.function.arguments)
-    except ValueError:
+    except (ValueError, RecursionError):
         arguments = None
-    if not isinstance(arguments, dict):
+    if not isinstance(arguments, dict) or _depth(arguments) > MAX_SCHEMA_DEPTH:
         raise _invalid(
-            "arguments must be a JSON object in a string.", f"messages.{i}.tool_calls.{j}.function.arguments"
+            f"arguments must be a JSON object (nested at most {MAX_SCHEMA_DEPTH} levels) in a string.",
+            f"messages.{i}.tool_calls.{j}.function.arguments",
         )
     return {
         "id": call.id,
@@ -368,7 +389,7 @@ class HermesCalls:
             body = body[: -len(HERMES_CLOSE)]
         try:
             call = _call(json.loads(body), self.allowed, "arguments")
-        except ValueError:
+        except (ValueError, RecursionError):  # (a model can nest deeper than json recurses)
             call = None
         if call is None:
             events.append(block)
@@ -432,9 +453,9 @@ class Llama3JsonCalls:
         while True:
             try:
                 value, end = decoder.raw_decode(body, at)
-            except ValueError:
+                call = _call(value, self.allowed, "parameters") or _call(value, self.allowed, "arguments")
+            except (ValueError, RecursionError):
                 return calls, body[at:]
-            call = _call(value, self.allowed, "parameters") or _call(value, self.allowed, "arguments")
             if call is None:
                 return calls, body[at:]
             calls.append(call)

@@ -198,6 +198,11 @@ QWEN_CASES = [
         [Call("add", '{"a": 1, "b": 2}')],
     ),
     ("trailing space  ", "trailing space  ", []),
+    (  # nested deeper than Python's json recurses: content, not a crash
+        '<tool_call>{"name": "add", "arguments": {"a": ' + "[" * 5000 + "]" * 5000 + "}}</tool_call>",
+        '<tool_call>{"name": "add", "arguments": {"a": ' + "[" * 5000 + "]" * 5000 + "}}</tool_call>",
+        [],
+    ),
 ]
 
 
@@ -267,6 +272,13 @@ def test_tool_choice_none_renders_tools_but_reads_no_calls() -> None:
     assert parse(use, text) == (text, [])
 
 
+def _nested(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
 BAD_REQUESTS = [
     ({"tool_choice": "auto"}, "tool_choice"),
     ({"tool_choice": {"type": "function", "function": {"name": "add"}}}, "tool_choice"),
@@ -299,6 +311,10 @@ BAD_REQUESTS = [
                 }
             ]
         },
+        "tools.0.function.parameters",
+    ),
+    (
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": _nested(200)}}]},
         "tools.0.function.parameters",
     ),
     ({"messages": [{"role": "tool", "tool_call_id": "call_9", "content": "x"}]}, "messages.0.tool_call_id"),

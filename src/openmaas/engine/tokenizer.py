@@ -91,6 +91,11 @@ class Tokenizer:
     def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str:
         return str(self._tok.decode(token_ids, skip_special_tokens=skip_special_tokens))
 
+    def token_id(self, text: str) -> int | None:
+        """The id of the token that is exactly `text` (an added token such as `<tool_call>`), if any."""
+        found = self._tok.token_to_id(text)
+        return int(found) if found is not None else None
+
     def token_text(self, token_id: int) -> str:
         """One token's text, special tokens included (for logprobs' `token` fields)."""
         return str(self._tok.decode([token_id], skip_special_tokens=False))

@@ -130,7 +130,7 @@ def _chat_generation(
     prompt = runtime.tokenizer.encode_chat(messages, tools=tools.tools if tools else None)
     params = body.to_sampling()
     if tools is not None and tools.forced:  # the answer must be a call: decoding keeps it one
-        params.grammar = GrammarSpec("lark", call_grammar(tools))
+        params.grammar = GrammarSpec("lark", call_grammar(tools, runtime.tokenizer.token_id))
     return Generation(runtime, body.model, f"chatcmpl-{request_id}", prompt, params, created, tools)
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal, Protocol
@@ -220,12 +221,13 @@ def _history_call(call: Any, i: int, j: int) -> dict[str, Any]:
     }
 
 
-def call_grammar(use: ToolUse) -> str:
+def call_grammar(use: ToolUse, token_id: Callable[[str], int | None]) -> str:
     """For `required` or a named function: a Lark grammar (llguidance's dialect, each function's
     call a `%json` schema) of one call — or several, with parallel calls — in the model's native
     format, so the answer is always a valid call of an allowed function whose arguments validate.
     JSON is written as the templates write it (`", "` and `": "`, no other whitespace), which also
-    keeps a model from padding forever."""
+    keeps a model from padding forever. A marker the vocabulary holds as one token (Qwen's
+    `<tool_call>` is an added token; `token_id` finds it) is that token, as the model was taught."""
     assert use.parse is not None
     key = "arguments" if use.parse == "hermes" else "parameters"
     rules = [
@@ -233,7 +235,8 @@ def call_grammar(use: ToolUse) -> str:
     ]
     one = " | ".join(f"fn_{i}" for i in range(len(use.names)))
     if use.parse == "hermes":
-        call = f'call: "{_lark(HERMES_OPEN)}\\n" ({one}) "\\n{_lark(HERMES_CLOSE)}"'
+        opening, closing = _marker(HERMES_OPEN, token_id), _marker(HERMES_CLOSE, token_id)
+        call = f'call: {opening} "\\n" ({one}) "\\n" {closing}'
         start = 'start: call ("\\n" call)*' if use.parallel else "start: call"
     else:
         call = f"call: {one}"
@@ -259,8 +262,10 @@ def _call_schema(name: str, key: str, parameters: dict[str, Any]) -> str:
     return json.dumps(schema, ensure_ascii=False)
 
 
-def _lark(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+def _marker(text: str, token_id: Callable[[str], int | None]) -> str:
+    """`text` in Lark: its token (`<[id]>`) when the vocabulary holds it whole, else the literal."""
+    single = token_id(text)
+    return f"<[{single}]>" if single is not None else json.dumps(text)
 
 
 def _invalid(message: str, param: str) -> errors.InvalidRequest:

@@ -25,6 +25,7 @@ from openmaas.serving.tools import (
     HermesCalls,
     Llama3JsonCalls,
     ToolUse,
+    call_grammar,
     parse,
     template_messages,
     tool_format,
@@ -441,3 +442,48 @@ def test_a_call_cut_off_by_max_tokens_is_content_and_says_length() -> None:
     assert [c["function"]["name"] for c in answer["message"]["tool_calls"]] == ["get_weather"]
     # (the whitespace after a call separates it from what follows: dropped)
     assert answer["message"]["content"] == 'Let me check.<tool_call>\n{"name": "add", "argu'
+
+
+# ---------------------------------------------------------------------------------------------
+# The grammar of forced calls
+
+
+@pytest.mark.parametrize("added", [False, True], ids=["spelled", "added-token"])
+@pytest.mark.parametrize("template", [QWEN25, LLAMA31], ids=["qwen", "llama"])
+def test_the_forced_call_grammar_takes_the_native_format_and_nothing_else(
+    tmp_path: Path, template: str, added: bool
+) -> None:
+    """The grammar accepts the model's native call format, token by token, with Qwen's markers as
+    the single added tokens its vocabulary holds (llguidance treats added tokens as special)."""
+    llguidance = pytest.importorskip("llguidance")
+    from tokenizers import AddedToken
+    from tokenizers import Tokenizer as HFTokenizer
+
+    build_tokenizer(tmp_path)
+    if added:
+        hf = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"))
+        hf.add_tokens(
+            [AddedToken(t, special=False, normalized=False) for t in ("<tool_call>", "</tool_call>")]
+        )
+        hf.save(str(tmp_path / "tokenizer.json"))
+    tokenizer = Tokenizer.from_pretrained(tmp_path)
+    ll_tokenizer = llguidance.LLTokenizer(
+        (tmp_path / "tokenizer.json").read_text(), n_vocab=tokenizer.vocab_size, eos_token=[2]
+    )
+    use = tool_use(_request(tools=TOOLS, tool_choice="required"), template)
+    assert use is not None
+    grammar = llguidance.LLMatcher.grammar_from_lark(call_grammar(use, tokenizer.token_id))
+    if template == QWEN25:
+        one = '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>'
+        two = one + '\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+        wrong = '<tool_call>\n{"name": "add", "arguments": {"a": 1}}\n</tool_call>'  # b is required
+    else:
+        one = '{"name": "add", "parameters": {"a": 1, "b": 2}}'
+        two = one + '; {"name": "get_weather", "parameters": {"city": "Paris"}}'
+        wrong = '{"name": "sub", "parameters": {"a": 1, "b": 2}}'
+    for text, fits in ((one, True), (two, True), (wrong, False), ("Sure! " + one, False)):
+        matcher = llguidance.LLMatcher(ll_tokenizer, grammar, log_level=0)
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        if added and template == QWEN25:
+            assert tokenizer.token_id("<tool_call>") in ids
+        assert (matcher.consume_tokens(ids) and matcher.is_accepting()) is fits, text

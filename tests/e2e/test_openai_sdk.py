@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from pathlib import Path
+from typing import Any, Literal
 
 import httpx
 import numpy as np
 import openai
+import pydantic
 import pytest
 
 from openmaas import Client
@@ -168,6 +171,76 @@ def test_openai_style_errors(chat, served: Served) -> None:  # type: ignore[no-u
         openai.OpenAI(base_url=f"{served.url}/v1", api_key=other.key, max_retries=0).chat.completions.create(
             model="chat", messages=[{"role": "user", "content": "x"}]
         )
+
+
+class Pet(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")  # additionalProperties: false, as strict sends
+    name: str = pydantic.Field(max_length=6)
+    kind: Literal["cat", "dog", "fox"]
+    age: int = pydantic.Field(ge=0, le=30)
+    tags: list[Literal["a", "b"]] = pydantic.Field(max_length=2)
+    owner: Owner | None
+
+
+class Owner(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    id: int = pydantic.Field(ge=0, le=9)
+    vip: bool
+
+
+def test_structured_outputs_and_sampling_parameters(chat) -> None:  # type: ignore[no-untyped-def]
+    """`parse` with a pydantic model (nested, enums, arrays, anyOf) from a random-weight model, at
+    temperature 1 and several seeds; streaming gives the same text; json_object; logit_bias and
+    ignore_eos as a user sees them."""
+    client, _, folder = chat
+    messages = [{"role": "user", "content": "Describe a pet"}]
+    parse = client.beta.chat.completions.parse if hasattr(client, "beta") else client.chat.completions.parse
+    for seed in range(3):
+        reply = parse(model="chat", messages=messages, response_format=Pet, max_tokens=150, seed=seed)
+        choice = reply.choices[0]
+        assert choice.finish_reason == "stop" and isinstance(choice.message.parsed, Pet)
+        assert Pet.model_validate_json(choice.message.content or "") == choice.message.parsed
+    schema_format = {
+        "type": "json_schema",
+        "json_schema": {"name": "Pet", "schema": Pet.model_json_schema(), "strict": True},
+    }
+    kwargs: dict[str, Any] = {
+        "model": "chat",
+        "messages": messages,
+        "max_tokens": 150,
+        "seed": 11,
+        "response_format": schema_format,
+    }
+    whole = client.chat.completions.create(**kwargs)
+    chunks = list(client.chat.completions.create(**kwargs, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content and whole.choices[0].finish_reason == "stop"
+    Pet.model_validate_json(text)
+    with pytest.raises(openai.LengthFinishReasonError):  # never invalid JSON claimed as complete
+        parse(model="chat", messages=messages, response_format=Pet, max_tokens=3)
+    any_object = {"type": "json_object"}
+    obj = client.chat.completions.create(
+        model="chat", messages=messages, max_tokens=120, temperature=0, response_format=any_object
+    )
+    if obj.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(obj.choices[0].message.content or ""), dict)
+    else:
+        assert (obj.choices[0].message.content or "").startswith("{")
+    from openmaas.engine.tokenizer import Tokenizer
+
+    fox = Tokenizer.from_pretrained(folder).encode("fox", add_special_tokens=False)[0]
+    biased = client.completions.create(
+        model="chat", prompt="The", max_tokens=5, logit_bias={str(fox): 100}, temperature=0.7, seed=1
+    )
+    assert biased.choices[0].text == Tokenizer.from_pretrained(folder).decode([fox] * 5)
+    long = client.completions.create(
+        model="chat",
+        prompt="The",
+        max_tokens=8,
+        temperature=0,
+        extra_body={"ignore_eos": True, "logit_bias": {"2": 100}, "min_p": 0.1, "repetition_penalty": 1.2},
+    )
+    assert long.choices[0].finish_reason == "length" and long.usage.completion_tokens == 8  # type: ignore[union-attr]
 
 
 def test_embeddings_from_the_bundled_minilm(served: Served) -> None:

@@ -123,15 +123,18 @@ class GrammarCompiler:
             if start is not None:
                 self._cache.move_to_end(spec)
                 return start
-            grammar = spec.to_llguidance()
-            start = llguidance.LLMatcher(self._ll_tokenizer(), grammar, log_level=0)
-            if start.is_error():
-                raise InvalidRequest(f"{PARAM}: {_first_line(start.get_error())}", param=PARAM)
+            tokenizer = self._ll_tokenizer()
+        # Compiled outside the lock: the step thread fetching a cached spec never waits for a big
+        # schema the API thread is compiling (two threads may compile one spec at once; both agree).
+        start = llguidance.LLMatcher(tokenizer, spec.to_llguidance(), log_level=0)
+        if start.is_error():
+            raise InvalidRequest(f"{PARAM}: {_first_line(start.get_error())}", param=PARAM)
+        with self._lock:
             self.compiled += 1
             self._cache[spec] = start
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-            return start
+        return start
 
     def matcher(self, spec: GrammarSpec) -> GrammarMatcher:
         start = self.compile(spec)
@@ -174,6 +177,13 @@ class TokenMasks:
 
     def apply(self, logits: torch.Tensor, matchers: list[GrammarMatcher]) -> None:
         """Mask `logits` (one row per matcher, in order) in place: disallowed tokens get -inf."""
+        self._mask(logits, matchers, in_place=True)
+
+    def masked(self, logits: torch.Tensor, matchers: list[GrammarMatcher]) -> torch.Tensor:
+        """A masked copy of `logits`, made in the same pass (the caller's tensor is untouched)."""
+        return self._mask(logits, matchers, in_place=False)
+
+    def _mask(self, logits: torch.Tensor, matchers: list[GrammarMatcher], in_place: bool) -> torch.Tensor:
         rows = len(matchers)
         bits, penalties = self._buffers(rows)
         self._executor.unsafe_compute_mask_ptr(
@@ -182,10 +192,12 @@ class TokenMasks:
         width = logits.shape[1]
         if logits.device.type == "cpu" and logits.dtype == torch.float32:
             np.take(_BYTE_PENALTIES, bits.view(np.uint8), axis=0, out=penalties, mode="clip")
-            logits.add_(torch.from_numpy(penalties).view(rows, -1)[:, :width])
-            return
+            added = torch.from_numpy(penalties).view(rows, -1)[:, :width]
+            return logits.add_(added) if in_place else torch.add(logits, added)
         if self._shifts is None or self._shifts.device != logits.device:
             self._shifts = torch.arange(32, dtype=torch.int32, device=logits.device)
         words = torch.from_numpy(bits).to(logits.device, non_blocking=True)
-        banned = ((words.unsqueeze(-1) >> self._shifts) & 1) == 0
-        logits.masked_fill_(banned.view(rows, -1)[:, :width], float("-inf"))
+        banned = (((words.unsqueeze(-1) >> self._shifts) & 1) == 0).view(rows, -1)[:, :width]
+        if in_place:
+            return logits.masked_fill_(banned, float("-inf"))
+        return logits.masked_fill(banned, float("-inf"))

@@ -58,12 +58,27 @@ class Sampler:
         if plain:
             for row, token_id in zip(plain, self._greedy(logits[plain]), strict=True):
                 out[row].token_id = token_id
-        others = [row for row, seq in enumerate(seqs) if not _plain_greedy(seq)]
-        # Indexing with a list copies: the caller's logits stay untouched by the penalties.
-        sampled = self._sample(logits[others].float(), [seqs[row] for row in others])
-        for row, sample in zip(others, sampled, strict=True):
-            out[row] = sample
+        # Greedy rows whose only processor is a grammar: masked into a new tensor, then the same
+        # greedy pick as plain rows (no fp32 copy first, no per-row work).
+        masked = [row for row, seq in enumerate(seqs) if _masked_greedy(seq)]
+        if masked:
+            rows = logits if len(masked) == len(seqs) else logits[masked]
+            matchers: list[GrammarMatcher] = [seqs[row].matcher for row in masked]  # type: ignore[misc]
+            picked = self._greedy(self._token_masks(logits).masked(rows, matchers))
+            for row, token_id in zip(masked, picked, strict=True):
+                out[row].token_id = token_id
+        others = [row for row, seq in enumerate(seqs) if not _plain_greedy(seq) and not _masked_greedy(seq)]
+        if others:
+            # Indexing with a list copies: the caller's logits stay untouched by the penalties.
+            sampled = self._sample(logits[others].float(), [seqs[row] for row in others])
+            for row, sample in zip(others, sampled, strict=True):
+                out[row] = sample
         return out
+
+    def _token_masks(self, logits: torch.Tensor) -> TokenMasks:
+        if self._masks is None:
+            self._masks = TokenMasks(self.grammar_vocab_size or logits.shape[1])
+        return self._masks
 
     def _sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[SampledToken]:
         """The full path, on an fp32 copy of these rows' logits (penalties are applied in place)."""
@@ -127,15 +142,12 @@ class Sampler:
                 row[torch.tensor(held, dtype=torch.long, device=row.device)] = float("-inf")
 
     def _apply_grammars(self, logits: torch.Tensor, rows: list[int], seqs: list[Sequence]) -> None:
-        if self._masks is None:
-            self._masks = TokenMasks(self.grammar_vocab_size or logits.shape[1])
+        masks = self._token_masks(logits)
         matchers: list[GrammarMatcher] = [seqs[row].matcher for row in rows]  # type: ignore[misc]
         if len(rows) == logits.shape[0]:
-            self._masks.apply(logits, matchers)
+            masks.apply(logits, matchers)
         else:
-            subset = logits[rows]
-            self._masks.apply(subset, matchers)
-            logits[rows] = subset
+            logits[rows] = masks.masked(logits[rows], matchers)
         for row in rows:
             seq = seqs[row]
             # min_tokens held end-of-sequence back, but the grammar allows nothing else: let it end
@@ -174,6 +186,20 @@ def greedy_token_ids(logits: torch.Tensor) -> list[int]:
     is exact, so the index is the same.
     """
     return logits.max(dim=-1).indices.tolist()
+
+
+def _masked_greedy(seq: Sequence) -> bool:
+    """Greedy, constrained by a grammar, and nothing else to do to the logits."""
+    params = seq.params
+    return (
+        seq.matcher is not None
+        and params.greedy
+        and not params.logprobs
+        and not params.has_penalties
+        and not params.logit_bias
+        and params.repetition_penalty == 1.0
+        and seq.num_output_tokens >= params.min_tokens
+    )
 
 
 def _plain_greedy(seq: Sequence) -> bool:

@@ -265,3 +265,24 @@ def test_the_answer_goes_back_into_the_history_as_the_sdk_returns_it(client: ope
     two = [*CALLED[:1], {**CALLED[1], "tool_calls": CALLED[1]["tool_calls"] * 2}]  # type: ignore[operator]
     two[1]["tool_calls"] = [{**c, "id": f"call_{i}"} for i, c in enumerate(two[1]["tool_calls"])]
     assert _bad(client, model="llama", messages=two, tools=TOOLS)["param"] == "messages"
+
+
+@pytest.mark.parametrize("model", ["qwen", "llama"])
+def test_auto_answers_stream_as_they_come_whole(client: openai.OpenAI, model: str) -> None:
+    """With tools and tool_choice auto, text that might begin a call is held back, never lost: the
+    SDK's reassembled stream is the whole answer (a random model answers in text)."""
+    for seed in (5, 6):
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": ASK,
+            "tools": TOOLS,
+            "seed": seed,
+            "max_tokens": 24,
+        }
+        whole = client.chat.completions.create(**kwargs).choices[0]
+        with client.chat.completions.stream(**kwargs) as stream:
+            for _ in stream:
+                pass
+            snapshot = stream.current_completion_snapshot.choices[0]
+        assert snapshot.message.content == whole.message.content and whole.message.content
+        assert snapshot.finish_reason == whole.finish_reason

@@ -124,13 +124,19 @@ def tool_use(body: ChatCompletionRequest, chat_template: str | None) -> ToolUse 
     if forced:  # each schema the grammar embeds must compile: refused now, naming the tool
         key = "arguments" if fmt == "hermes" else "parameters"
         for name in ordered:
-            grammar = f"start: %json {_call_schema(name, key, schemas[name])}\n"
-            problem = llguidance.LLMatcher.validate_grammar(llguidance.LLMatcher.grammar_from_lark(grammar))
+            problem = _grammar_problem(f"start: %json {_call_schema(name, key, schemas[name])}\n")
             if problem:
                 detail = " ".join(line.strip() for line in problem.strip().splitlines())[:300]
                 message = f"Not supported for a forced call: {detail}"
                 raise _invalid(message, f"tools.{names[name]}.function.parameters")
     return use
+
+
+@lru_cache(maxsize=256)
+def _grammar_problem(lark: str) -> str:
+    """llguidance's complaint about a grammar, "" if none (about 2 ms a schema: cached, as agents
+    send the same tools with every turn)."""
+    return str(llguidance.LLMatcher.validate_grammar(llguidance.LLMatcher.grammar_from_lark(lark)))
 
 
 MAX_SCHEMA_DEPTH = 64

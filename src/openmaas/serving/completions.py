@@ -24,9 +24,8 @@ from openmaas.ids import new_id
 from openmaas.serving.directory import ServedModel
 from openmaas.serving.openai_types import ChatCompletionRequest, CompletionRequest, usage
 from openmaas.serving.runtimes.llm import LLMRuntime
+from openmaas.serving.tool_calls import Call, CallStream
 from openmaas.serving.tools import (
-    Call,
-    CallStream,
     ToolUse,
     call_grammar,
     call_stream,

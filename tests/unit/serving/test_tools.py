@@ -20,10 +20,8 @@ from openmaas.engine.tokenizer import Tokenizer
 from openmaas.errors import InvalidRequest
 from openmaas.serving.completions import Generation, _CallStreams, _chat_response
 from openmaas.serving.openai_types import ChatCompletionRequest
+from openmaas.serving.tool_calls import Call, HermesCalls, Llama3JsonCalls
 from openmaas.serving.tools import (
-    Call,
-    HermesCalls,
-    Llama3JsonCalls,
     ToolUse,
     call_grammar,
     parse,

@@ -29,6 +29,20 @@ def _token_text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    """transformers' `tojson`: no HTML escaping (unlike jinja's), and its options (Llama 3.1's tool
+    list is `tojson(indent=4)`)."""
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
 def _raise_exception(message: str) -> None:
     raise InvalidRequest(f"chat template error: {message}", param="messages")
 
@@ -77,33 +91,49 @@ class Tokenizer:
     def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str:
         return str(self._tok.decode(token_ids, skip_special_tokens=skip_special_tokens))
 
+    def token_id(self, text: str) -> int | None:
+        """The id of the token that is exactly `text` (an added token such as `<tool_call>`), if any."""
+        found = self._tok.token_to_id(text)
+        return int(found) if found is not None else None
+
     def token_text(self, token_id: int) -> str:
         """One token's text, special tokens included (for logprobs' `token` fields)."""
         return str(self._tok.decode([token_id], skip_special_tokens=False))
 
     def apply_chat_template(
-        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **kwargs: Any
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+        **kwargs: Any,
     ) -> str:
+        """The prompt as transformers' `apply_chat_template(messages, tools=tools, ...)` renders it:
+        `tools` (OpenAI's `{"type": "function", "function": {...}}` objects) and `documents` are
+        always defined, None when absent, as templates that test `is defined` expect."""
         if self.chat_template is None:
             raise InvalidRequest("this model has no chat template; use the completions API", param="messages")
         if self._template is None:
             env = ImmutableSandboxedEnvironment(
                 trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
             )
-            env.filters["tojson"] = lambda v, indent=None, **_: json.dumps(
-                v, ensure_ascii=False, indent=indent
-            )
+            env.filters["tojson"] = _tojson
             env.globals["raise_exception"] = _raise_exception
             env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
             self._template = env.from_string(self.chat_template)
         return self._template.render(
             messages=messages,
+            tools=tools,
+            documents=None,
             add_generation_prompt=add_generation_prompt,
             bos_token=self.bos_token or "",
             eos_token=self.eos_token or "",
             **kwargs,
         )
 
-    def encode_chat(self, messages: list[dict[str, Any]], **kwargs: Any) -> list[int]:
+    def encode_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **kwargs: Any
+    ) -> list[int]:
         """Token ids of the rendered chat prompt (the template itself places any bos token)."""
-        return self.encode(self.apply_chat_template(messages, **kwargs), add_special_tokens=False)
+        return self.encode(
+            self.apply_chat_template(messages, tools=tools, **kwargs), add_special_tokens=False
+        )

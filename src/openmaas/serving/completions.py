@@ -16,12 +16,23 @@ import orjson
 
 from openmaas import errors
 from openmaas.engine.async_engine import RequestStream
+from openmaas.engine.guided import GrammarSpec
 from openmaas.engine.outputs import CompletionResult, RequestOutput, TokenLogprob
 from openmaas.engine.sampling_params import SamplingParams
 from openmaas.engine.tokenizer import Tokenizer
+from openmaas.ids import new_id
 from openmaas.serving.directory import ServedModel
 from openmaas.serving.openai_types import ChatCompletionRequest, CompletionRequest, usage
 from openmaas.serving.runtimes.llm import LLMRuntime
+from openmaas.serving.tool_calls import Call, CallStream
+from openmaas.serving.tools import (
+    ToolUse,
+    call_grammar,
+    call_stream,
+    parse,
+    template_messages,
+    tool_use,
+)
 from openmaas.serving.usage import RequestUsage, Units
 from openmaas.tasks import TEXT_GENERATION
 
@@ -34,6 +45,7 @@ class Generation:
     prompt_ids: list[int]
     params: SamplingParams
     created: int
+    tools: ToolUse | None = None  # a chat request with tools
 
 
 class _Completion:
@@ -63,7 +75,13 @@ class _Completion:
             self.generation = _text_generation(runtime, self.body, self.request_id, self.created)
         # What the engine would refuse (past the context, ids outside the vocabulary) is refused
         # now, before admission: a stream that is refused once started breaks its connection.
-        runtime.engine.engine.check_prompt(self.generation.prompt_ids, self.generation.params)
+        try:
+            runtime.engine.engine.check_prompt(self.generation.prompt_ids, self.generation.params)
+        except errors.InvalidRequest as refused:
+            tools = self.generation.tools
+            if tools is None or not tools.forced or refused.param != "response_format":
+                raise
+            raise errors.InvalidRequest(refused.message, param="tools", code=refused.code) from None
         worst = _worst_output_tokens(self.generation)
         return {"requests": 1, "input_tokens": len(self.generation.prompt_ids), "output_tokens": worst}
 
@@ -106,11 +124,13 @@ class StreamedCompletion(_Completion):
 def _chat_generation(
     runtime: LLMRuntime, body: ChatCompletionRequest, request_id: str, created: int
 ) -> Generation:
-    messages = [
-        {"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in body.messages
-    ]
-    prompt = runtime.tokenizer.encode_chat(messages)
-    return Generation(runtime, body.model, f"chatcmpl-{request_id}", prompt, body.to_sampling(), created)
+    tools = tool_use(body, runtime.tokenizer.chat_template)
+    messages = template_messages(body.messages)
+    prompt = runtime.tokenizer.encode_chat(messages, tools=tools.tools if tools else None)
+    params = body.to_sampling()
+    if tools is not None and tools.forced:  # the answer must be a call: decoding keeps it one
+        params.grammar = GrammarSpec("lark", call_grammar(tools, runtime.tokenizer.token_id))
+    return Generation(runtime, body.model, f"chatcmpl-{request_id}", prompt, params, created, tools)
 
 
 def _text_generation(
@@ -150,7 +170,7 @@ async def _generate(gen: Generation, usage_: RequestUsage) -> list[CompletionRes
 
 def _chat_response(gen: Generation, results: list[CompletionResult]) -> dict[str, Any]:
     tokenizer = gen.runtime.tokenizer
-    choices = [
+    choices: list[dict[str, Any]] = [
         {
             "index": r.index,
             "message": {"role": "assistant", "content": r.text},
@@ -159,6 +179,16 @@ def _chat_response(gen: Generation, results: list[CompletionResult]) -> dict[str
         }
         for r in results
     ]
+    if gen.tools is not None and gen.tools.parse is not None:
+        for choice, r in zip(choices, results, strict=True):
+            content, calls = parse(gen.tools, r.text)
+            if calls:
+                choice["message"] = {
+                    "role": "assistant",
+                    "content": content,
+                    "tool_calls": _tool_calls(calls),
+                }
+                choice["finish_reason"] = _finish_reason(r.finish_reason, True)
     return {
         "id": gen.request_id,
         "object": "chat.completion",
@@ -199,13 +229,16 @@ async def _stream_events(
     kind = "chat.completion.chunk" if chat else "text_completion"
     head = {"id": gen.request_id, "object": kind, "created": gen.created, "model": gen.model}
     stream = _start(gen, usage_)
+    calls = _CallStreams(gen) if chat and gen.tools is not None and gen.tools.parse is not None else None
     try:
         async with stream:
             if chat:
+                # With tools the answer may be calls only, whose content is null (not "").
+                first = None if calls is not None else ""
                 opening = [
                     {
                         "index": i,
-                        "delta": {"role": "assistant", "content": ""},
+                        "delta": {"role": "assistant", "content": first},
                         "logprobs": None,
                         "finish_reason": None,
                     }
@@ -214,7 +247,10 @@ async def _stream_events(
                 yield _frame({**head, "choices": opening})
             async for out in stream:
                 completion_tokens += len(out.new_token_ids)
-                if out.text_delta or out.finished:
+                if calls is not None:
+                    for choice in calls.chunks(out):
+                        yield _frame({**head, "choices": [choice]})
+                elif out.text_delta or out.finished:
                     yield _frame({**head, "choices": [_chunk_choice(gen, out, chat)]})
         usage_.record(len(gen.prompt_ids), completion_tokens)
         await usage_.durable()
@@ -238,6 +274,72 @@ def _chunk_choice(gen: Generation, out: RequestOutput, chat: bool) -> dict[str, 
         "logprobs": logprobs,
         "finish_reason": out.finish_reason,
     }
+
+
+def _tool_calls(calls: list[Call]) -> list[dict[str, Any]]:
+    return [
+        {"id": new_id("call_"), "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in calls
+    ]
+
+
+def _finish_reason(reason: str | None, called: bool) -> str | None:
+    return "tool_calls" if called and reason == "stop" else reason
+
+
+class _CallStreams:
+    """A streamed chat answer with tools: each choice's text through its call parser, as OpenAI's
+    chunks — content deltas, then per call one delta with its index, id, type, name and empty
+    arguments and one with the arguments. A step's logprobs ride on its first chunk, or on the
+    next chunk when its text is held back."""
+
+    def __init__(self, gen: Generation) -> None:
+        assert gen.tools is not None
+        self.gen = gen
+        self.parsers: list[CallStream] = []
+        for _ in range(gen.params.n):
+            parser = call_stream(gen.tools)
+            assert parser is not None
+            self.parsers.append(parser)
+        self.calls = [0] * gen.params.n
+        self.spoke = [False] * gen.params.n  # some content was streamed
+        self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(gen.params.n)]
+
+    def chunks(self, out: RequestOutput) -> list[dict[str, Any]]:
+        parser = self.parsers[out.index]
+        events = parser.feed(out.text_delta) if out.text_delta else []
+        if out.finished:
+            events += parser.finish()
+        if out.logprobs:
+            self.logprobs[out.index] += out.logprobs
+        deltas: list[dict[str, Any]] = []
+        for event in events:
+            if isinstance(event, str):
+                if deltas and "content" in deltas[-1]:
+                    deltas[-1]["content"] += event
+                elif event:
+                    deltas.append({"content": event})
+                continue
+            index, self.calls[out.index] = self.calls[out.index], self.calls[out.index] + 1
+            function = {"name": event.name, "arguments": ""}
+            head = {"index": index, "id": new_id("call_"), "type": "function", "function": function}
+            deltas.append({"tool_calls": [head]})
+            deltas.append({"tool_calls": [{"index": index, "function": {"arguments": event.arguments}}]})
+        if out.finished and not deltas:
+            # An empty answer with no calls has content "", as when whole.
+            said = self.calls[out.index] or self.spoke[out.index]
+            deltas.append({} if said else {"content": ""})
+        if any("content" in d for d in deltas):
+            self.spoke[out.index] = True
+        choices: list[dict[str, Any]] = [
+            {"index": out.index, "delta": d, "logprobs": None, "finish_reason": None} for d in deltas
+        ]
+        if choices and self.gen.params.logprobs:
+            choices[0]["logprobs"] = _chat_logprobs(self.gen.runtime.tokenizer, self.logprobs[out.index])
+            self.logprobs[out.index] = []
+        if out.finished:
+            choices[-1]["finish_reason"] = _finish_reason(out.finish_reason, self.calls[out.index] > 0)
+        return choices
 
 
 def _frame(payload: dict[str, Any]) -> bytes:

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
 
 from openmaas.engine.guided import GrammarSpec
 from openmaas.engine.sampling_params import (
@@ -48,10 +56,66 @@ class ContentPart(_Strict):
     text: str
 
 
+# Tool calling (serving/tools.py checks what a schema cannot: unique names, known names, calls that
+# tool messages answer). A function's name follows OpenAI: letters, digits, `_` and `-`, at most 64.
+FunctionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class FunctionDefinition(_Strict):
+    name: FunctionName
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="A JSON Schema for the arguments object; omitted: no arguments"
+    )
+    strict: Boolean | None = None
+
+
+class ToolDefinition(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+def _tool_choice(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # One error at `tool_choice` itself, not one per member of the union (`tool_choice.literal[…]`).
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError(
+            "tool_choice",
+            '"none", "auto", "required" or {"type": "function", "function": {"name": …}}',
+        ) from None
+
+
+ToolChoice = Annotated[Literal["none", "auto", "required"] | NamedToolChoice, WrapValidator(_tool_choice)]
+
+
+class FunctionCall(_Strict):
+    name: str
+    arguments: str = Field(description="The arguments as a JSON object, in a string")
+
+
+class ToolCall(_Strict):
+    id: str = Field(min_length=1, max_length=256)
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    # An assistant message's calls (its content may then be null), and the call a tool message answers.
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -179,6 +243,11 @@ class ChatCompletionRequest(_Sampling):
     )
 
     messages: list[ChatMessage] = Field(min_length=1)
+    tools: list[ToolDefinition] | None = Field(default=None, max_length=128)
+    tool_choice: ToolChoice | None = Field(
+        default=None, description="`auto` (the default with tools), `none`, `required`, or a named function"
+    )
+    parallel_tool_calls: Boolean | None = None
     max_completion_tokens: Annotated[int, Field(ge=1), JSON_INTEGER] | None = None
     logprobs: Boolean = False
     top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS), JSON_INTEGER] | None = None
@@ -241,16 +310,23 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class AssistantToolCall(BaseModel):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"]
-    content: str
+    content: str | None = Field(description="Null when the answer is tool calls only")
+    tool_calls: list[AssistantToolCall] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     logprobs: dict[str, Any] | None
-    finish_reason: str | None = Field(description="`stop`, `length`, …")
+    finish_reason: str | None = Field(description="`stop`, `length`, `tool_calls`, …")
 
 
 class ChatCompletion(BaseModel):

@@ -75,7 +75,7 @@ def resume(
     ).first()
     if found is None:
         raise SessionExpired("Sign in with an API key to use the console.")
-    row, key = found.tuple()
+    row, key = found
     if row.idle_expires_at <= now or row.expires_at <= now:
         raise SessionExpired("Your session has expired; sign in again.")
     if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):

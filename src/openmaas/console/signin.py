@@ -41,7 +41,9 @@ def sign_in_form(
     reason: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     token = secrets.token_urlsafe(32)
-    response = render(request, "sign_in.html", None, csrf_token=token, next=_local(next), notice=reason)
+    response = render(
+        request, "sign_in.html", None, csrf_token=token, next=_local(next), notice=reason, error=None
+    )
     response.set_cookie(
         _SIGNIN_COOKIE, token, path=PREFIX, httponly=True, samesite="strict", secure=secure(request)
     )

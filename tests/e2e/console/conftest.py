@@ -74,12 +74,12 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         served = Served(url, platform, platform.new_admin_key)
         acme, globex = served.tenant("acme"), served.tenant("globex")
         with served.admin() as admin:
-            book = {
-                "components": [
-                    {"unit": "requests", "price": "0.01"},
-                    {"unit": "output_tokens", "price": "2.00"},
-                ]
-            }
+            prices = [
+                {"unit": "requests", "price": "0.01"},
+                {"unit": "input_tokens", "price": "0.50"},
+                {"unit": "output_tokens", "price": "2.00"},
+            ]
+            book = {"components": prices}  # from now on: the earlier days' usage stays unpriced
             assert admin.post("/v1/admin/pricebooks", json=book).status_code == 201
             inference = admin.post(
                 f"/v1/admin/organizations/{acme.org_id}/api_keys",

@@ -37,7 +37,8 @@
     var options = {
       width: Math.max(box.clientWidth, 200), height: 240,
       series: series,
-      scales: { x: { time: true } },
+      // Half a day either side, so the first and last days' bars are drawn whole.
+      scales: { x: { time: true, range: function (u, min, max) { return [min - 43200, max + 43200]; } } },
       axes: [
         { label: "day (UTC)", labelSize: 20, values: "{MM}-{DD}" },
         { label: data.unit, labelSize: 20, size: 60 }

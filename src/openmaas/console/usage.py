@@ -17,6 +17,7 @@ from starlette.responses import Response
 from openmaas.billing import usage_report as report
 from openmaas.console.web import PREFIX, ConsoleRoute, parse_day, platform_of, render, signed_in
 from openmaas.schemas import billing as schemas
+from openmaas.tenancy import service as tenancy
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
@@ -45,8 +46,9 @@ class Filters:
             api_key_id=self.api_key_id or None,
         )
 
-    def query(self) -> str:
-        return urlencode({k: v for k, v in vars(self).items() if v})
+    def query(self, **override: str) -> str:
+        """These filters (with `override`) as a query string, for links and the CSV."""
+        return urlencode({k: v for k, v in {**vars(self), **override}.items() if v})
 
 
 def _filters(
@@ -73,6 +75,7 @@ def usage_page(
         by_day = report.usage(session, org_id, where, group_by=["day"], currency=currency)
         by_model = report.usage(session, org_id, where, group_by=["model"], currency=currency)
         by_key = report.usage(session, org_id, where, group_by=["api_key_id"], currency=currency)
+        key_names = tenancy.api_key_names(session, org_id, (b.api_key_id for b in by_key.data))
     days = _days(filters, by_day.data)
     charts = [
         _chart("requests", "Requests per day", "requests", days, by_day.data, ("requests",)),
@@ -87,7 +90,7 @@ def usage_page(
         charts=charts,
         empty=not by_day.data,
         by_model=_table(by_model.data, "model"),
-        by_key=_table(by_key.data, "api_key_id"),
+        by_key=_table(by_key.data, "api_key_id", key_names),
         currency=currency,
         unpriced=by_day.unpriced,
     )
@@ -182,11 +185,11 @@ class Row:
     cost: Decimal = Decimal(0)
 
 
-def _table(buckets: list[Any], column: str) -> list[Row]:
+def _table(buckets: list[Any], column: str, names: dict[str, str] | None = None) -> list[Row]:
     rows: dict[str, Row] = {}
     for bucket in buckets:
         key = getattr(bucket, column) or ""
-        name = (bucket.model_name if column == "model" else None) or key or "—"
+        name = (bucket.model_name if column == "model" else (names or {}).get(key)) or key or "—"
         row = rows.setdefault(key, Row(name, key))
         row.cost += Decimal(bucket.cost)
         if bucket.unit in ("requests", "input_tokens", "output_tokens"):

@@ -84,6 +84,7 @@ def test_tenant_signs_in_manages_keys_reads_usage_and_signs_out(page: Page, cons
     expect(page.locator(".uplot canvas")).to_have_count(3)  # requests, tokens, cost: drawn by uPlot
     by_model = page.get_by_role("row").filter(has_text="chat-small:1")
     expect(by_model.first).to_contain_text("10")  # requests
+    expect(page.get_by_role("row").filter(has_text=console.acme.key_id)).to_contain_text("test")  # its name
     review(page, "05-usage")
     with page.expect_download() as download:
         page.get_by_role("link", name="Download CSV").click()

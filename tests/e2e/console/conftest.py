@@ -1,6 +1,6 @@
 """The console in a real browser: Debian's chromium driven by Playwright (one browser for the
 session, a fresh context per test) against one real server for the package, seeded with two
-organisations, their keys and a few days of priced usage.
+organisations, their keys, a few days of priced usage and a deployed tabular classifier.
 
 Tests skip, saying why, where no chromium is installed (and fail under CI, which installs it). Every page a
 test visits is screenshotted into `artifacts/console/` (git-ignored) and checked with axe-core.
@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 
+from openmaas import Client
 from openmaas.api.app import create_app
 from openmaas.bootstrap import Platform
 from openmaas.metering.events import UsageEvent
+from tests.integration.serving.predict_support import artifact, register
 from tests.support.platforms import make_platform
 from tests.support.served import Served, Tenant
 from tests.support.server import running_server
@@ -109,12 +111,11 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
                 "req-g", globex.org_id, {"requests": 1}, now, api_key_id=globex.key_id, model="secret:1"
             )
         )
-        yield Console(
-            url,
-            platform,
-            served.admin_key,
-            acme,
-            globex,
-            Tenant(acme.org_id, inference["id"], inference["key"]),
-        )
+        # A tiny trained tabular classifier, deployed for the playground (a second or two).
+        ref = register(served, acme, artifact("tabular-classification"), "churn")
+        with Client(url, acme.key) as client:
+            client.deployments.create(ref, name="churn")
+            client.deployments.wait_ready("churn", timeout=60)
+        only = Tenant(acme.org_id, inference["id"], inference["key"])
+        yield Console(url, platform, served.admin_key, acme, globex, only)
     platform.close()

@@ -11,12 +11,12 @@ from fastapi import FastAPI
 from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 
-from openmaas.console import deployments, keys, organizations, overview, signin, usage
+from openmaas.console import deployments, jobs, keys, organizations, overview, signin, usage
 from openmaas.console.web import PREFIX
 
 
 def mount(app: FastAPI) -> None:
-    for module in (signin, overview, keys, usage, deployments, organizations):
+    for module in (signin, overview, keys, usage, jobs, deployments, organizations):
         app.include_router(module.router)
     app.mount(
         f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="console.static"

@@ -51,6 +51,7 @@ NAVIGATION = (
     ("Overview", f"{PREFIX}/", "usage:read"),
     ("API keys", f"{PREFIX}/keys", "api_keys:read"),
     ("Usage", f"{PREFIX}/usage", "usage:read"),
+    ("Jobs", f"{PREFIX}/jobs", "jobs:read"),
     ("Deployments", f"{PREFIX}/deployments", "deployments:read"),
     ("Organisations", f"{PREFIX}/organizations", scope_rules.OPERATOR),
 )

@@ -5,13 +5,17 @@ page visited is screenshotted and checked with axe-core (no serious or critical 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
 from datetime import timedelta
 
 from playwright.sync_api import Page, expect
+from pydantic import BaseModel
 from sqlalchemy import select, update
 
+from openmaas.jobs import events, queue
+from openmaas.jobs.tables import Job, JobStatus
 from openmaas.tenancy.tables import ApiKey, ConsoleSession
 from tests.e2e.console.conftest import AXE, SCREENSHOTS, Console
 
@@ -215,3 +219,60 @@ def test_the_playground_predicts_with_a_form_from_the_signature_and_is_metered(
     review(page, "13-playground")
     page.get_by_role("link", name="Usage").click()
     expect(page.get_by_role("row").filter(has_text="churn:1").first).to_contain_text("1")
+
+
+class _Params(BaseModel):
+    epochs: int = 3
+
+
+def test_a_running_jobs_curve_grows_as_its_events_come(page: Page, console: Console) -> None:
+    platform = console.platform
+
+    def metrics(epoch: int) -> None:
+        data = {"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 1.2 / epoch, "total_epochs": 3}
+        with platform.db.session() as session:
+            events.append(session, job_id, "metrics", f"epoch {epoch}/3", platform.clock.now(), data)
+
+    with platform.db.session() as session:
+        job_id = queue.enqueue(
+            session, org_id=console.acme.org_id, kind="training", params=_Params(), now=platform.clock.now(),
+            max_attempts=1, status=JobStatus.RUNNING,
+        ).id  # fmt: skip
+    metrics(1)
+    sign_in(page, console, console.acme.key)
+    page.get_by_role("link", name="Jobs").click()
+    review(page, "14-jobs")
+    page.get_by_role("link", name=job_id).click()
+    curve = page.locator("[data-live-chart]")
+    expect(curve).to_have_attribute("data-points", "1")
+    metrics(2)
+    expect(curve).to_have_attribute("data-points", "2")  # drawn without reloading the page
+    expect(curve.locator("canvas")).to_have_count(1)
+    page.get_by_role("button", name="Pause").click()
+    expect(page.get_by_role("cell", name="Pause requested.")).to_be_visible()  # the job's own event
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_role("cell", name="Cancellation requested.")).to_be_visible()
+    review(page, "15-job-running")
+
+    metrics(3)
+    result = {"metrics": {"accuracy": 0.875, "f1": 0.86, "confusion_matrix": [[3, 1], [0, 4]]}}
+    with platform.db.session() as session:  # as its worker ends it
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.status, job.result, job.finished_at = "succeeded", result, platform.clock.now()
+        events.append(
+            session, job_id, "status", "Job succeeded.", platform.clock.now(), {"status": "succeeded"}
+        )
+    expect(page.get_by_role("heading", name="Final metrics")).to_be_visible()  # the page reloads itself
+    expect(page.get_by_role("row", name="accuracy 0.875")).to_be_visible()
+    expect(curve).to_have_attribute("data-points", "3")
+    review(page, "16-job-finished")
+    with platform.db.session() as session:  # another organisation's job is not found, as in the API
+        now = platform.clock.now()
+        theirs = queue.enqueue(
+            session, org_id=console.globex.org_id, kind="training", params=_Params(), now=now, max_attempts=1
+        ).id
+    for path in (f"/console/jobs/{theirs}", f"/console/jobs/{theirs}/events.json"):
+        gone = page.request.get(console.url + path)
+        assert gone.status == 404 and f"No job '{theirs}'." in html.unescape(gone.text())

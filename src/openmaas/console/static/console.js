@@ -24,7 +24,7 @@
   });
 
   if (typeof uPlot === "undefined") return;
-  var colours = ["#0b57d0", "#e8710a", "#1a7f37", "#a142f4"];
+  var colours = ["#0b57d0", "#e8710a", "#1a7f37", "#a142f4", "#b42318", "#0e7490"];
   var plots = [];
   document.querySelectorAll("[data-chart]").forEach(function (box) {
     var data = JSON.parse(document.getElementById(box.getAttribute("data-chart")).textContent);
@@ -49,6 +49,67 @@
     var columns = [data.x].concat(data.series.map(function (s) { return s.values; }));
     plots.push([box, new uPlot(options, columns, box)]);
   });
+  // A job's metrics by epoch, drawn as they come: the page polls its events while the job runs.
+  var live = document.querySelector("[data-live-chart]");
+  if (live) {
+    var state = JSON.parse(document.getElementById("live-curves").textContent);
+    var curves = state.curves, after = state.live.after, names = curves.series.map(function (s) { return s.label; });
+    var columns = [curves.x.slice()].concat(curves.series.map(function (s) { return s.values.slice(); }));
+    var chart = null;
+    var draw = function () {
+      live.setAttribute("data-points", String(columns[0].length));
+      if (!columns[0].length) return;
+      live.parentElement.querySelector("[data-live-note]").textContent = "";
+      if (chart && chart.series.length === names.length + 1) { chart.setData(columns); return; }
+      if (chart) chart.destroy();
+      var series = [{ label: "epoch" }].concat(names.map(function (name, i) {
+        return { label: name, stroke: colours[i % colours.length], width: 2, points: { show: true } };
+      }));
+      chart = new uPlot({
+        width: Math.max(live.clientWidth, 200), height: 260, series: series,
+        scales: { x: { time: false } },
+        axes: [{ label: "epoch", labelSize: 20 }, { label: "value", labelSize: 20, size: 60 }],
+        cursor: { drag: { x: false, y: false } }
+      }, columns, live);
+      plots.push([live, chart]);
+    };
+    var add = function (events) {
+      events.forEach(function (event) {
+        if (event.type !== "metrics" || !event.data) return;
+        Object.keys(event.data).forEach(function (key) {
+          var value = event.data[key];
+          if (["epoch", "total_epochs", "seconds", "step"].indexOf(key) < 0 && typeof value === "number" && names.indexOf(key) < 0) {
+            names.push(key);
+            columns.push(columns[0].map(function () { return null; }));
+          }
+        });
+        columns[0].push(typeof event.data.epoch === "number" ? event.data.epoch : columns[0].length + 1);
+        names.forEach(function (name, i) {
+          var value = event.data[name];
+          columns[i + 1].push(typeof value === "number" ? value : null);
+        });
+      });
+    };
+    var status = document.querySelector("[data-job-status]");
+    var poll = function () {
+      var url = state.live.url + (after !== null && after !== undefined ? "?after=" + after : "");
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(function (page) {
+          if (!page) return;  // signed out or gone: stop
+          add(page.data);
+          after = page.last_id;
+          draw();
+          if (status.textContent !== page.job_status) status.textContent = page.job_status;
+          var over = ["succeeded", "failed", "cancelled"].indexOf(page.job_status) >= 0;
+          if (over && !page.has_more) { if (!state.finished) window.location.reload(); return; }
+          window.setTimeout(poll, page.has_more ? 0 : 1000);
+        });
+    };
+    draw();
+    if (!state.finished || state.live.more) window.setTimeout(poll, state.live.more ? 0 : 1000);
+  }
+
   var resize = function () {
     plots.forEach(function (p) { p[1].setSize({ width: Math.max(p[0].clientWidth, 200), height: 240 }); });
   };

@@ -25,11 +25,20 @@ from openmaas.api.app import create_app
 from openmaas.bootstrap import build_platform, ensure_admin_key
 from openmaas.config import Settings
 from openmaas.db import migrate
+from openmaas.jobs.tables import Job, JobEvent
 from openmaas.metering.tables import UsageHour
 from openmaas.schemas.tenancy import ApiKeyCreate, OrganizationCreate
 from openmaas.tenancy import service as tenancy
 
-PAGES = ("/console/", "/console/usage", "/console/keys", "/console/usage.csv")
+PAGES = (
+    "/console/",
+    "/console/usage",
+    "/console/usage.csv",
+    "/console/keys",
+    "/console/jobs",
+    "/console/deployments",
+)
+JOBS = 10_000
 
 
 def main() -> None:
@@ -43,14 +52,14 @@ def main() -> None:
         platform = build_platform(settings)
         migrate.upgrade(platform.db)
         ensure_admin_key(platform)
-        key, events = _seed(platform)
-        print(f"seeded: {events:,} events as hourly sums; database {url.split(':')[0]}")
+        key, events, job_id = _seed(platform)
+        print(f"seeded: {events:,} usage events as hourly sums, {JOBS:,} jobs; {url.split(':')[0]}")
         with TestClient(create_app(platform)) as client:
             form = client.get("/console/sign-in").text
             token = re.search(r'name="csrf_token" value="([^"]+)"', form)
             assert token is not None
             client.post("/console/sign-in", data={"csrf_token": token.group(1), "api_key": key})
-            for page in PAGES:
+            for page in (*PAGES, f"/console/jobs/{job_id}"):
                 timings = []
                 for _ in range(args.repeats):
                     started = time.perf_counter()
@@ -63,8 +72,9 @@ def main() -> None:
         platform.close()
 
 
-def _seed(platform: object) -> tuple[str, int]:
-    """The organisation, 200 keys, and its usage as hourly sums; returns a key and the event count."""
+def _seed(platform: object) -> tuple[str, int, str]:
+    """The organisation, 200 keys, 10,000 jobs (the last with 200 metrics events) and its usage as
+    hourly sums; returns a key, the event count and the job with events."""
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     with platform.db.session() as session:  # type: ignore[attr-defined]
         org = tenancy.create_organization(session, OrganizationCreate(name="big"), now)
@@ -99,9 +109,23 @@ def _seed(platform: object) -> tuple[str, int]:
                          "resource_class": "", "price_ref": "", "quantity": quantity,
                          "cost_micros": quantity * 10, "events": n}
                     )  # fmt: skip
+    flags = {"attempts": 1, "max_attempts": 3, "cancel_requested": False, "pause_requested": False}
+    jobs = [
+        {"id": f"job_{i:026d}", "org_id": org_id, "kind": "training", "status": "succeeded", "params": {},
+         "created_at": now, **flags}
+        for i in range(JOBS)
+    ]  # fmt: skip
+    job_id = jobs[-1]["id"]
+    metrics = [
+        {"job_id": job_id, "created_at": now, "type": "metrics", "level": "info", "message": f"epoch {e}",
+         "data": {"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "total_epochs": 200}}
+        for e in range(1, 201)
+    ]  # fmt: skip
     with platform.db.session() as session:  # type: ignore[attr-defined]
         session.execute(insert(UsageHour.__table__), rows)
-    return keys[0].key, events
+        session.execute(insert(Job.__table__), jobs)
+        session.execute(insert(JobEvent.__table__), metrics)
+    return keys[0].key, events, str(job_id)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,9 @@ class ConsoleRoute(APIRoute):
             try:
                 return await handler(request)
             except sessions.SessionExpired as exc:
-                target = f"{PREFIX}/sign-in?next={quote(request.url.path)}&reason={quote(exc.message)}"
+                target = f"{PREFIX}/sign-in?next={quote(request.url.path)}"
+                if request.cookies.get(COOKIE):  # a session ended: say why (a first visit needs no reason)
+                    target += f"&reason={quote(exc.message)}"
                 response: Response = RedirectResponse(target, status_code=303)
                 response.delete_cookie(COOKIE, path=PREFIX)
                 return response

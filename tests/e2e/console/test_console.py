@@ -196,6 +196,9 @@ def test_an_inference_only_key_reaches_no_write_page(page: Page, console: Consol
     assert created.status == 403
     usage = page.request.get(console.url + "/console/usage.csv")
     assert usage.status == 403 and "usage:read" in usage.text()
+    page.goto(console.url + "/console/no-such-page")
+    assert "No console page /console/no-such-page." in alert(page)
+    review(page, "17-not-found")
 
 
 def test_the_playground_predicts_with_a_form_from_the_signature_and_is_metered(

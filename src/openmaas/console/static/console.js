@@ -68,7 +68,9 @@
       chart = new uPlot({
         width: Math.max(live.clientWidth, 200), height: 260, series: series,
         scales: { x: { time: false } },
-        axes: [{ label: "epoch", labelSize: 20 }, { label: "value", labelSize: 20, size: 60 }],
+        // Whole epochs on the x axis.
+        axes: [{ label: "epoch", labelSize: 20, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] },
+               { label: "value", labelSize: 20, size: 60 }],
         cursor: { drag: { x: false, y: false } }
       }, columns, live);
       plots.push([live, chart]);

@@ -22,6 +22,7 @@ from openmaas.console.web import PREFIX, ConsoleRoute, can, check_csrf, platform
 from openmaas.registry.tables import ModelVersion
 from openmaas.serving import service
 from openmaas.serving.traffic import input_signature
+from openmaas.tasks import TEXT_GENERATION
 from openmaas.tenancy import scopes as scope_rules
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
@@ -106,7 +107,9 @@ def _detail(request: Request, signed: SignedIn, name: str, *, status: int = 200,
         version = session.get(ModelVersion, row.version_id)
         signature = input_signature(version) if version is not None else None
     fields = _fields(signature)
-    playground = fields is not None and can(signed, scope_rules.INFERENCE)
+    inference = can(signed, scope_rules.INFERENCE)
+    playground = fields is not None and inference
+    chat = deployment.task == TEXT_GENERATION and inference
     return render(
         request,
         "deployment.html",
@@ -116,6 +119,7 @@ def _detail(request: Request, signed: SignedIn, name: str, *, status: int = 200,
         events=events,
         fields=fields or [],
         playground=playground,
+        chat=chat,
         signature_kind=(signature or {}).get("kind"),
         config=json.dumps(deployment.config, indent=2, sort_keys=True),
         **{"values": {}, "result": None, "error": None, **context},

@@ -21,6 +21,7 @@ import pytest
 from openmaas import Client
 from openmaas.api.app import create_app
 from openmaas.bootstrap import Platform
+from openmaas.engine.testing import build_tiny_model
 from openmaas.metering.events import UsageEvent
 from tests.integration.serving.predict_support import artifact, register
 from tests.support.platforms import make_platform
@@ -119,3 +120,17 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         only = Tenant(acme.org_id, inference["id"], inference["key"])
         yield Console(url, platform, served.admin_key, acme, globex, only)
     platform.close()
+
+
+@pytest.fixture(scope="package")
+def chat_model(console: Console, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny random-weight Llama imported and deployed as `chat` in acme (a few seconds)."""
+    folder = build_tiny_model(
+        tmp_path_factory.mktemp("llm") / "tiny-llama", "llama", max_position_embeddings=256
+    )
+    engine = {"kv_cache_memory_bytes": 8 * 1024 * 1024, "max_num_seqs": 4, "max_model_len": 256}
+    with Client(console.url, console.acme.key) as client:
+        client.import_model(folder, "chat")
+        client.deployments.create("chat", name="chat", engine=engine)
+        client.deployments.wait_ready("chat", timeout=120)
+    return "chat"

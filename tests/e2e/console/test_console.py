@@ -279,3 +279,21 @@ def test_a_running_jobs_curve_grows_as_its_events_come(page: Page, console: Cons
     for path in (f"/console/jobs/{theirs}", f"/console/jobs/{theirs}/events.json"):
         gone = page.request.get(console.url + path)
         assert gone.status == 404 and f"No job '{theirs}'." in html.unescape(gone.text())
+
+
+def test_the_chat_playground_streams_an_llms_answer(page: Page, console: Console, chat_model: str) -> None:
+    sign_in(page, console, console.acme.key, f"/console/deployments/{chat_model}")
+    page.get_by_label("Message").fill("Tell me about foxes")
+    page.get_by_label("Longest answer (tokens)").fill("12")
+    page.get_by_role("button", name="Send").click()
+    answer = page.locator("ol.chat li.assistant")
+    expect(answer).to_have_attribute("data-done", "true")
+    chunks = int(answer.get_attribute("data-chunks") or 0)
+    assert chunks > 1, "the answer came in one piece: not streamed"  # a chunk per token
+    assert answer.inner_text().removeprefix("Model").strip()
+    review(page, "18-chat")
+    page.get_by_label("Longest answer (tokens)").fill("1000")  # past the model's 256 positions
+    page.get_by_label("Message").fill("And wolves?")
+    page.get_by_role("button", name="Send").click()  # refused, in the API's words
+    expect(page.get_by_role("alert")).to_contain_text("maximum context length is 256 tokens")
+    expect(page.locator("ol.chat li")).to_have_count(2)  # the refused turn is not kept

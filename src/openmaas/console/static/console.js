@@ -23,6 +23,86 @@
     });
   });
 
+  // The LLM playground: the conversation is kept in the page and sent whole; the answer is read
+  // as server-sent events of OpenAI chat-completion chunks and written as it comes.
+  var chatForm = document.querySelector("[data-chat-form]");
+  if (chatForm) {
+    var list = document.querySelector("[data-chat]");
+    var failure = document.querySelector("[data-chat-error]");
+    var messages = [];
+    var bubble = function (role, text) {
+      var item = document.createElement("li");
+      item.className = role;
+      var speaker = document.createElement("span");
+      speaker.className = "speaker";
+      speaker.textContent = role === "user" ? "You" : "Model";
+      var body = document.createElement("span");
+      body.textContent = text;
+      item.appendChild(speaker);
+      item.appendChild(body);
+      list.appendChild(item);
+      return item;
+    };
+    chatForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var field = chatForm.querySelector("textarea");
+      var button = chatForm.querySelector("button");
+      var text = field.value.trim();
+      if (!text) return;
+      failure.hidden = true;
+      messages.push({ role: "user", content: text });
+      bubble("user", text);
+      field.value = "";
+      var answer = bubble("assistant", "");
+      var target = answer.lastChild, chunks = 0, reply = "";
+      answer.setAttribute("data-chunks", "0");
+      button.disabled = true;
+      var done = function () { button.disabled = false; answer.setAttribute("data-done", "true"); field.focus(); };
+      fetch(chatForm.getAttribute("data-url"), {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": chatForm.getAttribute("data-csrf") },
+        body: JSON.stringify({ messages: messages, max_tokens: Number(chatForm.querySelector("[name=max_tokens]").value) || 64 })
+      }).then(function (response) {
+        if (!response.ok) {
+          return response.json().then(function (body) { throw new Error(body.error ? body.error.message : response.statusText); });
+        }
+        var reader = response.body.getReader(), decoder = new TextDecoder(), buffer = "";
+        var read = function () {
+          return reader.read().then(function (part) {
+            if (part.done) return;
+            buffer += decoder.decode(part.value, { stream: true });
+            var frames = buffer.split("\n\n");
+            buffer = frames.pop();
+            frames.forEach(function (frame) {
+              var data = frame.replace(/^data: /, "").trim();
+              if (!data || data === "[DONE]") return;
+              var chunk = JSON.parse(data);
+              if (chunk.error) throw new Error(chunk.error.message);
+              var delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+              if (delta && delta.content) {
+                reply += delta.content;
+                target.textContent = reply;
+                chunks += 1;
+                answer.setAttribute("data-chunks", String(chunks));
+              }
+            });
+            return read();
+          });
+        };
+        return read();
+      }).then(function () {
+        messages.push({ role: "assistant", content: reply });
+        done();
+      }).catch(function (error) {
+        answer.remove();
+        messages.pop();
+        failure.textContent = error.message;
+        failure.hidden = false;
+        done();
+      });
+    });
+  }
+
   if (typeof uPlot === "undefined") return;
   var colours = ["#0b57d0", "#e8710a", "#1a7f37", "#a142f4", "#b42318", "#0e7490"];
   var plots = [];

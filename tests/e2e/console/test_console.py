@@ -296,4 +296,5 @@ def test_the_chat_playground_streams_an_llms_answer(page: Page, console: Console
     page.get_by_label("Message").fill("And wolves?")
     page.get_by_role("button", name="Send").click()  # refused, in the API's words
     expect(page.get_by_role("alert")).to_contain_text("maximum context length is 256 tokens")
-    expect(page.locator("ol.chat li")).to_have_count(2)  # the refused turn is not kept
+    expect(page.locator("ol.chat li")).to_have_count(2)  # the refused turn is not kept...
+    expect(page.get_by_label("Message")).to_have_value("And wolves?")  # ...but its text, to retry

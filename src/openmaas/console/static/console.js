@@ -51,7 +51,7 @@
       if (!text) return;
       failure.hidden = true;
       messages.push({ role: "user", content: text });
-      bubble("user", text);
+      var asked = bubble("user", text);
       field.value = "";
       var answer = bubble("assistant", "");
       var target = answer.lastChild, chunks = 0, reply = "";
@@ -94,8 +94,10 @@
         messages.push({ role: "assistant", content: reply });
         done();
       }).catch(function (error) {
-        answer.remove();
+        answer.remove();  // the refused turn is not kept: its text goes back in the box to retry
+        asked.remove();
         messages.pop();
+        field.value = text;
         failure.textContent = error.message;
         failure.hidden = false;
         done();

@@ -54,6 +54,7 @@ NAVIGATION = (
     ("Jobs", f"{PREFIX}/jobs", "jobs:read"),
     ("Deployments", f"{PREFIX}/deployments", "deployments:read"),
     ("Organisations", f"{PREFIX}/organizations", scope_rules.OPERATOR),
+    ("Audit log", f"{PREFIX}/audit", "audit:read"),
 )
 
 
@@ -117,7 +118,11 @@ def check_csrf(signed: SignedIn, form: FormData) -> None:
 
 
 def can(signed: SignedIn | None, scope: str) -> bool:
-    return signed is not None and scope_rules.grants(signed.principal.scopes, scope)
+    """Does the session's key hold `scope`? (The audit log is also the operator's.)"""
+    if signed is None:
+        return False
+    held = signed.principal.scopes
+    return scope_rules.grants(held, scope) or (scope == "audit:read" and scope_rules.OPERATOR in held)
 
 
 def render(

@@ -115,7 +115,8 @@ def test_tenant_signs_in_manages_keys_reads_usage_and_signs_out(page: Page, cons
 def test_operator_creates_an_organisation(page: Page, console: Console) -> None:
     sign_in(page, console, console.admin_key)
     expect(page.get_by_role("heading", name="Organisations", level=1)).to_be_visible()
-    expect(page.get_by_role("navigation", name="Console").get_by_role("link")).to_have_text(["Organisations"])
+    nav = page.get_by_role("navigation", name="Console").get_by_role("link")
+    expect(nav).to_have_text(["Organisations", "Audit log"])
     page.get_by_label("Name").first.fill("initech")
     page.get_by_role("button", name="Create organisation").click()
     expect(page.get_by_role("status")).to_contain_text("initech")
@@ -126,6 +127,12 @@ def test_operator_creates_an_organisation(page: Page, console: Console) -> None:
     assert "An organization named 'initech' already exists." in alert(page)
     assert "name" in alert(page)  # the field, named as the API names it
     review(page, "09-organisations-error")
+    page.get_by_role("link", name="Audit log").click()  # the console's changes are audited as the API's
+    page.get_by_label("Action").fill("console.organizations.create")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_role("row").filter(has_text="success 303")).to_have_count(1)
+    expect(page.get_by_role("row").filter(has_text="failure 409")).to_have_count(1)
+    review(page, "19-audit-log")
 
 
 def test_forged_forms_are_refused(page: Page, console: Console) -> None:

@@ -2,6 +2,17 @@
 (function () {
   "use strict";
 
+  // A table wider than the screen scrolls in its box: make that box reachable by keyboard.
+  document.querySelectorAll(".table-wrap").forEach(function (box) {
+    if (box.scrollWidth > box.clientWidth) {
+      var heading = box.closest("section, figure");
+      heading = heading && heading.querySelector("h2, figcaption");
+      box.setAttribute("tabindex", "0");
+      box.setAttribute("role", "region");
+      box.setAttribute("aria-label", (heading ? heading.textContent.trim() : "Table") + " (scrolls sideways)");
+    }
+  });
+
   document.querySelectorAll("[data-copy]").forEach(function (button) {
     button.addEventListener("click", function () {
       var field = document.getElementById(button.getAttribute("data-copy"));

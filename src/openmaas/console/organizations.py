@@ -54,7 +54,9 @@ async def create_organization(request: Request) -> Response:
     def create() -> str:
         body = validated(schemas.OrganizationCreate, fields)
         with platform.db.session() as session:
-            return tenancy.create_organization(session, body, platform.clock.now()).name
+            org = tenancy.create_organization(session, body, platform.clock.now())
+            request.state.audit_org_id = org.id  # the entry is filed under the new organisation
+            return org.name
 
     try:
         name = await run_in_threadpool(create)

@@ -13,10 +13,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from openmaas import errors
+from openmaas.db.database import Database
 from openmaas.tenancy.auth import Principal
 from openmaas.tenancy.keys import KeyHasher
 from openmaas.tenancy.tables import ApiKey, ConsoleSession
@@ -62,29 +63,40 @@ def start(
 
 
 def resume(
-    session: Session, hasher: KeyHasher, secret: str | None, now: datetime, lifetimes: Lifetimes
+    db: Database, hasher: KeyHasher, secret: str | None, now: datetime, lifetimes: Lifetimes
 ) -> SignedIn:
-    """The session of a cookie's secret, its idle deadline moved forward; `SessionExpired` when
-    there is none, it expired, or its key was revoked or expired."""
+    """The session of a cookie's secret; `SessionExpired` when there is none, it expired, or its
+    key was revoked or expired. A page view is a read: the idle deadline is written forward in a
+    short write of its own, at most once a minute per session."""
     if not secret or len(secret) > 100:
         raise SessionExpired("Sign in with an API key to use the console.")
-    found = session.execute(
-        select(ConsoleSession, ApiKey)
-        .join(ApiKey, ApiKey.id == ConsoleSession.key_id)
-        .where(ConsoleSession.id == hasher.digest(secret))
-    ).first()
-    if found is None:
-        raise SessionExpired("Sign in with an API key to use the console.")
-    row, key = found
-    if row.idle_expires_at <= now or row.expires_at <= now:
-        raise SessionExpired("Your session has expired; sign in again.")
-    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
-        raise SessionExpired("The API key of this session was revoked or has expired; sign in again.")
-    idle_until = min(now + lifetimes.idle, row.expires_at)
-    if idle_until - row.idle_expires_at >= _TOUCH_RESOLUTION:
-        row.idle_expires_at = idle_until
-    principal = Principal(key.id, key.org_id, frozenset(key.scopes), key.expires_at)
-    return SignedIn(principal, row.csrf_token, key.name)
+    session_id = hasher.digest(secret)
+    with db.read_session() as session:
+        found = session.execute(
+            select(ConsoleSession, ApiKey)
+            .join(ApiKey, ApiKey.id == ConsoleSession.key_id)
+            .where(ConsoleSession.id == session_id)
+        ).first()
+        if found is None:
+            raise SessionExpired("Sign in with an API key to use the console.")
+        row, key = found
+        if row.idle_expires_at <= now or row.expires_at <= now:
+            raise SessionExpired("Your session has expired; sign in again.")
+        if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+            raise SessionExpired("The API key of this session was revoked or has expired; sign in again.")
+        idle_until = min(now + lifetimes.idle, row.expires_at)
+        stale = idle_until - row.idle_expires_at >= _TOUCH_RESOLUTION
+        signed = SignedIn(
+            Principal(key.id, key.org_id, frozenset(key.scopes), key.expires_at), row.csrf_token, key.name
+        )
+    if stale:
+        with db.session() as session:
+            session.execute(
+                update(ConsoleSession)
+                .where(ConsoleSession.id == session_id)
+                .values(idle_expires_at=idle_until)
+            )
+    return signed
 
 
 def end(session: Session, hasher: KeyHasher, secret: str | None) -> None:

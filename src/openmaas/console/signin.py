@@ -94,18 +94,13 @@ async def sign_out(request: Request) -> Response:
     form = await request.form()
 
     def end() -> None:
+        secret, now = request.cookies.get(COOKIE), platform.clock.now()
+        signed = sessions.resume(platform.db, platform.hasher, secret, now, lifetimes(platform))
+        request.state.console = signed
+        check_csrf(signed, form)  # a cross-site post cannot sign anyone out
+        request.state.principal = signed.principal
         with platform.db.session() as session:
-            signed = sessions.resume(
-                session,
-                platform.hasher,
-                request.cookies.get(COOKIE),
-                platform.clock.now(),
-                lifetimes(platform),
-            )
-            request.state.console = signed
-            check_csrf(signed, form)  # a cross-site post cannot sign anyone out
-            request.state.principal = signed.principal
-            sessions.end(session, platform.hasher, request.cookies.get(COOKIE))
+            sessions.end(session, platform.hasher, secret)
 
     await run_in_threadpool(end)
     response = redirect(f"{PREFIX}/sign-in?reason=You+have+signed+out.")

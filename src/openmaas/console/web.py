@@ -96,13 +96,11 @@ def lifetimes(platform: Platform) -> sessions.Lifetimes:
 
 
 def signed_in(request: Request) -> SignedIn:
-    """The caller of a page (blocking: one read, and a write at most once a minute); raises
+    """The caller of a page (blocking: one read, and a short write at most once a minute); raises
     `SessionExpired` when there is none. Mutations are audited under its key, as in the API."""
     platform = platform_of(request)
-    with platform.db.session() as session:
-        signed = sessions.resume(
-            session, platform.hasher, request.cookies.get(COOKIE), platform.clock.now(), lifetimes(platform)
-        )
+    secret, now = request.cookies.get(COOKIE), platform.clock.now()
+    signed = sessions.resume(platform.db, platform.hasher, secret, now, lifetimes(platform))
     request.state.console = signed
     request.state.principal = signed.principal
     return signed

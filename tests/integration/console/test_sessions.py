@@ -56,8 +56,7 @@ def test_sessions_expire_when_idle_at_their_limit_and_with_their_key(
             return sessions.start(session, platform.hasher, principal, clock.now(), LIFETIMES)[0]
 
     def resume(secret: str) -> sessions.SignedIn:
-        with platform.db.session() as session:
-            return sessions.resume(session, platform.hasher, secret, clock.now(), LIFETIMES)
+        return sessions.resume(platform.db, platform.hasher, secret, clock.now(), LIFETIMES)
 
     secret = start()
     with platform.db.read_session() as session:

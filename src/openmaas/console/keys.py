@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from openmaas import errors
+from openmaas.console.sessions import SignedIn
 from openmaas.console.web import (
     PREFIX,
     ConsoleRoute,
@@ -105,7 +106,7 @@ async def revoke_key(request: Request, key_id: str) -> Response:
 
 def _page(
     request: Request,
-    signed: object,
+    signed: SignedIn,
     org_id: str,
     *,
     after: str | None = None,
@@ -119,7 +120,7 @@ def _page(
     return render(
         request,
         "keys.html",
-        signed,  # type: ignore[arg-type]
+        signed,
         status=status,
         page=page,
         after=after,

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from openmaas import errors
+from openmaas.console.sessions import SignedIn
 from openmaas.console.web import (
     PREFIX,
     ConsoleRoute,
@@ -70,7 +71,7 @@ async def create_organization(request: Request) -> Response:
 
 
 def _page(
-    request: Request, signed: object, *, after: str | None = None, status: int = 200, **context: object
+    request: Request, signed: SignedIn, *, after: str | None = None, status: int = 200, **context: object
 ) -> Response:
     platform = platform_of(request)
     with platform.db.read_session() as session:
@@ -78,7 +79,7 @@ def _page(
     return render(
         request,
         "organizations.html",
-        signed,  # type: ignore[arg-type]
+        signed,
         status=status,
         page=page,
         after=after,

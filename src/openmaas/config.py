@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     idempotency_ttl_s: float = 24 * 3600.0
     default_page_limit: int = 20
     max_page_limit: int = 100
+    # Web console sessions: signed out after this long unused, and this long after sign-in at most.
+    console_session_idle_s: float = Field(default=30 * 60.0, gt=0)
+    console_session_max_s: float = Field(default=12 * 3600.0, gt=0)
     access_log: bool = False
     # The server's log on stderr: one line per record, as `logfmt` (key=value) or `json`; one
     # line per HTTP request (`request_log`), and job, deployment and billing events, from `info`.

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
-from openmaas import __version__
+from openmaas import __version__, console
 from openmaas.api import errors as api_errors
 from openmaas.api.middleware import ASGIApp, GatewayMiddleware, Metrics, Receive, Scope, Send
 from openmaas.api.platform_metrics import PlatformCollector
@@ -99,6 +99,7 @@ def create_app(platform: Platform) -> FastAPI:
         app.include_router(router)
     every_route = [route for router in routers for route in router.routes]
     api_errors.install(app, every_route)
+    console.mount(app)  # after the API's routes, outside its OpenAPI document
     # Routes that read their own (large) bodies; the gateway's body limit leaves them alone.
     streamed = [r for r in every_route if (getattr(r, "openapi_extra", None) or {}).get("x-streamed-body")]
     app.gateway = GatewayMiddleware(

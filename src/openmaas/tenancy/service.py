@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import select
@@ -145,6 +146,16 @@ def list_api_keys(
 ) -> Page[schemas.ApiKey]:
     query = select(ApiKey).where(ApiKey.org_id == org_id if org_id is not None else ApiKey.org_id.is_(None))
     return paginate(session, query, ApiKey.id, limit=limit, after=after, to_public=api_key_public)
+
+
+def api_key_names(session: Session, org_id: str, key_ids: Iterable[str | None]) -> dict[str, str]:
+    """The names of the organisation's keys among `key_ids` (ids of other organisations' keys
+    are left out, as if they did not exist)."""
+    ids = sorted({key_id for key_id in key_ids if key_id})
+    if not ids:
+        return {}
+    rows = session.execute(select(ApiKey.id, ApiKey.name).where(ApiKey.org_id == org_id, ApiKey.id.in_(ids)))
+    return {key_id: name for key_id, name in rows}
 
 
 def revoke_api_key(session: Session, org_id: str | None, key_id: str, now: datetime) -> ApiKey:

@@ -73,3 +73,19 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     response: Mapped[Any | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class ConsoleSession(Base):
+    """A web-console sign-in: an API key exchanged once for a session. `id` is the HMAC of the
+    session cookie's secret (as keys are stored), so a copy of the table signs no one in. The key
+    is never stored: each page reads the key's row, so a revoked key ends its sessions at once."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Idle expiry, moved forward as pages are used (never past `expires_at`, the absolute one).
+    idle_expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

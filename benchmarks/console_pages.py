@@ -1,0 +1,132 @@
+"""Server time of the console's pages with a large organisation: a million usage events (as the
+ledger's hourly sums: 30 days × 24 hours × 10 models × 10 keys, three units each) and many keys.
+
+Pages are fetched in-process (FastAPI's TestClient: the whole ASGI stack, no network), signed in
+as the organisation's admin key, and timed over repeats; p50 and p95 per page are printed.
+
+    .venv/bin/python -m benchmarks.console_pages [--repeats 40] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import secrets
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import insert
+
+from openmaas.api.app import create_app
+from openmaas.bootstrap import build_platform, ensure_admin_key
+from openmaas.config import Settings
+from openmaas.db import migrate
+from openmaas.jobs.tables import Job, JobEvent
+from openmaas.metering.tables import UsageHour
+from openmaas.schemas.tenancy import ApiKeyCreate, OrganizationCreate
+from openmaas.tenancy import service as tenancy
+
+PAGES = (
+    "/console/",
+    "/console/usage",
+    "/console/usage.csv",
+    "/console/keys",
+    "/console/jobs",
+    "/console/deployments",
+)
+JOBS = 10_000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as home:
+        url = args.database_url or f"sqlite:///{Path(home) / 'openmaas.db'}"
+        settings = Settings(home=Path(home), database_url=url, secret_key=secrets.token_hex(32))
+        platform = build_platform(settings)
+        migrate.upgrade(platform.db)
+        ensure_admin_key(platform)
+        key, events, job_id = _seed(platform)
+        print(f"seeded: {events:,} usage events as hourly sums, {JOBS:,} jobs; {url.split(':')[0]}")
+        with TestClient(create_app(platform)) as client:
+            form = client.get("/console/sign-in").text
+            token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+            assert token is not None
+            client.post("/console/sign-in", data={"csrf_token": token.group(1), "api_key": key})
+            for page in (*PAGES, f"/console/jobs/{job_id}"):
+                timings = []
+                for _ in range(args.repeats):
+                    started = time.perf_counter()
+                    response = client.get(page)
+                    timings.append((time.perf_counter() - started) * 1000)
+                    assert response.status_code == 200, (page, response.status_code)
+                timings.sort()
+                p95 = timings[int(len(timings) * 0.95) - 1]
+                print(f"{page:22s} p50 {statistics.median(timings):7.1f} ms   p95 {p95:7.1f} ms")
+        platform.close()
+
+
+def _seed(platform: object) -> tuple[str, int, str]:
+    """The organisation, 200 keys, 10,000 jobs (the last with 200 metrics events) and its usage as
+    hourly sums; returns a key, the event count and the job with events."""
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    with platform.db.session() as session:  # type: ignore[attr-defined]
+        org = tenancy.create_organization(session, OrganizationCreate(name="big"), now)
+        keys = [
+            tenancy.create_api_key(
+                session,
+                platform.hasher,  # type: ignore[attr-defined]
+                org_id=org.id,
+                body=ApiKeyCreate(name=f"key-{i}", scopes=["admin"]),
+                creator_key_id=None,
+                creator_scopes=frozenset({"operator"}),
+                now=now,
+            )
+            for i in range(200)
+        ]
+        org_id = org.id
+    rows, events = [], 0
+    for hour in range(30 * 24):
+        start = now - timedelta(hours=hour)
+        for model in range(10):
+            for key in keys[:10]:
+                n = 14  # events in this hour for this model and key: 7,200 × 10 × 10 × 14 ≈ 1M
+                events += n
+                for unit, quantity in (
+                    ("requests", n),
+                    ("input_tokens", 300 * n),
+                    ("output_tokens", 120 * n),
+                ):
+                    rows.append(
+                        {"org_id": org_id, "hour_start": start, "unit": unit,
+                         "model": f"model-{model}:1", "api_key_id": key.id, "deployment": f"model-{model}",
+                         "resource_class": "", "price_ref": "", "quantity": quantity,
+                         "cost_micros": quantity * 10, "events": n}
+                    )  # fmt: skip
+    flags = {"attempts": 1, "max_attempts": 3, "cancel_requested": False, "pause_requested": False}
+    jobs = [
+        {"id": f"job_{i:026d}", "org_id": org_id, "kind": "training", "status": "succeeded", "params": {},
+         "created_at": now, **flags}
+        for i in range(JOBS)
+    ]  # fmt: skip
+    job_id = jobs[-1]["id"]
+    metrics = [
+        {"job_id": job_id, "created_at": now, "type": "metrics", "level": "info", "message": f"epoch {e}",
+         "data": {"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "total_epochs": 200}}
+        for e in range(1, 201)
+    ]  # fmt: skip
+    with platform.db.session() as session:  # type: ignore[attr-defined]
+        session.execute(insert(UsageHour.__table__), rows)
+        session.execute(insert(Job.__table__), jobs)
+        session.execute(insert(JobEvent.__table__), metrics)
+    return keys[0].key, events, str(job_id)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The web console, served by the API server at `/console` (and `/` sends browsers there):
+server-rendered pages (Jinja2) over small vendored static files; no build step, nothing fetched at
+run time. Pages call the services the API routers call, with the same scopes and tenant isolation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from starlette.responses import RedirectResponse
+from starlette.staticfiles import StaticFiles
+
+from openmaas import errors
+from openmaas.console import audit, chat, deployments, jobs, keys, organizations, overview, signin, usage
+from openmaas.console.web import PREFIX, ConsoleRoute
+
+
+def mount(app: FastAPI) -> None:
+    for module in (signin, overview, keys, usage, jobs, deployments, chat, organizations, audit):
+        app.include_router(module.router)
+    app.mount(
+        f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="console.static"
+    )
+    app.include_router(_fallback)  # after the static files, which it would otherwise shadow
+
+    @app.get("/", include_in_schema=False, name="console.root")
+    def root() -> RedirectResponse:
+        return RedirectResponse(f"{PREFIX}/", status_code=307)
+
+
+# Last: any other console address is a page that does not exist, said in a page.
+_fallback = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+
+
+@_fallback.get("/{rest:path}", name="console.not_found")
+def not_found(rest: str) -> None:
+    raise errors.NotFound(f"No console page {PREFIX}/{rest}.", param="path")

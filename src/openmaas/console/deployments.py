@@ -1,0 +1,180 @@
+"""Deployments: the list, one deployment's state, traffic and events, and a playground for
+trained models (a form made from the model's input signature; the prediction shown).
+
+The playground calls the inference use-case the predict route calls (`platform.inference`), as
+the signed-in key: same scope (`inference`), same metering, so its requests appear in usage.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from openmaas import errors
+from openmaas.console.sessions import SignedIn
+from openmaas.console.web import PREFIX, ConsoleRoute, can, check_csrf, platform_of, render, signed_in
+from openmaas.registry.tables import ModelVersion
+from openmaas.serving import service
+from openmaas.serving.traffic import input_signature
+from openmaas.tasks import TEXT_GENERATION
+from openmaas.tenancy import scopes as scope_rules
+
+router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+
+# The playground's requests are inference, not management calls: not audited, as the API's.
+_NOT_AUDITED = {"x-audit": False}
+After = Annotated[str | None, Query(max_length=100)]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input of the playground's form."""
+
+    name: str
+    label: str
+    kind: str  # number | choice | text
+    choices: tuple[str, ...] = ()
+
+
+@router.get("/deployments", name="console.deployments")
+def deployments_page(
+    request: Request, after: Annotated[str | None, Query(max_length=100)] = None
+) -> Response:
+    signed = signed_in(request)
+    signed.principal.require("deployments:read")
+    org_id = signed.principal.require_org()
+    platform = platform_of(request)
+    limit = platform.settings.default_page_limit
+    with platform.db.read_session() as session:
+        page = service.list_page(
+            session, org_id, limit=limit, after=after, is_loaded=platform.replicas.is_loaded
+        )
+    return render(request, "deployments.html", signed, page=page, after=after)
+
+
+@router.get("/deployments/{name}", name="console.deployment")
+def deployment_page(request: Request, name: str) -> Response:
+    signed = signed_in(request)
+    return _detail(request, signed, name)
+
+
+@router.post("/deployments/{name}/predict", name="console.deployments.predict", openapi_extra=_NOT_AUDITED)
+async def predict(request: Request, name: str) -> Response:
+    form = await request.form()
+    signed = await run_in_threadpool(signed_in, request)
+    check_csrf(signed, form)
+    platform = platform_of(request)
+    fields = await run_in_threadpool(_form_fields, request, signed, name)
+    values = {f.name: str(form.get(f"in_{f.name}") or "") for f in fields}
+    result = error = None
+    try:
+        body = orjson.dumps({"inputs": [_input(fields, values)]})
+        answer = await platform.inference.predict(
+            signed.principal, name, body, None, request.state.request_id, None
+        )
+        result = answer.result[0] if answer.result else None
+    except errors.OpenMaaSError as exc:
+        error = exc
+    return await run_in_threadpool(
+        lambda: _detail(
+            request,
+            signed,
+            name,
+            values=values,
+            result=result,
+            error=error,
+            status=error.status if error else 200,
+        )
+    )
+
+
+def _detail(request: Request, signed: SignedIn, name: str, *, status: int = 200, **context: Any) -> Response:
+    signed.principal.require("deployments:read")
+    org_id = signed.principal.require_org()
+    platform = platform_of(request)
+    with platform.db.read_session() as session:
+        row = service.get(session, org_id, name)
+        deployment = service.public(row, platform.replicas.is_loaded)
+        events = service.events(
+            session, org_id, row.id, limit=platform.settings.default_page_limit, after=None
+        )
+        version = session.get(ModelVersion, row.version_id)
+        signature = input_signature(version) if version is not None else None
+    fields = _fields(signature)
+    inference = can(signed, scope_rules.INFERENCE)
+    playground = fields is not None and inference
+    chat = deployment.task == TEXT_GENERATION and inference
+    return render(
+        request,
+        "deployment.html",
+        signed,
+        status=status,
+        deployment=deployment,
+        events=events,
+        fields=fields or [],
+        playground=playground,
+        chat=chat,
+        signature_kind=(signature or {}).get("kind"),
+        config=json.dumps(deployment.config, indent=2, sort_keys=True),
+        **{"values": {}, "result": None, "error": None, **context},
+    )
+
+
+def _form_fields(request: Request, signed: SignedIn, name: str) -> list[Field]:
+    signed.principal.require(scope_rules.INFERENCE)
+    org_id = signed.principal.require_org()
+    platform = platform_of(request)
+    with platform.db.read_session() as session:
+        row = service.get(session, org_id, name)
+        version = session.get(ModelVersion, row.version_id)
+        fields = _fields(input_signature(version) if version is not None else None)
+    if fields is None:
+        raise errors.InvalidRequest(
+            "This model's inputs cannot be typed in a form; call /v1/deployments/{name}/predict.",
+            param="inputs",
+        )
+    return fields
+
+
+def _fields(signature: Any) -> list[Field] | None:
+    """The form for a signature: one field per tabular feature, or one text; None for inputs a
+    form cannot hold (images, audio, tensors)."""
+    if not isinstance(signature, dict):
+        return None
+    kind = signature.get("kind")
+    if kind == "tabular":
+        return [
+            Field(f["name"], f["name"], "choice", tuple(f["categories"]))
+            if f.get("categories")
+            else Field(f["name"], f["name"], "number" if f.get("type") == "numeric" else "text")
+            for f in signature.get("features", [])
+        ]
+    if kind == "text":
+        return [Field("text", "Text", "textarea")]
+    if kind == "user_ids":
+        return [Field("user", "User id", "text")]
+    return None
+
+
+def _input(fields: list[Field], values: dict[str, str]) -> Any:
+    """The form's values as one input row of the predict request; an empty number is a missing
+    value (the model imputes it), a number that does not parse is refused naming its field."""
+    if len(fields) == 1 and fields[0].name in ("text", "user"):
+        return values[fields[0].name]
+    row: dict[str, Any] = {}
+    for field in fields:
+        text = values[field.name].strip()
+        if field.kind == "number":
+            try:
+                row[field.name] = float(text) if text else None
+            except ValueError:
+                raise errors.ValidationFailed(f"{field.name}: expected a number.", param=field.name) from None
+        else:
+            row[field.name] = text or None
+    return row

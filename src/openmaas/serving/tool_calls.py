@@ -33,6 +33,27 @@ class CallStream(Protocol):
     def finish(self) -> list[Event]: ...
 
 
+# Deepest nesting of a tool's schema or a call's arguments: deeper ones are refused in requests and
+# read as content in answers (the SDK's JSON parser stops at a fixed depth, and Python's json at the
+# interpreter's recursion limit, which another library may have raised).
+MAX_SCHEMA_DEPTH = 64
+
+
+def json_depth(value: Any) -> int:
+    """How deep `value` nests, counted up to one past MAX_SCHEMA_DEPTH."""
+    deepest, level = 0, [value]
+    while level:
+        deepest += 1
+        if deepest > MAX_SCHEMA_DEPTH:
+            break
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node if isinstance(node, list) else ())
+        ]
+    return deepest
+
+
 def _call(value: Any, allowed: frozenset[str], arguments_key: str) -> Call | None:
     """A call if `value` is `{"name": <allowed>, <arguments_key>: {…}}`, else None."""
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
@@ -40,7 +61,7 @@ def _call(value: Any, allowed: frozenset[str], arguments_key: str) -> Call | Non
     if value["name"] not in allowed or not set(value) <= {"name", arguments_key}:
         return None
     arguments = value.get(arguments_key, {})
-    if not isinstance(arguments, dict):
+    if not isinstance(arguments, dict) or json_depth(arguments) > MAX_SCHEMA_DEPTH:
         return None
     return Call(value["name"], json.dumps(arguments, ensure_ascii=False))
 

@@ -37,10 +37,12 @@ from openmaas.serving.openai_types import ChatCompletionRequest, ChatMessage, Na
 from openmaas.serving.tool_calls import (
     HERMES_CLOSE,
     HERMES_OPEN,
+    MAX_SCHEMA_DEPTH,
     Call,
     CallStream,
     HermesCalls,
     Llama3JsonCalls,
+    json_depth,
 )
 
 ToolFormat = Literal["hermes", "llama3_json"]
@@ -141,26 +143,9 @@ def _grammar_problem(lark: str) -> str:
     return str(llguidance.LLMatcher.validate_grammar(llguidance.LLMatcher.grammar_from_lark(lark)))
 
 
-MAX_SCHEMA_DEPTH = 64
-
-
-def _depth(value: Any) -> int:
-    deepest, level = 0, [value]
-    while level:
-        deepest += 1
-        if deepest > MAX_SCHEMA_DEPTH:
-            break
-        level = [
-            child
-            for node in level
-            for child in (node.values() if isinstance(node, dict) else node if isinstance(node, list) else ())
-        ]
-    return deepest
-
-
 def _check_schema(schema: dict[str, Any], param: str) -> None:
     # Rendering (tojson) and the grammar recurse through the schema: bounded here, a 400 not a 500.
-    if _depth(schema) > MAX_SCHEMA_DEPTH:
+    if json_depth(schema) > MAX_SCHEMA_DEPTH:
         raise _invalid(f"The parameters schema nests deeper than {MAX_SCHEMA_DEPTH} levels.", param)
     declared = schema.get("$schema")
     if declared is not None and not (isinstance(declared, str) and _KNOWN_DRAFTS.match(declared)):
@@ -217,7 +202,7 @@ def _history_call(call: Any, i: int, j: int) -> dict[str, Any]:
         arguments = json.loads(call.function.arguments)
     except (ValueError, RecursionError):
         arguments = None
-    if not isinstance(arguments, dict) or _depth(arguments) > MAX_SCHEMA_DEPTH:
+    if not isinstance(arguments, dict) or json_depth(arguments) > MAX_SCHEMA_DEPTH:
         raise _invalid(
             f"arguments must be a JSON object (nested at most {MAX_SCHEMA_DEPTH} levels) in a string.",
             f"messages.{i}.tool_calls.{j}.function.arguments",

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from playwright.sync_api import Browser, BrowserType, Playwright, sync_playwright
 
 from openmaas import Client
 from openmaas.api.app import create_app
@@ -55,10 +56,38 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
     return {**browser_type_launch_args, "executable_path": path}
 
 
-@pytest.fixture(scope="session")
-def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
+@pytest.fixture(scope="package")
+def browser_context_args() -> dict[str, Any]:
     # axe-core is injected as an inline script, which the console's CSP forbids (as it should).
-    return {**browser_context_args, "bypass_csp": True, "viewport": {"width": 1280, "height": 900}}
+    return {"bypass_csp": True, "viewport": {"width": 1280, "height": 900}}
+
+
+# Playwright's sync API keeps an event loop running in this thread while it is started, and
+# pytest-playwright starts it for the whole session: every later test calling asyncio.run() would
+# fail. Started and stopped within this package instead.
+@pytest.fixture(scope="package")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as started:
+        yield started
+
+
+@pytest.fixture(scope="package")
+def browser_type(playwright: Playwright, browser_name: str) -> BrowserType:
+    return cast(BrowserType, getattr(playwright, browser_name))
+
+
+@pytest.fixture(scope="package")
+def launch_browser(
+    browser_type_launch_args: dict[str, Any], browser_type: BrowserType
+) -> Callable[..., Browser]:
+    return lambda **options: browser_type.launch(**{**browser_type_launch_args, **options})
+
+
+@pytest.fixture(scope="package")
+def browser(launch_browser: Callable[[], Browser]) -> Iterator[Browser]:
+    launched = launch_browser()
+    yield launched
+    launched.close()
 
 
 @dataclass

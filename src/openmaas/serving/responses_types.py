@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag
+from pydantic import BeforeValidator, Discriminator, Field, Tag
 
 from openmaas.engine.sampling_params import MAX_SEED, MIN_SEED
 from openmaas.schemas.json_types import JSON_INTEGER, Boolean, Number
@@ -135,9 +135,16 @@ class TextConfig(_Strict):
     verbosity: Literal["medium"] | None = None
 
 
+def _text_as_message(value: Any) -> Any:
+    # A text is one user message; validated as a list alone, errors name the item (`input.0.…`).
+    return [{"type": "message", "role": "user", "content": value}] if isinstance(value, str) else value
+
+
 class ResponseRequest(_Strict):
     model: Label = Field(min_length=1, max_length=MAX_MODEL_LENGTH)
-    input: str | list[InputItem]
+    input: Annotated[list[InputItem], BeforeValidator(_text_as_message)] = Field(
+        description="A text (one user message), or a list of input items"
+    )
     instructions: str | None = None
     max_output_tokens: Annotated[int, Field(ge=1), JSON_INTEGER] | None = None
     temperature: Number | None = Field(default=None, ge=0, le=2)
@@ -156,6 +163,4 @@ class ResponseRequest(_Strict):
     seed: Annotated[int, Field(ge=MIN_SEED, le=MAX_SEED), JSON_INTEGER] | None = None
 
     def items(self) -> list[MessageItem | FunctionCallItem | FunctionCallOutputItem]:
-        if isinstance(self.input, str):
-            return [MessageItem(role="user", content=self.input)]
         return list(self.input)

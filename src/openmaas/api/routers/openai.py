@@ -21,8 +21,6 @@ from openmaas.api.deps import PrincipalDep
 from openmaas.api.middleware import AUDIT_OFF
 from openmaas.api.responses import INFERENCE, KEYED, errors
 from openmaas.serving.inference import Inference
-from openmaas.serving.responses import Responses
-from openmaas.serving.responses_types import ResponseRequest
 from openmaas.serving.openai_types import (
     EVENT_STREAM,
     ChatCompletion,
@@ -34,6 +32,8 @@ from openmaas.serving.openai_types import (
     ModelList,
     TextCompletion,
 )
+from openmaas.serving.responses import Responses
+from openmaas.serving.responses_types import ResponseRequest
 from openmaas.tenancy.auth import Principal
 
 OPENAI_ROUTE = {**AUDIT_OFF, "x-openai-errors": True}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Discriminator, Field, Tag
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
 from openmaas.engine.sampling_params import MAX_SEED, MIN_SEED
 from openmaas.schemas.json_types import JSON_INTEGER, Boolean, Number
@@ -164,3 +164,25 @@ class ResponseRequest(_Strict):
 
     def items(self) -> list[MessageItem | FunctionCallItem | FunctionCallOutputItem]:
         return list(self.input)
+
+
+# The answers' shapes, for the OpenAPI document (serving/response_events.py writes them with orjson,
+# with every field of OpenAI's response object).
+
+
+class ResponseObject(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(description="`resp_…`")
+    object: Literal["response"]
+    created_at: int
+    status: Literal["completed", "incomplete", "in_progress"]
+    model: str
+    output: list[dict[str, Any]] = Field(description="`message` and `function_call` items")
+    usage: dict[str, Any] | None
+
+
+class DeletedResponse(BaseModel):
+    id: str
+    object: Literal["response"]
+    deleted: bool

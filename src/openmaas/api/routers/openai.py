@@ -33,7 +33,7 @@ from openmaas.serving.openai_types import (
     TextCompletion,
 )
 from openmaas.serving.responses import Responses
-from openmaas.serving.responses_types import ResponseRequest
+from openmaas.serving.responses_types import DeletedResponse, ResponseObject, ResponseRequest
 from openmaas.tenancy.auth import Principal
 
 OPENAI_ROUTE = {**AUDIT_OFF, "x-openai-errors": True}
@@ -109,7 +109,7 @@ def _responses(request: Request) -> Responses:
 @router.post(
     "/responses",
     name="responses.create",
-    responses={200: {"content": EVENT_STREAM}, **errors(*INFERENCE)},
+    responses={200: {"model": ResponseObject, "content": EVENT_STREAM}, **errors(*INFERENCE)},
     openapi_extra=OPENAI_ROUTE,
 )
 async def create_response(body: ResponseRequest, request: Request, principal: PrincipalDep) -> Response:
@@ -122,13 +122,23 @@ async def create_response(body: ResponseRequest, request: Request, principal: Pr
     return _json(answer.result, answer.headers)
 
 
-@router.get("/responses/{response_id}", name="responses.get", openapi_extra=OPENAI_ROUTE)
+@router.get(
+    "/responses/{response_id}",
+    name="responses.get",
+    responses={200: {"model": ResponseObject}, **errors(404)},
+    openapi_extra=OPENAI_ROUTE,
+)
 async def get_response(response_id: str, request: Request, principal: PrincipalDep) -> Response:
     """A stored response (`store` was not false), while it is kept (`responses_ttl_s`)."""
     return _json(await _responses(request).get(principal, response_id), {})
 
 
-@router.delete("/responses/{response_id}", name="responses.delete", openapi_extra=OPENAI_ROUTE)
+@router.delete(
+    "/responses/{response_id}",
+    name="responses.delete",
+    responses={200: {"model": DeletedResponse}, **errors(404)},
+    openapi_extra=OPENAI_ROUTE,
+)
 async def delete_response(response_id: str, request: Request, principal: PrincipalDep) -> Response:
     return _json(await _responses(request).delete(principal, response_id), {})
 

@@ -77,12 +77,17 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 def test_text_input_and_instructions_answer_as_the_chat_completion(setup: Setup) -> None:
     client = setup.client
     reply = client.responses.create(
-        model="qwen", input="Hello there", instructions="Be brief.", max_output_tokens=8, temperature=0
+        model="qwen",
+        input="Hello there",
+        instructions="Be brief.",
+        max_output_tokens=8,
+        temperature=0,
+        metadata={"ticket": "42"},
     )
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
     chat = client.chat.completions.create(model="qwen", messages=messages, max_tokens=8, temperature=0)  # type: ignore[arg-type]
     assert reply.object == "response" and reply.id.startswith("resp_")
-    assert reply.instructions == "Be brief." and reply.model == "qwen"
+    assert reply.instructions == "Be brief." and reply.model == "qwen" and reply.metadata == {"ticket": "42"}
     item = reply.output[0]
     assert item.type == "message" and item.role == "assistant" and item.id.startswith("msg_")
     assert reply.output_text == chat.choices[0].message.content

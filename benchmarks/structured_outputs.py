@@ -3,7 +3,8 @@
 A small random-weight Llama (hidden 256, 4 layers) with a realistic vocabulary (a 32k byte-level BPE
 trained here on synthetic text: mask cost grows with the vocabulary) is built once into --model-dir.
 The same requests run with and without a JSON schema, interleaved in one run: batch-1 and
-16-concurrent decode tokens/s (time after every request has its first token, tokens after it). Each
+16-concurrent decode tokens/s (tokens per second of the median step once every request has its first
+token, alternating with and without a schema round by round). Each
 request produces exactly --max-tokens tokens either way: the unconstrained ones ignore end-of-sequence,
 and the schema (an array of at least 500 order lines: keys, enums, bounded integers, short strings)
 cannot be complete sooner, so both keep the same batch for the same number of steps. Sampling is at
@@ -11,9 +12,12 @@ temperature 1 (both through the same sampling path) and greedy (where unconstrai
 plain fast path). Then time to first token: a schema never seen (compiled at admission), the same
 schema again (cached), and no schema; and the one-off cost of the grammar engine's tokenizer.
 
-    python -m benchmarks.structured_outputs --threads 2
+    python -m benchmarks.structured_outputs --threads 1
 
-The machine is shared: read the numbers as ±15% and quote `uptime` beside them.
+The masks are computed in a background thread while the model runs: give the engine fewer threads
+than cores (the default here, 1, on a 2-core machine) or the mask thread competes with PyTorch's. The
+machine is shared: read the numbers as ±15% and quote `uptime` beside them (2 PyTorch threads on 2
+busy cores measure OpenMP's barriers, not this).
 """
 
 from __future__ import annotations
@@ -101,22 +105,22 @@ def build_model(folder: Path) -> Path:
 
 
 def decode_rate(engine: LLMEngine, params: list[SamplingParams], prompt: list[int]) -> tuple[float, int]:
-    """Decode tokens/s of these requests run together, and how many tokens each produced."""
+    """Decode tokens/s of these requests run together (from the median step once every request has
+    its first token: robust to a busy neighbour's bursts), and how many tokens each produced."""
     for i, p in enumerate(params):
         engine.add_request(f"r{time.monotonic_ns()}-{i}", prompt, p)
     counts: dict[tuple[str, int], int] = {}
-    started = None
-    decoded = 0
+    rates: list[float] = []
     while engine.has_unfinished_requests:
+        started = time.perf_counter()
         outputs = engine.step()
+        elapsed = time.perf_counter() - started
+        decoding = len(counts) == len(params)
         for out in outputs:
             counts[(out.request_id, out.index)] = out.completion_tokens
-        if started is None and len(counts) == len(params):
-            started = time.perf_counter()  # every request has its first token: decode from here
-        elif started is not None:
-            decoded += len(outputs)
-    assert started is not None
-    return decoded / (time.perf_counter() - started), min(counts.values())
+        if decoding and outputs:
+            rates.append(len(outputs) / elapsed)
+    return statistics.median(rates), min(counts.values())
 
 
 def ttft(engine: LLMEngine, params: SamplingParams, prompt: list[int]) -> float:
@@ -136,7 +140,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/openmaas-bench-structured"))
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per row (median kept)")
     args = parser.parse_args()
@@ -153,6 +157,12 @@ def main() -> None:
     spec = GrammarSpec.for_schema(order_schema())
     n = args.max_tokens
 
+    # Warm up every shape first (oneDNN makes its primitives per shape, and decode's grow each step).
+    for batch in (1, 16):
+        warm = [SamplingParams(max_tokens=n, seed=i, ignore_eos=True) for i in range(batch)]
+        decode_rate(engine, warm, prompt)
+        guided_warm = [SamplingParams(max_tokens=n, seed=i, grammar=spec) for i in range(batch)]
+        decode_rate(engine, guided_warm, prompt)
     rows: list[tuple[str, float, float, int]] = []
     for label, temperature in (("sampled, T=1", 1.0), ("greedy", 0.0)):
         for batch in (1, 16):
@@ -174,16 +184,20 @@ def main() -> None:
     for name, free_rate, guided_rate, tokens in rows:
         print(f"{name:<24}{free_rate:>12.1f}{guided_rate:>14.1f}{guided_rate / free_rate:>8.0%}{tokens:>12}")
 
-    fresh, cached, none = [], [], []
-    for i in range(5):
+    fresh, cached, none, compile_s = [], [], [], []
+    for i in range(9):
         new = GrammarSpec.for_schema(order_schema(f"Order{i}"))
         fresh.append(ttft(engine, SamplingParams(max_tokens=4, grammar=new), prompt))
         cached.append(ttft(engine, SamplingParams(max_tokens=4, grammar=new), prompt))
         none.append(ttft(engine, SamplingParams(max_tokens=4), prompt))
-    print(f"\nTime to first token, median of 5 (prompt {len(prompt)} tokens)")
+        started = time.perf_counter()
+        engine.grammars.compile(GrammarSpec.for_schema(order_schema(f"Other{i}")))
+        compile_s.append(time.perf_counter() - started)
+    print(f"\nTime to first token, median of 9 (prompt {len(prompt)} tokens)")
     print(f"{'new schema (compiled)':<28}{statistics.median(fresh) * 1000:>9.1f} ms")
     print(f"{'same schema (cached)':<28}{statistics.median(cached) * 1000:>9.1f} ms")
     print(f"{'no schema':<28}{statistics.median(none) * 1000:>9.1f} ms")
+    print(f"{'compile alone (new schema)':<28}{statistics.median(compile_s) * 1000:>9.1f} ms")
     print(f"{'grammar tokenizer (once)':<28}{tokenizer_s * 1000:>9.1f} ms")
     print(json.dumps({"schema_bytes": len(spec.source)}))
 

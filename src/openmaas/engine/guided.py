@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -155,25 +156,37 @@ _BYTE_PENALTIES = np.where(
 class TokenMasks:
     """The constrained rows' masks of one step, computed together and applied in one operation.
 
-    The bitmask and penalty buffers are kept and grown, not allocated per step. On CPU each mask byte
-    is looked up as 8 penalties (0 or -inf) and added to the logits: measured 5x faster than unpacking
-    bits into a boolean mask for `masked_fill_` at 16 x 32k.
+    `prefetch` starts computing the masks of a step's constrained sequences in a background thread
+    while the model runs (their matchers do not move until the sampler has picked), as vLLM and
+    SGLang overlap them with the forward pass; `apply`/`masked` then wait for that result, or compute
+    synchronously when nothing was prefetched for these matchers. The penalty buffer is kept and grown,
+    not allocated per step. On CPU each mask byte is looked up as 8 penalties (0 or -inf) and added to
+    the logits: measured 5x faster than unpacking bits into a boolean mask for `masked_fill_` at 16 x 32k.
     """
 
     def __init__(self, vocab_size: int, num_threads: int | None = None) -> None:
         self.vocab_size = vocab_size
         self.words = (vocab_size + 31) // 32
         self._executor = llguidance.LLExecutor(num_threads) if num_threads else llguidance.LLExecutor()
-        self._bits = np.zeros((0, self.words), dtype=np.int32)
         self._penalties = np.zeros((0, self.words * 4, 8), dtype=np.float32)
         self._shifts: torch.Tensor | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        # The step's prefetched masks: done when set, row of each matcher (by identity), bits.
+        self._pending: tuple[Future[None], dict[int, int], np.ndarray] | None = None
 
-    def _buffers(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._bits.shape[0] < rows:
-            size = max(rows, 2 * self._bits.shape[0])
-            self._bits = np.zeros((size, self.words), dtype=np.int32)
-            self._penalties = np.zeros((size, self.words * 4, 8), dtype=np.float32)
-        return self._bits[:rows], self._penalties[:rows]
+    def prefetch(self, matchers: list[GrammarMatcher]) -> None:
+        """Start computing these matchers' masks in the background (valid until `forget`)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="grammar-masks")
+        bits = np.empty((len(matchers), self.words), dtype=np.int32)  # its own: the thread writes it
+        future = self._pool.submit(self._compute, matchers, bits)
+        self._pending = (future, {id(m): i for i, m in enumerate(matchers)}, bits)
+
+    def forget(self) -> None:
+        """Drop the prefetched masks (their matchers are about to advance)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending[0].result()  # never leave the thread writing into a buffer nobody holds
 
     def apply(self, logits: torch.Tensor, matchers: list[GrammarMatcher]) -> None:
         """Mask `logits` (one row per matcher, in order) in place: disallowed tokens get -inf."""
@@ -183,20 +196,37 @@ class TokenMasks:
         """A masked copy of `logits`, made in the same pass (the caller's tensor is untouched)."""
         return self._mask(logits, matchers, in_place=False)
 
+    def _compute(self, matchers: list[GrammarMatcher], bits: np.ndarray) -> None:
+        self._executor.unsafe_compute_mask_ptr(
+            [(m._m, i) for i, m in enumerate(matchers)], bits.ctypes.data, self.words * 4, len(matchers)
+        )
+
+    def _bits(self, matchers: list[GrammarMatcher]) -> np.ndarray:
+        if self._pending is not None:
+            future, index, prefetched = self._pending
+            rows = [index.get(id(m), -1) for m in matchers]
+            if -1 not in rows:
+                future.result()
+                return prefetched if rows == list(range(len(prefetched))) else prefetched[rows]
+        bits = np.empty((len(matchers), self.words), dtype=np.int32)
+        self._compute(matchers, bits)
+        return bits
+
     def _mask(self, logits: torch.Tensor, matchers: list[GrammarMatcher], in_place: bool) -> torch.Tensor:
         rows = len(matchers)
-        bits, penalties = self._buffers(rows)
-        self._executor.unsafe_compute_mask_ptr(
-            [(m._m, i) for i, m in enumerate(matchers)], bits.ctypes.data, self.words * 4, rows
-        )
+        bits = self._bits(matchers)
         width = logits.shape[1]
         if logits.device.type == "cpu" and logits.dtype == torch.float32:
+            if self._penalties.shape[0] < rows:
+                size = max(rows, 2 * self._penalties.shape[0])
+                self._penalties = np.zeros((size, self.words * 4, 8), dtype=np.float32)
+            penalties = self._penalties[:rows]
             np.take(_BYTE_PENALTIES, bits.view(np.uint8), axis=0, out=penalties, mode="clip")
             added = torch.from_numpy(penalties).view(rows, -1)[:, :width]
             return logits.add_(added) if in_place else torch.add(logits, added)
         if self._shifts is None or self._shifts.device != logits.device:
             self._shifts = torch.arange(32, dtype=torch.int32, device=logits.device)
-        words = torch.from_numpy(bits).to(logits.device, non_blocking=True)
+        words = torch.from_numpy(np.ascontiguousarray(bits)).to(logits.device)
         banned = (((words.unsqueeze(-1) >> self._shifts) & 1) == 0).view(rows, -1)[:, :width]
         if in_place:
             return logits.masked_fill_(banned, float("-inf"))

@@ -204,6 +204,10 @@ class LLMEngine:
         self._num_preemptions += len(decision.preempted)
         if not decision.scheduled:
             return []
+        if self.grammars is not None and self.grammars.compiled:  # some request ever had a grammar
+            constrained = [item.seq for item in decision.scheduled if item.seq.matcher is not None]
+            if constrained:  # their masks are computed while the model runs
+                self.sampler.prefetch_masks(constrained)
         logits, sampling = self.runner.execute(decision.scheduled)
         samples = self.sampler(logits, sampling) if sampling else []
         for item in decision.scheduled:

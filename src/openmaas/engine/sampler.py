@@ -50,7 +50,18 @@ class Sampler:
             return kernels.argmax(logits)
         return greedy_token_ids(logits)
 
+    def prefetch_masks(self, seqs: list[Sequence]) -> None:
+        """Start the grammar masks of these constrained sequences while the model runs."""
+        self._token_masks(None).prefetch([seq.matcher for seq in seqs if seq.matcher is not None])
+
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[SampledToken]:
+        try:
+            return self._pick(logits, seqs)
+        finally:
+            if self._masks is not None:
+                self._masks.forget()
+
+    def _pick(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[SampledToken]:
         plain = [row for row, seq in enumerate(seqs) if _plain_greedy(seq)]
         if len(plain) == len(seqs):
             return [SampledToken(t) for t in self._greedy(logits)]
@@ -75,9 +86,10 @@ class Sampler:
                 out[row] = sample
         return out
 
-    def _token_masks(self, logits: torch.Tensor) -> TokenMasks:
+    def _token_masks(self, logits: torch.Tensor | None) -> TokenMasks:
         if self._masks is None:
-            self._masks = TokenMasks(self.grammar_vocab_size or logits.shape[1])
+            width = logits.shape[1] if logits is not None else 0
+            self._masks = TokenMasks(self.grammar_vocab_size or width)
         return self._masks
 
     def _sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[SampledToken]:

@@ -79,3 +79,19 @@ def test_masks_leave_only_allowed_tokens(tokenizer: Tokenizer, dtype: torch.dtyp
     assert fox not in allowed[1] and allowed[1]
     finite = torch.isfinite(copy)
     assert torch.equal(copy[finite], original[finite])  # allowed tokens keep their logits
+
+
+def test_prefetched_masks_are_the_ones_computed_on_the_spot(tokenizer: Tokenizer) -> None:
+    compiler = _compiler(tokenizer)
+    spec = GrammarSpec("lark", 'start: "fox" | "dog" | "cat"')
+    matchers = [compiler.matcher(spec) for _ in range(3)]
+    matchers[1].accept(tokenizer.encode("fox", add_special_tokens=False)[0])
+    logits = torch.randn(2, VOCAB)
+    subset = [matchers[2], matchers[1]]  # a subset, in another order (e.g. the greedy rows)
+    expected = TokenMasks(VOCAB).masked(logits, subset)
+    masks = TokenMasks(VOCAB)
+    masks.prefetch(matchers)
+    assert torch.equal(masks.masked(logits, subset), expected)
+    masks.forget()
+    matchers[2].accept(tokenizer.encode("dog", add_special_tokens=False)[0])  # it moved: not stale
+    assert not torch.equal(masks.masked(logits, subset), expected)

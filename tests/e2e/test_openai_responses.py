@@ -49,9 +49,12 @@ CITY = {
 
 
 class Setup:
-    def __init__(self, url: str, acme: str, other: str, folder: Path) -> None:
+    def __init__(self, url: str, acme: str, other: str, reader: str, folder: Path) -> None:
         self.client = openai.OpenAI(base_url=f"{url}/v1", api_key=acme, max_retries=0)
         self.other = openai.OpenAI(base_url=f"{url}/v1", api_key=other, max_retries=0)
+        self.reader = openai.OpenAI(
+            base_url=f"{url}/v1", api_key=reader, max_retries=0
+        )  # acme's, no inference
         self.tokenizer = Tokenizer.from_pretrained(folder)
 
     def prompt_tokens(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> int:
@@ -69,7 +72,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             served = Served(url, platform, platform.new_admin_key)
             acme, other = served.tenant("acme"), served.tenant("other")
             _deploy(served, acme, folder, "qwen", ENGINE)
-            yield Setup(url, acme.key, other.key, folder)
+            with served.admin() as admin:
+                body = {"name": "reader", "scopes": ["models:read"]}
+                reader = admin.post(f"/v1/admin/organizations/{acme.org_id}/api_keys", json=body)
+                assert reader.status_code == 201, reader.text
+            yield Setup(url, acme.key, other.key, reader.json()["key"], folder)
     finally:
         platform.close()
 
@@ -156,7 +163,8 @@ def test_text_format_json_schema_parses_and_validates(setup: Setup) -> None:
         model="qwen",
         input="A city, as JSON",
         text={"format": {"type": "json_schema", "name": "city", "schema": CITY, "strict": True}},
-        max_output_tokens=80,
+        max_output_tokens=200,
+        extra_body={"seed": 0},
     )
     assert reply.status == "completed", reply.output_text
     jsonschema_rs.validator_for(CITY).validate(json.loads(reply.output_text))
@@ -271,6 +279,8 @@ def test_another_organisations_response_is_not_found(setup: Setup) -> None:
     with pytest.raises(openai.NotFoundError):
         setup.other.responses.delete(mine.id)
     assert setup.client.responses.retrieve(mine.id).id == mine.id  # still there for its owner
+    with pytest.raises(openai.PermissionDeniedError):  # a key of the same organisation without `inference`
+        setup.reader.responses.retrieve(mine.id)
 
 
 def test_store_false_keeps_nothing(setup: Setup) -> None:

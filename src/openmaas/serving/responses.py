@@ -13,8 +13,8 @@ OpenAI does not.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from anyio import to_thread
 from pydantic import TypeAdapter, ValidationError
@@ -41,8 +41,10 @@ from openmaas.serving.responses_types import (
     NamedFunctionChoice,
     ResponseRequest,
 )
+from openmaas.tenancy import scopes
 from openmaas.tenancy.auth import Principal
 
+T = TypeVar("T")
 Item = MessageItem | FunctionCallItem | FunctionCallOutputItem
 _ITEMS: TypeAdapter[list[Item]] = TypeAdapter(list[InputItem])
 _TOOL_PARAM = re.compile(r"^tools\.(\d+)\.function\.")
@@ -57,7 +59,7 @@ class Responses:
         self, caller: Principal, body: ResponseRequest, request_id: str
     ) -> Answer[dict[str, Any]]:
         """A response, whole; stored unless `store` is false."""
-        org_id = caller.require_org()
+        org_id = _caller_org(caller)
         items = await self._conversation(org_id, body)
         chat = chat_request(body, items)
         answer = await _in_responses_terms(self._inference.complete(caller, chat, request_id))
@@ -84,7 +86,7 @@ class Responses:
         self, caller: Principal, body: ResponseRequest, request_id: str
     ) -> Answer[AsyncIterator[bytes]]:
         """A response streamed as the Responses API's server-sent events; admitted before the first."""
-        org_id = caller.require_org()
+        org_id = _caller_org(caller)
         items = await self._conversation(org_id, body)
         chat = chat_request(body, items)
         answer = await _in_responses_terms(self._inference.stream(caller, chat, request_id))
@@ -96,14 +98,14 @@ class Responses:
         await to_thread.run_sync(self._store.save, org_id, _dumped(items), response)
 
     async def get(self, caller: Principal, response_id: str) -> dict[str, Any]:
-        org_id = caller.require_org()
+        org_id = _caller_org(caller)
         stored = await to_thread.run_sync(self._store.load, org_id, response_id)
         if stored is None:
             raise _not_found(response_id, None)
         return stored.response
 
     async def delete(self, caller: Principal, response_id: str) -> dict[str, Any]:
-        org_id = caller.require_org()
+        org_id = _caller_org(caller)
         if not await to_thread.run_sync(self._store.delete, org_id, response_id):
             raise _not_found(response_id, None)
         return {"id": response_id, "object": "response", "deleted": True}
@@ -120,6 +122,12 @@ class Responses:
         return [*_ITEMS.validate_python([*stored.items, *stored.response["output"]]), *items]
 
 
+def _caller_org(caller: Principal) -> str:
+    # Stored responses hold conversations: the inference scope reads them, as it made them.
+    caller.require(scopes.INFERENCE)
+    return caller.require_org()
+
+
 def _not_found(response_id: str, param: str | None) -> errors.NotFound:
     what = "Previous response" if param else "Response"
     code = "previous_response_not_found" if param else "response_not_found"
@@ -130,7 +138,7 @@ def _dumped(items: list[Item]) -> list[dict[str, Any]]:
     return [item.model_dump(mode="json", by_alias=True, exclude_none=True) for item in items]
 
 
-async def _in_responses_terms(call: Any) -> Any:
+async def _in_responses_terms(call: Awaitable[T]) -> T:
     """The chat completion's refusals, naming the Responses API's parameters."""
     try:
         return await call

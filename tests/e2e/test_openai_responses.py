@@ -13,6 +13,7 @@ from typing import Any
 
 import jsonschema_rs
 import openai
+import pydantic
 import pytest
 
 from openmaas.api.app import create_app
@@ -46,6 +47,11 @@ CITY = {
     "required": ["name", "big"],
     "additionalProperties": False,
 }
+
+
+class City(pydantic.BaseModel):
+    name: str = pydantic.Field(max_length=10)
+    big: bool
 
 
 class Setup:
@@ -171,6 +177,10 @@ def test_text_format_json_schema_parses_and_validates(setup: Setup) -> None:
     assert (
         reply.text is not None and reply.text.format is not None and reply.text.format.type == "json_schema"
     )
+    parsed = setup.client.responses.parse(
+        model="qwen", input="A city", text_format=City, max_output_tokens=200, extra_body={"seed": 0}
+    )
+    assert parsed.status == "completed" and isinstance(parsed.output_parsed, City)
     plain = setup.client.responses.create(
         model="qwen", input="JSON", text={"format": {"type": "json_object"}}, max_output_tokens=80
     )

@@ -27,6 +27,8 @@ from openmaas.serving.explain.options import ExplainLimits
 from openmaas.serving.holders import deployments_holding
 from openmaas.serving.inference import Inference
 from openmaas.serving.replicas import ReplicaManager
+from openmaas.serving.response_store import ResponseStore
+from openmaas.serving.responses import Responses
 from openmaas.storage import ArtifactStore, open_store
 from openmaas.tenancy import service as tenancy
 from openmaas.tenancy.auth import Authenticator
@@ -56,6 +58,8 @@ class Platform:
     replicas: ReplicaManager = field(init=False)
     # The inference use-cases (predict, explain, embed, complete) every inference route calls.
     inference: Inference = field(init=False)
+    # The Responses API: mapped onto `inference`'s chat completions, answers stored for follow-ups.
+    responses: Responses = field(init=False)
     # Dataset uploads and model imports: streamed request bodies into the store and the registry.
     dataset_uploads: DatasetUploads = field(init=False)
     model_imports: ModelImports = field(init=False)
@@ -89,6 +93,9 @@ class Platform:
             explain_limits=ExplainLimits(
                 settings.explain_max_queue, settings.explain_max_rows, settings.explain_max_steps
             ),
+        )
+        self.responses = Responses(
+            self.inference, ResponseStore(self.db, self.clock, ttl_s=settings.responses_ttl_s)
         )
         self.dataset_uploads = DatasetUploads(
             self.store,

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     auth_cache_ttl_s: float = 1.0
     auth_cache_size: int = 10_000
     idempotency_ttl_s: float = 24 * 3600.0
+    # How long a Responses API answer stays stored for `previous_response_id` and GET (OpenAI: 30 days).
+    responses_ttl_s: float = Field(default=30 * 24 * 3600.0, gt=0)
     default_page_limit: int = 20
     max_page_limit: int = 100
     # Web console sessions: signed out after this long unused, and this long after sign-in at most.

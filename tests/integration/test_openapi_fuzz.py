@@ -72,6 +72,7 @@ NOT_STATED_BY_THE_DOCUMENT = {
     # a prompt must fit the model's context and vocabulary, which the document cannot know
     "POST /v1/chat/completions",
     "POST /v1/completions",
+    "POST /v1/responses",  # and a function_call_output must answer a call before it
     # the `after` of `granularity=event` is a cursor of that list (`micros.seq.unit`), not any id
     "GET /v1/usage",
     # hyperparameters and preprocessing are checked against the task's own (`training/config.py`)
@@ -100,12 +101,14 @@ EXAMPLES = {
 _ROW = {"age": 42.0, "plan": "pro", "noise": 0.1}
 _CHAT = {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 _TEXT = {"model": "bot", "prompt": "the quick brown", "max_tokens": 4}
+_RESPONSE = {"model": "bot", "input": "hi", "max_output_tokens": 4}
 # Bodies that reach what the tenant owns, for the examples phase (which sends each as it is).
 BODY_EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/deployments/{deployment}/predict", "post"): {"row": {"inputs": [_ROW]}},
     ("/v1/deployments/{deployment}/explain", "post"): {"row": {"inputs": [_ROW], "steps": 4}},
     ("/v1/chat/completions", "post"): {"whole": _CHAT, "streamed": {**_CHAT, "stream": True}},
     ("/v1/completions", "post"): {"whole": _TEXT, "streamed": {**_TEXT, "stream": True, "logprobs": 2}},
+    ("/v1/responses", "post"): {"whole": _RESPONSE, "streamed": {**_RESPONSE, "stream": True}},
 }
 
 
@@ -328,6 +331,7 @@ def test_the_keys_were_taken(on_sqlite: Fuzzed) -> None:
     owned = {
         "POST /v1/chat/completions",
         "POST /v1/completions",
+        "POST /v1/responses",
         "POST /v1/deployments/{deployment}/predict",
         "POST /v1/deployments/{deployment}/explain",
     }

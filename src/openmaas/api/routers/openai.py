@@ -1,4 +1,5 @@
-"""The OpenAI-compatible routes: the model list, chat completions, completions and embeddings.
+"""The OpenAI-compatible routes: the model list, chat completions, completions, embeddings and
+responses (the Responses API).
 
 Shapes follow OpenAI so the official SDK works unchanged. A hot path: one dependency (the
 caller), the request handed to the inference use-case (`serving.inference`), which finds the
@@ -31,6 +32,8 @@ from openmaas.serving.openai_types import (
     ModelList,
     TextCompletion,
 )
+from openmaas.serving.responses import Responses
+from openmaas.serving.responses_types import DeletedResponse, ResponseObject, ResponseRequest
 from openmaas.tenancy.auth import Principal
 
 OPENAI_ROUTE = {**AUDIT_OFF, "x-openai-errors": True}
@@ -96,6 +99,48 @@ async def chat_completions(
 )
 async def text_completions(body: CompletionRequest, request: Request, principal: PrincipalDep) -> Response:
     return await _completion(request, principal, body)
+
+
+def _responses(request: Request) -> Responses:
+    responses: Responses = request.app.state.platform.responses
+    return responses
+
+
+@router.post(
+    "/responses",
+    name="responses.create",
+    responses={200: {"model": ResponseObject, "content": EVENT_STREAM}, **errors(*INFERENCE)},
+    openapi_extra=OPENAI_ROUTE,
+)
+async def create_response(body: ResponseRequest, request: Request, principal: PrincipalDep) -> Response:
+    """OpenAI's Responses API, answered by the model's chat completion (serving/responses.py)."""
+    responses, request_id = _responses(request), request.state.request_id
+    if body.stream:
+        events = await responses.stream(principal, body, request_id)
+        return _sse(events.result, events.headers)
+    answer = await responses.create(principal, body, request_id)
+    return _json(answer.result, answer.headers)
+
+
+@router.get(
+    "/responses/{response_id}",
+    name="responses.get",
+    responses={200: {"model": ResponseObject}, **errors(404)},
+    openapi_extra=OPENAI_ROUTE,
+)
+async def get_response(response_id: str, request: Request, principal: PrincipalDep) -> Response:
+    """A stored response (`store` was not false), while it is kept (`responses_ttl_s`)."""
+    return _json(await _responses(request).get(principal, response_id), {})
+
+
+@router.delete(
+    "/responses/{response_id}",
+    name="responses.delete",
+    responses={200: {"model": DeletedResponse}, **errors(404)},
+    openapi_extra=OPENAI_ROUTE,
+)
+async def delete_response(response_id: str, request: Request, principal: PrincipalDep) -> Response:
+    return _json(await _responses(request).delete(principal, response_id), {})
 
 
 @router.post(

@@ -1,8 +1,8 @@
 """Stored Responses API answers (`stored_responses`), which `previous_response_id` continues, kept
 until `expires_at` (the setting `responses_ttl_s`).
 
-Revision ID: 0011_stored_responses
-Revises: 0010_usage_hours
+Revision ID: 0012_stored_responses
+Revises: 0011_console_sessions
 Create Date: 2026-12-06
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_stored_responses"
-down_revision = "0010_usage_hours"
+revision = "0012_stored_responses"
+down_revision = "0011_console_sessions"
 branch_labels = None
 depends_on = None
 

@@ -42,6 +42,10 @@ def make_platform(home: Path, database_url: str, clock: Clock | None = None, **o
     return platform
 
 
+# A server's own databases, which a test may use (a throwaway cluster's `postgres`): never recreated.
+_MAINTENANCE = {"postgres", "template0", "template1"}
+
+
 def _fill_from_template(database_url: str) -> None:
     """An empty database becomes a copy of the migrated template; one in use is left as it is."""
     url = make_url(database_url)
@@ -51,7 +55,7 @@ def _fill_from_template(database_url: str) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(_sqlite_template(), path)
         return
-    if url.get_backend_name() != "postgresql" or not _empty(database_url):
+    if url.get_backend_name() != "postgresql" or url.database in _MAINTENANCE or not _empty(database_url):
         return
     # The server's maintenance database, to drop and recreate this one from outside it.
     server = url.set(database="postgres").render_as_string(hide_password=False)

@@ -21,6 +21,9 @@ MAX_SEED = 2**63 - 1
 LOGIT_BIAS_LIMIT = 100.0
 MAX_LOGIT_BIAS_ENTRIES = 300
 MAX_REPETITION_PENALTY = 10.0
+# As far below 1 as the maximum is above it: a penalty of 5e-324 divided logits into infinities,
+# whose probabilities were NaN, and failed the engine's step (a 500 the schema fuzzer found).
+MIN_REPETITION_PENALTY = 1 / MAX_REPETITION_PENALTY
 
 
 @dataclass
@@ -110,10 +113,14 @@ class SamplingParams:
         if not isinstance(self.min_p, int | float) or not 0.0 <= self.min_p <= 1.0:
             _bad("min_p", f"min_p must be between 0 and 1, got {self.min_p!r}")
         penalty = self.repetition_penalty
-        if not isinstance(penalty, int | float) or not 0.0 < penalty <= MAX_REPETITION_PENALTY:
+        if (
+            not isinstance(penalty, int | float)
+            or not MIN_REPETITION_PENALTY <= penalty <= MAX_REPETITION_PENALTY
+        ):
             _bad(
                 "repetition_penalty",
-                f"repetition_penalty must be in (0, {MAX_REPETITION_PENALTY:g}], got {penalty!r}",
+                f"repetition_penalty must be between {MIN_REPETITION_PENALTY:g} and "
+                f"{MAX_REPETITION_PENALTY:g}, got {penalty!r}",
             )
         if type(self.min_tokens) is not int or self.min_tokens < 0:
             _bad("min_tokens", f"min_tokens must be a non-negative integer, got {self.min_tokens!r}")

@@ -24,6 +24,7 @@ from openmaas.engine.sampling_params import (
     MAX_SEED,
     MAX_STOP_STRINGS,
     MAX_TOP_LOGPROBS,
+    MIN_REPETITION_PENALTY,
     MIN_SEED,
     SamplingParams,
 )
@@ -199,7 +200,7 @@ class _Sampling(_Strict):
     )
     # vLLM's extensions.
     min_p: Number = Field(default=0.0, ge=0, le=1)
-    repetition_penalty: Number = Field(default=1.0, gt=0, le=MAX_REPETITION_PENALTY)
+    repetition_penalty: Number = Field(default=1.0, ge=MIN_REPETITION_PENALTY, le=MAX_REPETITION_PENALTY)
     min_tokens: Integer = Field(default=0, ge=0)
     ignore_eos: Boolean = False
 

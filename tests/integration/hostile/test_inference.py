@@ -284,6 +284,7 @@ BAD_GENERATION_PARAMETERS: list[tuple[dict[str, Any], str, str]] = [
     ({"min_p": 1.5}, "min_p", ""),
     ({"min_p": -0.1}, "min_p", ""),
     ({"repetition_penalty": 0}, "repetition_penalty", ""),
+    ({"repetition_penalty": 5e-324}, "repetition_penalty", ""),
     ({"min_tokens": -1}, "min_tokens", ""),
     ({"min_tokens": 5, "max_tokens": 2}, "min_tokens", ""),
     ({"ignore_eos": "yes"}, "ignore_eos", ""),

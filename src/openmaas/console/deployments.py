@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from openmaas import errors
 from openmaas.console.sessions import SignedIn
-from openmaas.console.web import PREFIX, ConsoleRoute, can, check_csrf, platform_of, render, signed_in
+from openmaas.console.web import PREFIX, ConsoleRoute, can, platform_of, render, signed_form, signed_in
 from openmaas.registry.tables import ModelVersion
 from openmaas.serving import service
 from openmaas.serving.traffic import input_signature
@@ -66,9 +66,7 @@ def deployment_page(request: Request, name: str) -> Response:
 
 @router.post("/deployments/{name}/predict", name="console.deployments.predict", openapi_extra=_NOT_AUDITED)
 async def predict(request: Request, name: str) -> Response:
-    form = await request.form()
-    signed = await run_in_threadpool(signed_in, request)
-    check_csrf(signed, form)
+    signed, form = await signed_form(request)
     platform = platform_of(request)
     fields = await run_in_threadpool(_form_fields, request, signed, name)
     values = {f.name: str(form.get(f"in_{f.name}") or "") for f in fields}

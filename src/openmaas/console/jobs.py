@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from openmaas import errors
-from openmaas.console.web import PREFIX, ConsoleRoute, check_csrf, platform_of, redirect, render, signed_in
+from openmaas.console.web import PREFIX, ConsoleRoute, platform_of, redirect, render, signed_form, signed_in
 from openmaas.jobs import service as jobs
 from openmaas.jobs.tables import JobStatus
 from openmaas.schemas.jobs import JobEventList
@@ -86,9 +86,7 @@ def job_events(request: Request, job_id: str, after: Annotated[int | None, Query
 
 @router.post("/jobs/{job_id}/{action}", name="console.jobs.act")
 async def act(request: Request, job_id: str, action: str) -> Response:
-    form = await request.form()
-    signed = await run_in_threadpool(signed_in, request)
-    check_csrf(signed, form)
+    signed, _ = await signed_form(request)
     signed.principal.require("jobs:write")
     org_id = signed.principal.require_org()
     platform = platform_of(request)

@@ -14,10 +14,10 @@ from openmaas.console.sessions import SignedIn
 from openmaas.console.web import (
     PREFIX,
     ConsoleRoute,
-    check_csrf,
     platform_of,
     redirect,
     render,
+    signed_form,
     signed_in,
     validated,
 )
@@ -50,9 +50,7 @@ def keys_page(
 
 @router.post("/keys", name="console.api_keys.create")
 async def create_key(request: Request) -> Response:
-    form = await request.form()
-    signed = await run_in_threadpool(signed_in, request)
-    check_csrf(signed, form)
+    signed, form = await signed_form(request)
     signed.principal.require("api_keys:write")
     org_id = signed.principal.require_org()
     platform = platform_of(request)
@@ -88,9 +86,7 @@ async def create_key(request: Request) -> Response:
 
 @router.post("/keys/{key_id}/revoke", name="console.api_keys.revoke")
 async def revoke_key(request: Request, key_id: str) -> Response:
-    form = await request.form()
-    signed = await run_in_threadpool(signed_in, request)
-    check_csrf(signed, form)
+    signed, _ = await signed_form(request)
     signed.principal.require("api_keys:write")
     org_id = signed.principal.require_org()
     platform = platform_of(request)

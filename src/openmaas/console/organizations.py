@@ -14,10 +14,10 @@ from openmaas.console.sessions import SignedIn
 from openmaas.console.web import (
     PREFIX,
     ConsoleRoute,
-    check_csrf,
     platform_of,
     redirect,
     render,
+    signed_form,
     signed_in,
     validated,
 )
@@ -41,9 +41,7 @@ def organizations_page(
 
 @router.post("/organizations", name="console.organizations.create")
 async def create_organization(request: Request) -> Response:
-    form = await request.form()
-    signed = await run_in_threadpool(signed_in, request)
-    check_csrf(signed, form)
+    signed, form = await signed_form(request)
     signed.principal.require(scope_rules.OPERATOR)
     platform = platform_of(request)
     fields = {

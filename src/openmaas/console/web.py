@@ -17,6 +17,7 @@ import jinja2
 from fastapi import Request
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -104,6 +105,14 @@ def signed_in(request: Request) -> SignedIn:
     request.state.console = signed
     request.state.principal = signed.principal
     return signed
+
+
+async def signed_form(request: Request) -> tuple[SignedIn, FormData]:
+    """A posted form and its sender, the form carrying the session's CSRF token (else refused)."""
+    form = await request.form()
+    signed = await run_in_threadpool(signed_in, request)
+    check_csrf(signed, form)
+    return signed, form
 
 
 def check_csrf(signed: SignedIn, form: FormData) -> None:

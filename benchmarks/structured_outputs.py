@@ -32,7 +32,7 @@ from typing import Any
 
 from openmaas.engine import EngineConfig, LLMEngine, SamplingParams
 from openmaas.engine.guided import GrammarSpec
-from openmaas.engine.testing import SPECIAL_TOKENS, build_tiny_model
+from openmaas.engine.testing import build_tiny_model, build_tokenizer
 
 VOCAB = 32000
 
@@ -65,8 +65,6 @@ def build_model(folder: Path) -> Path:
     """A random-weight Llama with a 32k BPE trained on synthetic words (once; reused after)."""
     if (folder / "tokenizer.json").exists():
         return folder
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     build_tiny_model(
         folder,
         "llama",
@@ -90,17 +88,7 @@ def build_model(folder: Path) -> Path:
         " ".join(word() for _ in range(20)) + f' {{"key": "{word()}", "n": {rng.randint(0, 99999)}}}'
         for _ in range(20000)
     ]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(lines, trainer=trainer)
-    tokenizer.save(str(folder / "tokenizer.json"))  # replaces build_tiny_model's 500-token one
+    build_tokenizer(folder, VOCAB, corpus=lines)  # replaces build_tiny_model's 500-token one
     return folder
 
 

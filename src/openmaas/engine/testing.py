@@ -9,6 +9,7 @@ ChatML chat template — so engine and API tests exercise the real loading path.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +31,9 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(folder: Path, vocab_size: int = 500) -> None:
+def build_tokenizer(folder: Path, vocab_size: int = 500, corpus: Iterable[str] | None = None) -> None:
+    """A byte-level BPE with our special tokens, trained on `corpus` (by default a small mixed text),
+    and its tokenizer_config.json with the chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -42,7 +45,7 @@ def build_tokenizer(folder: Path, vocab_size: int = 500) -> None:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 20, trainer=trainer)
+    tok.train_from_iterator(_CORPUS * 20 if corpus is None else corpus, trainer=trainer)
     tok.save(str(folder / "tokenizer.json"))
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",

@@ -3,6 +3,7 @@ set, on PostgreSQL too; a migrated platform; and a real server on a free port.""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,14 +13,28 @@ from openmaas.api.app import create_app
 from openmaas.bootstrap import Platform
 from tests.support import databases
 from tests.support.databases import DATABASE_KINDS, POSTGRES_URL
-from tests.support.platforms import make_platform
+from tests.support.platforms import make_platform, migrated_postgres_database, sqlite_template
 from tests.support.served import Served
 from tests.support.server import running_server
 
 
 @pytest.fixture(params=DATABASE_KINDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database, one per test, on each database this run covers."""
+    """A database with the newest schema, one per test, on each database this run covers: a copy
+    of a template migrated once per run."""
+    if request.param == "sqlite":
+        path = tmp_path / "openmaas.db"
+        shutil.copyfile(sqlite_template(), path)
+        yield f"sqlite:///{path}"
+        return
+    assert POSTGRES_URL is not None
+    with migrated_postgres_database(POSTGRES_URL) as url:
+        yield url
+
+
+@pytest.fixture(params=DATABASE_KINDS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database (no schema), one per test, on each database this run covers."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'openmaas.db'}"
         return

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     log_format: Literal["logfmt", "json"] = "logfmt"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     request_log: bool = True
+    # Once started, the server collects and freezes its heap so that full collections skip what
+    # lives as long as it does (their pauses were the p99 of hot routes). The freeze is process-wide:
+    # a process that runs several servers in turn (the tests) turns it off.
+    freeze_heap: bool = True
 
     # Metering and billing (see metering/ and billing/).
     currency: str = "USD"

@@ -19,8 +19,8 @@ def _tables(db: Database) -> set[str]:
     return set(inspect(db.engine).get_table_names()) - {"alembic_version"}
 
 
-def test_upgrade_downgrade_upgrade(database_url: str) -> None:
-    db = Database(database_url)
+def test_upgrade_downgrade_upgrade(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     try:
         assert _tables(db) == set()
         migrate.upgrade(db)
@@ -34,11 +34,11 @@ def test_upgrade_downgrade_upgrade(database_url: str) -> None:
         db.dispose()
 
 
-def test_migrated_schema_matches_the_models(database_url: str) -> None:
+def test_migrated_schema_matches_the_models(empty_database_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    db = Database(database_url)
+    db = Database(empty_database_url)
     try:
         migrate.upgrade(db)
         with db.engine.connect() as connection:
@@ -48,8 +48,8 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
         db.dispose()
 
 
-def test_database_newer_than_the_code_is_refused(database_url: str, tmp_path: Path) -> None:
-    db = Database(database_url)
+def test_database_newer_than_the_code_is_refused(empty_database_url: str, tmp_path: Path) -> None:
+    db = Database(empty_database_url)
     try:
         migrate.upgrade(db)
         with db.session() as session:
@@ -61,7 +61,7 @@ def test_database_newer_than_the_code_is_refused(database_url: str, tmp_path: Pa
         db.dispose()
     env = {
         "OPENMAAS_HOME": str(tmp_path / "home"),
-        "OPENMAAS_DATABASE_URL": database_url,
+        "OPENMAAS_DATABASE_URL": empty_database_url,
         "PATH": "/usr/bin:/bin",
     }
     result = subprocess.run(

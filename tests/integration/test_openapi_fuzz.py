@@ -51,8 +51,7 @@ from openmaas.config import Settings
 from openmaas.engine.testing import build_tiny_model
 from tests.conftest import POSTGRES_URL
 from tests.integration.serving.predict_support import artifact, register
-from tests.support import databases
-from tests.support.platforms import make_platform
+from tests.support.platforms import make_platform, migrated_postgres_database
 from tests.support.served import Served
 from tests.support.server import running_server
 
@@ -346,7 +345,7 @@ if POSTGRES_URL is not None:
     def on_postgresql(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
         assert POSTGRES_URL is not None
         home = tmp_path_factory.mktemp("fuzz-pg")
-        with databases.fresh_postgres_database(POSTGRES_URL) as url, _served(home, url) as fuzzed:
+        with migrated_postgres_database(POSTGRES_URL) as url, _served(home, url) as fuzzed:
             yield fuzzed
 
     @pytest.mark.postgres

@@ -71,12 +71,9 @@ def _server(tmp_path: Path, log_format: str) -> Iterator[Server]:
         **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
     }
     log = tmp_path / "server.log"
-    with open(log, "wb") as stderr:
+    with open(log, "wb") as stderr, open(tmp_path / "stdout.txt", "wb") as stdout:
         process = subprocess.Popen(
-            [sys.executable, "-m", "openmaas.cli.main", "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
+            [sys.executable, "-m", "openmaas.cli.main", "serve"], env=env, stdout=stdout, stderr=stderr
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -271,6 +268,9 @@ def test_logfmt_lines_parse_and_name_the_request(tmp_path: Path) -> None:
     assert requests["t-models"]["status"] == "200" and requests["t-models"]["route"] == "/v1/models"
     assert float(requests["t-models"]["duration_ms"]) > 0
     assert requests["t-bogus"]["status"] == "401" and "org_id" not in requests["t-bogus"]
+    # What `openmaas serve` says on start: where the API and the console are.
+    banner = (tmp_path / "stdout.txt").read_text()
+    assert f"serving on {server.url}" in banner and f"console: {server.url}/console" in banner
 
 
 @pytest.mark.parametrize("request_log", [True, False])

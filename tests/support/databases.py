@@ -21,12 +21,14 @@ DATABASE_KINDS = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
 
 
 @contextmanager
-def fresh_postgres_database(server_url: str) -> Iterator[str]:
+def fresh_postgres_database(server_url: str, template: str | None = None) -> Iterator[str]:
+    """A new database on the server of `server_url`, empty or a copy of the database `template`."""
     name = f"t_{uuid.uuid4().hex[:16]}"
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
+            copy = f' TEMPLATE "{template}"' if template else ""
+            connection.execute(text(f'CREATE DATABASE "{name}"{copy}'))
         yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:

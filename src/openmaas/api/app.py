@@ -47,10 +47,13 @@ def create_app(platform: Platform) -> FastAPI:
             request_log.start()
         # What is loaded by now (frameworks, models) lives as long as the server: keep the cyclic GC
         # from rescanning it in every full collection, whose pauses were the p99 of hot routes.
-        gc.collect()
-        gc.freeze()
+        freeze = platform.settings.freeze_heap
+        if freeze:
+            gc.collect()
+            gc.freeze()
         yield
-        gc.unfreeze()
+        if freeze:
+            gc.unfreeze()
         platform.close()
         if request_log is not None:
             request_log.close()

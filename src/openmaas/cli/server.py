@@ -68,6 +68,7 @@ def serve(
     host = host or settings.host
     port = port or settings.port
     console.print(f"[bold green]OpenMaaS[/] serving on [bold]http://{host}:{port}[/]")
+    console.print(f"  console: http://{host}:{port}/console (sign in with a key)")
     console.print(f"  home: {settings.home}   database: {_safe_url(platform.db.url)}")
     if new_key:
         console.print(f"  [bold]admin key (shown once):[/] {new_key}")

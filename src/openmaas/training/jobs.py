@@ -224,6 +224,7 @@ TRAIN = JobHandler(
         "openmaas.training.artifact",
         "openmaas.training.train",
         "openmaas.training.job_context",
+        "sklearn.metrics",  # imported by training/metrics.py on first use
         "torch._dynamo",
     ),
 )

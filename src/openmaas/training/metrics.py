@@ -1,18 +1,28 @@
 """Evaluation metrics per task family: classification (accuracy, macro precision/recall/F1,
 ROC AUC, confusion matrix), regression (MSE, MAE, R²) and top-k ranking (recall@k, NDCG@k).
-"""
+
+scikit-learn is imported on first use: it takes seconds (scipy.stats), and every `openmaas serve`
+and `openmaas worker` imports this module without computing a metric (the job forkserver imports
+it once, see training/jobs.py)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
+
+
+def _sklearn_metrics() -> Any:
+    from sklearn import metrics
+
+    return metrics
 
 
 def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, object]:
     """`probabilities` is (n, classes); class ids are its column indices."""
+    skm = _sklearn_metrics()
     classes = probabilities.shape[1]
     y_pred = probabilities.argmax(axis=1)
     labels = list(range(classes))
@@ -34,6 +44,7 @@ def roc_auc(y_true: np.ndarray, probabilities: np.ndarray) -> float | None:
     present = np.unique(y_true)
     if len(present) < 2:
         return None
+    skm = _sklearn_metrics()
     if probabilities.shape[1] == 2:
         return float(skm.roc_auc_score(y_true, probabilities[:, 1]))
     scores = [skm.roc_auc_score(y_true == cls, probabilities[:, cls]) for cls in present]
@@ -41,6 +52,7 @@ def roc_auc(y_true: np.ndarray, probabilities: np.ndarray) -> float | None:
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, object]:
+    skm = _sklearn_metrics()
     return {
         "mse": float(skm.mean_squared_error(y_true, y_pred)),
         "mae": float(skm.mean_absolute_error(y_true, y_pred)),

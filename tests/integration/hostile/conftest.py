@@ -18,9 +18,8 @@ from openmaas.api.app import create_app
 from openmaas.api.http_protocol import limited_http_protocol
 from tests.integration.hostile.wire import server_errors
 from tests.integration.jobs.harness import FAST
-from tests.support import databases
 from tests.support.databases import DATABASE_KINDS, POSTGRES_URL
-from tests.support.platforms import make_platform
+from tests.support.platforms import make_platform, migrated_postgres_database
 from tests.support.served import Served, Tenant
 from tests.support.server import running_server
 
@@ -67,7 +66,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def _database(kind: str, folder: Path) -> AbstractContextManager[str]:
     if kind == "postgresql":
         assert POSTGRES_URL is not None
-        return databases.fresh_postgres_database(POSTGRES_URL)
+        return migrated_postgres_database(POSTGRES_URL)
     return contextlib.nullcontext(f"sqlite:///{folder / 'openmaas.db'}")  # beside home, not in it
 
 

@@ -22,8 +22,8 @@ _OLD = [
 ]
 
 
-def test_usage_is_carried_over_both_ways(database_url: str) -> None:
-    db = Database(database_url)
+def test_usage_is_carried_over_both_ways(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     try:
         migrate.upgrade(db, "0005")
         with db.engine.begin() as connection:
@@ -62,10 +62,10 @@ _EVENT_INSERT = text(
 )
 
 
-def test_hourly_sums_are_filled_from_the_ledger(database_url: str) -> None:
+def test_hourly_sums_are_filled_from_the_ledger(empty_database_url: str) -> None:
     """Migration 0010 sums the events already in the ledger into `usage_hours`, in each
     organisation's local hours."""
-    db = Database(database_url)
+    db = Database(empty_database_url)
     try:
         migrate.upgrade(db, "0009")
         with db.engine.begin() as connection:

@@ -145,7 +145,7 @@ class AsyncLLMEngine:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        self.engine.runner.close()
+        self.engine.close()
         with self._lock:
             streams = list(self._active.values())
         for stream in streams:

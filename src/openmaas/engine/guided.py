@@ -188,6 +188,13 @@ class TokenMasks:
         if pending is not None:
             pending[0].result()  # never leave the thread writing into a buffer nobody holds
 
+    def close(self) -> None:
+        """Stop the background thread (waiting for a mask it is computing)."""
+        self.forget()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def apply(self, logits: torch.Tensor, matchers: list[GrammarMatcher]) -> None:
         """Mask `logits` (one row per matcher, in order) in place: disallowed tokens get -inf."""
         self._mask(logits, matchers, in_place=True)

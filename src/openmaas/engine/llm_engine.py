@@ -179,6 +179,12 @@ class LLMEngine:
     def is_active(self, request_id: str) -> bool:
         return request_id in self._requests
 
+    def close(self) -> None:
+        """Stop what the engine runs beside its steps (the grammar masks' thread); its owner calls
+        this once no step runs any more."""
+        self.sampler.close()
+        self.runner.close()
+
     @property
     def has_unfinished_requests(self) -> bool:
         return bool(self._requests)

@@ -86,6 +86,11 @@ class Sampler:
                 out[row] = sample
         return out
 
+    def close(self) -> None:
+        """Stop the grammar masks' background thread, if a constrained row started it."""
+        if self._masks is not None:
+            self._masks.close()
+
     def _token_masks(self, logits: torch.Tensor | None) -> TokenMasks:
         if self._masks is None:
             width = logits.shape[1] if logits is not None else 0

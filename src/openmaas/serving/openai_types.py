@@ -44,15 +44,17 @@ def _seed_bounds(schema: dict[str, Any]) -> None:
     schema["exclusiveMaximum"] = MAX_SEED + 1
 
 
-class _Strict(BaseModel):
+class StrictBody(BaseModel):
+    """An OpenAI request object: a field it does not know is refused with an error naming it, not ignored."""
+
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-class StreamOptions(_Strict):
+class StreamOptions(StrictBody):
     include_usage: Boolean = False
 
 
-class ContentPart(_Strict):
+class ContentPart(StrictBody):
     type: Literal["text"]
     text: str
 
@@ -62,7 +64,7 @@ class ContentPart(_Strict):
 FunctionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
-class FunctionDefinition(_Strict):
+class FunctionDefinition(StrictBody):
     name: FunctionName
     description: str | None = None
     parameters: dict[str, Any] | None = Field(
@@ -71,16 +73,16 @@ class FunctionDefinition(_Strict):
     strict: Boolean | None = None
 
 
-class ToolDefinition(_Strict):
+class ToolDefinition(StrictBody):
     type: Literal["function"]
     function: FunctionDefinition
 
 
-class NamedFunction(_Strict):
+class NamedFunction(StrictBody):
     name: str
 
 
-class NamedToolChoice(_Strict):
+class NamedToolChoice(StrictBody):
     type: Literal["function"]
     function: NamedFunction
 
@@ -99,18 +101,18 @@ def _tool_choice(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
 ToolChoice = Annotated[Literal["none", "auto", "required"] | NamedToolChoice, WrapValidator(_tool_choice)]
 
 
-class FunctionCall(_Strict):
+class FunctionCall(StrictBody):
     name: str
     arguments: str = Field(description="The arguments as a JSON object, in a string")
 
 
-class ToolCall(_Strict):
+class ToolCall(StrictBody):
     id: str = Field(min_length=1, max_length=256)
     type: Literal["function"]
     function: FunctionCall
 
 
-class ChatMessage(_Strict):
+class ChatMessage(StrictBody):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -128,15 +130,15 @@ class ChatMessage(_Strict):
 
 # Structured outputs (`response_format`), in OpenAI's shapes. The engine enforces the schema with a
 # grammar whatever `strict` says: the output always parses (or ends with finish_reason "length").
-class ResponseFormatText(_Strict):
+class ResponseFormatText(StrictBody):
     type: Literal["text"]
 
 
-class ResponseFormatJsonObject(_Strict):
+class ResponseFormatJsonObject(StrictBody):
     type: Literal["json_object"]
 
 
-class JsonSchemaFormat(_Strict):
+class JsonSchemaFormat(StrictBody):
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$", description="a-z, A-Z, 0-9, _ and -; at most 64")
     description: str | None = None
     # `schema` shadows a BaseModel attribute: kept under another name, read and written as `schema`.
@@ -144,7 +146,7 @@ class JsonSchemaFormat(_Strict):
     strict: Boolean | None = None
 
 
-class ResponseFormatJsonSchema(_Strict):
+class ResponseFormatJsonSchema(StrictBody):
     type: Literal["json_schema"]
     json_schema: JsonSchemaFormat
 
@@ -172,7 +174,7 @@ def token_biases(logit_bias: dict[str, float] | None) -> dict[int, float]:
     return biases
 
 
-class _Sampling(_Strict):
+class _Sampling(StrictBody):
     model: Label = Field(min_length=1, max_length=MAX_MODEL_LENGTH)
     max_tokens: Annotated[int, Field(ge=1), JSON_INTEGER] | None = None
     temperature: Number = Field(default=1.0, ge=0, le=2)
@@ -270,7 +272,7 @@ class CompletionRequest(_Sampling):
         return self.sampling(self.max_tokens, self.logprobs is not None, self.logprobs or 0)
 
 
-class EmbeddingRequest(_Strict):
+class EmbeddingRequest(StrictBody):
     model: Label = Field(min_length=1, max_length=MAX_MODEL_LENGTH)
     input: str | list[str] = Field(description="A text or a list of texts")
     encoding_format: Literal["float", "base64"] = "float"

@@ -14,15 +14,15 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Fiel
 from openmaas.engine.sampling_params import MAX_SEED, MIN_SEED
 from openmaas.schemas.json_types import JSON_INTEGER, Boolean, Number
 from openmaas.schemas.names import Label
-from openmaas.serving.openai_types import MAX_MODEL_LENGTH, FunctionName, _Strict
+from openmaas.serving.openai_types import MAX_MODEL_LENGTH, FunctionName, StrictBody
 
 
-class InputText(_Strict):
+class InputText(StrictBody):
     type: Literal["input_text"]
     text: str
 
 
-class OutputText(_Strict):
+class OutputText(StrictBody):
     """An earlier answer's text, as a client sends an output message back as input."""
 
     type: Literal["output_text"]
@@ -34,7 +34,7 @@ class OutputText(_Strict):
 ContentPart = Annotated[InputText | OutputText, Field(discriminator="type")]
 
 
-class MessageItem(_Strict):
+class MessageItem(StrictBody):
     type: Literal["message"] = "message"
     role: Literal["user", "system", "developer", "assistant"]
     content: str | list[ContentPart]
@@ -51,7 +51,7 @@ class MessageItem(_Strict):
 CallId = Annotated[str, Field(min_length=1, max_length=256)]
 
 
-class FunctionCallItem(_Strict):
+class FunctionCallItem(StrictBody):
     """A call the model made (sent back with its output to continue)."""
 
     type: Literal["function_call"]
@@ -62,7 +62,7 @@ class FunctionCallItem(_Strict):
     status: str | None = None
 
 
-class FunctionCallOutputItem(_Strict):
+class FunctionCallOutputItem(StrictBody):
     type: Literal["function_call_output"]
     call_id: CallId
     output: str | list[InputText]
@@ -95,7 +95,7 @@ InputItem = Annotated[
 ]
 
 
-class FunctionTool(_Strict):
+class FunctionTool(StrictBody):
     """A function tool in the Responses shape (flat: no `function` wrapper)."""
 
     type: Literal["function"] = Field(description="Only function tools are supported")
@@ -105,20 +105,20 @@ class FunctionTool(_Strict):
     strict: Boolean | None = None
 
 
-class NamedFunctionChoice(_Strict):
+class NamedFunctionChoice(StrictBody):
     type: Literal["function"]
     name: str
 
 
-class FormatText(_Strict):
+class FormatText(StrictBody):
     type: Literal["text"]
 
 
-class FormatJsonObject(_Strict):
+class FormatJsonObject(StrictBody):
     type: Literal["json_object"]
 
 
-class FormatJsonSchema(_Strict):
+class FormatJsonSchema(StrictBody):
     type: Literal["json_schema"]
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = None
@@ -130,7 +130,7 @@ class FormatJsonSchema(_Strict):
 TextFormat = Annotated[FormatText | FormatJsonObject | FormatJsonSchema, Field(discriminator="type")]
 
 
-class TextConfig(_Strict):
+class TextConfig(StrictBody):
     format: TextFormat | None = None
     verbosity: Literal["medium"] | None = None
 
@@ -140,7 +140,7 @@ def _text_as_message(value: Any) -> Any:
     return [{"type": "message", "role": "user", "content": value}] if isinstance(value, str) else value
 
 
-class ResponseRequest(_Strict):
+class ResponseRequest(StrictBody):
     model: Label = Field(min_length=1, max_length=MAX_MODEL_LENGTH)
     input: Annotated[list[InputItem], BeforeValidator(_text_as_message)] = Field(
         description="A text (one user message), or a list of input items"

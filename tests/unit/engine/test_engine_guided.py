@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,16 @@ def test_prefetched_masks_are_the_ones_computed_on_the_spot(tokenizer: Tokenizer
     masks.forget()
     matchers[2].accept(tokenizer.encode("dog", add_special_tokens=False)[0])  # it moved: not stale
     assert not torch.equal(masks.masked(logits, subset), expected)
+
+
+def test_closing_the_masks_stops_their_thread(tokenizer: Tokenizer) -> None:
+    def mask_threads() -> int:
+        return sum(t.name.startswith("grammar-masks") for t in threading.enumerate())
+
+    before = mask_threads()
+    masks = TokenMasks(VOCAB)
+    masks.prefetch([_compiler(tokenizer).matcher(GrammarSpec("lark", 'start: "fox"'))])
+    assert mask_threads() == before + 1
+    masks.close()
+    assert mask_threads() == before
+    masks.close()  # twice is harmless

@@ -33,10 +33,11 @@ def update(
         loaded = replicas.is_loaded(org_id, row.name)
         if loaded:
             replicas.check_room(session, row, strategy)  # refused: the transaction rolls back
-        updated = service.public(row, replicas.loaded_version)
+        deployment_id = row.id
     # The replicas act on the committed row (the loader thread reads it).
     if loaded:
-        replicas.update(updated.id, before, strategy)
+        replicas.update(deployment_id, before, strategy)
     else:
-        replicas.load(updated.id)
-    return updated
+        replicas.load(deployment_id)
+    with db.read_session() as session:  # as it is now: a recreate serves nothing from here on
+        return service.public(session.get_one(service.Deployment, deployment_id), replicas.loaded_version)

@@ -20,7 +20,6 @@ import pytest
 
 from openmaas import Client
 from openmaas.api.app import create_app
-from openmaas.engine.testing import build_tiny_model
 from openmaas.serving import loading
 from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.memory import MIB, artifact_bytes
@@ -33,14 +32,9 @@ ENGINE = {"kv_cache_memory_bytes": 4 * 1024 * 1024, "max_num_seqs": 8, "max_mode
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
 
 
-@pytest.fixture(scope="module")
-def versions(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two versions of one tiny model: the same shapes and tokenizer, other random weights."""
-    root = tmp_path_factory.mktemp("rolling")
-    return tuple(  # type: ignore[return-value]
-        build_tiny_model(root / f"v{seed}", "qwen2", max_position_embeddings=128, seed=seed)
-        for seed in (0, 1)
-    )
+@pytest.fixture
+def versions(tiny_llm_versions: tuple[Path, Path]) -> tuple[Path, Path]:
+    return tiny_llm_versions
 
 
 def _server(home: Path, **settings: object) -> Iterator[Served]:

@@ -81,6 +81,7 @@ class Platform:
             memory_budget_bytes=None if budget_mb is None else int(budget_mb * 1024 * 1024),
             cold_start_wait_s=self.settings.cold_start_wait_s,
             sweep_interval_s=self.settings.serving_sweep_interval_s,
+            drain_timeout_s=self.settings.serving_drain_timeout_s,
         )
         settings = self.settings
         self.inference = Inference(

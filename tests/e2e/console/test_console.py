@@ -116,7 +116,7 @@ def test_operator_creates_an_organisation(page: Page, console: Console) -> None:
     sign_in(page, console, console.admin_key)
     expect(page.get_by_role("heading", name="Organisations", level=1)).to_be_visible()
     nav = page.get_by_role("navigation", name="Console").get_by_role("link")
-    expect(nav).to_have_text(["Organisations", "Audit log"])
+    expect(nav).to_have_text(["Organisations", "Pricebooks", "Platform usage", "Audit log"])
     page.get_by_label("Name").first.fill("initech")
     page.get_by_role("button", name="Create organisation").click()
     expect(page.get_by_role("status")).to_contain_text("initech")

@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from openmaas import errors
 from openmaas.billing import credits, marketplace
+from openmaas.billing.usage_report import model_names
 from openmaas.console.pricebooks import PRICE_UNITS, price_fields
 from openmaas.console.sessions import SignedIn
 from openmaas.console.web import (
@@ -142,6 +143,7 @@ def _page(
     with platform.db.read_session() as session:
         catalogue = marketplace.catalogue(session, owner_org_id=None, limit=limit, after=after)
         mine = marketplace.catalogue(session, owner_org_id=org_id, limit=limit, after=None)
+        names = model_names(session, org_id, (listing.model for listing in mine.data))
         if can(signed, "billing:read"):
             earnings = credits.list_transactions(
                 session, org_id, currency, limit=limit, after=None, kind="marketplace_revenue"
@@ -153,6 +155,7 @@ def _page(
         status=status,
         catalogue=catalogue,
         mine=mine,
+        names=names,
         earnings=earnings,
         after=after,
         done=done.split(":", 1) if done else None,

@@ -30,23 +30,23 @@ from openmaas.units import UNITS
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
-# (unit, what its price is quoted per): the rows of a price form.
+# (unit, label, what its price is quoted per): the rows of a price form.
 PRICE_UNITS = (
-    ("requests", "per request"),
-    ("input_tokens", "per 1K input tokens"),
-    ("output_tokens", "per 1K output tokens"),
-    ("rows", "per row"),
-    ("compute_ms", "per compute-second"),
-    ("bytes_ingested", "per GB ingested"),
-    ("storage_gb_month_micros", "per GB-month stored"),
+    ("requests", "Requests", "per request"),
+    ("input_tokens", "Input tokens", "per 1K tokens"),
+    ("output_tokens", "Output tokens", "per 1K tokens"),
+    ("rows", "Rows", "per row"),
+    ("compute_ms", "Compute", "per compute-second"),
+    ("bytes_ingested", "Data ingested", "per GB"),
+    ("storage_gb_month_micros", "Storage", "per GB-month"),
 )
-assert {unit for unit, _ in PRICE_UNITS} == set(UNITS)
+assert {unit for unit, _, _ in PRICE_UNITS} == set(UNITS)
 
 
 def price_fields(form: FormData) -> tuple[dict[str, str], list[dict[str, str]]]:
     """A price form's `price_<unit>` fields: as typed (to show again) and as the API's components
     (a unit left empty has no price)."""
-    typed = {unit: str(form.get(f"price_{unit}") or "").strip() for unit, _ in PRICE_UNITS}
+    typed = {unit: str(form.get(f"price_{unit}") or "").strip() for unit, _, _ in PRICE_UNITS}
     return typed, [{"unit": unit, "price": price} for unit, price in typed.items() if price]
 
 

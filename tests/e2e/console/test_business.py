@@ -63,10 +63,10 @@ def test_a_tenant_publishes_a_model_another_subscribes_and_the_seller_sees_its_e
     sign_in(page, console, console.acme.key, "/console/marketplace")
     expect(page.get_by_text("Nothing is for sale yet.")).to_be_visible()
     page.get_by_label("Version").fill("churn:9")
-    page.get_by_label("requests per request").fill("0.05")
+    page.get_by_label("Requests per request").fill("0.05")
     page.get_by_role("button", name="Publish").click()
     assert "churn" in alert(page)  # the registry's 404, in the page
-    expect(page.get_by_label("requests per request")).to_have_value("0.05")  # kept to retry
+    expect(page.get_by_label("Requests per request")).to_have_value("0.05")  # kept to retry
     page.get_by_label("Version").fill("churn:1")
     page.get_by_label("Description").fill("Churn risk for subscription businesses")
     page.get_by_role("button", name="Publish").click()
@@ -112,11 +112,11 @@ def test_an_operator_creates_an_organisation_sets_its_price_grants_credits_and_r
 
     page.get_by_role("link", name="Pricebooks").click()
     page.get_by_label("Plan", exact=True).fill("gold")
-    page.get_by_label("requests per request").fill("zero")
+    page.get_by_label("Requests per request").fill("zero")
     page.get_by_role("button", name="Save prices").click()
     assert "components.0.price" in alert(page)  # the field at fault, as the API names it
-    page.get_by_label("requests per request").fill("0.02")
-    page.get_by_label("output tokens per 1K output tokens").fill("1.50")
+    page.get_by_label("Requests per request").fill("0.02")
+    page.get_by_label("Output tokens per 1K").fill("1.50")
     page.get_by_role("button", name="Save prices").click()
     expect(page.get_by_role("status")).to_contain_text("was created")
     gold = page.get_by_role("row").filter(has_text="gold")

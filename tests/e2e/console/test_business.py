@@ -55,6 +55,8 @@ def test_a_playground_request_appears_on_the_usage_chart_and_in_the_months_invoi
     operator_page = f"/console/organizations/{console.globex.org_id}/invoices/{period}"
     theirs = page.request.get(console.url + operator_page)
     assert theirs.status == 403  # the operator's page: a tenant's key lacks the scope
+    for path in ("/console/pricebooks", "/console/platform", f"/console/organizations/{console.acme.org_id}"):
+        assert page.request.get(console.url + path).status == 403, path
 
 
 def test_a_tenant_publishes_a_model_another_subscribes_and_the_seller_sees_its_earnings(
@@ -115,6 +117,10 @@ def test_an_operator_creates_an_organisation_sets_its_price_grants_credits_and_r
     page.get_by_label("Requests per request").fill("zero")
     page.get_by_role("button", name="Save prices").click()
     assert "components.0.price" in alert(page)  # the field at fault, as the API names it
+    forged = page.request.post(
+        console.url + "/console/pricebooks", form={"csrf_token": "forged", "plan": "gold"}, max_redirects=0
+    )
+    assert forged.status == 403 and "security token" in forged.text()
     page.get_by_label("Requests per request").fill("0.02")
     page.get_by_label("Output tokens per 1K").fill("1.50")
     page.get_by_role("button", name="Save prices").click()
@@ -157,3 +163,19 @@ def test_an_operator_creates_an_organisation_sets_its_price_grants_credits_and_r
     expect(page.locator(".invoice-head")).to_contain_text("acme")
     missing = page.request.get(console.url + "/console/organizations/org_nope")
     assert missing.status == 404 and "org_nope" in missing.text()
+
+
+def test_an_inference_only_key_reaches_no_business_page(page: Page, console: Console) -> None:
+    sign_in(page, console, console.inference.key)
+    csrf = page.locator("input[name=csrf_token]").first.input_value()
+    for path, scope in (("/console/invoices", "billing:read"), ("/console/marketplace", "models:read")):
+        refused = page.request.get(console.url + path)
+        assert refused.status == 403 and scope in refused.text(), path
+    posts = {
+        "/console/marketplace/listings": ("models:write", {"model": "churn:1", "price_requests": "1"}),
+        "/console/marketplace/listings/lst_x/subscribe": ("deployments:write", {"name": "x"}),
+        "/console/marketplace/listings/lst_x/withdraw": ("models:write", {}),
+    }
+    for path, (scope, form) in posts.items():
+        refused = page.request.post(console.url + path, form={"csrf_token": csrf, **form})
+        assert refused.status == 403 and scope in refused.text(), path

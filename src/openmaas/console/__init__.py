@@ -12,12 +12,29 @@ from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 
 from openmaas import errors
-from openmaas.console import audit, chat, deployments, jobs, keys, organizations, overview, signin, usage
+from openmaas.console import (
+    audit,
+    chat,
+    deployments,
+    invoices,
+    jobs,
+    keys,
+    marketplace,
+    org_billing,
+    organizations,
+    overview,
+    platform,
+    pricebooks,
+    signin,
+    usage,
+)
 from openmaas.console.web import PREFIX, ConsoleRoute
 
 
 def mount(app: FastAPI) -> None:
     for module in (signin, overview, keys, usage, jobs, deployments, chat, organizations, audit):
+        app.include_router(module.router)
+    for module in (invoices, marketplace, org_billing, pricebooks, platform):
         app.include_router(module.router)
     app.mount(
         f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="console.static"

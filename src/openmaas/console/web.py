@@ -54,7 +54,11 @@ NAVIGATION = (
     ("Usage", f"{PREFIX}/usage", "usage:read"),
     ("Jobs", f"{PREFIX}/jobs", "jobs:read"),
     ("Deployments", f"{PREFIX}/deployments", "deployments:read"),
+    ("Invoices", f"{PREFIX}/invoices", "billing:read"),
+    ("Marketplace", f"{PREFIX}/marketplace", "models:read"),
     ("Organisations", f"{PREFIX}/organizations", scope_rules.OPERATOR),
+    ("Pricebooks", f"{PREFIX}/pricebooks", scope_rules.OPERATOR),
+    ("Platform usage", f"{PREFIX}/platform", scope_rules.OPERATOR),
     ("Audit log", f"{PREFIX}/audit", "audit:read"),
 )
 

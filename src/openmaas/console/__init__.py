@@ -12,12 +12,26 @@ from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 
 from openmaas import errors
-from openmaas.console import audit, chat, deployments, jobs, keys, organizations, overview, signin, usage
+from openmaas.console import (
+    audit,
+    chat,
+    datasets,
+    deployments,
+    jobs,
+    keys,
+    organizations,
+    overview,
+    registry,
+    signin,
+    usage,
+)
 from openmaas.console.web import PREFIX, ConsoleRoute
 
 
 def mount(app: FastAPI) -> None:
     for module in (signin, overview, keys, usage, jobs, deployments, chat, organizations, audit):
+        app.include_router(module.router)
+    for module in (datasets, registry):
         app.include_router(module.router)
     app.mount(
         f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="console.static"

@@ -75,7 +75,8 @@ async def set_alias(request: Request, name: str) -> Response:
     org_id = signed.principal.require_org()
     platform = platform_of(request)
     alias = str(form.get("alias") or "").strip()
-    body = validated(AliasSet, {"version": form.get("version") or None})
+    number = str(form.get("version") or "").strip()
+    body = validated(AliasSet, {"version": int(number) if number.isdigit() else number or None})
 
     def change() -> None:
         with platform.db.session() as session:

@@ -29,6 +29,7 @@
         if (!progress.lengthComputable) return;
         var percent = Math.round((100 * progress.loaded) / progress.total);
         bar.value = percent;
+        bar.setAttribute("data-percent", String(percent));
         note.textContent = percent + "% of " + progress.total + " bytes";
       });
       xhr.upload.addEventListener("load", function () { note.textContent = "Checking the file…"; });

@@ -159,7 +159,7 @@ def test_the_registry_shows_versions_side_by_side_moves_aliases_and_draws_lineag
     page.get_by_label("Alias", exact=True).fill("9-bad")
     page.get_by_role("button", name="Set alias").click()
     expect(page.get_by_role("alert")).to_contain_text("alias must start with a letter")
-    page.go_back()
+    page.goto(console.url + "/console/registry/models/fraud")
     review(page, "45-model-versions")
 
     page.get_by_role("link", name="fraud:1").first.click()
@@ -221,7 +221,7 @@ def _seed_lineage(console: Console) -> tuple[Any, Any]:
                           status=JobStatus.SUCCEEDED)
             for kind in ("training", "optimize")
         ]  # fmt: skip
-        manifest = {"task": "tabular_classification", "metrics": {"accuracy": 0.91, "f1": 0.88}}
+        manifest = {"task": "tabular-classification", "metrics": {"accuracy": 0.91, "f1": 0.88}}
         versions = []
         for number, (job, extra) in enumerate(
             [(jobs[0], {}), (jobs[1], {"metrics": {"accuracy": 0.90, "f1": 0.87}, "optimization": figures})]

@@ -172,7 +172,7 @@ def test_the_registry_shows_versions_side_by_side_moves_aliases_and_draws_lineag
     review(page, "46-version-lineage")
 
     lineage.get_by_role("link", name="fraud:2").click()
-    expect(page.get_by_role("heading", name="Optimisation result: onnx-int8")).to_be_visible()
+    expect(page.get_by_role("heading", name="Optimisation result: dynamic-int8")).to_be_visible()
     expect(page.get_by_text("accuracy changed by -0.01")).to_be_visible()
     review(page, "47-version-optimised")
 
@@ -193,7 +193,7 @@ def _seed_lineage(console: Console) -> tuple[Any, Any]:
     training and optimize jobs leave them (their artifacts are not needed by these pages)."""
     platform, org_id, now = console.platform, console.acme.org_id, console.platform.clock.now()
     figures = {
-        "method": "onnx-int8",
+        "method": "dynamic-int8",
         "max_metric_drop": 0.02,
         "parent": {
             "ref": "fraud:1",

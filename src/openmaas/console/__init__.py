@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from starlette.responses import RedirectResponse
+from starlette.routing import BaseRoute
 from starlette.staticfiles import StaticFiles
 
 from openmaas import errors
@@ -41,6 +42,11 @@ def mount(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False, name="console.root")
     def root() -> RedirectResponse:
         return RedirectResponse(f"{PREFIX}/", status_code=307)
+
+
+def routes() -> list[BaseRoute]:
+    """The console's own routes (the gateway looks among them for those that read their own bodies)."""
+    return [route for module in (datasets, registry) for route in module.router.routes]
 
 
 # Last: any other console address is a page that does not exist, said in a page.

@@ -24,7 +24,8 @@ from tests.e2e.console.conftest import Console
 from tests.e2e.console.test_console import review, sign_in
 
 BAD_CSV = b"age,plan,label\n30,basic,yes\n41,pro,no\n52,basic,yes,extra\n33,pro,no\n"
-GOOD_CSV = b"age,plan,label\n30,basic,yes\n41,pro,no\n52,basic,yes\n33,pro,no\n"
+# Over the gateway's 64 KiB body limit, which the upload (streamed to its own limit) is exempt from.
+GOOD_CSV = b"age,plan,label\n30,basic,yes\n41,pro,no\n52,basic,yes\n33,pro,no\n" + b"28,pro,no\n" * 8000
 # Each progress event's percentage, kept across the page's navigation to the new version.
 _WATCH_PROGRESS = """() => {
   const bar = document.querySelector("progress");
@@ -95,6 +96,12 @@ def test_a_bad_upload_shows_located_problems_a_good_one_previews_and_delete_remo
     expect(problem).to_contain_text("line 4")  # the extra field is on the file's 4th line
     expect(problem).to_contain_text("wrong_field_count")
     review(page, "41-dataset-invalid")
+    page.get_by_role("link", name=bad.validation_job_id).click()  # its job links back to it
+    page.get_by_role("link", name=bad.id).click()
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone
+    page.reload()  # wide tables are made keyboard-scrollable as the page loads
+    review(page, "48-dataset-invalid-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     nav(page, "Datasets").click()
     misnamed = {"name": "x.parquet", "mimeType": "text/csv", "buffer": GOOD_CSV}
@@ -107,7 +114,7 @@ def test_a_bad_upload_shows_located_problems_a_good_one_previews_and_delete_remo
     assert good.version == 2 and good.validation_job_id is not None
     validate(platform, good.validation_job_id)
     expect(page.get_by_text("Valid: ready to train on as customers:2.")).to_be_visible()
-    expect(page.get_by_role("heading", name="First 4 rows")).to_be_visible()
+    expect(page.get_by_role("heading", name="First 20 rows")).to_be_visible()
     expect(page.get_by_role("row", name="52 basic yes")).to_be_visible()
     expect(page.get_by_role("row").filter(has_text="age").filter(has_text="integer")).to_be_visible()
     review(page, "42-dataset-preview")

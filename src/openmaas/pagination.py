@@ -24,12 +24,19 @@ def paginate(
     *,
     limit: int,
     after: str | None,
-    to_public: Callable[[Any], P],
+    to_public: Callable[[Any], P] | None = None,
+    to_publics: Callable[[Sequence[Any]], list[P]] | None = None,
 ) -> Page[P]:
+    """`to_public` shapes each row; `to_publics` the page's rows at once (one query for what
+    they all need, not one per row)."""
     if after is not None:
         query = query.where(id_column < after)
     rows: Sequence[Any] = session.scalars(query.order_by(id_column.desc()).limit(limit + 1)).all()
-    items = [to_public(row) for row in rows[:limit]]
+    if to_publics is not None:
+        items = to_publics(rows[:limit])
+    else:
+        assert to_public is not None
+        items = [to_public(row) for row in rows[:limit]]
     ids = [row.id for row in rows[:limit]]
     return Page[P](
         data=items,

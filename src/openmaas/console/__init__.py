@@ -9,12 +9,14 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from starlette.responses import RedirectResponse
+from starlette.routing import BaseRoute
 from starlette.staticfiles import StaticFiles
 
 from openmaas import errors
 from openmaas.console import (
     audit,
     chat,
+    datasets,
     deployments,
     invoices,
     jobs,
@@ -25,6 +27,7 @@ from openmaas.console import (
     overview,
     platform,
     pricebooks,
+    registry,
     signin,
     usage,
 )
@@ -32,9 +35,21 @@ from openmaas.console.web import PREFIX, ConsoleRoute
 
 
 def mount(app: FastAPI) -> None:
-    for module in (signin, overview, keys, usage, jobs, deployments, chat, organizations, audit):
-        app.include_router(module.router)
-    for module in (invoices, marketplace, org_billing, pricebooks, platform):
+    pages = (
+        signin,
+        overview,
+        keys,
+        usage,
+        datasets,
+        jobs,
+        registry,
+        deployments,
+        chat,
+        invoices,
+        marketplace,
+    )
+    operator_pages = (organizations, org_billing, pricebooks, platform, audit)
+    for module in (*pages, *operator_pages):
         app.include_router(module.router)
     app.mount(
         f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="console.static"
@@ -44,6 +59,11 @@ def mount(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False, name="console.root")
     def root() -> RedirectResponse:
         return RedirectResponse(f"{PREFIX}/", status_code=307)
+
+
+def routes() -> list[BaseRoute]:
+    """The console's own routes (the gateway looks among them for those that read their own bodies)."""
+    return [route for module in (datasets, registry) for route in module.router.routes]
 
 
 # Last: any other console address is a page that does not exist, said in a page.

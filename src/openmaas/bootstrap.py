@@ -15,6 +15,7 @@ from openmaas.billing.scheduler import BillingScheduler
 from openmaas.clock import Clock, SystemClock
 from openmaas.config import Settings
 from openmaas.datasets import jobs as dataset_jobs
+from openmaas.datasets.files import FileUploads
 from openmaas.datasets.uploads import DatasetUploads
 from openmaas.db.database import Database
 from openmaas.jobs.handlers import JobHandler
@@ -62,6 +63,8 @@ class Platform:
     responses: Responses = field(init=False)
     # Dataset uploads and model imports: streamed request bodies into the store and the registry.
     dataset_uploads: DatasetUploads = field(init=False)
+    # OpenAI's /v1/files: multipart uploads, a fine-tune file's chat format checked line by line.
+    file_uploads: FileUploads = field(init=False)
     model_imports: ModelImports = field(init=False)
     # Month-end invoices and the daily storage sample; `start()`ed by the API server's lifespan
     # and by `openmaas worker`.
@@ -104,6 +107,7 @@ class Platform:
             max_bytes=settings.max_dataset_bytes,
             job_max_attempts=settings.job_max_attempts,
         )
+        self.file_uploads = FileUploads(self.store, self.db, self.clock, max_bytes=settings.max_dataset_bytes)
         self.model_imports = ModelImports(
             self.store, self.db, self.clock, max_bytes=settings.max_import_bytes
         )

@@ -1,4 +1,5 @@
-"""Cursor pagination for every list: newest first, `limit`, `after` (an id), `has_more`.
+"""Cursor pagination for every list: newest first (or oldest first, `ascending`), `limit`, `after`
+(an id), `has_more`.
 
 Ids are time-ordered (see `ids.py`), so the id alone is a stable cursor.
 """
@@ -25,10 +26,12 @@ def paginate(
     limit: int,
     after: str | None,
     to_public: Callable[[Any], P],
+    ascending: bool = False,
 ) -> Page[P]:
     if after is not None:
-        query = query.where(id_column < after)
-    rows: Sequence[Any] = session.scalars(query.order_by(id_column.desc()).limit(limit + 1)).all()
+        query = query.where(id_column > after if ascending else id_column < after)
+    order = id_column.asc() if ascending else id_column.desc()
+    rows: Sequence[Any] = session.scalars(query.order_by(order).limit(limit + 1)).all()
     items = [to_public(row) for row in rows[:limit]]
     ids = [row.id for row in rows[:limit]]
     return Page[P](

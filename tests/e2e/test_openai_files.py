@@ -183,3 +183,29 @@ def test_the_platform_writes_output_files(served: Served, acme: Tenant, tmp_path
     client = _client(served, acme)
     assert client.files.retrieve(written.id).purpose == "fine-tune-results"
     assert client.files.content(written.id).content == source.read_bytes()
+
+
+def test_cli_files_upload_list_download_delete(served: Served, tmp_path: Path) -> None:
+    from tests.e2e.test_cli import Cli
+
+    cli, key = Cli(served, tmp_path), served.tenant("cli-files").key
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(chat_lines(10))
+    created = cli.json("files", "upload", str(train), "--purpose", "fine-tune", key=key)
+    assert isinstance(created, dict) and created["purpose"] == "fine-tune"
+    assert created["bytes"] == train.stat().st_size
+    listed = cli.json("files", "list", "--purpose", "fine-tune", key=key)
+    assert isinstance(listed, list) and [f["id"] for f in listed] == [created["id"]]
+    assert created["id"] in cli("files", "show", created["id"], key=key).stdout
+    copy = tmp_path / "copy.jsonl"
+    cli("files", "download", created["id"], "-o", str(copy), key=key)
+    assert copy.read_bytes() == train.read_bytes()
+    deleted = cli.json("files", "delete", created["id"], key=key)
+    assert deleted == {"id": created["id"], "object": "file", "deleted": True}
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(chat_lines(10) + b'{"messages": [{"role": "user", "content": "x"}]}\n')
+    refused = cli("files", "upload", str(bad), "--purpose", "fine-tune", key=key, check=False)
+    assert refused.returncode == 1
+    assert "no_assistant_message" in refused.stdout and "11" in refused.stdout
+    assert cli.json("files", "list", key=key) == []

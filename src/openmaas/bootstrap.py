@@ -34,6 +34,7 @@ from openmaas.storage import ArtifactStore, open_store
 from openmaas.tenancy import service as tenancy
 from openmaas.tenancy.auth import Authenticator
 from openmaas.tenancy.keys import KeyHasher, is_well_formed, load_or_create_secret
+from openmaas.training import finetune_jobs
 from openmaas.training import jobs as training_jobs
 
 
@@ -156,6 +157,7 @@ def job_handlers() -> dict[str, JobHandler[Any]]:
     handlers = (
         dataset_jobs.validation_handler(release_waiting=training_jobs.release_waiting_jobs),
         training_jobs.TRAIN,
+        finetune_jobs.FINE_TUNE,
         optimize_jobs.OPTIMIZE,
     )
     return {handler.kind: handler for handler in handlers}

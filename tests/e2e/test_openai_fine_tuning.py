@@ -85,6 +85,17 @@ def test_a_fine_tuning_job_trains_and_registers_an_adapter(served: Served, acme:
     assert job.fine_tuned_model == f"ft:tiny:acme:support:{job.id}"
     assert job.trained_tokens and job.trained_tokens > 0 and job.finished_at
 
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=5))  # the SDK follows `after`
+    assert events[0].message.startswith("Fine-tuned model") and len({e.id for e in events}) == len(events)
+    steps = [e for e in events if e.type == "metrics" and e.data and "total_steps" in e.data]
+    assert [e.data["step"] for e in steps] == list(range(12, 0, -1))  # type: ignore[index]
+    assert steps[0].message.startswith("Step 12/12: training loss=")
+    assert any(e.type == "metrics" and e.data and "full_valid_loss" in e.data for e in events)
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert [c.step_number for c in checkpoints] == [12, 6]
+    assert checkpoints[0].metrics.full_valid_loss is not None
+    assert checkpoints[0].fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-12"
+
     with Client(served.url, acme.key) as ours:
         version = ours.registry.version("tiny-support:1")
     assert version.lineage.job_id == job.id and version.lineage.parent_version_id is not None
@@ -117,6 +128,11 @@ def test_bad_requests_name_their_field(served: Served, acme: Tenant) -> None:
         ({"model": "tiny", "training_file": too_long.id}, openai.BadRequestError, "training_file"),
         ({"model": "tiny", "training_file": good.id, "suffix": "a:b"}, openai.UnprocessableEntityError,
          "suffix"),
+        ({"model": "tiny", "training_file": good.id, "hyperparameters": {"n_epochs": 0}},
+         openai.UnprocessableEntityError, "hyperparameters.n_epochs"),
+        ({"model": "tiny", "training_file": good.id, "method": {"type": "supervised", "supervised": {
+            "hyperparameters": {"lora_target_modules": ["embed_tokens"]}}}}, openai.UnprocessableEntityError,
+         "method.supervised.hyperparameters.lora_target_modules.0"),
     ]  # fmt: skip
     for body, error, param in cases:
         with pytest.raises(error) as refused:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from openmaas.schemas.names import NAME_PATTERN
 
@@ -17,15 +17,28 @@ class Hyperparameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_epochs: int | Auto = Field(default="auto", ge=1, le=50)
-    batch_size: int | Auto = Field(default="auto", ge=1, le=256)
-    learning_rate_multiplier: float | Auto = Field(default="auto", gt=0, le=100)
+    # Bounded by `_within_bounds`, so that an error names the field itself (bounds on a union's
+    # member put the member's name in the error's location).
+    n_epochs: int | Auto = "auto"
+    batch_size: int | Auto = "auto"
+    learning_rate_multiplier: float | Auto = "auto"
     lora_rank: int = Field(default=8, ge=1, le=256)
     lora_alpha: float = Field(default=16.0, gt=0, le=1024)
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     lora_target_modules: list[Literal[TARGET_MODULES]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: list(TARGET_MODULES), min_length=1
     )
+
+    @field_validator("n_epochs", "batch_size", "learning_rate_multiplier")
+    @classmethod
+    def _within_bounds(cls, value: float | str, info: ValidationInfo) -> float | str:
+        low, high = _BOUNDS[str(info.field_name)]
+        if value != "auto" and not low <= float(value) <= high:
+            raise ValueError(f"must be 'auto' or between {low:g} and {high:g}")
+        return value
+
+
+_BOUNDS = {"n_epochs": (1, 50), "batch_size": (1, 256), "learning_rate_multiplier": (1e-6, 100)}
 
 
 class Supervised(BaseModel):
@@ -85,3 +98,23 @@ class FineTuningJobPublic(BaseModel):
     integrations: list[Any] | None = None
     user_provided_suffix: str | None = None
     metadata: dict[str, str] | None = None
+
+
+class FineTuningEventPublic(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: str
+    message: str
+    type: Literal["message", "metrics"]
+    data: dict[str, Any] | None = None
+
+
+class FineTuningCheckpointPublic(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict[str, float]
+    step_number: int

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from openmaas import errors
@@ -26,11 +27,18 @@ from openmaas.ids import new_id
 from openmaas.jobs import queue
 from openmaas.jobs.handlers import JobHandler
 from openmaas.jobs.run import JobRun, JobStopped
-from openmaas.jobs.tables import Job
+from openmaas.jobs.tables import Job, JobEvent
 from openmaas.registry import service as registry
 from openmaas.registry.manifest import FORMAT_VERSION, MANIFEST
 from openmaas.registry.tables import ModelVersion
-from openmaas.schemas.fine_tuning import FineTuningError, FineTuningJobCreate, FineTuningJobPublic
+from openmaas.schemas.fine_tuning import (
+    FineTuningCheckpointPublic,
+    FineTuningError,
+    FineTuningEventPublic,
+    FineTuningJobCreate,
+    FineTuningJobPublic,
+)
+from openmaas.schemas.pages import Page
 from openmaas.storage import ArtifactStore
 from openmaas.tasks import TEXT_GENERATION
 from openmaas.tenancy.tables import Organization
@@ -158,6 +166,83 @@ def fine_tuning_job_public(job: Job) -> FineTuningJobPublic:
         error=error,
         seed=params.seed,
         user_provided_suffix=params.suffix,
+    )
+
+
+EVENT_PREFIX = "ftevent-"
+
+
+def _event_message(event: JobEvent) -> str:
+    data = event.data or {}
+    if event.type == "metrics" and "total_steps" in data:
+        return f"Step {data['step']}/{data['total_steps']}: training loss={data['train_loss']:.4f}"
+    if event.type == "metrics":
+        losses = ", ".join(f"{k}={v:.4f}" for k, v in data.items() if k.endswith("loss"))
+        return f"Epoch {data.get('epoch')}: {losses}"
+    return event.message
+
+
+def fine_tuning_event_public(event: JobEvent) -> FineTuningEventPublic:
+    return FineTuningEventPublic(
+        id=f"{EVENT_PREFIX}{event.seq}",
+        created_at=int(event.created_at.timestamp()),
+        level=event.level,
+        message=_event_message(event),
+        type="metrics" if event.type == "metrics" else "message",
+        data=event.data,
+    )
+
+
+def list_fine_tuning_events(
+    session: Session, job: Job, *, after: str | None, limit: int
+) -> Page[FineTuningEventPublic]:
+    """A job's events newest first, as OpenAI lists them; `after` is the last event id of the
+    page before (`ftevent-<n>`)."""
+    query = select(JobEvent).where(JobEvent.job_id == job.id)
+    if after is not None:
+        seq = after.removeprefix(EVENT_PREFIX)
+        if not seq.isdigit():
+            raise errors.ValidationFailed(f"after must be an event id ({EVENT_PREFIX}…).", param="after")
+        query = query.where(JobEvent.seq < int(seq))
+    rows = list(session.scalars(query.order_by(JobEvent.seq.desc()).limit(limit + 1)))
+    data = [fine_tuning_event_public(row) for row in rows[:limit]]
+    return Page[FineTuningEventPublic](
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=len(rows) > limit,
+    )
+
+
+def list_checkpoints(session: Session, job: Job) -> Page[FineTuningCheckpointPublic]:
+    """One checkpoint per epoch (newest first), from the job's checkpoint events."""
+    params = FineTuneParams.model_validate(job.params)
+    rows = session.scalars(
+        select(JobEvent)
+        .where(JobEvent.job_id == job.id, JobEvent.type == "checkpoint")
+        .order_by(JobEvent.seq.desc())
+    )
+    seen: set[int] = set()  # a resumed attempt may write an epoch's checkpoint again
+    data = []
+    for row in rows:
+        info = row.data or {}
+        step = int(info.get("step", info.get("epoch", 0)))
+        if step in seen:
+            continue
+        seen.add(step)
+        metrics = {k: float(v) for k, v in (info.get("metrics") or {}).items() if isinstance(v, int | float)}
+        data.append(
+            FineTuningCheckpointPublic(
+                id=f"ftckpt-{job.id.removeprefix('ftjob-')}-{step}",
+                created_at=int(row.created_at.timestamp()),
+                fine_tuned_model_checkpoint=f"{params.fine_tuned_model}:ckpt-step-{step}",
+                fine_tuning_job_id=job.id,
+                metrics={**metrics, "step": float(step)},
+                step_number=step,
+            )
+        )
+    return Page[FineTuningCheckpointPublic](
+        data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
     )
 
 

@@ -10,7 +10,12 @@ from fastapi import APIRouter
 from openmaas.api.deps import CreatorDep, PageDep, PlatformDep, ReadSessionDep, SessionDep, scope
 from openmaas.api.responses import JSON_BODY, KEYED, errors
 from openmaas.jobs import service as jobs
-from openmaas.schemas.fine_tuning import FineTuningJobCreate, FineTuningJobPublic
+from openmaas.schemas.fine_tuning import (
+    FineTuningCheckpointPublic,
+    FineTuningEventPublic,
+    FineTuningJobCreate,
+    FineTuningJobPublic,
+)
 from openmaas.schemas.pages import Page
 from openmaas.tenancy.auth import Principal
 from openmaas.training import finetune_jobs
@@ -101,3 +106,28 @@ def resume_job(job_id: str, session: SessionDep, platform: PlatformDep, caller: 
     org = caller.require_org()
     jobs.get_job(session, org, job_id, kind=FINE_TUNE_KIND)
     return fine_tuning_job_public(jobs.resume_job(session, org, job_id, platform.clock.now()))
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    response_model=Page[FineTuningEventPublic],
+    name="fine_tuning.jobs.events",
+    responses=errors(404, 422),
+)
+def list_events(job_id: str, session: ReadSessionDep, caller: JobsRead, page: PageDep) -> object:
+    """Newest first: status changes, log lines, and metrics (`train_loss` per step, validation
+    loss per epoch)."""
+    job = jobs.get_job(session, caller.require_org(), job_id, kind=FINE_TUNE_KIND)
+    return finetune_jobs.list_fine_tuning_events(session, job, after=page.after, limit=page.limit)
+
+
+@router.get(
+    "/jobs/{job_id}/checkpoints",
+    response_model=Page[FineTuningCheckpointPublic],
+    name="fine_tuning.jobs.checkpoints",
+    responses=errors(404, 422),
+)
+def list_checkpoints(job_id: str, session: ReadSessionDep, caller: JobsRead) -> object:
+    """One per epoch, with its step number and metrics."""
+    job = jobs.get_job(session, caller.require_org(), job_id, kind=FINE_TUNE_KIND)
+    return finetune_jobs.list_checkpoints(session, job)

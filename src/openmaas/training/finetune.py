@@ -107,7 +107,8 @@ def fine_tune(
     device: str = "cpu",
 ) -> FineTuned:
     """Train a LoRA adapter of the model in `base_folder`; raises TrainingStopped when the context
-    asks to stop (after the checkpoint of the epoch it stopped in)."""
+    asks to stop: within an epoch at the next step (a resumed run redoes that epoch), or after an
+    epoch's checkpoint."""
     model, tokenizer = load_base(base_folder, device)
     train = encode_file(tokenizer, training_file)
     valid = encode_file(tokenizer, validation_file) if validation_file is not None else []
@@ -126,6 +127,10 @@ def fine_tune(
             {"epoch": result.epoch + 1, "step": result.step, "total_steps": total_steps,
              "train_loss": result.train_loss}
         )  # fmt: skip
+        if result.step % steps_per_epoch and context.should_stop():
+            # Mid-epoch: the resumed run redoes this epoch from the last checkpoint, in the same
+            # order with the same optimizer state, so it ends exactly where this one would have.
+            raise TrainingStopped(result.epoch)
 
     for epoch in range(first_epoch, resolved.n_epochs):
         started = time.monotonic()

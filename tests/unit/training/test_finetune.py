@@ -5,6 +5,7 @@ resuming to exactly the adapter an uninterrupted run ends with — which has lea
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
         lines = (json.dumps({"messages": chat(t, k)}) + "\n" for t in ANSWERS for k in numbers)
         path.write_text("".join(lines))
     return folder, train, valid
+
+
+def _after_reports(n: int) -> Callable[[InMemoryContext], bool]:
+    return lambda context: len(context.reports) >= n
 
 
 def test_auto_hyperparameters() -> None:
@@ -59,12 +64,23 @@ def test_a_stopped_run_resumes_to_the_adapter_of_an_uninterrupted_one(
     assert sum(a == m[1]["content"] for a, m in zip(answers, held_out, strict=True)) / len(held_out) >= 0.9
 
     checkpoints = tmp_path / "checkpoints"
+    # Stopped at the end of epoch 1, then again 4 steps into epoch 3 (20 steps an epoch; each
+    # epoch reports its steps and then its losses).
     with pytest.raises(TrainingStopped) as stopped:
-        fine_tune(folder, train, valid, CONFIG, DirectoryContext(checkpoints, stop_when=lambda _: True))
+        fine_tune(folder, train, valid, CONFIG, DirectoryContext(checkpoints, stop_when=_after_reports(21)))
     assert stopped.value.checkpoint_epoch == 1
+    with pytest.raises(TrainingStopped) as stopped:
+        fine_tune(
+            folder,
+            train,
+            valid,
+            CONFIG,
+            DirectoryContext(checkpoints, stop_when=lambda c: len(c.reports) >= 25),
+        )
+    assert stopped.value.checkpoint_epoch == 2
     resumed_context = DirectoryContext(checkpoints)
     resumed = fine_tune(folder, train, valid, CONFIG, resumed_context)
-    assert resumed.resumed_from_epoch == 1 and resumed.steps == 100
-    assert [r["epoch"] for r in resumed_context.reports if "full_valid_loss" in r] == [2, 3, 4, 5]
+    assert resumed.resumed_from_epoch == 2 and resumed.steps == 100
+    assert [r["epoch"] for r in resumed_context.reports if "full_valid_loss" in r] == [3, 4, 5]
     mine, reference = adapter_state_dict(resumed.model), adapter_state_dict(whole.model)
     assert all(torch.equal(mine[name], reference[name]) for name in reference)

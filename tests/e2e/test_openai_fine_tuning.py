@@ -10,6 +10,7 @@ import io
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -144,3 +145,41 @@ def test_bad_requests_name_their_field(served: Served, acme: Tenant) -> None:
     assert all(j.status != "queued" or j.training_file == good.id for j in client.fine_tuning.jobs.list())
     with pytest.raises(openai.NotFoundError):
         _client(served, served.tenant("initech")).fine_tuning.jobs.retrieve("ftjob-nope")
+
+
+def test_pause_resume_cancel_with_the_sdk_and_the_cli(served: Served, acme: Tenant, tmp_path: Path) -> None:
+    from tests.e2e.test_cli import Cli
+
+    client = _client(served, acme)
+    train = client.files.create(
+        file=("t.jsonl", _jsonl([chat("dog", k) for k in range(10)])), purpose="fine-tune"
+    )
+    job = client.fine_tuning.jobs.create(
+        model="tiny", training_file=train.id, hyperparameters={"n_epochs": 1}
+    )
+    assert client.fine_tuning.jobs.pause(job.id).status == "paused"
+    assert client.fine_tuning.jobs.resume(job.id).status == "queued"
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    with pytest.raises(openai.NotFoundError):
+        _client(served, served.tenant("hooli")).fine_tuning.jobs.cancel(job.id)
+
+    cli = Cli(served, tmp_path)
+    created = cli.json(
+        "fine-tune", "create", "--model", "tiny", "--training-file", train.id, "--suffix", "cli",
+        "--n-epochs", "2", "--batch-size", "auto", key=acme.key,
+    )  # fmt: skip
+    assert isinstance(created, dict) and created["status"] == "queued"
+    assert created["hyperparameters"] == {
+        "n_epochs": 2,
+        "batch_size": "auto",
+        "learning_rate_multiplier": "auto",
+    }
+    assert cli.json("fine-tune", "pause", created["id"], key=acme.key)["status"] == "paused"  # type: ignore[index]
+    assert cli.json("fine-tune", "cancel", created["id"], key=acme.key)["status"] == "cancelled"  # type: ignore[index]
+    assert created["id"] in cli("fine-tune", "list", key=acme.key).stdout
+    events = cli.json("fine-tune", "events", created["id"], key=acme.key)
+    assert isinstance(events, list) and events and all(e["object"] == "fine_tuning.job.event" for e in events)
+    refused = cli(
+        "fine-tune", "create", "--model", "tiny", "--training-file", "file-nope", key=acme.key, check=False
+    )
+    assert refused.returncode == 1 and "training_file" in refused.stdout + refused.stderr

@@ -22,6 +22,7 @@ from openmaas.sdk.calls import Call, Plan, Upload
 from openmaas.sdk.datasets import Datasets
 from openmaas.sdk.deployments import Deployments
 from openmaas.sdk.files import Files
+from openmaas.sdk.fine_tuning import FineTuning
 from openmaas.sdk.jobs import Jobs, TrainingJobs
 from openmaas.sdk.optimizations import Optimizations
 from openmaas.sdk.registry import Registry
@@ -61,6 +62,7 @@ class Api(Resource[S]):
         self.marketplace = Marketplace(sender)
         self.datasets = Datasets(sender)
         self.files = Files(sender)
+        self.fine_tuning = FineTuning(sender)
         self.jobs = Jobs(sender)
         self.training_jobs = TrainingJobs(sender)
         self.registry = Registry(sender)

@@ -120,7 +120,18 @@ def test_bad_requests_name_their_field(served: Served, acme: Tenant) -> None:
     other_file = _client(served, served.tenant("globex")).files.create(
         file=("g.jsonl", _jsonl([chat("dog", k) for k in range(10)])), purpose="fine-tune"
     )
+    from openmaas.ids import new_id
+    from openmaas.registry import service as registry
+
+    platform = served.platform
+    with platform.db.session() as session:  # a version that is no text-generation model
+        registry.register_version(
+            session, version_id=new_id("mv_"), org_id=acme.org_id, model_name="churn", artifact_path="none",
+            manifest={"format_version": 1, "task": "tabular-classification"}, lineage={},
+            now=platform.clock.now(),
+        )  # fmt: skip
     cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+        ({"model": "churn", "training_file": good.id}, openai.BadRequestError, "model"),
         ({"model": "nothing", "training_file": good.id}, openai.NotFoundError, "model"),
         ({"model": "tiny", "training_file": other_file.id}, openai.NotFoundError, "training_file"),
         ({"model": "tiny", "training_file": good.id, "validation_file": "file-nope"}, openai.NotFoundError,

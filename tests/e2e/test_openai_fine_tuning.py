@@ -86,6 +86,12 @@ def test_a_fine_tuning_job_trains_and_registers_an_adapter(served: Served, acme:
     assert job.fine_tuned_model == f"ft:tiny:acme:support:{job.id}"
     assert job.trained_tokens and job.trained_tokens > 0 and job.finished_at
 
+    assert len(job.result_files) == 1
+    results = client.files.retrieve(job.result_files[0])
+    assert (results.purpose, results.filename) == ("fine-tune-results", "step_metrics.csv")
+    table = client.files.content(results.id).text.splitlines()
+    assert table[0] == "step,epoch,train_loss,valid_loss" and len(table) == 1 + 12
+    assert table[6].startswith("6,1,") and table[6].split(",")[3] != ""  # epoch 1's validation loss
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=5))  # the SDK follows `after`
     assert events[0].message.startswith("Fine-tuned model") and len({e.id for e in events}) == len(events)
     steps = [e for e in events if e.type == "metrics" and e.data and "total_steps" in e.data]

@@ -294,7 +294,8 @@ def run_fine_tune(run: JobRun[FineTuneParams]) -> None:
     try:
         save_adapter(tuned.model, tuned.config.lora, folder, base_model=params.base_ref)
         manifest = _adapter_manifest(folder, params, tuned)
-        _register(run, version_id, relative, manifest, tuned, params)
+        results = _step_metrics_csv(run)
+        _register(run, version_id, relative, manifest, tuned, params, results)
     except BaseException:
         run.store.remove(relative)  # nothing half-written: no version, no artifact
         raise
@@ -322,11 +323,39 @@ def _adapter_manifest(folder: Path, params: FineTuneParams, tuned: Any) -> dict[
     return manifest
 
 
+def _step_metrics_csv(run: JobRun[FineTuneParams]) -> Path:
+    """The job's metrics as OpenAI's `step_metrics.csv` result file, in the job's folder: one row
+    per step with its training loss, and the epoch's validation loss on its last step."""
+    with run.db.read_session() as session:
+        rows = session.scalars(
+            select(JobEvent)
+            .where(JobEvent.job_id == run.job_id, JobEvent.type == "metrics")
+            .order_by(JobEvent.seq)
+        )
+        steps: dict[int, dict[str, Any]] = {}
+        for event in rows:
+            data = event.data or {}
+            if "step" in data:
+                steps.setdefault(int(data["step"]), {}).update(data)
+    path = run.store.path(run.store.job_dir(run.job_id)) / "step_metrics.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["step,epoch,train_loss,valid_loss"]
+    for step, data in sorted(steps.items()):
+        valid = data.get("full_valid_loss", "")
+        lines.append(f"{step},{data.get('epoch', '')},{data.get('train_loss', '')},{valid}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def _register(
     run: JobRun[FineTuneParams], version_id: str, relative: str, manifest: dict[str, Any], tuned: Any,
-    params: FineTuneParams,
+    params: FineTuneParams, results: Path,
 ) -> None:  # fmt: skip
     with run.db.session() as session:
+        result_file = file_service.store_output_file(
+            session, run.store, org_id=run.org_id, purpose="fine-tune-results", filename="step_metrics.csv",
+            source=results, now=run.clock.now(),
+        )  # fmt: skip
         model, version = registry.register_version(
             session,
             version_id=version_id,
@@ -355,6 +384,7 @@ def _register(
                 },
                 "metrics": manifest["metrics"],
                 "resumed_from_epoch": tuned.resumed_from_epoch,
+                "result_files": [result_file.id],
             },
         )
 

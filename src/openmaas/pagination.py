@@ -1,4 +1,5 @@
-"""Cursor pagination for every list: newest first, `limit`, `after` (an id), `has_more`.
+"""Cursor pagination for every list: newest first (or oldest first, `ascending`), `limit`, `after`
+(an id), `has_more`.
 
 Ids are time-ordered (see `ids.py`), so the id alone is a stable cursor.
 """
@@ -26,12 +27,14 @@ def paginate(
     after: str | None,
     to_public: Callable[[Any], P] | None = None,
     to_publics: Callable[[Sequence[Any]], list[P]] | None = None,
+    ascending: bool = False,
 ) -> Page[P]:
-    """`to_public` shapes each row; `to_publics` the page's rows at once (one query for what
-    they all need, not one per row)."""
+    """Newest first (`ascending`: oldest first). `to_public` shapes each row; `to_publics` the
+    page's rows at once (one query for what they all need, not one per row)."""
     if after is not None:
-        query = query.where(id_column < after)
-    rows: Sequence[Any] = session.scalars(query.order_by(id_column.desc()).limit(limit + 1)).all()
+        query = query.where(id_column > after if ascending else id_column < after)
+    order = id_column.asc() if ascending else id_column.desc()
+    rows: Sequence[Any] = session.scalars(query.order_by(order).limit(limit + 1)).all()
     if to_publics is not None:
         items = to_publics(rows[:limit])
     else:

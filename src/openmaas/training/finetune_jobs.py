@@ -33,7 +33,7 @@ from openmaas.metering.ledger import record_in
 from openmaas.metering.settlement import Sql
 from openmaas.metering.sources import trained_tokens_usage
 from openmaas.registry import service as registry
-from openmaas.registry.manifest import FORMAT_VERSION, MANIFEST
+from openmaas.registry.manifest import FORMAT_VERSION, LORA_ADAPTER, MANIFEST
 from openmaas.registry.tables import ModelVersion
 from openmaas.schemas.fine_tuning import (
     FineTuningCheckpointPublic,
@@ -311,7 +311,7 @@ def _adapter_manifest(folder: Path, params: FineTuneParams, tuned: Any) -> dict[
     manifest = {
         "format_version": FORMAT_VERSION,
         "task": TEXT_GENERATION,
-        "source": "lora-adapter",
+        "source": LORA_ADAPTER,
         "base_version_id": params.base_version_id,
         "base": params.base_ref,
         "fine_tuned_model": params.fine_tuned_model,

@@ -6,7 +6,9 @@ Units and the quantity a price is quoted per:
 - `input_tokens`, `output_tokens` (per 1K tokens),
 - `compute_ms` with a `resource_class` such as `cpu` or `gpu` (priced per compute-second),
 - `bytes_ingested` (priced per GB, 10^9 bytes),
-- `storage_gb_month_micros`: millionths of a GB-month, written by the daily storage sampler.
+- `storage_gb_month_micros`: millionths of a GB-month, written by the daily storage sampler,
+- `trained_tokens` (per 1K tokens): a fine-tuning job's training tokens × epochs, metered once
+  when the job succeeds.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ UNIT_SCALE: dict[str, int] = {
     "compute_ms": 1_000,
     "bytes_ingested": 1_000_000_000,
     "storage_gb_month_micros": 1_000_000,
+    "trained_tokens": 1_000,
 }
 UNITS = tuple(UNIT_SCALE)
 RESOURCE_CLASSES = ("cpu", "gpu")

@@ -51,6 +51,10 @@ def _client(served: Served, tenant: Tenant) -> openai.OpenAI:
 
 def test_a_fine_tuning_job_trains_and_registers_an_adapter(served: Served, acme: Tenant) -> None:
     client = _client(served, acme)
+    with served.admin() as admin:  # the operator prices fine-tuning: 10.00 per 1K trained tokens
+        prices = {"components": [{"unit": "trained_tokens", "price": "10"}]}
+        book = admin.post("/v1/admin/pricebooks", json=prices)
+        assert book.status_code == 201, book.text
     train = client.files.create(
         file=("train.jsonl", io.BytesIO(_jsonl([chat(t, k) for t in ANSWERS for k in range(12)]))),
         purpose="fine-tune",
@@ -103,15 +107,61 @@ def test_a_fine_tuning_job_trains_and_registers_an_adapter(served: Served, acme:
     assert checkpoints[0].metrics.full_valid_loss is not None
     assert checkpoints[0].fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-12"
 
+    _billed_once_per_trained_token(served, acme, job.id, job.trained_tokens, book.json()["id"])
+
     with Client(served.url, acme.key) as ours:
         version = ours.registry.version("tiny-support:1")
     assert version.lineage.job_id == job.id and version.lineage.parent_version_id is not None
     assert version.manifest and version.manifest["base"] == "tiny:1"
+    with served.client(acme.key) as http:  # served through its base's deployment, never its own
+        refused = http.post("/v1/deployments", json={"model": "tiny-support:1"})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (422, "adapter_not_deployable")
     folder = served.platform.store.path(served.platform.store.model_dir(acme.org_id, version.id))
     config = json.loads((folder / ADAPTER_CONFIG).read_text())
     assert config["peft_type"] == "LORA" and config["r"] == 8
     with safe_open(folder / ADAPTER_WEIGHTS, "pt") as weights:
         assert "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight" in weights.keys()  # noqa: SIM118 - safe_open has no __contains__
+
+
+def _billed_once_per_trained_token(
+    served: Served, tenant: Tenant, job_id: str, tokens: int, book: str
+) -> None:
+    """The job's trained tokens: one usage line with its own unit, summed once in `/v1/usage`, and
+    a line of the month's invoice at the pricebook's price (10.00 per 1K: a cent a token)."""
+    with served.client(tenant.key) as http:
+        events = http.get("/v1/usage", params={"granularity": "event", "limit": 100}).json()["data"]
+        trained = [e for e in events if e["unit"] == "trained_tokens"]
+        assert [(e["request_id"], e["quantity"], e["model"]) for e in trained] == [
+            (f"{job_id}:trained_tokens", tokens, "tiny:1")
+        ]
+        totals = {row["unit"]: row["quantity"] for row in http.get("/v1/usage").json()["data"]}
+        assert totals["trained_tokens"] == tokens
+        invoice = http.get(f"/v1/invoices/{time.strftime('%Y-%m', time.gmtime())}").json()
+    lines = [(li["unit"], li["quantity"], li["amount"]) for li in invoice["lines"] if li["price_ref"] == book]
+    assert lines == [("trained_tokens", tokens, f"{tokens / 100:.2f}")]
+
+
+def test_an_adapter_is_not_deployed_on_its_own(served: Served, acme: Tenant) -> None:
+    """A fine-tuning job's adapter version is refused by `POST /v1/deployments`, naming `model`
+    (adapters are served through their base model's deployment)."""
+    from openmaas.ids import new_id
+    from openmaas.registry import service as registry
+
+    platform = served.platform
+    with platform.db.session() as session:  # the version a fine-tuning job registers (no artifact)
+        registry.register_version(
+            session, version_id=new_id("mv_"), org_id=acme.org_id, model_name="tiny-adapter",
+            artifact_path="none", manifest={"format_version": 1, "task": "text-generation",
+            "source": "lora-adapter", "base": "tiny:1"}, lineage={}, now=platform.clock.now(),
+        )  # fmt: skip
+    with served.client(acme.key) as http:
+        response = http.post("/v1/deployments", json={"model": "tiny-adapter:1"})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert (error["param"], error["code"]) == ("model", "adapter_not_deployable")
+        assert "served through their base model's deployment" in error["message"]
+        assert "adapter of tiny:1" in error["message"]
+        assert http.get("/v1/deployments").json()["data"] == []
 
 
 def test_bad_requests_name_their_field(served: Served, acme: Tenant) -> None:

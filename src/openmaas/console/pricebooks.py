@@ -39,6 +39,7 @@ PRICE_UNITS = (
     ("compute_ms", "Compute", "per compute-second"),
     ("bytes_ingested", "Data ingested", "per GB"),
     ("storage_gb_month_micros", "Storage", "per GB-month"),
+    ("trained_tokens", "Fine-tuning", "per 1K trained tokens"),
 )
 assert {unit for unit, _, _ in PRICE_UNITS} == set(UNITS)
 

@@ -27,17 +27,17 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from openmaas import errors
 from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.histogram import Histogram
 from openmaas.metering import settlement
-from openmaas.metering.events import UsageEvent
+from openmaas.metering.events import PricedLine, UsageEvent
 from openmaas.metering.hourly import HourBuckets, HourlySums
 from openmaas.metering.pricing_events import price_event
 from openmaas.metering.receipts import Completions, Receipt, Written
@@ -220,28 +220,7 @@ class UsageLedger:
             if written is not None:
                 return written
         with self._transaction() as sql:
-            rows = self._rows(sql, batch)
-            inserted = settlement.insert_new(sql, rows)
-            periods = _Periods(self._prices)
-            hours = HourBuckets(self._timezone_of, sql.time)
-            spend = settlement.Spend()
-            hourly = HourlySums()
-            if inserted is None:  # the common case: every row was new
-                written = [Written(p.event.event_id, True, p.cost_micros) for p in batch]
-            else:
-                written = _claim_lines(batch, inserted)
-            for p, outcome in zip(batch, written, strict=True):
-                e = p.event
-                spend.add(e, periods.of(e.org_id, e.occurred_at), outcome.cost_micros)
-                if outcome.new:  # keyed as `HOURLY_DIMENSIONS`
-                    hour = hours.of(e.org_id, e.occurred_at)
-                    ref = p.lines[0].price_ref
-                    hourly.add(
-                        (e.org_id, hour, e.model, e.api_key_id, e.deployment, e.resource_class, ref), p.lines
-                    )
-            settlement.apply(sql, spend)
-            hourly.write(sql)
-        return written
+            return write_batch(sql, self._prices, self._clock.now(), batch)
 
     def _write_in_one_statement(self, batch: list[Receipt]) -> list[Written] | None:
         """PostgreSQL's common batch (distinct ids, one billing month per organisation and key, no
@@ -277,7 +256,7 @@ class UsageLedger:
         try:
             sql = settlement.Sql(connection, is_sqlite=False)
             inserted = settlement.insert_and_spend(
-                sql, self._rows(sql, batch), event_periods, leases, event_hours
+                sql, ledger_rows(sql, self._clock.now(), batch), event_periods, leases, event_hours
             )
         except BaseException:
             self._connection = None
@@ -316,35 +295,6 @@ class UsageLedger:
             self._connection = connection
         return self._connection
 
-    def _rows(self, sql: settlement.Sql, batch: list[Receipt]) -> list[tuple[Any, ...]]:
-        """The batch's ledger rows (one per event), times already in the database's format."""
-        recorded_at = sql.time(self._clock.now())
-        rows = []
-        for p in batch:
-            e = p.event
-            units = dict.fromkeys(UNIT_COLUMNS)
-            for line in p.lines:
-                units[f"qty_{line.unit}"] = line.quantity
-                units[f"cost_{line.unit}"] = line.cost_micros
-            first = p.lines[0]
-            rows.append(
-                (
-                    e.event_id,
-                    e.org_id,
-                    e.api_key_id,
-                    e.model,
-                    e.deployment,
-                    e.resource_class,
-                    sql.time(e.occurred_at),
-                    p.cost_micros,
-                    first.price_ref,
-                    first.seller_org_id,
-                    recorded_at,
-                    *units.values(),
-                )
-            )
-        return rows
-
     @contextmanager
     def _transaction(self) -> Iterator[settlement.Sql]:
         """A write transaction on the writer's own connection, held for its lifetime (the hot path
@@ -358,7 +308,93 @@ class UsageLedger:
             raise
 
 
-def _claim_lines(batch: list[Receipt], inserted: set[str]) -> list[Written]:
+class Priced(Protocol):
+    """An event with its priced lines and their total: a `Receipt`, or what `record_in` writes."""
+
+    @property
+    def event(self) -> UsageEvent: ...
+    @property
+    def lines(self) -> tuple[PricedLine, ...]: ...
+    @property
+    def cost_micros(self) -> int: ...
+
+
+class _Priced(NamedTuple):
+    event: UsageEvent
+    lines: tuple[PricedLine, ...]
+    cost_micros: int
+
+
+def record_in(sql: settlement.Sql, prices: PriceSource, clock: Clock, event: UsageEvent) -> Written:
+    """Meter `event` inside the caller's transaction rather than through the writer's queue: for
+    usage that must commit with what it bills for (a job's result) or not at all. The event id
+    still decides: a retried job that wrote it already meters nothing. No budget hold is taken or
+    settled here (the event must carry none)."""
+    if event.hold is not None:
+        raise ValueError("record_in writes events without a budget hold")
+    lines = price_event(prices, event)
+    priced = _Priced(event, lines, sum(line.cost_micros for line in lines))
+    return write_batch(sql, prices, clock.now(), [priced])[0]
+
+
+def write_batch(
+    sql: settlement.Sql, prices: PriceSource, now: datetime, batch: Sequence[Priced]
+) -> list[Written]:
+    """Write priced events in the caller's transaction: insert the new ones, settle their holds and
+    spend, and add them to the hourly sums."""
+    rows = ledger_rows(sql, now, batch)
+    inserted = settlement.insert_new(sql, rows)
+    periods = _Periods(prices)
+    hours = HourBuckets(lambda org_id: prices.profile(org_id).timezone, sql.time)
+    spend = settlement.Spend()
+    hourly = HourlySums()
+    if inserted is None:  # the common case: every row was new
+        written = [Written(p.event.event_id, True, p.cost_micros) for p in batch]
+    else:
+        written = _claim_lines(batch, inserted)
+    for p, outcome in zip(batch, written, strict=True):
+        e = p.event
+        spend.add(e, periods.of(e.org_id, e.occurred_at), outcome.cost_micros)
+        if outcome.new:  # keyed as `HOURLY_DIMENSIONS`
+            hour = hours.of(e.org_id, e.occurred_at)
+            ref = p.lines[0].price_ref
+            hourly.add((e.org_id, hour, e.model, e.api_key_id, e.deployment, e.resource_class, ref), p.lines)
+    settlement.apply(sql, spend)
+    hourly.write(sql)
+    return written
+
+
+def ledger_rows(sql: settlement.Sql, now: datetime, batch: Sequence[Priced]) -> list[tuple[Any, ...]]:
+    """The batch's ledger rows (one per event), times already in the database's format."""
+    recorded_at = sql.time(now)
+    rows = []
+    for p in batch:
+        e = p.event
+        units = dict.fromkeys(UNIT_COLUMNS)
+        for line in p.lines:
+            units[f"qty_{line.unit}"] = line.quantity
+            units[f"cost_{line.unit}"] = line.cost_micros
+        first = p.lines[0]
+        rows.append(
+            (
+                e.event_id,
+                e.org_id,
+                e.api_key_id,
+                e.model,
+                e.deployment,
+                e.resource_class,
+                sql.time(e.occurred_at),
+                p.cost_micros,
+                first.price_ref,
+                first.seller_org_id,
+                recorded_at,
+                *units.values(),
+            )
+        )
+    return rows
+
+
+def _claim_lines(batch: Sequence[Priced], inserted: set[str]) -> list[Written]:
     """Which events were new, when some were not (a retry, or an id twice in a batch)."""
     written = []
     for p in batch:

@@ -1,6 +1,6 @@
-"""Usage events for the non-request billables: training and optimisation compute, data ingested,
-and data stored (sampled daily). Each builds its event id from what it measures, so a retry or a
-second sampler run the same day meters once.
+"""Usage events for the non-request billables: training and optimisation compute, fine-tuning's
+trained tokens, data ingested, and data stored (sampled daily). Each builds its event id from what
+it measures, so a retry or a second sampler run the same day meters once.
 
 Training hooks in per interval: before an interval, `platform.gate.admit(..., worst_case=
 compute_quantities(seconds), rate_limited=False)` holds its cost (a 402 means: checkpoint and
@@ -45,6 +45,17 @@ def compute_usage(
         model=model,
         resource_class=resource_class,
     )
+
+
+def trained_tokens_event_id(job_id: str) -> str:
+    return f"{job_id}:trained_tokens"
+
+
+def trained_tokens_usage(job_id: str, org_id: str, tokens: int, at: datetime, *, model: str) -> UsageEvent:
+    """A fine-tuning job's trained tokens (tokens × epochs), priced per 1K on the base `model`.
+    One event per job: written with the job's success (`ledger.record_in`), so a resumed or
+    retried job, whatever it re-trained, meters its tokens once."""
+    return UsageEvent(trained_tokens_event_id(job_id), org_id, {"trained_tokens": tokens}, at, model=model)
 
 
 def ingest_usage(

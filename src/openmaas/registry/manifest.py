@@ -15,6 +15,13 @@ from openmaas.errors import ValidationFailed
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+# `source` of a LoRA adapter a fine-tuning job registered: weights that only mean something on top
+# of their base version (`base_version_id`), not a model of their own.
+LORA_ADAPTER = "lora-adapter"
+
+
+def is_adapter(manifest: dict[str, Any] | None) -> bool:
+    return bool(manifest) and manifest.get("source") == LORA_ADAPTER  # type: ignore[union-attr]
 
 
 def read_manifest(path: Path | str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from openmaas import errors, logs
 from openmaas.billing import marketplace
 from openmaas.ids import new_id
 from openmaas.pagination import paginate
+from openmaas.registry.manifest import is_adapter
 from openmaas.registry.tables import ModelVersion
 from openmaas.schemas.pages import Page
 from openmaas.schemas.serving import (
@@ -93,6 +94,7 @@ def _serving_and_starting(row: Deployment, loaded_id: str | None) -> tuple[str |
 def create(session: Session, org_id: str, body: DeploymentCreate, now: datetime) -> DeploymentPublic:
     # The caller's own version, or another organisation's through its marketplace listing (lst_…).
     model, version = marketplace.deployable_version(session, org_id, body.model)
+    _refuse_adapter(version, body.model, "model")
     if version.task not in deployable_tasks():
         raise errors.ValidationFailed(
             f"{body.model!r} is a {version.task} model, which this server cannot deploy yet; "
@@ -237,6 +239,7 @@ def _replacement(session: Session, org_id: str, task: str, ref: str, param: str)
         _, version = marketplace.deployable_version(session, org_id, ref)
     except errors.NotFound as exc:  # an unknown model name is reported against `model`
         raise errors.NotFound(exc.message, param=param, code=exc.code) from None
+    _refuse_adapter(version, ref, param)
     if version.task not in deployable_tasks():
         raise errors.ValidationFailed(
             f"{ref!r} is a {version.task} model, which this server cannot deploy yet.",
@@ -251,6 +254,20 @@ def _replacement(session: Session, org_id: str, task: str, ref: str, param: str)
             code="incompatible_task",
         )
     return version
+
+
+def _refuse_adapter(version: ModelVersion, ref: str, param: str) -> None:
+    """A fine-tuning job's LoRA adapter is no model of its own: 422 naming `param`."""
+    if not is_adapter(version.manifest):
+        return
+    base = version.manifest.get("base") or "its base model"
+    raise errors.ValidationFailed(
+        f"{ref!r} is a LoRA adapter of {base}, not a model of its own: adapters are served through "
+        "their base model's deployment (named as `model` in its chat and completions calls), never "
+        "deployed on their own; serving adapters is not available yet.",
+        param=param,
+        code="adapter_not_deployable",
+    )
 
 
 def _check_scaling(task: str, min_replicas: int) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from openmaas import errors
+from openmaas.billing.price_source import DatabasePriceSource
 from openmaas.datasets import files as file_service
 from openmaas.datasets.chat_format import count_chat_tokens
 from openmaas.ids import new_id
@@ -28,8 +29,11 @@ from openmaas.jobs import queue
 from openmaas.jobs.handlers import JobHandler
 from openmaas.jobs.run import JobRun, JobStopped
 from openmaas.jobs.tables import Job, JobEvent
+from openmaas.metering.ledger import record_in
+from openmaas.metering.settlement import Sql
+from openmaas.metering.sources import trained_tokens_usage
 from openmaas.registry import service as registry
-from openmaas.registry.manifest import FORMAT_VERSION, MANIFEST
+from openmaas.registry.manifest import FORMAT_VERSION, LORA_ADAPTER, MANIFEST
 from openmaas.registry.tables import ModelVersion
 from openmaas.schemas.fine_tuning import (
     FineTuningCheckpointPublic,
@@ -307,7 +311,7 @@ def _adapter_manifest(folder: Path, params: FineTuneParams, tuned: Any) -> dict[
     manifest = {
         "format_version": FORMAT_VERSION,
         "task": TEXT_GENERATION,
-        "source": "lora-adapter",
+        "source": LORA_ADAPTER,
         "base_version_id": params.base_version_id,
         "base": params.base_ref,
         "fine_tuned_model": params.fine_tuned_model,
@@ -368,6 +372,7 @@ def _register(
         )
         from openmaas.training.finetune import BASE_LEARNING_RATE
 
+        _meter_trained_tokens(session, run, tuned.trained_tokens)
         resolved = tuned.config
         run.succeed(
             session,
@@ -387,6 +392,15 @@ def _register(
                 "result_files": [result_file.id],
             },
         )
+
+
+def _meter_trained_tokens(session: Session, run: JobRun[FineTuneParams], tokens: int) -> None:
+    """Bill the job's trained tokens in the transaction that marks it succeeded: committed with the
+    result or not at all, and under the job's own event id, so a retried attempt meters nothing
+    more."""
+    prices = DatabasePriceSource(run.db, run.clock, ttl=0)
+    event = trained_tokens_usage(run.job_id, run.org_id, tokens, run.clock.now(), model=run.params.base_ref)
+    record_in(Sql.of(session, run.db), prices, run.clock, event)
 
 
 FINE_TUNE = JobHandler(

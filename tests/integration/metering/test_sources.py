@@ -6,11 +6,14 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from openmaas import errors
 from openmaas.billing import invoices
 from openmaas.metering import sources
-from openmaas.metering.tables import BillingAccount
+from openmaas.metering.ledger import record_in
+from openmaas.metering.settlement import Sql
+from openmaas.metering.tables import BillingAccount, UsageRecord
 from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_account, make_org, make_pricebook
 
@@ -89,3 +92,36 @@ def test_a_training_job_reserves_per_interval_and_stops_when_credit_runs_out(clo
         account = session.get(BillingAccount, org)
         assert account is not None
         assert (account.unbilled_micros, account.reserved_micros) == (7_200_000, 0)
+
+
+def test_trained_tokens_are_metered_with_the_job_result_once(clocked: Clocked) -> None:
+    """A fine-tuning job meters its trained tokens in the transaction that marks it succeeded: an
+    attempt whose commit fails meters nothing, and a retried attempt that writes it again adds
+    nothing (same event id), to the ledger, the hourly sums or the account."""
+    platform = clocked.platform
+    org = make_org(platform, "acme")
+    make_pricebook(platform, [{"unit": "trained_tokens", "price": "0.50"}])
+    make_account(platform, org)
+    event = sources.trained_tokens_usage("ftjob-1", org, 6_000, clocked.clock.now(), model="qwen:1")
+
+    def attempt(fail: bool) -> bool:
+        with platform.db.session() as session:
+            written = record_in(Sql.of(session, platform.db), platform.metering.prices, platform.clock, event)
+            if fail:
+                raise RuntimeError("the attempt died before its commit")
+        return written.new
+
+    with pytest.raises(RuntimeError):
+        attempt(fail=True)
+    assert (attempt(fail=False), attempt(fail=False)) == (True, False)
+    period = f"{clocked.clock.now():%Y-%m}"
+    with platform.db.read_session() as session:
+        statement = invoices.statement(session, org, period, now=clocked.clock.now(), currency="USD")
+        account = session.get(BillingAccount, org)
+        assert account is not None and account.unbilled_micros == 3_000_000
+        rows = session.scalars(select(UsageRecord).where(UsageRecord.org_id == org)).all()
+    assert [(r.event_id, r.qty_trained_tokens, r.cost_trained_tokens) for r in rows] == [
+        ("ftjob-1:trained_tokens", 6_000, 3_000_000)
+    ]
+    usage = [(line.unit, line.quantity, line.amount) for line in statement.lines if line.kind == "usage"]
+    assert usage == [("trained_tokens", 6_000, "3.00")]

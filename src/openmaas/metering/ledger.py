@@ -38,7 +38,7 @@ from openmaas.db.database import Database
 from openmaas.histogram import Histogram
 from openmaas.metering import settlement
 from openmaas.metering.events import UsageEvent
-from openmaas.metering.hourly import HourBuckets, HourlySums
+from openmaas.metering.hourly import DayBuckets, HourBuckets, HourlySums
 from openmaas.metering.pricing_events import price_event
 from openmaas.metering.receipts import Completions, Receipt, Written
 from openmaas.metering.tables import UNIT_COLUMNS
@@ -224,6 +224,7 @@ class UsageLedger:
             inserted = settlement.insert_new(sql, rows)
             periods = _Periods(self._prices)
             hours = HourBuckets(self._timezone_of, sql.time)
+            days = DayBuckets(self._timezone_of, sql.time)
             spend = settlement.Spend()
             hourly = HourlySums()
             if inserted is None:  # the common case: every row was new
@@ -235,9 +236,11 @@ class UsageLedger:
                 spend.add(e, periods.of(e.org_id, e.occurred_at), outcome.cost_micros)
                 if outcome.new:  # keyed as `HOURLY_DIMENSIONS`
                     hour = hours.of(e.org_id, e.occurred_at)
+                    day = days.of(e.org_id, e.occurred_at)
                     ref = p.lines[0].price_ref
                     hourly.add(
-                        (e.org_id, hour, e.model, e.api_key_id, e.deployment, e.resource_class, ref), p.lines
+                        (e.org_id, hour, day, e.model, e.api_key_id, e.deployment, e.resource_class, ref),
+                        p.lines,
                     )
             settlement.apply(sql, spend)
             hourly.write(sql)
@@ -250,6 +253,7 @@ class UsageLedger:
         request's metering latency. None: not such a batch, write it in a transaction."""
         periods = _Periods(self._prices)
         hours = HourBuckets(self._timezone_of, settlement.Sql.pg_time)
+        days = DayBuckets(self._timezone_of, settlement.Sql.pg_time)
         of_org: dict[str, str] = {}
         of_key: dict[str, str] = {}
         event_periods = []
@@ -269,7 +273,7 @@ class UsageLedger:
             if e.api_key_id is not None and of_key.setdefault(e.api_key_id, period) != period:
                 return None
             event_periods.append(period)
-            event_hours.append(hours.of(e.org_id, e.occurred_at))
+            event_hours.append((hours.of(e.org_id, e.occurred_at), *days.of(e.org_id, e.occurred_at)))
             leases.append(lease)
         if len({p.event.event_id for p in batch}) != len(batch):
             return None

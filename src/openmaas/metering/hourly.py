@@ -1,7 +1,8 @@
-"""The ledger's hourly and daily sums (`usage_hours`, `usage_days`), as the ledger writer keeps them: each batch adds the
-rows it inserted, in the same transaction (`HourlySums.write`) or, on PostgreSQL's one-statement
-batch, in the same statement (`pg_upsert_from`). Only rows that write inserted are added, so a
-retried or duplicate event, which the ledger's unique event id turns into a no-op, adds nothing.
+"""The ledger's hourly and daily sums (`usage_hours`, `usage_days`), as the ledger writer keeps
+them: each batch adds the rows it inserted, in the same transaction (`HourlySums.write`) or, on
+PostgreSQL's one-statement batch, in the same statement (`pg_upsert_from`). Only rows that write
+inserted are added, so a retried or duplicate event, which the ledger's unique event id turns into a
+no-op, adds nothing.
 
 An event's hour is an hour of its organisation's local time (`HourBuckets`): in zones whose offset
 is not whole hours (India, Nepal, Newfoundland) it starts at half past or a quarter to, so days and

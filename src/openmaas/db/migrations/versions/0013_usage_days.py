@@ -56,7 +56,7 @@ def upgrade() -> None:
         sqlite_with_rowid=False,
     )
     bind = op.get_bind()
-    zones = dict(bind.execute(sa.text("SELECT id, timezone FROM organizations")).all())
+    zones: dict[str, str] = dict(bind.execute(sa.text("SELECT id, timezone FROM organizations")).all())
     spans = bind.execute(
         sa.text("SELECT org_id, min(occurred_at), max(occurred_at) FROM usage_events GROUP BY org_id")
     ).all()

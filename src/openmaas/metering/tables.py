@@ -269,3 +269,21 @@ class UsageDay(Base):
     quantity: Mapped[int] = mapped_column(BigInteger)
     cost_micros: Mapped[int] = mapped_column(BigInteger)
     events: Mapped[int] = mapped_column(BigInteger)
+
+
+class RequestFailureHour(Base):
+    """Failed served requests of an organisation in an hour of its local time, per deployment
+    and key ('' for none): the error rate's numerator (`metering.failures`). Never billed."""
+
+    __tablename__ = "request_failure_hours"
+    __table_args__ = (
+        PrimaryKeyConstraint(
+            "org_id", "hour_start", "deployment", "api_key_id", name="pk_request_failure_hours"
+        ),
+    )
+
+    org_id: Mapped[str] = mapped_column(String(40))
+    hour_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    deployment: Mapped[str] = mapped_column(String(200))
+    api_key_id: Mapped[str] = mapped_column(String(40))
+    failures: Mapped[int] = mapped_column(BigInteger)

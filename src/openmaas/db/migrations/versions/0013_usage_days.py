@@ -1,4 +1,5 @@
-"""Daily usage sums (`usage_days`), which the ledger writer keeps from now on beside the hourly
+"""Failed served requests per hour (`request_failure_hours`, the console's error rate), and daily
+usage sums (`usage_days`), which the ledger writer keeps from now on beside the hourly
 ones and day-grained reports read; filled here from the events already in the ledger.
 
 Each organisation's events are summed into the calendar days of its zone (as the UTC instants of
@@ -55,6 +56,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(*_KEY, name=op.f("pk_usage_days")),
         sqlite_with_rowid=False,
     )
+    op.create_table(
+        "request_failure_hours",
+        sa.Column("org_id", sa.String(length=40), nullable=False),
+        sa.Column("hour_start", sa.DateTime(), nullable=False),
+        sa.Column("deployment", sa.String(length=200), nullable=False),
+        sa.Column("api_key_id", sa.String(length=40), nullable=False),
+        sa.Column("failures", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "org_id", "hour_start", "deployment", "api_key_id", name=op.f("pk_request_failure_hours")
+        ),
+    )
     bind = op.get_bind()
     zones: dict[str, str] = dict(bind.execute(sa.text("SELECT id, timezone FROM organizations")).all())
     spans = bind.execute(
@@ -77,6 +89,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("usage_days")
+    op.drop_table("request_failure_hours")
 
 
 def _zone(name: str | None) -> ZoneInfo:

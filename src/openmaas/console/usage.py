@@ -73,13 +73,15 @@ def usage_page(
     where = filters.report()
     currency = platform.settings.currency
     with platform.db.read_session() as session:
-        # One report by day, model and key, as plain sums (no bucket object for each of its
-        # thousands of rows): the charts and both tables add them up.
-        found = report.usage_sums(session, org_id, where, group_by=["day", "model", "api_key_id"])
-        sums = found.sums  # (day, model, api_key_id, unit) → [quantity, cost in micros, events]
-        model_names = report.model_names(session, org_id, {model for _, model, _, _ in sums})
-        key_names = tenancy.api_key_names(session, org_id, {key for _, _, key, _ in sums})
-    days = _days(filters, sorted({day for day, _, _, _ in sums}))
+        # Two reports as plain sums (no bucket object per row): by day and model (the charts and
+        # the model table) and by day and key (the key table), both read from the daily sums; one
+        # by day, model and key has their product of rows.
+        by_model = report.usage_sums(session, org_id, where, group_by=["day", "model"])
+        by_key = report.usage_sums(session, org_id, where, group_by=["day", "api_key_id"]).sums
+        sums = by_model.sums  # (day, model, unit) → [quantity, cost in micros, events]
+        model_names = report.model_names(session, org_id, {model for _, model, _ in sums})
+        key_names = tenancy.api_key_names(session, org_id, {key for _, key, _ in by_key})
+    days = _days(filters, sorted({day for day, _, _ in sums}))
     charts = [
         _chart("requests", "Requests per day", "requests", days, sums, ("requests",)),
         _chart("tokens", "Tokens per day", "tokens", days, sums, _TOKEN_UNITS),
@@ -92,10 +94,10 @@ def usage_page(
         filters=filters,
         charts=charts,
         empty=not sums,
-        by_model=_table(sums, 1, model_names),
-        by_key=_table(sums, 2, key_names),
+        by_model=_table(sums, model_names),
+        by_key=_table(by_key, key_names),
         currency=currency,
-        unpriced=found.unpriced,
+        unpriced=by_model.unpriced,
     )
 
 
@@ -162,7 +164,7 @@ def _chart(
     index = {day: i for i, day in enumerate(days)}
     labels = list(units) if units else ["cost"]
     series = {label: [0] * len(days) for label in labels}
-    for (day, _, _, bucket_unit), (quantity, cost, _) in sums.items():
+    for (day, _, bucket_unit), (quantity, cost, _) in sums.items():
         i = index.get(day)
         if i is None:
             continue
@@ -194,13 +196,12 @@ class Row:
     cost: Decimal = Decimal(0)
 
 
-def _table(sums: Sums, column: int, names: dict[str, str]) -> list[Row]:
-    """Totals by the key part `column` (1: model, 2: API key), largest cost first."""
+def _table(sums: Sums, names: dict[str, str]) -> list[Row]:
+    """Totals by the middle part of (day, model or key, unit), largest cost first."""
     totals: dict[str, list[int]] = {}
-    for key, (quantity, cost, _) in sums.items():
-        total = totals.setdefault(key[column] or "", [0, 0, 0, 0])
+    for (_, column, unit), (quantity, cost, _) in sums.items():
+        total = totals.setdefault(column or "", [0, 0, 0, 0])
         total[3] += cost
-        unit = key[3]
         if unit == "requests":
             total[0] += quantity
         elif unit == "input_tokens":

@@ -21,9 +21,10 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select, union_all
+from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select, type_coerce, union_all
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
 from openmaas.metering.hourly import day_bounds
 from openmaas.metering.tables import HOURLY_DIMENSIONS, UsageDay, UsageHour, UsageRecord, usage_lines
@@ -122,14 +123,18 @@ class _DayReader:
         if self._end is not None:
             conditions.append(UsageDay.day_start < self._end)
         sums = (func.sum(UsageDay.quantity), func.sum(UsageDay.cost_micros), func.sum(UsageDay.events))
-        query = (
-            select(UsageDay.day_start, UsageDay.day_end, *keys, *sums)
-            .where(*conditions)
-            .group_by(UsageDay.day_start, UsageDay.day_end, *keys)
-        )
+        # The bounds as the driver gives them, each distinct value converted once (not per row).
+        bounds = (type_coerce(UsageDay.day_start, NullType()), type_coerce(UsageDay.day_end, NullType()))
+        query = select(*bounds, *keys, *sums).where(*conditions).group_by(*bounds, *keys)
         stored: dict[tuple[datetime, datetime], list[Sequence[Any]]] = {}
+        by_raw: dict[tuple[Any, Any], list[Sequence[Any]]] = {}
         for day_start, day_end, *row in self._session.connection().execute(query):
-            stored.setdefault((_utc(day_start), _utc(day_end)), []).append(row)
+            rows = by_raw.get((day_start, day_end))
+            if rows is None:
+                rows = by_raw[(day_start, day_end)] = stored.setdefault(
+                    (_time(day_start), _time(day_end)), []
+                )
+            rows.append(row)
         return stored
 
     def _usable(self, stored: Mapping[tuple[datetime, datetime], Any]) -> set[tuple[datetime, datetime]]:
@@ -347,6 +352,11 @@ _SUMS = (func.sum(UsageHour.quantity), func.sum(UsageHour.cost_micros), func.sum
 def _next_midnight(at: datetime, zone: ZoneInfo) -> datetime:
     tomorrow = at.astimezone(zone).date() + timedelta(days=1)
     return datetime.combine(tomorrow, time(), tzinfo=zone).astimezone(UTC)
+
+
+def _time(raw: Any) -> datetime:
+    """A stored time as the driver returns it untyped (SQLite: text) → aware UTC."""
+    return _utc(raw if isinstance(raw, datetime) else datetime.fromisoformat(raw))
 
 
 def _utc(at: datetime) -> datetime:

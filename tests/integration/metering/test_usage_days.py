@@ -45,7 +45,7 @@ def _compare(platform: object, org: str, rng: random.Random, zones: tuple[str, .
     hours; returns how many reports read at least one stored day."""
     used = 0
     with platform.db.read_session() as session:  # type: ignore[attr-defined]
-        for _ in range(12):
+        for _ in range(8):
             zone = ZoneInfo(rng.choice(zones))
             span = rng.choice(_SPANS)
             start = rng.choice(
@@ -70,7 +70,7 @@ def test_reports_by_day_equal_the_hourly_path_on_random_usage(clocked: Clocked) 
     berlin = make_org(platform, "berlin", timezone="Europe/Berlin")
     india = make_org(platform, "mumbai", timezone="Asia/Kolkata")
     for org in (berlin, india):
-        _record(platform, org, rng, "e", 150)
+        _record(platform, org, rng, "e", 100)
         assert_hours_match_ledger(platform, org)
     with platform.db.read_session() as session:
         berlin_days = {

@@ -1,5 +1,5 @@
 """Server time of the console's pages with a large organisation: a million usage events (as the
-ledger's hourly sums: 30 days × 24 hours × 10 models × 10 keys, three units each) and many keys;
+ledger's hourly and daily sums: 30 days × 24 hours × 10 models × 10 keys, three units each) and many keys;
 for the datasets and registry pages 5,000 dataset versions (a fifth failed with 200 located
 problems each) and 2,000 models, one of them with 2,000 versions, 20 aliases and 50 optimised
 children of its first version.
@@ -7,12 +7,13 @@ children of its first version.
 Pages are fetched in-process (FastAPI's TestClient: the whole ASGI stack, no network), signed in
 as the organisation's admin key, and timed over repeats; p50 and p95 per page are printed.
 
-    .venv/bin/python -m benchmarks.console_pages [--repeats 40] [--database-url URL]
+    .venv/bin/python -m benchmarks.console_pages [--repeats 40] [--database-url URL] [--only /console/usage]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import secrets
 import statistics
@@ -20,16 +21,19 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from unittest import mock
 
 from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
 from openmaas.api.app import create_app
+from openmaas.billing import usage_report
 from openmaas.bootstrap import build_platform, ensure_admin_key
 from openmaas.config import Settings
 from openmaas.db import migrate
 from openmaas.jobs.tables import Job, JobEvent
-from openmaas.metering.tables import UsageHour
+from openmaas.metering import usage_totals
+from openmaas.metering.tables import UsageDay, UsageHour
 from openmaas.schemas.tenancy import ApiKeyCreate, OrganizationCreate
 from openmaas.tenancy import service as tenancy
 
@@ -54,6 +58,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--hourly-too",
+        action="store_true",
+        help="time the pages again with day reports summed from the hourly sums only (as before usage_days)",
+    )
+    parser.add_argument("--only", action="append", default=None, help="time only these pages")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as home:
         url = args.database_url or f"sqlite:///{Path(home) / 'openmaas.db'}"
@@ -67,25 +77,45 @@ def main() -> None:
         period = datetime.now(UTC).strftime("%Y-%m")
         print(f"seeded: {events:,} usage events as hourly sums, {JOBS:,} jobs; {url.split(':')[0]}")
         app = create_app(platform)
-        for signed_in_as, pages in ((key, PAGES), (platform.new_admin_key, OPERATOR_PAGES)):
-            with TestClient(app) as client:
-                form = client.get("/console/sign-in").text
-                token = re.search(r'name="csrf_token" value="([^"]+)"', form)
-                assert token is not None
-                client.post("/console/sign-in", data={"csrf_token": token.group(1), "api_key": signed_in_as})
-                extra = (f"/console/jobs/{job_id}", *data_pages) if pages is PAGES else ()
-                for template in (*pages, *extra):
-                    page = template.format(period=period, org_id=org_id)
-                    timings = []
-                    for _ in range(args.repeats):
-                        started = time.perf_counter()
-                        response = client.get(page)
-                        timings.append((time.perf_counter() - started) * 1000)
-                        assert response.status_code == 200, (page, response.status_code)
-                    timings.sort()
-                    p95 = timings[int(len(timings) * 0.95) - 1]
-                    print(f"{template[:40]:40s} p50 {statistics.median(timings):7.1f} ms   p95 {p95:7.1f} ms")
+        _time_pages(app, args, key, platform.new_admin_key, period, org_id, job_id, data_pages)
+        if args.hourly_too:
+            print("-- day reports from the hourly sums only (daily=False):")
+            hourly = functools.partial(usage_totals.usage_totals, daily=False)
+            with mock.patch.object(usage_report, "usage_totals", hourly):
+                _time_pages(app, args, key, platform.new_admin_key, period, org_id, job_id, data_pages)
         platform.close()
+
+
+def _time_pages(
+    app: object,
+    args: argparse.Namespace,
+    key: str,
+    admin_key: str,
+    period: str,
+    org_id: str,
+    job_id: str,
+    data_pages: list[str],
+) -> None:
+    for signed_in_as, pages in ((key, PAGES), (admin_key, OPERATOR_PAGES)):
+        with TestClient(app) as client:  # type: ignore[arg-type]
+            form = client.get("/console/sign-in").text
+            token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+            assert token is not None
+            client.post("/console/sign-in", data={"csrf_token": token.group(1), "api_key": signed_in_as})
+            extra = (f"/console/jobs/{job_id}", *data_pages) if pages is PAGES else ()
+            for template in (*pages, *extra):
+                if args.only and template not in args.only:
+                    continue
+                page = template.format(period=period, org_id=org_id)
+                timings = []
+                for _ in range(args.repeats):
+                    started = time.perf_counter()
+                    response = client.get(page)
+                    timings.append((time.perf_counter() - started) * 1000)
+                    assert response.status_code == 200, (page, response.status_code)
+                timings.sort()
+                p95 = timings[int(len(timings) * 0.95) - 1]
+                print(f"{template[:40]:40s} p50 {statistics.median(timings):7.1f} ms   p95 {p95:7.1f} ms")
 
 
 def _seed(platform: object) -> tuple[str, int, str, str]:
@@ -137,8 +167,20 @@ def _seed(platform: object) -> tuple[str, int, str, str]:
          "data": {"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "total_epochs": 200}}
         for e in range(1, 201)
     ]  # fmt: skip
+    days: dict[tuple[object, ...], dict[str, object]] = {}
+    for row in rows:  # the org is in UTC: its days are UTC days
+        day_start = row["hour_start"].replace(hour=0)  # type: ignore[union-attr]
+        key = (day_start, row["unit"], row["model"], row["api_key_id"])
+        day = days.get(key)
+        if day is None:
+            days[key] = {**row, "day_start": day_start, "day_end": day_start + timedelta(days=1)}
+            del days[key]["hour_start"]
+        else:
+            for total in ("quantity", "cost_micros", "events"):
+                day[total] += row[total]  # type: ignore[operator]
     with platform.db.session() as session:  # type: ignore[attr-defined]
         session.execute(insert(UsageHour.__table__), rows)
+        session.execute(insert(UsageDay.__table__), list(days.values()))
         session.execute(insert(Job.__table__), jobs)
         session.execute(insert(JobEvent.__table__), metrics)
     return keys[0].key, events, str(job_id), org_id

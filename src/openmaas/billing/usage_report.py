@@ -44,15 +44,20 @@ class UsageFilter:
     api_key_id: str | None = None
 
 
-def usage(
-    session: Session,
-    org_id: str,
-    where: UsageFilter,
-    *,
-    group_by: Sequence[str],
-    currency: str,
-) -> schemas.UsageReport:
-    """Usage summed per unit and per the `group_by` columns; sorted by day, the columns, unit."""
+@dataclass(frozen=True, slots=True)
+class UsageSums:
+    """A report's sums before they are shaped: `keys` names each key's parts (day, the columns,
+    unit), `sums` maps keys to [quantity, cost in micros, events]; `unpriced`: some usage was
+    metered while no price applied."""
+
+    keys: list[str]
+    sums: dict[tuple[Any, ...], list[int]]
+    unpriced: bool
+
+
+def usage_sums(session: Session, org_id: str, where: UsageFilter, *, group_by: Sequence[str]) -> UsageSums:
+    """Usage summed per unit and per the `group_by` columns, as plain numbers (what pages that
+    draw or total a large report read, without a bucket object per row)."""
     unknown = [g for g in group_by if g not in GROUPS]
     if unknown:
         raise errors.ValidationFailed(
@@ -80,8 +85,23 @@ def usage(
         total[0] += quantity
         total[1] += cost
         total[2] += events
-    labels = ["day"] * by_day + columns + ["unit"]
-    rows = [(dict(zip(labels, key, strict=True)), total) for key, total in sorted(sums.items(), key=_order)]
+    return UsageSums(["day"] * by_day + columns + ["unit"], sums, unpriced)
+
+
+def usage(
+    session: Session,
+    org_id: str,
+    where: UsageFilter,
+    *,
+    group_by: Sequence[str],
+    currency: str,
+) -> schemas.UsageReport:
+    """Usage summed per unit and per the `group_by` columns; sorted by day, the columns, unit."""
+    found = usage_sums(session, org_id, where, group_by=group_by)
+    labels = found.keys
+    rows = [
+        (dict(zip(labels, key, strict=True)), total) for key, total in sorted(found.sums.items(), key=_order)
+    ]
     names = model_names(session, org_id, (fields.get("model") for fields, _ in rows))
     buckets = [
         schemas.UsageBucket(
@@ -93,7 +113,7 @@ def usage(
         )
         for fields, (quantity, cost, events) in rows
     ]
-    return schemas.UsageReport(currency=currency, granularity="bucket", data=buckets, unpriced=unpriced)
+    return schemas.UsageReport(currency=currency, granularity="bucket", data=buckets, unpriced=found.unpriced)
 
 
 def events(

@@ -1,5 +1,6 @@
 """The tenant's overview: this month's spend against its cap or wallet, requests, tokens and its
-top models, read from the hourly usage sums (never the events)."""
+top models, read from the hourly usage sums (never the events), and its error rate: failed served
+requests (`metering.failures`) ÷ all served requests."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from starlette.responses import Response
 from openmaas.billing import credits
 from openmaas.billing import usage_report as report
 from openmaas.console.web import PREFIX, ConsoleRoute, can, platform_of, redirect, render, signed_in
+from openmaas.metering.failures import failures_between
 from openmaas.pricing.periods import period_bounds, period_of
 from openmaas.schemas import billing as schemas
 from openmaas.tenancy import scopes as scope_rules
@@ -37,7 +39,14 @@ class MonthUsage:
     output_tokens: int = 0
     cost: Decimal = Decimal(0)
     unpriced: bool = False
+    failures: int = 0  # failed served requests (`metering.failures`), not billed
     top_models: list[ModelUse] = field(default_factory=list)
+
+    @property
+    def error_rate(self) -> str | None:
+        """Failed ÷ (metered + failed) requests, as a percentage; None before any request."""
+        total = self.requests + self.failures
+        return None if not total else f"{self.failures * 100 / total:.2f}%"
 
 
 @router.get("", name="console.home")
@@ -65,6 +74,7 @@ def overview(request: Request) -> Response:
                 start, end = period_bounds(period, org.timezone)
                 filters = report.UsageFilter(start=start, end=end)
                 month = _month(report.usage(session, org.id, filters, group_by=["model"], currency=currency))
+                month.failures = failures_between(session, org.id, start, end)
     return render(request, "overview.html", signed, wallet=wallet, month=month, spend=_spend(wallet))
 
 

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from openmaas.billing import usage_report as report
 from openmaas.console.web import PREFIX, ConsoleRoute, parse_day, platform_of, render, signed_in
+from openmaas.pricing.money import format_micros
 from openmaas.schemas import billing as schemas
 from openmaas.tenancy import service as tenancy
 
@@ -72,17 +73,19 @@ def usage_page(
     where = filters.report()
     currency = platform.settings.currency
     with platform.db.read_session() as session:
-        # One report by day, model and key: the charts and both tables sum its buckets (three
-        # reports read the hourly sums three times).
-        group_by = ["day", "model", "api_key_id"]
-        usage = report.usage(session, org_id, where, group_by=group_by, currency=currency)
-        key_names = tenancy.api_key_names(session, org_id, {b.api_key_id for b in usage.data})
-    buckets = usage.data
-    days = _days(filters, buckets)
+        # Two reports as plain sums (no bucket object per row): by day and model (the charts and
+        # the model table) and by day and key (the key table), both read from the daily sums; one
+        # by day, model and key has their product of rows.
+        by_model = report.usage_sums(session, org_id, where, group_by=["day", "model"])
+        by_key = report.usage_sums(session, org_id, where, group_by=["day", "api_key_id"]).sums
+        sums = by_model.sums  # (day, model, unit) → [quantity, cost in micros, events]
+        model_names = report.model_names(session, org_id, {model for _, model, _ in sums})
+        key_names = tenancy.api_key_names(session, org_id, {key for _, key, _ in by_key})
+    days = _days(filters, sorted({day for day, _, _ in sums}))
     charts = [
-        _chart("requests", "Requests per day", "requests", days, buckets, ("requests",)),
-        _chart("tokens", "Tokens per day", "tokens", days, buckets, _TOKEN_UNITS),
-        _chart("cost", f"Cost per day ({currency})", currency, days, buckets, None),
+        _chart("requests", "Requests per day", "requests", days, sums, ("requests",)),
+        _chart("tokens", "Tokens per day", "tokens", days, sums, _TOKEN_UNITS),
+        _chart("cost", f"Cost per day ({currency})", currency, days, sums, None),
     ]
     return render(
         request,
@@ -90,11 +93,11 @@ def usage_page(
         signed,
         filters=filters,
         charts=charts,
-        empty=not buckets,
-        by_model=_table(buckets, "model"),
-        by_key=_table(buckets, "api_key_id", key_names),
+        empty=not sums,
+        by_model=_table(sums, model_names),
+        by_key=_table(by_key, key_names),
         currency=currency,
-        unpriced=usage.unpriced,
+        unpriced=by_model.unpriced,
     )
 
 
@@ -131,9 +134,9 @@ def usage_csv(
     )
 
 
-def _days(filters: Filters, buckets: list[Any]) -> list[str]:
-    """Every day of the range (so quiet days draw as zero), or of the data when open-ended."""
-    seen = sorted({b.day for b in buckets if b.day})
+def _days(filters: Filters, seen: list[str]) -> list[str]:
+    """Every day of the range (so quiet days draw as zero), or of the data (`seen`, in order)
+    when open-ended."""
     first = (
         date.fromisoformat(filters.start[:10])
         if filters.start
@@ -150,22 +153,28 @@ def _days(filters: Filters, buckets: list[Any]) -> list[str]:
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
+Sums = dict[tuple[Any, ...], list[int]]
+
+
 def _chart(
-    name: str, title: str, unit: str, days: list[str], buckets: list[Any], units: tuple[str, ...] | None
+    name: str, title: str, unit: str, days: list[str], sums: Sums, units: tuple[str, ...] | None
 ) -> dict[str, Any]:
     """One chart's data for console.js: x in seconds (each day's UTC midnight), one series per
     unit (or the cost of all units when `units` is None)."""
     index = {day: i for i, day in enumerate(days)}
     labels = list(units) if units else ["cost"]
-    series = {label: [0.0] * len(days) for label in labels}
-    for bucket in buckets:
-        i = index.get(bucket.day)
+    series = {label: [0] * len(days) for label in labels}
+    for (day, _, bucket_unit), (quantity, cost, _) in sums.items():
+        i = index.get(day)
         if i is None:
             continue
         if units is None:
-            series["cost"][i] += float(Decimal(bucket.cost))
-        elif bucket.unit in series:
-            series[bucket.unit][i] += bucket.quantity
+            series["cost"][i] += cost
+        elif bucket_unit in series:
+            series[bucket_unit][i] += quantity
+    values: dict[str, list[int] | list[float]] = dict(series)
+    if units is None:  # micros summed exactly, then shown as the currency
+        values["cost"] = [float(Decimal(format_micros(micros))) for micros in series["cost"]]
     x = [int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()) for day in days]
     return {
         "id": f"chart-{name}",
@@ -173,7 +182,7 @@ def _chart(
         "unit": unit,
         "x": x,
         "days": days,
-        "series": [{"label": label.replace("_", " "), "values": values} for label, values in series.items()],
+        "series": [{"label": label.replace("_", " "), "values": drawn} for label, drawn in values.items()],
     }
 
 
@@ -187,13 +196,27 @@ class Row:
     cost: Decimal = Decimal(0)
 
 
-def _table(buckets: list[Any], column: str, names: dict[str, str] | None = None) -> list[Row]:
-    rows: dict[str, Row] = {}
-    for bucket in buckets:
-        key = getattr(bucket, column) or ""
-        name = (bucket.model_name if column == "model" else (names or {}).get(key)) or key or "—"
-        row = rows.setdefault(key, Row(name, key))
-        row.cost += Decimal(bucket.cost)
-        if bucket.unit in ("requests", "input_tokens", "output_tokens"):
-            setattr(row, bucket.unit, getattr(row, bucket.unit) + bucket.quantity)
-    return sorted(rows.values(), key=lambda r: (r.cost, r.requests), reverse=True)
+def _table(sums: Sums, names: dict[str, str]) -> list[Row]:
+    """Totals by the middle part of (day, model or key, unit), largest cost first."""
+    totals: dict[str, list[int]] = {}
+    for (_, column, unit), (quantity, cost, _) in sums.items():
+        total = totals.setdefault(column or "", [0, 0, 0, 0])
+        total[3] += cost
+        if unit == "requests":
+            total[0] += quantity
+        elif unit == "input_tokens":
+            total[1] += quantity
+        elif unit == "output_tokens":
+            total[2] += quantity
+    rows = [
+        Row(
+            names.get(key) or key or "—",
+            key,
+            requests,
+            input_tokens,
+            output_tokens,
+            Decimal(format_micros(cost)),
+        )
+        for key, (requests, input_tokens, output_tokens, cost) in totals.items()
+    ]
+    return sorted(rows, key=lambda r: (r.cost, r.requests), reverse=True)

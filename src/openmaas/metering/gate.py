@@ -24,6 +24,7 @@ from openmaas import errors
 from openmaas.clock import Clock
 from openmaas.metering.budgets import BudgetGuard
 from openmaas.metering.events import Hold, UsageEvent
+from openmaas.metering.failures import FailureCounter
 from openmaas.metering.ledger import Receipt, UsageLedger
 from openmaas.metering.limits import LimitBook
 from openmaas.metering.pricing_events import worst_case_micros
@@ -59,8 +60,10 @@ class UsageGate:
         limits: LimitBook,
         prices: PriceSource,
         clock: Clock,
+        failures: FailureCounter | None = None,
     ) -> None:
         self._ledger = ledger
+        self.failures = failures  # None: failed requests are not counted
         self._budgets = budgets
         self._limiter = limiter
         self._limits = limits
@@ -213,8 +216,17 @@ class UsageGate:
         return receipt
 
     def close(self) -> None:
-        """Write the rate limiter's pending state (refunds of the shared limiter)."""
+        """Write the rate limiter's pending state (refunds of the shared limiter) and the pending
+        failed-request counts."""
         self._limiter.close()
+        if self.failures is not None:
+            self.failures.flush()
+
+    def failed(self, admission: Admission) -> None:
+        """The admitted request failed on the server's side: counted (`metering.failures`), never
+        billed."""
+        if self.failures is not None:
+            self.failures.add(admission.org_id, admission.api_key_id, admission.deployment)
 
     def abandon(self, admission: Admission) -> None:
         """Nothing was served: release the hold and the tokens; no usage is written."""

@@ -38,7 +38,7 @@ from openmaas.db.database import Database
 from openmaas.histogram import Histogram
 from openmaas.metering import settlement
 from openmaas.metering.events import PricedLine, UsageEvent
-from openmaas.metering.hourly import HourBuckets, HourlySums
+from openmaas.metering.hourly import DayBuckets, HourBuckets, HourlySums
 from openmaas.metering.pricing_events import price_event
 from openmaas.metering.receipts import Completions, Receipt, Written
 from openmaas.metering.tables import UNIT_COLUMNS
@@ -229,6 +229,7 @@ class UsageLedger:
         request's metering latency. None: not such a batch, write it in a transaction."""
         periods = _Periods(self._prices)
         hours = HourBuckets(self._timezone_of, settlement.Sql.pg_time)
+        days = DayBuckets(self._timezone_of, settlement.Sql.pg_time)
         of_org: dict[str, str] = {}
         of_key: dict[str, str] = {}
         event_periods = []
@@ -248,7 +249,7 @@ class UsageLedger:
             if e.api_key_id is not None and of_key.setdefault(e.api_key_id, period) != period:
                 return None
             event_periods.append(period)
-            event_hours.append(hours.of(e.org_id, e.occurred_at))
+            event_hours.append((hours.of(e.org_id, e.occurred_at), *days.of(e.org_id, e.occurred_at)))
             leases.append(lease)
         if len({p.event.event_id for p in batch}) != len(batch):
             return None
@@ -341,11 +342,16 @@ def write_batch(
     sql: settlement.Sql, prices: PriceSource, now: datetime, batch: Sequence[Priced]
 ) -> list[Written]:
     """Write priced events in the caller's transaction: insert the new ones, settle their holds and
-    spend, and add them to the hourly sums."""
+    spend, and add them to the hourly and daily sums."""
     rows = ledger_rows(sql, now, batch)
     inserted = settlement.insert_new(sql, rows)
     periods = _Periods(prices)
-    hours = HourBuckets(lambda org_id: prices.profile(org_id).timezone, sql.time)
+
+    def timezone_of(org_id: str) -> str:
+        return prices.profile(org_id).timezone
+
+    hours = HourBuckets(timezone_of, sql.time)
+    days = DayBuckets(timezone_of, sql.time)
     spend = settlement.Spend()
     hourly = HourlySums()
     if inserted is None:  # the common case: every row was new
@@ -357,8 +363,11 @@ def write_batch(
         spend.add(e, periods.of(e.org_id, e.occurred_at), outcome.cost_micros)
         if outcome.new:  # keyed as `HOURLY_DIMENSIONS`
             hour = hours.of(e.org_id, e.occurred_at)
+            day = days.of(e.org_id, e.occurred_at)
             ref = p.lines[0].price_ref
-            hourly.add((e.org_id, hour, e.model, e.api_key_id, e.deployment, e.resource_class, ref), p.lines)
+            hourly.add(
+                (e.org_id, hour, day, e.model, e.api_key_id, e.deployment, e.resource_class, ref), p.lines
+            )
     settlement.apply(sql, spend)
     hourly.write(sql)
     return written

@@ -142,7 +142,8 @@ def insert_and_spend(
     rows whose event id is new, add the new rows' cost to their organisation's account and key
     budget, in each row's billing period (`periods`, one per row), deduct it from the budget
     lease each row was admitted against (`leases`, one per row, None for none) and from the
-    reservation, and add the new rows to the hourly sums, each in its hour (`hours`, one per row).
+    reservation, and add the new rows to the hourly and daily sums, each in its hour and day
+    (`hours`, one (hour, day start, day end) per row).
     Returns what `insert_new` does.
 
     Only for batches whose event ids are distinct, where each organisation and key has one period,
@@ -151,8 +152,17 @@ def insert_and_spend(
     # column (28 of them, most of the statement's client-side cost for a small batch).
     batch = orjson.dumps(
         [
-            {**dict(zip(COLUMNS, row, strict=True)), "period": period, "lease": lease, "hour": hour}
-            for row, period, lease, hour in zip(rows, periods, leases, hours, strict=True)
+            {
+                **dict(zip(COLUMNS, row, strict=True)),
+                "period": period,
+                "lease": lease,
+                "hour": hour,
+                "day_start": day_start,
+                "day_end": day_end,
+            }
+            for row, period, lease, (hour, day_start, day_end) in zip(
+                rows, periods, leases, hours, strict=True
+            )
         ]
     ).decode()
     new = {event_id for (event_id,) in sql.run(_PG_INSERT_AND_SPEND, (batch,)).fetchall()}
@@ -162,10 +172,11 @@ def insert_and_spend(
 # Each data-modifying part runs once and sees only the rows this statement inserted (`ins`), so a
 # retried event adds nothing; `leased` mirrors `deduct_leases`, the account upsert and key update
 # mirror `_ACCOUNT_UPSERT` and `_KEY_UPDATE`, releasing what `leased` deducted, and `hourly` is
-# `HourlySums.write`'s upsert.
+# `HourlySums.write`'s upserts.
 _PG_INSERT_AND_SPEND = f"""
 WITH batch AS (
-    SELECT * FROM json_to_recordset(?::json) AS b({_PG_RECORD}, period text, lease text, hour timestamp)
+    SELECT * FROM json_to_recordset(?::json) AS b({_PG_RECORD}, period text, lease text, hour timestamp,
+                                                   day_start timestamp, day_end timestamp)
 ),
 ins AS (
     INSERT INTO usage_events ({", ".join(COLUMNS)}) SELECT {", ".join(COLUMNS)} FROM batch
@@ -217,6 +228,8 @@ keys AS (
     WHERE key_budgets.key_id = s.api_key_id
 ),
 hourly AS ({pg_upsert_from("ins", "batch")}
+),
+daily AS ({pg_upsert_from("ins", "batch", days=True)}
 )
 SELECT event_id FROM ins
 """

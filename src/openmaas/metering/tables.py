@@ -239,3 +239,54 @@ class KeyBudget(Base):
     reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     period: Mapped[str] = mapped_column(String(7), default="")
     period_spend_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageDay(Base):
+    """A day of an organisation's usage of one unit, per the dimensions of `UsageHour`: the same
+    sums a day at a time, written with them (same statement or transaction), for day-grained
+    reports (`metering.usage_days`).
+
+    [`day_start`, `day_end`) is the calendar day, in the organisation's zone when written, that
+    the events' times fall in (UTC instants of its local midnights: 23 or 25 hours on summer-time
+    days). Both bounds are in the key: after the organisation changed zones, two zones' days of the
+    same instant stay apart, and readers use only a day that is also a day of the zone they report
+    in (the other days are summed from the hours)."""
+
+    __tablename__ = "usage_days"
+    __table_args__ = (
+        PrimaryKeyConstraint(
+            "org_id", "day_start", "day_end", "unit", *HOURLY_DIMENSIONS, name="pk_usage_days"
+        ),
+        {"sqlite_with_rowid": False},
+    )
+
+    org_id: Mapped[str] = mapped_column(String(40))
+    day_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    day_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    unit: Mapped[str] = mapped_column(String(40))
+    model: Mapped[str] = mapped_column(String(200))
+    api_key_id: Mapped[str] = mapped_column(String(40))
+    deployment: Mapped[str] = mapped_column(String(200))
+    resource_class: Mapped[str] = mapped_column(String(20))
+    price_ref: Mapped[str] = mapped_column(String(60))
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    cost_micros: Mapped[int] = mapped_column(BigInteger)
+    events: Mapped[int] = mapped_column(BigInteger)
+
+
+class RequestFailureHour(Base):
+    """Failed served requests of an organisation in an hour of its local time, per deployment
+    and key ('' for none): the error rate's numerator (`metering.failures`). Never billed."""
+
+    __tablename__ = "request_failure_hours"
+    __table_args__ = (
+        PrimaryKeyConstraint(
+            "org_id", "hour_start", "deployment", "api_key_id", name="pk_request_failure_hours"
+        ),
+    )
+
+    org_id: Mapped[str] = mapped_column(String(40))
+    hour_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    deployment: Mapped[str] = mapped_column(String(200))
+    api_key_id: Mapped[str] = mapped_column(String(40))
+    failures: Mapped[int] = mapped_column(BigInteger)

@@ -7,6 +7,10 @@ summing by day, an hour not aligned with the zone's hours (which may hold a loca
 are written in the organisation's zone, so that happens only after it changed zones). Those hours
 are read from the events, as are the hours overlapping them (two zones' hours overlap), so every
 event in the range is counted exactly once, whatever the boundaries.
+
+By day, the days are read from `usage_days` where they can be (`_DayReader`): a stored day that is
+a whole day of the zone reported in and inside the range, and that no other stored day overlaps
+(an organisation that changed zones); the rest of the range is summed from the hours as above.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select, union_all
+from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select, type_coerce, union_all
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
-from openmaas.metering.tables import HOURLY_DIMENSIONS, UsageHour, UsageRecord, usage_lines
+from openmaas.metering.hourly import day_bounds
+from openmaas.metering.tables import HOURLY_DIMENSIONS, UsageDay, UsageHour, UsageRecord, usage_lines
 
 HOUR = timedelta(hours=1)
 # Days grouped per statement on SQLite (it takes at most 500 parts in one UNION).
@@ -42,10 +48,12 @@ def usage_totals(
     by: Sequence[str] = (),
     where: Mapping[str, str] | None = None,
     days: ZoneInfo | None = None,
+    daily: bool = True,
 ) -> Totals:
     """`org_id`'s usage in [start, end) summed by `by` (dimensions) and unit, and with `days` by
     the calendar day (`YYYY-MM-DD`) of that zone; `where` keeps only usage whose dimensions have
-    these values. Dimensions without a value are None."""
+    these values. Dimensions without a value are None. `daily=False` sums days from the hours
+    only (the daily sums' exactness tests compare both)."""
     unknown = (set(by) | set(where or ())) - set(HOURLY_DIMENSIONS)
     if unknown:
         raise ValueError(f"not a usage dimension: {sorted(unknown)}")
@@ -54,7 +62,110 @@ def usage_totals(
         return {}
     if start is not None and end is not None and start >= end:
         return {}
+    if days is not None and daily:
+        return _DayReader(session, org_id, start, end, tuple(by), where, days).read()
     return _Reader(session, org_id, start, end, tuple(by), where, days).read()
+
+
+# The longest day a zone may have (a day skipped or repeated at the date line, plus summer time).
+_LONGEST_DAY = timedelta(hours=50)
+
+
+class _DayReader:
+    """By day: whole days from `usage_days`, the rest of the range (`_Reader`) from the hours."""
+
+    def __init__(
+        self,
+        session: Session,
+        org_id: str,
+        start: datetime | None,
+        end: datetime | None,
+        by: tuple[str, ...],
+        where: dict[str, str],
+        days: ZoneInfo,
+    ) -> None:
+        self._session = session
+        self._org_id = org_id
+        self._start = start
+        self._end = end
+        self._by = by
+        self._where = where
+        self._days = days
+
+    def read(self) -> Totals:
+        stored = self._stored_days()
+        usable = self._usable(stored)
+        totals: Totals = {}
+        n = len(self._by)
+        for (day_start, day_end), rows in stored.items():
+            if (day_start, day_end) not in usable:
+                continue
+            label = day_start.astimezone(self._days).date().isoformat()
+            for row in rows:
+                key = (*(value or None for value in row[:n]), row[n], label)
+                totals[key] = [int(row[n + 1]), int(row[n + 2]), int(row[n + 3])]
+        for start, end in self._gaps(sorted(usable)):
+            rest = _Reader(self._session, self._org_id, start, end, self._by, self._where, self._days).read()
+            for key, (quantity, cost, events) in rest.items():
+                total = totals.setdefault(key, [0, 0, 0])
+                total[0] += quantity
+                total[1] += cost
+                total[2] += events
+        return totals
+
+    def _stored_days(self) -> dict[tuple[datetime, datetime], list[Sequence[Any]]]:
+        """The stored days that overlap the range, each with its sums by `by` and unit."""
+        keys: list[Any] = [*(getattr(UsageDay, name) for name in self._by), UsageDay.unit]
+        conditions = [UsageDay.org_id == self._org_id]
+        conditions += [getattr(UsageDay, name) == value for name, value in self._where.items()]
+        if self._start is not None:
+            conditions += [UsageDay.day_start > self._start - _LONGEST_DAY, UsageDay.day_end > self._start]
+        if self._end is not None:
+            conditions.append(UsageDay.day_start < self._end)
+        sums = (func.sum(UsageDay.quantity), func.sum(UsageDay.cost_micros), func.sum(UsageDay.events))
+        # The bounds as the driver gives them, each distinct value converted once (not per row).
+        bounds = (type_coerce(UsageDay.day_start, NullType()), type_coerce(UsageDay.day_end, NullType()))
+        query = select(*bounds, *keys, *sums).where(*conditions).group_by(*bounds, *keys)
+        stored: dict[tuple[datetime, datetime], list[Sequence[Any]]] = {}
+        by_raw: dict[tuple[Any, Any], list[Sequence[Any]]] = {}
+        for day_start, day_end, *row in self._session.connection().execute(query):
+            rows = by_raw.get((day_start, day_end))
+            if rows is None:
+                rows = by_raw[(day_start, day_end)] = stored.setdefault(
+                    (_time(day_start), _time(day_end)), []
+                )
+            rows.append(row)
+        return stored
+
+    def _usable(self, stored: Mapping[tuple[datetime, datetime], Any]) -> set[tuple[datetime, datetime]]:
+        """The stored days that are whole days of the zone inside the range, overlapped by no
+        other stored day: they hold exactly the range's usage of that day."""
+        days = sorted(stored)
+        usable = set()
+        reach: datetime | None = None  # the latest end of the days before
+        for i, (start, end) in enumerate(days):
+            overlapped = (reach is not None and reach > start) or (i + 1 < len(days) and days[i + 1][0] < end)
+            reach = end if reach is None else max(reach, end)
+            if overlapped or (self._start is not None and start < self._start):
+                continue
+            if (self._end is not None and end > self._end) or day_bounds(start, self._days) != (start, end):
+                continue
+            usable.add((start, end))
+        return usable
+
+    def _gaps(self, usable: list[tuple[datetime, datetime]]) -> list[tuple[datetime | None, datetime | None]]:
+        """The parts of the range outside the usable days."""
+        gaps: list[tuple[datetime | None, datetime | None]] = []
+        at: datetime | None = self._start
+        for start, end in usable:
+            if at is None or at < start:
+                gaps.append((at, start))
+            at = end
+        if not usable:
+            return [(self._start, self._end)]
+        if self._end is None or (at is not None and at < self._end):
+            gaps.append((at, self._end))
+        return gaps
 
 
 class _Reader:
@@ -241,6 +352,11 @@ _SUMS = (func.sum(UsageHour.quantity), func.sum(UsageHour.cost_micros), func.sum
 def _next_midnight(at: datetime, zone: ZoneInfo) -> datetime:
     tomorrow = at.astimezone(zone).date() + timedelta(days=1)
     return datetime.combine(tomorrow, time(), tzinfo=zone).astimezone(UTC)
+
+
+def _time(raw: Any) -> datetime:
+    """A stored time as the driver returns it untyped (SQLite: text) → aware UTC."""
+    return _utc(raw if isinstance(raw, datetime) else datetime.fromisoformat(raw))
 
 
 def _utc(at: datetime) -> datetime:

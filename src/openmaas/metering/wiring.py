@@ -9,6 +9,7 @@ from openmaas.clock import Clock
 from openmaas.config import Settings
 from openmaas.db.database import Database
 from openmaas.metering.budgets import BudgetGuard
+from openmaas.metering.failures import FailureCounter
 from openmaas.metering.gate import UsageGate
 from openmaas.metering.ledger import UsageLedger
 from openmaas.metering.limits import LimitBook
@@ -46,5 +47,6 @@ def build_metering(settings: Settings, db: Database, clock: Clock, prices: Price
     limiter: RateLimiter = (
         DatabaseRateLimiter(db, clock) if settings.rate_limiter == "database" else InMemoryRateLimiter(clock)
     )
-    gate = UsageGate(meter, budgets, limiter, limits, prices, clock)
+    failures = FailureCounter(db, clock, lambda org_id: prices.profile(org_id).timezone)
+    gate = UsageGate(meter, budgets, limiter, limits, prices, clock, failures)
     return Metering(prices, meter, budgets, limits, gate)

@@ -179,8 +179,10 @@ class Inference:
                 if attempt == 2:
                     raise
                 continue  # swapped for a new version while it queued: ask the new one
-            except BaseException:
+            except BaseException as exc:
                 usage.abandon()  # does nothing when the run recorded what it served
+                if _server_side(exc):
+                    usage.failed()
                 raise
             used = call.used(result)
             if used is not None:
@@ -188,6 +190,14 @@ class Inference:
                 await usage.durable(withdraw=True)  # the answer has not begun: refused unbilled
             return Answer(served, result, headers)
         raise AssertionError("unreachable")
+
+
+def _server_side(exc: BaseException) -> bool:
+    """A failure the error rate counts: not a client's mistake found while running (4xx), not a
+    client that went away or a shutdown (cancelled)."""
+    if not isinstance(exc, Exception):
+        return False
+    return not (isinstance(exc, errors.OpenMaaSError) and exc.status < 500)
 
 
 class Prediction:

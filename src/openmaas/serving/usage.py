@@ -84,6 +84,11 @@ class RequestUsage:
         self._receipt = self._gate.complete(self._admission, actual)
         logs.note_usage(actual)  # for the request's log line
 
+    def failed(self) -> None:
+        """The run failed on the server's side: count it (the error rate), whatever was served."""
+        if self._admission is not None:
+            self._gate.failed(self._admission)
+
     def abandon(self) -> None:
         """Nothing was served: release the hold, write no usage; after `record`, does nothing."""
         if self._done or self._admission is None:

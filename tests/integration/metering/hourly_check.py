@@ -1,4 +1,5 @@
-"""The check every hourly-sums test makes: `usage_hours` holds exactly the ledger's sums."""
+"""The check every hourly-sums test makes: `usage_hours` and `usage_days` hold exactly the ledger's
+sums."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections import defaultdict
 from sqlalchemy import func, select
 
 from openmaas.bootstrap import Platform
-from openmaas.metering.tables import UsageHour, UsageRecord, usage_lines
+from openmaas.metering.tables import UsageDay, UsageHour, UsageRecord, usage_lines
 
 Sums = dict[tuple[str, ...], tuple[int, int, int]]
 
@@ -24,11 +25,11 @@ def ledger_sums(platform: Platform, org_id: str) -> Sums:
     return {tuple(v or "" for v in row[:6]): (int(row[6]), int(row[7]), int(row[8])) for row in rows}
 
 
-def hourly_sums(platform: Platform, org_id: str) -> Sums:
-    """`usage_hours` of `org_id`, its hours added up, keyed as `ledger_sums`."""
+def hourly_sums(platform: Platform, org_id: str, table: type[UsageHour | UsageDay] = UsageHour) -> Sums:
+    """`usage_hours` (or `usage_days`) of `org_id`, its hours added up, keyed as `ledger_sums`."""
     sums: dict[tuple[str, ...], list[int]] = defaultdict(lambda: [0, 0, 0])
     with platform.db.read_session() as session:
-        for hour in session.scalars(select(UsageHour).where(UsageHour.org_id == org_id)):
+        for hour in session.scalars(select(table).where(table.org_id == org_id)):
             total = sums[
                 (hour.unit, hour.model, hour.api_key_id, hour.deployment, hour.resource_class, hour.price_ref)
             ]
@@ -41,4 +42,5 @@ def hourly_sums(platform: Platform, org_id: str) -> Sums:
 def assert_hours_match_ledger(platform: Platform, org_id: str) -> Sums:
     ledger = ledger_sums(platform, org_id)
     assert hourly_sums(platform, org_id) == ledger
+    assert hourly_sums(platform, org_id, UsageDay) == ledger
     return ledger

@@ -1,5 +1,5 @@
 """Migration 0008 carries usage over from one row per (event, unit) to one row per event, and back;
-migration 0010 fills the hourly sums from the ledger."""
+migration 0010 fills the hourly sums from the ledger, migration 0015 the daily ones."""
 
 from __future__ import annotations
 
@@ -105,6 +105,19 @@ def test_hourly_sums_are_filled_from_the_ledger(empty_database_url: str) -> None
             ("org_utc", "2026-11-20 10:00", "requests", "key_1", "mv_1", "pb_1", 2, 300, 2),
             ("org_utc", "2026-11-20 11:00", "output_tokens", "", "mv_1", "pb_1", 1, 0, 1),
             ("org_utc", "2026-11-20 11:00", "requests", "", "mv_1", "pb_1", 1, 400, 1),
+        ]
+        with db.engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT org_id, day_start, day_end, unit, api_key_id, quantity, cost_micros, events "
+                    "FROM usage_days WHERE unit = 'requests' ORDER BY org_id, day_start, api_key_id"
+                )
+            ).all()
+        # India's day of 20 November starts at 18:30 UTC the day before.
+        assert [(r[0], str(r[1])[:16], str(r[2])[:16], *r[3:]) for r in rows] == [
+            ("org_in", "2026-11-19 18:30", "2026-11-20 18:30", "requests", "", 2, 2400, 2),
+            ("org_utc", "2026-11-20 00:00", "2026-11-21 00:00", "requests", "", 1, 400, 1),
+            ("org_utc", "2026-11-20 00:00", "2026-11-21 00:00", "requests", "key_1", 2, 300, 2),
         ]
         migrate.downgrade(db, "0009")
         with db.engine.connect() as connection:

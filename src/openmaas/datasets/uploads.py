@@ -66,7 +66,6 @@ class DatasetUploads:
             )
         dataset_id = new_id("ds_")
         relative = self.store.dataset_dir(org_id, dataset_id)
-        folder = self.store.path(relative)
 
         async def next_chunk() -> bytes:
             return await body.__anext__()
@@ -81,7 +80,8 @@ class DatasetUploads:
                     yield chunk
 
         def ingest_body() -> IngestedFile:
-            with space_for("this upload", param="file"):
+            # Published (the whole folder at once) only once ingest accepted all of it.
+            with space_for("this upload", param="file"), self.store.staged(relative) as folder:
                 return ingest(chunks(), folder, filename=filename, max_bytes=self.max_bytes)
 
         try:

@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     # Jobs: the worker's limits, its lease on a job, and the dataset upload limit.
     worker_concurrency: int = 2
     worker_org_concurrency: int = 2
-    worker_in_process: bool = True  # `openmaas serve` also runs a worker
+    worker_in_process: bool = True  # `openmaas serve` also runs a worker (`--no-worker`: not)
     job_lease_s: float = 30.0
     job_heartbeat_s: float = 5.0
     job_poll_s: float = 1.0

@@ -72,9 +72,9 @@ def worker(
 
 
 @contextmanager
-def embedded_worker(platform: Platform) -> Iterator[None]:
-    """Run a worker in a thread for as long as the block lasts (when `worker_in_process` is on)."""
-    if not platform.settings.worker_in_process:
+def embedded_worker(platform: Platform, *, enabled: bool) -> Iterator[None]:
+    """Run a worker in a thread for as long as the block lasts (unless `serve --no-worker`)."""
+    if not enabled:
         yield
         return
     worker = _worker(platform, None, None)

@@ -195,7 +195,10 @@ class LocalArtifactStore(_Layout):
             path.unlink(missing_ok=True)
 
     def clear_abandoned(self) -> None:
-        _clear_abandoned(self.root.rglob(f"{STAGING}-*"))
+        # Scratch sits beside what it publishes: models/<org>/, datasets/<org>/, jobs/<id>/ and
+        # the folders in a job's (checkpoints, optimisation marks); no deeper.
+        for depth in range(1, 4):
+            _clear_abandoned(self.root.glob("*/" * depth + f"{STAGING}-*"))
 
 
 class ReadCache:

@@ -54,3 +54,21 @@ def test_a_staged_write_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     store.remove("models/org/mv_2")
     with pytest.raises(FileNotFoundError), store.reading("models/org/mv_2"):
         pass
+
+
+def test_scratch_a_killed_writer_left_goes_and_a_live_ones_stays(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    store = open_store(str(tmp_path))
+    host = socket.gethostname()
+    left = tmp_path / "models/org" / f".staging-{host}-{ended.pid}-abc123"
+    live = tmp_path / "models/org" / f".staging-{host}-{os.getppid()}-def456"
+    other_host = tmp_path / "models/org" / f".staging-elsewhere-{ended.pid}-ghi789"
+    for folder in (left, live, other_host):
+        (folder / "mv_1").mkdir(parents=True)
+    store.clear_abandoned()
+    assert not left.exists() and live.is_dir() and other_host.is_dir()

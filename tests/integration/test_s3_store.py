@@ -23,28 +23,27 @@ from tests.support.serve_process import free_port  # noqa: E402
 
 BUCKET = "openmaas-test"
 
+# Credentials for moto (it takes any), set when the file is collected: before any test starts the
+# job forkserver, whose job processes see the environment of that moment.
+for _name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+    os.environ.setdefault(_name, "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    """moto's S3 server, with credentials in the environment (job processes inherit them)."""
+    """moto's S3 server with a bucket."""
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            env.setenv(name, value)
-        store = open_store(f"s3://{BUCKET}?endpoint_url={url}")
-        assert isinstance(store, RemoteArtifactStore)
-        store.fs.mkdir(BUCKET)
-        try:
-            yield url
-        finally:
-            server.stop()
+    store = open_store(f"s3://{BUCKET}?endpoint_url={url}")
+    assert isinstance(store, RemoteArtifactStore)
+    store.fs.mkdir(BUCKET)
+    try:
+        yield url
+    finally:
+        server.stop()
 
 
 def _url(endpoint: str, prefix: str) -> str:

@@ -82,6 +82,9 @@ def test_upload_train_deploy_predict_delete_through_s3(endpoint: str, tmp_path: 
             version = api.get("/v1/registry/versions/cancer:1").json()
             assert "manifest.json" in bucket.listdir(f"models/{tenant.org_id}/{version['id']}")
 
+            download = api.get("/v1/registry/versions/cancer:1/download")
+            assert download.status_code == 200 and b"manifest.json" in download.content
+
             deployed = api.post("/v1/deployments", json={"model": "cancer:1", "name": "cancer"})
             assert deployed.status_code in (200, 201, 202), deployed.text
             wait_for(lambda: api.get("/v1/deployments/cancer").json()["state"] == "ready", timeout=60)

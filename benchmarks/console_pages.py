@@ -1,5 +1,8 @@
 """Server time of the console's pages with a large organisation: a million usage events (as the
-ledger's hourly sums: 30 days × 24 hours × 10 models × 10 keys, three units each) and many keys.
+ledger's hourly sums: 30 days × 24 hours × 10 models × 10 keys, three units each) and many keys;
+for the datasets and registry pages 5,000 dataset versions (a fifth failed with 200 located
+problems each) and 2,000 models, one of them with 2,000 versions, 20 aliases and 50 optimised
+children of its first version.
 
 Pages are fetched in-process (FastAPI's TestClient: the whole ASGI stack, no network), signed in
 as the organisation's admin key, and timed over repeats; p50 and p95 per page are printed.
@@ -37,8 +40,14 @@ PAGES = (
     "/console/keys",
     "/console/jobs",
     "/console/deployments",
+    "/console/invoices",
+    "/console/invoices/{period}",
+    "/console/marketplace",
 )
+# The operator's pages, signed in with the operator's key.
+OPERATOR_PAGES = ("/console/organizations/{org_id}", "/console/pricebooks", "/console/platform")
 JOBS = 10_000
+DATASETS, MODELS, VERSIONS = 5_000, 2_000, 2_000
 
 
 def main() -> None:
@@ -52,29 +61,36 @@ def main() -> None:
         platform = build_platform(settings)
         migrate.upgrade(platform.db)
         ensure_admin_key(platform)
-        key, events, job_id = _seed(platform)
+        key, events, job_id, org_id = _seed(platform)
+        data_pages = _seed_data(platform, key)
+        assert platform.new_admin_key is not None
+        period = datetime.now(UTC).strftime("%Y-%m")
         print(f"seeded: {events:,} usage events as hourly sums, {JOBS:,} jobs; {url.split(':')[0]}")
-        with TestClient(create_app(platform)) as client:
-            form = client.get("/console/sign-in").text
-            token = re.search(r'name="csrf_token" value="([^"]+)"', form)
-            assert token is not None
-            client.post("/console/sign-in", data={"csrf_token": token.group(1), "api_key": key})
-            for page in (*PAGES, f"/console/jobs/{job_id}"):
-                timings = []
-                for _ in range(args.repeats):
-                    started = time.perf_counter()
-                    response = client.get(page)
-                    timings.append((time.perf_counter() - started) * 1000)
-                    assert response.status_code == 200, (page, response.status_code)
-                timings.sort()
-                p95 = timings[int(len(timings) * 0.95) - 1]
-                print(f"{page:22s} p50 {statistics.median(timings):7.1f} ms   p95 {p95:7.1f} ms")
+        app = create_app(platform)
+        for signed_in_as, pages in ((key, PAGES), (platform.new_admin_key, OPERATOR_PAGES)):
+            with TestClient(app) as client:
+                form = client.get("/console/sign-in").text
+                token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+                assert token is not None
+                client.post("/console/sign-in", data={"csrf_token": token.group(1), "api_key": signed_in_as})
+                extra = (f"/console/jobs/{job_id}", *data_pages) if pages is PAGES else ()
+                for template in (*pages, *extra):
+                    page = template.format(period=period, org_id=org_id)
+                    timings = []
+                    for _ in range(args.repeats):
+                        started = time.perf_counter()
+                        response = client.get(page)
+                        timings.append((time.perf_counter() - started) * 1000)
+                        assert response.status_code == 200, (page, response.status_code)
+                    timings.sort()
+                    p95 = timings[int(len(timings) * 0.95) - 1]
+                    print(f"{template[:40]:40s} p50 {statistics.median(timings):7.1f} ms   p95 {p95:7.1f} ms")
         platform.close()
 
 
-def _seed(platform: object) -> tuple[str, int, str]:
+def _seed(platform: object) -> tuple[str, int, str, str]:
     """The organisation, 200 keys, 10,000 jobs (the last with 200 metrics events) and its usage as
-    hourly sums; returns a key, the event count and the job with events."""
+    hourly sums; returns a key, the event count, the job with events and the organisation."""
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     with platform.db.session() as session:  # type: ignore[attr-defined]
         org = tenancy.create_organization(session, OrganizationCreate(name="big"), now)
@@ -125,7 +141,65 @@ def _seed(platform: object) -> tuple[str, int, str]:
         session.execute(insert(UsageHour.__table__), rows)
         session.execute(insert(Job.__table__), jobs)
         session.execute(insert(JobEvent.__table__), metrics)
-    return keys[0].key, events, str(job_id)
+    return keys[0].key, events, str(job_id), org_id
+
+
+def _seed_data(platform: object, key: str) -> list[str]:
+    """Datasets and registry rows of the key's organisation; returns the pages to time."""
+    from openmaas.datasets.tables import Dataset
+    from openmaas.registry.tables import ModelAlias, ModelVersion, RegisteredModel
+
+    now = datetime.now(UTC)
+    org_id = platform.authenticator.authenticate(f"Bearer {key}").org_id  # type: ignore[attr-defined]
+    issues = [{"code": "wrong_field_count", "message": "expected 3 fields, found 4", "severity": "error",
+               "file": "data.csv", "line": n, "column": None} for n in range(200)]  # fmt: skip
+    datasets = [
+        {"id": f"ds_{i:026d}", "org_id": org_id, "name": f"set-{i % 500}", "version": i // 500 + 1,
+         "filename": "data.csv", "format": "csv", "sha256": f"{i:064d}", "size_bytes": 1000, "path": "x",
+         "status": "failed" if i % 5 == 0 else "ready", "rows": 100, "issues": issues if i % 5 == 0 else [],
+         "schema": {"columns": [], "classes": {}}, "created_at": now}
+        for i in range(DATASETS)
+    ]  # fmt: skip
+    models = [
+        {"id": f"mdl_{i:026d}", "org_id": org_id, "name": f"model-{i}", "task": "tabular-classification",
+         "tags": {}, "created_at": now}
+        for i in range(MODELS)
+    ]  # fmt: skip
+    first = f"mv_{0:026d}"
+    optimised = {"method": "onnx-int8", "parent": {"ref": "model-0:1", "metrics": {"accuracy": 0.9}},
+                 "result": {"metrics": {"accuracy": 0.89}}}  # fmt: skip
+    versions = [
+        {"id": f"mv_{v:026d}", "model_id": models[0]["id"], "org_id": org_id, "version": v + 1,
+         "task": "tabular-classification", "artifact_path": "x", "tags": {},
+         "manifest": {"optimization": optimised} if 0 < v <= 50 else {},
+         "metrics": {"accuracy": 0.9, "f1": 0.8, "loss": 0.3}, "dataset_id": datasets[1]["id"],
+         "job_id": None, "parent_version_id": first if 0 < v <= 50 else None, "created_at": now}
+        for v in range(VERSIONS)
+    ] + [
+        {"id": f"mv_{VERSIONS + i:026d}", "model_id": m["id"], "org_id": org_id, "version": 1,
+         "task": "tabular-classification", "artifact_path": "x", "tags": {}, "manifest": {},
+         "metrics": {"accuracy": 0.9}, "dataset_id": None, "job_id": None, "parent_version_id": None,
+         "created_at": now}
+        for i, m in enumerate(models[1:])
+    ]  # fmt: skip
+    aliases = [
+        {"model_id": models[0]["id"], "alias": f"a{i}", "version_id": versions[i]["id"], "updated_at": now}
+        for i in range(20)
+    ]
+    with platform.db.session() as session:  # type: ignore[attr-defined]
+        session.execute(insert(Dataset.__table__), datasets)
+        session.execute(insert(RegisteredModel.__table__), models)
+        session.execute(insert(ModelVersion.__table__), versions)
+        session.execute(insert(ModelAlias.__table__), aliases)
+    return [
+        "/console/datasets",
+        f"/console/datasets/{datasets[0]['id']}",
+        f"/console/datasets/{datasets[-1]['id']}",
+        "/console/registry",
+        "/console/registry/models/model-0",
+        "/console/registry/versions/model-0:1",
+        "/console/registry/versions/model-0:2",
+    ]
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ set, on PostgreSQL too; a migrated platform; and a real server on a free port.""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,17 @@ from tests.support.databases import DATABASE_KINDS, POSTGRES_URL
 from tests.support.platforms import make_platform, migrated_postgres_database, sqlite_template
 from tests.support.served import Served
 from tests.support.server import running_server
+
+
+@pytest.fixture(autouse=True)
+def root_logging_restored() -> Iterator[None]:
+    """A CLI command run in-process (`serve`, `worker`) sends the root logger to the stderr of its
+    test, which pytest closes afterwards: each test's handlers and level are put back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(params=DATABASE_KINDS)

@@ -15,6 +15,7 @@ from openmaas.billing.scheduler import BillingScheduler
 from openmaas.clock import Clock, SystemClock
 from openmaas.config import Settings
 from openmaas.datasets import jobs as dataset_jobs
+from openmaas.datasets.files import FileUploads
 from openmaas.datasets.uploads import DatasetUploads
 from openmaas.db.database import Database
 from openmaas.jobs.handlers import JobHandler
@@ -33,6 +34,7 @@ from openmaas.storage import ArtifactStore, open_store
 from openmaas.tenancy import service as tenancy
 from openmaas.tenancy.auth import Authenticator
 from openmaas.tenancy.keys import KeyHasher, is_well_formed, load_or_create_secret
+from openmaas.training import finetune_jobs
 from openmaas.training import jobs as training_jobs
 
 
@@ -62,6 +64,8 @@ class Platform:
     responses: Responses = field(init=False)
     # Dataset uploads and model imports: streamed request bodies into the store and the registry.
     dataset_uploads: DatasetUploads = field(init=False)
+    # OpenAI's /v1/files: multipart uploads, a fine-tune file's chat format checked line by line.
+    file_uploads: FileUploads = field(init=False)
     model_imports: ModelImports = field(init=False)
     # Month-end invoices and the daily storage sample; `start()`ed by the API server's lifespan
     # and by `openmaas worker`.
@@ -81,6 +85,7 @@ class Platform:
             memory_budget_bytes=None if budget_mb is None else int(budget_mb * 1024 * 1024),
             cold_start_wait_s=self.settings.cold_start_wait_s,
             sweep_interval_s=self.settings.serving_sweep_interval_s,
+            drain_timeout_s=self.settings.serving_drain_timeout_s,
         )
         settings = self.settings
         self.inference = Inference(
@@ -104,6 +109,7 @@ class Platform:
             max_bytes=settings.max_dataset_bytes,
             job_max_attempts=settings.job_max_attempts,
         )
+        self.file_uploads = FileUploads(self.store, self.db, self.clock, max_bytes=settings.max_dataset_bytes)
         self.model_imports = ModelImports(
             self.store, self.db, self.clock, max_bytes=settings.max_import_bytes
         )
@@ -152,6 +158,7 @@ def job_handlers() -> dict[str, JobHandler[Any]]:
     handlers = (
         dataset_jobs.validation_handler(release_waiting=training_jobs.release_waiting_jobs),
         training_jobs.TRAIN,
+        finetune_jobs.FINE_TUNE,
         optimize_jobs.OPTIMIZE,
     )
     return {handler.kind: handler for handler in handlers}

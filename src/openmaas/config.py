@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     serving_memory_budget_mb: float | None = Field(default=None, gt=0)
     cold_start_wait_s: float = Field(default=30.0, gt=0)
     serving_sweep_interval_s: float = Field(default=5.0, ge=0)
+    # A version replaced by an update finishes its running requests (streams) for at most this
+    # long before it is closed; the rest are cut off.
+    serving_drain_timeout_s: float = Field(default=600.0, gt=0)
     # Explanations: each deployment's own small queue (full → 503), rows per request, the most
     # integrated-gradients steps a request may ask for, and the default deadline.
     explain_max_queue: int = 4

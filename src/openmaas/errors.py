@@ -100,6 +100,22 @@ class ValidationFailed(OpenMaaSError):
     default_code = "invalid_value"
 
 
+class InvalidFile(InvalidRequest):
+    """400: an uploaded file's content breaks its format; `issues` lists every problem found, each
+    with its line (`{"code", "message", "line"}`), under `error.issues`."""
+
+    default_code = "invalid_file"
+
+    def __init__(self, message: str, *, issues: list[dict[str, Any]], **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.issues = issues
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["error"]["issues"] = self.issues
+        return body
+
+
 class _RetryLater(OpenMaaSError):
     """An error the client should retry after `retry_after` seconds (sent as `Retry-After`)."""
 

@@ -1,4 +1,5 @@
-"""Cursor pagination for every list: newest first, `limit`, `after` (an id), `has_more`.
+"""Cursor pagination for every list: newest first (or oldest first, `ascending`), `limit`, `after`
+(an id), `has_more`.
 
 Ids are time-ordered (see `ids.py`), so the id alone is a stable cursor.
 """
@@ -24,12 +25,21 @@ def paginate(
     *,
     limit: int,
     after: str | None,
-    to_public: Callable[[Any], P],
+    to_public: Callable[[Any], P] | None = None,
+    to_publics: Callable[[Sequence[Any]], list[P]] | None = None,
+    ascending: bool = False,
 ) -> Page[P]:
+    """Newest first (`ascending`: oldest first). `to_public` shapes each row; `to_publics` the
+    page's rows at once (one query for what they all need, not one per row)."""
     if after is not None:
-        query = query.where(id_column < after)
-    rows: Sequence[Any] = session.scalars(query.order_by(id_column.desc()).limit(limit + 1)).all()
-    items = [to_public(row) for row in rows[:limit]]
+        query = query.where(id_column > after if ascending else id_column < after)
+    order = id_column.asc() if ascending else id_column.desc()
+    rows: Sequence[Any] = session.scalars(query.order_by(order).limit(limit + 1)).all()
+    if to_publics is not None:
+        items = to_publics(rows[:limit])
+    else:
+        assert to_public is not None
+        items = [to_public(row) for row in rows[:limit]]
     ids = [row.id for row in rows[:limit]]
     return Page[P](
         data=items,

@@ -2,6 +2,7 @@
 the job processes it starts, migrations and tests. Like `bootstrap`, it knows every package."""
 
 from openmaas.billing import tables as billing_tables
+from openmaas.datasets import file_tables
 from openmaas.datasets import tables as dataset_tables
 from openmaas.db.base import Base
 from openmaas.jobs import tables as job_tables
@@ -14,6 +15,7 @@ __all__ = [
     "Base",
     "billing_tables",
     "dataset_tables",
+    "file_tables",
     "job_tables",
     "metering_tables",
     "registry_tables",

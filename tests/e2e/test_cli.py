@@ -17,6 +17,8 @@ class Cli:
     def __init__(self, served: Served, home: Path) -> None:
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            # A checkout that is not the installed one (a worktree) runs its own code.
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
             "HOME": str(home),
             "OPENMAAS_HOME": str(home / "server-home"),
             "OPENMAAS_CONFIG_DIR": str(home / "config"),

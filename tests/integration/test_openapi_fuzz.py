@@ -68,6 +68,9 @@ NOT_STATED_BY_THE_DOCUMENT = {
     # what an upload holds (a table to read, a zip of a model folder) is checked by reading it
     "POST /v1/datasets",
     "POST /v1/registry/imports",
+    "POST /v1/files",  # a fine-tune file must be chat-format JSON lines
+    # the base must be an imported text-generation model, the files the caller's fine-tune files
+    "POST /v1/fine_tuning/jobs",
     # a prompt must fit the model's context and vocabulary, which the document cannot know
     "POST /v1/chat/completions",
     "POST /v1/completions",

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from openmaas.billing.tables import CreditTransaction, Listing, Pricebook
 from openmaas.bootstrap import Platform
+from openmaas.datasets.file_tables import StoredFile
 from openmaas.datasets.tables import Dataset
 from openmaas.jobs.tables import Job
 from openmaas.metering.tables import UsageRecord
@@ -27,6 +28,7 @@ from openmaas.tenancy.tables import ApiKey, IdempotencyRecord, Organization
 # What a request may create: a refused one creates none of these.
 COUNTED = (
     Dataset,
+    StoredFile,
     RegisteredModel,
     ModelVersion,
     ModelAlias,

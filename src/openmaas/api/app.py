@@ -22,6 +22,8 @@ from openmaas.api.routers import (
     datasets,
     deployments,
     explain,
+    files,
+    fine_tuning,
     health,
     imports,
     jobs,
@@ -87,6 +89,8 @@ def create_app(platform: Platform) -> FastAPI:
             admin,
             health,
             datasets,
+            files,
+            fine_tuning,
             jobs,
             training,
             optimize,
@@ -103,8 +107,13 @@ def create_app(platform: Platform) -> FastAPI:
     every_route = [route for router in routers for route in router.routes]
     api_errors.install(app, every_route)
     console.mount(app)  # after the API's routes, outside its OpenAPI document
-    # Routes that read their own (large) bodies; the gateway's body limit leaves them alone.
-    streamed = [r for r in every_route if (getattr(r, "openapi_extra", None) or {}).get("x-streamed-body")]
+    # Routes that read their own (large) bodies (the console's dataset upload too); the gateway's
+    # body limit leaves them alone.
+    streamed = [
+        r
+        for r in [*every_route, *console.routes()]
+        if (getattr(r, "openapi_extra", None) or {}).get("x-streamed-body")
+    ]
     app.gateway = GatewayMiddleware(
         functools.partial(FastAPI.__call__, app),
         max_body_bytes=platform.settings.max_body_bytes,

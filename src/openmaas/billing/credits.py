@@ -147,9 +147,13 @@ def transaction_public(entry: CreditTransaction, currency: str) -> schemas.Credi
 
 
 def list_transactions(
-    session: Session, org_id: str, currency: str, *, limit: int, after: str | None
+    session: Session, org_id: str, currency: str, *, limit: int, after: str | None, kind: str | None = None
 ) -> Page[schemas.CreditTransaction]:
+    """The wallet's ledger, a page at a time; with `kind`, only those entries (such as
+    `marketplace_revenue`: a seller's earnings, credited as each buyer's month is finalised)."""
     query = select(CreditTransaction).where(CreditTransaction.org_id == org_id)
+    if kind is not None:
+        query = query.where(CreditTransaction.kind == kind)
     return paginate(
         session,
         query,

@@ -82,7 +82,7 @@ def usage(
         total[2] += events
     labels = ["day"] * by_day + columns + ["unit"]
     rows = [(dict(zip(labels, key, strict=True)), total) for key, total in sorted(sums.items(), key=_order)]
-    names = _model_names(session, org_id, (fields.get("model") for fields, _ in rows))
+    names = model_names(session, org_id, (fields.get("model") for fields, _ in rows))
     buckets = [
         schemas.UsageBucket(
             **fields,
@@ -134,7 +134,7 @@ def events(
         .limit(limit + 2)
     )
     records = session.scalars(query).all()
-    names = _model_names(session, org_id, (r.model for r in records))
+    names = model_names(session, org_id, (r.model for r in records))
     lines: list[tuple[_Cursor, schemas.UsageEventPublic]] = []
     for record in records:
         for index in reversed(range(len(UNITS))):
@@ -223,7 +223,7 @@ def _dimensions(where: UsageFilter) -> dict[str, str]:
     }
 
 
-def _model_names(session: Session, org_id: str, models: Iterable[str | None]) -> dict[str, str]:
+def model_names(session: Session, org_id: str, models: Iterable[str | None]) -> dict[str, str]:
     """Display names of the models usage names (version ids): `name:version` for `org_id`'s own
     versions, the listing for another organisation's listed version; none for the rest (a deleted
     version, a reference that is not a version id)."""

@@ -12,6 +12,8 @@ from openmaas.cli import (
     billing,
     datasets,
     explain,
+    files,
+    fine_tuning,
     models,
     optimize,
     server,
@@ -58,6 +60,8 @@ app.add_typer(account.audit_app, name="audit")
 app.add_typer(serving.models_app, name="models")
 models.add_commands(serving.models_app)
 app.add_typer(datasets.datasets_app, name="datasets")
+app.add_typer(files.files_app, name="files")
+app.add_typer(fine_tuning.fine_tune_app, name="fine-tune")
 app.command(cls=training.TrainCommand)(training.train)
 app.command()(optimize.optimize)
 app.add_typer(training.jobs_app, name="jobs")

@@ -10,13 +10,23 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from openmaas.cli.client_options import ClientOptions, client_command
-from openmaas.cli.output import console, emit_json, fail, run
+from openmaas.cli.output import api_errors, console, emit_json, fail, run
 
 if TYPE_CHECKING:
     from openmaas.schemas.serving import DeploymentPublic
     from openmaas.sdk import Client
 
-DEPLOYMENT_COLUMNS = ("name", "model", "task", "state", "replicas", "error", "updated_at")
+DEPLOYMENT_COLUMNS = (
+    "name",
+    "model",
+    "task",
+    "state",
+    "serving",
+    "starting",
+    "replicas",
+    "error",
+    "updated_at",
+)
 
 deployments_app = typer.Typer(help="Deployments: served models.", no_args_is_help=True)
 models_app = typer.Typer(help="Models in the registry.", no_args_is_help=True)
@@ -82,15 +92,28 @@ def deploy(
         max=100,
         help="Send this percent of the existing deployment --name's requests to MODEL (100 promotes it)",
     ),
+    strategy: str = typer.Option(
+        None,
+        "--strategy",
+        help="For an existing deployment --name: rolling (the default: no downtime) or recreate "
+        "(stop the old version first, when both do not fit in memory)",
+    ),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until the deployment is ready"),
 ) -> None:
-    """Deploy a model version; its name becomes the `model` of API calls. With --canary, route a
-    share of an existing deployment's requests to MODEL instead."""
+    """Deploy a model version; its name becomes the `model` of API calls. An existing deployment
+    --name is rolled to MODEL without downtime. With --canary, route a share of an existing
+    deployment's requests to MODEL instead."""
     api = options.client()
     if canary is not None:
         if not name:
             fail("--canary needs --name: the deployment that gets the canary")
         created = run(lambda: api.deployments.canary(name, model, canary))
+    elif name and _exists(api, name):
+        created = run(lambda: api.deployments.update(name, model=model, strategy=strategy))
+        if not options.as_json:
+            console.print(f"updating {name} to {model} ({strategy or 'rolling'})")
+    elif strategy is not None:
+        fail("--strategy applies to an existing deployment --name")
     else:
         scaling = {"min_replicas": min_replicas, **({"idle_timeout_s": idle_timeout} if idle_timeout else {})}
         settings = _engine_options(engine or [])
@@ -106,6 +129,17 @@ def deploy(
             )
         )
     _finish(options, api, created, wait)
+
+
+def _exists(api: Client, name: str) -> bool:
+    from openmaas.sdk import NotFoundError
+
+    with api_errors():
+        try:
+            api.deployments.get(name)
+        except NotFoundError:
+            return False
+    return True
 
 
 def _finish(options: ClientOptions, api: Client, deployment: DeploymentPublic, wait: bool) -> None:

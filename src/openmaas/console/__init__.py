@@ -9,15 +9,47 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from starlette.responses import RedirectResponse
+from starlette.routing import BaseRoute
 from starlette.staticfiles import StaticFiles
 
 from openmaas import errors
-from openmaas.console import audit, chat, deployments, jobs, keys, organizations, overview, signin, usage
+from openmaas.console import (
+    audit,
+    chat,
+    datasets,
+    deployments,
+    invoices,
+    jobs,
+    keys,
+    marketplace,
+    org_billing,
+    organizations,
+    overview,
+    platform,
+    pricebooks,
+    registry,
+    signin,
+    usage,
+)
 from openmaas.console.web import PREFIX, ConsoleRoute
 
 
 def mount(app: FastAPI) -> None:
-    for module in (signin, overview, keys, usage, jobs, deployments, chat, organizations, audit):
+    pages = (
+        signin,
+        overview,
+        keys,
+        usage,
+        datasets,
+        jobs,
+        registry,
+        deployments,
+        chat,
+        invoices,
+        marketplace,
+    )
+    operator_pages = (organizations, org_billing, pricebooks, platform, audit)
+    for module in (*pages, *operator_pages):
         app.include_router(module.router)
     app.mount(
         f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="console.static"
@@ -27,6 +59,11 @@ def mount(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False, name="console.root")
     def root() -> RedirectResponse:
         return RedirectResponse(f"{PREFIX}/", status_code=307)
+
+
+def routes() -> list[BaseRoute]:
+    """The console's own routes (the gateway looks among them for those that read their own bodies)."""
+    return [route for module in (datasets, registry) for route in module.router.routes]
 
 
 # Last: any other console address is a page that does not exist, said in a page.

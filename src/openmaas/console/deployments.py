@@ -53,7 +53,7 @@ def deployments_page(
     limit = platform.settings.default_page_limit
     with platform.db.read_session() as session:
         page = service.list_page(
-            session, org_id, limit=limit, after=after, is_loaded=platform.replicas.is_loaded
+            session, org_id, limit=limit, after=after, loaded=platform.replicas.loaded_version
         )
     return render(request, "deployments.html", signed, page=page, after=after)
 
@@ -98,7 +98,7 @@ def _detail(request: Request, signed: SignedIn, name: str, *, status: int = 200,
     platform = platform_of(request)
     with platform.db.read_session() as session:
         row = service.get(session, org_id, name)
-        deployment = service.public(row, platform.replicas.is_loaded)
+        deployment = service.public(row, platform.replicas.loaded_version)
         events = service.events(
             session, org_id, row.id, limit=platform.settings.default_page_limit, after=None
         )

@@ -72,15 +72,17 @@ def usage_page(
     where = filters.report()
     currency = platform.settings.currency
     with platform.db.read_session() as session:
-        by_day = report.usage(session, org_id, where, group_by=["day"], currency=currency)
-        by_model = report.usage(session, org_id, where, group_by=["model"], currency=currency)
-        by_key = report.usage(session, org_id, where, group_by=["api_key_id"], currency=currency)
-        key_names = tenancy.api_key_names(session, org_id, (b.api_key_id for b in by_key.data))
-    days = _days(filters, by_day.data)
+        # One report by day, model and key: the charts and both tables sum its buckets (three
+        # reports read the hourly sums three times).
+        group_by = ["day", "model", "api_key_id"]
+        usage = report.usage(session, org_id, where, group_by=group_by, currency=currency)
+        key_names = tenancy.api_key_names(session, org_id, {b.api_key_id for b in usage.data})
+    buckets = usage.data
+    days = _days(filters, buckets)
     charts = [
-        _chart("requests", "Requests per day", "requests", days, by_day.data, ("requests",)),
-        _chart("tokens", "Tokens per day", "tokens", days, by_day.data, _TOKEN_UNITS),
-        _chart("cost", f"Cost per day ({currency})", currency, days, by_day.data, None),
+        _chart("requests", "Requests per day", "requests", days, buckets, ("requests",)),
+        _chart("tokens", "Tokens per day", "tokens", days, buckets, _TOKEN_UNITS),
+        _chart("cost", f"Cost per day ({currency})", currency, days, buckets, None),
     ]
     return render(
         request,
@@ -88,11 +90,11 @@ def usage_page(
         signed,
         filters=filters,
         charts=charts,
-        empty=not by_day.data,
-        by_model=_table(by_model.data, "model"),
-        by_key=_table(by_key.data, "api_key_id", key_names),
+        empty=not buckets,
+        by_model=_table(buckets, "model"),
+        by_key=_table(buckets, "api_key_id", key_names),
         currency=currency,
-        unpriced=by_day.unpriced,
+        unpriced=usage.unpriced,
     )
 
 

@@ -52,9 +52,15 @@ NAVIGATION = (
     ("Overview", f"{PREFIX}/", "usage:read"),
     ("API keys", f"{PREFIX}/keys", "api_keys:read"),
     ("Usage", f"{PREFIX}/usage", "usage:read"),
+    ("Datasets", f"{PREFIX}/datasets", "datasets:read"),
     ("Jobs", f"{PREFIX}/jobs", "jobs:read"),
+    ("Registry", f"{PREFIX}/registry", "models:read"),
     ("Deployments", f"{PREFIX}/deployments", "deployments:read"),
+    ("Invoices", f"{PREFIX}/invoices", "billing:read"),
+    ("Marketplace", f"{PREFIX}/marketplace", "models:read"),
     ("Organisations", f"{PREFIX}/organizations", scope_rules.OPERATOR),
+    ("Pricebooks", f"{PREFIX}/pricebooks", scope_rules.OPERATOR),
+    ("Platform usage", f"{PREFIX}/platform", scope_rules.OPERATOR),
     ("Audit log", f"{PREFIX}/audit", "audit:read"),
 )
 

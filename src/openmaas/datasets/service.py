@@ -6,6 +6,7 @@ validating them is `openmaas.datasets`' work.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -123,6 +124,40 @@ def list_datasets(
     if name is not None:
         query = query.where(Dataset.name == name)
     return paginate(session, query, Dataset.id, limit=limit, after=after, to_public=dataset_public)
+
+
+# The model versions (`name:version`) whose lineage names a dataset, at most `limit`: the
+# registry's answer, passed in (the registry sits above datasets).
+LineageUsers = Callable[[Session, str, str, int], list[str]]
+
+
+def delete_dataset(session: Session, org_id: str, ref: str, users_of: LineageUsers) -> DatasetPublic:
+    """Delete a dataset version nothing depends on; returns it.
+
+    409 `dataset_in_use` while its validation runs (the job would write to it) or while a model
+    version names it in its lineage (optimising that version measures on it); nothing is deleted
+    then. The caller removes its folder (`store.dataset_dir`) once the row is gone for good."""
+    dataset = get_dataset(session, org_id, ref)
+    where = f"{dataset.name}:{dataset.version}"
+    if dataset.status == DatasetStatus.VALIDATING.value:
+        raise errors.Conflict(
+            f"Dataset {where} is being validated; delete it once validation ends.",
+            param="dataset",
+            code="dataset_in_use",
+        )
+    users = users_of(session, org_id, dataset.id, 6)
+    if users:
+        more = " and more" if len(users) > 5 else ""
+        raise errors.Conflict(
+            f"Dataset {where} is in the lineage of model versions {', '.join(users[:5])}{more}; "
+            "delete those first.",
+            param="dataset",
+            code="dataset_in_use",
+        )
+    public = dataset_public(dataset)
+    session.delete(dataset)
+    session.flush()
+    return public
 
 
 def require_trainable(dataset: Dataset) -> None:

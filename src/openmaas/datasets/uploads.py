@@ -28,6 +28,22 @@ from openmaas.schemas.datasets import DatasetPublic
 from openmaas.storage import ArtifactStore, space_for
 
 
+def blocking_chunks(body: AsyncIterator[bytes]) -> Iterator[bytes]:
+    """The chunks of a request body, for a worker thread started with `anyio.to_thread`: each is
+    pulled from the event loop as it arrives, so the body is never held whole."""
+
+    async def next_chunk() -> bytes:
+        return await body.__anext__()
+
+    while True:
+        try:
+            chunk: bytes = anyio.from_thread.run(next_chunk)
+        except StopAsyncIteration:
+            return
+        if chunk:
+            yield chunk
+
+
 @dataclass(frozen=True)
 class UploadResult:
     dataset: DatasetPublic
@@ -67,22 +83,10 @@ class DatasetUploads:
         dataset_id = new_id("ds_")
         relative = self.store.dataset_dir(org_id, dataset_id)
 
-        async def next_chunk() -> bytes:
-            return await body.__anext__()
-
-        def chunks() -> Iterator[bytes]:
-            while True:
-                try:
-                    chunk: bytes = anyio.from_thread.run(next_chunk)
-                except StopAsyncIteration:
-                    return
-                if chunk:
-                    yield chunk
-
         def ingest_body() -> IngestedFile:
             # Published (the whole folder at once) only once ingest accepted all of it.
             with space_for("this upload", param="file"), self.store.staged(relative) as folder:
-                return ingest(chunks(), folder, filename=filename, max_bytes=self.max_bytes)
+                return ingest(blocking_chunks(body), folder, filename=filename, max_bytes=self.max_bytes)
 
         try:
             ingested = await anyio.to_thread.run_sync(ingest_body)

@@ -49,11 +49,12 @@ def enqueue(
     now: datetime,
     max_attempts: int,
     status: JobStatus = JobStatus.QUEUED,
+    job_id: str | None = None,
 ) -> Job:
     """A new job; `params` (its kind's model, validated by the caller) is stored as JSON, read back
-    into the same model in the job process."""
+    into the same model in the job process. `job_id`: an id of the caller's (OpenAI's `ftjob-…`)."""
     job = Job(
-        id=new_id("job_"),
+        id=job_id or new_id("job_"),
         org_id=org_id,
         kind=kind,
         status=status.value,

@@ -118,9 +118,16 @@ def aliases_of(session: Session, model_id: str) -> dict[str, str]:
 
 
 def version_public(
-    session: Session, model: RegisteredModel, version: ModelVersion, *, manifest: bool = False
+    session: Session,
+    model: RegisteredModel,
+    version: ModelVersion,
+    *,
+    manifest: bool = False,
+    aliases: dict[str, str] | None = None,
 ) -> ModelVersionPublic:
-    names = [alias for alias, vid in aliases_of(session, model.id).items() if vid == version.id]
+    """`aliases` (alias → version id), when the caller read them once for many versions."""
+    held = aliases_of(session, model.id) if aliases is None else aliases
+    names = [alias for alias, vid in held.items() if vid == version.id]
     return ModelVersionPublic(
         id=version.id,
         model=model.name,
@@ -141,19 +148,39 @@ def version_public(
 
 
 def model_public(session: Session, model: RegisteredModel) -> ModelPublic:
+    return models_public(session, [model])[0]
+
+
+def models_public(session: Session, models: Sequence[RegisteredModel]) -> list[ModelPublic]:
+    """The models with their latest version and aliases: two queries for all of them."""
+    ids = [model.id for model in models]
+    latest: dict[str, int] = dict(
+        session.execute(
+            select(ModelVersion.model_id, func.max(ModelVersion.version))
+            .where(ModelVersion.model_id.in_(ids))
+            .group_by(ModelVersion.model_id)
+        ).all()
+    )
+    aliases: dict[str, dict[str, int]] = {model_id: {} for model_id in ids}
     rows = session.execute(
-        select(ModelVersion.id, ModelVersion.version).where(ModelVersion.model_id == model.id)
+        select(ModelAlias.model_id, ModelAlias.alias, ModelVersion.version)
+        .join(ModelVersion, ModelVersion.id == ModelAlias.version_id)
+        .where(ModelAlias.model_id.in_(ids))
     )
-    versions: dict[str, int] = {row[0]: row[1] for row in rows}
-    return ModelPublic(
-        id=model.id,
-        name=model.name,
-        task=model.task,
-        tags=model.tags,
-        latest_version=max(versions.values(), default=None),
-        aliases={alias: versions[vid] for alias, vid in aliases_of(session, model.id).items()},
-        created_at=model.created_at,
-    )
+    for model_id, alias, number in rows:
+        aliases[model_id][alias] = number
+    return [
+        ModelPublic(
+            id=model.id,
+            name=model.name,
+            task=model.task,
+            tags=model.tags,
+            latest_version=latest.get(model.id),
+            aliases=aliases[model.id],
+            created_at=model.created_at,
+        )
+        for model in models
+    ]
 
 
 def list_models(session: Session, org_id: str, *, limit: int, after: str | None) -> Page[ModelPublic]:
@@ -164,7 +191,7 @@ def list_models(session: Session, org_id: str, *, limit: int, after: str | None)
         RegisteredModel.id,
         limit=limit,
         after=after,
-        to_public=lambda m: model_public(session, m),
+        to_publics=lambda models: models_public(session, models),
     )
 
 
@@ -172,6 +199,7 @@ def list_versions(
     session: Session, org_id: str, name: str, *, limit: int, after: str | None
 ) -> Page[ModelVersionPublic]:
     model = get_model(session, org_id, name)
+    aliases = aliases_of(session, model.id)
     query = select(ModelVersion).where(ModelVersion.model_id == model.id)
     return paginate(
         session,
@@ -179,8 +207,20 @@ def list_versions(
         ModelVersion.id,
         limit=limit,
         after=after,
-        to_public=lambda v: version_public(session, model, v),
+        to_public=lambda v: version_public(session, model, v, aliases=aliases),
     )
+
+
+def versions_trained_on(session: Session, org_id: str, dataset_id: str, limit: int) -> list[str]:
+    """The versions (`name:version`, oldest first, at most `limit`) whose lineage names the dataset."""
+    rows = session.execute(
+        select(RegisteredModel.name, ModelVersion.version)
+        .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
+        .where(ModelVersion.org_id == org_id, ModelVersion.dataset_id == dataset_id)
+        .order_by(ModelVersion.id)
+        .limit(limit)
+    )
+    return [f"{name}:{version}" for name, version in rows]
 
 
 def set_alias(

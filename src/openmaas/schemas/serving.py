@@ -93,6 +93,13 @@ class DeploymentUpdate(BaseModel):
     )
     min_replicas: Annotated[int, Field(ge=0, le=1), JSON_INTEGER] | None = None
     idle_timeout_s: Number | None = Field(default=None, gt=0, le=MAX_IDLE_TIMEOUT_S)
+    strategy: Literal["rolling", "recreate"] | None = Field(
+        default=None,
+        description="`rolling` (the default): start the new version beside the old, switch new requests "
+        "to it once ready and let running ones finish on the old; answered 409 when both do not fit the "
+        "serving memory budget. `recreate`: stop the old first (requests answer 503 with Retry-After "
+        "until the new one is ready)",
+    )
 
 
 class DeploymentPublic(BaseModel):
@@ -112,6 +119,13 @@ class DeploymentPublic(BaseModel):
     )
     scaled_to_zero: bool = Field(
         default=False, description="Ready but unloaded (idle or evicted): its next request loads it"
+    )
+    serving: str | None = Field(
+        default=None, description="The version answering requests now, `name:version` (none while none is)"
+    )
+    starting: str | None = Field(
+        default=None,
+        description="The version loading (during an update, beside `serving`), `name:version`",
     )
     error: str | None
     created_at: datetime

@@ -12,7 +12,7 @@ awaited for `AsyncClient`, so each method is written once for both.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeAlias, TypeVar
@@ -21,7 +21,13 @@ import httpx
 from pydantic import BaseModel, TypeAdapter
 
 from openmaas.sdk.errors import error_for
-from openmaas.sdk.uploads import Progress
+from openmaas.sdk.uploads import (
+    Progress,
+    async_file_chunks,
+    async_form_chunks,
+    file_chunks,
+    form_chunks,
+)
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -29,11 +35,28 @@ T_co = TypeVar("T_co", covariant=True)
 
 @dataclass(frozen=True)
 class Upload:
-    """A file streamed as the request body; `progress(sent, total)` hears about each chunk."""
+    """A file streamed as the request body; `progress(sent, total)` hears about each chunk. With
+    `form`, the body is a multipart form of those text fields and the file as its `file` part."""
 
     file: Path
     content_type: str
     progress: Progress | None = None
+    form: dict[str, str] | None = None
+    boundary: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def header(self) -> str:
+        return self.content_type if self.form is None else f"multipart/form-data; boundary={self.boundary}"
+
+    def chunks(self) -> Iterator[bytes]:
+        if self.form is None:
+            return file_chunks(self.file, self.progress)
+        return form_chunks(self.file, self.form, self.boundary, self.progress)
+
+    def async_chunks(self) -> AsyncIterator[bytes]:
+        if self.form is None:
+            return async_file_chunks(self.file, self.progress)
+        return async_form_chunks(self.file, self.form, self.boundary, self.progress)
 
 
 @dataclass(frozen=True)
@@ -56,7 +79,7 @@ class Call(Generic[T]):
         """The httpx request; `content` is the upload's body as the sender streams it."""
         headers = {"Idempotency-Key": self.idempotency_key} if self.idempotency_key else {}
         if self.upload is not None:
-            headers["Content-Type"] = self.upload.content_type
+            headers["Content-Type"] = self.upload.header
         params = {k: v for k, v in self.params.items() if v is not None}
         # A large upload takes as long as it takes; everything else has the client's timeout.
         timeout = None if self.upload is not None else httpx.USE_CLIENT_DEFAULT

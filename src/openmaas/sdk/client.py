@@ -21,6 +21,8 @@ from openmaas.sdk.billing import AdminBilling, Invoices, Marketplace
 from openmaas.sdk.calls import Call, Plan, Upload
 from openmaas.sdk.datasets import Datasets
 from openmaas.sdk.deployments import Deployments
+from openmaas.sdk.files import Files
+from openmaas.sdk.fine_tuning import FineTuning
 from openmaas.sdk.jobs import Jobs, TrainingJobs
 from openmaas.sdk.optimizations import Optimizations
 from openmaas.sdk.registry import Registry
@@ -59,6 +61,8 @@ class Api(Resource[S]):
         self.invoices = Invoices(sender)
         self.marketplace = Marketplace(sender)
         self.datasets = Datasets(sender)
+        self.files = Files(sender)
+        self.fine_tuning = FineTuning(sender)
         self.jobs = Jobs(sender)
         self.training_jobs = TrainingJobs(sender)
         self.registry = Registry(sender)

@@ -69,7 +69,8 @@ class Deployments(Resource[S]):
 
     @endpoint
     def update(self, name: str, *, model: str | None = None, **options: Any) -> Call[DeploymentPublic]:
-        """Serve another version (`model="churn:4"`) or settings; the swap fails no request."""
+        """Serve another version (`model="churn:4"`) or settings; the rolling update fails no request
+        (`strategy="recreate"` stops the old version first, when both do not fit in memory)."""
         return _update(name, {**({"model": model} if model else {}), **options})
 
     @endpoint

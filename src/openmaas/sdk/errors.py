@@ -24,6 +24,9 @@ class APIError(Exception):
         self.type: str | None = error.get("type")
         self.param: str | None = error.get("param")
         self.code: str | None = error.get("code")
+        # Every problem of a refused file, each with its line (`{"code", "message", "line"}`).
+        issues = error.get("issues")
+        self.issues: list[dict[str, Any]] = issues if isinstance(issues, list) else []
         self.request_id = request_id
         self.headers = headers
         super().__init__(self.message)

@@ -22,7 +22,6 @@ from openmaas.sdk.calls import Call, Download, Sleep, Step, Steps
 from openmaas.sdk.errors import APIConnectionError, error_for
 from openmaas.sdk.events import EventStream, EventStreamParser
 from openmaas.sdk.retries import Retries
-from openmaas.sdk.uploads import async_file_chunks, file_chunks
 
 T = TypeVar("T")
 
@@ -68,7 +67,7 @@ class SyncSender:
 
     def _send(self, call: Call[T]) -> T:
         upload = call.upload
-        content = file_chunks(upload.file, upload.progress) if upload is not None else None
+        content = upload.chunks() if upload is not None else None
         return call.parse(self.http.send(call.request(self.http, content)))
 
     def _download(self, download: Download) -> Any:
@@ -131,7 +130,7 @@ class AsyncSender:
 
     async def _send(self, call: Call[T]) -> T:
         upload = call.upload
-        content = async_file_chunks(upload.file, upload.progress) if upload is not None else None
+        content = upload.async_chunks() if upload is not None else None
         return call.parse(await self.http.send(call.request(self.http, content)))
 
     async def _download(self, download: Download) -> Any:

@@ -1,4 +1,5 @@
-"""Streaming uploads with progress: a file sent in chunks, or a folder zipped first."""
+"""Streaming uploads with progress: a file sent in chunks (as the body itself, or as the file part of
+a multipart form), or a folder zipped first."""
 
 from __future__ import annotations
 
@@ -28,6 +29,32 @@ def file_chunks(path: Path, progress: Progress | None = None) -> Iterator[bytes]
 async def async_file_chunks(path: Path, progress: Progress | None = None) -> AsyncIterator[bytes]:
     """`file_chunks` for `httpx.AsyncClient`, which wants an async body."""
     for chunk in file_chunks(path, progress):
+        yield chunk
+
+
+def form_chunks(
+    path: Path, fields: dict[str, str], boundary: str, progress: Progress | None = None
+) -> Iterator[bytes]:
+    """A `multipart/form-data` body of the text `fields` and `path` as the part `file`, streamed:
+    only the form's framing is built here, the file follows in chunks."""
+    head = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    )
+    filename = path.name.replace('"', "%22")
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    yield head
+    yield from file_chunks(path, progress)
+    yield f"\r\n--{boundary}--\r\n".encode()
+
+
+async def async_form_chunks(
+    path: Path, fields: dict[str, str], boundary: str, progress: Progress | None = None
+) -> AsyncIterator[bytes]:
+    for chunk in form_chunks(path, fields, boundary, progress):
         yield chunk
 
 

@@ -110,8 +110,12 @@ class StreamedCompletion(_Completion):
 
     async def run(self, served: ServedModel, usage_: RequestUsage) -> AsyncIterator[bytes]:
         options = self.body.stream_options
+        # Admitted here, not at the first frame: a replaced runtime's refusal (`ReplicaClosed`) is
+        # then retried on the new one before the response begins.
+        stream = _start(self.generation, usage_)
         return _stream_events(
             self.generation,
+            stream,
             chat=isinstance(self.body, ChatCompletionRequest),
             include_usage=bool(options and options.include_usage),
             usage_=usage_,
@@ -148,7 +152,7 @@ def _worst_output_tokens(gen: Generation) -> int:
 
 def _start(gen: Generation, usage_: RequestUsage) -> RequestStream:
     try:
-        return gen.runtime.engine.generate(gen.prompt_ids, gen.params, gen.request_id)
+        return gen.runtime.generate(gen.prompt_ids, gen.params, gen.request_id)
     except BaseException:
         usage_.abandon()  # refused before any work: nothing to meter
         raise
@@ -222,13 +226,12 @@ def _completion_response(gen: Generation, results: list[CompletionResult], echo:
 
 
 async def _stream_events(
-    gen: Generation, *, chat: bool, include_usage: bool, usage_: RequestUsage
+    gen: Generation, stream: RequestStream, *, chat: bool, include_usage: bool, usage_: RequestUsage
 ) -> AsyncIterator[bytes]:
     """SSE frames: role first (chat), then deltas, a finish_reason per choice, usage, [DONE]."""
     completion_tokens = 0
     kind = "chat.completion.chunk" if chat else "text_completion"
     head = {"id": gen.request_id, "object": kind, "created": gen.created, "model": gen.model}
-    stream = _start(gen, usage_)
     calls = _CallStreams(gen) if chat and gen.tools is not None and gen.tools.parse is not None else None
     try:
         async with stream:

@@ -8,6 +8,11 @@ before a load that would not fit, the least recently used idle ones are unloaded
 unloaded for being idle (`min_replicas: 0`) or evicted stays `ready`; `acquire` loads it again on
 its next request, once however many requests wait for it. Every load, unload and sweep runs on
 the one loader thread, so they never race each other.
+
+An update rolls (`update`): the new runtimes load beside the old, one directory assignment switches
+new requests to them, and the old finish their running requests on a drain thread before they
+close (`draining.py`); or, asked to `recreate`, the old stop taking requests at once and the new
+load once they have closed. Each step is a deployment event.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from openmaas.registry.tables import ModelVersion
 from openmaas.serving import memory, service
 from openmaas.serving.deployment_config import DeploymentConfig
 from openmaas.serving.directory import ServedModel, ServedModels
+from openmaas.serving.draining import Drain, Drains
 from openmaas.serving.loading import Target, build_target
 from openmaas.storage import ArtifactStore
 
@@ -52,6 +58,7 @@ class _Resident:
     size_bytes: int
     min_replicas: int
     idle_timeout_s: float
+    versions: str  # `name:N` of what it serves (several for a split), for the events
 
 
 class ReplicaManager:
@@ -65,6 +72,7 @@ class ReplicaManager:
         memory_budget_bytes: int | None = None,
         cold_start_wait_s: float = 30.0,
         sweep_interval_s: float = 5.0,
+        drain_timeout_s: float = 600.0,
     ) -> None:
         self._db = db
         self._store = store
@@ -83,6 +91,8 @@ class ReplicaManager:
         self.rng = random.Random()  # draws traffic-split routes; tests seed it
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
+        # Replaced runtimes finishing their requests; past the timeout they are cut off.
+        self._drains = Drains(drain_timeout_s)
 
     def start(self) -> None:
         """Reload the deployments that were pending, loading or ready when the server stopped,
@@ -128,13 +138,62 @@ class ReplicaManager:
             self._pending[deployment_id] = future
         return future
 
-    def update(self, deployment_id: str, before: service.Served) -> Future[None]:
-        """Load the deployment's new version(s) beside the old, swap them in, then drain and close
-        the old."""
+    def update(self, deployment_id: str, before: service.Served, strategy: str = "rolling") -> Future[None]:
+        """Serve the deployment's updated row: `rolling` loads the new version(s) beside the old,
+        switches to them, then drains and closes the old; `recreate` stops the old first (from
+        now on its requests answer 503 with Retry-After) and loads the new once they have closed."""
+        drain = self._stop_for_recreate(deployment_id) if strategy == "recreate" else None
         with self._lock:
-            future = self._loader.submit(self._swap, deployment_id, before)
+            if drain is None:
+                future = self._loader.submit(self._swap, deployment_id, before)
+            else:
+                future = self._loader.submit(self._recreate, deployment_id, before, drain)
             self._pending[deployment_id] = future
         return future
+
+    def check_room(self, session: Session, row: service.Deployment, strategy: str) -> None:
+        """Raise `insufficient_memory` (409) when the update of `row` (already changed, not yet
+        committed) cannot start: a rolling one needs room for the old and the new at once, a
+        recreate one for the new alone."""
+        if self._budget is None:
+            return
+        target = self._target(session, row)
+        replacing = strategy == "recreate"
+        residents = self._budget_view(target, replacing=replacing)
+        if memory.choose_evictions(residents, target.size_bytes, self._budget) is not None:
+            return
+        old = self._resident.get(row.id)
+        new = ", ".join(route.ref for route in target.routes)
+        used_mb = sum(r.size_bytes for r in residents) / memory.MIB
+        budget = f"the serving memory budget of {self._budget / memory.MIB:.2f} MB ({used_mb:.2f} MB in use)"
+        if replacing or old is None:
+            raise errors.Conflict(
+                f"{new} needs {target.size_bytes / memory.MIB:.2f} MB, more than {budget} leaves free "
+                "even without the version it replaces; raise serving_memory_budget_mb or stop other "
+                "deployments.",
+                param="model",
+                code="insufficient_memory",
+            )
+        raise errors.Conflict(
+            f"{new} ({target.size_bytes / memory.MIB:.2f} MB) cannot start beside {old.versions} "
+            f"({old.size_bytes / memory.MIB:.2f} MB) within {budget}, so it cannot roll without "
+            'downtime. Send the update again with "strategy": "recreate" to stop '
+            f"{old.versions} first (requests answer 503 with Retry-After until {new} is ready), "
+            "or raise serving_memory_budget_mb.",
+            param="strategy",
+            code="insufficient_memory",
+        )
+
+    def memory_in_use(self) -> int:
+        """The bytes the budget counts: loaded deployments and replaced runtimes still draining."""
+        with self._lock:
+            loaded = sum(r.size_bytes for r in self._resident.values())
+        return loaded + self._drains.held()
+
+    def loaded_version(self, org_id: str, name: str) -> str | None:
+        """The version id this server serves for a deployment now (for a split, its first), or None."""
+        served = self._directory.lookup(org_id, name)
+        return None if served is None else served.version_id
 
     def sweep(self) -> Future[None]:
         """Unload the deployments with `min_replicas: 0` idle past their timeout (none in flight)."""
@@ -194,6 +253,7 @@ class ReplicaManager:
         if self._sweeper is not None:
             self._sweeper.join()
         self._loader.shutdown(wait=True, cancel_futures=True)
+        self._drains.close()
         for served in self._directory.all():
             self.unload(served.org_id, served.name, "shutdown")
 
@@ -288,37 +348,109 @@ class ReplicaManager:
             if row is None or row.state == "stopped":
                 return
             target = self._target(session, row)
+            old = self._resident.get(deployment_id)
+            beside = f" beside {old.versions}" if old is not None else ""
+            service.add_event(
+                session, deployment_id, "starting", f"starting {_versions(target)}{beside}", self._clock.now()
+            )
         try:
             self._make_room(target)
             runtimes = target.load()
         except Exception as exc:
-            reason = str(exc) if isinstance(exc, InsufficientMemory) else f"{type(exc).__name__}: {exc}"
-            logs.event(
-                log,
-                "deployment_update_failed",
-                level=logging.ERROR,
-                exc_info=exc,
-                deployment_id=deployment_id,
-                org_id=target.org_id,
-                deployment=target.name,
-                reason=reason,
-            )
-            with self._db.session() as session:
-                service.revert(session, deployment_id, before, self._clock.now(), reason)
+            self._update_failed(target, before, exc)
             return
-        old = self._directory.lookup(target.org_id, target.name)
+        served = self._directory.lookup(target.org_id, target.name)
         # One dict assignment: every request from here on finds the new runtimes.
+        self._install(target, runtimes)
+        with self._db.session() as session:
+            service.switched(
+                session, deployment_id, self._clock.now(), f"new requests go to {_versions(target)}"
+            )
+        _loaded_event(target, "deployment_updated", None)
+        if served is not None and old is not None:
+            replaced = [r for r in served.runtimes() if not any(r is new for new in runtimes)]
+            drain = Drain(deployment_id, old.versions, old.size_bytes, replaced)
+            self._draining_event(drain, "takes no new requests and finishes its")
+            self._drains.start(drain, self._retired)
+
+    def _stop_for_recreate(self, deployment_id: str) -> Drain | None:
+        """Take the deployment out of the directory (its requests answer 503 while it is updated)
+        and start draining what it served; None when nothing was loaded."""
+        with self._lock:
+            old = self._resident.pop(deployment_id, None)
+        if old is None:
+            return None
+        served = self._directory.unregister(*old.key)
+        drain = Drain(deployment_id, old.versions, old.size_bytes, served.runtimes() if served else [])
+        self._draining_event(
+            drain, "stops first (requests answer 503 until the new version is ready); it finishes its"
+        )
+        self._drains.start(drain, self._retired)
+        return drain
+
+    def _recreate(self, deployment_id: str, before: service.Served, drain: Drain) -> None:
+        drain.done.wait()  # its memory is free once it has closed
+        with self._db.session() as session:
+            row = session.get(service.Deployment, deployment_id)
+            if row is None or row.state == "stopped":
+                return
+            target = self._target(session, row)
+            service.add_event(
+                session, deployment_id, "starting", f"starting {_versions(target)}", self._clock.now()
+            )
+        try:
+            self._make_room(target)
+            runtimes = target.load()
+        except Exception as exc:
+            self._update_failed(target, before, exc)
+            self._load(deployment_id)  # what it served before, again
+            return
         self._install(target, runtimes)
         with self._db.session() as session:
             service.set_state(session, deployment_id, "ready", self._clock.now())
         _loaded_event(target, "deployment_updated", None)
-        if old is not None:
-            _close([r for r in old.runtimes() if not any(r is new for new in runtimes)])
+
+    def _update_failed(self, target: Target, before: service.Served, exc: Exception) -> None:
+        reason = str(exc) if isinstance(exc, InsufficientMemory) else f"{type(exc).__name__}: {exc}"
+        logs.event(
+            log,
+            "deployment_update_failed",
+            level=logging.ERROR,
+            exc_info=exc,
+            deployment_id=target.deployment_id,
+            org_id=target.org_id,
+            deployment=target.name,
+            reason=reason,
+        )
+        with self._db.session() as session:
+            service.revert(session, target.deployment_id, before, self._clock.now(), reason)
+
+    def _draining_event(self, drain: Drain, what: str) -> None:
+        with self._db.session() as session:
+            message = f"{drain.versions} {what} {drain.running} running request(s)"
+            service.add_event(session, drain.deployment_id, "draining", message, self._clock.now())
+
+    def _retired(self, drain: Drain, cut_off: bool) -> None:
+        """A drain thread closed replaced runtimes: record it (the deployment may be gone)."""
+        message = f"{drain.versions} stopped; {drain.size_bytes / memory.MIB:.2f} MB freed"
+        if cut_off:
+            message += " (requests still running past the drain timeout were cut off)"
+        try:
+            with self._db.session() as session:
+                if session.get(service.Deployment, drain.deployment_id) is not None:
+                    service.add_event(session, drain.deployment_id, "stopped_old", message, self._clock.now())
+        except Exception:
+            log.exception("recording a drained runtime failed")
 
     def _install(self, target: Target, runtimes: list[Any]) -> None:
         config = target.config
         resident = _Resident(
-            target.deployment_id, target.key, target.size_bytes, config.min_replicas, config.idle_timeout_s
+            target.deployment_id,
+            target.key,
+            target.size_bytes,
+            config.min_replicas,
+            config.idle_timeout_s,
+            _versions(target),
         )
         with self._lock:
             self._last_used[target.key] = self._clock.monotonic()
@@ -330,16 +462,7 @@ class ReplicaManager:
         """Unload least recently used idle deployments until `target` fits the budget, or raise."""
         if self._budget is None:
             return
-        with self._lock:
-            residents = [
-                memory.Resident(
-                    r.deployment_id,
-                    r.size_bytes,
-                    self._last_used.get(r.key, 0.0),
-                    busy=r.deployment_id == target.deployment_id or self._busy(r.key),
-                )
-                for r in self._resident.values()
-            ]
+        residents = self._budget_view(target, replacing=False)
         victims = memory.choose_evictions(residents, target.size_bytes, self._budget)
         budget_mb = self._budget / memory.MIB
         if victims is None:
@@ -357,6 +480,26 @@ class ReplicaManager:
                 f"unloaded to make room for {target.name!r} within the "
                 f"{budget_mb:.2f} MB serving memory budget; loads again on its next request",
             )
+
+    def _budget_view(self, target: Target, *, replacing: bool) -> list[memory.Resident]:
+        """What the budget holds beside `target`: every loaded deployment (its own one too, unless
+        `replacing` it, and busy: a rolling update serves from it until the switch) and the
+        replaced runtimes still draining (busy)."""
+        with self._lock:
+            residents = [
+                memory.Resident(
+                    r.deployment_id,
+                    r.size_bytes,
+                    self._last_used.get(r.key, 0.0),
+                    busy=r.deployment_id == target.deployment_id or self._busy(r.key),
+                )
+                for r in self._resident.values()
+                if not (replacing and r.deployment_id == target.deployment_id)
+            ]
+        draining = self._drains.held()
+        if draining:
+            residents.append(memory.Resident("draining", draining, 0.0, busy=True))
+        return residents
 
     def _busy(self, key: Key) -> bool:
         """Requests in flight, or a runtime that cannot tell (LLMs, embeddings: never unloaded)."""
@@ -426,6 +569,10 @@ def _loaded_event(target: Target, name: str, seconds: float | None, cold: bool =
         seconds=None if seconds is None else round(seconds, 3),
         cold_start=cold or None,
     )
+
+
+def _versions(target: Target) -> str:
+    return ", ".join(route.ref for route in target.routes)
 
 
 def _close(runtimes: list[Any]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.util import identity_key
 
 from openmaas import errors, logs
@@ -44,11 +44,14 @@ log = logging.getLogger("openmaas.serving")
 ACTIVE_STATES = ("pending", "loading", "ready")
 
 
-# Whether this server holds a deployment's runtimes: `(org id, name) -> bool`.
-IsLoaded = Callable[[str, str], bool]
+# The version id this server serves for a deployment now, None when it holds no runtime:
+# `(org id, name) -> version id | None`.
+LoadedVersion = Callable[[str, str], str | None]
 
 
-def public(row: Deployment, is_loaded: IsLoaded | None = None) -> DeploymentPublic:
+def public(row: Deployment, loaded: LoadedVersion | None = None) -> DeploymentPublic:
+    loaded_id = None if loaded is None else loaded(row.org_id, row.name)
+    serving, starting = _serving_and_starting(row, loaded_id)
     return DeploymentPublic(
         id=row.id,
         name=row.name,
@@ -62,11 +65,29 @@ def public(row: Deployment, is_loaded: IsLoaded | None = None) -> DeploymentPubl
             TrafficPublic(version=route.version, version_id=route.version_id, weight=route.weight)
             for route in DeploymentConfig.from_stored(row.config).traffic
         ],
-        scaled_to_zero=row.state == "ready" and is_loaded is not None and not is_loaded(row.org_id, row.name),
+        scaled_to_zero=row.state == "ready" and loaded is not None and loaded_id is None,
+        serving=serving,
+        starting=starting,
         error=row.error,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
+
+
+def _serving_and_starting(row: Deployment, loaded_id: str | None) -> tuple[str | None, str | None]:
+    """`name:N` of the version answering now and of the one loading (during an update, the old
+    one serves while the new one starts)."""
+    session = object_session(row)
+    if session is None or row.state in ("failed", "stopped"):
+        return None, None
+
+    def ref(version_id: str) -> str:
+        version = session.get(ModelVersion, version_id)
+        return traffic.ref(session, version) if version is not None else version_id
+
+    if row.state == "ready":
+        return ref(row.version_id), None
+    return (ref(loaded_id) if loaded_id else None), ref(row.version_id)
 
 
 def create(session: Session, org_id: str, body: DeploymentCreate, now: datetime) -> DeploymentPublic:
@@ -142,11 +163,11 @@ def get(session: Session, org_id: str, id_or_name: str) -> Deployment:
 
 
 def list_page(
-    session: Session, org_id: str, *, limit: int, after: str | None, is_loaded: IsLoaded | None = None
+    session: Session, org_id: str, *, limit: int, after: str | None, loaded: LoadedVersion | None = None
 ) -> Page[DeploymentPublic]:
     query = select(Deployment).where(Deployment.org_id == org_id)
     return paginate(
-        session, query, Deployment.id, limit=limit, after=after, to_public=lambda row: public(row, is_loaded)
+        session, query, Deployment.id, limit=limit, after=after, to_public=lambda row: public(row, loaded)
     )
 
 
@@ -171,9 +192,9 @@ class Served:
 
 def update(
     session: Session, org_id: str, id_or_name: str, body: DeploymentUpdate, now: datetime
-) -> tuple[DeploymentPublic, Served]:
-    """Point a ready (or failed) deployment at another version or settings (replicas then swap);
-    what it is now, and what it served before."""
+) -> tuple[Deployment, Served]:
+    """Point a ready (or failed) deployment at another version or settings of the same task
+    (the replicas then roll it, `serving.rollout`); the changed row, and what it served before."""
     row = get(session, org_id, id_or_name)
     if row.state not in ("ready", "failed"):
         raise errors.Conflict(
@@ -186,14 +207,14 @@ def update(
     changes = body.model_dump(exclude_none=True, exclude={"model", "replicas", "traffic"})
     split: tuple[TrafficRoute, ...] | None = None
     if body.model is not None:
-        version = _replacement(session, org_id, body.model, "model")
+        version = _replacement(session, org_id, row.task, body.model, "model")
         row.model_ref, row.version_id, row.task = body.model, version.id, version.task
         split = ()
         message = f"updating to {row.model_ref}"
     elif body.traffic is not None:
         split = traffic.resolve(session, org_id, body.traffic)
         primary = max(split, key=lambda route: route.weight)  # the first of the heaviest
-        version = _replacement(session, org_id, primary.version, "traffic.0.version")
+        version = _replacement(session, org_id, row.task, primary.version, "traffic.0.version")
         row.model_ref, row.version_id, row.task = primary.version, version.id, version.task
         message = f"traffic: {traffic.describe(split)}"
     else:
@@ -203,20 +224,31 @@ def update(
     row.config = config.to_stored()
     row.replicas = body.replicas or row.replicas
     row.state, row.error, row.updated_at = "loading", None, now
+    if body.strategy == "recreate":
+        message += " (recreate: the old version stops first)"
     add_event(session, row.id, "updating", message, now)
-    return public(row), before
+    return row, before
 
 
-def _replacement(session: Session, org_id: str, ref: str, param: str) -> ModelVersion:
+def _replacement(session: Session, org_id: str, task: str, ref: str, param: str) -> ModelVersion:
+    """The version `ref` names, deployable in place of a `task` model. An LLM's clients call the
+    OpenAI routes, which no other task answers: it is replaced by another LLM only, and only by one."""
     try:
         _, version = marketplace.deployable_version(session, org_id, ref)
     except errors.NotFound as exc:  # an unknown model name is reported against `model`
         raise errors.NotFound(exc.message, param=param, code=exc.code) from None
-    if version.task not in deployable_tasks() or version.task == TEXT_GENERATION:
+    if version.task not in deployable_tasks():
         raise errors.ValidationFailed(
-            f"{ref!r} is a {version.task} model, which cannot replace a served one in place.",
+            f"{ref!r} is a {version.task} model, which this server cannot deploy yet.",
             param=param,
             code="task_not_deployable",
+        )
+    if TEXT_GENERATION in (task, version.task) and version.task != task:
+        raise errors.ValidationFailed(
+            f"{ref!r} is a {version.task} model; this deployment serves a {task} model and can be "
+            f"updated only to another {task} model (deploy it under another name instead).",
+            param=param,
+            code="incompatible_task",
         )
     return version
 
@@ -239,6 +271,15 @@ def revert(session: Session, deployment_id: str, before: Served, now: datetime, 
     row.replicas, row.config = before.replicas, before.config.to_stored()
     row.state, row.error, row.updated_at = "ready", None, now
     add_event(session, deployment_id, "update_failed", error, now)
+
+
+def switched(session: Session, deployment_id: str, now: datetime, message: str) -> None:
+    """An update's new version took over: the deployment is ready again."""
+    row = session.get(Deployment, deployment_id)
+    if row is None or row.state == "stopped":
+        return
+    row.state, row.error, row.updated_at = "ready", None, now
+    add_event(session, deployment_id, "switched", message, now)
 
 
 def delete(session: Session, org_id: str, id_or_name: str) -> DeploymentPublic:

@@ -52,7 +52,11 @@ class JobTrainingContext:
         step = int(state.get("epoch", 0))
         self._checkpoints.save(state, step)
         message = f"Checkpoint saved after epoch {step}."
-        self._pending.append(PendingEvent("checkpoint", message, {"epoch": step}, self._run.clock.now()))
+        # A trainer that counts steps and keeps its epoch's metrics in the state gets them listed
+        # with the checkpoint (fine-tuning's `checkpoints.list`).
+        data: dict[str, Any] = {"epoch": step}
+        data.update({key: state[key] for key in ("step", "metrics") if key in state})
+        self._pending.append(PendingEvent("checkpoint", message, data, self._run.clock.now()))
         self.flush()
 
     def latest_checkpoint(self) -> State | None:

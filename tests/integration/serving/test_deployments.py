@@ -11,7 +11,6 @@ import pytest
 from openmaas import Client
 from openmaas.api.app import create_app
 from openmaas.bootstrap import build_platform
-from openmaas.engine.testing import build_tiny_model
 from openmaas.logs import Event
 from openmaas.sdk import ConflictError, NotFoundError, UnprocessableEntityError
 from tests.integration.serving.predict_support import artifact, register
@@ -21,9 +20,9 @@ from tests.support.server import running_server
 ENGINE = {"kv_cache_memory_bytes": 4 * 1024 * 1024, "max_num_seqs": 4, "max_model_len": 128}
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", "qwen2", max_position_embeddings=128)
+@pytest.fixture
+def tiny_folder(tiny_llm_versions: tuple[Path, Path]) -> Path:
+    return tiny_llm_versions[0]
 
 
 def _chat(served: Served, key: str, model: str) -> int:

@@ -212,8 +212,11 @@ def test_swapping_versions_under_load_fails_no_request(served: Served) -> None:
     models = [model for _, model in seen]
     assert models[0] == first and second in models
     with Client(served.url, tenant.key) as client:
-        kinds = [e.kind for e in client.deployments.events("api").data]
-    assert kinds[:2] == ["ready", "updating"]
+        deadline = time.monotonic() + 30
+        while (kinds := [e.kind for e in client.deployments.events("api").data])[0] != "stopped_old":
+            assert time.monotonic() < deadline, kinds
+            time.sleep(0.02)
+    assert kinds[:5] == ["stopped_old", "draining", "switched", "starting", "updating"]
     assert old.runtime.batcher.queued == 0
     with served.client(tenant.key) as http:
         assert http.post("/v1/deployments/api/predict", json={"inputs": [_row(33)]}).json()["model"] == second

@@ -1,5 +1,6 @@
 """`/v1/datasets`: upload a dataset version (the raw file as the request body, streamed to disk
-under its own size limit), list and get versions with their validation status and problems."""
+under its own size limit), list and get versions with their validation status and problems, delete
+one nothing depends on."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from openmaas.api.deps import PageDep, PlatformDep, ReadSessionDep, scope
 from openmaas.api.middleware import STREAMED_BODY, declared_length, refuse_forms
 from openmaas.api.responses import KEYED, errors
 from openmaas.datasets import service as dataset_service
+from openmaas.registry import service as registry
 from openmaas.schemas.datasets import DatasetPublic
 from openmaas.schemas.names import DatasetRefText, FileName, Label
 from openmaas.schemas.pages import Page
@@ -77,3 +79,17 @@ def list_datasets(
 def get_dataset(ref: DatasetRefText, session: ReadSessionDep, caller: DatasetsRead) -> object:
     """By id, by name (its latest version) or as `name:version`."""
     return dataset_service.dataset_public(dataset_service.get_dataset(session, caller.require_org(), ref))
+
+
+@router.delete(
+    "/datasets/{ref}", response_model=DatasetPublic, name="datasets.delete", responses=errors(404, 409, 422)
+)
+def delete_dataset(ref: DatasetRefText, platform: PlatformDep, caller: DatasetsWrite) -> object:
+    """409 `dataset_in_use` while it is validated or a model version names it in its lineage;
+    nothing is deleted then."""
+    org_id = caller.require_org()
+    # Its own transaction: the file goes only once the row is gone for good.
+    with platform.db.session() as session:
+        public = dataset_service.delete_dataset(session, org_id, ref, registry.versions_trained_on)
+    platform.store.remove(platform.store.dataset_dir(org_id, public.id))
+    return public

@@ -15,7 +15,7 @@ from openmaas.schemas.serving import (
     DeploymentPublic,
     DeploymentUpdate,
 )
-from openmaas.serving import service
+from openmaas.serving import rollout, service
 from openmaas.tenancy.auth import Principal
 
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"], responses=KEYED)
@@ -49,7 +49,7 @@ def list_deployments(session: ReadSessionDep, platform: PlatformDep, caller: Rea
         caller.require_org(),
         limit=page.limit,
         after=page.after,
-        is_loaded=platform.replicas.is_loaded,
+        loaded=platform.replicas.loaded_version,
     )
 
 
@@ -57,11 +57,13 @@ def list_deployments(session: ReadSessionDep, platform: PlatformDep, caller: Rea
     "/{deployment}", response_model=DeploymentPublic, name="deployments.get", responses=errors(404, 422)
 )
 def get_deployment(deployment: str, session: ReadSessionDep, platform: PlatformDep, caller: Read) -> object:
-    return service.public(service.get(session, caller.require_org(), deployment), platform.replicas.is_loaded)
+    return service.public(
+        service.get(session, caller.require_org(), deployment), platform.replicas.loaded_version
+    )
 
 
 # Update, stop and delete keep their own transaction: the replicas act on the committed row (the
-# loader thread reads it), after the commit and before the response.
+# loader thread reads it), after the commit and before the response (update: in serving.rollout).
 
 
 @router.patch(
@@ -73,15 +75,11 @@ def get_deployment(deployment: str, session: ReadSessionDep, platform: PlatformD
 def update_deployment(
     deployment: str, body: DeploymentUpdate, platform: PlatformDep, caller: Write
 ) -> object:
-    """Serve another version or settings: the new runtime loads beside the old, then swaps in."""
+    """Serve another version or settings: by default the new version starts beside the old and takes
+    new requests once ready while running ones finish on the old (409 `insufficient_memory` when
+    both do not fit: send `"strategy": "recreate"` to stop the old first)."""
     org_id = caller.require_org()
-    with platform.db.session() as session:
-        public, before = service.update(session, org_id, deployment, body, platform.clock.now())
-    if platform.replicas.is_loaded(org_id, public.name):
-        platform.replicas.update(public.id, before)
-    else:  # nothing is serving it (it had failed): load it afresh
-        platform.replicas.load(public.id)
-    return public
+    return rollout.update(platform.db, platform.replicas, org_id, deployment, body, platform.clock.now())
 
 
 @router.get(

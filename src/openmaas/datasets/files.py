@@ -3,9 +3,9 @@ validate a `fine-tune` file's chat format, and list, find, read and delete an or
 `store_output_file` is how the platform itself writes `fine-tune-results` and `batch_output`.
 
 A file's bytes live in the organisation's dataset folder (`store.dataset_dir(org, file_id)`), so
-the daily storage sample bills them like datasets. Nothing half-written stays: the bytes go to a
-hidden staging file renamed into place only after every check, the folder goes when anything
-fails, and the row exists only once the bytes do. Knows nothing of HTTP.
+the daily storage sample bills them like datasets. Nothing half-written stays: the bytes are
+written through `store.staged` and published only after every check, the folder goes when
+anything fails, and the row exists only once the bytes do. Knows nothing of HTTP.
 """
 
 from __future__ import annotations

@@ -7,9 +7,24 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Query parameters of a remote store's URL (`openmaas.storage.open_store`) naming its local side.
+CACHE_PARAM, CACHE_MB_PARAM = "cache", "cache_mb"
+
+
+def with_cache(url: str, folder: Path, max_mb: float) -> str:
+    """A remote store's `url` naming a local read cache, unless it names one (a folder as it is)."""
+    if "://" not in url.removeprefix("file://"):
+        return url
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault(CACHE_PARAM, str(folder))
+    query.setdefault(CACHE_MB_PARAM, f"{max_mb:g}")
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _default_home() -> Path:
@@ -21,7 +36,12 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=_default_home)
     database_url: str | None = None
+    # The artifact store: a folder (default `home/artifacts`; a shared mount in cluster mode), or
+    # `s3://bucket/prefix` for any S3-compatible store (the `cluster` extra; credentials and
+    # endpoint from the usual AWS variables, or `?endpoint_url=…`), read through a local cache of
+    # at most `storage_cache_mb` under `home/storage-cache`.
     storage_url: str | None = None
+    storage_cache_mb: float = Field(default=10_240.0, gt=0)
     executor: str = "local"
     ray_address: str | None = None
 
@@ -107,7 +127,7 @@ class Settings(BaseSettings):
     # Jobs: the worker's limits, its lease on a job, and the dataset upload limit.
     worker_concurrency: int = 2
     worker_org_concurrency: int = 2
-    worker_in_process: bool = True  # `openmaas serve` also runs a worker
+    worker_in_process: bool = True  # `openmaas serve` also runs a worker (`--no-worker`: not)
     job_lease_s: float = 30.0
     job_heartbeat_s: float = 5.0
     job_poll_s: float = 1.0
@@ -139,5 +159,8 @@ class Settings(BaseSettings):
     @property
     def resolved_storage_url(self) -> str:
         """The artifact store (see `openmaas.storage.open_store`): `OPENMAAS_STORAGE_URL`, else the
-        folder `artifacts` under home."""
-        return self.storage_url or str(self.home / "artifacts")
+        folder `artifacts` under home. A remote store's URL names its local read cache too, so a job
+        process opening it shares the worker's."""
+        if not self.storage_url:
+            return str(self.home / "artifacts")
+        return with_cache(self.storage_url, self.home / "storage-cache", self.storage_cache_mb)

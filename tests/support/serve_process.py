@@ -30,10 +30,13 @@ class ServeProcess:
     """One `openmaas serve` at a time on `settings`; `start` again after `kill` is a restart, on
     the same port (as clients know it)."""
 
-    def __init__(self, settings: Settings, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, log: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.settings = settings
         self.log = log
         self.env = {**SERVER_ENV, **(env or {})}
+        self.args = args  # of `openmaas serve`
         self.process: subprocess.Popen[bytes] | None = None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -42,7 +45,7 @@ class ServeProcess:
         """Start the server and wait until `/readyz` answers 200; the seconds that took."""
         started = time.monotonic()
         env = {**self.env, "OPENMAAS_HOST": "127.0.0.1", "OPENMAAS_PORT": str(self.port)}
-        self.process = start_command("serve", self.settings, self.log, env)
+        self.process = start_command("serve", self.settings, self.log, env, args=self.args)
         deadline = started + timeout
         while True:
             if self.process.poll() is not None:

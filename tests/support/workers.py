@@ -27,7 +27,13 @@ def process_env(settings: Settings, env: dict[str, str]) -> dict[str, str]:
 
 
 def start_command(
-    command: str, settings: Settings, log: Path, env: dict[str, str], *, own_session: bool = False
+    command: str,
+    settings: Settings,
+    log: Path,
+    env: dict[str, str],
+    *,
+    own_session: bool = False,
+    args: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """`openmaas <command>` whose output goes to `log` (appended).
 
@@ -35,7 +41,7 @@ def start_command(
     processes too."""
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "openmaas.cli.main", command],
+            [sys.executable, "-m", "openmaas.cli.main", command, *args],
             env=process_env(settings, env),
             stdout=out,
             stderr=out,

@@ -23,7 +23,6 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
@@ -161,16 +160,7 @@ def claim(session: Session, chore: str, slot: str, now: datetime) -> bool:
 
 def stored_bytes(store: ArtifactStore, org_id: str) -> int:
     """Bytes an organisation keeps in the artifact store: its dataset files and model artifacts."""
-    total = 0
-    for folder in (f"datasets/{org_id}", f"models/{org_id}"):
-        root = store.path(folder)
-        if root.is_dir():
-            total += sum(path.stat().st_size for path in root.rglob("*") if _is_file(path))
-    return total
-
-
-def _is_file(path: Path) -> bool:
-    return path.is_file() and not path.is_symlink()
+    return sum(store.size(folder) for folder in (f"datasets/{org_id}", f"models/{org_id}"))
 
 
 def _existing(session: Session, event_ids: list[str]) -> set[str]:

@@ -39,8 +39,14 @@ def serve(
     migrate_db: bool = typer.Option(
         None, "--migrate/--no-migrate", help="Apply pending migrations first (default: on for SQLite)"
     ),
+    with_worker: bool = typer.Option(
+        None,
+        "--worker/--no-worker",
+        help="Run a job worker in this process too (default: on, or OPENMAAS_WORKER_IN_PROCESS); "
+        "--no-worker for an API server of a cluster, whose jobs run in `openmaas worker` processes",
+    ),
 ) -> None:
-    """Start the API server (embedded mode: API, workers and replicas in one process)."""
+    """Start the API server (embedded mode: API, job worker and replicas in one process)."""
     import uvicorn
 
     from openmaas import logs
@@ -51,6 +57,7 @@ def serve(
 
     platform = open_platform()
     settings = platform.settings
+    worker_here = settings.worker_in_process if with_worker is None else with_worker
     logs.configure(settings.log_format, settings.log_level)
     try:
         state = migrate.check_not_too_new(platform.db)
@@ -75,11 +82,13 @@ def serve(
         console.print(f"  also saved to {settings.admin_key_path} (mode 0600)")
     else:
         console.print(f"  admin key: see {settings.admin_key_path}")
+    if not worker_here:
+        console.print("  no job worker here: jobs run in `openmaas worker` processes")
     from openmaas.cli.worker import embedded_worker
 
     # A Ctrl-C before uvicorn's event loop runs leaves its coroutine unawaited: not worth a warning.
     warnings.filterwarnings("ignore", "coroutine 'Server.serve' was never awaited", RuntimeWarning)
-    with embedded_worker(platform):
+    with embedded_worker(platform, enabled=worker_here):
         # log_config=None: uvicorn's own records go through our handler (`logs.configure`) too.
         uvicorn.run(
             create_app(platform),

@@ -35,6 +35,7 @@ def _worker(platform: Platform, concurrency: int | None, org_concurrency: int | 
     # What optimisation jobs no longer running left in the store goes now (one killed with SIGKILL
     # cleans nothing up itself).
     staging.remove_stale(platform.db, platform.store, platform.clock.now())
+    platform.store.clear_abandoned()  # and what writers killed on this machine left half-written
     executor = local_executor(platform.store)
     return Worker(platform.db, platform.clock, platform.settings, executor=executor, limits=limits)
 
@@ -71,9 +72,9 @@ def worker(
 
 
 @contextmanager
-def embedded_worker(platform: Platform) -> Iterator[None]:
-    """Run a worker in a thread for as long as the block lasts (when `worker_in_process` is on)."""
-    if not platform.settings.worker_in_process:
+def embedded_worker(platform: Platform, *, enabled: bool) -> Iterator[None]:
+    """Run a worker in a thread for as long as the block lasts (unless `serve --no-worker`)."""
+    if not enabled:
         yield
         return
     worker = _worker(platform, None, None)

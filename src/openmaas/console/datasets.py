@@ -92,12 +92,13 @@ def dataset_page(request: Request, dataset_id: str) -> Response:
     with platform.db.read_session() as session:
         row = dataset_service.get_dataset(session, org_id, dataset_id)
         dataset = dataset_service.dataset_public(row)
-        path = platform.store.path(row.path)
+        stored = row.path
         used_by = registry.versions_trained_on(session, org_id, row.id, 20)
     preview = error = None
     if dataset.status == DatasetStatus.READY.value:
         try:
-            preview = preview_rows(path, dataset.format)
+            with platform.store.reading(stored) as path:
+                preview = preview_rows(path, dataset.format)
         except (ValueError, OSError) as exc:  # validated, yet unreadable now: say so, not a 500
             error = f"The preview cannot be read: {type(exc).__name__}."
     issues = dataset.issues

@@ -3,16 +3,14 @@ validate a `fine-tune` file's chat format, and list, find, read and delete an or
 `store_output_file` is how the platform itself writes `fine-tune-results` and `batch_output`.
 
 A file's bytes live in the organisation's dataset folder (`store.dataset_dir(org, file_id)`), so
-the daily storage sample bills them like datasets. Nothing half-written stays: the bytes go to a
-hidden staging file renamed into place only after every check, the folder goes when anything
-fails, and the row exists only once the bytes do. Knows nothing of HTTP.
+the daily storage sample bills them like datasets. Nothing half-written stays: the bytes are
+written through `store.staged` and published only after every check, the folder goes when
+anything fails, and the row exists only once the bytes do. Knows nothing of HTTP.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -161,23 +159,21 @@ class FileUploads:
     def _store_upload(
         self, org_id: str, file_id: str, relative: str, body: AsyncIterator[bytes], content_type: str
     ) -> FilePublic:
-        folder = self.store.path(relative)
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, staging_name = tempfile.mkstemp(prefix=".upload-", dir=folder)
-        with space_for("this upload", param="file"), os.fdopen(fd, "wb") as out:
-            form = read_form(
-                blocking_chunks(body), content_type, out, file_field="file", max_file_bytes=self.max_bytes
-            )
-        purpose = check_purpose(form.fields.get("purpose"))
-        if form.filename is None:
-            raise errors.ValidationFailed("The form needs a 'file' part.", param="file")
-        examples = None
-        if purpose == FINE_TUNE:
-            report = validate_chat_file(staging_name)
-            if not report.ok:
-                _refuse_invalid(report)
-            examples = report.examples
-        os.replace(staging_name, folder / CONTENT)
+        # Published only once the form was read whole and the file accepted.
+        with self.store.staged(f"{relative}/{CONTENT}") as staging:
+            with space_for("this upload", param="file"), open(staging, "wb") as out:
+                form = read_form(
+                    blocking_chunks(body), content_type, out, file_field="file", max_file_bytes=self.max_bytes
+                )
+            purpose = check_purpose(form.fields.get("purpose"))
+            if form.filename is None:
+                raise errors.ValidationFailed("The form needs a 'file' part.", param="file")
+            examples = None
+            if purpose == FINE_TUNE:
+                report = validate_chat_file(staging)
+                if not report.ok:
+                    _refuse_invalid(report)
+                examples = report.examples
         with self.db.session() as session:
             row = _insert(
                 session,
@@ -209,20 +205,17 @@ def store_output_file(
         raise ValueError(f"{purpose!r} is not an output purpose")
     file_id = new_id("file-")
     relative = store.dataset_dir(org_id, file_id)
-    folder = store.path(relative)
-    folder.mkdir(parents=True, exist_ok=True)
     try:
-        fd, staging = tempfile.mkstemp(prefix=".upload-", dir=folder)
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-            shutil.copyfileobj(src, out)
-        os.replace(staging, folder / CONTENT)
+        with store.staged(f"{relative}/{CONTENT}") as staging:
+            shutil.copyfile(source, staging)
+            size = staging.stat().st_size
         row = _insert(
             session,
             file_id=file_id,
             org_id=org_id,
             purpose=purpose,
             filename=filename,
-            size=(folder / CONTENT).stat().st_size,
+            size=size,
             path=f"{relative}/{CONTENT}",
             examples=None,
             now=now,

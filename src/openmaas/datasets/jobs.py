@@ -47,11 +47,12 @@ def run_validation(run: JobRun[ValidationParams], *, release_waiting: ReleaseWai
     dataset_id = run.params.dataset_id
     with run.db.read_session() as session:
         dataset = _dataset(session, dataset_id)
-        path = run.store.path(dataset.path)
+        stored = dataset.path
     run.event("log", f"Validating {dataset.name}:{dataset.version} ({dataset.format}).")
     issues: list[dict[str, Any]]
     try:
-        report = validate_dataset(path, target=run.params.target)
+        with run.store.reading(stored) as path:
+            report = validate_dataset(path, target=run.params.target)
         issues, rows, schema = _issues(report), report.rows, report.to_dict()["schema"]
         ok = report.ok
     except errors.OpenMaaSError as exc:

@@ -82,10 +82,10 @@ class DatasetUploads:
             )
         dataset_id = new_id("ds_")
         relative = self.store.dataset_dir(org_id, dataset_id)
-        folder = self.store.path(relative)
 
         def ingest_body() -> IngestedFile:
-            with space_for("this upload", param="file"):
+            # Published (the whole folder at once) only once ingest accepted all of it.
+            with space_for("this upload", param="file"), self.store.staged(relative) as folder:
                 return ingest(blocking_chunks(body), folder, filename=filename, max_bytes=self.max_bytes)
 
         try:

@@ -26,7 +26,7 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from openmaas.jobs.queue import Claim
-from openmaas.storage import ArtifactStore
+from openmaas.storage import ArtifactStore, LocalArtifactStore
 
 
 class RunSpec(BaseModel):
@@ -61,11 +61,15 @@ class Executor(Protocol):
 
 
 class LocalProcess:
-    def __init__(self, process: BaseProcess) -> None:
+    def __init__(self, process: BaseProcess, log: contextlib.ExitStack) -> None:
         self._process = process
+        self._log = log  # publishes the attempt's log (a store not on this filesystem) once it ends
 
     def poll(self) -> int | None:
-        return self._process.exitcode
+        code = self._process.exitcode
+        if code is not None:
+            self._log.close()
+        return code
 
     def stop(self) -> None:
         if self._process.exitcode is None and self._process.pid is not None:
@@ -82,7 +86,8 @@ JobEntry = Callable[[RunSpec], int]
 
 
 class LocalExecutor:
-    """One process per attempt; its output goes to `jobs/<id>/attempt-<n>.log` in the store."""
+    """One process per attempt; its output goes to `jobs/<id>/attempt-<n>.log` in the store: as it
+    is written in a folder store, when the attempt ends in another (S3)."""
 
     def __init__(self, store: ArtifactStore, entry: JobEntry, preload: Sequence[str] = ()) -> None:
         self._store = store
@@ -109,15 +114,24 @@ class LocalExecutor:
 
     def start(self, spec: RunSpec) -> LocalProcess:
         claim = spec.claim
-        log_path = self._store.path(f"{self._store.job_dir(claim.job_id)}/attempt-{claim.attempt}.log")
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        relative = f"{self._store.job_dir(claim.job_id)}/attempt-{claim.attempt}.log"
+        log = contextlib.ExitStack()
+        if isinstance(self._store, LocalArtifactStore):
+            log_path = self._store.path(relative)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            log_path = log.enter_context(self._store.staged(relative))
         process = self._context.Process(
             target=_run_in_child,
             args=(self._entry, spec.model_dump_json(), str(log_path)),
             name=f"openmaas-job-{claim.job_id}",
         )
-        process.start()
-        return LocalProcess(process)
+        try:
+            process.start()
+        except BaseException:
+            log.close()
+            raise
+        return LocalProcess(process, log)
 
 
 def _ready() -> None:

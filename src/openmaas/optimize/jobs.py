@@ -106,26 +106,32 @@ def run_optimization(run: JobRun[OptimizationParams]) -> None:
         if parent is None or parent.org_id != run.org_id:
             raise errors.NotFound(f"No model version {params.parent!r}.", param="model")
         dataset = dataset_service.get_dataset(session, run.org_id, str(parent.dataset_id))
-        parent_folder = run.store.path(parent.artifact_path)
-        dataset_path = run.store.path(dataset.path)
+        parent_artifact, stored_dataset = parent.artifact_path, dataset.path
         dataset_id = dataset.id
     # A killed earlier attempt (SIGKILL: no cleanup of its own) may have left its staging, and
     # other jobs no longer running theirs.
     staging.remove_stale(run.db, run.store, run.clock.now(), retrying=run.job_id)
+    run.store.clear_abandoned()
     version_id = new_id("mv_")
     relative = run.store.model_dir(run.org_id, version_id)
     try:
-        manifest = build_optimized(
-            parent_folder,
-            dataset_path,
-            run.store.path(relative),
-            staging_root=staging.attempt_dir(run.store, run.job_id, version_id),
-            method=parse_method(params.method),
-            max_drop=params.max_metric_drop,
-            force=params.force,
-            progress=lambda name, message: stage(run, name, message),
-            parent_ref=params.parent,
-        )
+        staging.mark(run.store, run.job_id, version_id)
+        with (
+            run.store.reading(parent_artifact) as parent_folder,
+            run.store.reading(stored_dataset) as dataset_path,
+            run.store.staged(relative) as dest,
+        ):
+            manifest = build_optimized(
+                parent_folder,
+                dataset_path,
+                dest,
+                staging_root=dest.parent,  # the staged folder's scratch: renamed into it
+                method=parse_method(params.method),
+                max_drop=params.max_metric_drop,
+                force=params.force,
+                progress=lambda name, message: stage(run, name, message),
+                parent_ref=params.parent,
+            )
         stage(run, "register", "Registering the optimised version.")
         optimization = manifest["optimization"]
         ref = register_and_succeed(

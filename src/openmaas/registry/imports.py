@@ -10,9 +10,8 @@ HTTP: the caller hands in the body as chunks.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,25 +57,28 @@ class ModelImports:
                 f"The upload is {declared_bytes} bytes; an import may be at most {self.max_bytes} bytes.",
                 param="file",
             )
-        root = self.store.path(".")  # staged beside the artifacts: renamed into place, same filesystem
-        root.mkdir(parents=True, exist_ok=True)
-        with space_for("this upload", param="file"):
-            staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
-        try:
-            upload = staging / "upload.zip"
+        version_id = new_id("mv_")
+        relative = self.store.model_dir(org_id, version_id)
+        with ExitStack() as stack:
+            with space_for("this upload", param="file"):
+                folder = stack.enter_context(self.store.staged(relative))
+            # The upload waits in the staged folder's private scratch (same filesystem: an ONNX
+            # file is moved into the artifact, not copied); it goes with the scratch.
+            upload = folder.parent / "upload.zip"
             with space_for("this upload", param="file"):
                 await self._receive(body, upload)
-            version_id = new_id("mv_")
-            relative = self.store.model_dir(org_id, version_id)
 
-            def install_and_register() -> ModelVersionPublic:
+            def install() -> dict[str, Any]:
                 with space_for("this model", param="file"):
-                    manifest = self._install(source_format, upload, self.store.path(relative), task)
-                return self._register(org_id, name, version_id, relative, manifest)
+                    manifest = self._install(source_format, upload, folder, task)
+                    upload.unlink(missing_ok=True)
+                    stack.close()  # publish the artifact folder
+                return manifest
 
-            return await anyio.to_thread.run_sync(install_and_register)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            manifest = await anyio.to_thread.run_sync(install)
+        return await anyio.to_thread.run_sync(
+            lambda: self._register(org_id, name, version_id, relative, manifest)
+        )
 
     async def _receive(self, body: AsyncIterator[bytes], path: Path) -> None:
         size = 0

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import accumulate
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from openmaas.registry.tables import ModelVersion
-from openmaas.serving import memory, traffic
+from openmaas.serving import traffic
 from openmaas.serving.deployment_config import DeploymentConfig, TrafficRoute
 from openmaas.serving.directory import ServedModel
 from openmaas.serving.runtimes import load_runtime
@@ -30,7 +29,7 @@ class Route:
     version_id: str
     ref: str  # `name:version`, what a prediction reports as its answering model
     weight: int
-    folder: Path | None
+    artifact: str | None  # its folder in the artifact store (None: the version was deleted)
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,7 @@ class Target:
     created: int
     routes: tuple[Route, ...]
     size_bytes: int  # what the memory budget reckons it holds once loaded
+    store: ArtifactStore
 
     @property
     def key(self) -> tuple[str, str]:
@@ -54,10 +54,12 @@ class Target:
         runtimes: list[Any] = []
         try:
             for route in self.routes:
-                if route.folder is None:
+                if route.artifact is None:
                     raise FileNotFoundError(f"the model version {route.ref} was deleted")
                 config = self.config.for_runtime(route.ref, self.replicas)
-                runtimes.append(load_runtime(self.task, route.folder, config))
+                # A runtime reads its files while it is built, and holds what it needs after.
+                with self.store.reading(route.artifact) as folder:
+                    runtimes.append(load_runtime(self.task, folder, config))
         except BaseException:
             for runtime in runtimes:
                 runtime.close()
@@ -116,7 +118,9 @@ def build_target(
         replicas=row.replicas,
         created=int(row.created_at.timestamp()),
         routes=routes,
-        size_bytes=sum(memory.artifact_bytes(route.folder) for route in routes) * max(1, row.replicas),
+        size_bytes=sum(store.size(route.artifact) for route in routes if route.artifact)
+        * max(1, row.replicas),
+        store=store,
     )
 
 
@@ -126,4 +130,4 @@ def _route(
     if version is None:
         return Route(entry.version_id, entry.version or entry.version_id, entry.weight, None)
     ref = traffic.ref(session, version)
-    return Route(version.id, ref, entry.weight, store.path(version.artifact_path))
+    return Route(version.id, ref, entry.weight, version.artifact_path)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from openmaas.storage import ArtifactStore, LocalArtifactStore
 from openmaas.training.checkpoint import State, checkpoint_from_bytes, checkpoint_to_bytes, read_checkpoint
 from openmaas.training.checkpoint import write_checkpoint as write_checkpoint_file
 
@@ -58,31 +59,35 @@ class InMemoryContext:
 
 
 class CheckpointFolder:
-    """Checkpoints as files `checkpoint-<epoch>.safetensors` in one folder, each written atomically;
-    the latest is what a resumed run starts from. `keep`: how many to keep (None: all)."""
+    """Checkpoints as files `checkpoint-<epoch>.safetensors` in one folder of an artifact store,
+    each published whole; the latest is what a resumed run starts from (on any machine that reaches
+    the store). `keep`: how many to keep (None: all)."""
 
     _NAME = re.compile(r"checkpoint-(\d+)\.safetensors")
 
-    def __init__(self, folder: Path, keep: int | None = None) -> None:
-        self.folder = Path(folder)
+    def __init__(self, store: ArtifactStore, folder: str, keep: int | None = None) -> None:
+        self.store = store
+        self.folder = folder
         self.keep = keep
 
-    def save(self, state: State, step: int) -> Path:
-        path = self.folder / f"checkpoint-{step:06d}.safetensors"
-        write_checkpoint_file(state, path)
+    def save(self, state: State, step: int) -> str:
+        relative = f"{self.folder}/checkpoint-{step:06d}.safetensors"
+        with self.store.staged(relative) as path:
+            write_checkpoint_file(state, path)
         if self.keep is not None:
-            for old in self._files()[: -self.keep]:
-                old.unlink(missing_ok=True)
-        return path
+            for old in self._names()[: -self.keep]:
+                self.store.remove(f"{self.folder}/{old}")
+        return relative
 
     def latest(self) -> State | None:
-        found = self._files()
-        return read_checkpoint(found[-1]) if found else None
+        found = self._names()
+        if not found:
+            return None
+        with self.store.reading(f"{self.folder}/{found[-1]}") as path:
+            return read_checkpoint(path)
 
-    def _files(self) -> list[Path]:
-        if not self.folder.is_dir():
-            return []
-        return sorted(p for p in self.folder.iterdir() if self._NAME.fullmatch(p.name))
+    def _names(self) -> list[str]:
+        return [name for name in self.store.listdir(self.folder) if self._NAME.fullmatch(name)]
 
 
 class DirectoryContext(InMemoryContext):
@@ -93,7 +98,7 @@ class DirectoryContext(InMemoryContext):
         self, folder: Path, stop_when: Callable[[InMemoryContext], bool] | None = None, keep: int = 2
     ) -> None:
         super().__init__(stop_when)
-        self.checkpoints = CheckpointFolder(folder, keep)
+        self.checkpoints = CheckpointFolder(LocalArtifactStore(Path(folder)), ".", keep)
 
     def save_checkpoint(self, state: State) -> None:
         self.checkpoints.save(state, int(state.get("epoch", self.checkpoints_saved)))

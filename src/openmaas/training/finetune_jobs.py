@@ -12,6 +12,7 @@ lineage in the transaction that marks the job succeeded.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,11 @@ def _count_tokens(
 ) -> int:
     from openmaas.engine.tokenizer import Tokenizer
 
-    tokenizer = Tokenizer.from_pretrained(store.path(version_path))
+    with store.reading(version_path) as base_folder:
+        tokenizer = Tokenizer.from_pretrained(base_folder)
     context = int((manifest.get("config") or {}).get("max_position_embeddings") or 2048)
-    count = count_chat_tokens(store.path(path), tokenizer.encode_chat, max_tokens=context)
+    with store.reading(path) as file_path:
+        count = count_chat_tokens(file_path, tokenizer.encode_chat, max_tokens=context)
     if count.issues:
         issues = [
             {"code": i.code, "message": i.message, "line": i.line, "severity": "error"} for i in count.issues
@@ -263,9 +266,9 @@ def run_fine_tune(run: JobRun[FineTuneParams]) -> None:
         base = session.get(ModelVersion, params.base_version_id)
         if base is None or base.org_id != run.org_id:
             raise errors.NotFound(f"The base version {params.base_ref} was deleted.", param="model")
-        base_folder = run.store.path(base.artifact_path)
-        paths = {
-            name: run.store.path(file_service.get_file(session, run.org_id, file_id, param=name).path)
+        base_path = base.artifact_path
+        stored = {
+            name: file_service.get_file(session, run.org_id, file_id, param=name).path
             for name, file_id in (
                 ("training_file", params.training_file),
                 ("validation_file", params.validation_file),
@@ -287,17 +290,21 @@ def run_fine_tune(run: JobRun[FineTuneParams]) -> None:
     context = JobTrainingContext(run, epochs)
     run.event("log", f"Fine-tuning {params.base_ref} with LoRA.")
     try:
-        tuned = fine_tune(base_folder, paths["training_file"], paths.get("validation_file"), config, context)
+        with ExitStack() as reading:
+            base_folder = reading.enter_context(run.store.reading(base_path))
+            paths = {name: reading.enter_context(run.store.reading(path)) for name, path in stored.items()}
+            training, validation = paths["training_file"], paths.get("validation_file")
+            tuned = fine_tune(base_folder, training, validation, config, context)
     except TrainingStopped as stopped:
         raise JobStopped(str(stopped)) from stopped
     finally:
         context.flush()
     version_id = new_id("mv_")
     relative = run.store.model_dir(run.org_id, version_id)
-    folder = run.store.path(relative)
     try:
-        save_adapter(tuned.model, tuned.config.lora, folder, base_model=params.base_ref)
-        manifest = _adapter_manifest(folder, params, tuned)
+        with run.store.staged(relative) as folder:  # published whole, before it is registered
+            save_adapter(tuned.model, tuned.config.lora, folder, base_model=params.base_ref)
+            manifest = _adapter_manifest(folder, params, tuned)
         results = _step_metrics_csv(run)
         _register(run, version_id, relative, manifest, tuned, params, results)
     except BaseException:
@@ -327,7 +334,7 @@ def _adapter_manifest(folder: Path, params: FineTuneParams, tuned: Any) -> dict[
     return manifest
 
 
-def _step_metrics_csv(run: JobRun[FineTuneParams]) -> Path:
+def _step_metrics_csv(run: JobRun[FineTuneParams]) -> str:
     """The job's metrics as OpenAI's `step_metrics.csv` result file, in the job's folder: one row
     per step with its training loss, and the epoch's validation loss on its last step."""
     with run.db.read_session() as session:
@@ -341,24 +348,24 @@ def _step_metrics_csv(run: JobRun[FineTuneParams]) -> Path:
             data = event.data or {}
             if "step" in data:
                 steps.setdefault(int(data["step"]), {}).update(data)
-    path = run.store.path(run.store.job_dir(run.job_id)) / "step_metrics.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["step,epoch,train_loss,valid_loss"]
     for step, data in sorted(steps.items()):
         valid = data.get("full_valid_loss", "")
         lines.append(f"{step},{data.get('epoch', '')},{data.get('train_loss', '')},{valid}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    relative = f"{run.store.job_dir(run.job_id)}/step_metrics.csv"
+    with run.store.staged(relative) as path:
+        path.write_text("\n".join(lines) + "\n")
+    return relative
 
 
 def _register(
     run: JobRun[FineTuneParams], version_id: str, relative: str, manifest: dict[str, Any], tuned: Any,
-    params: FineTuneParams, results: Path,
+    params: FineTuneParams, results: str,
 ) -> None:  # fmt: skip
-    with run.db.session() as session:
+    with run.db.session() as session, run.store.reading(results) as results_path:
         result_file = file_service.store_output_file(
             session, run.store, org_id=run.org_id, purpose="fine-tune-results", filename="step_metrics.csv",
-            source=results, now=run.clock.now(),
+            source=results_path, now=run.clock.now(),
         )  # fmt: skip
         model, version = registry.register_version(
             session,

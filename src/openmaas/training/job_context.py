@@ -25,7 +25,7 @@ class JobTrainingContext:
         self._flush_s = flush_s
         self._pending: list[PendingEvent] = []
         self._flushed_at = -math.inf
-        self._checkpoints = CheckpointFolder(run.store.path(f"{run.store.job_dir(run.job_id)}/checkpoints"))
+        self._checkpoints = CheckpointFolder(run.store, f"{run.store.job_dir(run.job_id)}/checkpoints")
         self.resumed_from: int | None = None
 
     def flush(self) -> None:

@@ -151,19 +151,21 @@ def run_training(run: JobRun[TrainingParams]) -> None:
     with run.db.read_session() as session:
         dataset = dataset_service.get_dataset(session, run.org_id, params.dataset_id)
         dataset_service.require_trainable(dataset)
-        path = run.store.path(dataset.path)
+        dataset_path = dataset.path
     context = JobTrainingContext(run, params.epochs)
     run.event("log", f"Training {params.task} on {params.dataset}.")
     try:
-        trained = train(params.task, path, params.params, params.preprocessing, context)
+        with run.store.reading(dataset_path) as path:
+            trained = train(params.task, path, params.params, params.preprocessing, context)
     except TrainingStopped as stopped:
         raise JobStopped(str(stopped)) from stopped
     finally:
         context.flush()
     version_id = new_id("mv_")
     relative = run.store.model_dir(run.org_id, version_id)
-    manifest = write_artifact(trained, run.store.path(relative))
     try:
+        with run.store.staged(relative) as folder:
+            manifest = write_artifact(trained, folder)
         ref = register_and_succeed(
             run,
             version_id,

@@ -54,9 +54,8 @@ def _job(plat: Platform, status: JobStatus, lease_s: float | None = None) -> str
 def _killed_attempt(plat: Platform, job_id: str, *, renamed: bool = False) -> tuple[Path, Path]:
     """What an attempt killed mid-build leaves: its staging (and, past the rename, its artifact)."""
     version_id = new_id("mv_")
-    attempt = staging.attempt_dir(plat.store, job_id, version_id)
-    (attempt / f"{version_id}-x1y2").mkdir()
-    (attempt / f"{version_id}-x1y2" / "model.onnx").write_bytes(b"half")
+    staging.mark(plat.store, job_id, version_id)
+    attempt = plat.store.path(f"jobs/{job_id}/{staging.FOLDER}/{version_id}")
     artifact = plat.store.path(plat.store.model_dir(ORG, version_id))
     if renamed:
         artifact.mkdir(parents=True)
@@ -77,7 +76,7 @@ def test_leftovers_of_jobs_no_longer_running_go(plat: Platform) -> None:
     assert sorted(cleaned) == sorted([failed, queued, expired])
     for attempt, artifact in stale.values():
         assert not attempt.exists() and not artifact.exists()
-    assert kept[0].is_dir()
+    assert kept[0].is_file()
     # A finished job gets no more attempts: its staging folder goes too.
     assert not attempt_root(plat, failed).exists() and attempt_root(plat, queued).is_dir()
     assert staging.remove_stale(plat.db, plat.store, plat.clock.now()) == []
@@ -104,7 +103,7 @@ def test_a_retry_clears_its_own_job_and_a_registered_artifact_stays(plat: Platfo
             now=plat.clock.now(),
         )
     assert staging.remove_stale(plat.db, plat.store, plat.clock.now()) == []  # running: kept
-    assert attempt.is_dir()
+    assert attempt.is_file()
 
     assert staging.remove_stale(plat.db, plat.store, plat.clock.now(), retrying=job) == [job]
     assert not attempt.exists()
@@ -114,7 +113,6 @@ def test_a_retry_clears_its_own_job_and_a_registered_artifact_stays(plat: Platfo
 def test_an_attempt_that_ends_by_itself_leaves_nothing(plat: Platform) -> None:
     job = _job(plat, JobStatus.RUNNING, lease_s=60)
     version_id = new_id("mv_")
-    attempt = staging.attempt_dir(plat.store, job, version_id)
-    (attempt / "scratch").write_text("x")
+    staging.mark(plat.store, job, version_id)
     staging.finish(plat.store, job, version_id)
     assert not attempt_root(plat, job).exists()

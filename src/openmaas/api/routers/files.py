@@ -4,10 +4,12 @@ with a purpose filter and cursor pages, retrieve, read the content, delete."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 
 from openmaas.api.deps import PageDep, PlatformDep, ReadSessionDep, scope
 from openmaas.api.middleware import STREAMED_BODY, declared_length
@@ -91,7 +93,15 @@ def file_content(file_id: str, platform: PlatformDep, caller: FilesRead) -> File
     with platform.db.read_session() as session:
         row = file_service.get_file(session, caller.require_org(), file_id)
         path, filename = row.path, row.filename
-    return FileResponse(platform.store.path(path), media_type="application/octet-stream", filename=filename)
+    # The local copy is held until the response has been sent.
+    held = ExitStack()
+    local = held.enter_context(platform.store.reading(path))
+    return FileResponse(
+        local,
+        media_type="application/octet-stream",
+        filename=filename,
+        background=BackgroundTask(held.close),
+    )
 
 
 @router.delete("/files/{file_id}", response_model=FileDeleted, name="files.delete", responses=errors(404))

@@ -165,9 +165,9 @@ def download_version(ref: ModelRefText, platform: PlatformDep, caller: ModelsRea
     # Its own short read: zipping the folder can take long, and must not hold a connection meanwhile.
     with platform.db.read_session() as session:
         model, version = registry.resolve(session, caller.require_org(), ref)
-    folder = platform.store.path(version.artifact_path)
     scratch = Path(tempfile.mkdtemp(prefix="openmaas-download-"))
-    archive = shutil.make_archive(str(scratch / "artifact"), "zip", root_dir=folder)
+    with platform.store.reading(version.artifact_path) as folder:
+        archive = shutil.make_archive(str(scratch / "artifact"), "zip", root_dir=folder)
     return FileResponse(
         archive,
         media_type="application/zip",

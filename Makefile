@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 # Test processes: the suite waits on servers, subprocesses and databases as much as it computes,
 # so two processes finish it well sooner on two cores; a test file runs whole in one of them.
 TEST_WORKERS ?= 2
+# The schema fuzzer runs beside them in a pytest of its own: inside an xdist worker, schemathesis
+# runs only a token of its cases (150 requests a role instead of 6,600).
+FUZZ := tests/integration/test_openapi_fuzz.py
 
 .PHONY: run test lint typecheck unit install clean
 
@@ -29,7 +32,11 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint typecheck
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	@log=$$(mktemp); $(BIN)/pytest -p no:xdist $(FUZZ) >$$log 2>&1 & fuzz=$$!; \
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --ignore=$(FUZZ); suite=$$?; \
+	wait $$fuzz; fuzzed=$$?; echo "===== $(FUZZ), run beside the rest:"; \
+	if [ $$fuzzed -eq 0 ]; then tail -n 2 $$log; else cat $$log; fi; rm -f $$log; \
+	[ $$suite -eq 0 ] && [ $$fuzzed -eq 0 ]
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit

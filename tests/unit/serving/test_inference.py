@@ -62,6 +62,9 @@ class FakeGate:
     def abandon(self, admission: object) -> None:
         self.log.append(("abandon", None))
 
+    def failed(self, admission: object) -> None:
+        self.log.append(("failed", None))
+
 
 class FakeRuntime:
     """A /predict runtime: doubles each row; `failures` are raised by the next predictions."""
@@ -168,10 +171,18 @@ def test_a_version_swapped_while_queued_is_asked_once_more_and_twice_fails() -> 
     assert [entry[0] for entry in gate.log] == ["admit_nowait", "abandon"] * 2
 
 
-def test_a_failed_run_releases_its_hold_and_records_nothing() -> None:
+def test_a_failed_run_releases_its_hold_records_nothing_and_counts_a_failure() -> None:
     gate = FakeGate()
     failing = FakeRuntime([errors.ServiceUnavailable("queue full", retry_after=1)])
     with pytest.raises(errors.ServiceUnavailable):
+        asyncio.run(_predict(_inference(FakeReplicas(failing), gate), {"inputs": [1]}))
+    assert [entry[0] for entry in gate.log] == ["admit_nowait", "abandon", "failed"]
+
+
+def test_a_refusal_while_running_is_not_counted_as_a_failure() -> None:
+    gate = FakeGate()
+    failing = FakeRuntime([errors.InvalidRequest("row 0: bad", param="inputs")])
+    with pytest.raises(errors.InvalidRequest):
         asyncio.run(_predict(_inference(FakeReplicas(failing), gate), {"inputs": [1]}))
     assert [entry[0] for entry in gate.log] == ["admit_nowait", "abandon"]
 

@@ -219,6 +219,7 @@ def test_the_playground_predicts_with_a_form_from_the_signature_and_is_metered(
     review(page, "12-deployments")
     page.get_by_role("link", name="churn", exact=True).click()
     expect(page.get_by_role("heading", name="churn", level=1)).to_be_visible()
+    expect(page.get_by_text("serving churn:1")).to_be_visible()  # the version answering now
     page.get_by_label("age").fill("not a number")
     page.get_by_role("button", name="Predict").click()
     assert "age: expected a number." in alert(page)

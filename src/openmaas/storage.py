@@ -125,12 +125,13 @@ def _clear_abandoned(found: Iterator[Path]) -> None:
             owner == f"{STAGING}-{_HOST}"
             and pid.isdigit()
             and int(pid) != os.getpid()
-            and not _alive(int(pid))
+            and not process_alive(int(pid))
         ):
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (one of another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

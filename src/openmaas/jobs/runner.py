@@ -9,7 +9,6 @@ Anything else: the attempt failed; the worker retries it up to `max_attempts`.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import traceback
@@ -26,7 +25,7 @@ from openmaas.jobs.executor import RunSpec
 from openmaas.jobs.handlers import JobHandler, JobHandlers
 from openmaas.jobs.run import JobRun, JobStopped
 from openmaas.jobs.tables import Job, JobStatus
-from openmaas.storage import ArtifactStore
+from openmaas.storage import ArtifactStore, process_alive
 
 TRACEBACK_LINES = 12
 
@@ -44,7 +43,7 @@ def run_attempt(spec: RunSpec, handlers: JobHandlers, store: ArtifactStore) -> i
             clock=SystemClock(),
             claim=spec.claim,
             # The worker gone (killed): stop; another worker takes the job over from its checkpoint.
-            stop_requested=lambda: stop.is_set() or not _alive(spec.worker_pid),
+            stop_requested=lambda: stop.is_set() or not process_alive(spec.worker_pid),
         )
     finally:
         db.dispose()
@@ -102,13 +101,3 @@ def _params(db: Database, claim: queue.Claim, handler: JobHandler[Any]) -> pydan
         raise errors.ValidationFailed(
             f"the parameters of job {claim.job_id} are not those of a {claim.kind} job: {exc}", param="params"
         ) from None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from openmaas.cli.client_options import ClientOptions, client_command
-from openmaas.cli.output import console, emit_json, fail, run, show, table
+from openmaas.cli.output import console, emit_json, fail, run, show, table, upload_progress
 
 if TYPE_CHECKING:
     from openmaas.schemas.datasets import DatasetPublic
@@ -46,19 +46,9 @@ def upload(
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for validation to finish"),
 ) -> None:
     """Upload FILE as a new version of dataset NAME, then show what validation found."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
     api = options.client()
     size = file.stat().st_size
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=console,
-        transient=True,
-        disable=options.as_json,
-    ) as bar:
+    with upload_progress(quiet=options.as_json) as bar:
         task = bar.add_task(f"Uploading {file.name}", total=size)
         dataset = run(
             lambda: api.datasets.upload(

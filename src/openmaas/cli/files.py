@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from openmaas.cli.client_options import ClientOptions, client_command
-from openmaas.cli.output import api_errors, console, emit_json, fail, run, show, table
+from openmaas.cli.output import api_errors, console, emit_json, fail, run, show, table, upload_progress
 
 files_app = typer.Typer(help="Files for fine-tuning and batches (OpenAI's /v1/files).", no_args_is_help=True)
 COLUMNS = ("id", "purpose", "filename", "bytes", "created_at")
@@ -24,18 +24,8 @@ def upload(
     purpose: str = typer.Option(..., "--purpose", help="fine-tune, batch or user_data"),
 ) -> None:
     """Upload FILE; a fine-tune file must be chat-format JSONL, and every problem is listed by line."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
     api = options.client()
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=console,
-        transient=True,
-        disable=options.as_json,
-    ) as bar:
+    with upload_progress(quiet=options.as_json) as bar:
         task = bar.add_task(f"Uploading {file.name}", total=file.stat().st_size)
         with api_errors():
             created = _upload_naming_problems(api, file, purpose, bar, task, as_json=options.as_json)

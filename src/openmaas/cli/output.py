@@ -66,6 +66,20 @@ CONNECTION_HINT = (
 )
 
 
+def upload_progress(*, quiet: bool) -> Any:
+    """A transient Rich progress bar for an upload: bytes sent, of how many, and how fast
+    (`quiet`: drawn nowhere, for --json)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
+    return Progress(*columns, console=console, transient=True, disable=quiet)
+
+
 def error(message: str) -> None:
     """Print `message` (plain text, not markup) as the command's error."""
     err_console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)

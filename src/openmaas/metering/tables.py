@@ -129,7 +129,21 @@ def usage_lines(*conditions: ColumnElement[bool]) -> Subquery:
 HOURLY_DIMENSIONS = ("model", "api_key_id", "deployment", "resource_class", "price_ref")
 
 
-class UsageHour(Base):
+class _SummedUsage:
+    """What an hour's and a day's sums of usage share: the dimensions (`HOURLY_DIMENSIONS`, ''
+    for none) and the sums."""
+
+    model: Mapped[str] = mapped_column(String(200))
+    api_key_id: Mapped[str] = mapped_column(String(40))
+    deployment: Mapped[str] = mapped_column(String(200))
+    resource_class: Mapped[str] = mapped_column(String(20))
+    price_ref: Mapped[str] = mapped_column(String(60))
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    cost_micros: Mapped[int] = mapped_column(BigInteger)
+    events: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageHour(_SummedUsage, Base):
     """An hour of an organisation's usage of one unit, per key, model, deployment, resource class
     and price sheet (pricebook or listing, whose owner is the seller): what reports and invoices
     read instead of the events. The ledger writer adds to it in the statement or transaction that
@@ -151,14 +165,6 @@ class UsageHour(Base):
     org_id: Mapped[str] = mapped_column(String(40))
     hour_start: Mapped[datetime] = mapped_column(UTCDateTime())
     unit: Mapped[str] = mapped_column(String(40))
-    model: Mapped[str] = mapped_column(String(200))
-    api_key_id: Mapped[str] = mapped_column(String(40))
-    deployment: Mapped[str] = mapped_column(String(200))
-    resource_class: Mapped[str] = mapped_column(String(20))
-    price_ref: Mapped[str] = mapped_column(String(60))
-    quantity: Mapped[int] = mapped_column(BigInteger)
-    cost_micros: Mapped[int] = mapped_column(BigInteger)
-    events: Mapped[int] = mapped_column(BigInteger)
 
 
 class RateLimitOverride(Base):
@@ -241,7 +247,7 @@ class KeyBudget(Base):
     period_spend_micros: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-class UsageDay(Base):
+class UsageDay(_SummedUsage, Base):
     """A day of an organisation's usage of one unit, per the dimensions of `UsageHour`: the same
     sums a day at a time, written with them (same statement or transaction), for day-grained
     reports (`metering.usage_days`).
@@ -264,14 +270,6 @@ class UsageDay(Base):
     day_start: Mapped[datetime] = mapped_column(UTCDateTime())
     day_end: Mapped[datetime] = mapped_column(UTCDateTime())
     unit: Mapped[str] = mapped_column(String(40))
-    model: Mapped[str] = mapped_column(String(200))
-    api_key_id: Mapped[str] = mapped_column(String(40))
-    deployment: Mapped[str] = mapped_column(String(200))
-    resource_class: Mapped[str] = mapped_column(String(20))
-    price_ref: Mapped[str] = mapped_column(String(60))
-    quantity: Mapped[int] = mapped_column(BigInteger)
-    cost_micros: Mapped[int] = mapped_column(BigInteger)
-    events: Mapped[int] = mapped_column(BigInteger)
 
 
 class RequestFailureHour(Base):

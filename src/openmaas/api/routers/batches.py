@@ -22,7 +22,11 @@ Caller = Annotated[Principal, scope(scopes.INFERENCE)]
 
 
 @router.post(
-    "/batches", response_model=BatchPublic, name="batches.create", responses=errors(*JSON_BODY, 404, 409)
+    "/batches",
+    response_model=BatchPublic,
+    name="batches.create",
+    responses=errors(*JSON_BODY, 404, 409),
+    openapi_extra={"x-openai-errors": True},  # bad parameters answer 400, as OpenAI's do
 )
 def create_batch(body: BatchCreate, platform: PlatformDep, caller: Caller, create: CreatorDep) -> object:
     """Check the file's lines (a batch with problems is created `failed`, each named by line in

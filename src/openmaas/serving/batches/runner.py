@@ -321,14 +321,17 @@ class BatchRunner:
         """Write the output and error files and end the batch: `completed`, `cancelled`, or
         `expired` (its unsent lines in the error file)."""
         now = self._clock.now()
-        with self._db.session() as session:
+        with self._db.session() as session:  # seen while the files are written
             row = session.get(Batch, run.batch_id)
             if row is None or row.runner != self.id:
                 return
             row.finalizing_at = row.finalizing_at or now
             if status != "cancelling":
                 row.status = "finalizing"
-            session.commit()
+        with self._db.session() as session:
+            row = session.get(Batch, run.batch_id)
+            if row is None or row.runner != self.id:
+                return
             lines = session.scalars(
                 select(BatchLine).where(BatchLine.batch_id == run.batch_id).order_by(BatchLine.line)
             ).all()

@@ -147,7 +147,7 @@ class BatchRunner:
     def _claim(self, running: set[str]) -> list[str]:
         """Take up to a few batches no live server holds; a new one becomes `in_progress`."""
         now = self._clock.now()
-        claimed = []
+        claimed: list[str] = []
         with self._db.session() as session:
             candidates = session.scalars(
                 select(Batch.id)
@@ -203,7 +203,7 @@ class BatchRunner:
             expires_at=None,
         )
         run = _Run(batch_id, row.endpoint, principal, row.expires_at)
-        status = row.status
+        status: str | None = row.status
         if status == "in_progress" and self._clock.now() >= run.expires_at:
             status = "expired"
         if status == "in_progress" and todo:
@@ -215,8 +215,8 @@ class BatchRunner:
             finally:
                 for worker in workers:
                     worker.cancel()
-            if status is None:  # the lease was lost: the batch is another server's now
-                return
+        if status is None:  # the lease was lost: the batch is another server's now
+            return
         await to_thread.run_sync(self._finalize, run, status, todo)
 
     def _load(self, batch_id: str) -> tuple[Batch, list[BatchRequest]] | None:

@@ -270,3 +270,28 @@ def test_cli_batches_create_wait_list_get_output(served: Served, acme: Tenant, t
     bad.write_bytes(_line("x", _body(1), url="/v1/nowhere"))
     refused = cli("batches", "create", "--file", str(bad), "--endpoint", CHAT, key=acme.key, check=False)
     assert refused.returncode == 1 and "invalid_url" in refused.stdout
+
+
+def test_a_batch_past_its_window_expires_with_its_unsent_lines_in_the_error_file(
+    served: Served, acme: Tenant
+) -> None:
+    client = _client(served, acme)
+    file_id = _upload(client, b"".join(_line(f"e-{i}", _body(i)) for i in range(2)))
+    platform = served.platform
+    with platform.db.session() as session:
+        created_long_ago = platform.clock.now() - timedelta(hours=25)
+        row = service.create_batch(
+            session, platform.store, platform.replicas, org_id=acme.org_id, api_key_id=acme.key_id,
+            body=BatchCreate(input_file_id=file_id, endpoint=CHAT), now=created_long_ago,
+        )  # fmt: skip
+        batch_id = row.id
+    platform.batches.wake()
+    batch = _ended(client, batch_id)
+    assert batch.status == "expired" and batch.expired_at and batch.output_file_id is None
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (0, 2)
+    expired = _jsonl(client, batch.error_file_id)
+    assert [(e["custom_id"], e["error"]["code"]) for e in expired] == [
+        ("e-0", "batch_expired"),
+        ("e-1", "batch_expired"),
+    ]
+    assert _events(served, batch_id) == []

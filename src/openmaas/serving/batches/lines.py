@@ -1,7 +1,8 @@
 """A batch's input file read line by line: each line `{"custom_id", "method", "url", "body"}`,
 checked the way OpenAI checks it before a batch runs — JSON, a unique `custom_id`, `method` POST,
 `url` the batch's endpoint, the same `body.model` on every line. Every problem is named by its
-1-based line, as OpenAI's `errors.data` lists them."""
+1-based line, as OpenAI's `errors.data` lists them. Also the shapes of the lines a batch writes:
+an answer or a refusal (`output_line`), a request never sent (`expired_line`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pydantic
+
+from openmaas import errors
+from openmaas.serving.openai_types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 MAX_LINES = 50_000  # OpenAI's limit on the requests of one batch
 MAX_ERRORS = 100  # problems listed; the rest are counted in the last one's message
+
+
+_BODIES: dict[str, type[ChatCompletionRequest | CompletionRequest | EmbeddingRequest]] = {
+    "/v1/chat/completions": ChatCompletionRequest,
+    "/v1/completions": CompletionRequest,
+    "/v1/embeddings": EmbeddingRequest,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +126,45 @@ def _check_line(
             "body.model",
         )
     return BatchRequest(number, custom_id, body), None
+
+
+def parse_body(
+    endpoint: str, body: dict[str, Any]
+) -> ChatCompletionRequest | CompletionRequest | EmbeddingRequest:
+    """The line's body as the endpoint's request (answered whole: a batch line does not stream)."""
+    try:
+        parsed = _BODIES[endpoint].model_validate(body)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(part) for part in first.get("loc", ())) or None
+        raise errors.InvalidRequest(
+            f"{param}: {first.get('msg')}" if param else str(first.get("msg")), param=param
+        ) from None
+    if isinstance(parsed, ChatCompletionRequest | CompletionRequest) and parsed.stream:
+        parsed = parsed.model_copy(update={"stream": False, "stream_options": None})
+    return parsed
+
+
+def output_line(
+    request: BatchRequest, request_id: str, status_code: int, body: dict[str, Any]
+) -> dict[str, Any]:
+    """A line of the output or error file, in OpenAI's shape."""
+    return {
+        "id": f"batch_req_{request_id}",
+        "custom_id": request.custom_id,
+        "response": {"status_code": status_code, "request_id": request_id, "body": body},
+        "error": None,
+    }
+
+
+def expired_line(batch_id: str, request: BatchRequest) -> dict[str, Any]:
+    """The error-file line of a request never sent before the batch expired."""
+    return {
+        "id": f"batch_req_{batch_id}-{request.line}",
+        "custom_id": request.custom_id,
+        "response": None,
+        "error": {
+            "code": "batch_expired",
+            "message": "This request could not be executed before the completion window expired.",
+        },
+    }

@@ -33,7 +33,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pydantic
 from anyio import to_thread
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -43,11 +42,10 @@ from openmaas.clock import Clock
 from openmaas.datasets.files import get_file, store_output_file
 from openmaas.db.database import Database
 from openmaas.ids import new_id
-from openmaas.serving.batches.lines import BatchRequest, read_input
+from openmaas.serving.batches.lines import BatchRequest, expired_line, output_line, parse_body, read_input
 from openmaas.serving.batches.tables import ACTIVE, Batch, BatchLine
 from openmaas.serving.directory import ServedModel
 from openmaas.serving.inference import Inference
-from openmaas.serving.openai_types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from openmaas.serving.replicas import ReplicaManager
 from openmaas.storage import ArtifactStore
 from openmaas.tasks import TEXT_GENERATION
@@ -56,11 +54,6 @@ from openmaas.tenancy.auth import Principal
 
 log = logging.getLogger("openmaas.batches")
 
-_BODIES: dict[str, type[ChatCompletionRequest | CompletionRequest | EmbeddingRequest]] = {
-    "/v1/chat/completions": ChatCompletionRequest,
-    "/v1/completions": CompletionRequest,
-    "/v1/embeddings": EmbeddingRequest,
-}
 _CLAIM_AT_ONCE = 4
 
 
@@ -259,11 +252,11 @@ class BatchRunner:
         """The line's output (or error) object; None if the run stopped before it was served."""
         request_id = f"{run.batch_id}-{request.line}"
         try:
-            body = _parse(run.endpoint, request.body)
+            body = parse_body(run.endpoint, request.body)
             while True:
                 try:
                     answer = await self._inference.batch_line(run.principal, body, request_id)
-                    return request.line, True, _line(request, request_id, 200, answer)
+                    return request.line, True, output_line(request, request_id, 200, answer)
                 except (errors.RateLimited, errors.ServiceUnavailable) as busy:
                     # Live traffic comes first, and a model may be loading: wait, then send again.
                     if run.stop:
@@ -272,11 +265,11 @@ class BatchRunner:
                     if run.stop:
                         return None
         except errors.OpenMaaSError as refused:
-            return request.line, False, _line(request, request_id, refused.status, refused.to_dict())
+            return request.line, False, output_line(request, request_id, refused.status, refused.to_dict())
         except Exception as exc:
             log.exception("batch %s line %d failed", run.batch_id, request.line)
             failure = errors.InternalError(f"The request failed: {type(exc).__name__}.")
-            return request.line, False, _line(request, request_id, failure.status, failure.to_dict())
+            return request.line, False, output_line(request, request_id, failure.status, failure.to_dict())
 
     async def _write_progress(self, run: _Run, workers: list[asyncio.Task[None]]) -> str | None:
         """Write answered lines every `flush_s` until the workers end; the batch's status then
@@ -339,7 +332,9 @@ class BatchRunner:
             expired = [r for r in todo if r.line not in answered] if status == "expired" else []
             with tempfile.TemporaryDirectory(prefix="batch-") as folder:
                 output = [line.result for line in lines if line.ok]
-                failed = [line.result for line in lines if not line.ok] + [_expired(run, r) for r in expired]
+                failed = [line.result for line in lines if not line.ok] + [
+                    expired_line(run.batch_id, r) for r in expired
+                ]
                 row.output_file_id = self._file(session, row, Path(folder, "output.jsonl"), output, now)
                 row.error_file_id = self._file(session, row, Path(folder, "errors.jsonl"), failed, now)
             row.failed += len(expired)
@@ -375,43 +370,3 @@ def _concurrency(served: ServedModel | None) -> int:
     if runtime is None or runtime.task != TEXT_GENERATION:
         return 2
     return max(1, runtime.engine.engine.config.max_num_seqs // 2)
-
-
-def _parse(
-    endpoint: str, body: dict[str, Any]
-) -> ChatCompletionRequest | CompletionRequest | EmbeddingRequest:
-    """The line's body as the endpoint's request (answered whole: a batch line does not stream)."""
-    try:
-        parsed = _BODIES[endpoint].model_validate(body)
-    except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(part) for part in first.get("loc", ())) or None
-        raise errors.InvalidRequest(
-            f"{param}: {first.get('msg')}" if param else str(first.get("msg")), param=param
-        ) from None
-    if isinstance(parsed, ChatCompletionRequest | CompletionRequest) and parsed.stream:
-        parsed = parsed.model_copy(update={"stream": False, "stream_options": None})
-    return parsed
-
-
-def _line(request: BatchRequest, request_id: str, status_code: int, body: dict[str, Any]) -> dict[str, Any]:
-    """A line of the output or error file, in OpenAI's shape."""
-    return {
-        "id": f"batch_req_{request_id}",
-        "custom_id": request.custom_id,
-        "response": {"status_code": status_code, "request_id": request_id, "body": body},
-        "error": None,
-    }
-
-
-def _expired(run: _Run, request: BatchRequest) -> dict[str, Any]:
-    """The error-file line of a request never sent before the batch expired."""
-    return {
-        "id": f"batch_req_{run.batch_id}-{request.line}",
-        "custom_id": request.custom_id,
-        "response": None,
-        "error": {
-            "code": "batch_expired",
-            "message": "This request could not be executed before the completion window expired.",
-        },
-    }

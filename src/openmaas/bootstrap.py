@@ -23,6 +23,7 @@ from openmaas.metering.wiring import Metering, build_metering
 from openmaas.optimize import jobs as optimize_jobs
 from openmaas.registry.imports import ModelImports
 from openmaas.registry.in_use import VersionHolder
+from openmaas.serving.batches.runner import BatchRunner
 from openmaas.serving.directory import ServedModels
 from openmaas.serving.explain.options import ExplainLimits
 from openmaas.serving.holders import deployments_holding
@@ -60,6 +61,8 @@ class Platform:
     replicas: ReplicaManager = field(init=False)
     # The inference use-cases (predict, explain, embed, complete) every inference route calls.
     inference: Inference = field(init=False)
+    # OpenAI's batches, run in this process beside the deployments (`start()`ed by the lifespan).
+    batches: BatchRunner = field(init=False)
     # The Responses API: mapped onto `inference`'s chat completions, answers stored for follow-ups.
     responses: Responses = field(init=False)
     # Dataset uploads and model imports: streamed request bodies into the store and the registry.
@@ -99,6 +102,7 @@ class Platform:
                 settings.explain_max_queue, settings.explain_max_rows, settings.explain_max_steps
             ),
         )
+        self.batches = BatchRunner(self.db, self.store, self.replicas, self.inference, self.clock)
         self.responses = Responses(
             self.inference, ResponseStore(self.db, self.clock, ttl_s=settings.responses_ttl_s)
         )

@@ -9,10 +9,12 @@ from openmaas.jobs import tables as job_tables
 from openmaas.metering import tables as metering_tables
 from openmaas.registry import tables as registry_tables
 from openmaas.serving import tables as serving_tables
+from openmaas.serving.batches import tables as batch_tables
 from openmaas.tenancy import tables as tenancy_tables
 
 __all__ = [
     "Base",
+    "batch_tables",
     "billing_tables",
     "dataset_tables",
     "file_tables",

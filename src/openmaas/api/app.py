@@ -18,6 +18,7 @@ from openmaas.api.platform_metrics import PlatformCollector
 from openmaas.api.request_log import RequestLog
 from openmaas.api.routers import (
     admin,
+    batches,
     billing,
     datasets,
     deployments,
@@ -45,6 +46,7 @@ def create_app(platform: Platform) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         platform.replicas.start()
         platform.billing_scheduler.start()
+        platform.batches.start()
         if request_log is not None:
             request_log.start()
         # What is loaded by now (frameworks, models) lives as long as the server: keep the cyclic GC
@@ -56,6 +58,7 @@ def create_app(platform: Platform) -> FastAPI:
         yield
         if freeze:
             gc.unfreeze()
+        await platform.batches.close()
         platform.close()
         if request_log is not None:
             request_log.close()
@@ -91,6 +94,7 @@ def create_app(platform: Platform) -> FastAPI:
             datasets,
             files,
             fine_tuning,
+            batches,
             jobs,
             training,
             optimize,

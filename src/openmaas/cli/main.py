@@ -9,6 +9,7 @@ import typer
 from openmaas.cli import (
     account,
     admin,
+    batches,
     billing,
     datasets,
     explain,
@@ -62,6 +63,7 @@ models.add_commands(serving.models_app)
 app.add_typer(datasets.datasets_app, name="datasets")
 app.add_typer(files.files_app, name="files")
 app.add_typer(fine_tuning.fine_tune_app, name="fine-tune")
+app.add_typer(batches.batches_app, name="batches")
 app.command(cls=training.TrainCommand)(training.train)
 app.command()(optimize.optimize)
 app.add_typer(training.jobs_app, name="jobs")

@@ -40,6 +40,8 @@ PRICE_UNITS = (
     ("bytes_ingested", "Data ingested", "per GB"),
     ("storage_gb_month_micros", "Storage", "per GB-month"),
     ("trained_tokens", "Fine-tuning", "per 1K trained tokens"),
+    ("batch_input_tokens", "Batch input tokens", "per 1K tokens"),
+    ("batch_output_tokens", "Batch output tokens", "per 1K tokens"),
 )
 assert {unit for unit, _, _ in PRICE_UNITS} == set(UNITS)
 

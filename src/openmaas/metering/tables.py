@@ -78,6 +78,10 @@ class UsageRecord(Base):
     cost_storage_gb_month_micros: Mapped[int | None] = mapped_column(BigInteger)
     qty_trained_tokens: Mapped[int | None] = mapped_column(BigInteger)
     cost_trained_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    qty_batch_input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cost_batch_input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    qty_batch_output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cost_batch_output_tokens: Mapped[int | None] = mapped_column(BigInteger)
 
 
 # The event columns every line repeats, and the per-unit column pairs, in the writer's order.
@@ -95,8 +99,8 @@ EVENT_COLUMNS = (
     "recorded_at",
 )
 UNIT_COLUMNS = tuple(name for unit in UNITS for name in (f"qty_{unit}", f"cost_{unit}"))
-_LINE_SEQ_SCALE = 8  # >= len(UNITS): a line's `seq` is its event's × 8 + the unit's index
-assert len(UNITS) <= _LINE_SEQ_SCALE, "a ninth unit needs a larger _LINE_SEQ_SCALE"
+_LINE_SEQ_SCALE = 16  # >= len(UNITS): a line's `seq` is its event's × 16 + the unit's index
+assert len(UNITS) <= _LINE_SEQ_SCALE, "a seventeenth unit needs a larger _LINE_SEQ_SCALE"
 
 
 def usage_lines(*conditions: ColumnElement[bool]) -> Subquery:

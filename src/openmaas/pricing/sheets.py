@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openmaas.pricing.money import scale_micros
-from openmaas.units import UNIT_SCALE
+from openmaas.units import BATCH_DEFAULT_PERCENT, BATCH_UNITS, UNIT_SCALE
+
+_LIVE_UNIT = {batch: live for live, batch in BATCH_UNITS.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,16 @@ class PriceSheet:
         return best
 
     def _best(self, unit: str, resource_class: str | None, model: str | None) -> Component | None:
+        best = self._named(unit, resource_class, model)
+        live = _LIVE_UNIT.get(unit)
+        if best is None and live is not None:
+            # A batch unit the sheet does not price: its live unit's price, discounted.
+            priced = self._named(live, resource_class, model)
+            if priced is not None:
+                best = _discounted(priced, unit)
+        return best
+
+    def _named(self, unit: str, resource_class: str | None, model: str | None) -> Component | None:
         best: Component | None = None
         best_score = -1
         for component in self.components:
@@ -131,6 +143,16 @@ class PriceSheet:
             if score > best_score:
                 best, best_score = component, score
         return best
+
+
+def _discounted(live: Component, unit: str) -> Component:
+    """`live`'s prices at `BATCH_DEFAULT_PERCENT`, for `unit` (its included quantity not shared)."""
+
+    def cut(rate: int) -> int:
+        return rate * BATCH_DEFAULT_PERCENT // 100
+
+    tiers = tuple(Tier(t.up_to, cut(t.rate_micros)) for t in live.tiers)
+    return Component(unit, cut(live.rate_micros), live.resource_class, live.model, 0, tiers)
 
 
 def parse_components(data: Iterable[Mapping[str, Any]]) -> tuple[Component, ...]:

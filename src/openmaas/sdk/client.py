@@ -17,6 +17,7 @@ import httpx
 from openmaas.schemas.billing import Credits, CreditTransaction, UsageReport
 from openmaas.schemas.pages import Page
 from openmaas.schemas.tenancy import Caller
+from openmaas.sdk.batches import Batches
 from openmaas.sdk.billing import AdminBilling, Invoices, Marketplace
 from openmaas.sdk.calls import Call, Plan, Upload
 from openmaas.sdk.datasets import Datasets
@@ -63,6 +64,7 @@ class Api(Resource[S]):
         self.datasets = Datasets(sender)
         self.files = Files(sender)
         self.fine_tuning = FineTuning(sender)
+        self.batches = Batches(sender)
         self.jobs = Jobs(sender)
         self.training_jobs = TrainingJobs(sender)
         self.registry = Registry(sender)

@@ -13,8 +13,11 @@ nothing before the batch, and allocates no more than it must.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
+
+import numpy as np
 
 from openmaas import errors
 from openmaas.clock import Clock
@@ -27,7 +30,7 @@ from openmaas.serving.openai_types import ChatCompletionRequest, CompletionReque
 from openmaas.serving.replicas import ReplicaManager
 from openmaas.serving.request_body import json_body, request_timeout
 from openmaas.serving.runtimes import PREDICT_TASKS
-from openmaas.serving.usage import RequestUsage, Units
+from openmaas.serving.usage import BatchUsage, RequestUsage, Units
 from openmaas.tasks import SENTENCE_EMBEDDING
 from openmaas.tenancy import scopes
 from openmaas.tenancy.auth import Principal
@@ -153,11 +156,32 @@ class Inference:
         call = StreamedCompletion(body, request_id, self._created())
         return await self._metered(caller, body.model, request_id, call)
 
+    async def batch_line(
+        self,
+        caller: Principal,
+        body: ChatCompletionRequest | CompletionRequest | EmbeddingRequest,
+        request_id: str,
+    ) -> dict[str, Any]:
+        """One line of a batch, answered whole in OpenAI's response shape and metered in the batch
+        units (`units.BATCH_UNITS`), outside the rate limits of live traffic; its budget is held
+        like any request's. `request_id` is the line's own, so a line run again meters once."""
+        caller.require(scopes.INFERENCE)
+        if isinstance(body, EmbeddingRequest):
+            answer = await self._metered(caller, body.model, request_id, Embedding(body), BatchUsage)
+            return embedding_list(body, answer.result)
+        call = Completion(body, request_id, self._created())
+        return (await self._metered(caller, body.model, request_id, call, BatchUsage)).result
+
     def _created(self) -> int:
         return int(self._clock.now().timestamp())
 
     async def _metered(
-        self, caller: Principal, name: str, request_id: str, call: MeteredCall[T]
+        self,
+        caller: Principal,
+        name: str,
+        request_id: str,
+        call: MeteredCall[T],
+        metering: type[RequestUsage] = RequestUsage,
     ) -> Answer[T]:
         """Resolve → check → admit → run → record (or abandon) → wait until durable."""
         org_id = caller.require_org()
@@ -168,7 +192,7 @@ class Inference:
                 org_id, name, cold_start=call.cold_start
             )
             worst = call.check(served)
-            usage = RequestUsage(self._gate, caller, served, request_id)
+            usage = metering(self._gate, caller, served, request_id)
             headers = usage.admit_from_memory(worst)
             if headers is None:
                 headers = await usage.admit_in_thread(worst)
@@ -348,3 +372,21 @@ class Embedding:
 
     def used(self, result: Embeddings) -> Units:
         return {"requests": 1, "input_tokens": sum(result.token_counts), "output_tokens": 0}
+
+
+def embedding_list(body: EmbeddingRequest, result: Embeddings) -> dict[str, Any]:
+    """OpenAI's answer to `/v1/embeddings`."""
+    vectors = result.vectors.numpy().astype(np.float32)
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encode(vector, body.encoding_format)}
+        for i, vector in enumerate(vectors)
+    ]
+    tokens = sum(result.token_counts)
+    summary = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return {"object": "list", "data": data, "model": body.model, "usage": summary}
+
+
+def _encode(vector: np.ndarray, encoding: str) -> Any:
+    if encoding == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode()
+    return vector.tolist()

@@ -22,6 +22,7 @@ from openmaas.metering.gate import Admission, UsageGate
 from openmaas.metering.receipts import Receipt
 from openmaas.serving.directory import ServedModel
 from openmaas.tenancy.auth import Principal
+from openmaas.units import BATCH_UNITS
 
 # Quantities per unit (`requests`, `rows`, `input_tokens`, `output_tokens`).
 Units = dict[str, int]
@@ -104,3 +105,36 @@ class RequestUsage:
         if self._receipt is not None:
             # No thread parked while the batch is written.
             await self._receipt.wait_async(withdraw=withdraw)
+
+
+class BatchUsage(RequestUsage):
+    """A batch line's metering: its tokens in the batch units (priced apart, so batch work can be
+    discounted), admitted outside the rate limits of live traffic (a batch paces itself), its
+    worst case held against the budget like any request's."""
+
+    __slots__ = ()
+
+    def admit_from_memory(self, worst: Units) -> dict[str, str] | None:
+        return None  # `admit_in_thread`, which can skip the rate limits
+
+    async def admit_in_thread(self, worst: Units) -> dict[str, str]:
+        admit = partial(
+            self._gate.admit,
+            self._principal.require_org(),
+            self._principal.key_id,
+            self._request_id,
+            worst_case=batch_units(worst),
+            model=self._served.version_id or None,
+            deployment=self._served.deployment_id or None,
+            rate_limited=False,
+        )
+        self._admission = await to_thread.run_sync(admit)
+        return {}
+
+    def record_units(self, actual: Units) -> None:
+        super().record_units(batch_units(actual))
+
+
+def batch_units(units: Units) -> Units:
+    """`units` with live tokens renamed to the batch units."""
+    return {BATCH_UNITS.get(unit, unit): quantity for unit, quantity in units.items()}

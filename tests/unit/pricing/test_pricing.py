@@ -68,6 +68,19 @@ def test_the_most_specific_component_wins() -> None:
     assert sheet.component_for("rows", None, None) is None
 
 
+def test_batch_tokens_cost_half_the_live_price_unless_priced_apart() -> None:
+    live_in = Component("input_tokens", rate_micros=1_000, tiers=(Tier(10_000, 1_000), Tier(None, 600)))
+    live_out = Component("output_tokens", rate_micros=3_000, included=5_000)
+    batch_out = Component("batch_output_tokens", rate_micros=100)
+    sheet = PriceSheet("pb_1", "USD", (live_in, live_out, batch_out))
+    batch_in = sheet.component_for("batch_input_tokens", None, None)
+    assert batch_in is not None and batch_in.unit == "batch_input_tokens"
+    assert batch_in.list_cost(2_000) == live_in.list_cost(2_000) // 2
+    assert [t.rate_micros for t in batch_in.tiers] == [500, 300] and batch_in.included == 0
+    assert sheet.component_for("batch_output_tokens", None, None) is batch_out  # an operator's own price
+    assert PriceSheet("pb_2", "USD", (batch_out,)).component_for("batch_input_tokens", None, None) is None
+
+
 @pytest.mark.parametrize(
     ("components", "message"),
     [

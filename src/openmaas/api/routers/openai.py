@@ -8,11 +8,9 @@ model in the in-memory directory and meters the call; no database work per reque
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
-import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
@@ -20,7 +18,7 @@ from fastapi.responses import Response, StreamingResponse
 from openmaas.api.deps import PrincipalDep
 from openmaas.api.middleware import AUDIT_OFF
 from openmaas.api.responses import INFERENCE, KEYED, errors
-from openmaas.serving.inference import Inference
+from openmaas.serving.inference import Inference, embedding_list
 from openmaas.serving.openai_types import (
     EVENT_STREAM,
     ChatCompletion,
@@ -151,18 +149,4 @@ async def delete_response(response_id: str, request: Request, principal: Princip
 )
 async def embeddings(body: EmbeddingRequest, request: Request, principal: PrincipalDep) -> Response:
     answer = await _inference(request).embed(principal, body, request.state.request_id)
-    result = answer.result
-    vectors = result.vectors.numpy().astype(np.float32)
-    data = [
-        {"object": "embedding", "index": i, "embedding": _encode(vector, body.encoding_format)}
-        for i, vector in enumerate(vectors)
-    ]
-    tokens = sum(result.token_counts)
-    summary = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return _json({"object": "list", "data": data, "model": body.model, "usage": summary}, answer.headers)
-
-
-def _encode(vector: np.ndarray, encoding: str) -> Any:
-    if encoding == "base64":
-        return base64.b64encode(vector.astype("<f4").tobytes()).decode()
-    return vector.tolist()
+    return _json(embedding_list(body, answer.result), answer.headers)

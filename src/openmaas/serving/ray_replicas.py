@@ -239,6 +239,8 @@ class RayPredictorRuntime(PredictInputs):
         try:
             await actor.facts.remote()
         except Exception as exc:
+            if self._closed:
+                return
             logs.event(
                 log,
                 "replica_start_failed",

@@ -24,7 +24,6 @@ import ray
 from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError, RayTaskError
 
 from openmaas import errors, logs
-from openmaas.serving.batcher import ReplicaClosed
 from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.explain.options import ExplainLimits, ExplainOptions
 from openmaas.serving.runtimes import load_runtime
@@ -38,6 +37,9 @@ log = logging.getLogger("openmaas.serving")
 MAX_RESTARTS = 3
 # How long a load waits for its replicas (scheduling included: a cluster without room waits).
 LOAD_TIMEOUT_S = 300.0
+# Calls running on one replica before further predictions wait to go together in the next one.
+CALLS_PER_REPLICA = 2
+MAX_SENT = 256  # predictions in one call at most
 
 
 def connect(address: str) -> None:
@@ -82,9 +84,15 @@ class PredictorReplica:
         node_id = ray.get_runtime_context().get_node_id()
         return ModelFacts(runtime.task, runtime.signature, runtime.labels, runtime.item_count, node_id)
 
-    async def predict(self, rows: list[Any], top_k: int | None, timeout_s: float) -> list[Any]:
-        result: list[Any] = await self._runtime.predict(rows, top_k, timeout_s=timeout_s)
-        return result
+    async def predict(self, calls: list[tuple[list[Any], int | None, float]]) -> list[Any]:
+        """Several requests sent together, each queued on this replica's batcher: per request its
+        predictions, or the error it answers with."""
+        runtime = self._runtime
+        answers = await asyncio.gather(
+            *(runtime.predict(rows, top_k, timeout_s=timeout_s) for rows, top_k, timeout_s in calls),
+            return_exceptions=True,
+        )
+        return [_sendable(answer) for answer in answers]
 
     async def explain(
         self, rows: list[Any], options: ExplainOptions, limits: ExplainLimits, timeout_s: float
@@ -92,6 +100,24 @@ class PredictorReplica:
         explainer = self._runtime.explainer(limits)
         result: list[dict[str, Any]] = await explainer.explain(rows, options, timeout_s=timeout_s, gone=None)
         return result
+
+
+def _sendable(answer: Any) -> Any:
+    """A request's answer as it crosses back: our errors as they are (4xx/5xx with their codes),
+    anything else as a plain error saying what it was."""
+    if not isinstance(answer, BaseException) or isinstance(answer, errors.OpenMaaSError):
+        return answer
+    return RuntimeError(f"{type(answer).__name__}: {answer}")
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A prediction not yet answered, and where its answer goes."""
+
+    rows: list[Any]
+    top_k: int | None
+    timeout_s: float
+    answer: asyncio.Future[list[Any]]
 
 
 def replica_spec(
@@ -137,6 +163,7 @@ class RayPredictorRuntime(PredictInputs):
         self._busy = [0] * len(self._actors)  # calls in flight per replica
         self._starting: set[int] = set()  # re-created replicas still loading
         self._watching: set[asyncio.Future[None]] = set()
+        self._waiting: list[_Waiting] = []  # predictions not yet sent
         try:
             facts: list[ModelFacts] = ray.get(
                 [a.facts.remote() for a in self._actors], timeout=LOAD_TIMEOUT_S
@@ -159,12 +186,64 @@ class RayPredictorRuntime(PredictInputs):
     async def predict(
         self, rows: list[Any], top_k: int | None, *, timeout_s: float, gone: Any = None
     ) -> list[Any]:
+        """Queue the rows for the next call to a replica: sent at once while a replica has fewer
+        than `CALLS_PER_REPLICA` calls running, else together with the others that wait (one
+        Ray call for many requests: its cost, not the model, bounds a busy deployment)."""
         self.in_flight += 1  # on the event loop only: no lock
         try:
-            result: list[Any] = await self._call("predict", rows, top_k, timeout_s)
-            return result
+            answer: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            self._waiting.append(_Waiting(rows, top_k, timeout_s, answer))
+            self._send()
+            return await answer
         finally:
             self.in_flight -= 1
+
+    def _send(self) -> None:
+        while self._waiting:
+            slot = self._pick(avoid=None)
+            if self._busy[slot] >= CALLS_PER_REPLICA:
+                return  # they go together once a call returns
+            batch, self._waiting = self._waiting[:MAX_SENT], self._waiting[MAX_SENT:]
+            self._busy[slot] += 1  # taken now, so the next pick sees it
+            task = asyncio.ensure_future(self._predict_on(slot, batch))
+            self._watching.add(task)
+            task.add_done_callback(self._watching.discard)
+
+    async def _predict_on(self, slot: int, batch: list[_Waiting]) -> None:
+        """One call carrying `batch`; if its replica dies under it, once more on another."""
+        calls = [(w.rows, w.top_k, w.timeout_s) for w in batch]
+        for attempt in (1, 2):
+            actor = self._actors[slot]
+            try:
+                answers = await actor.predict.remote(calls)
+            except RayActorError as exc:
+                self._replace_if_dead(slot, actor, exc)
+                failure: BaseException = exc
+            except BaseException as exc:
+                failure = exc.cause if isinstance(exc, RayTaskError) else exc
+                _answer(batch, [failure] * len(batch))
+                return
+            else:
+                _answer(batch, answers)
+                return
+            finally:
+                self._busy[slot] -= 1
+                self._send()
+            if attempt == 2:
+                break
+            self._retried(failure)
+            slot = self._pick(avoid=slot)
+            self._busy[slot] += 1
+        _answer(batch, [_unavailable()] * len(batch))
+
+    def _retried(self, failure: BaseException) -> None:
+        logs.event(
+            log,
+            "replica_call_retried",
+            level=logging.WARNING,
+            version=self.version,
+            reason=str(failure)[:200],
+        )
 
     def explainer(self, limits: ExplainLimits) -> RemoteExplainer:
         return RemoteExplainer(self, limits)
@@ -175,7 +254,7 @@ class RayPredictorRuntime(PredictInputs):
             ray.kill(actor)
 
     async def _call(self, method: str, *args: Any) -> Any:
-        """Call the least busy replica; if it dies (or is closing) under the call, call another once."""
+        """One request on the least busy replica; if it dies under it, once more on another."""
         slot = self._pick(avoid=None)
         for attempt in (1, 2):
             actor = self._actors[slot]
@@ -183,30 +262,16 @@ class RayPredictorRuntime(PredictInputs):
             try:
                 return await getattr(actor, method).remote(*args)
             except RayTaskError as exc:
-                cause = exc.cause
-                if not isinstance(cause, ReplicaClosed) or attempt == 2:
-                    raise cause if isinstance(cause, Exception) else exc from None
-                failure: Exception = cause
+                raise exc.cause if isinstance(exc.cause, Exception) else exc from None
             except RayActorError as exc:
                 self._replace_if_dead(slot, actor, exc)
-                failure = exc
+                if attempt == 2:
+                    break
+                self._retried(exc)
             finally:
                 self._busy[slot] -= 1
-            if attempt == 2:
-                break
-            logs.event(
-                log,
-                "replica_call_retried",
-                level=logging.WARNING,
-                version=self.version,
-                reason=str(failure)[:200],
-            )
             slot = self._pick(avoid=slot)
-        raise errors.ServiceUnavailable(
-            "The deployment's replicas failed twice under this request; retry shortly.",
-            retry_after=1,
-            code="replica_unavailable",
-        )
+        raise _unavailable()
 
     def _pick(self, avoid: int | None) -> int:
         """The least busy loaded replica (other than `avoid` when there is one)."""
@@ -282,6 +347,24 @@ class RemoteExplainer:
             return result
         finally:
             runtime.in_flight -= 1
+
+
+def _answer(batch: list[_Waiting], answers: list[Any]) -> None:
+    for waiting, answer in zip(batch, answers, strict=True):
+        if waiting.answer.done():  # its request was cancelled (the client went away)
+            continue
+        if isinstance(answer, BaseException):
+            waiting.answer.set_exception(answer)
+        else:
+            waiting.answer.set_result(answer)
+
+
+def _unavailable() -> errors.ServiceUnavailable:
+    return errors.ServiceUnavailable(
+        "The deployment's replicas failed twice under this request; retry shortly.",
+        retry_after=1,
+        code="replica_unavailable",
+    )
 
 
 def _load_error(exc: BaseException, spec: ReplicaSpec) -> BaseException:

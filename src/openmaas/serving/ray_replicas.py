@@ -250,6 +250,8 @@ class RayPredictorRuntime(PredictInputs):
 
     def close(self) -> None:
         self._closed = True
+        if not ray.is_initialized():  # the process left the cluster: its actors went with it
+            return
         for actor in self._actors:
             ray.kill(actor)
 

@@ -123,7 +123,7 @@ def test_a_killed_replica_fails_no_request_and_comes_back(
     victim = runtime._actors[0]
     caplog.set_level(logging.INFO, logger="openmaas.serving")
 
-    answers = _load(on_ray, tenant.key, name, 25, "kill", lambda: ray.kill(victim))
+    answers = _load(on_ray, tenant.key, name, 15, "kill", lambda: ray.kill(victim))
 
     failed = [(i, s, t) for i, s, t in answers if s != 200]
     assert failed == []
@@ -149,13 +149,29 @@ def test_scaling_the_replicas_under_load_fails_no_request(
             assert patched.status_code == 200, patched.text
             assert _wait_ready(http, name)["replicas"] == 1
 
-    answers = _load(on_ray, tenant.key, name, 25, "scale", scale)
+    answers = _load(on_ray, tenant.key, name, 15, "scale", scale)
 
     assert [(i, s, t) for i, s, t in answers if s != 200] == []
     metered = _metered_requests(on_ray, tenant.key)
     assert all(metered[i] == 1 for i, _, _ in answers)
     runtime = on_ray.platform.served_models.lookup(tenant.org_id, name).runtime  # type: ignore[union-attr]
     assert runtime.replicas == 1
+
+
+def test_predictions_and_explanations_come_from_the_replicas(
+    on_ray: Served, deployed: tuple[Tenant, str]
+) -> None:
+    tenant, name = deployed
+    with on_ray.client(tenant.key) as http:
+        predicted = http.post(f"/v1/deployments/{name}/predict", json={"inputs": [ROW, ROW], "top_k": 1})
+        explained = http.post(f"/v1/deployments/{name}/explain", json={"inputs": [ROW], "steps": 8})
+        wrong = http.post(f"/v1/deployments/{name}/predict", json={"inputs": [{"age": "old"}]})
+    assert predicted.status_code == 200, predicted.text
+    assert [len(p["probabilities"]) for p in predicted.json()["predictions"]] == [1, 1]
+    assert explained.status_code == 200, explained.text
+    assert set(explained.json()["explanations"][0]["attributions"]) >= {"age", "plan", "noise"}
+    # Checked against the signature in the API server, before any replica is called.
+    assert wrong.status_code == 422 and wrong.json()["error"]["param"].startswith("inputs")
 
 
 def test_placement_ray_without_ray_is_refused_naming_placement(tmp_path: Path) -> None:

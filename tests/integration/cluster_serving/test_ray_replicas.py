@@ -73,27 +73,33 @@ def _wait_ready(http: httpx.Client, name: str, timeout_s: float = 90.0) -> dict[
 def _load(
     served: Served, key: str, name: str, per_thread: int, prefix: str, during: Callable[[], None]
 ) -> list[tuple[str, int, str]]:
-    """`THREADS` threads × `per_thread` predictions; `during` runs once a quarter of them are done.
-    Each answer as (request id, status, body)."""
+    """`THREADS` threads sending predictions one after another: `during` runs once a quarter of
+    `THREADS * per_thread` are done, and each thread goes on until it has sent `per_thread` and
+    `during` has returned. Each answer as (request id, status, body)."""
     done = threading.Semaphore(0)
-    quarter = THREADS * per_thread // 4
+    finished = threading.Event()
 
     def worker(thread: int) -> list[tuple[str, int, str]]:
         answers = []
         with served.client(key) as http:
-            for i in range(per_thread):
+            i = 0
+            while i < per_thread or not finished.is_set():
                 request_id = f"{prefix}-{thread}-{i}"
                 body, headers = {"inputs": [ROW]}, {"x-request-id": request_id}
                 response = http.post(f"/v1/deployments/{name}/predict", json=body, headers=headers)
                 answers.append((request_id, response.status_code, response.text))
                 done.release()
+                i += 1
         return answers
 
     with ThreadPoolExecutor(THREADS) as pool:
         futures = [pool.submit(worker, t) for t in range(THREADS)]
-        for _ in range(quarter):
-            done.acquire(timeout=60)
-        during()
+        try:
+            for _ in range(THREADS * per_thread // 4):
+                done.acquire(timeout=60)
+            during()
+        finally:
+            finished.set()
         return [answer for future in futures for answer in future.result()]
 
 

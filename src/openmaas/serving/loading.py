@@ -7,6 +7,7 @@ loader thread, never on the event loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
@@ -45,6 +46,9 @@ class Target:
     size_bytes: int  # what this server's memory budget reckons it holds once loaded
     store: ArtifactStore
     ray_address: str | None = None  # the cluster `placement: ray` replicas run on
+    # Records a deployment event `(kind, message)` without blocking (replicas on Ray dying and
+    # coming back); None: not recorded.
+    events: Callable[[str, str], None] | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -87,7 +91,7 @@ class Target:
             self.config.gpus,
             self.store.size(artifact),
         )
-        return ray_replicas.RayPredictorRuntime(spec, self.replicas)
+        return ray_replicas.RayPredictorRuntime(spec, self.replicas, self.events)
 
     def served(self, runtimes: list[Any]) -> ServedModel:
         """The directory entry: the runtime itself, or for a split one entry per version."""
@@ -126,6 +130,7 @@ def build_target(
     versions: dict[str, ModelVersion],
     store: ArtifactStore,
     ray_address: str | None = None,
+    events: Callable[[str, str], None] | None = None,
 ) -> Target:
     """The deployment's target; `config` is its parsed `config` column and `versions` its versions
     by id (missing: deleted). Replicas on Ray hold none of this server's memory: each reserves
@@ -148,6 +153,7 @@ def build_target(
         else sum(store.size(route.artifact) for route in routes if route.artifact) * max(1, row.replicas),
         store=store,
         ray_address=ray_address,
+        events=events,
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -110,6 +111,10 @@ def _sendable(answer: Any) -> Any:
     return RuntimeError(f"{type(answer).__name__}: {answer}")
 
 
+# Records a deployment event `(kind, message)`; called on the event loop, so it must not block.
+ReplicaEvents = Callable[[str, str], None]
+
+
 @dataclass(slots=True)
 class _Waiting:
     """A prediction not yet answered, and where its answer goes."""
@@ -144,10 +149,12 @@ class RayPredictorRuntime(PredictInputs):
     # Requests awaiting an answer; the replica manager unloads (scales to zero) only at none.
     in_flight: int = 0
 
-    def __init__(self, spec: ReplicaSpec, replicas: int) -> None:
-        """Start `replicas` actors and wait until they have loaded (on the replica loader thread)."""
+    def __init__(self, spec: ReplicaSpec, replicas: int, events: ReplicaEvents | None = None) -> None:
+        """Start `replicas` actors and wait until they have loaded (on the replica loader thread);
+        `events(kind, message)` records what happens to them later as deployment events."""
         self.version = spec.config.model_version
         self._spec = spec
+        self._events = events
         self._closed = False
         options: dict[str, Any] = {
             "num_cpus": spec.cpus,
@@ -298,6 +305,7 @@ class RayPredictorRuntime(PredictInputs):
             replica=slot,
             reason=str(exc)[:200],
         )
+        self._event("replica_restarted", f"replica {slot + 1} of {self.version} died; starting a new one")
         task = asyncio.ensure_future(self._until_loaded(slot, fresh))
         self._watching.add(task)  # held until done: the loop keeps only weak references
         task.add_done_callback(self._watching.discard)
@@ -316,9 +324,15 @@ class RayPredictorRuntime(PredictInputs):
                 replica=slot,
                 reason=str(exc)[:200],
             )
+            self._event("replica_failed", f"replica {slot + 1} of {self.version} did not start again: {exc}")
             return  # it stays avoided while others are loaded
         if self._actors[slot] is actor:
             self._starting.discard(slot)
+            self._event("replica_ready", f"replica {slot + 1} of {self.version} is serving again")
+
+    def _event(self, kind: str, message: str) -> None:
+        if self._events is not None:
+            self._events(kind, message[:1000])
 
 
 class RemoteExplainer:

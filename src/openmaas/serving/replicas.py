@@ -18,12 +18,14 @@ load once they have closed. Each step is a deployment event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
@@ -563,7 +565,19 @@ class ReplicaManager:
         config = DeploymentConfig.from_stored(row.config)
         ids = [route.version_id for route in config.routes(row.version_id)]
         versions = {v.id: v for v in session.scalars(select(ModelVersion).where(ModelVersion.id.in_(ids)))}
-        return build_target(session, row, config, versions, self._store, self._ray_address)
+        events = partial(self._record_later, row.id)
+        return build_target(session, row, config, versions, self._store, self._ray_address, events)
+
+    def _record_later(self, deployment_id: str, kind: str, message: str) -> None:
+        """Record a deployment event on the loader thread (the caller may be the event loop)."""
+
+        def record() -> None:
+            with self._db.session() as session:
+                if session.get(service.Deployment, deployment_id) is not None:
+                    service.add_event(session, deployment_id, kind, message, self._clock.now())
+
+        with contextlib.suppress(RuntimeError):  # the loader shut down: the server is stopping
+            self._loader.submit(record)
 
 
 def _loaded_event(target: Target, name: str, seconds: float | None, cold: bool = False) -> None:

@@ -142,6 +142,9 @@ def test_a_killed_replica_fails_no_request_and_comes_back(
     assert runtime._actors[0] is not victim
     assert ray.get(runtime._actors[0].facts.remote(), timeout=60).task == "tabular-classification"
     assert len(runtime._actors) == 2
+    with on_ray.client(tenant.key) as http:
+        kinds = [e["kind"] for e in http.get(f"/v1/deployments/{name}/events").json()["data"]]
+    assert "replica_restarted" in kinds  # the deployment's events tell the owner what happened
 
 
 def test_scaling_the_replicas_under_load_fails_no_request(

@@ -12,6 +12,9 @@ import pytest
 def ray_address() -> Iterator[str]:
     """The address of a fresh local Ray instance this process has joined."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (the `cluster` extra)")
+    if ray.is_initialized():  # another module's instance in this process: share it, leave it up
+        yield ray.get_runtime_context().gcs_address
+        return
     # `local`: always a new instance, never one another test process or a developer started.
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

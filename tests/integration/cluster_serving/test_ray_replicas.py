@@ -183,6 +183,27 @@ def test_predictions_and_explanations_come_from_the_replicas(
     assert wrong.status_code == 422 and wrong.json()["error"]["param"].startswith("inputs")
 
 
+def test_an_idle_ray_deployment_scales_to_zero_and_starts_again(
+    on_ray: Served, deployed: tuple[Tenant, str]
+) -> None:
+    import ray
+
+    tenant, _ = deployed
+    ref = register(on_ray, tenant, artifact("tabular-classification"), "idle")
+    body = {"model": ref, "placement": "ray", "cpus": 0.25, "min_replicas": 0, "idle_timeout_s": 0.2}
+    with on_ray.client(tenant.key) as http:
+        assert http.post("/v1/deployments", json=body).status_code == 201
+        _wait_ready(http, "idle")
+        actors = list(on_ray.platform.served_models.lookup(tenant.org_id, "idle").runtime._actors)  # type: ignore[union-attr]
+        time.sleep(0.3)  # past its idle timeout
+        on_ray.platform.replicas.sweep().result(timeout=30)
+        assert http.get("/v1/deployments/idle").json()["scaled_to_zero"] is True
+        with pytest.raises(ray.exceptions.RayActorError):  # its actors were stopped
+            ray.get(actors[0].facts.remote(), timeout=30)
+        again = http.post("/v1/deployments/idle/predict", json={"inputs": [ROW]})
+        assert again.status_code == 200, again.text  # the next request started new replicas
+
+
 def test_placement_ray_without_ray_is_refused_naming_placement(tmp_path: Path) -> None:
     with _server(tmp_path / "home") as served:
         tenant = served.tenant("acme")

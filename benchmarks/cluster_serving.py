@@ -1,6 +1,6 @@
-"""Cluster-mode benchmarks. `serving`: the tabular MLP of `benchmarks/serving.py` served three ways
-on the same core (every server process, Ray's included, pinned to CPU 0; the load generator to
-CPU 1):
+"""The serving half of the cluster benchmark (`benchmarks/cluster.py serving` runs it): the tabular
+MLP of `benchmarks/serving.py` served three ways on the same core (every server process, Ray's
+included, pinned to CPU 0; the load generator to CPU 1):
 
 (a) `openmaas`: OpenMaaS as today, the replica in the API server's process;
 (b) `openmaas-ray`: OpenMaaS with `placement: ray`, one Ray-actor replica (its batcher inside the
@@ -12,7 +12,7 @@ Single-row requests at concurrency 1/16/64, `--warmup` then `--seconds` each, `-
 at least 70% of (a)'s throughput at 64; (b) serves at least 5x (c) at 64. Ray Serve needs
 `ray[serve]` (`pip install -c requirements.lock 'ray[serve]==2.60.0'`); without it (c) is skipped.
 
-    .venv/bin/python -m benchmarks.cluster serving [--seconds 5] [--repeats 1]
+    .venv/bin/python -m benchmarks.cluster_serving [--seconds 5] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -155,19 +155,15 @@ def _met(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    sections = parser.add_subparsers(dest="section", required=True)
-    serve = sections.add_parser("serving", help="replicas in process, on a Ray actor, and Ray Serve")
-    serve.add_argument("--seconds", type=float, default=5.0)
-    serve.add_argument("--warmup", type=float, default=2.0)
-    serve.add_argument("--repeats", type=int, default=1)
-    serve.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
-    serve.add_argument("--only", nargs="+", choices=SERVING, default=list(SERVING))
-    serve.set_defaults(run=serving)
-    args = parser.parse_args()
-    args.run(args)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--only", nargs="+", choices=SERVING, default=list(SERVING))
+    serving(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

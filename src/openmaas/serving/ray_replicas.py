@@ -196,6 +196,10 @@ class RayPredictorRuntime(PredictInputs):
         """Queue the rows for the next call to a replica: sent at once while a replica has fewer
         than `CALLS_PER_REPLICA` calls running, else together with the others that wait (one
         Ray call for many requests: its cost, not the model, bounds a busy deployment)."""
+        if len(self._waiting) >= self._spec.config.max_queue:
+            raise errors.ServiceUnavailable(
+                "This deployment's queue is full; retry shortly.", retry_after=1, code="queue_full"
+            )
         self.in_flight += 1  # on the event loop only: no lock
         try:
             answer: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()

@@ -37,7 +37,12 @@ def pin_to(cpu: int) -> None:
 
 @contextmanager
 def server_process(
-    argv: Sequence[str], port: int, *, cpu: int | None, env: dict[str, str] | None = None
+    argv: Sequence[str],
+    port: int,
+    *,
+    cpu: int | None,
+    env: dict[str, str] | None = None,
+    wait_s: float = 60.0,
 ) -> Iterator[subprocess.Popen[bytes]]:
     command = list(argv)
     if cpu is not None and cpu < (os.cpu_count() or 1):
@@ -50,7 +55,7 @@ def server_process(
         )
         try:
             try:
-                wait_for_port(port)
+                wait_for_port(port, wait_s)
             except RuntimeError as error:
                 log.seek(0)
                 raise RuntimeError(

@@ -124,8 +124,9 @@ def _launch(name: str, port: int, model: Path, home: Path) -> tuple[list[str], d
 ADMIN_KEY = generate_key()
 
 
-def _setup_openmaas(url: str, home: Path, model: Path) -> dict[str, str]:
-    """An organisation, its API key, the model registered and deployed: the auth header to use."""
+def _setup_openmaas(url: str, home: Path, model: Path, **deployment: object) -> dict[str, str]:
+    """An organisation, its API key, the model registered and deployed (with `deployment`'s extra
+    settings, e.g. a placement): the auth header to use."""
     from openmaas import Client
     from openmaas.bootstrap import build_platform
     from openmaas.config import Settings
@@ -153,7 +154,7 @@ def _setup_openmaas(url: str, home: Path, model: Path) -> dict[str, str]:
         )
     platform.db.engine.dispose()
     with Client(url, key) as client:
-        client.deployments.create("mlp:1", name="mlp", max_batch_size=64, max_wait_ms=2)
+        client.deployments.create("mlp:1", name="mlp", max_batch_size=64, max_wait_ms=2, **deployment)
         client.deployments.wait_ready("mlp", timeout=120)
     return {"Authorization": f"Bearer {key}"}
 

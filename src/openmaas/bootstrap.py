@@ -89,6 +89,7 @@ class Platform:
             cold_start_wait_s=self.settings.cold_start_wait_s,
             sweep_interval_s=self.settings.serving_sweep_interval_s,
             drain_timeout_s=self.settings.serving_drain_timeout_s,
+            ray_address=self.settings.ray_address,
         )
         settings = self.settings
         self.inference = Inference(

@@ -63,6 +63,13 @@ class DeploymentCreate(BaseModel):
         le=MAX_IDLE_TIMEOUT_S,
         description="Seconds without requests before a `min_replicas: 0` deployment unloads (300 if unset)",
     )
+    placement: Literal["local", "ray"] = Field(
+        default="local",
+        description="`local`: replicas in this API server's process; `ray`: one Ray actor per replica on the "
+        "cluster (`OPENMAAS_RAY_ADDRESS`), reached through actor handles",
+    )
+    cpus: Number | None = Field(default=None, gt=0, le=1024, description="CPUs per Ray replica (1 if unset)")
+    gpus: Number | None = Field(default=None, ge=0, le=64, description="GPUs per Ray replica (0 if unset)")
 
     @field_validator("name")
     @classmethod

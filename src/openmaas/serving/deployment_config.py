@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import NoneType
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -99,6 +99,11 @@ class DeploymentConfig(BaseModel):
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     traffic: tuple[TrafficRoute, ...] = ()  # a split of several versions; empty: the row's version
     engine: EngineSettings = EngineSettings()
+    # Where the replicas run: `local` (threads of this API server) or `ray` (one Ray actor per
+    # replica, anywhere on the cluster, reserving `cpus` and `gpus` each).
+    placement: Literal["local", "ray"] = "local"
+    cpus: float = 1.0
+    gpus: float = 0.0
 
     @field_validator("idle_timeout_s", mode="before")
     @classmethod

@@ -7,6 +7,7 @@ loader thread, never on the event loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from openmaas.registry.tables import ModelVersion
 from openmaas.serving import traffic
-from openmaas.serving.deployment_config import DeploymentConfig, TrafficRoute
+from openmaas.serving.deployment_config import DeploymentConfig, RuntimeConfig, TrafficRoute
 from openmaas.serving.directory import ServedModel
 from openmaas.serving.runtimes import load_runtime
 from openmaas.serving.tables import Deployment
@@ -42,8 +43,12 @@ class Target:
     replicas: int
     created: int
     routes: tuple[Route, ...]
-    size_bytes: int  # what the memory budget reckons it holds once loaded
+    size_bytes: int  # what this server's memory budget reckons it holds once loaded
     store: ArtifactStore
+    ray_address: str | None = None  # the cluster `placement: ray` replicas run on
+    # Records a deployment event `(kind, message)` without blocking (replicas on Ray dying and
+    # coming back); None: not recorded.
+    events: Callable[[str, str], None] | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -57,6 +62,9 @@ class Target:
                 if route.artifact is None:
                     raise FileNotFoundError(f"the model version {route.ref} was deleted")
                 config = self.config.for_runtime(route.ref, self.replicas)
+                if self.config.placement == "ray":
+                    runtimes.append(self._on_ray(route.artifact, config))
+                    continue
                 # A runtime reads its files while it is built, and holds what it needs after.
                 with self.store.reading(route.artifact) as folder:
                     runtimes.append(load_runtime(self.task, folder, config))
@@ -65,6 +73,25 @@ class Target:
                 runtime.close()
             raise
         return runtimes
+
+    def _on_ray(self, artifact: str, config: RuntimeConfig) -> Any:
+        """The version's replicas as Ray actors, each loading it from the shared store and
+        reserving its CPUs, GPUs and the version's size of its node's memory."""
+        from openmaas.serving import ray_replicas
+
+        if not self.ray_address:
+            raise RuntimeError("placement ray: this server has no Ray cluster (set OPENMAAS_RAY_ADDRESS)")
+        ray_replicas.connect(self.ray_address)
+        spec = ray_replicas.replica_spec(
+            self.task,
+            self.store.url,
+            artifact,
+            config,
+            self.config.cpus,
+            self.config.gpus,
+            self.store.size(artifact),
+        )
+        return ray_replicas.RayPredictorRuntime(spec, self.replicas, self.events)
 
     def served(self, runtimes: list[Any]) -> ServedModel:
         """The directory entry: the runtime itself, or for a split one entry per version."""
@@ -102,9 +129,12 @@ def build_target(
     config: DeploymentConfig,
     versions: dict[str, ModelVersion],
     store: ArtifactStore,
+    ray_address: str | None = None,
+    events: Callable[[str, str], None] | None = None,
 ) -> Target:
     """The deployment's target; `config` is its parsed `config` column and `versions` its versions
-    by id (missing: deleted)."""
+    by id (missing: deleted). Replicas on Ray hold none of this server's memory: each reserves
+    its node's through Ray's `memory` resource instead."""
     routes = tuple(
         _route(session, entry, versions.get(entry.version_id), store)
         for entry in config.routes(row.version_id)
@@ -118,9 +148,12 @@ def build_target(
         replicas=row.replicas,
         created=int(row.created_at.timestamp()),
         routes=routes,
-        size_bytes=sum(store.size(route.artifact) for route in routes if route.artifact)
-        * max(1, row.replicas),
+        size_bytes=0
+        if config.placement == "ray"
+        else sum(store.size(route.artifact) for route in routes if route.artifact) * max(1, row.replicas),
         store=store,
+        ray_address=ray_address,
+        events=events,
     )
 
 

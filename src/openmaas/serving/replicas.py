@@ -18,12 +18,14 @@ load once they have closed. Each step is a deployment event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
@@ -38,6 +40,7 @@ from openmaas.serving.deployment_config import DeploymentConfig
 from openmaas.serving.directory import ServedModel, ServedModels
 from openmaas.serving.draining import Drain, Drains
 from openmaas.serving.loading import Target, build_target
+from openmaas.serving.placement import require_ray
 from openmaas.storage import ArtifactStore
 
 log = logging.getLogger("openmaas.serving")
@@ -73,6 +76,7 @@ class ReplicaManager:
         cold_start_wait_s: float = 30.0,
         sweep_interval_s: float = 5.0,
         drain_timeout_s: float = 600.0,
+        ray_address: str | None = None,
     ) -> None:
         self._db = db
         self._store = store
@@ -93,6 +97,7 @@ class ReplicaManager:
         self._sweeper: threading.Thread | None = None
         # Replaced runtimes finishing their requests; past the timeout they are cut off.
         self._drains = Drains(drain_timeout_s)
+        self._ray_address = ray_address  # where `placement: ray` replicas run (None: nowhere)
 
     def start(self) -> None:
         """Reload the deployments that were pending, loading or ready when the server stopped,
@@ -150,6 +155,11 @@ class ReplicaManager:
                 future = self._loader.submit(self._recreate, deployment_id, before, drain)
             self._pending[deployment_id] = future
         return future
+
+    def require_placement(self, placement: str) -> None:
+        """422 naming `placement` when this server cannot place replicas there."""
+        if placement == "ray":
+            require_ray(self._ray_address)
 
     def check_room(self, session: Session, row: service.Deployment, strategy: str) -> None:
         """Raise `insufficient_memory` (409) when the update of `row` (already changed, not yet
@@ -555,7 +565,19 @@ class ReplicaManager:
         config = DeploymentConfig.from_stored(row.config)
         ids = [route.version_id for route in config.routes(row.version_id)]
         versions = {v.id: v for v in session.scalars(select(ModelVersion).where(ModelVersion.id.in_(ids)))}
-        return build_target(session, row, config, versions, self._store)
+        events = partial(self._record_later, row.id)
+        return build_target(session, row, config, versions, self._store, self._ray_address, events)
+
+    def _record_later(self, deployment_id: str, kind: str, message: str) -> None:
+        """Record a deployment event on the loader thread (the caller may be the event loop)."""
+
+        def record() -> None:
+            with self._db.session() as session:
+                if session.get(service.Deployment, deployment_id) is not None:
+                    service.add_event(session, deployment_id, kind, message, self._clock.now())
+
+        with contextlib.suppress(RuntimeError):  # the loader shut down: the server is stopping
+            self._loader.submit(record)
 
 
 def _loaded_event(target: Target, name: str, seconds: float | None, cold: bool = False) -> None:

@@ -36,6 +36,7 @@ from openmaas.serving.deployment_config import (
     TrafficRoute,
     engine_setting_error,
 )
+from openmaas.serving.placement import placement_settings
 from openmaas.serving.runtimes import PREDICT_TASKS, deployable_tasks
 from openmaas.serving.tables import Deployment, DeploymentEvent
 from openmaas.tasks import TEXT_GENERATION
@@ -104,6 +105,7 @@ def create(session: Session, org_id: str, body: DeploymentCreate, now: datetime)
         )
     engine = _engine_settings(version.task, body.engine)
     _check_scaling(version.task, body.min_replicas)
+    placed = placement_settings(version.task, body.placement, body.cpus, body.gpus)
     name = body.name or model.name
     if session.scalar(select(Deployment.id).where(Deployment.org_id == org_id, Deployment.name == name)):
         raise errors.Conflict(f"A deployment named {name!r} already exists.", param="name")
@@ -123,6 +125,7 @@ def create(session: Session, org_id: str, body: DeploymentCreate, now: datetime)
             min_replicas=body.min_replicas,
             idle_timeout_s=body.idle_timeout_s or DEFAULT_IDLE_TIMEOUT_S,
             engine=engine,
+            **placed,
         ).to_stored(),
         error=None,
         created_at=now,

@@ -35,6 +35,7 @@ def create_deployment(
     body: DeploymentCreate, platform: PlatformDep, caller: Write, create: CreatorDep
 ) -> DeploymentPublic:
     org_id = caller.require_org()
+    platform.replicas.require_placement(body.placement)
     created = create.created(
         body, lambda s: service.create(s, org_id, body, platform.clock.now()), DeploymentPublic
     )

@@ -40,7 +40,35 @@ def _torch_threads(config: RuntimeConfig, replicas: int) -> int:
     return max(1, cores // max(1, replicas))
 
 
-class PredictorRuntime:
+class PredictInputs:
+    """A /predict request checked against the model's signature, on the event loop: shared by this
+    runtime and the one whose replicas are Ray actors (`serving/ray_replicas.py`)."""
+
+    task: str
+    signature: dict[str, Any]
+    labels: list[str]
+    item_count: int
+    check_inputs: InputCheck
+
+    def check(self, inputs: Any, top_k: Any) -> tuple[list[Any], int | None]:
+        """Validate a request (raises ValidationFailed naming the row and field). Any number of
+        rows: the batcher runs more than `max_batch_size` in slices."""
+        if type(inputs) is not list or not inputs:
+            raise ValidationFailed("inputs must be a non-empty array.", param="inputs")
+        if top_k is not None:
+            top_k = self._check_top_k(top_k)
+        return self.check_inputs.check(inputs), top_k
+
+    def _check_top_k(self, top_k: Any) -> int:
+        limit = self.item_count if self.task == Task.RECOMMENDATION else len(self.labels)
+        if self.task == Task.TABULAR_REGRESSION:
+            raise ValidationFailed("top_k does not apply to regression models.", param="top_k")
+        if type(top_k) is not int or not 1 <= top_k <= limit:
+            raise ValidationFailed(f"top_k must be an integer from 1 to {limit}.", param="top_k")
+        return top_k
+
+
+class PredictorRuntime(PredictInputs):
     # Requests awaiting an answer; the replica manager unloads only runtimes with none.
     in_flight: int = 0
 
@@ -81,23 +109,6 @@ class PredictorRuntime:
     @property
     def stats(self) -> BatchStats:
         return self.batcher.stats
-
-    def check(self, inputs: Any, top_k: Any) -> tuple[list[Any], int | None]:
-        """Validate a request (raises ValidationFailed naming the row and field). Any number of
-        rows: the batcher runs more than `max_batch_size` in slices."""
-        if type(inputs) is not list or not inputs:
-            raise ValidationFailed("inputs must be a non-empty array.", param="inputs")
-        if top_k is not None:
-            top_k = self._check_top_k(top_k)
-        return self.check_inputs.check(inputs), top_k
-
-    def _check_top_k(self, top_k: Any) -> int:
-        limit = self.item_count if self.task == Task.RECOMMENDATION else len(self.labels)
-        if self.task == Task.TABULAR_REGRESSION:
-            raise ValidationFailed("top_k does not apply to regression models.", param="top_k")
-        if type(top_k) is not int or not 1 <= top_k <= limit:
-            raise ValidationFailed(f"top_k must be an integer from 1 to {limit}.", param="top_k")
-        return top_k
 
     async def predict(
         self,

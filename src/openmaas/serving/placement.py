@@ -1,0 +1,57 @@
+"""Where a deployment's replicas run: `local` (threads of this API server, the default) or `ray`
+(one Ray actor per replica on the cluster, `serving/ray_replicas.py`).
+
+Checks a create's placement settings and whether this server can place on Ray at all; never
+imports Ray itself (a server without the `cluster` extra must start and serve as before).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from openmaas import errors
+from openmaas.serving.runtimes import PREDICT_TASKS
+
+
+def placement_settings(task: str, placement: str, cpus: float | None, gpus: float | None) -> dict[str, Any]:
+    """The `DeploymentConfig` fields a create's placement gives (none for the default `local`, so
+    the stored config of a local deployment keeps its shape)."""
+    if placement != "ray":
+        given = "cpus" if cpus is not None else "gpus" if gpus is not None else None
+        if given is not None:
+            raise errors.ValidationFailed(
+                f'{given} applies to Ray replicas only: give "placement": "ray" with it.', param=given
+            )
+        return {}
+    if task not in PREDICT_TASKS:
+        raise errors.ValidationFailed(
+            f'"placement": "ray" serves models answered by /predict for now, not {task} models; '
+            "deploy this one with the default local placement.",
+            param="placement",
+        )
+    settings: dict[str, Any] = {"placement": "ray"}
+    if cpus is not None:
+        settings["cpus"] = float(cpus)
+    if gpus is not None:
+        settings["gpus"] = float(gpus)
+    return settings
+
+
+def require_ray(ray_address: str | None) -> None:
+    """422 naming `placement` when this server cannot reach a Ray cluster."""
+    if importlib.util.find_spec("ray") is None:
+        raise errors.ValidationFailed(
+            '"placement": "ray" needs Ray on the API server: install the cluster extra '
+            "(pip install 'openmaas[cluster]'), set OPENMAAS_RAY_ADDRESS to the cluster's address and "
+            'restart the server, or deploy with "placement": "local".',
+            param="placement",
+            code="ray_unavailable",
+        )
+    if not ray_address:
+        raise errors.ValidationFailed(
+            '"placement": "ray" needs a Ray cluster, and this server has none: set OPENMAAS_RAY_ADDRESS '
+            '(e.g. 10.0.0.5:6379) on every API server and restart, or deploy with "placement": "local".',
+            param="placement",
+            code="ray_unavailable",
+        )

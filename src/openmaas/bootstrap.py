@@ -19,6 +19,7 @@ from openmaas.datasets.files import FileUploads
 from openmaas.datasets.uploads import DatasetUploads
 from openmaas.db.database import Database
 from openmaas.jobs.handlers import JobHandler
+from openmaas.metering.sources import JobComputeMeter
 from openmaas.metering.wiring import Metering, build_metering
 from openmaas.optimize import jobs as optimize_jobs
 from openmaas.registry.imports import ModelImports
@@ -56,6 +57,8 @@ class Platform:
     )
     # Metering and billing; `meter.record(UsageEvent(...))` is the hook for everything billable.
     metering: Metering = field(init=False)
+    # What the job worker bills each running attempt's compute through, per interval.
+    job_compute: JobComputeMeter = field(init=False)
     # Model replicas of this process: deployments load here and publish into `served_models`.
     replicas: ReplicaManager = field(init=False)
     # The inference use-cases (predict, explain, embed, complete) every inference route calls.
@@ -76,6 +79,7 @@ class Platform:
         self.metering = build_metering(self.settings, self.db, self.clock, prices)
         self.meter = self.metering.meter
         self.gate = self.metering.gate
+        self.job_compute = JobComputeMeter(self.gate, self.meter, self.clock)
         budget_mb = self.settings.serving_memory_budget_mb
         self.replicas = ReplicaManager(
             self.db,

@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     job_lease_s: float = 30.0
     job_heartbeat_s: float = 5.0
     job_poll_s: float = 1.0
+    job_meter_interval_s: float = 60.0  # jobs' compute is billed per interval of this many seconds
     job_max_attempts: int = 3
     max_dataset_bytes: int = 1024**3
     # Hugging Face model folders uploaded for import (zip), and what they may expand to.

@@ -55,6 +55,7 @@ def worker_running(platform: Platform, **limits: Any) -> Iterator[Worker]:
         platform.settings,
         executor=local_executor(platform.store),
         limits=WorkerLimits(**{**base.__dict__, **limits}),
+        meter=platform.job_compute,
     )
     thread, stop = start_in_thread(worker)
     try:

@@ -31,6 +31,7 @@ from openmaas.serving.inference import Inference
 from openmaas.serving.replicas import ReplicaManager
 from openmaas.serving.response_store import ResponseStore
 from openmaas.serving.responses import Responses
+from openmaas.serving.sync import DeploymentSync
 from openmaas.storage import ArtifactStore, open_store
 from openmaas.tenancy import service as tenancy
 from openmaas.tenancy.auth import Authenticator
@@ -61,6 +62,8 @@ class Platform:
     job_compute: JobComputeMeter = field(init=False)
     # Model replicas of this process: deployments load here and publish into `served_models`.
     replicas: ReplicaManager = field(init=False)
+    # Follows deployments made, changed or deleted through other API servers (cluster mode).
+    deployment_sync: DeploymentSync = field(init=False)
     # The inference use-cases (predict, explain, embed, complete) every inference route calls.
     inference: Inference = field(init=False)
     # The Responses API: mapped onto `inference`'s chat completions, answers stored for follow-ups.
@@ -90,6 +93,9 @@ class Platform:
             cold_start_wait_s=self.settings.cold_start_wait_s,
             sweep_interval_s=self.settings.serving_sweep_interval_s,
             drain_timeout_s=self.settings.serving_drain_timeout_s,
+        )
+        self.deployment_sync = DeploymentSync(
+            self.db, self.replicas, interval_s=self.settings.deployment_sync_interval_s
         )
         settings = self.settings
         self.inference = Inference(
@@ -129,6 +135,7 @@ class Platform:
 
     def close(self) -> None:
         self.billing_scheduler.close()
+        self.deployment_sync.close()
         self.replicas.close()
         self.gate.close()
         self.meter.close()

@@ -95,7 +95,7 @@ class Platform:
             drain_timeout_s=self.settings.serving_drain_timeout_s,
         )
         self.deployment_sync = DeploymentSync(
-            self.db, self.replicas, interval_s=self.settings.deployment_sync_interval_s
+            self.db, self.replicas, self.served_models, interval_s=self.settings.deployment_sync_interval_s
         )
         settings = self.settings
         self.inference = Inference(

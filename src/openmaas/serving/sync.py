@@ -32,6 +32,7 @@ from sqlalchemy import select
 from openmaas.db.database import Database
 from openmaas.serving import service
 from openmaas.serving.deployment_config import DeploymentConfig
+from openmaas.serving.directory import ServedModels
 from openmaas.serving.replicas import ReplicaManager
 from openmaas.serving.tables import Deployment
 
@@ -64,9 +65,12 @@ class _Row:
 
 
 class DeploymentSync:
-    def __init__(self, db: Database, replicas: ReplicaManager, *, interval_s: float) -> None:
+    def __init__(
+        self, db: Database, replicas: ReplicaManager, directory: ServedModels, *, interval_s: float
+    ) -> None:
         self._db = db
         self._replicas = replicas
+        self._directory = directory
         self._interval_s = interval_s
         self._seen: dict[str, _Seen] = {}
         self._serving: dict[str, service.Served] = {}  # what this server was asked to serve
@@ -110,7 +114,7 @@ class DeploymentSync:
     def poll(self) -> None:
         """One round: read what changed and reconcile this server's replicas with it."""
         with self._db.read_session() as session:
-            current = dict(session.execute(select(Deployment.id, Deployment.updated_at)).tuples().all())
+            current = {i: at for i, at in session.execute(select(Deployment.id, Deployment.updated_at))}
             seen = self._seen
             changed = [i for i, at in current.items() if i not in seen or seen[i].updated_at != at]
             rows: list[_Row] = []
@@ -162,10 +166,25 @@ class DeploymentSync:
         if adopted or before == wanted:
             return
         loaded = self._replicas.loaded_deployment(row.org_id, row.name) == row.id
-        if before is None or not loaded:
-            if not loaded and (row.state != "ready" or wanted.config.min_replicas > 0):
+        if not loaded:
+            if row.state != "ready" or wanted.config.min_replicas > 0:
                 log.info("loading deployment %s (%s), made through another server", row.name, row.id)
                 self._replicas.ensure_loaded(row.id)
             return
+        # Loaded here before this thread first saw it (a request woke it), from the row as it was
+        # then: an update since shows in its versions (settings alone do not).
+        if before is None and not self._versions_differ(row):
+            return
         log.info("rolling deployment %s (%s) to its update made through another server", row.name, row.id)
-        self._replicas.update(row.id, before, "rolling")
+        # A roll that fails here leaves the row as it is (`before` is what it asks for): the
+        # server that made the update reports its own outcome.
+        self._replicas.update(row.id, wanted, "rolling")
+
+    def _versions_differ(self, row: _Row) -> bool:
+        """Whether the versions this server serves for `row` are not the row's."""
+        served = self._directory.lookup(row.org_id, row.name)
+        if served is None:
+            return False
+        loaded = tuple(m.version_id for m in served.routes or (served,))
+        routes = row.served.config.traffic
+        return loaded != (tuple(r.version_id for r in routes) if routes else (row.served.version_id,))

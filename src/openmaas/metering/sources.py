@@ -14,12 +14,14 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 
 from openmaas.clock import Clock
+from openmaas.ids import new_id
 from openmaas.jobs.executor import Resources
 from openmaas.jobs.queue import Claim
 from openmaas.metering.events import UsageEvent
 from openmaas.metering.gate import Admission, UsageGate
 from openmaas.metering.ledger import UsageLedger
 from openmaas.pricing.periods import days_in_period, zone
+from openmaas.units import RESOURCE_CLASSES
 
 _GB = 1_000_000_000
 
@@ -81,6 +83,20 @@ class JobComputeMeter:
             rate_limited=False,
             resource_class=resource_class,
         )
+
+    def check_budget(self, org_id: str) -> None:
+        """Raise `InsufficientQuota` (402) when the organisation's credit or monthly cap cannot hold
+        one second of compute (CPU or GPU): a job created now could not run. Holds nothing."""
+        for resource_class in RESOURCE_CLASSES:
+            probe = self._gate.admit(
+                org_id,
+                None,
+                new_id("probe_"),
+                worst_case=compute_quantities(1.0),
+                rate_limited=False,
+                resource_class=resource_class,
+            )
+            self._gate.abandon(probe)
 
     def end(
         self, claim: Claim, interval: int, resources: Resources, seconds: float, hold: object | None

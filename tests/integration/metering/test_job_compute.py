@@ -18,6 +18,7 @@ from openmaas.jobs.worker import Worker, WorkerLimits
 from openmaas.metering.tables import BillingAccount, UsageRecord
 from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_account, make_org, make_pricebook
+from tests.support.served import Served
 from tests.unit.jobs.test_worker import FakeExecutor
 
 INTERVAL_S = 60.0
@@ -197,3 +198,24 @@ def test_a_job_pauses_when_the_budget_cannot_hold_its_next_interval(clocked: Clo
     worker.tick()
     assert len(executor.started) == 1
     assert (_job(platform, second).status, _job(platform, second).attempts) == ("paused", 0)
+
+
+def test_creating_a_job_with_no_budget_left_is_refused(clocked_served: tuple[Served, Clocked]) -> None:
+    served, clocked = clocked_served
+    tenant = served.tenant("acme")
+    make_pricebook(clocked.platform, [{"unit": "compute_ms", "price": "0.001", "resource_class": "cpu"}])
+    make_account(clocked.platform, tenant.org_id, prepaid_micros=0)
+    training = {"task": "tabular-classification", "dataset": "none", "target": "label"}
+    with served.client(tenant.key) as api:
+        refused = api.post("/v1/training_jobs", json=training)
+        assert refused.status_code == 402, refused.text
+        assert refused.json()["error"]["code"] == "insufficient_quota"
+        with clocked.platform.db.session() as session:
+            account = session.get(BillingAccount, tenant.org_id)
+            assert account is not None
+            account.balance_micros = 1_000_000  # credit added: the job is created (its dataset is next)
+        clocked.platform.metering.budgets.forget(tenant.org_id)
+        assert api.post("/v1/training_jobs", json=training).status_code == 404
+        with clocked.platform.db.read_session() as session:
+            account = session.get(BillingAccount, tenant.org_id)
+            assert account is not None and account.unbilled_micros == 0  # the check billed nothing

@@ -10,7 +10,8 @@ import time
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from openmaas.billing import invoices
+from openmaas.billing import invoices, usage_report
+from openmaas.billing.usage_report import UsageFilter
 from openmaas.bootstrap import Platform
 from openmaas.jobs import queue
 from openmaas.jobs.tables import Job, JobEvent
@@ -112,6 +113,11 @@ def test_each_interval_is_billed_once_and_the_last_up_to_when_it_ran(clocked: Cl
         (ln.unit, ln.resource_class, ln.quantity, ln.amount) for ln in statement.lines if ln.kind == "usage"
     ]
     assert usage == [("compute_ms", "cpu", 150_000, "0.15")]
+    with platform.db.read_session() as session:
+        report = usage_report.usage(session, org, UsageFilter(), group_by=["resource_class"], currency="USD")
+    assert [(b.resource_class, b.unit, b.quantity, b.cost) for b in report.data] == [
+        ("cpu", "compute_ms", 150_000, "0.15")
+    ]
 
 
 def test_a_worker_that_dies_or_hands_back_never_bills_an_interval_twice(clocked: Clocked) -> None:

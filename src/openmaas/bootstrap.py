@@ -19,6 +19,7 @@ from openmaas.datasets.files import FileUploads
 from openmaas.datasets.uploads import DatasetUploads
 from openmaas.db.database import Database
 from openmaas.jobs.handlers import JobHandler
+from openmaas.metering.sources import JobComputeMeter
 from openmaas.metering.wiring import Metering, build_metering
 from openmaas.optimize import jobs as optimize_jobs
 from openmaas.registry.imports import ModelImports
@@ -31,6 +32,7 @@ from openmaas.serving.inference import Inference
 from openmaas.serving.replicas import ReplicaManager
 from openmaas.serving.response_store import ResponseStore
 from openmaas.serving.responses import Responses
+from openmaas.serving.sync import DeploymentSync
 from openmaas.storage import ArtifactStore, open_store
 from openmaas.tenancy import service as tenancy
 from openmaas.tenancy.auth import Authenticator
@@ -57,8 +59,12 @@ class Platform:
     )
     # Metering and billing; `meter.record(UsageEvent(...))` is the hook for everything billable.
     metering: Metering = field(init=False)
+    # What the job worker bills each running attempt's compute through, per interval.
+    job_compute: JobComputeMeter = field(init=False)
     # Model replicas of this process: deployments load here and publish into `served_models`.
     replicas: ReplicaManager = field(init=False)
+    # Follows deployments made, changed or deleted through other API servers (cluster mode).
+    deployment_sync: DeploymentSync = field(init=False)
     # The inference use-cases (predict, explain, embed, complete) every inference route calls.
     inference: Inference = field(init=False)
     # OpenAI's batches, run in this process beside the deployments (`start()`ed by the lifespan).
@@ -79,6 +85,7 @@ class Platform:
         self.metering = build_metering(self.settings, self.db, self.clock, prices)
         self.meter = self.metering.meter
         self.gate = self.metering.gate
+        self.job_compute = JobComputeMeter(self.gate, self.meter, self.clock)
         budget_mb = self.settings.serving_memory_budget_mb
         self.replicas = ReplicaManager(
             self.db,
@@ -90,6 +97,9 @@ class Platform:
             sweep_interval_s=self.settings.serving_sweep_interval_s,
             drain_timeout_s=self.settings.serving_drain_timeout_s,
             ray_address=self.settings.ray_address,
+        )
+        self.deployment_sync = DeploymentSync(
+            self.db, self.replicas, self.served_models, interval_s=self.settings.deployment_sync_interval_s
         )
         settings = self.settings
         self.inference = Inference(
@@ -130,6 +140,7 @@ class Platform:
 
     def close(self) -> None:
         self.billing_scheduler.close()
+        self.deployment_sync.close()
         self.replicas.close()
         self.gate.close()
         self.meter.close()

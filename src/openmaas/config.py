@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     serving_memory_budget_mb: float | None = Field(default=None, gt=0)
     cold_start_wait_s: float = Field(default=30.0, gt=0)
     serving_sweep_interval_s: float = Field(default=5.0, ge=0)
+    # Each API server follows deployments made, changed or deleted through the others this often
+    # (one narrow query per round; 0: never, a single server).
+    deployment_sync_interval_s: float = Field(default=1.0, ge=0)
     # A version replaced by an update finishes its running requests (streams) for at most this
     # long before it is closed; the rest are cut off.
     serving_drain_timeout_s: float = Field(default=600.0, gt=0)
@@ -131,6 +134,7 @@ class Settings(BaseSettings):
     job_lease_s: float = 30.0
     job_heartbeat_s: float = 5.0
     job_poll_s: float = 1.0
+    job_meter_interval_s: float = 60.0  # jobs' compute is billed per interval of this many seconds
     job_max_attempts: int = 3
     max_dataset_bytes: int = 1024**3
     # Hugging Face model folders uploaded for import (zip), and what they may expand to.

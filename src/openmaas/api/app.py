@@ -45,6 +45,7 @@ def create_app(platform: Platform) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         platform.replicas.start()
+        platform.deployment_sync.start()  # deployments made through other API servers
         platform.billing_scheduler.start()
         platform.batches.start()
         if request_log is not None:

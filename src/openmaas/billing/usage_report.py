@@ -33,7 +33,7 @@ from openmaas.schemas import billing as schemas
 from openmaas.tenancy import service as tenancy
 from openmaas.units import UNITS
 
-GROUPS = ("day", "model", "deployment", "api_key_id", "unit")
+GROUPS = ("day", "model", "deployment", "api_key_id", "resource_class", "unit")
 
 
 @dataclass(frozen=True, slots=True)

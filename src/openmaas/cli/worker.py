@@ -37,7 +37,14 @@ def _worker(platform: Platform, concurrency: int | None, org_concurrency: int | 
     staging.remove_stale(platform.db, platform.store, platform.clock.now())
     platform.store.clear_abandoned()  # and what writers killed on this machine left half-written
     executor = local_executor(platform.store)
-    return Worker(platform.db, platform.clock, platform.settings, executor=executor, limits=limits)
+    return Worker(
+        platform.db,
+        platform.clock,
+        platform.settings,
+        executor=executor,
+        limits=limits,
+        meter=platform.job_compute,
+    )
 
 
 def worker(

@@ -19,9 +19,10 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -50,6 +51,44 @@ class Execution(Protocol):
     def kill(self) -> None:
         """Stop it now."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What one attempt occupies while it runs, all its workers together: what its compute is
+    billed for (per second, by resource class)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+    @classmethod
+    def requested(cls, params: dict[str, Any]) -> Resources:
+        """What a job's parameters ask for: `workers` × (`cpus_per_worker`, `gpus_per_worker`), or
+        `cpus`/`gpus`; one CPU when they name nothing."""
+        workers = max(1, int(_number(params.get("workers")) or 1))
+        cpus = _number(params.get("cpus_per_worker")) or _number(params.get("cpus")) or 1.0
+        gpus = _number(params.get("gpus_per_worker")) or _number(params.get("gpus")) or 0.0
+        return cls(cpus=workers * cpus, gpus=workers * gpus)
+
+    def billed(self) -> tuple[str, float]:
+        """The resource class an attempt is billed in and how many of its units run: its GPUs
+        when it has any (their price covers the CPUs beside them), else its CPUs."""
+        return ("gpu", self.gpus) if self.gpus > 0 else ("cpu", self.cpus)
+
+
+def _number(value: Any) -> float | None:
+    return (
+        float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
+    )
+
+
+@runtime_checkable
+class ReportsResources(Protocol):
+    """An `Execution` that knows what it occupies (a Ray attempt: its workers × their resources).
+    Optional: the worker bills any other execution for what its job's parameters request
+    (`Resources.requested`)."""
+
+    def resources(self) -> Resources: ...
 
 
 class Executor(Protocol):

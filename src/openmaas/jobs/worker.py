@@ -4,6 +4,16 @@ ones whose subprocess died, and sweeps jobs whose worker died (expired leases) b
 
 `openmaas worker` runs one as its own process; `openmaas serve` runs one in a thread. Its executor
 comes from the composition root (`openmaas.job_process.local_executor`), which knows the jobs.
+
+Compute is metered here, per interval of `meter_s` seconds of each attempt's wall time, through the
+`ComputeMeter` the composition root passes in (metering sits above the jobs). Before an interval the
+worker holds its cost on the organisation's budget; once it has passed (the attempt's process seen
+alive at its end) it bills the whole interval × the attempt's `Resources`; when the attempt ends it
+bills the last, partial interval up to the last time it saw the process alive — so an attempt is
+billed for at most what it ran (less by at most one poll). Each interval's event id names the job,
+the attempt, this worker's claim and the interval's index: a retried write meters once, and a
+worker killed mid-interval bills nothing for that interval (its hold expires). An interval whose
+hold the budget refuses pauses the job (its checkpoints stay: resume once credit is added).
 """
 
 from __future__ import annotations
@@ -12,16 +22,17 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Protocol
 
-from openmaas import logs
+from openmaas import errors, logs
 from openmaas.clock import Clock
 from openmaas.config import Settings
 from openmaas.db.database import Database
 from openmaas.ids import new_id
-from openmaas.jobs import queue
-from openmaas.jobs.executor import Execution, Executor, RunSpec
+from openmaas.jobs import events, queue
+from openmaas.jobs.executor import Execution, Executor, ReportsResources, Resources, RunSpec
 from openmaas.jobs.tables import Job
 
 log = logging.getLogger("openmaas.worker")
@@ -30,11 +41,33 @@ log = logging.getLogger("openmaas.worker")
 STOP_GRACE_S = 10.0
 
 
+class ComputeMeter(Protocol):
+    """Bills the compute of running attempts (metering's, passed in by the composition root)."""
+
+    def begin(self, claim: queue.Claim, interval: int, resources: Resources, seconds: float) -> object:
+        """Hold the cost of the interval (`seconds` of `resources`) on the organisation's budget;
+        returns the hold for `end`. Raises `errors.InsufficientQuota` when the budget is exhausted."""
+        ...
+
+    def end(
+        self, claim: queue.Claim, interval: int, resources: Resources, seconds: float, hold: object | None
+    ) -> None:
+        """Bill `seconds` of the interval, once per (claim, interval), and settle its hold (None:
+        none was taken)."""
+        ...
+
+
 @dataclass
 class _Running:
     claim: queue.Claim
     execution: Execution
     stop_sent_at: float | None = None
+    resources: Resources = field(default_factory=Resources)
+    started_at: float = 0.0  # monotonic, when its process started
+    seen_alive_at: float = 0.0  # monotonic, the last time its process was seen running
+    interval: int = 0  # the interval being metered
+    hold: object | None = None  # the current interval's hold
+    over_budget: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,6 +77,7 @@ class WorkerLimits:
     lease_s: float
     heartbeat_s: float
     poll_s: float
+    meter_s: float = 60.0  # the interval compute is billed in
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerLimits:
@@ -53,6 +87,7 @@ class WorkerLimits:
             lease_s=settings.job_lease_s,
             heartbeat_s=settings.job_heartbeat_s,
             poll_s=settings.job_poll_s,
+            meter_s=settings.job_meter_interval_s,
         )
 
 
@@ -65,12 +100,14 @@ class Worker:
         *,
         executor: Executor,
         limits: WorkerLimits | None = None,
+        meter: ComputeMeter | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.settings = settings
         self.limits = limits or WorkerLimits.from_settings(settings)
         self.executor = executor
+        self.meter = meter  # None: compute is not billed (tests of the queue alone)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{new_id('wrk_')[-8:]}"
         self.running: dict[str, _Running] = {}
         self._last_heartbeat = -1e18
@@ -95,8 +132,10 @@ class Worker:
         self.shutdown()
 
     def tick(self) -> None:
-        """One round: settle exits, heartbeat, sweep, stop cancelled or paused jobs, claim work."""
+        """One round: settle exits, meter compute, heartbeat, sweep, stop cancelled or paused jobs,
+        claim work."""
         self._settle_exits(releasing=False)
+        self._meter_intervals()
         if self.clock.monotonic() - self._last_heartbeat >= self.limits.heartbeat_s:
             self._heartbeat()
             with self.db.session() as session:
@@ -118,14 +157,101 @@ class Worker:
                 )
             if claim is None:
                 return
+            resources = self._requested(claim)
+            hold = self._begin(claim, 0, resources)
+            if hold is _REFUSED:
+                self._pause_unstarted(claim)
+                continue
             spec = RunSpec(
                 claim=claim,
                 database_url=self.db.url,
                 storage_url=self.settings.resolved_storage_url,
                 worker_pid=os.getpid(),
             )
-            self.running[claim.job_id] = _Running(claim, self.executor.start(spec))
+            execution = self.executor.start(spec)
+            if isinstance(execution, ReportsResources):
+                resources = execution.resources()
+            now = self.clock.monotonic()
+            item = _Running(
+                claim, execution, resources=resources, started_at=now, seen_alive_at=now, hold=hold
+            )
+            self.running[claim.job_id] = item
             log.info("started %s (%s, attempt %d)", claim.job_id, claim.kind, claim.attempt)
+
+    def _requested(self, claim: queue.Claim) -> Resources:
+        if self.meter is None:
+            return Resources()
+        with self.db.read_session() as session:
+            job = session.get(Job, claim.job_id)
+            return Resources.requested(dict(job.params or {}) if job is not None else {})
+
+    def _begin(self, claim: queue.Claim, interval: int, resources: Resources) -> object | None:
+        """Hold the interval's cost: the hold, None (nothing held: billed all the same), or
+        `_REFUSED` (the budget is exhausted)."""
+        if self.meter is None:
+            return None
+        try:
+            return self.meter.begin(claim, interval, resources, self.limits.meter_s)
+        except errors.InsufficientQuota:
+            return _REFUSED
+        except Exception:
+            log.exception("holding the compute of %s failed; it is billed without a hold", claim.job_id)
+            return None
+
+    def _end(self, item: _Running, seconds: float) -> None:
+        if self.meter is None:
+            return
+        hold, item.hold = item.hold, None
+        try:
+            self.meter.end(item.claim, item.interval, item.resources, max(0.0, seconds), hold)
+        except Exception:
+            log.exception("billing interval %d of %s failed", item.interval, item.claim.job_id)
+
+    def _meter_intervals(self) -> None:
+        """Bill each running attempt's intervals that have passed, and hold the next one; an
+        attempt whose next interval the budget refuses is paused."""
+        if self.meter is None:
+            return
+        step = self.limits.meter_s
+        for item in list(self.running.values()):
+            if item.execution.poll() is not None:
+                continue  # ended: its last interval is billed when it is settled
+            now = self.clock.monotonic()
+            item.seen_alive_at = now
+            while not item.over_budget and now - item.started_at >= (item.interval + 1) * step:
+                self._end(item, step)
+                item.interval += 1
+                hold = self._begin(item.claim, item.interval, item.resources)
+                if hold is _REFUSED:
+                    item.over_budget = True
+                    self._pause_over_budget(item.claim)
+                else:
+                    item.hold = hold
+
+    def _pause_over_budget(self, claim: queue.Claim) -> None:
+        """Ask the job to pause (the worker stops it like any pause), saying why."""
+        with self.db.session() as session:
+            job = queue.held_job(session, claim)
+            if job is None:
+                return
+            events.append(
+                session,
+                job.id,
+                "billing",
+                _OVER_BUDGET,
+                self.clock.now(),
+                dict(_OVER_BUDGET_DATA),
+                level="warning",
+            )
+            queue.request_pause(session, job, now=self.clock.now())
+
+    def _pause_unstarted(self, claim: queue.Claim) -> None:
+        """A claimed job the budget cannot run at all: paused before its process starts."""
+        self._pause_over_budget(claim)
+        with self.db.session() as session:
+            queue.after_exit(
+                session, claim, exit_code=queue.EXIT_STOPPED, now=self.clock.now(), releasing=False
+            )
 
     def _heartbeat(self) -> None:
         self._last_heartbeat = self.clock.monotonic()
@@ -158,6 +284,9 @@ class Worker:
             if code is None:
                 continue
             del self.running[job_id]
+            if not item.over_budget:
+                # The last interval: up to the last time the process was seen running.
+                self._end(item, item.seen_alive_at - item.started_at - item.interval * self.limits.meter_s)
             with self.db.session() as session:
                 status = queue.after_exit(
                     session, item.claim, exit_code=code, now=self.clock.now(), releasing=releasing
@@ -189,6 +318,15 @@ class Worker:
             item.execution.kill()
         threading.Event().wait(0.2)
         self._settle_exits(releasing=True)
+
+
+_REFUSED = object()  # `_begin`: the budget refused the interval
+_OVER_BUDGET = (
+    "Stopped: the organization has no budget left for compute (prepaid credit used up or monthly "
+    "spending cap reached). The job pauses at its last checkpoint; resume it once credit is added "
+    "or the cap raised."
+)
+_OVER_BUDGET_DATA = {"reason": "insufficient_quota"}
 
 
 def start_in_thread(worker: Worker) -> tuple[threading.Thread, threading.Event]:

@@ -293,6 +293,7 @@ class UsageBucket(BaseModel):
     model_name: str | None = _MODEL_NAME
     deployment: str | None = None
     api_key_id: str | None = None
+    resource_class: str | None = Field(default=None, description="cpu or gpu, of compute_ms")
     unit: str = Field(description=f"One of {list(UNITS)}")
     quantity: int
     cost: str

@@ -205,6 +205,16 @@ class ReplicaManager:
         served = self._directory.lookup(org_id, name)
         return None if served is None else served.version_id
 
+    def loaded_deployment(self, org_id: str, name: str) -> str | None:
+        """The id of the deployment this server serves under that name now, or None."""
+        served = self._directory.lookup(org_id, name)
+        return None if served is None else served.deployment_id
+
+    def ensure_loaded(self, deployment_id: str) -> Future[None]:
+        """Load a deployment another API server made or woke, as on demand: its state stays what
+        that server reports (`serving.sync`)."""
+        return self._wake(deployment_id)
+
     def sweep(self) -> Future[None]:
         """Unload the deployments with `min_replicas: 0` idle past their timeout (none in flight)."""
         return self._loader.submit(self._sweep)
@@ -248,7 +258,9 @@ class ReplicaManager:
                     service.Deployment.org_id == org_id, service.Deployment.name == name
                 )
             )
-        if row is not None and row.state in ("pending", "loading"):
+        if row is not None and row.state in ("pending", "loading", "ready"):
+            if row.state == "ready":  # made or woken through another API server: load it here too
+                self._wake(row.id)
             return errors.ServiceUnavailable(
                 f"The model {name!r} is still loading; retry shortly.", retry_after=2, code="model_loading"
             )

@@ -1,6 +1,8 @@
 """A worker killed with SIGKILL mid-training loses nothing: once its lease expires another worker
 takes the job over, resumes it from the last checkpoint the killed one saved (the job's events say
 so, and no epoch before it is trained again) and succeeds; the killed attempt registered nothing.
+Its compute is billed once: per one-second interval of each attempt, never more than the attempt
+ran (the killed worker's last interval is lost, not billed twice).
 
 Two `openmaas worker` processes run, as in a cluster: whichever holds the training job is killed, and
 the other takes it over. The second starts as the job does (the first is warm by then and claims it),
@@ -18,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from openmaas.jobs.tables import Job
+from openmaas.jobs.tables import Job, JobEvent
+from openmaas.metering.tables import UsageRecord
 from openmaas.training.artifact import load_artifact
 from openmaas.training.predictor import ClassPrediction
 from tests.data.builders import breast_cancer_csv
 from tests.integration.faults.conftest import Figures
-from tests.integration.jobs.harness import fast_server, fast_worker_env, job_in, upload, wait_for
+from tests.integration.jobs.harness import METER_S, fast_server, fast_worker_env, job_in, upload, wait_for
 from tests.support.served import Served
 from tests.support.workers import start_worker
 
@@ -71,6 +75,34 @@ def _lease_owner_pid(served: Served, job_id: str) -> int:
         return int(job.lease_owner.split(":")[1])
 
 
+def _compute_billed(served: Served, job_id: str) -> list[tuple[list[tuple[int, int]], float]]:
+    """Per attempt (in order): its billed (interval, milliseconds), and the seconds from its start
+    to the next attempt's start or the job's end (what it can at most have run)."""
+    with served.platform.db.read_session() as session:
+        rows = session.scalars(
+            select(UsageRecord).where(UsageRecord.event_id.like(f"{job_id}:compute:%"))
+        ).all()
+        starts = [
+            e.created_at
+            for e in session.scalars(
+                select(JobEvent).where(
+                    JobEvent.job_id == job_id, JobEvent.message.like("Attempt % started.%")
+                )
+            )
+        ]
+        job = session.get(Job, job_id)
+        assert job is not None and job.finished_at is not None
+        ends = [*starts[1:], job.finished_at]
+    runs: dict[str, list[tuple[int, int]]] = {}
+    for row in rows:
+        _, _, run, interval = row.event_id.split(":")
+        assert row.resource_class == "cpu"
+        runs.setdefault(run, []).append((int(interval), row.qty_compute_ms or 0))
+    ordered = sorted(runs, key=lambda run: int(run.split(".")[0]))  # by attempt number
+    ran = [(end - start).total_seconds() for start, end in zip(starts, ends, strict=True)]
+    return [(sorted(runs[run]), seconds) for run, seconds in zip(ordered, ran, strict=True)]
+
+
 def _said_resumed(event: dict[str, Any]) -> bool:
     return "resumed_from_epoch" in (event["data"] or {})
 
@@ -108,6 +140,7 @@ def test_sigkilled_worker_job_resumes_from_checkpoint_elsewhere(
         finished = time.monotonic()
         events = _events(api, job_id)
         versions = api.get("/v1/registry/models/cancer/versions").json()["data"]
+    billed = _compute_billed(served_fast, job_id)  # the workers have stopped: all is written
     resumed = done["result"]["resumed_from_epoch"]
     epochs = [e["data"]["epoch"] for e in events if e["type"] == "metrics"]
     figures(
@@ -118,6 +151,9 @@ def test_sigkilled_worker_job_resumes_from_checkpoint_elsewhere(
             "the job's event": next(e["message"] for e in events if _said_resumed(e)),
             "attempts": done["attempts"],
             "epochs trained twice": len(epochs) - len(set(epochs)),
+            "compute billed per attempt, s (ran, s)": "; ".join(
+                f"{sum(ms for _, ms in intervals) / 1000:.1f} ({ran:.1f})" for intervals, ran in billed
+            ),
             "seconds: workers start and validate / train until the kill / take over and finish": (
                 f"{validated - started:.0f} / {killed - validated:.0f} / {finished - killed:.0f}"
             ),
@@ -135,6 +171,16 @@ def test_sigkilled_worker_job_resumes_from_checkpoint_elsewhere(
         range(resumed + 1, EPOCHS + 1)
     )
     assert [v["version"] for v in versions] == [1]  # the killed attempt registered nothing
+    # Compute: one run of intervals per attempt, each interval once, full ones of a second, the
+    # last one partial; the killed attempt less than it ran (its last interval is lost), the
+    # finished one what it ran to within a poll or two (its process exits just after the job ends).
+    assert len(billed) == 2
+    for intervals, _ in billed:
+        assert [i for i, _ in intervals] == list(range(len(intervals)))
+        assert all(ms == 1000 * METER_S for _, ms in intervals[:-1]) and intervals[-1][1] <= 1000 * METER_S
+    (killed, killed_ran), (finished, finished_ran) = billed
+    assert sum(ms for _, ms in killed) <= killed_ran * 1000
+    assert (finished_ran - 1.5) * 1000 <= sum(ms for _, ms in finished) <= (finished_ran + 1.0) * 1000
     version_path = served_fast.platform.store.path(f"models/{tenant.org_id}/{versions[0]['id']}")
     predictor = load_artifact(version_path)
     with open(data) as handle:

@@ -20,7 +20,8 @@ from tests.support.served import Served
 from tests.support.server import running_server
 
 T = TypeVar("T")
-FAST = {"job_poll_s": 0.1, "job_heartbeat_s": 0.5, "job_lease_s": 4.0}
+METER_S = 1.0  # compute billed per second of a job: tests see several intervals
+FAST = {"job_poll_s": 0.1, "job_heartbeat_s": 0.5, "job_lease_s": 4.0, "job_meter_interval_s": METER_S}
 
 
 def fast_platform(home: Path, database_url: str, **overrides: Any) -> Platform:
@@ -33,6 +34,7 @@ def fast_worker_env(lease_s: float) -> dict[str, str]:
         "OPENMAAS_JOB_LEASE_S": str(lease_s),
         "OPENMAAS_JOB_HEARTBEAT_S": "0.5",
         "OPENMAAS_JOB_POLL_S": "0.2",
+        "OPENMAAS_JOB_METER_INTERVAL_S": str(METER_S),
     }
 
 
@@ -55,6 +57,7 @@ def worker_running(platform: Platform, **limits: Any) -> Iterator[Worker]:
         platform.settings,
         executor=local_executor(platform.store),
         limits=WorkerLimits(**{**base.__dict__, **limits}),
+        meter=platform.job_compute,
     )
     thread, stop = start_in_thread(worker)
     try:

@@ -55,13 +55,13 @@ def test_compute_is_priced_per_second_by_resource_class(clocked: Clocked) -> Non
     )
     now = clocked.clock.now()
     gpu = platform.meter.record_and_wait(
-        sources.compute_usage("job_1", 0, org, resource_class="gpu", seconds=90.5, at=now)
+        sources.compute_usage("job_1", "1.a", 0, org, resource_class="gpu", seconds=90.5, at=now)
     )
     cpu = platform.meter.record_and_wait(
-        sources.compute_usage("job_2", 0, org, resource_class="cpu", seconds=90.5, at=now)
+        sources.compute_usage("job_2", "1.a", 0, org, resource_class="cpu", seconds=90.5, at=now)
     )
     again = platform.meter.record_and_wait(
-        sources.compute_usage("job_1", 0, org, resource_class="gpu", seconds=90.5, at=now)
+        sources.compute_usage("job_1", "1.a", 0, org, resource_class="gpu", seconds=90.5, at=now)
     )
     assert (gpu.cost_micros, cpu.cost_micros, again.new) == (181_000, 9_050, False)
 
@@ -77,7 +77,7 @@ def test_a_training_job_reserves_per_interval_and_stops_when_credit_runs_out(clo
             admission = platform.gate.admit(
                 org,
                 None,
-                sources.compute_event_id("job_1", interval),
+                sources.compute_event_id("job_1", "1.a", interval),
                 worst_case=sources.compute_quantities(300),
                 rate_limited=False,
                 resource_class="gpu",

@@ -80,7 +80,8 @@ def update_deployment(
     new requests once ready while running ones finish on the old (409 `insufficient_memory` when
     both do not fit: send `"strategy": "recreate"` to stop the old first)."""
     org_id = caller.require_org()
-    return rollout.update(platform.db, platform.replicas, org_id, deployment, body, platform.clock.now())
+    with platform.deployment_sync.local_change(org_id, deployment):  # rolled here, not again by the sync
+        return rollout.update(platform.db, platform.replicas, org_id, deployment, body, platform.clock.now())
 
 
 @router.get(

@@ -31,13 +31,14 @@ JobsWrite = Annotated[Principal, scope("jobs:write")]
     "/jobs",
     response_model=FineTuningJobPublic,
     name="fine_tuning.jobs.create",
-    responses=errors(*JSON_BODY, 404, 409),
+    responses=errors(*JSON_BODY, 402, 404, 409),
 )
 def create_job(
     body: FineTuningJobCreate, platform: PlatformDep, caller: JobsWrite, create: CreatorDep
 ) -> object:
     caller.require("datasets:read")
     caller.require("models:write")
+    platform.job_compute.check_budget(caller.require_org())  # 402 when no compute can be paid for
     return create(
         body,
         lambda session: fine_tuning_job_public(

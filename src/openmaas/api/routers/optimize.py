@@ -28,12 +28,13 @@ KIND = optimize.OPTIMIZE_KIND
     status_code=201,
     response_model=JobPublic,
     name="optimizations.create",
-    responses=errors(*JSON_BODY, 404, 409),
+    responses=errors(*JSON_BODY, 402, 404, 409),
 )
 def create_optimization(
     body: OptimizationCreate, platform: PlatformDep, caller: JobsWrite, create: CreatorDep
 ) -> object:
     caller.require("models:write")
+    platform.job_compute.check_budget(caller.require_org())  # 402 when no compute can be paid for
     return create(
         body,
         lambda session: job_public(

@@ -27,13 +27,14 @@ KIND = training.TRAIN_KIND
     status_code=201,
     response_model=JobPublic,
     name="training_jobs.create",
-    responses=errors(*JSON_BODY, 404, 409),
+    responses=errors(*JSON_BODY, 402, 404, 409),
 )
 def create_training_job(
     body: TrainingJobCreate, platform: PlatformDep, caller: TrainWrite, create: CreatorDep
 ) -> object:
     caller.require("datasets:read")
     caller.require("models:write")
+    platform.job_compute.check_budget(caller.require_org())  # 402 when no compute can be paid for
     return create(
         body,
         lambda session: job_public(

@@ -43,8 +43,9 @@ def cluster(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Platform, list[ServeProcess], Tenant, Tenant]]:
     """The platform (for setting up), two tenants with a deployed model `churn`, and two API
-    servers on its database and artifact folder, started after the deployments were made (a
-    server does not yet learn of a deployment made through another one until it restarts)."""
+    servers on its database and artifact folder, started after the deployments were made (so
+    that both serve them from their first request; tests/integration/serving/test_deployment_sync.py
+    covers a deployment made while the servers run)."""
     assert POSTGRES_URL is not None
     home = tmp_path_factory.mktemp("cluster") / "home"
     with migrated_postgres_database(POSTGRES_URL) as url:

@@ -27,6 +27,7 @@ from openmaas.serving.directory import ServedModels
 from openmaas.serving.explain.options import ExplainLimits
 from openmaas.serving.holders import deployments_holding
 from openmaas.serving.inference import Inference
+from openmaas.serving.metrics_series import DeploymentMetrics
 from openmaas.serving.replicas import ReplicaManager
 from openmaas.serving.response_store import ResponseStore
 from openmaas.serving.responses import Responses
@@ -58,6 +59,9 @@ class Platform:
     metering: Metering = field(init=False)
     # Model replicas of this process: deployments load here and publish into `served_models`.
     replicas: ReplicaManager = field(init=False)
+    # The last hour of each loaded deployment's queue depth and latency (the console's charts);
+    # `start()`ed by the API server's lifespan.
+    deployment_metrics: DeploymentMetrics = field(init=False)
     # The inference use-cases (predict, explain, embed, complete) every inference route calls.
     inference: Inference = field(init=False)
     # The Responses API: mapped onto `inference`'s chat completions, answers stored for follow-ups.
@@ -87,6 +91,7 @@ class Platform:
             sweep_interval_s=self.settings.serving_sweep_interval_s,
             drain_timeout_s=self.settings.serving_drain_timeout_s,
         )
+        self.deployment_metrics = DeploymentMetrics(self.served_models, self.clock)
         settings = self.settings
         self.inference = Inference(
             self.replicas,
@@ -125,6 +130,7 @@ class Platform:
 
     def close(self) -> None:
         self.billing_scheduler.close()
+        self.deployment_metrics.close()
         self.replicas.close()
         self.gate.close()
         self.meter.close()

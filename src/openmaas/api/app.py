@@ -45,6 +45,7 @@ def create_app(platform: Platform) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         platform.replicas.start()
         platform.billing_scheduler.start()
+        platform.deployment_metrics.start()
         if request_log is not None:
             request_log.start()
         # What is loaded by now (frameworks, models) lives as long as the server: keep the cyclic GC

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from openmaas import errors
+from openmaas.console.deployment_metrics import charts
 from openmaas.console.sessions import SignedIn
 from openmaas.console.web import PREFIX, ConsoleRoute, can, platform_of, render, signed_form, signed_in
 from openmaas.registry.tables import ModelVersion
@@ -120,6 +121,8 @@ def _detail(request: Request, signed: SignedIn, name: str, *, status: int = 200,
         chat=chat,
         signature_kind=(signature or {}).get("kind"),
         config=json.dumps(deployment.config, indent=2, sort_keys=True),
+        load=charts(platform.deployment_metrics.series(org_id, name)),
+        load_url=f"{PREFIX}/deployments/{name}/metrics.json",
         **{"values": {}, "result": None, "error": None, **context},
     )
 

@@ -209,6 +209,50 @@
     if (!state.finished || state.live.more) window.setTimeout(poll, state.live.more ? 0 : 1000);
   }
 
+  // A deployment's load over the last hour: queue depth and latency, redrawn each sample interval.
+  var loadData = document.getElementById("load-data");
+  if (loadData) {
+    var load = JSON.parse(loadData.textContent), loadUrl = loadData.getAttribute("data-url");
+    var loadCharts = {};
+    var drawLoad = function () {
+      var note = document.querySelector("[data-load-note]");
+      ["depth", "latency"].forEach(function (which) {
+        var box = document.querySelector('[data-load-chart="' + which + '"]');
+        var chart = load[which];
+        box.setAttribute("data-points", String(load.x.length));
+        if (!load.x.length) return;
+        var columns = [load.x].concat(chart.series.map(function (s) { return s.values; }));
+        var existing = loadCharts[which];
+        if (existing && existing.series.length === chart.series.length + 1) { existing.setData(columns); return; }
+        if (existing) existing.destroy();
+        var series = [{ label: "time (UTC)", value: "{HH}:{mm}:{ss}" }].concat(chart.series.map(function (s, i) {
+          return { label: s.label, stroke: colours[i % colours.length], width: 2, spanGaps: false,
+                   value: function (u, v) { return v === null || v === undefined ? "—" : (Math.round(v * 10) / 10) + " " + chart.unit; } };
+        }));
+        loadCharts[which] = new uPlot({
+          width: Math.max(box.clientWidth, 200), height: 240, series: series, tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },
+          scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, Math.max(max || 0, 1)]; } } },
+          axes: [{ label: "time (UTC)", labelSize: 20 }, { label: chart.unit, labelSize: 20, size: 60 }],
+          cursor: { drag: { x: false, y: false } }
+        }, columns, box);
+        plots.push([box, loadCharts[which]]);
+      });
+      if (load.x.length && note) note.textContent = "";
+    };
+    var pollLoad = function () {
+      fetch(loadUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(function (fresh) {
+          if (!fresh) return;  // signed out or gone: stop
+          load = fresh;
+          drawLoad();
+          window.setTimeout(pollLoad, load.interval_s * 1000);
+        });
+    };
+    drawLoad();
+    window.setTimeout(pollLoad, load.interval_s * 1000);
+  }
+
   var resize = function () {
     plots.forEach(function (p) { p[1].setSize({ width: Math.max(p[0].clientWidth, 200), height: 240 }); });
   };

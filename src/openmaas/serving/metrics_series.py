@@ -189,7 +189,7 @@ def _interval(seen: dict[str, list[int]], histograms: list[Any]) -> list[int] | 
     total = [0] * len(histograms[0].counts)
     for h in histograms:
         before = seen.get(h.tag)
-        if before is None or len(before) != len(h.counts) or any(b > c for b, c in zip(before, h.counts)):
+        if before is None or len(before) != len(h.counts) or any(b > c for b, c in zip(before, h.counts, strict=True)):
             before = [0] * len(h.counts)
         for i, (now, then) in enumerate(zip(h.counts, before, strict=True)):
             total[i] += now - then

@@ -189,12 +189,16 @@ def _interval(seen: dict[str, list[int]], histograms: list[Any]) -> list[int] | 
     total = [0] * len(histograms[0].counts)
     for h in histograms:
         before = seen.get(h.tag)
-        if before is None or len(before) != len(h.counts) or any(b > c for b, c in zip(before, h.counts, strict=True)):
+        if before is None or len(before) != len(h.counts) or _went_down(before, h.counts):
             before = [0] * len(h.counts)
         for i, (now, then) in enumerate(zip(h.counts, before, strict=True)):
             total[i] += now - then
         seen[h.tag] = h.counts
     return total
+
+
+def _went_down(before: list[int], now: list[int]) -> bool:
+    return any(b > c for b, c in zip(before, now, strict=True))
 
 
 def _quantile_ms(histograms: list[Any], counts: list[int] | None, q: float) -> float | None:

@@ -39,7 +39,8 @@
   });
 
   // The LLM playground: the conversation is kept in the page and sent whole; the answer is read
-  // as server-sent events of OpenAI chat-completion chunks and written as it comes.
+  // as server-sent events of OpenAI chat-completion chunks and written as it comes: its text, and
+  // any tool calls. A JSON schema (structured output) and a tool definition may go with it.
   var chatForm = document.querySelector("[data-chat-form]");
   if (chatForm) {
     var list = document.querySelector("[data-chat]");
@@ -52,31 +53,68 @@
       speaker.className = "speaker";
       speaker.textContent = role === "user" ? "You" : "Model";
       var body = document.createElement("span");
+      body.setAttribute("data-text", "");
       body.textContent = text;
       item.appendChild(speaker);
       item.appendChild(body);
       list.appendChild(item);
       return item;
     };
+    var parsed = function (name, param) {
+      var text = chatForm.querySelector("[name=" + name + "]").value.trim();
+      if (!text) return null;
+      try { return JSON.parse(text); } catch (e) { throw new Error(param + ": not valid JSON (" + e.message + ")."); }
+    };
+    // The schema and tool fields as the API's `response_format`, `tools` and `tool_choice`.
+    var extras = function () {
+      var fields = {}, schema = parsed("schema", "response_format"), tool = parsed("tool", "tools");
+      if (schema !== null) fields.response_format = { type: "json_schema", json_schema: { name: "answer", schema: schema } };
+      if (tool !== null) {
+        fields.tools = [tool && tool.type ? tool : { type: "function", "function": tool }];
+        fields.tool_choice = chatForm.querySelector("[name=tool_choice]").value;
+      }
+      return fields;
+    };
+    var drawCall = function (item, call) {
+      if (!call.node) {
+        call.node = document.createElement("div");
+        call.node.className = "tool-call";
+        call.node.setAttribute("data-tool-call", "");
+        item.appendChild(call.node);
+      }
+      call.node.textContent = "";
+      call.node.appendChild(document.createTextNode("Calls " + call.name + " with "));
+      var code = document.createElement("code");
+      code.textContent = call.arguments;
+      call.node.appendChild(code);
+    };
     chatForm.addEventListener("submit", function (event) {
       event.preventDefault();
-      var field = chatForm.querySelector("textarea");
-      var button = chatForm.querySelector("button");
+      var field = chatForm.querySelector("[name=message]");
+      var button = chatForm.querySelector("button[type=submit]");
       var text = field.value.trim();
       if (!text) return;
       failure.hidden = true;
+      var options;
+      try { options = extras(); } catch (error) {
+        failure.textContent = error.message;
+        failure.hidden = false;
+        return;
+      }
       messages.push({ role: "user", content: text });
       var asked = bubble("user", text);
       field.value = "";
       var answer = bubble("assistant", "");
-      var target = answer.lastChild, chunks = 0, reply = "";
+      var target = answer.querySelector("[data-text]"), chunks = 0, reply = "", calls = [];
       answer.setAttribute("data-chunks", "0");
       button.disabled = true;
       var done = function () { button.disabled = false; answer.setAttribute("data-done", "true"); field.focus(); };
+      options.messages = messages;
+      options.max_tokens = Number(chatForm.querySelector("[name=max_tokens]").value) || 64;
       fetch(chatForm.getAttribute("data-url"), {
         method: "POST", credentials: "same-origin",
         headers: { "Content-Type": "application/json", "X-CSRF-Token": chatForm.getAttribute("data-csrf") },
-        body: JSON.stringify({ messages: messages, max_tokens: Number(chatForm.querySelector("[name=max_tokens]").value) || 64 })
+        body: JSON.stringify(options)
       }).then(function (response) {
         if (!response.ok) {
           return response.json().then(function (body) { throw new Error(body.error ? body.error.message : response.statusText); });
@@ -94,9 +132,18 @@
               var chunk = JSON.parse(data);
               if (chunk.error) throw new Error(chunk.error.message);
               var delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
-              if (delta && delta.content) {
+              if (!delta) return;
+              if (delta.content) {
                 reply += delta.content;
                 target.textContent = reply;
+              }
+              (delta.tool_calls || []).forEach(function (part) {
+                var call = calls[part.index] || (calls[part.index] = { id: part.id, name: "", arguments: "" });
+                if (part.function && part.function.name) call.name = part.function.name;
+                if (part.function && part.function.arguments) call.arguments += part.function.arguments;
+                drawCall(answer, call);
+              });
+              if (delta.content || delta.tool_calls) {
                 chunks += 1;
                 answer.setAttribute("data-chunks", String(chunks));
               }
@@ -106,7 +153,17 @@
         };
         return read();
       }).then(function () {
-        messages.push({ role: "assistant", content: reply });
+        if (calls.length) {
+          // The playground runs no tools: each call is answered as such, so the talk can go on.
+          messages.push({ role: "assistant", content: reply || null, tool_calls: calls.map(function (c) {
+            return { id: c.id, type: "function", "function": { name: c.name, arguments: c.arguments } };
+          }) });
+          calls.forEach(function (c) {
+            messages.push({ role: "tool", tool_call_id: c.id, content: "(not run: the playground has no tool results)" });
+          });
+        } else {
+          messages.push({ role: "assistant", content: reply });
+        }
         done();
       }).catch(function (error) {
         answer.remove();  // the refused turn is not kept: its text goes back in the box to retry

@@ -216,22 +216,47 @@
       live.parentElement.querySelector("[data-live-note]").textContent = "";
       if (chart && chart.series.length === names.length + 1) { chart.setData(columns); return; }
       if (chart) chart.destroy();
-      var series = [{ label: "epoch" }].concat(names.map(function (name, i) {
-        return { label: name, stroke: colours[i % colours.length], width: 2, points: { show: true } };
+      var xLabel = byStep ? "step" : "epoch";
+      var series = [{ label: xLabel }].concat(names.map(function (name, i) {
+        return { label: name, stroke: colours[i % colours.length], width: 2, points: { show: !byStep }, spanGaps: byStep };
       }));
       chart = new uPlot({
         width: Math.max(live.clientWidth, 200), height: 260, series: series,
         scales: { x: { time: false } },
         // Whole epochs on the x axis.
-        axes: [{ label: "epoch", labelSize: 20, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] },
-               { label: "value", labelSize: 20, size: 60 }],
+        axes: [{ label: xLabel, labelSize: 20, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] },
+               { label: state.y || "value", labelSize: 20, size: 60 }],
         cursor: { drag: { x: false, y: false } }
       }, columns, live);
       plots.push([live, chart]);
     };
+    // A fine-tuning job reports by step: its training loss each step, its validation loss (or
+    // whole-epoch training loss) at each epoch's last step, merged into that step's point.
+    var byStep = state.x === "step";
+    var stepPoint = function (data) {
+      var point = {};
+      if ("total_steps" in data) point.train_loss = data.train_loss;
+      else if ("full_valid_loss" in data) point.valid_loss = data.full_valid_loss;
+      else if ("train_loss" in data) point.epoch_train_loss = data.train_loss;
+      return point;
+    };
+    var addStep = function (data) {
+      if (typeof data.step !== "number") return;
+      var point = stepPoint(data), at = columns[0].length - 1;
+      Object.keys(point).forEach(function (key) {
+        if (names.indexOf(key) < 0) { names.push(key); columns.push(columns[0].map(function () { return null; })); }
+      });
+      if (at < 0 || columns[0][at] !== data.step) {
+        columns[0].push(data.step);
+        names.forEach(function (name, i) { columns[i + 1].push(null); });
+        at += 1;
+      }
+      names.forEach(function (name, i) { if (name in point) columns[i + 1][at] = point[name]; });
+    };
     var add = function (events) {
       events.forEach(function (event) {
         if (event.type !== "metrics" || !event.data) return;
+        if (byStep) { addStep(event.data); return; }
         Object.keys(event.data).forEach(function (key) {
           var value = event.data[key];
           if (["epoch", "total_epochs", "seconds", "step"].indexOf(key) < 0 && typeof value === "number" && names.indexOf(key) < 0) {
@@ -288,7 +313,8 @@
         }));
         loadCharts[which] = new uPlot({
           width: Math.max(box.clientWidth, 200), height: 240, series: series, tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },
-          scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, Math.max(max || 0, 1)]; } } },
+          // At least five minutes wide, so that a first sample or two do not stretch the axis to years.
+          scales: { x: { time: true, range: function (u, min, max) { return [Math.min(min, max - 300), max + 5]; } }, y: { range: function (u, min, max) { return [0, Math.max(max || 0, 1)]; } } },
           axes: [{ label: "time (UTC)", labelSize: 20 }, { label: chart.unit, labelSize: 20, size: 60 }],
           cursor: { drag: { x: false, y: false } }
         }, columns, box);

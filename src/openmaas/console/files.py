@@ -70,18 +70,13 @@ async def upload(request: Request) -> Response:
         )
     except errors.OpenMaaSError as exc:
         if wants_json:
-            return Response(
-                orjson.dumps(exc.to_dict()), status_code=exc.status, media_type="application/json"
-            )
+            return _json(exc.to_dict(), exc.status)
         if isinstance(exc, errors.PermissionDenied):
             raise  # the error page: a forged form, or a key without the scope
-        return await run_in_threadpool(lambda: _page(request, error=exc, status=exc.status))
+        failure = exc
+        return await run_in_threadpool(lambda: _page(request, error=failure, status=failure.status))
     url = f"{PREFIX}/files?uploaded={created.id}"
-    if wants_json:
-        return Response(
-            orjson.dumps({"id": created.id, "url": url}), status_code=201, media_type="application/json"
-        )
-    return redirect(url)
+    return _json({"id": created.id, "url": url}, 201) if wants_json else redirect(url)
 
 
 @router.post("/files/{file_id}/delete", name="console.files.delete")
@@ -92,6 +87,10 @@ async def delete(request: Request, file_id: str) -> Response:
     platform = platform_of(request)
     gone = await run_in_threadpool(file_service.delete_file, platform.db, platform.store, org_id, file_id)
     return redirect(f"{PREFIX}/files?deleted={gone.id}")
+
+
+def _json(body: object, status: int) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 def _json(body: object, status: int) -> Response:

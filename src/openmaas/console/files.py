@@ -93,10 +93,6 @@ def _json(body: object, status: int) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def _json(body: object, status: int) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
 def _page(request: Request, *, status: int = 200, error: Any = None, **given: Any) -> Response:
     signed = signed_in(request)
     signed.principal.require("datasets:read")

@@ -218,7 +218,7 @@
       if (chart) chart.destroy();
       var xLabel = byStep ? "step" : "epoch";
       var series = [{ label: xLabel }].concat(names.map(function (name, i) {
-        return { label: name, stroke: colours[i % colours.length], width: 2, points: { show: !byStep }, spanGaps: byStep };
+        return { label: name, stroke: colours[i % colours.length], width: 2, points: { show: !byStep || name !== "train_loss" }, spanGaps: byStep };
       }));
       chart = new uPlot({
         width: Math.max(live.clientWidth, 200), height: 260, series: series,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import Response
@@ -26,7 +27,7 @@ from openmaas.console.web import (
 )
 from openmaas.datasets import files as file_service
 from openmaas.jobs import service as jobs
-from openmaas.jobs.tables import JobStatus
+from openmaas.jobs.tables import Job, JobStatus
 from openmaas.schemas.fine_tuning import FineTuningJobCreate
 from openmaas.training import finetune_jobs
 from openmaas.training.finetune_jobs import FINE_TUNE_KIND, FineTuneParams, fine_tuning_job_public
@@ -34,7 +35,7 @@ from openmaas.training.finetune_jobs import FINE_TUNE_KIND, FineTuneParams, fine
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
 After = Annotated[str | None, Query(max_length=100)]
-_FIRST_EVENTS = 2000  # read with the page; the rest (and what comes) the page fetches itself
+_FIRST_EVENTS = 500  # read with the page; the rest (and what comes) the page fetches itself
 _FILES_SHOWN = 100  # the newest fine-tune files offered in the form
 _HYPER = ("n_epochs", "batch_size", "learning_rate_multiplier")
 _ACTIONS = {
@@ -169,7 +170,12 @@ def _list(
         listed = jobs.list_jobs(
             session, org_id, kind=FINE_TUNE_KIND, status=None, limit=limit, after=given.get("after")
         )
-        rows = [fine_tuning_job_public(jobs.get_job(session, org_id, j.id)) for j in listed.data]
+        # The page's jobs read whole in one query (the list's public shape has no parameters).
+        ids = [j.id for j in listed.data]
+        found = {
+            row.id: row for row in session.scalars(select(Job).where(Job.org_id == org_id, Job.id.in_(ids)))
+        }
+        rows = [fine_tuning_job_public(found[i]) for i in ids if i in found]
         files = file_service.list_files(
             session, org_id, purpose=file_service.FINE_TUNE, limit=_FILES_SHOWN, after=None, ascending=False
         ).data

@@ -6,11 +6,16 @@ axe-checked as in test_console.py."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
+from openmaas import Client
 from tests.e2e.console.conftest import Console
 from tests.e2e.console.test_console import review, sign_in
+from tests.integration.serving.predict_support import artifact, digit_png, register
+from tests.support.served import Served
 
 
 def test_a_deployments_load_is_charted_and_a_prediction_explained_as_bars(
@@ -88,3 +93,24 @@ def test_the_chat_playground_sends_a_schema_and_a_tool_and_shows_the_tool_call(
     expect(first).to_contain_text("Calls get_weather with")
     assert list(json.loads(first.locator("code").inner_text())) == ["city"]
     review(page, "32-chat-structured-output-and-tools")
+
+
+def test_an_image_models_explanation_is_its_saliency_map_over_the_image(
+    page: Page, console: Console, tmp_path: Path
+) -> None:
+    served = Served(console.url, console.platform, console.admin_key)
+    ref = register(served, console.acme, artifact("image-classification"), "digits")  # 8×8 grey digits
+    with Client(console.url, console.acme.key) as client:
+        client.deployments.create(ref, name="digits")
+        client.deployments.wait_ready("digits", timeout=60)
+    seven = tmp_path / "seven.png"
+    seven.write_bytes(digit_png(7))
+    sign_in(page, console, console.acme.key, "/console/deployments/digits")
+    page.get_by_label("Image (PNG or JPEG)").set_input_files(seven)
+    page.get_by_role("button", name="Predict and explain").click()
+    expect(page.get_by_role("status").filter(has_text="Prediction")).to_be_visible()
+    expect(page.locator("[data-saliency]")).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
+    expect(page.get_by_alt_text("The input image")).to_be_visible()
+    drawn = "() => [...document.querySelectorAll('.saliency img')].map(i => i.complete && i.naturalWidth > 0)"
+    assert page.evaluate(drawn) == [True, True]  # both decoded: the image, and its map over it
+    review(page, "33-playground-saliency")

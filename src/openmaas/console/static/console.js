@@ -298,6 +298,7 @@
     var loadCharts = {};
     var drawLoad = function () {
       var note = document.querySelector("[data-load-note]");
+      if (load.x.length) document.querySelector("[data-load-charts]").hidden = false;  // before sizing the plots
       ["depth", "latency"].forEach(function (which) {
         var box = document.querySelector('[data-load-chart="' + which + '"]');
         var chart = load[which];

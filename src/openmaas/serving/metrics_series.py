@@ -155,6 +155,8 @@ class DeploymentMetrics:
                 queued += batcher.queued
                 waits.append(_Tagged(f"{version}:wait", batcher.stats.queue_seconds))
                 runs.append(_Tagged(f"{version}:run", batcher.stats.batch_seconds))
+            else:  # a runtime whose queue lives elsewhere (Ray replicas) may say how many wait here
+                queued += int(getattr(runtime, "queued", 0) or 0)
         wait = _interval(history.seen, waits)
         run = _interval(history.seen, runs)
         history.samples.append(

@@ -87,3 +87,20 @@ def test_a_reloaded_replica_counts_afresh_and_an_unloaded_deployment_is_forgotte
     models.unregister("org_a", "churn")
     metrics.sample()
     assert metrics.series("org_a", "churn").at == []
+
+
+@dataclass
+class RemoteRuntime:
+    """A runtime without a local batcher (as Ray replicas): its waiting requests and in flight."""
+
+    queued: int = 3
+    in_flight: int = 5
+
+
+def test_a_runtime_without_a_batcher_reports_its_queue_and_no_latency() -> None:
+    clock, models = FakeClock(), ServedModels()
+    models.register(ServedModel("remote", "org_a", "org_a", 0, version_id="mv_1", runtime=RemoteRuntime()))
+    metrics = DeploymentMetrics(models, clock, interval_s=10, window_s=60)
+    metrics.sample()
+    series = metrics.series("org_a", "remote")
+    assert series.queued == [3] and series.in_flight == [5] and series.p95_ms == [None]

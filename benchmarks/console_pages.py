@@ -2,7 +2,9 @@
 ledger's hourly and daily sums: 30 days × 24 hours × 10 models × 10 keys, three units each) and many keys;
 for the datasets and registry pages 5,000 dataset versions (a fifth failed with 200 located
 problems each) and 2,000 models, one of them with 2,000 versions, 20 aliases and 50 optimised
-children of its first version.
+children of its first version; for the files and fine-tuning pages 5,000 files and 1,000 of the
+jobs fine-tuning ones, the last with 2,000 step events and 10 checkpoints; a deployment with an
+hour of load samples for its page and its metrics.json.
 
 Pages are fetched in-process (FastAPI's TestClient: the whole ASGI stack, no network), signed in
 as the organisation's admin key, and timed over repeats; p50 and p95 per page are printed.
@@ -72,7 +74,7 @@ def main() -> None:
         migrate.upgrade(platform.db)
         ensure_admin_key(platform)
         key, events, job_id, org_id = _seed(platform)
-        data_pages = _seed_data(platform, key)
+        data_pages = _seed_data(platform, key) + _seed_fine_tuning(platform, key)
         assert platform.new_admin_key is not None
         period = datetime.now(UTC).strftime("%Y-%m")
         print(f"seeded: {events:,} usage events as hourly sums, {JOBS:,} jobs; {url.split(':')[0]}")
@@ -241,6 +243,73 @@ def _seed_data(platform: object, key: str) -> list[str]:
         "/console/registry/models/model-0",
         "/console/registry/versions/model-0:1",
         "/console/registry/versions/model-0:2",
+    ]
+
+
+def _seed_fine_tuning(platform: object, key: str) -> list[str]:
+    """Files, fine-tuning jobs and a deployment with an hour of load samples; returns the pages to
+    time (the new pages of this stop)."""
+    from types import SimpleNamespace
+
+    from openmaas.datasets.file_tables import StoredFile
+    from openmaas.serving.batcher import BatchStats
+    from openmaas.serving.directory import ServedModel
+    from openmaas.serving.tables import Deployment
+    from openmaas.training.finetune_jobs import FINE_TUNE_KIND
+
+    now = datetime.now(UTC)
+    org_id = platform.authenticator.authenticate(f"Bearer {key}").org_id  # type: ignore[attr-defined]
+    files = [
+        {"id": f"file-{i:026d}", "org_id": org_id, "purpose": "fine-tune" if i % 2 else "batch",
+         "filename": f"data-{i}.jsonl", "bytes": 10_000, "path": "x", "examples": 100 if i % 2 else None,
+         "created_at": now}
+        for i in range(5_000)
+    ]  # fmt: skip
+    flags = {"attempts": 1, "max_attempts": 3, "cancel_requested": False, "pause_requested": False}
+    jobs = [
+        {"id": f"ftjob-{i:026d}", "org_id": org_id, "kind": FINE_TUNE_KIND, "status": "running",
+         "created_at": now, **flags,
+         "params": {"base": "llama", "base_version_id": "mv_x", "base_ref": "llama:1",
+                    "training_file": files[1]["id"], "validation_file": None, "suffix": "s", "seed": 1,
+                    "hyperparameters": {"n_epochs": 10, "batch_size": 4, "learning_rate_multiplier": 1.0},
+                    "estimated_tokens": 1000, "fine_tuned_model": f"ft:llama:big:s:ftjob-{i:026d}",
+                    "model": "llama-s"}}
+        for i in range(1_000)
+    ]  # fmt: skip
+    job_id = jobs[-1]["id"]
+    steps = [
+        {"job_id": job_id, "created_at": now, "type": "metrics", "level": "info", "message": f"step {s}",
+         "data": {"epoch": s // 200 + 1, "step": s, "total_steps": 2000, "train_loss": 2 / s}}
+        for s in range(1, 2001)
+    ] + [
+        {"job_id": job_id, "created_at": now, "type": "checkpoint", "level": "info", "message": f"epoch {e}",
+         "data": {"epoch": e, "step": 200 * e, "metrics": {"full_valid_loss": 1 / e}}}
+        for e in range(1, 11)
+    ]  # fmt: skip
+    deployment = {"id": "dep_bench", "org_id": org_id, "name": "bench", "model_ref": "model-0:1",
+                  "version_id": f"mv_{0:026d}", "task": "tabular-classification", "state": "stopped",
+                  "replicas": 1, "config": {}, "error": None, "created_at": now,
+                  "updated_at": now}  # fmt: skip
+    with platform.db.session() as session:  # type: ignore[attr-defined]
+        session.execute(insert(StoredFile.__table__), files)
+        session.execute(insert(Job.__table__), jobs)
+        session.execute(insert(JobEvent.__table__), steps)
+        session.execute(insert(Deployment.__table__), [deployment])
+    # A loaded stand-in (its batcher's queue and histograms only) and a full hour of its samples.
+    batcher = SimpleNamespace(queued=3, stats=BatchStats())
+    runtime = SimpleNamespace(batcher=batcher, in_flight=4, close=lambda: None)
+    served = ServedModel("bench", org_id, org_id, 0, deployment_id="dep_bench", version_id="mv_x",
+                         runtime=runtime)  # fmt: skip
+    platform.served_models.register(served)  # type: ignore[attr-defined]
+    for _ in range(360):
+        runtime.batcher.stats.batch_seconds.observe(0.004)
+        platform.deployment_metrics.sample()  # type: ignore[attr-defined]
+    return [
+        "/console/files",
+        "/console/fine-tuning",
+        f"/console/fine-tuning/{job_id}",
+        "/console/deployments/bench",
+        "/console/deployments/bench/metrics.json",
     ]
 
 

@@ -29,6 +29,7 @@ from openmaas.serving.directory import ServedModels
 from openmaas.serving.explain.options import ExplainLimits
 from openmaas.serving.holders import deployments_holding
 from openmaas.serving.inference import Inference
+from openmaas.serving.metrics_series import DeploymentMetrics
 from openmaas.serving.replicas import ReplicaManager
 from openmaas.serving.response_store import ResponseStore
 from openmaas.serving.responses import Responses
@@ -65,6 +66,9 @@ class Platform:
     replicas: ReplicaManager = field(init=False)
     # Follows deployments made, changed or deleted through other API servers (cluster mode).
     deployment_sync: DeploymentSync = field(init=False)
+    # The last hour of each loaded deployment's queue depth and latency (the console's charts);
+    # `start()`ed by the API server's lifespan.
+    deployment_metrics: DeploymentMetrics = field(init=False)
     # The inference use-cases (predict, explain, embed, complete) every inference route calls.
     inference: Inference = field(init=False)
     # OpenAI's batches, run in this process beside the deployments (`start()`ed by the lifespan).
@@ -101,6 +105,7 @@ class Platform:
         self.deployment_sync = DeploymentSync(
             self.db, self.replicas, self.served_models, interval_s=self.settings.deployment_sync_interval_s
         )
+        self.deployment_metrics = DeploymentMetrics(self.served_models, self.clock)
         settings = self.settings
         self.inference = Inference(
             self.replicas,
@@ -141,6 +146,7 @@ class Platform:
     def close(self) -> None:
         self.billing_scheduler.close()
         self.deployment_sync.close()
+        self.deployment_metrics.close()
         self.replicas.close()
         self.gate.close()
         self.meter.close()

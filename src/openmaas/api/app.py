@@ -48,6 +48,7 @@ def create_app(platform: Platform) -> FastAPI:
         platform.deployment_sync.start()  # deployments made through other API servers
         platform.billing_scheduler.start()
         platform.batches.start()
+        platform.deployment_metrics.start()
         if request_log is not None:
             request_log.start()
         # What is loaded by now (frameworks, models) lives as long as the server: keep the cyclic GC

@@ -17,7 +17,10 @@ from openmaas.console import (
     audit,
     chat,
     datasets,
+    deployment_metrics,
     deployments,
+    files,
+    fine_tuning,
     invoices,
     jobs,
     keys,
@@ -41,9 +44,12 @@ def mount(app: FastAPI) -> None:
         keys,
         usage,
         datasets,
+        files,
         jobs,
+        fine_tuning,
         registry,
         deployments,
+        deployment_metrics,
         chat,
         invoices,
         marketplace,
@@ -63,7 +69,7 @@ def mount(app: FastAPI) -> None:
 
 def routes() -> list[BaseRoute]:
     """The console's own routes (the gateway looks among them for those that read their own bodies)."""
-    return [route for module in (datasets, registry) for route in module.router.routes]
+    return [route for module in (datasets, files, registry) for route in module.router.routes]
 
 
 # Last: any other console address is a page that does not exist, said in a page.

@@ -1,5 +1,6 @@
 """The playground's chat for LLM deployments: the page posts the conversation as JSON (with the
-session's CSRF token in a header) and reads the answer as it streams, in OpenAI's
+session's CSRF token in a header; optionally a JSON schema for structured output and a tool
+definition) and reads the answer as it streams — text or tool calls —, in OpenAI's
 chat-completion chunks — the inference use-case `/v1/chat/completions` calls, as the session's key.
 
 Errors answer in the API's JSON shape, which the page shows in the API's words."""
@@ -21,7 +22,9 @@ from openmaas.serving.openai_types import ChatCompletionRequest
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
 _MAX_TOKENS = 256  # a playground answer; the API takes longer ones
-_ALLOWED = ("messages", "max_tokens", "temperature")
+# What the page may set: the conversation, its length and temperature, and the structured output
+# (`response_format`) and tools (`tools`, `tool_choice`) the API takes, checked as the API checks them.
+_ALLOWED = ("messages", "max_tokens", "temperature", "response_format", "tools", "tool_choice")
 
 
 @router.post("/deployments/{name}/chat", name="console.deployments.chat", openapi_extra={"x-audit": False})

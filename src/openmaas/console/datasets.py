@@ -5,16 +5,29 @@ table, and delete — the same scopes and tenant isolation as `/v1/datasets`."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
 from openmaas import errors
 from openmaas.console import sessions
-from openmaas.console.web import PREFIX, ConsoleRoute, platform_of, redirect, render, signed_form, signed_in
+from openmaas.console.web import (
+    PREFIX,
+    ConsoleRoute,
+    check_csrf,
+    platform_of,
+    redirect,
+    render,
+    signed_form,
+    signed_in,
+    validated,
+)
 from openmaas.datasets import service as dataset_service
 from openmaas.datasets.preview import preview_rows
 from openmaas.datasets.tables import DatasetStatus
@@ -30,22 +43,27 @@ _STREAMED = {"x-streamed-body": True}
 
 @router.get("/datasets", name="console.datasets")
 def datasets_page(request: Request, after: After = None, deleted: After = None) -> Response:
+    return _list(request, after=after, deleted=deleted)
+
+
+def _list(request: Request, *, status: int = 200, error: Any = None, **given: Any) -> Response:
     signed = signed_in(request)
     signed.principal.require("datasets:read")
     org_id = signed.principal.require_org()
     platform = platform_of(request)
     with platform.db.read_session() as session:
         page = dataset_service.list_datasets(
-            session, org_id, name=None, limit=platform.settings.default_page_limit, after=after
+            session, org_id, name=None, limit=platform.settings.default_page_limit, after=given.get("after")
         )
     return render(
         request,
         "datasets.html",
         signed,
+        status=status,
         page=page,
-        after=after,
-        deleted=deleted,
+        error=error,
         max_bytes=platform.settings.max_dataset_bytes,
+        **{"after": None, "deleted": None, **given},
     )
 
 
@@ -81,6 +99,39 @@ async def upload(
     url = f"{PREFIX}/datasets/{result.dataset.id}"
     body = orjson.dumps({"id": result.dataset.id, "created": result.created, "url": url})
     return Response(body, status_code=201 if result.created else 200, media_type="application/json")
+
+
+@router.post("/datasets/upload-form", name="console.datasets.upload_form", openapi_extra=_STREAMED)
+async def upload_form(request: Request) -> Response:
+    """Without JavaScript: the same upload as a plain multipart form (`csrf_token`, `name`,
+    `target`, `file`), answered with a redirect to the new version, or the page with the error."""
+    signed = await run_in_threadpool(signed_in, request)  # before reading a byte of the body
+    try:
+        signed.principal.require("datasets:write")
+        org_id = signed.principal.require_org()
+        form = await request.form(max_files=1, max_fields=4)
+        check_csrf(signed, form)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            raise errors.ValidationFailed("Choose a file to upload.", param="file")
+        name = str(form.get("name") or "").strip()
+        if not name:
+            raise errors.ValidationFailed("Name the dataset.", param="name")
+        fields = validated(_PlainUpload, {"filename": upload.filename, "target": form.get("target") or None})
+        result = await platform_of(request).dataset_uploads.receive(
+            org_id,
+            _chunks(upload),
+            name=name,
+            filename=fields.filename,
+            target=fields.target,
+            declared_bytes=upload.size,
+        )
+    except errors.OpenMaaSError as exc:
+        if isinstance(exc, errors.PermissionDenied):
+            raise  # the error page: a forged form, or a key without the scope
+        failure = exc
+        return await run_in_threadpool(lambda: _list(request, error=failure, status=failure.status))
+    return redirect(f"{PREFIX}/datasets/{result.dataset.id}")
 
 
 @router.get("/datasets/{dataset_id}", name="console.dataset")
@@ -145,6 +196,16 @@ async def delete(request: Request, dataset_id: str) -> Response:
 
     gone = await run_in_threadpool(remove)
     return redirect(f"{PREFIX}/datasets?deleted={gone}")
+
+
+class _PlainUpload(BaseModel):
+    filename: FileName
+    target: Label | None = None
+
+
+async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(1 << 20):
+        yield chunk
 
 
 def _declared(request: Request) -> int | None:

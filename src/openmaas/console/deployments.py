@@ -7,6 +7,7 @@ the signed-in key: same scope (`inference`), same metering, so its requests appe
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -14,13 +15,16 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
 from starlette.responses import Response
 
 from openmaas import errors
+from openmaas.console.deployment_metrics import charts
 from openmaas.console.sessions import SignedIn
 from openmaas.console.web import PREFIX, ConsoleRoute, can, platform_of, render, signed_form, signed_in
 from openmaas.registry.tables import ModelVersion
 from openmaas.serving import service
+from openmaas.serving.explain.explainer import EXPLAINABLE
 from openmaas.serving.traffic import input_signature
 from openmaas.tasks import TEXT_GENERATION
 from openmaas.tenancy import scopes as scope_rules
@@ -29,6 +33,8 @@ router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=Fa
 
 # The playground's requests are inference, not management calls: not audited, as the API's.
 _NOT_AUDITED = {"x-audit": False}
+_EXPLAIN_STEPS = 32  # the playground's explanations: quick, and their convergence delta says how exact
+_MAX_BARS = 20
 After = Annotated[str | None, Query(max_length=100)]
 
 
@@ -38,8 +44,8 @@ class Field:
 
     name: str
     label: str
-    kind: str  # number | choice | text
-    choices: tuple[str, ...] = ()
+    kind: str  # number | choice | text | textarea | file
+    choices: tuple[str, ...] = ()  # a choice's options; a file's accepted types
 
 
 @router.get("/deployments", name="console.deployments")
@@ -66,17 +72,25 @@ def deployment_page(request: Request, name: str) -> Response:
 
 @router.post("/deployments/{name}/predict", name="console.deployments.predict", openapi_extra=_NOT_AUDITED)
 async def predict(request: Request, name: str) -> Response:
+    """Predict one input of the form; with `explain`, also explain it (integrated gradients)."""
     signed, form = await signed_form(request)
     platform = platform_of(request)
-    fields = await run_in_threadpool(_form_fields, request, signed, name)
-    values = {f.name: str(form.get(f"in_{f.name}") or "") for f in fields}
-    result = error = None
+    fields, explainable = await run_in_threadpool(_form_fields, request, signed, name)
+    values = {f.name: str(form.get(f"in_{f.name}") or "") for f in fields if f.kind != "file"}
+    result = explanation = error = None
     try:
-        body = orjson.dumps({"inputs": [_input(fields, values)]})
+        row, picture = await _row(fields, values, form)
+        body = orjson.dumps({"inputs": [row]})
         answer = await platform.inference.predict(
             signed.principal, name, body, None, request.state.request_id, None
         )
         result = answer.result[0] if answer.result else None
+        if form.get("explain") and explainable:
+            body = orjson.dumps({"inputs": [row], "steps": _EXPLAIN_STEPS})
+            explained = await platform.inference.explain(
+                signed.principal, name, body, None, f"{request.state.request_id}-explain", None
+            )
+            explanation = _drawn(explained.result.explanations[0], picture)
     except errors.OpenMaaSError as exc:
         error = exc
     return await run_in_threadpool(
@@ -86,6 +100,7 @@ async def predict(request: Request, name: str) -> Response:
             name,
             values=values,
             result=result,
+            explanation=explanation,
             error=error,
             status=error.status if error else 200,
         )
@@ -105,6 +120,7 @@ def _detail(request: Request, signed: SignedIn, name: str, *, status: int = 200,
         version = session.get(ModelVersion, row.version_id)
         signature = input_signature(version) if version is not None else None
     fields = _fields(signature)
+    explainable = deployment.task in EXPLAINABLE
     inference = can(signed, scope_rules.INFERENCE)
     playground = fields is not None and inference
     chat = deployment.task == TEXT_GENERATION and inference
@@ -119,12 +135,16 @@ def _detail(request: Request, signed: SignedIn, name: str, *, status: int = 200,
         playground=playground,
         chat=chat,
         signature_kind=(signature or {}).get("kind"),
+        explainable=explainable,
         config=json.dumps(deployment.config, indent=2, sort_keys=True),
-        **{"values": {}, "result": None, "error": None, **context},
+        load=charts(platform.deployment_metrics.series(org_id, name)),
+        load_url=f"{PREFIX}/deployments/{name}/metrics.json",
+        **{"values": {}, "result": None, "explanation": None, "error": None, **context},
     )
 
 
-def _form_fields(request: Request, signed: SignedIn, name: str) -> list[Field]:
+def _form_fields(request: Request, signed: SignedIn, name: str) -> tuple[list[Field], bool]:
+    """The playground form's fields, and whether the deployment's model can be explained."""
     signed.principal.require(scope_rules.INFERENCE)
     org_id = signed.principal.require_org()
     platform = platform_of(request)
@@ -132,12 +152,13 @@ def _form_fields(request: Request, signed: SignedIn, name: str) -> list[Field]:
         row = service.get(session, org_id, name)
         version = session.get(ModelVersion, row.version_id)
         fields = _fields(input_signature(version) if version is not None else None)
+        explainable = version is not None and version.task in EXPLAINABLE
     if fields is None:
         raise errors.InvalidRequest(
             "This model's inputs cannot be typed in a form; call /v1/deployments/{name}/predict.",
             param="inputs",
         )
-    return fields
+    return fields, explainable
 
 
 def _fields(signature: Any) -> list[Field] | None:
@@ -157,7 +178,52 @@ def _fields(signature: Any) -> list[Field] | None:
         return [Field("text", "Text", "textarea")]
     if kind == "user_ids":
         return [Field("user", "User id", "text")]
+    if kind == "image":
+        return [Field("image", "Image (PNG or JPEG)", "file", ("image/png", "image/jpeg"))]
+    if kind == "audio":
+        return [Field("audio", "Sound (WAV)", "file", ("audio/wav", ".wav"))]
     return None
+
+
+async def _row(fields: list[Field], values: dict[str, str], form: FormData) -> tuple[Any, str | None]:
+    """The form's input row, and for an image its data URI (drawn under its saliency map)."""
+    if fields[0].kind != "file":
+        return _input(fields, values), None
+    field = fields[0]
+    upload = form.get(f"in_{field.name}")
+    data = await upload.read() if isinstance(upload, UploadFile) else b""
+    if not data:
+        raise errors.ValidationFailed(f"{field.name}: choose a file to send.", param=field.name)
+    encoded = base64.b64encode(data).decode()
+    if field.name != "image":
+        return encoded, None
+    kind = upload.content_type if isinstance(upload, UploadFile) and upload.content_type else "image/png"
+    return encoded, f"data:{kind if kind.startswith('image/') else 'image/png'};base64,{encoded}"
+
+
+def _drawn(explanation: dict[str, Any], picture: str | None) -> dict[str, Any]:
+    """An explanation as the page draws it: bars per feature or token (strongest first, widths
+    in 5% steps of the strongest, the sign kept), or a saliency map over the image."""
+    scores = explanation.get("attributions") or {}
+    drawn: dict[str, Any] = {
+        "target": explanation.get("target"),
+        "delta": explanation.get("convergence_delta"),
+    }
+    if "heatmap_png" in scores:
+        drawn["heatmap"] = f"data:image/png;base64,{scores['heatmap_png']}"
+        drawn["picture"] = picture
+        return drawn
+    if "tokens" in scores:
+        pairs = list(zip(scores.get("tokens") or [], scores.get("scores") or [], strict=False))
+    else:
+        pairs = [(k, v) for k, v in scores.items() if isinstance(v, int | float)]
+    pairs = sorted(pairs, key=lambda p: abs(p[1]), reverse=True)[:_MAX_BARS]
+    peak = max((abs(v) for _, v in pairs), default=0.0) or 1.0
+    drawn["bars"] = [
+        {"label": str(k), "score": float(v), "width": round(abs(v) / peak * 20) * 5, "positive": v >= 0}
+        for k, v in pairs
+    ]
+    return drawn
 
 
 def _input(fields: list[Field], values: dict[str, str]) -> Any:

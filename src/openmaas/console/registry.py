@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from openmaas import errors
 from openmaas.console.web import (
     PREFIX,
     ConsoleRoute,
@@ -44,6 +45,19 @@ def models_page(request: Request, after: After = None) -> Response:
 
 @router.get("/registry/models/{name}", name="console.registry.model")
 def model_page(request: Request, name: str, after: After = None, changed: After = None) -> Response:
+    return _model(request, name, after=after, changed=changed)
+
+
+def _model(
+    request: Request,
+    name: str,
+    *,
+    after: str | None = None,
+    changed: str | None = None,
+    alias_error: errors.OpenMaaSError | None = None,
+    typed: dict[str, str] | None = None,
+) -> Response:
+    """The model's page; a refused alias change is shown by its form, in the API's words."""
     signed = signed_in(request)
     signed.principal.require("models:read")
     org_id = signed.principal.require_org()
@@ -58,10 +72,13 @@ def model_page(request: Request, name: str, after: After = None, changed: After 
         request,
         "model.html",
         signed,
+        status=alias_error.status if alias_error else 200,
         model=model,
         page=page,
         after=after,
         changed=changed,
+        alias_error=alias_error,
+        typed=typed or {},
         metric_names=names[:_MAX_METRIC_COLUMNS],
         more_metrics=len(names) > _MAX_METRIC_COLUMNS,
         fmt=_fmt,
@@ -76,13 +93,16 @@ async def set_alias(request: Request, name: str) -> Response:
     platform = platform_of(request)
     alias = str(form.get("alias") or "").strip()
     number = str(form.get("version") or "").strip()
-    body = validated(AliasSet, {"version": int(number) if number.isdigit() else number or None})
 
     def change() -> None:
+        body = validated(AliasSet, {"version": int(number) if number.isdigit() else number or None})
         with platform.db.session() as session:
             registry.set_alias(session, org_id, name, alias, body.version, platform.clock.now())
 
-    await run_in_threadpool(change)
+    try:
+        await run_in_threadpool(change)
+    except errors.OpenMaaSError as exc:
+        return await _refused(request, name, exc, {"alias": alias, "version": number})
     return redirect(f"{PREFIX}/registry/models/{name}?changed={alias}")
 
 
@@ -97,8 +117,21 @@ async def remove_alias(request: Request, name: str, alias: str) -> Response:
         with platform.db.session() as session:
             registry.remove_alias(session, org_id, name, alias)
 
-    await run_in_threadpool(change)
+    try:
+        await run_in_threadpool(change)
+    except errors.OpenMaaSError as exc:
+        return await _refused(request, name, exc, {"alias": alias})
     return redirect(f"{PREFIX}/registry/models/{name}")
+
+
+async def _refused(request: Request, name: str, exc: errors.OpenMaaSError, typed: dict[str, str]) -> Response:
+    """A refused alias change: the model's page with the error by the aliases' form (a missing
+    model, or a key without the scope, is the error page as elsewhere)."""
+    if isinstance(exc, errors.PermissionDenied) or (
+        isinstance(exc, errors.NotFound) and exc.param == "model"
+    ):
+        raise exc
+    return await run_in_threadpool(lambda: _model(request, name, alias_error=exc, typed=typed))
 
 
 @router.get("/registry/versions/{ref}", name="console.registry.version")

@@ -36,6 +36,10 @@ _TEMPLATES = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+# OpenAI's shapes (files, fine-tuning jobs) date things in Unix seconds.
+_TEMPLATES.filters["unix_time"] = lambda seconds: (
+    datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M UTC") if seconds else "—"
+)
 # Scripts and styles come from our own static folder only; no page may be framed.
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -53,7 +57,9 @@ NAVIGATION = (
     ("API keys", f"{PREFIX}/keys", "api_keys:read"),
     ("Usage", f"{PREFIX}/usage", "usage:read"),
     ("Datasets", f"{PREFIX}/datasets", "datasets:read"),
+    ("Files", f"{PREFIX}/files", "datasets:read"),
     ("Jobs", f"{PREFIX}/jobs", "jobs:read"),
+    ("Fine-tuning", f"{PREFIX}/fine-tuning", "jobs:read"),
     ("Registry", f"{PREFIX}/registry", "models:read"),
     ("Deployments", f"{PREFIX}/deployments", "deployments:read"),
     ("Invoices", f"{PREFIX}/invoices", "billing:read"),

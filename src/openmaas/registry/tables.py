@@ -41,9 +41,10 @@ class ModelVersion(Base):
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
     tags: Mapped[dict[str, str]] = mapped_column(JSON)
-    dataset_id: Mapped[str | None] = mapped_column(String(40))
+    # Indexed: a dataset's page lists the versions trained on it, a version's lineage its children.
+    dataset_id: Mapped[str | None] = mapped_column(String(40), index=True)
     job_id: Mapped[str | None] = mapped_column(String(40))
-    parent_version_id: Mapped[str | None] = mapped_column(String(40))
+    parent_version_id: Mapped[str | None] = mapped_column(String(40), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -190,6 +190,11 @@ class RayPredictorRuntime(PredictInputs):
     def replicas(self) -> int:
         return len(self._actors)
 
+    @property
+    def queued(self) -> int:
+        """Predictions waiting for a replica (the console's queue-depth chart reads it)."""
+        return len(self._waiting)
+
     async def predict(
         self, rows: list[Any], top_k: int | None, *, timeout_s: float, gone: Any = None
     ) -> list[Any]:

@@ -24,6 +24,7 @@ from openmaas.api.app import create_app
 from openmaas.bootstrap import Platform
 from openmaas.engine.testing import build_tiny_model
 from openmaas.metering.events import UsageEvent
+from tests.data.chat_templates import QWEN25, use_template
 from tests.integration.serving.predict_support import artifact, register
 from tests.support.platforms import make_platform
 from tests.support.served import Served, Tenant
@@ -153,11 +154,13 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
 
 @pytest.fixture(scope="package")
 def chat_model(console: Console, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A tiny random-weight Llama imported and deployed as `chat` in acme (a few seconds)."""
+    """A tiny random-weight Qwen2 with Qwen2.5's tool-calling chat template, imported and deployed
+    as `chat` in acme (a few seconds)."""
     folder = build_tiny_model(
-        tmp_path_factory.mktemp("llm") / "tiny-llama", "llama", max_position_embeddings=256
+        tmp_path_factory.mktemp("llm") / "tiny-qwen", "qwen2", max_position_embeddings=2048
     )
-    engine = {"kv_cache_memory_bytes": 8 * 1024 * 1024, "max_num_seqs": 4, "max_model_len": 256}
+    use_template(folder, QWEN25)
+    engine = {"kv_cache_memory_bytes": 16 * 1024 * 1024, "max_num_seqs": 4, "max_model_len": 2048}
     with Client(console.url, console.acme.key) as client:
         client.import_model(folder, "chat")
         client.deployments.create("chat", name="chat", engine=engine)

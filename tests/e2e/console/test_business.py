@@ -26,7 +26,7 @@ def test_a_playground_request_appears_on_the_usage_chart_and_in_the_months_invoi
     sign_in(page, console, console.acme.key, "/console/deployments/churn")
     page.get_by_label("age").fill("30")
     page.get_by_label("plan").select_option("pro")
-    page.get_by_role("button", name="Predict").click()
+    page.get_by_role("button", name="Predict", exact=True).click()
     expect(page.get_by_role("status").filter(has_text="Prediction")).to_be_visible()
     page.get_by_role("link", name="Usage").click()
     expect(page.locator(".uplot canvas")).to_have_count(3)

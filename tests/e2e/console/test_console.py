@@ -221,11 +221,11 @@ def test_the_playground_predicts_with_a_form_from_the_signature_and_is_metered(
     expect(page.get_by_role("heading", name="churn", level=1)).to_be_visible()
     expect(page.get_by_text("serving churn:1")).to_be_visible()  # the version answering now
     page.get_by_label("age").fill("not a number")
-    page.get_by_role("button", name="Predict").click()
+    page.get_by_role("button", name="Predict", exact=True).click()
     assert "age: expected a number." in alert(page)
     page.get_by_label("age").fill("75")
     page.get_by_label("plan").select_option("basic")
-    page.get_by_role("button", name="Predict").click()
+    page.get_by_role("button", name="Predict", exact=True).click()
     prediction = page.get_by_role("status").filter(has_text="Prediction")
     expect(prediction).to_contain_text("yes")  # old and on the basic plan: churns
     expect(prediction.get_by_role("meter")).to_have_count(2)  # a bar per class
@@ -302,9 +302,9 @@ def test_the_chat_playground_streams_an_llms_answer(page: Page, console: Console
     assert chunks > 1, "the answer came in one piece: not streamed"  # a chunk per token
     assert answer.inner_text().removeprefix("Model").strip()
     review(page, "18-chat")
-    page.get_by_label("Longest answer (tokens)").fill("1000")  # past the model's 256 positions
+    page.get_by_label("Longest answer (tokens)").fill("4000")  # past the model's 2048 positions
     page.get_by_label("Message").fill("And wolves?")
     page.get_by_role("button", name="Send").click()  # refused, in the API's words
-    expect(page.get_by_role("alert")).to_contain_text("maximum context length is 256 tokens")
+    expect(page.get_by_role("alert")).to_contain_text("maximum context length is 2048 tokens")
     expect(page.locator("ol.chat li")).to_have_count(2)  # the refused turn is not kept...
     expect(page.get_by_label("Message")).to_have_value("And wolves?")  # ...but its text, to retry

@@ -166,7 +166,10 @@ def test_the_registry_shows_versions_side_by_side_moves_aliases_and_draws_lineag
     page.get_by_label("Alias", exact=True).fill("9-bad")
     page.get_by_role("button", name="Set alias").click()
     expect(page.get_by_role("alert")).to_contain_text("alias must start with a letter")
-    page.goto(console.url + "/console/registry/models/fraud")
+    # In the model's page, by the aliases' form, which keeps what was typed (not an error page).
+    expect(page.get_by_role("heading", name="Aliases")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("Field: alias")
+    expect(page.get_by_label("Alias", exact=True)).to_have_value("9-bad")
     review(page, "45-model-versions")
 
     page.get_by_role("link", name="fraud:1").first.click()

@@ -17,7 +17,7 @@
       var query = new URLSearchParams({ name: form.elements.name.value.trim(), filename: file.name });
       if (form.elements.target.value.trim()) query.set("target", form.elements.target.value.trim());
       var xhr = new XMLHttpRequest();
-      xhr.open("POST", form.getAttribute("action") + "?" + query.toString());
+      xhr.open("POST", form.getAttribute("data-upload-url") + "?" + query.toString());
       xhr.setRequestHeader("Content-Type", "application/octet-stream");
       xhr.setRequestHeader("X-CSRF-Token", form.getAttribute("data-csrf"));
       failure.hidden = true;

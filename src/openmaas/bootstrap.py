@@ -27,6 +27,7 @@ from openmaas.serving.directory import ServedModels
 from openmaas.serving.explain.options import ExplainLimits
 from openmaas.serving.holders import deployments_holding
 from openmaas.serving.inference import Inference
+from openmaas.serving.adapters import Adapters
 from openmaas.serving.replicas import ReplicaManager
 from openmaas.serving.response_store import ResponseStore
 from openmaas.serving.responses import Responses
@@ -60,6 +61,8 @@ class Platform:
     replicas: ReplicaManager = field(init=False)
     # The inference use-cases (predict, explain, embed, complete) every inference route calls.
     inference: Inference = field(init=False)
+    # Fine-tuned adapters (`ft:` models) answered by their base's deployment.
+    adapters: Adapters = field(init=False)
     # The Responses API: mapped onto `inference`'s chat completions, answers stored for follow-ups.
     responses: Responses = field(init=False)
     # Dataset uploads and model imports: streamed request bodies into the store and the registry.
@@ -88,6 +91,7 @@ class Platform:
             drain_timeout_s=self.settings.serving_drain_timeout_s,
         )
         settings = self.settings
+        self.adapters = Adapters(self.db, self.store, self.served_models, self.clock)
         self.inference = Inference(
             self.replicas,
             self.gate,
@@ -98,6 +102,7 @@ class Platform:
             explain_limits=ExplainLimits(
                 settings.explain_max_queue, settings.explain_max_rows, settings.explain_max_steps
             ),
+            adapters=self.adapters,
         )
         self.responses = Responses(
             self.inference, ResponseStore(self.db, self.clock, ttl_s=settings.responses_ttl_s)
@@ -126,6 +131,7 @@ class Platform:
     def close(self) -> None:
         self.billing_scheduler.close()
         self.replicas.close()
+        self.adapters.close()
         self.gate.close()
         self.meter.close()
         self.metering.budgets.close()

@@ -23,11 +23,11 @@ from openmaas.metering.wiring import Metering, build_metering
 from openmaas.optimize import jobs as optimize_jobs
 from openmaas.registry.imports import ModelImports
 from openmaas.registry.in_use import VersionHolder
+from openmaas.serving.adapters import Adapters
 from openmaas.serving.directory import ServedModels
 from openmaas.serving.explain.options import ExplainLimits
 from openmaas.serving.holders import deployments_holding
 from openmaas.serving.inference import Inference
-from openmaas.serving.adapters import Adapters
 from openmaas.serving.replicas import ReplicaManager
 from openmaas.serving.response_store import ResponseStore
 from openmaas.serving.responses import Responses

@@ -88,7 +88,10 @@ def _register_adapter(served: Served, tenant: Tenant, base: Path, suffix: str, s
 
 @pytest.fixture(scope="module")
 def adapters(served: Served, acme: Tenant, base: Path) -> list[Adapter]:
-    return [_register_adapter(served, acme, base, suffix, seed) for seed, suffix in enumerate(("support", "sales"))]
+    return [
+        _register_adapter(served, acme, base, suffix, seed)
+        for seed, suffix in enumerate(("support", "sales"))
+    ]
 
 
 def _deploy(served: Served, tenant: Tenant) -> None:
@@ -173,4 +176,7 @@ def test_an_adapter_is_still_refused_as_a_deployment_of_its_own(
     with served.client(acme.key) as http:
         refused = http.post("/v1/deployments", json={"model": "tiny-support:1", "name": "support"})
     assert refused.status_code == 422
-    assert (refused.json()["error"]["code"], refused.json()["error"]["param"]) == ("adapter_not_deployable", "model")
+    assert (refused.json()["error"]["code"], refused.json()["error"]["param"]) == (
+        "adapter_not_deployable",
+        "model",
+    )

@@ -145,7 +145,9 @@ class LoraWeights:
 class AdapterSlots:
     """Up to `max_loras` adapters resident in the model's stacked slots, least recently used out."""
 
-    def __init__(self, model: nn.Module, max_loras: int, max_rank: int, part_sizes: dict[str, list[int]]) -> None:
+    def __init__(
+        self, model: nn.Module, max_loras: int, max_rank: int, part_sizes: dict[str, list[int]]
+    ) -> None:
         self.model = model
         self.max_loras = max_loras
         self.max_rank = max_rank

@@ -53,7 +53,13 @@ class _Adapter:
 
 class Adapters:
     def __init__(
-        self, db: Database, store: ArtifactStore, directory: ServedModels, clock: Clock, *, ttl_s: float = 30.0
+        self,
+        db: Database,
+        store: ArtifactStore,
+        directory: ServedModels,
+        clock: Clock,
+        *,
+        ttl_s: float = 30.0,
     ) -> None:
         self._db = db
         self._store = store
@@ -74,9 +80,13 @@ class Adapters:
         base = self._base_deployment(org_id, adapter.base_version_id)
         if base is None:
             raise await to_thread.run_sync(self._not_deployed, org_id, name, adapter)
-        path = self._local.get(adapter.version_id) or await to_thread.run_sync(self._copy, adapter)
+        path = self._local.get(adapter.version_id)
+        if path is None:
+            path = await to_thread.run_sync(self._copy, adapter)
         runtime = base.runtime.with_adapter(LoraRequest(adapter.version_id, path))
-        return replace(base, name=name, version_id=adapter.version_id, runtime=runtime, routes=(), cumulative=())
+        return replace(
+            base, name=name, version_id=adapter.version_id, runtime=runtime, routes=(), cumulative=()
+        )
 
     def _base_deployment(self, org_id: str, base_version_id: str) -> ServedModel | None:
         """The caller's loaded deployment serving the base version (for a traffic split, the route)."""
@@ -89,7 +99,9 @@ class Adapters:
         return None
 
     def _look_up(self, org_id: str, name: str) -> _Adapter:
-        missing = errors.NotFound(f"The model {name!r} does not exist.", param="model", code="model_not_found")
+        missing = errors.NotFound(
+            f"The model {name!r} does not exist.", param="model", code="model_not_found"
+        )
         job_id = name.rsplit(":", 1)[-1]
         with self._db.read_session() as session:
             job = session.get(Job, job_id)

@@ -5,7 +5,7 @@ across adapters."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,9 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def adapters(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[LoraRequest]]:
+def adapters(
+    model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, list[LoraRequest]]:
     """Four random adapters per architecture; the fourth adapts attention only, with another rank."""
     root = tmp_path_factory.mktemp("adapters")
     made: dict[str, list[LoraRequest]] = {}
@@ -56,7 +58,9 @@ def _tokens(engine: LLMEngine, prompts: list[list[int]], loras: list[LoraRequest
     return [r[0].token_ids for r in results]
 
 
-def _merged_greedy(model_dir: Path, adapter: LoraRequest, prompts: list[list[int]], n: int) -> list[list[int]]:
+def _merged_greedy(
+    model_dir: Path, adapter: LoraRequest, prompts: list[list[int]], n: int
+) -> list[list[int]]:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -71,9 +75,12 @@ def _merged_greedy(model_dir: Path, adapter: LoraRequest, prompts: list[list[int
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_an_adapter_gives_the_tokens_of_its_merged_weights(
-    arch: str, model_dirs: dict[str, Path], engines: dict[str, LLMEngine], adapters: dict[str, list[LoraRequest]],
-    hf_greedy,  # noqa: ANN001
-) -> None:  # fmt: skip
+    arch: str,
+    model_dirs: dict[str, Path],
+    engines: dict[str, LLMEngine],
+    adapters: dict[str, list[LoraRequest]],
+    hf_greedy: Callable[[str, list[int], int], list[int]],
+) -> None:
     prompts = random_prompts([7, 21], seed=3)
     engine = engines[arch]
     for adapter in (adapters[arch][0], adapters[arch][3]):
@@ -114,7 +121,9 @@ def test_adapters_are_evicted_least_recently_used_and_stay_correct_after_reloadi
     # Three adapters at once on two slots: the third waits for a slot, and every answer is right.
     prompts = random_prompts([6, 6, 6], seed=6)
     together = _tokens(engine, prompts, [first, second, third])
-    assert together == [_tokens(engine, [p], [a])[0] for p, a in zip(prompts, [first, second, third], strict=True)]
+    assert together == [
+        _tokens(engine, [p], [a])[0] for p, a in zip(prompts, [first, second, third], strict=True)
+    ]
 
 
 def test_the_prefix_cache_is_not_shared_across_adapters(

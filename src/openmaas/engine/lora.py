@@ -196,15 +196,18 @@ class AdapterSlots:
     def resident(self) -> list[str]:
         return list(self._slot_of)
 
-    def set_rows(self, slots: list[int], device: torch.device) -> None:
-        """This step's slot per token row (-1: the base); the mask stays None when none is an adapter."""
-        if max(slots, default=-1) < 0 or self._weights is None:
+    def set_rows(self, items: list[tuple[int, int]], device: torch.device) -> None:
+        """This step's (slot, token rows) per sequence, in row order (slot -1: the base); the mask
+        stays None when no sequence has an adapter."""
+        if self._weights is None or all(slot < 0 for slot, _ in items):
             self.batch.mask = None
             return
         dtype = next(iter(self._weights.values())).a.dtype
-        index = torch.tensor(slots, device=device)
-        mask = torch.zeros((len(slots), self.max_loras + 1), dtype=dtype, device=device)
-        mask[torch.arange(len(slots), device=device), index] = 1  # -1 lands in the spare last column
+        slots = torch.tensor([slot for slot, _ in items], device=device)
+        index = slots.repeat_interleave(torch.tensor([n for _, n in items], device=device))
+        rows = index.shape[0]
+        mask = torch.zeros((rows, self.max_loras + 1), dtype=dtype, device=device)
+        mask[torch.arange(rows, device=device), index] = 1  # -1 lands in the spare last column
         self.batch.mask = mask[:, : self.max_loras]
 
     def _take_slot(self) -> int | None:

@@ -118,7 +118,7 @@ class ModelRunner:
         batch = [s for s in batch if s.num_tokens == 1] + [s for s in batch if s.num_tokens > 1]
         input_ids, positions, meta, sample_rows = self.prepare(batch)
         if self.adapters is not None:
-            self.adapters.set_rows([s.seq.lora_slot for s in batch for _ in range(s.num_tokens)], self.device)
+            self.adapters.set_rows([(s.seq.lora_slot, s.num_tokens) for s in batch], self.device)
         hidden = self.model(input_ids, positions, self.kv_caches, meta)
         if not len(sample_rows):  # only partial prefill chunks: nothing samples this step
             return hidden.new_empty((0, self.model.config.vocab_size)), []

@@ -29,7 +29,7 @@ from openmaas import errors
 from openmaas.billing.tables import Listing
 from openmaas.clock import Clock
 from openmaas.db.database import Database
-from openmaas.engine.lora import LoraRequest
+from openmaas.engine.lora import LoraRequest, read_adapter
 from openmaas.jobs.tables import Job
 from openmaas.registry.manifest import is_adapter
 from openmaas.registry.tables import ModelVersion
@@ -70,20 +70,31 @@ class Adapters:
         self._local: dict[str, Path] = {}  # adapter version id -> its local copy
         self._lock = threading.Lock()
         self._folder: Path | None = None
+        self._checked: set[tuple[str, int]] = set()  # (adapter version, max rank) found servable
 
     async def acquire(self, org_id: str, name: str) -> ServedModel:
         """The model answering `name` (an `ft:` id) for `org_id`: its base deployment with the adapter."""
         adapter = self._known.get((org_id, name))
         if adapter is None or adapter.expires < self._clock.monotonic():
             adapter = await to_thread.run_sync(self._look_up, org_id, name)
+            if len(self._known) >= 10_000:  # ids called once long ago: start over
+                self._known.clear()
             self._known[(org_id, name)] = adapter
         base = self._base_deployment(org_id, adapter.base_version_id)
         if base is None:
             raise await to_thread.run_sync(self._not_deployed, org_id, name, adapter)
-        path = self._local.get(adapter.version_id)
-        if path is None:
-            path = await to_thread.run_sync(self._copy, adapter)
-        runtime = base.runtime.with_adapter(LoraRequest(adapter.version_id, path))
+        slots = base.runtime.engine.engine.runner.adapters
+        if slots is None:
+            raise errors.Conflict(
+                f"The deployment {base.name!r} of {adapter.base_ref} serves no adapters (its engine setting "
+                "max_loras is 0); update it with max_loras of 1 or more to call its adapters.",
+                param="model",
+                code="adapters_disabled",
+            )
+        lora = LoraRequest(adapter.version_id, self._local.get(adapter.version_id) or Path())
+        if (adapter.version_id, slots.max_rank) not in self._checked:
+            lora = await to_thread.run_sync(self._prepare, adapter, slots.max_rank)
+        runtime = base.runtime.with_adapter(lora)
         return replace(
             base, name=name, version_id=adapter.version_id, runtime=runtime, routes=(), cumulative=()
         )
@@ -151,18 +162,23 @@ class Adapters:
             code="base_not_deployed",
         )
 
-    def _copy(self, adapter: _Adapter) -> Path:
+    def _prepare(self, adapter: _Adapter, max_rank: int) -> LoraRequest:
+        """Copy the adapter's files here (once) and check that an engine of `max_rank` can serve it
+        (400 naming `model` if not), before the request is admitted: a stream refused once begun
+        would break its connection."""
         with self._lock:
             local = self._local.get(adapter.version_id)
-            if local is not None:
-                return local
-            if self._folder is None:
-                self._folder = Path(tempfile.mkdtemp(prefix="openmaas-adapters-"))
-            target = self._folder / adapter.version_id
-            with self._store.reading(adapter.artifact_path) as folder:
-                shutil.copytree(folder, target, dirs_exist_ok=True)
-            self._local[adapter.version_id] = target
-            return target
+            if local is None:
+                if self._folder is None:
+                    self._folder = Path(tempfile.mkdtemp(prefix="openmaas-adapters-"))
+                local = self._folder / adapter.version_id
+                with self._store.reading(adapter.artifact_path) as folder:
+                    shutil.copytree(folder, local, dirs_exist_ok=True)
+                self._local[adapter.version_id] = local
+        lora = LoraRequest(adapter.version_id, local)
+        read_adapter(lora, max_rank)
+        self._checked.add((adapter.version_id, max_rank))
+        return lora
 
     def close(self) -> None:
         if self._folder is not None:

@@ -5,8 +5,9 @@ The base is a random-weight model of Qwen2.5-0.5B's shape (benchmarks/llm_engine
 into --model-dir); the adapters are random rank-8 LoRAs on every attention and MLP projection (what
 our fine-tuning jobs train by default), in peft's layout. Each request has --prompt-len random prompt
 tokens and --new-tokens greedy new tokens (eos ignored). The two loads run in turns, --rounds times
-each (prefix caching off, so every round computes its prompts), after a warm-up that loads every adapter once (a first use reads the adapter from disk; its
-time is reported apart); the figures are the medians. Target: adapters at ≥ 80% of the base's output
+each (prefix caching off, so every round computes its prompts), after a warm-up that loads every
+adapter once (a first use reads the adapter from disk; its time is reported apart); the figures are
+the medians. Target: adapters at ≥ 80% of the base's output
 tokens/s.
 
     python -m benchmarks.multi_lora --rounds 3 --threads 2
@@ -65,7 +66,8 @@ def main() -> None:
         adapters.append(LoraRequest(f"adapter-{i}", folder))
     config = EngineConfig(
         model=str(model_dir), dtype=args.dtype, max_num_seqs=args.requests, max_loras=args.adapters,
-        kv_cache_memory_bytes=256 << 20, enable_prefix_caching=False, max_model_len=args.prompt_len + args.new_tokens + 16,
+        kv_cache_memory_bytes=256 << 20, enable_prefix_caching=False,
+        max_model_len=args.prompt_len + args.new_tokens + 16,
     )  # fmt: skip
     engine = LLMEngine(config)
     g = torch.Generator().manual_seed(0)
@@ -86,9 +88,8 @@ def main() -> None:
         lora_tps.append(run_load(engine, prompts, spread, args.new_tokens))
     b, a = statistics.median(base_tps), statistics.median(lora_tps)
     print(f"engine {engine.runner.dtype}, {args.threads} threads, {os.cpu_count()} CPUs; uptime: {_uptime()}")
-    print(
-        f"{args.requests} requests x ({args.prompt_len} prompt + {args.new_tokens} new tokens), rounds {args.rounds}"
-    )
+    shape = f"{args.prompt_len} prompt + {args.new_tokens} new tokens"
+    print(f"{args.requests} requests x ({shape}), rounds {args.rounds}")
     print(f"first use of {len(adapters)} rank-{args.rank} adapters (read + load + 1 step): {first_use:.2f} s")
     print(f"{'load':<34}{'output tok/s (median)':>24}{'all rounds':>30}")
     print(f"{'base alone':<34}{b:>24.1f}{_fmt(base_tps):>30}")

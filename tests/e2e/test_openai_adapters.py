@@ -94,12 +94,12 @@ def adapters(served: Served, acme: Tenant, base: Path) -> list[Adapter]:
     ]
 
 
-def _deploy(served: Served, tenant: Tenant) -> None:
+def _deploy(served: Served, tenant: Tenant, model: str = "tiny", name: str = "tiny") -> None:
     with served.client(tenant.key) as http:
-        created = http.post("/v1/deployments", json={"model": "tiny", "name": "tiny", "engine": ENGINE})
+        created = http.post("/v1/deployments", json={"model": model, "name": name, "engine": ENGINE})
         assert created.status_code == 201, created.text
         deadline = time.monotonic() + 120
-        while (state := http.get("/v1/deployments/tiny").json()["state"]) != "ready":
+        while (state := http.get(f"/v1/deployments/{name}").json()["state"]) != "ready":
             assert state in ("pending", "loading") and time.monotonic() < deadline, state
             time.sleep(0.1)
 
@@ -180,3 +180,28 @@ def test_an_adapter_is_still_refused_as_a_deployment_of_its_own(
         "adapter_not_deployable",
         "model",
     )
+
+
+def test_a_marketplace_buyer_calls_a_published_adapter_on_its_own_base_deployment(
+    served: Served, acme: Tenant, adapters: list[Adapter]
+) -> None:
+    price = [{"unit": "requests", "price": "0.02"}]
+    sales = adapters[1]
+    with served.client(acme.key) as http:
+        listed = http.post("/v1/marketplace/listings", json={"model": "tiny:1", "components": price})
+        assert listed.status_code == 201, listed.text
+    buyer = served.tenant("initech")
+    _deploy(served, buyer, listed.json()["id"], "bought")  # the base, bought from its listing
+    client = _client(served, buyer)
+    with pytest.raises(openai.NotFoundError):  # the adapter is not for sale yet
+        client.completions.create(model=sales.model, prompt="Hi", max_tokens=2)
+    with served.client(acme.key) as http:
+        adapter_listing = http.post(
+            "/v1/marketplace/listings", json={"model": sales.version_id, "components": price}
+        )
+        assert adapter_listing.status_code == 201, adapter_listing.text
+    reply = client.completions.create(model=sales.model, prompt=[5, 17, 42], max_tokens=4, temperature=0)
+    assert reply.model == sales.model and reply.usage is not None
+    with served.client(buyer.key) as http:
+        events = http.get("/v1/usage", params={"granularity": "event", "limit": 100}).json()["data"]
+    assert [e["model"] for e in events if e["unit"] == "requests"] == [sales.version_id]

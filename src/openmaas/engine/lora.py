@@ -3,9 +3,10 @@
 An adapter is a peft folder (`adapter_model.safetensors` + `adapter_config.json`, as our fine-tuning
 jobs write it). `AdapterSlots` keeps up to `max_loras` of them in GPU/CPU memory, in slots stacked
 per projection: for each of a layer's fused projections (qkv, o, gate_up, down) one `a` of
-[slots x R, in] and one `b` of [out, slots x R], where R is the projection's parts (3 for qkv, 2 for
-gate_up) times `max_lora_rank`; a smaller rank is zero-padded and the scale `alpha / r` is folded
-into `b`. A step that holds adapter rows computes, for each projection,
+[slots x R, in] and one `b` of [out, slots x R] (kept transposed), where R is the projection's parts
+(3 for qkv, 2 for gate_up) times the largest rank loaded (at most `max_lora_rank`); a smaller rank is
+zero-padded and the scale `alpha / r` is folded into `b`. A step that holds adapter rows computes,
+for each projection, over the slots up to the highest one the step uses,
 
     y = x W^T + ((x a^T) * onehot(slot of the row)) b^T
 
@@ -100,35 +101,42 @@ def read_adapter(adapter: LoraRequest, max_rank: int) -> ParsedAdapter:
 
 
 class LoraBatch:
-    """The current step's adapter rows: a one-hot [rows, slots] mask, None when no row has one."""
+    """The current step's adapter rows: a one-hot [rows, slots] mask over the slots in use (slots are
+    handed out lowest first, so `slots` is one past the highest in this step); None when no row has one."""
 
     mask: torch.Tensor | None = None
+    slots = 0
 
 
 class LoraWeights:
-    """One fused projection's stacked adapter weights (see the module docstring)."""
+    """One fused projection's stacked adapter weights (see the module docstring): `a` [slots x R, in]
+    and `bt` (b transposed) [slots x R, out], so the first k slots are one contiguous slice of each."""
 
-    def __init__(self, linear: nn.Linear, parts: int, batch: LoraBatch, slots: int, rank: int) -> None:
+    def __init__(
+        self, linear: nn.Linear, part_sizes: list[int], batch: LoraBatch, slots: int, rank: int
+    ) -> None:
         dtype, device = linear.weight.dtype, linear.weight.device
         self.batch = batch
-        self.slots = slots
-        self.width = parts * rank  # R: columns of one slot
+        self.part_sizes = part_sizes  # each part's outputs (q, k, v / gate, up)
+        self.width = len(part_sizes) * rank  # R: rows of one slot
         self.rank = rank
         self.a = torch.zeros((slots * self.width, linear.in_features), dtype=dtype, device=device)
-        self.b = torch.zeros((linear.out_features, slots * self.width), dtype=dtype, device=device)
-        self.part_sizes: list[int] = [linear.out_features]  # each part's outputs (q, k, v / gate, up)
+        self.bt = torch.zeros((slots * self.width, linear.out_features), dtype=dtype, device=device)
 
-    def delta(self, x: torch.Tensor) -> torch.Tensor:
-        mask = self.batch.mask
+    def add_delta(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """y + this step's adapter deltas of x, row by row."""
+        batch = self.batch
+        mask = batch.mask
         assert mask is not None
-        h = x @ self.a.t()
-        h = (h.view(x.shape[0], self.slots, self.width) * mask[:, :, None]).view(x.shape[0], -1)
-        return h @ self.b.t()
+        used = batch.slots * self.width
+        h = x @ self.a[:used].t()
+        h = (h.view(x.shape[0], batch.slots, self.width) * mask[:, :, None]).view(x.shape[0], used)
+        return torch.addmm(y, h, self.bt[:used])
 
     def write(self, slot: int, parts: list[tuple[int, torch.Tensor, torch.Tensor]]) -> None:
-        cols = slice(slot * self.width, (slot + 1) * self.width)
-        self.a[cols].zero_()
-        self.b[:, cols].zero_()
+        rows = slice(slot * self.width, (slot + 1) * self.width)
+        self.a[rows].zero_()
+        self.bt[rows].zero_()
         offsets = [0]
         for size in self.part_sizes:
             offsets.append(offsets[-1] + size)
@@ -139,11 +147,14 @@ class LoraWeights:
             if a.shape[1] != self.a.shape[1] or b.shape[0] != hi - lo:
                 raise ValueError(f"shape {tuple(a.shape)} x {tuple(b.shape)} does not fit this projection")
             self.a[start : start + r].copy_(a)
-            self.b[lo:hi, start : start + r].copy_(b)
+            self.bt[start : start + r, lo:hi].copy_(b.t())
 
 
 class AdapterSlots:
-    """Up to `max_loras` adapters resident in the model's stacked slots, least recently used out."""
+    """Up to `max_loras` adapters resident in the model's stacked slots, least recently used out.
+
+    The stacks are as wide as the largest rank loaded so far (at most `max_rank`): adapters of rank 8
+    on an engine allowing 16 cost what rank 8 costs. A larger one widens them, reloading the others."""
 
     def __init__(
         self, model: nn.Module, max_loras: int, max_rank: int, part_sizes: dict[str, list[int]]
@@ -154,9 +165,11 @@ class AdapterSlots:
         self.part_sizes = part_sizes  # fused projection -> its parts' output sizes
         self.batch = LoraBatch()
         self._weights: dict[tuple[int, str], LoraWeights] | None = None  # made on first use
+        self._rank = 0  # the stacks' rank
         self._slot_of: OrderedDict[str, int] = OrderedDict()  # resident adapters, least recent first
+        self._resident: dict[str, LoraRequest] = {}
         self._refs = [0] * max_loras
-        self._free = list(range(max_loras - 1, -1, -1))
+        self._free = list(range(max_loras - 1, -1, -1))  # popped lowest first
         # Checked adapters not resident yet (read when their request was added), by name.
         self._staged: dict[str, ParsedAdapter] = {}
         self.loads = 0  # adapters loaded into a slot, for tests and metrics
@@ -184,8 +197,11 @@ class AdapterSlots:
             if slot is None:
                 return None
             parsed = self._staged.pop(adapter.name, None) or read_adapter(adapter, self.max_rank)
+            if parsed.rank > self._rank:
+                self._widen(parsed.rank)
             self._load(slot, parsed)
             self._slot_of[adapter.name] = slot
+            self._resident[adapter.name] = adapter
         self._slot_of.move_to_end(adapter.name)
         self._refs[slot] += 1
         return slot
@@ -203,12 +219,13 @@ class AdapterSlots:
             self.batch.mask = None
             return
         dtype = next(iter(self._weights.values())).a.dtype
-        slots = torch.tensor([slot for slot, _ in items], device=device)
+        used = max(slot for slot, _ in items) + 1
+        slots = torch.tensor([slot if slot >= 0 else used for slot, _ in items], device=device)
         index = slots.repeat_interleave(torch.tensor([n for _, n in items], device=device))
         rows = index.shape[0]
-        mask = torch.zeros((rows, self.max_loras + 1), dtype=dtype, device=device)
-        mask[torch.arange(rows, device=device), index] = 1  # -1 lands in the spare last column
-        self.batch.mask = mask[:, : self.max_loras]
+        mask = torch.zeros((rows, used + 1), dtype=dtype, device=device)
+        mask[torch.arange(rows, device=device), index] = 1  # the base's rows: the spare last column
+        self.batch.mask, self.batch.slots = mask[:, :used], used
 
     def _take_slot(self) -> int | None:
         if self._free:
@@ -216,26 +233,28 @@ class AdapterSlots:
         for name, slot in self._slot_of.items():  # least recently used first
             if self._refs[slot] == 0:
                 del self._slot_of[name]
+                del self._resident[name]
                 return slot
         return None
 
     def _load(self, slot: int, parsed: ParsedAdapter) -> None:
-        weights = self._stacks()
-        for key, stack in weights.items():
+        assert self._weights is not None
+        for key, stack in self._weights.items():
             stack.write(slot, parsed.weights.get(key, []))
         self.loads += 1
 
-    def _stacks(self) -> dict[tuple[int, str], LoraWeights]:
-        if self._weights is None:
-            self._weights = {}
-            for i, layer in enumerate(self.model.layers):  # type: ignore[arg-type]
-                for owner in (layer.self_attn, layer.mlp):
-                    for fused, parts in FUSED_PARTS.items():
-                        linear = getattr(owner, fused, None)
-                        if linear is None:
-                            continue
-                        stack = LoraWeights(linear, len(parts), self.batch, self.max_loras, self.max_rank)
-                        stack.part_sizes = self.part_sizes[fused]
-                        linear.lora = stack
-                        self._weights[(i, fused)] = stack
-        return self._weights
+    def _widen(self, rank: int) -> None:
+        """(Re)make the stacks at `rank` and reload the resident adapters into their slots."""
+        self._rank = rank
+        self._weights = {}
+        for i, layer in enumerate(self.model.layers):  # type: ignore[arg-type]
+            for owner in (layer.self_attn, layer.mlp):
+                for fused in FUSED_PARTS:
+                    linear = getattr(owner, fused, None)
+                    if linear is None:
+                        continue
+                    stack = LoraWeights(linear, self.part_sizes[fused], self.batch, self.max_loras, rank)
+                    linear.lora = stack
+                    self._weights[(i, fused)] = stack
+        for name, slot in self._slot_of.items():
+            self._load(slot, read_adapter(self._resident[name], self.max_rank))

@@ -126,6 +126,19 @@ def test_adapters_are_evicted_least_recently_used_and_stay_correct_after_reloadi
     ]
 
 
+def test_a_larger_rank_widens_the_slots_and_keeps_the_smaller_adapter_right(
+    model_dirs: dict[str, Path], adapters: dict[str, list[LoraRequest]], engines: dict[str, LLMEngine]
+) -> None:
+    engine = make_engine(model_dirs["llama"], max_loras=2)
+    rank4, rank2 = adapters["llama"][0], adapters["llama"][3]
+    prompts = random_prompts([9, 4], seed=8)
+    before = _tokens(engine, prompts, [rank2, rank2])  # the stacks are made at rank 2
+    assert _tokens(engine, prompts, [rank4, rank2]) == [
+        _tokens(engines["llama"], [prompts[0]], [rank4])[0],
+        before[1],
+    ]
+
+
 def test_the_prefix_cache_is_not_shared_across_adapters(
     model_dirs: dict[str, Path], adapters: dict[str, list[LoraRequest]]
 ) -> None:

@@ -48,7 +48,7 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lora = self.lora
         if lora is not None and lora.batch.mask is not None:  # a step with adapter rows
-            return self._forward(x) + lora.delta(x)
+            return lora.add_delta(self._forward(x), x)
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:

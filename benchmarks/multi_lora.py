@@ -44,7 +44,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/openmaas-bench/qwen2.5-0.5b-random"))
+    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument(
+        "--preset", choices=["qwen0.5b", "small"], default="qwen0.5b",
+        help="small: hidden 512, 8 layers, vocab 32000 (a quick run on a busy machine)",
+    )  # fmt: skip
     parser.add_argument("--adapter-dir", type=Path, default=Path("/tmp/openmaas-bench/lora-adapters"))
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int, default=2)
@@ -57,10 +61,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    model_dir = build_model(args.model_dir)
+    model_dir = _model(args)
     adapters = []
     for i in range(args.adapters):
-        folder = args.adapter_dir / f"r{args.rank}-{i}"
+        folder = args.adapter_dir / f"{args.preset}-r{args.rank}-{i}"
         if not (folder / "adapter_config.json").exists():
             build_tiny_adapter(folder, model_dir, rank=args.rank, alpha=2.0 * args.rank, std=0.02, seed=i)
         adapters.append(LoraRequest(f"adapter-{i}", folder))
@@ -95,6 +99,21 @@ def main() -> None:
     print(f"{'base alone':<34}{b:>24.1f}{_fmt(base_tps):>30}")
     print(f"{f'{len(adapters)} adapters, spread':<34}{a:>24.1f}{_fmt(lora_tps):>30}")
     print(f"adapters / base: {a / b:.1%} (target >= 80%)")
+
+
+def _model(args: argparse.Namespace) -> Path:
+    if args.preset == "qwen0.5b":
+        return build_model(args.model_dir or Path("/tmp/openmaas-bench/qwen2.5-0.5b-random"))
+    folder = args.model_dir or Path("/tmp/openmaas-bench/qwen2-small-random")
+    if not (folder / "config.json").exists():
+        from openmaas.engine.testing import build_tiny_model
+
+        build_tiny_model(
+            folder, "qwen2", hidden_size=512, intermediate_size=2048, num_layers=8, num_heads=8,
+            num_kv_heads=2, vocab_size=32000, max_position_embeddings=4096, initializer_range=0.02,
+            tie_word_embeddings=True, with_tokenizer=False,
+        )  # fmt: skip
+    return folder
 
 
 def _fmt(values: list[float]) -> str:

@@ -101,11 +101,16 @@ def read_adapter(adapter: LoraRequest, max_rank: int) -> ParsedAdapter:
 
 
 class LoraBatch:
-    """The current step's adapter rows: a one-hot [rows, slots] mask over the slots in use (slots are
-    handed out lowest first, so `slots` is one past the highest in this step); None when no row has one."""
+    """The current step's adapter rows. Decode rows (the first `decode_rows`, one per sequence) use a
+    one-hot [decode_rows, slots] `mask` over the slots in use (handed out lowest first, so `slots` is
+    one past the highest); each prefill chunk, whose rows share one adapter, is a `segment`
+    (start, end, slot) computed on its own slot only. `active` is False when no row has an adapter."""
 
+    active = False
     mask: torch.Tensor | None = None
     slots = 0
+    decode_rows = 0
+    segments: list[tuple[int, int, int]] = []
 
 
 class LoraWeights:
@@ -124,14 +129,19 @@ class LoraWeights:
         self.bt = torch.zeros((slots * self.width, linear.out_features), dtype=dtype, device=device)
 
     def add_delta(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """y + this step's adapter deltas of x, row by row."""
+        """y (a fresh tensor) plus this step's adapter deltas of x, row by row, in place."""
         batch = self.batch
         mask = batch.mask
-        assert mask is not None
-        used = batch.slots * self.width
-        h = x @ self.a[:used].t()
-        h = (h.view(x.shape[0], batch.slots, self.width) * mask[:, :, None]).view(x.shape[0], used)
-        return torch.addmm(y, h, self.bt[:used])
+        if mask is not None:
+            d, used = batch.decode_rows, batch.slots * self.width
+            h = x[:d] @ self.a[:used].t()
+            h = (h.view(d, batch.slots, self.width) * mask[:, :, None]).view(d, used)
+            y[:d].addmm_(h, self.bt[:used])
+        width = self.width
+        for start, end, slot in batch.segments:
+            rows = slice(slot * width, (slot + 1) * width)
+            y[start:end].addmm_(x[start:end] @ self.a[rows].t(), self.bt[rows])
+        return y
 
     def write(self, slot: int, parts: list[tuple[int, torch.Tensor, torch.Tensor]]) -> None:
         rows = slice(slot * self.width, (slot + 1) * self.width)
@@ -213,19 +223,27 @@ class AdapterSlots:
         return list(self._slot_of)
 
     def set_rows(self, items: list[tuple[int, int]], device: torch.device) -> None:
-        """This step's (slot, token rows) per sequence, in row order (slot -1: the base); the mask
-        stays None when no sequence has an adapter."""
-        if self._weights is None or all(slot < 0 for slot, _ in items):
-            self.batch.mask = None
+        """This step's (slot, token rows) per sequence, in row order, single-token (decode) items
+        first as the runner orders them (slot -1: the base)."""
+        batch = self.batch
+        batch.active = self._weights is not None and any(slot >= 0 for slot, _ in items)
+        if not batch.active:
             return
-        dtype = next(iter(self._weights.values())).a.dtype
-        used = max(slot for slot, _ in items) + 1
-        slots = torch.tensor([slot if slot >= 0 else used for slot, _ in items], device=device)
-        index = slots.repeat_interleave(torch.tensor([n for _, n in items], device=device))
-        rows = index.shape[0]
-        mask = torch.zeros((rows, used + 1), dtype=dtype, device=device)
-        mask[torch.arange(rows, device=device), index] = 1  # the base's rows: the spare last column
-        self.batch.mask, self.batch.slots = mask[:, :used], used
+        assert self._weights is not None
+        decode = [slot for slot, n in items if n == 1]
+        batch.segments, row = [], len(decode)
+        for slot, n in items[len(decode) :]:
+            if slot >= 0:
+                batch.segments.append((row, row + n, slot))
+            row += n
+        batch.mask, batch.decode_rows = None, len(decode)
+        if max(decode, default=-1) >= 0:
+            dtype = next(iter(self._weights.values())).a.dtype
+            used = max(decode) + 1
+            index = torch.tensor([slot if slot >= 0 else used for slot in decode], device=device)
+            mask = torch.zeros((len(decode), used + 1), dtype=dtype, device=device)
+            mask[torch.arange(len(decode), device=device), index] = 1  # the base: the spare last column
+            batch.mask, batch.slots = mask[:, :used], used
 
     def _take_slot(self) -> int | None:
         if self._free:

@@ -47,7 +47,7 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lora = self.lora
-        if lora is not None and lora.batch.mask is not None:  # a step with adapter rows
+        if lora is not None and lora.batch.active:  # a step with adapter rows
             return lora.add_delta(self._forward(x), x)
         return self._forward(x)
 

@@ -233,7 +233,7 @@ class LlamaForCausalLM(nn.Module):
         kernels, shape = self.norm.kernels, self.fused_shape
         if kernels is None or shape is None or meta.num_decode != rows:
             return False
-        if self.lora_batch is not None and self.lora_batch.mask is not None:
+        if self.lora_batch is not None and self.lora_batch.active:
             return False  # adapter rows: the per-op path, whose projections add their deltas
         widths = (shape.hidden, shape.heads * shape.head_dim, shape.intermediate)
         return all(kernels.fits_rows(rows, width) for width in widths)

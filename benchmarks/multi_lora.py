@@ -95,9 +95,9 @@ def main() -> None:
     shape = f"{args.prompt_len} prompt + {args.new_tokens} new tokens"
     print(f"{args.requests} requests x ({shape}), rounds {args.rounds}")
     print(f"first use of {len(adapters)} rank-{args.rank} adapters (read + load + 1 step): {first_use:.2f} s")
-    print(f"{'load':<34}{'output tok/s (median)':>24}{'all rounds':>30}")
-    print(f"{'base alone':<34}{b:>24.1f}{_fmt(base_tps):>30}")
-    print(f"{f'{len(adapters)} adapters, spread':<34}{a:>24.1f}{_fmt(lora_tps):>30}")
+    print(f"{'load':<24}{'output tok/s (median)':>24}  all rounds")
+    print(f"{'base alone':<24}{b:>24.1f}  {_fmt(base_tps)}")
+    print(f"{f'{len(adapters)} adapters, spread':<24}{a:>24.1f}  {_fmt(lora_tps)}")
     print(f"adapters / base: {a / b:.1%} (target >= 80%)")
 
 

@@ -24,6 +24,7 @@ from openmaas.metering.wiring import Metering, build_metering
 from openmaas.optimize import jobs as optimize_jobs
 from openmaas.registry.imports import ModelImports
 from openmaas.registry.in_use import VersionHolder
+from openmaas.serving.adapters import Adapters
 from openmaas.serving.batches.runner import BatchRunner
 from openmaas.serving.directory import ServedModels
 from openmaas.serving.explain.options import ExplainLimits
@@ -73,6 +74,8 @@ class Platform:
     inference: Inference = field(init=False)
     # OpenAI's batches, run in this process beside the deployments (`start()`ed by the lifespan).
     batches: BatchRunner = field(init=False)
+    # Fine-tuned adapters (`ft:` models) answered by their base's deployment.
+    adapters: Adapters = field(init=False)
     # The Responses API: mapped onto `inference`'s chat completions, answers stored for follow-ups.
     responses: Responses = field(init=False)
     # Dataset uploads and model imports: streamed request bodies into the store and the registry.
@@ -107,6 +110,7 @@ class Platform:
         )
         self.deployment_metrics = DeploymentMetrics(self.served_models, self.clock)
         settings = self.settings
+        self.adapters = Adapters(self.db, self.store, self.served_models, self.clock)
         self.inference = Inference(
             self.replicas,
             self.gate,
@@ -117,6 +121,7 @@ class Platform:
             explain_limits=ExplainLimits(
                 settings.explain_max_queue, settings.explain_max_rows, settings.explain_max_steps
             ),
+            adapters=self.adapters,
         )
         self.batches = BatchRunner(self.db, self.store, self.replicas, self.inference, self.clock)
         self.responses = Responses(
@@ -148,6 +153,7 @@ class Platform:
         self.deployment_sync.close()
         self.deployment_metrics.close()
         self.replicas.close()
+        self.adapters.close()
         self.gate.close()
         self.meter.close()
         self.metering.budgets.close()

@@ -21,6 +21,7 @@ from typing import Any
 
 from openmaas.engine.config import EngineConfig
 from openmaas.engine.llm_engine import EngineStats, LLMEngine
+from openmaas.engine.lora import LoraRequest
 from openmaas.engine.outputs import RequestOutput
 from openmaas.engine.sampling_params import SamplingParams
 from openmaas.engine.tokenizer import Tokenizer
@@ -112,7 +113,7 @@ class AsyncLLMEngine:
         self._lock = threading.RLock()
         self._active: dict[str, RequestStream] = {}
         self._num_waiting = 0
-        self._incoming: deque[tuple[RequestStream, list[int], SamplingParams]] = deque()
+        self._incoming: deque[tuple[RequestStream, list[int], SamplingParams, LoraRequest | None]] = deque()
         self._aborts: deque[str] = deque()
         self._wake = threading.Event()
         self._stopping = False
@@ -154,9 +155,14 @@ class AsyncLLMEngine:
                 stream._loop.call_soon_threadsafe(stream._fail, error)
 
     def generate(
-        self, prompt_token_ids: list[int], params: SamplingParams, request_id: str | None = None
+        self,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        lora: LoraRequest | None = None,
     ) -> RequestStream:
-        """Admit a request and return its stream. Must be called from a running event loop."""
+        """Admit a request (on the LoRA adapter `lora`, if given) and return its stream. Must be
+        called from a running event loop."""
         if self._error is not None:
             raise InternalError("the engine has stopped after an error")
         self.engine.check_prompt(prompt_token_ids, params)
@@ -170,7 +176,7 @@ class AsyncLLMEngine:
                 raise ServiceUnavailable("the engine's request queue is full; retry shortly", retry_after=1)
             self._active[request_id] = stream
             self._num_waiting += 1
-        self._incoming.append((stream, list(prompt_token_ids), params))
+        self._incoming.append((stream, list(prompt_token_ids), params, lora))
         self._wake.set()
         return stream
 
@@ -204,11 +210,11 @@ class AsyncLLMEngine:
         streams: dict[str, RequestStream] = {}
         while not self._stopping:
             while self._incoming:
-                stream, prompt, params = self._incoming.popleft()
+                stream, prompt, params, lora = self._incoming.popleft()
                 if stream.done:
                     continue
                 try:
-                    engine.add_request(stream.request_id, prompt, params)
+                    engine.add_request(stream.request_id, prompt, params, lora)
                     streams[stream.request_id] = stream
                 except Exception as exc:  # rejected after admission: tell that client only
                     stream._loop.call_soon_threadsafe(stream._fail, exc)

@@ -55,7 +55,7 @@ class BlockManager:
         if not self.enable_prefix_caching:
             return []
         hits: list[int] = []
-        parent: int | None = None
+        parent = seq.hash_root
         for i in range((seq.num_tokens - 1) // self.block_size):
             tokens = tuple(seq.block_tokens(i, self.block_size))
             h = chain_hash(parent, tokens)
@@ -109,7 +109,7 @@ class BlockManager:
         num_full = min(seq.num_computed_tokens // self.block_size, len(seq.block_table))
         for i in range(len(seq.block_hashes), num_full):
             tokens = tuple(seq.block_tokens(i, self.block_size))
-            parent = seq.block_hashes[i - 1] if i else None
+            parent = seq.block_hashes[i - 1] if i else seq.hash_root
             h = chain_hash(parent, tokens)
             seq.block_hashes.append(h)
             block = self.blocks[seq.block_table[i]]

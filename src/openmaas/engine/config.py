@@ -58,6 +58,12 @@ class EngineConfig:
     # RMSNorm with the residual add, RoPE, the SiLU gate, decode attention and the greedy pick.
     # False: PyTorch's ops and oneDNN only (and half the weight memory).
     cpu_kernels: bool = True
+    # LoRA adapters served on this base (engine/lora.py): how many stay resident at once (least
+    # recently used out; 0 serves none) and the largest rank they may have. Each resident slot costs,
+    # per layer, max_lora_rank x (3 x (hidden + q/k/v width) + ...) values — with the defaults about
+    # 1/40 of a Qwen2.5-0.5B's weights per slot — allocated only once an adapter is first asked for.
+    max_loras: int = 8
+    max_lora_rank: int = 16
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -67,6 +73,8 @@ class EngineConfig:
             raise ValueError("num_blocks must be positive")
         if self.max_num_seqs <= 0 or self.step_token_budget <= 0:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be positive")
+        if self.max_loras < 0 or self.max_lora_rank <= 0:
+            raise ValueError("max_loras must be at least 0 and max_lora_rank positive")
         if self.max_waiting_requests <= 0:
             raise ValueError("max_waiting_requests must be positive")
         if self.dtype != "auto" and self.dtype not in _DTYPES:

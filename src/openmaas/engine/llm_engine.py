@@ -20,6 +20,7 @@ from openmaas.engine.config import EngineConfig
 from openmaas.engine.detokenizer import IncrementalDetokenizer
 from openmaas.engine.guided import PARAM as GRAMMAR_PARAM
 from openmaas.engine.guided import GrammarCompiler
+from openmaas.engine.lora import LoraRequest
 from openmaas.engine.model_runner import ModelRunner
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.outputs import CompletionResult, RequestOutput, TokenLogprob
@@ -65,7 +66,7 @@ class LLMEngine:
         self.block_manager = BlockManager(
             self.runner.num_blocks, config.block_size, config.enable_prefix_caching
         )
-        self.scheduler = Scheduler(config, self.block_manager)
+        self.scheduler = Scheduler(config, self.block_manager, self.runner.adapters)
         eos = set(self.model_config.eos_token_ids)
         if tokenizer is not None and tokenizer.eos_token_id is not None:
             eos.add(tokenizer.eos_token_id)
@@ -91,11 +92,22 @@ class LLMEngine:
         return cls(EngineConfig(model=str(model), **options))
 
     # --- requests -------------------------------------------------------------------------------
-    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
-        """Queue a request (its `params.n` choices). Raises InvalidRequest naming the bad parameter."""
+    def add_request(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        lora: LoraRequest | None = None,
+    ) -> None:
+        """Queue a request (its `params.n` choices), on the LoRA adapter `lora` if given. Raises
+        InvalidRequest naming the bad parameter (`model` for an adapter that cannot be served)."""
         if request_id in self._requests:
             raise InvalidRequest(f"request id {request_id!r} is already in use", param="request_id")
         max_tokens = self.check_prompt(prompt_token_ids, params)
+        if lora is not None:
+            if self.runner.adapters is None:
+                raise InvalidRequest("This deployment serves no adapters (max_loras is 0).", param="model")
+            self.runner.adapters.check(lora)
         now = time.monotonic()
         seqs: list[Sequence] = []
         for index in range(params.n):
@@ -103,7 +115,7 @@ class LLMEngine:
             if not params.greedy:
                 seed = params.seed + index if params.seed is not None else random.getrandbits(63)
                 generator = torch.Generator(device=self.config.torch_device).manual_seed(seed)
-            seq = Sequence(request_id, prompt_token_ids, params, max_tokens, index, generator, now)
+            seq = Sequence(request_id, prompt_token_ids, params, max_tokens, index, generator, now, lora)
             if self.tokenizer is not None:
                 self._detok[seq.seq_id] = IncrementalDetokenizer(
                     self.tokenizer, prompt_token_ids, params.stop, params.skip_special_tokens
@@ -279,14 +291,19 @@ class LLMEngine:
 
     # --- offline convenience --------------------------------------------------------------------
     def generate(
-        self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams | list[SamplingParams],
+        loras: list[LoraRequest | None] | None = None,
     ) -> list[list[CompletionResult]]:
-        """Run prompts to completion; returns, per prompt, its choices in index order."""
+        """Run prompts to completion (prompt i on adapter `loras[i]`, if given); returns, per prompt,
+        its choices in index order."""
         per_prompt = params if isinstance(params, list) else [params] * len(prompts)
+        adapters = loras if loras is not None else [None] * len(prompts)
         results: dict[str, list[CompletionResult]] = {}
         for i, (prompt, p) in enumerate(zip(prompts, per_prompt, strict=True)):
             request_id = f"generate-{id(self)}-{i}"
-            self.add_request(request_id, prompt, p)
+            self.add_request(request_id, prompt, p, adapters[i])
             results[request_id] = [CompletionResult(request_id, k) for k in range(p.n)]
         while self.has_unfinished_requests:
             for out in self.step():

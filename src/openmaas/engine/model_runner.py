@@ -15,6 +15,7 @@ import torch
 from openmaas.engine.attention import AttentionMetadata, PrefillChunk
 from openmaas.engine.config import EngineConfig
 from openmaas.engine.kernels import CpuKernels
+from openmaas.engine.lora import AdapterSlots
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.models.linear import (
     Linear,
@@ -56,6 +57,19 @@ class ModelRunner:
                 self.kernels = enable_cpu_kernels(self.model, self.dtype)
             if config.cpu_onednn and onednn_available(self.device) and self._onednn_copy_fits():
                 enable_onednn_matmul(self.model, keep_plain=self.kernels is not None)
+        # LoRA adapters served per row (engine/lora.py); None when the engine serves none.
+        self.adapters: AdapterSlots | None = None
+        if config.max_loras:
+            mc = model_config
+            q, kv = mc.num_attention_heads * mc.head_dim, mc.num_key_value_heads * mc.head_dim
+            sizes = {
+                "qkv_proj": [q, kv, kv],
+                "o_proj": [mc.hidden_size],
+                "gate_up_proj": [mc.intermediate_size, mc.intermediate_size],
+                "down_proj": [mc.hidden_size],
+            }
+            self.adapters = AdapterSlots(self.model, config.max_loras, config.max_lora_rank, sizes)
+            self.model.lora_batch = self.adapters.batch
         if config.num_blocks is not None:
             self.num_blocks = config.num_blocks
         else:
@@ -103,6 +117,8 @@ class ModelRunner:
         # Single-token items first: they share one batched attention call.
         batch = [s for s in batch if s.num_tokens == 1] + [s for s in batch if s.num_tokens > 1]
         input_ids, positions, meta, sample_rows = self.prepare(batch)
+        if self.adapters is not None:
+            self.adapters.set_rows([(s.seq.lora_slot, s.num_tokens) for s in batch], self.device)
         hidden = self.model(input_ids, positions, self.kv_caches, meta)
         if not len(sample_rows):  # only partial prefill chunks: nothing samples this step
             return hidden.new_empty((0, self.model.config.vocab_size)), []

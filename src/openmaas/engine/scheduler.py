@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from openmaas.engine.block_manager import BlockManager
 from openmaas.engine.config import EngineConfig
+from openmaas.engine.lora import AdapterSlots
 from openmaas.engine.sequence import FinishReason, Sequence, SequenceStatus
 
 
@@ -42,9 +43,12 @@ class SchedulerOutput:
 
 
 class Scheduler:
-    def __init__(self, config: EngineConfig, block_manager: BlockManager) -> None:
+    def __init__(
+        self, config: EngineConfig, block_manager: BlockManager, adapters: AdapterSlots | None = None
+    ) -> None:
         self.config = config
         self.block_manager = block_manager
+        self.adapters = adapters
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
 
@@ -95,6 +99,8 @@ class Scheduler:
             target = len(cached) * bm.block_size + n
             if not bm.can_allocate(seq, cached, target):
                 break
+            if seq.lora is not None and seq.lora_slot < 0 and not self._hold_adapter(seq):
+                continue  # every adapter slot is held by running sequences: wait for one
             bm.allocate(seq, cached, target)
             self.waiting.remove(seq)
             seq.status = SequenceStatus.RUNNING
@@ -112,6 +118,18 @@ class Scheduler:
         seq.status = SequenceStatus.FINISHED
         seq.finish_reason = reason
         self.block_manager.free(seq)
+        if seq.lora_slot >= 0 and self.adapters is not None:
+            self.adapters.release(seq.lora_slot)
+            seq.lora_slot = -1
+
+    def _hold_adapter(self, seq: Sequence) -> bool:
+        """Give `seq` a slot holding its adapter (kept until it finishes, also while preempted)."""
+        assert seq.lora is not None and self.adapters is not None
+        slot = self.adapters.acquire(seq.lora)
+        if slot is None:
+            return False
+        seq.lora_slot = slot
+        return True
 
     @staticmethod
     def _leader_still_prefilling(seq: Sequence) -> bool:

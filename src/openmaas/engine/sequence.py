@@ -12,6 +12,7 @@ import itertools
 import torch
 
 from openmaas.engine.guided import GrammarMatcher
+from openmaas.engine.lora import LoraRequest
 from openmaas.engine.sampling_params import SamplingParams
 
 
@@ -42,6 +43,7 @@ class Sequence:
         index: int = 0,
         generator: torch.Generator | None = None,
         arrival: float = 0.0,
+        lora: LoraRequest | None = None,
     ) -> None:
         self.seq_id = next(_seq_ids)
         self.request_id = request_id
@@ -64,6 +66,11 @@ class Sequence:
         self.prefix_leader: Sequence | None = None
         # Where this choice stands in its request's grammar (structured output), if it has one.
         self.matcher: GrammarMatcher | None = None
+        # The LoRA adapter it runs with (None: the base), its slot while it holds one (-1: none), and
+        # the root of its block hashes, so KV computed under one adapter is never reused by another.
+        self.lora = lora
+        self.lora_slot = -1
+        self.hash_root: int | None = None if lora is None else hash(("lora", lora.name))
 
     def __len__(self) -> int:
         return len(self.token_ids)

@@ -103,3 +103,70 @@ def build_tiny_model(
     if with_tokenizer:
         build_tokenizer(path, vocab_size=min(vocab_size, 500))
     return path
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def build_tiny_adapter(
+    folder: str | Path,
+    model_folder: str | Path,
+    *,
+    rank: int = 4,
+    alpha: float = 8.0,
+    targets: Iterable[str] = LORA_TARGETS,
+    std: float = 0.3,
+    seed: int = 0,
+) -> Path:
+    """Write a random LoRA adapter for the model in `model_folder`, in peft's layout (what our
+    fine-tuning jobs save): `adapter_model.safetensors` with a non-zero B, so the adapter changes the
+    model's output, and `adapter_config.json`. Returns the folder."""
+    import torch
+    from safetensors.torch import save_file
+
+    config = json.loads((Path(model_folder) / "config.json").read_text())
+    hidden, inter = config["hidden_size"], config["intermediate_size"]
+    head_dim = config.get("head_dim") or hidden // config["num_attention_heads"]
+    q, kv = config["num_attention_heads"] * head_dim, config["num_key_value_heads"] * head_dim
+    shapes = {  # (in, out) of each projection
+        "q_proj": (hidden, q), "k_proj": (hidden, kv), "v_proj": (hidden, kv), "o_proj": (q, hidden),
+        "gate_proj": (hidden, inter), "up_proj": (hidden, inter), "down_proj": (inter, hidden),
+    }  # fmt: skip
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for layer in range(config["num_hidden_layers"]):
+        for name in targets:
+            group = "self_attn" if name in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+            prefix = f"base_model.model.model.layers.{layer}.{group}.{name}"
+            n_in, n_out = shapes[name]
+            state[f"{prefix}.lora_A.weight"] = torch.randn(rank, n_in, generator=generator) * std
+            state[f"{prefix}.lora_B.weight"] = torch.randn(n_out, rank, generator=generator) * std
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
+    adapter_config = {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(model_folder),
+        "r": rank, "lora_alpha": alpha, "lora_dropout": 0.0, "target_modules": sorted(set(targets)),
+        "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
+    }  # fmt: skip
+    (path / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
+    return path
+
+
+def merge_adapter(model: Any, adapter_folder: str | Path) -> None:
+    """Fold a peft LoRA adapter into a transformers model's weights in place (peft's merge:
+    W + alpha / r x B @ A) — the reference an engine serving the adapter must match."""
+    import torch
+    from safetensors.torch import load_file
+
+    config = json.loads((Path(adapter_folder) / "adapter_config.json").read_text())
+    scale = config["lora_alpha"] / config["r"]
+    state = load_file(str(Path(adapter_folder) / "adapter_model.safetensors"))
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for key, a in state.items():
+            if ".lora_A." not in key:
+                continue
+            b = state[key.replace(".lora_A.", ".lora_B.")]
+            name = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
+            modules[name].weight += scale * (b.float() @ a.float()).to(modules[name].weight.dtype)

@@ -39,6 +39,8 @@ class EngineSettings(BaseModel):
     num_threads: int | None = None
     cpu_kernels: bool | None = None
     cpu_onednn: bool | None = None
+    max_loras: int | None = None  # fine-tuned adapters resident at once (engine/lora.py); 0: none
+    max_lora_rank: int | None = None
 
     def options(self) -> dict[str, Any]:
         """The settings that were given, as the engine's keyword arguments."""
@@ -64,6 +66,8 @@ ENGINE_RANGES: dict[str, tuple[int, int]] = {
     "block_size": (1, 1024),
     "max_waiting_requests": (1, 1 << 20),
     "num_threads": (1, 256),
+    "max_loras": (0, 64),
+    "max_lora_rank": (1, 256),
 }
 
 

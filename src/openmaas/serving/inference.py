@@ -22,6 +22,7 @@ import numpy as np
 from openmaas import errors
 from openmaas.clock import Clock
 from openmaas.metering.gate import UsageGate
+from openmaas.serving import adapters as fine_tuned
 from openmaas.serving.batcher import ReplicaClosed
 from openmaas.serving.completions import Completion, StreamedCompletion
 from openmaas.serving.directory import ServedModel
@@ -90,8 +91,10 @@ class Inference:
         predict_max_rows: int,
         explain_timeout_s: float,
         explain_limits: ExplainLimits,
+        adapters: fine_tuned.Adapters | None = None,
     ) -> None:
         self._replicas = replicas
+        self._adapters = adapters  # `ft:` models: an adapter on its base's deployment
         self._gate = gate
         self._clock = clock
         self._predict_timeout_s = predict_timeout_s
@@ -175,6 +178,13 @@ class Inference:
     def _created(self) -> int:
         return int(self._clock.now().timestamp())
 
+    async def _acquire(self, org_id: str, name: str, call: MeteredCall[T]) -> ServedModel:
+        """The model answering a name not loaded under that name: a fine-tuned adapter on its base,
+        or a deployment loading now."""
+        if self._adapters is not None and name.startswith(fine_tuned.PREFIX):
+            return await self._adapters.acquire(org_id, name)
+        return await self._replicas.acquire(org_id, name, cold_start=call.cold_start)
+
     async def _metered(
         self,
         caller: Principal,
@@ -188,9 +198,7 @@ class Inference:
         replicas = self._replicas
         for attempt in (1, 2):
             # The common case (loaded, admitted from memory) awaits nothing until the run.
-            served = replicas.acquire_loaded(org_id, name) or await replicas.acquire(
-                org_id, name, cold_start=call.cold_start
-            )
+            served = replicas.acquire_loaded(org_id, name) or await self._acquire(org_id, name, call)
             worst = call.check(served)
             usage = metering(self._gate, caller, served, request_id)
             headers = usage.admit_from_memory(worst)

@@ -266,8 +266,8 @@ def _refuse_adapter(version: ModelVersion, ref: str, param: str) -> None:
     base = version.manifest.get("base") or "its base model"
     raise errors.ValidationFailed(
         f"{ref!r} is a LoRA adapter of {base}, not a model of its own: adapters are served through "
-        "their base model's deployment (named as `model` in its chat and completions calls), never "
-        "deployed on their own; serving adapters is not available yet.",
+        "their base model's deployment, never deployed on their own. Deploy the base and call the "
+        "adapter by its fine-tuned model id (`ft:…`) as `model` in chat, completions and responses calls.",
         param=param,
         code="adapter_not_deployable",
     )

@@ -20,12 +20,16 @@ an fp32 matmul of the bf16 values.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from openmaas.engine.kernels import CpuKernels
+
+if TYPE_CHECKING:
+    from openmaas.engine.lora import LoraWeights
 
 
 @dataclass
@@ -39,8 +43,15 @@ class Linear(nn.Linear):
     upcast: UpcastPlan | None = None
     onednn_weight: torch.Tensor | None = None
     kernels: CpuKernels | None = None  # our decode matmul, on the plain weight
+    lora: LoraWeights | None = None  # stacked adapters (engine/lora.py), set on first adapter use
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lora = self.lora
+        if lora is not None and lora.batch.active:  # a step with adapter rows
+            return lora.add_delta(self._forward(x), x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         kernels = self.kernels
         if kernels is not None and kernels.fits_gemv(x):
             return kernels.gemv(x, self.weight, self.bias)

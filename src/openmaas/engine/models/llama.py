@@ -23,6 +23,7 @@ from openmaas.engine.kernels import (
     load_kernels,
     move_to_huge_pages,
 )
+from openmaas.engine.lora import LoraBatch
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.models.linear import Linear
 
@@ -194,6 +195,8 @@ class LlamaForCausalLM(nn.Module):
     # Set by enable_cpu_kernels: each layer's parameters for our one-call decode layer (layer.c).
     fused_layers: list[LayerParams] | None = None
     fused_shape: LayerShape | None = None
+    # This step's adapter rows (engine/lora.py), set when the engine serves adapters.
+    lora_batch: LoraBatch | None = None
 
     def __init__(self, config: ModelConfig, max_positions: int | None = None) -> None:
         super().__init__()
@@ -230,6 +233,8 @@ class LlamaForCausalLM(nn.Module):
         kernels, shape = self.norm.kernels, self.fused_shape
         if kernels is None or shape is None or meta.num_decode != rows:
             return False
+        if self.lora_batch is not None and self.lora_batch.active:
+            return False  # adapter rows: the per-op path, whose projections add their deltas
         widths = (shape.hidden, shape.heads * shape.head_dim, shape.intermediate)
         return all(kernels.fits_rows(rows, width) for width in widths)
 

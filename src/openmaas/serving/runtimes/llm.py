@@ -4,15 +4,21 @@ tokenizer and chat template.
 A runtime being replaced (a rolling update) stops admitting first — a request that chose it just
 before the switch is refused with `ReplicaClosed` and asked again of the new one — and is closed
 once its running requests have finished (`running` reaches 0).
+
+`with_adapter` gives a view of the runtime that runs every request on one LoRA adapter (an `ft:`
+model, serving/adapters.py): same engine, tokenizer and admission state, so a replaced runtime stops
+its adapters' requests too.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 from pathlib import Path
 
 from openmaas.engine.async_engine import AsyncLLMEngine, RequestStream
 from openmaas.engine.llm_engine import LLMEngine
+from openmaas.engine.lora import LoraRequest
 from openmaas.engine.sampling_params import SamplingParams
 from openmaas.engine.tokenizer import Tokenizer
 from openmaas.serving.batcher import ReplicaClosed
@@ -22,6 +28,7 @@ from openmaas.tasks import TEXT_GENERATION
 
 class LLMRuntime:
     task = TEXT_GENERATION
+    lora: LoraRequest | None = None  # set on a `with_adapter` view
 
     def __init__(self, folder: Path, config: RuntimeConfig) -> None:
         self.engine = AsyncLLMEngine(LLMEngine.from_pretrained(folder, **config.engine.options()))
@@ -32,17 +39,23 @@ class LLMRuntime:
         self.max_model_len: int = self.engine.engine.max_model_len
         # Held while admitting, so that once `stop_admitting` returns no request can still start.
         self._admitting = threading.Lock()
-        self._closed = False
+        self._closed = threading.Event()  # shared with the adapter views
 
     def generate(self, prompt_ids: list[int], params: SamplingParams, request_id: str) -> RequestStream:
         with self._admitting:
-            if self._closed:
+            if self._closed.is_set():
                 raise ReplicaClosed("this model version is being replaced; retry", retry_after=1)
-            return self.engine.generate(prompt_ids, params, request_id)
+            return self.engine.generate(prompt_ids, params, request_id, self.lora)
+
+    def with_adapter(self, lora: LoraRequest) -> LLMRuntime:
+        """This runtime, answering on the adapter `lora` (a shallow copy sharing everything else)."""
+        view = copy.copy(self)
+        view.lora = lora
+        return view
 
     def stop_admitting(self) -> None:
         with self._admitting:
-            self._closed = True
+            self._closed.set()
 
     @property
     def running(self) -> int:

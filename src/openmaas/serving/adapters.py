@@ -1,0 +1,185 @@
+"""Fine-tuned adapters called by their `ft:<base>:<org>:<suffix>:<job>` id: the running deployment of
+their base version answers, with the adapter applied per row by its engine (engine/lora.py).
+
+`Adapters.acquire` turns the id into a `ServedModel` whose runtime is the base deployment's runtime
+bound to the adapter, whose `name` is the id (the response's `model`) and whose `version_id` is the
+adapter's own version, so usage by model shows the adapter and a marketplace listing of it prices
+it; plan prices without a model apply as to the base. Who may call it: the organisation whose job
+made it, or any organisation while a live marketplace listing sells its version, on that caller's
+own deployment of the base version (deployed from the base's listing, for a buyer). Anyone else, or
+an id that names no succeeded job, gets 404 `model_not_found`, as for a model that does not exist.
+
+The id's lookup reads the database (in a thread) once per organisation and id, then is answered
+from memory for `ttl_s` seconds, so a withdrawn listing or deleted version stops answering soon
+after. The adapter's files are copied once per process into a local folder the engine reads.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from anyio import to_thread
+from sqlalchemy import select
+
+from openmaas import errors
+from openmaas.billing.tables import Listing
+from openmaas.clock import Clock
+from openmaas.db.database import Database
+from openmaas.engine.lora import LoraRequest, read_adapter
+from openmaas.jobs.tables import Job
+from openmaas.registry.manifest import is_adapter
+from openmaas.registry.tables import ModelVersion
+from openmaas.serving.directory import ServedModel, ServedModels
+from openmaas.serving.tables import Deployment
+from openmaas.storage import ArtifactStore
+
+PREFIX = "ft:"
+_FINE_TUNE_KIND = "fine_tune"
+
+
+@dataclass(frozen=True)
+class _Adapter:
+    version_id: str
+    base_version_id: str
+    base_ref: str  # `name:N` of the base, for messages
+    owner_org_id: str
+    artifact_path: str
+    expires: float  # monotonic seconds
+
+
+class Adapters:
+    def __init__(
+        self,
+        db: Database,
+        store: ArtifactStore,
+        directory: ServedModels,
+        clock: Clock,
+        *,
+        ttl_s: float = 30.0,
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._directory = directory
+        self._clock = clock
+        self._ttl_s = ttl_s
+        self._known: dict[tuple[str, str], _Adapter] = {}
+        self._local: dict[str, Path] = {}  # adapter version id -> its local copy
+        self._lock = threading.Lock()
+        self._folder: Path | None = None
+        self._checked: set[tuple[str, int]] = set()  # (adapter version, max rank) found servable
+
+    async def acquire(self, org_id: str, name: str) -> ServedModel:
+        """The model answering `name` (an `ft:` id) for `org_id`: its base deployment with the adapter."""
+        adapter = self._known.get((org_id, name))
+        if adapter is None or adapter.expires < self._clock.monotonic():
+            adapter = await to_thread.run_sync(self._look_up, org_id, name)
+            if len(self._known) >= 10_000:  # ids called once long ago: start over
+                self._known.clear()
+            self._known[(org_id, name)] = adapter
+        base = self._base_deployment(org_id, adapter.base_version_id)
+        if base is None:
+            raise await to_thread.run_sync(self._not_deployed, org_id, name, adapter)
+        slots = base.runtime.engine.engine.runner.adapters
+        if slots is None:
+            raise errors.Conflict(
+                f"The deployment {base.name!r} of {adapter.base_ref} serves no adapters (its engine setting "
+                "max_loras is 0); update it with max_loras of 1 or more to call its adapters.",
+                param="model",
+                code="adapters_disabled",
+            )
+        lora = LoraRequest(adapter.version_id, self._local.get(adapter.version_id) or Path())
+        if (adapter.version_id, slots.max_rank) not in self._checked:
+            lora = await to_thread.run_sync(self._prepare, adapter, slots.max_rank)
+        runtime = base.runtime.with_adapter(lora)
+        return replace(
+            base, name=name, version_id=adapter.version_id, runtime=runtime, routes=(), cumulative=()
+        )
+
+    def _base_deployment(self, org_id: str, base_version_id: str) -> ServedModel | None:
+        """The caller's loaded deployment serving the base version (for a traffic split, the route)."""
+        for model in self._directory.visible_to(org_id):
+            if model.org_id != org_id:
+                continue
+            for route in model.routes or (model,):
+                if route.version_id == base_version_id and hasattr(route.runtime, "with_adapter"):
+                    return route
+        return None
+
+    def _look_up(self, org_id: str, name: str) -> _Adapter:
+        missing = errors.NotFound(
+            f"The model {name!r} does not exist.", param="model", code="model_not_found"
+        )
+        job_id = name.rsplit(":", 1)[-1]
+        with self._db.read_session() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.kind != _FINE_TUNE_KIND or job.status != "succeeded":
+                raise missing
+            if (job.params or {}).get("fine_tuned_model") != name or not job.result:
+                raise missing  # a checkpoint's id, or the parts before the job id do not match
+            version = session.get(ModelVersion, job.result.get("model_version_id", ""))
+            if version is None or not is_adapter(version.manifest):
+                raise missing
+            if job.org_id != org_id:
+                listed = session.scalar(
+                    select(Listing.id).where(Listing.model == version.id, Listing.withdrawn_at.is_(None))
+                )
+                if listed is None:
+                    raise missing  # another organisation's adapter: 404, as if it did not exist
+            manifest = version.manifest or {}
+            return _Adapter(
+                version_id=version.id,
+                base_version_id=str(manifest.get("base_version_id", "")),
+                base_ref=str(manifest.get("base", "its base model")),
+                owner_org_id=job.org_id,
+                artifact_path=version.artifact_path,
+                expires=self._clock.monotonic() + self._ttl_s,
+            )
+
+    def _not_deployed(self, org_id: str, name: str, adapter: _Adapter) -> errors.OpenMaaSError:
+        """No loaded deployment of the base: 503 while one is starting, else 409 saying to deploy it."""
+        with self._db.read_session() as session:
+            states = set(
+                session.scalars(
+                    select(Deployment.state).where(
+                        Deployment.org_id == org_id, Deployment.version_id == adapter.base_version_id
+                    )
+                )
+            )
+        if states & {"pending", "loading", "ready"}:
+            return errors.ServiceUnavailable(
+                f"The base model {adapter.base_ref} of {name!r} is still loading; retry shortly.",
+                retry_after=2,
+                code="model_loading",
+            )
+        return errors.Conflict(
+            f"{name!r} is a LoRA adapter of {adapter.base_ref}, which has no running deployment: deploy "
+            f"{adapter.base_ref} (POST /v1/deployments) to call its adapters.",
+            param="model",
+            code="base_not_deployed",
+        )
+
+    def _prepare(self, adapter: _Adapter, max_rank: int) -> LoraRequest:
+        """Copy the adapter's files here (once) and check that an engine of `max_rank` can serve it
+        (400 naming `model` if not), before the request is admitted: a stream refused once begun
+        would break its connection."""
+        with self._lock:
+            local = self._local.get(adapter.version_id)
+            if local is None:
+                if self._folder is None:
+                    self._folder = Path(tempfile.mkdtemp(prefix="openmaas-adapters-"))
+                local = self._folder / adapter.version_id
+                with self._store.reading(adapter.artifact_path) as folder:
+                    shutil.copytree(folder, local, dirs_exist_ok=True)
+                self._local[adapter.version_id] = local
+        lora = LoraRequest(adapter.version_id, local)
+        read_adapter(lora, max_rank)
+        self._checked.add((adapter.version_id, max_rank))
+        return lora
+
+    def close(self) -> None:
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)

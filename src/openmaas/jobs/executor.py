@@ -4,9 +4,9 @@
 training never takes the worker or the server down. The processes are forked from a
 multiprocessing *forkserver* that has imported torch and the trainers once: an attempt starts in
 milliseconds instead of re-importing several seconds of libraries. What a job process runs, its
-entry point, comes from the composition root (`openmaas.job_process`). A Ray executor will
-implement the same protocol by submitting `python -m openmaas.job_process` (the `RunSpec` JSON on
-stdin) as Ray jobs.
+entry point, comes from the composition root (`openmaas.job_process`). `RayExecutor`
+(ray_executor.py, imported only when `OPENMAAS_EXECUTOR=ray`) implements the same protocol with one
+Ray actor per attempt.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from typing import Protocol
@@ -38,6 +39,24 @@ class RunSpec(BaseModel):
     worker_pid: int  # the job stops when this process is gone (its worker was killed)
 
 
+@dataclass(frozen=True)
+class AttemptResources:
+    """What a running attempt holds, for compute metering: `workers` processes of `cpus` CPUs and
+    `gpus` GPUs each (a local attempt: one process, one CPU)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    workers: int = 1
+
+    @property
+    def cpu_total(self) -> float:
+        return self.cpus * self.workers
+
+    @property
+    def gpu_total(self) -> float:
+        return self.gpus * self.workers
+
+
 class Execution(Protocol):
     def poll(self) -> int | None:
         """The exit status once it ended (negative: killed by that signal), else None."""
@@ -49,6 +68,10 @@ class Execution(Protocol):
 
     def kill(self) -> None:
         """Stop it now."""
+        ...
+
+    def resources(self) -> AttemptResources:
+        """What it holds now (it may grow once the job knows, e.g. training on N workers)."""
         ...
 
 
@@ -78,6 +101,9 @@ class LocalProcess:
     def kill(self) -> None:
         if self._process.exitcode is None:
             self._process.kill()
+
+    def resources(self) -> AttemptResources:
+        return AttemptResources()
 
 
 # Runs one attempt in the process it is called in; returns the exit status. A module-level

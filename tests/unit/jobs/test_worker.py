@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from openmaas.bootstrap import Platform
 from openmaas.jobs import queue
-from openmaas.jobs.executor import RunSpec
+from openmaas.jobs.executor import AttemptResources, RunSpec
 from openmaas.jobs.tables import Job, JobStatus
 from openmaas.jobs.worker import Worker, WorkerLimits
 from openmaas.tenancy.tables import Organization
@@ -39,6 +39,9 @@ class FakeExecution:
     def kill(self) -> None:
         self.killed = True
         self.code = -9
+
+    def resources(self) -> AttemptResources:
+        return AttemptResources()
 
 
 class FakeExecutor:

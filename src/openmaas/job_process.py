@@ -43,12 +43,13 @@ def run_job_on_ray(spec: RunSpec, control: AttemptControl) -> int:
     clock = SystemClock()
     try:
         place = where()
+        node = f"{place['node_ip']} ({place['node_id'][:12]})"
         with db.session() as session:
             events.append(
                 session,
                 spec.claim.job_id,
                 "log",
-                f"Attempt {spec.claim.attempt} runs on Ray node {place['node_ip']} ({place['node_id'][:12]}).",
+                f"Attempt {spec.claim.attempt} runs on Ray node {node}.",
                 clock.now(),
                 {**place, "attempt": spec.claim.attempt},
             )

@@ -18,6 +18,7 @@ Only this module imports Ray; the local path never loads it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -132,10 +133,9 @@ class RayAttempt:
     def resources(self) -> AttemptResources:
         """What the attempt said it holds (its training workers), or what its actor reserved."""
         if self._code is None:
-            try:
+            # Ending or gone: what it held last.
+            with contextlib.suppress(GetTimeoutError, RayError):
                 self._resources = ray.get(self._actor.resources.remote(), timeout=2.0)
-            except (GetTimeoutError, RayError):
-                pass  # ending or gone: what it held last
         return self._resources
 
 

@@ -272,16 +272,11 @@ def _map_tables() -> None:
     """Map the tables a rank writes and those their foreign keys name (a Ray Train worker is a
     fresh process: nothing imported them; the serving tables above this package name these, not
     the reverse)."""
-    from openmaas.billing import tables as billing_tables
-    from openmaas.datasets import file_tables
-    from openmaas.datasets import tables as dataset_tables
-    from openmaas.jobs import tables as job_tables
-    from openmaas.metering import tables as metering_tables
-    from openmaas.registry import tables as registry_tables
-    from openmaas.tenancy import tables as tenancy_tables
+    import importlib
 
-    assert (billing_tables, file_tables, dataset_tables, job_tables, metering_tables, registry_tables)
-    assert tenancy_tables
+    for package in ("billing", "datasets", "jobs", "metering", "registry", "tenancy"):
+        importlib.import_module(f"openmaas.{package}.tables")
+    importlib.import_module("openmaas.datasets.file_tables")
 
 
 def _announce(run: JobRun[Any], start: int, places: list[dict[str, Any] | None]) -> None:

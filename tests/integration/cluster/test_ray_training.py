@@ -1,0 +1,116 @@
+"""Training jobs on a two-node Ray cluster (`OPENMAAS_EXECUTOR=ray`): a breast-cancer job with
+`workers: 2` trains data-parallel on both nodes and reaches local training's accuracy; with the
+node of one of its workers removed mid-job, Ray Train restarts the workers on the remaining node,
+they resume from the last checkpoint, and the job succeeds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from openmaas.job_process import job_executor
+from openmaas.jobs.worker import Worker, WorkerLimits, start_in_thread
+from tests.data.builders import breast_cancer_csv
+from tests.integration.jobs.harness import fast_server, job_in, upload, wait_for
+from tests.support.served import Served
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def served(ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """An API server with a worker whose executor is Ray (the cluster above), and a ready dataset."""
+    home = tmp_path_factory.mktemp("home")
+    with fast_server(home, f"sqlite:///{home / 'openmaas.db'}", executor="ray", ray_job_cpus=0.0) as served:
+        platform = served.platform
+        worker = Worker(
+            platform.db,
+            platform.clock,
+            platform.settings,
+            executor=job_executor(platform.settings, platform.store),
+            limits=WorkerLimits.from_settings(platform.settings),
+        )
+        thread, stop = start_in_thread(worker)
+        try:
+            yield served
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def api(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    tenant = served.tenant("acme")
+    with served.client(tenant.key) as client:
+        csv = breast_cancer_csv(tmp_path_factory.mktemp("data") / "cancer.csv")
+        dataset = upload(client, csv, "cancer").json()
+        done = job_in(client, f"/v1/jobs/{dataset['validation_job_id']}", {"succeeded", "failed"}, timeout=120)
+        assert done["status"] == "succeeded", done
+        yield client
+
+
+def _train(api: httpx.Client, **params: Any) -> str:
+    body = {"task": "tabular-classification", "dataset": "cancer", "target": "label", "workers": 2}
+    created = api.post("/v1/training_jobs", json={**body, "params": params})
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+def _events(api: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    data: list[dict[str, Any]] = []
+    after: int | None = None
+    while True:
+        query = {"limit": 1000, **({"after": after} if after is not None else {})}
+        page = api.get(f"/v1/training_jobs/{job_id}/events", params=query).json()
+        data += page["data"]
+        if not page.get("has_more"):
+            return data
+        after = data[-1]["id"]
+
+
+def _worker_starts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e["data"] for e in events if (e.get("data") or {}).get("group_start")]
+
+
+def test_two_workers_train_data_parallel_on_both_nodes(api: httpx.Client) -> None:
+    job_id = _train(api, epochs=12, hidden_sizes=[32])
+    done = job_in(api, f"/v1/training_jobs/{job_id}", {"succeeded", "failed", "cancelled"}, timeout=240)
+    assert done["status"] == "succeeded", done
+    version = api.get(f"/v1/registry/versions/{done['result']['ref']}").json()
+    assert version["metrics"]["accuracy"] >= 0.9  # local training's bar on this data is 0.85
+    events = _events(api, job_id)
+    starts = _worker_starts(events)
+    assert len(starts) == 1 and len(starts[0]["workers"]) == 2
+    assert len({w["node_id"] for w in starts[0]["workers"]}) == 2  # one rank per node
+    placed = [e["data"] for e in events if "node_ip" in (e.get("data") or {})]
+    assert placed and placed[0]["executor"] == "ray" and placed[0]["attempt"] == 1
+    epochs = [e["data"]["epoch"] for e in events if e["type"] == "metrics"]
+    assert epochs == list(range(1, 13))
+
+
+def test_a_node_lost_mid_job_resumes_from_its_checkpoint(api: httpx.Client, ray_cluster: Any) -> None:
+    job_id = _train(api, epochs=150, hidden_sizes=[32], checkpoint_overhead=0)
+
+    def checkpointed() -> list[dict[str, Any]] | None:
+        events = _events(api, job_id)
+        return events if any(e["type"] == "checkpoint" and e["data"]["epoch"] >= 2 for e in events) else None
+
+    events = wait_for(checkpointed, timeout=180, every=0.2)
+    ranks = _worker_starts(events)[0]["workers"]
+    head = ray_cluster.head_node.node_id
+    doomed = next(node for node in ray_cluster.worker_nodes if node.node_id in {r["node_id"] for r in ranks})
+    assert doomed.node_id != head
+    ray_cluster.remove_node(doomed, allow_graceful=False)
+
+    done = job_in(api, f"/v1/training_jobs/{job_id}", {"succeeded", "failed", "cancelled"}, timeout=240)
+    assert done["status"] == "succeeded", done
+    assert done["result"]["resumed_from_epoch"] > 0
+    events = _events(api, job_id)
+    starts = _worker_starts(events)
+    assert len(starts) >= 2 and starts[-1]["group_start"] >= 2
+    assert all(w["node_id"] != doomed.node_id for w in starts[-1]["workers"])
+    assert any("restarted the workers" in e["message"] for e in events)
+    assert any((e.get("data") or {}).get("resumed_from_epoch", 0) > 0 for e in events)

@@ -47,7 +47,8 @@ def api(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ht
     with served.client(tenant.key) as client:
         csv = breast_cancer_csv(tmp_path_factory.mktemp("data") / "cancer.csv")
         dataset = upload(client, csv, "cancer").json()
-        done = job_in(client, f"/v1/jobs/{dataset['validation_job_id']}", {"succeeded", "failed"}, timeout=120)
+        validation = f"/v1/jobs/{dataset['validation_job_id']}"
+        done = job_in(client, validation, {"succeeded", "failed"}, timeout=120)
         assert done["status"] == "succeeded", done
         yield client
 
@@ -75,6 +76,7 @@ def _worker_starts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e["data"] for e in events if (e.get("data") or {}).get("group_start")]
 
 
+@pytest.mark.timeout(600)
 def test_two_workers_train_data_parallel_on_both_nodes(api: httpx.Client) -> None:
     job_id = _train(api, epochs=12, hidden_sizes=[32])
     done = job_in(api, f"/v1/training_jobs/{job_id}", {"succeeded", "failed", "cancelled"}, timeout=240)
@@ -91,6 +93,7 @@ def test_two_workers_train_data_parallel_on_both_nodes(api: httpx.Client) -> Non
     assert epochs == list(range(1, 13))
 
 
+@pytest.mark.timeout(600)
 def test_a_node_lost_mid_job_resumes_from_its_checkpoint(api: httpx.Client, ray_cluster: Any) -> None:
     job_id = _train(api, epochs=150, hidden_sizes=[32], checkpoint_overhead=0)
 
@@ -105,7 +108,10 @@ def test_a_node_lost_mid_job_resumes_from_its_checkpoint(api: httpx.Client, ray_
     assert doomed.node_id != head
     ray_cluster.remove_node(doomed, allow_graceful=False)
 
-    done = job_in(api, f"/v1/training_jobs/{job_id}", {"succeeded", "failed", "cancelled"}, timeout=240)
+    try:
+        done = job_in(api, f"/v1/training_jobs/{job_id}", {"succeeded", "failed", "cancelled"}, timeout=240)
+    except AssertionError:
+        raise AssertionError([e["message"] for e in _events(api, job_id) if e["type"] != "metrics"]) from None
     assert done["status"] == "succeeded", done
     assert done["result"]["resumed_from_epoch"] > 0
     events = _events(api, job_id)

@@ -97,7 +97,6 @@ def training(epochs: int) -> None:
                 "local": local_executor(platform.store),
             }
             with served.client(tenant.key) as api:
-
                 csv = breast_cancer_csv(work / "cancer.csv")
                 dataset = upload(api, csv, "cancer").json()
                 thread, stop = start_in_thread(
@@ -142,7 +141,8 @@ def training(epochs: int) -> None:
                 events = _events(api, job_id)
                 restart = next(e for e in events if "restarted the workers" in e["message"])
                 restarted_at = _at(restart["created_at"])
-                resumed = next(e for e in events if e["type"] == "metrics" and _at(e["created_at"]) > restarted_at)
+                metrics = [e for e in events if e["type"] == "metrics"]
+                resumed = next(e for e in metrics if _at(e["created_at"]) > restarted_at)
                 print(
                     f"node removed → workers restarted: {_at(restart['created_at']) - killed_at:.1f}s; "
                     f"→ first epoch after the restart: {_at(resumed['created_at']) - killed_at:.1f}s"

@@ -38,6 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from openmaas import errors
 from openmaas.clock import SystemClock
 from openmaas.db.database import Database
+from openmaas.jobs import events
 from openmaas.jobs.executor import AttemptResources
 from openmaas.jobs.queue import Claim
 from openmaas.jobs.run import JobRun, JobStopped
@@ -135,6 +136,7 @@ def train_data_parallel(run: JobRun[TrainingParams], dataset_path: str) -> None:
         f"Training {params.task} on {params.dataset} with {params.workers} Ray Train workers.",
         {"executor": "ray", "workers": params.workers, "cpus_per_worker": params.cpus_per_worker},
     )
+    _release_earlier_groups(run)
     done = threading.Event()
     watcher = threading.Thread(target=_forward_stop, args=(run, control, done), daemon=True)
     watcher.start()
@@ -149,6 +151,25 @@ def train_data_parallel(run: JobRun[TrainingParams], dataset_path: str) -> None:
         raise JobStopped(outcome["message"])
     if outcome["status"] == "invalid":
         raise errors.ValidationFailed(outcome["message"], param=outcome.get("param"))
+
+
+def _release_earlier_groups(run: JobRun[Any]) -> None:
+    """Remove the placement groups that workers of this job's earlier attempts held and that
+    outlived them. Ray Train's controller removes its group when it ends, but one that died with
+    its node leaves its group behind (its own cleaner needs Ray's state API, the dashboard), and
+    such a group, rescheduled to the nodes that remain, would hold the CPUs this attempt needs."""
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+    with run.db.read_session() as session:
+        rows = events.list_after(session, run.job_id, after=None, limit=100_000)
+    held = {str(data["placement_group"]) for data in (row.data or {} for row in rows) if data.get("placement_group")}
+    for group_id in sorted(held):
+        group = PlacementGroup(PlacementGroupID(bytes.fromhex(group_id)))
+        if placement_group_table(group).get("state") in (None, "REMOVED"):
+            continue
+        remove_placement_group(group)
+        run.event("log", f"Released placement group {group_id[:12]} of an earlier attempt's workers.")
 
 
 def _forward_stop(run: JobRun[Any], control: Any, done: threading.Event) -> None:
@@ -281,7 +302,15 @@ def _map_tables() -> None:
 
 def _announce(run: JobRun[Any], start: int, places: list[dict[str, Any] | None]) -> None:
     nodes = ", ".join(f"rank {p['rank']} on {p['node_ip']} ({p['node_id'][:12]})" for p in places if p)
-    data = {"executor": "ray", "group_start": start, "workers": places}
+    from ray.util.placement_group import get_current_placement_group
+
+    group = get_current_placement_group()
+    data = {
+        "executor": "ray",
+        "group_start": start,
+        "workers": places,
+        "placement_group": group.id.hex() if group is not None else None,
+    }
     if start == 1:
         run.event("log", f"Ray Train workers started: {nodes}.", data)
         return

@@ -163,7 +163,8 @@ def _release_earlier_groups(run: JobRun[Any]) -> None:
 
     with run.db.read_session() as session:
         rows = events.list_after(session, run.job_id, after=None, limit=100_000)
-    held = {str(data["placement_group"]) for data in (row.data or {} for row in rows) if data.get("placement_group")}
+    recorded = (row.data or {} for row in rows)
+    held = {str(data["placement_group"]) for data in recorded if data.get("placement_group")}
     for group_id in sorted(held):
         group = PlacementGroup(PlacementGroupID(bytes.fromhex(group_id)))
         if placement_group_table(group).get("state") in (None, "REMOVED"):

@@ -115,8 +115,11 @@ def test_a_node_lost_mid_job_resumes_from_its_checkpoint(api: httpx.Client, ray_
     assert done["status"] == "succeeded", done
     assert done["result"]["resumed_from_epoch"] > 0
     events = _events(api, job_id)
+    said = [e["message"] for e in events if e["type"] != "metrics"]
     starts = _worker_starts(events)
-    assert len(starts) >= 2 and starts[-1]["group_start"] >= 2
-    assert all(w["node_id"] != doomed.node_id for w in starts[-1]["workers"])
-    assert any("restarted the workers" in e["message"] for e in events)
-    assert any((e.get("data") or {}).get("resumed_from_epoch", 0) > 0 for e in events)
+    assert len(starts) >= 2, said
+    assert all(w["node_id"] != doomed.node_id for w in starts[-1]["workers"]), said
+    # Ray Train restarted the workers (a rank's node died), or the worker retried the attempt (the
+    # node also held the attempt's actor or Ray Train's controller): either way the events say so.
+    assert any("restarted the workers" in m or "Attempt 2 runs on Ray node" in m for m in said), said
+    assert any((e.get("data") or {}).get("resumed_from_epoch", 0) > 0 for e in events), said

@@ -164,8 +164,21 @@ class RayExecutor:
             num_cpus=self._job_cpus,
             max_concurrency=4,
             max_restarts=0,
+            scheduling_strategy=self._near_worker(),
         ).remote(self._entry, spec.model_dump_json(), resources)
         return RayAttempt(actor, actor.run.remote(), resources)
+
+    @staticmethod
+    def _near_worker() -> Any:
+        """Prefer the worker's own Ray node (soft: any node when it is full or not a Ray node).
+        Ray Train's controller goes where the attempt's actor is, so an attempt placed there loses
+        neither to the death of a node that holds only training workers: Ray Train restarts those."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        try:
+            return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+        except Exception:  # a Ray Client connection has no node of its own
+            return "DEFAULT"
 
 
 def where() -> dict[str, Any]:

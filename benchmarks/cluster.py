@@ -13,6 +13,7 @@ Serving (`serving`): the Ray-actor replicas against in-process serving and Ray S
 the serving half of issue 16.
 
 Usage: python benchmarks/cluster.py training [--epochs 30]
+       python benchmarks/cluster.py serving [its options]
 Quote `uptime`'s load average with the figures: two shared cores make both sides noisy.
 """
 
@@ -156,9 +157,11 @@ def training(epochs: int) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def serving() -> None:
-    """The serving half of issue 16 (Ray-actor replicas): filled in by its engineer."""
-    raise SystemExit("serving: not written yet")
+def serving(argv: list[str]) -> None:
+    """The serving half of issue 16 (Ray-actor replicas): `benchmarks/cluster_serving.py`."""
+    from benchmarks.cluster_serving import main as serving_main  # type: ignore[import-not-found,unused-ignore]
+
+    serving_main(argv)
 
 
 def main() -> None:
@@ -167,11 +170,11 @@ def main() -> None:
     )
     parser.add_argument("part", choices=["training", "serving"])
     parser.add_argument("--epochs", type=int, default=30)
+    if sys.argv[1:2] == ["serving"]:
+        serving(sys.argv[2:])
+        return
     args = parser.parse_args()
-    if args.part == "training":
-        training(args.epochs)
-    else:
-        serving()
+    training(args.epochs)
 
 
 if __name__ == "__main__":

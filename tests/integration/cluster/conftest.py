@@ -38,7 +38,9 @@ def ray_cluster() -> Iterator[Any]:
         },
     )
     cluster.add_node(num_cpus=2)
-    ray.init(address=cluster.address, namespace="openmaas-tests", configure_logging=False, log_to_driver=False)
+    ray.init(
+        address=cluster.address, namespace="openmaas-tests", configure_logging=False, log_to_driver=False
+    )
     try:
         yield cluster
     finally:

@@ -5,11 +5,12 @@ Everything else takes a `Settings` (or plain values from it) as an argument.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Query parameters of a remote store's URL (`openmaas.storage.open_store`) naming its local side.
@@ -42,8 +43,14 @@ class Settings(BaseSettings):
     # at most `storage_cache_mb` under `home/storage-cache`.
     storage_url: str | None = None
     storage_cache_mb: float = Field(default=10_240.0, gt=0)
-    executor: str = "local"
+    # Where job attempts run: `local` (a process each, on the worker's machine) or `ray` (an actor
+    # each on the Ray cluster at `ray_address`: `auto`, `host:port` or `ray://host:10001`; unset:
+    # `auto`, else a local one-node Ray). `ray` needs the `cluster` extra.
+    executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
+    # What a job attempt's coordinating actor reserves on the cluster. Training with `workers: N`
+    # reserves each worker's CPUs and GPUs besides; the coordinator then only waits on them.
+    ray_job_cpus: float = Field(default=1.0, ge=0)
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -141,6 +148,13 @@ class Settings(BaseSettings):
     max_import_bytes: int = 20 * 1024**3
     # Optimisation jobs: the largest drop of the test metric (absolute) a result may show.
     optimize_max_metric_drop: float = Field(default=0.01, ge=0.0, le=1.0)
+
+    @field_validator("executor")
+    @classmethod
+    def _executor_installed(cls, executor: str) -> str:
+        if executor == "ray" and importlib.util.find_spec("ray") is None:
+            raise ValueError("the ray executor needs Ray: pip install 'openmaas[cluster]'")
+        return executor
 
     @property
     def resolved_database_url(self) -> str:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def _worker(platform: Platform, concurrency: int | None, org_concurrency: int | None) -> Worker:
     from dataclasses import replace
 
-    from openmaas.job_process import local_executor
+    from openmaas.job_process import job_executor
     from openmaas.jobs.worker import Worker, WorkerLimits
     from openmaas.optimize import staging
 
@@ -36,7 +36,7 @@ def _worker(platform: Platform, concurrency: int | None, org_concurrency: int | 
     # cleans nothing up itself).
     staging.remove_stale(platform.db, platform.store, platform.clock.now())
     platform.store.clear_abandoned()  # and what writers killed on this machine left half-written
-    executor = local_executor(platform.store)
+    executor = job_executor(platform.settings, platform.store)
     return Worker(
         platform.db,
         platform.clock,

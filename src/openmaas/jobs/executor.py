@@ -4,9 +4,9 @@
 training never takes the worker or the server down. The processes are forked from a
 multiprocessing *forkserver* that has imported torch and the trainers once: an attempt starts in
 milliseconds instead of re-importing several seconds of libraries. What a job process runs, its
-entry point, comes from the composition root (`openmaas.job_process`). A Ray executor will
-implement the same protocol by submitting `python -m openmaas.job_process` (the `RunSpec` JSON on
-stdin) as Ray jobs.
+entry point, comes from the composition root (`openmaas.job_process`). `RayExecutor`
+(ray_executor.py, imported only when `OPENMAAS_EXECUTOR=ray`) implements the same protocol with one
+Ray actor per attempt.
 """
 
 from __future__ import annotations

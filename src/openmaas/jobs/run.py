@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.jobs import events, queue
+from openmaas.jobs.executor import Resources
 from openmaas.jobs.tables import JobStatus
 from openmaas.storage import ArtifactStore
 
@@ -46,6 +47,7 @@ class JobRun(Generic[P]):
         claim: queue.Claim,
         params: P,
         stop_requested: Callable[[], bool],
+        on_resources: Callable[[Resources], None] | None = None,
     ) -> None:
         self.db = db
         self.store = store
@@ -53,6 +55,7 @@ class JobRun(Generic[P]):
         self.claim = claim
         self.params = params
         self._stop_requested = stop_requested
+        self._on_resources = on_resources
 
     @property
     def job_id(self) -> str:
@@ -64,6 +67,12 @@ class JobRun(Generic[P]):
 
     def should_stop(self) -> bool:
         return self._stop_requested()
+
+    def holds(self, resources: Resources) -> None:
+        """Tell the executor what the attempt now holds beyond its own process (workers on a
+        cluster), so that its compute is metered as such."""
+        if self._on_resources is not None:
+            self._on_resources(resources)
 
     def event(
         self, type_: str, message: str, data: dict[str, Any] | None = None, level: str = "info"

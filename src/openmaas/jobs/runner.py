@@ -21,7 +21,7 @@ from openmaas import errors
 from openmaas.clock import Clock, SystemClock
 from openmaas.db.database import Database
 from openmaas.jobs import events, queue
-from openmaas.jobs.executor import RunSpec
+from openmaas.jobs.executor import Resources, RunSpec
 from openmaas.jobs.handlers import JobHandler, JobHandlers
 from openmaas.jobs.run import JobRun, JobStopped
 from openmaas.jobs.tables import Job, JobStatus
@@ -57,13 +57,22 @@ def execute(
     clock: Clock,
     claim: queue.Claim,
     stop_requested: Callable[[], bool],
+    on_resources: Callable[[Resources], None] | None = None,
 ) -> int:
     """Run the claimed job's handler and settle what it leaves; returns the exit status."""
     try:
         handler = _handler(handlers, claim.kind)
         params = _params(db, claim, handler)
         handler.run(
-            JobRun(db=db, store=store, clock=clock, claim=claim, params=params, stop_requested=stop_requested)
+            JobRun(
+                db=db,
+                store=store,
+                clock=clock,
+                claim=claim,
+                params=params,
+                stop_requested=stop_requested,
+                on_resources=on_resources,
+            )
         )
         return 0
     except JobStopped:

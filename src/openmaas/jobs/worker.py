@@ -169,8 +169,6 @@ class Worker:
                 worker_pid=os.getpid(),
             )
             execution = self.executor.start(spec)
-            if isinstance(execution, ReportsResources):
-                resources = execution.resources()
             now = self.clock.monotonic()
             item = _Running(
                 claim, execution, resources=resources, started_at=now, seen_alive_at=now, hold=hold
@@ -221,6 +219,9 @@ class Worker:
             while not item.over_budget and now - item.started_at >= (item.interval + 1) * step:
                 self._end(item, step)
                 item.interval += 1
+                if isinstance(item.execution, ReportsResources):
+                    # What it holds from now on (a Ray attempt once its training workers started).
+                    item.resources = item.execution.resources()
                 hold = self._begin(item.claim, item.interval, item.resources)
                 if hold is _REFUSED:
                     item.over_budget = True

@@ -39,3 +39,8 @@ class TrainingJobCreate(BaseModel):
         None, max_length=140, description="A model version this one derives from"
     )
     max_attempts: Annotated[int, Field(ge=1, le=10), JSON_INTEGER] | None = None
+    workers: Annotated[int, Field(ge=1, le=256), JSON_INTEGER] = Field(
+        1, description="Train data-parallel on this many workers (more than 1: the ray executor)"
+    )
+    cpus_per_worker: float = Field(1.0, gt=0, le=512, description="CPUs each worker reserves")
+    gpus_per_worker: float = Field(0.0, ge=0, le=16, description="GPUs each worker reserves")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -30,6 +30,9 @@ from openmaas.schemas.training import TrainingJobCreate
 from openmaas.tasks import Task
 from openmaas.training.config import CONFIGS, CommonConfig, config_from_params, parse_task
 
+if TYPE_CHECKING:
+    from openmaas.training.result import TrainedModel
+
 TRAIN_KIND = "train"
 
 
@@ -44,6 +47,34 @@ class TrainingParams(BaseModel):
     model: str  # the registry name the trained version goes to
     parent_version_id: str | None = None
     epochs: int
+    # Data-parallel training on the Ray executor (`training.distributed`); 1: in the job process.
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+
+
+# The task families whose trainer runs data-parallel (`workers` > 1).
+DATA_PARALLEL_TASKS = (Task.TABULAR_CLASSIFICATION,)
+
+
+def _check_workers(task: Task, body: TrainingJobCreate, executor: str) -> None:
+    if body.workers == 1:
+        if body.gpus_per_worker and executor != "ray":
+            raise errors.ValidationFailed(
+                "gpus_per_worker needs the ray executor (OPENMAAS_EXECUTOR=ray)", param="gpus_per_worker"
+            )
+        return
+    if task not in DATA_PARALLEL_TASKS:
+        names = ", ".join(t.value for t in DATA_PARALLEL_TASKS)
+        raise errors.ValidationFailed(
+            f"task {task} trains on one worker; workers > 1 is for {names}", param="workers"
+        )
+    if executor != "ray":
+        raise errors.ValidationFailed(
+            "workers > 1 trains data-parallel on a Ray cluster: it needs the ray executor "
+            "(OPENMAAS_EXECUTOR=ray); this platform runs jobs locally",
+            param="workers",
+        )
 
 
 def _params_with_target(task: Task, body: TrainingJobCreate) -> dict[str, Any]:
@@ -77,9 +108,16 @@ def _check_preprocessing(spec: dict[str, Any]) -> None:
 
 
 def create_training_job(
-    session: Session, org_id: str, body: TrainingJobCreate, *, now: datetime, default_max_attempts: int
+    session: Session,
+    org_id: str,
+    body: TrainingJobCreate,
+    *,
+    now: datetime,
+    default_max_attempts: int,
+    executor: str = "local",
 ) -> Job:
     task = parse_task(body.task)
+    _check_workers(task, body, executor)
     params = _params_with_target(task, body)
     config = config_from_params(task, params)
     _check_preprocessing(body.preprocessing)
@@ -102,6 +140,9 @@ def create_training_job(
         model=model_name,
         parent_version_id=parent_id,
         epochs=config.epochs,
+        workers=body.workers,
+        cpus_per_worker=body.cpus_per_worker,
+        gpus_per_worker=body.gpus_per_worker,
     )
     ready = dataset.status == DatasetStatus.READY.value
     return queue.enqueue(
@@ -142,7 +183,6 @@ def release_waiting_jobs(session: Session, dataset: Dataset, now: datetime) -> N
 def run_training(run: JobRun[TrainingParams]) -> None:
     """The `train` job: train (resuming from the latest checkpoint), write, register, succeed."""
     # torch and the trainers load only in job processes, never in the API server.
-    from openmaas.training.artifact import write_artifact
     from openmaas.training.job_context import JobTrainingContext
     from openmaas.training.loop import TrainingStopped
     from openmaas.training.train import train
@@ -152,6 +192,11 @@ def run_training(run: JobRun[TrainingParams]) -> None:
         dataset = dataset_service.get_dataset(session, run.org_id, params.dataset_id)
         dataset_service.require_trainable(dataset)
         dataset_path = dataset.path
+    if params.workers > 1:
+        from openmaas.training.distributed import train_data_parallel
+
+        train_data_parallel(run, dataset_path)
+        return
     context = JobTrainingContext(run, params.epochs)
     run.event("log", f"Training {params.task} on {params.dataset}.")
     try:
@@ -161,6 +206,14 @@ def run_training(run: JobRun[TrainingParams]) -> None:
         raise JobStopped(str(stopped)) from stopped
     finally:
         context.flush()
+    finish_training(run, trained, context.resumed_from or 0)
+
+
+def finish_training(run: JobRun[TrainingParams], trained: TrainedModel, resumed_from: int) -> None:
+    """Write the trained model's artifact, register its version and end the job `succeeded`."""
+    from openmaas.training.artifact import write_artifact
+
+    params = run.params
     version_id = new_id("mv_")
     relative = run.store.model_dir(run.org_id, version_id)
     try:
@@ -174,7 +227,7 @@ def run_training(run: JobRun[TrainingParams]) -> None:
             model_name=params.model,
             dataset_id=params.dataset_id,
             parent_version_id=params.parent_version_id,
-            result={"resumed_from_epoch": context.resumed_from or 0},
+            result={"resumed_from_epoch": resumed_from},
         )
     except BaseException:
         run.store.remove(relative)  # nothing half-written: no version, no artifact

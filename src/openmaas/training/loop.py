@@ -5,6 +5,10 @@ per-epoch validation metrics, early stopping on a monitored metric, and checkpoi
 Reproducibility across a resume comes from seeding each epoch from (seed, epoch) instead of
 carrying RNG state: epoch 7 shuffles and drops out the same way whether or not epoch 6 ran in
 this process.
+
+Data-parallel training (`training/distributed.py`) runs this same loop on every rank: a context
+that carries a `DataParallel` has the loop train its model wrapped for gradient averaging, on its
+rank's shard, with the global batch split among the ranks.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
@@ -33,6 +37,24 @@ class TrainingStopped(Exception):
     def __init__(self, checkpoint_epoch: int) -> None:
         super().__init__(f"training stopped; the latest checkpoint holds {checkpoint_epoch} epochs")
         self.checkpoint_epoch = checkpoint_epoch
+
+
+class DataParallel(Protocol):
+    """One rank of a data-parallel run, as the loop sees it (found as `context.parallel`)."""
+
+    world_size: int
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The model whose backward pass averages gradients across ranks (DDP)."""
+        ...
+
+    def shard(self, data: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """This rank's rows of the training tensors (every rank gets as many)."""
+        ...
+
+    def mean(self, value: float) -> float:
+        """The mean of `value` over the ranks."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -102,12 +124,21 @@ def train_loop(
     progress = _resume(model, optimizer, context)
     resumed_from = progress.epoch
     schedule = CheckpointSchedule(settings, progress.epoch)
+    parallel: DataParallel | None = getattr(context, "parallel", None)
+    trained, batch_size = model, settings.batch_size
+    if parallel is not None:
+        # Checkpoints, evaluation and the best weights keep using `model` itself (one copy of the
+        # weights, the same on every rank); only the training step goes through the wrapper.
+        trained, data = parallel.wrap(model), parallel.shard(data)
+        batch_size = max(1, settings.batch_size // parallel.world_size)
     while progress.epoch < settings.epochs and not progress.stopped_early:
         epoch = progress.epoch + 1
         started = time.perf_counter()
         train_loss = _train_epoch(
-            model, optimizer, data, loss_fn, settings, epoch, context, schedule.saved_epoch
+            trained, optimizer, data, loss_fn, settings, batch_size, epoch, context, schedule.saved_epoch
         )
+        if parallel is not None:
+            train_loss = parallel.mean(train_loss)
         model.eval()
         with torch.no_grad():
             metrics = evaluate(model)
@@ -132,6 +163,7 @@ def _train_epoch(
     data: Sequence[torch.Tensor],
     loss_fn: LossFn,
     settings: LoopSettings,
+    batch_size: int,
     epoch: int,
     context: TrainingContext,
     checkpoint_epoch: int,
@@ -142,10 +174,10 @@ def _train_epoch(
     order = torch.randperm(size, generator=generator)
     model.train()
     total, seen = 0.0, 0
-    for start in range(0, size, settings.batch_size):
+    for start in range(0, size, batch_size):
         if context.should_stop():
             raise TrainingStopped(checkpoint_epoch)
-        index = order[start : start + settings.batch_size]
+        index = order[start : start + batch_size]
         batch = tuple(tensor[index] for tensor in data)
         loss = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)

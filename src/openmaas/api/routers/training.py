@@ -44,6 +44,7 @@ def create_training_job(
                 body,
                 now=platform.clock.now(),
                 default_max_attempts=platform.settings.job_max_attempts,
+                executor=platform.settings.executor,
             )
         ),
     )

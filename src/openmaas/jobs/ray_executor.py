@@ -1,0 +1,196 @@
+"""The Ray executor (`OPENMAAS_EXECUTOR=ray`): each attempt of a job runs in one Ray actor on the
+cluster, which runs the job entry (`openmaas.job_process.run_job_on_ray`) in a thread.
+
+Why an actor, not a Ray task or a Ray Job: a Ray Job needs the dashboard's Jobs API, which cluster
+mode keeps closed, and starts a fresh Python per attempt; a task cannot be asked to stop gracefully
+(`ray.cancel` interrupts it anywhere). An actor gives all three operations the worker needs:
+`poll` is a zero-timeout `ray.wait` on its `run` call, `stop` sets the stop flag the job checks
+between batches (as SIGTERM does for a local process; the job then stops at its last checkpoint),
+and `kill` is `ray.kill`. The actor is owned by the worker's Ray driver: if the worker dies, Ray
+ends the actor (and the training workers it started) and another worker takes the job over from
+its checkpoint, as with local processes.
+
+Resubmission is idempotent: the actor is named by job id and attempt (`get_if_exists`), and its
+`run` runs the attempt once however often it is called.
+
+Only this module imports Ray; the local path never loads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
+
+from openmaas.jobs.executor import Resources, RunSpec
+
+log = logging.getLogger("openmaas.worker")
+
+NAMESPACE = "openmaas"
+
+
+@dataclass(frozen=True)
+class AttemptControl:
+    """What the job entry gets from its actor: the stop flag, and where to say what it holds."""
+
+    stop: threading.Event
+    holds: Callable[[Resources], None]
+
+
+# Runs one attempt inside the actor; returns the exit status (as a job process would).
+RayJobEntry = Callable[[RunSpec, AttemptControl], int]
+
+
+def attempt_name(job_id: str, attempt: int) -> str:
+    """The Ray actor name of one attempt: the same job and attempt always name the same actor."""
+    return f"openmaas-{job_id}-attempt-{attempt}"
+
+
+class AttemptActor:
+    """One attempt on the cluster (a threaded actor: `stop` and `resources` answer while `run` runs)."""
+
+    def __init__(self, entry: RayJobEntry, spec_json: str, resources: Resources) -> None:
+        self._entry = entry
+        self._spec_json = spec_json
+        self._own = resources  # what the actor itself reserved
+        self._resources = resources
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._started = False
+        self._done = threading.Event()
+        self._code = 1
+
+    def run(self) -> int:
+        with self._lock:
+            first, self._started = not self._started, True
+        if first:
+            try:
+                self._code = self._entry(RunSpec.model_validate_json(self._spec_json), self._control())
+            except BaseException:
+                log.exception("job attempt failed in its Ray actor")
+                self._code = 1
+            finally:
+                self._done.set()
+        self._done.wait()
+        return self._code
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def resources(self) -> Resources:
+        return self._resources
+
+    def _control(self) -> AttemptControl:
+        def holds(workers: Resources) -> None:
+            # The actor's own reservation and its training workers' (all of them together).
+            self._resources = Resources(
+                cpus=self._own.cpus + workers.cpus, gpus=self._own.gpus + workers.gpus
+            )
+
+        return AttemptControl(self._stop, holds)
+
+
+_RemoteAttempt: Any = ray.remote(AttemptActor)
+
+
+class RayAttempt:
+    """The worker's view of an attempt's actor (the `Execution` protocol)."""
+
+    def __init__(self, actor: Any, result: ray.ObjectRef, resources: Resources) -> None:
+        self._actor = actor
+        self._result = result
+        self._resources = resources
+        self._killed = False
+        self._code: int | None = None
+
+    def poll(self) -> int | None:
+        if self._code is not None:
+            return self._code
+        ready, _ = ray.wait([self._result], timeout=0)
+        if not ready:
+            return None
+        try:
+            self._code = int(ray.get(self._result))
+        except RayActorError:
+            # Its node died, or it was killed: the attempt failed; the worker retries it.
+            self._code = -9 if self._killed else 1
+        except RayError:
+            self._code = 1
+        return self._code
+
+    def stop(self) -> None:
+        if self._code is None:
+            self._actor.stop.remote()
+
+    def kill(self) -> None:
+        if self._code is None:
+            self._killed = True
+            ray.kill(self._actor, no_restart=True)
+
+    def resources(self) -> Resources:
+        """What the attempt said it holds (its actor and its training workers), or what its actor
+        reserved (the `ReportsResources` protocol: the worker asks at each metering interval)."""
+        if self._code is None:
+            # Ending or gone: what it held last.
+            with contextlib.suppress(GetTimeoutError, RayError):
+                self._resources = ray.get(self._actor.resources.remote(), timeout=2.0)
+        return self._resources
+
+
+class RayExecutor:
+    """Runs each attempt in a Ray actor (`AttemptActor`) reserving `job_cpus` CPUs."""
+
+    def __init__(self, entry: RayJobEntry, address: str | None, job_cpus: float = 1.0) -> None:
+        self._entry = entry
+        self._address = address
+        self._job_cpus = job_cpus
+
+    def warm(self) -> None:
+        """Connect to the cluster (unless this process already is, as in tests)."""
+        if not ray.is_initialized():
+            ray.init(address=self._address, namespace=NAMESPACE, configure_logging=False)
+        log.info("ray executor connected: %s", ray.cluster_resources())
+
+    def start(self, spec: RunSpec) -> RayAttempt:
+        self.warm()
+        claim = spec.claim
+        resources = Resources(cpus=self._job_cpus, gpus=0.0)
+        actor = _RemoteAttempt.options(
+            name=attempt_name(claim.job_id, claim.attempt),
+            namespace=NAMESPACE,
+            get_if_exists=True,
+            num_cpus=self._job_cpus,
+            max_concurrency=4,
+            max_restarts=0,
+            scheduling_strategy=self._near_worker(),
+        ).remote(self._entry, spec.model_dump_json(), resources)
+        return RayAttempt(actor, actor.run.remote(), resources)
+
+    @staticmethod
+    def _near_worker() -> Any:
+        """Prefer the worker's own Ray node (soft: any node when it is full or not a Ray node).
+        Ray Train's controller goes where the attempt's actor is, so an attempt placed there loses
+        neither to the death of a node that holds only training workers: Ray Train restarts those."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        try:
+            return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+        except Exception:  # a Ray Client connection has no node of its own
+            return "DEFAULT"
+
+
+def where() -> dict[str, Any]:
+    """The Ray node this process runs on (for the attempt's events)."""
+    return {
+        "executor": "ray",
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "node_ip": ray.util.get_node_ip_address(),
+        "pid": os.getpid(),
+    }

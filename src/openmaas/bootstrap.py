@@ -92,7 +92,14 @@ class Platform:
         self.metering = build_metering(self.settings, self.db, self.clock, prices)
         self.meter = self.metering.meter
         self.gate = self.metering.gate
-        self.job_compute = JobComputeMeter(self.gate, self.meter, self.clock)
+        self.job_compute = JobComputeMeter(
+            self.gate,
+            self.meter,
+            self.clock,
+            billed_kinds=frozenset(
+                {training_jobs.TRAIN_KIND, finetune_jobs.FINE_TUNE_KIND, optimize_jobs.OPTIMIZE_KIND}
+            ),
+        )
         budget_mb = self.settings.serving_memory_budget_mb
         self.replicas = ReplicaManager(
             self.db,

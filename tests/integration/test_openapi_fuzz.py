@@ -81,6 +81,8 @@ NOT_STATED_BY_THE_DOCUMENT = {
     "POST /v1/training_jobs",
     # traffic weights must sum to 100, and `model` and `traffic` exclude each other
     "PATCH /v1/deployments/{deployment}",
+    # `placement: ray` needs a server with a Ray cluster, and `cpus`/`gpus` go with it alone
+    "POST /v1/deployments",
     # an instant must lie ahead of now (a key's expiry, a pricebook's start: metered usage keeps
     # its prices), which a schema cannot say
     "POST /v1/api_keys",

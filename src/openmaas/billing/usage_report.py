@@ -199,7 +199,7 @@ class _Cursor:
     seq: int
     unit_index: int
 
-    _FORMAT = re.compile(r"^(\d{1,19})\.(\d{1,19})\.(\d)$")
+    _FORMAT = re.compile(r"^(\d{1,19})\.(\d{1,19})\.(\d{1,2})$")
 
     @classmethod
     def parse(cls, text: str) -> _Cursor:

@@ -68,12 +68,20 @@ class JobComputeMeter:
     (not rate limited), and billed once under its deterministic id. The quantity is wall seconds ×
     the units of the attempt's resource class (`Resources.billed`), in milliseconds."""
 
-    def __init__(self, gate: UsageGate, ledger: UsageLedger, clock: Clock) -> None:
+    def __init__(
+        self, gate: UsageGate, ledger: UsageLedger, clock: Clock, billed_kinds: frozenset[str]
+    ) -> None:
         self._gate = gate
         self._ledger = ledger
         self._clock = clock
+        # The kinds of job the customer asked for (training, fine-tuning, optimisation); the
+        # platform's own chores on their data (validating an upload, an import) are not billed as
+        # compute: ingest and storage price the data.
+        self._billed_kinds = billed_kinds
 
-    def begin(self, claim: Claim, interval: int, resources: Resources, seconds: float) -> Admission:
+    def begin(self, claim: Claim, interval: int, resources: Resources, seconds: float) -> Admission | None:
+        if claim.kind not in self._billed_kinds:
+            return None
         resource_class, units = resources.billed()
         return self._gate.admit(
             claim.org_id,
@@ -101,6 +109,8 @@ class JobComputeMeter:
     def end(
         self, claim: Claim, interval: int, resources: Resources, seconds: float, hold: object | None
     ) -> None:
+        if claim.kind not in self._billed_kinds:
+            return
         resource_class, units = resources.billed()
         if isinstance(hold, Admission):
             if seconds <= 0:

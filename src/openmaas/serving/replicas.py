@@ -222,6 +222,11 @@ class ReplicaManager:
     def is_loaded(self, org_id: str, name: str) -> bool:
         return self._directory.lookup(org_id, name) is not None
 
+    def is_cold(self, org_id: str, name: str) -> bool:
+        """Unloaded here while idle or evicted for memory: it loads again on its next request."""
+        with self._lock:
+            return (org_id, name) in self._cold
+
     def unload(self, org_id: str, name: str, reason: str = "stopped") -> None:
         key = (org_id, name)
         with self._lock:

@@ -167,6 +167,8 @@ class DeploymentSync:
             return
         loaded = self._replicas.loaded_deployment(row.org_id, row.name) == row.id
         if not loaded:
+            if self._replicas.is_cold(row.org_id, row.name):
+                return  # this server unloaded it (idle, or evicted for memory): on demand, as usual
             if row.state != "ready" or wanted.config.min_replicas > 0:
                 log.info("loading deployment %s (%s), made through another server", row.name, row.id)
                 self._replicas.ensure_loaded(row.id)

@@ -122,7 +122,7 @@ def test_an_operator_creates_an_organisation_sets_its_price_grants_credits_and_r
     )
     assert forged.status == 403 and "security token" in forged.text()
     page.get_by_label("Requests per request").fill("0.02")
-    page.get_by_label("Output tokens per 1K").fill("1.50")
+    page.get_by_role("textbox", name="Output tokens per 1K tokens", exact=True).fill("1.50")
     page.get_by_role("button", name="Save prices").click()
     expect(page.get_by_role("status")).to_contain_text("was created")
     gold = page.get_by_role("row").filter(has_text="gold")

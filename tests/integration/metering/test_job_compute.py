@@ -17,6 +17,7 @@ from openmaas.jobs import queue
 from openmaas.jobs.tables import Job, JobEvent
 from openmaas.jobs.worker import Worker, WorkerLimits
 from openmaas.metering.tables import BillingAccount, UsageRecord
+from openmaas.training.jobs import TRAIN_KIND
 from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_account, make_org, make_pricebook
 from tests.support.served import Served
@@ -46,12 +47,12 @@ def _worker(platform: Platform, executor: FakeExecutor) -> Worker:
     )
 
 
-def _enqueue(platform: Platform, org: str, params: BaseModel | None = None) -> str:
+def _enqueue(platform: Platform, org: str, params: BaseModel | None = None, kind: str = TRAIN_KIND) -> str:
     with platform.db.session() as session:
         job = queue.enqueue(
             session,
             org_id=org,
-            kind="test",
+            kind=kind,
             params=params or Training(),
             now=platform.clock.now(),
             max_attempts=3,
@@ -225,3 +226,18 @@ def test_creating_a_job_with_no_budget_left_is_refused(clocked_served: tuple[Ser
         with clocked.platform.db.read_session() as session:
             account = session.get(BillingAccount, tenant.org_id)
             assert account is not None and account.unbilled_micros == 0  # the check billed nothing
+
+
+def test_the_platforms_own_jobs_on_a_tenants_data_are_not_billed_as_compute(clocked: Clocked) -> None:
+    """Validating an upload is priced by ingest, not by the seconds it takes."""
+    platform, clock = clocked.platform, clocked.clock
+    org = make_org(platform, "acme")
+    executor = FakeExecutor()
+    worker = _worker(platform, executor)
+    validation = _enqueue(platform, org, kind="validate_dataset")
+    training = _enqueue(platform, org)
+    worker.tick()
+    clock.advance(61)
+    worker.tick()
+    assert len(_billed(platform, training, 1)) == 1
+    assert _billed(platform, validation, 0) == []

@@ -105,7 +105,7 @@ def main() -> None:
         data = root / "train.jsonl"
         write_examples(data, args.examples)
         _, tokenizer = load_base(folder)
-        tokens = sum(len(e.ids) for e in encode_file(tokenizer, data))
+        tokens = sum(len(e.input_ids) for e in encode_file(tokenizer, data))
         config = FineTuneConfig(n_epochs=1, batch_size=args.batch_size, learning_rate_multiplier=1)
         runs: dict[str, list[float]] = {"ours": [], "transformers+peft": []}
         ours(folder, data, config)  # warm both paths' imports and caches once

@@ -52,7 +52,8 @@ class LoraLinear(nn.Module):
         nn.init.zeros_(self.lora_B.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + self.lora_B(self.lora_A(self.dropout(x))) * self.scaling
+        # Scaled at rank width, not at the output's: the same sum, fewer multiplications.
+        return self.base(x) + self.lora_B(self.lora_A(self.dropout(x)) * self.scaling)
 
 
 def apply_lora(model: nn.Module, spec: LoraSpec) -> list[str]:

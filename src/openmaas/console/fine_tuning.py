@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import Response
@@ -27,7 +26,7 @@ from openmaas.console.web import (
 )
 from openmaas.datasets import files as file_service
 from openmaas.jobs import service as jobs
-from openmaas.jobs.tables import Job, JobStatus
+from openmaas.jobs.tables import JobStatus
 from openmaas.schemas.fine_tuning import FineTuningJobCreate
 from openmaas.training import finetune_jobs
 from openmaas.training.finetune_jobs import FINE_TUNE_KIND, FineTuneParams, fine_tuning_job_public
@@ -167,15 +166,8 @@ def _list(
     platform = platform_of(request)
     limit = platform.settings.default_page_limit
     with platform.db.read_session() as session:
-        listed = jobs.list_jobs(
-            session, org_id, kind=FINE_TUNE_KIND, status=None, limit=limit, after=given.get("after")
-        )
-        # The page's jobs read whole in one query (the list's public shape has no parameters).
-        ids = [j.id for j in listed.data]
-        found = {
-            row.id: row for row in session.scalars(select(Job).where(Job.org_id == org_id, Job.id.in_(ids)))
-        }
-        rows = [fine_tuning_job_public(found[i]) for i in ids if i in found]
+        listed = finetune_jobs.list_fine_tuning_jobs(session, org_id, limit=limit, after=given.get("after"))
+        rows = listed.data
         files = file_service.list_files(
             session, org_id, purpose=file_service.FINE_TUNE, limit=_FILES_SHOWN, after=None, ascending=False
         ).data

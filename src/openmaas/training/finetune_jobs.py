@@ -27,6 +27,7 @@ from openmaas.datasets import files as file_service
 from openmaas.datasets.chat_format import count_chat_tokens
 from openmaas.ids import new_id
 from openmaas.jobs import queue
+from openmaas.jobs import service as jobs_service
 from openmaas.jobs.handlers import JobHandler
 from openmaas.jobs.run import JobRun, JobStopped
 from openmaas.jobs.tables import Job, JobEvent
@@ -142,6 +143,23 @@ def create_fine_tuning_job(
 
 def _unix(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp())
+
+
+def list_fine_tuning_jobs(
+    session: Session, org_id: str, *, limit: int, after: str | None
+) -> Page[FineTuningJobPublic]:
+    """A page of the organisation's fine-tuning jobs, newest first, their rows read in one query."""
+    listed = jobs_service.list_jobs(
+        session, org_id, kind=FINE_TUNE_KIND, status=None, limit=limit, after=after
+    )
+    ids = [job.id for job in listed.data]
+    rows = {row.id: row for row in session.scalars(select(Job).where(Job.org_id == org_id, Job.id.in_(ids)))}
+    return Page[FineTuningJobPublic](
+        data=[fine_tuning_job_public(rows[i]) for i in ids if i in rows],
+        first_id=listed.first_id,
+        last_id=listed.last_id,
+        has_more=listed.has_more,
+    )
 
 
 def fine_tuning_job_public(job: Job) -> FineTuningJobPublic:

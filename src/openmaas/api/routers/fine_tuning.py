@@ -59,15 +59,8 @@ def create_job(
     "/jobs", response_model=Page[FineTuningJobPublic], name="fine_tuning.jobs.list", responses=errors(422)
 )
 def list_jobs(session: ReadSessionDep, caller: JobsRead, page: PageDep) -> object:
-    listed = jobs.list_jobs(
-        session, caller.require_org(), kind=FINE_TUNE_KIND, status=None, limit=page.limit, after=page.after
-    )
-    rows = [jobs.get_job(session, caller.require_org(), job.id) for job in listed.data]
-    return Page[FineTuningJobPublic](
-        data=[fine_tuning_job_public(row) for row in rows],
-        first_id=listed.first_id,
-        last_id=listed.last_id,
-        has_more=listed.has_more,
+    return finetune_jobs.list_fine_tuning_jobs(
+        session, caller.require_org(), limit=page.limit, after=page.after
     )
 
 

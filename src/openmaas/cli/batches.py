@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from openmaas.cli.client_options import ClientOptions, client_command
-from openmaas.cli.output import console, emit_json, fail, run, show, table, upload_progress
+from openmaas.cli.output import console, fail, run, show, table, upload_progress
 
 ENDED = ("completed", "failed", "expired", "cancelled")
 
@@ -80,10 +80,7 @@ def _follow(api: Any, batch_id: str, *, quiet: bool) -> Any:
 def list_(options: ClientOptions, limit: int = typer.Option(20, "--limit", min=1, max=1000)) -> None:
     """List batches, newest first."""
     page = run(lambda: options.client().batches.list(limit=limit))
-    if options.as_json:
-        emit_json([batch.model_dump(mode="json") for batch in page.data])
-        return
-    show(page.data, as_json=False, columns=COLUMNS)
+    show(page.data, as_json=options.as_json, columns=COLUMNS)
 
 
 @batches_app.command("get")

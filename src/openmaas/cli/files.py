@@ -59,10 +59,7 @@ def list_(
 ) -> None:
     """List files, newest first."""
     page = run(lambda: options.client().files.list(purpose=purpose, limit=limit))
-    if options.as_json:
-        emit_json([item.model_dump(mode="json") for item in page.data])
-        return
-    show(page.data, as_json=False, columns=COLUMNS)
+    show(page.data, as_json=options.as_json, columns=COLUMNS)
 
 
 @files_app.command("show")

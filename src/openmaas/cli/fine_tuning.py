@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from openmaas.cli.client_options import ClientOptions, client_command
-from openmaas.cli.output import console, emit_json, fail, run, show
+from openmaas.cli.output import console, fail, run, show
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -88,10 +88,7 @@ def _follow(api: Any, job_id: str, *, quiet: bool) -> Any:
 def list_(options: ClientOptions, limit: int = typer.Option(20, "--limit", min=1, max=1000)) -> None:
     """List fine-tuning jobs, newest first."""
     page = run(lambda: options.client().fine_tuning.list(limit=limit))
-    if options.as_json:
-        emit_json([job.model_dump(mode="json") for job in page.data])
-        return
-    show(page.data, as_json=False, columns=COLUMNS)
+    show(page.data, as_json=options.as_json, columns=COLUMNS)
 
 
 @fine_tune_app.command("show")

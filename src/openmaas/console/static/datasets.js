@@ -5,11 +5,7 @@
 
   var form = document.querySelector("form[data-upload]");
   if (form) {
-    var bar = form.querySelector("progress");
-    var box = form.querySelector("[data-upload-progress]");
-    var note = form.querySelector("[data-upload-note]");
     var failure = form.querySelector("[data-upload-error]");
-    var button = form.querySelector("button[type=submit]");
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       var file = form.querySelector("input[type=file]").files[0];
@@ -21,40 +17,10 @@
       xhr.setRequestHeader("Content-Type", "application/octet-stream");
       xhr.setRequestHeader("X-CSRF-Token", form.getAttribute("data-csrf"));
       failure.hidden = true;
-      box.hidden = false;
-      bar.value = 0;
-      note.textContent = "0%";
-      button.disabled = true;
-      xhr.upload.addEventListener("progress", function (progress) {
-        if (!progress.lengthComputable) return;
-        var percent = Math.round((100 * progress.loaded) / progress.total);
-        bar.value = percent;
-        bar.setAttribute("data-percent", String(percent));
-        note.textContent = percent + "% of " + progress.total + " bytes";
-      });
-      xhr.upload.addEventListener("load", function () { note.textContent = "Checking the file…"; });
-      xhr.addEventListener("load", function () {
-        var body = null;
-        try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
-        if (xhr.status < 300 && body && body.url) {
-          bar.value = 100;
-          note.textContent = body.created ? "Uploaded." : "These bytes were uploaded before: opening that version.";
-          window.location.assign(body.url);
-          return;
-        }
-        var error = body && body.error;
-        failure.textContent = error ? error.message + (error.param ? " (field: " + error.param + ")" : "") : "The upload failed (" + xhr.status + ").";
+      window.openmaasSendUpload(form, xhr, file, function (error) {
+        failure.textContent = error.message + (error.param ? " (field: " + error.param + ")" : "");
         failure.hidden = false;
-        box.hidden = true;
-        button.disabled = false;
       });
-      xhr.addEventListener("error", function () {
-        failure.textContent = "The upload was interrupted: nothing was kept. Try again.";
-        failure.hidden = false;
-        box.hidden = true;
-        button.disabled = false;
-      });
-      xhr.send(file);
     });
   }
 

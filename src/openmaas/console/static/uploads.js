@@ -5,11 +5,7 @@
 
   var form = document.querySelector("form[data-file-upload]");
   if (!form) return;
-  var bar = form.querySelector("progress");
-  var box = form.querySelector("[data-upload-progress]");
-  var note = form.querySelector("[data-upload-note]");
   var failure = form.querySelector("[data-upload-error]");
-  var button = form.querySelector("button[type=submit]");
   // The API's error in the page: its message, its field, and each located problem.
   var show = function (error) {
     failure.textContent = "";
@@ -59,35 +55,6 @@
     xhr.open("POST", form.getAttribute("action"));
     xhr.setRequestHeader("Accept", "application/json");
     failure.hidden = true;
-    box.hidden = false;
-    bar.value = 0;
-    note.textContent = "0%";
-    button.disabled = true;
-    xhr.upload.addEventListener("progress", function (progress) {
-      if (!progress.lengthComputable) return;
-      var percent = Math.round((100 * progress.loaded) / progress.total);
-      bar.value = percent;
-      bar.setAttribute("data-percent", String(percent));
-      note.textContent = percent + "% of " + progress.total + " bytes";
-    });
-    xhr.upload.addEventListener("load", function () { note.textContent = "Checking the file…"; });
-    xhr.addEventListener("load", function () {
-      var body = null;
-      try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
-      if (xhr.status < 300 && body && body.url) {
-        bar.value = 100;
-        window.location.assign(body.url);
-        return;
-      }
-      show(body && body.error ? body.error : { message: "The upload failed (" + xhr.status + ")." });
-      box.hidden = true;
-      button.disabled = false;
-    });
-    xhr.addEventListener("error", function () {
-      show({ message: "The upload was interrupted: nothing was kept. Try again." });
-      box.hidden = true;
-      button.disabled = false;
-    });
-    xhr.send(new FormData(form));
+    window.openmaasSendUpload(form, xhr, new FormData(form), show);
   });
 })();

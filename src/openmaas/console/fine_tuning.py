@@ -14,6 +14,7 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from openmaas import errors
+from openmaas.console.jobs import apply_action
 from openmaas.console.web import (
     PREFIX,
     ConsoleRoute,
@@ -37,11 +38,6 @@ After = Annotated[str | None, Query(max_length=100)]
 _FIRST_EVENTS = 500  # read with the page; the rest (and what comes) the page fetches itself
 _FILES_SHOWN = 100  # the newest fine-tune files offered in the form
 _HYPER = ("n_epochs", "batch_size", "learning_rate_multiplier")
-_ACTIONS = {
-    "cancel": lambda s, org, job, now: jobs.cancel_job(s, org, job, now, kind=FINE_TUNE_KIND),
-    "pause": jobs.pause_job,
-    "resume": jobs.resume_job,
-}
 
 
 @router.get("/fine-tuning", name="console.fine_tuning")
@@ -113,20 +109,7 @@ def job_page(request: Request, job_id: str) -> Response:
 
 @router.post("/fine-tuning/{job_id}/{action}", name="console.fine_tuning.act")
 async def act(request: Request, job_id: str, action: str) -> Response:
-    signed, _ = await signed_form(request)
-    signed.principal.require("jobs:write")
-    org_id = signed.principal.require_org()
-    platform = platform_of(request)
-    change = _ACTIONS.get(action)
-    if change is None:
-        raise errors.NotFound(f"No job action {action!r}; use cancel, pause or resume.", param="action")
-
-    def run() -> None:
-        with platform.db.session() as session:
-            jobs.get_job(session, org_id, job_id, kind=FINE_TUNE_KIND)  # another kind's id: 404
-            change(session, org_id, job_id, platform.clock.now())
-
-    await run_in_threadpool(run)
+    await apply_action(request, job_id, action, kind=FINE_TUNE_KIND)  # another kind's id: 404
     return redirect(f"{PREFIX}/fine-tuning/{job_id}")
 
 

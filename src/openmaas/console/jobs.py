@@ -86,6 +86,13 @@ def job_events(request: Request, job_id: str, after: Annotated[int | None, Query
 
 @router.post("/jobs/{job_id}/{action}", name="console.jobs.act")
 async def act(request: Request, job_id: str, action: str) -> Response:
+    await apply_action(request, job_id, action)
+    return redirect(f"{PREFIX}/jobs/{job_id}")
+
+
+async def apply_action(request: Request, job_id: str, action: str, *, kind: str | None = None) -> None:
+    """Cancel, pause or resume one of the signed-in organisation's jobs (of `kind` when given:
+    another kind's id is a 404), from a signed form."""
     signed, _ = await signed_form(request)
     signed.principal.require("jobs:write")
     org_id = signed.principal.require_org()
@@ -96,10 +103,11 @@ async def act(request: Request, job_id: str, action: str) -> Response:
 
     def run() -> None:
         with platform.db.session() as session:
+            if kind is not None:
+                jobs.get_job(session, org_id, job_id, kind=kind)
             change(session, org_id, job_id, platform.clock.now())
 
     await run_in_threadpool(run)
-    return redirect(f"{PREFIX}/jobs/{job_id}")
 
 
 def _curves(events: JobEventList) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import tempfile
@@ -115,20 +116,14 @@ def main() -> None:
             runs["transformers+peft"].append(tokens / peft_loop(folder, data, config))
     shape = f"preset {args.preset}, {args.examples} examples, {tokens} tokens an epoch"
     print(f"{shape}, batch {args.batch_size}")
-    print(f"load average {_loadavg()}")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average {load}")
     print(f"{'':<20}{'tokens/s (median)':>20}  rounds")
     medians: dict[str, Any] = {}
     for name, values in runs.items():
         medians[name] = statistics.median(values)
         print(f"{name:<20}{medians[name]:>20.1f}  {' '.join(f'{v:.1f}' for v in values)}")
     print(f"ours / transformers+peft: {medians['ours'] / medians['transformers+peft']:.2f} (target >= 1.00)")
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 if __name__ == "__main__":

@@ -91,7 +91,8 @@ def main() -> None:
         base_tps.append(run_load(engine, prompts, base, args.new_tokens))
         lora_tps.append(run_load(engine, prompts, spread, args.new_tokens))
     b, a = statistics.median(base_tps), statistics.median(lora_tps)
-    print(f"engine {engine.runner.dtype}, {args.threads} threads, {os.cpu_count()} CPUs; uptime: {_uptime()}")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"engine {engine.runner.dtype}, {args.threads} threads, {os.cpu_count()} CPUs; uptime: {load}")
     shape = f"{args.prompt_len} prompt + {args.new_tokens} new tokens"
     print(f"{args.requests} requests x ({shape}), rounds {args.rounds}")
     print(f"first use of {len(adapters)} rank-{args.rank} adapters (read + load + 1 step): {first_use:.2f} s")
@@ -118,13 +119,6 @@ def _model(args: argparse.Namespace) -> Path:
 
 def _fmt(values: list[float]) -> str:
     return " ".join(f"{v:.1f}" for v in values)
-
-
-def _uptime() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 if __name__ == "__main__":

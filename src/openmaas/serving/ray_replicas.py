@@ -352,13 +352,7 @@ class RemoteExplainer:
         self.limits = limits
 
     def check_rows(self, rows: list[Any]) -> list[Any]:
-        if len(rows) > self.limits.max_rows:
-            raise errors.ValidationFailed(
-                f"inputs has {len(rows)} rows; explanations take at most {self.limits.max_rows} per request.",
-                param="inputs",
-                code="too_many_inputs",
-            )
-        return rows
+        return self.limits.check_rows(rows)
 
     async def explain(
         self, rows: list[Any], options: ExplainOptions, *, timeout_s: float, gone: Any = None

@@ -23,6 +23,16 @@ class ExplainLimits:
     max_rows: int = 16
     max_steps: int = 256
 
+    def check_rows(self, rows: list[Any]) -> list[Any]:
+        """The rows of one request, refused (400 naming `inputs`) past `max_rows`."""
+        if len(rows) > self.max_rows:
+            raise ValidationFailed(
+                f"inputs has {len(rows)} rows; explanations take at most {self.max_rows} per request.",
+                param="inputs",
+                code="too_many_inputs",
+            )
+        return rows
+
 
 @dataclass(frozen=True)
 class ExplainOptions:

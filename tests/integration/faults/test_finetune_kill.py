@@ -12,9 +12,7 @@ import io
 import json
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +21,8 @@ import pytest
 
 from openmaas import Client
 from openmaas.engine.testing import build_tiny_model
-from tests.integration.jobs.harness import fast_server, fast_worker_env, job_in, wait_for
+from tests.integration.jobs.harness import fast_server, job_in, killable_worker, wait_for
 from tests.support.served import Served
-from tests.support.workers import start_worker
 from tests.unit.training.test_lora import ANSWERS, chat
 
 LEASE_S = 3.0
@@ -36,17 +33,6 @@ EPOCHS = 6
 def served_fast(tmp_path: Path, database_url: str) -> Iterator[Served]:
     with fast_server(tmp_path / "home", database_url, job_lease_s=LEASE_S) as served:
         yield served
-
-
-@contextmanager
-def worker_process(served: Served, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    process = start_worker(served.platform.settings, log, fast_worker_env(LEASE_S), own_session=True)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
 
 
 def _events(api: Any, job_id: str) -> list[dict[str, Any]]:
@@ -81,7 +67,7 @@ def test_sigkilled_worker_fine_tune_resumes_from_its_epoch_checkpoint(
         hyperparameters={"n_epochs": EPOCHS, "batch_size": 8},
     )
     with served_fast.client(tenant.key) as api:
-        with worker_process(served_fast, tmp_path / "worker-a.log") as a:
+        with killable_worker(served_fast, tmp_path / "worker-a.log", LEASE_S) as a:
 
             def checkpointed() -> bool:
                 return any(e["type"] == "checkpoint" for e in _events(api, job.id))
@@ -92,7 +78,7 @@ def test_sigkilled_worker_fine_tune_resumes_from_its_epoch_checkpoint(
         saved = [e["data"]["epoch"] for e in _events(api, job.id) if e["type"] == "checkpoint"]
         assert client.fine_tuning.jobs.retrieve(job.id).status == "running"  # its lease has not expired
 
-        with worker_process(served_fast, tmp_path / "worker-b.log"):
+        with killable_worker(served_fast, tmp_path / "worker-b.log", LEASE_S):
             done = job_in(api, f"/v1/jobs/{job.id}", {"succeeded", "failed"}, timeout=240)
         events = _events(api, job.id)
         usage = api.get("/v1/usage", params={"granularity": "event", "limit": 100}).json()["data"]

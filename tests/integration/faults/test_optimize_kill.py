@@ -10,7 +10,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,15 @@ import pytest
 from sqlalchemy import select
 
 from openmaas.registry.tables import ModelVersion
-from tests.integration.jobs.harness import fast_server, fast_worker_env, job_in, upload, wait_for
+from tests.integration.jobs.harness import (
+    fast_server,
+    job_in,
+    killable_worker,
+    upload,
+    wait_for,
+)
 from tests.integration.serving.predict_support import churn_frame
 from tests.support.served import Served
-from tests.support.workers import start_worker
 
 LEASE_S = 3.0
 
@@ -31,23 +35,6 @@ LEASE_S = 3.0
 def served_fast(tmp_path: Path, database_url: str) -> Iterator[Served]:
     with fast_server(tmp_path / "home", database_url, job_lease_s=LEASE_S) as served:
         yield served
-
-
-@contextmanager
-def worker_process(served: Served, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`openmaas worker` in a session of its own, so that a SIGKILL reaches its job processes too."""
-    process = start_worker(
-        served.platform.settings,
-        log,
-        fast_worker_env(LEASE_S),
-        own_session=True,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
 
 
 def _kill_mid_build(api: httpx.Client, worker: subprocess.Popen[bytes], job_id: str) -> None:
@@ -84,7 +71,7 @@ def test_a_killed_optimisations_staging_goes_at_the_next_start_or_retry(
     csv = tmp_path / "churn.csv"
     churn_frame().to_csv(csv, index=False)
     with served_fast.client(tenant.key) as api:
-        with worker_process(served_fast, tmp_path / "worker-a.log") as first:
+        with killable_worker(served_fast, tmp_path / "worker-a.log", LEASE_S) as first:
             dataset = upload(api, csv, "churn").json()
             job_in(api, f"/v1/jobs/{dataset['validation_job_id']}", {"succeeded"}, timeout=240)
             body = {
@@ -100,7 +87,7 @@ def test_a_killed_optimisations_staging_goes_at_the_next_start_or_retry(
         assert _leftovers(served_fast, tenant.org_id) != []  # the kill landed mid-build
         time.sleep(LEASE_S + 0.5)  # the killed worker's lease runs out: the job no longer runs
 
-        with worker_process(served_fast, tmp_path / "worker-b.log") as second:
+        with killable_worker(served_fast, tmp_path / "worker-b.log", LEASE_S) as second:
             wait_for(lambda: _leftovers(served_fast, tenant.org_id) == [], timeout=60)
             failed = job_in(api, f"/v1/optimizations/{once['id']}", {"failed", "succeeded"}, timeout=60)
             assert failed["status"] == "failed", failed  # its one attempt was used up
@@ -108,7 +95,7 @@ def test_a_killed_optimisations_staging_goes_at_the_next_start_or_retry(
             _kill_mid_build(api, second, retried["id"])
         assert _leftovers(served_fast, tenant.org_id) != []
 
-        with worker_process(served_fast, tmp_path / "worker-c.log"):  # before the lease expires
+        with killable_worker(served_fast, tmp_path / "worker-c.log", LEASE_S):  # before the lease expires
             done = job_in(api, f"/v1/optimizations/{retried['id']}", {"failed", "succeeded"}, timeout=240)
         assert done["status"] == "succeeded" and done["attempts"] == 2, done
         versions = api.get("/v1/registry/models/churn/versions").json()["data"]

@@ -82,25 +82,26 @@ def _compute_billed(served: Served, job_id: str) -> list[tuple[list[tuple[int, i
         rows = session.scalars(
             select(UsageRecord).where(UsageRecord.event_id.like(f"{job_id}:compute:%"))
         ).all()
-        starts = [
-            e.created_at
-            for e in session.scalars(
-                select(JobEvent).where(
-                    JobEvent.job_id == job_id, JobEvent.message.like("Attempt % started.%")
-                )
-            )
-        ]
+        started = session.scalars(
+            select(JobEvent)
+            .where(JobEvent.job_id == job_id, JobEvent.message.like("Attempt % started.%"))
+            .order_by(JobEvent.seq)
+        ).all()
         job = session.get(Job, job_id)
         assert job is not None and job.finished_at is not None
-        ends = [*starts[1:], job.finished_at]
-    runs: dict[str, list[tuple[int, int]]] = {}
+    ends = [*(e.created_at for e in started[1:]), job.finished_at]
+    # Billed under `<attempt>.<worker>`: an attempt killed within its first interval has none.
+    runs: dict[int, list[tuple[int, int]]] = {}
     for row in rows:
         _, _, run, interval = row.event_id.split(":")
         assert row.resource_class == "cpu"
-        runs.setdefault(run, []).append((int(interval), row.qty_compute_ms or 0))
-    ordered = sorted(runs, key=lambda run: int(run.split(".")[0]))  # by attempt number
-    ran = [(end - start).total_seconds() for start, end in zip(starts, ends, strict=True)]
-    return [(sorted(runs[run]), seconds) for run, seconds in zip(ordered, ran, strict=True)]
+        runs.setdefault(int(run.split(".")[0]), []).append((int(interval), row.qty_compute_ms or 0))
+    attempts = [int(e.message.split()[1]) for e in started]  # "Attempt N started. …"
+    assert set(runs) <= set(attempts)
+    return [
+        (sorted(runs.get(attempt, [])), (end - e.created_at).total_seconds())
+        for attempt, e, end in zip(attempts, started, ends, strict=True)
+    ]
 
 
 def _said_resumed(event: dict[str, Any]) -> bool:
@@ -177,7 +178,8 @@ def test_sigkilled_worker_job_resumes_from_checkpoint_elsewhere(
     assert len(billed) == 2
     for intervals, _ in billed:
         assert [i for i, _ in intervals] == list(range(len(intervals)))
-        assert all(ms == 1000 * METER_S for _, ms in intervals[:-1]) and intervals[-1][1] <= 1000 * METER_S
+        assert all(ms == 1000 * METER_S for _, ms in intervals[:-1])
+        assert all(ms <= 1000 * METER_S for _, ms in intervals[-1:])
     (killed, killed_ran), (finished, finished_ran) = billed
     assert sum(ms for _, ms in killed) <= killed_ran * 1000
     assert (finished_ran - 1.5) * 1000 <= sum(ms for _, ms in finished) <= (finished_ran + 1.0) * 1000

@@ -3,6 +3,9 @@ polling for a state."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +21,7 @@ from openmaas.jobs.worker import Worker, WorkerLimits, start_in_thread
 from tests.support.platforms import make_platform
 from tests.support.served import Served
 from tests.support.server import running_server
+from tests.support.workers import start_worker
 
 T = TypeVar("T")
 METER_S = 1.0  # compute billed per second of a job: tests see several intervals
@@ -46,6 +50,19 @@ def fast_server(home: Path, database_url: str, **overrides: Any) -> Iterator[Ser
     with running_server(create_app(platform)) as url:
         yield Served(url, platform, platform.new_admin_key)
     platform.close()
+
+
+@contextmanager
+def killable_worker(served: Served, log: Path, lease_s: float) -> Iterator[subprocess.Popen[bytes]]:
+    """`openmaas worker` with fast timings in a process group of its own, so that a SIGKILL of the
+    group reaches its job processes too (as when a machine dies); killed at the end if still alive."""
+    process = start_worker(served.platform.settings, log, fast_worker_env(lease_s), own_session=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
 
 
 @contextmanager

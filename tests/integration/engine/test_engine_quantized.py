@@ -102,8 +102,8 @@ def test_bad_quantisation_settings_are_refused(model_dirs: dict[str, Path]) -> N
 def test_per_channel_int8_decodes(model_dirs: dict[str, Path]) -> None:
     """quantization_group_size 0: one scale per output channel."""
     engine = make_engine(model_dirs["qwen2"], quantization="int8", quantization_group_size=0)
-    layer = engine.runner.model.layers[0].mlp.down_proj
-    assert layer.quantized is not None and layer.quantized.scales.shape[1] == 1
+    layer = engine.runner.model.get_submodule("layers.0.mlp.down_proj")
+    assert isinstance(layer, Linear) and layer.quantized is not None and layer.quantized.scales.shape[1] == 1
     out = engine.generate(PROMPTS[:1], SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))
     assert len(out[0][0].token_ids) == 4
 

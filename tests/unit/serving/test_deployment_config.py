@@ -67,6 +67,14 @@ def test_an_update_keeps_the_split_unless_given_one() -> None:
         ("enable_prefix_caching", 0, False),
         ("dtype", "float32", True),
         ("dtype", 32, False),
+        ("quantization", "int8", True),
+        ("quantization", "int4", True),
+        ("quantization", "q4_0", False),
+        ("quantization", 8, False),
+        ("quantization_group_size", 64, True),
+        ("quantization_group_size", 0, True),
+        ("quantization_group_size", 48, False),
+        ("quantization_group_size", -32, False),
     ],
 )
 def test_engine_settings_are_typed_strictly(name: str, value: Any, ok: bool) -> None:

@@ -20,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"
 GGUF_TYPES = {"float32": "f32", "bfloat16": "bf16"}
+# Our weight-only quantisations and the llama.cpp types of the same bit width and block layout.
+QUANT_TYPES = {"int8": "Q8_0", "int4": "Q4_0"}
 
 
 @dataclass
@@ -47,6 +49,34 @@ def find_batched_bench() -> Path | None:
         if path.is_file() and os.access(path, os.X_OK):
             return path
     return None
+
+
+def find_quantize() -> Path | None:
+    for path in sorted((BENCH / "llamacpp-build").rglob("llama-quantize")):
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def quantize(model_dir: Path, quant: str, out_dir: Path) -> Path:
+    """The benchmark model as a llama.cpp Q8_0 / Q4_0 GGUF (for our int8 / int4), made once from its F32
+    GGUF with `llama-quantize --pure`: every matrix in the one type, the token embedding (which is
+    the tied output matrix) included."""
+    qtype = QUANT_TYPES[quant]
+    out = out_dir / f"model-{qtype}-pure.gguf"
+    if out.exists():
+        return out
+    binary = find_quantize()
+    if binary is None:
+        raise FileNotFoundError("llama-quantize not built (ninja -C .bench/llamacpp-build llama-quantize)")
+    source = convert(model_dir, "float32", out_dir)
+    tmp = out.with_suffix(".part")
+    cmd = [str(binary), "--pure", str(source), str(tmp), qtype]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"llama-quantize failed:\n{proc.stderr[-3000:]}")
+    tmp.rename(out)
+    return out
 
 
 def _tokenizer_folder(folder: Path) -> None:

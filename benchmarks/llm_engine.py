@@ -283,10 +283,11 @@ def run_llamacpp(
     if llamacpp.find_batched_bench() is None or llamacpp.find_source() is None:
         print("llama.cpp: not built (run benchmarks/llamacpp_setup.sh); skipped")
         return []
-    gguf = llamacpp.convert(model_dir, dtype_name, gguf_dir)
+    gguf = gguf_for(model_dir, dtype_name, gguf_dir)
+    name = f"llama.cpp {llamacpp.QUANT_TYPES.get(dtype_name, 'batched-bench')}"
     results = []
     for row in llamacpp.batched_bench(gguf, threads, prompt_len, new, parallel):
-        res = Result("llama.cpp batched-bench", dtype_name, row.parallel, row.parallel * row.new)
+        res = Result(name, dtype_name, row.parallel, row.parallel * row.new)
         res.wall_s = row.t_pp + row.t_tg
         res.prompt_tokens, res.prefill_s = row.parallel * row.prompt, row.t_pp
         res.decode_step_s = row.t_tg / row.new
@@ -294,6 +295,100 @@ def run_llamacpp(
             res.decode_tps = row.s_tg
         results.append(res)
     return results
+
+
+def gguf_for(model_dir: Path, precision: str, gguf_dir: Path) -> Path:
+    """llama.cpp's file for a precision: F32/BF16 converted, or Q8_0/Q4_0 (for int8/int4) quantised."""
+    if precision in llamacpp.QUANT_TYPES:
+        return llamacpp.quantize(model_dir, precision, gguf_dir)
+    return llamacpp.convert(model_dir, precision, gguf_dir)
+
+
+def engine_config(
+    model_dir: Path, precision: str, args: argparse.Namespace, **options: object
+) -> EngineConfig:
+    """Our engine at a precision: a dtype, or int8/int4 weights (fp32 activations) quantised at load."""
+    quant = precision if precision in llamacpp.QUANT_TYPES else None
+    defaults: dict[str, object] = {
+        "max_model_len": args.prompt_len + args.new_tokens + 16,
+        "max_num_seqs": 64,
+        "max_num_batched_tokens": args.max_batched_tokens,
+        "kv_cache_memory_bytes": 1 << 30,
+        "num_threads": args.threads,
+    }
+    defaults.update(options)
+    return EngineConfig(
+        model=str(model_dir),
+        dtype="float32" if quant else precision,
+        quantization=quant,  # type: ignore[arg-type]
+        **defaults,  # type: ignore[arg-type]
+    )
+
+
+def step_weight_bytes(engine: LLMEngine) -> int:
+    """The weight bytes a batch-1 decode step reads: every matrix (quantised ones at their size), the
+    small vectors, and the embedding only where it is also the (float) output matrix."""
+    from openmaas.engine.models.linear import Linear
+
+    model = engine.runner.model
+    total = 0
+    for m in model.modules():
+        if isinstance(m, Linear) and m.quantized is not None:
+            total += m.quantized.nbytes
+    embed = model.embed_tokens.weight
+    for p in model.parameters():
+        if p is not embed or model.lm_head.weight is embed:
+            total += p.numel() * p.element_size()
+    return total
+
+
+def measure_prefill(
+    model_dir: Path, precision: str, args: argparse.Namespace, lengths: list[int], repeats: int = 3
+) -> dict[int, float]:
+    """Our prefill tokens/s for one prompt of each length, computed in one step (the token budget is the
+    longest prompt); the median of `repeats` prompts (different tokens: no prefix-cache hits)."""
+    longest = max(lengths)
+    config = engine_config(
+        model_dir, precision, args, max_model_len=longest + 16, max_num_batched_tokens=longest, max_num_seqs=4
+    )
+    engine = LLMEngine(config)
+    params = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True)
+    engine.generate(prompts_for(1, 32, 151936, seed=7), params)  # warm-up
+    tps = {}
+    for length in lengths:
+        times = []
+        for i in range(repeats):
+            start = time.perf_counter()
+            engine.generate(prompts_for(1, length, 151936, seed=1000 * length + i), params)
+            times.append(time.perf_counter() - start)
+        tps[length] = length / statistics.median(times)
+    del engine
+    gc.collect()
+    return tps
+
+
+def llamacpp_prefill(
+    model_dir: Path, precision: str, args: argparse.Namespace, lengths: list[int]
+) -> dict[int, float]:
+    """llama.cpp's prompt tokens/s (llama-batched-bench -npp L -ntg 1 -npl 1) on its file of the precision."""
+    if llamacpp.find_batched_bench() is None or llamacpp.find_source() is None:
+        return {}
+    gguf = gguf_for(model_dir, precision, args.gguf_dir)
+    return {
+        length: row.prompt / row.t_pp
+        for length in lengths
+        for row in llamacpp.batched_bench(gguf, args.threads, length, 1, [1])
+    }
+
+
+def print_prefill(ours: dict[str, dict[int, float]], theirs: dict[str, dict[int, float]]) -> None:
+    print(f"  {'prefill tokens/s':<18}{'prompt':>7}{'ours':>9}{'llama.cpp':>11}{'ours/theirs':>13}")
+    for precision, rows in ours.items():
+        for length, tps in rows.items():
+            peer = theirs.get(precision, {}).get(length)
+            ratio = f"{tps / peer:.0%}" if peer else "-"
+            their = f"{peer:.0f}" if peer else "-"
+            print(f"  {precision:<18}{length:>7}{tps:>9.0f}{their:>11}{ratio:>13}")
 
 
 def alternate_batch1(
@@ -395,6 +490,16 @@ def main() -> None:
         help="batch-1 decode of ours and llama.cpp taken in turns (0: skip)",
     )
     parser.add_argument(
+        "--quant",
+        default="int8,int4",
+        help="our weight-only quantisations, each against llama.cpp's Q8_0 / Q4_0 ('' for none)",
+    )
+    parser.add_argument(
+        "--prefill",
+        default="128,1024",
+        help="prompt lengths for the prefill comparison, at every dtype and quantisation ('' for none)",
+    )
+    parser.add_argument(
         "--max-batched-tokens",
         type=int,
         default=None,
@@ -410,19 +515,10 @@ def main() -> None:
     turns: dict[str, tuple[list[float], list[float]]] = {}
     weight_bytes: dict[str, int] = {}
     kernels_on = False
-    for dtype_name in args.dtypes.split(","):
-        engine = LLMEngine(
-            EngineConfig(
-                model=str(model_dir),
-                dtype=dtype_name,
-                max_model_len=args.prompt_len + args.new_tokens + 16,
-                max_num_seqs=64,
-                max_num_batched_tokens=args.max_batched_tokens,
-                kv_cache_memory_bytes=1 << 30,
-                num_threads=args.threads,
-            )
-        )
-        weight_bytes[dtype_name] = sum(p.numel() * p.element_size() for p in engine.runner.model.parameters())
+    quants = [q for q in args.quant.split(",") if q]
+    for dtype_name in [*args.dtypes.split(","), *quants]:
+        engine = LLMEngine(engine_config(model_dir, dtype_name, args))
+        weight_bytes[dtype_name] = step_weight_bytes(engine)
         kernels_on = engine.runner.kernels is not None
         if kernels_on:
             print(f"  {dtype_name}: weights on 2 MiB pages: {huge_page_share(engine):.0%}")
@@ -445,6 +541,14 @@ def main() -> None:
             ):
                 results.append(res)
                 print_table([res], bandwidth, weight_bytes)
+    prefill_lengths = [int(n) for n in args.prefill.split(",") if n]
+    prefill_ours: dict[str, dict[int, float]] = {}
+    prefill_theirs: dict[str, dict[int, float]] = {}
+    for precision in [*args.dtypes.split(","), *quants] if prefill_lengths else []:
+        prefill_ours[precision] = measure_prefill(model_dir, precision, args, prefill_lengths)
+        if args.llamacpp:
+            prefill_theirs[precision] = llamacpp_prefill(model_dir, precision, args, prefill_lengths)
+        print_prefill({precision: prefill_ours[precision]}, prefill_theirs)
     # transformers last, for every dtype: the exit of its child process (several GB freed) slowed the
     # next minute of whatever ran after it (our bf16 batch-1 decode 32 instead of 54-58 tokens/s).
     for dtype_name in args.dtypes.split(","):
@@ -486,6 +590,8 @@ def main() -> None:
                 f"{ratio:.0%} (target >= 90%)"
             )
     print_phases(results)
+    if prefill_ours:
+        print_prefill(prefill_ours, prefill_theirs)
     print()
     print_table(results, bandwidth, weight_bytes)
 

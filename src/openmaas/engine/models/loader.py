@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from openmaas.engine.models import gguf
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.models.llama import LlamaForCausalLM, RotaryEmbedding
 
@@ -48,6 +49,8 @@ def load_model(
     path: str | Path, dtype: torch.dtype, device: torch.device, max_positions: int
 ) -> LlamaForCausalLM:
     folder = Path(path)
+    if gguf.find_file(folder) is not None:
+        return gguf.load_model(folder, dtype, device, max_positions)
     config = ModelConfig.from_pretrained(folder)
     files = sorted(folder.glob("*.safetensors"))
     if not files:

@@ -67,11 +67,12 @@ _GLOBAL_TENSORS = {"token_embd": "embed_tokens", "output_norm": "norm", "output"
 
 class GGUFError(ValueError):
     """The file cannot be served; `field` names the metadata key or tensor at fault ("file" for the
-    file as a whole)."""
+    file as a whole); `unsupported`: the file is well formed, but holds what the engine does not run."""
 
-    def __init__(self, message: str, field: str = "file") -> None:
+    def __init__(self, message: str, field: str = "file", *, unsupported: bool = False) -> None:
         super().__init__(message)
         self.field = field
+        self.unsupported = unsupported
 
 
 @dataclass(frozen=True)
@@ -114,28 +115,34 @@ def read(path: str | Path) -> GGUFModel:
         raise GGUFError(
             f"architecture {arch!r} is not supported; supported: {sorted(ARCHITECTURES)}",
             "general.architecture",
+            unsupported=True,
         )
     tensors = {t.name: t for t in reader.tensors}
     vocab = _vocab(meta)
     try:
         gguf_vocab.build_tokenizer(vocab)
     except gguf_vocab.VocabError as exc:
-        raise GGUFError(str(exc), exc.field) from exc
+        raise GGUFError(str(exc), exc.field, unsupported=exc.unsupported) from exc
     config = _config(meta, arch, tensors, vocab)
     _check_tensors(ModelConfig.from_dict(config), tensors)
     return GGUFModel(arch, config, vocab, _file_type(meta, tensors), tensors)
 
 
-def write_companions(path: str | Path, folder: str | Path | None = None) -> GGUFModel:
-    """Check the file and write config.json, tokenizer.json and tokenizer_config.json into `folder`
-    (by default the file's own)."""
-    model = read(path)
-    target = Path(folder) if folder is not None else Path(path).parent
+def write_companions(model: GGUFModel, folder: str | Path) -> None:
+    """Write the config.json, tokenizer.json and tokenizer_config.json `model` stands for into `folder`
+    (beside its .gguf file), where the engine's config and tokenizer code read them."""
+    target = Path(folder)
     (target / "config.json").write_text(json.dumps(model.config, indent=2))
     tokenizer = gguf_vocab.build_tokenizer(model.vocab)
     (target / "tokenizer.json").write_text(tokenizer.to_str())
     config = gguf_vocab.tokenizer_config(model.vocab)
     (target / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+
+
+def prepare_folder(path: str | Path) -> GGUFModel:
+    """Check the file and write its companions beside it: its folder is then a model folder."""
+    model = read(path)
+    write_companions(model, Path(path).parent)
     return model
 
 
@@ -174,7 +181,9 @@ class _Metadata:
             return default
         if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
             raise GGUFError(f"{key} is not a number", key)
-        return float(value)
+        # Stored as float32: 1e-6 reads back as 9.99999997e-07; the shortest decimal that rounds to
+        # the same float32 is the value the model was configured with.
+        return float(str(np.float32(value))) if isinstance(value, float) else float(value)
 
     def optional_id(self, key: str) -> int | None:
         value = self.get(key)
@@ -219,7 +228,11 @@ def _config(
     heads = meta.integer(f"{arch}.attention.head_count")
     head_dim = meta.integer(f"{arch}.attention.key_length", default=hidden // heads or 1)
     if meta.integer(f"{arch}.attention.value_length", default=head_dim) != head_dim:
-        raise GGUFError("keys and values of different widths are not supported", f"{arch}.attention.value_length")
+        raise GGUFError(
+            "keys and values of different widths are not supported",
+            f"{arch}.attention.value_length",
+            unsupported=True,
+        )
     if head_dim % 2:
         raise GGUFError(f"head width {head_dim} is odd", f"{arch}.attention.key_length")
     config: dict[str, Any] = {
@@ -247,7 +260,9 @@ def _config(
     if scaling == "linear":
         config["rope_scaling"] = {"rope_type": "linear", "factor": meta.number(f"{arch}.rope.scaling.factor", 1.0)}
     elif scaling not in (None, "none"):
-        raise GGUFError(f"RoPE scaling {scaling!r} is not supported", f"{arch}.rope.scaling.type")
+        raise GGUFError(
+            f"RoPE scaling {scaling!r} is not supported", f"{arch}.rope.scaling.type", unsupported=True
+        )
     if "rope_freqs.weight" in tensors:  # Llama 3's RoPE scaling, as per-frequency divisors
         factors = _floats(tensors["rope_freqs.weight"])
         if factors.shape != (head_dim // 2,):
@@ -306,7 +321,7 @@ def _check_tensors(config: ModelConfig, tensors: dict[str, ReaderTensor]) -> Non
     expected = _expected_shapes(config, tensors)
     for name, tensor in tensors.items():
         if name not in expected:
-            raise GGUFError(f"tensor {name!r} is not part of a {config.model_type} model", name)
+            raise GGUFError(f"tensor {name!r} is not part of a {config.model_type} model", name, unsupported=True)
         shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))
         if shape != expected[name]:
             raise GGUFError(f"tensor {name!r} has shape {list(shape)}, expected {list(expected[name])}", name)
@@ -315,6 +330,7 @@ def _check_tensors(config: ModelConfig, tensors: dict[str, ReaderTensor]) -> Non
             raise GGUFError(
                 f"tensor {name!r} is {tensor.tensor_type.name}, which is not supported; supported: {supported}",
                 name,
+                unsupported=True,
             )
     missing = sorted(set(expected) - set(tensors))
     if missing:

@@ -49,11 +49,13 @@ PRE_TOKENIZERS = {
 
 
 class VocabError(ValueError):
-    """The vocabulary metadata cannot be turned into a tokenizer; `field` names the key."""
+    """The vocabulary metadata cannot be turned into a tokenizer; `field` names the key;
+    `unsupported`: a well-formed vocabulary of a kind we do not rebuild."""
 
-    def __init__(self, message: str, field: str) -> None:
+    def __init__(self, message: str, field: str, *, unsupported: bool = False) -> None:
         super().__init__(message)
         self.field = field
+        self.unsupported = unsupported
 
 
 @dataclass(frozen=True)
@@ -80,12 +82,14 @@ def build_tokenizer(vocab: Vocab) -> Tokenizer:
             f"tokenizer model {vocab.model!r} is not supported; GGUF import reads byte-level BPE "
             "vocabularies ('gpt2', as Llama 3 and Qwen2 models have)",
             "tokenizer.ggml.model",
+            unsupported=True,
         )
     pre = PRE_TOKENIZERS.get(vocab.pre or "gpt2")
     if pre is None:
         raise VocabError(
             f"pre-tokenizer {vocab.pre!r} is not supported; supported: {sorted(PRE_TOKENIZERS)}",
             "tokenizer.ggml.pre",
+            unsupported=True,
         )
     if len(vocab.token_types) not in (0, len(vocab.tokens)):
         raise VocabError("there is not one token type per token", "tokenizer.ggml.token_type")

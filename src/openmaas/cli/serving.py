@@ -50,7 +50,9 @@ def _engine_options(pairs: list[str]) -> dict[str, object]:
 def import_model(
     options: ClientOptions,
     folder: Path = typer.Argument(
-        ..., exists=True, help="A Hugging Face model folder, a .onnx file or a .gguf file (llama.cpp's format)"
+        ...,
+        exists=True,
+        help="A Hugging Face model folder, a .onnx file or a .gguf file (llama.cpp's format)",
     ),
     name: str = typer.Option(..., "--name", help="Model name in the registry"),
     onnx_task: str = typer.Option(None, "--task", help="For .onnx files: tensor-inference (the default)"),

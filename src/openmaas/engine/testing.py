@@ -218,7 +218,11 @@ def write_gguf(model_folder: str | Path, path: str | Path, file_type: str = "F32
         data = array.astype(np.float32)
         if arch == "llama" and (".q_proj." in name or ".k_proj." in name):
             n = heads if ".q_proj." in name else kv_heads
-            data = data.reshape(n, 2, data.shape[0] // n // 2, *data.shape[1:]).swapaxes(1, 2).reshape(data.shape)
+            data = (
+                data.reshape(n, 2, data.shape[0] // n // 2, *data.shape[1:])
+                .swapaxes(1, 2)
+                .reshape(data.shape)
+            )
         target = _gguf_name(name)
         if data.ndim == 1 or qtype == gguf.GGMLQuantizationType.F32:
             writer.add_tensor(target, data)

@@ -25,7 +25,9 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def gguf_dirs(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+def gguf_dirs(
+    model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[str, str], Path]:
     """(arch, file type) -> a folder holding model.gguf and the companions rebuilt from it."""
     root = tmp_path_factory.mktemp("gguf")
     folders = {}

@@ -1,6 +1,6 @@
 """`POST /v1/registry/imports?name=NAME`: a zipped Hugging Face model folder (or, with
-`format=onnx`, a raw ONNX file; with `format=gguf`, a llama.cpp GGUF file), streamed to disk, checked and registered as a new version of
-model NAME (see `openmaas.registry.imports`)."""
+`format=onnx`, a raw ONNX file; with `format=gguf`, a llama.cpp GGUF file), streamed to disk,
+checked and registered as a new version of model NAME (see `openmaas.registry.imports`)."""
 
 from __future__ import annotations
 

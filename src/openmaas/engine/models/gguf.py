@@ -258,7 +258,10 @@ def _config(
         raise GGUFError("head_count is not a multiple of head_count_kv", f"{arch}.attention.head_count_kv")
     scaling = meta.get(f"{arch}.rope.scaling.type")
     if scaling == "linear":
-        config["rope_scaling"] = {"rope_type": "linear", "factor": meta.number(f"{arch}.rope.scaling.factor", 1.0)}
+        config["rope_scaling"] = {
+            "rope_type": "linear",
+            "factor": meta.number(f"{arch}.rope.scaling.factor", 1.0),
+        }
     elif scaling not in (None, "none"):
         raise GGUFError(
             f"RoPE scaling {scaling!r} is not supported", f"{arch}.rope.scaling.type", unsupported=True
@@ -266,7 +269,9 @@ def _config(
     if "rope_freqs.weight" in tensors:  # Llama 3's RoPE scaling, as per-frequency divisors
         factors = _floats(tensors["rope_freqs.weight"])
         if factors.shape != (head_dim // 2,):
-            raise GGUFError(f"rope_freqs.weight has {factors.size} values, not {head_dim // 2}", "rope_freqs.weight")
+            raise GGUFError(
+                f"rope_freqs.weight has {factors.size} values, not {head_dim // 2}", "rope_freqs.weight"
+            )
         config["rope_scaling"] = {"rope_type": "freq_factors", "factors": factors.tolist()}
     return config
 
@@ -321,14 +326,17 @@ def _check_tensors(config: ModelConfig, tensors: dict[str, ReaderTensor]) -> Non
     expected = _expected_shapes(config, tensors)
     for name, tensor in tensors.items():
         if name not in expected:
-            raise GGUFError(f"tensor {name!r} is not part of a {config.model_type} model", name, unsupported=True)
+            raise GGUFError(
+                f"tensor {name!r} is not part of a {config.model_type} model", name, unsupported=True
+            )
         shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))
         if shape != expected[name]:
             raise GGUFError(f"tensor {name!r} has shape {list(shape)}, expected {list(expected[name])}", name)
         if tensor.tensor_type not in SUPPORTED_TYPES:
             supported = sorted(t.name for t in SUPPORTED_TYPES)
             raise GGUFError(
-                f"tensor {name!r} is {tensor.tensor_type.name}, which is not supported; supported: {supported}",
+                f"tensor {name!r} is {tensor.tensor_type.name}, which is not supported; "
+                f"supported: {supported}",
                 name,
                 unsupported=True,
             )
@@ -337,7 +345,9 @@ def _check_tensors(config: ModelConfig, tensors: dict[str, ReaderTensor]) -> Non
         raise GGUFError(f"the file lacks tensor {missing[0]!r} ({len(missing)} missing)", missing[0])
 
 
-def load_model(path: str | Path, dtype: torch.dtype, device: torch.device, max_positions: int) -> LlamaForCausalLM:
+def load_model(
+    path: str | Path, dtype: torch.dtype, device: torch.device, max_positions: int
+) -> LlamaForCausalLM:
     """Our model with the weights of the .gguf file in folder `path` (or the file itself)."""
     file = Path(path) if Path(path).is_file() else find_file(path)
     if file is None:
@@ -359,7 +369,9 @@ def load_model(path: str | Path, dtype: torch.dtype, device: torch.device, max_p
             continue  # already in the config's RoPE scaling
         target, shard = _target(name)
         pieces[target].append((shard or 0, _weight(tensor, gguf.architecture, config)))
-    tied_quantised = config.tie_word_embeddings and isinstance(pieces["embed_tokens.weight"][0][1], QuantizedWeight)
+    tied_quantised = config.tie_word_embeddings and isinstance(
+        pieces["embed_tokens.weight"][0][1], QuantizedWeight
+    )
     if tied_quantised and _quantised_setter() is not None:
         # The output layer runs on the quantised table; the embedding looks rows up in floats.
         model.lm_head.weight = nn.Parameter(torch.empty(0, dtype=dtype, device=device), requires_grad=False)
@@ -444,13 +456,12 @@ def _assign(module: nn.Module, attribute: str, parts: list[Weight], dtype: torch
     setter = _quantised_setter()
     quantised = [p for p in parts if isinstance(p, QuantizedWeight)]
     formats = {p.format for p in quantised}
-    if setter is not None and isinstance(module, Linear) and attribute == "weight":
-        if len(quantised) == len(parts) and len(formats) == 1:
-            fmt = quantised[0].format
-            qweight = torch.cat([p.qweight for p in quantised])
-            scales = torch.cat([p.scales for p in quantised])
-            setter(module, QuantizedWeight(fmt, qweight, scales, _BLOCK))
-            return
+    runs_quantised = setter is not None and isinstance(module, Linear) and attribute == "weight"
+    if runs_quantised and len(quantised) == len(parts) and len(formats) == 1:
+        qweight = torch.cat([p.qweight for p in quantised])
+        scales = torch.cat([p.scales for p in quantised])
+        setter(module, QuantizedWeight(quantised[0].format, qweight, scales, _BLOCK))
+        return
     param: torch.Tensor = getattr(module, attribute)
     start = 0
     for part in parts:

@@ -183,9 +183,10 @@ _GGUF_GLOBALS = {"embed_tokens": "token_embd", "norm": "output_norm", "lm_head":
 def write_gguf(model_folder: str | Path, path: str | Path, file_type: str = "F32") -> Path:
     """Write the Hugging Face folder `model_folder` (from `build_tiny_model`) as a GGUF file laid out
     as llama.cpp's convert_hf_to_gguf.py lays it out: its metadata keys, byte-level BPE vocabulary
-    ("gpt2" pre-tokenizer), chat template, tensor names, a `llama` model's Q/K rows permuted into
+    ("gpt-2" pre-tokenizer), chat template, tensor names, a `llama` model's Q/K rows permuted into
     llama.cpp's RoPE order, 1-D tensors in F32 and matrices in `file_type` (F32, F16, BF16, Q8_0 or
-    Q4_0; with gguf.quants, as the converter quantises). No `output.weight` for tied embeddings."""
+    Q4_0; with gguf.quants, as the converter quantises). No `output.weight` for tied embeddings.
+    llama.cpp itself loads these files."""
     import gguf
     import numpy as np
     from safetensors.numpy import load_file
@@ -268,7 +269,7 @@ def _add_gguf_vocab(writer: Any, folder: Path, vocab_size: int) -> None:
     ids = {token: index for index, token in by_id.items()}
     config = json.loads((folder / "config.json").read_text())
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt2")
+    writer.add_tokenizer_pre("gpt-2")
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)

@@ -96,8 +96,8 @@ def test_tokenizer_config_names_the_special_tokens() -> None:
     [
         (Vocab("llama", None, ["a"], [1], []), "tokenizer.ggml.model"),
         (Vocab("gpt2", "falcon", ["a"], [1], []), "tokenizer.ggml.pre"),
-        (Vocab("gpt2", "gpt2", ["a", "b"], [1, 1], ["a c"]), "tokenizer.ggml.merges"),
-        (Vocab("gpt2", "gpt2", ["a"], [1], [], bos_id=7, add_bos=True), "tokenizer.ggml.bos_token_id"),
+        (Vocab("gpt2", "gpt-2", ["a", "b"], [1, 1], ["a c"]), "tokenizer.ggml.merges"),
+        (Vocab("gpt2", "gpt-2", ["a"], [1], [], bos_id=7, add_bos=True), "tokenizer.ggml.bos_token_id"),
     ],
 )
 def test_vocabularies_we_cannot_rebuild_are_refused_naming_the_key(vocab: Vocab, field: str) -> None:

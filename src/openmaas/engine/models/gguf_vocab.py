@@ -39,11 +39,12 @@ class PreTokenizer:
     ignore_merges: bool = False
 
 
+# llama.cpp's names (src/llama-vocab.cpp); a file that names none is read as GPT-2's.
 PRE_TOKENIZERS = {
-    "gpt2": PreTokenizer(None),
     "gpt-2": PreTokenizer(None),
     "llama-bpe": PreTokenizer(_LLAMA3_SPLIT, ignore_merges=True),
     "llama3": PreTokenizer(_LLAMA3_SPLIT, ignore_merges=True),
+    "llama-v3": PreTokenizer(_LLAMA3_SPLIT, ignore_merges=True),
     "qwen2": PreTokenizer(_QWEN2_SPLIT, nfc=True),
 }
 
@@ -84,7 +85,7 @@ def build_tokenizer(vocab: Vocab) -> Tokenizer:
             "tokenizer.ggml.model",
             unsupported=True,
         )
-    pre = PRE_TOKENIZERS.get(vocab.pre or "gpt2")
+    pre = PRE_TOKENIZERS.get(vocab.pre or "gpt-2")
     if pre is None:
         raise VocabError(
             f"pre-tokenizer {vocab.pre!r} is not supported; supported: {sorted(PRE_TOKENIZERS)}",

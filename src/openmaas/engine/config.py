@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from openmaas.engine.quant import FORMATS, QuantFormat
+
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -56,7 +58,8 @@ class EngineConfig:
     # the system's C compiler at first use): matmuls of 1-4 rows on plain weights kept on huge pages
     # (beside oneDNN's copy for larger batches, made while both copies fit in half the machine's memory),
     # RMSNorm with the residual add, RoPE, the SiLU gate, decode attention and the greedy pick.
-    # False: PyTorch's ops and oneDNN only (and half the weight memory).
+    # False: PyTorch's ops and oneDNN only (and half the weight memory), and quantised layers (below)
+    # dequantise and multiply instead of running kernels/quant.c.
     cpu_kernels: bool = True
     # LoRA adapters served on this base (engine/lora.py): how many stay resident at once (least
     # recently used out; 0 serves none) and the largest rank they may have. Each resident slot costs,
@@ -64,6 +67,12 @@ class EngineConfig:
     # 1/40 of a Qwen2.5-0.5B's weights per slot — allocated only once an adapter is first asked for.
     max_loras: int = 8
     max_lora_rank: int = 16
+    # Weight-only quantisation of the decoder layers' projections at load (engine/quant.py, loader.py):
+    # None keeps the float weights; "int8" / "int4" with one fp16 scale per `quantization_group_size`
+    # inputs (a multiple of 32; 0 for one scale per output channel). Decode steps then read 2-4x (int8)
+    # or 4-8x (int4) fewer weight bytes than bf16/fp32 (models/linear.py, kernels/quant.c).
+    quantization: QuantFormat | None = None
+    quantization_group_size: int = 32
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -77,6 +86,10 @@ class EngineConfig:
             raise ValueError("max_loras must be at least 0 and max_lora_rank positive")
         if self.max_waiting_requests <= 0:
             raise ValueError("max_waiting_requests must be positive")
+        if self.quantization is not None and self.quantization not in FORMATS:
+            raise ValueError(f"unknown quantization {self.quantization!r}; use one of {FORMATS}")
+        if self.quantization_group_size < 0 or self.quantization_group_size % 32:
+            raise ValueError("quantization_group_size must be a multiple of 32 (0: per output channel)")
         if self.dtype != "auto" and self.dtype not in _DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; use one of {sorted(_DTYPES)} or 'auto'")
 

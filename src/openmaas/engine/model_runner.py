@@ -46,7 +46,10 @@ class ModelRunner:
         self.dtype_reason = choice.reason
         log.info("engine for %s runs in %s (%s)", config.model, str(self.dtype)[6:], choice.reason)
         self.block_size = config.block_size
-        self.model: LlamaForCausalLM = load_model(config.model, self.dtype, self.device, max_model_len)
+        self.model: LlamaForCausalLM = load_model(
+            config.model, self.dtype, self.device, max_model_len,
+            config.quantization, config.quantization_group_size, config.cpu_kernels,
+        )  # fmt: skip
         half = self.dtype in (torch.bfloat16, torch.float16)
         # Our C kernels for decode steps (openmaas.engine.kernels), None where not in use.
         self.kernels: CpuKernels | None = None

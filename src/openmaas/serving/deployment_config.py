@@ -41,6 +41,10 @@ class EngineSettings(BaseModel):
     cpu_onednn: bool | None = None
     max_loras: int | None = None  # fine-tuned adapters resident at once (engine/lora.py); 0: none
     max_lora_rank: int | None = None
+    # Weight-only quantisation at load (engine/quant.py): "int8" or "int4", one scale per
+    # `quantization_group_size` inputs (a multiple of 32; 0: one per output channel).
+    quantization: str | None = None
+    quantization_group_size: int | None = None
 
     def options(self) -> dict[str, Any]:
         """The settings that were given, as the engine's keyword arguments."""
@@ -68,7 +72,11 @@ ENGINE_RANGES: dict[str, tuple[int, int]] = {
     "num_threads": (1, 256),
     "max_loras": (0, 64),
     "max_lora_rank": (1, 256),
+    "quantization_group_size": (0, 1 << 16),
 }
+
+# The engine settings that take one of a few words.
+ENGINE_CHOICES: dict[str, tuple[str, ...]] = {"quantization": ("int8", "int4")}
 
 
 def engine_setting_error(name: str, value: object) -> str | None:
@@ -80,6 +88,11 @@ def engine_setting_error(name: str, value: object) -> str | None:
     low, high = ENGINE_RANGES.get(name, (None, None))
     if isinstance(value, int) and low is not None and high is not None and not low <= value <= high:
         return f"engine setting {name!r} must be from {low} to {high}"
+    choices = ENGINE_CHOICES.get(name)
+    if choices is not None and value not in choices:
+        return f"engine setting {name!r} must be one of {', '.join(map(repr, choices))}"
+    if name == "quantization_group_size" and isinstance(value, int) and value % 32:
+        return f"engine setting {name!r} must be a multiple of 32 (0: one scale per output channel)"
     return None
 
 

@@ -82,31 +82,39 @@ def _compiler() -> str | None:
     return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
 
 
-def build(directory: Path | None = None) -> Path:
-    """Compile gemv.c and ops.c (once per source, compiler and flags) into one library and return its
-    path. Raises RuntimeError with the compiler's message when it cannot be built."""
+def build(
+    directory: Path | None = None,
+    sources: list[Path] | None = None,
+    flags: list[str] | None = None,
+    name: str = "gemv",
+) -> Path:
+    """Compile `sources` (default: gemv.c, ops.c and layer.c) with `flags` (default: FLAGS) into one
+    library, once per source, compiler and flag set, and return its path (`name`-<hash>.so). Raises
+    RuntimeError with the compiler's message when it cannot be built."""
+    sources = SOURCES if sources is None else sources
+    flags = FLAGS if flags is None else flags
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC)")
-    source = b"".join(path.read_bytes() for path in [*SOURCES, *HEADERS])
+    source = b"".join(path.read_bytes() for path in [*sources, *HEADERS])
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
-    digest = hashlib.sha256(source + " ".join(FLAGS).encode() + version.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(source + " ".join(flags).encode() + version.encode()).hexdigest()[:16]
     if directory is None:
         directory = cache_dir()
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError:  # a read-only home: a per-user temporary directory instead
             directory = Path(tempfile.gettempdir()) / f"openmaas-kernels-{os.getuid()}"
-    target = directory / f"gemv-{digest}.so"
+    target = directory / f"{name}-{digest}.so"
     if target.exists():
         return target
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Compile beside the target and rename into place, so a concurrent loader never sees half a file.
-    fd, tmp = tempfile.mkstemp(prefix=".gemv-", suffix=".so", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".so", dir=directory)
     os.close(fd)
     try:
         done = subprocess.run(
-            [cc, *FLAGS, "-o", tmp, *map(str, SOURCES)], capture_output=True, text=True, check=False
+            [cc, *flags, "-o", tmp, *map(str, sources)], capture_output=True, text=True, check=False
         )
         if done.returncode != 0:
             raise RuntimeError(f"{cc} failed: {done.stderr.strip()[-2000:]}")

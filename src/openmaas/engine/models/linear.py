@@ -15,6 +15,12 @@ the bytes. So batch-1 steps use the bf16 weights directly, and steps with at lea
 `UpcastPlan.min_rows` rows convert the weight to fp32 a slice at a time into one shared, reused
 scratch buffer (fresh large allocations on CPU cost page faults) and multiply in fp32. Numerics equal
 an fp32 matmul of the bf16 values.
+
+Quantised weights (engine/quant.py): `set_quantized` swaps a layer's float weight for a
+`QuantizedWeight` (the float one freed). Steps of 1-4 rows then run our AVX2 kernel (kernels/quant.c)
+where it loads; larger batches, prefill, CUDA and CPUs without it dequantise the weight a slice of
+output rows at a time into the shared scratch buffer and multiply there, so no step allocates the
+whole float matrix. LoRA deltas are added to the output as for a float weight.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from openmaas.engine.kernels import CpuKernels
+from openmaas.engine.kernels.quant import QuantKernels, load_quant_kernels
+from openmaas.engine.quant import QuantizedWeight, dequantize
 
 if TYPE_CHECKING:
     from openmaas.engine.lora import LoraWeights
@@ -44,6 +52,8 @@ class Linear(nn.Linear):
     onednn_weight: torch.Tensor | None = None
     kernels: CpuKernels | None = None  # our decode matmul, on the plain weight
     lora: LoraWeights | None = None  # stacked adapters (engine/lora.py), set on first adapter use
+    quantized: QuantizedWeight | None = None  # set by set_quantized: the weight, in place of `weight`
+    quant_kernels: QuantKernels | None = None  # our 1-4 row kernel for it, where it loads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lora = self.lora
@@ -52,6 +62,8 @@ class Linear(nn.Linear):
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quantized is not None:
+            return self._quantized_forward(x, self.quantized)
         kernels = self.kernels
         if kernels is not None and kernels.fits_gemv(x):
             return kernels.gemv(x, self.weight, self.bias)
@@ -77,6 +89,78 @@ class Linear(nn.Linear):
             out = out + self.bias.float()
         return out.to(x.dtype)
 
+    def _quantized_forward(self, x: torch.Tensor, q: QuantizedWeight) -> torch.Tensor:
+        kernels = self.quant_kernels
+        if kernels is not None and kernels.fits(x):
+            return kernels.matmul(x, q, self.bias)
+        return self._dequantized_forward(x, q)
+
+    def _dequantized_forward(self, x: torch.Tensor, q: QuantizedWeight) -> torch.Tensor:
+        """x @ dequant(q)^T (+ bias), dequantising a slice of output rows at a time: into the shared
+        fp32 scratch on CPU (or a per-call buffer without one), in x's dtype on CUDA."""
+        n_out, n_in = q.shape
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, n_in)
+        compute = torch.float32 if x.device.type == "cpu" else x.dtype
+        xc = x2.to(compute)
+        out_t = torch.empty((n_out, x2.shape[0]), dtype=compute, device=x.device)
+        plan = self.upcast
+        budget = plan.chunk_rows_budget if plan is not None and compute == torch.float32 else 4 << 20
+        step = max(1, min(n_out, budget // n_in))
+        scratch = plan.scratch if plan is not None and compute == torch.float32 else None
+        if scratch is None:
+            scratch = torch.empty(step * n_in, dtype=compute, device=x.device)
+        kernels = self.quant_kernels
+        for start in range(0, n_out, step):
+            rows = min(step, n_out - start)
+            w = scratch[: rows * n_in].view(rows, n_in)
+            if kernels is not None:
+                kernels.dequantize_rows(q, start, rows, w)
+            else:
+                w.copy_(dequantize(_row_slice(q, start, rows), compute))
+            torch.mm(w, xc.t(), out=out_t[start : start + rows])
+        out = out_t.t()
+        if self.bias is not None:
+            out = out + self.bias.to(compute)
+        return out.to(x.dtype).reshape(*lead, n_out)
+
+
+def _row_slice(q: QuantizedWeight, start: int, rows: int) -> QuantizedWeight:
+    end = start + rows
+    return QuantizedWeight(q.format, q.qweight[start:end], q.scales[start:end], q.group_size)
+
+
+@torch.no_grad()
+def set_quantized(linear: Linear, q: QuantizedWeight, kernels: bool = True) -> None:
+    """Make `linear` compute with `q` (shape [out_features, in_features]) instead of its float weight,
+    which is freed (an empty tensor of the same dtype and device stays in its place, so code that asks
+    the layer's dtype still can). A weight another module shares (the tied embedding) stays with that
+    module. `kernels` False keeps the dequantise-and-matmul path only (tests, comparisons)."""
+    if q.shape != (linear.out_features, linear.in_features):
+        shape = (linear.out_features, linear.in_features)
+        raise ValueError(f"quantised weight {q.shape} does not fit a layer of weight shape {shape}")
+    device = linear.weight.device
+    if q.qweight.device != device:
+        q = QuantizedWeight(q.format, q.qweight.to(device), q.scales.to(device), q.group_size)
+    empty = torch.empty(0, dtype=linear.weight.dtype, device=device)
+    linear.weight = nn.Parameter(empty, requires_grad=False)
+    linear.onednn_weight = None
+    linear.kernels = None
+    linear.quantized = q
+    linear.quant_kernels = load_quant_kernels() if kernels and device.type == "cpu" else None
+
+
+def share_dequant_scratch(model: nn.Module, chunk_elements: int = 4 << 20) -> None:
+    """Give every quantised layer of `model` one shared fp32 scratch buffer for dequantising slices
+    (larger batches and prefill). Without it each such call allocates its own. CPU only."""
+    layers = [m for m in model.modules() if isinstance(m, Linear) and m.quantized is not None]
+    if not layers or layers[0].weight.device.type != "cpu":
+        return
+    size = max(chunk_elements, max(m.in_features for m in layers))
+    plan = UpcastPlan(1, torch.empty(size, dtype=torch.float32), size)
+    for m in layers:
+        m.upcast = plan
+
 
 def cpu_has_fast_half(dtype: torch.dtype) -> bool:
     """Whether this CPU multiplies bf16/fp16 natively (AVX512-BF16/FP16 or AMX)."""
@@ -90,7 +174,7 @@ def cpu_has_fast_half(dtype: torch.dtype) -> bool:
 
 def enable_fp32_batched_matmul(model: nn.Module, min_rows: int = 4, chunk_elements: int = 4 << 20) -> None:
     """Route matmuls of `min_rows`+ rows through fp32 (see module docstring)."""
-    linears = [m for m in model.modules() if isinstance(m, Linear)]
+    linears = [m for m in model.modules() if isinstance(m, Linear) and m.quantized is None]
     if not linears:
         return
     device = linears[0].weight.device
@@ -113,8 +197,9 @@ def enable_onednn_matmul(model: nn.Module, keep_plain: bool = False) -> None:
     replaced by its reordered tensor (opaque oneDNN layout: only `Linear.forward` can use it), so the
     model holds each matrix once and `parameters()` still counts each once. No batch-size hint: the
     default layout measured as fast as the batch-1 or batch-16 layouts at batch 1 and faster at 16 and
-    in prefill. `keep_plain` keeps every plain weight as well (our decode kernel reads it)."""
-    linears = [m for m in model.modules() if isinstance(m, Linear)]
+    in prefill. `keep_plain` keeps every plain weight as well (our decode kernel reads it). Quantised
+    layers keep their own paths."""
+    linears = [m for m in model.modules() if isinstance(m, Linear) and m.quantized is None]
     others = {
         id(p) for m in model.modules() if not isinstance(m, Linear) for p in m.parameters(recurse=False)
     }

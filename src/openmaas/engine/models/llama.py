@@ -268,14 +268,16 @@ def enable_cpu_kernels(model: LlamaForCausalLM, dtype: torch.dtype) -> CpuKernel
     if kernels is None:
         return None
     linears = [m for m in model.modules() if isinstance(m, Linear)]
-    move_to_huge_pages(m.weight for m in linears)
+    move_to_huge_pages(m.weight for m in linears if m.quantized is None)
     for m in model.modules():
         if isinstance(m, Linear | RMSNorm | Attention | MLP):
             m.kernels = kernels
         if isinstance(m, Attention) and kernels.fits_attention(m.num_heads, m.num_kv_heads, m.head_dim):
             m.decode_kernels = kernels
     layers = [layer for layer in model.layers if isinstance(layer, DecoderLayer)]
-    if len(layers) == len(model.layers) and all(layer.self_attn.decode_kernels for layer in layers):
+    # layer.c reads float weights: a model with quantised layers runs its decode steps op by op.
+    plain = all(m.quantized is None for m in linears)
+    if len(layers) == len(model.layers) and plain and all(layer.self_attn.decode_kernels for layer in layers):
         model.fused_layers = [_layer_params(layer) for layer in layers]
         config = model.config
         model.fused_shape = LayerShape(

@@ -1,0 +1,110 @@
+"""Our AVX2 kernels for quantised weights (quant.c): 1-4 row matmuls of fp32 activations by int8 / int4
+weights (engine/quant.py's formats), and dequantising rows into fp32 for larger batches.
+
+They are compiled into their own library with AVX2/FMA/F16C only (never AVX-512), so they load on
+every x86-64 CPU of the last decade, including those where gemv.c's AVX-512 library does not. Built
+and cached by `openmaas.engine.kernels.build`; where that fails or the CPU lacks AVX2,
+`load_quant_kernels()` returns None (the reason logged once) and quantised layers dequantise slices
+and multiply with PyTorch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import platform
+import threading
+from pathlib import Path
+
+import torch
+
+from openmaas.engine.kernels import build as build_library
+from openmaas.engine.kernels import cpu_flags, data_ptr_or_none
+from openmaas.engine.quant import QuantizedWeight
+
+log = logging.getLogger(__name__)
+
+SOURCES = [Path(__file__).with_name("quant.c")]
+FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared", "-fPIC"]
+NEEDED_FLAGS = {"avx2", "fma", "f16c"}
+FORMAT_CODES = {"int8": 0, "int4": 1}
+# Which block product the matmul runs: 0 = int8-quantised activations with integer dot products
+# (llama.cpp's way), 1 = fp32 activations with the weights widened in registers. See quant.c.
+Q8_ACTIVATIONS, F32_ACTIVATIONS = 0, 1
+
+_P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+_lock = threading.Lock()
+_loaded: dict[str, QuantKernels | None] = {}
+
+
+class QuantKernels:
+    """quant.c's entry points on PyTorch's intra-op threads."""
+
+    def __init__(self, lib: ctypes.CDLL, variant: int = Q8_ACTIVATIONS) -> None:
+        self.variant = variant
+        self.max_rows = int(lib.omaas_qmatmul_max_rows())
+        self._matmul = lib.omaas_qmatmul
+        self._matmul.argtypes = [_INT, _INT, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT]
+        self._matmul.restype = _INT
+        self._dequant = lib.omaas_qdequant
+        self._dequant.argtypes = [_INT, _P, _P, _P, _I64, _I64, _I64, _INT]
+        self._dequant.restype = _INT
+
+    def fits(self, x: torch.Tensor) -> bool:
+        """Whether `matmul` takes x: 1-4 rows (x 2-D, on CPU)."""
+        return x.dim() == 2 and 1 <= x.shape[0] <= self.max_rows and x.device.type == "cpu"
+
+    def matmul(self, x: torch.Tensor, q: QuantizedWeight, bias: torch.Tensor | None) -> torch.Tensor:
+        """x [m, k] (any float dtype) @ dequant(q)^T (+ bias) -> [m, n] in x's dtype, summed in fp32."""
+        m, k = x.shape
+        n = q.shape[0]
+        x32 = x.to(torch.float32).contiguous()
+        b32 = None if bias is None else bias.to(torch.float32)
+        y = torch.empty((m, n), dtype=torch.float32)
+        rc = self._matmul(
+            FORMAT_CODES[q.format], self.variant, x32.data_ptr(), q.qweight.data_ptr(), q.scales.data_ptr(),
+            data_ptr_or_none(b32), y.data_ptr(), m, n, k, q.group_size, torch.get_num_threads(),
+        )  # fmt: skip
+        if rc != 0:
+            raise ValueError(f"quantised matmul: bad shapes x {tuple(x.shape)}, weight {q.shape} ({rc})")
+        return y if x.dtype == torch.float32 else y.to(x.dtype)
+
+    def dequantize_rows(self, q: QuantizedWeight, start: int, rows: int, out: torch.Tensor) -> None:
+        """out (fp32 [rows, k], contiguous) = the float values of q's rows [start, start + rows)."""
+        k = q.shape[1]
+        w = q.qweight[start : start + rows]
+        s = q.scales[start : start + rows]
+        rc = self._dequant(
+            FORMAT_CODES[q.format], w.data_ptr(), s.data_ptr(), out.data_ptr(), rows, k, q.group_size,
+            torch.get_num_threads(),
+        )  # fmt: skip
+        if rc != 0:
+            raise ValueError(f"dequantise: bad shapes {q.shape}, rows {start}+{rows}")
+
+
+def build() -> Path:
+    """Compile quant.c (cached like gemv.c's library) and return the library's path."""
+    return build_library(sources=SOURCES, flags=FLAGS, name="quant")
+
+
+def load_quant_kernels(variant: int = Q8_ACTIVATIONS) -> QuantKernels | None:
+    """The kernels, or None where this machine cannot build or run them (logged once)."""
+    key = str(variant)
+    with _lock:
+        if key in _loaded:
+            return _loaded[key]
+        kernels: QuantKernels | None = None
+        if platform.system() != "Linux" or platform.machine() != "x86_64":
+            log.info("quantised kernels: not x86-64 Linux; quantised layers dequantise and multiply")
+        elif missing := NEEDED_FLAGS - cpu_flags():
+            log.info(
+                "quantised kernels: this CPU lacks %s; quantised layers dequantise and multiply",
+                ", ".join(sorted(missing)),
+            )
+        else:
+            try:
+                kernels = QuantKernels(ctypes.CDLL(str(build())), variant)
+            except (OSError, RuntimeError) as exc:
+                log.warning("quantised kernels unavailable, layers dequantise and multiply: %s", exc)
+        _loaded[key] = kernels
+        return kernels

@@ -1,0 +1,156 @@
+"""Quantised weights in a Linear: our AVX2 kernels (kernels/quant.c) for 1-4 rows and the
+dequantise-and-multiply path against a float64 matmul of the same quantised weights, for both formats,
+group 32 and one scale per output channel, tails, odd widths, bias on and off, 1 and 2 threads."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+
+from openmaas.engine.kernels import quant as quant_kernels
+from openmaas.engine.models.linear import Linear, set_quantized, share_dequant_scratch
+from openmaas.engine.quant import FORMATS, QuantizedWeight, dequantize, quantize
+
+KERNELS = quant_kernels.load_quant_kernels()
+needs_avx2 = pytest.mark.skipif(KERNELS is None, reason="no AVX2/FMA/F16C or no C compiler: no quant kernels")
+K_VALUES = [32, 96, 896 + 32]
+GROUPS = [32, 0]  # 0: one scale per output channel (group = k)
+
+
+@pytest.fixture
+def threads(request: pytest.FixtureRequest) -> Iterator[int]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+def reference(x: torch.Tensor, q: QuantizedWeight, bias: torch.Tensor | None) -> torch.Tensor:
+    out = x.double() @ dequantize(q, torch.float64).t()
+    return out + bias.double() if bias is not None else out
+
+
+def activation_rounding_bound(x: torch.Tensor, q: QuantizedWeight) -> torch.Tensor:
+    """The most that rounding x to int8 per run of 32 (scale amax / 127, half a step at most per value)
+    can move each output: sum over runs of step / 2 x sum of |w| in the run. [m, n], float64."""
+    m, k = x.shape
+    step = x.double().reshape(m, k // 32, 32).abs().amax(-1) / 127  # [m, runs]
+    w_runs = dequantize(q, torch.float64).abs().reshape(q.shape[0], k // 32, 32).sum(-1)  # [n, runs]
+    return 0.5 * step @ w_runs.t()
+
+
+def fp32_bound(x: torch.Tensor, q: QuantizedWeight) -> torch.Tensor:
+    """fp32 summation error of k products: k * eps * sum |x w|, generously."""
+    return x.shape[1] * 2**-23 * (x.double().abs() @ dequantize(q, torch.float64).abs().t()) + 1e-6
+
+
+def cases(
+    seed: int, fmt: str, k: int, group: int
+) -> Iterator[tuple[torch.Tensor, QuantizedWeight, torch.Tensor | None]]:
+    g = torch.Generator().manual_seed(seed)
+    for n, bias in [(1, False), (7, True), (131, False)]:
+        w = torch.randn(n, k, generator=g)
+        q = quantize(w, fmt, group or k)  # type: ignore[arg-type]
+        b = torch.randn(n, generator=g) if bias else None
+        for m in (1, 2, 3, 4):
+            yield torch.randn(m, k, generator=g) * 2, q, b
+
+
+@needs_avx2
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+@pytest.mark.parametrize("group", GROUPS)
+@pytest.mark.parametrize("k", K_VALUES)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_q8_kernel_is_within_its_activation_rounding_of_a_float64_matmul(
+    fmt: str, k: int, group: int, threads: int
+) -> None:
+    """The kept kernel rounds activations to int8 per run of 32 (as llama.cpp does): each output stays
+    within the worst case that rounding allows, plus fp32 summation."""
+    assert KERNELS is not None
+    for x, q, b in cases(k + group + threads, fmt, k, group):
+        y = KERNELS.matmul(x, q, b)
+        assert y.shape == (x.shape[0], q.shape[0]) and y.dtype == torch.float32
+        error = (y.double() - reference(x, q, b)).abs()
+        bound = activation_rounding_bound(x, q) + fp32_bound(x, q)
+        assert (error <= bound).all(), (error - bound).max()
+
+
+@needs_avx2
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+@pytest.mark.parametrize("group", GROUPS)
+@pytest.mark.parametrize("k", K_VALUES)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_f32_kernel_and_dequantise_match_a_float64_matmul(fmt: str, k: int, group: int, threads: int) -> None:
+    """The fp32-activation variant (kept for comparison) and the dequantising kernel are exact up to
+    fp32 summation."""
+    kernels = quant_kernels.load_quant_kernels(quant_kernels.F32_ACTIVATIONS)
+    assert kernels is not None and KERNELS is not None
+    for x, q, b in cases(k * 7 + group + threads, fmt, k, group):
+        error = (kernels.matmul(x, q, b).double() - reference(x, q, b)).abs()
+        assert (error <= fp32_bound(x, q)).all(), error.max()
+    n = q.shape[0]
+    out = torch.empty(n - 3, k)
+    KERNELS.dequantize_rows(q, 3, n - 3, out)
+    assert torch.equal(out.double(), dequantize(q, torch.float64)[3:])  # scale x value: exact in fp32
+
+
+@needs_avx2
+def test_kernel_takes_one_to_four_cpu_rows_only() -> None:
+    assert KERNELS is not None
+    q = quantize(torch.randn(8, 64), "int8")
+    assert KERNELS.fits(torch.zeros(1, 64)) and KERNELS.fits(torch.zeros(4, 64))
+    assert not KERNELS.fits(torch.zeros(5, 64)) and not KERNELS.fits(torch.zeros(0, 64))
+    with pytest.raises(ValueError, match="bad shapes"):
+        KERNELS.matmul(torch.zeros(5, 64), q, None)
+
+
+@pytest.mark.parametrize("kernels", [False, True])
+@pytest.mark.parametrize("fmt", FORMATS)
+@torch.inference_mode()
+def test_a_quantised_linear_computes_its_quantised_weight_for_any_row_count(fmt: str, kernels: bool) -> None:
+    """set_quantized frees the float weight; 1-4 rows take the kernel (when it loads), more rows and
+    the kernel-less layer dequantise slices (here 7 rows at a time) into the shared scratch."""
+    if kernels and KERNELS is None:
+        pytest.skip("no quant kernels here")
+    torch.manual_seed(0)
+    layer = Linear(96, 37, bias=True)
+    q = quantize(layer.weight, fmt)  # type: ignore[arg-type]
+    set_quantized(layer, q, kernels=kernels)
+    share_dequant_scratch(nn.Sequential(layer), chunk_elements=96 * 7)
+    assert layer.weight.numel() == 0 and layer.weight.dtype == torch.float32
+    assert (layer.quant_kernels is not None) == kernels
+    for rows in (1, 3, 4, 5, 40):
+        x = torch.randn(rows, 96)
+        error = (layer(x).double() - reference(x, q, layer.bias)).abs()
+        kernel_rows = kernels and rows <= 4
+        bound = fp32_bound(x, q) + (activation_rounding_bound(x, q) if kernel_rows else 0)
+        assert (error <= bound).all(), (rows, error.max())
+    bf16 = layer.to(torch.bfloat16)(torch.randn(2, 96).to(torch.bfloat16))  # a bf16 model's activations
+    assert bf16.dtype == torch.bfloat16 and bf16.shape == (2, 37)
+
+
+def test_set_quantized_refuses_a_weight_of_another_shape() -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        set_quantized(Linear(64, 8), quantize(torch.randn(8, 32), "int8"))
+
+
+def test_without_avx2_the_kernels_are_not_loaded_and_the_reason_is_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(quant_kernels, "_loaded", {})
+    monkeypatch.setattr(quant_kernels, "cpu_flags", lambda: {"sse4_2", "fma"})
+    monkeypatch.setattr(quant_kernels.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(quant_kernels.platform, "system", lambda: "Linux")
+    with caplog.at_level(logging.INFO, logger="openmaas.engine.kernels.quant"):
+        assert quant_kernels.load_quant_kernels() is None
+    assert "lacks avx2, f16c" in caplog.text
+    layer = Linear(64, 8)
+    set_quantized(layer, quantize(layer.weight, "int4"))
+    assert layer.quant_kernels is None
+    x = torch.randn(2, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), x @ dequantize(layer.quantized).t() + layer.bias)  # type: ignore[arg-type]

@@ -180,13 +180,16 @@ GGUF_TENSORS = {  # Hugging Face name suffix -> llama.cpp's
 _GGUF_GLOBALS = {"embed_tokens": "token_embd", "norm": "output_norm", "lm_head": "output"}
 
 
-def write_gguf(model_folder: str | Path, path: str | Path, file_type: str = "F32") -> Path:
+def write_gguf(
+    model_folder: str | Path, path: str | Path, file_type: str = "F32", output_type: str | None = None
+) -> Path:
     """Write the Hugging Face folder `model_folder` (from `build_tiny_model`) as a GGUF file laid out
     as llama.cpp's convert_hf_to_gguf.py lays it out: its metadata keys, byte-level BPE vocabulary
     ("gpt-2" pre-tokenizer), chat template, tensor names, a `llama` model's Q/K rows permuted into
     llama.cpp's RoPE order, 1-D tensors in F32 and matrices in `file_type` (F32, F16, BF16, Q8_0 or
     Q4_0; with gguf.quants, as the converter quantises). No `output.weight` for tied embeddings.
-    llama.cpp itself loads these files."""
+    `output_type`: the output matrix's own type (the token embedding's, when tied), as llama-quantize
+    keeps it at a higher precision than the layers. llama.cpp itself loads these files."""
     import gguf
     import numpy as np
     from safetensors.numpy import load_file
@@ -195,7 +198,6 @@ def write_gguf(model_folder: str | Path, path: str | Path, file_type: str = "F32
     config = json.loads((folder / "config.json").read_text())
     arch = config["model_type"]
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
-    qtype = gguf.GGMLQuantizationType[file_type]
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(folder.name)
     writer.add_block_count(config["num_hidden_layers"])
@@ -225,6 +227,10 @@ def write_gguf(model_folder: str | Path, path: str | Path, file_type: str = "F32
                 .reshape(data.shape)
             )
         target = _gguf_name(name)
+        output = target == "output.weight" or (
+            target == "token_embd.weight" and config.get("tie_word_embeddings")
+        )
+        qtype = gguf.GGMLQuantizationType[output_type if output and output_type else file_type]
         if data.ndim == 1 or qtype == gguf.GGMLQuantizationType.F32:
             writer.add_tensor(target, data)
         elif qtype == gguf.GGMLQuantizationType.F16:

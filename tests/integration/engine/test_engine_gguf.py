@@ -3,6 +3,8 @@ hyperparameters, tokenizer and chat template of the Hugging Face folder they cam
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from openmaas.engine import SamplingParams
 from openmaas.engine.models import gguf
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.models.loader import load_model
-from openmaas.engine.quant import dequantize
+from openmaas.engine.quant import dequantize, quantize
 from openmaas.engine.testing import write_gguf
 from openmaas.engine.tokenizer import Tokenizer
 
@@ -41,7 +43,7 @@ def gguf_dirs(
 
 
 def _greedy(folder: Path, prompts: list[list[int]], **options: object) -> list[list[int]]:
-    engine = make_engine(folder, cpu_kernels=False, **options)
+    engine = make_engine(folder, **{"cpu_kernels": False, **options})
     results = engine.generate(prompts, SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True))
     return [r[0].token_ids for r in results]
 
@@ -85,34 +87,107 @@ def test_quantised_blocks_split_bit_for_bit(file_type, gguf_dirs) -> None:  # ty
         assert torch.equal(dequantize(weight), torch.from_numpy(expected)), tensor.name
 
 
+def _file_values(weight: torch.Tensor, qtype: GGMLQuantizationType) -> torch.Tensor:
+    """`weight` as a file of type `qtype` holds it (quantised with gguf-py, as the converter does)."""
+    values = gguf_quants.dequantize(gguf_quants.quantize(weight.float().numpy(), qtype), qtype)
+    return torch.from_numpy(values)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("file_type", ["Q8_0", "Q4_0", "Q5_0"])
 def test_quantised_files_load_the_values_of_their_blocks(arch, file_type, model_dirs, gguf_dirs) -> None:  # type: ignore[no-untyped-def]
-    """Every weight of the loaded model is the file's quantised value of the folder's weight (llama's
-    Q/K rows back in Hugging Face order; Q5_0, a type we do not run on, dequantised at load)."""
+    """Every linear layer runs on the file's quantised values of the folder's weight (llama's Q/K rows
+    back in Hugging Face order); Q5_0, a type we do not run on, requantised to int8; the embedding in
+    floats, and a tied output layer on the embedding's quantised table."""
     from transformers import AutoModelForCausalLM
 
     qtype = GGMLQuantizationType[file_type]
     loaded = load_model(gguf_dirs[arch, file_type], torch.float32, CPU, 64)
-    ours = dict(loaded.named_parameters())
+    modules = dict(loaded.named_modules())
     hf = AutoModelForCausalLM.from_pretrained(model_dirs[arch], dtype=torch.float32)
     config = ModelConfig.from_pretrained(model_dirs[arch])
     q = config.num_attention_heads * config.head_dim
     kv = config.num_key_value_heads * config.head_dim
-    for name, value in hf.state_dict().items():
-        if value.dim() != 2 or (name == "lm_head.weight" and config.tie_word_embeddings):
+    fused = {
+        "q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", q), "v_proj": ("qkv_proj", q + kv),
+        "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", config.intermediate_size),
+    }  # fmt: skip
+    state = hf.state_dict()
+    if config.tie_word_embeddings:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    for name, value in state.items():
+        if value.dim() != 2:
             continue
-        expected = torch.from_numpy(gguf_quants.dequantize(gguf_quants.quantize(value.numpy(), qtype), qtype))
-        name = name.removeprefix("model.")
-        for hf_part, fused, start in [("q_proj", "qkv_proj", 0), ("k_proj", "qkv_proj", q),
-                                      ("v_proj", "qkv_proj", q + kv), ("gate_proj", "gate_up_proj", 0),
-                                      ("up_proj", "gate_up_proj", config.intermediate_size)]:  # fmt: skip
-            if f".{hf_part}." in name:
-                got = ours[name.replace(hf_part, fused)][start : start + value.shape[0]]
+        expected = _file_values(value, qtype)
+        module_name, start = name.removeprefix("model.").removesuffix(".weight"), 0
+        for part, (ours, offset) in fused.items():
+            if module_name.endswith(f".{part}"):
+                module_name, start = module_name.replace(part, ours), offset
                 break
-        else:
-            got = ours[name]
+        module = modules[module_name]
+        if module_name == "embed_tokens":
+            assert torch.equal(module.weight, expected)
+            continue
+        assert module.quantized is not None, name
+        assert module.quantized.format == {"Q8_0": "int8", "Q4_0": "int4", "Q5_0": "int8"}[file_type]
+        if file_type == "Q5_0":
+            expected = dequantize(quantize(expected, "int8"))
+        got = dequantize(module.quantized)[start : start + value.shape[0]]
         assert torch.equal(got, expected), name
+
+
+@pytest.fixture(scope="module")
+def requantised_dirs(
+    model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., Path]:
+    """(arch, file type) -> the Hugging Face folder with every matrix replaced by the values a file of
+    that type (and a Q8_0 output matrix) holds: what our own load-time quantisation, on the same
+    format (int8 for the lm_head), turns into the same blocks bit for bit."""
+    from safetensors.torch import load_file, save_file
+
+    root = tmp_path_factory.mktemp("requantised")
+
+    def build(arch: str, file_type: str) -> Path:
+        folder = root / f"{arch}-{file_type}"
+        if not folder.exists():
+            shutil.copytree(model_dirs[arch], folder)
+            weights = load_file(str(folder / "model.safetensors"))
+            tied = "lm_head.weight" not in weights
+            output = "model.embed_tokens.weight" if tied else "lm_head.weight"
+            values = {
+                name: _file_values(w, GGMLQuantizationType["Q8_0" if name == output else file_type])
+                if w.dim() == 2
+                else w
+                for name, w in weights.items()
+            }
+            save_file(values, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        return folder
+
+    return build
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize(("file_type", "quantization"), [("Q8_0", "int8"), ("Q4_0", "int4")])
+def test_quantised_files_generate_as_the_folder_quantised_by_us(  # type: ignore[no-untyped-def]
+    arch, file_type, quantization, model_dirs, requantised_dirs, tmp_path: Path
+) -> None:
+    """The file's engine (its layers on the file's blocks, through the quantised kernels) gives the
+    greedy tokens of the folder quantised at load by `engine.quantization` to the same values. Its
+    output matrix is Q8_0, as llama-quantize keeps it at a higher precision (and our quantisation
+    keeps the lm_head int8)."""
+    gguf.prepare_folder(write_gguf(model_dirs[arch], tmp_path / "model.gguf", file_type, output_type="Q8_0"))
+    prompts = random_prompts([9, 26], seed=7)
+    reference = requantised_dirs(arch, file_type)
+    assert _greedy(tmp_path, prompts, cpu_kernels=True) == _greedy(
+        reference, prompts, cpu_kernels=True, quantization=quantization
+    )
+
+
+def test_a_quantised_file_is_not_quantised_again(gguf_dirs) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="already holds quantised weights"):
+        load_model(gguf_dirs["llama", "Q4_0"], torch.float32, CPU, 64, quantization="int8")
+    floats = load_model(gguf_dirs["llama", "F32"], torch.float32, CPU, 64, quantization="int4")
+    assert floats.layers[0].mlp.down_proj.quantized is not None
 
 
 def test_the_tokenizer_and_chat_template_match_the_originals(model_dirs, gguf_dirs) -> None:  # type: ignore[no-untyped-def]

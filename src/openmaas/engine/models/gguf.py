@@ -8,9 +8,12 @@ as any other. `load_model` builds our model from the file's tensors:
 
 - F32, F16 and BF16 tensors load as floats in the engine's dtype;
 - Q8_0 and Q4_0 blocks split bit for bit into a `QuantizedWeight` (engine/quant.py: `int8` and
-  `int4`, group size 32), never through floats, and the linear layer runs on them;
+  `int4`, group size 32), never through floats, and the linear layers run on them (`set_quantized`);
+  the token embedding, a table looked up by row, is dequantised into floats (its tied output layer
+  runs on the quantised table);
 - other quantised types (the K-quants llama-quantize writes, e.g. its default Q6_K output.weight;
-  Q4_1, Q5_0, Q5_1) are dequantised at load with gguf.quants, and the log says which.
+  Q4_1, Q5_0, Q5_1) are dequantised at load with gguf.quants, a linear layer's requantised to int8
+  (group 32), and the log says which.
 
 llama.cpp's converter permutes the rows of a `llama` model's Q and K projections (and biases) into
 its interleaved RoPE layout; we undo it. `qwen2` tensors are stored as Hugging Face has them. A
@@ -35,9 +38,9 @@ from torch import nn
 
 from openmaas.engine.models import gguf_vocab
 from openmaas.engine.models.config import ModelConfig
-from openmaas.engine.models.linear import Linear
+from openmaas.engine.models.linear import Linear, set_quantized, share_dequant_scratch
 from openmaas.engine.models.llama import LlamaForCausalLM, RotaryEmbedding
-from openmaas.engine.quant import QuantizedWeight, dequantize
+from openmaas.engine.quant import QuantizedWeight, dequantize, quantize
 
 log = logging.getLogger(__name__)
 
@@ -346,9 +349,10 @@ def _check_tensors(config: ModelConfig, tensors: dict[str, ReaderTensor]) -> Non
 
 
 def load_model(
-    path: str | Path, dtype: torch.dtype, device: torch.device, max_positions: int
+    path: str | Path, dtype: torch.dtype, device: torch.device, max_positions: int, quant_kernels: bool = True
 ) -> LlamaForCausalLM:
-    """Our model with the weights of the .gguf file in folder `path` (or the file itself)."""
+    """Our model with the weights of the .gguf file in folder `path` (or the file itself).
+    `quant_kernels` False: quantised layers dequantise and multiply (no C kernel)."""
     file = Path(path) if Path(path).is_file() else find_file(path)
     if file is None:
         raise FileNotFoundError(f"no .gguf file in {path}")
@@ -361,29 +365,43 @@ def load_model(
     model.rotary = RotaryEmbedding(config, max_positions).to(device)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
-    if gguf.dequantised:
-        log.info("%s: dequantising %d tensors at load (%s)", file.name, len(gguf.dequantised), _types(gguf))
-    pieces: dict[str, list[tuple[int, Weight]]] = defaultdict(list)
+    pieces: dict[str, list[_Piece]] = defaultdict(list)
     for name, tensor in gguf.tensors.items():
         if name == "rope_freqs.weight":
             continue  # already in the config's RoPE scaling
         target, shard = _target(name)
-        pieces[target].append((shard or 0, _weight(tensor, gguf.architecture, config)))
-    tied_quantised = config.tie_word_embeddings and isinstance(
-        pieces["embed_tokens.weight"][0][1], QuantizedWeight
-    )
-    if tied_quantised and _quantised_setter() is not None:
-        # The output layer runs on the quantised table; the embedding looks rows up in floats.
-        model.lm_head.weight = nn.Parameter(torch.empty(0, dtype=dtype, device=device), requires_grad=False)
-        pieces["lm_head.weight"] = pieces["embed_tokens.weight"]
+        weight = _weight(tensor, gguf.architecture, config)
+        pieces[target].append(_Piece(shard or 0, weight, tensor.tensor_type in DEQUANTISED_TYPES))
+    embedding = pieces["embed_tokens.weight"][0]
+    if config.tie_word_embeddings and (embedding.requantise or isinstance(embedding.weight, QuantizedWeight)):
+        # The output layer runs on the quantised table (set_quantized leaves the embedding its float copy).
+        pieces["lm_head.weight"] = [embedding]
     modules = dict(model.named_modules())
+    requantised = 0
     for target, parts in pieces.items():
         module_name, _, attribute = target.rpartition(".")
-        _assign(modules[module_name], attribute, [w for _, w in sorted(parts, key=lambda p: p[0])], dtype)
+        parts.sort(key=lambda piece: piece.shard)
+        requantised += _assign(modules[module_name], attribute, parts, dtype, quant_kernels)
+    if gguf.dequantised:
+        log.info(
+            "%s: %d tensors (%s) dequantised at load; %d of them matrices, requantised to int8 (group 32)",
+            file.name, len(gguf.dequantised), _types(gguf), requantised,
+        )  # fmt: skip
+    share_dequant_scratch(model)
     return model.eval()
 
 
 Weight = torch.Tensor | QuantizedWeight
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One tensor of the file bound for (a shard of) one parameter; `requantise`: a type the engine
+    does not run on (a K-quant, ...), already dequantised here."""
+
+    shard: int
+    weight: Weight
+    requantise: bool
 
 
 def _target(name: str) -> tuple[str, int | None]:
@@ -451,31 +469,33 @@ def _rows(value: Weight, order: torch.Tensor) -> Weight:
     return value[order]
 
 
-def _assign(module: nn.Module, attribute: str, parts: list[Weight], dtype: torch.dtype) -> None:
-    """Put one parameter's parts (the shards of a fused matrix, in order) into `module`."""
-    setter = _quantised_setter()
-    quantised = [p for p in parts if isinstance(p, QuantizedWeight)]
-    formats = {p.format for p in quantised}
-    runs_quantised = setter is not None and isinstance(module, Linear) and attribute == "weight"
-    if runs_quantised and len(quantised) == len(parts) and len(formats) == 1:
-        qweight = torch.cat([p.qweight for p in quantised])
-        scales = torch.cat([p.scales for p in quantised])
-        setter(module, QuantizedWeight(quantised[0].format, qweight, scales, _BLOCK))
-        return
+def _assign(module: nn.Module, attribute: str, parts: list[_Piece], dtype: torch.dtype, kernels: bool) -> int:
+    """Put one parameter's parts (the shards of a fused matrix, in order) into `module`: a linear layer's
+    Q8_0/Q4_0 weight as it is, one of another quantised type requantised to int8 (rather than serve a
+    quantised file's matrix in float: llama-quantize's Q6_K output layer is a quarter of a small
+    model's weights), anything else in floats. Returns how many matrices it requantised."""
+    weights = [p.weight for p in parts]
+    quantised = [w for w in weights if isinstance(w, QuantizedWeight)]
+    if isinstance(module, Linear) and attribute == "weight":
+        if len(quantised) == len(parts) and len({q.format for q in quantised}) == 1:
+            qweight = torch.cat([q.qweight for q in quantised])
+            scales = torch.cat([q.scales for q in quantised])
+            set_quantized(module, QuantizedWeight(quantised[0].format, qweight, scales, _BLOCK), kernels)
+            return 0
+        if any(p.requantise for p in parts):
+            floats = torch.cat(
+                [dequantize(w) if isinstance(w, QuantizedWeight) else w.float() for w in weights]
+            )
+            set_quantized(module, quantize(floats, "int8", _BLOCK), kernels)
+            return 1
     param: torch.Tensor = getattr(module, attribute)
     start = 0
-    for part in parts:
-        value = dequantize(part, dtype) if isinstance(part, QuantizedWeight) else part
+    for weight in weights:
+        value = dequantize(weight, dtype) if isinstance(weight, QuantizedWeight) else weight
         with torch.no_grad():
             param.data[start : start + value.shape[0]].copy_(value.to(dtype))
         start += value.shape[0]
-
-
-def _quantised_setter() -> Any:
-    """engine/models/linear.py's `set_quantized` (the quantised linear layer), where it exists."""
-    from openmaas.engine.models import linear
-
-    return getattr(linear, "set_quantized", None)
+    return 0
 
 
 def _types(gguf: GGUFModel) -> str:

@@ -70,7 +70,8 @@ def load_model(
 ) -> LlamaForCausalLM:
     folder = Path(path)
     if gguf.find_file(folder) is not None:
-        return gguf.load_model(folder, dtype, device, max_positions)
+        model = gguf.load_model(folder, dtype, device, max_positions, quant_kernels)
+        return _quantize_gguf(model, quantization, group_size, quant_kernels)
     config = ModelConfig.from_pretrained(folder)
     files = sorted(folder.glob("*.safetensors"))
     if not files:
@@ -106,6 +107,20 @@ def load_model(
         report = quantize_model(model, quantization, group_size, quant_kernels)
         log.info("quantised %s", report)
     return model.eval()
+
+
+def _quantize_gguf(
+    model: LlamaForCausalLM, quantization: QuantFormat | None, group_size: int, kernels: bool
+) -> LlamaForCausalLM:
+    """A GGUF file's model, quantised at load where asked and its file holds float matrices."""
+    if quantization is None:
+        return model
+    if any(m.quantized is not None for m in model.modules() if isinstance(m, Linear)):
+        raise ValueError(
+            f"this GGUF file already holds quantised weights; serve it without quantization={quantization!r}"
+        )
+    log.info("quantised %s", quantize_model(model, quantization, group_size, kernels))
+    return model
 
 
 @dataclass(frozen=True)

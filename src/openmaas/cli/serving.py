@@ -49,12 +49,16 @@ def _engine_options(pairs: list[str]) -> dict[str, object]:
 @client_command
 def import_model(
     options: ClientOptions,
-    folder: Path = typer.Argument(..., exists=True, help="A Hugging Face model folder or a .onnx file"),
+    folder: Path = typer.Argument(
+        ...,
+        exists=True,
+        help="A Hugging Face model folder, a .onnx file or a .gguf file (llama.cpp's format)",
+    ),
     name: str = typer.Option(..., "--name", help="Model name in the registry"),
     onnx_task: str = typer.Option(None, "--task", help="For .onnx files: tensor-inference (the default)"),
 ) -> None:
-    """Upload a Hugging Face model folder (safetensors, config, tokenizer) or an ONNX file as a new
-    model version."""
+    """Upload a Hugging Face model folder (safetensors, config, tokenizer), an ONNX file or a GGUF file
+    (a Llama- or Qwen2-family LLM in F32, F16, BF16, Q8_0 or Q4_0) as a new model version."""
     api = options.client()
     columns = (*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, console=console, transient=True, disable=options.as_json) as bar:
@@ -65,7 +69,7 @@ def import_model(
 
         try:
             version = run(lambda: api.import_model(folder, name, progress=progress, task=onnx_task))
-        except ValueError as exc:  # not a folder nor an ONNX file
+        except ValueError as exc:  # not a folder nor an ONNX or GGUF file
             fail(str(exc))
     options.show(version, columns=("ref", "task", "id", "created_at"))
 

@@ -170,3 +170,116 @@ def merge_adapter(model: Any, adapter_folder: str | Path) -> None:
             b = state[key.replace(".lora_A.", ".lora_B.")]
             name = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
             modules[name].weight += scale * (b.float() @ a.float()).to(modules[name].weight.dtype)
+
+
+GGUF_TENSORS = {  # Hugging Face name suffix -> llama.cpp's
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+}  # fmt: skip
+_GGUF_GLOBALS = {"embed_tokens": "token_embd", "norm": "output_norm", "lm_head": "output"}
+
+
+def write_gguf(
+    model_folder: str | Path, path: str | Path, file_type: str = "F32", output_type: str | None = None
+) -> Path:
+    """Write the Hugging Face folder `model_folder` (from `build_tiny_model`) as a GGUF file laid out
+    as llama.cpp's convert_hf_to_gguf.py lays it out: its metadata keys, byte-level BPE vocabulary
+    ("gpt-2" pre-tokenizer), chat template, tensor names, a `llama` model's Q/K rows permuted into
+    llama.cpp's RoPE order, 1-D tensors in F32 and matrices in `file_type` (F32, F16, BF16, Q8_0 or
+    Q4_0; with gguf.quants, as the converter quantises). No `output.weight` for tied embeddings.
+    `output_type`: the output matrix's own type (the token embedding's, when tied), as llama-quantize
+    keeps it at a higher precision than the layers. llama.cpp itself loads these files."""
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    folder = Path(model_folder)
+    config = json.loads((folder / "config.json").read_text())
+    arch = config["model_type"]
+    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name(folder.name)
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(config.get("rope_theta", 10000.0))
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    file_types = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16"}
+    writer.add_file_type(gguf.LlamaFileType[file_types.get(file_type, f"MOSTLY_{file_type}")])
+    if arch == "llama":
+        writer.add_vocab_size(config["vocab_size"])
+        writer.add_rope_dimension_count(config["hidden_size"] // heads)
+    _add_gguf_vocab(writer, folder, config["vocab_size"])
+    weights = load_file(str(folder / "model.safetensors"))
+    for name, array in weights.items():
+        if name == "lm_head.weight" and config.get("tie_word_embeddings"):
+            continue
+        data = array.astype(np.float32)
+        if arch == "llama" and (".q_proj." in name or ".k_proj." in name):
+            n = heads if ".q_proj." in name else kv_heads
+            data = (
+                data.reshape(n, 2, data.shape[0] // n // 2, *data.shape[1:])
+                .swapaxes(1, 2)
+                .reshape(data.shape)
+            )
+        target = _gguf_name(name)
+        output = target == "output.weight" or (
+            target == "token_embd.weight" and config.get("tie_word_embeddings")
+        )
+        qtype = gguf.GGMLQuantizationType[output_type if output and output_type else file_type]
+        if data.ndim == 1 or qtype == gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(target, data)
+        elif qtype == gguf.GGMLQuantizationType.F16:
+            writer.add_tensor(target, data.astype(np.float16))
+        else:
+            writer.add_tensor(target, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)
+
+
+def _gguf_name(name: str) -> str:
+    name = name.removeprefix("model.")
+    if name.startswith("layers."):
+        _, index, rest = name.split(".", 2)
+        stem, kind = rest.rsplit(".", 1)
+        return f"blk.{index}.{GGUF_TENSORS[stem]}.{kind}"
+    stem, kind = name.rsplit(".", 1)
+    return f"{_GGUF_GLOBALS[stem]}.{kind}"
+
+
+def _add_gguf_vocab(writer: Any, folder: Path, vocab_size: int) -> None:
+    """The converter's `_set_vocab_gpt2`: tokens by id (padded to the model's vocabulary as
+    `[PAD{id}]`), their types (special added tokens are control tokens), merges, special ids and
+    the chat template."""
+    import gguf
+
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    token_config = json.loads((folder / "tokenizer_config.json").read_text())
+    by_id = {index: token for token, index in tokenizer["model"]["vocab"].items()}
+    special = {t["id"]: t["content"] for t in tokenizer["added_tokens"] if t["special"]}
+    by_id |= special
+    tokens, types = [], []
+    for index in range(vocab_size):
+        token = by_id.get(index)
+        tokens.append(token if token is not None else f"[PAD{index}]")
+        kinds = gguf.TokenType
+        types.append(kinds.UNUSED if token is None else kinds.CONTROL if index in special else kinds.NORMAL)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]]
+    ids = {token: index for index, token in by_id.items()}
+    config = json.loads((folder / "config.json").read_text())
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(config["bos_token_id"])
+    writer.add_eos_token_id(ids[token_config["eos_token"]])
+    writer.add_pad_token_id(ids[token_config["pad_token"]])
+    writer.add_chat_template(token_config["chat_template"])

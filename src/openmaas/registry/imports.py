@@ -1,9 +1,9 @@
-"""Model imports: an uploaded Hugging Face folder (zipped) or raw ONNX file becomes the next
-version of a model.
+"""Model imports: an uploaded Hugging Face folder (zipped), raw ONNX file or GGUF file becomes the
+next version of a model.
 
 The upload is streamed into a staging folder inside the artifact store (never held whole in
 memory, refused past the size limit), checked and installed as the version's artifact folder by
-`hf_import` or `onnx_import`, then registered. Nothing half-written stays behind: the staging
+`hf_import`, `onnx_import` or `gguf_import`, then registered. Nothing half-written stays behind: the staging
 folder always goes, and the artifact folder goes when anything after it fails. Knows nothing of
 HTTP: the caller hands in the body as chunks.
 """
@@ -22,7 +22,7 @@ from openmaas import errors
 from openmaas.clock import Clock
 from openmaas.db.database import Database
 from openmaas.ids import new_id
-from openmaas.registry import hf_import, onnx_import
+from openmaas.registry import gguf_import, hf_import, onnx_import
 from openmaas.registry import service as registry
 from openmaas.schemas.registry import ModelVersionPublic
 from openmaas.storage import ArtifactStore, space_for
@@ -48,8 +48,9 @@ class ModelImports:
         task: str,
         declared_bytes: int | None = None,
     ) -> ModelVersionPublic:
-        """Import the upload `body` (`source_format` "huggingface" or "onnx") as the next version
-        of model `name` of `org_id`. `task` is an ONNX file's task; a folder's config says its own.
+        """Import the upload `body` (`source_format` "huggingface", "onnx" or "gguf") as the next
+        version of model `name` of `org_id`. `task` is an ONNX file's task; a folder's config and a
+        GGUF file say their own.
         A body that says beforehand it is `declared_bytes` long, over the limit, is refused before
         any of it is read."""
         if declared_bytes is not None and declared_bytes > self.max_bytes:
@@ -95,6 +96,8 @@ class ModelImports:
         """Check the upload and build the artifact folder from it; returns its manifest."""
         if source_format == "onnx":
             return onnx_import.install(upload, folder, task=task)
+        if source_format == "gguf":
+            return gguf_import.install(upload, folder)
         return hf_import.install(upload, folder, max_bytes=self.max_bytes)
 
     def _register(

@@ -121,16 +121,17 @@ class Api(Resource[S]):
     def import_model(
         self, folder: str | Path, name: str, *, progress: Progress | None = None, task: str | None = None
     ) -> Plan[dict[str, Any]]:
-        """Upload a Hugging Face model folder (zipped on the way), or a `.onnx` file, as a new
-        version of model `name`."""
+        """Upload a Hugging Face model folder (zipped on the way), a `.onnx` file or a `.gguf` file
+        (llama.cpp's format: a Llama- or Qwen2-family LLM) as a new version of model `name`."""
         path = Path(folder)
-        if path.is_file() and path.suffix.lower() == ".onnx":
-            params = {"name": name, "format": "onnx", "task": task}
+        suffix = path.suffix.lower()
+        if path.is_file() and suffix in (".onnx", ".gguf"):
+            params = {"name": name, "format": suffix[1:], "task": task if suffix == ".onnx" else None}
             return (yield from _import(path, "application/octet-stream", params, progress))
         if not path.is_dir():
             raise ValueError(
-                f"{path} is neither a model folder nor a .onnx file: import a Hugging Face model folder "
-                "(config.json, safetensors weights, tokenizer) or an ONNX file"
+                f"{path} is neither a model folder nor a .onnx or .gguf file: import a Hugging Face model "
+                "folder (config.json, safetensors weights, tokenizer), an ONNX file or a GGUF file"
             )
         with zipped_folder(path) as archive:
             return (yield from _import(archive, "application/zip", {"name": name}, progress))

@@ -77,11 +77,11 @@ def _check_compatible(first: ModelVersion, version: ModelVersion, asked: str, pa
 
 
 def input_signature(version: ModelVersion) -> Any:
-    """What a version's predict requests look like (imported text classifiers take texts)."""
+    """What a version's predict requests look like (imported text models, GGUF LLMs too, take texts)."""
     manifest = version.manifest or {}
     if "input_signature" in manifest:
         return manifest["input_signature"]
-    return {"kind": "text"} if manifest.get("source") == "huggingface" else None
+    return {"kind": "text"} if manifest.get("source") in ("huggingface", "gguf") else None
 
 
 def ref(session: Session, version: ModelVersion) -> str:

@@ -1,6 +1,6 @@
 """`POST /v1/registry/imports?name=NAME`: a zipped Hugging Face model folder (or, with
-`format=onnx`, a raw ONNX file), streamed to disk, checked and registered as a new version of
-model NAME (see `openmaas.registry.imports`)."""
+`format=onnx`, a raw ONNX file; with `format=gguf`, a llama.cpp GGUF file), streamed to disk,
+checked and registered as a new version of model NAME (see `openmaas.registry.imports`)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ async def import_model(
     platform: PlatformDep,
     principal: PrincipalDep,
     name: Annotated[str, Query(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")],
-    source_format: Annotated[str, Query(alias="format", pattern="^(huggingface|onnx)$")] = "huggingface",
+    source_format: Annotated[str, Query(alias="format", pattern="^(huggingface|onnx|gguf)$")] = "huggingface",
     task: Annotated[str, Query(max_length=40)] = TENSOR_INFERENCE,
 ) -> ModelVersionPublic:
     principal.require("models:write")

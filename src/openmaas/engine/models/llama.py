@@ -73,6 +73,8 @@ def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
         return inv_freq
     if rope_type == "linear":
         return inv_freq / scaling["factor"]
+    if rope_type == "freq_factors":  # a GGUF's rope_freqs tensor: one divisor per frequency
+        return inv_freq / torch.tensor(scaling["factors"], dtype=torch.float32)
     if rope_type == "llama3":
         factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
         old_len = scaling["original_max_position_embeddings"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from openmaas.engine.models import gguf
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.models.linear import Linear, set_quantized, share_dequant_scratch
 from openmaas.engine.models.llama import LlamaForCausalLM, RotaryEmbedding
@@ -68,6 +69,9 @@ def load_model(
     quant_kernels: bool = True,
 ) -> LlamaForCausalLM:
     folder = Path(path)
+    if gguf.find_file(folder) is not None:
+        model = gguf.load_model(folder, dtype, device, max_positions, quant_kernels)
+        return _quantize_gguf(model, quantization, group_size, quant_kernels)
     config = ModelConfig.from_pretrained(folder)
     files = sorted(folder.glob("*.safetensors"))
     if not files:
@@ -103,6 +107,20 @@ def load_model(
         report = quantize_model(model, quantization, group_size, quant_kernels)
         log.info("quantised %s", report)
     return model.eval()
+
+
+def _quantize_gguf(
+    model: LlamaForCausalLM, quantization: QuantFormat | None, group_size: int, kernels: bool
+) -> LlamaForCausalLM:
+    """A GGUF file's model, quantised at load where asked and its file holds float matrices."""
+    if quantization is None:
+        return model
+    if any(m.quantized is not None for m in model.modules() if isinstance(m, Linear)):
+        raise ValueError(
+            f"this GGUF file already holds quantised weights; serve it without quantization={quantization!r}"
+        )
+    log.info("quantised %s", quantize_model(model, quantization, group_size, kernels))
+    return model
 
 
 @dataclass(frozen=True)

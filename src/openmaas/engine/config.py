@@ -64,6 +64,13 @@ class EngineConfig:
     # 1/40 of a Qwen2.5-0.5B's weights per slot — allocated only once an adapter is first asked for.
     max_loras: int = 8
     max_lora_rank: int = 16
+    # Speculative decoding by n-gram prompt lookup (engine/speculative.py): each decoding sequence
+    # guesses up to `speculative_tokens` next tokens from the latest earlier occurrence of its last
+    # n tokens (n from `prompt_lookup_max` down to `prompt_lookup_min`) and verifies them in one
+    # forward. 0: off. Greedy output stays the same token for token; sampling keeps its distribution.
+    speculative_tokens: int = 0
+    prompt_lookup_max: int = 4
+    prompt_lookup_min: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -77,6 +84,10 @@ class EngineConfig:
             raise ValueError("max_loras must be at least 0 and max_lora_rank positive")
         if self.max_waiting_requests <= 0:
             raise ValueError("max_waiting_requests must be positive")
+        if self.speculative_tokens < 0 or not 1 <= self.prompt_lookup_min <= self.prompt_lookup_max:
+            raise ValueError(
+                "speculative_tokens must be at least 0, and 1 <= prompt_lookup_min <= prompt_lookup_max"
+            )
         if self.dtype != "auto" and self.dtype not in _DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; use one of {sorted(_DTYPES)} or 'auto'")
 

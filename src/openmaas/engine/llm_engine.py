@@ -283,12 +283,15 @@ class LLMEngine:
         assert speculator is not None
         picks = self.sampler(rows, [seq] * len(rows)) if self.sampler.is_plain(seq) else None
         detok = self._detok.get(seq.seq_id)
-        seq.num_computed_tokens += 1  # the last token's KV is in the cache now
         tokens: list[int] = []
         logprobs: list[TokenLogprob] | None = [] if seq.params.logprobs else None
         accepted = 0
         reason: FinishReason | None = None
         for j in range(len(rows)):
+            # The last token and the guesses accepted so far have their KV in the cache now; blocks
+            # they filled are cached before a token that finishes the choice frees them.
+            seq.num_computed_tokens = seq.num_tokens
+            self.block_manager.cache_full_blocks(seq)
             sample = picks[j] if picks is not None else self.sampler(rows[j : j + 1], [seq])[0]
             tokens.append(sample.token_id)
             if logprobs is not None:
@@ -302,11 +305,10 @@ class LLMEngine:
                 break
         speculator.record(seq, len(draft), accepted)
         if reason is None:
-            # Roll back to what was committed: KV of rejected guesses sits past num_computed_tokens,
-            # in blocks handed back now; it is overwritten before anything reads or caches it.
-            seq.num_computed_tokens = seq.num_tokens - 1
+            # Roll back to what was committed (the last token is not computed yet): KV of rejected
+            # guesses sits past num_computed_tokens, in blocks handed back now; what is left of it is
+            # overwritten before anything reads or caches it.
             self.block_manager.truncate(seq)
-            self.block_manager.cache_full_blocks(seq)
         return self._output(seq, tokens, logprobs, reason, detok)
 
     def _take(

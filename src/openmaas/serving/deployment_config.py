@@ -41,6 +41,10 @@ class EngineSettings(BaseModel):
     cpu_onednn: bool | None = None
     max_loras: int | None = None  # fine-tuned adapters resident at once (engine/lora.py); 0: none
     max_lora_rank: int | None = None
+    # Speculative decoding by n-gram prompt lookup (engine/speculative.py): guesses per step, 0: off.
+    speculative_tokens: int | None = None
+    prompt_lookup_max: int | None = None
+    prompt_lookup_min: int | None = None
 
     def options(self) -> dict[str, Any]:
         """The settings that were given, as the engine's keyword arguments."""
@@ -68,6 +72,9 @@ ENGINE_RANGES: dict[str, tuple[int, int]] = {
     "num_threads": (1, 256),
     "max_loras": (0, 64),
     "max_lora_rank": (1, 256),
+    "speculative_tokens": (0, 16),
+    "prompt_lookup_max": (1, 16),
+    "prompt_lookup_min": (1, 16),
 }
 
 
@@ -80,6 +87,16 @@ def engine_setting_error(name: str, value: object) -> str | None:
     low, high = ENGINE_RANGES.get(name, (None, None))
     if isinstance(value, int) and low is not None and high is not None and not low <= value <= high:
         return f"engine setting {name!r} must be from {low} to {high}"
+    return None
+
+
+def engine_settings_conflict(given: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(setting, why) where settings valid one by one do not fit together, else None."""
+    low = given.get("prompt_lookup_min", 2)  # the engine's defaults (EngineConfig)
+    high = given.get("prompt_lookup_max", 4)
+    if low > high:
+        name = "prompt_lookup_min" if "prompt_lookup_min" in given else "prompt_lookup_max"
+        return name, f"engine setting 'prompt_lookup_min' ({low}) exceeds 'prompt_lookup_max' ({high})"
     return None
 
 

@@ -124,22 +124,24 @@ def in_turns(
     return statistics.median(off), statistics.median(on), accepted / proposed if proposed else 0.0
 
 
-def verification_cost(model_dir: Path, dtype: str, k: int, rounds: int) -> tuple[float, float]:
-    """Median ms of the runner's 1-row decode step and of a 1 + k row verification, in turns."""
+def verification_cost(
+    model_dir: Path, dtype: str, ks: list[int], rounds: int
+) -> dict[int, tuple[float, float]]:
+    """Per k: median ms of the runner's 1-row decode step and of a 1 + k row verification, in turns."""
     engine = LLMEngine(EngineConfig(model=str(model_dir), dtype=dtype, max_model_len=1024, num_blocks=64))
     prompt = prompts_for(1, 128, 151936, seed=5)[0]
     engine.add_request("cost", prompt, SamplingParams(max_tokens=64, temperature=0.0, ignore_eos=True))
     engine.step()  # the prefill
     seq = engine.scheduler.running[0]
-    engine.block_manager.allocate(seq, [], seq.num_tokens + k)
-    one, verify = [], []
+    engine.block_manager.allocate(seq, [], seq.num_tokens + max(ks))
+    times: dict[int, tuple[list[float], list[float]]] = {k: ([], []) for k in ks}
     for _ in range(rounds):
-        for rows, out in ((1, one), (1 + k, verify)):
-            draft = tuple(prompt[:k]) if rows > 1 else ()
-            start = time.perf_counter()
-            engine.runner.execute([ScheduledSequence(seq, rows, draft)])
-            out.append(time.perf_counter() - start)
-    return statistics.median(one) * 1000, statistics.median(verify) * 1000
+        for k, (one, verify) in times.items():
+            for draft, out in (((), one), (tuple(prompt[:k]), verify)):
+                start = time.perf_counter()
+                engine.runner.execute([ScheduledSequence(seq, 1 + len(draft), draft)])
+                out.append(time.perf_counter() - start)
+    return {k: (statistics.median(one) * 1000, statistics.median(v) * 1000) for k, (one, v) in times.items()}
 
 
 def main() -> None:
@@ -166,8 +168,7 @@ def main() -> None:
 
     if "cost" not in skip:
         model = build_model(args.model_dir)
-        for k in sorted({1, 2, args.k, 8}):
-            one, verify = verification_cost(model, args.dtype, k, rounds=7)
+        for k, (one, verify) in verification_cost(model, args.dtype, sorted({1, 2, args.k, 8}), 7).items():
             print(
                 f"0.5B {args.dtype}: 1-row step {one:.1f} ms, 1+{k}-row verification {verify:.1f} ms: "
                 f"{verify / one:.2f}x, {(verify / one - 1) / k:.3f} of a step per guessed row"

@@ -86,7 +86,7 @@ class Scheduler:
                 break
             item = ScheduledSequence(seq, n)
             if seq.draft_token_ids and n == 1:
-                self._add_draft(item, budget)
+                self._add_draft(item, budget, reserve=len(self.running) - i - 1)
             bm.allocate(seq, [], seq.num_computed_tokens + item.num_tokens)
             out.scheduled.append(item)
             budget -= item.num_tokens
@@ -115,12 +115,15 @@ class Scheduler:
             budget -= n
         return out
 
-    def _add_draft(self, item: ScheduledSequence, budget: int) -> None:
+    def _add_draft(self, item: ScheduledSequence, budget: int, reserve: int) -> None:
         """Give a decoding sequence's guesses their rows, as many as the step's token budget and the
-        free blocks allow without preempting anyone (a guess is never worth a recomputation)."""
+        free blocks allow while `reserve` blocks stay free for the running sequences after it: a guess
+        is never worth a preemption."""
         seq = item.seq
+        bm = self.block_manager
         draft = seq.draft_token_ids[: budget - 1]
-        if draft and self.block_manager.can_allocate(seq, [], seq.num_tokens + len(draft)):
+        new_blocks = bm.blocks_for(seq.num_tokens + len(draft)) - len(seq.block_table)
+        if draft and new_blocks + reserve <= bm.num_free_blocks:
             item.draft = tuple(draft)
             item.num_tokens += len(draft)
 

@@ -158,6 +158,8 @@ def _engines(served: list[ServedModel]) -> Iterator[Metric]:
     prompt = counter("openmaas_llm_prompt_tokens", "Prompt tokens of requests that got a first token")
     generated = counter("openmaas_llm_generation_tokens", "Tokens generated")
     preemptions = counter("openmaas_llm_preemptions", "Sequences preempted for KV-cache room")
+    drafted = counter("openmaas_llm_spec_draft_tokens", "Guessed tokens verified (speculative decoding)")
+    accepted = counter("openmaas_llm_spec_accepted_tokens", "Guessed tokens the model agreed with")
     ttft = _histogram("openmaas_llm_time_to_first_token_seconds", "Time to a request's first token")
     itl = _histogram("openmaas_llm_inter_token_latency_seconds", "Time between a sequence's tokens")
     for model in served:
@@ -177,9 +179,12 @@ def _engines(served: list[ServedModel]) -> Iterator[Metric]:
         prompt.add_metric(labels, stats.prompt_tokens)
         generated.add_metric(labels, stats.generation_tokens)
         preemptions.add_metric(labels, stats.num_preemptions)
+        drafted.add_metric(labels, stats.spec_draft_tokens)
+        accepted.add_metric(labels, stats.spec_accepted_tokens)
         _observe(ttft, labels, front.engine.time_to_first_token)
         _observe(itl, labels, front.engine.inter_token_latency)
-    yield from (running, waiting, blocks, hit_rate, queried, found, prompt, generated, preemptions, ttft, itl)
+    yield from (running, waiting, blocks, hit_rate, queried, found, prompt, generated, preemptions)
+    yield from (drafted, accepted, ttft, itl)
 
 
 def _histogram(name: str, text: str, labels: list[str] = _DEPLOYMENT) -> HistogramMetricFamily:

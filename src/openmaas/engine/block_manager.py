@@ -102,6 +102,17 @@ class BlockManager:
         seq.block_hashes.clear()
         seq.num_computed_tokens = 0
 
+    def truncate(self, seq: Sequence) -> None:
+        """Hand back the blocks past `seq`'s computed tokens (after speculative decoding rejected
+        guesses whose KV went there). They never held a cached block: only computed blocks are."""
+        keep = self.blocks_for(seq.num_computed_tokens)
+        while len(seq.block_table) > keep:
+            block = self.blocks[seq.block_table.pop()]
+            block.ref_count -= 1
+            if block.ref_count == 0:  # first out again: it holds nothing worth keeping
+                self._free[block.block_id] = None
+                self._free.move_to_end(block.block_id, last=False)
+
     def cache_full_blocks(self, seq: Sequence) -> None:
         """Register the blocks of `seq` that became full of computed KV since the last call."""
         if not self.enable_prefix_caching:

@@ -73,6 +73,13 @@ class EngineConfig:
     # or 4-8x (int4) fewer weight bytes than bf16/fp32 (models/linear.py, kernels/quant.c).
     quantization: QuantFormat | None = None
     quantization_group_size: int = 32
+    # Speculative decoding by n-gram prompt lookup (engine/speculative.py): each decoding sequence
+    # guesses up to `speculative_tokens` next tokens from the latest earlier occurrence of its last
+    # n tokens (n from `prompt_lookup_max` down to `prompt_lookup_min`) and verifies them in one
+    # forward. 0: off. Greedy output stays the same token for token; sampling keeps its distribution.
+    speculative_tokens: int = 0
+    prompt_lookup_max: int = 4
+    prompt_lookup_min: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -90,6 +97,10 @@ class EngineConfig:
             raise ValueError(f"unknown quantization {self.quantization!r}; use one of {FORMATS}")
         if self.quantization_group_size < 0 or self.quantization_group_size % 32:
             raise ValueError("quantization_group_size must be a multiple of 32 (0: per output channel)")
+        if self.speculative_tokens < 0 or not 1 <= self.prompt_lookup_min <= self.prompt_lookup_max:
+            raise ValueError(
+                "speculative_tokens must be at least 0, and 1 <= prompt_lookup_min <= prompt_lookup_max"
+            )
         if self.dtype != "auto" and self.dtype not in _DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; use one of {sorted(_DTYPES)} or 'auto'")
 

@@ -28,6 +28,7 @@ from openmaas.engine.sampler import SampledToken, Sampler
 from openmaas.engine.sampling_params import SamplingParams
 from openmaas.engine.scheduler import Scheduler
 from openmaas.engine.sequence import FinishReason, Sequence
+from openmaas.engine.speculative import Speculator
 from openmaas.engine.tokenizer import Tokenizer
 from openmaas.errors import InvalidRequest
 from openmaas.histogram import Histogram
@@ -50,6 +51,9 @@ class EngineStats:
     prefix_cache_found_blocks: int = 0
     prompt_tokens: int = 0  # of requests that produced a first token
     generation_tokens: int = 0
+    # Speculative decoding: guessed tokens verified, and how many of them the model agreed with.
+    spec_draft_tokens: int = 0
+    spec_accepted_tokens: int = 0
 
 
 class LLMEngine:
@@ -78,6 +82,11 @@ class LLMEngine:
             self.grammars = GrammarCompiler(tokenizer.to_json(), vocab, sorted(self.eos_token_ids))
         grammar_vocab = self.grammars.vocab_size if self.grammars is not None else None
         self.sampler = Sampler(self.runner.kernels, self.eos_token_ids, grammar_vocab)
+        self.speculator: Speculator | None = None
+        if config.speculative_tokens:
+            self.speculator = Speculator(
+                config.speculative_tokens, config.prompt_lookup_min, config.prompt_lookup_max
+            )
         self._requests: dict[str, list[Sequence]] = {}
         self._detok: dict[int, IncrementalDetokenizer] = {}
         self._num_preemptions = 0
@@ -122,6 +131,10 @@ class LLMEngine:
                 )
             if params.grammar is not None and self.grammars is not None:
                 seq.matcher = self.grammars.matcher(params.grammar)
+            elif self.speculator is not None:
+                # A grammar's masks follow its matcher one token at a time: constrained choices
+                # decode without guesses.
+                seq.spec = self.speculator.state()
             if index and self.config.enable_prefix_caching:
                 seq.prefix_leader = seqs[0]
             seqs.append(seq)
@@ -214,10 +227,14 @@ class LLMEngine:
             prefix_cache_found_blocks=bm.prefix_found,
             prompt_tokens=self._prompt_tokens,
             generation_tokens=self._generation_tokens,
+            spec_draft_tokens=self.speculator.proposed_tokens if self.speculator else 0,
+            spec_accepted_tokens=self.speculator.accepted_tokens if self.speculator else 0,
         )
 
     # --- the loop -------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
+        if self.speculator is not None:
+            self.speculator.propose(self.scheduler.running)
         decision = self.scheduler.schedule()
         self._num_preemptions += len(decision.preempted)
         if not decision.scheduled:
@@ -226,15 +243,78 @@ class LLMEngine:
             constrained = [item.seq for item in decision.scheduled if item.seq.matcher is not None]
             if constrained:  # their masks are computed while the model runs
                 self.sampler.prefetch_masks(constrained)
-        logits, sampling = self.runner.execute(decision.scheduled)
+        logits, sampling, drafted = self.runner.execute(decision.scheduled)
+        guessed = logits[len(sampling) :] if drafted else logits
+        if drafted:
+            logits = logits[: len(sampling)]
         samples = self.sampler(logits, sampling) if sampling else []
         for item in decision.scheduled:
-            item.seq.num_computed_tokens += item.num_tokens
-            self.block_manager.cache_full_blocks(item.seq)
+            if not item.draft:
+                item.seq.num_computed_tokens += item.num_tokens
+                self.block_manager.cache_full_blocks(item.seq)
         now = time.monotonic()
-        return [self._advance(seq, sample, now) for seq, sample in zip(sampling, samples, strict=True)]
+        outputs = [self._advance(seq, sample, now) for seq, sample in zip(sampling, samples, strict=True)]
+        row = 0
+        for item in drafted:
+            rows = len(item.draft) + 1
+            outputs.append(self._verify(item.seq, item.draft, guessed[row : row + rows], now))
+            row += rows
+        return outputs
 
     def _advance(self, seq: Sequence, sample: SampledToken, now: float) -> RequestOutput:
+        detok = self._detok.get(seq.seq_id)  # fetched first: a finished request forgets it
+        reason = self._take(seq, sample, detok, now)
+        logprobs = None
+        if seq.params.logprobs:
+            assert sample.logprob is not None
+            logprobs = [TokenLogprob(sample.token_id, sample.logprob, sample.top_logprobs)]
+        return self._output(seq, [sample.token_id], logprobs, reason, detok)
+
+    def _verify(self, seq: Sequence, draft: tuple[int, ...], rows: torch.Tensor, now: float) -> RequestOutput:
+        """Accept the longest prefix of `draft` that the model's own choices agree with, plus the model's
+        next token after it. `rows` are the logits after the last token and after each guess.
+
+        Row j is sampled only once rows 0..j-1 gave exactly the guesses, so it sees the context the
+        model saw, and each emitted token is drawn as plain decoding draws it (same generator, same
+        order): greedy output is unchanged, and a sampled token equals a guess x with probability
+        p(x) and otherwise follows p without x, renormalised — the standard rule for a deterministic
+        draft, so seeded requests give the same tokens with speculation on or off."""
+        speculator = self.speculator
+        assert speculator is not None
+        picks = self.sampler(rows, [seq] * len(rows)) if self.sampler.is_plain(seq) else None
+        detok = self._detok.get(seq.seq_id)
+        tokens: list[int] = []
+        logprobs: list[TokenLogprob] | None = [] if seq.params.logprobs else None
+        accepted = 0
+        reason: FinishReason | None = None
+        for j in range(len(rows)):
+            # The last token and the guesses accepted so far have their KV in the cache now; blocks
+            # they filled are cached before a token that finishes the choice frees them.
+            seq.num_computed_tokens = seq.num_tokens
+            self.block_manager.cache_full_blocks(seq)
+            sample = picks[j] if picks is not None else self.sampler(rows[j : j + 1], [seq])[0]
+            tokens.append(sample.token_id)
+            if logprobs is not None:
+                assert sample.logprob is not None
+                logprobs.append(TokenLogprob(sample.token_id, sample.logprob, sample.top_logprobs))
+            reason = self._take(seq, sample, detok, now)
+            if j == len(draft) or sample.token_id != draft[j]:
+                break
+            accepted += 1
+            if reason is not None:
+                break
+        speculator.record(seq, len(draft), accepted)
+        if reason is None:
+            # Roll back to what was committed (the last token is not computed yet): KV of rejected
+            # guesses sits past num_computed_tokens, in blocks handed back now; what is left of it is
+            # overwritten before anything reads or caches it.
+            self.block_manager.truncate(seq)
+        return self._output(seq, tokens, logprobs, reason, detok)
+
+    def _take(
+        self, seq: Sequence, sample: SampledToken, detok: IncrementalDetokenizer | None, now: float
+    ) -> FinishReason | None:
+        """Append one sampled token; return why the choice finished with it (it is then finished)."""
         token = sample.token_id
         seq.append_token(token)
         self._count_token(seq, now)
@@ -242,7 +322,6 @@ class LLMEngine:
         reason: FinishReason | None = None
         if (token in self.eos_token_ids and not params.ignore_eos) or token in params.stop_token_ids:
             reason = FinishReason.STOP
-        detok = self._detok.get(seq.seq_id)
         if detok is not None and reason is None and detok.add_token(token) is not None:
             reason = FinishReason.STOP
         # The grammar is complete (nothing but end of sequence may follow): the output is whole.
@@ -255,14 +334,20 @@ class LLMEngine:
         if reason is not None:
             self.scheduler.finish(seq, reason)
             self._forget_if_done(seq.request_id)
-        logprobs = None
-        if params.logprobs:
-            assert sample.logprob is not None
-            logprobs = [TokenLogprob(token, sample.logprob, sample.top_logprobs)]
+        return reason
+
+    def _output(
+        self,
+        seq: Sequence,
+        tokens: list[int],
+        logprobs: list[TokenLogprob] | None,
+        reason: FinishReason | None,
+        detok: IncrementalDetokenizer | None,
+    ) -> RequestOutput:
         return RequestOutput(
             request_id=seq.request_id,
             index=seq.index,
-            new_token_ids=[token],
+            new_token_ids=tokens,
             text_delta=detok.take_delta(reason is not None) if detok else "",
             text=detok.text if detok else "",
             logprobs=logprobs,

@@ -115,18 +115,26 @@ class ModelRunner:
         tensors, which go with it."""
 
     @torch.inference_mode()
-    def execute(self, batch: list[ScheduledSequence]) -> tuple[torch.Tensor, list[Sequence]]:
-        """Run one step. Returns logits [k, vocab] and the k sequences that sample, row for row."""
-        # Single-token items first: they share one batched attention call.
-        batch = [s for s in batch if s.num_tokens == 1] + [s for s in batch if s.num_tokens > 1]
+    def execute(
+        self, batch: list[ScheduledSequence]
+    ) -> tuple[torch.Tensor, list[Sequence], list[ScheduledSequence]]:
+        """Run one step. Returns logits, the k sequences that sample one token, whose rows come first
+        (row for row), and the items with guesses (speculative decoding), whose 1 + len(draft) rows
+        each follow, item after item."""
+        # Single-token items first: they share one batched attention call; items with guesses last.
+        single = [s for s in batch if s.num_tokens == 1]
+        drafted: list[ScheduledSequence] = []
+        if len(single) < len(batch):
+            drafted = [s for s in batch if s.draft]
+            batch = single + [s for s in batch if s.num_tokens > 1 and not s.draft] + drafted
         input_ids, positions, meta, sample_rows = self.prepare(batch)
         if self.adapters is not None:
             self.adapters.set_rows([(s.seq.lora_slot, s.num_tokens) for s in batch], self.device)
         hidden = self.model(input_ids, positions, self.kv_caches, meta)
         if not len(sample_rows):  # only partial prefill chunks: nothing samples this step
-            return hidden.new_empty((0, self.model.config.vocab_size)), []
+            return hidden.new_empty((0, self.model.config.vocab_size)), [], []
         logits = self.model.compute_logits(hidden[sample_rows])
-        return logits, [item.seq for item in batch if item.samples]
+        return logits, [item.seq for item in batch if item.samples and not item.draft], drafted
 
     def prepare(
         self, batch: list[ScheduledSequence]
@@ -141,12 +149,17 @@ class ModelRunner:
         for item in batch:
             seq, start, n = item.seq, item.seq.num_computed_tokens, item.num_tokens
             row = len(tokens)
-            tokens.extend(seq.token_ids[start : start + n])
+            if item.draft:  # the last token, then the guesses: every row samples
+                tokens.extend(seq.token_ids[start : start + n - len(item.draft)])
+                tokens.extend(item.draft)
+                sample_rows.extend(range(row, row + n))
+            else:
+                tokens.extend(seq.token_ids[start : start + n])
+                if item.samples:
+                    sample_rows.append(row + n - 1)
             positions.extend(range(start, start + n))
             table = seq.block_table
             slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
-            if item.samples:
-                sample_rows.append(row + n - 1)
             if n > 1:
                 prefill_specs.append((row, n, start, table))
         dev = self.device

@@ -50,6 +50,11 @@ class Sampler:
             return kernels.argmax(logits)
         return greedy_token_ids(logits)
 
+    @staticmethod
+    def is_plain(seq: Sequence) -> bool:
+        """Whether `seq`'s token is the plain greedy pick of its logits (nothing else to apply)."""
+        return _plain_greedy(seq)
+
     def prefetch_masks(self, seqs: list[Sequence]) -> None:
         """Start the grammar masks of these constrained sequences while the model runs."""
         self._token_masks(None).prefetch([seq.matcher for seq in seqs if seq.matcher is not None])

@@ -25,11 +25,14 @@ from openmaas.engine.sequence import FinishReason, Sequence, SequenceStatus
 class ScheduledSequence:
     seq: Sequence
     num_tokens: int  # tokens to compute this step, starting at seq.num_computed_tokens
+    # Guessed next tokens (speculative decoding) computed after the sequence's last token: they are
+    # the last len(draft) of num_tokens, and each of the step's 1 + len(draft) rows samples.
+    draft: tuple[int, ...] = ()
 
     @property
     def samples(self) -> bool:
         """Whether this step reaches the end of the sequence, so a next token is sampled."""
-        return self.seq.num_computed_tokens + self.num_tokens == self.seq.num_tokens
+        return self.seq.num_computed_tokens + self.num_tokens - len(self.draft) == self.seq.num_tokens
 
 
 @dataclass
@@ -81,9 +84,12 @@ class Scheduler:
                     break
             if seq.status is not SequenceStatus.RUNNING:
                 break
-            bm.allocate(seq, [], target)
-            out.scheduled.append(ScheduledSequence(seq, n))
-            budget -= n
+            item = ScheduledSequence(seq, n)
+            if seq.draft_token_ids and n == 1:
+                self._add_draft(item, budget, reserve=len(self.running) - i - 1)
+            bm.allocate(seq, [], seq.num_computed_tokens + item.num_tokens)
+            out.scheduled.append(item)
+            budget -= item.num_tokens
             i += 1
 
         for seq in list(self.waiting) if not out.preempted else []:
@@ -108,6 +114,18 @@ class Scheduler:
             out.scheduled.append(ScheduledSequence(seq, n))
             budget -= n
         return out
+
+    def _add_draft(self, item: ScheduledSequence, budget: int, reserve: int) -> None:
+        """Give a decoding sequence's guesses their rows, as many as the step's token budget and the
+        free blocks allow while `reserve` blocks stay free for the running sequences after it: a guess
+        is never worth a preemption."""
+        seq = item.seq
+        bm = self.block_manager
+        draft = seq.draft_token_ids[: budget - 1]
+        new_blocks = bm.blocks_for(seq.num_tokens + len(draft)) - len(seq.block_table)
+        if draft and new_blocks + reserve <= bm.num_free_blocks:
+            item.draft = tuple(draft)
+            item.num_tokens += len(draft)
 
     def finish(self, seq: Sequence, reason: FinishReason) -> None:
         """Mark `seq` finished, drop it from the queues and free its blocks at once."""

@@ -14,6 +14,7 @@ import torch
 from openmaas.engine.guided import GrammarMatcher
 from openmaas.engine.lora import LoraRequest
 from openmaas.engine.sampling_params import SamplingParams
+from openmaas.engine.speculative import SpecState
 
 
 class SequenceStatus(enum.Enum):
@@ -71,6 +72,10 @@ class Sequence:
         self.lora = lora
         self.lora_slot = -1
         self.hash_root: int | None = None if lora is None else hash(("lora", lora.name))
+        # Speculative decoding (engine/speculative.py), None where this choice does not speculate;
+        # this step's guessed next tokens, verified by the step and never part of token_ids.
+        self.spec: SpecState | None = None
+        self.draft_token_ids: list[int] = []
 
     def __len__(self) -> int:
         return len(self.token_ids)

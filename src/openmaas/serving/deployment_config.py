@@ -45,6 +45,10 @@ class EngineSettings(BaseModel):
     # `quantization_group_size` inputs (a multiple of 32; 0: one per output channel).
     quantization: str | None = None
     quantization_group_size: int | None = None
+    # Speculative decoding by n-gram prompt lookup (engine/speculative.py): guesses per step, 0: off.
+    speculative_tokens: int | None = None
+    prompt_lookup_max: int | None = None
+    prompt_lookup_min: int | None = None
 
     def options(self) -> dict[str, Any]:
         """The settings that were given, as the engine's keyword arguments."""
@@ -73,6 +77,9 @@ ENGINE_RANGES: dict[str, tuple[int, int]] = {
     "max_loras": (0, 64),
     "max_lora_rank": (1, 256),
     "quantization_group_size": (0, 1 << 16),
+    "speculative_tokens": (0, 16),
+    "prompt_lookup_max": (1, 16),
+    "prompt_lookup_min": (1, 16),
 }
 
 # The engine settings that take one of a few words.
@@ -93,6 +100,16 @@ def engine_setting_error(name: str, value: object) -> str | None:
         return f"engine setting {name!r} must be one of {', '.join(map(repr, choices))}"
     if name == "quantization_group_size" and isinstance(value, int) and value % 32:
         return f"engine setting {name!r} must be a multiple of 32 (0: one scale per output channel)"
+    return None
+
+
+def engine_settings_conflict(given: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(setting, why) where settings valid one by one do not fit together, else None."""
+    low = given.get("prompt_lookup_min", 2)  # the engine's defaults (EngineConfig)
+    high = given.get("prompt_lookup_max", 4)
+    if low > high:
+        name = "prompt_lookup_min" if "prompt_lookup_min" in given else "prompt_lookup_max"
+        return name, f"engine setting 'prompt_lookup_min' ({low}) exceeds 'prompt_lookup_max' ({high})"
     return None
 
 

@@ -35,6 +35,7 @@ from openmaas.serving.deployment_config import (
     EngineSettings,
     TrafficRoute,
     engine_setting_error,
+    engine_settings_conflict,
 )
 from openmaas.serving.placement import placement_settings
 from openmaas.serving.runtimes import PREDICT_TASKS, deployable_tasks
@@ -153,6 +154,8 @@ def _engine_settings(task: str, given: dict[str, Any]) -> EngineSettings:
     for key, value in given.items():
         if (why := engine_setting_error(key, value)) is not None:
             raise errors.ValidationFailed(f"{why}, got {value!r}.", param=f"engine.{key}")
+    if (conflict := engine_settings_conflict(given)) is not None:
+        raise errors.ValidationFailed(f"{conflict[1]}.", param=f"engine.{conflict[0]}")
     return EngineSettings(**given)
 
 

@@ -8,7 +8,7 @@ from openmaas.engine.block_manager import BlockManager
 from openmaas.engine.config import EngineConfig
 from openmaas.engine.sampling_params import SamplingParams
 from openmaas.engine.scheduler import Scheduler, SchedulerOutput
-from openmaas.engine.sequence import Sequence, SequenceStatus
+from openmaas.engine.sequence import FinishReason, Sequence, SequenceStatus
 
 
 def _scheduler(num_blocks: int = 64, block_size: int = 4, **options: object) -> Scheduler:
@@ -92,3 +92,19 @@ def test_cpu_and_cuda_default_step_budgets() -> None:
     assert EngineConfig(max_num_batched_tokens=40).step_token_budget == 40
     with pytest.raises(ValueError, match="max_num_batched_tokens"):
         EngineConfig(max_num_batched_tokens=0)
+
+
+def test_guesses_get_rows_within_the_budget_and_never_cost_a_preemption() -> None:
+    s = _scheduler(num_blocks=3, block_size=4, max_num_batched_tokens=5)
+    a, b = _add(s, 3), _add(s, 3, start=50)
+    _run(s, s.schedule())  # both prefilled: 4 tokens each, one block each, one block free
+    a.draft_token_ids = [9, 9, 9, 9, 9, 9]
+    out = s.schedule()
+    # a's guesses would take the last free block, which b's next token needs: a decodes without them.
+    assert [(i.seq, i.num_tokens, i.draft) for i in out.scheduled] == [(a, 1, ()), (b, 1, ())]
+    assert not out.preempted
+    _run(s, out)
+    s.finish(b, FinishReason.STOP)  # now the blocks are a's alone; the step budget caps its guesses
+    out = s.schedule()
+    assert [(i.seq, i.num_tokens, i.draft) for i in out.scheduled] == [(a, 5, (9, 9, 9, 9))]
+    assert out.scheduled[0].samples and len(a.block_table) == 3

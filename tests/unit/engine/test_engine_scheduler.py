@@ -8,7 +8,7 @@ from openmaas.engine.block_manager import BlockManager
 from openmaas.engine.config import EngineConfig
 from openmaas.engine.sampling_params import SamplingParams
 from openmaas.engine.scheduler import Scheduler, SchedulerOutput
-from openmaas.engine.sequence import Sequence, SequenceStatus
+from openmaas.engine.sequence import FinishReason, Sequence, SequenceStatus
 
 
 def _scheduler(num_blocks: int = 64, block_size: int = 4, **options: object) -> Scheduler:
@@ -92,3 +92,27 @@ def test_cpu_and_cuda_default_step_budgets() -> None:
     assert EngineConfig(max_num_batched_tokens=40).step_token_budget == 40
     with pytest.raises(ValueError, match="max_num_batched_tokens"):
         EngineConfig(max_num_batched_tokens=0)
+
+
+def _line(s: Scheduler, n_tokens: int, start: int) -> Sequence:
+    """A batch line: priority 1, behind live requests."""
+    seq = Sequence("line", list(range(start, start + n_tokens)), SamplingParams(), 100, priority=1)
+    s.add(seq)
+    return seq
+
+
+def test_live_requests_wait_ahead_of_batch_lines_and_a_preempted_line_behind_them() -> None:
+    s = _scheduler(num_blocks=4, block_size=4)
+    a, b = _line(s, 8, 1), _line(s, 8, 100)
+    out = s.schedule()
+    assert [i.seq for i in out.scheduled] == [a, b]
+    c = _line(s, 3, 200)
+    live = _add(s, 3, start=300)
+    late_live = _add(s, 3, start=400)
+    assert list(s.waiting) == [live, late_live, c]  # live ones in arrival order, ahead of the line
+    _run(s, out)  # both lines need a third block: the newest is preempted, to its place among lines
+    out = s.schedule()
+    assert out.preempted == [b] and list(s.waiting) == [live, late_live, b, c]
+    s.finish(a, FinishReason.STOP)  # four blocks free: the live ones first (b needs three more)
+    out = s.schedule()
+    assert [i.seq for i in out.scheduled] == [live, late_live] and list(s.waiting) == [b, c]

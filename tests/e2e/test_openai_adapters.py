@@ -179,6 +179,31 @@ def test_other_organisations_and_unknown_ids_get_404(
         assert (missing.value.code, missing.value.body["param"]) == ("model_not_found", "model")  # type: ignore[index]
 
 
+def test_models_list_and_retrieve_show_the_adapters_the_caller_may_call(
+    served: Served, acme: Tenant, adapters: list[Adapter]
+) -> None:
+    client = _client(served, acme)
+    listed = {m.id: m for m in client.models.list()}
+    assert {"tiny", *(a.model for a in adapters)} <= set(listed)
+    assert not [name for name in listed if ":ckpt-step-" in name]  # as OpenAI: no checkpoints listed
+    for adapter in adapters:
+        card = listed[adapter.model]
+        assert card.owned_by == acme.org_id and card.created > 0
+        assert (card.model_extra or {}).get("root") == (card.model_extra or {}).get("parent") == "tiny:1"
+    support = adapters[0]
+    assert client.models.retrieve(support.model).owned_by == acme.org_id
+    assert support.checkpoint is not None and client.models.retrieve(support.checkpoint.model).id == (
+        support.checkpoint.model
+    )
+    assert client.models.retrieve("tiny").id == "tiny"
+    globex = _client(served, served.tenant("globex-models"))
+    assert not [m.id for m in globex.models.list() if m.id.startswith("ft:")]
+    for name in (support.model, support.model + ":ckpt-step-3", "tiny", "ft:nothing"):
+        with pytest.raises(openai.NotFoundError) as missing:
+            globex.models.retrieve(name)
+        assert missing.value.code == "model_not_found"
+
+
 def test_an_adapter_is_still_refused_as_a_deployment_of_its_own(
     served: Served, acme: Tenant, adapters: list[Adapter]
 ) -> None:
@@ -211,6 +236,8 @@ def test_a_marketplace_buyer_calls_a_published_adapter_on_its_own_base_deploymen
         assert adapter_listing.status_code == 201, adapter_listing.text
     reply = client.completions.create(model=sales.model, prompt=[5, 17, 42], max_tokens=4, temperature=0)
     assert reply.model == sales.model and reply.usage is not None
+    bought = {m.id: m for m in client.models.list() if m.id.startswith("ft:")}  # only the one for sale
+    assert list(bought) == [sales.model] and bought[sales.model].owned_by == acme.org_id
     with served.client(buyer.key) as http:
         events = http.get("/v1/usage", params={"granularity": "event", "limit": 100}).json()["data"]
     assert [e["model"] for e in events if e["unit"] == "requests"] == [sales.version_id]

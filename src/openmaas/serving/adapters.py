@@ -38,6 +38,7 @@ from openmaas.jobs.tables import Job
 from openmaas.registry.manifest import is_adapter
 from openmaas.registry.tables import ModelVersion
 from openmaas.serving.directory import ServedModel, ServedModels
+from openmaas.serving.openai_types import ModelCard
 from openmaas.serving.tables import Deployment
 from openmaas.storage import ArtifactStore
 from openmaas.training.finetune_checkpoints import checkpoint_adapter_path, parse_checkpoint_model
@@ -54,6 +55,7 @@ class _Adapter:
     base_version_id: str
     base_ref: str  # `name:N` of the base, for messages
     owner_org_id: str
+    created: int  # Unix seconds: when its version was registered
     artifact_path: str
     expires: float  # monotonic seconds
 
@@ -81,12 +83,7 @@ class Adapters:
 
     async def acquire(self, org_id: str, name: str) -> ServedModel:
         """The model answering `name` (an `ft:` id) for `org_id`: its base deployment with the adapter."""
-        adapter = self._known.get((org_id, name))
-        if adapter is None or adapter.expires < self._clock.monotonic():
-            adapter = await to_thread.run_sync(self._look_up, org_id, name)
-            if len(self._known) >= 10_000:  # ids called once long ago: start over
-                self._known.clear()
-            self._known[(org_id, name)] = adapter
+        adapter = await self._adapter(org_id, name)
         base = self._base_deployment(org_id, adapter.base_version_id)
         if base is None:
             raise await to_thread.run_sync(self._not_deployed, org_id, name, adapter)
@@ -105,6 +102,62 @@ class Adapters:
         return replace(
             base, name=name, version_id=adapter.version_id, runtime=runtime, routes=(), cumulative=()
         )
+
+    async def card(self, org_id: str, name: str) -> ModelCard:
+        """`models.retrieve` of an `ft:` id (or a checkpoint's) that `org_id` may call; 404 otherwise."""
+        adapter = await self._adapter(org_id, name)
+        return ModelCard(
+            id=name, created=adapter.created, owned_by=adapter.owner_org_id, root=adapter.base_ref,
+            parent=adapter.base_ref,
+        )  # fmt: skip
+
+    async def cards(self, org_id: str) -> list[ModelCard]:
+        """The adapters `org_id` may call, for `/v1/models` (as OpenAI lists fine-tuned models, not
+        their checkpoints): its own, and the published ones of bases it has deployed. Two queries
+        whatever their number."""
+        deployed = {
+            route.version_id
+            for model in self._directory.visible_to(org_id)
+            if model.org_id == org_id
+            for route in model.routes or (model,)
+        }
+        return await to_thread.run_sync(self._cards, org_id, deployed)
+
+    def _cards(self, org_id: str, deployed_versions: set[str]) -> list[ModelCard]:
+        columns = (Job.params, Job.org_id, ModelVersion.created_at, ModelVersion.manifest)
+        adapters = (
+            select(*columns)
+            .select_from(ModelVersion)
+            .join(Job, Job.id == ModelVersion.job_id)
+            .where(Job.kind == _FINE_TUNE_KIND, Job.status == "succeeded")
+        )
+        with self._db.read_session() as session:
+            rows = list(session.execute(adapters.where(ModelVersion.org_id == org_id)))
+            if deployed_versions:
+                live = select(Listing.model).where(Listing.withdrawn_at.is_(None))
+                bought = adapters.where(
+                    ModelVersion.parent_version_id.in_(deployed_versions),
+                    ModelVersion.org_id != org_id,
+                    ModelVersion.id.in_(live),
+                )
+                rows += session.execute(bought)
+        cards = []
+        for params, owner, created, manifest in rows:
+            base = str((manifest or {}).get("base") or "") or None
+            name = str((params or {}).get("fine_tuned_model") or "")
+            if name:
+                created_s = int(created.timestamp())
+                cards.append(ModelCard(id=name, created=created_s, owned_by=owner, root=base, parent=base))
+        return sorted(cards, key=lambda card: card.id)
+
+    async def _adapter(self, org_id: str, name: str) -> _Adapter:
+        adapter = self._known.get((org_id, name))
+        if adapter is None or adapter.expires < self._clock.monotonic():
+            adapter = await to_thread.run_sync(self._look_up, org_id, name)
+            if len(self._known) >= 10_000:  # ids called once long ago: start over
+                self._known.clear()
+            self._known[(org_id, name)] = adapter
+        return adapter
 
     def _base_deployment(self, org_id: str, base_version_id: str) -> ServedModel | None:
         """The caller's loaded deployment serving the base version (for a traffic split, the route)."""
@@ -154,6 +207,7 @@ class Adapters:
             base_version_id=str(manifest.get("base_version_id", "")),
             base_ref=str(manifest.get("base", "its base model")),
             owner_org_id=job.org_id,
+            created=int(version.created_at.timestamp()),
             artifact_path=artifact_path,
             expires=self._clock.monotonic() + self._ttl_s,
         )

@@ -76,7 +76,8 @@ def _register_adapter(served: Served, tenant: Tenant, base: Path, suffix: str, s
             (folder / MANIFEST).write_text(__import__("json").dumps(manifest))
         registry.register_version(
             session, version_id=version_id, org_id=tenant.org_id, model_name=f"tiny-{suffix}",
-            artifact_path=relative, manifest=manifest, lineage={"job_id": job_id}, now=platform.clock.now(),
+            artifact_path=relative, manifest=manifest, lineage={"job_id": job_id, "parent_version_id":
+            base_version.id}, now=platform.clock.now(),
         )  # fmt: skip
         session.add(
             Job(

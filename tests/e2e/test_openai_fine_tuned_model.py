@@ -1,14 +1,16 @@
 """A really trained adapter served, end to end through the official `openai` SDK: a training file
 uploaded, a tiny random Qwen2 fine-tuned on a fixed answer per question (the mapping of the
-training tests, in 20 steps of 16 at a high rate: quick, and still 100% here), its base deployed, and `job.fine_tuned_model` answering
-held-out questions right (greedy exact match >= 90%) where the base answers none; each epoch's
-checkpoint is callable by its own id, and answers 404 once the job's artifacts are deleted."""
+training tests, in 20 steps of 16 at a high rate: quick, and 100% right when tried), its base
+deployed, and `job.fine_tuned_model` answering held-out questions right (greedy exact match >= 90%)
+where the base answers none; each epoch's checkpoint is callable by its own id, and answers 404
+once the job's artifacts are deleted."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -17,6 +19,7 @@ import pytest
 from openmaas import Client
 from openmaas.engine.testing import build_tiny_model
 from openmaas.training.finetune_checkpoints import checkpoint_adapter_path
+from tests.e2e.test_cli import Cli
 from tests.integration.jobs.harness import fast_server, worker_running
 from tests.support.served import Served, Tenant
 from tests.unit.training.test_lora import ANSWERS, chat
@@ -48,8 +51,9 @@ def _exact_match(client: openai.OpenAI, model: str, held_out: list[list[dict[str
     return hits / len(held_out)
 
 
+@pytest.mark.timeout(600)  # a real job's 20 steps: 280 s at a load average of 20-28 on 2 cores
 def test_a_fine_tuned_adapter_answers_what_it_learned(
-    served: Served, tmp_path_factory: pytest.TempPathFactory
+    served: Served, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
     acme: Tenant = served.tenant("acme")
     base = build_tiny_model(tmp_path_factory.mktemp("qwen") / "tiny", "qwen2", max_position_embeddings=128)
@@ -95,6 +99,14 @@ def test_a_fine_tuned_adapter_answers_what_it_learned(
         temperature=0,  # type: ignore[arg-type]
     )
     assert reply.model == first and reply.usage is not None
+
+    cli = Cli(served, tmp_path)  # the CLI shows the job and its checkpoints' model ids
+    shown = cli.json("fine-tune", "show", job.id, key=acme.key)
+    assert isinstance(shown, dict) and shown["fine_tuned_model"] == job.fine_tuned_model
+    listed = cli.json("fine-tune", "checkpoints", job.id, key=acme.key)
+    assert isinstance(listed, list) and [c["fine_tuned_model_checkpoint"] for c in listed] == [
+        c.fine_tuned_model_checkpoint for c in checkpoints
+    ]
 
     store = served.platform.store  # the job's artifacts deleted: its checkpoints are no models any more
     assert store.listdir(checkpoint_adapter_path(store, job.id, 8))

@@ -2,7 +2,8 @@
 `ft:` id answers chat completions, completions and responses with the adapter applied (the engine's
 own answer on that adapter), its usage is metered under the adapter's version; another organisation
 gets 404 and, without a running base, the caller is told to deploy it. The adapter is what a
-fine-tuning job registers (a version in peft's layout and its succeeded `fine_tune` job)."""
+fine-tuning job registers (a version in peft's layout and its succeeded `fine_tune` job); each of its
+job's checkpoints answers by its own id (`…:ckpt-step-N`) with the weights of that step."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from openmaas.ids import new_id
 from openmaas.jobs.tables import Job
 from openmaas.registry import service as registry
 from openmaas.registry.manifest import FORMAT_VERSION, LORA_ADAPTER, MANIFEST
+from openmaas.training.finetune_checkpoints import checkpoint_adapter_path
 from tests.integration.jobs.harness import fast_server
 from tests.support.served import Served, Tenant
 
@@ -34,6 +36,7 @@ class Adapter:
     model: str  # its `ft:` id
     version_id: str
     folder: Path  # its peft folder, for the engine's reference answer
+    checkpoint: Adapter | None = None  # its job's checkpoint at step 3 (other weights), called by its own id
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +76,8 @@ def _register_adapter(served: Served, tenant: Tenant, base: Path, suffix: str, s
             (folder / MANIFEST).write_text(__import__("json").dumps(manifest))
         registry.register_version(
             session, version_id=version_id, org_id=tenant.org_id, model_name=f"tiny-{suffix}",
-            artifact_path=relative, manifest=manifest, lineage={"job_id": job_id}, now=platform.clock.now(),
+            artifact_path=relative, manifest=manifest, lineage={"job_id": job_id, "parent_version_id":
+            base_version.id}, now=platform.clock.now(),
         )  # fmt: skip
         session.add(
             Job(
@@ -82,8 +86,12 @@ def _register_adapter(served: Served, tenant: Tenant, base: Path, suffix: str, s
                 created_at=platform.clock.now(),
             )
         )  # fmt: skip
-    with platform.store.reading(relative) as folder:
-        return Adapter(model, version_id, Path(folder))
+    step_3 = checkpoint_adapter_path(platform.store, job_id, 3)
+    with platform.store.staged(step_3) as folder:  # what the job writes with each epoch's checkpoint
+        build_tiny_adapter(folder, base, seed=seed + 10)
+    with platform.store.reading(relative) as folder, platform.store.reading(step_3) as at_step_3:
+        checkpoint = Adapter(f"{model}:ckpt-step-3", f"{version_id}-step-3", Path(at_step_3))
+        return Adapter(model, version_id, Path(folder), checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -127,14 +135,14 @@ def test_adapters_answer_on_their_base_deployment(
 
     prompt = [5, 17, 42, 99, 7, 256, 31]
     texts = {}
-    for adapter in (support, sales, None):
+    for adapter in (support, sales, support.checkpoint, None):
         model = "tiny" if adapter is None else adapter.model
         reply = client.completions.create(model=model, prompt=prompt, max_tokens=8, temperature=0)
         assert reply.model == model and reply.usage is not None and reply.usage.prompt_tokens == len(prompt)
         texts[model] = reply.choices[0].text
         if reply.choices[0].finish_reason == "length":  # the engine's own answer on that adapter
             assert texts[model] == _engine_text(base, adapter, prompt, 8)
-    assert len(set(texts.values())) == 3  # each adapter answers otherwise than the base and each other
+    assert len(set(texts.values())) == 4  # each adapter answers otherwise than the base and each other
 
     chat = client.chat.completions.create(
         model=support.model, messages=[{"role": "user", "content": "Hi"}], max_tokens=6, temperature=0
@@ -162,12 +170,39 @@ def test_other_organisations_and_unknown_ids_get_404(
     for tenant, model in (
         (globex, adapters[0].model),  # another organisation's adapter
         (acme, adapters[0].model.rsplit(":", 1)[0] + ":ftjob-nothing"),  # no such job
-        (acme, adapters[0].model + ":ckpt-step-3"),  # a checkpoint: not registered as a model
+        (globex, adapters[0].model + ":ckpt-step-3"),  # another organisation's checkpoint
+        (acme, adapters[0].model + ":ckpt-step-4"),  # a step with no checkpoint
+        (acme, adapters[0].model + ":ckpt-step-x"),
         (acme, adapters[0].model.replace(":acme:", ":other:")),  # the id's parts must match the job's
     ):
         with pytest.raises(openai.NotFoundError) as missing:
             _client(served, tenant).completions.create(model=model, prompt="Hi", max_tokens=2)
         assert (missing.value.code, missing.value.body["param"]) == ("model_not_found", "model")  # type: ignore[index]
+
+
+def test_models_list_and_retrieve_show_the_adapters_the_caller_may_call(
+    served: Served, acme: Tenant, adapters: list[Adapter]
+) -> None:
+    client = _client(served, acme)
+    listed = {m.id: m for m in client.models.list()}
+    assert {"tiny", *(a.model for a in adapters)} <= set(listed)
+    assert not [name for name in listed if ":ckpt-step-" in name]  # as OpenAI: no checkpoints listed
+    for adapter in adapters:
+        card = listed[adapter.model]
+        assert card.owned_by == acme.org_id and card.created > 0
+        assert (card.model_extra or {}).get("root") == (card.model_extra or {}).get("parent") == "tiny:1"
+    support = adapters[0]
+    assert client.models.retrieve(support.model).owned_by == acme.org_id
+    assert support.checkpoint is not None and client.models.retrieve(support.checkpoint.model).id == (
+        support.checkpoint.model
+    )
+    assert client.models.retrieve("tiny").id == "tiny"
+    globex = _client(served, served.tenant("globex-models"))
+    assert not [m.id for m in globex.models.list() if m.id.startswith("ft:")]
+    for name in (support.model, support.model + ":ckpt-step-3", "tiny", "ft:nothing"):
+        with pytest.raises(openai.NotFoundError) as missing:
+            globex.models.retrieve(name)
+        assert missing.value.code == "model_not_found"
 
 
 def test_an_adapter_is_still_refused_as_a_deployment_of_its_own(
@@ -202,6 +237,8 @@ def test_a_marketplace_buyer_calls_a_published_adapter_on_its_own_base_deploymen
         assert adapter_listing.status_code == 201, adapter_listing.text
     reply = client.completions.create(model=sales.model, prompt=[5, 17, 42], max_tokens=4, temperature=0)
     assert reply.model == sales.model and reply.usage is not None
+    bought = {m.id: m for m in client.models.list() if m.id.startswith("ft:")}  # only the one for sale
+    assert list(bought) == [sales.model] and bought[sales.model].owned_by == acme.org_id
     with served.client(buyer.key) as http:
         events = http.get("/v1/usage", params={"granularity": "event", "limit": 100}).json()["data"]
     assert [e["model"] for e in events if e["unit"] == "requests"] == [sales.version_id]

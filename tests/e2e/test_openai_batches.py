@@ -19,12 +19,14 @@ import pytest
 from sqlalchemy import select
 
 from openmaas.api.app import create_app
+from openmaas.engine.llm_engine import LLMEngine
 from openmaas.engine.testing import build_tiny_model
 from openmaas.metering.tables import UsageRecord
 from openmaas.schemas.batches import BatchCreate
 from openmaas.serving.batches import service
 from openmaas.serving.batches.runner import RunnerTimes
 from openmaas.serving.batches.tables import Batch, BatchLine
+from openmaas.serving.inference import BATCH_PRIORITY
 from tests.e2e.test_openai_sdk import ENGINE, _deploy
 from tests.support.platforms import make_platform
 from tests.support.served import Served, Tenant
@@ -96,8 +98,16 @@ def _events(served: Served, batch_id: str) -> list[UsageRecord]:
 
 
 def test_a_batch_answers_as_live_requests_do_with_counts_files_and_usage(
-    served: Served, acme: Tenant
+    served: Served, acme: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    priorities: dict[str, int] = {}  # the engine's priority of each request: batch lines wait behind live
+    add_request = LLMEngine.add_request
+
+    def recording(engine: LLMEngine, request_id: str, *args: Any, **kwargs: Any) -> None:
+        priorities[request_id] = args[3] if len(args) > 3 else kwargs.get("priority", 0)
+        add_request(engine, request_id, *args, **kwargs)
+
+    monkeypatch.setattr(LLMEngine, "add_request", recording)
     client = _client(served, acme)
     bodies = [_body(i) for i in range(4)]
     bad = {**_body(9), "temperature": 5}  # refused when it runs: an error-file line
@@ -127,6 +137,7 @@ def test_a_batch_answers_as_live_requests_do_with_counts_files_and_usage(
         assert answer["object"] == "chat.completion"
         assert answer["choices"][0]["message"]["content"] == live.choices[0].message.content
         assert live.usage is not None and answer["usage"]["prompt_tokens"] == live.usage.prompt_tokens
+        assert (priorities[answer["id"]], priorities[live.id]) == (BATCH_PRIORITY, 0)
     (error,) = _jsonl(client, batch.error_file_id)
     assert error["custom_id"] == "req-bad" and error["response"]["status_code"] == 400
     assert error["response"]["body"]["error"]["param"] == "temperature"

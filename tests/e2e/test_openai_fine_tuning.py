@@ -183,15 +183,22 @@ def test_bad_requests_name_their_field(served: Served, acme: Tenant) -> None:
     from openmaas.registry import service as registry
 
     platform = served.platform
+    globex = served.tenant("globex-models")
     with platform.db.session() as session:  # a version that is no text-generation model
         registry.register_version(
             session, version_id=new_id("mv_"), org_id=acme.org_id, model_name="churn", artifact_path="none",
             manifest={"format_version": 1, "task": "tabular-classification"}, lineage={},
             now=platform.clock.now(),
         )  # fmt: skip
+        registry.register_version(  # another organisation's text-generation model
+            session, version_id=new_id("mv_"), org_id=globex.org_id,
+            model_name="theirs", artifact_path="none", manifest={"format_version": 1,
+            "task": "text-generation", "source": "huggingface"}, lineage={}, now=platform.clock.now(),
+        )  # fmt: skip
     cases: list[tuple[dict[str, Any], type[Exception], str]] = [
         ({"model": "churn", "training_file": good.id}, openai.BadRequestError, "model"),
         ({"model": "nothing", "training_file": good.id}, openai.NotFoundError, "model"),
+        ({"model": "theirs", "training_file": good.id}, openai.NotFoundError, "model"),
         ({"model": "tiny", "training_file": other_file.id}, openai.NotFoundError, "training_file"),
         ({"model": "tiny", "training_file": good.id, "validation_file": "file-nope"}, openai.NotFoundError,
          "validation_file"),

@@ -113,7 +113,9 @@ class AsyncLLMEngine:
         self._lock = threading.RLock()
         self._active: dict[str, RequestStream] = {}
         self._num_waiting = 0
-        self._incoming: deque[tuple[RequestStream, list[int], SamplingParams, LoraRequest | None]] = deque()
+        self._incoming: deque[tuple[RequestStream, list[int], SamplingParams, LoraRequest | None, int]] = (
+            deque()
+        )
         self._aborts: deque[str] = deque()
         self._wake = threading.Event()
         self._stopping = False
@@ -160,9 +162,10 @@ class AsyncLLMEngine:
         params: SamplingParams,
         request_id: str | None = None,
         lora: LoraRequest | None = None,
+        priority: int = 0,
     ) -> RequestStream:
-        """Admit a request (on the LoRA adapter `lora`, if given) and return its stream. Must be
-        called from a running event loop."""
+        """Admit a request (on the LoRA adapter `lora`, if given; `priority` as `LLMEngine.add_request`)
+        and return its stream. Must be called from a running event loop."""
         if self._error is not None:
             raise InternalError("the engine has stopped after an error")
         self.engine.check_prompt(prompt_token_ids, params)
@@ -176,7 +179,7 @@ class AsyncLLMEngine:
                 raise ServiceUnavailable("the engine's request queue is full; retry shortly", retry_after=1)
             self._active[request_id] = stream
             self._num_waiting += 1
-        self._incoming.append((stream, list(prompt_token_ids), params, lora))
+        self._incoming.append((stream, list(prompt_token_ids), params, lora, priority))
         self._wake.set()
         return stream
 
@@ -210,11 +213,11 @@ class AsyncLLMEngine:
         streams: dict[str, RequestStream] = {}
         while not self._stopping:
             while self._incoming:
-                stream, prompt, params, lora = self._incoming.popleft()
+                stream, prompt, params, lora, priority = self._incoming.popleft()
                 if stream.done:
                     continue
                 try:
-                    engine.add_request(stream.request_id, prompt, params, lora)
+                    engine.add_request(stream.request_id, prompt, params, lora, priority)
                     streams[stream.request_id] = stream
                 except Exception as exc:  # rejected after admission: tell that client only
                     stream._loop.call_soon_threadsafe(stream._fail, exc)

@@ -107,8 +107,10 @@ class LLMEngine:
         prompt_token_ids: list[int],
         params: SamplingParams,
         lora: LoraRequest | None = None,
+        priority: int = 0,
     ) -> None:
-        """Queue a request (its `params.n` choices), on the LoRA adapter `lora` if given. Raises
+        """Queue a request (its `params.n` choices), on the LoRA adapter `lora` if given, admitted
+        after waiting requests of a lower `priority` (batch lines wait behind live requests). Raises
         InvalidRequest naming the bad parameter (`model` for an adapter that cannot be served)."""
         if request_id in self._requests:
             raise InvalidRequest(f"request id {request_id!r} is already in use", param="request_id")
@@ -124,7 +126,9 @@ class LLMEngine:
             if not params.greedy:
                 seed = params.seed + index if params.seed is not None else random.getrandbits(63)
                 generator = torch.Generator(device=self.config.torch_device).manual_seed(seed)
-            seq = Sequence(request_id, prompt_token_ids, params, max_tokens, index, generator, now, lora)
+            seq = Sequence(
+                request_id, prompt_token_ids, params, max_tokens, index, generator, now, lora, priority
+            )
             if self.tokenizer is not None:
                 self._detok[seq.seq_id] = IncrementalDetokenizer(
                     self.tokenizer, prompt_token_ids, params.stop, params.skip_special_tokens

@@ -3,11 +3,13 @@
 Continuous batching in the vLLM v1 style: one token budget per step covers decode tokens (one per
 running sequence) and prefill chunks alike. Running sequences go first, oldest first; waiting ones
 are admitted while the budget, `max_num_seqs` and free blocks allow, the last one possibly with only
-a chunk of its prompt. When a running sequence needs a block and none is free, the newest running
-sequence is preempted: its blocks are freed and it goes back to the front of the queue, to be
-recomputed later (prefix caching usually makes that cheap). Choices 1..n-1 of a request wait until
-choice 0 has computed the shared prompt, then reuse its cached blocks. The scheduler only decides;
-it never runs the model or samples.
+a chunk of its prompt. The waiting queue is kept in priority order (lower first, arrival order
+within one): a live request goes ahead of the batch lines still waiting, never of a running one, and
+batch lines are admitted whenever no live request waits. When a running sequence needs a block and
+none is free, the newest running sequence is preempted: its blocks are freed and it goes back to
+the front of the queue (of its priority), to be recomputed later (prefix caching usually makes
+that cheap). Choices 1..n-1 of a request wait until choice 0 has computed the shared prompt, then
+reuse its cached blocks. The scheduler only decides; it never runs the model or samples.
 """
 
 from __future__ import annotations
@@ -61,7 +63,10 @@ class Scheduler:
 
     def add(self, seq: Sequence) -> None:
         seq.status = SequenceStatus.WAITING
-        self.waiting.append(seq)
+        if self.waiting and self.waiting[-1].priority > seq.priority:
+            self.waiting.insert(self._first_waiting_after(seq.priority), seq)
+        else:  # the common case: one comparison
+            self.waiting.append(seq)
 
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
@@ -158,10 +163,16 @@ class Scheduler:
             and leader.num_computed_tokens < leader.num_prompt_tokens
         )
 
+    def _first_waiting_after(self, priority: int) -> int:
+        return next((i for i, seq in enumerate(self.waiting) if seq.priority > priority), len(self.waiting))
+
     def _preempt(self, seq: Sequence, out: SchedulerOutput) -> None:
         self.running.remove(seq)
         self.block_manager.free(seq)
         seq.status = SequenceStatus.WAITING
         seq.num_preemptions += 1
-        self.waiting.appendleft(seq)
+        if self.waiting and self.waiting[0].priority < seq.priority:  # first of its priority
+            self.waiting.insert(self._first_waiting_after(seq.priority - 1), seq)
+        else:
+            self.waiting.appendleft(seq)
         out.preempted.append(seq)

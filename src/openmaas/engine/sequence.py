@@ -45,6 +45,7 @@ class Sequence:
         generator: torch.Generator | None = None,
         arrival: float = 0.0,
         lora: LoraRequest | None = None,
+        priority: int = 0,
     ) -> None:
         self.seq_id = next(_seq_ids)
         self.request_id = request_id
@@ -56,6 +57,7 @@ class Sequence:
         self.generator = generator
         self.arrival = arrival
         self.last_token_at = arrival  # when its latest output token came (for inter-token latency)
+        self.priority = priority  # lower first: live requests 0, batch lines more (scheduler.add)
         self.status = SequenceStatus.WAITING
         self.finish_reason: FinishReason | None = None
         self.num_computed_tokens = 0

@@ -9,6 +9,10 @@ made it, or any organisation while a live marketplace listing sells its version,
 own deployment of the base version (deployed from the base's listing, for a buyer). Anyone else, or
 an id that names no succeeded job, gets 404 `model_not_found`, as for a model that does not exist.
 
+A checkpoint's id (`<adapter id>:ckpt-step-<N>`, training/finetune_checkpoints.py) is served the same
+way, under the same rules and the adapter's version, with the weights its job wrote at that step
+(its own key in the engine's adapter slots); once they are deleted with the job's artifacts, 404.
+
 The id's lookup reads the database (in a thread) once per organisation and id, then is answered
 from memory for `ttl_s` seconds, so a withdrawn listing or deleted version stops answering soon
 after. The adapter's files are copied once per process into a local folder the engine reads.
@@ -29,13 +33,15 @@ from openmaas import errors
 from openmaas.billing.tables import Listing
 from openmaas.clock import Clock
 from openmaas.db.database import Database
-from openmaas.engine.lora import LoraRequest, read_adapter
+from openmaas.engine.lora import ADAPTER_WEIGHTS, LoraRequest, read_adapter
 from openmaas.jobs.tables import Job
 from openmaas.registry.manifest import is_adapter
 from openmaas.registry.tables import ModelVersion
 from openmaas.serving.directory import ServedModel, ServedModels
+from openmaas.serving.openai_types import ModelCard
 from openmaas.serving.tables import Deployment
 from openmaas.storage import ArtifactStore
+from openmaas.training.finetune_checkpoints import checkpoint_adapter_path, parse_checkpoint_model
 
 PREFIX = "ft:"
 _FINE_TUNE_KIND = "fine_tune"
@@ -43,10 +49,13 @@ _FINE_TUNE_KIND = "fine_tune"
 
 @dataclass(frozen=True)
 class _Adapter:
+    name: str  # the id it was called by
     version_id: str
+    lora_id: str  # the engine's key for its weights: the version's id, or a checkpoint's own
     base_version_id: str
     base_ref: str  # `name:N` of the base, for messages
     owner_org_id: str
+    created: int  # Unix seconds: when its version was registered
     artifact_path: str
     expires: float  # monotonic seconds
 
@@ -74,12 +83,7 @@ class Adapters:
 
     async def acquire(self, org_id: str, name: str) -> ServedModel:
         """The model answering `name` (an `ft:` id) for `org_id`: its base deployment with the adapter."""
-        adapter = self._known.get((org_id, name))
-        if adapter is None or adapter.expires < self._clock.monotonic():
-            adapter = await to_thread.run_sync(self._look_up, org_id, name)
-            if len(self._known) >= 10_000:  # ids called once long ago: start over
-                self._known.clear()
-            self._known[(org_id, name)] = adapter
+        adapter = await self._adapter(org_id, name)
         base = self._base_deployment(org_id, adapter.base_version_id)
         if base is None:
             raise await to_thread.run_sync(self._not_deployed, org_id, name, adapter)
@@ -91,13 +95,69 @@ class Adapters:
                 param="model",
                 code="adapters_disabled",
             )
-        lora = LoraRequest(adapter.version_id, self._local.get(adapter.version_id) or Path())
-        if (adapter.version_id, slots.max_rank) not in self._checked:
+        lora = LoraRequest(adapter.lora_id, self._local.get(adapter.lora_id) or Path())
+        if (adapter.lora_id, slots.max_rank) not in self._checked:
             lora = await to_thread.run_sync(self._prepare, adapter, slots.max_rank)
         runtime = base.runtime.with_adapter(lora)
         return replace(
             base, name=name, version_id=adapter.version_id, runtime=runtime, routes=(), cumulative=()
         )
+
+    async def card(self, org_id: str, name: str) -> ModelCard:
+        """`models.retrieve` of an `ft:` id (or a checkpoint's) that `org_id` may call; 404 otherwise."""
+        adapter = await self._adapter(org_id, name)
+        return ModelCard(
+            id=name, created=adapter.created, owned_by=adapter.owner_org_id, root=adapter.base_ref,
+            parent=adapter.base_ref,
+        )  # fmt: skip
+
+    async def cards(self, org_id: str) -> list[ModelCard]:
+        """The adapters `org_id` may call, for `/v1/models` (as OpenAI lists fine-tuned models, not
+        their checkpoints): its own, and the published ones of bases it has deployed. Two queries
+        whatever their number."""
+        deployed = {
+            route.version_id
+            for model in self._directory.visible_to(org_id)
+            if model.org_id == org_id
+            for route in model.routes or (model,)
+        }
+        return await to_thread.run_sync(self._cards, org_id, deployed)
+
+    def _cards(self, org_id: str, deployed_versions: set[str]) -> list[ModelCard]:
+        columns = (Job.params, Job.org_id, ModelVersion.created_at, ModelVersion.manifest)
+        adapters = (
+            select(*columns)
+            .select_from(ModelVersion)
+            .join(Job, Job.id == ModelVersion.job_id)
+            .where(Job.kind == _FINE_TUNE_KIND, Job.status == "succeeded")
+        )
+        with self._db.read_session() as session:
+            rows = list(session.execute(adapters.where(ModelVersion.org_id == org_id)))
+            if deployed_versions:
+                live = select(Listing.model).where(Listing.withdrawn_at.is_(None))
+                bought = adapters.where(
+                    ModelVersion.parent_version_id.in_(deployed_versions),
+                    ModelVersion.org_id != org_id,
+                    ModelVersion.id.in_(live),
+                )
+                rows += session.execute(bought)
+        cards = []
+        for params, owner, created, manifest in rows:
+            base = str((manifest or {}).get("base") or "") or None
+            name = str((params or {}).get("fine_tuned_model") or "")
+            if name:
+                created_s = int(created.timestamp())
+                cards.append(ModelCard(id=name, created=created_s, owned_by=owner, root=base, parent=base))
+        return sorted(cards, key=lambda card: card.id)
+
+    async def _adapter(self, org_id: str, name: str) -> _Adapter:
+        adapter = self._known.get((org_id, name))
+        if adapter is None or adapter.expires < self._clock.monotonic():
+            adapter = await to_thread.run_sync(self._look_up, org_id, name)
+            if len(self._known) >= 10_000:  # ids called once long ago: start over
+                self._known.clear()
+            self._known[(org_id, name)] = adapter
+        return adapter
 
     def _base_deployment(self, org_id: str, base_version_id: str) -> ServedModel | None:
         """The caller's loaded deployment serving the base version (for a traffic split, the route)."""
@@ -113,13 +173,15 @@ class Adapters:
         missing = errors.NotFound(
             f"The model {name!r} does not exist.", param="model", code="model_not_found"
         )
-        job_id = name.rsplit(":", 1)[-1]
+        checkpoint = parse_checkpoint_model(name)
+        adapter_name = name if checkpoint is None else checkpoint[0]
+        job_id = adapter_name.rsplit(":", 1)[-1]
         with self._db.read_session() as session:
             job = session.get(Job, job_id)
             if job is None or job.kind != _FINE_TUNE_KIND or job.status != "succeeded":
                 raise missing
-            if (job.params or {}).get("fine_tuned_model") != name or not job.result:
-                raise missing  # a checkpoint's id, or the parts before the job id do not match
+            if (job.params or {}).get("fine_tuned_model") != adapter_name or not job.result:
+                raise missing  # the parts before the job id do not match
             version = session.get(ModelVersion, job.result.get("model_version_id", ""))
             if version is None or not is_adapter(version.manifest):
                 raise missing
@@ -130,14 +192,25 @@ class Adapters:
                 if listed is None:
                     raise missing  # another organisation's adapter: 404, as if it did not exist
             manifest = version.manifest or {}
-            return _Adapter(
-                version_id=version.id,
-                base_version_id=str(manifest.get("base_version_id", "")),
-                base_ref=str(manifest.get("base", "its base model")),
-                owner_org_id=job.org_id,
-                artifact_path=version.artifact_path,
-                expires=self._clock.monotonic() + self._ttl_s,
+        lora_id, artifact_path = version.id, version.artifact_path
+        if checkpoint is not None:  # its own weights, billed and sold as the adapter it led to
+            lora_id, artifact_path = (
+                f"{version.id}-step-{checkpoint[1]}",
+                checkpoint_adapter_path(self._store, job_id, checkpoint[1]),
             )
+            if ADAPTER_WEIGHTS not in self._store.listdir(artifact_path):
+                raise missing  # no such step, or deleted with the job's artifacts
+        return _Adapter(
+            name=name,
+            version_id=version.id,
+            lora_id=lora_id,
+            base_version_id=str(manifest.get("base_version_id", "")),
+            base_ref=str(manifest.get("base", "its base model")),
+            owner_org_id=job.org_id,
+            created=int(version.created_at.timestamp()),
+            artifact_path=artifact_path,
+            expires=self._clock.monotonic() + self._ttl_s,
+        )
 
     def _not_deployed(self, org_id: str, name: str, adapter: _Adapter) -> errors.OpenMaaSError:
         """No loaded deployment of the base: 503 while one is starting, else 409 saying to deploy it."""
@@ -167,17 +240,23 @@ class Adapters:
         (400 naming `model` if not), before the request is admitted: a stream refused once begun
         would break its connection."""
         with self._lock:
-            local = self._local.get(adapter.version_id)
+            local = self._local.get(adapter.lora_id)
             if local is None:
                 if self._folder is None:
                     self._folder = Path(tempfile.mkdtemp(prefix="openmaas-adapters-"))
-                local = self._folder / adapter.version_id
-                with self._store.reading(adapter.artifact_path) as folder:
-                    shutil.copytree(folder, local, dirs_exist_ok=True)
-                self._local[adapter.version_id] = local
-        lora = LoraRequest(adapter.version_id, local)
+                local = self._folder / adapter.lora_id
+                try:
+                    with self._store.reading(adapter.artifact_path) as folder:
+                        shutil.copytree(folder, local, dirs_exist_ok=True)
+                except FileNotFoundError:  # deleted since it was looked up
+                    shutil.rmtree(local, ignore_errors=True)
+                    raise errors.NotFound(
+                        f"The model {adapter.name!r} does not exist.", param="model", code="model_not_found"
+                    ) from None
+                self._local[adapter.lora_id] = local
+        lora = LoraRequest(adapter.lora_id, local)
         read_adapter(lora, max_rank)
-        self._checked.add((adapter.version_id, max_rank))
+        self._checked.add((adapter.lora_id, max_rank))
         return lora
 
     def close(self) -> None:

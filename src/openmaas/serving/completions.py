@@ -9,7 +9,7 @@ cancellation into an abort, which frees the request's KV blocks before the next 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -46,6 +46,7 @@ class Generation:
     params: SamplingParams
     created: int
     tools: ToolUse | None = None  # a chat request with tools
+    priority: int = 0  # the engine's: live requests 0, batch lines `inference.BATCH_PRIORITY`
 
 
 class _Completion:
@@ -55,11 +56,16 @@ class _Completion:
     cold_start = False  # LLMs never scale to zero
 
     def __init__(
-        self, body: ChatCompletionRequest | CompletionRequest, request_id: str, created: int
+        self,
+        body: ChatCompletionRequest | CompletionRequest,
+        request_id: str,
+        created: int,
+        priority: int = 0,
     ) -> None:
         self.body = body
         self.request_id = request_id
         self.created = created  # Unix seconds, OpenAI's `created`
+        self.priority = priority
         self.generation: Generation
 
     def check(self, served: ServedModel) -> Units:
@@ -73,6 +79,8 @@ class _Completion:
             self.generation = _chat_generation(runtime, self.body, self.request_id, self.created)
         else:
             self.generation = _text_generation(runtime, self.body, self.request_id, self.created)
+        if self.priority:
+            self.generation = replace(self.generation, priority=self.priority)
         # What the engine would refuse (past the context, ids outside the vocabulary) is refused
         # now, before admission: a stream that is refused once started breaks its connection.
         try:
@@ -152,7 +160,7 @@ def _worst_output_tokens(gen: Generation) -> int:
 
 def _start(gen: Generation, usage_: RequestUsage) -> RequestStream:
     try:
-        return gen.runtime.generate(gen.prompt_ids, gen.params, gen.request_id)
+        return gen.runtime.generate(gen.prompt_ids, gen.params, gen.request_id, gen.priority)
     except BaseException:
         usage_.abandon()  # refused before any work: nothing to meter
         raise

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Gone = Callable[[], bool] | None  # tells whether the client went away (None: can't tell)
 
+# The engine admits waiting batch lines only after the live requests waiting (never preempting).
+BATCH_PRIORITY = 1
 _PREDICT_FIELDS = frozenset({"inputs", "top_k", "timeout"})
 _EXPLAIN_FIELDS = frozenset({"inputs", "target", "steps", "baseline", "timeout"})
 
@@ -172,7 +174,7 @@ class Inference:
         if isinstance(body, EmbeddingRequest):
             answer = await self._metered(caller, body.model, request_id, Embedding(body), BatchUsage)
             return embedding_list(body, answer.result)
-        call = Completion(body, request_id, self._created())
+        call = Completion(body, request_id, self._created(), priority=BATCH_PRIORITY)
         return (await self._metered(caller, body.model, request_id, call, BatchUsage)).result
 
     def _created(self) -> int:

@@ -295,7 +295,10 @@ class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
     created: int
-    owned_by: str
+    owned_by: str  # the owning organisation's id
+    # A fine-tuned adapter's base model (`name:version`), as vLLM names a LoRA's; None for the others.
+    root: str | None = None
+    parent: str | None = None
 
 
 class ModelList(BaseModel):

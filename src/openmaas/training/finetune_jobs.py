@@ -48,6 +48,7 @@ from openmaas.schemas.pages import Page
 from openmaas.storage import ArtifactStore
 from openmaas.tasks import TEXT_GENERATION
 from openmaas.tenancy.tables import Organization
+from openmaas.training.finetune_checkpoints import checkpoint_model
 
 FINE_TUNE_KIND = "fine_tune"
 
@@ -260,7 +261,7 @@ def list_checkpoints(session: Session, job: Job) -> Page[FineTuningCheckpointPub
             FineTuningCheckpointPublic(
                 id=f"ftckpt-{job.id.removeprefix('ftjob-')}-{step}",
                 created_at=int(row.created_at.timestamp()),
-                fine_tuned_model_checkpoint=f"{params.fine_tuned_model}:ckpt-step-{step}",
+                fine_tuned_model_checkpoint=checkpoint_model(params.fine_tuned_model, step),
                 fine_tuning_job_id=job.id,
                 metrics={**metrics, "step": float(step)},
                 step_number=step,
@@ -275,7 +276,7 @@ def run_fine_tune(run: JobRun[FineTuneParams]) -> None:
     """The `fine_tune` job: train (resuming from the latest epoch checkpoint), save the adapter in
     peft's layout, register it as a version of `params.model`, succeed."""
     from openmaas.training.finetune import FineTuneConfig, fine_tune
-    from openmaas.training.job_context import JobTrainingContext
+    from openmaas.training.finetune_checkpoints import AdapterCheckpointContext
     from openmaas.training.loop import TrainingStopped
     from openmaas.training.lora import save_adapter
 
@@ -305,7 +306,7 @@ def run_fine_tune(run: JobRun[FineTuneParams]) -> None:
         seed=params.seed,
     )
     epochs = config.n_epochs if isinstance(config.n_epochs, int) else 3
-    context = JobTrainingContext(run, epochs)
+    context = AdapterCheckpointContext(run, epochs, config.resolved(1).lora, params.base_ref)
     run.event("log", f"Fine-tuning {params.base_ref} with LoRA.")
     try:
         with ExitStack() as reading:
@@ -432,5 +433,5 @@ FINE_TUNE = JobHandler(
     kind=FINE_TUNE_KIND,
     params=FineTuneParams,
     run=run_fine_tune,
-    preload=("openmaas.training.finetune", "openmaas.training.job_context", "torch._dynamo"),
+    preload=("openmaas.training.finetune", "openmaas.training.finetune_checkpoints", "torch._dynamo"),
 )

@@ -97,10 +97,18 @@ def load_adapter_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None
 
 def save_adapter(model: nn.Module, spec: LoraSpec, folder: Path, *, base_model: str) -> None:
     """Write the adapter as peft does: weights as safetensors and `adapter_config.json`."""
+    save_adapter_state(adapter_state_dict(model), spec, folder, base_model=base_model)
+
+
+def save_adapter_state(
+    state: dict[str, torch.Tensor], spec: LoraSpec, folder: Path, *, base_model: str
+) -> None:
+    """`save_adapter` for weights already taken out of the model (`adapter_state_dict`), such as a
+    checkpoint's."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(adapter_state_dict(model), str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    save_file(state, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     config = {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",

@@ -108,3 +108,27 @@ def test_guesses_get_rows_within_the_budget_and_never_cost_a_preemption() -> Non
     out = s.schedule()
     assert [(i.seq, i.num_tokens, i.draft) for i in out.scheduled] == [(a, 5, (9, 9, 9, 9))]
     assert out.scheduled[0].samples and len(a.block_table) == 3
+
+
+def _line(s: Scheduler, n_tokens: int, start: int) -> Sequence:
+    """A batch line: priority 1, behind live requests."""
+    seq = Sequence("line", list(range(start, start + n_tokens)), SamplingParams(), 100, priority=1)
+    s.add(seq)
+    return seq
+
+
+def test_live_requests_wait_ahead_of_batch_lines_and_a_preempted_line_behind_them() -> None:
+    s = _scheduler(num_blocks=4, block_size=4)
+    a, b = _line(s, 8, 1), _line(s, 8, 100)
+    out = s.schedule()
+    assert [i.seq for i in out.scheduled] == [a, b]
+    c = _line(s, 3, 200)
+    live = _add(s, 3, start=300)
+    late_live = _add(s, 3, start=400)
+    assert list(s.waiting) == [live, late_live, c]  # live ones in arrival order, ahead of the line
+    _run(s, out)  # both lines need a third block: the newest is preempted, to its place among lines
+    out = s.schedule()
+    assert out.preempted == [b] and list(s.waiting) == [live, late_live, b, c]
+    s.finish(a, FinishReason.STOP)  # four blocks free: the live ones first (b needs three more)
+    out = s.schedule()
+    assert [i.seq for i in out.scheduled] == [live, late_live] and list(s.waiting) == [b, c]

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible routes: the model list, chat completions, completions, embeddings and
+"""The OpenAI-compatible routes: the model list and retrieve, chat completions, completions, embeddings and
 responses (the Responses API).
 
 Shapes follow OpenAI so the official SDK works unchanged. A hot path: one dependency (the
@@ -18,6 +18,8 @@ from fastapi.responses import Response, StreamingResponse
 from openmaas.api.deps import PrincipalDep
 from openmaas.api.middleware import AUDIT_OFF
 from openmaas.api.responses import INFERENCE, KEYED, errors
+from openmaas.errors import NotFound
+from openmaas.serving.adapters import PREFIX as FINE_TUNED
 from openmaas.serving.inference import Inference, embedding_list
 from openmaas.serving.openai_types import (
     EVENT_STREAM,
@@ -68,13 +70,29 @@ async def _completion(
 @router.get("/models", response_model=ModelList, name="models.list")
 async def list_models(request: Request, principal: PrincipalDep) -> ModelList:
     """The models this organisation can call: its ready deployments (they register in
-    `Platform.served_models`) and published ones. A hot route: one dependency only."""
+    `Platform.served_models`), published ones, and its fine-tuned adapters (`ft:` ids) with those
+    it bought for a base it deploys. A hot route: one dependency only."""
     org_id = principal.require_org()
+    platform = request.app.state.platform
     cards = [
         ModelCard(id=model.name, created=model.created, owned_by=model.owner)
-        for model in request.app.state.platform.served_models.visible_to(org_id)
+        for model in platform.served_models.visible_to(org_id)
     ]
-    return ModelList(data=cards)
+    return ModelList(data=cards + await platform.adapters.cards(org_id))
+
+
+@router.get("/models/{model}", response_model=ModelCard, name="models.retrieve", responses=errors(404))
+async def retrieve_model(model: str, request: Request, principal: PrincipalDep) -> ModelCard:
+    """One model of `models.list`, or a checkpoint's id of a fine-tuning job; 404 for any other."""
+    org_id = principal.require_org()
+    platform = request.app.state.platform
+    if model.startswith(FINE_TUNED):
+        card: ModelCard = await platform.adapters.card(org_id, model)
+        return card
+    for served in platform.served_models.visible_to(org_id):
+        if served.name == model:
+            return ModelCard(id=served.name, created=served.created, owned_by=served.owner)
+    raise NotFound(f"The model {model!r} does not exist.", param="model", code="model_not_found")
 
 
 @router.post(

@@ -15,7 +15,8 @@ served but not written is metered once, since its usage event id is the line's r
 the error file (failed lines, and on expiry the lines never sent), in input order.
 
 Lines go to the engine a few at a time — half the engine's `max_num_seqs` — so that live
-requests always find room in its running batch.
+requests always find room in its running batch, and at a lower priority (`BATCH_PRIORITY`): the
+engine admits the live requests waiting before the lines waiting, never preempting a running line.
 """
 
 from __future__ import annotations

@@ -41,11 +41,13 @@ class LLMRuntime:
         self._admitting = threading.Lock()
         self._closed = threading.Event()  # shared with the adapter views
 
-    def generate(self, prompt_ids: list[int], params: SamplingParams, request_id: str) -> RequestStream:
+    def generate(
+        self, prompt_ids: list[int], params: SamplingParams, request_id: str, priority: int = 0
+    ) -> RequestStream:
         with self._admitting:
             if self._closed.is_set():
                 raise ReplicaClosed("this model version is being replaced; retry", retry_after=1)
-            return self.engine.generate(prompt_ids, params, request_id, self.lora)
+            return self.engine.generate(prompt_ids, params, request_id, self.lora, priority)
 
     def with_adapter(self, lora: LoraRequest) -> LLMRuntime:
         """This runtime, answering on the adapter `lora` (a shallow copy sharing everything else)."""

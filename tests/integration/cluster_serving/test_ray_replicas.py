@@ -126,7 +126,7 @@ def test_a_killed_replica_fails_no_request_and_comes_back(
 
     tenant, name = deployed
     runtime = on_ray.platform.served_models.lookup(tenant.org_id, name).runtime  # type: ignore[union-attr]
-    victim = runtime._actors[0]
+    victim = runtime.pool.actors[0]
     caplog.set_level(logging.INFO, logger="openmaas.serving")
 
     answers = _load(on_ray, tenant.key, name, 15, "kill", lambda: ray.kill(victim))
@@ -139,9 +139,9 @@ def test_a_killed_replica_fails_no_request_and_comes_back(
     assert any("replica_recreated" in e for e in events)  # the death was seen…
     assert any("replica_call_retried" in e for e in events)  # …by a call, answered by the other one
     # The killed replica is replaced by a new actor that loads and answers.
-    assert runtime._actors[0] is not victim
-    assert ray.get(runtime._actors[0].facts.remote(), timeout=60).task == "tabular-classification"
-    assert len(runtime._actors) == 2
+    assert runtime.pool.actors[0] is not victim
+    assert ray.get(runtime.pool.actors[0].facts.remote(), timeout=60).task == "tabular-classification"
+    assert len(runtime.pool.actors) == 2
     with on_ray.client(tenant.key) as http:
         kinds = [e["kind"] for e in http.get(f"/v1/deployments/{name}/events").json()["data"]]
     assert "replica_restarted" in kinds  # the deployment's events tell the owner what happened
@@ -194,7 +194,7 @@ def test_an_idle_ray_deployment_scales_to_zero_and_starts_again(
     with on_ray.client(tenant.key) as http:
         assert http.post("/v1/deployments", json=body).status_code == 201
         _wait_ready(http, "idle")
-        actors = list(on_ray.platform.served_models.lookup(tenant.org_id, "idle").runtime._actors)  # type: ignore[union-attr]
+        actors = list(on_ray.platform.served_models.lookup(tenant.org_id, "idle").runtime.pool.actors)  # type: ignore[union-attr]
         time.sleep(0.3)  # past its idle timeout
         on_ray.platform.replicas.sweep().result(timeout=30)
         assert http.get("/v1/deployments/idle").json()["scaled_to_zero"] is True

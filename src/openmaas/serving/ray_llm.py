@@ -10,9 +10,10 @@ local model. Then:
 - a whole completion is one actor call (`LLMReplica.complete`);
 - a streamed one is a Ray streaming generator (`LLMReplica.stream`): its first item says the
   request was admitted, so a refusal is still a plain 4xx/503 before the response begins; each
-  further item carries every output the engine made since the last, so the per-item cost of Ray
-  is shared by the tokens made meanwhile. Closing the stream (a client gone) cancels the actor's
-  task, whose engine stream then aborts the request and frees its KV blocks.
+  further item carries every output the engine made since the last (at most one item per
+  `STREAM_INTERVAL_S`), so the per-item cost of Ray is shared by the tokens made meanwhile.
+  Closing the stream (a client gone) cancels the actor's task, whose engine stream then aborts
+  the request and frees its KV blocks.
 
 A replica that dies: calls that had sent nothing to the client yet — a whole completion, a stream
 not yet begun — are sent once more to another replica. Generating has no side effects and the
@@ -53,6 +54,9 @@ from openmaas.serving.ray_pool import (
 from openmaas.serving.runtimes.llm import LLMRuntime
 from openmaas.storage import open_store
 from openmaas.tasks import TEXT_GENERATION
+
+# The least time between two items of a stream; tokens made meanwhile wait at most this long.
+STREAM_INTERVAL_S = 0.01
 
 
 class ReplicaLost(errors.ServiceUnavailable):
@@ -99,6 +103,10 @@ class LLMReplica:
             node_id=node_id(),
         )
 
+    def running(self) -> int:
+        """Requests this replica's engine holds (admitted, not finished or aborted)."""
+        return self._runtime.running
+
     async def complete(self, prompt_ids: list[int], params: SamplingParams, request_id: str) -> list[Any]:
         """Every output of the request, to its end (cancelled: the request is aborted)."""
         outputs: list[RequestOutput] = []
@@ -115,9 +123,19 @@ class LLMReplica:
         every output made since the previous one."""
         stream = self._runtime.generate(prompt_ids, params, request_id)
         yield []
+        finished = 0
         async with stream:
-            async for out in stream:
-                yield [out, *stream.ready()]
+            while finished < params.n:
+                batch = stream.ready()
+                if not batch:  # none made while the last went out: the next goes out at once
+                    batch = [await stream.__anext__(), *stream.ready()]
+                yield batch
+                finished += sum(1 for out in batch if out.finished)
+                if finished < params.n:
+                    # One item per interval at most: each costs Ray about a millisecond of this
+                    # process's time (which the engine's step thread would wait for), so the tokens
+                    # made meanwhile go together in the next.
+                    await asyncio.sleep(STREAM_INTERVAL_S)
 
 
 class RayLLMRuntime:

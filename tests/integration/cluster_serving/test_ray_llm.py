@@ -5,6 +5,8 @@ bills the tokens sent once, and the next request is answered by the re-created r
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,11 @@ def test_chat_on_ray_replicas_gives_the_in_process_tokens(on_ray: Served, deploy
         model="there", prompt="The quick brown", max_tokens=8, temperature=0
     )
     assert text_there.choices[0].text == text_here.choices[0].text
+    # The Responses API runs on the chat completion, so it answers from the replicas too.
+    said = client.responses.create(
+        model="there", input="Tell me about foxes", max_output_tokens=24, temperature=0
+    )
+    assert said.output_text == here.choices[0].message.content
 
 
 def test_bad_requests_are_refused_before_a_replica_is_called(on_ray: Served, deployed: Tenant) -> None:
@@ -128,6 +135,35 @@ def test_a_replica_killed_mid_stream_ends_it_with_an_error_billed_once(
     with on_ray.client(deployed.key) as http:
         kinds = [e["kind"] for e in http.get("/v1/deployments/there/events").json()["data"]]
     assert "replica_restarted" in kinds
+
+
+def test_a_client_leaving_a_stream_frees_its_sequence_on_the_replica(
+    on_ray: Served, deployed: Tenant
+) -> None:
+    import ray
+
+    runtime = on_ray.platform.served_models.lookup(deployed.org_id, "there").runtime  # type: ignore[union-attr]
+    body = {"model": "there", "messages": MESSAGES, "stream": True, "max_tokens": 480, "ignore_eos": True}
+    headers = {"x-request-id": "left-stream"}
+    with (
+        on_ray.client(deployed.key) as http,
+        http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as sse,
+    ):
+        assert sse.status_code == 200
+        lines = sse.iter_lines()
+        assert sum(1 for line in itertools.islice(lines, 6) if line.startswith("data: ")) >= 3
+    # The actor's task was cancelled and its engine aborted the request: nothing is left running.
+    deadline = time.monotonic() + 10
+    while ray.get(runtime.pool.actors[0].running.remote(), timeout=30) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ray.get(runtime.pool.actors[0].running.remote(), timeout=30) == 0
+    assert runtime.running == 0
+    deadline = time.monotonic() + 10
+    while not (events := [e for e in usage_events(on_ray, deployed.key) if e["request_id"] == "left-stream"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    output = [e["quantity"] for e in events if e["unit"] == "output_tokens"]
+    assert len(output) == 1 and 1 <= output[0] < 480  # billed once, for what was generated
 
 
 def test_llm_placement_on_ray_is_refused_only_without_ray(tmp_path: Path) -> None:

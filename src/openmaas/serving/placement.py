@@ -13,10 +13,13 @@ from typing import Any
 from openmaas import errors
 
 
-def placement_settings(task: str, placement: str, cpus: float | None, gpus: float | None) -> dict[str, Any]:
+def placement_settings(
+    task: str, placement: str, cpus: float | None, gpus: float | None, device: str | None = None
+) -> dict[str, Any]:
     """The `DeploymentConfig` fields a create's placement gives (none for the default `local`, so
     the stored config of a local deployment keeps its shape). Every deployable task may go to Ray:
-    /predict models (serving/ray_replicas.py), LLMs (ray_llm.py) and embeddings (ray_embeddings.py)."""
+    /predict models (serving/ray_replicas.py), LLMs (ray_llm.py) and embeddings (ray_embeddings.py).
+    `device` is an LLM's engine setting: a replica on a GPU must reserve one."""
     if placement != "ray":
         given = "cpus" if cpus is not None else "gpus" if gpus is not None else None
         if given is not None:
@@ -24,6 +27,12 @@ def placement_settings(task: str, placement: str, cpus: float | None, gpus: floa
                 f'{given} applies to Ray replicas only: give "placement": "ray" with it.', param=given
             )
         return {}
+    if device is not None and device.startswith("cuda") and not gpus:
+        raise errors.ValidationFailed(
+            f'engine device {device!r} on Ray replicas needs a GPU reserved for each: give "gpus" '
+            "(e.g. 1), or leave the device out.",
+            param="gpus",
+        )
     settings: dict[str, Any] = {"placement": "ray"}
     if cpus is not None:
         settings["cpus"] = float(cpus)

@@ -63,10 +63,13 @@ def replica_spec(
     gpus: float,
     memory_bytes: int,
 ) -> ReplicaSpec:
-    """One actor's spec: one model copy, using the CPUs it reserves for its model's threads."""
+    """One actor's spec: one model copy, using the CPUs it reserves for its model's threads and
+    (an LLM's engine, unless its device is given) the GPU it reserves."""
     engine = config.engine
     if engine.num_threads is None:
         engine = engine.model_copy(update={"num_threads": max(1, int(cpus))})
+    if engine.device is None and gpus > 0:
+        engine = engine.model_copy(update={"device": "cuda"})
     return ReplicaSpec(
         task, storage_url, artifact, replace(config, replicas=1, engine=engine), cpus, gpus, memory_bytes
     )

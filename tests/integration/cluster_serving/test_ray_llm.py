@@ -6,8 +6,10 @@ bills the tokens sent once, and the next request is answered by the re-created r
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 
 from openmaas import Client
 from openmaas.engine.testing import build_tiny_model
-from tests.integration.cluster_serving.support import server, usage_events, wait_ready
+from tests.integration.cluster_serving.support import metered_requests, server, usage_events, wait_ready
 from tests.support.served import Served, Tenant
 
 ENGINE = {"kv_cache_memory_bytes": 4 * 1024 * 1024, "max_num_seqs": 8, "max_model_len": 512}
@@ -92,6 +94,10 @@ def test_bad_requests_are_refused_before_a_replica_is_called(on_ray: Served, dep
     with pytest.raises(openai.BadRequestError) as bad_schema:
         client.chat.completions.create(model="there", messages=MESSAGES, response_format=schema)  # type: ignore[arg-type]
     assert bad_schema.value.body["param"] == "response_format"  # type: ignore[index]
+    with on_ray.client(deployed.key) as http:
+        body = {"model": "tiny", "name": "gpu", "placement": "ray", "engine": {"device": "cuda"}}
+        no_gpu = http.post("/v1/deployments", json=body)
+    assert no_gpu.status_code == 422 and no_gpu.json()["error"]["param"] == "gpus"
 
 
 def test_a_replica_killed_mid_stream_ends_it_with_an_error_billed_once(
@@ -164,6 +170,42 @@ def test_a_client_leaving_a_stream_frees_its_sequence_on_the_replica(
         time.sleep(0.05)
     output = [e["quantity"] for e in events if e["unit"] == "output_tokens"]
     assert len(output) == 1 and 1 <= output[0] < 480  # billed once, for what was generated
+
+
+def test_scaling_the_replicas_under_streaming_load_fails_no_request(on_ray: Served, deployed: Tenant) -> None:
+    scaled = threading.Event()
+
+    def send(thread: int) -> list[tuple[str, int, str]]:
+        answers = []
+        with on_ray.client(deployed.key) as http:
+            i = 0
+            while i < 3 or not scaled.is_set():
+                request_id = f"scale-{thread}-{i}"
+                body = {"model": "there", "messages": MESSAGES, "max_tokens": 16, "stream": True}
+                with http.stream(
+                    "POST", "/v1/chat/completions", json=body, headers={"x-request-id": request_id}
+                ) as sse:
+                    text = "".join(sse.iter_text())
+                answers.append((request_id, sse.status_code, text))
+                i += 1
+        return answers
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(send, t) for t in range(4)]
+        try:
+            with on_ray.client(deployed.key) as http:
+                patched = http.patch("/v1/deployments/there", json={"replicas": 2})
+                assert patched.status_code == 200, patched.text
+                assert wait_ready(http, "there")["replicas"] == 2
+        finally:
+            scaled.set()
+        answers = [answer for future in futures for answer in future.result()]
+
+    failed = [a for a in answers if a[1] != 200 or '"error"' in a[2] or not a[2].endswith("data: [DONE]\n\n")]
+    assert failed == []
+    assert all(metered_requests(on_ray, deployed.key)[i] == 1 for i, _, _ in answers)
+    runtime = on_ray.platform.served_models.lookup(deployed.org_id, "there").runtime  # type: ignore[union-attr]
+    assert runtime.replicas == 2
 
 
 def test_llm_placement_on_ray_is_refused_only_without_ray(tmp_path: Path) -> None:

@@ -129,8 +129,12 @@ class ReplicaPool:
         for attempt in (1, 2):
             actor = self.actors[slot]
             self.busy[slot] += 1
+            ref = getattr(actor, method).remote(*args)
             try:
-                return await getattr(actor, method).remote(*args)
+                return await ref
+            except asyncio.CancelledError:  # the client went away: stop the work on the replica
+                ray.cancel(ref)
+                raise
             except RayTaskError as exc:
                 raise exc.cause if isinstance(exc.cause, Exception) else exc from None
             except RayActorError as exc:

@@ -62,6 +62,22 @@ class RequestStream:
             self._unfinished -= 1
         return item
 
+    def ready(self) -> list[RequestOutput]:
+        """The outputs already made and not yet read, without waiting (a consumer that forwards
+        them elsewhere sends them together); raises a failure that is next in line."""
+        taken: list[RequestOutput] = []
+        while self._unfinished and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, BaseException):
+                if taken:  # the outputs before it first; the failure (always last) on the next read
+                    self._queue.put_nowait(item)
+                    return taken
+                raise item
+            if item.finished:
+                self._unfinished -= 1
+            taken.append(item)
+        return taken
+
     async def __aenter__(self) -> RequestStream:
         return self
 

@@ -18,12 +18,12 @@ import torch
 from openmaas.engine.block_manager import BlockManager
 from openmaas.engine.config import EngineConfig
 from openmaas.engine.detokenizer import IncrementalDetokenizer
-from openmaas.engine.guided import PARAM as GRAMMAR_PARAM
 from openmaas.engine.guided import GrammarCompiler
 from openmaas.engine.lora import LoraRequest
 from openmaas.engine.model_runner import ModelRunner
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.outputs import CompletionResult, RequestOutput, TokenLogprob
+from openmaas.engine.prompt_limits import PromptLimits
 from openmaas.engine.sampler import SampledToken, Sampler
 from openmaas.engine.sampling_params import SamplingParams
 from openmaas.engine.scheduler import Scheduler
@@ -87,6 +87,7 @@ class LLMEngine:
             self.speculator = Speculator(
                 config.speculative_tokens, config.prompt_lookup_min, config.prompt_lookup_max
             )
+        self._limits = self.prompt_limits
         self._requests: dict[str, list[Sequence]] = {}
         self._detok: dict[int, IncrementalDetokenizer] = {}
         self._num_preemptions = 0
@@ -146,53 +147,22 @@ class LLMEngine:
         for seq in seqs:
             self.scheduler.add(seq)
 
+    @property
+    def prompt_limits(self) -> PromptLimits:
+        """What a request must fit in this engine, as plain numbers (checkable elsewhere too)."""
+        return PromptLimits(
+            vocab_size=self.model_config.vocab_size,
+            max_model_len=self.max_model_len,
+            has_tokenizer=self.tokenizer is not None,
+            step_token_budget=self.config.step_token_budget,
+            chunked_prefill=self.config.enable_chunked_prefill,
+            block_size=self.block_manager.block_size,
+            num_blocks=self.block_manager.num_blocks,
+        )
+
     def check_prompt(self, prompt_token_ids: list[int], params: SamplingParams) -> int:
         """Validate a prompt against this model; return the request's effective max_tokens."""
-        n = len(prompt_token_ids)
-        if n == 0:
-            raise InvalidRequest("the prompt is empty", param="prompt")
-        vocab = self.model_config.vocab_size
-        if any(not 0 <= t < vocab for t in prompt_token_ids):
-            raise InvalidRequest(f"prompt token ids must be in [0, {vocab})", param="prompt")
-        if params.stop and self.tokenizer is None:
-            raise InvalidRequest("stop strings need a tokenizer, and this model has none", param="stop")
-        if params.logit_bias and max(params.logit_bias) >= vocab:
-            raise InvalidRequest(
-                f"logit_bias token id {max(params.logit_bias)} is outside the vocabulary [0, {vocab})",
-                param="logit_bias",
-            )
-        if params.grammar is not None:
-            if self.grammars is None:
-                message = "structured output needs a tokenizer, and this model has none"
-                raise InvalidRequest(message, param=GRAMMAR_PARAM)
-            self.grammars.compile(params.grammar)  # refused now if it does not compile; cached
-        limit = self.max_model_len
-        if n >= limit or (params.max_tokens is not None and n + params.max_tokens > limit):
-            asked = n + (params.max_tokens or 1)
-            raise InvalidRequest(
-                f"This model's maximum context length is {limit} tokens. However, you requested {asked} "
-                f"tokens ({n} in the prompt, {asked - n} for the completion).",
-                param="messages",
-                code="context_length_exceeded",
-            )
-        max_tokens = params.max_tokens if params.max_tokens is not None else limit - n
-        budget = self.config.step_token_budget
-        if not self.config.enable_chunked_prefill and n + max_tokens > budget:
-            # Without chunked prefill a sequence is computed in one step, also when it is recomputed
-            # after a preemption: past the step budget it could never be scheduled.
-            raise InvalidRequest(
-                f"prompt plus max_tokens ({n + max_tokens} tokens) exceeds this engine's step budget "
-                f"({budget} tokens) with chunked prefill off",
-                param="max_tokens",
-                code="context_length_exceeded",
-            )
-        if self.block_manager.blocks_for(n + max_tokens) > self.block_manager.num_blocks:
-            raise InvalidRequest(
-                f"prompt plus max_tokens ({n + max_tokens} tokens) exceeds this deployment's KV cache",
-                param="max_tokens",
-                code="context_length_exceeded",
-            )
-        return max_tokens
+        return self._limits.check(prompt_token_ids, params, self.grammars)
 
     def abort(self, request_id: str) -> bool:
         """Drop a request and free its blocks now. Returns False if it was unknown or already done."""

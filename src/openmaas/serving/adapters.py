@@ -41,6 +41,7 @@ from openmaas.serving.directory import ServedModel, ServedModels
 from openmaas.serving.openai_types import ModelCard
 from openmaas.serving.tables import Deployment
 from openmaas.storage import ArtifactStore
+from openmaas.tasks import TEXT_GENERATION
 from openmaas.training.finetune_checkpoints import checkpoint_adapter_path, parse_checkpoint_model
 
 PREFIX = "ft:"
@@ -87,6 +88,14 @@ class Adapters:
         base = self._base_deployment(org_id, adapter.base_version_id)
         if base is None:
             raise await to_thread.run_sync(self._not_deployed, org_id, name, adapter)
+        if not hasattr(base.runtime, "with_adapter"):  # replicas on Ray (serving/ray_llm.py)
+            raise errors.Conflict(
+                f"The deployment {base.name!r} of {adapter.base_ref} runs on Ray replicas, which do not "
+                f"serve fine-tuned adapters yet; deploy {adapter.base_ref} with the default local placement "
+                "to call its adapters.",
+                param="model",
+                code="adapters_unsupported",
+            )
         slots = base.runtime.engine.engine.runner.adapters
         if slots is None:
             raise errors.Conflict(
@@ -165,7 +174,7 @@ class Adapters:
             if model.org_id != org_id:
                 continue
             for route in model.routes or (model,):
-                if route.version_id == base_version_id and hasattr(route.runtime, "with_adapter"):
+                if route.version_id == base_version_id and route.runtime.task == TEXT_GENERATION:
                     return route
         return None
 

@@ -84,7 +84,7 @@ class _Completion:
         # What the engine would refuse (past the context, ids outside the vocabulary) is refused
         # now, before admission: a stream that is refused once started breaks its connection.
         try:
-            runtime.engine.engine.check_prompt(self.generation.prompt_ids, self.generation.params)
+            runtime.check_prompt(self.generation.prompt_ids, self.generation.params)
         except errors.InvalidRequest as refused:
             tools = self.generation.tools
             if tools is None or not tools.forced or refused.param != "response_format":
@@ -120,7 +120,7 @@ class StreamedCompletion(_Completion):
         options = self.body.stream_options
         # Admitted here, not at the first frame: a replaced runtime's refusal (`ReplicaClosed`) is
         # then retried on the new one before the response begins.
-        stream = _start(self.generation, usage_)
+        stream = await _start(self.generation, usage_)
         return _stream_events(
             self.generation,
             stream,
@@ -158,18 +158,21 @@ def _worst_output_tokens(gen: Generation) -> int:
     return limit * gen.params.n
 
 
-def _start(gen: Generation, usage_: RequestUsage) -> RequestStream:
+async def _start(gen: Generation, usage_: RequestUsage, *, whole: bool = False) -> RequestStream:
+    """The request admitted by its runtime (`whole`: it will be read to its end, not streamed)."""
     try:
-        return gen.runtime.generate(gen.prompt_ids, gen.params, gen.request_id, gen.priority)
+        return await gen.runtime.open(
+            gen.prompt_ids, gen.params, gen.request_id, whole=whole, priority=gen.priority
+        )
     except BaseException:
-        usage_.abandon()  # refused before any work: nothing to meter
+        usage_.abandon()  # refused before any work, or lost before any output: nothing to meter
         raise
 
 
 async def _generate(gen: Generation, usage_: RequestUsage) -> list[CompletionResult]:
     """Every choice to its end; a failure part-way records what was generated."""
     results = [CompletionResult(gen.request_id, index) for index in range(gen.params.n)]
-    stream = _start(gen, usage_)
+    stream = await _start(gen, usage_, whole=True)
     try:
         async with stream:
             async for out in stream:
@@ -263,13 +266,21 @@ async def _stream_events(
                         yield _frame({**head, "choices": [choice]})
                 elif out.text_delta or out.finished:
                     yield _frame({**head, "choices": [_chunk_choice(gen, out, chat)]})
+    except Exception as exc:
+        # Failed part-way (a replica lost, an engine failure): the response has begun, so the client
+        # learns it from an error event, and is billed for what it was sent.
         usage_.record(len(gen.prompt_ids), completion_tokens)
+        if not (isinstance(exc, errors.OpenMaaSError) and exc.status < 500):
+            usage_.failed()
         await usage_.durable()
-        if include_usage:
-            yield _frame({**head, "choices": [], "usage": usage(len(gen.prompt_ids), completion_tokens)})
-        yield b"data: [DONE]\n\n"
+        yield _error_frame(exc)
+        return
     finally:  # a dropped client: meter what was generated (a no-op when already recorded)
         usage_.record(len(gen.prompt_ids), completion_tokens)
+    await usage_.durable()
+    if include_usage:
+        yield _frame({**head, "choices": [], "usage": usage(len(gen.prompt_ids), completion_tokens)})
+    yield b"data: [DONE]\n\n"
 
 
 def _chunk_choice(gen: Generation, out: RequestOutput, chat: bool) -> dict[str, Any]:
@@ -355,6 +366,14 @@ class _CallStreams:
 
 def _frame(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _error_frame(exc: Exception) -> bytes:
+    """The event that ends a stream that failed part-way: OpenAI's error object (the official SDK
+    raises it as an `APIError`); never a traceback."""
+    if not isinstance(exc, errors.OpenMaaSError):
+        exc = errors.InternalError("The model failed while generating this answer; retry.")
+    return _frame(exc.to_dict())
 
 
 def _chat_logprobs(tokenizer: Tokenizer, logprobs: list[TokenLogprob] | None) -> dict[str, Any]:

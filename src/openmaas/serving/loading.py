@@ -21,6 +21,7 @@ from openmaas.serving.directory import ServedModel
 from openmaas.serving.runtimes import load_runtime
 from openmaas.serving.tables import Deployment
 from openmaas.storage import ArtifactStore
+from openmaas.tasks import SENTENCE_EMBEDDING, TEXT_GENERATION
 
 
 @dataclass(frozen=True)
@@ -76,22 +77,28 @@ class Target:
 
     def _on_ray(self, artifact: str, config: RuntimeConfig) -> Any:
         """The version's replicas as Ray actors, each loading it from the shared store and
-        reserving its CPUs, GPUs and the version's size of its node's memory."""
-        from openmaas.serving import ray_replicas
+        reserving its CPUs, GPUs and the version's size of its node's memory (an LLM's KV cache
+        too, when its engine settings give it)."""
+        from openmaas.serving import ray_pool
 
         if not self.ray_address:
             raise RuntimeError("placement ray: this server has no Ray cluster (set OPENMAAS_RAY_ADDRESS)")
-        ray_replicas.connect(self.ray_address)
-        spec = ray_replicas.replica_spec(
-            self.task,
-            self.store.url,
-            artifact,
-            config,
-            self.config.cpus,
-            self.config.gpus,
-            self.store.size(artifact),
+        ray_pool.connect(self.ray_address)
+        memory_bytes = self.store.size(artifact) + (config.engine.kv_cache_memory_bytes or 0)
+        spec = ray_pool.replica_spec(
+            self.task, self.store.url, artifact, config, self.config.cpus, self.config.gpus, memory_bytes
         )
-        return ray_replicas.RayPredictorRuntime(spec, self.replicas, self.events)
+        if self.task == TEXT_GENERATION:
+            from openmaas.serving.ray_llm import RayLLMRuntime
+
+            return RayLLMRuntime(spec, self.replicas, self.events)
+        if self.task == SENTENCE_EMBEDDING:
+            from openmaas.serving.ray_embeddings import RayEmbeddingRuntime
+
+            return RayEmbeddingRuntime(spec, self.replicas, self.events)
+        from openmaas.serving.ray_replicas import RayPredictorRuntime
+
+        return RayPredictorRuntime(spec, self.replicas, self.events)
 
     def served(self, runtimes: list[Any]) -> ServedModel:
         """The directory entry: the runtime itself, or for a split one entry per version."""

@@ -1,5 +1,5 @@
 """Where a deployment's replicas run: `local` (threads of this API server, the default) or `ray`
-(one Ray actor per replica on the cluster, `serving/ray_replicas.py`).
+(one Ray actor per replica on the cluster, `serving/ray_pool.py`).
 
 Checks a create's placement settings and whether this server can place on Ray at all; never
 imports Ray itself (a server without the `cluster` extra must start and serve as before).
@@ -11,12 +11,15 @@ import importlib.util
 from typing import Any
 
 from openmaas import errors
-from openmaas.serving.runtimes import PREDICT_TASKS
 
 
-def placement_settings(task: str, placement: str, cpus: float | None, gpus: float | None) -> dict[str, Any]:
+def placement_settings(
+    task: str, placement: str, cpus: float | None, gpus: float | None, device: str | None = None
+) -> dict[str, Any]:
     """The `DeploymentConfig` fields a create's placement gives (none for the default `local`, so
-    the stored config of a local deployment keeps its shape)."""
+    the stored config of a local deployment keeps its shape). Every deployable task may go to Ray:
+    /predict models (serving/ray_replicas.py), LLMs (ray_llm.py) and embeddings (ray_embeddings.py).
+    `device` is an LLM's engine setting: a replica on a GPU must reserve one."""
     if placement != "ray":
         given = "cpus" if cpus is not None else "gpus" if gpus is not None else None
         if given is not None:
@@ -24,11 +27,11 @@ def placement_settings(task: str, placement: str, cpus: float | None, gpus: floa
                 f'{given} applies to Ray replicas only: give "placement": "ray" with it.', param=given
             )
         return {}
-    if task not in PREDICT_TASKS:
+    if device is not None and device.startswith("cuda") and not gpus:
         raise errors.ValidationFailed(
-            f'"placement": "ray" serves models answered by /predict for now, not {task} models; '
-            "deploy this one with the default local placement.",
-            param="placement",
+            f'engine device {device!r} on Ray replicas needs a GPU reserved for each: give "gpus" '
+            "(e.g. 1), or leave the device out.",
+            param="gpus",
         )
     settings: dict[str, Any] = {"placement": "ray"}
     if cpus is not None:

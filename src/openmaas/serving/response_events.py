@@ -129,6 +129,11 @@ class ResponseEvents:
                 if frame.startswith(b"data: [DONE]"):
                     break
                 chunk = orjson.loads(frame[6:])
+                if "error" in chunk:  # the chat stream failed part-way (serving/completions.py)
+                    error = chunk["error"]
+                    fields = {"code": error["code"], "message": error["message"], "param": error["param"]}
+                    yield self._event("error", **fields)
+                    return
                 if not started:
                     created, started = chunk["created"], True
                     head = response_object(self.body, self.response_id, created, [], None, None)

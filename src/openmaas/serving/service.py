@@ -106,7 +106,7 @@ def create(session: Session, org_id: str, body: DeploymentCreate, now: datetime)
         )
     engine = _engine_settings(version.task, body.engine)
     _check_scaling(version.task, body.min_replicas)
-    placed = placement_settings(version.task, body.placement, body.cpus, body.gpus)
+    placed = placement_settings(version.task, body.placement, body.cpus, body.gpus, engine.device)
     name = body.name or model.name
     if session.scalar(select(Deployment.id).where(Deployment.org_id == org_id, Deployment.name == name)):
         raise errors.Conflict(f"A deployment named {name!r} already exists.", param="name")

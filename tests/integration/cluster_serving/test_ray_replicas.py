@@ -8,40 +8,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from openmaas.api.app import create_app
+from tests.integration.cluster_serving.support import metered_requests, server, wait_ready
 from tests.integration.serving.predict_support import artifact, register
-from tests.support.platforms import make_platform
 from tests.support.served import Served, Tenant
-from tests.support.server import running_server
 
 ROW = {"age": 40.0, "plan": "pro", "noise": 0.1}
 THREADS = 8
 
 
-@contextmanager
-def _server(home: Path, **settings: object) -> Iterator[Served]:
-    platform = make_platform(home, f"sqlite:///{home / 'openmaas.db'}", **settings)
-    try:
-        with running_server(create_app(platform)) as url:
-            assert platform.new_admin_key is not None
-            yield Served(url, platform, platform.new_admin_key)
-    finally:
-        platform.close()
-
-
 @pytest.fixture(scope="module")
 def on_ray(tmp_path_factory: pytest.TempPathFactory, ray_address: str) -> Iterator[Served]:
-    with _server(tmp_path_factory.mktemp("on-ray"), ray_address=ray_address) as served:
+    with server(tmp_path_factory.mktemp("on-ray"), ray_address=ray_address) as served:
         yield served
 
 
@@ -55,19 +38,8 @@ def deployed(on_ray: Served) -> tuple[Tenant, str]:
         created = http.post("/v1/deployments", json=body)
         assert created.status_code == 201, created.text
         assert created.json()["config"]["placement"] == "ray"
-        _wait_ready(http, "churn")
+        wait_ready(http, "churn")
     return tenant, "churn"
-
-
-def _wait_ready(http: httpx.Client, name: str, timeout_s: float = 90.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        row: dict[str, Any] = http.get(f"/v1/deployments/{name}").json()
-        assert row["state"] != "failed", row["error"]
-        if row["state"] == "ready" and row["starting"] is None:
-            return row
-        time.sleep(0.2)
-    raise AssertionError(f"{name} did not become ready")
 
 
 def _load(
@@ -103,22 +75,6 @@ def _load(
         return [answer for future in futures for answer in future.result()]
 
 
-def _metered_requests(served: Served, key: str) -> Counter[str]:
-    """How many `requests` usage events each request id has."""
-    counts: Counter[str] = Counter()
-    after = None
-    with served.client(key) as http:
-        while True:
-            params: dict[str, Any] = {"granularity": "event", "limit": 1000}
-            if after:
-                params["after"] = after
-            page = http.get("/v1/usage", params=params).json()
-            counts.update(e["request_id"] for e in page["data"] if e["unit"] == "requests")
-            if not page.get("has_more"):
-                return counts
-            after = page["last_id"]
-
-
 def test_a_killed_replica_fails_no_request_and_comes_back(
     on_ray: Served, deployed: tuple[Tenant, str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -126,22 +82,22 @@ def test_a_killed_replica_fails_no_request_and_comes_back(
 
     tenant, name = deployed
     runtime = on_ray.platform.served_models.lookup(tenant.org_id, name).runtime  # type: ignore[union-attr]
-    victim = runtime._actors[0]
+    victim = runtime.pool.actors[0]
     caplog.set_level(logging.INFO, logger="openmaas.serving")
 
     answers = _load(on_ray, tenant.key, name, 15, "kill", lambda: ray.kill(victim))
 
     failed = [(i, s, t) for i, s, t in answers if s != 200]
     assert failed == []
-    metered = _metered_requests(on_ray, tenant.key)
+    metered = metered_requests(on_ray, tenant.key)
     assert {i: metered[i] for i, _, _ in answers} == {i: 1 for i, _, _ in answers}
     events = [r.getMessage() for r in caplog.records]
     assert any("replica_recreated" in e for e in events)  # the death was seen…
     assert any("replica_call_retried" in e for e in events)  # …by a call, answered by the other one
     # The killed replica is replaced by a new actor that loads and answers.
-    assert runtime._actors[0] is not victim
-    assert ray.get(runtime._actors[0].facts.remote(), timeout=60).task == "tabular-classification"
-    assert len(runtime._actors) == 2
+    assert runtime.pool.actors[0] is not victim
+    assert ray.get(runtime.pool.actors[0].facts.remote(), timeout=60).task == "tabular-classification"
+    assert len(runtime.pool.actors) == 2
     with on_ray.client(tenant.key) as http:
         kinds = [e["kind"] for e in http.get(f"/v1/deployments/{name}/events").json()["data"]]
     assert "replica_restarted" in kinds  # the deployment's events tell the owner what happened
@@ -156,12 +112,12 @@ def test_scaling_the_replicas_under_load_fails_no_request(
         with on_ray.client(tenant.key) as http:
             patched = http.patch(f"/v1/deployments/{name}", json={"replicas": 1})
             assert patched.status_code == 200, patched.text
-            assert _wait_ready(http, name)["replicas"] == 1
+            assert wait_ready(http, name)["replicas"] == 1
 
     answers = _load(on_ray, tenant.key, name, 15, "scale", scale)
 
     assert [(i, s, t) for i, s, t in answers if s != 200] == []
-    metered = _metered_requests(on_ray, tenant.key)
+    metered = metered_requests(on_ray, tenant.key)
     assert all(metered[i] == 1 for i, _, _ in answers)
     runtime = on_ray.platform.served_models.lookup(tenant.org_id, name).runtime  # type: ignore[union-attr]
     assert runtime.replicas == 1
@@ -193,8 +149,8 @@ def test_an_idle_ray_deployment_scales_to_zero_and_starts_again(
     body = {"model": ref, "placement": "ray", "cpus": 0.25, "min_replicas": 0, "idle_timeout_s": 0.2}
     with on_ray.client(tenant.key) as http:
         assert http.post("/v1/deployments", json=body).status_code == 201
-        _wait_ready(http, "idle")
-        actors = list(on_ray.platform.served_models.lookup(tenant.org_id, "idle").runtime._actors)  # type: ignore[union-attr]
+        wait_ready(http, "idle")
+        actors = list(on_ray.platform.served_models.lookup(tenant.org_id, "idle").runtime.pool.actors)  # type: ignore[union-attr]
         time.sleep(0.3)  # past its idle timeout
         on_ray.platform.replicas.sweep().result(timeout=30)
         assert http.get("/v1/deployments/idle").json()["scaled_to_zero"] is True
@@ -205,7 +161,7 @@ def test_an_idle_ray_deployment_scales_to_zero_and_starts_again(
 
 
 def test_placement_ray_without_ray_is_refused_naming_placement(tmp_path: Path) -> None:
-    with _server(tmp_path / "home") as served:
+    with server(tmp_path / "home") as served:
         tenant = served.tenant("acme")
         ref = register(served, tenant, artifact("tabular-classification"), "churn")
         with served.client(tenant.key) as http:

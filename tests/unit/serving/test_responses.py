@@ -241,6 +241,18 @@ def test_an_answer_cut_short_is_incomplete_and_an_empty_one_an_empty_message() -
     assert events[-1]["type"] == "response.completed"
 
 
+def test_a_chat_stream_that_fails_part_way_ends_with_an_error_event_and_stores_nothing() -> None:
+    lost = errors.ServiceUnavailable("The model replica stopped.", retry_after=1, code="replica_lost")
+    events, stored = _stream(_request(), [_choice({"content": "Hi"}), lost.to_dict()])
+    assert [e["type"] for e in events][-2:] == ["response.output_text.delta", "error"]
+    assert {k: events[-1][k] for k in ("code", "message", "param")} == {
+        "code": "replica_lost",
+        "message": "The model replica stopped.",
+        "param": None,
+    }
+    assert stored == []
+
+
 def test_stored_responses_expire_and_belong_to_their_organisation(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     Base.metadata.create_all(db.engine)

@@ -370,4 +370,4 @@ def _concurrency(served: ServedModel | None) -> int:
     runtime = served.runtime if served is not None else None
     if runtime is None or runtime.task != TEXT_GENERATION:
         return 2
-    return max(1, runtime.engine.engine.config.max_num_seqs // 2)
+    return max(1, runtime.max_num_seqs // 2)

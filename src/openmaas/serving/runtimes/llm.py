@@ -37,6 +37,7 @@ class LLMRuntime:
             raise ValueError("the model folder has no tokenizer.json")
         self.tokenizer: Tokenizer = tokenizer
         self.max_model_len: int = self.engine.engine.max_model_len
+        self.max_num_seqs: int = self.engine.engine.config.max_num_seqs  # sequences run at once
         # Held while admitting, so that once `stop_admitting` returns no request can still start.
         self._admitting = threading.Lock()
         self._closed = threading.Event()  # shared with the adapter views
@@ -48,6 +49,23 @@ class LLMRuntime:
             if self._closed.is_set():
                 raise ReplicaClosed("this model version is being replaced; retry", retry_after=1)
             return self.engine.generate(prompt_ids, params, request_id, self.lora, priority)
+
+    async def open(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        request_id: str,
+        *,
+        whole: bool = False,
+        priority: int = 0,
+    ) -> RequestStream:
+        """`generate`, as the completions call it (a runtime on Ray admits remotely, and answers a
+        `whole` request in one call)."""
+        return self.generate(prompt_ids, params, request_id, priority)
+
+    def check_prompt(self, prompt_ids: list[int], params: SamplingParams) -> int:
+        """Refuse (400 naming the field) what the engine would refuse; the effective max_tokens."""
+        return self.engine.engine.check_prompt(prompt_ids, params)
 
     def with_adapter(self, lora: LoraRequest) -> LLMRuntime:
         """This runtime, answering on the adapter `lora` (a shallow copy sharing everything else)."""

@@ -1,0 +1,260 @@
+"""A deployment version's replicas as Ray actors, whatever runtime they hold (`placement: ray`):
+start them reserving their CPUs, GPUs and node memory, pick the least busy, call one and — for a
+call that may run twice — once more on another when it dies, and re-create a dead one.
+
+Ray itself restarts an actor lost to a crash or its node's death (`max_restarts`); one killed for
+good is replaced here, once however many calls saw it die, and calls avoid a new actor until it
+has loaded. The runtime kinds (serving/ray_replicas.py for /predict, ray_llm.py, ray_embeddings.py)
+each define their actor class and the API server's side of their calls; this module only keeps
+the actors. Only the `placement: ray` path imports it, and only it and those modules import Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError, RayTaskError
+
+from openmaas import errors, logs
+from openmaas.serving.batcher import ReplicaClosed
+from openmaas.serving.deployment_config import RuntimeConfig
+
+log = logging.getLogger("openmaas.serving")
+
+# Ray restarts an actor lost to a crash or its node's death this many times (then we re-create it).
+MAX_RESTARTS = 3
+# How long a load waits for its replicas (scheduling included: a cluster without room waits).
+LOAD_TIMEOUT_S = 300.0
+
+# Records a deployment event `(kind, message)`; called on the event loop, so it must not block.
+ReplicaEvents = Callable[[str, str], None]
+
+
+def connect(address: str) -> None:
+    """Join the Ray cluster at `address` once per process (a process already in one stays)."""
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """What an actor loads and what it reserves on its node."""
+
+    task: str
+    storage_url: str
+    artifact: str  # the version's folder in the artifact store
+    config: RuntimeConfig  # for one replica (one model copy)
+    cpus: float
+    gpus: float
+    memory_bytes: int  # Ray's `memory` resource: the node's memory the replica holds
+
+
+def replica_spec(
+    task: str,
+    storage_url: str,
+    artifact: str,
+    config: RuntimeConfig,
+    cpus: float,
+    gpus: float,
+    memory_bytes: int,
+) -> ReplicaSpec:
+    """One actor's spec: one model copy, using the CPUs it reserves for its model's threads and
+    (an LLM's engine, unless its device is given) the GPU it reserves."""
+    engine = config.engine
+    if engine.num_threads is None:
+        engine = engine.model_copy(update={"num_threads": max(1, int(cpus))})
+    if engine.device is None and gpus > 0:
+        engine = engine.model_copy(update={"device": "cuda"})
+    return ReplicaSpec(
+        task, storage_url, artifact, replace(config, replicas=1, engine=engine), cpus, gpus, memory_bytes
+    )
+
+
+class ReplicaPool:
+    """The actors of one version: `replicas` of `actor_class(spec)`, each with a `facts()` method
+    that answers once it has loaded. Lives on the API server's event loop (no locks)."""
+
+    def __init__(
+        self,
+        actor_class: type,
+        spec: ReplicaSpec,
+        replicas: int,
+        events: ReplicaEvents | None = None,
+    ) -> None:
+        """Start the actors and wait until they have loaded (on the replica loader thread): their
+        `facts()` answers, in order, are `facts`."""
+        self.version = spec.config.model_version
+        self.spec = spec
+        self._events = events
+        self._closed = False
+        options: dict[str, Any] = {
+            "num_cpus": spec.cpus,
+            "num_gpus": spec.gpus,
+            "max_restarts": MAX_RESTARTS,
+            "max_task_retries": 0,  # retried here, once, on another replica, where that is safe
+            "scheduling_strategy": "SPREAD",
+        }
+        if spec.memory_bytes > 0:
+            options["memory"] = spec.memory_bytes
+        self._actor_class: Any = ray.remote(actor_class).options(**options)
+        self.actors: list[Any] = [self._actor_class.remote(spec) for _ in range(max(1, replicas))]
+        self.busy = [0] * len(self.actors)  # calls in flight per replica
+        self._starting: set[int] = set()  # re-created replicas still loading
+        self._watching: set[asyncio.Future[Any]] = set()
+        try:
+            self.facts: list[Any] = ray.get([a.facts.remote() for a in self.actors], timeout=LOAD_TIMEOUT_S)
+        except BaseException as exc:
+            self.close()
+            raise _load_error(exc, spec) from None
+
+    def __len__(self) -> int:
+        return len(self.actors)
+
+    def pick(self, avoid: int | None = None) -> int:
+        """The least busy loaded replica (other than `avoid` when there is one)."""
+        slots = [s for s in range(len(self.actors)) if s != avoid and s not in self._starting]
+        if not slots:
+            slots = [s for s in range(len(self.actors)) if s != avoid] or [0]
+        return min(slots, key=self.busy.__getitem__)
+
+    async def call(self, method: str, *args: Any, retry: bool = True) -> Any:
+        """`method(*args)` on the least busy replica, our errors raised as they are; if the replica
+        dies under it, once more on another (unless not `retry`), then 503 `replica_unavailable`."""
+        slot = self.pick()
+        for attempt in (1, 2):
+            actor = self.actors[slot]
+            self.busy[slot] += 1
+            ref = getattr(actor, method).remote(*args)
+            try:
+                return await ref
+            except asyncio.CancelledError:  # the client went away: stop the work on the replica
+                ray.cancel(ref)
+                raise
+            except RayTaskError as exc:
+                raise exc.cause if isinstance(exc.cause, Exception) else exc from None
+            except RayActorError as exc:
+                if self._closed:  # replaced while it ran: the caller asks the new replicas
+                    raise replaced() from None
+                self.replace_if_dead(slot, actor, exc)
+                if attempt == 2 or not retry:
+                    break
+                self.retried(exc)
+            finally:
+                self.busy[slot] -= 1
+            slot = self.pick(avoid=slot)
+        raise unavailable()
+
+    def retried(self, failure: BaseException) -> None:
+        logs.event(
+            log,
+            "replica_call_retried",
+            level=logging.WARNING,
+            version=self.version,
+            reason=str(failure)[:200],
+        )
+
+    def replace_if_dead(self, slot: int, actor: Any, exc: RayActorError) -> None:
+        """Re-create a replica gone for good (killed, or past its restarts), once however many
+        calls saw it die; one Ray is restarting is left to Ray."""
+        if self._closed or not isinstance(exc, ActorDiedError) or self.actors[slot] is not actor:
+            return
+        fresh = self._actor_class.remote(self.spec)
+        self.actors[slot] = fresh
+        self._starting.add(slot)
+        logs.event(
+            log,
+            "replica_recreated",
+            level=logging.WARNING,
+            version=self.version,
+            replica=slot,
+            reason=str(exc)[:200],
+        )
+        self._event("replica_restarted", f"replica {slot + 1} of {self.version} died; starting a new one")
+        self.watch(self._until_loaded(slot, fresh))
+
+    def watch(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` on the event loop, held until done (the loop keeps only weak references)."""
+        task = asyncio.ensure_future(work)
+        self._watching.add(task)
+        task.add_done_callback(self._watching.discard)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        self._closed = True
+        if not ray.is_initialized():  # the process left the cluster: its actors went with it
+            return
+        for actor in self.actors:
+            ray.kill(actor)
+
+    async def _until_loaded(self, slot: int, actor: Any) -> None:
+        try:
+            await actor.facts.remote()
+        except Exception as exc:
+            if self._closed:
+                return
+            logs.event(
+                log,
+                "replica_start_failed",
+                level=logging.ERROR,
+                version=self.version,
+                replica=slot,
+                reason=str(exc)[:200],
+            )
+            self._event("replica_failed", f"replica {slot + 1} of {self.version} did not start again: {exc}")
+            return  # it stays avoided while others are loaded
+        if self.actors[slot] is actor:
+            self._starting.discard(slot)
+            self._event("replica_ready", f"replica {slot + 1} of {self.version} is serving again")
+
+    def _event(self, kind: str, message: str) -> None:
+        if self._events is not None:
+            self._events(kind, message[:1000])
+
+
+def node_id() -> str:
+    """The Ray node the calling actor runs on (its `facts` report it)."""
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def sendable(answer: Any) -> Any:
+    """An answer as it crosses back from an actor: our errors as they are (4xx/5xx with their
+    codes), anything else as a plain error saying what it was."""
+    if not isinstance(answer, BaseException) or isinstance(answer, errors.OpenMaaSError):
+        return answer
+    return RuntimeError(f"{type(answer).__name__}: {answer}")
+
+
+def replaced() -> ReplicaClosed:
+    """For a call on replicas being replaced: `Inference` asks the new ones."""
+    return ReplicaClosed("this model version is being replaced; retry", retry_after=1)
+
+
+def unavailable() -> errors.ServiceUnavailable:
+    return errors.ServiceUnavailable(
+        "The deployment's replicas failed twice under this request; retry shortly.",
+        retry_after=1,
+        code="replica_unavailable",
+    )
+
+
+def _load_error(exc: BaseException, spec: ReplicaSpec) -> BaseException:
+    """Why the replicas did not load, as the deployment's `failed` reason says it."""
+    if isinstance(exc, GetTimeoutError):
+        gpus = f" and {spec.gpus:g} GPU(s)" if spec.gpus else ""
+        return TimeoutError(
+            f"the Ray cluster did not start the replicas within {LOAD_TIMEOUT_S:g} s: no node may have "
+            f"{spec.cpus:g} CPU(s){gpus} and {spec.memory_bytes} bytes of memory free for each"
+        )
+    if isinstance(exc, RayTaskError) and isinstance(exc.cause, Exception):
+        return exc.cause
+    if isinstance(exc, RayActorError) and isinstance(getattr(exc, "error_msg", None), str):
+        return RuntimeError(f"a replica actor died while loading: {exc.error_msg[:500]}")
+    return exc

@@ -38,9 +38,9 @@ from torch.nn.parallel import DistributedDataParallel
 from openmaas import errors
 from openmaas.clock import SystemClock
 from openmaas.db.database import Database
-from openmaas.jobs import events
 from openmaas.jobs.executor import Resources
 from openmaas.jobs.queue import Claim
+from openmaas.jobs.ray_executor import near_this_process, release_orphaned_groups, where
 from openmaas.jobs.run import JobRun, JobStopped
 from openmaas.storage import open_store
 from openmaas.training.checkpoint import State
@@ -107,7 +107,11 @@ def train_data_parallel(run: JobRun[TrainingParams], dataset_path: str) -> None:
         cpus=params.cpus_per_worker * params.workers, gpus=params.gpus_per_worker * params.workers
     )
     run.holds(held)
-    control: Any = ray.remote(num_cpus=0)(TrainingControl).remote()
+    # On the attempt's own node: it must live as long as the attempt (a control actor on a node
+    # that dies would fail every restarted group, as rank 0 asks it which start this is).
+    control: Any = (
+        ray.remote(num_cpus=0)(TrainingControl).options(scheduling_strategy=near_this_process()).remote()
+    )
     job = RankJob(
         claim=run.claim,
         database_url=run.db.url,
@@ -156,23 +160,14 @@ def train_data_parallel(run: JobRun[TrainingParams], dataset_path: str) -> None:
 
 
 def _release_earlier_groups(run: JobRun[Any]) -> None:
-    """Remove the placement groups that workers of this job's earlier attempts held and that
-    outlived them. Ray Train's controller removes its group when it ends, but one that died with
-    its node leaves its group behind (its own cleaner needs Ray's state API, the dashboard), and
-    such a group, rescheduled to the nodes that remain, would hold the CPUs this attempt needs."""
-    from ray._raylet import PlacementGroupID
-    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
-
-    with run.db.read_session() as session:
-        rows = events.list_after(session, run.job_id, after=None, limit=100_000)
-    recorded = (row.data or {} for row in rows)
-    held = {str(data["placement_group"]) for data in recorded if data.get("placement_group")}
-    for group_id in sorted(held):
-        group = PlacementGroup(PlacementGroupID(bytes.fromhex(group_id)))
-        if placement_group_table(group).get("state") in (None, "REMOVED"):
-            continue
-        remove_placement_group(group)
-        run.event("log", f"Released placement group {group_id[:12]} of an earlier attempt's workers.")
+    """Give back what workers of an earlier attempt whose controller died with its node still
+    reserve (`release_orphaned_groups`), so that this attempt's workers can start."""
+    for group_id in release_orphaned_groups():
+        run.event(
+            "log",
+            f"Released placement group {group_id[:12]}, left by the workers of an attempt whose node died.",
+            {"released_placement_group": group_id},
+        )
 
 
 def _forward_stop(run: JobRun[Any], control: Any, done: threading.Event) -> None:
@@ -244,8 +239,6 @@ class RankContext:
 def _rank_main(config: dict[str, Any]) -> None:
     """One Ray Train worker: train on this rank's shard; rank 0 also registers the result."""
     import ray.train
-
-    from openmaas.jobs.ray_executor import where
 
     _map_tables()
     job = RankJob.model_validate_json(config["job"])

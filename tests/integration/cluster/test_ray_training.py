@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -113,6 +114,7 @@ def test_a_node_lost_mid_job_resumes_from_its_checkpoint(api: httpx.Client, ray_
     head = ray_cluster.head_node.node_id
     doomed = next(node for node in ray_cluster.worker_nodes if node.node_id in {r["node_id"] for r in ranks})
     assert doomed.node_id != head
+    killed_at = datetime.now(UTC)
     ray_cluster.remove_node(doomed, allow_graceful=False)
 
     try:
@@ -130,3 +132,40 @@ def test_a_node_lost_mid_job_resumes_from_its_checkpoint(api: httpx.Client, ray_
     # node also held the attempt's actor or Ray Train's controller): either way the events say so.
     assert any("restarted the workers" in m or "Attempt 2 runs on Ray node" in m for m in said), said
     assert any((e.get("data") or {}).get("resumed_from_epoch", 0) > 0 for e in events), said
+    # From the node's death to the next epoch's metrics (the job trains again).
+    trained_again = min(
+        datetime.fromisoformat(e["created_at"])
+        for e in events
+        if e["type"] == "metrics" and datetime.fromisoformat(e["created_at"]) > killed_at
+    )
+    print(f"node death to training again: {(trained_again - killed_at).total_seconds():.1f} s")
+
+
+def test_groups_orphaned_by_a_dead_actor_are_released(ray_cluster: Any) -> None:
+    """A placement group outlives the actor that created it while the Ray job lives (Ray Train's
+    controller dying with its node leaves its workers' group holding CPUs): released, and only
+    such groups."""
+    import ray
+    from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+
+    from openmaas.jobs.ray_executor import release_orphaned_groups
+
+    @ray.remote(num_cpus=0)
+    class Creator:
+        def reserve(self) -> str:
+            group = placement_group([{"CPU": 0.01}])
+            ray.get(group.ready())
+            return str(group.id.hex())
+
+    creator = Creator.remote()  # type: ignore[attr-defined]
+    orphan = ray.get(creator.reserve.remote())
+    own = placement_group([{"CPU": 0.01}])  # the driver's own group stays
+    ray.get(own.ready())
+    try:
+        assert release_orphaned_groups() == []  # its creator lives
+        ray.kill(creator)
+        released = wait_for(release_orphaned_groups, timeout=30)
+        assert released == [orphan]
+        assert placement_group_table(own)["state"] == "CREATED"
+    finally:
+        remove_placement_group(own)

@@ -1,12 +1,14 @@
-"""Data-parallel training of a `train` job (`workers: N`) on the Ray cluster its attempt runs on.
+"""Data-parallel training of a tabular `train` job (`workers: N`) on the Ray cluster its attempt
+runs on.
 
 Ray Train's `TorchTrainer` starts N worker processes (one placement group, spread over the nodes;
-DDP over gloo). Each rank runs the task's own trainer and the shared loop (`training/loop.py`) on
-its shard of the training rows, with the global batch split among the ranks; the weights stay the
-same on every rank, so each evaluates and decides early stopping alike. Rank 0 alone talks to the
-platform, through the same three calls a local run makes: metrics become job events, checkpoints
-files in the job's folder of the shared store, and at the end it writes the artifact and registers
-the version in the transaction that ends the job.
+DDP over gloo, or over NCCL when each rank has a GPU of its own). Each rank runs the task's own
+trainer and the shared loop (`training/loop.py`) on its shard of the training rows, with the
+global batch split among the ranks; the weights stay the same on every rank, so each evaluates
+and decides early stopping alike. Rank 0 alone talks to the platform, through the same three calls
+a local run makes: metrics become job events, checkpoints files in the job's folder of the shared
+store, and at the end it writes the artifact and registers the version in the transaction that
+ends the job.
 
 Node death: a rank's process or node lost, Ray Train restarts the whole group (`FailureConfig`),
 on whatever nodes remain, and every rank resumes from the latest checkpoint in the store; rank 0's
@@ -123,8 +125,7 @@ def train_data_parallel(run: JobRun[TrainingParams], dataset_path: str) -> None:
     trainer = TorchTrainer(
         _rank_main,
         train_loop_config={"job": job.model_dump_json(), "control": control},
-        # The trainers' tensors live on the CPU: gloo, also on GPU workers (which only reserve GPUs).
-        torch_config=TorchConfig(backend="gloo"),
+        torch_config=TorchConfig(backend=collective_backend(params.gpus_per_worker)),
         scaling_config=ScalingConfig(
             num_workers=params.workers,
             use_gpu=params.gpus_per_worker > 0,
@@ -177,30 +178,52 @@ def _forward_stop(run: JobRun[Any], control: Any, done: threading.Event) -> None
             return
 
 
-class TorchDataParallel:
-    """This rank's `DataParallel` (see `training.loop`) over the process group Ray Train set up."""
+def collective_backend(gpus_per_worker: float) -> str:
+    """The process group's backend: NCCL when each rank has a GPU of its own, else gloo (CPU
+    ranks, and ranks sharing a GPU, which NCCL refuses; gloo reduces CUDA tensors too)."""
+    return "nccl" if gpus_per_worker >= 1 else "gloo"
 
-    def __init__(self, rank: int, world_size: int) -> None:
+
+def rank_device(gpus_per_worker: float) -> torch.device:
+    """Where this rank's model and its shard of the data live: the GPU Ray gave it, or the CPU."""
+    if gpus_per_worker > 0:
+        from ray.train.torch import get_device
+
+        return cast("torch.device", get_device())
+    return torch.device("cpu")
+
+
+class TorchDataParallel:
+    """This rank's `DataParallel` (see `training.loop`) over the process group Ray Train set up,
+    on `device`: the model and its shard of the rows go there, and so do the all-reduced values
+    (NCCL reduces only CUDA tensors). Evaluation stays on the CPU (`predict_batched` moves its
+    inputs to the model's device)."""
+
+    def __init__(self, rank: int, world_size: int, device: torch.device | None = None) -> None:
         self.rank = rank
         self.world_size = world_size
+        self.device = device or torch.device("cpu")
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        return DistributedDataParallel(model)
+        if self.device.type == "cpu":
+            return DistributedDataParallel(model)
+        model.to(self.device)  # in place: the loop keeps using `model` itself
+        return DistributedDataParallel(model, device_ids=[self.device])
 
     def shard(self, data: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         # Every rank gets as many rows (at most world_size - 1 rows are left out), so all run as
         # many batches: each batch is one all-reduce every rank must join.
         per_rank = len(data[0]) // self.world_size
         index = torch.arange(self.rank, per_rank * self.world_size, self.world_size)
-        return [tensor[index] for tensor in data]
+        return [tensor[index].to(self.device) for tensor in data]
 
     def mean(self, value: float) -> float:
-        total = torch.tensor([value], dtype=torch.float64)
+        total = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(total)
         return float(total) / self.world_size
 
     def any(self, flag: bool) -> bool:
-        found = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        found = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self.device)
         dist.all_reduce(found, op=dist.ReduceOp.MAX)
         return bool(found)
 
@@ -244,7 +267,11 @@ def _rank_main(config: dict[str, Any]) -> None:
     job = RankJob.model_validate_json(config["job"])
     control = config["control"]
     context_info = ray.train.get_context()
-    parallel = TorchDataParallel(context_info.get_world_rank(), context_info.get_world_size())
+    parallel = TorchDataParallel(
+        context_info.get_world_rank(),
+        context_info.get_world_size(),
+        rank_device(job.params.gpus_per_worker),
+    )
     places: list[dict[str, Any] | None] = [None] * parallel.world_size
     dist.all_gather_object(places, {**where(), "rank": parallel.rank})
     db = Database(job.database_url)
@@ -268,6 +295,7 @@ def _rank_main(config: dict[str, Any]) -> None:
         with store.reading(job.dataset_path) as path:
             trained = train(params.task, path, params.params, params.preprocessing, context)
         if job_context is not None:
+            trained.model.cpu()  # the artifact is written from CPU tensors
             job_context.flush()
             finish_training(run, trained, job_context.resumed_from or 0)
             ray.get(control.ended.remote({"status": "succeeded"}))

@@ -1,5 +1,6 @@
 """Training jobs on a two-node Ray cluster (`OPENMAAS_EXECUTOR=ray`): a breast-cancer job with
-`workers: 2` trains data-parallel on both nodes and reaches local training's accuracy; with the
+`workers: 2` trains data-parallel on both nodes and reaches local training's accuracy, a diabetes
+regression job its R2; with the
 node of one of its workers removed mid-job, Ray Train restarts the workers on the remaining node,
 they resume from the last checkpoint, and the job succeeds."""
 
@@ -15,7 +16,8 @@ import pytest
 
 from openmaas.job_process import job_executor
 from openmaas.jobs.worker import Worker, WorkerLimits, start_in_thread
-from tests.data.builders import breast_cancer_csv
+from openmaas.training.train import train
+from tests.data.builders import breast_cancer_csv, diabetes_csv
 from tests.integration.jobs.harness import fast_server, job_in, upload, wait_for
 from tests.support.served import Served
 
@@ -93,6 +95,29 @@ def test_two_workers_train_data_parallel_on_both_nodes(api: httpx.Client) -> Non
     assert placed and placed[0]["executor"] == "ray" and placed[0]["attempt"] == 1
     epochs = [e["data"]["epoch"] for e in events if e["type"] == "metrics"]
     assert epochs == list(range(1, 13))
+
+
+@pytest.mark.timeout(600)
+def test_regression_trains_data_parallel_as_well_as_locally(
+    api: httpx.Client, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    csv = diabetes_csv(tmp_path_factory.mktemp("diabetes") / "diabetes.csv")
+    dataset = upload(api, csv, "diabetes").json()
+    validated = job_in(api, f"/v1/jobs/{dataset['validation_job_id']}", {"succeeded", "failed"}, timeout=120)
+    assert validated["status"] == "succeeded", validated
+    params = {"epochs": 60}
+    body = {"task": "tabular-regression", "dataset": "diabetes", "target": "target", "workers": 2}
+    created = api.post("/v1/training_jobs", json={**body, "params": params})
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    done = job_in(api, f"/v1/training_jobs/{job_id}", {"succeeded", "failed", "cancelled"}, timeout=300)
+    assert done["status"] == "succeeded", done
+    version = api.get(f"/v1/registry/versions/{done['result']['ref']}").json()
+    local = train("tabular-regression", csv, {**params, "target": "target"})
+    assert version["metrics"]["r2"] >= 0.4  # local training's bar on this data
+    assert version["metrics"]["r2"] >= local.metrics["r2"] - 0.05, (version["metrics"], local.metrics)
+    starts = _worker_starts(_events(api, job_id))
+    assert len(starts) == 1 and len(starts[0]["workers"]) == 2
 
 
 @pytest.mark.timeout(600)

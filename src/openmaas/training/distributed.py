@@ -196,8 +196,8 @@ def rank_device(gpus_per_worker: float) -> torch.device:
 class TorchDataParallel:
     """This rank's `DataParallel` (see `training.loop`) over the process group Ray Train set up,
     on `device`: the model and its shard of the rows go there, and so do the all-reduced values
-    (NCCL reduces only CUDA tensors). Evaluation stays on the CPU (`predict_batched` moves its
-    inputs to the model's device)."""
+    (NCCL reduces only CUDA tensors). Evaluation's rows stay on the CPU: `predict_batched` moves
+    them to the model's device and its outputs back."""
 
     def __init__(self, rank: int, world_size: int, device: torch.device | None = None) -> None:
         self.rank = rank

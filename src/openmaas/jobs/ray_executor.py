@@ -13,6 +13,14 @@ its checkpoint, as with local processes.
 Resubmission is idempotent: the actor is named by job id and attempt (`get_if_exists`), and its
 `run` runs the attempt once however often it is called.
 
+Placement groups outlive the actor that created them while its Ray job lives: Ray removes a
+(non-detached) group only once both its creating actor and its job (here: the worker's Ray
+driver, which lives on) are dead. Ray Train's controller creates its workers' group; when the node
+of an attempt's actor dies, the controller dies with it and its group is orphaned, rescheduled on
+the remaining nodes, holding CPUs that the retried attempt then waits for forever.
+`release_orphaned_groups` removes such groups: when the worker finds an attempt's actor dead,
+before it starts an attempt, and before an attempt starts its training workers.
+
 Only this module imports Ray; the local path never loads it.
 """
 
@@ -119,8 +127,10 @@ class RayAttempt:
         try:
             self._code = int(ray.get(self._result))
         except RayActorError:
-            # Its node died, or it was killed: the attempt failed; the worker retries it.
+            # Its node died, or it was killed: the attempt failed; the worker retries it. What its
+            # training workers reserved goes back to the cluster first.
             self._code = -9 if self._killed else 1
+            release_orphaned_groups()
         except RayError:
             self._code = 1
         return self._code
@@ -160,6 +170,7 @@ class RayExecutor:
 
     def start(self, spec: RunSpec) -> RayAttempt:
         self.warm()
+        release_orphaned_groups()
         claim = spec.claim
         resources = Resources(cpus=self._job_cpus, gpus=0.0)
         actor = _RemoteAttempt.options(
@@ -184,6 +195,50 @@ class RayExecutor:
             return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
         except Exception:  # a Ray Client connection has no node of its own
             return "DEFAULT"
+
+
+def release_orphaned_groups() -> list[str]:
+    """Remove this Ray job's placement groups whose creating actor is dead (see the module's
+    docstring); returns their ids. Nothing can use such a group any more: the actors placed in it
+    were owned by its creator and died with it. Groups created by the driver itself (no creating
+    actor), detached ones and other jobs' are left alone. Best effort: a Ray Client connection
+    cannot read the group table (the attempt's actor, on the cluster, does it there)."""
+    from ray._private.state import state as cluster_state
+    from ray._raylet import PlacementGroupID
+    from ray.core.generated.gcs_pb2 import PlacementGroupTableData  # type: ignore[attr-defined]
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    try:
+        job = ray.get_runtime_context().get_job_id()
+        table = cluster_state._connect_and_get_accessor().get_placement_group_table()
+    except Exception:
+        log.debug("cannot read Ray's placement group table", exc_info=True)
+        return []
+    released = []
+    for raw in table:
+        group = PlacementGroupTableData.FromString(raw)
+        orphaned = (
+            group.creator_actor_dead
+            and not ray.ActorID(group.creator_actor_id).is_nil()
+            and group.creator_job_id.hex() == job
+            and not group.is_detached
+            and group.state != PlacementGroupTableData.REMOVED
+        )
+        if not orphaned:
+            continue
+        group_id = group.placement_group_id.hex()
+        with contextlib.suppress(RayError):
+            remove_placement_group(PlacementGroup(PlacementGroupID(group.placement_group_id)))
+            released.append(group_id)
+            log.warning("released placement group %s: the actor that created it is dead", group_id)
+    return released
+
+
+def near_this_process() -> Any:
+    """Ray's scheduling strategy for an actor that must share this process's fate: on its node."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def where() -> dict[str, Any]:

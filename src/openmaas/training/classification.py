@@ -31,9 +31,13 @@ class SplitTensors:
 
 
 def predict_batched(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The model's outputs for `inputs`, on the CPU (a data-parallel rank's model may be on a GPU)."""
     model.eval()
+    device = next(model.parameters()).device
     with torch.no_grad():
-        return torch.cat([model(inputs[i : i + EVAL_BATCH]) for i in range(0, len(inputs), EVAL_BATCH)])
+        return torch.cat(
+            [model(inputs[i : i + EVAL_BATCH].to(device)).cpu() for i in range(0, len(inputs), EVAL_BATCH)]
+        )
 
 
 def probabilities(model: nn.Module, inputs: torch.Tensor) -> np.ndarray:

@@ -1,12 +1,14 @@
-"""Data-parallel training of a `train` job (`workers: N`) on the Ray cluster its attempt runs on.
+"""Data-parallel training of a tabular `train` job (`workers: N`) on the Ray cluster its attempt
+runs on.
 
 Ray Train's `TorchTrainer` starts N worker processes (one placement group, spread over the nodes;
-DDP over gloo). Each rank runs the task's own trainer and the shared loop (`training/loop.py`) on
-its shard of the training rows, with the global batch split among the ranks; the weights stay the
-same on every rank, so each evaluates and decides early stopping alike. Rank 0 alone talks to the
-platform, through the same three calls a local run makes: metrics become job events, checkpoints
-files in the job's folder of the shared store, and at the end it writes the artifact and registers
-the version in the transaction that ends the job.
+DDP over gloo, or over NCCL when each rank has a GPU of its own). Each rank runs the task's own
+trainer and the shared loop (`training/loop.py`) on its shard of the training rows, with the
+global batch split among the ranks; the weights stay the same on every rank, so each evaluates
+and decides early stopping alike. Rank 0 alone talks to the platform, through the same three calls
+a local run makes: metrics become job events, checkpoints files in the job's folder of the shared
+store, and at the end it writes the artifact and registers the version in the transaction that
+ends the job.
 
 Node death: a rank's process or node lost, Ray Train restarts the whole group (`FailureConfig`),
 on whatever nodes remain, and every rank resumes from the latest checkpoint in the store; rank 0's
@@ -38,9 +40,9 @@ from torch.nn.parallel import DistributedDataParallel
 from openmaas import errors
 from openmaas.clock import SystemClock
 from openmaas.db.database import Database
-from openmaas.jobs import events
 from openmaas.jobs.executor import Resources
 from openmaas.jobs.queue import Claim
+from openmaas.jobs.ray_executor import near_this_process, release_orphaned_groups, where
 from openmaas.jobs.run import JobRun, JobStopped
 from openmaas.storage import open_store
 from openmaas.training.checkpoint import State
@@ -107,7 +109,11 @@ def train_data_parallel(run: JobRun[TrainingParams], dataset_path: str) -> None:
         cpus=params.cpus_per_worker * params.workers, gpus=params.gpus_per_worker * params.workers
     )
     run.holds(held)
-    control: Any = ray.remote(num_cpus=0)(TrainingControl).remote()
+    # On the attempt's own node: it must live as long as the attempt (a control actor on a node
+    # that dies would fail every restarted group, as rank 0 asks it which start this is).
+    control: Any = (
+        ray.remote(num_cpus=0)(TrainingControl).options(scheduling_strategy=near_this_process()).remote()
+    )
     job = RankJob(
         claim=run.claim,
         database_url=run.db.url,
@@ -119,8 +125,7 @@ def train_data_parallel(run: JobRun[TrainingParams], dataset_path: str) -> None:
     trainer = TorchTrainer(
         _rank_main,
         train_loop_config={"job": job.model_dump_json(), "control": control},
-        # The trainers' tensors live on the CPU: gloo, also on GPU workers (which only reserve GPUs).
-        torch_config=TorchConfig(backend="gloo"),
+        torch_config=TorchConfig(backend=collective_backend(params.gpus_per_worker)),
         scaling_config=ScalingConfig(
             num_workers=params.workers,
             use_gpu=params.gpus_per_worker > 0,
@@ -156,23 +161,14 @@ def train_data_parallel(run: JobRun[TrainingParams], dataset_path: str) -> None:
 
 
 def _release_earlier_groups(run: JobRun[Any]) -> None:
-    """Remove the placement groups that workers of this job's earlier attempts held and that
-    outlived them. Ray Train's controller removes its group when it ends, but one that died with
-    its node leaves its group behind (its own cleaner needs Ray's state API, the dashboard), and
-    such a group, rescheduled to the nodes that remain, would hold the CPUs this attempt needs."""
-    from ray._raylet import PlacementGroupID
-    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
-
-    with run.db.read_session() as session:
-        rows = events.list_after(session, run.job_id, after=None, limit=100_000)
-    recorded = (row.data or {} for row in rows)
-    held = {str(data["placement_group"]) for data in recorded if data.get("placement_group")}
-    for group_id in sorted(held):
-        group = PlacementGroup(PlacementGroupID(bytes.fromhex(group_id)))
-        if placement_group_table(group).get("state") in (None, "REMOVED"):
-            continue
-        remove_placement_group(group)
-        run.event("log", f"Released placement group {group_id[:12]} of an earlier attempt's workers.")
+    """Give back what workers of an earlier attempt whose controller died with its node still
+    reserve (`release_orphaned_groups`), so that this attempt's workers can start."""
+    for group_id in release_orphaned_groups():
+        run.event(
+            "log",
+            f"Released placement group {group_id[:12]}, left by the workers of an attempt whose node died.",
+            {"released_placement_group": group_id},
+        )
 
 
 def _forward_stop(run: JobRun[Any], control: Any, done: threading.Event) -> None:
@@ -182,30 +178,52 @@ def _forward_stop(run: JobRun[Any], control: Any, done: threading.Event) -> None
             return
 
 
-class TorchDataParallel:
-    """This rank's `DataParallel` (see `training.loop`) over the process group Ray Train set up."""
+def collective_backend(gpus_per_worker: float) -> str:
+    """The process group's backend: NCCL when each rank has a GPU of its own, else gloo (CPU
+    ranks, and ranks sharing a GPU, which NCCL refuses; gloo reduces CUDA tensors too)."""
+    return "nccl" if gpus_per_worker >= 1 else "gloo"
 
-    def __init__(self, rank: int, world_size: int) -> None:
+
+def rank_device(gpus_per_worker: float) -> torch.device:
+    """Where this rank's model and its shard of the data live: the GPU Ray gave it, or the CPU."""
+    if gpus_per_worker > 0:
+        from ray.train.torch import get_device
+
+        return cast("torch.device", get_device())
+    return torch.device("cpu")
+
+
+class TorchDataParallel:
+    """This rank's `DataParallel` (see `training.loop`) over the process group Ray Train set up,
+    on `device`: the model and its shard of the rows go there, and so do the all-reduced values
+    (NCCL reduces only CUDA tensors). Evaluation's rows stay on the CPU: `predict_batched` moves
+    them to the model's device and its outputs back."""
+
+    def __init__(self, rank: int, world_size: int, device: torch.device | None = None) -> None:
         self.rank = rank
         self.world_size = world_size
+        self.device = device or torch.device("cpu")
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        return DistributedDataParallel(model)
+        if self.device.type == "cpu":
+            return DistributedDataParallel(model)
+        model.to(self.device)  # in place: the loop keeps using `model` itself
+        return DistributedDataParallel(model, device_ids=[self.device])
 
     def shard(self, data: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         # Every rank gets as many rows (at most world_size - 1 rows are left out), so all run as
         # many batches: each batch is one all-reduce every rank must join.
         per_rank = len(data[0]) // self.world_size
         index = torch.arange(self.rank, per_rank * self.world_size, self.world_size)
-        return [tensor[index] for tensor in data]
+        return [tensor[index].to(self.device) for tensor in data]
 
     def mean(self, value: float) -> float:
-        total = torch.tensor([value], dtype=torch.float64)
+        total = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(total)
         return float(total) / self.world_size
 
     def any(self, flag: bool) -> bool:
-        found = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        found = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self.device)
         dist.all_reduce(found, op=dist.ReduceOp.MAX)
         return bool(found)
 
@@ -245,13 +263,15 @@ def _rank_main(config: dict[str, Any]) -> None:
     """One Ray Train worker: train on this rank's shard; rank 0 also registers the result."""
     import ray.train
 
-    from openmaas.jobs.ray_executor import where
-
     _map_tables()
     job = RankJob.model_validate_json(config["job"])
     control = config["control"]
     context_info = ray.train.get_context()
-    parallel = TorchDataParallel(context_info.get_world_rank(), context_info.get_world_size())
+    parallel = TorchDataParallel(
+        context_info.get_world_rank(),
+        context_info.get_world_size(),
+        rank_device(job.params.gpus_per_worker),
+    )
     places: list[dict[str, Any] | None] = [None] * parallel.world_size
     dist.all_gather_object(places, {**where(), "rank": parallel.rank})
     db = Database(job.database_url)
@@ -275,6 +295,7 @@ def _rank_main(config: dict[str, Any]) -> None:
         with store.reading(job.dataset_path) as path:
             trained = train(params.task, path, params.params, params.preprocessing, context)
         if job_context is not None:
+            trained.model.cpu()  # the artifact is written from CPU tensors
             job_context.flush()
             finish_training(run, trained, job_context.resumed_from or 0)
             ray.get(control.ended.remote({"status": "succeeded"}))

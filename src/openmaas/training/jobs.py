@@ -54,7 +54,7 @@ class TrainingParams(BaseModel):
 
 
 # The task families whose trainer runs data-parallel (`workers` > 1).
-DATA_PARALLEL_TASKS = (Task.TABULAR_CLASSIFICATION,)
+DATA_PARALLEL_TASKS = (Task.TABULAR_CLASSIFICATION, Task.TABULAR_REGRESSION)
 
 
 def _check_workers(task: Task, body: TrainingJobCreate, executor: str) -> None:

@@ -118,19 +118,21 @@ def train_loop(
 ) -> LoopResult:
     """Train `model` on the aligned tensors `data` (batched along dim 0), restore its best
     weights, and return the per-epoch history. Raises TrainingStopped when the context says so."""
+    parallel: DataParallel | None = getattr(context, "parallel", None)
+    trained, batch_size = model, settings.batch_size
+    if parallel is not None:
+        # Checkpoints, evaluation and the best weights keep using `model` itself (one copy of the
+        # weights, the same on every rank); only the training step goes through the wrapper.
+        # Wrapped first: a rank on a GPU moves the model there, and resuming then loads the
+        # optimizer's state onto the same device.
+        trained, data = parallel.wrap(model), parallel.shard(data)
+        batch_size = max(1, settings.batch_size // parallel.world_size)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
     progress = _resume(model, optimizer, context)
     resumed_from = progress.epoch
     schedule = CheckpointSchedule(settings, progress.epoch)
-    parallel: DataParallel | None = getattr(context, "parallel", None)
-    trained, batch_size = model, settings.batch_size
-    if parallel is not None:
-        # Checkpoints, evaluation and the best weights keep using `model` itself (one copy of the
-        # weights, the same on every rank); only the training step goes through the wrapper.
-        trained, data = parallel.wrap(model), parallel.shard(data)
-        batch_size = max(1, settings.batch_size // parallel.world_size)
     while progress.epoch < settings.epochs and not progress.stopped_early:
         epoch = progress.epoch + 1
         started = time.perf_counter()

@@ -43,7 +43,7 @@ def test_workers_on_the_local_executor_are_refused(
         assert "ray executor" in error["message"] and "OPENMAAS_EXECUTOR=ray" in error["message"]
 
 
-def test_only_tabular_classification_trains_on_several_workers(tmp_path: Path) -> None:
+def test_only_tabular_tasks_train_on_several_workers(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="Ray is not installed: pip install 'openmaas[cluster]'")
     home = tmp_path / "home"
     with fast_server(home, f"sqlite:///{home / 'openmaas.db'}", executor="ray") as served:
@@ -53,4 +53,4 @@ def test_only_tabular_classification_trains_on_several_workers(tmp_path: Path) -
             answer = api.post("/v1/training_jobs", json=body)
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["param"] == "workers"
-    assert "tabular-classification" in answer.json()["error"]["message"]
+    assert "tabular-classification, tabular-regression" in answer.json()["error"]["message"]

@@ -88,10 +88,15 @@ def train_tabular_classification(
 
 
 def _regression_loss(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """MSE on normalised targets. The output goes through `model(...)` itself, which may be a
+    data-parallel wrapper (DDP syncs gradients only for a forward called through it), and is
+    normalised here with the MLP's own shift and scale."""
     inputs, targets = batch
-    assert isinstance(model, MLP)
-    normalized = (targets - model.output_shift) / model.output_scale
-    return F.mse_loss(model.forward_normalized(inputs).squeeze(-1), normalized)
+    mlp = getattr(model, "module", model)  # DDP keeps the wrapped model as `.module`
+    assert isinstance(mlp, MLP)
+    shift, scale = mlp.output_shift, mlp.output_scale
+    predicted = (model(inputs).squeeze(-1) - shift) / scale
+    return F.mse_loss(predicted, (targets - shift) / scale)
 
 
 def train_tabular_regression(

@@ -3,11 +3,14 @@ streamed as server-sent events: the two metered calls `serving.inference` runs f
 shapes of their answers.
 
 A stream's client going away cancels the task reading it; the engine's request stream turns that
-cancellation into an abort, which frees the request's KV blocks before the next step.
+cancellation into an abort, which frees the request's KV blocks before the next step. A stream
+that fails part-way (its Ray replica lost, an engine failure) ends with an error event, OpenAI's
+error object, and is billed for the tokens it was sent.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -35,6 +38,8 @@ from openmaas.serving.tools import (
 )
 from openmaas.serving.usage import RequestUsage, Units
 from openmaas.tasks import TEXT_GENERATION
+
+log = logging.getLogger("openmaas.serving")
 
 
 @dataclass(frozen=True)
@@ -372,6 +377,7 @@ def _error_frame(exc: Exception) -> bytes:
     """The event that ends a stream that failed part-way: OpenAI's error object (the official SDK
     raises it as an `APIError`); never a traceback."""
     if not isinstance(exc, errors.OpenMaaSError):
+        log.error("a stream failed part-way", exc_info=exc)  # the client sees no traceback; the log does
         exc = errors.InternalError("The model failed while generating this answer; retry.")
     return _frame(exc.to_dict())
 

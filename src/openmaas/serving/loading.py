@@ -77,14 +77,14 @@ class Target:
 
     def _on_ray(self, artifact: str, config: RuntimeConfig) -> Any:
         """The version's replicas as Ray actors, each loading it from the shared store and
-        reserving its CPUs, GPUs and the version's size of its node's memory (an LLM's KV cache
-        too, when its engine settings give it)."""
+        reserving its CPUs, GPUs and the version's size of its node's memory (with, for an LLM on
+        CPU, its engine's KV cache)."""
         from openmaas.serving import ray_pool
 
         if not self.ray_address:
             raise RuntimeError("placement ray: this server has no Ray cluster (set OPENMAAS_RAY_ADDRESS)")
         ray_pool.connect(self.ray_address)
-        memory_bytes = self.store.size(artifact) + (config.engine.kv_cache_memory_bytes or 0)
+        memory_bytes = self.store.size(artifact) + self._kv_cache_bytes(config)
         spec = ray_pool.replica_spec(
             self.task, self.store.url, artifact, config, self.config.cpus, self.config.gpus, memory_bytes
         )
@@ -99,6 +99,14 @@ class Target:
         from openmaas.serving.ray_replicas import RayPredictorRuntime
 
         return RayPredictorRuntime(spec, self.replicas, self.events)
+
+    def _kv_cache_bytes(self, config: RuntimeConfig) -> int:
+        """The node memory an LLM replica's KV cache takes beside its weights (none on a GPU)."""
+        if self.task != TEXT_GENERATION or self.config.gpus > 0:
+            return 0
+        from openmaas.engine.config import EngineConfig
+
+        return config.engine.kv_cache_memory_bytes or EngineConfig.kv_cache_memory_bytes
 
     def served(self, runtimes: list[Any]) -> ServedModel:
         """The directory entry: the runtime itself, or for a split one entry per version."""

@@ -69,7 +69,8 @@ def test_hyperparameters_come_from_the_file(model_dirs, gguf_dirs) -> None:  # t
                     "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps",
                     "max_position_embeddings", "tie_word_embeddings", "qkv_bias", "rope_theta"):  # fmt: skip
             assert getattr(ours, key) == getattr(theirs, key), (arch, key)
-        assert ours.eos_token_ids == [2] and ours.checkpoint_dtype == "float32"
+        # <|im_end|> (the eos), and <|endoftext|>, which llama.cpp also ends a generation at.
+        assert ours.eos_token_ids == [2, 0] and ours.checkpoint_dtype == "float32"
     assert ModelConfig.from_pretrained(gguf_dirs["qwen2", "BF16"]).checkpoint_dtype == "bfloat16"
 
 

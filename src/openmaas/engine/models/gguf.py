@@ -254,7 +254,7 @@ def _config(
         "tie_word_embeddings": "output.weight" not in tensors,
         "attention_bias": arch == "llama" and "blk.0.attn_q.bias" in tensors,
         "bos_token_id": vocab.bos_id,
-        "eos_token_id": [i for i in dict.fromkeys([vocab.eos_id, vocab.eot_id]) if i is not None],
+        "eos_token_id": gguf_vocab.end_of_generation_ids(vocab),
         "torch_dtype": _checkpoint_dtype(meta, tensors),
     }
     if heads % config["num_key_value_heads"]:

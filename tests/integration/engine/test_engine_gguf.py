@@ -69,7 +69,8 @@ def test_hyperparameters_come_from_the_file(model_dirs, gguf_dirs) -> None:  # t
                     "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps",
                     "max_position_embeddings", "tie_word_embeddings", "qkv_bias", "rope_theta"):  # fmt: skip
             assert getattr(ours, key) == getattr(theirs, key), (arch, key)
-        assert ours.eos_token_ids == [2] and ours.checkpoint_dtype == "float32"
+        # <|im_end|> (the eos), and <|endoftext|>, which llama.cpp also ends a generation at.
+        assert ours.eos_token_ids == [2, 0] and ours.checkpoint_dtype == "float32"
     assert ModelConfig.from_pretrained(gguf_dirs["qwen2", "BF16"]).checkpoint_dtype == "bfloat16"
 
 
@@ -205,8 +206,16 @@ def test_the_tokenizer_and_chat_template_match_the_originals(model_dirs, gguf_di
     assert ours.eos_token_id == theirs.eos_token_id == 2
 
 
-def _rewrite(source: Path, target: Path, *, arch: str | None = None, int_tensor: str | None = None) -> Path:
-    """A copy of a GGUF file with another architecture name or one tensor stored as I32."""
+def _rewrite(
+    source: Path,
+    target: Path,
+    *,
+    arch: str | None = None,
+    int_tensor: str | None = None,
+    extra: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """A copy of a GGUF file with another architecture name, one tensor stored as I32, or `extra`
+    tensors."""
     reader = GGUFReader(source)
     writer = GGUFWriter(str(target), arch or str(reader.fields["general.architecture"].contents()))
     old_arch = str(reader.fields["general.architecture"].contents())
@@ -222,6 +231,8 @@ def _rewrite(source: Path, target: Path, *, arch: str | None = None, int_tensor:
             writer.add_tensor(tensor.name, np.zeros(tuple(reversed(tensor.shape.tolist())), dtype=np.int32))
         else:
             writer.add_tensor(tensor.name, np.asarray(tensor.data), raw_dtype=tensor.tensor_type)
+    for name, array in (extra or {}).items():
+        writer.add_tensor(name, array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -247,3 +258,18 @@ def test_bad_files_are_refused_naming_the_field(gguf_dirs, tmp_path: Path) -> No
         with pytest.raises(gguf.GGUFError) as refused:
             gguf.read(path)
         assert refused.value.field == field and refused.value.unsupported, refused.value
+
+
+def test_llama3_rope_factors_scale_the_rotary_frequencies(gguf_dirs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Llama 3's RoPE scaling arrives as a `rope_freqs` tensor of per-frequency divisors."""
+    from openmaas.engine.models.llama import rope_inv_freq
+
+    source = gguf_dirs["llama", "F32"] / "model.gguf"
+    head_dim = ModelConfig.from_pretrained(gguf_dirs["llama", "F32"]).head_dim
+    factors = np.linspace(1.0, 8.0, head_dim // 2, dtype=np.float32)
+    scaled = ModelConfig.from_dict(
+        gguf.read(_rewrite(source, tmp_path / "rope.gguf", extra={"rope_freqs.weight": factors})).config
+    )
+    plain = ModelConfig.from_pretrained(gguf_dirs["llama", "F32"])
+    assert torch.allclose(rope_inv_freq(scaled), rope_inv_freq(plain) / torch.from_numpy(factors))
+    gguf.load_model(tmp_path / "rope.gguf", torch.float32, CPU, 64)  # the tensor is no parameter of ours

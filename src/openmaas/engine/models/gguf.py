@@ -30,10 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 import torch
 from gguf import GGMLQuantizationType, GGUFReader, LlamaFileType, ReaderTensor
 from gguf import quants as gguf_quants
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from torch import nn
 
 from openmaas.engine.models import gguf_vocab
@@ -126,6 +128,13 @@ def read(path: str | Path) -> GGUFModel:
         gguf_vocab.build_tokenizer(vocab)
     except gguf_vocab.VocabError as exc:
         raise GGUFError(str(exc), exc.field, unsupported=exc.unsupported) from exc
+    except Exception as exc:  # the tokenizers library refusing what the metadata holds
+        raise GGUFError(f"the vocabulary cannot be rebuilt: {exc}", "tokenizer.ggml.tokens") from exc
+    if vocab.chat_template is not None:
+        try:
+            ImmutableSandboxedEnvironment(extensions=["jinja2.ext.loopcontrols"]).parse(vocab.chat_template)
+        except jinja2.TemplateSyntaxError as exc:
+            raise GGUFError(f"the chat template does not parse: {exc}", "tokenizer.chat_template") from exc
     config = _config(meta, arch, tensors, vocab)
     _check_tensors(ModelConfig.from_dict(config), tensors)
     return GGUFModel(arch, config, vocab, _file_type(meta, tensors), tensors)
@@ -254,7 +263,7 @@ def _config(
         "tie_word_embeddings": "output.weight" not in tensors,
         "attention_bias": arch == "llama" and "blk.0.attn_q.bias" in tensors,
         "bos_token_id": vocab.bos_id,
-        "eos_token_id": [i for i in dict.fromkeys([vocab.eos_id, vocab.eot_id]) if i is not None],
+        "eos_token_id": gguf_vocab.end_of_generation_ids(vocab),
         "torch_dtype": _checkpoint_dtype(meta, tensors),
     }
     if heads % config["num_key_value_heads"]:
@@ -270,10 +279,12 @@ def _config(
             f"RoPE scaling {scaling!r} is not supported", f"{arch}.rope.scaling.type", unsupported=True
         )
     if "rope_freqs.weight" in tensors:  # Llama 3's RoPE scaling, as per-frequency divisors
+        if tensors["rope_freqs.weight"].tensor_type != T.F32:
+            raise GGUFError("rope_freqs.weight must be F32", "rope_freqs.weight")
         factors = _floats(tensors["rope_freqs.weight"])
-        if factors.shape != (head_dim // 2,):
+        if factors.shape != (head_dim // 2,) or not np.isfinite(factors).all() or (factors <= 0).any():
             raise GGUFError(
-                f"rope_freqs.weight has {factors.size} values, not {head_dim // 2}", "rope_freqs.weight"
+                f"rope_freqs.weight must hold {head_dim // 2} positive numbers", "rope_freqs.weight"
             )
         config["rope_scaling"] = {"rope_type": "freq_factors", "factors": factors.tolist()}
     return config

@@ -49,6 +49,11 @@ PRE_TOKENIZERS = {
 }
 
 
+# Control tokens that end a generation wherever the vocabulary has them, as llama.cpp decides (its
+# end-of-generation set; for Qwen2 <|endoftext|> beside <|im_end|>, as its generation_config.json says).
+END_OF_GENERATION = ("<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|endoftext|>", "<|end_of_text|>", "<|end|>")
+
+
 class VocabError(ValueError):
     """The vocabulary metadata cannot be turned into a tokenizer; `field` names the key;
     `unsupported`: a well-formed vocabulary of a kind we do not rebuild."""
@@ -126,6 +131,17 @@ def build_tokenizer(vocab: Vocab) -> Tokenizer:
             single=f"{bos} $A:0", pair=f"{bos} $A:0 {bos} $B:1", special_tokens=[(bos, vocab.bos_id)]
         )
     return tok
+
+
+def end_of_generation_ids(vocab: Vocab) -> list[int]:
+    """The ids a generation stops at: eos, eot, and the control tokens of END_OF_GENERATION."""
+    named = [vocab.eos_id, vocab.eot_id]
+    named += [
+        index
+        for index, (token, kind) in enumerate(zip(vocab.tokens, vocab.token_types, strict=False))
+        if kind == CONTROL and token in END_OF_GENERATION
+    ]
+    return [i for i in dict.fromkeys(named) if i is not None]
 
 
 def tokenizer_config(vocab: Vocab) -> dict[str, Any]:

@@ -333,3 +333,21 @@ def test_an_embeddings_batch_gives_the_live_vectors(served: Served, acme: Tenant
     refused = client.batches.create(input_file_id=wrong, endpoint=CHAT, completion_window="24h")
     assert refused.errors is not None
     assert [(e.line, e.code) for e in refused.errors.data or []] == [(1, "invalid_model")]
+
+
+def test_a_completions_batch_gives_the_live_text(served: Served, acme: Tenant) -> None:
+    client = _client(served, acme)
+    bodies = [
+        {"model": "chat", "prompt": f"Count to {i}", "max_tokens": 6, "temperature": 0} for i in range(2)
+    ]
+    content = b"".join(_line(f"c-{i}", body, url="/v1/completions") for i, body in enumerate(bodies))
+    created = client.batches.create(
+        input_file_id=_upload(client, content), endpoint="/v1/completions", completion_window="24h"
+    )
+    batch = _ended(client, created.id)
+    assert batch.status == "completed" and batch.request_counts.completed == 2
+    for body, out in zip(bodies, _jsonl(client, batch.output_file_id), strict=True):
+        live = client.completions.create(**body)  # type: ignore[call-overload]
+        answer = out["response"]["body"]
+        assert answer["object"] == "text_completion" and answer["choices"][0]["text"] == live.choices[0].text
+    assert len(_events(served, batch.id)) == 2

@@ -45,7 +45,7 @@ def _exact_match(client: openai.OpenAI, model: str, held_out: list[list[dict[str
             model=model,
             messages=messages[:1],
             max_tokens=8,
-            temperature=0,  # type: ignore[arg-type]
+            temperature=0,
         )
         hits += reply.choices[0].message.content == messages[1]["content"]
     return hits / len(held_out)
@@ -96,7 +96,7 @@ def test_a_fine_tuned_adapter_answers_what_it_learned(
         model=first,
         messages=held_out[0][:1],
         max_tokens=8,
-        temperature=0,  # type: ignore[arg-type]
+        temperature=0,
     )
     assert reply.model == first and reply.usage is not None
 
@@ -114,6 +114,6 @@ def test_a_fine_tuned_adapter_answers_what_it_learned(
     with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(
             model=checkpoints[-2].fine_tuned_model_checkpoint,
-            messages=held_out[0][:1],  # type: ignore[arg-type]
+            messages=held_out[0][:1],
         )
     assert missing.value.code == "model_not_found"

@@ -79,6 +79,8 @@ def test_a_fine_tuning_job_trains_and_registers_an_adapter(served: Served, acme:
     assert job.id.startswith("ftjob-") and job.object == "fine_tuning.job"
     assert (job.status, job.model, job.seed, job.training_file) == ("queued", "tiny:1", 7, train.id)
     assert job.hyperparameters.n_epochs == 2 and job.fine_tuned_model is None
+    estimated = (job.model_extra or {})["estimated_tokens"]  # the file's tokens, counted at creation
+    assert estimated > 0
     assert [j.id for j in client.fine_tuning.jobs.list()] == [job.id]
 
     with worker_running(served.platform):
@@ -88,7 +90,8 @@ def test_a_fine_tuning_job_trains_and_registers_an_adapter(served: Served, acme:
             time.sleep(0.2)
     assert job.status == "succeeded", job.error
     assert job.fine_tuned_model == f"ft:tiny:acme:support:{job.id}"
-    assert job.trained_tokens and job.trained_tokens > 0 and job.finished_at
+    # Only the answers are trained and billed: within the bound the estimate gave before training.
+    assert job.trained_tokens and 0 < job.trained_tokens < 2 * estimated and job.finished_at
 
     assert len(job.result_files) == 1
     results = client.files.retrieve(job.result_files[0])

@@ -92,6 +92,10 @@ class FineTuningJobPublic(BaseModel):
     method: dict[str, Any]
     result_files: list[str] = Field(default_factory=list)
     trained_tokens: int | None = None
+    # Our addition, measured when the job is created (before any training), so its cost is known in
+    # advance: the training file's tokens through the base model's chat template, one epoch. Only the
+    # answers' tokens are trained and billed (`trained_tokens`), so n_epochs times this bounds the bill.
+    estimated_tokens: int | None = None
     error: FineTuningError | None = None
     seed: int
     estimated_finish: int | None = None

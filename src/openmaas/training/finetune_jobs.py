@@ -189,6 +189,7 @@ def fine_tuning_job_public(job: Job) -> FineTuningJobPublic:
         method={"type": "supervised", "supervised": {"hyperparameters": {**hyper, **shown}}},
         result_files=list(result.get("result_files") or []),
         trained_tokens=result.get("trained_tokens"),
+        estimated_tokens=params.estimated_tokens,
         error=error,
         seed=params.seed,
         user_provided_suffix=params.suffix,

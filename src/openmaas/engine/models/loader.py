@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from openmaas.engine.kernels import move_to_huge_pages
 from openmaas.engine.models import gguf
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.models.linear import Linear, set_quantized, share_dequant_scratch
@@ -156,6 +157,7 @@ def quantize_model(
     others = [m for m in model.modules() if not isinstance(m, Linear)]
     shared = {id(p) for m in others for p in m.parameters(recurse=False)}
     float_bytes = quantized_bytes = freed_bytes = 0
+    placed: list[torch.Tensor] = []
     for linear, fmt in targets:
         assert isinstance(linear, Linear)
         weight = linear.weight
@@ -165,5 +167,9 @@ def quantize_model(
         freed_bytes += 0 if id(weight) in shared else nbytes
         quantized_bytes += q.nbytes
         set_quantized(linear, q, kernels)
+        if linear.quant_kernels is not None and linear.quantized is not None:
+            placed += [linear.quantized.qweight, linear.quantized.scales]
+    # Our kernels stream the values from 2 MiB pages, as gemv.c does the float weights (~20% faster).
+    move_to_huge_pages(placed)
     share_dequant_scratch(model)
     return QuantReport(format, group_size, len(targets), float_bytes, quantized_bytes, freed_bytes)

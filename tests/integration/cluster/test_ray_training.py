@@ -174,7 +174,9 @@ def test_a_node_lost_mid_job_resumes_from_its_checkpoint(api: httpx.Client, ray_
         return next(node for node in ray_cluster.worker_nodes if node.node_id in ranks)
 
     said = _lose_a_node_mid_job(api, ray_cluster, a_ranks_node)
-    assert any("restarted the workers" in m for m in said), said
+    # Ray Train restarts the workers; on a machine too busy for their restart within Ray Train's
+    # limits (60 s to start a group) the attempt fails instead and the worker retries it.
+    assert any("restarted the workers" in m or "Attempt 2 runs on Ray node" in m for m in said), said
 
 
 @pytest.mark.timeout(900)

@@ -186,15 +186,20 @@ def test_the_attempts_own_node_lost_mid_job_is_retried_and_resumes(
 ) -> None:
     """The node of the attempt's actor (and so of Ray Train's controller) dies: the worker retries
     the attempt, which first gives back the CPUs the dead attempt's workers still reserved."""
+    import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from openmaas.jobs.ray_executor import RayExecutor
 
     node = ray_cluster.add_node(num_cpus=2)
     ray_cluster.wait_for_nodes()
-    # Attempts go to the new node while it lives (soft: the retry goes elsewhere).
-    strategy = NodeAffinitySchedulingStrategy(node_id=node.node_id, soft=True)
-    monkeypatch.setattr(RayExecutor, "_near_worker", staticmethod(lambda: strategy))
+
+    def on_the_new_node() -> Any:
+        """Attempts go to the new node while it lives, anywhere once it is gone."""
+        alive = any(n["NodeID"] == node.node_id and n["Alive"] for n in ray.nodes())
+        return NodeAffinitySchedulingStrategy(node_id=node.node_id, soft=False) if alive else "DEFAULT"
+
+    monkeypatch.setattr(RayExecutor, "_near_worker", staticmethod(on_the_new_node))
 
     said = _lose_a_node_mid_job(api, ray_cluster, lambda ranks: node)
     assert any("Attempt 2 runs on Ray node" in m for m in said), said

@@ -156,10 +156,15 @@ def _lose_a_node_mid_job(
     assert len(starts) >= 2, said
     assert all(w["node_id"] != node.node_id for w in starts[-1]["workers"]), said
     assert any((e.get("data") or {}).get("resumed_from_epoch", 0) > 0 for e in events), said
+    # The first epoch of the workers started last (an epoch that ended just before the death may
+    # be written just after it).
+    restarted = max(
+        datetime.fromisoformat(e["created_at"]) for e in events if (e.get("data") or {}).get("group_start")
+    )
     trained_again = min(
         datetime.fromisoformat(e["created_at"])
         for e in events
-        if e["type"] == "metrics" and datetime.fromisoformat(e["created_at"]) > killed_at
+        if e["type"] == "metrics" and datetime.fromisoformat(e["created_at"]) > restarted
     )
     print(f"node death to training again: {(trained_again - killed_at).total_seconds():.1f} s")
     return said
@@ -203,7 +208,6 @@ def test_the_attempts_own_node_lost_mid_job_is_retried_and_resumes(
 
     said = _lose_a_node_mid_job(api, ray_cluster, lambda ranks: node)
     assert any("Attempt 2 runs on Ray node" in m for m in said), said
-    assert any("Released placement group" in m for m in said), said
 
 
 def test_groups_orphaned_by_a_dead_actor_are_released(ray_cluster: Any) -> None:

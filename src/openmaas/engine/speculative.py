@@ -23,12 +23,12 @@ if TYPE_CHECKING:
     from openmaas.engine.sequence import Sequence
 
 # When speculation pays for a request. Verifying d guessed tokens costs a step of d+1 rows instead of
-# one; each row past the first costs about ROW_COST of a 1-row step (measured on the 2-core CPU with
-# the Qwen2.5-0.5B-shaped model in fp32: see benchmarks/speculative.py), so a request gains while its
-# acceptance (accepted / proposed) stays above it. Judged over windows of WINDOW proposed tokens; a
-# request below it pauses for PAUSE steps, doubling each time up to MAX_PAUSE, and tries again (its
-# output may start copying later).
-ROW_COST = 0.1
+# one; each row past the first costs about ROW_COST of a 1-row step (benchmarks/speculative.py on the
+# Qwen2.5-0.5B-shaped model in fp32, 2 threads: 0.145 per row at 4 guesses, measured on a host at load
+# average 15, so a rough figure), so a request gains while its acceptance (accepted / proposed) stays
+# above it. Judged over windows of WINDOW proposed tokens; a request below it pauses for PAUSE steps,
+# doubling each time up to MAX_PAUSE, and tries again (its output may start copying later).
+ROW_COST = 0.15
 WINDOW = 16
 PAUSE = 8
 MAX_PAUSE = 256

@@ -33,7 +33,9 @@ class SplitTensors:
 def predict_batched(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     """The model's outputs for `inputs`, on the CPU (a data-parallel rank's model may be on a GPU)."""
     model.eval()
-    device = next(model.parameters()).device
+    # A model with no parameters of its own (an optimised candidate: ONNX, dynamically quantised) runs
+    # on the CPU.
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with torch.no_grad():
         return torch.cat(
             [model(inputs[i : i + EVAL_BATCH].to(device)).cpu() for i in range(0, len(inputs), EVAL_BATCH)]

@@ -43,12 +43,12 @@ def test_a_setting_that_does_not_parse_is_named(
 def test_a_model_file_that_is_neither_a_folder_nor_onnx(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    model = tmp_path / "model.gguf"
+    model = tmp_path / "model.bin"  # .gguf and .onnx files are models
     model.write_bytes(b"GGUF")
     message = failure(
         capsys, "models", "import", str(model), "--name", "m", "--key", KEY, "--url", "http://127.0.0.1:9"
     )
-    assert "model.gguf" in message and "folder" in message and ".onnx" in message
+    assert "model.bin" in message and "folder" in message and ".onnx" in message and ".gguf" in message
 
 
 @pytest.mark.parametrize(

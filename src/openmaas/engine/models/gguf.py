@@ -41,7 +41,7 @@ from torch import nn
 from openmaas.engine.models import gguf_vocab
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.models.linear import Linear, set_quantized, share_dequant_scratch
-from openmaas.engine.models.llama import LlamaForCausalLM, RotaryEmbedding
+from openmaas.engine.models.llama import LlamaForCausalLM, empty_model
 from openmaas.engine.quant import QuantizedWeight, dequantize, quantize
 
 log = logging.getLogger(__name__)
@@ -369,13 +369,7 @@ def load_model(
         raise FileNotFoundError(f"no .gguf file in {path}")
     gguf = read(file)
     config = ModelConfig.from_dict(gguf.config)
-    with torch.device("meta"):
-        model = LlamaForCausalLM(config, max_positions)
-    model.to_empty(device=device)
-    model.to(dtype)
-    model.rotary = RotaryEmbedding(config, max_positions).to(device)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.embed_tokens.weight
+    model = empty_model(config, max_positions, dtype, device)
     pieces: dict[str, list[_Piece]] = defaultdict(list)
     for name, tensor in gguf.tensors.items():
         if name == "rope_freqs.weight":

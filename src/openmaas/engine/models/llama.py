@@ -259,6 +259,21 @@ class LlamaForCausalLM(nn.Module):
         return self.lm_head(hidden)
 
 
+def empty_model(
+    config: ModelConfig, max_positions: int, dtype: torch.dtype, device: torch.device
+) -> LlamaForCausalLM:
+    """The model for `config` with uninitialised weights in `dtype` on `device`, for a loader to fill
+    (RoPE tables stay fp32, as in transformers, and are cast per use; a tied lm_head is the embedding)."""
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config, max_positions)
+    model.to_empty(device=device)
+    model.to(dtype)
+    model.rotary = RotaryEmbedding(config, max_positions).to(device)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.embed_tokens.weight
+    return model
+
+
 def enable_cpu_kernels(model: LlamaForCausalLM, dtype: torch.dtype) -> CpuKernels | None:
     """Run the model's decode-step work through our C kernels (openmaas.engine.kernels): 1-4 row
     matmuls on plain weights moved onto huge pages, RMSNorm with its residual add, RoPE, the SiLU gate

@@ -18,7 +18,7 @@ from openmaas.engine.kernels import move_to_huge_pages
 from openmaas.engine.models import gguf
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.models.linear import Linear, set_quantized, share_dequant_scratch
-from openmaas.engine.models.llama import LlamaForCausalLM, RotaryEmbedding
+from openmaas.engine.models.llama import LlamaForCausalLM, empty_model
 from openmaas.engine.quant import QuantFormat, quantize
 
 log = logging.getLogger(__name__)
@@ -77,14 +77,7 @@ def load_model(
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no *.safetensors in {folder}")
-    with torch.device("meta"):
-        model = LlamaForCausalLM(config, max_positions)
-    model.to_empty(device=device)
-    model.to(dtype)
-    # RoPE tables stay fp32 (as in transformers) and are cast per use.
-    model.rotary = RotaryEmbedding(config, max_positions).to(device)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.embed_tokens.weight
+    model = empty_model(config, max_positions, dtype, device)
     params = dict(model.named_parameters())
     loaded: set[str] = set()
     for file in files:

@@ -18,7 +18,6 @@ import openai
 import pytest
 from sqlalchemy import select
 
-from openmaas.api.app import create_app
 from openmaas.engine.llm_engine import LLMEngine
 from openmaas.engine.testing import build_tiny_model
 from openmaas.metering.tables import UsageRecord
@@ -29,8 +28,7 @@ from openmaas.serving.batches.tables import Batch, BatchLine
 from openmaas.serving.inference import BATCH_PRIORITY
 from tests.e2e.test_openai_sdk import ENGINE, _deploy
 from tests.support.platforms import make_platform
-from tests.support.served import Served, Tenant
-from tests.support.server import running_server
+from tests.support.served import Served, Tenant, serving
 
 CHAT = "/v1/chat/completions"
 
@@ -40,12 +38,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("batches")
     platform = make_platform(home / "home", f"sqlite:///{home / 'openmaas.db'}")
     platform.batches.times = RunnerTimes(poll_s=0.2, lease_s=30.0, flush_s=0.05)
-    assert platform.new_admin_key is not None
-    try:
-        with running_server(create_app(platform)) as url:
-            yield Served(url, platform, platform.new_admin_key)
-    finally:
-        platform.close()
+    with serving(platform) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

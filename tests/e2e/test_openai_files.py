@@ -14,12 +14,10 @@ import httpx
 import openai
 import pytest
 
-from openmaas.api.app import create_app
 from openmaas.billing.scheduler import stored_bytes
 from tests.support.leftovers import nothing_left
 from tests.support.platforms import make_platform
-from tests.support.served import Served, Tenant
-from tests.support.server import running_server
+from tests.support.served import Served, Tenant, serving
 
 
 def chat_lines(n: int = 10) -> bytes:
@@ -40,12 +38,8 @@ def chat_lines(n: int = 10) -> bytes:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("files")
     platform = make_platform(home / "home", f"sqlite:///{home / 'openmaas.db'}", max_dataset_bytes=64 * 1024)
-    assert platform.new_admin_key is not None
-    try:
-        with running_server(create_app(platform)) as url:
-            yield Served(url, platform, platform.new_admin_key)
-    finally:
-        platform.close()
+    with serving(platform) as served:
+        yield served
 
 
 def _client(served: Served, tenant: Tenant) -> openai.OpenAI:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -37,3 +39,17 @@ class Served:
             key = admin.post(f"/v1/admin/organizations/{org.json()['id']}/api_keys", json=body)
             assert key.status_code == 201, key.text
         return Tenant(org.json()["id"], key.json()["id"], key.json()["key"])
+
+
+@contextmanager
+def serving(platform: Platform) -> Iterator[Served]:
+    """`platform` behind a real server on a free port, as tests see it; the platform is closed after."""
+    from openmaas.api.app import create_app
+    from tests.support.server import running_server
+
+    try:
+        assert platform.new_admin_key is not None
+        with running_server(create_app(platform)) as url:
+            yield Served(url, platform, platform.new_admin_key)
+    finally:
+        platform.close()

@@ -12,21 +12,14 @@ from typing import Any
 
 import httpx
 
-from openmaas.api.app import create_app
 from tests.support.platforms import make_platform
-from tests.support.served import Served
-from tests.support.server import running_server
+from tests.support.served import Served, serving
 
 
 @contextmanager
 def server(home: Path, **settings: object) -> Iterator[Served]:
-    platform = make_platform(home, f"sqlite:///{home / 'openmaas.db'}", **settings)
-    try:
-        with running_server(create_app(platform)) as url:
-            assert platform.new_admin_key is not None
-            yield Served(url, platform, platform.new_admin_key)
-    finally:
-        platform.close()
+    with serving(make_platform(home, f"sqlite:///{home / 'openmaas.db'}", **settings)) as served:
+        yield served
 
 
 def wait_ready(http: httpx.Client, name: str, timeout_s: float = 90.0) -> dict[str, Any]:

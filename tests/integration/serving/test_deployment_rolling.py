@@ -19,14 +19,12 @@ import httpx
 import pytest
 
 from openmaas import Client
-from openmaas.api.app import create_app
 from openmaas.serving import loading
 from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.memory import MIB, artifact_bytes
 from openmaas.serving.runtimes import load_runtime
 from tests.support.platforms import make_platform
-from tests.support.served import Served, Tenant
-from tests.support.server import running_server
+from tests.support.served import Served, Tenant, serving
 
 ENGINE = {"kv_cache_memory_bytes": 4 * 1024 * 1024, "max_num_seqs": 8, "max_model_len": 128}
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
@@ -38,13 +36,8 @@ def versions(tiny_llm_versions: tuple[Path, Path]) -> tuple[Path, Path]:
 
 
 def _server(home: Path, **settings: object) -> Iterator[Served]:
-    platform = make_platform(home, f"sqlite:///{home / 'openmaas.db'}", **settings)
-    try:
-        with running_server(create_app(platform)) as url:
-            assert platform.new_admin_key is not None
-            yield Served(url, platform, platform.new_admin_key)
-    finally:
-        platform.close()
+    with serving(make_platform(home, f"sqlite:///{home / 'openmaas.db'}", **settings)) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from openmaas.serving.runtimes import load_runtime
 from tests.integration.serving.predict_support import artifact, register
 from tests.support.clock import FakeClock
 from tests.support.platforms import make_platform
-from tests.support.served import Served
+from tests.support.served import Served, serving
 from tests.support.server import running_server
 
 ROW = {"age": 40.0, "plan": "pro", "noise": 0.1}
@@ -36,12 +36,8 @@ def _served(tmp_path: Path, database_url: str, clock: FakeClock, **settings: obj
     platform: Platform = make_platform(
         tmp_path / "home", database_url, clock=clock, serving_sweep_interval_s=0, **settings
     )
-    try:
-        with running_server(create_app(platform)) as url:
-            assert platform.new_admin_key is not None
-            yield Served(url, platform, platform.new_admin_key)
-    finally:
-        platform.close()
+    with serving(platform) as served:
+        yield served
 
 
 @pytest.fixture

@@ -18,12 +18,10 @@ import pytest
 import torch
 
 from openmaas import Client
-from openmaas.api.app import create_app
 from openmaas.serving.runtimes.predictor import PredictorRuntime
 from tests.integration.serving.predict_support import artifact, b64, digit_png, register
 from tests.support.platforms import make_platform
-from tests.support.served import Served, Tenant
-from tests.support.server import running_server
+from tests.support.served import Served, Tenant, serving
 
 
 class HeldModel(torch.nn.Module):
@@ -278,12 +276,8 @@ def test_an_undecodable_image_in_a_later_slice_is_named_by_its_row(served: Serve
 def few_rows(tmp_path: Path, database_url: str) -> Iterator[Served]:
     """A server whose predictions take at most 50 rows."""
     platform = make_platform(tmp_path / "home", database_url, max_body_bytes=64 * 1024, predict_max_rows=50)
-    try:
-        assert platform.new_admin_key is not None
-        with running_server(create_app(platform)) as url:
-            yield Served(url, platform, platform.new_admin_key)
-    finally:
-        platform.close()
+    with serving(platform) as served:
+        yield served
 
 
 def test_a_request_past_the_servers_row_limit_is_refused(few_rows: Served) -> None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from openmaas.engine import kernels
 from openmaas.engine.kernels import quant as quant_kernels
 from openmaas.engine.models.linear import Linear, set_quantized, share_dequant_scratch
 from openmaas.engine.quant import FORMATS, QuantizedWeight, dequantize, quantize
@@ -143,8 +144,8 @@ def test_without_avx2_the_kernels_are_not_loaded_and_the_reason_is_logged(
 ) -> None:
     monkeypatch.setattr(quant_kernels, "_loaded", {})
     monkeypatch.setattr(quant_kernels, "cpu_flags", lambda: {"sse4_2", "fma"})
-    monkeypatch.setattr(quant_kernels.platform, "machine", lambda: "x86_64")
-    monkeypatch.setattr(quant_kernels.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(kernels.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(kernels.platform, "system", lambda: "Linux")
     with caplog.at_level(logging.INFO, logger="openmaas.engine.kernels.quant"):
         assert quant_kernels.load_quant_kernels() is None
     assert "lacks avx2, f16c" in caplog.text

@@ -29,16 +29,24 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
+
+if TYPE_CHECKING:
+    from openmaas.engine.quant import QuantizedWeight
 
 log = logging.getLogger(__name__)
 
 SOURCES = [Path(__file__).with_name(name) for name in ("gemv.c", "ops.c", "layer.c")]
 HEADERS = [Path(__file__).with_name("kernels.h")]
+# Quantised weights' matmul and decode layer: in the library where the CPU has AVX-512 VNNI.
+QUANT_SOURCES = [Path(__file__).with_name("quant512.c")]
+QUANT_FLAGS = ["-mavx512vnni", "-mf16c"]
+QUANT_CPU_FLAGS = {"avx512_vnni", "f16c"}
+FORMAT_CODES = {"int8": 0, "int4": 1}
 FLAGS = [
     "-ffp-contract=off",
     "-O3",
@@ -58,6 +66,7 @@ MAX_ACTIVATION_BYTES = 20 << 10
 
 _lock = threading.Lock()
 _loaded: dict[str, CpuKernels | None] = {}
+_K = TypeVar("_K")
 
 
 def cpu_flags() -> set[str]:
@@ -152,6 +161,42 @@ class LayerParams(ctypes.Structure):
     ]  # fmt: skip
 
 
+class QuantProjection(ctypes.Structure):
+    """One quantised projection for layer.c's `omaas_decode_qlayer` (`omaas_qproj`)."""
+
+    _fields_ = [
+        ("w", ctypes.c_void_p),
+        ("scales", ctypes.c_void_p),
+        ("bias", ctypes.c_void_p),
+        ("format", ctypes.c_int64),
+        ("group", ctypes.c_int64),
+    ]
+
+
+class QuantLayerParams(ctypes.Structure):
+    """Pointers to one decoder layer's parameters whose four projections are quantised (`omaas_qlayer`)."""
+
+    _fields_ = [
+        ("input_norm", ctypes.c_void_p),
+        ("post_norm", ctypes.c_void_p),
+        ("qkv", QuantProjection),
+        ("o", QuantProjection),
+        ("gate_up", QuantProjection),
+        ("down", QuantProjection),
+    ]
+
+
+def quant_projection(q: QuantizedWeight, bias: torch.Tensor | None) -> QuantProjection:
+    """A quantised weight's pointers and layout, for the one-call layer (the tensors must stay put)."""
+    return QuantProjection(
+        q.qweight.data_ptr(),
+        q.scales.data_ptr(),
+        data_ptr_or_none(bias),
+        FORMAT_CODES[q.format],
+        q.group_size,
+    )
+
+
 class LayerShape(ctypes.Structure):
     _fields_ = [
         ("hidden", ctypes.c_int64),
@@ -197,6 +242,32 @@ class CpuKernels:
             _P, _I64, _P, _P, _I64, _P, _P, _I64, _I64, _I64, _I64, _F32, _INT,
             restype=_INT,
         )  # fmt: skip
+        # quant512.c and the quantised decode layer, where the library has them (AVX-512 VNNI).
+        self.quantized = hasattr(lib, f"omaas_qgemv_{sfx}")
+        if self.quantized:
+            self._qgemv = _bind(
+                lib,
+                f"omaas_qgemv_{sfx}",
+                _INT,
+                _P,
+                _P,
+                _P,
+                _P,
+                _P,
+                _I64,
+                _I64,
+                _I64,
+                _I64,
+                _INT,
+                restype=_INT,
+            )
+            self._qact_row_bytes = _bind(lib, "omaas_qact_row_bytes", _I64, restype=_I64)
+            self._qlayer = _bind(
+                lib, f"omaas_decode_qlayer_{sfx}",
+                ctypes.POINTER(QuantLayerParams), ctypes.POINTER(LayerShape), _P, _P, _P, _P, _P, _P, _P, _P,
+                _I64, _P, _P, _P, _P, _I64, _INT,
+                restype=_INT,
+            )  # fmt: skip
 
     def fits_rows(self, rows: int, width: int) -> bool:
         """Whether our matmul takes `rows` activation rows of `width` values (else oneDNN does)."""
@@ -211,6 +282,31 @@ class CpuKernels:
             and x.dtype == self.dtype
             and x.is_contiguous()
         )
+
+    def fits_qgemv(self, x: torch.Tensor) -> bool:
+        """Whether `qgemv` takes x: 1-4 contiguous rows of our dtype, in a library with quant512.c (no
+        width limit: the alternative, dequantise-and-multiply, is slower at any width)."""
+        return (
+            self.quantized
+            and x.dim() == 2
+            and 1 <= x.shape[0] <= self.max_rows
+            and x.dtype == self.dtype
+            and x.is_contiguous()
+        )
+
+    def qgemv(self, x: torch.Tensor, q: QuantizedWeight, bias: torch.Tensor | None) -> torch.Tensor:
+        """x [m, k] contiguous @ dequant(q)^T (+ bias [n] in x's dtype) -> [m, n] in x's dtype
+        (quant512.c: x rounded to int8 per run of 32, integer products, fp32 sums)."""
+        m, k = x.shape
+        n = q.shape[0]
+        y = torch.empty((m, n), dtype=x.dtype)
+        rc = self._qgemv(
+            FORMAT_CODES[q.format], x.data_ptr(), q.qweight.data_ptr(), q.scales.data_ptr(),
+            data_ptr_or_none(bias), y.data_ptr(), m, n, k, q.group_size, torch.get_num_threads(),
+        )  # fmt: skip
+        if rc != 0:
+            raise ValueError(f"quantised gemv: bad shapes x {tuple(x.shape)}, weight {q.shape} ({rc})")
+        return y
 
     def fits_attention(self, heads: int, kv_heads: int, head_dim: int) -> bool:
         group = heads // kv_heads
@@ -242,10 +338,12 @@ class CpuKernels:
     def add_rmsnorm(
         self, h: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float
     ) -> torch.Tensor:
-        """h += delta in place (when given), then return RMSNorm(h) * weight. h and delta [rows, n]
-        contiguous, weight [n]."""
+        """h += delta in place (when given), then return RMSNorm(h) * weight. h [rows, n] contiguous,
+        delta [rows, n] (copied if not contiguous: the dequantising matmul returns a transposed view),
+        weight [n]."""
         rows, n = h.shape
         out = torch.empty_like(h)
+        delta = None if delta is None else delta.contiguous()
         self._add_rmsnorm(
             h.data_ptr(),
             data_ptr_or_none(delta),
@@ -300,13 +398,51 @@ class CpuKernels:
             raise ValueError(f"decode layer: unsupported rows {m} or heads {shape.heads}/{shape.kv_heads}")
         return out
 
+    def decode_qlayer(
+        self,
+        params: QuantLayerParams,
+        shape: LayerShape,
+        h: torch.Tensor,
+        delta: torch.Tensor | None,
+        kv_cache: torch.Tensor,
+        slot_mapping: torch.Tensor,
+        ctx_slots: torch.Tensor,
+        lengths: torch.Tensor,
+        positions: torch.Tensor,
+        cos: torch.Tensor,
+        sin_signed: torch.Tensor,
+        scratch: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        """`decode_layer` for a layer whose projections are quantised (quant512.c's matmul, the same
+        functions in the same order as `qgemv` op by op); `scratch` is `qlayer_scratch(shape, m)`."""
+        m = h.shape[0]
+        out = torch.empty_like(h)
+        floats, qa = scratch
+        rc = self._qlayer(
+            ctypes.byref(params), ctypes.byref(shape), h.data_ptr(), data_ptr_or_none(delta), out.data_ptr(),
+            floats.data_ptr(), qa.data_ptr(), kv_cache.data_ptr(), slot_mapping.data_ptr(),
+            ctx_slots.data_ptr(), ctx_slots.shape[1], lengths.data_ptr(), positions.data_ptr(),
+            cos.data_ptr(), sin_signed.data_ptr(), m, torch.get_num_threads(),
+        )  # fmt: skip
+        if rc != 0:
+            raise ValueError(f"decode layer: unsupported rows {m} or heads {shape.heads}/{shape.kv_heads}")
+        return out
+
+    def qlayer_scratch(self, shape: LayerShape, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Working memory for `decode_qlayer` on `rows` tokens: the float scratch and the quantised
+        activations' records (of the widest projection input)."""
+        widest = max(shape.hidden, shape.heads * shape.head_dim, shape.intermediate)
+        qa = torch.empty(rows * int(self._qact_row_bytes(widest)), dtype=torch.uint8)
+        return self.layer_scratch(shape, rows), qa
+
     def layer_scratch(self, shape: LayerShape, rows: int) -> torch.Tensor:
         """Working memory for `decode_layer` on `rows` tokens (layer.c sizes it)."""
         return torch.empty(int(self._layer_scratch(ctypes.byref(shape), rows)), dtype=self.dtype)
 
     def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
-        """F.silu(gate) * up for gate_up [rows, 2 * n] contiguous (gate first) -> [rows, n]."""
+        """F.silu(gate) * up for gate_up [rows, 2 * n] (gate first; copied if not contiguous) -> [rows, n]."""
         rows, width = gate_up.shape
+        gate_up = gate_up.contiguous()
         out = torch.empty((rows, width // 2), dtype=gate_up.dtype)
         self._silu_mul(gate_up.data_ptr(), out.data_ptr(), rows, width // 2, torch.get_num_threads())
         return out
@@ -348,27 +484,58 @@ def supported_dtypes(flags: set[str]) -> list[torch.dtype]:
     return [torch.float32, *([torch.bfloat16] if "avx512_bf16" in flags else [])]
 
 
-def load_kernels(dtype: torch.dtype) -> CpuKernels | None:
-    """The kernels for `dtype` (bf16 or fp32), or None where this machine cannot build or run them."""
-    key = str(dtype)
+def library(flags: set[str]) -> tuple[list[Path], list[str]]:
+    """The AVX-512 library's sources and compiler flags for a CPU with `flags`: with the quantised-weight
+    kernels (quant512.c) where it has AVX-512 VNNI."""
+    if flags >= QUANT_CPU_FLAGS:
+        return [*SOURCES, *QUANT_SOURCES], [*FLAGS, *QUANT_FLAGS]
+    return SOURCES, FLAGS
+
+
+def load_once(
+    cache: dict[str, _K | None],
+    key: str,
+    problem: str | None,
+    make: Callable[[], _K],
+    what: str,
+    fallback: str,
+    logger: logging.Logger = log,
+) -> _K | None:
+    """The kernels `make()` builds and loads (once per `key`, under a lock), or None where `problem`
+    (a reason, or None) rules them out or building fails; the reason is logged once to `logger`, as
+    "`what`: why; `fallback`"."""
     with _lock:
-        if key in _loaded:
-            return _loaded[key]
-        kernels: CpuKernels | None = None
-        dtypes = supported_dtypes(cpu_flags())
+        if key in cache:
+            return cache[key]
+        kernels: _K | None = None
         if platform.system() != "Linux" or platform.machine() != "x86_64":
-            log.info("cpu kernels: not x86-64 Linux; the engine keeps PyTorch/oneDNN ops")
-        elif dtype not in (torch.float32, torch.bfloat16):
-            log.info("cpu kernels: none for %s; the engine keeps PyTorch/oneDNN ops", dtype)
-        elif dtype not in dtypes:
-            log.info("cpu kernels: this CPU lacks AVX-512 for %s; the engine keeps PyTorch/oneDNN ops", dtype)
+            logger.info("%s: not x86-64 Linux; %s", what, fallback)
+        elif problem is not None:
+            logger.info("%s: %s; %s", what, problem, fallback)
         else:
             try:
-                kernels = CpuKernels(ctypes.CDLL(str(build())), dtype)
+                kernels = make()
             except (OSError, RuntimeError) as exc:
-                log.warning("cpu kernels unavailable, the engine keeps PyTorch/oneDNN ops: %s", exc)
-        _loaded[key] = kernels
+                logger.warning("%s unavailable, %s: %s", what, fallback, exc)
+        cache[key] = kernels
         return kernels
+
+
+def load_kernels(dtype: torch.dtype) -> CpuKernels | None:
+    """The kernels for `dtype` (bf16 or fp32), or None where this machine cannot build or run them."""
+    flags = cpu_flags()
+    dtypes = supported_dtypes(flags)
+    problem = None
+    if dtype not in (torch.float32, torch.bfloat16):
+        problem = f"none for {dtype}"
+    elif dtype not in dtypes:
+        problem = f"this CPU lacks AVX-512 for {dtype}"
+    sources, build_flags = library(flags)
+
+    def make() -> CpuKernels:
+        return CpuKernels(ctypes.CDLL(str(build(sources=sources, flags=build_flags))), dtype)
+
+    return load_once(_loaded, str(dtype), problem, make, "cpu kernels", "the engine keeps PyTorch/oneDNN ops")
 
 
 def huge_page_buffer(nbytes: int) -> torch.Tensor:

@@ -44,4 +44,19 @@ static inline float from_bf16(bf16_t h) {
 OMAAS_DECLARE(bf16)
 OMAAS_DECLARE(f32)
 
+/* quant512.c (in the library only where the CPU has AVX-512 VNNI): quantised weights' matmul pieces. */
+int64_t omaas_qact_row_bytes(int64_t k);
+int64_t omaas_qact_units(int64_t k);
+int omaas_qbad_shape(int fmt, int64_t m, int64_t n, int64_t k, int64_t group);
+#define OMAAS_DECLARE_Q(T)                                                                                  \
+    /* x's rows quantised per run of 32 into records qa, units [u0, u1) of 128 values */                   \
+    void omaas_qquantize_##T(int fmt, const T##_t *x, uint8_t *qa, int64_t k, int64_t u0, int64_t u1);     \
+    /* y rows r0..r1 of x[m, k] . dequant(w)[n, k]^T (+ bias) from x's records qa, m <= 4 */                \
+    void omaas_qgemv_rows_##T(int fmt, const uint8_t *qa, const uint8_t *w, const uint16_t *scales,        \
+                              const T##_t *bias, T##_t *y, int64_t m, int64_t n, int64_t k, int64_t group, \
+                              int64_t r0, int64_t r1);
+
+OMAAS_DECLARE_Q(bf16)
+OMAAS_DECLARE_Q(f32)
+
 #endif

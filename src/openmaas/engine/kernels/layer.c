@@ -35,14 +35,28 @@ typedef struct {
     float eps, scale;
 } omaas_layer_shape;
 
+/* One quantised projection: its values, fp16 scales, bias (may be NULL), format (0 int8, 1 int4) and
+ * group size (quant512.c). */
+typedef struct {
+    const void *w, *scales, *bias;
+    int64_t format, group;
+} omaas_qproj;
+
+/* A layer whose four projections are quantised. */
+typedef struct {
+    const void *input_norm, *post_norm;
+    omaas_qproj qkv, o, gate_up, down;
+} omaas_qlayer;
+
 #define SPLIT(n) ((n) * t / nt), ((n) * (t + 1) / nt)
 
-#define DEFINE_LAYER(T)                                                                                     \
-    int omaas_decode_layer_##T(const omaas_layer *L, const omaas_layer_shape *S, T##_t *h,                  \
-                               const T##_t *delta, T##_t *delta_out, T##_t *scratch, T##_t *cache,          \
-                               const int64_t *slot_mapping, const int64_t *ctx_slots, int64_t max_ctx,      \
-                               const int64_t *lengths, const int64_t *positions, const float *cos_table,    \
-                               const float *sin_table, int64_t m, int threads) {                            \
+/* The layer's body, with STEP(T, proj, in, out, n, k) doing one projection's matmul (out rows SPLIT over
+ * the threads, after a barrier that made `in` complete). */
+#define DEFINE_LAYER_BODY(T, NAME, LAYER_T, EXTRA, STEP)                                                   \
+    int NAME##_##T(const LAYER_T *L, const omaas_layer_shape *S, T##_t *h, const T##_t *delta,              \
+                   T##_t *delta_out, T##_t *scratch, EXTRA T##_t *cache, const int64_t *slot_mapping,        \
+                   const int64_t *ctx_slots, int64_t max_ctx, const int64_t *lengths, const int64_t *positions, \
+                   const float *cos_table, const float *sin_table, int64_t m, int threads) {                \
         const int64_t H = S->hidden, heads = S->heads, kvh = S->kv_heads, d = S->head_dim;                  \
         const int64_t I = S->intermediate, group = heads / kvh, qkv_n = (heads + 2 * kvh) * d;              \
         if (m < 1 || m > 4 || group * kvh != heads) return -1;                                              \
@@ -57,7 +71,7 @@ typedef struct {
                     omaas_add_rmsnorm_row_##T(h + r * H, delta ? delta + r * H : 0, L->input_norm,          \
                                               x + r * H, H, S->eps);                                        \
             _Pragma("omp barrier")                                                                          \
-            omaas_gemv_rows_##T(x, L->qkv_w, L->qkv_b, qkv, m, qkv_n, H, SPLIT(qkv_n));                      \
+            STEP(T, qkv, x, qkv, qkv_n, H)                                                                  \
             _Pragma("omp barrier")                                                                          \
             if (t == 0)                                                                                     \
                 for (int64_t r = 0; r < m; r++) {                                                           \
@@ -72,23 +86,38 @@ typedef struct {
                 omaas_attend_##T(qkv + s * qkv_n + k * group * d, cache, ctx_slots + s * max_ctx, lengths[s], \
                                  o + (s * heads + k * group) * d, group, kvh, k, d, S->scale);              \
             }                                                                                               \
-            omaas_gemv_rows_##T(o, L->o_w, L->o_b, a, m, H, heads * d, SPLIT(H));                           \
+            STEP(T, o, o, a, H, heads * d)                                                                  \
             _Pragma("omp barrier")                                                                          \
             if (t == 0)                                                                                     \
                 for (int64_t r = 0; r < m; r++)                                                             \
                     omaas_add_rmsnorm_row_##T(h + r * H, a + r * H, L->post_norm, x + r * H, H, S->eps);    \
             _Pragma("omp barrier")                                                                          \
-            omaas_gemv_rows_##T(x, L->gate_up_w, L->gate_up_b, gu, m, 2 * I, H, SPLIT(2 * I));              \
+            STEP(T, gate_up, x, gu, 2 * I, H)                                                               \
             _Pragma("omp barrier")                                                                          \
             omaas_silu_mul_chunks_##T(gu, act, I, SPLIT(chunks));                                           \
             _Pragma("omp barrier")                                                                          \
-            omaas_gemv_rows_##T(act, L->down_w, L->down_b, delta_out, m, H, I, SPLIT(H));                   \
+            STEP(T, down, act, delta_out, H, I)                                                             \
         }                                                                                                   \
         return 0;                                                                                           \
     }
 
-DEFINE_LAYER(bf16)
-DEFINE_LAYER(f32)
+/* Float weights: gemv.c's rows. */
+#define FLOAT_STEP(T, P, IN, OUT, N, K) omaas_gemv_rows_##T(IN, L->P##_w, L->P##_b, OUT, m, N, K, SPLIT(N));
+#define NO_EXTRA
+DEFINE_LAYER_BODY(bf16, omaas_decode_layer, omaas_layer, NO_EXTRA, FLOAT_STEP)
+DEFINE_LAYER_BODY(f32, omaas_decode_layer, omaas_layer, NO_EXTRA, FLOAT_STEP)
+
+#ifdef __AVX512VNNI__
+/* Quantised weights: the input's rows quantised (units split over the threads) into qa, a barrier, then
+ * quant512.c's rows; qa holds m records of the widest input (omaas_qact_row_bytes). */
+#define QUANT_STEP(T, P, IN, OUT, N, K)                                                                     \
+    omaas_qquantize_##T((int)L->P.format, IN, qa, K, SPLIT(m * omaas_qact_units(K)));                       \
+    _Pragma("omp barrier")                                                                                  \
+    omaas_qgemv_rows_##T((int)L->P.format, qa, L->P.w, L->P.scales, L->P.bias, OUT, m, N, K, L->P.group, SPLIT(N));
+#define QA_PARAM uint8_t *qa,
+DEFINE_LAYER_BODY(bf16, omaas_decode_qlayer, omaas_qlayer, QA_PARAM, QUANT_STEP)
+DEFINE_LAYER_BODY(f32, omaas_decode_qlayer, omaas_qlayer, QA_PARAM, QUANT_STEP)
+#endif
 
 /* Scratch elements omaas_decode_layer needs for m rows. */
 int64_t omaas_decode_layer_scratch(const omaas_layer_shape *S, int64_t m) {

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import platform
-import threading
 from pathlib import Path
 
 import torch
 
 from openmaas.engine.kernels import build as build_library
-from openmaas.engine.kernels import cpu_flags, data_ptr_or_none
+from openmaas.engine.kernels import cpu_flags, data_ptr_or_none, load_once
 from openmaas.engine.quant import QuantizedWeight
 
 log = logging.getLogger(__name__)
@@ -33,7 +31,6 @@ FORMAT_CODES = {"int8": 0, "int4": 1}
 Q8_ACTIVATIONS, F32_ACTIVATIONS = 0, 1
 
 _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-_lock = threading.Lock()
 _loaded: dict[str, QuantKernels | None] = {}
 
 
@@ -89,22 +86,11 @@ def build() -> Path:
 
 def load_quant_kernels(variant: int = Q8_ACTIVATIONS) -> QuantKernels | None:
     """The kernels, or None where this machine cannot build or run them (logged once)."""
-    key = str(variant)
-    with _lock:
-        if key in _loaded:
-            return _loaded[key]
-        kernels: QuantKernels | None = None
-        if platform.system() != "Linux" or platform.machine() != "x86_64":
-            log.info("quantised kernels: not x86-64 Linux; quantised layers dequantise and multiply")
-        elif missing := NEEDED_FLAGS - cpu_flags():
-            log.info(
-                "quantised kernels: this CPU lacks %s; quantised layers dequantise and multiply",
-                ", ".join(sorted(missing)),
-            )
-        else:
-            try:
-                kernels = QuantKernels(ctypes.CDLL(str(build())), variant)
-            except (OSError, RuntimeError) as exc:
-                log.warning("quantised kernels unavailable, layers dequantise and multiply: %s", exc)
-        _loaded[key] = kernels
-        return kernels
+    missing = NEEDED_FLAGS - cpu_flags()
+    problem = f"this CPU lacks {', '.join(sorted(missing))}" if missing else None
+
+    def make() -> QuantKernels:
+        return QuantKernels(ctypes.CDLL(str(build())), variant)
+
+    fallback = "quantised layers dequantise and multiply"
+    return load_once(_loaded, str(variant), problem, make, "quantised kernels", fallback, log)

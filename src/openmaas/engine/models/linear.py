@@ -90,9 +90,14 @@ class Linear(nn.Linear):
         return out.to(x.dtype)
 
     def _quantized_forward(self, x: torch.Tensor, q: QuantizedWeight) -> torch.Tensor:
-        kernels = self.quant_kernels
-        if kernels is not None and kernels.fits(x):
-            return kernels.matmul(x, q, self.bias)
+        """1-4 rows: our AVX-512 VNNI kernel (quant512.c, in the model's dtype) where it loads, else the
+        AVX2 one (quant.c, fp32); otherwise dequantise and multiply."""
+        kernels = self.kernels
+        if kernels is not None and kernels.fits_qgemv(x):
+            return kernels.qgemv(x, q, self.bias)
+        quant = self.quant_kernels
+        if quant is not None and quant.fits(x):
+            return quant.matmul(x, q, self.bias)
         return self._dequantized_forward(x, q)
 
     def _dequantized_forward(self, x: torch.Tensor, q: QuantizedWeight) -> torch.Tensor:

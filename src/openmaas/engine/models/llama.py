@@ -19,9 +19,11 @@ from openmaas.engine.kernels import (
     CpuKernels,
     LayerParams,
     LayerShape,
+    QuantLayerParams,
     data_ptr_or_none,
     load_kernels,
     move_to_huge_pages,
+    quant_projection,
 )
 from openmaas.engine.lora import LoraBatch
 from openmaas.engine.models.config import ModelConfig
@@ -146,7 +148,9 @@ class Attention(nn.Module):
         n, heads, kv_heads = x.shape[0], self.num_heads, self.num_kv_heads
         # One [N, heads + 2 * kv_heads, d] tensor: q and k are rotated in it in place, and its k/v
         # heads are exactly one cache row each ([2, kv_heads, d]), written with one copy.
-        qkv = self.qkv_proj(x).reshape(n, heads + 2 * kv_heads, self.head_dim)
+        # contiguous: a projection may return a transposed view (the dequantising path), and RoPE's kernel
+        # takes each token's heads contiguous.
+        qkv = self.qkv_proj(x).reshape(n, heads + 2 * kv_heads, self.head_dim).contiguous()
         rotate_(qkv[:, : heads + kv_heads], rope, self.kernels)
         kv = qkv[:, heads:].unflatten(1, (2, kv_heads))
         o = paged_attention(qkv[:, :heads], kv, kv_cache, meta, self.scale, self.decode_kernels)
@@ -194,8 +198,9 @@ class DecoderLayer(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
-    # Set by enable_cpu_kernels: each layer's parameters for our one-call decode layer (layer.c).
-    fused_layers: list[LayerParams] | None = None
+    # Set by enable_cpu_kernels: each layer's parameters for our one-call decode layer (layer.c), of
+    # float weights (`LayerParams`) or of quantised ones (`QuantLayerParams`).
+    fused_layers: list[LayerParams] | list[QuantLayerParams] | None = None
     fused_shape: LayerShape | None = None
     # This step's adapter rows (engine/lora.py), set when the engine serves adapters.
     lora_batch: LoraBatch | None = None
@@ -237,6 +242,8 @@ class LlamaForCausalLM(nn.Module):
             return False
         if self.lora_batch is not None and self.lora_batch.active:
             return False  # adapter rows: the per-op path, whose projections add their deltas
+        if self.fused_layers and isinstance(self.fused_layers[0], QuantLayerParams):
+            return 1 <= rows <= kernels.max_rows  # quant512.c takes any width
         widths = (shape.hidden, shape.heads * shape.head_dim, shape.intermediate)
         return all(kernels.fits_rows(rows, width) for width in widths)
 
@@ -247,11 +254,27 @@ class LlamaForCausalLM(nn.Module):
         assert kernels is not None and shape is not None and layers is not None
         assert meta.decode_slots is not None and meta.decode_lengths is not None
         delta: torch.Tensor | None = None
+        slots, lengths, cos, sin = (
+            meta.decode_slots,
+            meta.decode_lengths,
+            self.rotary.cos,
+            self.rotary.sin_signed,
+        )
+        if isinstance(layers[0], QuantLayerParams):
+            qscratch = kernels.qlayer_scratch(shape, h.shape[0])
+            for qparams, kv_cache in zip(layers, kv_caches, strict=True):
+                assert isinstance(qparams, QuantLayerParams)
+                delta = kernels.decode_qlayer(
+                    qparams, shape, h, delta, kv_cache, meta.slot_mapping, slots, lengths, positions,
+                    cos, sin, qscratch,
+                )  # fmt: skip
+            return self.norm.add(h, delta)[1]
         scratch = kernels.layer_scratch(shape, h.shape[0])
         for params, kv_cache in zip(layers, kv_caches, strict=True):
+            assert isinstance(params, LayerParams)
             delta = kernels.decode_layer(
-                params, shape, h, delta, kv_cache, meta.slot_mapping, meta.decode_slots,
-                meta.decode_lengths, positions, self.rotary.cos, self.rotary.sin_signed, scratch,
+                params, shape, h, delta, kv_cache, meta.slot_mapping, slots, lengths, positions, cos, sin,
+                scratch,
             )  # fmt: skip
         return self.norm.add(h, delta)[1]
 
@@ -290,10 +313,16 @@ def enable_cpu_kernels(model: LlamaForCausalLM, dtype: torch.dtype) -> CpuKernel
         if isinstance(m, Attention) and kernels.fits_attention(m.num_heads, m.num_kv_heads, m.head_dim):
             m.decode_kernels = kernels
     layers = [layer for layer in model.layers if isinstance(layer, DecoderLayer)]
-    # layer.c reads float weights: a model with quantised layers runs its decode steps op by op.
-    plain = all(m.quantized is None for m in linears)
-    if len(layers) == len(model.layers) and plain and all(layer.self_attn.decode_kernels for layer in layers):
-        model.fused_layers = [_layer_params(layer) for layer in layers]
+    # layer.c runs a layer of float weights, or one whose four projections are all quantised (with
+    # quant512.c); a model that mixes the two within its layers runs its decode steps op by op.
+    projections = [m for layer in layers for m in _projections(layer)]
+    plain = all(m.quantized is None for m in projections)
+    quantized = kernels.quantized and all(m.quantized is not None for m in projections)
+    fusable = len(layers) == len(model.layers) and all(layer.self_attn.decode_kernels for layer in layers)
+    if fusable and (plain or quantized):
+        model.fused_layers = [_layer_params(layer) for layer in layers] if plain else [
+            _quant_layer_params(layer) for layer in layers
+        ]  # fmt: skip
         config = model.config
         model.fused_shape = LayerShape(
             config.hidden_size, config.num_attention_heads, config.num_key_value_heads, config.head_dim,
@@ -313,3 +342,21 @@ def _layer_params(layer: DecoderLayer) -> LayerParams:
         ptr(mlp.gate_up_proj.weight), ptr(mlp.gate_up_proj.bias), ptr(mlp.down_proj.weight),
         ptr(mlp.down_proj.bias),
     )  # fmt: skip
+
+
+def _projections(layer: DecoderLayer) -> list[Linear]:
+    attn, mlp = layer.self_attn, layer.mlp
+    return [attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj]
+
+
+def _quant_layer_params(layer: DecoderLayer) -> QuantLayerParams:
+    """Pointers to a layer's norms and quantised projections (which, like the float weights, stay where
+    they are for the model's life)."""
+    params = QuantLayerParams(
+        data_ptr_or_none(layer.input_layernorm.weight),
+        data_ptr_or_none(layer.post_attention_layernorm.weight),
+    )
+    for name, proj in zip(("qkv", "o", "gate_up", "down"), _projections(layer), strict=True):
+        assert proj.quantized is not None
+        setattr(params, name, quant_projection(proj.quantized, proj.bias))
+    return params

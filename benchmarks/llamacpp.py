@@ -1,10 +1,10 @@
 """llama.cpp as a peer in the LLM benchmark: GGUF conversion of the benchmark model and `llama-batched-bench`.
 
 The build comes from benchmarks/llamacpp_setup.sh (llama-cpp-python from source, with its vendored llama.cpp
-and the kept CMake build folder under .bench/). The converter (`convert_hf_to_gguf.py` from that source) runs
-in this interpreter with the vendored `gguf-py` on its path. The benchmark model has no tokenizer, so a small
-byte-level BPE is trained for the conversion; the converter is told its pre-tokenizer is `qwen2` (it does not
-recognise a home-trained one) and both engines are fed token ids, never text.
+and the kept CMake build folder under .bench/, or $OPENMAAS_BENCH_DIR). The converter (`convert_hf_to_gguf.py`
+from that source) runs in this interpreter with the vendored `gguf-py` on its path. The benchmark model has no
+tokenizer, so a small byte-level BPE is trained for the conversion; the converter is told its pre-tokenizer is
+`qwen2` (it does not recognise a home-trained one) and both engines are fed token ids, never text.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / ".bench"
+# OPENMAAS_BENCH_DIR: the bench folder where it is not this checkout's own (a git worktree uses the main
+# checkout's build), as benchmarks/llamacpp_setup.sh and the llama.cpp integration test take it.
+BENCH = Path(os.environ.get("OPENMAAS_BENCH_DIR") or ROOT / ".bench")
 GGUF_TYPES = {"float32": "f32", "bfloat16": "bf16"}
 # Our weight-only quantisations and the llama.cpp types of the same bit width and block layout.
 QUANT_TYPES = {"int8": "Q8_0", "int4": "Q4_0"}

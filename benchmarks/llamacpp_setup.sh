@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Build llama.cpp (via llama-cpp-python, from source) into .bench/venvs/llamacpp,
-# keeping its CMake build folder under .bench/llamacpp-build so that
-# `llama-batched-bench` can be built from it afterwards. Niced, 2 build jobs.
+# keeping its CMake build folder under .bench/llamacpp-build so that the tools
+# (llama-batched-bench, llama-server, llama-quantize) are built from it afterwards. Niced, 2 build jobs.
 # Usage: benchmarks/llamacpp_setup.sh   (from the repository root)
+# OPENMAAS_BENCH_DIR names the bench folder (default: the repository's .bench); a git worktree points it
+# at the main checkout's, e.g. OPENMAAS_BENCH_DIR=/work/main/.bench, so one build serves every checkout.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-BENCH="$ROOT/.bench"
+BENCH="${OPENMAAS_BENCH_DIR:-$ROOT/.bench}"
 VENV="$BENCH/venvs/llamacpp"
 SRC="$BENCH/llamacpp-src"
 BUILD="$BENCH/llamacpp-build"
@@ -25,8 +27,9 @@ if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
   CMAKE_ARGS="-DLLAVA_BUILD=OFF" nice -n 19 "$VENV/bin/pip" install -v \
     -C build-dir="$BUILD" "$PKG"
 fi
-# Tools: reconfigure the kept build folder and build only llama-batched-bench.
+# Tools: reconfigure the kept build folder and build only the three tools the benchmarks run.
+# (Q8_0 / Q4_0 files need `--no-repack` in llama-server on this AVX-512 machine: benchmarks/llamacpp.py.)
 nice -n 19 cmake -S "$PKG" -B "$BUILD" -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_MTMD=OFF \
-  -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=ON >/dev/null
-nice -n 19 cmake --build "$BUILD" --target llama-batched-bench -j 2
-find "$BUILD" -name llama-batched-bench -type f -perm -u+x -print
+  -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_EXAMPLES=ON >/dev/null
+nice -n 19 cmake --build "$BUILD" --target llama-batched-bench llama-server llama-quantize -j 2
+find "$BUILD" \( -name llama-batched-bench -o -name llama-server -o -name llama-quantize \) -type f -perm -u+x -print

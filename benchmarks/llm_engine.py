@@ -19,6 +19,7 @@ ours then llama.cpp, `--b1-rounds` times, and the ratio of the medians is report
 runs. transformers runs in a child process (its `generate_batch` leaves threads behind).
 
     python -m benchmarks.llm_engine --dtypes float32,bfloat16 --threads 2
+    python -m benchmarks.llm_engine --dtypes bfloat16 --quant int8,int4 --prefill 128,1024 --prefill-only
 
 The machine is shared: run it when it is quiet and read the numbers as ±15%.
 """
@@ -505,7 +506,14 @@ def main() -> None:
         default=None,
         help="our engine's token budget per step (default: its own)",
     )
+    parser.add_argument(
+        "--prefill-only",
+        action="store_true",
+        help="only the prefill comparison (--prefill), no decode, end-to-end or transformers runs",
+    )
     args = parser.parse_args()
+    if args.prefill_only:
+        args.concurrency, args.hf, args.ab_steps, args.b1_rounds = "", "", 0, 0
     torch.set_num_threads(args.threads)
     model_dir = build_model(args.model_dir)
     bandwidth = measure_bandwidth()
@@ -516,7 +524,7 @@ def main() -> None:
     weight_bytes: dict[str, int] = {}
     kernels_on = False
     quants = [q for q in args.quant.split(",") if q]
-    for dtype_name in [*args.dtypes.split(","), *quants]:
+    for dtype_name in [*args.dtypes.split(","), *quants] if not args.prefill_only else []:
         engine = LLMEngine(engine_config(model_dir, dtype_name, args))
         weight_bytes[dtype_name] = step_weight_bytes(engine)
         kernels_on = engine.runner.kernels is not None

@@ -121,7 +121,7 @@ def test_a_quantised_linear_computes_its_quantised_weight_for_any_row_count(fmt:
     layer = Linear(96, 37, bias=True)
     q = quantize(layer.weight, fmt)  # type: ignore[arg-type]
     set_quantized(layer, q, kernels=kernels)
-    share_dequant_scratch(nn.Sequential(layer), chunk_elements=96 * 7)
+    share_dequant_scratch(nn.Sequential(layer), chunk_elements=96 * 7, half=False)
     assert layer.weight.numel() == 0 and layer.weight.dtype == torch.float32
     assert (layer.quant_kernels is not None) == kernels
     for rows in (1, 3, 4, 5, 40):

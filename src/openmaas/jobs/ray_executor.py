@@ -184,17 +184,20 @@ class RayExecutor:
         ).remote(self._entry, spec.model_dump_json(), resources)
         return RayAttempt(actor, actor.run.remote(), resources)
 
-    @staticmethod
-    def _near_worker() -> Any:
-        """Prefer the worker's own Ray node (soft: any node when it is full or not a Ray node).
+    def _near_worker(self) -> Any:
+        """The worker's own Ray node (any node when the worker is not on one).
         Ray Train's controller goes where the attempt's actor is, so an attempt placed there loses
-        neither to the death of a node that holds only training workers: Ray Train restarts those."""
+        neither to the death of a node that holds only training workers: Ray Train restarts those.
+        Soft when the actor reserves CPUs (any node while the worker's is full); Ray ignores a soft
+        affinity for an actor that reserves nothing (it lands on a random node: measured, half of
+        them), so then hard, which such an actor always fits."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         try:
-            return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+            node_id = ray.get_runtime_context().get_node_id()
         except Exception:  # a Ray Client connection has no node of its own
             return "DEFAULT"
+        return NodeAffinitySchedulingStrategy(node_id=node_id, soft=self._job_cpus > 0)
 
 
 def release_orphaned_groups() -> list[str]:

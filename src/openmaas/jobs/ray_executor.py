@@ -205,29 +205,46 @@ def release_orphaned_groups() -> list[str]:
     docstring); returns their ids. Nothing can use such a group any more: the actors placed in it
     were owned by its creator and died with it. Groups created by the driver itself (no creating
     actor), detached ones and other jobs' are left alone. Best effort: a Ray Client connection
-    cannot read the group table (the attempt's actor, on the cluster, does it there)."""
+    cannot read the group table (the attempt's actor, on the cluster, does it there).
+
+    The creator's death is read from the actor table: the group table's `creator_actor_dead` is
+    not always set. A group that Ray Train's controller created just as it was killed (the worker
+    kills an attempt's actor once rank 0 has ended the job, and the controller dies with it, maybe
+    while it restarts a worker group) stays CREATED, its creator dead but not marked so, holding
+    its CPUs: measured here, the next job's workers could not be placed."""
     from ray._private.state import state as cluster_state
     from ray._raylet import PlacementGroupID
-    from ray.core.generated.gcs_pb2 import PlacementGroupTableData  # type: ignore[attr-defined]
+    from ray.core.generated.gcs_pb2 import ActorTableData, PlacementGroupTableData  # type: ignore[attr-defined]
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
     try:
         job = ray.get_runtime_context().get_job_id()
-        table = cluster_state._connect_and_get_accessor().get_placement_group_table()
+        accessor = cluster_state._connect_and_get_accessor()
+        table = accessor.get_placement_group_table()
     except Exception:
         log.debug("cannot read Ray's placement group table", exc_info=True)
         return []
+
+    def creator_dead(group: Any) -> bool:
+        if group.creator_actor_dead:
+            return True
+        try:
+            found = accessor.get_actor_info(ray.ActorID(group.creator_actor_id))
+        except Exception:
+            log.debug("cannot read Ray's actor table", exc_info=True)
+            return False
+        return found is not None and ActorTableData.FromString(found).state == ActorTableData.DEAD
+
     released = []
     for raw in table:
         group = PlacementGroupTableData.FromString(raw)
-        orphaned = (
-            group.creator_actor_dead
-            and not ray.ActorID(group.creator_actor_id).is_nil()
+        candidate = (
+            not ray.ActorID(group.creator_actor_id).is_nil()
             and group.creator_job_id.hex() == job
             and not group.is_detached
             and group.state != PlacementGroupTableData.REMOVED
         )
-        if not orphaned:
+        if not candidate or not creator_dead(group):
             continue
         group_id = group.placement_group_id.hex()
         with contextlib.suppress(RayError):

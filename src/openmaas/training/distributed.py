@@ -173,14 +173,14 @@ def train_data_parallel(run: JobRun[TrainingParams], dataset_path: str) -> None:
 
 
 class WorkersNotStarted(RuntimeError):
-    """Ray Train could not start the workers `MAX_START_FAILURES` + 1 times in a row."""
+    """Ray Train could not start the workers: after `MAX_START_FAILURES` + 1 tries, or at once
+    when it knows the cluster can never hold them (an autoscaling cluster's largest size)."""
 
     def __init__(self, workers: int, resources: dict[str, float], cause: BaseException) -> None:
         each = ", ".join(f"{value:g} {key}" for key, value in resources.items() if value)
         super().__init__(
-            f"Ray Train could not start {workers} workers ({each} each) after {MAX_START_FAILURES + 1} "
-            f"tries: the cluster's nodes may have no room left for them (a node lost?). "
-            f"Last: {type(cause).__name__}: {cause}"
+            f"Ray Train could not start {workers} workers ({each} each): the cluster's nodes may "
+            f"have no room left for them (a node lost?). {type(cause).__name__}: {cause}"
         )
 
 

@@ -19,10 +19,15 @@ import pytest
 # Nodes whose raylet stops answering are declared dead after ~2 s, not the default ~30 s.
 FAST_FAILURE_DETECTION = {"health_check_period_ms": 500, "health_check_failure_threshold": 4}
 # Ray Train's controller looks at its workers every 0.5 s, not 2 s (it notices a lost rank
-# sooner), and starts no preemption watcher (one more Python process per worker group, for node
-# drains, which these tests do not make). Read from the environment of the process that calls
-# `fit` (a job attempt's actor: Ray's processes inherit it from the raylets started here).
-RAY_TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+# sooner), waits 3 s, not 60 s, for its workers' placement group (placed in well under a second
+# here when there is room), and starts no preemption watcher (one more Python process per worker
+# group, for node drains, which these tests do not make). Read from the environment of the process
+# that calls `fit` (a job attempt's actor: Ray's processes inherit it from the raylets started here).
+RAY_TRAIN_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "3",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
 
 
 @pytest.fixture(scope="module")

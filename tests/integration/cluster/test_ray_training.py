@@ -361,6 +361,24 @@ def test_the_attempts_own_node_lost_mid_job_is_retried_and_resumes(
     assert 2 * (wall - 3 * METER_S) <= _billed_from(second, since) <= 2 * (wall + METER_S), second
 
 
+@pytest.mark.timeout(300)
+def test_workers_the_cluster_has_no_room_for_fail_the_attempt_saying_so(api: httpx.Client) -> None:
+    """More CPUs than the cluster's nodes have (as when the nodes left after a loss are too few):
+    Ray Train would try to place them for ever; the attempt fails after its tries, saying why."""
+    body = {"task": "tabular-classification", "dataset": "cancer", "target": "label", "workers": 2}
+    created = api.post(
+        "/v1/training_jobs",
+        json={**body, "cpus_per_worker": 64, "max_attempts": 1, "params": {"epochs": 1}},
+    )
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    done = job_in(api, f"/v1/training_jobs/{job_id}", {"succeeded", "failed", "cancelled"}, timeout=240)
+    said = [e["message"] for e in _events(api, job_id) if e["type"] != "metrics"]
+    assert done["status"] == "failed", said
+    assert "Ray Train could not start 2 workers (64 CPU each)" in done["error"]["message"], said
+    assert not _worker_starts(_events(api, job_id))
+
+
 def test_groups_orphaned_by_a_dead_actor_are_released(ray_cluster: Any) -> None:
     """A placement group outlives the actor that created it while the Ray job lives (Ray Train's
     controller dying with its node leaves its workers' group holding CPUs): released, and only

@@ -184,17 +184,20 @@ class RayExecutor:
         ).remote(self._entry, spec.model_dump_json(), resources)
         return RayAttempt(actor, actor.run.remote(), resources)
 
-    @staticmethod
-    def _near_worker() -> Any:
-        """Prefer the worker's own Ray node (soft: any node when it is full or not a Ray node).
+    def _near_worker(self) -> Any:
+        """The worker's own Ray node (any node when the worker is not on one).
         Ray Train's controller goes where the attempt's actor is, so an attempt placed there loses
-        neither to the death of a node that holds only training workers: Ray Train restarts those."""
+        neither to the death of a node that holds only training workers: Ray Train restarts those.
+        Soft when the actor reserves CPUs (any node while the worker's is full); Ray ignores a soft
+        affinity for an actor that reserves nothing (it lands on a random node: measured, half of
+        them), so then hard, which such an actor always fits."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         try:
-            return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+            node_id = ray.get_runtime_context().get_node_id()
         except Exception:  # a Ray Client connection has no node of its own
             return "DEFAULT"
+        return NodeAffinitySchedulingStrategy(node_id=node_id, soft=self._job_cpus > 0)
 
 
 def release_orphaned_groups() -> list[str]:
@@ -202,29 +205,46 @@ def release_orphaned_groups() -> list[str]:
     docstring); returns their ids. Nothing can use such a group any more: the actors placed in it
     were owned by its creator and died with it. Groups created by the driver itself (no creating
     actor), detached ones and other jobs' are left alone. Best effort: a Ray Client connection
-    cannot read the group table (the attempt's actor, on the cluster, does it there)."""
+    cannot read the group table (the attempt's actor, on the cluster, does it there).
+
+    The creator's death is read from the actor table: the group table's `creator_actor_dead` is
+    not always set. A group that Ray Train's controller created just as it was killed (the worker
+    kills an attempt's actor once rank 0 has ended the job, and the controller dies with it, maybe
+    while it restarts a worker group) stays CREATED, its creator dead but not marked so, holding
+    its CPUs: measured here, the next job's workers could not be placed."""
     from ray._private.state import state as cluster_state
     from ray._raylet import PlacementGroupID
-    from ray.core.generated.gcs_pb2 import PlacementGroupTableData  # type: ignore[attr-defined]
+    from ray.core.generated.gcs_pb2 import ActorTableData, PlacementGroupTableData  # type: ignore[attr-defined]
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
     try:
         job = ray.get_runtime_context().get_job_id()
-        table = cluster_state._connect_and_get_accessor().get_placement_group_table()
+        accessor = cluster_state._connect_and_get_accessor()
+        table = accessor.get_placement_group_table()
     except Exception:
         log.debug("cannot read Ray's placement group table", exc_info=True)
         return []
+
+    def creator_dead(group: Any) -> bool:
+        if group.creator_actor_dead:
+            return True
+        try:
+            found = accessor.get_actor_info(ray.ActorID(group.creator_actor_id))
+        except Exception:
+            log.debug("cannot read Ray's actor table", exc_info=True)
+            return False
+        return found is not None and ActorTableData.FromString(found).state == ActorTableData.DEAD
+
     released = []
     for raw in table:
         group = PlacementGroupTableData.FromString(raw)
-        orphaned = (
-            group.creator_actor_dead
-            and not ray.ActorID(group.creator_actor_id).is_nil()
+        candidate = (
+            not ray.ActorID(group.creator_actor_id).is_nil()
             and group.creator_job_id.hex() == job
             and not group.is_detached
             and group.state != PlacementGroupTableData.REMOVED
         )
-        if not orphaned:
+        if not candidate or not creator_dead(group):
             continue
         group_id = group.placement_group_id.hex()
         with contextlib.suppress(RayError):

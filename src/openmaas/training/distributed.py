@@ -54,6 +54,12 @@ from openmaas.training.train import train
 
 # How often Ray Train restarts a failed worker group (a node lost) before the attempt fails.
 MAX_GROUP_RESTARTS = 3
+# How often Ray Train tries again to start the group when it could not: its placement group not
+# placed within RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (60 s by default: the nodes left after a
+# loss have no room for the workers), or a worker dying while it starts. Ray's default is to try
+# for ever, which leaves the job running without training; once these are used up the attempt
+# fails, saying why, and the worker retries it (`max_attempts`), by when nodes may have joined.
+MAX_START_FAILURES = 3
 STOP_POLL_S = 0.25
 
 
@@ -96,8 +102,10 @@ class RankJob(BaseModel):
 def train_data_parallel(run: JobRun[TrainingParams], dataset_path: str) -> None:
     """Train the job's model on `params.workers` Ray Train workers; returns once rank 0 registered
     the version (the job succeeded), raises JobStopped when stopped."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.v2.api.config import FailureConfig
+    from ray.train.v2.api.exceptions import ControllerError
 
     params = run.params
     if not ray.is_initialized():
@@ -135,7 +143,9 @@ def train_data_parallel(run: JobRun[TrainingParams], dataset_path: str) -> None:
         run_config=RunConfig(
             name=f"{run.job_id}-attempt-{run.claim.attempt}",
             storage_path=str(Path(tempfile.gettempdir()) / "openmaas-ray-train"),
-            failure_config=FailureConfig(max_failures=MAX_GROUP_RESTARTS),
+            failure_config=FailureConfig(
+                max_failures=MAX_GROUP_RESTARTS, controller_failure_limit=MAX_START_FAILURES
+            ),
         ),
     )
     run.event(
@@ -149,6 +159,8 @@ def train_data_parallel(run: JobRun[TrainingParams], dataset_path: str) -> None:
     watcher.start()
     try:
         trainer.fit()
+    except ControllerError as exc:
+        raise WorkersNotStarted(params.workers, resources, exc.controller_failure) from exc
     finally:
         done.set()
     outcome = cast("dict[str, Any] | None", ray.get(control.outcome.remote()))
@@ -158,6 +170,18 @@ def train_data_parallel(run: JobRun[TrainingParams], dataset_path: str) -> None:
         raise JobStopped(outcome["message"])
     if outcome["status"] == "invalid":
         raise errors.ValidationFailed(outcome["message"], param=outcome.get("param"))
+
+
+class WorkersNotStarted(RuntimeError):
+    """Ray Train could not start the workers: after `MAX_START_FAILURES` + 1 tries, or at once
+    when it knows the cluster can never hold them (an autoscaling cluster's largest size)."""
+
+    def __init__(self, workers: int, resources: dict[str, float], cause: BaseException) -> None:
+        each = ", ".join(f"{value:g} {key}" for key, value in resources.items() if value)
+        super().__init__(
+            f"Ray Train could not start {workers} workers ({each} each): the cluster's nodes may "
+            f"have no room left for them (a node lost?). {type(cause).__name__}: {cause}"
+        )
 
 
 def _release_earlier_groups(run: JobRun[Any]) -> None:

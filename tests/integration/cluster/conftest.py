@@ -3,10 +3,12 @@ each with its own processes and resources), shared by the tests of a module; ski
 `cluster` extra) is not installed.
 
 xdist-safe: the GCS listens on a free port Ray picks, the session folder is a fresh temporary one,
-and no dashboard starts."""
+and no dashboard starts. OPENMAAS_TEST_RAY_KEEP_LOGS=1 keeps the session folder (Ray's logs) and
+prints its path."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +18,16 @@ import pytest
 
 # Nodes whose raylet stops answering are declared dead after ~2 s, not the default ~30 s.
 FAST_FAILURE_DETECTION = {"health_check_period_ms": 500, "health_check_failure_threshold": 4}
+# Ray Train's controller looks at its workers every 0.5 s, not 2 s (it notices a lost rank
+# sooner), waits 3 s, not 60 s, for its workers' placement group (placed in well under a second
+# here when there is room), and starts no preemption watcher (one more Python process per worker
+# group, for node drains, which these tests do not make). Read from the environment of the process
+# that calls `fit` (a job attempt's actor: Ray's processes inherit it from the raylets started here).
+RAY_TRAIN_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "3",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,22 +40,31 @@ def ray_cluster() -> Iterator[Any]:
         pytest.skip("this process is already connected to another Ray cluster")
     # A short path: Ray's socket names must fit in 107 bytes.
     session = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 2,
-            "include_dashboard": False,
-            "temp_dir": session,
-            "_system_config": FAST_FAILURE_DETECTION,
-        },
-    )
-    cluster.add_node(num_cpus=2)
-    ray.init(
-        address=cluster.address, namespace="openmaas-tests", configure_logging=False, log_to_driver=False
-    )
-    try:
-        yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        shutil.rmtree(session, ignore_errors=True)
+    with pytest.MonkeyPatch.context() as environment:
+        for name, value in RAY_TRAIN_ENV.items():
+            environment.setenv(name, value)
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                "num_cpus": 2,
+                "include_dashboard": False,
+                "temp_dir": session,
+                "_system_config": FAST_FAILURE_DETECTION,
+            },
+        )
+        try:
+            cluster.add_node(num_cpus=2)
+            ray.init(
+                address=cluster.address,
+                namespace="openmaas-tests",
+                configure_logging=False,
+                log_to_driver=False,
+            )
+            yield cluster
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+            if os.environ.get("OPENMAAS_TEST_RAY_KEEP_LOGS") == "1":
+                print(f"Ray's logs: {session}")
+            else:
+                shutil.rmtree(session, ignore_errors=True)

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from openmaas.job_process import job_executor
+from openmaas.jobs.tables import Job, JobEvent
 from openmaas.jobs.worker import Worker, WorkerLimits, start_in_thread
+from openmaas.metering.tables import UsageRecord
 from openmaas.training.train import train
 from tests.data.builders import breast_cancer_csv, diabetes_csv
-from tests.integration.jobs.harness import fast_server, job_in, upload, wait_for
+from tests.integration.jobs.harness import METER_S, fast_server, job_in, upload, wait_for
 from tests.support.served import Served
 
 pytestmark = pytest.mark.cluster
@@ -26,27 +30,34 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture(scope="module")
 def served(ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """An API server with a worker whose executor is Ray (the cluster above), and a ready dataset."""
+    """An API server whose worker's executor is Ray (the cluster above)."""
     home = tmp_path_factory.mktemp("home")
     with fast_server(home, f"sqlite:///{home / 'openmaas.db'}", executor="ray", ray_job_cpus=0.0) as served:
-        platform = served.platform
-        worker = Worker(
-            platform.db,
-            platform.clock,
-            platform.settings,
-            executor=job_executor(platform.settings, platform.store),
-            limits=WorkerLimits.from_settings(platform.settings),
-        )
-        thread, stop = start_in_thread(worker)
-        try:
-            yield served
-        finally:
-            stop.set()
-            thread.join(timeout=60)
+        yield served
 
 
 @pytest.fixture(scope="module")
-def api(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+def worker(served: Served) -> Iterator[Worker]:
+    """The job worker, running attempts on the cluster and billing their compute."""
+    platform = served.platform
+    worker = Worker(
+        platform.db,
+        platform.clock,
+        platform.settings,
+        executor=job_executor(platform.settings, platform.store),
+        limits=WorkerLimits.from_settings(platform.settings),
+        meter=platform.job_compute,
+    )
+    thread, stop = start_in_thread(worker)
+    try:
+        yield worker
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def api(served: Served, worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     tenant = served.tenant("acme")
     with served.client(tenant.key) as client:
         csv = breast_cancer_csv(tmp_path_factory.mktemp("data") / "cancer.csv")
@@ -130,15 +141,68 @@ NODE_LOSS = pytest.mark.skipif(
     reason="minutes each on this 2-core machine (a job long enough to lose a node in the middle): "
     "OPENMAAS_TEST_RAY_NODE_LOSS=1 runs them",
 )
+# The node dies once epoch 2 is checkpointed (epochs take 30-70 ms here, one checkpoint each): so
+# many epochs that it always dies mid-training, even on an idle machine.
+NODE_LOSS_EPOCHS = 100
+
+
+@dataclass(frozen=True)
+class NodeLoss:
+    job_id: str
+    killed_at: datetime
+    events: list[dict[str, Any]]
+    said: list[str]  # the messages of its events other than metrics
+    billed: list[Billed]
+
+
+@dataclass(frozen=True)
+class Billed:
+    """One attempt's compute: its intervals' milliseconds, in order, and its wall time (from its
+    start to the next attempt's start or the job's end)."""
+
+    attempt: int
+    started_at: datetime
+    ended_at: datetime
+    intervals: list[tuple[int, int]]
+
+    @property
+    def seconds(self) -> float:
+        return sum(ms for _, ms in self.intervals) / 1000
+
+
+def _first_attempt_on(monkeypatch: pytest.MonkeyPatch, node_id: str) -> None:
+    """The worker places the next attempt on this node, and the ones after it as usual (on its own
+    node, the head: the one it is connected through)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from openmaas.jobs.ray_executor import RayExecutor
+
+    usual = RayExecutor._near_worker
+    placed: list[str] = []
+
+    def first_there(executor: RayExecutor) -> Any:
+        if placed:
+            return usual(executor)
+        placed.append(node_id)
+        return NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+
+    monkeypatch.setattr(RayExecutor, "_near_worker", first_there)
+
+
+def _attempt_nodes(events: list[dict[str, Any]]) -> list[str]:
+    """The Ray node of each attempt's actor, in order (its first event)."""
+    return [
+        e["data"]["node_id"] for e in events if "attempt" in (e.get("data") or {}) and "node_id" in e["data"]
+    ]
 
 
 def _lose_a_node_mid_job(
-    api: httpx.Client, ray_cluster: Any, doomed: Callable[[list[str]], Any]
-) -> list[str]:
+    api: httpx.Client, worker: Worker, ray_cluster: Any, doomed: Callable[[list[str]], Any]
+) -> NodeLoss:
     """Train, remove the node `doomed` picks (given the ranks' nodes) once epoch 2 is checkpointed,
-    and check the job resumes from its checkpoint on the nodes left and succeeds; returns what its
-    events said, and prints the seconds from the node's death to its next epoch."""
-    job_id = _train(api, epochs=150, hidden_sizes=[32], checkpoint_overhead=0)
+    and check the job resumes from its checkpoint on the nodes left and succeeds; prints the
+    seconds from the node's death to its next epoch, and what each attempt was billed."""
+    job_id = _train(api, epochs=NODE_LOSS_EPOCHS, hidden_sizes=[32], checkpoint_overhead=0)
 
     def checkpointed() -> list[dict[str, Any]] | None:
         events = _events(api, job_id)
@@ -152,9 +216,11 @@ def _lose_a_node_mid_job(
     try:
         done = job_in(api, f"/v1/training_jobs/{job_id}", {"succeeded", "failed", "cancelled"}, timeout=300)
     except AssertionError:
+        _print_timeline(_events(api, job_id), killed_at)
         raise AssertionError([e["message"] for e in _events(api, job_id) if e["type"] != "metrics"]) from None
     events = _events(api, job_id)
     said = [e["message"] for e in events if e["type"] != "metrics"]
+    _print_timeline(events, killed_at)
     assert done["status"] == "succeeded", said
     assert done["result"]["resumed_from_epoch"] > 0
     starts = _worker_starts(events)
@@ -172,47 +238,145 @@ def _lose_a_node_mid_job(
         if e["type"] == "metrics" and datetime.fromisoformat(e["created_at"]) > restarted
     )
     print(f"node death to training again: {(trained_again - killed_at).total_seconds():.1f} s")
-    return said
+    billed = _compute_billed(worker, job_id)
+    for attempt in billed:
+        wall = (attempt.ended_at - attempt.started_at).total_seconds()
+        print(f"attempt {attempt.attempt}: billed {attempt.seconds:.1f} CPU-s over {wall:.1f} s of wall time")
+    return NodeLoss(job_id, killed_at, events, said, billed)
+
+
+def _compute_billed(worker: Worker, job_id: str) -> list[Billed]:
+    """Each attempt's billed compute (the worker has billed the last interval once the job ended:
+    waited for), checked for what holds of every attempt: each of its intervals billed once, in
+    CPU, whole ones for the job's 2 workers' CPUs (the actor reserves none here) or for nothing."""
+
+    def settled() -> bool:
+        return job_id not in worker.running
+
+    wait_for(settled, timeout=30, every=0.1)
+    with worker.db.read_session() as session:
+        rows = session.scalars(
+            select(UsageRecord).where(UsageRecord.event_id.like(f"{job_id}:compute:%"))
+        ).all()
+        started = session.scalars(
+            select(JobEvent)
+            .where(JobEvent.job_id == job_id, JobEvent.message.like("Attempt % started.%"))
+            .order_by(JobEvent.seq)
+        ).all()
+        job = session.get(Job, job_id)
+        assert job is not None and job.finished_at is not None
+    runs: dict[int, list[tuple[int, int]]] = {}
+    for row in rows:
+        _, _, run, interval = row.event_id.split(":")
+        assert row.resource_class == "cpu"
+        runs.setdefault(int(run.split(".")[0]), []).append((int(interval), row.qty_compute_ms or 0))
+    attempts = [int(e.message.split()[1]) for e in started]  # "Attempt N of M started."
+    assert set(runs) <= set(attempts)
+    ends = [*(e.created_at for e in started[1:]), job.finished_at]
+    billed = [
+        Billed(attempt, e.created_at, end, sorted(runs.get(attempt, [])))
+        for attempt, e, end in zip(attempts, started, ends, strict=True)
+    ]
+    full = 1000 * METER_S * 2  # an interval of the 2 workers' CPUs
+    for attempt in billed:
+        assert [i for i, _ in attempt.intervals] == list(range(len(attempt.intervals))), attempt
+        assert all(ms in (0, full) for _, ms in attempt.intervals[:-1]), attempt
+        assert all(0 <= ms <= full for _, ms in attempt.intervals[-1:]), attempt
+        # Never more than it ran (the last interval ends at the last poll that saw it alive, a
+        # moment after the job's end for the last attempt).
+        assert attempt.seconds <= 2 * ((attempt.ended_at - attempt.started_at).total_seconds() + 1), attempt
+    return billed
+
+
+def _billed_from(attempt: Billed, since: datetime) -> float:
+    """CPU-seconds billed for the attempt's whole intervals that began at or after `since` (its
+    intervals start about when it did: the worker counts them from its actor's start)."""
+    offset = (since - attempt.started_at).total_seconds()
+    return sum(ms for i, ms in attempt.intervals if i * METER_S >= offset) / 1000
+
+
+def _print_timeline(events: list[dict[str, Any]], killed_at: datetime) -> None:
+    for e in events:
+        at = (datetime.fromisoformat(e["created_at"]) - killed_at).total_seconds()
+        routine = e["type"] == "metrics" or (e["type"] == "checkpoint" and abs(at) > 2)
+        if not routine:
+            print(f"{at:+8.2f} {e['type']:10} {e['message'][:160]}")
+
+
+def _training_since(loss: NodeLoss, attempt: int) -> datetime:
+    """When the attempt said it holds its workers (from then on its intervals bill their CPUs)."""
+    said = [e for e in loss.events if (e.get("data") or {}).get("workers") and "group_start" not in e["data"]]
+    return datetime.fromisoformat(said[attempt - 1]["created_at"])
 
 
 @pytest.mark.timeout(900)
 @NODE_LOSS
-def test_a_node_lost_mid_job_resumes_from_its_checkpoint(api: httpx.Client, ray_cluster: Any) -> None:
-    """The node of a training rank (not of the attempt's actor, which is on the worker's node)."""
+def test_a_node_lost_mid_job_resumes_from_its_checkpoint(
+    api: httpx.Client, worker: Worker, ray_cluster: Any
+) -> None:
+    """The node of a training rank, not of the attempt's actor (on the head node): Ray Train
+    restarts the workers on the node left, within the same attempt."""
 
     def a_ranks_node(ranks: list[str]) -> Any:
         return next(node for node in ray_cluster.worker_nodes if node.node_id in ranks)
 
-    said = _lose_a_node_mid_job(api, ray_cluster, a_ranks_node)
-    # Ray Train restarts the workers; on a machine too busy for their restart within Ray Train's
-    # limits (60 s to start a group) the attempt fails instead and the worker retries it.
-    assert any("restarted the workers" in m or "Attempt 2 runs on Ray node" in m for m in said), said
+    loss = _lose_a_node_mid_job(api, worker, ray_cluster, a_ranks_node)
+    assert any("restarted the workers" in m for m in loss.said), loss.said
+    # The attempt ran on the worker's node (which Ray's soft affinity would not ensure for an
+    # actor reserving no CPU).
+    assert _attempt_nodes(loss.events) == [ray_cluster.head_node.node_id], loss.said
+    # Billed: one attempt, which never stopped: from the time it said it holds its workers, every
+    # whole interval is billed for their 2 CPUs, the seconds from the node's death to the workers
+    # training again included (the attempt holds them), each second once.
+    (attempt,) = loss.billed
+    since = _training_since(loss, 1)
+    wall = (attempt.ended_at - since).total_seconds()
+    assert 2 * (wall - 3 * METER_S) <= _billed_from(attempt, since) <= 2 * (wall + METER_S), attempt
 
 
 @pytest.mark.timeout(900)
 @NODE_LOSS
 def test_the_attempts_own_node_lost_mid_job_is_retried_and_resumes(
-    api: httpx.Client, ray_cluster: Any, monkeypatch: pytest.MonkeyPatch
+    api: httpx.Client, worker: Worker, ray_cluster: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The node of the attempt's actor (and so of Ray Train's controller) dies: the worker retries
     the attempt, which first gives back the CPUs the dead attempt's workers still reserved."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from openmaas.jobs.ray_executor import RayExecutor
-
     node = ray_cluster.add_node(num_cpus=2)
     ray_cluster.wait_for_nodes()
+    _first_attempt_on(monkeypatch, node.node_id)
 
-    def on_the_new_node() -> Any:
-        """Attempts go to the new node while it lives, anywhere once it is gone."""
-        alive = any(n["NodeID"] == node.node_id and n["Alive"] for n in ray.nodes())
-        return NodeAffinitySchedulingStrategy(node_id=node.node_id, soft=False) if alive else "DEFAULT"
+    loss = _lose_a_node_mid_job(api, worker, ray_cluster, lambda ranks: node)
+    assert _attempt_nodes(loss.events) == [node.node_id, ray_cluster.head_node.node_id], loss.said
+    # Billed: the first attempt up to the last time the worker saw its actor alive (after the
+    # node's death: until Ray declared the node dead), the second from its start; nothing twice.
+    first, second = loss.billed[:2]
+    lost = (second.started_at - loss.killed_at).total_seconds()
+    assert 0 < lost < 30, lost  # Ray declares the node dead ~2 s after it (health checks here)
+    since = _training_since(loss, 1)
+    ran = (loss.killed_at - since).total_seconds()
+    assert 2 * (ran - 3 * METER_S) <= _billed_from(first, since), first
+    assert first.seconds <= 2 * ((first.ended_at - first.started_at).total_seconds() + METER_S), first
+    since = _training_since(loss, 2)
+    wall = (second.ended_at - since).total_seconds()
+    assert 2 * (wall - 3 * METER_S) <= _billed_from(second, since) <= 2 * (wall + METER_S), second
 
-    monkeypatch.setattr(RayExecutor, "_near_worker", staticmethod(on_the_new_node))
 
-    said = _lose_a_node_mid_job(api, ray_cluster, lambda ranks: node)
-    assert any("Attempt 2 runs on Ray node" in m for m in said), said
+@pytest.mark.timeout(300)
+def test_workers_the_cluster_has_no_room_for_fail_the_attempt_saying_so(api: httpx.Client) -> None:
+    """More CPUs than the cluster's nodes have (as when the nodes left after a loss are too few):
+    Ray Train would try to place them for ever; the attempt fails after its tries, saying why."""
+    body = {"task": "tabular-classification", "dataset": "cancer", "target": "label", "workers": 2}
+    created = api.post(
+        "/v1/training_jobs",
+        json={**body, "cpus_per_worker": 64, "max_attempts": 1, "params": {"epochs": 1}},
+    )
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    done = job_in(api, f"/v1/training_jobs/{job_id}", {"succeeded", "failed", "cancelled"}, timeout=240)
+    said = [e["message"] for e in _events(api, job_id) if e["type"] != "metrics"]
+    assert done["status"] == "failed", said
+    assert "Ray Train could not start 2 workers (64 CPU each)" in done["error"]["message"], said
+    assert not _worker_starts(_events(api, job_id))
 
 
 def test_groups_orphaned_by_a_dead_actor_are_released(ray_cluster: Any) -> None:

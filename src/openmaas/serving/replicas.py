@@ -529,7 +529,8 @@ class ReplicaManager:
         return residents
 
     def _busy(self, key: Key) -> bool:
-        """Requests in flight, or a runtime that cannot tell (LLMs, embeddings: never unloaded)."""
+        """Requests in flight, or a runtime that cannot tell (in-process LLMs and embeddings: never
+        unloaded; on Ray their API server counts them)."""
         served = self._directory.lookup(*key)
         if served is None:
             return False

@@ -40,16 +40,13 @@ from openmaas.serving.deployment_config import DeploymentConfig
 from openmaas.serving.directory import ServedModel, ServedModels
 from openmaas.serving.draining import Drain, Drains
 from openmaas.serving.loading import Target, build_target
+from openmaas.serving.memory import InsufficientMemory
 from openmaas.serving.placement import require_ray
 from openmaas.storage import ArtifactStore
 
 log = logging.getLogger("openmaas.serving")
 
 Key = tuple[str, str]  # (org id, deployment name)
-
-
-class InsufficientMemory(errors.ServiceUnavailable):
-    default_code = "insufficient_memory"
 
 
 @dataclass(frozen=True)

@@ -199,9 +199,12 @@ def _engine_texts(base: Path, adapters: list[Adapter | None], max_tokens: int) -
 
 
 def test_an_adapter_on_a_ray_base_answers_and_wakes_it_from_zero(
-    on_ray: Served, deployed: Tenant, tiny: Path
+    on_ray: Served, deployed: Tenant, tiny: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from openmaas.serving import ray_pool
 
     adapter = register_adapter(on_ray, deployed, tiny, "support", seed=0)
     assert adapter.checkpoint is not None
@@ -245,6 +248,15 @@ def test_an_adapter_on_a_ray_base_answers_and_wakes_it_from_zero(
         assert http.get("/v1/deployments/lora").json()["scaled_to_zero"] is True
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(actors[0].facts.remote(), timeout=30)
+    # While no node has room for its replica, a request answers 503 and the deployment stays ready.
+    monkeypatch.setattr(ray_pool, "LOAD_TIMEOUT_S", 1.0)
+    held = placement_group([{"CPU": ray.available_resources()["CPU"]}])  # every CPU left
+    ray.get(held.ready(), timeout=30)
+    with pytest.raises(openai.InternalServerError) as no_room:
+        client.completions.create(model=adapter.model, **asked)
+    assert no_room.value.code == "insufficient_memory" and no_room.value.status_code == 503
+    remove_placement_group(held)
+    monkeypatch.undo()
     again = client.completions.create(model=adapter.model, **asked)  # waits for the load
     assert on_ray.platform.served_models.lookup(deployed.org_id, "lora") is not None
     assert again.choices[0].text == expected[0]
@@ -253,7 +265,8 @@ def test_an_adapter_on_a_ray_base_answers_and_wakes_it_from_zero(
         while "cold_start" not in (kinds := _event_kinds(http, "lora")):
             assert time.monotonic() < deadline, kinds
             time.sleep(0.05)
-        assert "scaled_to_zero" in kinds
+        assert {"scaled_to_zero", "cold_start_failed"} <= set(kinds)
+        assert http.get("/v1/deployments/lora").json()["state"] == "ready"
         assert http.delete("/v1/deployments/lora").status_code in (200, 204)
 
 

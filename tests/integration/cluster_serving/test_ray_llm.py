@@ -247,6 +247,8 @@ def test_an_adapter_on_a_ray_base_answers_and_wakes_it_from_zero(
         assert http.get("/v1/deployments/there").json()["scaled_to_zero"] is True
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(actors[0].facts.remote(), timeout=30)
+    assert "there" in {m.id for m in client.models.list()}  # still callable: listed while at zero
+    assert client.models.retrieve("there").id == "there"
     # While no node has room for its replica, a request answers 503 and the deployment stays ready.
     monkeypatch.setattr(ray_pool, "LOAD_TIMEOUT_S", 1.0)
     held = placement_group([{"CPU": ray.available_resources()["CPU"]}])  # every CPU left

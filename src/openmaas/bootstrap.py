@@ -117,7 +117,9 @@ class Platform:
         )
         self.deployment_metrics = DeploymentMetrics(self.served_models, self.clock)
         settings = self.settings
-        self.adapters = Adapters(self.db, self.store, self.served_models, self.clock)
+        self.adapters = Adapters(
+            self.db, self.store, self.served_models, self.clock, wake=self.replicas.acquire
+        )
         self.inference = Inference(
             self.replicas,
             self.gate,

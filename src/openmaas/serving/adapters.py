@@ -15,16 +15,17 @@ way, under the same rules and the adapter's version, with the weights its job wr
 
 The id's lookup reads the database (in a thread) once per organisation and id, then is answered
 from memory for `ttl_s` seconds, so a withdrawn listing or deleted version stops answering soon
-after. The adapter's files are copied once per process into a local folder the engine reads.
+after. An in-process deployment's engine reads the adapter's files from a local copy this process
+makes once (serving/adapter_files.py); a deployment on Ray replicas (serving/ray_llm.py) gets the
+adapter's stored path with each request, and each replica copies the files from the shared store
+itself, once. A base scaled to zero (`min_replicas: 0`) is loaded by its adapter's request too.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
+from typing import Any
 
 from anyio import to_thread
 from sqlalchemy import select
@@ -33,10 +34,11 @@ from openmaas import errors
 from openmaas.billing.tables import Listing
 from openmaas.clock import Clock
 from openmaas.db.database import Database
-from openmaas.engine.lora import ADAPTER_WEIGHTS, LoraRequest, read_adapter
+from openmaas.engine.lora import ADAPTER_WEIGHTS
 from openmaas.jobs.tables import Job
 from openmaas.registry.manifest import is_adapter
 from openmaas.registry.tables import ModelVersion
+from openmaas.serving.adapter_files import AdapterFiles, StoredAdapter
 from openmaas.serving.directory import ServedModel, ServedModels
 from openmaas.serving.openai_types import ModelCard
 from openmaas.serving.tables import Deployment
@@ -46,6 +48,10 @@ from openmaas.training.finetune_checkpoints import checkpoint_adapter_path, pars
 
 PREFIX = "ft:"
 _FINE_TUNE_KIND = "fine_tune"
+
+# Loads a deployment `(org id, name)` that scaled to zero and waits for it (the replica manager's
+# `acquire`); it raises 503 `model_loading` when the load takes longer than a request waits.
+WakeDeployment = Callable[[str, str], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -70,47 +76,60 @@ class Adapters:
         clock: Clock,
         *,
         ttl_s: float = 30.0,
+        wake: WakeDeployment | None = None,
     ) -> None:
         self._db = db
         self._store = store
         self._directory = directory
         self._clock = clock
         self._ttl_s = ttl_s
+        self._wake = wake
         self._known: dict[tuple[str, str], _Adapter] = {}
-        self._local: dict[str, Path] = {}  # adapter version id -> its local copy
-        self._lock = threading.Lock()
-        self._folder: Path | None = None
-        self._checked: set[tuple[str, int]] = set()  # (adapter version, max rank) found servable
+        self._files = AdapterFiles(store)  # for the engines of this process
 
     async def acquire(self, org_id: str, name: str) -> ServedModel:
         """The model answering `name` (an `ft:` id) for `org_id`: its base deployment with the adapter."""
         adapter = await self._adapter(org_id, name)
         base = self._base_deployment(org_id, adapter.base_version_id)
-        if base is None:
-            raise await to_thread.run_sync(self._not_deployed, org_id, name, adapter)
-        if not hasattr(base.runtime, "with_adapter"):  # replicas on Ray (serving/ray_llm.py)
-            raise errors.Conflict(
-                f"The deployment {base.name!r} of {adapter.base_ref} runs on Ray replicas, which do not "
-                f"serve fine-tuned adapters yet; deploy {adapter.base_ref} with the default local placement "
-                "to call its adapters.",
-                param="model",
-                code="adapters_unsupported",
-            )
-        slots = base.runtime.engine.engine.runner.adapters
-        if slots is None:
-            raise errors.Conflict(
-                f"The deployment {base.name!r} of {adapter.base_ref} serves no adapters (its engine setting "
-                "max_loras is 0); update it with max_loras of 1 or more to call its adapters.",
-                param="model",
-                code="adapters_disabled",
-            )
-        lora = LoraRequest(adapter.lora_id, self._local.get(adapter.lora_id) or Path())
-        if (adapter.lora_id, slots.max_rank) not in self._checked:
-            lora = await to_thread.run_sync(self._prepare, adapter, slots.max_rank)
-        runtime = base.runtime.with_adapter(lora)
+        if base is None or base.runtime.max_lora_rank is None:
+            base = await self._woken_base(org_id, name, adapter, base)
+        runtime: Any = base.runtime
+        rank = runtime.max_lora_rank
+        if rank is None:
+            raise _adapters_disabled(base, adapter)
+        stored = StoredAdapter(adapter.lora_id, adapter.artifact_path, name)
+        if hasattr(runtime, "with_stored_adapter"):  # replicas on Ray (serving/ray_llm.py)
+            # Each replica copies and checks the adapter itself before it admits the request.
+            runtime = runtime.with_stored_adapter(stored)
+        else:
+            lora = self._files.ready(stored, rank)
+            if lora is None:
+                lora = await to_thread.run_sync(self._files.prepare, stored, rank)
+            runtime = runtime.with_adapter(lora)
         return replace(
             base, name=name, version_id=adapter.version_id, runtime=runtime, routes=(), cumulative=()
         )
+
+    async def _woken_base(
+        self, org_id: str, name: str, adapter: _Adapter, loaded: ServedModel | None
+    ) -> ServedModel:
+        """The base deployment loaded now, when one scaled to zero (`min_replicas: 0`); else
+        `loaded` (one that serves no adapters, refused by the caller), or the error saying why there
+        is none (503 while one loads, 409 when none is deployed)."""
+        deployments = await to_thread.run_sync(self._base_deployments, org_id, adapter.base_version_id)
+        cold = [
+            deployment
+            for deployment, state in deployments
+            if state == "ready" and self._directory.lookup(org_id, deployment) is None
+        ]
+        if cold and self._wake is not None:
+            await self._wake(org_id, cold[0])  # 503 `model_loading` if it takes longer than we wait
+            woken = self._base_deployment(org_id, adapter.base_version_id)
+            if woken is not None:
+                return woken
+        if loaded is not None:
+            return loaded
+        raise _not_deployed(name, adapter, {state for _, state in deployments})
 
     async def card(self, org_id: str, name: str) -> ModelCard:
         """`models.retrieve` of an `ft:` id (or a checkpoint's) that `org_id` may call; 404 otherwise."""
@@ -169,14 +188,18 @@ class Adapters:
         return adapter
 
     def _base_deployment(self, org_id: str, base_version_id: str) -> ServedModel | None:
-        """The caller's loaded deployment serving the base version (for a traffic split, the route)."""
+        """The caller's loaded deployment serving the base version (for a traffic split, the route):
+        the first by name whose engine serves adapters, else the first (which refuses them)."""
+        found = None
         for model in self._directory.visible_to(org_id):
             if model.org_id != org_id:
                 continue
             for route in model.routes or (model,):
                 if route.version_id == base_version_id and route.runtime.task == TEXT_GENERATION:
-                    return route
-        return None
+                    if route.runtime.max_lora_rank is not None:
+                        return route
+                    found = found or route
+        return found
 
     def _look_up(self, org_id: str, name: str) -> _Adapter:
         missing = errors.NotFound(
@@ -221,53 +244,40 @@ class Adapters:
             expires=self._clock.monotonic() + self._ttl_s,
         )
 
-    def _not_deployed(self, org_id: str, name: str, adapter: _Adapter) -> errors.OpenMaaSError:
-        """No loaded deployment of the base: 503 while one is starting, else 409 saying to deploy it."""
+    def _base_deployments(self, org_id: str, base_version_id: str) -> list[tuple[str, str]]:
+        """The caller's deployments of the base version: (name, state) each."""
         with self._db.read_session() as session:
-            states = set(
-                session.scalars(
-                    select(Deployment.state).where(
-                        Deployment.org_id == org_id, Deployment.version_id == adapter.base_version_id
-                    )
+            rows = session.execute(
+                select(Deployment.name, Deployment.state).where(
+                    Deployment.org_id == org_id, Deployment.version_id == base_version_id
                 )
             )
-        if states & {"pending", "loading", "ready"}:
-            return errors.ServiceUnavailable(
-                f"The base model {adapter.base_ref} of {name!r} is still loading; retry shortly.",
-                retry_after=2,
-                code="model_loading",
-            )
-        return errors.Conflict(
-            f"{name!r} is a LoRA adapter of {adapter.base_ref}, which has no running deployment: deploy "
-            f"{adapter.base_ref} (POST /v1/deployments) to call its adapters.",
-            param="model",
-            code="base_not_deployed",
-        )
-
-    def _prepare(self, adapter: _Adapter, max_rank: int) -> LoraRequest:
-        """Copy the adapter's files here (once) and check that an engine of `max_rank` can serve it
-        (400 naming `model` if not), before the request is admitted: a stream refused once begun
-        would break its connection."""
-        with self._lock:
-            local = self._local.get(adapter.lora_id)
-            if local is None:
-                if self._folder is None:
-                    self._folder = Path(tempfile.mkdtemp(prefix="openmaas-adapters-"))
-                local = self._folder / adapter.lora_id
-                try:
-                    with self._store.reading(adapter.artifact_path) as folder:
-                        shutil.copytree(folder, local, dirs_exist_ok=True)
-                except FileNotFoundError:  # deleted since it was looked up
-                    shutil.rmtree(local, ignore_errors=True)
-                    raise errors.NotFound(
-                        f"The model {adapter.name!r} does not exist.", param="model", code="model_not_found"
-                    ) from None
-                self._local[adapter.lora_id] = local
-        lora = LoraRequest(adapter.lora_id, local)
-        read_adapter(lora, max_rank)
-        self._checked.add((adapter.lora_id, max_rank))
-        return lora
+            return [(deployment, state) for deployment, state in rows]
 
     def close(self) -> None:
-        if self._folder is not None:
-            shutil.rmtree(self._folder, ignore_errors=True)
+        self._files.close()
+
+
+def _not_deployed(name: str, adapter: _Adapter, states: set[str]) -> errors.OpenMaaSError:
+    """No loaded deployment of the base: 503 while one is starting, else 409 saying to deploy it."""
+    if states & {"pending", "loading", "ready"}:
+        return errors.ServiceUnavailable(
+            f"The base model {adapter.base_ref} of {name!r} is still loading; retry shortly.",
+            retry_after=2,
+            code="model_loading",
+        )
+    return errors.Conflict(
+        f"{name!r} is a LoRA adapter of {adapter.base_ref}, which has no running deployment: deploy "
+        f"{adapter.base_ref} (POST /v1/deployments) to call its adapters.",
+        param="model",
+        code="base_not_deployed",
+    )
+
+
+def _adapters_disabled(base: ServedModel, adapter: _Adapter) -> errors.Conflict:
+    return errors.Conflict(
+        f"The deployment {base.name!r} of {adapter.base_ref} serves no adapters (its engine setting "
+        "max_loras is 0); update it with max_loras of 1 or more to call its adapters.",
+        param="model",
+        code="adapters_disabled",
+    )

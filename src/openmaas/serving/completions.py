@@ -58,7 +58,7 @@ class _Completion:
     """What a completion, whole or streamed, checks before it is admitted: a text-generation model,
     and the prompt it tokenises (whose length, with the most it may generate, is its worst case)."""
 
-    cold_start = False  # LLMs never scale to zero
+    cold_start = True  # an LLM on Ray replicas may scale to zero: the first request waits for it
 
     def __init__(
         self,

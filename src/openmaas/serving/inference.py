@@ -350,7 +350,7 @@ class Explanation:
 class Embedding:
     """`/v1/embeddings`: non-empty texts, as many as the model takes, embedded off the event loop."""
 
-    cold_start = False
+    cold_start = True  # on Ray replicas it may scale to zero: the first request waits for it
 
     def __init__(self, body: EmbeddingRequest) -> None:
         self.body = body

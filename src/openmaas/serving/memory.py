@@ -3,6 +3,9 @@ deployments to unload (least recently used first) so that another one fits.
 
 Pure decisions on numbers; the replica manager does the unloading. A deployment is reckoned at its
 artifact's bytes (the weights dominate) times its replica count: each replica holds a copy.
+Replicas on Ray are not counted here: each reserves its node's memory through Ray's `memory`
+resource (serving/ray_pool.py), and a load that finds no node with room fails as one that does
+not fit this budget does (`InsufficientMemory`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from openmaas import errors
+
 MIB = 1024 * 1024
+
+
+class InsufficientMemory(errors.ServiceUnavailable):
+    """No room to load a deployment now (503 with Retry-After; it stays `ready` when it was)."""
+
+    default_code = "insufficient_memory"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ the encoder (serving/runtimes/embedding.py); `serving/ray_pool.py` keeps the act
 The API server holds a `RayEmbeddingRuntime` where a local `EmbeddingRuntime` would be: it counts
 tokens with the model's own tokenizer (told by a loaded replica) to admit a request, and sends the
 texts to the least busy replica. Embeddings are idempotent: a call on a replica that dies is sent
-once more to another, so the request is answered and metered once.
+once more to another, so the request is answered and metered once. It counts the requests it has
+sent and not had answered (`in_flight`), so a deployment with `min_replicas: 0` releases its actors
+once idle, as a /predict one does.
 """
 
 from __future__ import annotations
@@ -84,6 +86,11 @@ class RayEmbeddingRuntime:
     @property
     def max_length(self) -> int:
         return self.encoder.max_length
+
+    @property
+    def in_flight(self) -> int:
+        """`running`, as the replica manager asks before it scales an idle deployment to zero."""
+        return self.running
 
     async def embed(self, texts: list[str]) -> Embeddings:
         if self._closed:

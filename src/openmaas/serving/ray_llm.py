@@ -22,11 +22,18 @@ unseeded sampled answer is another sample, which the client, having seen none, c
 stream already begun is not retried (the client holds part of an answer): it ends with an error
 event and is billed for the tokens it was sent (serving/completions.py). The dead replica is
 re-created by the pool.
+
+A fine-tuned adapter (`ft:` model, serving/adapters.py) is a view of its base's runtime
+(`with_stored_adapter`) whose requests carry the adapter's stored folder: the replica copies it
+from the shared store once (serving/adapter_files.py), checks it before it admits the request (a
+refusal is a plain 4xx, never a broken stream), and its engine applies it per row as locally.
+Metering and who may call it stay on the API server, as for an in-process base.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -43,6 +50,7 @@ from openmaas.engine.outputs import RequestOutput
 from openmaas.engine.prompt_limits import PromptLimits
 from openmaas.engine.sampling_params import SamplingParams
 from openmaas.engine.tokenizer import Tokenizer
+from openmaas.serving.adapter_files import AdapterFiles, StoredAdapter
 from openmaas.serving.ray_pool import (
     ReplicaEvents,
     ReplicaPool,
@@ -78,14 +86,19 @@ class LLMFacts:
     bos_token: str | None
     eos_token: str | None
     node_id: str
+    max_lora_rank: int | None = None  # None: the engine serves no adapters (max_loras 0)
 
 
 class LLMReplica:
     """The actor: one LLM engine, built from the shared store."""
 
     def __init__(self, spec: ReplicaSpec) -> None:
-        with open_store(spec.storage_url).reading(spec.artifact) as folder:
+        store = open_store(spec.storage_url)
+        with store.reading(spec.artifact) as folder:
             self._runtime = LLMRuntime(folder, spec.config)
+        slots = self._runtime.engine.engine.runner.adapters
+        self._max_lora_rank = None if slots is None else slots.max_rank
+        self._adapters = AdapterFiles(store)  # copied from the shared store on first use
 
     def facts(self) -> LLMFacts:
         runtime = self._runtime
@@ -101,29 +114,58 @@ class LLMReplica:
             bos_token=tokenizer.bos_token,
             eos_token=tokenizer.eos_token,
             node_id=node_id(),
+            max_lora_rank=self._max_lora_rank,
         )
 
     def running(self) -> int:
         """Requests this replica's engine holds (admitted, not finished or aborted)."""
         return self._runtime.running
 
+    async def _on(self, adapter: StoredAdapter | None) -> LLMRuntime:
+        """The engine's runtime, on `adapter` when one is given (its files copied and checked first)."""
+        if adapter is None:
+            return self._runtime
+        rank = self._max_lora_rank
+        if rank is None:  # refused on the API server already (its facts say so)
+            raise errors.Conflict(
+                "This deployment serves no adapters (max_loras is 0).",
+                param="model",
+                code="adapters_disabled",
+            )
+        lora = self._adapters.ready(adapter, rank)
+        if lora is None:  # first use on this replica: its files come from the shared store
+            lora = await asyncio.to_thread(self._adapters.prepare, adapter, rank)
+        return self._runtime.with_adapter(lora)
+
     async def complete(
-        self, prompt_ids: list[int], params: SamplingParams, request_id: str, priority: int = 0
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        request_id: str,
+        priority: int = 0,
+        adapter: StoredAdapter | None = None,
     ) -> list[Any]:
         """Every output of the request, to its end (cancelled: the request is aborted)."""
+        runtime = await self._on(adapter)
         outputs: list[RequestOutput] = []
-        async with self._runtime.generate(prompt_ids, params, request_id, priority) as stream:
+        async with runtime.generate(prompt_ids, params, request_id, priority) as stream:
             async for out in stream:
                 outputs.append(out)
         return outputs
 
     @ray.method(num_returns="streaming")
     async def stream(
-        self, prompt_ids: list[int], params: SamplingParams, request_id: str, priority: int = 0
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        request_id: str,
+        priority: int = 0,
+        adapter: StoredAdapter | None = None,
     ) -> AsyncIterator[list[RequestOutput]]:
         """First `[]` once admitted (a refusal raises before it), then lists of outputs, each with
         every output made since the previous one."""
-        stream = self._runtime.generate(prompt_ids, params, request_id, priority)
+        runtime = await self._on(adapter)
+        stream = runtime.generate(prompt_ids, params, request_id, priority)
         yield []
         finished = 0
         async with stream:
@@ -140,10 +182,22 @@ class LLMReplica:
                     await asyncio.sleep(STREAM_INTERVAL_S)
 
 
+class _Admission:
+    """What a runtime and its adapter views share: whether they still admit, and how many requests
+    they run (on the event loop only: no lock)."""
+
+    __slots__ = ("closed", "running")
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.running = 0  # admitted and not finished (a replaced runtime drains to 0)
+
+
 class RayLLMRuntime:
     """A text-generation deployment's replicas on Ray, as the API server's directory holds it."""
 
     task = TEXT_GENERATION
+    adapter: StoredAdapter | None = None  # set on a `with_stored_adapter` view
 
     def __init__(self, spec: ReplicaSpec, replicas: int, events: ReplicaEvents | None = None) -> None:
         """Start `replicas` actors and wait until they have loaded (on the replica loader thread)."""
@@ -163,13 +217,29 @@ class RayLLMRuntime:
             if facts.grammar_vocab is None
             else GrammarCompiler(facts.tokenizer_json, facts.grammar_vocab, facts.eos_token_ids)
         )
+        self.max_lora_rank = facts.max_lora_rank
         self.nodes = [f.node_id for f in self.pool.facts]
-        self.running = 0  # requests admitted and not finished (a replaced runtime drains to 0)
-        self._closed = False
+        self.admission = _Admission()
 
     @property
     def replicas(self) -> int:
         return len(self.pool)
+
+    @property
+    def running(self) -> int:
+        """Requests admitted and not finished, its adapters' included."""
+        return self.admission.running
+
+    @property
+    def in_flight(self) -> int:
+        """`running`, as the replica manager asks before it scales an idle deployment to zero."""
+        return self.admission.running
+
+    def with_stored_adapter(self, adapter: StoredAdapter) -> RayLLMRuntime:
+        """This runtime, answering on `adapter` (a shallow copy sharing the replicas and admission)."""
+        view = copy.copy(self)
+        view.adapter = adapter
+        return view
 
     def check_prompt(self, prompt_ids: list[int], params: SamplingParams) -> int:
         return self.limits.check(prompt_ids, params, self._grammars)
@@ -184,16 +254,19 @@ class RayLLMRuntime:
         priority: int = 0,
     ) -> RemoteStream | FinishedStream:
         """The request admitted by a replica: `whole`, run to its end in one call; else streamed."""
-        if self._closed:
+        admission = self.admission
+        if admission.closed:
             raise replaced()
-        self.running += 1
+        admission.running += 1
         try:
             if whole:
-                outputs = await self.pool.call("complete", prompt_ids, params, request_id, priority)
+                outputs = await self.pool.call(
+                    "complete", prompt_ids, params, request_id, priority, self.adapter
+                )
                 return FinishedStream(outputs)
             return await self._stream(prompt_ids, params, request_id, priority)
         finally:
-            self.running -= 1
+            admission.running -= 1
 
     async def _stream(
         self, prompt_ids: list[int], params: SamplingParams, request_id: str, priority: int
@@ -215,10 +288,10 @@ class RayLLMRuntime:
         raise unavailable()
 
     def stop_admitting(self) -> None:
-        self._closed = True
+        self.admission.closed = True
 
     def close(self) -> None:
-        self._closed = True
+        self.admission.closed = True
         self.pool.close()
 
 
@@ -237,10 +310,10 @@ class RemoteStream:
         self._runtime = runtime
         self._slot = slot
         self._actor = runtime.pool.actors[slot]
-        self._refs: Any = self._actor.stream.remote(prompt_ids, params, request_id, priority)
+        self._refs: Any = self._actor.stream.remote(prompt_ids, params, request_id, priority, runtime.adapter)
         self._outputs: deque[RequestOutput] = deque()
         self.done = False
-        runtime.running += 1
+        runtime.admission.running += 1
         runtime.pool.busy[slot] += 1
 
     async def admitted(self) -> None:
@@ -301,7 +374,7 @@ class RemoteStream:
     def _finish(self) -> None:
         if not self.done:
             self.done = True
-            self._runtime.running -= 1
+            self._runtime.admission.running -= 1
             self._runtime.pool.busy[self._slot] -= 1
 
 

@@ -23,6 +23,7 @@ from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError, RayTa
 from openmaas import errors, logs
 from openmaas.serving.batcher import ReplicaClosed
 from openmaas.serving.deployment_config import RuntimeConfig
+from openmaas.serving.memory import MIB, InsufficientMemory
 
 log = logging.getLogger("openmaas.serving")
 
@@ -246,12 +247,16 @@ def unavailable() -> errors.ServiceUnavailable:
 
 
 def _load_error(exc: BaseException, spec: ReplicaSpec) -> BaseException:
-    """Why the replicas did not load, as the deployment's `failed` reason says it."""
+    """Why the replicas did not load, as the deployment's `failed` reason says it. Not started in
+    time is most likely no room on any node: as a load that does not fit the local memory budget,
+    a deployment that scaled to zero stays `ready` and its next request tries again."""
     if isinstance(exc, GetTimeoutError):
-        gpus = f" and {spec.gpus:g} GPU(s)" if spec.gpus else ""
-        return TimeoutError(
+        gpus = f", {spec.gpus:g} GPU(s)" if spec.gpus else ""
+        return InsufficientMemory(
             f"the Ray cluster did not start the replicas within {LOAD_TIMEOUT_S:g} s: no node may have "
-            f"{spec.cpus:g} CPU(s){gpus} and {spec.memory_bytes} bytes of memory free for each"
+            f"{spec.cpus:g} CPU(s){gpus} and {spec.memory_bytes / MIB:.2f} MB of Ray memory unreserved "
+            "for each; retry later, stop other deployments or add a node.",
+            retry_after=30,
         )
     if isinstance(exc, RayTaskError) and isinstance(exc.cause, Exception):
         return exc.cause

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import random
@@ -40,16 +41,13 @@ from openmaas.serving.deployment_config import DeploymentConfig
 from openmaas.serving.directory import ServedModel, ServedModels
 from openmaas.serving.draining import Drain, Drains
 from openmaas.serving.loading import Target, build_target
+from openmaas.serving.memory import InsufficientMemory
 from openmaas.serving.placement import require_ray
 from openmaas.storage import ArtifactStore
 
 log = logging.getLogger("openmaas.serving")
 
 Key = tuple[str, str]  # (org id, deployment name)
-
-
-class InsufficientMemory(errors.ServiceUnavailable):
-    default_code = "insufficient_memory"
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,8 @@ class ReplicaManager:
         self._lock = threading.Lock()
         self._pending: dict[str, Future[None]] = {}
         self._resident: dict[str, _Resident] = {}
-        self._cold: dict[Key, str] = {}  # unloaded while idle: loads again on its next request
+        # Unloaded while idle or evicted (its entry, without a runtime): loads again on its next request.
+        self._cold: dict[Key, ServedModel] = {}
         self._last_used: dict[Key, float] = {}
         self.rng = random.Random()  # draws traffic-split routes; tests seed it
         self._stopping = threading.Event()
@@ -104,13 +103,13 @@ class ReplicaManager:
         and start the idle sweep."""
         with self._db.read_session() as session:
             rows = [
-                (r.id, (r.org_id, r.name), r.state, DeploymentConfig.from_stored(r.config))
+                (r.id, _cold_entry(r), r.state, DeploymentConfig.from_stored(r.config))
                 for r in service.active(session)
             ]
-        for deployment_id, key, state, config in rows:
+        for deployment_id, entry, state, config in rows:
             if state == "ready" and config.min_replicas == 0:
                 with self._lock:
-                    self._cold[key] = deployment_id
+                    self._cold[(entry.org_id, entry.name)] = entry
             else:
                 self.load(deployment_id)
         if self._sweep_interval_s > 0 and self._sweeper is None:
@@ -222,6 +221,12 @@ class ReplicaManager:
     def is_loaded(self, org_id: str, name: str) -> bool:
         return self._directory.lookup(org_id, name) is not None
 
+    def cold_models(self, org_id: str) -> list[ServedModel]:
+        """The organisation's deployments unloaded while idle or evicted (entries without a
+        runtime): callable, they load on their next request, so `/v1/models` lists them too."""
+        with self._lock:
+            return [entry for (org, _), entry in self._cold.items() if org == org_id]
+
     def is_cold(self, org_id: str, name: str) -> bool:
         """Unloaded here while idle or evicted for memory: it loads again on its next request."""
         with self._lock:
@@ -249,9 +254,9 @@ class ReplicaManager:
     def missing_model(self, org_id: str, name: str) -> errors.OpenMaaSError:
         """The error for a model name not in the directory: still loading (503) or unknown (404).
         One unloaded while idle starts loading (routes that cannot wait for it answer 503)."""
-        deployment_id = self._cold.get((org_id, name))
-        if deployment_id is not None:
-            self._wake(deployment_id)
+        cold = self._cold.get((org_id, name))
+        if cold is not None:
+            self._wake(cold.deployment_id)
             return errors.ServiceUnavailable(
                 f"The model {name!r} is starting after being idle; retry shortly.",
                 retry_after=2,
@@ -287,10 +292,10 @@ class ReplicaManager:
     # Cold starts: on the event loop.
 
     async def _cold_start(self, org_id: str, name: str) -> ServedModel:
-        deployment_id = self._cold.get((org_id, name))
-        if deployment_id is None:
+        cold = self._cold.get((org_id, name))
+        if cold is None:
             raise self.missing_model(org_id, name)
-        future = self._wake(deployment_id)
+        future = self._wake(cold.deployment_id)
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self._cold_start_wait_s)
         except TimeoutError:
@@ -529,7 +534,8 @@ class ReplicaManager:
         return residents
 
     def _busy(self, key: Key) -> bool:
-        """Requests in flight, or a runtime that cannot tell (LLMs, embeddings: never unloaded)."""
+        """Requests in flight, or a runtime that cannot tell (in-process LLMs and embeddings: never
+        unloaded; on Ray their API server counts them)."""
         served = self._directory.lookup(*key)
         if served is None:
             return False
@@ -541,7 +547,14 @@ class ReplicaManager:
             resident = self._resident.pop(deployment_id, None)
             if resident is None:
                 return
-            self._cold[resident.key] = deployment_id  # before it leaves the directory
+            served = self._directory.lookup(*resident.key)
+            self._cold[resident.key] = (  # before it leaves the directory
+                _cold_entry_of(served)
+                if served is not None
+                else ServedModel(
+                    resident.key[1], resident.key[0], resident.key[0], 0, deployment_id=deployment_id
+                )
+            )
         served = self._directory.unregister(*resident.key)
         if served is not None:
             _close(served.runtimes())  # drains what was already queued
@@ -608,6 +621,18 @@ def _loaded_event(target: Target, name: str, seconds: float | None, cold: bool =
         seconds=None if seconds is None else round(seconds, 3),
         cold_start=cold or None,
     )
+
+
+def _cold_entry(row: service.Deployment) -> ServedModel:
+    """A deployment's directory entry while it is unloaded (no runtime)."""
+    created = int(row.created_at.timestamp())
+    return ServedModel(
+        row.name, row.org_id, row.org_id, created, deployment_id=row.id, version_id=row.version_id
+    )
+
+
+def _cold_entry_of(served: ServedModel) -> ServedModel:
+    return dataclasses.replace(served, runtime=None, routes=(), cumulative=())
 
 
 def _versions(target: Target) -> str:

@@ -105,7 +105,7 @@ def create(session: Session, org_id: str, body: DeploymentCreate, now: datetime)
             code="task_not_deployable",
         )
     engine = _engine_settings(version.task, body.engine)
-    _check_scaling(version.task, body.min_replicas)
+    _check_scaling(version.task, body.min_replicas, body.placement)
     placed = placement_settings(version.task, body.placement, body.cpus, body.gpus, engine.device)
     name = body.name or model.name
     if session.scalar(select(Deployment.id).where(Deployment.org_id == org_id, Deployment.name == name)):
@@ -228,7 +228,7 @@ def update(
     else:
         message = f"updating to {row.model_ref}"
     config = stored.updated(changes, split)
-    _check_scaling(row.task, config.min_replicas)
+    _check_scaling(row.task, config.min_replicas, config.placement)
     row.config = config.to_stored()
     row.replicas = body.replicas or row.replicas
     row.state, row.error, row.updated_at = "loading", None, now
@@ -276,11 +276,13 @@ def _refuse_adapter(version: ModelVersion, ref: str, param: str) -> None:
     )
 
 
-def _check_scaling(task: str, min_replicas: int) -> None:
-    """Scaling to zero needs a runtime that can tell it is idle: the ones /predict serves."""
-    if min_replicas == 0 and task not in PREDICT_TASKS:
+def _check_scaling(task: str, min_replicas: int, placement: str) -> None:
+    """Scaling to zero needs a runtime that can tell it is idle: the ones /predict serves, and LLM
+    and embedding replicas on Ray (whose API server counts their requests)."""
+    if min_replicas == 0 and task not in PREDICT_TASKS and placement != "ray":
         raise errors.ValidationFailed(
-            f"min_replicas 0 (scale to zero) applies to models served by /predict, not {task} models.",
+            f"min_replicas 0 (scale to zero) applies to models served by /predict, and to {task} models "
+            f'only with "placement": "ray", not to in-process {task} models.',
             param="min_replicas",
         )
 

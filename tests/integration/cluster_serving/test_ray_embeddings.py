@@ -1,11 +1,14 @@
 """Sentence embeddings served by two Ray-actor replicas (`placement: ray`): the vectors of an
 in-process deployment; one replica killed under concurrent load fails no request (embeddings are
-idempotent: retried once on the other), and every served request is metered exactly once."""
+idempotent: retried once on the other), and every served request is metered exactly once. One with
+`min_replicas: 0` releases its actor, and the node memory it reserved, once idle; the next request
+waits for a new one."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -93,3 +96,35 @@ def test_embeddings_on_ray_replicas_survive_a_killed_replica(
     assert any("replica_call_retried" in m for m in logged)  # a call on it was answered by the other
     assert runtime.pool.actors[0] is not victim  # the dead replica was re-created
     assert client.embeddings.create(model="there", input=TEXTS).usage == here.usage
+
+
+def test_an_idle_embedding_deployment_on_ray_scales_to_zero(on_ray: Served, deployed: Tenant) -> None:
+    import ray
+
+    body = {
+        "model": "minilm", "name": "idle", "placement": "ray", "cpus": 0.25, "min_replicas": 0,
+        "idle_timeout_s": 0.5,
+    }  # fmt: skip
+    client = openai.OpenAI(base_url=f"{on_ray.url}/v1", api_key=deployed.key, max_retries=0)
+    with on_ray.client(deployed.key) as http:
+        created = http.post("/v1/deployments", json=body)
+        assert created.status_code == 201, created.text
+        wait_ready(http, "idle")
+        runtime = on_ray.platform.served_models.lookup(deployed.org_id, "idle").runtime  # type: ignore[union-attr]
+        actor, reserved = runtime.pool.actors[0], runtime.pool.spec.memory_bytes
+        assert reserved > 0  # the model's size, of its node's Ray `memory`
+        free = ray.available_resources().get("memory", 0)
+        time.sleep(0.6)  # past its idle timeout
+        on_ray.platform.replicas.sweep().result(timeout=30)
+        assert http.get("/v1/deployments/idle").json()["scaled_to_zero"] is True
+        with pytest.raises(ray.exceptions.RayActorError):  # its actor was stopped
+            ray.get(actor.facts.remote(), timeout=30)
+        deadline = time.monotonic() + 10  # and its node's memory given back (Ray's view lags a little)
+        while ray.available_resources().get("memory", 0) < free + reserved:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        here = client.embeddings.create(model="here", input=TEXTS)
+        again = client.embeddings.create(model="idle", input=TEXTS)  # waits for a new replica
+        assert again.usage == here.usage
+        assert np.allclose(again.data[0].embedding, here.data[0].embedding, atol=1e-5)
+        assert http.delete("/v1/deployments/idle").status_code in (200, 204)

@@ -1,7 +1,11 @@
 """An LLM served by Ray-actor replicas (`placement: ray`) on a real local Ray instance, called
 with the official `openai` SDK: the same greedy tokens as an in-process deployment of the same
 version, whole and streamed; a replica killed mid-stream ends the stream with an error event,
-bills the tokens sent once, and the next request is answered by the re-created replica."""
+bills the tokens sent once, and the next request is answered by the re-created replica. A
+fine-tuned adapter on a base deployed on Ray gives the engine's own tokens on that adapter (what an
+in-process deployment gives, tests/e2e/test_openai_adapters.py), metered under the adapter's
+version; the base scales to zero when idle, answers 503 `insufficient_memory` while no node has
+room for it, and the adapter's next request loads it again."""
 
 from __future__ import annotations
 
@@ -14,33 +18,50 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
 from openmaas import Client
+from openmaas.engine.llm_engine import LLMEngine
+from openmaas.engine.lora import LoraRequest
+from openmaas.engine.sampling_params import SamplingParams
 from openmaas.engine.testing import build_tiny_model
 from tests.integration.cluster_serving.support import metered_requests, server, usage_events, wait_ready
+from tests.support.adapters import Adapter, register_adapter
 from tests.support.served import Served, Tenant
 
-ENGINE = {"kv_cache_memory_bytes": 4 * 1024 * 1024, "max_num_seqs": 8, "max_model_len": 512}
+ENGINE = {"kv_cache_memory_bytes": 4 * 1024 * 1024, "max_num_seqs": 8, "max_model_len": 512, "max_loras": 0}
+LORA_ENGINE = {**ENGINE, "max_loras": 2}
 MESSAGES = [{"role": "user", "content": "Tell me about foxes"}]
+PROMPT = [5, 17, 42, 99, 7, 256, 31]
 
 
 @pytest.fixture(scope="module")
 def on_ray(tmp_path_factory: pytest.TempPathFactory, ray_address: str) -> Iterator[Served]:
-    with server(tmp_path_factory.mktemp("llm-on-ray"), ray_address=ray_address) as served:
+    # No idle sweep in the background: `there` scales to zero only when a test sweeps.
+    home = tmp_path_factory.mktemp("llm-on-ray")
+    with server(home, ray_address=ray_address, serving_sweep_interval_s=0) as served:
         yield served
 
 
 @pytest.fixture(scope="module")
-def deployed(on_ray: Served, tmp_path_factory: pytest.TempPathFactory) -> Tenant:
-    """One tiny Llama version deployed twice: `here` in-process, `there` on one Ray replica."""
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "llama", max_position_embeddings=512)
+
+
+@pytest.fixture(scope="module")
+def deployed(on_ray: Served, tiny: Path) -> Tenant:
+    """One tiny Llama version deployed twice: `here` in-process, serving no adapters; `there` on one
+    Ray replica, serving adapters, with `min_replicas: 0` (it stays loaded until a test sweeps)."""
     tenant = on_ray.tenant("acme")
-    folder = build_tiny_model(tmp_path_factory.mktemp("tiny") / "llama", max_position_embeddings=512)
     with Client(on_ray.url, tenant.key) as client:
-        client.import_model(folder, "tiny")
+        client.import_model(tiny, "tiny")
+    on_ray_settings = {
+        "placement": "ray", "cpus": 0.5, "engine": LORA_ENGINE, "min_replicas": 0, "idle_timeout_s": 1,
+    }  # fmt: skip
     with on_ray.client(tenant.key) as http:
-        for name, placed in (("here", {}), ("there", {"placement": "ray", "cpus": 0.5})):
+        for name, placed in (("here", {}), ("there", on_ray_settings)):
             body = {"model": "tiny", "name": name, "engine": ENGINE, **placed}
             created = http.post("/v1/deployments", json=body)
             assert created.status_code == 201, created.text
@@ -171,6 +192,86 @@ def test_a_client_leaving_a_stream_frees_its_sequence_on_the_replica(
         time.sleep(0.05)
     output = [e["quantity"] for e in events if e["unit"] == "output_tokens"]
     assert len(output) == 1 and 1 <= output[0] < 480  # billed once, for what was generated
+
+
+def _engine_texts(base: Path, adapters: list[Adapter | None], max_tokens: int) -> list[str]:
+    """The engine's own greedy answers to `PROMPT`, one per adapter (None: the base), in this process."""
+    engine = LLMEngine.from_pretrained(base, **LORA_ENGINE)
+    try:
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+        loras = [None if a is None else LoraRequest(a.version_id, a.folder) for a in adapters]
+        return [choices[0].text for choices in engine.generate([PROMPT] * len(adapters), params, loras)]
+    finally:
+        engine.close()
+
+
+def test_an_adapter_on_a_ray_base_answers_and_wakes_it_from_zero(
+    on_ray: Served, deployed: Tenant, tiny: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from openmaas.serving import ray_pool
+
+    adapter = register_adapter(on_ray, deployed, tiny, "support", seed=0)
+    assert adapter.checkpoint is not None
+    expected = _engine_texts(tiny, [adapter, adapter.checkpoint, None], max_tokens=8)
+    assert len(set(expected)) == 3  # each set of weights answers differently
+    client = _sdk(on_ray, deployed)
+    asked: dict[str, Any] = {
+        "prompt": PROMPT,
+        "max_tokens": 8,
+        "temperature": 0,
+        "extra_body": {"ignore_eos": True},
+    }
+    # `here` serves the same base without adapters (max_loras 0): `there`, on Ray, answers.
+    whole = client.completions.create(
+        model=adapter.model, extra_headers={"x-request-id": "ft-whole"}, **asked
+    )
+    assert (whole.model, whole.choices[0].text) == (adapter.model, expected[0])
+    streamed = client.completions.create(model=adapter.model, stream=True, **asked)
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == expected[0]
+    at_step_3 = client.completions.create(model=adapter.checkpoint.model, **asked)
+    assert at_step_3.choices[0].text == expected[1]
+    metered = {e["unit"]: e for e in usage_events(on_ray, deployed.key) if e["request_id"] == "ft-whole"}
+    assert metered["requests"]["model"] == adapter.version_id  # billed as the adapter, once
+    assert metered["output_tokens"]["quantity"] == 8
+    with pytest.raises(openai.NotFoundError):  # only its owner (or a buyer of its listing) calls it
+        _sdk(on_ray, on_ray.tenant("globex")).completions.create(model=adapter.model, **asked)
+
+    # Idle past its timeout, swept: its actors go; the adapter's next request loads the base again.
+    actors = list(on_ray.platform.served_models.lookup(deployed.org_id, "there").runtime.pool.actors)  # type: ignore[union-attr]
+    time.sleep(1.1)
+    on_ray.platform.replicas.sweep().result(timeout=30)
+    with on_ray.client(deployed.key) as http:
+        assert http.get("/v1/deployments/there").json()["scaled_to_zero"] is True
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(actors[0].facts.remote(), timeout=30)
+    assert "there" in {m.id for m in client.models.list()}  # still callable: listed while at zero
+    assert client.models.retrieve("there").id == "there"
+    # While no node has room for its replica, a request answers 503 and the deployment stays ready.
+    monkeypatch.setattr(ray_pool, "LOAD_TIMEOUT_S", 1.0)
+    held = placement_group([{"CPU": ray.available_resources()["CPU"]}])  # every CPU left
+    ray.get(held.ready(), timeout=30)
+    with pytest.raises(openai.InternalServerError) as no_room:
+        client.completions.create(model=adapter.model, **asked)
+    assert no_room.value.code == "insufficient_memory" and no_room.value.status_code == 503
+    remove_placement_group(held)
+    monkeypatch.undo()
+    again = client.completions.create(model=adapter.model, **asked)  # waits for the load
+    assert on_ray.platform.served_models.lookup(deployed.org_id, "there") is not None
+    assert again.choices[0].text == expected[0]
+    with on_ray.client(deployed.key) as http:
+        deadline = time.monotonic() + 10  # the load's event is written just after it serves
+        while "cold_start" not in (kinds := _event_kinds(http, "there")):
+            assert time.monotonic() < deadline, kinds
+            time.sleep(0.05)
+        assert {"scaled_to_zero", "cold_start_failed"} <= set(kinds)
+        assert http.get("/v1/deployments/there").json()["state"] == "ready"
+
+
+def _event_kinds(http: httpx.Client, name: str) -> list[str]:
+    return [e["kind"] for e in http.get(f"/v1/deployments/{name}/events").json()["data"]]
 
 
 @pytest.mark.skipif(

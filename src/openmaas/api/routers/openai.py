@@ -70,14 +70,13 @@ async def _completion(
 @router.get("/models", response_model=ModelList, name="models.list")
 async def list_models(request: Request, principal: PrincipalDep) -> ModelList:
     """The models this organisation can call: its ready deployments (they register in
-    `Platform.served_models`), published ones, and its fine-tuned adapters (`ft:` ids) with those
-    it bought for a base it deploys. A hot route: one dependency only."""
+    `Platform.served_models`; those scaled to zero are the replica manager's), published ones, and
+    its fine-tuned adapters (`ft:` ids) with those it bought for a base it deploys. A hot route:
+    one dependency only."""
     org_id = principal.require_org()
     platform = request.app.state.platform
-    cards = [
-        ModelCard(id=model.name, created=model.created, owned_by=model.owner)
-        for model in platform.served_models.visible_to(org_id)
-    ]
+    models = platform.served_models.visible_to(org_id) + platform.replicas.cold_models(org_id)
+    cards = [ModelCard(id=model.name, created=model.created, owned_by=model.owner) for model in models]
     return ModelList(data=cards + await platform.adapters.cards(org_id))
 
 
@@ -89,7 +88,7 @@ async def retrieve_model(model: str, request: Request, principal: PrincipalDep) 
     if model.startswith(FINE_TUNED):
         card: ModelCard = await platform.adapters.card(org_id, model)
         return card
-    for served in platform.served_models.visible_to(org_id):
+    for served in platform.served_models.visible_to(org_id) + platform.replicas.cold_models(org_id):
         if served.name == model:
             return ModelCard(id=served.name, created=served.created, owned_by=served.owner)
     raise NotFound(f"The model {model!r} does not exist.", param="model", code="model_not_found")

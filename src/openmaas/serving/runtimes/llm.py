@@ -67,6 +67,12 @@ class LLMRuntime:
         """Refuse (400 naming the field) what the engine would refuse; the effective max_tokens."""
         return self.engine.engine.check_prompt(prompt_ids, params)
 
+    @property
+    def max_lora_rank(self) -> int | None:
+        """The largest adapter rank the engine serves; None when it serves none (max_loras 0)."""
+        slots = self.engine.engine.runner.adapters
+        return None if slots is None else slots.max_rank
+
     def with_adapter(self, lora: LoraRequest) -> LLMRuntime:
         """This runtime, answering on the adapter `lora` (a shallow copy sharing everything else)."""
         view = copy.copy(self)

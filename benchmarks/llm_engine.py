@@ -308,7 +308,8 @@ def gguf_for(model_dir: Path, precision: str, gguf_dir: Path) -> Path:
 def engine_config(
     model_dir: Path, precision: str, args: argparse.Namespace, **options: object
 ) -> EngineConfig:
-    """Our engine at a precision: a dtype, or int8/int4 weights (fp32 activations) quantised at load."""
+    """Our engine at a precision: a dtype, or int8/int4 weights quantised at load (activations and KV
+    cache in `--quant-dtype`)."""
     quant = precision if precision in llamacpp.QUANT_TYPES else None
     defaults: dict[str, object] = {
         "max_model_len": args.prompt_len + args.new_tokens + 16,
@@ -320,7 +321,7 @@ def engine_config(
     defaults.update(options)
     return EngineConfig(
         model=str(model_dir),
-        dtype="float32" if quant else precision,
+        dtype=args.quant_dtype if quant else precision,
         quantization=quant,  # type: ignore[arg-type]
         **defaults,  # type: ignore[arg-type]
     )
@@ -494,6 +495,12 @@ def main() -> None:
         "--quant",
         default="int8,int4",
         help="our weight-only quantisations, each against llama.cpp's Q8_0 / Q4_0 ('' for none)",
+    )
+    parser.add_argument(
+        "--quant-dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="activation and KV-cache dtype of our quantised runs",
     )
     parser.add_argument(
         "--prefill",

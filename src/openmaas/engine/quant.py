@@ -12,6 +12,10 @@ each block into its scale and its values, never through floats:
 
 `scales` is float16 [n, k // group_size]: one per `group_size` consecutive inputs of an output row.
 `group_size` is a multiple of 32 that divides k (32 for GGUF's formats).
+
+Decode steps (1-4 rows) multiply them with kernels/quant512.c on AVX-512 VNNI CPUs (also inside the
+one-call decode layer, kernels/layer.c) or kernels/quant.c on AVX2 ones; larger batches dequantise
+slices (models/linear.py).
 """
 
 from __future__ import annotations

@@ -10,12 +10,16 @@ import logging
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
 
 from openmaas.engine import LLMEngine, SamplingParams
+from openmaas.engine.kernels import CpuKernels, QuantLayerParams, load_kernels
 from openmaas.engine.kernels.quant import load_quant_kernels
 from openmaas.engine.lora import LoraRequest
+from openmaas.engine.model_runner import ModelRunner
 from openmaas.engine.models.linear import Linear
+from openmaas.engine.models.llama import enable_cpu_kernels
 from openmaas.engine.outputs import TokenLogprob
 from openmaas.engine.quant import dequantize
 from openmaas.engine.testing import build_tiny_adapter
@@ -123,3 +127,72 @@ def test_a_lora_adapter_on_a_quantised_base_is_the_adapter_on_the_dequantised_mo
     assert tokens(with_adapter) == tokens(reference) != tokens(run(quantised))
     for ours, ref in zip(with_adapter, reference, strict=True):
         assert_close_until_a_near_tie(ours, ref, 1e-4)
+
+
+VNNI = load_kernels(torch.float32)
+
+
+@pytest.mark.skipif(
+    VNNI is None or not VNNI.quantized, reason="no AVX-512 VNNI: quantised decode goes op by op"
+)
+@pytest.mark.parametrize("fmt,dtype", [("int8", "bfloat16"), ("int4", "float32"), ("int4", "bfloat16")])
+def test_one_call_quantised_decode_layer_equals_the_op_by_op_path_bit_for_bit(
+    model_dirs: dict[str, Path], fmt: str, dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every projection quantised, a decode step of 1-4 sequences runs each layer in one call
+    (layer.c with quant512.c's matmul): its logits, and so its greedy tokens, are identical to the
+    op-by-op path's (the same functions in the same order), for both architectures."""
+    seen: dict[str, list[torch.Tensor]] = {"fused": [], "ops": []}
+    mode = {"now": "fused"}
+    original = ModelRunner.execute
+
+    def recording(self: ModelRunner, batch: list) -> tuple:  # type: ignore[type-arg]
+        out = original(self, batch)
+        seen[mode["now"]].append(out[0].clone())
+        return out
+
+    monkeypatch.setattr(ModelRunner, "execute", recording)
+    calls = {"layer": 0}
+    layer = CpuKernels.decode_qlayer
+
+    def counted(self: CpuKernels, *args: object) -> torch.Tensor:
+        calls["layer"] += 1
+        return layer(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(CpuKernels, "decode_qlayer", counted)
+    prompts = random_prompts([3, 18, 9, 30], seed=11)
+    params = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
+    for arch in ARCHS:
+        outputs = {}
+        for now in ("fused", "ops"):
+            mode["now"] = now
+            engine = make_engine(model_dirs[arch], dtype=dtype, quantization=fmt, max_num_seqs=4)
+            model = engine.runner.model
+            assert model.fused_layers is not None and isinstance(model.fused_layers[0], QuantLayerParams)
+            if now == "ops":
+                model.fused_shape = None  # the op-by-op path
+            outputs[now] = [r[0].token_ids for r in engine.generate(prompts, params)]
+        assert outputs["fused"] == outputs["ops"]
+    assert calls["layer"] > 0
+    assert len(seen["fused"]) == len(seen["ops"])
+    for fused, ops in zip(seen["fused"], seen["ops"], strict=True):
+        assert torch.equal(fused, ops)
+
+
+def test_a_layer_with_float_and_quantised_projections_decodes_op_by_op(model_dirs: dict[str, Path]) -> None:
+    """Only a model whose layers' projections are all quantised (or all float) gets the one-call layer."""
+    engine = make_engine(model_dirs["llama"], quantization="int8")
+    model = engine.runner.model
+    kernels = model.norm.kernels
+    if kernels is None:
+        pytest.skip("no AVX-512 kernels here")
+    assert (model.fused_layers is not None) == kernels.quantized
+    proj = model.get_submodule("layers.0.mlp.down_proj")
+    assert isinstance(proj, Linear) and proj.quantized is not None
+    proj.weight = nn.Parameter(dequantize(proj.quantized), requires_grad=False)
+    proj.quantized = None
+    model.fused_layers = model.fused_shape = None
+    assert enable_cpu_kernels(model, model.embed_tokens.weight.dtype) is not None
+    assert model.fused_layers is None
+    out = engine.generate(PROMPTS[:1], SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True))
+    assert len(out[0][0].token_ids) == 3

@@ -155,3 +155,126 @@ def test_without_avx2_the_kernels_are_not_loaded_and_the_reason_is_logged(
     x = torch.randn(2, 64)
     with torch.inference_mode():
         torch.testing.assert_close(layer(x), x @ dequantize(layer.quantized).t() + layer.bias)  # type: ignore[arg-type]
+
+
+# ---- quant512.c: the AVX-512 VNNI kernels, in the AVX-512 library where the CPU has VNNI ----
+
+VNNI = {dtype: kernels.load_kernels(dtype) for dtype in kernels.supported_dtypes(kernels.cpu_flags())}
+VNNI_DTYPES = [dtype for dtype, k in VNNI.items() if k is not None and k.quantized]
+needs_vnni = pytest.mark.skipif(not VNNI_DTYPES, reason="no AVX-512 VNNI or no C compiler: no quant512.c")
+# (k, group): odd run counts (the int8 tail), 1-3 runs past a multiple of four (the int4 tail), groups
+# of one run, several runs and the whole row.
+SHAPES = [(32, 32), (96, 32), (96, 96), (160, 32), (448, 64), (928, 32), (928, 0)]
+
+
+@needs_vnni
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+@pytest.mark.parametrize("dtype", VNNI_DTYPES)
+@pytest.mark.parametrize("k,group", SHAPES)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_vnni_kernel_is_within_its_activation_rounding_of_a_float64_matmul(
+    fmt: str, k: int, group: int, dtype: torch.dtype, threads: int
+) -> None:
+    """quant512.c rounds activations to int8 per run of 32 as quant.c does: each output stays within
+    that rounding's worst case plus fp32 summation (and, in bf16, the output's own rounding)."""
+    vnni = VNNI[dtype]
+    assert vnni is not None
+    for x, q, b in cases(k + group + threads + 5, fmt, k, group):
+        x = x.to(dtype)
+        b = None if b is None else b.to(dtype)
+        assert vnni.fits_qgemv(x)
+        y = vnni.qgemv(x, q, b)
+        assert y.shape == (x.shape[0], q.shape[0]) and y.dtype == dtype
+        ref = reference(x, q, b)
+        bound = activation_rounding_bound(x, q) + fp32_bound(x, q)
+        if dtype == torch.bfloat16:
+            bound = bound * (1 + 2**-8) + ref.abs() * 2**-8  # round to nearest bf16
+        error = (y.double() - ref).abs()
+        assert (error <= bound).all(), (error - bound).max()
+
+
+@needs_vnni
+@pytest.mark.parametrize("fmt", FORMATS)
+@torch.inference_mode()
+def test_vnni_kernel_takes_the_same_rounded_activations_as_the_avx2_one(fmt: str) -> None:
+    """Both kernels quantise activations the same way and sum each run exactly in integer: in fp32 they
+    differ by summation order only."""
+    vnni = VNNI[torch.float32]
+    assert vnni is not None and KERNELS is not None
+    g = torch.Generator().manual_seed(3)
+    q = quantize(torch.randn(300, 896, generator=g), fmt)  # type: ignore[arg-type]
+    for m in (1, 4):
+        x = torch.randn(m, 896, generator=g)
+        torch.testing.assert_close(vnni.qgemv(x, q, None), KERNELS.matmul(x, q, None), rtol=1e-5, atol=1e-4)
+
+
+@needs_vnni
+def test_vnni_kernel_takes_one_to_four_contiguous_rows_of_its_dtype() -> None:
+    dtype = VNNI_DTYPES[0]
+    vnni = VNNI[dtype]
+    assert vnni is not None
+    q = quantize(torch.randn(8, 64), "int4")
+    assert vnni.fits_qgemv(torch.zeros(1, 64, dtype=dtype)) and vnni.fits_qgemv(
+        torch.zeros(4, 64, dtype=dtype)
+    )
+    assert not vnni.fits_qgemv(torch.zeros(5, 64, dtype=dtype))
+    assert not vnni.fits_qgemv(torch.zeros(4, 64, dtype=dtype).t())
+    assert not vnni.fits_qgemv(torch.zeros(2, 64, dtype=torch.float16))
+    with pytest.raises(ValueError, match="bad shapes"):
+        vnni.qgemv(torch.zeros(5, 64, dtype=dtype), q, None)
+
+
+@needs_vnni
+@torch.inference_mode()
+def test_a_quantised_linear_takes_the_vnni_kernel_where_it_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quantised layer given the dtype's kernels (as enable_cpu_kernels does) runs 1-4 rows through
+    quant512.c, and more rows through dequantise-and-multiply."""
+    dtype = VNNI_DTYPES[0]
+    layer = Linear(96, 37, bias=True).to(dtype)
+    q = quantize(layer.weight, "int8")
+    set_quantized(layer, q)
+    layer.kernels = VNNI[dtype]
+    calls = []
+    original = kernels.CpuKernels.qgemv
+
+    def counted(self: kernels.CpuKernels, *args: object) -> torch.Tensor:
+        calls.append(args)
+        return original(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kernels.CpuKernels, "qgemv", counted)
+    for rows in (1, 4, 6):
+        x = torch.randn(rows, 96).to(dtype)
+        error = (layer(x).double() - reference(x, q, layer.bias)).abs()
+        assert (error <= activation_rounding_bound(x, q) + fp32_bound(x, q) + 0.02).all()
+    assert len(calls) == 2
+
+
+def test_the_vnni_kernels_are_built_only_for_cpus_with_vnni() -> None:
+    base = {"avx512f", "avx512bw", "avx512vl", "fma", "avx512_bf16", "f16c"}
+    sources, flags = kernels.library(base)
+    assert sources == kernels.SOURCES and flags == kernels.FLAGS
+    sources, flags = kernels.library(base | {"avx512_vnni"})
+    assert sources[-1].name == "quant512.c" and "-mavx512vnni" in flags
+
+
+@pytest.mark.skipif(not VNNI_DTYPES, reason="no AVX-512 library here")
+def test_without_vnni_the_library_has_no_quantised_kernels_and_layers_take_the_avx2_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On an AVX-512 CPU without VNNI the library is built without quant512.c: CpuKernels says so and a
+    quantised layer keeps quant.c's AVX2 kernel (or dequantises)."""
+    monkeypatch.setattr(kernels, "_loaded", {})
+    flags = kernels.cpu_flags() - {"avx512_vnni"}
+    monkeypatch.setattr(kernels, "cpu_flags", lambda: flags)
+    plain = kernels.load_kernels(torch.float32)
+    assert plain is not None and not plain.quantized
+    layer = Linear(64, 8)
+    set_quantized(layer, quantize(layer.weight, "int8"))
+    layer.kernels = plain
+    x = torch.randn(2, 64)
+    assert not plain.fits_qgemv(x)
+    with torch.inference_mode():
+        expected = KERNELS.matmul(x, layer.quantized, layer.bias) if KERNELS else None  # type: ignore[arg-type]
+        got = layer(x)
+    if expected is not None:
+        assert torch.equal(got, expected)

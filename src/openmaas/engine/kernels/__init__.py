@@ -1,5 +1,6 @@
-"""Our CPU kernels for decode steps (`gemv.c`, `ops.c`, `layer.c`), built with the system's C compiler
-at install (`python -m openmaas.engine.kernels`, run by `make install`) or at first use.
+"""Our CPU kernels for decode steps (`gemv.c`, `ops.c`, `layer.c`, and `quant512.c` for quantised
+weights), built with the system's C compiler at install (`python -m openmaas.engine.kernels`, run by
+`make install`) or at first use.
 
 A decode step multiplies one to four activation rows by every weight matrix: it is bound by how fast
 the weights stream from memory. oneDNN's kernels reach 20-35 GB/s there on a 2-core Zen 4; ours, reading
@@ -10,11 +11,19 @@ in one call each, and layer.c runs a whole decoder layer of a decode-only step i
 decode of a Qwen2.5-0.5B-shaped model went from 60-69% of llama.cpp's speed to 96-123% in bf16 and
 from 92% to 112-132% in fp32 (benchmarks/llm_engine.py).
 
-The library is compiled once per source, compiler and flag set into a per-user cache directory
+Quantised weights (engine/quant.py's int8 and Q4_0-packed int4): where the CPU has AVX-512 VNNI the
+library also holds quant512.c, whose 1-4 row matmul rounds activations to int8 per run of 32 (as
+llama.cpp does) and multiplies with vpdpbusd, in the model's own dtype (`CpuKernels.qgemv`), and
+layer.c's one-call layer for models whose projections are all quantised (`decode_qlayer`): the same
+functions in the same order as the op-by-op path, so the two agree bit for bit. Without VNNI the library
+is built without them (`CpuKernels.quantized` False) and quantised layers take quant.c's AVX2 kernel
+(kernels/quant.py) op by op, or dequantise.
+
+Each library is compiled once per source, compiler and flag set into a per-user cache directory
 (`OPENMAAS_KERNEL_DIR`, else `$XDG_CACHE_HOME/openmaas/kernels`, else `~/.cache/openmaas/kernels`) and
-loaded with ctypes. Where it cannot be built (no C compiler, no OpenMP, not x86-64 Linux) or the CPU
-lacks AVX-512, `load_kernels()` returns None and the engine keeps PyTorch's ops and oneDNN; the reason
-is logged once.
+loaded with ctypes (`build`, `load_once`: shared with kernels/quant.py). Where it cannot be built (no C
+compiler, no OpenMP, not x86-64 Linux) or the CPU lacks AVX-512, `load_kernels()` returns None and the
+engine keeps PyTorch's ops and oneDNN; the reason is logged once.
 """
 
 from __future__ import annotations
@@ -214,7 +223,10 @@ class CpuKernels:
 
     - `gemv`: y = x @ W^T + b for 1-4 contiguous activation rows (gemv.c);
     - `add_rmsnorm`, `rope`, `silu_mul`, `decode_attention`: the small per-layer ops of a decode step,
-      and `argmax`, the greedy pick (ops.c).
+      and `argmax`, the greedy pick (ops.c);
+    - `decode_layer`: a whole decoder layer of a 1-4 token decode step (layer.c);
+    - where `quantized` (AVX-512 VNNI): `qgemv`, the same matmul by quantised weights (quant512.c), and
+      `decode_qlayer`, the layer with quantised projections.
     Callers pass tensors in the layouts each method states; `fits_gemv` says when the matmul applies."""
 
     def __init__(self, lib: ctypes.CDLL, dtype: torch.dtype) -> None:

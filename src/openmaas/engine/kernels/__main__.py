@@ -1,6 +1,7 @@
 """`python -m openmaas.engine.kernels`: build the decode kernels now (make install runs it) and say where
-they are, or why this machine runs without them: the AVX-512 library (gemv.c, ops.c, layer.c) and the
-AVX2 library for quantised weights (quant.c)."""
+they are, or why this machine runs without them: the AVX-512 library (gemv.c, ops.c, layer.c, and
+quant512.c for quantised weights where the CPU has AVX-512 VNNI) and the AVX2 library for quantised
+weights (quant.c)."""
 
 from __future__ import annotations
 
@@ -22,13 +23,15 @@ def main() -> int:
     if not dtypes:
         print("decode kernel: this CPU lacks AVX-512; the engine uses oneDNN")
         return 0
+    sources, flags = kernels.library(kernels.cpu_flags())
     try:
-        path = kernels.build()
+        path = kernels.build(sources=sources, flags=flags)
     except (OSError, RuntimeError) as exc:
         print(f"decode kernel not built, the engine uses oneDNN: {exc}")
         return 0
     names = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
-    print(f"decode kernel ({names}): {path}")
+    quantized = "with" if sources != kernels.SOURCES else "without (no AVX-512 VNNI)"
+    print(f"decode kernel ({names}; {quantized} int8/int4 weights): {path}")
     return 0
 
 

@@ -17,6 +17,11 @@
  *
  * Every value is computed by the same function, in the same order, as the op-by-op path, so the two
  * agree bit for bit (tested), and the op-by-op path stays the reference.
+ *
+ * Where the library is built with AVX-512 VNNI, omaas_decode_qlayer is the same body for a layer whose
+ * four projections are quantised (int8 / int4, quant512.c): before each matmul the input rows are
+ * quantised to int8 per run of 32 (units of 128 values split over the threads) and a barrier passes,
+ * as omaas_qgemv does op by op, so it too agrees with the op-by-op path bit for bit.
  */
 #include <omp.h>
 #include <stdint.h>

@@ -2,10 +2,12 @@
 weights (engine/quant.py's formats), and dequantising rows into fp32 for larger batches.
 
 They are compiled into their own library with AVX2/FMA/F16C only (never AVX-512), so they load on
-every x86-64 CPU of the last decade, including those where gemv.c's AVX-512 library does not. Built
-and cached by `openmaas.engine.kernels.build`; where that fails or the CPU lacks AVX2,
-`load_quant_kernels()` returns None (the reason logged once) and quantised layers dequantise slices
-and multiply with PyTorch.
+every x86-64 CPU of the last decade. Where the AVX-512 library loads with quant512.c (AVX-512 VNNI),
+decode steps take that instead (models/linear.py); this kernel stays the fallback for other CPUs, and
+its dequantising entry serves larger batches everywhere. Built and cached by
+`openmaas.engine.kernels.build` and loaded by its `load_once`; where that fails or the CPU lacks AVX2,
+`load_quant_kernels()` returns None (the reason logged once) and quantised layers dequantise slices and
+multiply with PyTorch.
 """
 
 from __future__ import annotations

@@ -17,10 +17,13 @@ scratch buffer (fresh large allocations on CPU cost page faults) and multiply in
 an fp32 matmul of the bf16 values.
 
 Quantised weights (engine/quant.py): `set_quantized` swaps a layer's float weight for a
-`QuantizedWeight` (the float one freed). Steps of 1-4 rows then run our AVX2 kernel (kernels/quant.c)
-where it loads; larger batches, prefill, CUDA and CPUs without it dequantise the weight a slice of
-output rows at a time into the shared scratch buffer and multiply there, so no step allocates the
-whole float matrix. On a CPU with native bf16 math (AVX512-BF16 / AMX) that multiply runs in bf16:
+`QuantizedWeight` (the float one freed). Steps of 1-4 rows then run our AVX-512 VNNI kernel
+(kernels/quant512.c, in the model's dtype, given by `enable_cpu_kernels` as `kernels`) where it loads,
+else our AVX2 one (kernels/quant.c, in fp32); a decode step of a model whose projections are all
+quantised runs each layer in one call instead (models/llama.py, kernels/layer.c), with the same
+kernel. Larger batches, prefill, CUDA and CPUs without either dequantise the weight a slice of output
+rows at a time into the shared scratch buffer and multiply there, so no step allocates the whole float
+matrix. On a CPU with native bf16 math (AVX512-BF16 / AMX) that multiply runs in bf16:
 each slice is dequantised (fp32) and rounded to bf16, the activations are rounded to bf16 and oneDNN's
 bf16 matmul (AMX tiles where present) sums in fp32. Measured on 2 cores of a heavily loaded host (load
 14-19), a Qwen2.5-0.5B-shaped gate/up layer (896 -> 9728) at 1,024 rows: int8 1.9x, int4 2.1x faster
@@ -59,10 +62,10 @@ class UpcastPlan:
 class Linear(nn.Linear):
     upcast: UpcastPlan | None = None
     onednn_weight: torch.Tensor | None = None
-    kernels: CpuKernels | None = None  # our decode matmul, on the plain weight
+    kernels: CpuKernels | None = None  # our decode matmul, on the plain weight (or the quantised one)
     lora: LoraWeights | None = None  # stacked adapters (engine/lora.py), set on first adapter use
     quantized: QuantizedWeight | None = None  # set by set_quantized: the weight, in place of `weight`
-    quant_kernels: QuantKernels | None = None  # our 1-4 row kernel for it, where it loads
+    quant_kernels: QuantKernels | None = None  # our AVX2 1-4 row kernel for it, where it loads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lora = self.lora

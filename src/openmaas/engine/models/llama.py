@@ -299,9 +299,11 @@ def empty_model(
 
 def enable_cpu_kernels(model: LlamaForCausalLM, dtype: torch.dtype) -> CpuKernels | None:
     """Run the model's decode-step work through our C kernels (openmaas.engine.kernels): 1-4 row
-    matmuls on plain weights moved onto huge pages, RMSNorm with its residual add, RoPE, the SiLU gate
-    and decode attention. Returns them, or None where they are not available here. Call before
-    `enable_onednn_matmul`, which must then keep the plain weights."""
+    matmuls on plain weights moved onto huge pages (and on quantised weights, where the library has
+    quant512.c), RMSNorm with its residual add, RoPE, the SiLU gate and decode attention, and whole
+    decode layers in one call where every layer's projections are all float or all quantised. Returns
+    them, or None where they are not available here. Call before `enable_onednn_matmul`, which must
+    then keep the plain weights."""
     kernels = load_kernels(dtype)
     if kernels is None:
         return None

@@ -118,7 +118,7 @@ class Platform:
         self.deployment_metrics = DeploymentMetrics(self.served_models, self.clock)
         settings = self.settings
         self.adapters = Adapters(
-            self.db, self.store, self.served_models, self.clock, wake=self.replicas.acquire
+            self.db, self.store, self.served_models, self.clock, scaled_to_zero=self.replicas
         )
         self.inference = Inference(
             self.replicas,

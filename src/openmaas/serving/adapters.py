@@ -23,9 +23,8 @@ itself, once. A base scaled to zero (`min_replicas: 0`) is loaded by its adapter
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from anyio import to_thread
 from sqlalchemy import select
@@ -49,9 +48,15 @@ from openmaas.training.finetune_checkpoints import checkpoint_adapter_path, pars
 PREFIX = "ft:"
 _FINE_TUNE_KIND = "fine_tune"
 
-# Loads a deployment `(org id, name)` that scaled to zero and waits for it (the replica manager's
-# `acquire`); it raises 503 `model_loading` when the load takes longer than a request waits.
-WakeDeployment = Callable[[str, str], Awaitable[Any]]
+
+class ScaledToZero(Protocol):
+    """The deployments unloaded while idle, as the replica manager keeps them."""
+
+    def cold_models(self, org_id: str) -> list[ServedModel]: ...
+
+    async def acquire(self, org_id: str, name: str) -> ServedModel:
+        """Load one and wait for it (503 `model_loading` when that takes longer than a request waits)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -76,14 +81,14 @@ class Adapters:
         clock: Clock,
         *,
         ttl_s: float = 30.0,
-        wake: WakeDeployment | None = None,
+        scaled_to_zero: ScaledToZero | None = None,
     ) -> None:
         self._db = db
         self._store = store
         self._directory = directory
         self._clock = clock
         self._ttl_s = ttl_s
-        self._wake = wake
+        self._scaled_to_zero = scaled_to_zero
         self._known: dict[tuple[str, str], _Adapter] = {}
         self._files = AdapterFiles(store)  # for the engines of this process
 
@@ -113,23 +118,21 @@ class Adapters:
     async def _woken_base(
         self, org_id: str, name: str, adapter: _Adapter, loaded: ServedModel | None
     ) -> ServedModel:
-        """The base deployment loaded now, when one scaled to zero (`min_replicas: 0`); else
-        `loaded` (one that serves no adapters, refused by the caller), or the error saying why there
-        is none (503 while one loads, 409 when none is deployed)."""
-        deployments = await to_thread.run_sync(self._base_deployments, org_id, adapter.base_version_id)
-        cold = [
-            deployment
-            for deployment, state in deployments
-            if state == "ready" and self._directory.lookup(org_id, deployment) is None
-        ]
-        if cold and self._wake is not None:
-            await self._wake(org_id, cold[0])  # 503 `model_loading` if it takes longer than we wait
-            woken = self._base_deployment(org_id, adapter.base_version_id)
-            if woken is not None:
-                return woken
+        """The caller's deployment of the base that scaled to zero (`min_replicas: 0`), loaded now;
+        else `loaded` (one that serves no adapters, refused by the caller), or the error saying why
+        there is none (503 while one loads, 409 when none is deployed)."""
+        cold = [] if self._scaled_to_zero is None else self._scaled_to_zero.cold_models(org_id)
+        for model in cold:
+            if model.version_id == adapter.base_version_id and self._scaled_to_zero is not None:
+                await self._scaled_to_zero.acquire(org_id, model.name)  # 503 past the wait
+                woken = self._base_deployment(org_id, adapter.base_version_id)
+                if woken is not None and woken.runtime.max_lora_rank is not None:
+                    return woken
+                loaded = loaded or woken
         if loaded is not None:
             return loaded
-        raise _not_deployed(name, adapter, {state for _, state in deployments})
+        states = await to_thread.run_sync(self._base_states, org_id, adapter.base_version_id)
+        raise _not_deployed(name, adapter, states)
 
     async def card(self, org_id: str, name: str) -> ModelCard:
         """`models.retrieve` of an `ft:` id (or a checkpoint's) that `org_id` may call; 404 otherwise."""
@@ -143,9 +146,12 @@ class Adapters:
         """The adapters `org_id` may call, for `/v1/models` (as OpenAI lists fine-tuned models, not
         their checkpoints): its own, and the published ones of bases it has deployed. Two queries
         whatever their number."""
+        models = self._directory.visible_to(org_id)
+        if self._scaled_to_zero is not None:  # they answer their adapters too (loaded on demand)
+            models += self._scaled_to_zero.cold_models(org_id)
         deployed = {
             route.version_id
-            for model in self._directory.visible_to(org_id)
+            for model in models
             if model.org_id == org_id
             for route in model.routes or (model,)
         }
@@ -244,15 +250,16 @@ class Adapters:
             expires=self._clock.monotonic() + self._ttl_s,
         )
 
-    def _base_deployments(self, org_id: str, base_version_id: str) -> list[tuple[str, str]]:
-        """The caller's deployments of the base version: (name, state) each."""
+    def _base_states(self, org_id: str, base_version_id: str) -> set[str]:
+        """The states of the caller's deployments of the base version."""
         with self._db.read_session() as session:
-            rows = session.execute(
-                select(Deployment.name, Deployment.state).where(
-                    Deployment.org_id == org_id, Deployment.version_id == base_version_id
+            return set(
+                session.scalars(
+                    select(Deployment.state).where(
+                        Deployment.org_id == org_id, Deployment.version_id == base_version_id
+                    )
                 )
             )
-            return [(deployment, state) for deployment, state in rows]
 
     def close(self) -> None:
         self._files.close()

@@ -7,6 +7,7 @@ PostgreSQL only (OPENMAAS_TEST_POSTGRES_URL); skipped without it."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -62,8 +63,12 @@ def cluster(
             for i in range(2)
         ]
         try:
+            # Both start at once: each spends seconds on imports, which the other need not wait for.
             for server in servers:
-                server.start()
+                server.launch()
+            deadline = time.monotonic() + 120
+            for server in servers:
+                server.wait_ready(deadline)
                 assert "no job worker here" in server.log.read_text()
             for server in servers:  # each loads its replicas; no limit or price applies yet
                 for _, _, key in (limited, capped):

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
-import pytest
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
@@ -19,10 +18,6 @@ from openmaas.db.database import Database
 POSTGRES_URL = os.environ.get("OPENMAAS_TEST_POSTGRES_URL")
 # The databases a run covers: SQLite always, PostgreSQL when OPENMAAS_TEST_POSTGRES_URL is set.
 DATABASE_KINDS = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
-# For a test whose database-specific part another test already runs on every kind (a slow scenario
-# whose own checks are the same on each): its `database_url` on one database only, PostgreSQL when
-# the run covers it (the cluster's database), else SQLite.
-on_one_database = pytest.mark.parametrize("database_url", DATABASE_KINDS[-1:], indirect=True)
 
 
 @contextmanager

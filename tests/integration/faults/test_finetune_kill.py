@@ -4,12 +4,7 @@ saved (its events say so, and no epoch before it is trained again), and succeeds
 version, one checkpoint per epoch and its trained tokens billed once.
 
 The worker runs in a process group of its own, so that the SIGKILL reaches its job process too, as
-when a machine dies.
-
-On one database (PostgreSQL when the run has it): what is particular to each database here (the
-lease running out, the job taken over by another worker process and resumed from its checkpoint)
-is run on every database by test_worker_kill.py, for a training job; what this test adds (the
-fine-tune's epoch checkpoints, adapter version and tokens billed) is the same on each."""
+when a machine dies."""
 
 from __future__ import annotations
 
@@ -27,7 +22,6 @@ import pytest
 from openmaas import Client
 from openmaas.engine.testing import build_tiny_model
 from tests.integration.jobs.harness import fast_server, job_in, killable_worker, wait_for
-from tests.support.databases import on_one_database
 from tests.support.served import Served
 from tests.unit.training.test_lora import ANSWERS, chat
 
@@ -51,7 +45,6 @@ def _epochs_ended(events: list[dict[str, Any]]) -> list[int]:
     return [e["data"]["epoch"] for e in events if e["type"] == "metrics" and "seconds" in e["data"]]
 
 
-@on_one_database
 def test_sigkilled_worker_fine_tune_resumes_from_its_epoch_checkpoint(
     served_fast: Served, tmp_path: Path
 ) -> None:

@@ -1,11 +1,7 @@
 """Optimisation jobs on the platform path: a tiny churn MLP trained by a real job, optimised with
 every method into new versions whose manifests hold measured numbers side by side with the
 parent; an ONNX version deployed and predicting what its parent predicts; the metric-drop refusal
-(nothing registered) and `force`.
-
-Every method on one database (PostgreSQL when the run has it): what they build and measure does not
-depend on it, and the jobs, registry and deployments they go through run on every database in their
-own tests (and in the metric-drop test below)."""
+(nothing registered) and `force`."""
 
 from __future__ import annotations
 
@@ -22,7 +18,6 @@ from openmaas.api.app import create_app
 from openmaas.cli.main import app
 from tests.integration.jobs.harness import fast_platform, job_in, upload, worker_running
 from tests.integration.serving.predict_support import churn_frame
-from tests.support.databases import on_one_database
 from tests.support.served import Served
 from tests.support.server import running_server
 
@@ -65,7 +60,6 @@ def _finished(api: httpx.Client, job: dict[str, Any]) -> dict[str, Any]:
     return job_in(api, f"/v1/optimizations/{job['id']}", {"succeeded", "failed"}, timeout=240)
 
 
-@on_one_database
 def test_each_method_registers_a_measured_version_and_onnx_deploys(
     served_fast: Served, tmp_path: Path
 ) -> None:

@@ -552,14 +552,14 @@ def main() -> None:
     prefill_lengths = [int(n) for n in args.prefill.split(",") if n]
     prefill_ours: dict[str, dict[int, float]] = {}
     prefill_theirs: dict[str, dict[int, float]] = {}
-    for precision in [*args.dtypes.split(","), *quants] if prefill_lengths else []:
+    for precision in [*(d for d in args.dtypes.split(",") if d), *quants] if prefill_lengths else []:
         prefill_ours[precision] = measure_prefill(model_dir, precision, args, prefill_lengths)
         if args.llamacpp:
             prefill_theirs[precision] = llamacpp_prefill(model_dir, precision, args, prefill_lengths)
         print_prefill({precision: prefill_ours[precision]}, prefill_theirs)
     # transformers last, for every dtype: the exit of its child process (several GB freed) slowed the
     # next minute of whatever ran after it (our bf16 batch-1 decode 32 instead of 54-58 tokens/s).
-    for dtype_name in args.dtypes.split(","):
+    for dtype_name in [d for d in args.dtypes.split(",") if d]:
         runs = [r for r in args.hf.split(",") if r]
         batched = dtype_name in args.hf_batched_dtypes.split(",")
         for res in run_hf_isolated(args, model_dir, dtype_name, runs, batched):

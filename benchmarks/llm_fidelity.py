@@ -298,7 +298,7 @@ def compare(reference: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
     kls, agree = [], []
     for i in range(reference.shape[0]):
         ref = torch.log_softmax(torch.from_numpy(np.asarray(reference[i])).double(), -1)
-        got = torch.log_softmax(torch.from_numpy(np.asarray(logits[i])).double(), -1)
+        got = torch.log_softmax(torch.from_numpy(np.array(logits[i])).double(), -1)
         kls.append((ref.exp() * (ref - got)).sum(-1))
         agree.append(ref.argmax(-1) == got.argmax(-1))
     return float(torch.cat(kls).mean()), float(torch.cat(agree).double().mean())

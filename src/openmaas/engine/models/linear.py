@@ -27,11 +27,11 @@ bf16 matmul (AMX tiles where present) sums in fp32. Measured on 2 cores of a hea
 than fp32; at 128 rows, where dequantising the slices dominates, about the same. Through the whole
 engine (Qwen2.5-0.5B shape, fp32 activations, one prompt, 2 threads, load 6-9, second of two rounds
 taken in turns): int8 prefill 93 -> 115 tokens/s at 128 tokens, 71 -> 98 at 1,024; int4 12 -> 114
-and 32 -> 173 (noisy; rerun benchmarks/llm_engine.py --prefill-only on a quiet host). The rounding is a bf16 model's (relative 2^-9 per
-weight, activation and output), finer than llama.cpp's Q8_0/Q4_0 prefill, which rounds activations to
-8 bits, and than our own 1-4 row kernels, which do too. It comes with those kernels: a kernel-less
-engine, CUDA and other CPUs multiply in fp32 (CPU) or x's dtype (CUDA). LoRA deltas are added to the
-output as for a float weight.
+and 32 -> 173 (noisy; rerun benchmarks/llm_engine.py --prefill-only on a quiet host). The rounding is
+a bf16 model's (relative 2^-9 per weight, activation and output), finer than llama.cpp's Q8_0/Q4_0
+prefill, which rounds activations to 8 bits, and than our own 1-4 row kernels, which do too. It comes
+with those kernels: a kernel-less engine, CUDA and other CPUs multiply in fp32 (CPU) or x's dtype
+(CUDA). LoRA deltas are added to the output as for a float weight.
 """
 
 from __future__ import annotations

@@ -287,7 +287,8 @@ def run_llamacpp(
     gguf = gguf_for(model_dir, dtype_name, gguf_dir)
     name = f"llama.cpp {llamacpp.QUANT_TYPES.get(dtype_name, 'batched-bench')}"
     results = []
-    for row in llamacpp.batched_bench(gguf, threads, prompt_len, new, parallel):
+    quant = dtype_name in llamacpp.QUANT_TYPES
+    for row in llamacpp.batched_bench(gguf, threads, prompt_len, new, parallel, no_repack=quant):
         res = Result(name, dtype_name, row.parallel, row.parallel * row.new)
         res.wall_s = row.t_pp + row.t_tg
         res.prompt_tokens, res.prefill_s = row.parallel * row.prompt, row.t_pp
@@ -378,7 +379,9 @@ def llamacpp_prefill(
     return {
         length: row.prompt / row.t_pp
         for length in lengths
-        for row in llamacpp.batched_bench(gguf, args.threads, length, 1, [1])
+        for row in llamacpp.batched_bench(
+            gguf, args.threads, length, 1, [1], no_repack=precision in llamacpp.QUANT_TYPES
+        )
     }
 
 

@@ -163,14 +163,16 @@ def parse_batched_bench(text: str) -> list[BatchedBenchRow]:
 
 
 def batched_bench(
-    gguf: Path, threads: int, prompt_len: int, new_tokens: int, parallel: list[int]
+    gguf: Path, threads: int, prompt_len: int, new_tokens: int, parallel: list[int], no_repack: bool = False
 ) -> list[BatchedBenchRow]:
+    """`no_repack` for Q8_0/Q4_0 files: repacking them for this AVX-512 CPU segfaults (exit 139) with the
+    llama.cpp of llama-cpp-python 0.3.36, in llama-batched-bench as in llama-server."""
     binary = find_batched_bench()
     if binary is None:
         raise FileNotFoundError("llama-batched-bench not built; run benchmarks/llamacpp_setup.sh")
     cmd = [str(binary), "-m", str(gguf), "-c", "8192", "-b", "2048", "-ub", "512"]
     cmd += ["-npp", str(prompt_len), "-ntg", str(new_tokens), "-npl", ",".join(map(str, parallel))]
-    cmd += ["-t", str(threads), "-tb", str(threads)]
+    cmd += ["-t", str(threads), "-tb", str(threads)] + (["--no-repack"] if no_repack else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     rows = parse_batched_bench(proc.stdout)
     if len(rows) != len(parallel):

@@ -287,7 +287,8 @@ def run_llamacpp(
     gguf = gguf_for(model_dir, dtype_name, gguf_dir)
     name = f"llama.cpp {llamacpp.QUANT_TYPES.get(dtype_name, 'batched-bench')}"
     results = []
-    for row in llamacpp.batched_bench(gguf, threads, prompt_len, new, parallel):
+    quant = dtype_name in llamacpp.QUANT_TYPES
+    for row in llamacpp.batched_bench(gguf, threads, prompt_len, new, parallel, no_repack=quant):
         res = Result(name, dtype_name, row.parallel, row.parallel * row.new)
         res.wall_s = row.t_pp + row.t_tg
         res.prompt_tokens, res.prefill_s = row.parallel * row.prompt, row.t_pp
@@ -379,7 +380,9 @@ def llamacpp_prefill(
     return {
         length: row.prompt / row.t_pp
         for length in lengths
-        for row in llamacpp.batched_bench(gguf, args.threads, length, 1, [1])
+        for row in llamacpp.batched_bench(
+            gguf, args.threads, length, 1, [1], no_repack=precision in llamacpp.QUANT_TYPES
+        )
     }
 
 
@@ -559,14 +562,14 @@ def main() -> None:
     prefill_lengths = [int(n) for n in args.prefill.split(",") if n]
     prefill_ours: dict[str, dict[int, float]] = {}
     prefill_theirs: dict[str, dict[int, float]] = {}
-    for precision in [*args.dtypes.split(","), *quants] if prefill_lengths else []:
+    for precision in [*(d for d in args.dtypes.split(",") if d), *quants] if prefill_lengths else []:
         prefill_ours[precision] = measure_prefill(model_dir, precision, args, prefill_lengths)
         if args.llamacpp:
             prefill_theirs[precision] = llamacpp_prefill(model_dir, precision, args, prefill_lengths)
         print_prefill({precision: prefill_ours[precision]}, prefill_theirs)
     # transformers last, for every dtype: the exit of its child process (several GB freed) slowed the
     # next minute of whatever ran after it (our bf16 batch-1 decode 32 instead of 54-58 tokens/s).
-    for dtype_name in args.dtypes.split(","):
+    for dtype_name in [d for d in args.dtypes.split(",") if d]:
         runs = [r for r in args.hf.split(",") if r]
         batched = dtype_name in args.hf_batched_dtypes.split(",")
         for res in run_hf_isolated(args, model_dir, dtype_name, runs, batched):

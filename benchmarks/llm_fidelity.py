@@ -246,12 +246,13 @@ _LLAMA_LOGITS = textwrap.dedent(
     import llama_cpp
     path, seq_file, out_file, prompt, threads = sys.argv[1:6]
     prompt, threads = int(prompt), int(threads)
-    default_params = llama_cpp.llama_model_default_params
+    import llama_cpp.llama_cpp as low  # what llama_cpp.Llama calls
+    default_params = low.llama_model_default_params
     def no_repack():  # llama-server's --no-repack: repacked Q8_0/Q4_0 crash on this AVX-512 CPU
         params = default_params()
         params.use_extra_bufts = False
         return params
-    llama_cpp.llama_model_default_params = no_repack
+    low.llama_model_default_params = no_repack
     seqs = json.load(open(seq_file))
     model = llama_cpp.Llama(model_path=path, n_ctx=len(seqs[0]) + 8, n_batch=512, n_threads=threads,
                             n_threads_batch=threads, logits_all=True, verbose=False, seed=0)
@@ -297,7 +298,7 @@ def compare(reference: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
     kls, agree = [], []
     for i in range(reference.shape[0]):
         ref = torch.log_softmax(torch.from_numpy(np.asarray(reference[i])).double(), -1)
-        got = torch.log_softmax(torch.from_numpy(np.asarray(logits[i])).double(), -1)
+        got = torch.log_softmax(torch.from_numpy(np.array(logits[i])).double(), -1)
         kls.append((ref.exp() * (ref - got)).sum(-1))
         agree.append(ref.argmax(-1) == got.argmax(-1))
     return float(torch.cat(kls).mean()), float(torch.cat(agree).double().mean())
@@ -319,7 +320,7 @@ def run_model(name: str, folder: Path, args: argparse.Namespace) -> tuple[list[S
     reference_logits(folder, seqs, args.prompt_len, reference)
     scores: list[Score] = []
     precisions = [p for p in args.precisions.split(",") if p]
-    for precision in precisions:
+    for precision in precisions if "ours" in args.engines else []:
         for act in args.activations.split(",") if precision != "bfloat16" else ["bfloat16"]:
             start = time.perf_counter()
             logits = our_logits(folder, precision, act, seqs, args.prompt_len, args)
@@ -330,7 +331,9 @@ def run_model(name: str, folder: Path, args: argparse.Namespace) -> tuple[list[S
                 f"  {name}: ours {label}: KL {scores[-1].kl:.3g}, top-1 {scores[-1].top1:.1%} ({secs:.0f} s)"
             )
             del logits
-    if llamacpp.find_source() is not None and llamacpp.find_quantize() is not None:
+    if "llama.cpp" not in args.engines:
+        pass
+    elif llamacpp.find_source() is not None and llamacpp.find_quantize() is not None:
         gguf_dir = work / "gguf"
         gguf_dir.mkdir(parents=True, exist_ok=True)
         for precision in precisions:
@@ -361,6 +364,7 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/openmaas-bench/fidelity"))
     parser.add_argument("--random-dir", type=Path, default=Path("/tmp/openmaas-bench/qwen2.5-0.5b-random"))
     parser.add_argument("--precisions", default="bfloat16,int8,int4")
+    parser.add_argument("--engines", default="ours,llama.cpp")
     parser.add_argument(
         "--activations", default="float32,bfloat16", help="our activation dtypes for quantised weights"
     )

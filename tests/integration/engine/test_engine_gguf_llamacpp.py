@@ -52,6 +52,15 @@ _GREEDY = textwrap.dedent(
     """
     import json, sys
     import llama_cpp
+    # llama-server's --no-repack: with the llama.cpp of llama-cpp-python 0.3.36, repacking Q8_0 weights
+    # for this AVX-512 CPU segfaults at load (exit -11); the values and arithmetic stay llama.cpp's.
+    import llama_cpp.llama_cpp as low  # what llama_cpp.Llama calls
+    default_params = low.llama_model_default_params
+    def no_repack():
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+    low.llama_model_default_params = no_repack
     path, prompts, n = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
     model = llama_cpp.Llama(model_path=path, n_ctx=256, n_threads=2, verbose=False, seed=0)
     out = []

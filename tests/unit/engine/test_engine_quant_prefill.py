@@ -62,10 +62,23 @@ def test_bf16_prefill_path_rounds_where_the_fp32_path_does_not() -> None:
     assert errors[False] < 1e-4 < errors[True]
 
 
-def test_bf16_scratch_is_the_default_only_where_the_cpu_has_fast_bf16() -> None:
-    layer = quantised_layer("int4", 64, 32, False, False, seed=3)
+@pytest.mark.parametrize("kernels", [False, True])
+def test_bf16_is_the_default_only_with_our_kernels_on_a_cpu_with_fast_bf16(kernels: bool) -> None:
+    """Kernel-less layers (cpu_kernels False) keep the float model's arithmetic."""
+    layer = quantised_layer("int4", 64, 32, False, kernels, seed=3)
     share_dequant_scratch(nn.Sequential(layer))
     assert layer.upcast is not None
     fast = cpu_has_fast_half(torch.bfloat16) and torch.backends.mkldnn.is_available()
-    assert (layer.upcast.half is not None) == fast
+    assert (layer.upcast.half is not None) == (fast and layer.quant_kernels is not None)
     assert layer.upcast.half is None or layer.upcast.half.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("half", [False, True])
+@torch.inference_mode()
+def test_the_output_is_row_major_as_the_kernels_after_it_read_it(half: bool) -> None:
+    """Our C kernels (SiLU gate, RoPE, attention) read a projection's output as contiguous rows; a
+    transposed view from this path gave a quantised engine wrong tokens in every prefill of 5+."""
+    layer = quantised_layer("int4", 64, 96, True, True, seed=4)
+    share_dequant_scratch(nn.Sequential(layer), half=half)
+    out = layer(torch.randn(3, 7, 64))
+    assert out.shape == (3, 7, 96) and out.is_contiguous()

@@ -27,10 +27,13 @@ matrix. On a CPU with native bf16 math (AVX512-BF16 / AMX) that multiply runs in
 each slice is dequantised (fp32) and rounded to bf16, the activations are rounded to bf16 and oneDNN's
 bf16 matmul (AMX tiles where present) sums in fp32. Measured on 2 cores of a heavily loaded host (load
 14-19), a Qwen2.5-0.5B-shaped gate/up layer (896 -> 9728) at 1,024 rows: int8 1.9x, int4 2.1x faster
-than fp32; at 128 rows, where dequantising the slices dominates, about the same (prefill through the
-whole engine: benchmarks/llm_engine.py --prefill). The rounding is a
-bf16 model's (relative 2^-9 per weight, activation and output), finer than llama.cpp's Q8_0/Q4_0
-prefill, which rounds activations to 8 bits. Elsewhere the multiply stays fp32 (CPU) or x's dtype
+than fp32; at 128 rows, where dequantising the slices dominates, about the same. Through the whole
+engine (Qwen2.5-0.5B shape, fp32 activations, one prompt, 2 threads, load 6-9, second of two rounds
+taken in turns): int8 prefill 93 -> 115 tokens/s at 128 tokens, 71 -> 98 at 1,024; int4 12 -> 114
+and 32 -> 173 (noisy; rerun benchmarks/llm_engine.py --prefill-only on a quiet host). The rounding is
+a bf16 model's (relative 2^-9 per weight, activation and output), finer than llama.cpp's Q8_0/Q4_0
+prefill, which rounds activations to 8 bits, and than our own 1-4 row kernels, which do too. It comes
+with those kernels: a kernel-less engine, CUDA and other CPUs multiply in fp32 (CPU) or x's dtype
 (CUDA). LoRA deltas are added to the output as for a float weight.
 """
 
@@ -140,7 +143,10 @@ class Linear(nn.Linear):
             if half is not None:
                 w = half[: rows * n_in].view(rows, n_in).copy_(w)
             torch.mm(w, xc.t(), out=out_t[start : start + rows])
-        out = out_t.t()
+        # Row-major like every other matmul's output: our C kernels after this layer (the SiLU gate,
+        # RoPE, attention) read their input as contiguous rows. A transposed view here gave wrong,
+        # run-to-run different tokens on a quantised engine with kernels (prefills of 5+ tokens).
+        out = out_t.t().contiguous()
         if self.bias is not None:
             out = out + self.bias.to(compute)
         return out.to(x.dtype).reshape(*lead, n_out)
@@ -173,13 +179,16 @@ def set_quantized(linear: Linear, q: QuantizedWeight, kernels: bool = True) -> N
 
 def share_dequant_scratch(model: nn.Module, chunk_elements: int = 4 << 20, half: bool | None = None) -> None:
     """Give every quantised layer of `model` one shared scratch for dequantising slices (larger batches
-    and prefill): fp32, and a bf16 one where `half` (default: where this CPU has native bf16 math and
-    oneDNN) so that those matmuls run in bf16. Without it each such call allocates its own. CPU only."""
+    and prefill): fp32, and a bf16 one where `half` so that those matmuls run in bf16. By default
+    `half` where this CPU has native bf16 math and oneDNN and the layers run our kernels: a kernel-less
+    engine (`cpu_kernels` False) keeps the float model's arithmetic, the reference tests compare with.
+    Without the scratch each such call allocates its own. CPU only."""
     layers = [m for m in model.modules() if isinstance(m, Linear) and m.quantized is not None]
     if not layers or layers[0].weight.device.type != "cpu":
         return
     if half is None:
-        half = cpu_has_fast_half(torch.bfloat16) and torch.backends.mkldnn.is_available()
+        fast = cpu_has_fast_half(torch.bfloat16) and torch.backends.mkldnn.is_available()
+        half = fast and all(m.quant_kernels is not None for m in layers)
     size = max(chunk_elements, max(m.in_features for m in layers))
     bf16 = torch.empty(size, dtype=torch.bfloat16) if half else None
     plan = UpcastPlan(1, torch.empty(size, dtype=torch.float32), size, bf16)

@@ -17,16 +17,20 @@ from typing import Any
 import pytest
 
 # Nodes whose raylet stops answering are declared dead after ~2 s, not the default ~30 s.
-FAST_FAILURE_DETECTION = {"health_check_period_ms": 500, "health_check_failure_threshold": 4}
+SYSTEM_CONFIG = {"health_check_period_ms": 500, "health_check_failure_threshold": 4}
 # Ray Train's controller looks at its workers every 0.5 s, not 2 s (it notices a lost rank
 # sooner), waits 3 s, not 60 s, for its workers' placement group (placed in well under a second
 # here when there is room), and starts no preemption watcher (one more Python process per worker
 # group, for node drains, which these tests do not make). Read from the environment of the process
 # that calls `fit` (a job attempt's actor: Ray's processes inherit it from the raylets started here).
-RAY_TRAIN_ENV = {
+# No memory monitor in the raylets: it kills Ray's workers once the machine's memory is 95% used,
+# by whatever process (measured: another test's 14 GB on this shared 24 GB machine got a job's
+# workers killed three attempts in a row); the kernel's OOM killer still guards the machine.
+RAY_ENV = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "3",
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_memory_monitor_refresh_ms": "0",
 }
 
 
@@ -41,7 +45,7 @@ def ray_cluster() -> Iterator[Any]:
     # A short path: Ray's socket names must fit in 107 bytes.
     session = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     with pytest.MonkeyPatch.context() as environment:
-        for name, value in RAY_TRAIN_ENV.items():
+        for name, value in RAY_ENV.items():
             environment.setenv(name, value)
         cluster = Cluster(
             initialize_head=True,
@@ -49,7 +53,7 @@ def ray_cluster() -> Iterator[Any]:
                 "num_cpus": 2,
                 "include_dashboard": False,
                 "temp_dir": session,
-                "_system_config": FAST_FAILURE_DETECTION,
+                "_system_config": SYSTEM_CONFIG,
             },
         )
         try:

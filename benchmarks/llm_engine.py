@@ -110,7 +110,8 @@ def huge_page_share(engine: LLMEngine) -> float:
     """The share of the first decoder layer's weights, read by our kernels, that sits on 2 MiB pages
     (from /proc/self/smaps: AnonHugePages of the mapping that holds them)."""
     model = engine.runner.model
-    address = model.layers[0].mlp.gate_up_proj.weight.data_ptr()
+    gate_up = model.layers[0].mlp.gate_up_proj
+    address = (gate_up.weight if gate_up.quantized is None else gate_up.quantized.qweight).data_ptr()
     try:
         text = Path("/proc/self/smaps").read_text()
     except OSError:

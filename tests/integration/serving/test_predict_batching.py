@@ -87,7 +87,14 @@ def test_concurrent_requests_merge_and_keep_order(served: Served) -> None:
         held.release.set()
         responses = [f.result() for f in futures]
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
-    assert [r.json()["predictions"] for r in responses[:3]] == alone
+    # Each request's rows get the answers they get alone: the same labels, and probabilities equal up
+    # to float rounding (a batch of other row counts may take another matmul kernel: on AVX-512 CPUs
+    # MKL's results for a row differ in the last bits between batch sizes).
+    for response, solo in zip(responses[:3], alone, strict=True):
+        merged = response.json()["predictions"]
+        assert [p["label"] for p in merged] == [p["label"] for p in solo]
+        for m, a in zip(merged, solo, strict=True):
+            assert m["probabilities"] == pytest.approx(a["probabilities"], rel=1e-5, abs=1e-7)
     for response, body in zip(responses, bodies, strict=True):
         labels = [p["label"] for p in response.json()["predictions"]]
         assert labels == ["no", "yes"], body

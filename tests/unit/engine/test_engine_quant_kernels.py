@@ -209,25 +209,58 @@ def test_vnni_kernel_takes_the_same_rounded_activations_as_the_avx2_one(fmt: str
 
 
 @needs_vnni
-def test_vnni_kernel_takes_one_to_four_contiguous_rows_of_its_dtype() -> None:
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+@pytest.mark.parametrize("dtype", VNNI_DTYPES)
+@pytest.mark.parametrize("k,group", [(96, 32), (160, 32), (928, 0), (4864, 32)])
+@pytest.mark.parametrize("fmt", FORMATS)
+@torch.inference_mode()
+def test_vnni_kernel_on_five_to_sixteen_rows_matches_float64_and_each_row_alone(
+    fmt: str, k: int, group: int, dtype: torch.dtype, threads: int
+) -> None:
+    """5-16 rows (weights read in blocks, rows in tiles of four over each block): each output within the
+    activation rounding of a float64 matmul, and each row bit for bit what a 1-row call gives it. n
+    spans several weight blocks (and a partial one) at k = 4864."""
+    vnni = VNNI[dtype]
+    assert vnni is not None
+    g = torch.Generator().manual_seed(k + group + threads)
+    for n, bias in [(7, True), (131, False)]:
+        q = quantize(torch.randn(n, k, generator=g), fmt, group or k)  # type: ignore[arg-type]
+        b = torch.randn(n, generator=g).to(dtype) if bias else None
+        for m in (5, 8, 13, 16):
+            x = (torch.randn(m, k, generator=g) * 2).to(dtype)
+            assert vnni.fits_qgemv(x)
+            y = vnni.qgemv(x, q, b)
+            assert y.shape == (m, n) and y.dtype == dtype
+            ref = reference(x, q, b)
+            bound = activation_rounding_bound(x, q) + fp32_bound(x, q)
+            if dtype == torch.bfloat16:
+                bound = bound * (1 + 2**-8) + ref.abs() * 2**-8
+            error = (y.double() - ref).abs()
+            assert (error <= bound).all(), (error - bound).max()
+            alone = torch.cat([vnni.qgemv(x[i : i + 1], q, b) for i in range(m)])
+            assert torch.equal(y, alone)
+
+
+@needs_vnni
+def test_vnni_kernel_takes_one_to_sixteen_contiguous_rows_of_its_dtype() -> None:
     dtype = VNNI_DTYPES[0]
     vnni = VNNI[dtype]
     assert vnni is not None
+    assert vnni.qgemv_max_rows == 16 and vnni.max_rows == 4  # the fused layer (layer.c) stays at 4
     q = quantize(torch.randn(8, 64), "int4")
-    assert vnni.fits_qgemv(torch.zeros(1, 64, dtype=dtype)) and vnni.fits_qgemv(
-        torch.zeros(4, 64, dtype=dtype)
-    )
-    assert not vnni.fits_qgemv(torch.zeros(5, 64, dtype=dtype))
+    for rows in (1, 4, 5, 16):
+        assert vnni.fits_qgemv(torch.zeros(rows, 64, dtype=dtype))
+    assert not vnni.fits_qgemv(torch.zeros(17, 64, dtype=dtype))
     assert not vnni.fits_qgemv(torch.zeros(4, 64, dtype=dtype).t())
     assert not vnni.fits_qgemv(torch.zeros(2, 64, dtype=torch.float16))
     with pytest.raises(ValueError, match="bad shapes"):
-        vnni.qgemv(torch.zeros(5, 64, dtype=dtype), q, None)
+        vnni.qgemv(torch.zeros(17, 64, dtype=dtype), q, None)
 
 
 @needs_vnni
 @torch.inference_mode()
 def test_a_quantised_linear_takes_the_vnni_kernel_where_it_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A quantised layer given the dtype's kernels (as enable_cpu_kernels does) runs 1-4 rows through
+    """A quantised layer given the dtype's kernels (as enable_cpu_kernels does) runs 1-16 rows through
     quant512.c, and more rows through dequantise-and-multiply."""
     dtype = VNNI_DTYPES[0]
     layer = Linear(96, 37, bias=True).to(dtype)
@@ -242,11 +275,11 @@ def test_a_quantised_linear_takes_the_vnni_kernel_where_it_loads(monkeypatch: py
         return original(self, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(kernels.CpuKernels, "qgemv", counted)
-    for rows in (1, 4, 6):
+    for rows in (1, 4, 6, 16, 17):
         x = torch.randn(rows, 96).to(dtype)
         error = (layer(x).double() - reference(x, q, layer.bias)).abs()
         assert (error <= activation_rounding_bound(x, q) + fp32_bound(x, q) + 0.02).all()
-    assert len(calls) == 2
+    assert len(calls) == 4
 
 
 def test_the_vnni_kernels_are_built_only_for_cpus_with_vnni() -> None:

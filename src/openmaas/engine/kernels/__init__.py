@@ -225,8 +225,8 @@ class CpuKernels:
     - `add_rmsnorm`, `rope`, `silu_mul`, `decode_attention`: the small per-layer ops of a decode step,
       and `argmax`, the greedy pick (ops.c);
     - `decode_layer`: a whole decoder layer of a 1-4 token decode step (layer.c);
-    - where `quantized` (AVX-512 VNNI): `qgemv`, the same matmul by quantised weights (quant512.c), and
-      `decode_qlayer`, the layer with quantised projections.
+    - where `quantized` (AVX-512 VNNI): `qgemv`, the matmul of 1-16 rows by quantised weights
+      (quant512.c), and `decode_qlayer`, the layer with quantised projections.
     Callers pass tensors in the layouts each method states; `fits_gemv` says when the matmul applies."""
 
     def __init__(self, lib: ctypes.CDLL, dtype: torch.dtype) -> None:
@@ -256,6 +256,7 @@ class CpuKernels:
         )  # fmt: skip
         # quant512.c and the quantised decode layer, where the library has them (AVX-512 VNNI).
         self.quantized = hasattr(lib, f"omaas_qgemv_{sfx}")
+        self.qgemv_max_rows = 0
         if self.quantized:
             self._qgemv = _bind(
                 lib,
@@ -274,6 +275,9 @@ class CpuKernels:
                 restype=_INT,
             )
             self._qact_row_bytes = _bind(lib, "omaas_qact_row_bytes", _I64, restype=_I64)
+            # quant512.c's matmul takes more rows than the fused layer (max_rows, layer.c): it reads each
+            # block of weights once and runs tiles of up to four rows over it.
+            self.qgemv_max_rows = int(_bind(lib, "omaas_qgemv_max_rows", restype=ctypes.c_int)())
             self._qlayer = _bind(
                 lib, f"omaas_decode_qlayer_{sfx}",
                 ctypes.POINTER(QuantLayerParams), ctypes.POINTER(LayerShape), _P, _P, _P, _P, _P, _P, _P, _P,
@@ -296,12 +300,13 @@ class CpuKernels:
         )
 
     def fits_qgemv(self, x: torch.Tensor) -> bool:
-        """Whether `qgemv` takes x: 1-4 contiguous rows of our dtype, in a library with quant512.c (no
-        width limit: the alternative, dequantise-and-multiply, is slower at any width)."""
+        """Whether `qgemv` takes x: 1-`qgemv_max_rows` (16) contiguous rows of our dtype, in a library
+        with quant512.c (no width limit: the alternative, dequantise-and-multiply, is slower at any
+        width)."""
         return (
             self.quantized
             and x.dim() == 2
-            and 1 <= x.shape[0] <= self.max_rows
+            and 1 <= x.shape[0] <= self.qgemv_max_rows
             and x.dtype == self.dtype
             and x.is_contiguous()
         )

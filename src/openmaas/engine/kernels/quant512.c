@@ -1,5 +1,5 @@
 /* Quantised weights times a few rows of activations on AVX-512 VNNI CPUs: y[m, n] = x[m, k] .
- * dequant(W)[n, k]^T (+ b), m <= 4, activations and outputs in the model's dtype (bf16 or fp32), for the
+ * dequant(W)[n, k]^T (+ b), m <= 16, activations and outputs in the model's dtype (bf16 or fp32), for the
  * two formats of engine/quant.py:
  *
  *  - int8: W's values int8 [n, k]; int4: uint8 [n, k / 2], each run of 32 values in 16 bytes (byte j:
@@ -21,7 +21,12 @@
  * Each run's int32 sum becomes fp32 once and is multiplied by its two scales (weight and activation)
  * into one fp32 accumulator per row; the bias is added in fp32 and a bf16 output rounded to nearest
  * even, as gemv.c does. As in gemv.c, each thread takes a contiguous range of output rows and reads its
- * weight rows strictly in order: one sequential stream per core.
+ * weight rows strictly in order: one sequential stream per core. One pass over the weights takes up to
+ * four activation rows (the accumulators stay in registers); a call of 5-16 rows (a decode step of that
+ * many sequences) takes each thread's weight rows in blocks small enough to stay in L1/L2 and runs the
+ * rows over each block in tiles of four, so the weights still stream from memory once per call. Each
+ * output is summed in the same order whatever m and the tiling: a row of an m-row call equals the same
+ * row computed alone, bit for bit.
  *
  * The quantised activations of a matmul are one record per row (omaas_qact_row_bytes): the int8 values
  * in the format's order, then each run's activation scale spread over its lanes, then (int4) each run's
@@ -37,7 +42,11 @@
 
 #include "kernels.h"
 
-#define MAX_ROWS 4
+#define MAX_ROWS 4       /* activation rows one pass over the weights takes (and layer.c's limit) */
+#define MAX_CALL_ROWS 16 /* activation rows omaas_qgemv takes: tiles of MAX_ROWS over cached weights */
+#ifndef BLOCK_BYTES
+#define BLOCK_BYTES (32 << 10)
+#endif
 #define RUN 32
 #define UNIT 128 /* activation values per quantisation unit: four runs, one int4 weight vector */
 #define FMT_INT8 0
@@ -197,6 +206,13 @@ DEFINE_QROWS(f32)
 #define QCASE(T, F, M)                                                                                      \
     case M: qrows_##T(F, M, qa, w, scales, bias, y, n, k, group, r0, r1); break;
 
+/* Weight rows per block of a 5-16 row call: each block (about BLOCK_BYTES of weights, at least one row)
+ * is read from memory once and stays in L1/L2 while each tile of up to four activation rows takes it. */
+static inline int64_t weight_block_rows(int fmt, int64_t k) {
+    const int64_t row = fmt == FMT_INT8 ? k : k / 2, rows = BLOCK_BYTES / row;
+    return rows > 0 ? rows : 1;
+}
+
 /* y rows [r0, r1) of x . dequant(W)^T (+ bias) from x's quantised records qa (m <= 4 rows). */
 #define DEFINE_QGEMV(T)                                                                                     \
     void omaas_qgemv_rows_##T(int fmt, const uint8_t *qa, const uint8_t *w, const uint16_t *scales,         \
@@ -217,21 +233,34 @@ DEFINE_QROWS(f32)
         if (threads > n) threads = (int)n;                                                                  \
         uint8_t *qa = aligned_alloc(64, (size_t)(m * omaas_qact_row_bytes(k)));                             \
         if (!qa) return -2;                                                                                 \
-        const int64_t units = m * omaas_qact_units(k);                                                      \
+        const int64_t units = m * omaas_qact_units(k), rec = omaas_qact_row_bytes(k);                       \
+        const int64_t block = weight_block_rows(fmt, k);                                                    \
         _Pragma("omp parallel num_threads(threads)") {                                                      \
             const int t = omp_get_thread_num(), nt = omp_get_num_threads();                                \
+            const int64_t r0 = n * t / nt, r1 = n * (t + 1) / nt;                                           \
             omaas_qquantize_##T(fmt, x, qa, k, units * t / nt, units * (t + 1) / nt);                       \
             _Pragma("omp barrier")                                                                          \
-            omaas_qgemv_rows_##T(fmt, qa, w, scales, bias, y, m, n, k, group, n * t / nt, n * (t + 1) / nt); \
+            if (m <= MAX_ROWS) {                                                                            \
+                omaas_qgemv_rows_##T(fmt, qa, w, scales, bias, y, m, n, k, group, r0, r1);                  \
+            } else {                                                                                        \
+                for (int64_t b = r0; b < r1; b += block) {                                                  \
+                    const int64_t e = b + block < r1 ? b + block : r1;                                      \
+                    for (int64_t i = 0; i < m; i += MAX_ROWS)                                               \
+                        omaas_qgemv_rows_##T(fmt, qa + i * rec, w, scales, bias, y + i * n,                 \
+                                             m - i < MAX_ROWS ? m - i : MAX_ROWS, n, k, group, b, e);       \
+                }                                                                                           \
+            }                                                                                               \
         }                                                                                                   \
         free(qa);                                                                                           \
         return 0;                                                                                           \
     }
 
 int omaas_qbad_shape(int fmt, int64_t m, int64_t n, int64_t k, int64_t group) {
-    return (fmt != FMT_INT8 && fmt != FMT_INT4) || m < 1 || m > MAX_ROWS || n < 1 || k < RUN || group < RUN ||
+    return (fmt != FMT_INT8 && fmt != FMT_INT4) || m < 1 || m > MAX_CALL_ROWS || n < 1 || k < RUN || group < RUN ||
            group % RUN || k % group;
 }
 
 DEFINE_QGEMV(bf16)
 DEFINE_QGEMV(f32)
+
+int omaas_qgemv_max_rows(void) { return MAX_CALL_ROWS; }

@@ -105,8 +105,9 @@ class Linear(nn.Linear):
         return out.to(x.dtype)
 
     def _quantized_forward(self, x: torch.Tensor, q: QuantizedWeight) -> torch.Tensor:
-        """1-4 rows: our AVX-512 VNNI kernel (quant512.c, in the model's dtype) where it loads, else the
-        AVX2 one (quant.c, fp32); otherwise dequantise and multiply."""
+        """Our AVX-512 VNNI kernel (quant512.c, 1-16 rows, in the model's dtype) where it loads, else the
+        AVX2 one (quant.c, 1-4 rows, fp32); otherwise (more rows: prefill, large batches) dequantise and
+        multiply."""
         kernels = self.kernels
         if kernels is not None and kernels.fits_qgemv(x):
             return kernels.qgemv(x, q, self.bias)

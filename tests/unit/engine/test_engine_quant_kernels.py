@@ -13,7 +13,7 @@ from torch import nn
 
 from openmaas.engine import kernels
 from openmaas.engine.kernels import quant as quant_kernels
-from openmaas.engine.models.linear import Linear, set_quantized, share_dequant_scratch
+from openmaas.engine.models.linear import Linear, decode_step, set_quantized, share_dequant_scratch
 from openmaas.engine.quant import FORMATS, QuantizedWeight, dequantize, quantize
 
 KERNELS = quant_kernels.load_quant_kernels()
@@ -260,8 +260,9 @@ def test_vnni_kernel_takes_one_to_sixteen_contiguous_rows_of_its_dtype() -> None
 @needs_vnni
 @torch.inference_mode()
 def test_a_quantised_linear_takes_the_vnni_kernel_where_it_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A quantised layer given the dtype's kernels (as enable_cpu_kernels does) runs 1-16 rows through
-    quant512.c, and more rows through dequantise-and-multiply."""
+    """A quantised layer given the dtype's kernels (as enable_cpu_kernels does) runs 1-4 rows through
+    quant512.c, and 5-16 too in a decode-only step (not in prefill, whose KV cache must not depend on how
+    the prompt was split); more rows through dequantise-and-multiply."""
     dtype = VNNI_DTYPES[0]
     layer = Linear(96, 37, bias=True).to(dtype)
     q = quantize(layer.weight, "int8")
@@ -275,11 +276,17 @@ def test_a_quantised_linear_takes_the_vnni_kernel_where_it_loads(monkeypatch: py
         return original(self, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(kernels.CpuKernels, "qgemv", counted)
-    for rows in (1, 4, 6, 16, 17):
+    for decoding, rows, kernel in [
+        (False, 1, True), (False, 4, True), (False, 6, False),
+        (True, 1, True), (True, 6, True), (True, 16, True), (True, 17, False),
+    ]:  # fmt: skip
         x = torch.randn(rows, 96).to(dtype)
-        error = (layer(x).double() - reference(x, q, layer.bias)).abs()
+        before = len(calls)
+        with decode_step(decoding):
+            y = layer(x)
+        assert len(calls) - before == kernel, (decoding, rows)
+        error = (y.double() - reference(x, q, layer.bias)).abs()
         assert (error <= activation_rounding_bound(x, q) + fp32_bound(x, q) + 0.02).all()
-    assert len(calls) == 4
 
 
 def test_the_vnni_kernels_are_built_only_for_cpus_with_vnni() -> None:

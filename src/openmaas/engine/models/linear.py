@@ -39,6 +39,9 @@ with those kernels: a kernel-less engine, CUDA and other CPUs multiply in fp32 (
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,6 +55,22 @@ from openmaas.engine.quant import QuantizedWeight, dequantize
 
 if TYPE_CHECKING:
     from openmaas.engine.lora import LoraWeights
+
+
+# Set while a model runs the layers of a decode-only step (one row per sequence): quantised layers then
+# take quant512.c for up to 16 rows. Prefill keeps 1-4 rows there and more on dequantise-and-multiply, so
+# a prompt's KV cache does not depend on whether part of it came from the prefix cache.
+_DECODE_STEP: ContextVar[bool] = ContextVar("decode_step", default=False)
+
+
+@contextmanager
+def decode_step(active: bool = True) -> Iterator[None]:
+    """Marks the matmuls run inside as those of a decode-only step (when `active`)."""
+    token = _DECODE_STEP.set(active)
+    try:
+        yield
+    finally:
+        _DECODE_STEP.reset(token)
 
 
 @dataclass
@@ -105,11 +124,15 @@ class Linear(nn.Linear):
         return out.to(x.dtype)
 
     def _quantized_forward(self, x: torch.Tensor, q: QuantizedWeight) -> torch.Tensor:
-        """Our AVX-512 VNNI kernel (quant512.c, 1-16 rows, in the model's dtype) where it loads, else the
-        AVX2 one (quant.c, 1-4 rows, fp32); otherwise (more rows: prefill, large batches) dequantise and
-        multiply."""
+        """1-4 rows (or, in a decode-only step, 1-16): our AVX-512 VNNI kernel (quant512.c, in the model's
+        dtype) where it loads, else the AVX2 one (quant.c, 1-4 rows, fp32); otherwise (prefill, larger
+        batches) dequantise and multiply."""
         kernels = self.kernels
-        if kernels is not None and kernels.fits_qgemv(x):
+        if (
+            kernels is not None
+            and kernels.fits_qgemv(x)
+            and (x.shape[0] <= kernels.max_rows or _DECODE_STEP.get())
+        ):
             return kernels.qgemv(x, q, self.bias)
         quant = self.quant_kernels
         if quant is not None and quant.fits(x):

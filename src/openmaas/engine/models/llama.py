@@ -27,7 +27,7 @@ from openmaas.engine.kernels import (
 )
 from openmaas.engine.lora import LoraBatch
 from openmaas.engine.models.config import ModelConfig
-from openmaas.engine.models.linear import Linear
+from openmaas.engine.models.linear import Linear, decode_step
 
 
 @dataclass
@@ -231,8 +231,9 @@ class LlamaForCausalLM(nn.Module):
             return self._decode_fused(h, positions, kv_caches, meta)
         rope = self.rotary.tables(positions, h.dtype, gather=self.norm.kernels is None)
         delta: torch.Tensor | None = None
-        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            h, delta = layer(h, delta, rope, kv_cache, meta)
+        with decode_step(meta.num_decode == h.shape[0]):
+            for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
+                h, delta = layer(h, delta, rope, kv_cache, meta)
         return self.norm.add(h, delta)[1]
 
     def _fused_decode(self, rows: int, meta: AttentionMetadata) -> bool:

@@ -57,9 +57,10 @@ if TYPE_CHECKING:
     from openmaas.engine.lora import LoraWeights
 
 
-# Set while a model runs the layers of a decode-only step (one row per sequence): quantised layers then
-# take quant512.c for up to 16 rows. Prefill keeps 1-4 rows there and more on dequantise-and-multiply, so
-# a prompt's KV cache does not depend on whether part of it came from the prefix cache.
+# Set while a model runs the layers of a decode-only step (one row per sequence) or its lm_head:
+# quantised layers then take quant512.c for up to 16 rows. Prefill keeps 1-4 rows there and more on
+# dequantise-and-multiply, so a prompt's KV cache does not depend on whether part of it came from the
+# prefix cache.
 _DECODE_STEP: ContextVar[bool] = ContextVar("decode_step", default=False)
 
 

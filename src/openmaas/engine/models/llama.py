@@ -280,7 +280,10 @@ class LlamaForCausalLM(nn.Module):
         return self.norm.add(h, delta)[1]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden)
+        # The logits feed no KV cache and quant512.c computes each row as it would alone: a quantised
+        # lm_head takes it for up to 16 rows (the sampled rows of a step) in prefill too.
+        with decode_step():
+            return self.lm_head(hidden)
 
 
 def empty_model(

@@ -587,7 +587,8 @@ def main() -> None:
     )
     print(f"memory bandwidth (copy, read+write): {bandwidth:.1f} GB/s; parameters {n_params / 1e6:.0f} M")
     budget = EngineConfig(max_num_batched_tokens=args.max_batched_tokens).step_token_budget
-    print(f"ours: token budget {budget} per step, our CPU kernels {'on' if kernels_on else 'off'}")
+    if not args.prefill_only:  # no decode engine was built: nothing to say about its kernels
+        print(f"ours: token budget {budget} per step, our CPU kernels {'on' if kernels_on else 'off'}")
     for name, nbytes in weight_bytes.items():
         print(
             f"  {name}: weights {nbytes / 1e9:.2f} GB -> batch-1 roofline "

@@ -16,15 +16,20 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from openmaas.job_process import job_executor
-from openmaas.jobs.tables import Job, JobEvent
 from openmaas.jobs.worker import Worker, WorkerLimits, start_in_thread
-from openmaas.metering.tables import UsageRecord
 from openmaas.training.train import train
 from tests.data.builders import breast_cancer_csv, diabetes_csv
-from tests.integration.jobs.harness import METER_S, fast_server, job_in, upload, wait_for
+from tests.integration.jobs.harness import (
+    METER_S,
+    Billed,
+    billed_attempts,
+    fast_server,
+    job_in,
+    upload,
+    wait_for,
+)
 from tests.support.served import Served
 
 pytestmark = pytest.mark.cluster
@@ -156,21 +161,6 @@ class NodeLoss:
     billed: list[Billed]
 
 
-@dataclass(frozen=True)
-class Billed:
-    """One attempt's compute: its intervals' milliseconds, in order, and its wall time (from its
-    start to the next attempt's start or the job's end)."""
-
-    attempt: int
-    started_at: datetime
-    ended_at: datetime
-    intervals: list[tuple[int, int]]
-
-    @property
-    def seconds(self) -> float:
-        return sum(ms for _, ms in self.intervals) / 1000
-
-
 def _first_attempt_on(monkeypatch: pytest.MonkeyPatch, node_id: str) -> None:
     """The worker places the next attempt on this node, and the ones after it as usual (on its own
     node, the head: the one it is connected through)."""
@@ -255,29 +245,7 @@ def _compute_billed(worker: Worker, job_id: str) -> list[Billed]:
         return job_id not in worker.running
 
     wait_for(settled, timeout=30, every=0.1)
-    with worker.db.read_session() as session:
-        rows = session.scalars(
-            select(UsageRecord).where(UsageRecord.event_id.like(f"{job_id}:compute:%"))
-        ).all()
-        started = session.scalars(
-            select(JobEvent)
-            .where(JobEvent.job_id == job_id, JobEvent.message.like("Attempt % started.%"))
-            .order_by(JobEvent.seq)
-        ).all()
-        job = session.get(Job, job_id)
-        assert job is not None and job.finished_at is not None
-    runs: dict[int, list[tuple[int, int]]] = {}
-    for row in rows:
-        _, _, run, interval = row.event_id.split(":")
-        assert row.resource_class == "cpu"
-        runs.setdefault(int(run.split(".")[0]), []).append((int(interval), row.qty_compute_ms or 0))
-    attempts = [int(e.message.split()[1]) for e in started]  # "Attempt N of M started."
-    assert set(runs) <= set(attempts)
-    ends = [*(e.created_at for e in started[1:]), job.finished_at]
-    billed = [
-        Billed(attempt, e.created_at, end, sorted(runs.get(attempt, [])))
-        for attempt, e, end in zip(attempts, started, ends, strict=True)
-    ]
+    billed = billed_attempts(worker.db, job_id)
     full = 1000 * METER_S * 2  # an interval of the 2 workers' CPUs
     for attempt in billed:
         assert [i for i, _ in attempt.intervals] == list(range(len(attempt.intervals))), attempt

@@ -21,15 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
-from openmaas.jobs.tables import Job, JobEvent
-from openmaas.metering.tables import UsageRecord
+from openmaas.jobs.tables import Job
 from openmaas.training.artifact import load_artifact
 from openmaas.training.predictor import ClassPrediction
 from tests.data.builders import breast_cancer_csv
 from tests.integration.faults.conftest import Figures
-from tests.integration.jobs.harness import METER_S, fast_server, fast_worker_env, job_in, upload, wait_for
+from tests.integration.jobs.harness import (
+    METER_S,
+    billed_attempts,
+    fast_server,
+    fast_worker_env,
+    job_in,
+    upload,
+    wait_for,
+)
 from tests.support.served import Served
 from tests.support.workers import start_worker
 
@@ -83,30 +89,7 @@ def _lease_owner_pid(served: Served, job_id: str) -> int:
 def _compute_billed(served: Served, job_id: str) -> list[tuple[list[tuple[int, int]], float]]:
     """Per attempt (in order): its billed (interval, milliseconds), and the seconds from its start
     to the next attempt's start or the job's end (what it can at most have run)."""
-    with served.platform.db.read_session() as session:
-        rows = session.scalars(
-            select(UsageRecord).where(UsageRecord.event_id.like(f"{job_id}:compute:%"))
-        ).all()
-        started = session.scalars(
-            select(JobEvent)
-            .where(JobEvent.job_id == job_id, JobEvent.message.like("Attempt % started.%"))
-            .order_by(JobEvent.seq)
-        ).all()
-        job = session.get(Job, job_id)
-        assert job is not None and job.finished_at is not None
-    ends = [*(e.created_at for e in started[1:]), job.finished_at]
-    # Billed under `<attempt>.<worker>`: an attempt killed within its first interval has none.
-    runs: dict[int, list[tuple[int, int]]] = {}
-    for row in rows:
-        _, _, run, interval = row.event_id.split(":")
-        assert row.resource_class == "cpu"
-        runs.setdefault(int(run.split(".")[0]), []).append((int(interval), row.qty_compute_ms or 0))
-    attempts = [int(e.message.split()[1]) for e in started]  # "Attempt N started. …"
-    assert set(runs) <= set(attempts)
-    return [
-        (sorted(runs.get(attempt, [])), (end - e.created_at).total_seconds())
-        for attempt, e, end in zip(attempts, started, ends, strict=True)
-    ]
+    return [(b.intervals, b.wall_s) for b in billed_attempts(served.platform.db, job_id)]
 
 
 def _said_resumed(event: dict[str, Any]) -> bool:

@@ -9,15 +9,21 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from sqlalchemy import select
 
 from openmaas.api.app import create_app
 from openmaas.bootstrap import Platform
+from openmaas.db.database import Database
 from openmaas.job_process import local_executor
+from openmaas.jobs.tables import Job, JobEvent
 from openmaas.jobs.worker import Worker, WorkerLimits, start_in_thread
+from openmaas.metering.tables import UsageRecord
 from tests.support.platforms import make_platform
 from tests.support.served import Served
 from tests.support.server import running_server
@@ -82,6 +88,53 @@ def worker_running(platform: Platform, **limits: Any) -> Iterator[Worker]:
     finally:
         stop.set()
         thread.join(timeout=30)
+
+
+@dataclass(frozen=True)
+class Billed:
+    """One attempt's billed compute: its intervals' (index, milliseconds), in order, and its wall
+    time (from its start to the next attempt's start or the job's end)."""
+
+    attempt: int
+    started_at: datetime
+    ended_at: datetime
+    intervals: list[tuple[int, int]]
+
+    @property
+    def seconds(self) -> float:
+        return sum(ms for _, ms in self.intervals) / 1000
+
+    @property
+    def wall_s(self) -> float:
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+def billed_attempts(db: Database, job_id: str) -> list[Billed]:
+    """Each attempt of a finished job, in order, with the CPU compute billed for it (under
+    `<job>:compute:<attempt>.<worker>:<interval>`: an attempt killed in its first interval has none)."""
+    with db.read_session() as session:
+        rows = session.scalars(
+            select(UsageRecord).where(UsageRecord.event_id.like(f"{job_id}:compute:%"))
+        ).all()
+        started = session.scalars(
+            select(JobEvent)
+            .where(JobEvent.job_id == job_id, JobEvent.message.like("Attempt % started.%"))
+            .order_by(JobEvent.seq)
+        ).all()
+        job = session.get(Job, job_id)
+        assert job is not None and job.finished_at is not None
+    runs: dict[int, list[tuple[int, int]]] = {}
+    for row in rows:
+        _, _, run, interval = row.event_id.split(":")
+        assert row.resource_class == "cpu"
+        runs.setdefault(int(run.split(".")[0]), []).append((int(interval), row.qty_compute_ms or 0))
+    attempts = [int(e.message.split()[1]) for e in started]  # "Attempt N of M started. …"
+    assert set(runs) <= set(attempts)
+    ends = [*(e.created_at for e in started[1:]), job.finished_at]
+    return [
+        Billed(attempt, e.created_at, end, sorted(runs.get(attempt, [])))
+        for attempt, e, end in zip(attempts, started, ends, strict=True)
+    ]
 
 
 def wait_for(check: Callable[[], T | None], timeout: float = 60.0, every: float = 0.1) -> T:

@@ -91,6 +91,14 @@ class ReportsResources(Protocol):
     def resources(self) -> Resources: ...
 
 
+@runtime_checkable
+class ExplainsExit(Protocol):
+    """An `Execution` that can say why it ended without finishing its job (a Ray attempt whose
+    node was lost). Optional: otherwise the job's events give the exit status."""
+
+    def exit_reason(self) -> str | None: ...
+
+
 class Executor(Protocol):
     def warm(self) -> None:
         """Get ready to start jobs quickly (called once, before the worker claims any)."""

@@ -193,9 +193,16 @@ def record_error(session: Session, claim: Claim, error: dict[str, Any]) -> None:
 
 
 def after_exit(
-    session: Session, claim: Claim, *, exit_code: int, now: datetime, releasing: bool
+    session: Session,
+    claim: Claim,
+    *,
+    exit_code: int,
+    now: datetime,
+    releasing: bool,
+    reason: str | None = None,
 ) -> str | None:
-    """Settle a job whose subprocess exited without finishing it; the new status, if any."""
+    """Settle a job whose subprocess exited without finishing it; the new status, if any.
+    `reason`: why it ended, when its executor knows better than the exit status."""
     job = held_job(session, claim)
     if job is None:
         return None
@@ -206,7 +213,7 @@ def after_exit(
     elif releasing and exit_code == EXIT_STOPPED:
         _requeue(session, job, now, "The worker shut down; the job goes back to the queue.", count=False)
     else:
-        error = job.error or {"message": f"The job's subprocess exited with code {exit_code}."}
+        error = job.error or {"message": reason or f"The job's subprocess exited with code {exit_code}."}
         _retry_or_fail(session, job, now, error)
     return job.status
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ class RayAttempt:
         self._resources = resources
         self._killed = False
         self._code: int | None = None
+        self._lost: str | None = None  # why its actor died under it, for the job's events
 
     def poll(self) -> int | None:
         if self._code is not None:
@@ -126,10 +128,11 @@ class RayAttempt:
             return None
         try:
             self._code = int(ray.get(self._result))
-        except RayActorError:
+        except RayActorError as exc:
             # Its node died, or it was killed: the attempt failed; the worker retries it. What its
             # training workers reserved goes back to the cluster first.
             self._code = -9 if self._killed else 1
+            self._lost = None if self._killed else actor_lost(exc)
             release_orphaned_groups()
         except RayError:
             self._code = 1
@@ -143,6 +146,10 @@ class RayAttempt:
         if self._code is None:
             self._killed = True
             ray.kill(self._actor, no_restart=True)
+
+    def exit_reason(self) -> str | None:
+        """Why it ended, when its actor died under it (the `ExplainsExit` protocol)."""
+        return self._lost
 
     def resources(self) -> Resources:
         """What the attempt said it holds (its actor and its training workers), or what its actor
@@ -252,6 +259,25 @@ def release_orphaned_groups() -> list[str]:
             released.append(group_id)
             log.warning("released placement group %s: the actor that created it is dead", group_id)
     return released
+
+
+def actor_lost(exc: RayActorError) -> str:
+    """What the job's events say of an attempt whose actor died under it: its node lost (Ray's
+    message names the node; the actor's lines its address), or the actor's own death."""
+    said = str(getattr(exc, "error_msg", None) or exc)
+    resumes = "a retry resumes from the job's last checkpoint, if it made one."
+    if "because its node has died" in said:
+        node = re.search(r"Node Id: ([0-9a-f]+)", said)
+        ip = re.search(r"^\s*ip: (\S+)", said, re.MULTILINE)
+        where = [f"ip {ip.group(1)}"] if ip else []
+        where += [f"node {node.group(1)[:12]}"] if node else []
+        return (
+            f"The Ray node running the attempt ({', '.join(where) or 'unknown'}) was lost, and its "
+            f"actor with it; {resumes}"
+        )
+    lines = [line.strip() for line in said.splitlines() if line.strip()]
+    last = lines[-1][:300] if lines else type(exc).__name__
+    return f"The attempt's Ray actor died ({last}); {resumes}"
 
 
 def near_this_process() -> Any:

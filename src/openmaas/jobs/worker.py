@@ -32,7 +32,14 @@ from openmaas.config import Settings
 from openmaas.db.database import Database
 from openmaas.ids import new_id
 from openmaas.jobs import events, queue
-from openmaas.jobs.executor import Execution, Executor, ReportsResources, Resources, RunSpec
+from openmaas.jobs.executor import (
+    Execution,
+    Executor,
+    ExplainsExit,
+    ReportsResources,
+    Resources,
+    RunSpec,
+)
 from openmaas.jobs.tables import Job
 
 log = logging.getLogger("openmaas.worker")
@@ -288,9 +295,16 @@ class Worker:
             if not item.over_budget:
                 # The last interval: up to the last time the process was seen running.
                 self._end(item, item.seen_alive_at - item.started_at - item.interval * self.limits.meter_s)
+            execution = item.execution
+            reason = execution.exit_reason() if isinstance(execution, ExplainsExit) else None
             with self.db.session() as session:
                 status = queue.after_exit(
-                    session, item.claim, exit_code=code, now=self.clock.now(), releasing=releasing
+                    session,
+                    item.claim,
+                    exit_code=code,
+                    now=self.clock.now(),
+                    releasing=releasing,
+                    reason=reason,
                 )
                 if status is None:  # its process settled it (succeeded, or failed for good)
                     job = session.get(Job, job_id)

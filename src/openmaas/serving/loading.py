@@ -18,6 +18,7 @@ from openmaas.registry.tables import ModelVersion
 from openmaas.serving import traffic
 from openmaas.serving.deployment_config import DeploymentConfig, RuntimeConfig, TrafficRoute
 from openmaas.serving.directory import ServedModel
+from openmaas.serving.memory import Reserve
 from openmaas.serving.runtimes import load_runtime
 from openmaas.serving.tables import Deployment
 from openmaas.storage import ArtifactStore
@@ -84,9 +85,14 @@ class Target:
         if not self.ray_address:
             raise RuntimeError("placement ray: this server has no Ray cluster (set OPENMAAS_RAY_ADDRESS)")
         ray_pool.connect(self.ray_address)
-        memory_bytes = self.store.size(artifact) + self._kv_cache_bytes(config)
         spec = ray_pool.replica_spec(
-            self.task, self.store.url, artifact, config, self.config.cpus, self.config.gpus, memory_bytes
+            self.task,
+            self.store.url,
+            artifact,
+            config,
+            self.config.cpus,
+            self.config.gpus,
+            self._ray_memory_bytes(artifact, config),
         )
         if self.task == TEXT_GENERATION:
             from openmaas.serving.ray_llm import RayLLMRuntime
@@ -99,6 +105,22 @@ class Target:
         from openmaas.serving.ray_replicas import RayPredictorRuntime
 
         return RayPredictorRuntime(spec, self.replicas, self.events)
+
+    def ray_replicas(self) -> list[Reserve]:
+        """What each of its Ray replicas reserves on its node (`replicas` per version it serves)."""
+        replicas: list[Reserve] = []
+        for route in self.routes:
+            if route.artifact is None:
+                continue  # deleted: its load fails before it reserves anything
+            config = self.config.for_runtime(route.ref, self.replicas)
+            memory_bytes = self._ray_memory_bytes(route.artifact, config)
+            replicas += [Reserve(self.config.cpus, self.config.gpus, memory_bytes)] * max(1, self.replicas)
+        return replicas
+
+    def _ray_memory_bytes(self, artifact: str, config: RuntimeConfig) -> int:
+        """Ray's `memory` a replica reserves: the version's size (with, for an LLM on CPU, its
+        engine's KV cache)."""
+        return self.store.size(artifact) + self._kv_cache_bytes(config)
 
     def _kv_cache_bytes(self, config: RuntimeConfig) -> int:
         """The node memory an LLM replica's KV cache takes beside its weights (none on a GPU)."""

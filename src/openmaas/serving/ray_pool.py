@@ -23,14 +23,17 @@ from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError, RayTa
 from openmaas import errors, logs
 from openmaas.serving.batcher import ReplicaClosed
 from openmaas.serving.deployment_config import RuntimeConfig
-from openmaas.serving.memory import MIB, InsufficientMemory
+from openmaas.serving.memory import MIB, InsufficientMemory, Reserve
 
 log = logging.getLogger("openmaas.serving")
 
 # Ray restarts an actor lost to a crash or its node's death this many times (then we re-create it).
 MAX_RESTARTS = 3
-# How long a load waits for its replicas (scheduling included: a cluster without room waits).
+# How long a load waits for its replicas once a node has room for each (their loading, mostly).
 LOAD_TIMEOUT_S = 300.0
+# How long a load waits for room that no eviction makes (a node joining, other work ending), then
+# fails (503 insufficient_memory with Retry-After while the deployment scaled to zero stays ready).
+ROOM_WAIT_S = 5.0
 
 # Records a deployment event `(kind, message)`; called on the event loop, so it must not block.
 ReplicaEvents = Callable[[str, str], None]
@@ -40,6 +43,18 @@ def connect(address: str) -> None:
     """Join the Ray cluster at `address` once per process (a process already in one stays)."""
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+
+
+def free_per_node() -> dict[str, Reserve]:
+    """What each live node has unreserved now, by node id (Ray's view: it lags a replica started
+    or killed a moment ago). A developer API: Ray's public per-node view (`ray.util.state`) needs
+    the dashboard, which cluster mode may not run."""
+    from ray._private.state import available_resources_per_node
+
+    return {
+        node: Reserve(float(r.get("CPU", 0.0)), float(r.get("GPU", 0.0)), int(r.get("memory", 0)))
+        for node, r in available_resources_per_node().items()
+    }
 
 
 @dataclass(frozen=True)

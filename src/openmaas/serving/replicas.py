@@ -24,6 +24,7 @@ import logging
 import math
 import random
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -60,6 +61,7 @@ class _Resident:
     min_replicas: int
     idle_timeout_s: float
     versions: str  # `name:N` of what it serves (several for a split), for the events
+    on_ray: bool  # its replicas are Ray actors (room for them is per node, not this budget)
 
 
 class ReplicaManager:
@@ -483,6 +485,7 @@ class ReplicaManager:
             config.min_replicas,
             config.idle_timeout_s,
             _versions(target),
+            config.placement == "ray",
         )
         with self._lock:
             self._last_used[target.key] = self._clock.monotonic()
@@ -491,7 +494,11 @@ class ReplicaManager:
         self._directory.register(target.served(runtimes))
 
     def _make_room(self, target: Target) -> None:
-        """Unload least recently used idle deployments until `target` fits the budget, or raise."""
+        """Unload least recently used idle deployments until `target` fits the budget (on Ray:
+        until a node has room for each of its replicas), or raise."""
+        if target.config.placement == "ray":
+            self._make_room_on_ray(target)
+            return
         if self._budget is None:
             return
         residents = self._budget_view(target, replacing=False)
@@ -512,6 +519,51 @@ class ReplicaManager:
                 f"unloaded to make room for {target.name!r} within the "
                 f"{budget_mb:.2f} MB serving memory budget; loads again on its next request",
             )
+
+    def _make_room_on_ray(self, target: Target) -> None:
+        """Unload this server's least recently used idle deployments on Ray (`min_replicas: 0`,
+        no request in flight) until a node has room for each of `target`'s replicas, only when
+        that makes room. Room no eviction makes (a node joining, other work ending) is waited for
+        `ROOM_WAIT_S`, then the load fails at once rather than waiting on Ray for minutes."""
+        if not target.ray_address:
+            return  # its load says why it cannot start
+        from openmaas.serving import ray_pool
+
+        ray_pool.connect(target.ray_address)
+        replicas = target.ray_replicas()
+        deadline = time.monotonic() + ray_pool.ROOM_WAIT_S
+        while True:
+            victims = memory.choose_ray_evictions(ray_pool.free_per_node(), self._ray_view(target), replicas)
+            if victims is not None:
+                break
+            if time.monotonic() >= deadline or self._stopping.is_set():
+                raise _no_room_on_ray(target, replicas)
+            self._stopping.wait(0.5)
+        for victim in victims:
+            self._release(
+                victim,
+                "evicted",
+                f"unloaded to make room on the Ray cluster for {target.name!r}; loads again on its "
+                "next request",
+            )
+
+    def _ray_view(self, target: Target) -> list[memory.RayResident]:
+        """This server's deployments on Ray with what their replicas hold on each node; only idle
+        ones with `min_replicas: 0` may go (not `target`'s own: a rolling update serves from it)."""
+        with self._lock:
+            residents = [(r, self._last_used.get(r.key, 0.0)) for r in self._resident.values() if r.on_ray]
+        view = []
+        for resident, last_used in residents:
+            served = self._directory.lookup(*resident.key)
+            if served is None:
+                continue
+            busy = (
+                resident.min_replicas > 0
+                or resident.deployment_id == target.deployment_id
+                or self._busy(resident.key)
+            )
+            view.append(memory.RayResident(resident.deployment_id, _ray_holds(served), last_used, busy))
+        return view
 
     def _budget_view(self, target: Target, *, replacing: bool) -> list[memory.Resident]:
         """What the budget holds beside `target`: every loaded deployment (its own one too, unless
@@ -633,6 +685,29 @@ def _cold_entry(row: service.Deployment) -> ServedModel:
 
 def _cold_entry_of(served: ServedModel) -> ServedModel:
     return dataclasses.replace(served, runtime=None, routes=(), cumulative=())
+
+
+def _ray_holds(served: ServedModel) -> dict[str, memory.Reserve]:
+    """What a deployment's Ray replicas reserve, by the node each loaded on."""
+    holds: dict[str, memory.Reserve] = {}
+    for runtime in served.runtimes():
+        spec = runtime.pool.spec
+        each = memory.Reserve(spec.cpus, spec.gpus, spec.memory_bytes)
+        for facts in runtime.pool.facts:
+            holds[facts.node_id] = holds.get(facts.node_id, memory.Reserve()) + each
+    return holds
+
+
+def _no_room_on_ray(target: Target, replicas: list[memory.Reserve]) -> InsufficientMemory:
+    largest = max(replicas, key=lambda r: r.memory_bytes, default=memory.Reserve())
+    gpus = f", {largest.gpus:g} GPU(s)" if largest.gpus else ""
+    return InsufficientMemory(
+        f"{target.name!r} needs {len(replicas)} replica(s) of {largest.cpus:g} CPU(s){gpus} and "
+        f"{largest.memory_bytes / memory.MIB:.2f} MB of Ray memory, and the Ray cluster has no node "
+        "with that unreserved for each, even after unloading this server's idle deployments; retry "
+        "later, stop other deployments or add a node.",
+        retry_after=30,
+    )
 
 
 def _versions(target: Target) -> str:

@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from openmaas.bootstrap import Platform
-from openmaas.jobs import queue
+from openmaas.jobs import events, queue
 from openmaas.jobs.executor import RunSpec
 from openmaas.jobs.tables import Job, JobStatus
 from openmaas.jobs.worker import Worker, WorkerLimits
@@ -41,15 +41,24 @@ class FakeExecution:
         self.code = -9
 
 
+class LostExecution(FakeExecution):
+    """An execution that knows why it ended (as a Ray attempt whose node was lost)."""
+
+    def exit_reason(self) -> str | None:
+        return "The Ray node running the attempt was lost." if self.code is not None else None
+
+
 class FakeExecutor:
-    def __init__(self) -> None:
+    def __init__(self, *kinds: type[FakeExecution]) -> None:
+        self.kinds = list(kinds)  # of the first executions it starts (then `FakeExecution`)
         self.started: list[FakeExecution] = []
 
     def warm(self) -> None:
         pass
 
     def start(self, spec: RunSpec) -> FakeExecution:
-        self.started.append(FakeExecution(spec))
+        kind = self.kinds.pop(0) if self.kinds else FakeExecution
+        self.started.append(kind(spec))
         return self.started[-1]
 
 
@@ -116,6 +125,23 @@ def test_stops_a_cancelled_job_and_retries_a_crashed_one(plat: Platform) -> None
     assert _status(plat, cancelled) == "cancelled"
     assert [e.spec.claim.attempt for e in executor.started[2:]] == [2]  # the crash was re-queued and retried
     assert _status(plat, crashed) == "running"
+
+
+def test_an_attempt_that_knows_why_it_ended_says_so_in_the_retry_event(plat: Platform) -> None:
+    executor = FakeExecutor(LostExecution, FakeExecution)
+    worker = _worker(plat, executor)
+    lost, crashed = _enqueue(plat, 2)
+    worker.tick()
+    for execution in executor.started:
+        execution.code = 1
+    worker.tick()
+    with plat.db.read_session() as session:
+        said = {
+            job_id: [e.message for e in events.list_after(session, job_id, after=None, limit=100)]
+            for job_id in (lost, crashed)
+        }
+    assert "Attempt 1 failed: The Ray node running the attempt was lost. Retrying." in said[lost]
+    assert "Attempt 1 failed: The job's subprocess exited with code 1. Retrying." in said[crashed]
 
 
 def test_kills_an_attempt_whose_lease_it_lost(plat: Platform) -> None:

@@ -4,11 +4,15 @@ regression job its R2. A node lost mid-job: the node of one of its workers (Ray 
 workers on the node left) or of the attempt's own actor (the worker retries the attempt); either
 way they resume from the last checkpoint, the job succeeds, and each attempt is billed once for
 what it ran. Workers the cluster has no room for fail the attempt, saying so, instead of waiting
-for ever."""
+for ever.
+
+The same server places /predict replicas on the cluster (`placement: ray`): a load no node has
+room for unloads an idle deployment to make it, or fails at once when none can go."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,9 +41,11 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture(scope="module")
 def served(ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """An API server whose worker's executor is Ray (the cluster above)."""
+    """An API server whose worker's executor is Ray (the cluster above), placing replicas there."""
     home = tmp_path_factory.mktemp("home")
-    with fast_server(home, f"sqlite:///{home / 'openmaas.db'}", executor="ray", ray_job_cpus=0.0) as served:
+    database = f"sqlite:///{home / 'openmaas.db'}"
+    ray = {"executor": "ray", "ray_job_cpus": 0.0, "ray_address": ray_cluster.address}
+    with fast_server(home, database, **ray) as served:
         yield served
 
 
@@ -316,6 +322,11 @@ def test_the_attempts_own_node_lost_mid_job_is_retried_and_resumes(
 
     loss = _lose_a_node_mid_job(api, worker, ray_cluster, lambda ranks: node)
     assert _attempt_nodes(loss.events) == [node.node_id, ray_cluster.head_node.node_id], loss.said
+    # The retry says what happened, not "the job's subprocess exited with code 1".
+    where = f"ip {node.node_ip_address}, node {node.node_id[:12]}"
+    lost = f"Attempt 1 failed: The Ray node running the attempt ({where}) was lost"
+    resumes = "a retry resumes from the job's last checkpoint"
+    assert any(m.startswith(lost) and resumes in m for m in loss.said), loss.said
     # Billed: the first attempt up to the last time the worker saw its actor alive (after the
     # node's death: until Ray declared the node dead), the second from its start; nothing twice.
     first, second = loss.billed[:2]
@@ -376,3 +387,87 @@ def test_groups_orphaned_by_a_dead_actor_are_released(ray_cluster: Any) -> None:
         assert placement_group_table(own)["state"] == "CREATED"
     finally:
         remove_placement_group(own)
+
+
+ROW = {"age": 40.0, "plan": "pro", "noise": 0.1}
+
+
+@pytest.mark.timeout(300)
+def test_a_replica_no_node_has_room_for_evicts_an_idle_one_or_fails_at_once(served: Served) -> None:
+    """Other work holds the cluster's memory but for room for one /predict replica: each of two
+    idle deployments (`min_replicas: 0`) loads by evicting the other, within seconds; once the
+    loaded one may not scale to zero, the other's next request answers 503 insufficient_memory
+    with Retry-After after `ROOM_WAIT_S`, not after minutes."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from openmaas.serving.ray_pool import ROOM_WAIT_S, free_per_node
+    from tests.integration.cluster_serving.support import wait_ready
+    from tests.integration.serving.predict_support import artifact, register
+
+    tenant = served.tenant("evictions")
+    ref = register(served, tenant, artifact("tabular-classification"), "churn")
+    idle = {"model": ref, "placement": "ray", "cpus": 0.25, "min_replicas": 0, "idle_timeout_s": 3600}
+    holders: list[Any] = []
+    with served.client(tenant.key) as http:
+
+        def deploy(name: str, **overrides: Any) -> float:
+            started = time.monotonic()
+            created = http.post("/v1/deployments", json={**idle, "name": name, **overrides})
+            assert created.status_code == 201, created.text
+            wait_ready(http, name, timeout_s=60)
+            return time.monotonic() - started
+
+        def kinds(name: str) -> list[str]:
+            return [e["kind"] for e in http.get(f"/v1/deployments/{name}/events").json()["data"]]
+
+        def predict(name: str) -> httpx.Response:
+            return http.post(f"/v1/deployments/{name}/predict", json={"inputs": [ROW]})
+
+        try:
+            deploy("first")
+            runtime: Any = served.platform.served_models.lookup(tenant.org_id, "first").runtime  # type: ignore[union-attr]
+            need = runtime.pool.spec.memory_bytes  # the model's bytes
+            assert need > 0
+            # Every node keeps half a replica's memory unreserved: only `first` going makes room.
+            holder = ray.remote(num_cpus=0)(_Holder)
+            for node, free in free_per_node().items():
+                if free.memory_bytes > need // 2:
+                    affinity = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+                    held = free.memory_bytes - need // 2
+                    holders.append(holder.options(memory=held, scheduling_strategy=affinity).remote())
+            ray.get([h.ready.remote() for h in holders], timeout=60)
+            assert predict("first").status_code == 200
+
+            assert deploy("second") < 30  # evicting `first`, not waiting on Ray for minutes
+            assert "evicted" in kinds("first")
+            assert http.get("/v1/deployments/first").json()["scaled_to_zero"] is True
+            assert predict("second").status_code == 200
+            # `first` comes back on its next request, evicting `second` (idle) in turn.
+            again = predict("first")
+            assert again.status_code == 200, again.text
+            assert "evicted" in kinds("second")
+
+            # `third` may not scale to zero: it evicts `first`, and then nothing can make room.
+            deploy("third", min_replicas=1)
+            assert kinds("first").count("evicted") == 2
+            started = time.monotonic()
+            refused = predict("first")
+            waited = time.monotonic() - started
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "insufficient_memory", refused.text
+            assert int(refused.headers["retry-after"]) > 0
+            assert ROOM_WAIT_S <= waited < ROOM_WAIT_S + 15, waited
+            assert http.get("/v1/deployments/first").json()["state"] == "ready"  # it may load later
+        finally:
+            for name in ("first", "second", "third"):
+                http.post(f"/v1/deployments/{name}/stop")
+            for h in holders:
+                ray.kill(h)
+
+
+class _Holder:
+    """An actor standing for other work on a node: it only holds what it reserved."""
+
+    def ready(self) -> bool:
+        return True

@@ -45,15 +45,21 @@ def connect(address: str) -> None:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
 
 
-def free_per_node() -> dict[str, Reserve]:
+def free_per_node() -> dict[str, Reserve] | None:
     """What each live node has unreserved now, by node id (Ray's view: it lags a replica started
-    or killed a moment ago). A developer API: Ray's public per-node view (`ray.util.state`) needs
-    the dashboard, which cluster mode may not run."""
+    or killed a moment ago); None where it cannot be read (a Ray Client connection, `ray://`).
+    A developer API: Ray's public per-node view (`ray.util.state`) needs the dashboard, which
+    cluster mode may not run."""
     from ray._private.state import available_resources_per_node
 
+    try:
+        nodes = available_resources_per_node()
+    except Exception:
+        log.debug("cannot read Ray's resources per node", exc_info=True)
+        return None
     return {
         node: Reserve(float(r.get("CPU", 0.0)), float(r.get("GPU", 0.0)), int(r.get("memory", 0)))
-        for node, r in available_resources_per_node().items()
+        for node, r in nodes.items()
     }
 
 

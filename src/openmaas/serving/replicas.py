@@ -524,7 +524,8 @@ class ReplicaManager:
         """Unload this server's least recently used idle deployments on Ray (`min_replicas: 0`,
         no request in flight) until a node has room for each of `target`'s replicas, only when
         that makes room. Room no eviction makes (a node joining, other work ending) is waited for
-        `ROOM_WAIT_S`, then the load fails at once rather than waiting on Ray for minutes."""
+        `ROOM_WAIT_S`, then the load fails at once rather than waiting on Ray for minutes. Where
+        the nodes cannot be read (Ray Client), Ray's scheduler alone decides, as it waits."""
         if not target.ray_address:
             return  # its load says why it cannot start
         from openmaas.serving import ray_pool
@@ -533,7 +534,10 @@ class ReplicaManager:
         replicas = target.ray_replicas()
         deadline = time.monotonic() + ray_pool.ROOM_WAIT_S
         while True:
-            victims = memory.choose_ray_evictions(ray_pool.free_per_node(), self._ray_view(target), replicas)
+            free = ray_pool.free_per_node()
+            if free is None:
+                return
+            victims = memory.choose_ray_evictions(free, self._ray_view(target), replicas)
             if victims is not None:
                 break
             if time.monotonic() >= deadline or self._stopping.is_set():

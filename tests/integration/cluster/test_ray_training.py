@@ -431,7 +431,9 @@ def test_a_replica_no_node_has_room_for_evicts_an_idle_one_or_fails_at_once(serv
             assert need > 0
             # Every node keeps half a replica's memory unreserved: only `first` going makes room.
             holder = ray.remote(num_cpus=0)(_Holder)
-            for node, free in free_per_node().items():
+            nodes = free_per_node()
+            assert nodes is not None
+            for node, free in nodes.items():
                 if free.memory_bytes > need // 2:
                     affinity = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
                     held = free.memory_bytes - need // 2

@@ -397,7 +397,7 @@ def test_a_replica_no_node_has_room_for_evicts_an_idle_one_or_fails_at_once(serv
     """Other work holds the cluster's memory but for room for one /predict replica: each of two
     idle deployments (`min_replicas: 0`) loads by evicting the other, within seconds; once the
     loaded one may not scale to zero, the other's next request answers 503 insufficient_memory
-    with Retry-After after `ROOM_WAIT_S`, not after minutes."""
+    with Retry-After after `ROOM_WAIT_S`, and a new deployment fails as soon: not after minutes."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -461,8 +461,19 @@ def test_a_replica_no_node_has_room_for_evicts_an_idle_one_or_fails_at_once(serv
             assert int(refused.headers["retry-after"]) > 0
             assert ROOM_WAIT_S <= waited < ROOM_WAIT_S + 15, waited
             assert http.get("/v1/deployments/first").json()["state"] == "ready"  # it may load later
+            # A new deployment without room fails as soon, saying why.
+            started = time.monotonic()
+            assert http.post("/v1/deployments", json={**idle, "name": "fourth"}).status_code == 201
+
+            def settled() -> dict[str, Any] | None:
+                row: dict[str, Any] = http.get("/v1/deployments/fourth").json()
+                return row if row["state"] in ("ready", "failed") else None
+
+            row = wait_for(settled, timeout=60, every=0.2)
+            assert row["state"] == "failed" and "no node" in row["error"], row
+            assert time.monotonic() - started < ROOM_WAIT_S + 15
         finally:
-            for name in ("first", "second", "third"):
+            for name in ("first", "second", "third", "fourth"):
                 http.post(f"/v1/deployments/{name}/stop")
             for h in holders:
                 ray.kill(h)

@@ -4,7 +4,8 @@ served-model directory when ready, and unload them when stopped, idle or evicted
 In embedded mode this server owns every deployment; on start it reloads those that were active
 (those that scale to zero wait for their first request). A runtime that fails to load marks its
 deployment `failed` with the reason. Loaded deployments stay within the serving memory budget:
-before a load that would not fit, the least recently used idle ones are unloaded. A deployment
+before a load that would not fit, the least recently used idle ones are unloaded (replicas on Ray:
+idle `min_replicas: 0` deployments on Ray, until each new replica has a node with room). A deployment
 unloaded for being idle (`min_replicas: 0`) or evicted stays `ready`; `acquire` loads it again on
 its next request, once however many requests wait for it. Every load, unload and sweep runs on
 the one loader thread, so they never race each other.

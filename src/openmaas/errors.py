@@ -34,6 +34,12 @@ class OpenMaaSError(Exception):
     def to_dict(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its class, message and attributes, whatever its `__init__` takes: errors cross
+        from Ray replicas to API servers this way (`InvalidRow`'s positional fields broke the
+        default, which calls `__init__` with the message alone)."""
+        return (_rebuilt, (type(self), self.args, self.__dict__))
+
 
 class InvalidRequest(OpenMaaSError):
     """400: the request cannot be understood (bad JSON, bad parameter value)."""
@@ -176,3 +182,10 @@ class InternalError(OpenMaaSError):
     status = 500
     type = "server_error"
     default_code = "internal_error"
+
+
+def _rebuilt(cls: type[OpenMaaSError], args: tuple[Any, ...], attributes: dict[str, Any]) -> OpenMaaSError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(attributes)
+    return error

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
+
 from fastapi.exceptions import RequestValidationError
 
 from openmaas import errors
 from openmaas.api.errors import validation_error
+from openmaas.serving.signatures import non_finite_output
 
 
 def test_every_error_has_the_openai_shape() -> None:
@@ -61,3 +64,19 @@ def test_non_json_body_is_415() -> None:
         [{"type": "model_attributes_type", "loc": ("body",), "msg": "Input should be a valid dictionary"}]
     )
     assert validation_error(exc, "application/x-www-form-urlencoded").status == 415
+
+
+def test_errors_cross_a_pickle_whole() -> None:
+    """Ray replicas send errors back pickled: each keeps its class, status, code and fields, also
+    one whose `__init__` takes positional fields (the default pickling called it with the message)."""
+    sent = [
+        non_finite_output(3).shifted(2),
+        errors.ServiceUnavailable("full", retry_after=2.5, code="queue_full"),
+        errors.InvalidFile("bad", issues=[{"code": "x", "message": "y", "line": 1}]),
+        errors.RateLimited("slow", limit_type="tokens"),
+    ]
+    for error in sent:
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error) and back.__dict__ == error.__dict__
+        assert back.to_dict() == error.to_dict() and str(back) == str(error)
+    assert pickle.loads(pickle.dumps(sent[0])).param == "inputs.5"

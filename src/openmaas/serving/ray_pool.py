@@ -24,6 +24,7 @@ from openmaas import errors, logs
 from openmaas.serving.batcher import ReplicaClosed
 from openmaas.serving.deployment_config import RuntimeConfig
 from openmaas.serving.memory import MIB, InsufficientMemory, Reserve
+from openmaas.serving.replica_channel import ChannelLost, ReplicaChannel
 
 log = logging.getLogger("openmaas.serving")
 
@@ -127,6 +128,10 @@ class ReplicaPool:
         self.actors: list[Any] = [self._actor_class.remote(spec) for _ in range(max(1, replicas))]
         self.busy = [0] * len(self.actors)  # calls in flight per replica
         self._starting: set[int] = set()  # re-created replicas still loading
+        # Direct lines to replicas whose facts give a `channel` address (replica_channel.py),
+        # opened at their first call; a slot's line is dropped when its replica is lost.
+        self.channels: list[ReplicaChannel | None] = [None] * len(self.actors)
+        self._connecting: dict[int, asyncio.Future[ReplicaChannel]] = {}
         self._watching: set[asyncio.Future[Any]] = set()
         try:
             self.facts: list[Any] = ray.get([a.facts.remote() for a in self.actors], timeout=LOAD_TIMEOUT_S)
@@ -171,6 +176,84 @@ class ReplicaPool:
             slot = self.pick(avoid=slot)
         raise unavailable()
 
+    async def over_channel(self, slot: int, message: Any, timeout_s: float) -> Any:
+        """`message` to replica `slot`'s channel handler, its answer back. `ChannelLost` if the
+        line breaks, cannot be opened or stays silent past `timeout_s`: the replica is then
+        avoided until Ray says it is alive again (or it is replaced), and the caller may retry."""
+        if self._closed:  # replaced: the caller asks the new replicas
+            raise replaced()
+        actor = self.actors[slot]
+        try:
+            channel = self.channels[slot]
+            if channel is None or channel.closed:
+                channel = await self._connect(slot)
+            return await asyncio.wait_for(channel.call(message), timeout_s)
+        except (ChannelLost, TimeoutError) as exc:
+            if self._closed:
+                raise replaced() from None
+            self.lost(slot, actor)
+            raise (
+                exc if isinstance(exc, ChannelLost) else ChannelLost(f"no answer in {timeout_s:g} s")
+            ) from None
+
+    async def _connect(self, slot: int) -> ReplicaChannel:
+        """Replica `slot`'s line, opened once however many calls wait for it."""
+        opening = self._connecting.get(slot)
+        if opening is None:
+            opening = asyncio.ensure_future(ReplicaChannel.open(self.facts[slot].channel))
+            self._connecting[slot] = opening
+            opening.add_done_callback(lambda _: self._connecting.pop(slot, None))
+        channel = await asyncio.shield(opening)
+        if self.channels[slot] is None or self.channels[slot].closed:  # type: ignore[union-attr]
+            self.channels[slot] = channel
+        return channel
+
+    def lost(self, slot: int, actor: Any) -> None:
+        """A call found replica `slot`'s line broken: avoid it and ask Ray what became of it (once
+        however many calls saw it)."""
+        if self._closed or self.actors[slot] is not actor or slot in self._starting:
+            return
+        reason = self.channels[slot]._lost if self.channels[slot] is not None else None  # type: ignore[union-attr]
+        logs.event(
+            log,
+            "replica_channel_lost",
+            level=logging.WARNING,
+            version=self.version,
+            replica=slot,
+            reason=str(reason)[:200],
+        )
+        self._drop_channel(slot)
+        self._starting.add(slot)
+        self.watch(self._until_answering(slot, actor))
+
+    async def _until_answering(self, slot: int, actor: Any) -> None:
+        """Serve replica `slot` again once its actor answers (Ray may be restarting it, with a new
+        channel address in its facts); re-create it if it died for good."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOAD_TIMEOUT_S
+        while not self._closed and self.actors[slot] is actor:
+            try:
+                facts = await actor.facts.remote()
+            except ActorDiedError as exc:
+                self.replace_if_dead(slot, actor, exc)
+                return
+            except RayActorError:  # not reachable now (its node may be going): ask again shortly
+                if loop.time() > deadline:
+                    return  # it stays avoided while others serve
+                await asyncio.sleep(0.5)
+                continue
+            except Exception:
+                return
+            if self.actors[slot] is actor:
+                self.facts[slot] = facts
+                self._starting.discard(slot)
+            return
+
+    def _drop_channel(self, slot: int) -> None:
+        channel, self.channels[slot] = self.channels[slot], None
+        if channel is not None:
+            channel.close()
+
     def retried(self, failure: BaseException) -> None:
         logs.event(
             log,
@@ -187,6 +270,7 @@ class ReplicaPool:
             return
         fresh = self._actor_class.remote(self.spec)
         self.actors[slot] = fresh
+        self._drop_channel(slot)
         self._starting.add(slot)
         logs.event(
             log,
@@ -211,6 +295,8 @@ class ReplicaPool:
 
     def close(self) -> None:
         self._closed = True
+        for slot in range(len(self.channels)):
+            self._drop_channel(slot)
         if not ray.is_initialized():  # the process left the cluster: its actors went with it
             return
         for actor in self.actors:
@@ -218,7 +304,7 @@ class ReplicaPool:
 
     async def _until_loaded(self, slot: int, actor: Any) -> None:
         try:
-            await actor.facts.remote()
+            facts = await actor.facts.remote()
         except Exception as exc:
             if self._closed:
                 return
@@ -233,6 +319,7 @@ class ReplicaPool:
             self._event("replica_failed", f"replica {slot + 1} of {self.version} did not start again: {exc}")
             return  # it stays avoided while others are loaded
         if self.actors[slot] is actor:
+            self.facts[slot] = facts
             self._starting.discard(slot)
             self._event("replica_ready", f"replica {slot + 1} of {self.version} is serving again")
 

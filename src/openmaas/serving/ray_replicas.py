@@ -3,10 +3,12 @@
 shared artifact store; `serving/ray_pool.py` keeps the actors.
 
 The API server holds a `RayPredictorRuntime`: it checks requests against the model's signature
-on the event loop, as a local runtime does, and sends the rows to the least busy actor through
-its handle (never through Ray Serve's HTTP proxy). Predictions and explanations are idempotent: a
-call in flight on an actor that dies is sent once more to another replica, so the request is
-answered and metered once.
+on the event loop, as a local runtime does, and sends the rows to the least busy actor — never
+through Ray Serve's HTTP proxy. Predictions go over the replica's direct line
+(serving/replica_channel.py: a Ray actor call alone costs more than the model's answer); the
+actor's handle gives its address and carries everything else (loading, explanations, restarts).
+Predictions and explanations are idempotent: a call in flight on an actor that dies is sent once
+more to another replica, so the request is answered and metered once.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from ray.exceptions import RayActorError, RayTaskError
+from ray.util import get_node_ip_address
 
 from openmaas import errors
 from openmaas.serving.explain.options import ExplainLimits, ExplainOptions
@@ -27,6 +29,7 @@ from openmaas.serving.ray_pool import (
     sendable,
     unavailable,
 )
+from openmaas.serving.replica_channel import ChannelAddress, ChannelLost, ChannelServer
 from openmaas.serving.runtimes import load_runtime
 from openmaas.serving.runtimes.predictor import PredictInputs
 from openmaas.serving.signatures import input_check
@@ -35,6 +38,9 @@ from openmaas.storage import open_store
 # Calls running on one replica before further predictions wait to go together in the next one.
 CALLS_PER_REPLICA = 2
 MAX_SENT = 256  # predictions in one call at most
+# A call's answer may take the longest timeout among its predictions, plus this, before its replica
+# counts as lost (a replica past its timeout answers with the timeout's error itself).
+SILENCE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class ModelFacts:
     labels: list[str]
     item_count: int
     node_id: str
+    channel: ChannelAddress  # where the replica takes predictions
 
 
 class PredictorReplica:
@@ -54,10 +61,22 @@ class PredictorReplica:
     def __init__(self, spec: ReplicaSpec) -> None:
         with open_store(spec.storage_url).reading(spec.artifact) as folder:
             self._runtime: Any = load_runtime(spec.task, folder, spec.config)
+        self._channel: ChannelServer | None = None
 
-    def facts(self) -> ModelFacts:
+    async def facts(self) -> ModelFacts:
+        """What the API server needs, once loaded; the first call opens the replica's channel
+        (on the actor's event loop, where it then serves)."""
+        if self._channel is None:
+            self._channel = await ChannelServer.start(self.predict, get_node_ip_address())
         runtime = self._runtime
-        return ModelFacts(runtime.task, runtime.signature, runtime.labels, runtime.item_count, node_id())
+        return ModelFacts(
+            runtime.task,
+            runtime.signature,
+            runtime.labels,
+            runtime.item_count,
+            node_id(),
+            self._channel.address,
+        )
 
     async def predict(self, calls: list[tuple[list[Any], int | None, float]]) -> list[Any]:
         """Several requests sent together, each queued on this replica's batcher: per request its
@@ -150,16 +169,14 @@ class RayPredictorRuntime(PredictInputs):
         """One call carrying `batch`; if its replica dies under it, once more on another."""
         pool = self.pool
         calls = [(w.rows, w.top_k, w.timeout_s) for w in batch]
+        silence_s = max(w.timeout_s for w in batch) + SILENCE_S
         for attempt in (1, 2):
-            actor = pool.actors[slot]
             try:
-                answers = await actor.predict.remote(calls)
-            except RayActorError as exc:
-                pool.replace_if_dead(slot, actor, exc)
+                answers = await pool.over_channel(slot, calls, silence_s)
+            except ChannelLost as exc:
                 failure: BaseException = exc
             except BaseException as exc:
-                failure = exc.cause if isinstance(exc, RayTaskError) else exc
-                _answer(batch, [failure] * len(batch))
+                _answer(batch, [exc] * len(batch))
                 return
             else:
                 _answer(batch, answers)

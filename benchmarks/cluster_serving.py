@@ -4,7 +4,8 @@ included, pinned to CPU 0; the load generator to CPU 1):
 
 (a) `openmaas`: OpenMaaS as today, the replica in the API server's process;
 (b) `openmaas-ray`: OpenMaaS with `placement: ray`, one Ray-actor replica (its batcher inside the
-    actor) on a one-node Ray cluster, reached through the actor handle;
+    actor) on a one-node Ray cluster, placed and found through its actor handle, predictions sent
+    over its direct line (serving/replica_channel.py);
 (c) `ray-serve`: Ray Serve with `@serve.batch` behind its own HTTP proxy.
 
 Single-row requests at concurrency 1/16/64, `--warmup` then `--seconds` each, `--repeats` times

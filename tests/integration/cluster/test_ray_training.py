@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from openmaas.job_process import job_executor
-from openmaas.jobs.worker import Worker, WorkerLimits, start_in_thread
+from openmaas.jobs.worker import Worker
 from openmaas.training.train import train
 from tests.data.builders import breast_cancer_csv, diabetes_csv
 from tests.integration.jobs.harness import (
@@ -33,6 +33,7 @@ from tests.integration.jobs.harness import (
     job_in,
     upload,
     wait_for,
+    worker_running,
 )
 from tests.support.served import Served
 
@@ -53,20 +54,8 @@ def served(ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def worker(served: Served) -> Iterator[Worker]:
     """The job worker, running attempts on the cluster and billing their compute."""
     platform = served.platform
-    worker = Worker(
-        platform.db,
-        platform.clock,
-        platform.settings,
-        executor=job_executor(platform.settings, platform.store),
-        limits=WorkerLimits.from_settings(platform.settings),
-        meter=platform.job_compute,
-    )
-    thread, stop = start_in_thread(worker)
-    try:
+    with worker_running(platform, job_executor(platform.settings, platform.store), join_s=60) as worker:
         yield worker
-    finally:
-        stop.set()
-        thread.join(timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from openmaas.api.app import create_app
 from openmaas.bootstrap import Platform
 from openmaas.db.database import Database
 from openmaas.job_process import local_executor
+from openmaas.jobs.executor import Executor
 from openmaas.jobs.tables import Job, JobEvent
 from openmaas.jobs.worker import Worker, WorkerLimits, start_in_thread
 from openmaas.metering.tables import UsageRecord
@@ -72,13 +73,17 @@ def killable_worker(served: Served, log: Path, lease_s: float) -> Iterator[subpr
 
 
 @contextmanager
-def worker_running(platform: Platform, **limits: Any) -> Iterator[Worker]:
+def worker_running(
+    platform: Platform, executor: Executor | None = None, join_s: float = 30, **limits: Any
+) -> Iterator[Worker]:
+    """The job worker in a thread, billing compute: attempts as local subprocesses unless another
+    `executor` is given (the cluster tests give Ray's, and a longer `join_s` for it to stop)."""
     base = WorkerLimits.from_settings(platform.settings)
     worker = Worker(
         platform.db,
         platform.clock,
         platform.settings,
-        executor=local_executor(platform.store),
+        executor=executor or local_executor(platform.store),
         limits=WorkerLimits(**{**base.__dict__, **limits}),
         meter=platform.job_compute,
     )
@@ -87,7 +92,7 @@ def worker_running(platform: Platform, **limits: Any) -> Iterator[Worker]:
         yield worker
     finally:
         stop.set()
-        thread.join(timeout=30)
+        thread.join(timeout=join_s)
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,23 @@ Ours imports that very file through the public API (`Client.import_model`, GGUF 
 is, Q8_0/Q4_0 by our int8/int4 kernels) and serves it as a deployment with `num_threads` = --threads;
 llama-server runs it with `-t/-tb` --threads, `--parallel 16` and a context of 16 slots of prompt +
 new tokens (`--no-repack` for Q8_0/Q4_0: repacking crashes on this AVX-512 machine). Both servers run
-at once (an idle one costs nothing) and are measured in turns, --rounds times: per round 16 clients
-each send one /v1/completions request (--prompt-len prompt token ids, --new-tokens new tokens, greedy,
-`"ignore_eos": true` on both, which both servers accept), non-streaming then streaming. Output tokens/s
-is all requests' tokens over the round's wall time; time to first token is the first streamed chunk
-(p50 / max over the round's 16); the medians over rounds are printed, with the load average.
+at once (an idle one costs nothing) and are measured in turns (who goes first alternates by round),
+--rounds times: per round 16 clients each send one /v1/completions request (--prompt-len prompt token
+ids, --new-tokens new tokens, greedy, `"ignore_eos": true` on both, which both servers accept),
+non-streaming then streaming. Before the first round each server answers a warm-up round of 16
+requests (not counted).
+
+Prompts: both servers keep a prompt cache (ours: prefix caching in the KV block manager; llama-server:
+`cache_prompt`, on by default, reuses a slot's previous prompt), so a prompt sent twice is mostly not
+prefilled the second time. By default every round and mode draws 16 fresh prompts (the same ones, in
+the same order, for both servers, and never seen before by either): time to first token then includes
+the whole prefill. `--reuse-prompts` instead sends one fixed set of 16 prompts, once before the first
+round (not counted) and then in every round: it measures both servers' prefix caching.
+
+Output tokens/s is all requests' tokens over the round's wall time (median over rounds). Time to first
+token (TTFT) is from sending a streamed request to its first chunk with a token, and TPOT the time per
+output token after it ((last chunk - first chunk) / (tokens - 1)): p50 and p90 over every streamed
+request of every round. The load average is printed with each round and at the end.
 
     python -m benchmarks.llm_server --precisions int8,int4 --threads 2
 """
@@ -32,6 +44,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +62,8 @@ PRECISIONS = {"int8": "Q8_0", "int4": "Q4_0", "bfloat16": "BF16"}
 class Round:
     tokens: int
     wall_s: float
-    ttft: list[float] = field(default_factory=list)
+    ttft: list[float] = field(default_factory=list)  # streaming only: seconds to the first token
+    tpot: list[float] = field(default_factory=list)  # streaming only: seconds per token after it
 
     @property
     def tps(self) -> float:
@@ -85,16 +99,22 @@ def build_text_model(random_dir: Path, folder: Path) -> tuple[Path, list[int]]:
     return folder, kept
 
 
+@dataclass
+class Reply:
+    tokens: int
+    first_s: float | None = None  # streaming: from sending to the first chunk with a token
+    last_s: float | None = None  # streaming: to the last chunk with a token
+
+
 async def one_request(
     http: httpx.AsyncClient, url: str, body: dict, stream: bool, headers: dict[str, str]
-) -> tuple[int, float | None]:
-    """Completion tokens and (streaming) seconds to the first chunk."""
+) -> Reply:
     start = time.perf_counter()
     if not stream:
         reply = await http.post(url, json=body, headers=headers)
         reply.raise_for_status()
-        return int(reply.json()["usage"]["completion_tokens"]), None
-    first = None
+        return Reply(int(reply.json()["usage"]["completion_tokens"]))
+    first = last = None
     tokens = 0
     payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
     async with http.stream("POST", url, json=payload, headers=headers) as reply:
@@ -103,11 +123,12 @@ async def one_request(
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             event = json.loads(line[6:])
-            if event.get("choices") and first is None:
-                first = time.perf_counter() - start
+            if any(c.get("text") for c in event.get("choices") or ()):
+                last = time.perf_counter() - start
+                first = last if first is None else first
             if event.get("usage"):
                 tokens = int(event["usage"]["completion_tokens"])
-    return tokens, first
+    return Reply(tokens, first, last)
 
 
 async def run_round(
@@ -125,10 +146,15 @@ async def run_round(
             *(one_request(http, f"{base}/v1/completions", b, stream, headers) for b in bodies)
         )
         wall = time.perf_counter() - start
-    tokens = sum(t for t, _ in results)
+    tokens = sum(r.tokens for r in results)
     if tokens != new * len(prompts):
         raise RuntimeError(f"{base}: {tokens} tokens instead of {new * len(prompts)} (stream={stream})")
-    return Round(tokens, wall, [f for _, f in results if f is not None])
+    done = Round(tokens, wall)
+    for r in results:
+        if r.first_s is not None and r.last_s is not None:
+            done.ttft.append(r.first_s)
+            done.tpot.append((r.last_s - r.first_s) / max(r.tokens - 1, 1))
+    return done
 
 
 def deploy_ours(url: str, admin_key: str, gguf: Path, name: str, args: argparse.Namespace) -> str:
@@ -146,6 +172,8 @@ def deploy_ours(url: str, admin_key: str, gguf: Path, name: str, args: argparse.
         "max_model_len": args.prompt_len + args.new_tokens + 16,
         "kv_cache_memory_bytes": 1 << 30,
     }
+    if args.max_batched_tokens:
+        engine["max_num_batched_tokens"] = args.max_batched_tokens
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
         created = http.post("/v1/deployments", json={"model": name, "name": name, "engine": engine})
         if created.status_code != 201:
@@ -177,19 +205,30 @@ def find_server() -> Path | None:
     return None
 
 
+def prompt_sets(kept: list[int], args: argparse.Namespace) -> Iterator[list[list[int]]]:
+    """Sets of --clients prompts of printable-ASCII token ids: a fresh set each time, or (with
+    --reuse-prompts) one set over and over."""
+    g = torch.Generator().manual_seed(0)
+    pick = torch.tensor(kept)
+
+    def draw() -> list[list[int]]:
+        return [
+            pick[torch.randint(0, len(kept), (args.prompt_len,), generator=g)].tolist()
+            for _ in range(args.clients)
+        ]
+
+    fixed = draw() if args.reuse_prompts else None
+    while True:
+        yield fixed if fixed is not None else draw()
+
+
 def measure(precision: str, gguf: Path, kept: list[int], args: argparse.Namespace) -> dict[str, list[Round]]:
     from openmaas.tenancy.keys import generate_key
 
     binary = find_server()
     if binary is None:
         raise FileNotFoundError("llama-server not built; run benchmarks/llamacpp_setup.sh")
-    g = torch.Generator().manual_seed(0)
-    pick = torch.tensor(kept)
-    prompts = [
-        pick[torch.randint(0, len(kept), (args.prompt_len,), generator=g)].tolist()
-        for _ in range(args.clients)
-    ]
-    warm = [p[:16] for p in prompts[:2]]
+    prompts = prompt_sets(kept, args)
     admin_key = generate_key()
     ours_port, theirs_port = free_port(), free_port()
     ctx = args.clients * (args.prompt_len + args.new_tokens + 16)
@@ -198,6 +237,7 @@ def measure(precision: str, gguf: Path, kept: list[int], args: argparse.Namespac
     if precision != "bfloat16":
         llama_cmd.append("--no-repack")
     rounds: dict[str, list[Round]] = {}
+    model = f"bench-{precision}"
     with tempfile.TemporaryDirectory() as home:
         env = {"OPENMAAS_HOME": str(Path(home) / "om"), "OPENMAAS_ADMIN_KEY": admin_key}
         ours_cmd = [PYTHON, "-m", "openmaas.cli.main", "serve", "--port", str(ours_port)]
@@ -206,25 +246,39 @@ def measure(precision: str, gguf: Path, kept: list[int], args: argparse.Namespac
             server_process(llama_cmd, theirs_port, cpu=None, wait_s=600),
         ):
             ours_url, theirs_url = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{theirs_port}"
-            key = deploy_ours(ours_url, admin_key, gguf, f"bench-{precision}", args)
+            key = deploy_ours(ours_url, admin_key, gguf, model, args)
             wait_healthy(theirs_url)
-            sides = {"ours": (ours_url, key), "llama-server": (theirs_url, None)}
-            for url, k in sides.values():  # warm-up
-                asyncio.run(run_round(url, f"bench-{precision}", k, warm, 4, False))
+            sides = [("ours", ours_url, key), ("llama-server", theirs_url, None)]
+            warm = next(prompts)  # not counted; with --reuse-prompts, it primes both prompt caches
+            for _, url, k in sides:
+                asyncio.run(run_round(url, model, k, warm, 4 if not args.reuse_prompts else 1, False))
             for i in range(args.rounds):
-                for side, (url, k) in sides.items():
-                    for stream in (False, True):
-                        r = asyncio.run(
-                            run_round(url, f"bench-{precision}", k, prompts, args.new_tokens, stream)
+                for stream in (False, True):
+                    batch = next(prompts)
+                    for side, url, k in sides if i % 2 == 0 else sides[::-1]:
+                        r = asyncio.run(run_round(url, model, k, batch, args.new_tokens, stream))
+                        mode = "stream" if stream else "whole"
+                        rounds.setdefault(f"{side} {mode}", []).append(r)
+                        timing = (
+                            f", TTFT p50 {percentile(r.ttft, 50):.2f} s p90 {percentile(r.ttft, 90):.2f} s"
+                            if r.ttft
+                            else ""
                         )
-                        rounds.setdefault(f"{side} {'stream' if stream else 'whole'}", []).append(r)
-                        ttft = f", TTFT p50 {statistics.median(r.ttft):.2f} s" if r.ttft else ""
                         print(
-                            f"  {precision} round {i} {side:<12} {'stream' if stream else 'whole':<6} "
-                            f"{r.tps:7.1f} tokens/s{ttft} (load {os.getloadavg()[0]:.1f})",
+                            f"  {precision} round {i} {side:<12} {mode:<6} {r.tps:7.1f} tokens/s{timing} "
+                            f"(load {os.getloadavg()[0]:.1f})",
                             flush=True,
                         )
-    return rounds
+    return dict(sorted(rounds.items(), key=lambda kv: (kv[0].split()[1] != "whole", kv[0])))
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile, interpolated between the two nearest ranks."""
+    ordered = sorted(values)
+    at = (len(ordered) - 1) * q / 100
+    low = int(at)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
 
 
 def main() -> None:
@@ -239,6 +293,17 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--reuse-prompts",
+        action="store_true",
+        help="send one set of prompts in every round (primed before the first): measures prefix caching",
+    )
+    parser.add_argument(
+        "--max-batched-tokens",
+        type=int,
+        default=None,
+        help="our engine's step token budget (default its own)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -252,30 +317,33 @@ def main() -> None:
             gguf = llamacpp.quantize(folder, precision, args.gguf_dir)
         table[precision] = measure(precision, gguf, kept, args)
     print()
+    budget = args.max_batched_tokens or "engine default"
+    prompts = "one prompt set reused (prefix caches warm)" if args.reuse_prompts else "fresh prompts"
     print(
         f"{args.clients} clients x ({args.prompt_len} prompt + {args.new_tokens} new tokens), "
-        f"medians of {args.rounds} rounds"
+        f"{prompts}; "
+        f"output t/s: median of {args.rounds} rounds; TTFT and TPOT: p50/p90 over all streamed requests; "
+        f"our step token budget: {budget}"
     )
     print(
-        f"{'file':<6}{'server':<14}{'mode':<8}{'output t/s':>11}{'TTFT p50 s':>12}{'TTFT max s':>12}"
-        f"{'ours/theirs':>13}"
+        f"{'file':<6}{'server':<14}{'mode':<8}{'output t/s':>11}{'ours/theirs':>13}"
+        f"{'TTFT p50 s':>12}{'TTFT p90 s':>12}{'TPOT p50 ms':>13}{'TPOT p90 ms':>13}"
     )
     for precision, rounds in table.items():
         for label, runs in rounds.items():
             side, mode = label.split(" ")
             tps = statistics.median(r.tps for r in runs)
-            p50 = statistics.median(statistics.median(r.ttft) for r in runs) if runs[0].ttft else None
-            worst = statistics.median(max(r.ttft) for r in runs) if runs[0].ttft else None
             ratio = "-"
             if side == "ours":
-                peer = statistics.median(r.tps for r in rounds[f"llama-server {mode}"])
-                ratio = f"{tps / peer:.0%}"
-            ttft = (
-                f"{p50:>12.2f}{worst:>12.2f}"
-                if p50 is not None and worst is not None
-                else f"{'-':>12}{'-':>12}"
+                ratio = f"{tps / statistics.median(r.tps for r in rounds[f'llama-server {mode}']):.0%}"
+            ttft = [t for r in runs for t in r.ttft]
+            tpot = [t * 1000 for r in runs for t in r.tpot]
+            latency = "".join(
+                f"{percentile(values, q):>{width}.{digits}f}" if values else f"{'-':>{width}}"
+                for values, width, digits in ((ttft, 12, 2), (tpot, 13, 0))
+                for q in (50, 90)
             )
-            print(f"{PRECISIONS[precision]:<6}{side:<14}{mode:<8}{tps:>11.1f}{ttft}{ratio:>13}")
+            print(f"{PRECISIONS[precision]:<6}{side:<14}{mode:<8}{tps:>11.1f}{ratio:>13}{latency}")
     print(
         f"load average (1/5/15 min) at start {' '.join(f'{x:.1f}' for x in load_before)}, "
         f"at end {' '.join(f'{x:.1f}' for x in os.getloadavg())} (2 cores, shared); threads {args.threads}"

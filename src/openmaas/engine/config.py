@@ -42,7 +42,12 @@ class EngineConfig:
     # a 2-core CPU a 512-token chunk of a 0.5B model takes ~1.2 s in bf16. Measured at 16 concurrent
     # 128-token prompts: budget 512 -> 256 cut the inter-token p99 from 975 to 509 ms and the median
     # time to first token from 3.0 to 2.5 s for 1.5% less throughput (CPU prefill is compute-bound
-    # from ~64 tokens up, so smaller chunks cost little).
+    # from ~64 tokens up, so smaller chunks cost little). Quantised weights add a fixed cost to every
+    # step with more than 4 prefill rows (each weight dequantised once a step: Q4_0 0.5B, 2 threads,
+    # ~170 ms of a 256-token step's ~450 ms), yet 256 still gave the best time to first token: 16 x
+    # 128-token prompts at once, engine alone, budget 256 / 1024 / 2048: TTFT p50 2.2 / 2.7 / 3.2 s,
+    # p90 3.6 / 3.6 / 3.2 s; through the API, 512 against 256 took TTFT p50 from 0.27x to 0.34x
+    # llama-server's and output tokens/s from 174% to 167% of its (benchmarks/llm_server.py).
     max_num_batched_tokens: int | None = None
     max_model_len: int | None = None
     dtype: str = "auto"

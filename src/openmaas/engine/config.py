@@ -122,11 +122,12 @@ class EngineConfig:
         2x fp32's decode speed there); elsewhere fp32, which a CPU without them runs faster than
         half precision (emulated). A checkpoint in fp32, or naming none, runs in fp32. With
         `quantization` a CPU runs fp32 activations whatever the checkpoint: the weight bytes a step
-        reads are the quantised ones either way (fp32 costs ~3% of int8 decode speed and twice the KV
-        cache per token), the matmuls round their inputs to int8 (1-16 rows) or bf16 (prefill) in
-        both, and the fp32 residual stream and KV cache keep the output as close to the float model's
-        as llama.cpp's at the same bit width (its Q8_0/Q4_0 compute in fp32 too); bf16 activations were
-        1.04x llama.cpp's KL (benchmarks/llm_fidelity.py)."""
+        reads are the quantised ones either way (fp32 cost 0-14% of batch-1 decode speed in two
+        rounds of benchmarks/llm_engine.py on a shared 2-core host, and takes twice the KV cache per
+        token), the matmuls round their inputs to int8 (1-16 rows) or bf16 (prefill) in both, and the
+        fp32 residual stream and KV cache keep the output as close to the float model's as llama.cpp's
+        at the same bit width (its Q8_0/Q4_0 compute in fp32 too); bf16 activations were 1.04x
+        llama.cpp's KL (benchmarks/llm_fidelity.py)."""
         if self.dtype != "auto":
             return Choice(_DTYPES[self.dtype], f"dtype {self.dtype} was asked for")
         saved = _DTYPES.get(checkpoint or "")

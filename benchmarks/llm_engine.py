@@ -504,7 +504,8 @@ def main() -> None:
         "--quant-dtype",
         default="float32",
         choices=["float32", "bfloat16"],
-        help="activation and KV-cache dtype of our quantised runs",
+        help="activation and KV-cache dtype of our quantised runs (float32: what dtype auto gives a "
+        "quantised model on a CPU)",
     )
     parser.add_argument(
         "--prefill",

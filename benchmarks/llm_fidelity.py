@@ -197,10 +197,11 @@ def our_logits(
     seqs: list[list[int]],
     prompt: int,
     args: argparse.Namespace,
-) -> np.ndarray:
-    """Our engine's logits at the scored positions: each prompt prefilled, its continuation decoded
-    teacher-forced (the runner's logits are recorded, then masked so greedy sampling picks the text's
-    token), `--batch` sequences at a time."""
+) -> tuple[np.ndarray, str]:
+    """Our engine's logits at the scored positions, and the dtype it ran in (`activations` "auto": the
+    engine's default choice): each prompt prefilled, its continuation decoded teacher-forced (the
+    runner's logits are recorded, then masked so greedy sampling picks the text's token), `--batch`
+    sequences at a time."""
     quant = None if precision == "bfloat16" else precision
     dtype = "bfloat16" if quant is None else activations
     config = EngineConfig(
@@ -236,7 +237,7 @@ def our_logits(
         while engine.has_unfinished_requests:
             engine.step()
     engine.close()
-    return out
+    return out, str(engine.runner.dtype).removeprefix("torch.")
 
 
 _LLAMA_LOGITS = textwrap.dedent(
@@ -323,9 +324,10 @@ def run_model(name: str, folder: Path, args: argparse.Namespace) -> tuple[list[S
     for precision in precisions if "ours" in args.engines else []:
         for act in args.activations.split(",") if precision != "bfloat16" else ["bfloat16"]:
             start = time.perf_counter()
-            logits = our_logits(folder, precision, act, seqs, args.prompt_len, args)
+            logits, ran = our_logits(folder, precision, act, seqs, args.prompt_len, args)
             secs = time.perf_counter() - start
-            label = precision if precision == "bfloat16" else f"{precision} ({act} act.)"
+            shown = f"auto: {ran}" if act == "auto" else act
+            label = precision if precision == "bfloat16" else f"{precision} ({shown} act.)"
             scores.append(Score("ours", label, *compare(reference, logits), secs))
             print(
                 f"  {name}: ours {label}: KL {scores[-1].kl:.3g}, top-1 {scores[-1].top1:.1%} ({secs:.0f} s)"
@@ -366,7 +368,9 @@ def main() -> None:
     parser.add_argument("--precisions", default="bfloat16,int8,int4")
     parser.add_argument("--engines", default="ours,llama.cpp")
     parser.add_argument(
-        "--activations", default="float32,bfloat16", help="our activation dtypes for quantised weights"
+        "--activations",
+        default="auto",
+        help="our activation dtypes for quantised weights: auto (the engine's default), float32, bfloat16",
     )
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--prompt-len", type=int, default=32)

@@ -29,7 +29,8 @@ class EngineConfig:
 
     `num_blocks` sizes the paged KV cache directly; if it is None, `kv_cache_memory_bytes` is divided
     by the bytes one block takes. `max_model_len` None means the model's `max_position_embeddings`.
-    `dtype` "auto" follows the checkpoint's where the device computes it natively (`choose_dtype`).
+    `dtype` "auto" follows the checkpoint's where the device computes it natively, except that a
+    quantised model runs in float32 on a CPU (`choose_dtype`).
     """
 
     model: str = ""
@@ -124,7 +125,14 @@ class EngineConfig:
         config.json) where the device computes it natively: on CUDA bf16 where the GPU has it, and
         fp16; on a CPU, bf16 or fp16 only where `cpu_computes` it (AVX512-BF16/FP16 or AMX: measured
         2x fp32's decode speed there); elsewhere fp32, which a CPU without them runs faster than
-        half precision (emulated). A checkpoint in fp32, or naming none, runs in fp32."""
+        half precision (emulated). A checkpoint in fp32, or naming none, runs in fp32. With
+        `quantization` a CPU runs fp32 activations whatever the checkpoint: the weight bytes a step
+        reads are the quantised ones either way (fp32 cost 0-14% of batch-1 decode speed in two
+        rounds of benchmarks/llm_engine.py on a shared 2-core host, and takes twice the KV cache per
+        token), the matmuls round their inputs to int8 (1-16 rows) or bf16 (prefill) in both, and the
+        fp32 residual stream and KV cache keep the output as close to the float model's as llama.cpp's
+        at the same bit width (its Q8_0/Q4_0 compute in fp32 too); bf16 activations were 1.04x
+        llama.cpp's KL (benchmarks/llm_fidelity.py)."""
         if self.dtype != "auto":
             return Choice(_DTYPES[self.dtype], f"dtype {self.dtype} was asked for")
         saved = _DTYPES.get(checkpoint or "")
@@ -135,6 +143,14 @@ class EngineConfig:
             if saved == torch.bfloat16 and not torch.cuda.is_bf16_supported():
                 return Choice(torch.float16, "auto: the checkpoint is bfloat16, which this GPU lacks")
             return Choice(saved, f"auto: the checkpoint is {checkpoint}")
+        if self.torch_device.type == "cpu" and self.quantization is not None:
+            return Choice(
+                torch.float32,
+                f"auto: the checkpoint is {checkpoint}, but its weights are quantised ({self.quantization}): "
+                "on a CPU those run with float32 activations, residual stream and KV cache, as llama.cpp's "
+                f"do (with {checkpoint} ones our int8 was further from the float model than "
+                "llama.cpp's Q8_0)",
+            )
         if self.torch_device.type == "cpu" and cpu_computes(saved):
             return Choice(saved, f"auto: the checkpoint is {checkpoint}, which this CPU computes natively")
         return Choice(

@@ -21,7 +21,7 @@ from openmaas.engine.model_runner import ModelRunner
 from openmaas.engine.models.linear import Linear
 from openmaas.engine.models.llama import enable_cpu_kernels
 from openmaas.engine.outputs import TokenLogprob
-from openmaas.engine.quant import dequantize
+from openmaas.engine.quant import dequantize, quantize
 from openmaas.engine.testing import build_tiny_adapter
 
 from .conftest import ARCHS, make_engine, random_prompts
@@ -196,3 +196,32 @@ def test_a_layer_with_float_and_quantised_projections_decodes_op_by_op(model_dir
     assert model.fused_layers is None
     out = engine.generate(PROMPTS[:1], SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True))
     assert len(out[0][0].token_ids) == 3
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_quantised_bf16_checkpoint_runs_in_float32_by_default(
+    model_dirs: dict[str, Path], arch: str, tmp_path: Path
+) -> None:
+    """`dtype` auto on a CPU: fp32 activations and KV cache for quantised weights (engine/config.py),
+    whose matrices are read in the checkpoint's bf16 and quantised to the values an fp32 load gives,
+    the other parameters in fp32; `dtype` asked for is kept."""
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(model_dirs[arch], dtype=torch.bfloat16).save_pretrained(folder)
+    engine = make_engine(folder, quantization="int8")
+    runner = engine.runner
+    assert runner.dtype == torch.float32 and "quantised (int8)" in runner.dtype_reason
+    assert all(p.dtype == torch.float32 for p in runner.model.parameters())
+    assert runner.kv_caches[0].dtype == torch.float32
+    floats = make_engine(folder, dtype="float32", cpu_onednn=False, cpu_kernels=False).runner.model
+    plain = dict(floats.named_modules())
+    for name, module in runner.model.named_modules():
+        if isinstance(module, Linear) and module.quantized is not None:
+            expected = quantize(plain[name].weight, module.quantized.format, module.quantized.group_size)
+            assert torch.equal(module.quantized.qweight, expected.qweight), name
+            assert torch.equal(module.quantized.scales, expected.scales), name
+    out = engine.generate(PROMPTS[:1], SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True))
+    assert len(out[0][0].token_ids) == 3
+    asked = make_engine(folder, quantization="int8", dtype="bfloat16").runner
+    assert (asked.dtype, asked.dtype_reason) == (torch.bfloat16, "dtype bfloat16 was asked for")

@@ -49,3 +49,23 @@ def test_the_checkpoint_dtype_is_read_from_either_name() -> None:
     assert ModelConfig.from_dict({**base, "torch_dtype": "bfloat16"}).checkpoint_dtype == "bfloat16"
     assert ModelConfig.from_dict({**base, "dtype": "float16"}).checkpoint_dtype == "float16"
     assert ModelConfig.from_dict(base).checkpoint_dtype is None
+
+
+@pytest.mark.parametrize("checkpoint", ["bfloat16", "float16", "float32", None])
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_auto_runs_a_quantised_model_in_float32_on_a_cpu(checkpoint: str | None, quantization: str) -> None:
+    config = EngineConfig(dtype="auto", quantization=quantization)  # type: ignore[arg-type]
+    choice = config.choose_dtype(checkpoint, cpu_computes=_native(torch.bfloat16, torch.float16))
+    assert choice.dtype == torch.float32
+    if checkpoint in ("bfloat16", "float16"):
+        assert choice.reason.startswith(
+            f"auto: the checkpoint is {checkpoint}, but its weights are quantised"
+        )
+        assert f"({quantization})" in choice.reason and "float32" in choice.reason
+
+
+def test_a_quantised_model_keeps_an_asked_dtype_and_the_checkpoints_on_a_gpu() -> None:
+    cpu = EngineConfig(dtype="bf16", quantization="int8").choose_dtype("bfloat16", cpu_computes=_native())
+    assert cpu.dtype == torch.bfloat16
+    gpu = EngineConfig(dtype="auto", quantization="int8", device="cuda")
+    assert gpu.choose_dtype("float16", cpu_computes=_native()).dtype == torch.float16

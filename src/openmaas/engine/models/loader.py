@@ -78,6 +78,7 @@ def load_model(
     if not files:
         raise FileNotFoundError(f"no *.safetensors in {folder}")
     model = empty_model(config, max_positions, dtype, device)
+    staged = _stage_quantized(model, config, dtype, quantization)
     params = dict(model.named_parameters())
     loaded: set[str] = set()
     for file in files:
@@ -92,7 +93,7 @@ def load_model(
                 tensor = f.get_tensor(hf_name)
                 param = params[name].data
                 dest = param if bounds is None else param[bounds[0] : bounds[1]]
-                dest.copy_(tensor.to(dtype))
+                dest.copy_(tensor.to(dest.dtype))
                 loaded.add(name if bounds is None else f"{name}[{bounds[0]}:{bounds[1]}]")
     missing = {n for n in params if n not in loaded and not any(k.startswith(n + "[") for k in loaded)}
     if missing:
@@ -100,7 +101,31 @@ def load_model(
     if quantization is not None:
         report = quantize_model(model, quantization, group_size, quant_kernels)
         log.info("quantised %s", report)
+    for linear in staged:  # their float weight is gone: leave an empty one in the model's dtype
+        linear.weight = torch.nn.Parameter(torch.empty(0, dtype=dtype, device=device), requires_grad=False)
     return model.eval()
+
+
+def _stage_quantized(
+    model: LlamaForCausalLM, config: ModelConfig, dtype: torch.dtype, quantization: QuantFormat | None
+) -> list[Linear]:
+    """The matrices to be quantised, given weights in the checkpoint's dtype where it is narrower than
+    `dtype` (a bf16 checkpoint quantised to run in fp32, engine/config.py `choose_dtype`): loading then
+    takes the checkpoint's bytes for them, not twice as many, and quantising gives the same values (it
+    computes in fp32). Returns those layers; an lm_head tied to the embedding keeps the shared weight."""
+    narrow = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(config.checkpoint_dtype or "")
+    if quantization is None or narrow is None or narrow.itemsize >= dtype.itemsize:
+        return []
+    targets = [layer.get_submodule(name) for layer in model.layers for name in PROJECTIONS]
+    if not config.tie_word_embeddings:
+        targets.append(model.lm_head)
+    staged: list[Linear] = []
+    for linear in targets:
+        assert isinstance(linear, Linear)
+        empty = torch.empty(linear.weight.shape, dtype=narrow, device=linear.weight.device)
+        linear.weight = torch.nn.Parameter(empty, requires_grad=False)
+        staged.append(linear)
+    return staged
 
 
 def _quantize_gguf(

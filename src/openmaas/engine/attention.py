@@ -91,8 +91,12 @@ def paged_attention(
         # As [1, heads, T, d]: PyTorch's fused CPU attention (flash) takes 4-D inputs only; 3-D ones ran
         # its unfused math path, 7-15x slower at 1,024 tokens (over half of a 1,024-token prefill's time).
         o = F.scaled_dot_product_attention(
-            queries[None], keys[None], values[None], attn_mask=chunk.mask, is_causal=chunk.mask is None,
+            queries[None],
+            keys[None],
+            values[None],
+            attn_mask=chunk.mask,
+            is_causal=chunk.mask is None,
             scale=scale,
-        )[0]  # fmt: skip
+        )[0]
         out[rows] = o.transpose(0, 1)
     return out

@@ -403,17 +403,10 @@ class CpuKernels:
         returns the layer's MLP output [m, hidden]. `scratch` is `layer_scratch(shape, m)`, shared by a
         step's layers. The caller checks `fits_rows` for every matmul width, so each row goes where the
         op-by-op path sends it."""
-        m = h.shape[0]
-        out = torch.empty_like(h)
-        rc = self._layer(
-            ctypes.byref(params), ctypes.byref(shape), h.data_ptr(), data_ptr_or_none(delta), out.data_ptr(),
-            scratch.data_ptr(), kv_cache.data_ptr(), slot_mapping.data_ptr(), ctx_slots.data_ptr(),
-            ctx_slots.shape[1], lengths.data_ptr(), positions.data_ptr(), cos.data_ptr(),
-            sin_signed.data_ptr(), m, torch.get_num_threads(),
+        return self._run_layer(
+            self._layer, params, shape, h, delta, (scratch.data_ptr(),), kv_cache, slot_mapping, ctx_slots,
+            lengths, positions, cos, sin_signed,
         )  # fmt: skip
-        if rc != 0:
-            raise ValueError(f"decode layer: unsupported rows {m} or heads {shape.heads}/{shape.kv_heads}")
-        return out
 
     def decode_qlayer(
         self,
@@ -432,14 +425,37 @@ class CpuKernels:
     ) -> torch.Tensor:
         """`decode_layer` for a layer whose projections are quantised (quant512.c's matmul, the same
         functions in the same order as `qgemv` op by op); `scratch` is `qlayer_scratch(shape, m)`."""
+        floats, qa = scratch
+        return self._run_layer(
+            self._qlayer, params, shape, h, delta, (floats.data_ptr(), qa.data_ptr()), kv_cache, slot_mapping,
+            ctx_slots, lengths, positions, cos, sin_signed,
+        )  # fmt: skip
+
+    @staticmethod
+    def _run_layer(
+        function: Any,
+        params: LayerParams | QuantLayerParams,
+        shape: LayerShape,
+        h: torch.Tensor,
+        delta: torch.Tensor | None,
+        scratch: tuple[int, ...],
+        kv_cache: torch.Tensor,
+        slot_mapping: torch.Tensor,
+        ctx_slots: torch.Tensor,
+        lengths: torch.Tensor,
+        positions: torch.Tensor,
+        cos: torch.Tensor,
+        sin_signed: torch.Tensor,
+    ) -> torch.Tensor:
+        """One call of layer.c's `omaas_decode_layer` or `omaas_decode_qlayer`, which take the same
+        arguments but their scratch pointers (one float buffer; the qlayer also its activations')."""
         m = h.shape[0]
         out = torch.empty_like(h)
-        floats, qa = scratch
-        rc = self._qlayer(
+        rc = function(
             ctypes.byref(params), ctypes.byref(shape), h.data_ptr(), data_ptr_or_none(delta), out.data_ptr(),
-            floats.data_ptr(), qa.data_ptr(), kv_cache.data_ptr(), slot_mapping.data_ptr(),
-            ctx_slots.data_ptr(), ctx_slots.shape[1], lengths.data_ptr(), positions.data_ptr(),
-            cos.data_ptr(), sin_signed.data_ptr(), m, torch.get_num_threads(),
+            *scratch, kv_cache.data_ptr(), slot_mapping.data_ptr(), ctx_slots.data_ptr(), ctx_slots.shape[1],
+            lengths.data_ptr(), positions.data_ptr(), cos.data_ptr(), sin_signed.data_ptr(), m,
+            torch.get_num_threads(),
         )  # fmt: skip
         if rc != 0:
             raise ValueError(f"decode layer: unsupported rows {m} or heads {shape.heads}/{shape.kv_heads}")

@@ -191,10 +191,9 @@ class ReplicaPool:
         except (ChannelLost, TimeoutError) as exc:
             if self._closed:
                 raise replaced() from None
-            self.lost(slot, actor)
-            raise (
-                exc if isinstance(exc, ChannelLost) else ChannelLost(f"no answer in {timeout_s:g} s")
-            ) from None
+            lost = exc if isinstance(exc, ChannelLost) else ChannelLost(f"no answer in {timeout_s:g} s")
+            self.lost(slot, actor, lost)
+            raise lost from None
 
     async def _connect(self, slot: int) -> ReplicaChannel:
         """Replica `slot`'s line, opened once however many calls wait for it."""
@@ -204,16 +203,16 @@ class ReplicaPool:
             self._connecting[slot] = opening
             opening.add_done_callback(lambda _: self._connecting.pop(slot, None))
         channel = await asyncio.shield(opening)
-        if self.channels[slot] is None or self.channels[slot].closed:  # type: ignore[union-attr]
+        held = self.channels[slot]
+        if held is None or held.closed:
             self.channels[slot] = channel
         return channel
 
-    def lost(self, slot: int, actor: Any) -> None:
-        """A call found replica `slot`'s line broken: avoid it and ask Ray what became of it (once
-        however many calls saw it)."""
+    def lost(self, slot: int, actor: Any, reason: ChannelLost) -> None:
+        """A call found replica `slot`'s line broken (`reason`): avoid it and ask Ray what became of
+        it (once however many calls saw it)."""
         if self._closed or self.actors[slot] is not actor or slot in self._starting:
             return
-        reason = self.channels[slot]._lost if self.channels[slot] is not None else None  # type: ignore[union-attr]
         logs.event(
             log,
             "replica_channel_lost",

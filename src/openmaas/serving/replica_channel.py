@@ -57,26 +57,23 @@ class ChannelServer:
     """A replica's listening side: each call's message goes to `handler`, whose answer (or the
     error it raises, as `sendable` makes it) goes back under the call's id."""
 
-    def __init__(self, handler: Handler, server: asyncio.Server, address: ChannelAddress) -> None:
+    # Set by `start`, once listening.
+    _server: asyncio.Server
+    address: ChannelAddress
+
+    def __init__(self, handler: Handler, token: bytes) -> None:
         self._handler = handler
-        self._server = server
-        self.address = address
+        self._token = token
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
     @classmethod
     async def start(cls, handler: Handler, host: str) -> ChannelServer:
         """Listen on a free port of `host` (the node's address other nodes reach)."""
-        token = secrets.token_bytes(TOKEN_BYTES)
-        holder: list[ChannelServer] = []
-
-        async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await holder[0]._serve(reader, writer)
-
-        server = await asyncio.start_server(connected, host, 0)
-        port = server.sockets[0].getsockname()[1]
-        channel = cls(handler, server, ChannelAddress(host, port, token))
-        holder.append(channel)
+        channel = cls(handler, secrets.token_bytes(TOKEN_BYTES))
+        channel._server = await asyncio.start_server(channel._serve, host, 0)
+        port = channel._server.sockets[0].getsockname()[1]
+        channel.address = ChannelAddress(host, port, channel._token)
         return channel
 
     def close(self) -> None:
@@ -89,7 +86,7 @@ class ChannelServer:
         self._writers.add(writer)
         try:
             token = await asyncio.wait_for(reader.readexactly(TOKEN_BYTES), AUTH_TIMEOUT_S)
-            if not hmac.compare_digest(token, self.address.token):
+            if not hmac.compare_digest(token, self._token):
                 log.warning("a connection to a replica's channel presented a wrong token; closed")
                 return
             while True:

@@ -5,9 +5,10 @@ replica that goes away fails its calls in flight with `ChannelLost` at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -17,6 +18,18 @@ from openmaas.serving import replica_channel
 from openmaas.serving.replica_channel import ChannelLost, ChannelServer, ReplicaChannel
 
 HOST = "127.0.0.1"
+
+
+@contextlib.asynccontextmanager
+async def _connected() -> AsyncIterator[tuple[ChannelServer, ReplicaChannel]]:
+    """A replica's channel serving `_echo_after`, and a connection to it; both closed after."""
+    server = await ChannelServer.start(_echo_after, HOST)
+    channel = await ReplicaChannel.open(server.address)
+    try:
+        yield server, channel
+    finally:
+        channel.close()
+        server.close()
 
 
 def _on_a_loop(case: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -40,9 +53,7 @@ async def _echo_after(message: Any) -> Any:
 
 @_on_a_loop
 async def test_many_calls_in_flight_each_get_their_own_answer_in_any_order() -> None:
-    server = await ChannelServer.start(_echo_after, HOST)
-    channel = await ReplicaChannel.open(server.address)
-    try:
+    async with _connected() as (_server, channel):
         # Later calls answer first: each answer still reaches its own caller.
         delays = [0.05 - i * 0.001 for i in range(40)]
         answers = await asyncio.gather(*(channel.call(("echo", i, d)) for i, d in enumerate(delays)))
@@ -52,22 +63,14 @@ async def test_many_calls_in_flight_each_get_their_own_answer_in_any_order() -> 
         back = await channel.call(("echo", error, 0))
         assert isinstance(back, errors.ServiceUnavailable) and back.to_dict() == error.to_dict()
         assert back.headers == {"Retry-After": "2"}
-    finally:
-        channel.close()
-        server.close()
 
 
 @_on_a_loop
 async def test_a_failing_handler_raises_for_its_call_only() -> None:
-    server = await ChannelServer.start(_echo_after, HOST)
-    channel = await ReplicaChannel.open(server.address)
-    try:
+    async with _connected() as (_server, channel):
         with pytest.raises(RuntimeError, match="KeyError: 'boom'"):
             await channel.call(("fail", "boom", 0))
         assert await channel.call(("echo", "still open", 0)) == "still open"
-    finally:
-        channel.close()
-        server.close()
 
 
 @_on_a_loop
@@ -92,9 +95,7 @@ async def test_a_wrong_token_is_refused_before_anything_is_read() -> None:
 
 @_on_a_loop
 async def test_a_replica_going_away_fails_its_calls_in_flight_at_once() -> None:
-    server = await ChannelServer.start(_echo_after, HOST)
-    channel = await ReplicaChannel.open(server.address)
-    try:
+    async with _connected() as (server, channel):
         waiting = [asyncio.ensure_future(channel.call(("echo", i, 30))) for i in range(5)]
         await asyncio.sleep(0.1)  # the calls reached the replica
         server.close()
@@ -104,24 +105,17 @@ async def test_a_replica_going_away_fails_its_calls_in_flight_at_once() -> None:
         assert channel.closed
         with pytest.raises(ChannelLost):  # and so does any later call, without sending
             await channel.call(("echo", 1, 0))
-    finally:
-        channel.close()
-        server.close()
 
 
 @_on_a_loop
 async def test_closing_from_another_thread_fails_the_calls_in_flight() -> None:
     """A replica pool is closed from the replica loader's thread, not the event loop's."""
-    server = await ChannelServer.start(_echo_after, HOST)
-    channel = await ReplicaChannel.open(server.address)
-    try:
+    async with _connected() as (_server, channel):
         waiting = asyncio.ensure_future(channel.call(("echo", 1, 30)))
         await asyncio.sleep(0.05)
         await asyncio.to_thread(channel.close)
         with pytest.raises(ChannelLost, match="closed"):
             await asyncio.wait_for(waiting, 5)
-    finally:
-        server.close()
 
 
 @_on_a_loop
@@ -137,9 +131,7 @@ async def test_an_unreachable_replica_is_a_lost_channel() -> None:
 @_on_a_loop
 async def test_an_oversized_frame_drops_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(replica_channel, "MAX_FRAME", 1000)
-    server = await ChannelServer.start(_echo_after, HOST)
-    channel = await ReplicaChannel.open(server.address)
-    try:
+    async with _connected() as (server, channel):
         with pytest.raises(ValueError, match="over the channel's 1000-byte limit"):
             await channel.call(("echo", "x" * 2000, 0))  # refused before it is sent
         assert await channel.call(("echo", "small", 0)) == "small"
@@ -148,6 +140,3 @@ async def test_an_oversized_frame_drops_the_connection(monkeypatch: pytest.Monke
         writer.write(server.address.token + replica_channel._HEADER.pack(1, 1001))
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
-    finally:
-        channel.close()
-        server.close()

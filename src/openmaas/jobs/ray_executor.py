@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayError
 
 from openmaas.jobs.executor import Resources, RunSpec
 
@@ -128,6 +128,13 @@ class RayAttempt:
             return None
         try:
             self._code = int(ray.get(self._result))
+        except ActorUnavailableError:
+            # Unreachable, not known dead: its node's raylet is gone but not yet declared dead
+            # (measured: 2-3 s here), or the network failed for a moment. `run` is idempotent, so
+            # ask again: Ray answers with the attempt's exit status once it is reachable, or with
+            # why it died (its node's death, named) once it knows. Until then it counts as running.
+            self._result = self._actor.run.remote()
+            return None
         except RayActorError as exc:
             # Its node died, or it was killed: the attempt failed; the worker retries it. What its
             # training workers reserved goes back to the cluster first.

@@ -99,6 +99,17 @@ class ExplainsExit(Protocol):
     def exit_reason(self) -> str | None: ...
 
 
+@runtime_checkable
+class ReportsReach(Protocol):
+    """An `Execution` that can be out of reach without being known to have ended (a Ray attempt
+    whose node stopped answering and is not yet declared dead). Optional: any other runs until
+    `poll` says it ended. The worker bills an execution out of reach nothing further until it is
+    reached again (it ran: the intervals that passed are billed then) or ends (its last interval
+    ends when it was last reached)."""
+
+    def reachable(self) -> bool: ...
+
+
 class Executor(Protocol):
     def warm(self) -> None:
         """Get ready to start jobs quickly (called once, before the worker claims any)."""

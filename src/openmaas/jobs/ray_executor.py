@@ -119,12 +119,16 @@ class RayAttempt:
         self._killed = False
         self._code: int | None = None
         self._lost: str | None = None  # why its actor died under it, for the job's events
+        self._reachable = True
+        self._probe: ray.ObjectRef | None = None  # a call that asks whether it answers again
 
     def poll(self) -> int | None:
         if self._code is not None:
             return self._code
         ready, _ = ray.wait([self._result], timeout=0)
         if not ready:
+            if not self._reachable:
+                self._probe_reach()
             return None
         try:
             self._code = int(ray.get(self._result))
@@ -132,7 +136,9 @@ class RayAttempt:
             # Unreachable, not known dead: its node's raylet is gone but not yet declared dead
             # (measured: 2-3 s here), or the network failed for a moment. `run` is idempotent, so
             # ask again: Ray answers with the attempt's exit status once it is reachable, or with
-            # why it died (its node's death, named) once it knows. Until then it counts as running.
+            # why it died (its node's death, named) once it knows. Until one of its calls answers
+            # it is out of reach (`reachable`): not billed further.
+            self._reachable = False
             self._result = self._actor.run.remote()
             return None
         except RayActorError as exc:
@@ -144,6 +150,23 @@ class RayAttempt:
         except RayError:
             self._code = 1
         return self._code
+
+    def reachable(self) -> bool:
+        """False from Ray's "unavailable" until a call to the actor answers (the `ReportsReach`
+        protocol)."""
+        return self._reachable
+
+    def _probe_reach(self) -> None:
+        if self._probe is None:
+            self._probe = self._actor.resources.remote()
+            return
+        ready, _ = ray.wait([self._probe], timeout=0)
+        if not ready:
+            return
+        with contextlib.suppress(RayError):
+            ray.get(self._probe)
+            self._reachable = True
+        self._probe = None
 
     def stop(self) -> None:
         if self._code is None:

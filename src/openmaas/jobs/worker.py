@@ -10,10 +10,12 @@ Compute is metered here, per interval of `meter_s` seconds of each attempt's wal
 worker holds its cost on the organisation's budget; once it has passed (the attempt's process seen
 alive at its end) it bills the whole interval × the attempt's `Resources`; when the attempt ends it
 bills the last, partial interval up to the last time it saw the process alive — so an attempt is
-billed for at most what it ran (less by at most one poll). Each interval's event id names the job,
-the attempt, this worker's claim and the interval's index: a retried write meters once, and a
-worker killed mid-interval bills nothing for that interval (its hold expires). An interval whose
-hold the budget refuses pauses the job (its checkpoints stay: resume once credit is added).
+billed for at most what it ran (less by at most one poll). An attempt out of reach (a Ray attempt
+whose node stopped answering) is not seen alive: nothing more is billed until it answers again.
+Each interval's event id names the job, the attempt, this worker's claim and the interval's index:
+a retried write meters once, and a worker killed mid-interval bills nothing for that interval (its
+hold expires). An interval whose hold the budget refuses pauses the job (its checkpoints stay:
+resume once credit is added).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from openmaas.jobs.executor import (
     Execution,
     Executor,
     ExplainsExit,
+    ReportsReach,
     ReportsResources,
     Resources,
     RunSpec,
@@ -219,16 +222,19 @@ class Worker:
             return
         step = self.limits.meter_s
         for item in list(self.running.values()):
-            if item.execution.poll() is not None:
+            execution = item.execution
+            if execution.poll() is not None:
                 continue  # ended: its last interval is billed when it is settled
+            if isinstance(execution, ReportsReach) and not execution.reachable():
+                continue  # not known to run: billed once reached; ended, up to when last reached
             now = self.clock.monotonic()
             item.seen_alive_at = now
             while not item.over_budget and now - item.started_at >= (item.interval + 1) * step:
                 self._end(item, step)
                 item.interval += 1
-                if isinstance(item.execution, ReportsResources):
+                if isinstance(execution, ReportsResources):
                     # What it holds from now on (a Ray attempt once its training workers started).
-                    item.resources = item.execution.resources()
+                    item.resources = execution.resources()
                 hold = self._begin(item.claim, item.interval, item.resources)
                 if hold is _REFUSED:
                     item.over_budget = True

@@ -21,7 +21,7 @@ from openmaas.training.jobs import TRAIN_KIND
 from tests.integration.billing.conftest import Clocked
 from tests.integration.billing.helpers import make_account, make_org, make_pricebook
 from tests.support.served import Served
-from tests.unit.jobs.test_worker import FakeExecutor
+from tests.unit.jobs.test_worker import FakeExecutor, ReachableExecution
 
 INTERVAL_S = 60.0
 
@@ -163,6 +163,45 @@ def test_a_worker_that_dies_or_hands_back_never_bills_an_interval_twice(clocked:
     ]
     runs = [event_id.split(":")[2] for event_id in ids]
     assert len(set(runs)) == 3 and runs[1].split(".")[0] == runs[3].split(".")[0] == "2"
+
+
+def test_an_attempt_out_of_reach_is_billed_for_when_it_was_reached(clocked: Clocked) -> None:
+    """Out of reach (a Ray attempt whose node stopped answering): nothing more is billed until it
+    answers again, which bills the intervals that passed (it ran); ending out of reach, its last
+    interval ends when it was last reached (a node that died is not billed until declared dead)."""
+    platform, clock = clocked.platform, clocked.clock
+    org = make_org(platform, "acme")
+    executor = FakeExecutor(ReachableExecution)
+    worker = _worker(platform, executor)
+    job_id = _enqueue(platform, org)
+    worker.tick()
+    (execution,) = executor.started
+    assert isinstance(execution, ReachableExecution)
+    run = f"1.{worker.id[-8:]}"
+    clock.advance(30)
+    worker.tick()
+    execution.reach = False
+    for _ in range(2):  # 110 s: interval 0 has passed, not billed while out of reach
+        clock.advance(40)
+        worker.tick()
+    assert _billed(platform, job_id, 0) == []
+    execution.reach = True
+    clock.advance(10)
+    worker.tick()  # reached at 120 s: it ran, intervals 0 and 1 are billed
+    clock.advance(15)
+    worker.tick()  # last reached at 135 s
+    execution.reach = False
+    for _ in range(2):
+        clock.advance(15)
+        worker.tick()
+    execution.code = 1  # at 165 s: its node was declared dead
+    worker.tick()
+    billed = [(event_id, ms) for event_id, ms, _ in _billed(platform, job_id, 3) if f":{run}:" in event_id]
+    assert billed == [
+        (f"{job_id}:compute:{run}:0", 60_000),
+        (f"{job_id}:compute:{run}:1", 60_000),
+        (f"{job_id}:compute:{run}:2", 15_000),  # up to 135 s, when it was last reached
+    ]
 
 
 def test_a_job_pauses_when_the_budget_cannot_hold_its_next_interval(clocked: Clocked) -> None:

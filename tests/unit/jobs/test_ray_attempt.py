@@ -30,31 +30,33 @@ NODE_DIED = (
 
 
 class FakeMethod:
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.calls = 0
 
     def remote(self) -> str:
         self.calls += 1
-        return f"ref-{self.calls}"
+        return f"{self.name}-{self.calls}"
 
 
 class FakeActor:
     def __init__(self) -> None:
-        self.run = FakeMethod()
+        self.run = FakeMethod("run")
+        self.resources = FakeMethod("resources")
 
 
 def attempt_answering(monkeypatch: pytest.MonkeyPatch, answers: dict[str, Any]) -> tuple[Any, FakeActor]:
-    """A RayAttempt whose run calls (ref-1 its first, ref-2 the next...) end with `answers`: an
-    exit status, or an exception Ray raises for them; a ref with no answer is still running."""
+    """A RayAttempt whose calls (run-1 its first run, run-2 the next, resources-1...) end with
+    `answers`: a value, or an exception Ray raises for them; a call with no answer still runs."""
 
     def wait(refs: list[str], timeout: float) -> tuple[list[str], list[str]]:
         return ([refs[0]], []) if refs[0] in answers else ([], refs)
 
-    def get(ref: str) -> int:
+    def get(ref: str) -> Any:
         answer = answers[ref]
         if isinstance(answer, BaseException):
             raise answer
-        return int(answer)
+        return answer
 
     monkeypatch.setattr(ray_executor.ray, "wait", wait)
     monkeypatch.setattr(ray_executor.ray, "get", get)
@@ -66,12 +68,24 @@ def attempt_answering(monkeypatch: pytest.MonkeyPatch, answers: dict[str, Any]) 
 
 def test_an_unreachable_actor_is_asked_again_and_its_exit_status_taken() -> None:
     with pytest.MonkeyPatch.context() as monkeypatch:
-        answers: dict[str, Any] = {"ref-1": ActorUnavailableError(UNAVAILABLE, None)}
+        answers: dict[str, Any] = {"run-1": ActorUnavailableError(UNAVAILABLE, None)}
         attempt, actor = attempt_answering(monkeypatch, answers)
+        assert attempt.reachable()
         assert attempt.poll() is None  # not known dead: still running
         assert actor.run.calls == 2  # `run` asked again (idempotent)
+        assert not attempt.reachable()  # out of reach: not billed further
+        assert attempt.poll() is None  # run-2 runs: a probe asks whether the actor answers
+        assert actor.resources.calls == 1
+        answers["resources-1"] = ActorUnavailableError(UNAVAILABLE, None)
         assert attempt.poll() is None
-        answers["ref-2"] = 0
+        assert not attempt.reachable()
+        assert attempt.poll() is None  # asked again
+        assert actor.resources.calls == 2
+        answers["resources-2"] = Resources(cpus=1.0, gpus=0.0)
+        assert attempt.poll() is None
+        assert attempt.reachable()  # it answered: it runs
+        assert actor.resources.calls == 2
+        answers["run-2"] = 0
         assert attempt.poll() == 0
         assert attempt.exit_reason() is None
 
@@ -80,10 +94,10 @@ def test_an_unreachable_actor_whose_node_is_then_declared_dead_says_the_node_was
     """Measured on a real cluster: the first answer after a node's removal is "unavailable"; asked
     again, Ray answers that the actor died with its node once health checks declared it dead."""
     with pytest.MonkeyPatch.context() as monkeypatch:
-        answers: dict[str, Any] = {"ref-1": ActorUnavailableError(UNAVAILABLE, None)}
+        answers: dict[str, Any] = {"run-1": ActorUnavailableError(UNAVAILABLE, None)}
         attempt, actor = attempt_answering(monkeypatch, answers)
         assert attempt.poll() is None
-        answers["ref-2"] = RayActorError(error_msg=NODE_DIED)
+        answers["run-2"] = RayActorError(error_msg=NODE_DIED)
         assert attempt.poll() == 1
         assert actor.run.calls == 2
         assert attempt.exit_reason() == (
@@ -98,7 +112,7 @@ def test_an_actor_that_died_on_a_live_node_says_why_in_rays_last_line() -> None:
             "The actor died unexpectedly before finishing this task.\n\tpid: 7\n"
             "The actor is dead because its worker process has died."
         )
-        attempt, _ = attempt_answering(monkeypatch, {"ref-1": RayActorError(error_msg=died)})
+        attempt, _ = attempt_answering(monkeypatch, {"run-1": RayActorError(error_msg=died)})
         assert attempt.poll() == 1
         assert attempt.exit_reason() == (
             "The attempt's Ray actor died (The actor is dead because its worker process has died.); "

@@ -48,6 +48,18 @@ class LostExecution(FakeExecution):
         return "The Ray node running the attempt was lost." if self.code is not None else None
 
 
+class ReachableExecution(FakeExecution):
+    """An execution that can be out of reach without having ended (as a Ray attempt whose node
+    stopped answering)."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        super().__init__(spec)
+        self.reach = True
+
+    def reachable(self) -> bool:
+        return self.reach
+
+
 class FakeExecutor:
     def __init__(self, *kinds: type[FakeExecution]) -> None:
         self.kinds = list(kinds)  # of the first executions it starts (then `FakeExecution`)

@@ -97,6 +97,33 @@ def test_f32_kernel_and_dequantise_match_a_float64_matmul(fmt: str, k: int, grou
     out = torch.empty(n - 3, k)
     KERNELS.dequantize_rows(q, 3, n - 3, out)
     assert torch.equal(out.double(), dequantize(q, torch.float64)[3:])  # scale x value: exact in fp32
+    # Straight to bf16 (prefill's bf16 matmuls): the same bits as PyTorch rounding the fp32 values.
+    half = torch.empty(n - 3, k, dtype=torch.bfloat16)
+    KERNELS.dequantize_rows(q, 3, n - 3, half)
+    assert torch.equal(half.view(torch.int16), out.to(torch.bfloat16).view(torch.int16))
+
+
+@needs_avx2
+def test_dequantising_to_bf16_rounds_as_pytorch_does_ties_and_nan_included() -> None:
+    """Scales chosen for bf16's rounding: exact ties (value 1 x scale 1 + 2^-8 drops exactly half a
+    bf16 step) to even both ways, negatives, -0, the largest fp16, a subnormal, infinities and NaN,
+    each times every int8 value."""
+    assert KERNELS is not None
+    picked = [1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8), -1.0, 65504.0, 6e-8, float("inf"), float("-inf")]
+    picked += [float("nan"), 0.5]
+    values = torch.arange(-128, 128, dtype=torch.int16).to(torch.int8).repeat(len(picked), 1)
+    scales = torch.tensor(picked, dtype=torch.float16).repeat_interleave(256 // 32).view(len(picked), -1)
+    q = QuantizedWeight("int8", values, scales.contiguous(), 32)
+    fp32 = torch.empty(len(picked), 256)
+    KERNELS.dequantize_rows(q, 0, len(picked), fp32)
+    half = torch.empty(len(picked), 256, dtype=torch.bfloat16)
+    KERNELS.dequantize_rows(q, 0, len(picked), half)
+    assert torch.equal(half.view(torch.int16), fp32.to(torch.bfloat16).view(torch.int16))
+    one = 128 + 1  # the column of value 1
+    ties = half.view(torch.int16)[:2, one].tolist()
+    assert ties == [0x3F80, 0x3F82]  # 1 + 2^-8 down to the even 1.0; 1 + 3 x 2^-8 up to 1 + 2^-6
+    assert half.view(torch.int16)[3, 128].item() == -0x8000  # 0 x -1: -0 kept
+    assert half.view(torch.int16)[8, one].item() == -1  # NaN: 0xffff, as PyTorch's vectorised copy
 
 
 @needs_avx2

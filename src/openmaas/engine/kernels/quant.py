@@ -48,6 +48,9 @@ class QuantKernels:
         self._dequant = lib.omaas_qdequant
         self._dequant.argtypes = [_INT, _P, _P, _P, _I64, _I64, _I64, _INT]
         self._dequant.restype = _INT
+        self._dequant_bf16 = lib.omaas_qdequant_bf16
+        self._dequant_bf16.argtypes = [_INT, _P, _P, _P, _I64, _I64, _I64, _INT]
+        self._dequant_bf16.restype = _INT
 
     def fits(self, x: torch.Tensor) -> bool:
         """Whether `matmul` takes x: 1-4 rows (x 2-D, on CPU)."""
@@ -69,11 +72,17 @@ class QuantKernels:
         return y if x.dtype == torch.float32 else y.to(x.dtype)
 
     def dequantize_rows(self, q: QuantizedWeight, start: int, rows: int, out: torch.Tensor) -> None:
-        """out (fp32 [rows, k], contiguous) = the float values of q's rows [start, start + rows)."""
+        """out (fp32 or bf16 [rows, k], contiguous) = the float values of q's rows [start, start + rows),
+        in bf16 rounded as PyTorch's vectorised conversion rounds fp32 (the same bits as dequantising
+        to fp32 and `copy_` into bf16)."""
+        if out.dtype not in (torch.float32, torch.bfloat16) or not out.is_contiguous():
+            raise ValueError(f"dequantise: out must be contiguous fp32 or bf16, not {out.dtype}")
         k = q.shape[1]
+        if out.numel() != rows * k:
+            raise ValueError(f"dequantise: out holds {out.numel()} values, not {rows} x {k}")
         w = q.qweight[start : start + rows]
         s = q.scales[start : start + rows]
-        rc = self._dequant(
+        rc = (self._dequant if out.dtype == torch.float32 else self._dequant_bf16)(
             FORMAT_CODES[q.format], w.data_ptr(), s.data_ptr(), out.data_ptr(), rows, k, q.group_size,
             torch.get_num_threads(),
         )  # fmt: skip

@@ -14,10 +14,10 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
 from gguf import quants as gguf_quants
 
 from openmaas.engine import SamplingParams
-from openmaas.engine.models import gguf
+from openmaas.engine.models import gguf, loader
 from openmaas.engine.models.config import ModelConfig
 from openmaas.engine.models.loader import load_model
-from openmaas.engine.quant import dequantize, quantize
+from openmaas.engine.quant import QuantFormat, QuantizedWeight, dequantize, quantize
 from openmaas.engine.testing import write_gguf
 from openmaas.engine.tokenizer import Tokenizer
 
@@ -189,6 +189,37 @@ def test_a_quantised_file_is_not_quantised_again(gguf_dirs) -> None:  # type: ig
         load_model(gguf_dirs["llama", "Q4_0"], torch.float32, CPU, 64, quantization="int8")
     floats = load_model(gguf_dirs["llama", "F32"], torch.float32, CPU, 64, quantization="int4")
     assert floats.layers[0].mlp.down_proj.quantized is not None
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("file_type", ["BF16", "F16"])
+def test_a_half_file_quantised_at_load_reads_its_matrices_in_their_dtype(  # type: ignore[no-untyped-def]
+    arch, file_type, gguf_dirs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`quantization` on a BF16/F16 file run in fp32: every linear layer's matrix reaches the quantiser
+    in the file's dtype (the load holds the file's bytes for them, not fp32's) and is quantised to the
+    values an fp32 load gives; the layers then report fp32, as every other parameter."""
+    half = {"BF16": torch.bfloat16, "F16": torch.float16}[file_type]
+    real, seen = loader.quantize, []
+
+    def recording(weight: torch.Tensor, fmt: QuantFormat, group_size: int = 32) -> QuantizedWeight:
+        seen.append(weight.dtype)
+        return real(weight, fmt, group_size)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(loader, "quantize", recording)
+        model = load_model(gguf_dirs[arch, file_type], torch.float32, CPU, 64, quantization="int4")
+    tied = ModelConfig.from_pretrained(gguf_dirs[arch, file_type]).tie_word_embeddings
+    # 4 linear layers per decoder layer, and an output layer: tied, it is the fp32 embedding's table.
+    assert seen == [half] * (4 * len(model.layers)) + [torch.float32 if tied else half]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    plain = dict(load_model(gguf_dirs[arch, file_type], torch.float32, CPU, 64).named_modules())
+    quantised = [(n, m) for n, m in model.named_modules() if getattr(m, "quantized", None) is not None]
+    assert len(quantised) == len(seen)
+    for name, module in quantised:
+        expected = quantize(plain[name].weight, module.quantized.format, module.quantized.group_size)
+        assert torch.equal(module.quantized.qweight, expected.qweight), name
+        assert torch.equal(module.quantized.scales, expected.scales), name
 
 
 def test_the_tokenizer_and_chat_template_match_the_originals(model_dirs, gguf_dirs) -> None:  # type: ignore[no-untyped-def]

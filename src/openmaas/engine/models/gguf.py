@@ -360,10 +360,18 @@ def _check_tensors(config: ModelConfig, tensors: dict[str, ReaderTensor]) -> Non
 
 
 def load_model(
-    path: str | Path, dtype: torch.dtype, device: torch.device, max_positions: int, quant_kernels: bool = True
+    path: str | Path,
+    dtype: torch.dtype,
+    device: torch.device,
+    max_positions: int,
+    quant_kernels: bool = True,
+    to_quantize: bool = False,
 ) -> LlamaForCausalLM:
     """Our model with the weights of the .gguf file in folder `path` (or the file itself).
-    `quant_kernels` False: quantised layers dequantise and multiply (no C kernel)."""
+    `quant_kernels` False: quantised layers dequantise and multiply (no C kernel). `to_quantize`: the
+    caller quantises the linear layers next, so a float matrix narrower in the file than `dtype` (a
+    BF16 or F16 file run in fp32) is loaded in the file's dtype: the load then holds its bytes, not
+    twice as many, and quantising it gives the same values (the quantiser computes in fp32)."""
     file = Path(path) if Path(path).is_file() else find_file(path)
     if file is None:
         raise FileNotFoundError(f"no .gguf file in {path}")
@@ -382,6 +390,8 @@ def load_model(
         # The output layer runs on the quantised table (set_quantized leaves the embedding its float copy).
         pieces["lm_head.weight"] = [embedding]
     modules = dict(model.named_modules())
+    if to_quantize:
+        _stage_narrow_matrices(modules, pieces, dtype)
     requantised = 0
     for target, parts in pieces.items():
         module_name, _, attribute = target.rpartition(".")
@@ -474,6 +484,24 @@ def _rows(value: Weight, order: torch.Tensor) -> Weight:
     return value[order]
 
 
+def _stage_narrow_matrices(
+    modules: dict[str, nn.Module], pieces: dict[str, list[_Piece]], dtype: torch.dtype
+) -> None:
+    """Give each linear layer whose file matrices are all of one float dtype narrower than `dtype` a
+    weight of that dtype to load into (see `load_model`'s `to_quantize`)."""
+    for target, parts in pieces.items():
+        module_name, _, attribute = target.rpartition(".")
+        module = modules[module_name]
+        floats = [p.weight for p in parts if isinstance(p.weight, torch.Tensor) and not p.requantise]
+        if not isinstance(module, Linear) or attribute != "weight" or len(floats) != len(parts):
+            continue
+        kinds = {w.dtype for w in floats}
+        narrow = kinds.pop()
+        if not kinds and narrow.itemsize < dtype.itemsize:
+            empty = torch.empty(module.weight.shape, dtype=narrow, device=module.weight.device)
+            module.weight = nn.Parameter(empty, requires_grad=False)
+
+
 def _assign(module: nn.Module, attribute: str, parts: list[_Piece], dtype: torch.dtype, kernels: bool) -> int:
     """Put one parameter's parts (the shards of a fused matrix, in order) into `module`: a linear layer's
     Q8_0/Q4_0 weight as it is, one of another quantised type requantised to int8 (rather than serve a
@@ -493,12 +521,12 @@ def _assign(module: nn.Module, attribute: str, parts: list[_Piece], dtype: torch
             )
             set_quantized(module, quantize(floats, "int8", _BLOCK), kernels)
             return 1
-    param: torch.Tensor = getattr(module, attribute)
+    param: torch.Tensor = getattr(module, attribute)  # in `dtype`, or a narrower one staged
     start = 0
     for weight in weights:
         value = dequantize(weight, dtype) if isinstance(weight, QuantizedWeight) else weight
         with torch.no_grad():
-            param.data[start : start + value.shape[0]].copy_(value.to(dtype))
+            param.data[start : start + value.shape[0]].copy_(value.to(param.dtype))
         start += value.shape[0]
     return 0
 

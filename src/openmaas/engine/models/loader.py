@@ -71,8 +71,9 @@ def load_model(
 ) -> LlamaForCausalLM:
     folder = Path(path)
     if gguf.find_file(folder) is not None:
-        model = gguf.load_model(folder, dtype, device, max_positions, quant_kernels)
-        return _quantize_gguf(model, quantization, group_size, quant_kernels)
+        to_quantize = quantization is not None
+        model = gguf.load_model(folder, dtype, device, max_positions, quant_kernels, to_quantize)
+        return _quantize_gguf(model, dtype, quantization, group_size, quant_kernels)
     config = ModelConfig.from_pretrained(folder)
     files = sorted(folder.glob("*.safetensors"))
     if not files:
@@ -101,9 +102,16 @@ def load_model(
     if quantization is not None:
         report = quantize_model(model, quantization, group_size, quant_kernels)
         log.info("quantised %s", report)
-    for linear in staged:  # their float weight is gone: leave an empty one in the model's dtype
-        linear.weight = torch.nn.Parameter(torch.empty(0, dtype=dtype, device=device), requires_grad=False)
+    _restore_dtype(staged, dtype)
     return model.eval()
+
+
+def _restore_dtype(staged: list[Linear], dtype: torch.dtype) -> None:
+    """Layers loaded in a narrower dtype and quantised since: their float weight is gone; leave an
+    empty one in the model's dtype (code that asks a layer's dtype gets the model's)."""
+    for linear in staged:
+        empty = torch.empty(0, dtype=dtype, device=linear.weight.device)
+        linear.weight = torch.nn.Parameter(empty, requires_grad=False)
 
 
 def _stage_quantized(
@@ -129,16 +137,23 @@ def _stage_quantized(
 
 
 def _quantize_gguf(
-    model: LlamaForCausalLM, quantization: QuantFormat | None, group_size: int, kernels: bool
+    model: LlamaForCausalLM,
+    dtype: torch.dtype,
+    quantization: QuantFormat | None,
+    group_size: int,
+    kernels: bool,
 ) -> LlamaForCausalLM:
-    """A GGUF file's model, quantised at load where asked and its file holds float matrices."""
+    """A GGUF file's model, quantised at load where asked and its file holds float matrices (those
+    narrower than `dtype` loaded in their own dtype: gguf.load_model's `to_quantize`)."""
     if quantization is None:
         return model
     if any(m.quantized is not None for m in model.modules() if isinstance(m, Linear)):
         raise ValueError(
             f"this GGUF file already holds quantised weights; serve it without quantization={quantization!r}"
         )
+    staged = [m for m in model.modules() if isinstance(m, Linear) and m.weight.dtype != dtype]
     log.info("quantised %s", quantize_model(model, quantization, group_size, kernels))
+    _restore_dtype(staged, dtype)
     return model
 
 

@@ -220,29 +220,6 @@ int omaas_qmatmul(int fmt, int variant, const float *x, const uint8_t *w, const 
     return 0;
 }
 
-/* The float weight of `rows` rows (w and scales pointing at the first): out fp32 [rows, k]. */
-int omaas_qdequant(int fmt, const uint8_t *w, const uint16_t *scales, float *out, int64_t rows, int64_t k,
-                   int64_t group, int threads) {
-    if (bad_shape(fmt, 1, rows, k, group)) return -1;
-    if (threads < 1) threads = 1;
-    const int64_t per_group = group / RUN, groups = k / group, stride = row_bytes(fmt, k);
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t g = 0; g < groups; g++) {
-            const __m256 dw = _mm256_set1_ps(_cvtsh_ss(scales[r * groups + g]));
-            for (int64_t b = g * per_group; b < (g + 1) * per_group; b++) {
-                __m256 wf[4];
-                widen(fmt == FMT_INT8 ? load_block(FMT_INT8, w + r * stride, b)
-                                      : load_block(FMT_INT4, w + r * stride, b),
-                      wf);
-                float *o = out + r * k + b * RUN;
-                for (int j = 0; j < 4; j++) _mm256_storeu_ps(o + 8 * j, _mm256_mul_ps(wf[j], dw));
-            }
-        }
-    }
-    return 0;
-}
-
 /* 8 fp32 -> 8 bf16 (in the low 16 bits of each int32 lane), rounded to nearest, ties to even, as
  * PyTorch's vectorised fp32 -> bf16 conversion (the one `copy_` takes) rounds: bits + 0x7fff + the
  * lowest kept bit, then the high half; a NaN becomes 0xffff, as there. */
@@ -255,10 +232,11 @@ INLINE __m256i to_bf16_bits(__m256 v) {
     return _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0xffff), nan);
 }
 
-/* As omaas_qdequant, into bf16 [rows, k]: each value the fp32 one rounded as PyTorch rounds it, without
- * an fp32 copy of the slice (the engine's bf16 matmuls of prefill read this). */
-int omaas_qdequant_bf16(int fmt, const uint8_t *w, const uint16_t *scales, uint16_t *out, int64_t rows,
-                        int64_t k, int64_t group, int threads) {
+/* The float weight of `rows` rows (w and scales pointing at the first) into out [rows, k]: fp32, or
+ * (to_bf16) bf16, each value the fp32 one rounded as PyTorch rounds it. Inlined into the two entry
+ * points with to_bf16 a constant, so each has one store path. */
+INLINE int dequant_rows(const int to_bf16, int fmt, const uint8_t *w, const uint16_t *scales, void *out,
+                        int64_t rows, int64_t k, int64_t group, int threads) {
     if (bad_shape(fmt, 1, rows, k, group)) return -1;
     if (threads < 1) threads = 1;
     const int64_t per_group = group / RUN, groups = k / group, stride = row_bytes(fmt, k);
@@ -271,17 +249,34 @@ int omaas_qdequant_bf16(int fmt, const uint8_t *w, const uint16_t *scales, uint1
                 widen(fmt == FMT_INT8 ? load_block(FMT_INT8, w + r * stride, b)
                                       : load_block(FMT_INT4, w + r * stride, b),
                       wf);
-                uint16_t *o = out + r * k + b * RUN;
+                for (int j = 0; j < 4; j++) wf[j] = _mm256_mul_ps(wf[j], dw);
+                if (!to_bf16) {
+                    float *o = (float *)out + r * k + b * RUN;
+                    for (int j = 0; j < 4; j++) _mm256_storeu_ps(o + 8 * j, wf[j]);
+                    continue;
+                }
+                uint16_t *o = (uint16_t *)out + r * k + b * RUN;
                 for (int j = 0; j < 4; j += 2) {
                     /* packus works per 128-bit lane: the permute puts the 16 values back in order. */
-                    const __m256i packed = _mm256_packus_epi32(to_bf16_bits(_mm256_mul_ps(wf[j], dw)),
-                                                               to_bf16_bits(_mm256_mul_ps(wf[j + 1], dw)));
+                    const __m256i packed = _mm256_packus_epi32(to_bf16_bits(wf[j]), to_bf16_bits(wf[j + 1]));
                     _mm256_storeu_si256((__m256i *)(o + 8 * j), _mm256_permute4x64_epi64(packed, 0xd8));
                 }
             }
         }
     }
     return 0;
+}
+
+/* out fp32 [rows, k]. */
+int omaas_qdequant(int fmt, const uint8_t *w, const uint16_t *scales, float *out, int64_t rows, int64_t k,
+                   int64_t group, int threads) {
+    return dequant_rows(0, fmt, w, scales, out, rows, k, group, threads);
+}
+
+/* out bf16 [rows, k], without an fp32 copy of the slice (the engine's bf16 matmuls of prefill read it). */
+int omaas_qdequant_bf16(int fmt, const uint8_t *w, const uint16_t *scales, uint16_t *out, int64_t rows,
+                        int64_t k, int64_t group, int threads) {
+    return dequant_rows(1, fmt, w, scales, out, rows, k, group, threads);
 }
 
 int omaas_qmatmul_max_rows(void) { return MAX_ROWS; }

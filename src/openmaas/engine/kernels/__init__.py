@@ -39,6 +39,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -218,6 +219,20 @@ class LayerShape(ctypes.Structure):
     ]
 
 
+@dataclass(frozen=True)
+class DecodeStep:
+    """What every layer of a one-call decode step reads beside its own weights and KV cache: where
+    each token's K/V goes (`slot_mapping`), each sequence's context slots [seqs, max_ctx] and
+    lengths, the tokens' positions, and the RoPE tables (fp32 [max_positions, d])."""
+
+    slot_mapping: torch.Tensor
+    ctx_slots: torch.Tensor
+    lengths: torch.Tensor
+    positions: torch.Tensor
+    cos: torch.Tensor
+    sin_signed: torch.Tensor
+
+
 class CpuKernels:
     """Our C kernels for one dtype (bf16 or fp32), run on PyTorch's intra-op threads:
 
@@ -391,22 +406,14 @@ class CpuKernels:
         h: torch.Tensor,
         delta: torch.Tensor | None,
         kv_cache: torch.Tensor,
-        slot_mapping: torch.Tensor,
-        ctx_slots: torch.Tensor,
-        lengths: torch.Tensor,
-        positions: torch.Tensor,
-        cos: torch.Tensor,
-        sin_signed: torch.Tensor,
+        step: DecodeStep,
         scratch: torch.Tensor,
     ) -> torch.Tensor:
         """One decoder layer for 1-4 decode tokens (layer.c): h [m, hidden] gets delta added in place;
         returns the layer's MLP output [m, hidden]. `scratch` is `layer_scratch(shape, m)`, shared by a
         step's layers. The caller checks `fits_rows` for every matmul width, so each row goes where the
         op-by-op path sends it."""
-        return self._run_layer(
-            self._layer, params, shape, h, delta, (scratch.data_ptr(),), kv_cache, slot_mapping, ctx_slots,
-            lengths, positions, cos, sin_signed,
-        )  # fmt: skip
+        return self._run_layer(self._layer, params, shape, h, delta, kv_cache, step, (scratch.data_ptr(),))
 
     def decode_qlayer(
         self,
@@ -415,21 +422,14 @@ class CpuKernels:
         h: torch.Tensor,
         delta: torch.Tensor | None,
         kv_cache: torch.Tensor,
-        slot_mapping: torch.Tensor,
-        ctx_slots: torch.Tensor,
-        lengths: torch.Tensor,
-        positions: torch.Tensor,
-        cos: torch.Tensor,
-        sin_signed: torch.Tensor,
+        step: DecodeStep,
         scratch: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
         """`decode_layer` for a layer whose projections are quantised (quant512.c's matmul, the same
         functions in the same order as `qgemv` op by op); `scratch` is `qlayer_scratch(shape, m)`."""
         floats, qa = scratch
-        return self._run_layer(
-            self._qlayer, params, shape, h, delta, (floats.data_ptr(), qa.data_ptr()), kv_cache, slot_mapping,
-            ctx_slots, lengths, positions, cos, sin_signed,
-        )  # fmt: skip
+        pointers = (floats.data_ptr(), qa.data_ptr())
+        return self._run_layer(self._qlayer, params, shape, h, delta, kv_cache, step, pointers)
 
     @staticmethod
     def _run_layer(
@@ -438,14 +438,9 @@ class CpuKernels:
         shape: LayerShape,
         h: torch.Tensor,
         delta: torch.Tensor | None,
-        scratch: tuple[int, ...],
         kv_cache: torch.Tensor,
-        slot_mapping: torch.Tensor,
-        ctx_slots: torch.Tensor,
-        lengths: torch.Tensor,
-        positions: torch.Tensor,
-        cos: torch.Tensor,
-        sin_signed: torch.Tensor,
+        step: DecodeStep,
+        scratch: tuple[int, ...],
     ) -> torch.Tensor:
         """One call of layer.c's `omaas_decode_layer` or `omaas_decode_qlayer`, which take the same
         arguments but their scratch pointers (one float buffer; the qlayer also its activations')."""
@@ -453,9 +448,9 @@ class CpuKernels:
         out = torch.empty_like(h)
         rc = function(
             ctypes.byref(params), ctypes.byref(shape), h.data_ptr(), data_ptr_or_none(delta), out.data_ptr(),
-            *scratch, kv_cache.data_ptr(), slot_mapping.data_ptr(), ctx_slots.data_ptr(), ctx_slots.shape[1],
-            lengths.data_ptr(), positions.data_ptr(), cos.data_ptr(), sin_signed.data_ptr(), m,
-            torch.get_num_threads(),
+            *scratch, kv_cache.data_ptr(), step.slot_mapping.data_ptr(), step.ctx_slots.data_ptr(),
+            step.ctx_slots.shape[1], step.lengths.data_ptr(), step.positions.data_ptr(), step.cos.data_ptr(),
+            step.sin_signed.data_ptr(), m, torch.get_num_threads(),
         )  # fmt: skip
         if rc != 0:
             raise ValueError(f"decode layer: unsupported rows {m} or heads {shape.heads}/{shape.kv_heads}")

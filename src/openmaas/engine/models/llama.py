@@ -17,6 +17,7 @@ from torch import nn
 from openmaas.engine.attention import AttentionMetadata, paged_attention
 from openmaas.engine.kernels import (
     CpuKernels,
+    DecodeStep,
     LayerParams,
     LayerShape,
     QuantLayerParams,
@@ -255,28 +256,20 @@ class LlamaForCausalLM(nn.Module):
         assert kernels is not None and shape is not None and layers is not None
         assert meta.decode_slots is not None and meta.decode_lengths is not None
         delta: torch.Tensor | None = None
-        slots, lengths, cos, sin = (
-            meta.decode_slots,
-            meta.decode_lengths,
-            self.rotary.cos,
+        step = DecodeStep(
+            meta.slot_mapping, meta.decode_slots, meta.decode_lengths, positions, self.rotary.cos,
             self.rotary.sin_signed,
-        )
+        )  # fmt: skip
         if isinstance(layers[0], QuantLayerParams):
             qscratch = kernels.qlayer_scratch(shape, h.shape[0])
             for qparams, kv_cache in zip(layers, kv_caches, strict=True):
                 assert isinstance(qparams, QuantLayerParams)
-                delta = kernels.decode_qlayer(
-                    qparams, shape, h, delta, kv_cache, meta.slot_mapping, slots, lengths, positions,
-                    cos, sin, qscratch,
-                )  # fmt: skip
+                delta = kernels.decode_qlayer(qparams, shape, h, delta, kv_cache, step, qscratch)
             return self.norm.add(h, delta)[1]
         scratch = kernels.layer_scratch(shape, h.shape[0])
         for params, kv_cache in zip(layers, kv_caches, strict=True):
             assert isinstance(params, LayerParams)
-            delta = kernels.decode_layer(
-                params, shape, h, delta, kv_cache, meta.slot_mapping, slots, lengths, positions, cos, sin,
-                scratch,
-            )  # fmt: skip
+            delta = kernels.decode_layer(params, shape, h, delta, kv_cache, step, scratch)
         return self.norm.add(h, delta)[1]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -213,17 +213,7 @@ class ReplicaPool:
         it (once however many calls saw it)."""
         if self._closed or self.actors[slot] is not actor or slot in self._starting:
             return
-        logs.event(
-            log,
-            "replica_channel_lost",
-            level=logging.WARNING,
-            version=self.version,
-            replica=slot,
-            reason=str(reason)[:200],
-        )
-        self._drop_channel(slot)
-        self._starting.add(slot)
-        self.watch(self._until_answering(slot, actor))
+        self._set_aside(slot, "replica_channel_lost", reason, self._until_answering(slot, actor))
 
     async def _until_answering(self, slot: int, actor: Any) -> None:
         """Serve replica `slot` again once its actor answers (Ray may be restarting it, with a new
@@ -269,18 +259,20 @@ class ReplicaPool:
             return
         fresh = self._actor_class.remote(self.spec)
         self.actors[slot] = fresh
+        self._event("replica_restarted", f"replica {slot + 1} of {self.version} died; starting a new one")
+        self._set_aside(slot, "replica_recreated", exc, self._until_loaded(slot, fresh))
+
+    def _set_aside(
+        self, slot: int, event: str, reason: BaseException, back: Coroutine[Any, Any, Any]
+    ) -> None:
+        """Stop sending to replica `slot` (its line closed, the pool avoids it) until `back`, watched
+        on the loop, serves it again; logged as `event` with `reason`."""
+        logs.event(
+            log, event, level=logging.WARNING, version=self.version, replica=slot, reason=str(reason)[:200]
+        )
         self._drop_channel(slot)
         self._starting.add(slot)
-        logs.event(
-            log,
-            "replica_recreated",
-            level=logging.WARNING,
-            version=self.version,
-            replica=slot,
-            reason=str(exc)[:200],
-        )
-        self._event("replica_restarted", f"replica {slot + 1} of {self.version} died; starting a new one")
-        self.watch(self._until_loaded(slot, fresh))
+        self.watch(back)
 
     def watch(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run `work` on the event loop, held until done (the loop keeps only weak references)."""

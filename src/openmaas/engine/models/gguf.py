@@ -40,7 +40,7 @@ from torch import nn
 
 from openmaas.engine.models import gguf_vocab
 from openmaas.engine.models.config import ModelConfig
-from openmaas.engine.models.linear import Linear, set_quantized, share_dequant_scratch
+from openmaas.engine.models.linear import Linear, set_quantized, share_dequant_scratch, stage_weight
 from openmaas.engine.models.llama import LlamaForCausalLM, empty_model
 from openmaas.engine.quant import QuantizedWeight, dequantize, quantize
 
@@ -498,8 +498,7 @@ def _stage_narrow_matrices(
         kinds = {w.dtype for w in floats}
         narrow = kinds.pop()
         if not kinds and narrow.itemsize < dtype.itemsize:
-            empty = torch.empty(module.weight.shape, dtype=narrow, device=module.weight.device)
-            module.weight = nn.Parameter(empty, requires_grad=False)
+            stage_weight(module, narrow)
 
 
 def _assign(module: nn.Module, attribute: str, parts: list[_Piece], dtype: torch.dtype, kernels: bool) -> int:

@@ -188,23 +188,34 @@ def _row_slice(q: QuantizedWeight, start: int, rows: int) -> QuantizedWeight:
 
 
 @torch.no_grad()
-def set_quantized(linear: Linear, q: QuantizedWeight, kernels: bool = True) -> None:
+def set_quantized(
+    linear: Linear, q: QuantizedWeight, kernels: bool = True, dtype: torch.dtype | None = None
+) -> None:
     """Make `linear` compute with `q` (shape [out_features, in_features]) instead of its float weight,
-    which is freed (an empty tensor of the same dtype and device stays in its place, so code that asks
-    the layer's dtype still can). A weight another module shares (the tied embedding) stays with that
-    module. `kernels` False keeps the dequantise-and-matmul path only (tests, comparisons)."""
+    which is freed (an empty tensor of `dtype`, by default the weight's own, stays in its place on its
+    device, so code that asks the layer's dtype still can: the model's, for a weight `stage_weight`
+    narrowed). A weight another module shares (the tied embedding) stays with that module. `kernels`
+    False keeps the dequantise-and-matmul path only (tests, comparisons)."""
     if q.shape != (linear.out_features, linear.in_features):
         shape = (linear.out_features, linear.in_features)
         raise ValueError(f"quantised weight {q.shape} does not fit a layer of weight shape {shape}")
     device = linear.weight.device
     if q.qweight.device != device:
         q = QuantizedWeight(q.format, q.qweight.to(device), q.scales.to(device), q.group_size)
-    empty = torch.empty(0, dtype=linear.weight.dtype, device=device)
+    empty = torch.empty(0, dtype=dtype or linear.weight.dtype, device=device)
     linear.weight = nn.Parameter(empty, requires_grad=False)
     linear.onednn_weight = None
     linear.kernels = None
     linear.quantized = q
     linear.quant_kernels = load_quant_kernels() if kernels and device.type == "cpu" else None
+
+
+def stage_weight(linear: Linear, dtype: torch.dtype) -> None:
+    """Give `linear` an (uninitialised) weight of `dtype` for a loader to fill before it is quantised:
+    a checkpoint's bf16 matrix then takes its own bytes while the model runs in fp32, and quantising it
+    gives the same values (the quantiser computes in fp32)."""
+    empty = torch.empty(linear.weight.shape, dtype=dtype, device=linear.weight.device)
+    linear.weight = nn.Parameter(empty, requires_grad=False)
 
 
 def share_dequant_scratch(model: nn.Module, chunk_elements: int = 4 << 20, half: bool | None = None) -> None:

@@ -17,7 +17,7 @@ from safetensors import safe_open
 from openmaas.engine.kernels import move_to_huge_pages
 from openmaas.engine.models import gguf
 from openmaas.engine.models.config import ModelConfig
-from openmaas.engine.models.linear import Linear, set_quantized, share_dequant_scratch
+from openmaas.engine.models.linear import Linear, set_quantized, share_dequant_scratch, stage_weight
 from openmaas.engine.models.llama import LlamaForCausalLM, empty_model
 from openmaas.engine.quant import QuantFormat, quantize
 
@@ -73,13 +73,13 @@ def load_model(
     if gguf.find_file(folder) is not None:
         to_quantize = quantization is not None
         model = gguf.load_model(folder, dtype, device, max_positions, quant_kernels, to_quantize)
-        return _quantize_gguf(model, dtype, quantization, group_size, quant_kernels)
+        return _quantize_gguf(model, quantization, group_size, quant_kernels)
     config = ModelConfig.from_pretrained(folder)
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no *.safetensors in {folder}")
     model = empty_model(config, max_positions, dtype, device)
-    staged = _stage_quantized(model, config, dtype, quantization)
+    _stage_quantized(model, config, dtype, quantization)
     params = dict(model.named_parameters())
     loaded: set[str] = set()
     for file in files:
@@ -102,58 +102,38 @@ def load_model(
     if quantization is not None:
         report = quantize_model(model, quantization, group_size, quant_kernels)
         log.info("quantised %s", report)
-    _restore_dtype(staged, dtype)
     return model.eval()
-
-
-def _restore_dtype(staged: list[Linear], dtype: torch.dtype) -> None:
-    """Layers loaded in a narrower dtype and quantised since: their float weight is gone; leave an
-    empty one in the model's dtype (code that asks a layer's dtype gets the model's)."""
-    for linear in staged:
-        empty = torch.empty(0, dtype=dtype, device=linear.weight.device)
-        linear.weight = torch.nn.Parameter(empty, requires_grad=False)
 
 
 def _stage_quantized(
     model: LlamaForCausalLM, config: ModelConfig, dtype: torch.dtype, quantization: QuantFormat | None
-) -> list[Linear]:
-    """The matrices to be quantised, given weights in the checkpoint's dtype where it is narrower than
-    `dtype` (a bf16 checkpoint quantised to run in fp32, engine/config.py `choose_dtype`): loading then
-    takes the checkpoint's bytes for them, not twice as many, and quantising gives the same values (it
-    computes in fp32). Returns those layers; an lm_head tied to the embedding keeps the shared weight."""
+) -> None:
+    """The matrices to be quantised get weights in the checkpoint's dtype where it is narrower than
+    `dtype` (a bf16 checkpoint quantised to run in fp32, engine/config.py `choose_dtype`; see
+    `stage_weight`). An lm_head tied to the embedding keeps the shared weight."""
     narrow = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(config.checkpoint_dtype or "")
     if quantization is None or narrow is None or narrow.itemsize >= dtype.itemsize:
-        return []
+        return
     targets = [layer.get_submodule(name) for layer in model.layers for name in PROJECTIONS]
     if not config.tie_word_embeddings:
         targets.append(model.lm_head)
-    staged: list[Linear] = []
     for linear in targets:
         assert isinstance(linear, Linear)
-        empty = torch.empty(linear.weight.shape, dtype=narrow, device=linear.weight.device)
-        linear.weight = torch.nn.Parameter(empty, requires_grad=False)
-        staged.append(linear)
-    return staged
+        stage_weight(linear, narrow)
 
 
 def _quantize_gguf(
-    model: LlamaForCausalLM,
-    dtype: torch.dtype,
-    quantization: QuantFormat | None,
-    group_size: int,
-    kernels: bool,
+    model: LlamaForCausalLM, quantization: QuantFormat | None, group_size: int, kernels: bool
 ) -> LlamaForCausalLM:
     """A GGUF file's model, quantised at load where asked and its file holds float matrices (those
-    narrower than `dtype` loaded in their own dtype: gguf.load_model's `to_quantize`)."""
+    narrower than the model's dtype loaded in their own: gguf.load_model's `to_quantize`)."""
     if quantization is None:
         return model
     if any(m.quantized is not None for m in model.modules() if isinstance(m, Linear)):
         raise ValueError(
             f"this GGUF file already holds quantised weights; serve it without quantization={quantization!r}"
         )
-    staged = [m for m in model.modules() if isinstance(m, Linear) and m.weight.dtype != dtype]
     log.info("quantised %s", quantize_model(model, quantization, group_size, kernels))
-    _restore_dtype(staged, dtype)
     return model
 
 
@@ -185,6 +165,7 @@ def quantize_model(
     """Quantise every decoder layer's q/k/v, o, gate/up and down projections to `format` and the lm_head
     to `LM_HEAD_FORMAT`, each with one scale per `group_size` inputs (0: per output channel), and give
     them one shared dequantisation scratch (models/linear.py). `kernels` False: no C kernels."""
+    dtype = model.embed_tokens.weight.dtype  # the model's (a staged weight may be narrower)
     targets = [(layer.get_submodule(name), format) for layer in model.layers for name in PROJECTIONS]
     targets.append((model.lm_head, LM_HEAD_FORMAT))
     others = [m for m in model.modules() if not isinstance(m, Linear)]
@@ -199,7 +180,7 @@ def quantize_model(
         float_bytes += nbytes
         freed_bytes += 0 if id(weight) in shared else nbytes
         quantized_bytes += q.nbytes
-        set_quantized(linear, q, kernels)
+        set_quantized(linear, q, kernels, dtype)
         if linear.quant_kernels is not None and linear.quantized is not None:
             placed += [linear.quantized.qweight, linear.quantized.scales]
     # Our kernels stream the values from 2 MiB pages, as gemv.c does the float weights (~20% faster).

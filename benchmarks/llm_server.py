@@ -272,13 +272,9 @@ def measure(precision: str, gguf: Path, kept: list[int], args: argparse.Namespac
     return dict(sorted(rounds.items(), key=lambda kv: (kv[0].split()[1] != "whole", kv[0])))
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile, interpolated between the two nearest ranks."""
-    ordered = sorted(values)
-    at = (len(ordered) - 1) * q / 100
-    low = int(at)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
+def percentile(values: list[float], q: int) -> float:
+    """The q-th percentile (1-99), interpolated between the two nearest ranks."""
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 def main() -> None:
